@@ -1,0 +1,183 @@
+"""The composition root: the only module that wires concrete parts together.
+
+`build(settings)` opens the store, the vault and the transport and hands the use cases to
+the ingresses; `main()` is the console entry point.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
+from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound, SecretsUnavailable
+from mailvia.outbox.channels import Channels
+from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
+from mailvia.outbox.ports import Credentials
+from mailvia.outbox.services import Services
+from mailvia.outbox.submit import Submitter
+from mailvia.outbox.tenancy import Tenancy
+from mailvia.passwords import hash_password
+from mailvia.secrets import Vault, load_master_key
+from mailvia.settings import Settings
+from mailvia.store import SqlStore, migrate, open_store
+from mailvia.transport import OutboundGuard, SmtpTransport
+
+POOL_ORGANIZATION = "_platform"
+POOL_CHANNEL_ID = "ch_pool"
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int
+    security: Security
+    credentials: Credentials | None
+
+
+def parse_relay(url: str) -> Relay:
+    """`smtp://user:pass@host:port?security=starttls` (security: starttls, tls or none)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise InvalidInput("POOL_RELAY: expected smtp://user:pass@host:port?security=starttls")
+    query = parse_qs(parts.query)
+    default = "tls" if parts.scheme == "smtps" else "starttls"
+    try:
+        security = Security(query.get("security", [default])[0])
+    except ValueError as exc:
+        raise InvalidInput("POOL_RELAY: security must be starttls, tls or none") from exc
+    credentials = None
+    if parts.username:
+        credentials = Credentials(unquote(parts.username), unquote(parts.password or ""))
+    return Relay(parts.hostname, parts.port or 587, security, credentials)
+
+
+def check_plaintext_host(
+    allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> Callable[[str], None]:
+    """A check that a host for `security: none` resolves only inside the allowed networks."""
+
+    def check(host: str) -> None:
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise InvalidChannel(f"host {host!r} does not resolve") from exc
+        for info in infos:
+            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+            if not any(address in net for net in allowed):
+                raise InvalidChannel(
+                    "security none is allowed only for hosts inside MAILVIA_ALLOW_PRIVATE_HOSTS"
+                )
+
+    return check
+
+
+def ensure_pool(store: SqlStore, settings: Settings, now: float) -> Channel | None:
+    """Keep the shared pool's channel row in step with POOL_RELAY (None when unset)."""
+    if not settings.pool_relay:
+        return None
+    relay = parse_relay(settings.pool_relay)
+    org = store.find_organization(POOL_ORGANIZATION) or store.create_organization(
+        "org_platform", POOL_ORGANIZATION, now
+    )
+    team = store.find_team(org.id, "pool") or store.create_team(
+        "team_platform", org.id, "pool", now
+    )
+    channel = Channel(
+        id=POOL_CHANNEL_ID,
+        organization_id=org.id,
+        name="shared pool",
+        kind=Kind.POOL,
+        host=relay.host,
+        port=relay.port,
+        security=relay.security,
+        auth=Auth.PLAIN if relay.credentials else Auth.NONE,
+        scope=Scope.DOMAIN,
+        owner=Owner(team_id=team.id),
+        username=relay.credentials.username if relay.credentials else None,
+        has_password=relay.credentials is not None,
+        max_connections=10,
+    )
+    try:
+        existing = store.get_channel(POOL_CHANNEL_ID)
+    except NotFound:
+        return store.add_channel(channel, None, now)
+    channel = replace(
+        channel,
+        state=existing.state,
+        state_reason=existing.state_reason,
+        state_changed_at=existing.state_changed_at,
+    )
+    store.update_channel(channel)
+    return channel
+
+
+def build(settings: Settings, *, create_key: bool = False) -> Services:
+    """Wire the service. Raises SecretsUnavailable when the master key does not fit."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(settings.database_url)
+    store = open_store(settings.database_url)
+    vault = Vault(
+        load_master_key(key=settings.master_key, key_file=settings.key_file, create=create_key)
+    )
+    check_vault(store, vault)
+    pool = ensure_pool(store, settings, time.time())
+    relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
+    transport = SmtpTransport(guard=OutboundGuard(settings.allow_private_hosts))
+    channels = Channels(
+        store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
+    )
+
+    def credentials(channel: Channel) -> Credentials | None:
+        if channel.kind is Kind.POOL:
+            return relay.credentials if relay else None
+        return channels.credentials(channel)
+
+    dispatcher = Dispatcher(
+        store,
+        transport,
+        credentials=credentials,
+        options=DispatchOptions(
+            worker=settings.worker_id or f"{socket.gethostname()}:{os.getpid()}",
+            lease_seconds=settings.lease_seconds,
+            batch=settings.claim_batch,
+        ),
+    )
+    submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake)
+
+    async def close() -> None:
+        await transport.aclose()
+        store.close()
+
+    return Services(
+        store=store,
+        tenancy=Tenancy(store, hash_password=hash_password),
+        channels=channels,
+        submitter=submitter,
+        dispatcher=dispatcher,
+        transport=transport,
+        pool=lambda: pool,
+        close=close,
+        max_message_size=settings.max_message_size,
+    )
+
+
+def check_vault(store: SqlStore, vault: Vault) -> None:
+    """Fail closed: every stored secret must be sealed under this master key."""
+    for channel_id, sealed in store.channel_secrets():
+        if not vault.owns(sealed):
+            raise SecretsUnavailable(
+                f"the master key does not open the stored secrets (channel {channel_id}); "
+                "mailvia will not start with a wrong key"
+            )
+
+
+def main() -> None:
+    from mailvia.ingress.cli import run
+
+    run(build)

@@ -1,0 +1,1 @@
+"""The pure core: channels, routing, replies, retry, states. No I/O, no clock, no framework."""

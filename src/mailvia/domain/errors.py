@@ -1,0 +1,72 @@
+"""The exception tree for misuse and faults; delivery failures are values, not exceptions.
+
+    MailviaError
+     ├── InvalidInput          bad input from a user or client (400/422, SMTP 5xx, exit 2)
+     │    ├── InvalidAddress
+     │    ├── InvalidHeader    CR/LF/NUL in a header, a name or an envelope address
+     │    ├── MessageTooLarge
+     │    └── InvalidChannel   a channel's fields do not fit together
+     ├── NotFound              unknown or another organization's object (404)
+     ├── Forbidden             the caller may not do this (403, SMTP 550 5.7.1)
+     ├── Conflict              a name taken, an idempotency key reused with another body (409)
+     ├── Unauthenticated       no or a bad token or password (401, SMTP 535)
+     ├── OutboundRefused       the outbound address guard refused a target
+     ├── SecretsUnavailable    the master key is missing or wrong: fail closed
+     └── StoreUnavailable      the database cannot be reached (503, SMTP 451)
+
+Each ingress maps these in one place: HTTP status, SMTP reply, CLI exit code.
+"""
+
+from __future__ import annotations
+
+
+class MailviaError(Exception):
+    """Root of every error mailvia raises on purpose."""
+
+
+class InvalidInput(MailviaError):
+    """Input that can never be accepted as sent."""
+
+
+class InvalidAddress(InvalidInput):
+    """An email address that is malformed or not allowed here."""
+
+
+class InvalidHeader(InvalidInput):
+    """A header, display name or envelope value that would change the message's structure."""
+
+
+class MessageTooLarge(InvalidInput):
+    """A message over the size limit."""
+
+
+class InvalidChannel(InvalidInput):
+    """A channel whose fields do not fit together."""
+
+
+class NotFound(MailviaError):
+    """No such object, or one the caller may not see (never tells which)."""
+
+
+class Forbidden(MailviaError):
+    """The caller is known but may not do this."""
+
+
+class Conflict(MailviaError):
+    """The request clashes with what exists."""
+
+
+class Unauthenticated(MailviaError):
+    """The caller could not be identified."""
+
+
+class OutboundRefused(MailviaError):
+    """The outbound address guard refused to connect; one generic message for every reason."""
+
+
+class SecretsUnavailable(MailviaError):
+    """Secrets cannot be decrypted: the master key is missing or is not the one in use."""
+
+
+class StoreUnavailable(MailviaError):
+    """The outbox cannot be read or written right now."""

@@ -1,0 +1,65 @@
+"""Tenancy: organizations, teams, users and their roles, sender identities, API tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mailvia.domain.errors import InvalidAddress
+
+
+class Role(StrEnum):
+    MEMBER = "member"
+    ADMIN = "admin"
+
+
+class Fallback(StrEnum):
+    """What happens to mail whose routed channel is disconnected or paused."""
+
+    HOLD = "hold"  # keep it until the channel is back (the default: no surprise reputation)
+    NEXT = "next"  # use the next channel that may send as that From
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: str
+    name: str
+    default_channel_id: str | None = None
+    fallback: Fallback = Fallback.HOLD
+
+
+@dataclass(frozen=True)
+class Team:
+    id: str
+    organization_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    organization_id: str
+    team_id: str
+    email: str
+    role: Role
+    must_change_password: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+def domain_of(address: str) -> str:
+    """The domain part of an address, lower-cased."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        raise InvalidAddress(f"{address!r} is not an email address")
+    return domain.lower()
+
+
+def identity_covers(identity: str, address: str) -> bool:
+    """An identity is an address (`jane@acme.test`) or a whole domain (`@acme.test`)."""
+    identity, address = identity.lower(), address.lower()
+    if identity.startswith("@"):
+        return address.rpartition("@")[2] == identity[1:]
+    return identity == address

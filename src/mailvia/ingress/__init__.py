@@ -1,0 +1,1 @@
+"""Intakes and front doors: the CLI, the HTTP API, the SMTP submission server."""

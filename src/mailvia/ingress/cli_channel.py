@@ -1,0 +1,240 @@
+"""`mailvia channel ...`: add, list, show, test, remove, pause, resume, presets."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TextIO
+
+import click
+
+from mailvia.domain.channel import Auth, Budget, Channel, Scope, Security
+from mailvia.domain.errors import InvalidInput
+from mailvia.domain.presets import PRESETS
+from mailvia.domain.tenancy import Role, User
+from mailvia.ingress.cli import (
+    STORE_SETTINGS,
+    Context,
+    cli,
+    emit,
+    pass_context,
+    settings_options,
+)
+from mailvia.ingress.views import channel_view
+from mailvia.outbox.channels import ChannelSpec
+from mailvia.outbox.services import Services
+from mailvia.settings import Settings
+
+ORG_OPTION = click.option(
+    "--org",
+    default="default",
+    show_default=True,
+    help="The organization (for team channels and names).",
+)
+
+
+@cli.group()
+def channel() -> None:
+    """Delivery channels: one way out for mail."""
+
+
+def operator(services: Services, org_name: str) -> User:
+    """The CLI acts for the operator: an admin of the named organization."""
+    org = services.tenancy.organization(org_name)
+    team = services.store.find_team(org.id, "default")
+    return User("operator", org.id, team.id if team else "", "operator", Role.ADMIN)
+
+
+def read_password(stdin: bool, env: str | None) -> str | None:
+    """A password never comes from the command line itself."""
+    if stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise InvalidInput(f"--password-env: {env} is not set")
+        return value
+    return None
+
+
+@channel.command("add")
+@click.argument("name")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Provider preset.")
+@click.option("--host")
+@click.option("--port", type=int)
+@click.option("--security", type=click.Choice([s.value for s in Security]))
+@click.option("--auth", "auth", type=click.Choice([a.value for a in Auth]))
+@click.option("--username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--password-env", metavar="VAR", help="Read the password from this variable.")
+@click.option("--ca-file", type=click.File("r"), help="A PEM CA added to the trust store.")
+@click.option("--scope", type=click.Choice([s.value for s in Scope]))
+@click.option("--address", help="The From address (address scope).")
+@click.option("--domain", "domains", multiple=True, help="A domain (domain scope); repeat.")
+@click.option("--user", "user_email", help="Owner (address scope).")
+@click.option("--team", "team_name", help="Owning team (domain scope).")
+@click.option("--budget", "budgets", multiple=True, metavar="N/SECONDS[:UNIT]")
+@click.option("--max-connections", type=int)
+@click.option("--max-recipients", "max_recipients", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@ORG_OPTION
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def add(
+    ctx: Context,
+    name: str,
+    settings: Settings,
+    org: str,
+    as_json: bool,
+    preset: str | None,
+    host: str | None,
+    port: int | None,
+    security: str | None,
+    auth: str | None,
+    username: str | None,
+    password_stdin: bool,
+    password_env: str | None,
+    ca_file: TextIO | None,
+    scope: str | None,
+    address: str | None,
+    domains: tuple[str, ...],
+    user_email: str | None,
+    team_name: str | None,
+    budgets: tuple[str, ...],
+    max_connections: int | None,
+    max_recipients: int | None,
+) -> None:
+    """Add a channel (from a preset, or by hand)."""
+    spec = ChannelSpec(
+        name=name,
+        preset=preset,
+        host=host,
+        port=port,
+        security=Security(security) if security else None,
+        auth=Auth(auth) if auth else None,
+        username=username,
+        password=read_password(password_stdin, password_env),
+        ca_pem=ca_file.read() if ca_file else None,
+        scope=Scope(scope) if scope else None,
+        address=address,
+        domains=domains,
+        user_email=user_email,
+        team_name=team_name,
+        budgets=tuple(Budget.parse(b) for b in budgets) if budgets else None,
+        max_connections=max_connections,
+        max_recipients_per_message=max_recipients,
+    )
+
+    def action(s: Services) -> None:
+        created, warnings = s.channels.add(operator(s, org), spec, time.time())
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
+        emit(
+            channel_view(created),
+            as_json=as_json,
+            text=lambda: click.echo(f"added {created.name} ({created.id})"),
+        )
+
+    ctx.using(settings, action)
+
+
+@channel.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@ORG_OPTION
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def list_(ctx: Context, as_json: bool, org: str, settings: Settings) -> None:
+    """List the organization's channels."""
+
+    def action(s: Services) -> None:
+        channels = s.channels.visible(operator(s, org))
+        emit([channel_view(c) for c in channels], as_json=as_json, text=lambda: _table(channels))
+
+    ctx.using(settings, action)
+
+
+def _table(channels: list[Channel]) -> None:
+    if not channels:
+        click.echo("no channels")
+    for c in channels:
+        who = c.address or ", ".join(c.domains)
+        click.echo(f"{c.name:24} {c.state:12} {c.scope:7} {who:30} {c.host}:{c.port} {c.id}")
+
+
+@channel.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@ORG_OPTION
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def show(ctx: Context, name: str, as_json: bool, org: str, settings: Settings) -> None:
+    """Show one channel (the password is never shown)."""
+
+    def action(s: Services) -> None:
+        found = s.channels.get(operator(s, org), name)
+        view = channel_view(found)
+        emit(view, as_json=as_json, text="\n".join(f"{k:28} {v}" for k, v in view.items()))
+
+    ctx.using(settings, action)
+
+
+def _state_command(verb: str) -> None:
+    @channel.command(verb)
+    @click.argument("name")
+    @ORG_OPTION
+    @settings_options(*STORE_SETTINGS)
+    @pass_context
+    def command(ctx: Context, name: str, org: str, settings: Settings) -> None:
+        def action(s: Services) -> None:
+            actor = operator(s, org)
+            if verb == "remove":
+                s.channels.remove(actor, name)
+                click.echo(f"removed {name}")
+                return
+            change = s.channels.pause if verb == "pause" else s.channels.resume
+            changed, count = change(actor, name, time.time())
+            moved = "held" if verb == "pause" else "released"
+            click.echo(f"{changed.name} is {changed.state}; {count} messages {moved}")
+
+        ctx.using(settings, action)
+
+    command.__doc__ = {
+        "remove": "Remove a channel (refused while it has mail to deliver).",
+        "pause": "Pause a channel: its mail is held until it is resumed.",
+        "resume": "Resume a channel and release its held mail in its original order.",
+    }[verb]
+
+
+for _verb in ("remove", "pause", "resume"):
+    _state_command(_verb)
+
+
+@channel.command("presets")
+@click.option("--json", "as_json", is_flag=True)
+def presets(as_json: bool) -> None:
+    """List the provider presets and what they fill in."""
+    data = [
+        {
+            "name": p.name,
+            "title": p.title,
+            "host": p.host,
+            "port": p.port,
+            "security": str(p.security),
+            "auth": str(p.auth),
+            "scope": str(p.scope),
+            "username": p.username,
+            "budgets": [str(b) for b in p.budgets],
+            "max_recipients_per_message": p.max_recipients_per_message,
+            "max_connections": p.max_connections,
+            "advice": p.advice,
+            "sources": list(p.sources),
+        }
+        for p in PRESETS.values()
+    ]
+    lines = (
+        f"{p.name:14} {p.host}:{p.port} {p.security:8} scope {p.scope:7} "
+        + " ".join(str(b) for b in p.budgets)
+        for p in PRESETS.values()
+    )
+    emit(data, as_json=as_json, text="\n".join(lines))

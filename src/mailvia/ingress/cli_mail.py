@@ -1,0 +1,227 @@
+"""`mailvia send`, `queue`, `message show`, `route explain`: mail from the command line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from click.termui import progressbar
+
+from mailvia.domain.errors import MailviaError
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.tenancy import User
+from mailvia.ingress.cli import (
+    STORE_SETTINGS,
+    Context,
+    cli,
+    emit,
+    pass_context,
+    settings_options,
+)
+from mailvia.ingress.views import message_view, receipt_view, route_view
+from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
+from mailvia.outbox.services import Services
+from mailvia.outbox.submit import Receipt, Submission
+from mailvia.settings import Settings
+
+
+@cli.command("send")
+@click.option("--user", "user_email", required=True, help="The sender (a user's email).")
+@click.option("--from", "from_", help="The From address (required without files).")
+@click.option("--to", "to", multiple=True, help="A recipient; repeat.")
+@click.option("--cc", multiple=True)
+@click.option("--bcc", multiple=True)
+@click.option("--subject", default="")
+@click.option("--text", help="The plain-text body.")
+@click.option("--html", help="The HTML body.")
+@click.option("--wait", is_flag=True, help="Wait until each message has left (or stopped).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds --wait waits.")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@settings_options(*STORE_SETTINGS, "max_message_size")
+@pass_context
+def send(
+    ctx: Context,
+    settings: Settings,
+    user_email: str,
+    from_: str | None,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    bcc: tuple[str, ...],
+    subject: str,
+    text: str | None,
+    html: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+    files: tuple[Path, ...],
+) -> None:
+    """Submit a message from flags, or one per FILE.eml; prints each message id."""
+
+    def action(s: Services) -> int:
+        sender = s.tenancy.user(user_email)
+        if not files:
+            if not from_:
+                raise click.UsageError("--from is required without files")
+            draft = Draft(from_=from_, to=to, cc=cc, bcc=bcc, subject=subject, text=text, html=html)
+            composed = compose(draft, now=time.time(), max_size=s.max_message_size)
+            receipts = s.submitter.submit(sender, [Submission(composed)], now=time.time())
+            return _report(s, receipts, wait=wait, timeout=timeout, as_json=as_json)
+        return _send_files(s, sender, files, from_, to + cc + bcc, wait, timeout, as_json)
+
+    failures = ctx.using(settings, action)
+    if failures:
+        raise SystemExit(1)
+
+
+def _send_files(
+    s: Services,
+    sender: User,
+    files: tuple[Path, ...],
+    from_: str | None,
+    rcpts: tuple[str, ...],
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> int:
+    envelope = Envelope(from_, rcpts) if from_ and rcpts else None
+    receipts: list[Receipt] = []
+    failures = 0
+    stderr = sys.stderr
+    with progressbar(files, label="submitting", file=stderr, hidden=len(files) < 2) as bar:
+        for path in bar:
+            try:
+                composed: Composed = inspect_raw(
+                    path.read_bytes(), envelope=envelope, max_size=s.max_message_size
+                )
+                receipts += s.submitter.submit(
+                    sender,
+                    [Submission(composed)],
+                    now=time.time(),
+                )
+            except MailviaError as exc:
+                failures += 1
+                click.echo(f"mailvia: {path}: {exc}", err=True)
+    return failures + _report(s, receipts, wait=wait, timeout=timeout, as_json=as_json)
+
+
+def _report(
+    s: Services, receipts: list[Receipt], *, wait: bool, timeout: float, as_json: bool
+) -> int:
+    for receipt in receipts:
+        for warning in receipt.warnings:
+            click.echo(f"warning: {warning.message}", err=True)
+    if not wait:
+        emit(
+            [receipt_view(r) for r in receipts],
+            as_json=as_json,
+            text="\n".join(r.id for r in receipts),
+        )
+        return 0
+    deadline = time.monotonic() + timeout
+    views = []
+    for receipt in receipts:
+        view = s.store.get_message(receipt.id)
+        while not view.state.terminal and view.state is not State.HELD:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+            view = s.store.get_message(receipt.id)
+        views.append(view)
+    emit(
+        [message_view(v) for v in views],
+        as_json=as_json,
+        text="\n".join(f"{v.id} {v.state}" for v in views),
+    )
+    return sum(1 for v in views if v.state is not State.DELIVERED)
+
+
+@cli.command("queue")
+@click.option("--org", default=None, help="Only this organization.")
+@click.option("--json", "as_json", is_flag=True)
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def queue(ctx: Context, org: str | None, as_json: bool, settings: Settings) -> None:
+    """Messages per channel and state."""
+
+    def action(s: Services) -> None:
+        org_id = s.tenancy.organization(org).id if org else None
+        counts = s.store.queue_counts(org_id)
+        names = {c.id: c.name for c in s.store.list_channels(None)}
+        data = {cid: {str(k): v for k, v in states.items()} for cid, states in counts.items()}
+        lines = [
+            f"{names.get(cid, cid):24} " + "  ".join(f"{k} {v}" for k, v in sorted(st.items()))
+            for cid, st in data.items()
+        ]
+        emit(data, as_json=as_json, text="\n".join(lines) or "the outbox is empty")
+
+    ctx.using(settings, action)
+
+
+@cli.group()
+def message() -> None:
+    """Messages in the outbox."""
+
+
+@message.command("show")
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True)
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> None:
+    """A message's state, recipients and attempts."""
+
+    def action(s: Services) -> None:
+        view = message_view(s.store.get_message(message_id))
+        emit(view, as_json=as_json, text=lambda: _print_message(view))
+
+    ctx.using(settings, action)
+
+
+def _print_message(view: dict[str, object]) -> None:
+    for key in ("id", "state", "channel_id", "created_at", "next_attempt_at", "possible_duplicate"):
+        click.echo(f"{key:20} {view[key]}")
+    click.echo("recipients:")
+    for r in view["recipients"]:  # type: ignore[attr-defined]
+        reply = r["reply"]
+        said = f"{reply['code']} {reply['enhanced'] or ''} {reply['text']}" if reply else ""
+        click.echo(f"  {r['address']:30} {r['state']:10} {said}")
+    click.echo("attempts:")
+    for a in view["attempts"]:  # type: ignore[attr-defined]
+        click.echo(
+            f"  {a['at']} {a['recipient']:30} {a['outcome']:15} {a['code']} "
+            f"{a['enhanced'] or ''} {a['text']}"
+        )
+
+
+@cli.group()
+def route() -> None:
+    """Which channel mail takes."""
+
+
+@route.command("explain")
+@click.option("--user", "user_email", required=True)
+@click.option("--from", "from_", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def explain(ctx: Context, user_email: str, from_: str, as_json: bool, settings: Settings) -> None:
+    """Which channel mail From this address would take, and why, step by step."""
+
+    def action(s: Services) -> None:
+        sender = s.tenancy.user(user_email)
+        chosen = s.submitter.explain(sender, from_)
+        view = route_view(chosen)
+        lines = [
+            f"{i}. {st.rule}: {st.verdict} - {st.reason}" for i, st in enumerate(chosen.steps, 1)
+        ]
+        try:
+            s.submitter.check_sender(sender, from_)
+        except MailviaError as exc:
+            view["refused"] = str(exc)
+            lines.append(f"refused: {exc}")
+        emit(view, as_json=as_json, text="\n".join(lines))
+
+    ctx.using(settings, action)

@@ -1,0 +1,129 @@
+"""`mailvia serve`, `worker`, `migrate`, `testserver`: the long-running commands."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import click
+import uvicorn
+
+from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, pass_context, settings_options
+from mailvia.ingress.http import create_app
+from mailvia.outbox.services import Services
+from mailvia.outbox.tenancy import Bootstrap
+from mailvia.settings import Listen, Settings
+
+SERVE_SETTINGS = (*STORE_SETTINGS, "http_listen", "max_message_size", "worker_id")
+
+
+def announce(kind: str, url: str) -> None:
+    """One line per listener, flushed, for people and for scripts that wait for it."""
+    click.echo(f"listening {kind} {url}")
+    sys.stdout.flush()
+
+
+def write_bootstrap(data_dir: Path, boot: Bootstrap) -> Path:
+    path = data_dir / "bootstrap.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(
+            f"admin: {boot.admin.email}\none-time password: {boot.password}\n"
+            f"api token: {boot.token}\n"
+        )
+    return path
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _bind(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((listen.host, listen.port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve(services: Services, settings: Settings) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    sock = _bind(settings.http_listen)
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(create_app(services), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    http = asyncio.create_task(server.serve(sockets=[sock]))
+    dispatch = asyncio.create_task(services.dispatcher.run_forever(time.time, stop))
+    announce("http", f"http://{Listen(host, port)}")
+    await stop.wait()
+    server.should_exit = True
+    await asyncio.gather(http, dispatch, return_exceptions=True)
+    await services.aclose()
+
+
+@cli.command("serve")
+@settings_options(*SERVE_SETTINGS)
+@pass_context
+def serve(ctx: Context, settings: Settings) -> None:
+    """Run the service: the HTTP API and the dispatcher (SQLite in DATA_DIR by default)."""
+    services = ctx.services(settings, create_key=True)
+    boot = services.tenancy.bootstrap(time.time())
+    if boot is not None:
+        path = write_bootstrap(settings.data_dir, boot)
+        click.echo(f"created admin {boot.admin.email}; one-time password: {boot.password}")
+        click.echo(f"API token (shown once): {boot.token}")
+        click.echo(f"both written to {path} (mode 0600)")
+    click.echo(f"data in {settings.data_dir.resolve()}")
+    asyncio.run(_serve(services, settings))
+
+
+async def _work(services: Services) -> None:
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    await services.dispatcher.run_forever(time.time, stop)
+    await services.aclose()
+
+
+@cli.command("worker")
+@settings_options(*STORE_SETTINGS, "worker_id")
+@pass_context
+def worker(ctx: Context, settings: Settings) -> None:
+    """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
+    services = ctx.services(settings, create_key=False)
+    click.echo(f"worker {services.dispatcher.options.worker} delivering")
+    sys.stdout.flush()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_work(services))
+
+
+@cli.command("migrate")
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def migrate(ctx: Context, settings: Settings) -> None:
+    """Bring the database schema up to date (serve and worker also do this)."""
+    ctx.using(settings, lambda s: None)
+    click.echo("the database schema is up to date")
+
+
+@cli.command(
+    "testserver",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def testserver(args: tuple[str, ...]) -> None:
+    """A fault-injecting SMTP server for trying mailvia (see --help)."""
+    from mailvia.testserver.cli import main
+
+    raise SystemExit(main(list(args)))

@@ -1,0 +1,123 @@
+"""JSON views of domain objects, shared by the CLI's --json and the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailvia.domain.channel import Channel
+from mailvia.domain.clock import to_iso
+from mailvia.domain.replies import Reply
+from mailvia.domain.routing import Route
+from mailvia.outbox.ports import MessageView
+from mailvia.outbox.submit import Receipt
+
+
+def channel_view(channel: Channel) -> dict[str, Any]:
+    """A channel as SURFACE.md names its fields; the password is never shown."""
+    return {
+        "id": channel.id,
+        "name": channel.name,
+        "kind": str(channel.kind),
+        "preset": channel.preset,
+        "host": channel.host,
+        "port": channel.port,
+        "security": str(channel.security),
+        "auth": str(channel.auth),
+        "username": channel.username,
+        "has_password": channel.has_password,
+        "ca_pem": channel.ca_pem,
+        "scope": str(channel.scope),
+        "address": channel.address,
+        "domains": list(channel.domains),
+        "owner": {"user": channel.owner.user_id}
+        if channel.owner.user_id
+        else {"team": channel.owner.team_id},
+        "budgets": [
+            {"count": b.count, "per_seconds": b.per_seconds, "unit": str(b.unit)}
+            for b in channel.budgets
+        ],
+        "max_recipients_per_message": channel.max_recipients_per_message,
+        "max_connections": channel.max_connections,
+        "state": str(channel.state),
+        "state_reason": channel.state_reason,
+        "state_changed_at": to_iso(channel.state_changed_at),
+    }
+
+
+def reply_view(reply: Reply | None) -> dict[str, Any] | None:
+    if reply is None:
+        return None
+    return {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text}
+
+
+def receipt_view(receipt: Receipt) -> dict[str, Any]:
+    return {
+        "id": receipt.id,
+        "state": str(receipt.state),
+        "channel": {"id": receipt.channel.id, "name": receipt.channel.name},
+        "envelope": {
+            "mail_from": receipt.envelope.mail_from,
+            "rcpt_to": list(receipt.envelope.rcpt_to),
+        },
+        "forecast": {"expected_at": to_iso(receipt.expected_at), "queued_ahead": None},
+        "warnings": [{"code": w.code, "message": w.message} for w in receipt.warnings],
+    }
+
+
+def message_view(message: MessageView) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "state": str(message.state),
+        "channel_id": message.channel_id,
+        "user_id": message.user_id,
+        "envelope": {
+            "mail_from": message.envelope.mail_from,
+            "rcpt_to": list(message.envelope.rcpt_to),
+        },
+        "size": message.size,
+        "created_at": to_iso(message.created_at),
+        "expires_at": to_iso(message.expires_at),
+        "next_attempt_at": to_iso(message.next_attempt_at),
+        "possible_duplicate": message.possible_duplicate,
+        "recipients": [
+            {"address": r.address, "state": str(r.state), "reply": reply_view(r.reply)}
+            for r in message.recipients
+        ],
+        "attempts": [
+            {
+                "at": to_iso(a.at),
+                "channel_id": a.channel_id,
+                "recipient": a.recipient,
+                "stage": a.stage,
+                "code": a.reply.code,
+                "enhanced": a.reply.enhanced,
+                "text": a.reply.text,
+                "outcome": a.outcome,
+            }
+            for a in message.attempts
+        ],
+    }
+
+
+def route_view(route: Route) -> dict[str, Any]:
+    return {
+        "channel": {
+            "id": route.channel.id,
+            "name": route.channel.name,
+            "state": str(route.channel.state),
+        }
+        if route.channel
+        else None,
+        "held": route.held,
+        "reason": route.reason,
+        "steps": [
+            {
+                "rule": s.rule,
+                "channel_id": s.channel_id,
+                "channel_name": s.channel_name,
+                "verdict": s.verdict,
+                "reason": s.reason,
+            }
+            for s in route.steps
+        ],
+    }

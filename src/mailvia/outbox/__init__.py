@@ -1,0 +1,1 @@
+"""Use cases: submit, dispatch, recover, expire. They see only the core and their ports."""

@@ -1,0 +1,256 @@
+"""Channel use cases: add from a preset or by hand, enforce credential scope, list, pause,
+resume, remove. Passwords are sealed by the vault before they reach the store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from mailvia.domain.channel import (
+    Auth,
+    Budget,
+    Channel,
+    ChannelState,
+    Kind,
+    Owner,
+    Scope,
+    Security,
+    Timeouts,
+    check_channel,
+)
+from mailvia.domain.clock import Instant
+from mailvia.domain.errors import Forbidden, InvalidChannel, NotFound
+from mailvia.domain.ids import make_id
+from mailvia.domain.presets import PRESETS, Preset
+from mailvia.domain.retry import RetryPolicy
+from mailvia.domain.tenancy import User, identity_covers
+from mailvia.outbox.compose import check_address
+from mailvia.outbox.ports import Credentials, Store, Vault
+
+ADDRESS_SCOPE_NOT_SHARED = "{title} credentials sign in to one mailbox; each rep connects their own"
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """A channel as a user asks for it; unset fields come from the preset or defaults."""
+
+    name: str
+    preset: str | None = None
+    host: str | None = None
+    port: int | None = None
+    security: Security | None = None
+    auth: Auth | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_pem: str | None = None
+    scope: Scope | None = None
+    address: str | None = None
+    domains: tuple[str, ...] = ()
+    user_email: str | None = None  # owner, address scope
+    team_name: str | None = None  # owner, domain scope
+    budgets: tuple[Budget, ...] | None = None
+    max_connections: int | None = None
+    max_recipients_per_message: int | None = None
+    retry: RetryPolicy | None = None
+    timeouts: Timeouts | None = None
+
+
+class Channels:
+    """What reps and admins do with channels."""
+
+    def __init__(
+        self,
+        store: Store,
+        vault: Vault,
+        *,
+        check_plaintext_host: Callable[[str], None],
+        on_change: Callable[[str], None] = lambda channel_id: None,
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.check_plaintext_host = check_plaintext_host
+        self.on_change = on_change
+
+    def add(self, actor: User, spec: ChannelSpec, now: Instant) -> tuple[Channel, list[str]]:
+        """Create a channel; raises InvalidChannel, Forbidden, Conflict. Returns warnings."""
+        channel, warnings = self.build(actor, spec, now)
+        secret = self.vault.seal(spec.password.encode()) if spec.password else None
+        return self.store.add_channel(channel, secret, now), warnings
+
+    def build(self, actor: User, spec: ChannelSpec, now: Instant) -> tuple[Channel, list[str]]:
+        """The channel a spec describes, checked, without storing it."""
+        preset = _preset(spec.preset)
+        if any(c in spec.name for c in "\r\n\0") or not spec.name.strip():
+            raise InvalidChannel("name: one line of text is required")
+        host = spec.host or (preset.host if preset else None)
+        if not host:
+            raise InvalidChannel("host: required without a preset")
+        username = spec.username or (preset.username if preset else None)
+        scope = spec.scope or (preset.scope if preset else _default_scope(spec, username))
+        owner, address, domains = self._scope_fields(actor, spec, scope, username, preset)
+        channel = Channel(
+            id=make_id("ch", now, os.urandom(10)),
+            organization_id=actor.organization_id,
+            name=spec.name.strip(),
+            kind=Kind.SMTP,
+            preset=preset.name if preset else None,
+            host=host,
+            port=spec.port or (preset.port if preset else 587),
+            security=spec.security or (preset.security if preset else Security.STARTTLS),
+            auth=spec.auth or (preset.auth if preset else Auth.PLAIN),
+            scope=scope,
+            owner=owner,
+            username=username,
+            has_password=bool(spec.password),
+            ca_pem=spec.ca_pem,
+            address=address,
+            domains=domains,
+            budgets=spec.budgets
+            if spec.budgets is not None
+            else (preset.budgets if preset else ()),
+            max_recipients_per_message=spec.max_recipients_per_message
+            or (preset.max_recipients_per_message if preset else 1000),
+            max_connections=spec.max_connections or (preset.max_connections if preset else 5),
+            retry=spec.retry or RetryPolicy(),
+            timeouts=spec.timeouts or Timeouts(),
+        )
+        check_channel(channel)
+        if channel.security is Security.NONE:
+            self.check_plaintext_host(channel.host)
+        return channel, _warnings(channel, preset)
+
+    def _scope_fields(
+        self,
+        actor: User,
+        spec: ChannelSpec,
+        scope: Scope,
+        username: str | None,
+        preset: Preset | None,
+    ) -> tuple[Owner, str | None, tuple[str, ...]]:
+        if scope is Scope.ADDRESS:
+            if spec.team_name:
+                title = preset.title if preset else "These"
+                raise Forbidden(
+                    ADDRESS_SCOPE_NOT_SHARED.format(title=title)
+                    + ": an address-scoped channel cannot be a team channel"
+                )
+            owner = self._owner_user(actor, spec.user_email)
+            address = spec.address or (username if username and "@" in username else None)
+            address = check_address(address or owner.email, "address").lower()
+            if not any(identity_covers(i, address) for i in self.store.identities(owner.id)):
+                raise Forbidden(f"{address} is not one of {owner.email}'s sender identities")
+            return Owner(user_id=owner.id), address, ()
+        if not actor.is_admin:
+            raise Forbidden("only admins create team (domain-scoped) channels")
+        team = self.store.find_team(actor.organization_id, spec.team_name or "default")
+        if team is None:
+            raise NotFound(f"no team named {spec.team_name!r}")
+        domains = tuple(sorted({d.strip().lower().lstrip("@") for d in spec.domains}))
+        for domain in domains:
+            if self.store.domain_organization(domain) != actor.organization_id:
+                raise Forbidden(f"{domain} is not assigned to your organization")
+        return Owner(team_id=team.id), None, domains
+
+    def _owner_user(self, actor: User, email: str | None) -> User:
+        if email is None or email.lower() == actor.email:
+            return actor
+        if not actor.is_admin:
+            raise Forbidden("members connect channels only for themselves")
+        user = self.store.find_user(email)
+        if user is None or user.organization_id != actor.organization_id:
+            raise NotFound(f"no user {email}")
+        return user
+
+    def visible(self, actor: User) -> list[Channel]:
+        """Admins see the organization's channels; members their own and their team's."""
+        channels = self.store.list_channels(actor.organization_id)
+        return [c for c in channels if _may_see(actor, c)]
+
+    def get(self, actor: User, ref: str) -> Channel:
+        """A channel by id or name; NotFound for channels the actor may not see."""
+        found = self.store.find_channel(actor.organization_id, ref)
+        if found is None:
+            try:
+                found = self.store.get_channel(ref)
+            except NotFound:
+                found = None
+        if (
+            found is None
+            or found.organization_id != actor.organization_id
+            or not _may_see(actor, found)
+        ):
+            raise NotFound(f"no channel {ref!r}")
+        return found
+
+    def _manageable(self, actor: User, ref: str) -> Channel:
+        channel = self.get(actor, ref)
+        if channel.owner.user_id != actor.id and not actor.is_admin:
+            raise Forbidden("only the channel's owner or an admin may change it")
+        return channel
+
+    def remove(self, actor: User, ref: str) -> None:
+        channel = self._manageable(actor, ref)
+        self.store.remove_channel(channel.id)
+        self.on_change(channel.id)
+
+    def pause(self, actor: User, ref: str, now: Instant) -> tuple[Channel, int]:
+        """Pause a channel and hold its queued mail; returns the count held."""
+        channel = self._manageable(actor, ref)
+        channel = self.store.set_channel_state(
+            channel.id, ChannelState.PAUSED, f"paused by {actor.email}", now
+        )
+        return channel, self.store.hold_channel(channel.id, now)
+
+    def resume(self, actor: User, ref: str, now: Instant) -> tuple[Channel, int]:
+        """Make a channel active again and release its held mail in its original order."""
+        channel = self._manageable(actor, ref)
+        channel = self.store.set_channel_state(channel.id, ChannelState.ACTIVE, None, now)
+        released = self.store.release_channel(channel.id, now)
+        self.on_change(channel.id)
+        return channel, released
+
+    def credentials(self, channel: Channel) -> Credentials | None:
+        """Open the channel's sealed password (raises SecretsUnavailable on a wrong key)."""
+        if channel.auth is Auth.NONE or not channel.username:
+            return None
+        sealed = self.store.channel_secret(channel.id)
+        password = self.vault.open(sealed).decode() if sealed else ""
+        return Credentials(channel.username, password)
+
+
+def _preset(name: str | None) -> Preset | None:
+    if name is None:
+        return None
+    if name not in PRESETS:
+        raise InvalidChannel(f"preset {name!r}: expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _default_scope(spec: ChannelSpec, username: str | None) -> Scope:
+    if spec.domains or spec.team_name:
+        return Scope.DOMAIN
+    return Scope.ADDRESS
+
+
+def _may_see(actor: User, channel: Channel) -> bool:
+    return (
+        actor.is_admin
+        or channel.owner.user_id == actor.id
+        or (channel.owner.team_id == actor.team_id)
+    )
+
+
+def _warnings(channel: Channel, preset: Preset | None) -> list[str]:
+    warnings = []
+    if preset is not None:
+        host_warning = preset.host_warning(channel.host)
+        if host_warning:
+            warnings.append(host_warning)
+        if preset.mailbox:
+            warnings.append(preset.advice)
+    return warnings
+
+
+def with_state(channel: Channel, state: ChannelState) -> Channel:
+    return replace(channel, state=state)

@@ -1,0 +1,245 @@
+"""Validation at the door and message composition: the same checks for every intake.
+
+Addresses are checked with email-validator (international addresses allowed); CR, LF or NUL
+in any header, display name or envelope address is refused; the message is stored with CRLF
+line endings and a Message-ID.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
+from email.policy import SMTP, default
+from email.utils import format_datetime, getaddresses, make_msgid
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailvia.domain.errors import InvalidAddress, InvalidHeader, InvalidInput, MessageTooLarge
+from mailvia.domain.message import Envelope
+
+_FORBIDDEN = re.compile(r"[\r\n\0]")
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
+# Headers with their own fields: a caller may not set them through `headers`.
+_RESERVED = frozenset(
+    h.lower()
+    for h in (
+        "From",
+        "To",
+        "Cc",
+        "Bcc",
+        "Reply-To",
+        "Subject",
+        "Sender",
+        "MIME-Version",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "Return-Path",
+        "Received",
+    )
+)
+MAX_RECIPIENTS = 1000
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A message given as fields (API, CLI)."""
+
+    from_: str
+    to: Sequence[str] = ()
+    cc: Sequence[str] = ()
+    bcc: Sequence[str] = ()
+    reply_to: str | None = None
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Composed:
+    """A message ready for the outbox: envelope, header From address and the exact bytes."""
+
+    envelope: Envelope
+    from_address: str
+    content: bytes
+
+
+def check_clean(value: str, what: str) -> str:
+    """Refuse CR, LF and NUL, which would let a value start a new header or command."""
+    if _FORBIDDEN.search(value):
+        raise InvalidHeader(f"{what}: line breaks and NUL characters are not allowed")
+    return value
+
+
+def check_address(address: str, what: str = "address") -> str:
+    """A syntactically valid address (no DNS look-up), normalised; raises InvalidAddress."""
+    check_clean(address, what)
+    if any(c in address for c in "<>,;\"' ") or "(" in address:
+        raise InvalidAddress(f"{what} {address!r}: give a bare address like name@example.com")
+    try:
+        # test_environment: `.test` domains are allowed (RFC 6761), for demos and tests.
+        result = validate_email(
+            address, check_deliverability=False, allow_smtputf8=True, test_environment=True
+        )
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"{what} {address!r}: {exc}") from exc
+    return str(result.normalized)
+
+
+_LOGIN = re.compile(r"^[^@\s<>,;\"'()\x00-\x1f]+@[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?$", re.I)
+
+
+def check_login(email: str) -> str:
+    """A user's sign-in email: an address, or `name@localhost`-style for local accounts."""
+    email = email.strip().lower()
+    if _LOGIN.match(email) and email.endswith("@localhost"):
+        return email
+    return check_address(email, "email").lower()
+
+
+def parse_mailbox(text: str, what: str) -> tuple[str, str]:
+    """`Name <a@b>` or `a@b` → (display name, checked address)."""
+    check_clean(text, what)
+    found = getaddresses([text])
+    if len(found) != 1 or text.count("<") > 1 or text.count(">") > 1:
+        raise InvalidAddress(f"{what} {text!r}: give exactly one address")
+    name, address = found[0]
+    if not address:
+        raise InvalidAddress(f"{what} {text!r}: not an email address")
+    return name, check_address(address, what)
+
+
+def compose(draft: Draft, *, now: float, max_size: int) -> Composed:
+    """Build the MIME message from fields; raises InvalidInput subclasses."""
+    from_name, from_address = parse_mailbox(draft.from_, "from")
+    groups = {
+        k: [parse_mailbox(a, k) for a in v]
+        for k, v in (("to", draft.to), ("cc", draft.cc), ("bcc", draft.bcc))
+    }
+    recipients = [addr for k in ("to", "cc", "bcc") for _, addr in groups[k]]
+    _check_recipient_count(recipients)
+    if draft.text is None and draft.html is None:
+        raise InvalidInput("a message needs text, html or raw content")
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = _mailbox(from_name, from_address)
+    for key in ("to", "cc"):
+        if groups[key]:
+            msg[key.capitalize()] = ", ".join(_mailbox(n, a) for n, a in groups[key])
+    if draft.reply_to:
+        msg["Reply-To"] = _mailbox(*parse_mailbox(draft.reply_to, "reply_to"))
+    msg["Subject"] = check_clean(draft.subject, "subject")
+    msg["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
+    msg["Message-ID"] = make_msgid(domain=from_address.rpartition("@")[2])
+    msg["MIME-Version"] = "1.0"
+    _add_headers(msg, draft.headers)
+    _set_body(msg, draft.text, draft.html)
+    content = msg.as_bytes()
+    return Composed(
+        Envelope(from_address, tuple(recipients)), from_address, _checked_size(content, max_size)
+    )
+
+
+def _mailbox(name: str, address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return str(Address(display_name=name, username=local, domain=domain))
+
+
+def _add_headers(msg: EmailMessage, headers: Mapping[str, str]) -> None:
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise InvalidHeader(f"header name {name!r} is not valid")
+        if name.lower() in _RESERVED or name.lower() in ("date", "message-id"):
+            raise InvalidInput(f"header {name}: set it with its own field, not in headers")
+        msg[name] = check_clean(str(value), f"header {name}")
+
+
+def _set_body(msg: EmailMessage, text: str | None, html: str | None) -> None:
+    for value, what in ((text, "text"), (html, "html")):
+        if value is not None and "\0" in value:
+            raise InvalidInput(f"{what}: NUL characters are not allowed")
+    if text is not None:
+        msg.set_content(text)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
+    elif html is not None:
+        msg.set_content(html, subtype="html")
+
+
+def _check_recipient_count(recipients: Sequence[str]) -> None:
+    if not recipients:
+        raise InvalidInput("a message needs at least one recipient (to, cc or bcc)")
+    if len(recipients) > MAX_RECIPIENTS:
+        raise InvalidInput(f"at most {MAX_RECIPIENTS} recipients per message")
+
+
+def _checked_size(content: bytes, max_size: int) -> bytes:
+    if len(content) > max_size:
+        raise MessageTooLarge(f"the message is {len(content)} bytes; the limit is {max_size}")
+    return content
+
+
+def normalise_crlf(content: bytes) -> bytes:
+    """Every line ending as CRLF (bare LF and bare CR become CRLF)."""
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", content)
+
+
+def inspect_raw(content: bytes, *, envelope: Envelope | None, max_size: int) -> Composed:
+    """Take a client's own RFC 5322 bytes: keep them (headers are added only at the top),
+    derive the envelope from the headers when none is given."""
+    _checked_size(content, max_size)
+    content = normalise_crlf(content)
+    headers = BytesHeaderParser(policy=default).parsebytes(content)
+    from_header = str(headers.get("From", "") or "")
+    if not from_header:
+        raise InvalidInput("the message has no From header")
+    _, from_address = parse_mailbox(_first(from_header), "From header")
+    if envelope is None:
+        envelope = _envelope_from_headers(headers, from_address)
+        content = _strip_bcc(content)
+    else:
+        envelope = Envelope(
+            check_address(envelope.mail_from, "envelope mail_from") if envelope.mail_from else "",
+            tuple(check_address(r, "envelope rcpt_to") for r in envelope.rcpt_to),
+        )
+    _check_recipient_count(envelope.rcpt_to)
+    if headers.get("Message-ID") is None:
+        msgid = make_msgid(domain=from_address.rpartition("@")[2])
+        content = f"Message-ID: {msgid}\r\n".encode() + content
+    return Composed(envelope, from_address, _checked_size(content, max_size))
+
+
+def _first(header: str) -> str:
+    addresses = getaddresses([header])
+    if len(addresses) != 1:
+        raise InvalidInput("the From header must name exactly one address")
+    name, address = addresses[0]
+    return f"{name} <{address}>" if name else address
+
+
+def _envelope_from_headers(headers: Message, from_address: str) -> Envelope:
+    values: list[str] = []
+    for key in ("To", "Cc", "Bcc"):
+        values.extend(str(v) for v in headers.get_all(key, []) or [])
+    recipients = [check_address(a, "recipient") for _, a in getaddresses(values) if a]
+    return Envelope(from_address, tuple(dict.fromkeys(recipients)))
+
+
+def _strip_bcc(content: bytes) -> bytes:
+    """Remove Bcc header fields (with their folded lines) from the header block."""
+    head, sep, body = content.partition(b"\r\n\r\n")
+    kept: list[bytes] = []
+    skipping = False
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = line.lower().startswith(b"bcc:")
+        if not skipping:
+            kept.append(line)
+    return b"\r\n".join(kept) + sep + body

@@ -1,0 +1,242 @@
+"""The ports the use cases own: what they need from a store, a transport and a vault.
+
+Adapters implement these (store/, transport/, secrets.py); the composition root (app.py)
+hands concrete ones in. Store methods are synchronous and each is one transaction; they
+raise domain errors (NotFound, Conflict, StoreUnavailable), never driver exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.clock import Instant
+from mailvia.domain.delivery import RecipientSettlement, TransactionResult
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.replies import Reply
+from mailvia.domain.tenancy import Fallback, Organization, Role, Team, User
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a channel signs in with. The password never appears in a repr or a log."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message accepted by an intake, as it goes into the outbox."""
+
+    id: str
+    organization_id: str
+    user_id: str
+    channel_id: str
+    envelope: Envelope
+    content: bytes
+    state: State  # queued, or held when its channel is disconnected or paused
+    created_at: Instant
+    expires_at: Instant
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message leased to one dispatcher for one attempt."""
+
+    message_id: str
+    seq: int
+    organization_id: str
+    channel_id: str
+    mail_from: str
+    pending: tuple[str, ...]  # recipients still to deliver, in submission order
+    settled: tuple[State, ...]  # states of the recipients already terminal
+    content: bytes
+    failures: int  # earlier temporary failures (throttles excluded)
+    created_at: Instant
+    expires_at: Instant
+    possible_duplicate: bool
+    worker: str = ""  # the lease owner the store handed it to; `unclaim` checks it
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of an organization's event stream."""
+
+    id: str
+    organization_id: str
+    type: str
+    created_at: Instant
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """The result of one attempt, as the store persists it (with its events)."""
+
+    claim: Claim
+    worker: str
+    at: Instant
+    stage: str
+    recipients: tuple[RecipientSettlement, ...]
+    message_state: State
+    next_attempt_at: Instant | None
+    failures: int
+    possible_duplicate: bool
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecipientView:
+    address: str
+    state: State
+    reply: Reply | None
+    updated_at: Instant
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    at: Instant
+    channel_id: str
+    recipient: str
+    stage: str
+    reply: Reply
+    outcome: str
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: str
+    organization_id: str
+    user_id: str
+    channel_id: str
+    state: State
+    envelope: Envelope
+    size: int
+    created_at: Instant
+    expires_at: Instant
+    next_attempt_at: Instant | None
+    possible_duplicate: bool
+    recipients: tuple[RecipientView, ...] = ()
+    attempts: tuple[AttemptView, ...] = ()
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    organization_id: str
+    user_id: str | None = None
+    state: State | None = None
+    channel_id: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+class Store(Protocol):
+    """The outbox and everything it refers to."""
+
+    # tenancy
+    def create_organization(self, org_id: str, name: str, now: Instant) -> Organization: ...
+    def get_organization(self, org_id: str) -> Organization: ...
+    def find_organization(self, name: str) -> Organization | None: ...
+    def update_organization(
+        self, org_id: str, *, default_channel_id: str | None, fallback: Fallback
+    ) -> Organization: ...
+    def create_team(self, team_id: str, org_id: str, name: str, now: Instant) -> Team: ...
+    def find_team(self, org_id: str, name: str) -> Team | None: ...
+    def create_user(
+        self,
+        user: User,
+        *,
+        password_hash: str | None,
+        now: Instant,
+    ) -> User: ...
+    def find_user(self, email: str) -> User | None: ...
+    def get_user(self, user_id: str) -> User: ...
+    def count_users(self) -> int: ...
+    def add_domain(self, org_id: str, domain: str, now: Instant) -> None: ...
+    def domain_organization(self, domain: str) -> str | None: ...
+    def grant_identity(self, user_id: str, identity: str, now: Instant) -> None: ...
+    def identities(self, user_id: str) -> list[str]: ...
+    def add_token(
+        self, token_id: str, user_id: str, token_hash: str, name: str, now: Instant
+    ) -> None: ...
+    def user_for_token(self, token_hash: str) -> User | None: ...
+
+    # channels
+    def add_channel(self, channel: Channel, secret: bytes | None, now: Instant) -> Channel: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
+    def find_channel(self, org_id: str, name: str) -> Channel | None: ...
+    def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
+    def channel_secret(self, channel_id: str) -> bytes | None: ...
+    def remove_channel(self, channel_id: str) -> None: ...
+    def set_channel_state(
+        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
+    ) -> Channel: ...
+    def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None: ...
+
+    # the outbox
+    def add_messages(self, messages: Sequence[NewMessage]) -> list[tuple[str, bool]]: ...
+    def channels_due(self, now: Instant) -> list[str]: ...
+    def next_due_at(self) -> Instant | None: ...
+    def claim(
+        self, *, channel_id: str, now: Instant, limit: int, lease_until: Instant, worker: str
+    ) -> list[Claim]: ...
+    def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None: ...
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
+    def hold_channel(self, channel_id: str, now: Instant) -> int: ...
+    def release_channel(self, channel_id: str, now: Instant) -> int: ...
+    def expire_due(self, now: Instant, events_for: str) -> list[Event]: ...
+    def get_message(self, message_id: str) -> MessageView: ...
+    def list_messages(self, query: MessageFilter) -> tuple[list[MessageView], str | None]: ...
+    def cancel_message(self, message_id: str, now: Instant) -> MessageView: ...
+    def queue_counts(self, org_id: str | None = None) -> dict[str, dict[State, int]]: ...
+    def add_events(self, events: Sequence[Event]) -> None: ...
+    def list_events(
+        self, org_id: str, *, cursor: str | None, limit: int
+    ) -> tuple[list[Event], str | None]: ...
+
+
+class Transport(Protocol):
+    """Hands a message to a channel's server. Delivery failures are returned, never raised."""
+
+    async def send(
+        self,
+        channel: Channel,
+        credentials: Credentials | None,
+        envelope: Envelope,
+        content: bytes,
+    ) -> TransactionResult: ...
+
+    async def forget(self, channel_id: str) -> None:
+        """Close the channel's pooled connections (its settings or credentials changed)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class Vault(Protocol):
+    """Authenticated encryption of secrets at rest."""
+
+    def seal(self, plaintext: bytes) -> bytes: ...
+    def open(self, sealed: bytes) -> bytes: ...
+
+
+__all__ = [
+    "AttemptRecord",
+    "AttemptView",
+    "Claim",
+    "Credentials",
+    "Event",
+    "MessageFilter",
+    "MessageView",
+    "NewMessage",
+    "RecipientView",
+    "Role",
+    "Store",
+    "Transport",
+    "Vault",
+]

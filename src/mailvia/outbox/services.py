@@ -1,0 +1,31 @@
+"""The use cases, bundled as the composition root hands them to each ingress."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mailvia.domain.channel import Channel
+from mailvia.outbox.channels import Channels
+from mailvia.outbox.dispatch import Dispatcher
+from mailvia.outbox.ports import Store, Transport
+from mailvia.outbox.submit import Submitter
+from mailvia.outbox.tenancy import Tenancy
+
+
+@dataclass
+class Services:
+    """Everything an ingress may call. Built by app.py; closed with `aclose`."""
+
+    store: Store
+    tenancy: Tenancy
+    channels: Channels
+    submitter: Submitter
+    dispatcher: Dispatcher
+    transport: Transport
+    pool: Callable[[], Channel | None]
+    close: Callable[[], Awaitable[None]]
+    max_message_size: int
+
+    async def aclose(self) -> None:
+        await self.close()

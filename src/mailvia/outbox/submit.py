@@ -1,0 +1,170 @@
+"""Submit: accept a message into the outbox (the only hand-off point of every intake).
+
+Validates the sender's right to the From address, routes it, and commits it before
+returning: a Receipt means the message is on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mailvia.domain.channel import Channel, ChannelState, may_send_as
+from mailvia.domain.clock import Instant
+from mailvia.domain.errors import Forbidden
+from mailvia.domain.ids import make_id
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.routing import Route, route
+from mailvia.domain.tenancy import User, domain_of, identity_covers
+from mailvia.outbox.compose import Composed
+from mailvia.outbox.ports import NewMessage, Store
+
+
+@dataclass(frozen=True)
+class Warning_:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What an intake tells its caller: the message is committed."""
+
+    id: str
+    state: State
+    channel: Channel
+    envelope: Envelope
+    created: bool
+    expected_at: Instant | None
+    warnings: tuple[Warning_, ...] = ()
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One message to submit, with the caller's idempotency key if any."""
+
+    composed: Composed
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+class Submitter:
+    """The submit use case, shared by the API, the SMTP submission server and the CLI."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        pool: Callable[[], Channel | None],
+        on_submit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._pool = pool
+        self._on_submit = on_submit
+
+    def explain(self, sender: User, from_address: str) -> Route:
+        """Which channel mail From this address would take, and why (no checks of rights)."""
+        organization = self._store.get_organization(sender.organization_id)
+        channels = self._store.list_channels(sender.organization_id)
+        return route(
+            sender=sender,
+            from_address=from_address,
+            channels=channels,
+            organization=organization,
+            pool=self._pool(),
+        )
+
+    def check_sender(self, sender: User, from_address: str) -> None:
+        """Raise Forbidden unless `sender` may send From this address."""
+        domain = domain_of(from_address)
+        if self._store.domain_organization(domain) != sender.organization_id:
+            raise Forbidden(
+                f"{from_address}: the domain {domain} is not assigned to your organization"
+            )
+        if not any(identity_covers(i, from_address) for i in self._store.identities(sender.id)):
+            raise Forbidden(f"{from_address} is not one of your sender identities")
+
+    def submit(
+        self, sender: User, submissions: Sequence[Submission], *, now: Instant
+    ) -> list[Receipt]:
+        """Validate, route and commit a batch in one transaction; all or nothing.
+
+        Raises Forbidden (From not the sender's, or no channel may send as it) and the
+        store's Conflict (idempotency key reused with another body)."""
+        planned = [self._plan(sender, s, now) for s in submissions]
+        created = self._store.add_messages([m for m, _ in planned])
+        receipts = []
+        for (message, channel), (message_id, is_new) in zip(planned, created, strict=True):
+            state = message.state if is_new else self._store.get_message(message_id).state
+            receipts.append(self._receipt(message, channel, message_id, is_new, state, now))
+        if any(is_new for _, is_new in created):
+            self._on_submit()
+        return receipts
+
+    def _plan(
+        self, sender: User, submission: Submission, now: Instant
+    ) -> tuple[NewMessage, Channel]:
+        composed = submission.composed
+        self.check_sender(sender, composed.from_address)
+        chosen = self.explain(sender, composed.from_address)
+        channel = chosen.channel
+        if channel is None:
+            raise Forbidden(
+                f"no channel may send as {composed.from_address}: connect a channel for it, "
+                "or ask the operator to configure the shared pool"
+            )
+        if not may_send_as(channel, composed.from_address):  # routing never picks one; belt
+            raise Forbidden(f"{channel.name} may not send as {composed.from_address}")
+        message = NewMessage(
+            id=make_id("msg", now, os.urandom(10)),
+            organization_id=sender.organization_id,
+            user_id=sender.id,
+            channel_id=channel.id,
+            envelope=composed.envelope,
+            content=composed.content,
+            state=State.QUEUED if channel.state is ChannelState.ACTIVE else State.HELD,
+            created_at=now,
+            expires_at=now + channel.retry.give_up_after,
+            idempotency_key=submission.idempotency_key,
+            request_hash=submission.request_hash,
+        )
+        return message, channel
+
+    def _receipt(
+        self,
+        message: NewMessage,
+        channel: Channel,
+        message_id: str,
+        is_new: bool,
+        state: State,
+        now: Instant,
+    ) -> Receipt:
+        warnings: list[Warning_] = []
+        if state is State.HELD:
+            warnings.append(
+                Warning_(
+                    "channel_" + str(channel.state),
+                    f"{channel.name} is {channel.state}: the message is held until it is "
+                    "reconnected or resumed",
+                )
+            )
+        return Receipt(
+            id=message_id,
+            state=state,
+            channel=channel,
+            envelope=message.envelope,
+            created=is_new,
+            expected_at=now if state is State.QUEUED else None,
+            warnings=tuple(warnings),
+        )
+
+
+def request_hash(*parts: bytes) -> str:
+    """A digest of a request body, to tell a retried request from a different one."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()

@@ -1,0 +1,86 @@
+"""Validation at the door: addresses, header injection, sizes, raw messages."""
+
+from __future__ import annotations
+
+import email
+
+import pytest
+
+from mailvia.domain.errors import InvalidAddress, InvalidHeader, InvalidInput, MessageTooLarge
+from mailvia.domain.message import Envelope
+from mailvia.outbox.compose import Draft, compose, inspect_raw
+
+MB = 1024 * 1024
+
+
+def draft(**kw: object) -> Draft:
+    base: dict[str, object] = {"from_": "Jane <jane@acme.test>", "to": ["bob@example.com"],
+                               "subject": "hi", "text": "hello"}
+    base.update(kw)
+    return Draft(**base)  # type: ignore[arg-type]
+
+
+def test_compose_builds_a_message_with_envelope_and_ids() -> None:
+    c = compose(draft(cc=["c@example.com"], bcc=["hidden@example.com"]), now=0, max_size=MB)
+    assert c.envelope == Envelope("jane@acme.test",
+                                  ("bob@example.com", "c@example.com", "hidden@example.com"))
+    msg = email.message_from_bytes(c.content)
+    assert msg["Message-ID"] and msg["Date"] and msg["Bcc"] is None
+    assert b"\r\n" in c.content and b"\n" not in c.content.replace(b"\r\n", b"")
+
+
+def test_international_addresses_are_allowed() -> None:
+    c = compose(draft(to=["jöe@bücher.de"]), now=0, max_size=MB)
+    assert c.envelope.rcpt_to == ("jöe@bücher.de",)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"subject": "hi\r\nBcc: evil@x.test"},
+        {"from_": "Jane\r\nBcc: evil@x.test <jane@acme.test>"},
+        {"to": ["bob@example.com\r\nRCPT TO:<x@y.test>"]},
+        {"headers": {"X-Tag": "a\nBcc: evil@x.test"}},
+        {"headers": {"X-Tag": "a\0b"}},
+    ],
+)
+def test_line_breaks_and_nul_are_refused(kw: dict[str, object]) -> None:
+    with pytest.raises(InvalidHeader):
+        compose(draft(**kw), now=0, max_size=MB)
+
+
+@pytest.mark.parametrize(
+    "to", ["not-an-address", "a@b>  AUTH=<x>", "bob@example.com> SIZE=1", "a@b.test, c@d.test"]
+)
+def test_malformed_and_smuggled_addresses_are_refused(to: str) -> None:
+    with pytest.raises(InvalidAddress):
+        compose(draft(to=[to]), now=0, max_size=MB)
+
+
+def test_reserved_headers_need_their_own_fields() -> None:
+    with pytest.raises(InvalidInput):
+        compose(draft(headers={"Bcc": "x@y.test"}), now=0, max_size=MB)
+    with pytest.raises(InvalidHeader):
+        compose(draft(headers={"Bad Name": "x"}), now=0, max_size=MB)
+
+
+def test_size_limit() -> None:
+    with pytest.raises(MessageTooLarge):
+        compose(draft(text="x" * 2000), now=0, max_size=1000)
+
+
+def test_raw_keeps_bytes_adds_message_id_on_top_and_strips_bcc() -> None:
+    raw = b"From: jane@acme.test\nTo: bob@example.com\nBcc: h@example.com,\n g@example.com\n" \
+          b"Subject: s\n\nbody\n.\nmore\n"
+    c = inspect_raw(raw, envelope=None, max_size=MB)
+    assert c.envelope.rcpt_to == ("bob@example.com", "h@example.com", "g@example.com")
+    assert c.content.startswith(b"Message-ID: <")
+    assert b"Bcc" not in c.content and b"g@example.com" not in c.content
+    assert c.content.endswith(b"Subject: s\r\n\r\nbody\r\n.\r\nmore\r\n")
+
+
+def test_raw_with_envelope_keeps_every_byte() -> None:
+    raw = b"Message-ID: <1@x>\r\nFrom: jane@acme.test\r\nBcc: keep@x.test\r\n\r\nbody\r\n"
+    c = inspect_raw(raw, envelope=Envelope("jane@acme.test", ("b@example.com",)), max_size=MB)
+    assert c.content == raw
+    assert c.from_address == "jane@acme.test"

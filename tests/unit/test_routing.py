@@ -1,0 +1,95 @@
+"""Routing precedence: own address channel, team domain channel, default, pool; hold/next."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mailvia.domain.channel import Auth, Channel, ChannelState, Kind, Owner, Scope, Security
+from mailvia.domain.routing import route
+from mailvia.domain.tenancy import Fallback, Organization, Role, User
+
+JANE = User("u_jane", "org", "team_sales", "jane@acme.test", Role.MEMBER)
+ORG = Organization("org", "acme")
+
+
+def ch(id_: str, scope: Scope, *, address: str | None = None, domains: tuple[str, ...] = (),
+       user: str | None = None, team: str | None = None, kind: Kind = Kind.SMTP,
+       state: ChannelState = ChannelState.ACTIVE) -> Channel:
+    owner = Owner(user_id=user) if user else Owner(team_id=team or "team_sales")
+    return Channel(id=id_, organization_id="org", name=id_, kind=kind, host="h", port=587,
+                   security=Security.STARTTLS, auth=Auth.PLAIN, scope=scope, owner=owner,
+                   address=address, domains=domains, state=state)
+
+
+OWN = ch("own", Scope.ADDRESS, address="jane@acme.test", user="u_jane")
+OTHER_REP = ch("bob", Scope.ADDRESS, address="bob@acme.test", user="u_bob")
+TEAM = ch("team", Scope.DOMAIN, domains=("acme.test",))
+OTHER_TEAM = ch("other-team", Scope.DOMAIN, domains=("acme.test",), team="team_other")
+ELSEWHERE = ch("elsewhere", Scope.DOMAIN, domains=("other.test",))
+POOL = ch("pool", Scope.DOMAIN, kind=Kind.POOL)
+
+
+def pick(channels: list[Channel], org: Organization = ORG, from_: str = "jane@acme.test",
+         pool: Channel | None = POOL) -> str | None:
+    r = route(sender=JANE, from_address=from_, channels=channels, organization=org, pool=pool)
+    return r.channel.id if r.channel else None
+
+
+@pytest.mark.parametrize(
+    ("channels", "org", "expected"),
+    [
+        ([OWN, TEAM], ORG, "own"),
+        ([OTHER_REP, TEAM], ORG, "team"),
+        ([OTHER_TEAM, TEAM], ORG, "team"),  # the sender's own team first
+        ([OTHER_TEAM], ORG, "other-team"),
+        ([ELSEWHERE], replace(ORG, default_channel_id="elsewhere"), "pool"),  # may not send
+        ([TEAM, ELSEWHERE], replace(ORG, default_channel_id="elsewhere"), "team"),
+        ([], ORG, "pool"),
+    ],
+)
+def test_precedence(channels: list[Channel], org: Organization, expected: str) -> None:
+    assert pick(channels, org) == expected
+
+
+def test_default_channel_used_when_it_may_send() -> None:
+    default = ch("default", Scope.DOMAIN, domains=("acme.test",), team="team_other")
+    org = replace(ORG, default_channel_id="default")
+    assert pick([default, OTHER_REP], org) == "default"
+
+
+def test_nothing_without_a_pool() -> None:
+    assert pick([OTHER_REP], pool=None) is None
+
+
+def test_disconnected_channel_holds_by_default() -> None:
+    broken = replace(OWN, state=ChannelState.DISCONNECTED)
+    r = route(sender=JANE, from_address="jane@acme.test", channels=[broken, TEAM],
+              organization=ORG, pool=POOL)
+    assert r.channel is broken and r.held
+    assert [s.verdict for s in r.steps] == ["held"]
+
+
+def test_fallback_next_takes_the_next_channel_that_may_send() -> None:
+    broken = replace(OWN, state=ChannelState.DISCONNECTED)
+    org = replace(ORG, fallback=Fallback.NEXT)
+    r = route(sender=JANE, from_address="jane@acme.test", channels=[broken, TEAM],
+              organization=org, pool=POOL)
+    assert r.channel is TEAM and not r.held
+    assert [s.verdict for s in r.steps] == ["skipped", "chosen"]
+
+
+def test_fallback_next_holds_when_nothing_else_may_send() -> None:
+    broken = replace(OWN, state=ChannelState.PAUSED)
+    org = replace(ORG, fallback=Fallback.NEXT)
+    r = route(sender=JANE, from_address="jane@acme.test", channels=[broken], organization=org,
+              pool=None)
+    assert r.channel is broken and r.held and r.steps[-1].rule == "fallback"
+
+
+def test_explanation_names_each_step() -> None:
+    r = route(sender=JANE, from_address="jane@acme.test", channels=[TEAM], organization=ORG,
+              pool=POOL)
+    assert [s.rule for s in r.steps] == ["own channel", "team channel"]
+    assert "team channel for acme.test" in r.reason
