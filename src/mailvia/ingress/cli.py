@@ -119,7 +119,10 @@ def cli() -> None:
 
 def run(build: Builder) -> None:
     """The console entry point, given the composition root's builder."""
-    from mailvia.ingress import cli_admin, cli_channel, cli_mail, cli_serve  # noqa: F401
+    import mailvia.ingress.cli_admin
+    import mailvia.ingress.cli_channel
+    import mailvia.ingress.cli_mail
+    import mailvia.ingress.cli_serve  # noqa: F401  (each registers its commands)
 
     try:
         cli.main(obj=Context(build), standalone_mode=False)

@@ -1,0 +1,148 @@
+"""A small world for delivery tests: services wired by app.build on a temporary data folder,
+organization `acme` with domain `acme.test`, team `sales`, rep `jane@acme.test`, and
+certificates from a test CA (trustme)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trustme
+
+from mailvia.app import build
+from mailvia.domain.channel import Auth, Channel, Security, Timeouts
+from mailvia.domain.retry import RetryPolicy
+from mailvia.domain.tenancy import User
+from mailvia.outbox.channels import ChannelSpec
+from mailvia.outbox.compose import Draft, compose
+from mailvia.outbox.services import Services
+from mailvia.outbox.submit import Receipt, Submission
+from mailvia.settings import Settings
+
+SHORT = Timeouts(connect=5, greeting=5, command=5, data_init=5, data_block=5, data_end=5)
+
+
+@dataclass
+class Certs:
+    ca: trustme.CA
+    cert: Path
+    key: Path
+
+    @property
+    def ca_pem(self) -> str:
+        return self.ca.cert_pem.bytes().decode()
+
+
+def make_certs(folder: Path, *hosts: str) -> Certs:
+    """A CA and a server certificate for `hosts` (default 127.0.0.1 and localhost)."""
+    ca = trustme.CA()
+    server = ca.issue_cert(*(hosts or ("127.0.0.1", "localhost")))
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    server.private_key_and_cert_chain_pem.write_to_path(str(cert))
+    server.private_key_pem.write_to_path(str(key))
+    return Certs(ca, cert, key)
+
+
+class World:
+    """Services plus the acme tenant."""
+
+    def __init__(self, data_dir: Path, db_url: str | None = None) -> None:
+        self.settings = Settings.load(
+            {},
+            {
+                "data_dir": data_dir,
+                "db_url": db_url,
+                "allow_private_hosts": "127.0.0.0/8,::1/128",
+                "worker_id": "test-worker",
+                "lease_seconds": 60.0,
+            },
+        )
+        self.services: Services = build(self.settings, create_key=True)
+        self.sent: dict[str, bytes] = {}  # message id -> the exact bytes submitted
+        now = time.time()
+        t = self.services.tenancy
+        t.create_org("acme", now)
+        t.create_team("sales", "acme", now)
+        t.add_domain("acme", "acme.test", now)
+        self.jane: User = t.create_user(
+            "jane@acme.test", org_name="acme", team_name="sales", admin=False, now=now
+        )[0]
+        self.admin: User = t.create_user(
+            "boss@acme.test", org_name="acme", team_name="sales", admin=True, now=now
+        )[0]
+
+    def channel(
+        self,
+        port: int,
+        *,
+        name: str = "jane-box",
+        certs: Certs | None = None,
+        security: Security = Security.STARTTLS,
+        auth: Auth = Auth.PLAIN,
+        username: str | None = "jane",
+        password: str | None = "secret",
+        host: str = "127.0.0.1",
+        retry: RetryPolicy | None = None,
+        timeouts: Timeouts = SHORT,
+        **kw: object,
+    ) -> Channel:
+        spec = ChannelSpec(
+            name=name,
+            host=host,
+            port=port,
+            security=security,
+            auth=auth,
+            username=username if auth is not Auth.NONE else None,
+            password=password if auth is not Auth.NONE else None,
+            ca_pem=certs.ca_pem if certs else None,
+            address="jane@acme.test",
+            retry=retry,
+            timeouts=timeouts,
+            **kw,  # type: ignore[arg-type]
+        )
+        return self.services.channels.add(self.jane, spec, time.time())[0]
+
+    def send(
+        self,
+        *,
+        to: Sequence[str] = ("bob@example.com",),
+        subject: str = "hello",
+        text: str = "hi there",
+        count: int = 1,
+        now: float | None = None,
+    ) -> list[Receipt]:
+        now = time.time() if now is None else now
+        size = self.services.max_message_size
+        subs = [
+            Submission(
+                compose(
+                    Draft(
+                        from_="Jane <jane@acme.test>", to=to, subject=f"{subject} {i}", text=text
+                    ),
+                    now=now,
+                    max_size=size,
+                )
+            )
+            for i in range(count)
+        ]
+        receipts = self.services.submitter.submit(self.jane, subs, now=now)
+        for receipt, sub in zip(receipts, subs, strict=True):
+            self.sent[receipt.id] = sub.composed.content
+        return receipts
+
+    def submit_raw(self, content: bytes, to: Sequence[str]) -> Receipt:
+        from mailvia.domain.message import Envelope
+        from mailvia.outbox.compose import inspect_raw
+
+        composed = inspect_raw(
+            content,
+            envelope=Envelope("jane@acme.test", tuple(to)),
+            max_size=self.services.max_message_size,
+        )
+        return self.services.submitter.submit(self.jane, [Submission(composed)], now=time.time())[0]
+
+    async def close(self) -> None:
+        await self.services.aclose()
