@@ -52,7 +52,7 @@ class Settings:
     trusted_networks: tuple[tuple[Network, str], ...] = ()
     max_message_size: int = 25 * 1024 * 1024
     worker_id: str | None = None
-    lease_seconds: float = 300.0
+    lease_seconds: float = 1800.0  # longer than any one attempt's timeouts add up to
     claim_batch: int = 200
 
     @property

@@ -213,7 +213,8 @@ async def test_a_crashed_dispatchers_lease_expires_and_mail_is_claimed_again(
         assert await world.services.dispatcher.run_once(now + 30) == 0  # lease still held
         assert await world.services.dispatcher.run_once(now + 61) == 1
         await server.wait_for(1)
-    assert world.services.store.get_message(receipt.id).state is State.DELIVERED
+    view = world.services.store.get_message(receipt.id)
+    assert view.state is State.DELIVERED and view.possible_duplicate
 
 
 async def test_wrong_password_disconnects_and_holds_then_resume_releases(

@@ -41,7 +41,7 @@ _EVENT_FOR = {
 @dataclass(frozen=True)
 class DispatchOptions:
     worker: str
-    lease_seconds: float = 300.0
+    lease_seconds: float = 1800.0
     batch: int = 200
     flush_every: int = 100
 
@@ -250,7 +250,7 @@ class ChannelRun:
             stage=str(recipients[-1].stage) if recipients else "",
             recipients=recipients,
             message_state=state,
-            next_attempt_at=max(next_times) if next_times and failed else now,
+            next_attempt_at=None if state.terminal else (max(next_times) if failed else now),
             failures=claim.failures + (1 if failed else 0),
             possible_duplicate=claim.possible_duplicate
             or any(s.possible_duplicate for s in settlements),

@@ -1,0 +1,17 @@
+"""The outbox's storage: SQLAlchemy Core on SQLite (the default) or PostgreSQL, with Alembic
+migrations. `migrate(url)` brings a database to the current schema; `open_store(url)` opens it."""
+
+from __future__ import annotations
+
+from mailvia.store.channels import KEEP
+from mailvia.store.migration import migrate
+from mailvia.store.sqlstore import SqlStore
+
+
+def open_store(url: str) -> SqlStore:
+    """A store on the database at `url` (`sqlite:///path` or `postgresql+psycopg://...`).
+    Does not connect or migrate; raises StoreUnavailable for a URL it cannot use."""
+    return SqlStore(url)
+
+
+__all__ = ["KEEP", "SqlStore", "migrate", "open_store"]

@@ -1,0 +1,277 @@
+"""Channels in SQL: every field of a Channel (limits, retry and timeouts as JSON) and its
+sealed secret, which only `channel_secret`/`channel_secrets` ever read back."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailvia.domain.channel import (
+    Auth,
+    Budget,
+    Channel,
+    ChannelState,
+    Kind,
+    Owner,
+    Scope,
+    Security,
+    Timeouts,
+    Unit,
+)
+from mailvia.domain.clock import Instant
+from mailvia.domain.errors import Conflict, NotFound
+from mailvia.domain.message import PENDING
+from mailvia.domain.retry import RetryPolicy
+from mailvia.store.engine import Database
+from mailvia.store.tables import channels, messages, organizations
+
+
+class _Keep(Enum):
+    KEEP = "keep"
+
+
+KEEP = _Keep.KEEP
+"""Passed as `secret` to `update_channel`: leave the stored secret as it is."""
+
+
+def _known(cls: Any, data: dict[str, Any]) -> dict[str, Any]:
+    # Ignore keys a newer version may have written.
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def channel_values(channel: Channel) -> dict[str, Any]:
+    """The columns of a channel (all but id, secret and created_at)."""
+    budgets = [
+        {"count": b.count, "per_seconds": b.per_seconds, "unit": b.unit.value}
+        for b in channel.budgets
+    ]
+    return {
+        "organization_id": channel.organization_id,
+        "name": channel.name,
+        "kind": Kind(channel.kind).value,
+        "preset": channel.preset,
+        "host": channel.host,
+        "port": channel.port,
+        "security": Security(channel.security).value,
+        "auth": Auth(channel.auth).value,
+        "scope": Scope(channel.scope).value,
+        "owner_user_id": channel.owner.user_id,
+        "owner_team_id": channel.owner.team_id,
+        "username": channel.username,
+        "has_password": channel.has_password,
+        "ca_pem": channel.ca_pem,
+        "address": channel.address,
+        "domains": json.dumps(list(channel.domains)),
+        "budgets": json.dumps(budgets),
+        "max_recipients_per_message": channel.max_recipients_per_message,
+        "max_connections": channel.max_connections,
+        "state": ChannelState(channel.state).value,
+        "state_reason": channel.state_reason,
+        "state_changed_at": channel.state_changed_at,
+        "throttled_until": channel.throttled_until,
+        "throttle_level": channel.throttle_level,
+        "retry": json.dumps(dataclasses.asdict(channel.retry)),
+        "timeouts": json.dumps(dataclasses.asdict(channel.timeouts)),
+    }
+
+
+def channel_of(row: Any) -> Channel:
+    """A Channel from its row."""
+    budgets = tuple(
+        Budget(int(b["count"]), float(b["per_seconds"]), Unit(b.get("unit", "messages")))
+        for b in json.loads(row.budgets)
+    )
+    return Channel(
+        id=row.id,
+        organization_id=row.organization_id,
+        name=row.name,
+        kind=Kind(row.kind),
+        host=row.host,
+        port=row.port,
+        security=Security(row.security),
+        auth=Auth(row.auth),
+        scope=Scope(row.scope),
+        owner=Owner(user_id=row.owner_user_id, team_id=row.owner_team_id),
+        preset=row.preset,
+        username=row.username,
+        has_password=bool(row.has_password),
+        ca_pem=row.ca_pem,
+        address=row.address,
+        domains=tuple(json.loads(row.domains)),
+        budgets=budgets,
+        max_recipients_per_message=row.max_recipients_per_message,
+        max_connections=row.max_connections,
+        state=ChannelState(row.state),
+        state_reason=row.state_reason,
+        state_changed_at=row.state_changed_at,
+        throttled_until=row.throttled_until,
+        throttle_level=row.throttle_level,
+        retry=RetryPolicy(**_known(RetryPolicy, json.loads(row.retry))),
+        timeouts=Timeouts(**_known(Timeouts, json.loads(row.timeouts))),
+    )
+
+
+_COLUMNS = [c for c in channels.c if c.name != "secret"]
+_NONTERMINAL = sorted(s.value for s in PENDING)
+
+
+class ChannelStore:
+    """Channel methods of the Store port, plus secret rotation and whole-channel updates."""
+
+    _db: Database
+
+    def add_channel(self, channel: Channel, secret: bytes | None, now: Instant) -> Channel:
+        """Insert a channel with its sealed secret. Raises Conflict if the organization has a
+        channel of that name (or the id is taken), NotFound for an unknown organization."""
+        with self._db.write(
+            conflict=f"a channel named {channel.name!r} already exists in this organization",
+            missing=f"no organization {channel.organization_id!r}",
+        ) as conn:
+            conn.execute(
+                channels.insert().values(
+                    id=channel.id, secret=secret, created_at=now, **channel_values(channel)
+                )
+            )
+            return _read(conn, channel.id)
+
+    def update_channel(self, channel: Channel, secret: bytes | _Keep | None = KEEP) -> Channel:
+        """Rewrite every field of the channel (and its secret unless KEEP). Raises NotFound,
+        or Conflict when the new name is taken in the organization."""
+        values = channel_values(channel)
+        if secret is not KEEP:
+            values["secret"] = secret
+        with self._db.write(
+            conflict=f"a channel named {channel.name!r} already exists in this organization",
+            missing=f"no organization {channel.organization_id!r}",
+        ) as conn:
+            result = conn.execute(
+                channels.update().where(channels.c.id == channel.id).values(**values)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no channel {channel.id!r}")
+            return _read(conn, channel.id)
+
+    def get_channel(self, channel_id: str) -> Channel:
+        """The channel. Raises NotFound."""
+        with self._db.read() as conn:
+            return _read(conn, channel_id)
+
+    def find_channel(self, org_id: str, name: str) -> Channel | None:
+        """The organization's channel with this name, or None."""
+        query = sa.select(*_COLUMNS).where(
+            channels.c.organization_id == org_id, channels.c.name == name
+        )
+        with self._db.read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else channel_of(row)
+
+    def list_channels(self, org_id: str | None = None) -> list[Channel]:
+        """The organization's channels (every channel when None), by name."""
+        query = sa.select(*_COLUMNS).order_by(channels.c.name, channels.c.id)
+        if org_id is not None:
+            query = query.where(channels.c.organization_id == org_id)
+        with self._db.read() as conn:
+            return [channel_of(row) for row in conn.execute(query)]
+
+    def channel_secret(self, channel_id: str) -> bytes | None:
+        """The channel's sealed secret (None when it has none). Raises NotFound."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                sa.select(channels.c.secret).where(channels.c.id == channel_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"no channel {channel_id!r}")
+        return None if row.secret is None else bytes(row.secret)
+
+    def channel_secrets(self) -> list[tuple[str, bytes]]:
+        """Every stored secret with its channel id (for re-sealing under a new key)."""
+        query = (
+            sa.select(channels.c.id, channels.c.secret)
+            .where(channels.c.secret.is_not(None))
+            .order_by(channels.c.id)
+        )
+        with self._db.read() as conn:
+            return [(row.id, bytes(row.secret)) for row in conn.execute(query)]
+
+    def replace_channel_secrets(self, secrets: list[tuple[str, bytes]]) -> None:
+        """Replace the secrets of these channels, all in one transaction. Raises NotFound (and
+        changes nothing) if a channel does not exist."""
+        if not secrets:
+            return
+        statement = (
+            channels.update()
+            .where(channels.c.id == sa.bindparam("b_id"))
+            .values(secret=sa.bindparam("b_secret"))
+        )
+        with self._db.write() as conn:
+            found = _existing(conn, [channel_id for channel_id, _ in secrets])
+            missing = sorted({channel_id for channel_id, _ in secrets} - found)
+            if missing:
+                raise NotFound(f"no channel {missing[0]!r}")
+            conn.execute(statement, [{"b_id": i, "b_secret": s} for i, s in secrets])
+
+    def remove_channel(self, channel_id: str) -> None:
+        """Delete the channel and clear it as any organization's default. Raises Conflict while
+        it still has mail to send, NotFound if it does not exist."""
+        with self._db.write() as conn:
+            pending = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(messages)
+                .where(messages.c.channel_id == channel_id, messages.c.state.in_(_NONTERMINAL))
+            ).scalar_one()
+            if pending:
+                raise Conflict(
+                    f"channel {channel_id!r} still has {pending} message(s) to send; "
+                    "cancel them or let them finish first"
+                )
+            result = conn.execute(channels.delete().where(channels.c.id == channel_id))
+            if result.rowcount == 0:
+                raise NotFound(f"no channel {channel_id!r}")
+            conn.execute(
+                organizations.update()
+                .where(organizations.c.default_channel_id == channel_id)
+                .values(default_channel_id=None)
+            )
+
+    def set_channel_state(
+        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
+    ) -> Channel:
+        """Set the state, its reason and state_changed_at = now. Raises NotFound."""
+        with self._db.write() as conn:
+            result = conn.execute(
+                channels.update()
+                .where(channels.c.id == channel_id)
+                .values(state=ChannelState(state).value, state_reason=reason, state_changed_at=now)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no channel {channel_id!r}")
+            return _read(conn, channel_id)
+
+    def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None:
+        """Pause the channel until `until` (None: not throttled) at this throttle level.
+        Raises NotFound."""
+        with self._db.write() as conn:
+            result = conn.execute(
+                channels.update()
+                .where(channels.c.id == channel_id)
+                .values(throttled_until=until, throttle_level=level)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no channel {channel_id!r}")
+
+
+def _read(conn: sa.Connection, channel_id: str) -> Channel:
+    row = conn.execute(sa.select(*_COLUMNS).where(channels.c.id == channel_id)).first()
+    if row is None:
+        raise NotFound(f"no channel {channel_id!r}")
+    return channel_of(row)
+
+
+def _existing(conn: sa.Connection, ids: list[str]) -> set[str]:
+    rows = conn.execute(sa.select(channels.c.id).where(channels.c.id.in_(ids)))
+    return {str(channel_id) for channel_id in rows.scalars()}

@@ -1,0 +1,133 @@
+"""The database connection: engine setup, SQLite pragmas and locking, one transaction per call,
+and the mapping of driver errors to domain errors (the only place that sees them)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+
+from mailvia.domain.errors import Conflict, MailviaError, NotFound, StoreUnavailable
+
+BUSY_TIMEOUT_MS = 5000
+_WRITE = "mailvia_write"
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from pysqlite so that our own BEGIN (below) is used.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the write lock up front, so a claim's read and update are one atomic step
+    # across processes, and a reader never has to upgrade its lock (which could fail at once).
+    immediate = bool(conn.get_execution_options().get(_WRITE))
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for `url` (SQLite or `postgresql+psycopg`). Raises StoreUnavailable for a URL
+    it cannot use; does not connect."""
+    try:
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            engine = sa.create_engine(parsed)
+            event.listen(engine, "connect", _sqlite_connect)
+            event.listen(engine, "begin", _sqlite_begin)
+            return engine
+        return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise StoreUnavailable(f"cannot use the database URL: {exc}") from None
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(unparsable URL)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _is_foreign_key(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    if isinstance(orig, sqlite3.IntegrityError):
+        return "FOREIGN KEY" in str(orig)
+    return getattr(orig, "sqlstate", None) == "23503"
+
+
+def map_error(exc: SQLAlchemyError, *, conflict: str, missing: str) -> MailviaError:
+    """The domain error for a driver error: a broken constraint is Conflict (or NotFound when a
+    referenced row is missing); anything else means the store cannot be used right now."""
+    if isinstance(exc, IntegrityError):
+        if _is_foreign_key(exc):
+            return NotFound(missing)
+        return Conflict(conflict)
+    cause: BaseException = getattr(exc, "orig", None) or exc
+    return StoreUnavailable(f"the database is unavailable: {_first_line(cause)}")
+
+
+class Database:
+    """An engine plus the rules for using it: `write()` and `read()` each run one transaction,
+    committed on success and rolled back on any error, with errors mapped to domain errors."""
+
+    def __init__(self, url: str) -> None:
+        self.url = safe_url(url)
+        self.engine = create_engine(url)
+        self._writer = self.engine.execution_options(**{_WRITE: True})
+        # A read sees one snapshot (a message and its recipients agree). SQLite's BEGIN already
+        # does; setting an isolation level there would hand transactions back to pysqlite.
+        self._reader = (
+            self.engine.execution_options(isolation_level="REPEATABLE READ")
+            if self.dialect == "postgresql"
+            else self.engine
+        )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def write(
+        self,
+        *,
+        conflict: str = "this conflicts with existing data",
+        missing: str = "a referenced object does not exist",
+    ) -> Iterator[Connection]:
+        """One write transaction (on SQLite it holds the write lock from its first statement)."""
+        try:
+            with self._writer.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise map_error(exc, conflict=conflict, missing=missing) from None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One read-only transaction (a consistent snapshot on SQLite)."""
+        try:
+            with self._reader.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise map_error(exc, conflict="conflict", missing="not found") from None
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

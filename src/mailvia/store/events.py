@@ -1,0 +1,80 @@
+"""Each organization's event stream in SQL, read in insertion (`seq`) order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailvia.domain.errors import InvalidInput
+from mailvia.outbox.ports import Event
+from mailvia.store.engine import Database
+from mailvia.store.rows import decode_cursor, encode_cursor
+from mailvia.store.tables import events
+
+_CURSOR = "evt"
+# Writers of events take this lock so that `seq` order is commit order on PostgreSQL: a reader
+# that has seen seq n can never later find a smaller one committed (SQLite has one writer).
+_EVENTS_LOCK = 0x6D61696C76696101
+
+
+def insert_events(conn: sa.Connection, items: Sequence[Event]) -> None:
+    """Append events inside the caller's transaction (one bulk statement)."""
+    if items:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_EVENTS_LOCK)))
+        conn.execute(
+            events.insert(),
+            [
+                {
+                    "id": e.id,
+                    "organization_id": e.organization_id,
+                    "type": e.type,
+                    "created_at": e.created_at,
+                    "data": json.dumps(dict(e.data), default=str),
+                }
+                for e in items
+            ],
+        )
+
+
+def _event(row: Any) -> Event:
+    return Event(row.id, row.organization_id, row.type, row.created_at, json.loads(row.data))
+
+
+class EventStore:
+    """Event methods of the Store port."""
+
+    _db: Database
+
+    def add_events(self, items: Sequence[Event]) -> None:
+        """Append events to their organizations' streams. Raises Conflict for a reused id."""
+        with self._db.write(conflict="an event with this id already exists") as conn:
+            insert_events(conn, items)
+
+    def list_events(
+        self, org_id: str, *, cursor: str | None, limit: int
+    ) -> tuple[list[Event], str | None]:
+        """Up to `limit` of the organization's events after `cursor`, oldest first.
+
+        The stream has no end: the returned cursor is where to continue from (the last event
+        returned, or the given cursor when nothing new came); it is None only when the
+        organization has no events yet and no cursor was given. Raises InvalidInput for a
+        cursor this list did not hand out.
+        """
+        if limit < 1:
+            raise InvalidInput("limit: must be at least 1")
+        after = 0 if cursor is None else decode_cursor(_CURSOR, cursor)
+        query = (
+            sa.select(events)
+            .where(events.c.organization_id == org_id, events.c.seq > after)
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            return [], cursor
+        return [_event(row) for row in rows], encode_cursor(_CURSOR, rows[-1].seq)

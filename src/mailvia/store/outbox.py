@@ -1,0 +1,322 @@
+"""The outbox's intake and leases in SQL: adding messages (with idempotency keys), finding
+due channels, claiming messages under a lease and giving claims back.
+
+A message is claimable when it is queued or deferred and due, or `sending` under a lease that
+has expired (its worker died), and its channel is active and not throttled.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailvia.domain.channel import ChannelState
+from mailvia.domain.clock import Instant
+from mailvia.domain.errors import Conflict, InvalidInput
+from mailvia.domain.message import TERMINAL, State
+from mailvia.outbox.ports import Claim, NewMessage
+from mailvia.store.engine import Database
+from mailvia.store.rows import chunks
+from mailvia.store.tables import channels, messages, recipients
+
+IDEMPOTENCY_WINDOW = 86400.0  # SURFACE.md: an Idempotency-Key is kept for 24 h
+_WAITING = (State.QUEUED.value, State.DEFERRED.value)
+_TERMINAL = sorted(s.value for s in TERMINAL)
+m, r, c = messages.c, recipients.c, channels.c
+
+
+def _claimable(now: Instant) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        sa.and_(m.state.in_(_WAITING), m.next_attempt_at <= now),
+        sa.and_(m.state == State.SENDING.value, m.lease_expires_at <= now),
+    )
+
+
+def _channel_open(now: Instant) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        c.state == ChannelState.ACTIVE.value,
+        sa.or_(c.throttled_until.is_(None), c.throttled_until <= now),
+    )
+
+
+def _message_row(msg: NewMessage) -> dict[str, Any]:
+    return {
+        "id": msg.id,
+        "organization_id": msg.organization_id,
+        "user_id": msg.user_id,
+        "channel_id": msg.channel_id,
+        "mail_from": msg.envelope.mail_from,
+        "content": msg.content,
+        "size": len(msg.content),
+        "state": State(msg.state).value,
+        "created_at": msg.created_at,
+        "expires_at": msg.expires_at,
+        "next_attempt_at": msg.created_at,
+        "failures": 0,
+        "possible_duplicate": False,
+        "idempotency_key": msg.idempotency_key,
+        "request_hash": msg.request_hash,
+    }
+
+
+class OutboxStore:
+    """Intake and lease methods of the Store port."""
+
+    _db: Database
+
+    def add_messages(self, msgs: Sequence[NewMessage]) -> list[tuple[str, bool]]:
+        """Insert the messages and their recipients (each in the message's state, due at
+        created_at), all in one transaction committed before returning.
+
+        Returns (message id, created) per message, in order. A message whose idempotency key
+        the organization used in the last 24 h is not inserted: with the same request hash the
+        earlier message's id comes back with created=False; with another, Conflict is raised
+        and nothing is inserted. Older keys are forgotten (cleared on the earlier message).
+        """
+        if not msgs:
+            return []
+        with self._db.write(conflict="a message id or idempotency key is already in use") as conn:
+            seen = _known_keys(conn, msgs)
+            results: list[tuple[str, bool]] = []
+            fresh: list[NewMessage] = []
+            for msg in msgs:
+                earlier = _match_key(seen, msg)
+                if earlier is not None:
+                    results.append((earlier, False))
+                    continue
+                if msg.idempotency_key is not None:
+                    seen[(msg.organization_id, msg.idempotency_key)] = (msg.id, msg.request_hash)
+                results.append((msg.id, True))
+                fresh.append(msg)
+            _insert(conn, fresh)
+        return results
+
+    def channels_due(self, now: Instant) -> list[str]:
+        """Ids of active, unthrottled channels with at least one claimable message."""
+        due = sa.exists().where(m.channel_id == c.id, _claimable(now))
+        query = sa.select(c.id).where(_channel_open(now), due).order_by(c.id)
+        with self._db.read() as conn:
+            return [str(channel_id) for channel_id in conn.execute(query).scalars()]
+
+    def next_due_at(self) -> Instant | None:
+        """When the next message of an active channel becomes claimable: its next attempt time
+        (or the lease expiry of a message being sent), but not before its channel's throttle
+        ends. None when nothing is waiting."""
+
+        def earliest(state: State, column: sa.ColumnElement[Any]) -> Any:
+            return (
+                sa.select(sa.func.min(column))
+                .where(m.channel_id == c.id, m.state == state.value)
+                .scalar_subquery()
+            )
+
+        query = sa.select(
+            c.throttled_until,
+            earliest(State.QUEUED, m.next_attempt_at),
+            earliest(State.DEFERRED, m.next_attempt_at),
+            earliest(State.SENDING, m.lease_expires_at),
+        ).where(c.state == ChannelState.ACTIVE.value)
+        with self._db.read() as conn:
+            rows = conn.execute(query).all()
+        times: list[Instant] = []
+        for throttled_until, *candidates in rows:
+            waiting = [t for t in candidates if t is not None]
+            if waiting:
+                times.append(max(min(waiting), throttled_until or 0.0))
+        return min(times) if times else None
+
+    def claim(
+        self, *, channel_id: str, now: Instant, limit: int, lease_until: Instant, worker: str
+    ) -> list[Claim]:
+        """Lease up to `limit` claimable messages of the channel to `worker`, oldest due first
+        (next_attempt_at, then submission order): they and their unfinished recipients become
+        `sending`, with lease_owner = worker and lease_expires_at = lease_until. A message
+        taken over from an expired lease is flagged possible_duplicate.
+
+        Returns nothing when the channel is not active or is throttled. Atomic across
+        processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED.
+        """
+        if limit < 1:
+            return []
+        with self._db.write() as conn:
+            seqs = _claimable_seqs(conn, channel_id, now, limit)
+            if not seqs:
+                return []
+            for part in chunks(seqs):
+                # A lease that ran out: the worker that held it may have sent the message.
+                conn.execute(
+                    messages.update()
+                    .where(m.seq.in_(part), m.state == State.SENDING.value)
+                    .values(possible_duplicate=True)
+                )
+                conn.execute(
+                    messages.update()
+                    .where(m.seq.in_(part))
+                    .values(
+                        state=State.SENDING.value, lease_owner=worker, lease_expires_at=lease_until
+                    )
+                )
+                conn.execute(
+                    recipients.update()
+                    .where(r.message_seq.in_(part), r.state.not_in(_TERMINAL))
+                    .values(state=State.SENDING.value, updated_at=now)
+                )
+            return _claims(conn, seqs, worker)
+
+    def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
+        """Give claimed messages back unsent: they and their `sending` recipients become
+        `state` (queued, deferred or held), due now, lease cleared. Only messages still leased
+        to the claim's worker change (one re-claimed after its lease expired is left alone)."""
+        if State(state) not in (State.QUEUED, State.DEFERRED, State.HELD):
+            raise InvalidInput(f"unclaim: cannot put messages back as {state}")
+        by_worker: dict[str, list[int]] = defaultdict(list)
+        for claim in claims:
+            by_worker[claim.worker].append(claim.seq)
+        with self._db.write() as conn:
+            for worker, seqs in by_worker.items():
+                for part in chunks(seqs):
+                    _give_back(conn, worker, list(part), State(state), now)
+
+
+def _known_keys(
+    conn: sa.Connection, msgs: Sequence[NewMessage]
+) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """The organizations' live idempotency keys among these messages' keys, after forgetting
+    keys older than the window."""
+    wanted = {(x.organization_id, x.idempotency_key) for x in msgs if x.idempotency_key}
+    found: dict[tuple[str, str], tuple[str, str | None]] = {}
+    for org_id in {org for org, _ in wanted}:
+        keys = sorted(key for org, key in wanted if org == org_id)
+        for part in chunks(keys):
+            horizon = min(x.created_at for x in msgs) - IDEMPOTENCY_WINDOW
+            scope = sa.and_(m.organization_id == org_id, m.idempotency_key.in_(part))
+            conn.execute(
+                messages.update()
+                .where(scope, m.created_at < horizon)
+                .values(idempotency_key=None, request_hash=None)
+            )
+            rows = conn.execute(sa.select(m.idempotency_key, m.id, m.request_hash).where(scope))
+            for key, message_id, request_hash in rows:
+                found[(org_id, key)] = (message_id, request_hash)
+    return found
+
+
+def _match_key(seen: dict[tuple[str, str], tuple[str, str | None]], msg: NewMessage) -> str | None:
+    if msg.idempotency_key is None:
+        return None
+    earlier = seen.get((msg.organization_id, msg.idempotency_key))
+    if earlier is None:
+        return None
+    if earlier[1] != msg.request_hash:
+        raise Conflict(
+            f"idempotency key {msg.idempotency_key!r} was already used with another request"
+        )
+    return earlier[0]
+
+
+def _insert(conn: sa.Connection, msgs: Sequence[NewMessage]) -> None:
+    if not msgs:
+        return
+    statement = messages.insert().returning(m.seq, sort_by_parameter_order=True)
+    seqs = conn.execute(statement, [_message_row(x) for x in msgs]).scalars().all()
+    rows = [
+        {
+            "message_seq": seq,
+            "position": position,
+            "address": address,
+            "state": State(msg.state).value,
+            "updated_at": msg.created_at,
+        }
+        for seq, msg in zip(seqs, msgs, strict=True)
+        for position, address in enumerate(msg.envelope.rcpt_to)
+    ]
+    if rows:
+        conn.execute(recipients.insert(), rows)
+
+
+def _claimable_seqs(conn: sa.Connection, channel_id: str, now: Instant, limit: int) -> list[int]:
+    """Lock and return the seqs to claim. One query per state keeps each on the index."""
+    channel = conn.execute(sa.select(c.id).where(c.id == channel_id, _channel_open(now))).first()
+    if channel is None:
+        return []
+    candidates: list[tuple[float, int]] = []
+    picks = [
+        (State.QUEUED, m.next_attempt_at, m.next_attempt_at),
+        (State.DEFERRED, m.next_attempt_at, m.next_attempt_at),
+        (State.SENDING, m.lease_expires_at, sa.func.coalesce(m.next_attempt_at, 0.0)),
+    ]
+    for state, due, order in picks:
+        query = (
+            sa.select(order, m.seq)
+            .where(m.channel_id == channel_id, m.state == state.value, due <= now)
+            .order_by(due, m.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        candidates.extend((float(at), int(seq)) for at, seq in conn.execute(query))
+    candidates.sort()
+    return [seq for _, seq in candidates[:limit]]
+
+
+def _claims(conn: sa.Connection, seqs: list[int], worker: str) -> list[Claim]:
+    """Claims for leased messages, in the order of `seqs` (two queries, however many)."""
+    pending: dict[int, list[str]] = defaultdict(list)
+    settled: dict[int, list[State]] = defaultdict(list)
+    rows: dict[int, Any] = {}
+    for part in chunks(seqs):
+        for row in conn.execute(sa.select(messages).where(m.seq.in_(part))):
+            rows[row.seq] = row
+        query = (
+            sa.select(r.message_seq, r.address, r.state)
+            .where(r.message_seq.in_(part))
+            .order_by(r.message_seq, r.position)
+        )
+        for seq, address, state in conn.execute(query):
+            if state in _TERMINAL:
+                settled[seq].append(State(state))
+            else:
+                pending[seq].append(address)
+    return [
+        Claim(
+            message_id=row.id,
+            seq=row.seq,
+            organization_id=row.organization_id,
+            channel_id=row.channel_id,
+            mail_from=row.mail_from,
+            pending=tuple(pending[row.seq]),
+            settled=tuple(settled[row.seq]),
+            content=bytes(row.content),
+            failures=row.failures,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            possible_duplicate=bool(row.possible_duplicate),
+            worker=worker,
+        )
+        for row in (rows[seq] for seq in seqs)
+    ]
+
+
+def _give_back(
+    conn: sa.Connection, worker: str, seqs: list[int], state: State, now: Instant
+) -> None:
+    mine = (
+        sa.select(m.seq)
+        .where(m.seq.in_(seqs), m.state == State.SENDING.value, m.lease_owner == worker)
+        .with_for_update()
+    )
+    held = list(conn.execute(mine).scalars())
+    if not held:
+        return
+    conn.execute(
+        messages.update()
+        .where(m.seq.in_(held))
+        .values(state=state.value, next_attempt_at=now, lease_owner=None, lease_expires_at=None)
+    )
+    conn.execute(
+        recipients.update()
+        .where(r.message_seq.in_(held), r.state == State.SENDING.value)
+        .values(state=state.value, updated_at=now)
+    )

@@ -1,0 +1,272 @@
+"""Changing messages' states in SQL: recording attempts (the hot path, in bulk statements),
+holding and releasing a channel's mail, expiring mail past its give-up time, cancelling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailvia.domain.clock import Instant
+from mailvia.domain.errors import Conflict, NotFound
+from mailvia.domain.message import TERMINAL, State, message_state
+from mailvia.outbox.ports import AttemptRecord, Event, MessageView
+from mailvia.store.engine import Database
+from mailvia.store.events import insert_events
+from mailvia.store.rows import chunks, event_id
+from mailvia.store.tables import attempts, messages, recipients
+from mailvia.store.views import read_message
+
+GAVE_UP = (451, "4.4.7", "mailvia: gave up after the retry period")  # RFC 3463 X.4.7
+_WAITING = (State.QUEUED.value, State.DEFERRED.value)
+_EXPIRABLE = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
+_TERMINAL = sorted(s.value for s in TERMINAL)
+m, r = messages.c, recipients.c
+_b = sa.bindparam
+
+_UPDATE_MESSAGE = (
+    messages.update()
+    .where(m.seq == _b("b_seq"))
+    .values(
+        state=_b("b_state"),
+        next_attempt_at=_b("b_next"),
+        failures=_b("b_failures"),
+        possible_duplicate=_b("b_duplicate"),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+_UPDATE_RECIPIENT = (
+    recipients.update()
+    .where(r.message_seq == _b("b_seq"), r.address == _b("b_address"))
+    .values(
+        state=_b("b_state"),
+        last_code=_b("b_code"),
+        last_enhanced=_b("b_enhanced"),
+        last_text=_b("b_text"),
+        updated_at=_b("b_at"),
+    )
+)
+# Recipients the attempt left untouched (never tried) follow the message's new state.
+_UPDATE_LEFTOVERS = (
+    recipients.update()
+    .where(r.message_seq == _b("b_seq"), r.state == State.SENDING.value)
+    .values(state=_b("b_state"), updated_at=_b("b_at"))
+)
+
+
+def _live(conn: sa.Connection, records: Sequence[AttemptRecord]) -> dict[int, bool]:
+    """seq -> possible_duplicate of the messages still leased to their record's worker
+    (locked until commit on PostgreSQL)."""
+    owners: dict[int, tuple[str | None, bool]] = {}
+    seqs = sorted({rec.claim.seq for rec in records})
+    for part in chunks(seqs):
+        query = (
+            sa.select(m.seq, m.lease_owner, m.possible_duplicate)
+            .where(m.seq.in_(part))
+            .with_for_update()
+        )
+        for seq, owner, duplicate in conn.execute(query):
+            owners[seq] = (owner, bool(duplicate))
+    return {
+        rec.claim.seq: owners[rec.claim.seq][1]
+        for rec in records
+        if rec.claim.seq in owners and owners[rec.claim.seq][0] == rec.worker
+    }
+
+
+def _attempt_rows(rec: AttemptRecord) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_seq": rec.claim.seq,
+            "channel_id": rec.claim.channel_id,
+            "recipient": s.address,
+            "at": rec.at,
+            "stage": rec.stage,
+            "code": s.reply.code,
+            "enhanced": s.reply.enhanced,
+            "text": s.reply.text,
+            "outcome": str(s.outcome),
+            "worker": rec.worker,
+        }
+        for s in rec.recipients
+    ]
+
+
+def _after(rec: AttemptRecord) -> State:
+    # Without a lease nothing would ever pick a `sending` message up again.
+    return State.DEFERRED if rec.message_state == State.SENDING else State(rec.message_state)
+
+
+def _message_params(rec: AttemptRecord, live: dict[int, bool]) -> dict[str, Any]:
+    return {
+        "b_seq": rec.claim.seq,
+        "b_state": _after(rec).value,
+        "b_next": rec.next_attempt_at,
+        "b_failures": rec.failures,
+        "b_duplicate": live[rec.claim.seq] or rec.possible_duplicate,
+    }
+
+
+def _rcpt_params(rec: AttemptRecord) -> list[dict[str, Any]]:
+    return [
+        {
+            "b_seq": rec.claim.seq,
+            "b_address": s.address,
+            "b_state": State(s.state).value,
+            "b_code": s.reply.code,
+            "b_enhanced": s.reply.enhanced,
+            "b_text": s.reply.text,
+            "b_at": rec.at,
+        }
+        for s in rec.recipients
+    ]
+
+
+def _execute_many(
+    conn: sa.Connection, statement: sa.Executable, rows: list[dict[str, Any]]
+) -> None:
+    if rows:
+        conn.execute(statement, rows)
+
+
+def _expire(conn: sa.Connection, seqs: Sequence[int], now: Instant) -> None:
+    code, enhanced, text = GAVE_UP
+    conn.execute(
+        recipients.update()
+        .where(r.message_seq.in_(seqs), r.state.not_in(_TERMINAL))
+        .values(
+            state=State.EXPIRED.value,
+            last_code=code,
+            last_enhanced=enhanced,
+            last_text=text,
+            updated_at=now,
+        )
+    )
+    conn.execute(
+        messages.update()
+        .where(m.seq.in_(seqs))
+        .values(state=State.EXPIRED.value, next_attempt_at=None)
+    )
+
+
+class SettleStore:
+    """State-changing methods of the Store port."""
+
+    _db: Database
+
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        """Persist attempts, all in one transaction: an attempts row and the new state and last
+        reply per settled recipient; the message's state, next_attempt_at, failures and
+        possible_duplicate (once true, it stays true); the lease cleared; the records' events.
+
+        A record whose message is no longer leased to the record's worker (its lease expired
+        and another worker claimed it, or it was given back) is ignored with its events.
+        """
+        if not records:
+            return
+        with self._db.write() as conn:
+            live = _live(conn, records)
+            kept = [rec for rec in records if rec.claim.seq in live]
+            if not kept:
+                return
+            conn.execute(_UPDATE_MESSAGE, [_message_params(rec, live) for rec in kept])
+            _execute_many(conn, _UPDATE_RECIPIENT, [p for rec in kept for p in _rcpt_params(rec)])
+            leftovers = [
+                {"b_seq": rec.claim.seq, "b_state": _after(rec).value, "b_at": rec.at}
+                for rec in kept
+                if not _after(rec).terminal
+            ]
+            _execute_many(conn, _UPDATE_LEFTOVERS, leftovers)
+            _execute_many(conn, attempts.insert(), [p for rec in kept for p in _attempt_rows(rec)])
+            insert_events(conn, [e for rec in kept for e in rec.events])
+
+    def hold_channel(self, channel_id: str, now: Instant) -> int:
+        """Hold the channel's queued and deferred messages (and their unfinished recipients)
+        until it is released. Returns how many messages were held."""
+        waiting = sa.and_(m.channel_id == channel_id, m.state.in_(_WAITING))
+        with self._db.write() as conn:
+            return _move(conn, waiting, State.HELD, {}, now)
+
+    def release_channel(self, channel_id: str, now: Instant) -> int:
+        """Queue the channel's held messages (and their held recipients) again, due now; their
+        submission order (seq) decides who goes first. Returns how many were released."""
+        held = sa.and_(m.channel_id == channel_id, m.state == State.HELD.value)
+        with self._db.write() as conn:
+            return _move(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
+
+    def expire_due(self, now: Instant, events_for: str) -> list[Event]:
+        """Expire queued, deferred and held messages whose give-up time has come: they and
+        their unfinished recipients become `expired` (with a reply saying so). Returns and
+        records one `message.expired` event per message. (`events_for` is the caller's label
+        and changes nothing.)"""
+        due = (
+            sa.select(m.seq, m.id, m.organization_id)
+            .where(m.state.in_(_EXPIRABLE), m.expires_at <= now)
+            .order_by(m.seq)
+            .with_for_update()
+        )
+        with self._db.write() as conn:
+            rows = conn.execute(due).all()
+            for part in chunks([row.seq for row in rows]):
+                _expire(conn, part, now)
+            expired = [
+                Event(
+                    event_id(now),
+                    row.organization_id,
+                    "message.expired",
+                    now,
+                    {"message_id": row.id},
+                )
+                for row in rows
+            ]
+            insert_events(conn, expired)
+        return expired
+
+    def cancel_message(self, message_id: str, now: Instant) -> MessageView:
+        """Cancel the message's queued, deferred and held recipients; the message's state
+        follows from its recipients'. Raises NotFound, or Conflict while it is being sent or
+        once it is finished."""
+        with self._db.write() as conn:
+            row = conn.execute(
+                sa.select(m.seq, m.state).where(m.id == message_id).with_for_update()
+            ).first()
+            if row is None:
+                raise NotFound(f"no message {message_id!r}")
+            if row.state == State.SENDING.value:
+                raise Conflict("the message is being sent right now; try again in a moment")
+            if row.state in _TERMINAL:
+                raise Conflict(f"the message is already {row.state}")
+            conn.execute(
+                recipients.update()
+                .where(r.message_seq == row.seq, r.state.in_(_EXPIRABLE))
+                .values(state=State.CANCELLED.value, updated_at=now)
+            )
+            states = conn.execute(sa.select(r.state).where(r.message_seq == row.seq)).scalars()
+            state = message_state(State(s) for s in states)
+            values: dict[str, Any] = {"state": state.value}
+            if state.terminal:
+                values["next_attempt_at"] = None
+            conn.execute(messages.update().where(m.seq == row.seq).values(**values))
+            return read_message(conn, message_id)
+
+
+def _move(
+    conn: sa.Connection,
+    which: sa.ColumnElement[bool],
+    to: State,
+    values: dict[str, Any],
+    now: Instant,
+) -> int:
+    """Lock the messages `which` selects and move them, with their recipients that are neither
+    terminal nor `sending`, to state `to`. Returns how many messages moved."""
+    seqs = list(conn.execute(sa.select(m.seq).where(which).with_for_update()).scalars())
+    for part in chunks(seqs):
+        conn.execute(
+            recipients.update()
+            .where(r.message_seq.in_(part), r.state.in_(_EXPIRABLE))
+            .values(state=to.value, updated_at=now)
+        )
+        conn.execute(messages.update().where(m.seq.in_(part)).values(state=to.value, **values))
+    return len(seqs)

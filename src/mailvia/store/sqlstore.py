@@ -1,0 +1,32 @@
+"""SqlStore: the Store port on SQLAlchemy Core, for SQLite (one process) and PostgreSQL
+(several workers), assembled from one part per concern."""
+
+from __future__ import annotations
+
+from mailvia.store.channels import ChannelStore
+from mailvia.store.engine import Database
+from mailvia.store.events import EventStore
+from mailvia.store.outbox import OutboxStore
+from mailvia.store.settle import SettleStore
+from mailvia.store.tenancy import TenancyStore
+from mailvia.store.views import ViewStore
+
+
+class SqlStore(TenancyStore, ChannelStore, OutboxStore, SettleStore, ViewStore, EventStore):
+    """The outbox and everything it refers to. Every public method is one transaction and
+    raises domain errors only (NotFound, Conflict, InvalidInput, StoreUnavailable)."""
+
+    def __init__(self, url: str) -> None:
+        self._db = Database(url)
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return self._db.dialect
+
+    def close(self) -> None:
+        """Close the pooled connections (the store can still be used; it reconnects)."""
+        self._db.dispose()
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self._db.url!r})"

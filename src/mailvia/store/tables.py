@@ -1,0 +1,187 @@
+"""The schema as SQLAlchemy Core tables; it must match migrations/versions (the real schema).
+
+Times are float epoch seconds; ids are strings made by the caller, except the integer `seq`
+keys that order messages and events. JSON-ish values are stored as JSON text.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# INTEGER PRIMARY KEY is SQLite's rowid (autoincrementing); BIGINT elsewhere.
+Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Time = sa.Double
+
+organizations = sa.Table(
+    "organizations",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("default_channel_id", sa.Text),
+    sa.Column("fallback", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("organization_id", sa.Text, sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("organization_id", "name"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("organization_id", sa.Text, sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("team_id", sa.Text, sa.ForeignKey("teams.id"), nullable=False),
+    sa.Column("email", sa.Text, nullable=False, unique=True),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text),
+    sa.Column("must_change_password", sa.Boolean, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+domains = sa.Table(
+    "domains",
+    metadata,
+    sa.Column("domain", sa.Text, primary_key=True),
+    sa.Column("organization_id", sa.Text, sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+identities = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("identity", sa.Text, primary_key=True),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("token_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("revoked_at", Time),
+)
+
+channels = sa.Table(
+    "channels",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("organization_id", sa.Text, sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("preset", sa.Text),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("security", sa.Text, nullable=False),
+    sa.Column("auth", sa.Text, nullable=False),
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("owner_user_id", sa.Text),
+    sa.Column("owner_team_id", sa.Text),
+    sa.Column("username", sa.Text),
+    sa.Column("has_password", sa.Boolean, nullable=False),
+    sa.Column("ca_pem", sa.Text),
+    sa.Column("address", sa.Text),
+    sa.Column("domains", sa.Text, nullable=False),
+    sa.Column("budgets", sa.Text, nullable=False),
+    sa.Column("max_recipients_per_message", sa.Integer, nullable=False),
+    sa.Column("max_connections", sa.Integer, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("state_reason", sa.Text),
+    sa.Column("state_changed_at", Time),
+    sa.Column("throttled_until", Time),
+    sa.Column("throttle_level", sa.Integer, nullable=False),
+    sa.Column("retry", sa.Text, nullable=False),
+    sa.Column("timeouts", sa.Text, nullable=False),
+    sa.Column("secret", sa.LargeBinary),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("organization_id", "name"),
+)
+
+# channel_id and user_id carry no foreign key: delivered mail outlives a removed channel.
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, nullable=False, unique=True),
+    sa.Column("organization_id", sa.Text, sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("channel_id", sa.Text, nullable=False),
+    sa.Column("mail_from", sa.Text, nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("next_attempt_at", Time),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("possible_duplicate", sa.Boolean, nullable=False),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_expires_at", Time),
+    sa.Column("idempotency_key", sa.Text),
+    sa.Column("request_hash", sa.Text),
+    sa.UniqueConstraint("organization_id", "idempotency_key"),
+    sa.Index(None, "channel_id", "state", "next_attempt_at"),
+    sa.Index(None, "state", "expires_at"),
+    sa.Index(None, "state", "lease_expires_at"),
+    sa.Index(None, "organization_id", "seq"),
+)
+
+recipients = sa.Table(
+    "recipients",
+    metadata,
+    sa.Column("message_seq", Seq, sa.ForeignKey("messages.seq"), primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("last_code", sa.Integer),
+    sa.Column("last_enhanced", sa.Text),
+    sa.Column("last_text", sa.Text),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", Seq, primary_key=True, autoincrement=True),
+    sa.Column("message_seq", Seq, sa.ForeignKey("messages.seq"), nullable=False, index=True),
+    sa.Column("channel_id", sa.Text, nullable=False),
+    sa.Column("recipient", sa.Text, nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Column("code", sa.Integer, nullable=False),
+    sa.Column("enhanced", sa.Text),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("worker", sa.Text, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Text, nullable=False, unique=True),
+    sa.Column("organization_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Index(None, "organization_id", "seq"),
+)

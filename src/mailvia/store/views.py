@@ -1,0 +1,129 @@
+"""Reading the outbox in SQL: one message with its recipients and attempts, filtered pages of
+messages (newest first), and queue counts per channel and state."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailvia.domain.errors import InvalidInput, NotFound
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.replies import Reply
+from mailvia.outbox.ports import AttemptView, MessageFilter, MessageView, RecipientView
+from mailvia.store.engine import Database
+from mailvia.store.rows import decode_cursor, encode_cursor, reply_of
+from mailvia.store.tables import attempts, channels, messages, recipients
+
+_CURSOR = "msg"
+_HEAD = [col for col in messages.c if col.name != "content"]
+m, r, a = messages.c, recipients.c, attempts.c
+
+
+def _view(
+    row: Any, rcpts: list[RecipientView], tries: list[AttemptView] | None = None
+) -> MessageView:
+    return MessageView(
+        id=row.id,
+        organization_id=row.organization_id,
+        user_id=row.user_id,
+        channel_id=row.channel_id,
+        state=State(row.state),
+        envelope=Envelope(row.mail_from, tuple(x.address for x in rcpts)),
+        size=row.size,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        next_attempt_at=row.next_attempt_at,
+        possible_duplicate=bool(row.possible_duplicate),
+        recipients=tuple(rcpts),
+        attempts=tuple(tries or ()),
+    )
+
+
+def _recipients(conn: sa.Connection, seqs: list[int]) -> dict[int, list[RecipientView]]:
+    found: dict[int, list[RecipientView]] = defaultdict(list)
+    if not seqs:
+        return found
+    query = sa.select(recipients).where(r.message_seq.in_(seqs)).order_by(r.message_seq, r.position)
+    for row in conn.execute(query):
+        reply = reply_of(row.last_code, row.last_enhanced, row.last_text)
+        found[row.message_seq].append(
+            RecipientView(row.address, State(row.state), reply, row.updated_at)
+        )
+    return found
+
+
+def _attempts(conn: sa.Connection, seq: int) -> list[AttemptView]:
+    query = sa.select(attempts).where(a.message_seq == seq).order_by(a.at, a.id)
+    return [
+        AttemptView(
+            at=row.at,
+            channel_id=row.channel_id,
+            recipient=row.recipient,
+            stage=row.stage,
+            reply=Reply(row.code, row.enhanced, row.text),
+            outcome=row.outcome,
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def read_message(conn: sa.Connection, message_id: str) -> MessageView:
+    """The message with its recipients (by position) and attempts (by time). Raises
+    NotFound."""
+    row = conn.execute(sa.select(*_HEAD).where(m.id == message_id)).first()
+    if row is None:
+        raise NotFound(f"no message {message_id!r}")
+    return _view(row, _recipients(conn, [row.seq])[row.seq], _attempts(conn, row.seq))
+
+
+class ViewStore:
+    """Read methods of the Store port."""
+
+    _db: Database
+
+    def get_message(self, message_id: str) -> MessageView:
+        """The message with its recipients and attempts. Raises NotFound."""
+        with self._db.read() as conn:
+            return read_message(conn, message_id)
+
+    def list_messages(self, query: MessageFilter) -> tuple[list[MessageView], str | None]:
+        """One page of the organization's messages matching the filter, newest first, each
+        with its recipients (not its attempts), and the cursor of the next page (None on the
+        last). Raises InvalidInput for a bad limit or cursor."""
+        if query.limit < 1:
+            raise InvalidInput("limit: must be at least 1")
+        select = sa.select(*_HEAD).where(m.organization_id == query.organization_id)
+        if query.user_id is not None:
+            select = select.where(m.user_id == query.user_id)
+        if query.state is not None:
+            select = select.where(m.state == State(query.state).value)
+        if query.channel_id is not None:
+            select = select.where(m.channel_id == query.channel_id)
+        if query.cursor is not None:
+            select = select.where(m.seq < decode_cursor(_CURSOR, query.cursor))
+        select = select.order_by(m.seq.desc()).limit(query.limit + 1)
+        with self._db.read() as conn:
+            rows = conn.execute(select).all()
+            page = rows[: query.limit]
+            rcpts = _recipients(conn, [row.seq for row in page])
+        views = [_view(row, rcpts[row.seq]) for row in page]
+        more = len(rows) > query.limit
+        return views, encode_cursor(_CURSOR, page[-1].seq) if more else None
+
+    def queue_counts(self, org_id: str | None = None) -> dict[str, dict[State, int]]:
+        """How many messages are in each state, per channel id: every state of every channel
+        (of the organization, or all when None) and of any removed channel with messages."""
+        counts = sa.select(m.channel_id, m.state, sa.func.count()).group_by(m.channel_id, m.state)
+        known = sa.select(channels.c.id)
+        if org_id is not None:
+            counts = counts.where(m.organization_id == org_id)
+            known = known.where(channels.c.organization_id == org_id)
+        with self._db.read() as conn:
+            ids = list(conn.execute(known).scalars())
+            rows = conn.execute(counts).all()
+        result: dict[str, dict[State, int]] = {str(i): dict.fromkeys(State, 0) for i in ids}
+        for channel_id, state, count in rows:
+            result.setdefault(channel_id, dict.fromkeys(State, 0))[State(state)] = int(count)
+        return result

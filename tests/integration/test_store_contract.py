@@ -1,0 +1,591 @@
+"""The Store contract, on SQLite and on PostgreSQL: the same tests, the same answers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from mailvia.domain.channel import (
+    Auth,
+    Budget,
+    Channel,
+    ChannelState,
+    Kind,
+    Owner,
+    Scope,
+    Security,
+    Timeouts,
+    Unit,
+)
+from mailvia.domain.delivery import RecipientSettlement
+from mailvia.domain.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.replies import Outcome, Reply
+from mailvia.domain.retry import RetryPolicy
+from mailvia.domain.tenancy import Fallback, Role, User
+from mailvia.outbox.ports import AttemptRecord, Claim, Event, MessageFilter, NewMessage
+from mailvia.store import KEEP, SqlStore, migrate, open_store
+from mailvia.store.tables import metadata
+
+T0 = 1_700_000_000.0
+DAY = 86400.0
+OK = Reply(250, "2.0.0", "ok")
+LATER = Reply(451, "4.3.0", "try later")
+NO_SUCH = Reply(550, "5.1.1", "no such user")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[SqlStore]:
+    migrate(store_url)
+    s = open_store(store_url)
+    s.create_organization("org_1", "acme", T0)
+    s.create_team("team_1", "org_1", "sales", T0)
+    s.create_user(
+        User("usr_1", "org_1", "team_1", "Jane@Acme.test", Role.ADMIN), password_hash="h", now=T0
+    )
+    s.add_channel(channel("ch_a", "relay"), b"sealed-a", T0)
+    s.add_channel(channel("ch_b", "backup"), None, T0)
+    yield s
+    s.close()
+
+
+def channel(channel_id: str, name: str, **changes: object) -> Channel:
+    base = Channel(
+        id=channel_id,
+        organization_id="org_1",
+        name=name,
+        kind=Kind.SMTP,
+        host="smtp.acme.test",
+        port=587,
+        security=Security.STARTTLS,
+        auth=Auth.PLAIN,
+        scope=Scope.DOMAIN,
+        owner=Owner(team_id="team_1"),
+        username="relay",
+        has_password=True,
+        domains=("acme.test",),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def new(msg_id: str, *rcpts: str, at: float = T0, ch: str = "ch_a", **kw: object) -> NewMessage:
+    fields: dict[str, object] = {
+        "id": msg_id,
+        "organization_id": "org_1",
+        "user_id": "usr_1",
+        "channel_id": ch,
+        "envelope": Envelope("jane@acme.test", rcpts or ("bob@example.test",)),
+        "content": b"Subject: hi\r\n\r\nhello\r\n",
+        "state": State.QUEUED,
+        "created_at": at,
+        "expires_at": at + 5 * DAY,
+    }
+    fields.update(kw)
+    return NewMessage(**fields)  # type: ignore[arg-type]
+
+
+def grab(
+    s: SqlStore,
+    now: float = T0,
+    limit: int = 10,
+    worker: str = "w1",
+    ch: str = "ch_a",
+    lease: float = 300.0,
+) -> list[Claim]:
+    return s.claim(channel_id=ch, now=now, limit=limit, lease_until=now + lease, worker=worker)
+
+
+def record(
+    claim: Claim,
+    *settled: tuple[str, Outcome, Reply, State],
+    state: State,
+    worker: str = "w1",
+    at: float = T0 + 1,
+    next_at: float | None = None,
+    failures: int = 0,
+    duplicate: bool = False,
+    events: tuple[Event, ...] = (),
+) -> AttemptRecord:
+    return AttemptRecord(
+        claim=claim,
+        worker=worker,
+        at=at,
+        stage="data-end",
+        recipients=tuple(RecipientSettlement(*s) for s in settled),
+        message_state=state,
+        next_attempt_at=next_at,
+        failures=failures,
+        possible_duplicate=duplicate,
+        events=events,
+    )
+
+
+def sent(address: str) -> tuple[str, Outcome, Reply, State]:
+    return (address, Outcome.DELIVERED, OK, State.DELIVERED)
+
+
+def later(address: str) -> tuple[str, Outcome, Reply, State]:
+    return (address, Outcome.RETRY, LATER, State.DEFERRED)
+
+
+def test_migrate_is_idempotent_and_the_tables_match_it(store_url: str) -> None:
+    migrate(store_url)
+    migrate(store_url)
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+    engine.dispose()
+
+
+def each_raises(error: type[Exception], *calls: Callable[[], object]) -> None:
+    for call in calls:
+        with pytest.raises(error):
+            call()
+
+
+def test_organizations_teams_and_users_round_trip(store: SqlStore) -> None:
+    s = store
+    assert s.get_organization("org_1").fallback is Fallback.HOLD
+    assert s.find_organization("acme") == s.get_organization("org_1")
+    assert s.find_organization("nope") is None
+    org = s.update_organization("org_1", default_channel_id="ch_a", fallback=Fallback.NEXT)
+    assert (org.default_channel_id, org.fallback) == ("ch_a", Fallback.NEXT)
+    assert s.find_team("org_1", "sales") is not None and s.find_team("org_1", "x") is None
+    user = s.find_user("JANE@acme.TEST")
+    assert user is not None and user.email == "jane@acme.test" and user.is_admin
+    assert s.get_user("usr_1") == user and s.count_users() == 1
+    assert s.password_hash("usr_1") == "h"
+    s.set_password("usr_1", "h2", must_change_password=True)
+    assert s.password_hash("usr_1") == "h2" and s.get_user("usr_1").must_change_password
+
+
+def test_domains_identities_and_tokens_round_trip(store: SqlStore) -> None:
+    s = store
+    s.add_domain("org_1", "Acme.TEST", T0)
+    s.add_domain("org_1", "acme.test", T0)  # again: a no-op
+    assert s.domain_organization("ACME.test") == "org_1" and s.domain_organization("x.y") is None
+    s.grant_identity("usr_1", "Jane@Acme.test", T0)
+    s.grant_identity("usr_1", "@acme.test", T0 + 1)
+    s.grant_identity("usr_1", "jane@acme.test", T0 + 2)
+    assert s.identities("usr_1") == ["jane@acme.test", "@acme.test"]
+    s.add_token("tok_1", "usr_1", "hash1", "cli", T0)
+    assert s.user_for_token("hash1") == s.get_user("usr_1")
+    s.revoke_token("tok_1", T0)
+    assert s.user_for_token("hash1") is None
+
+
+def test_tenancy_conflicts_and_missing_objects(store: SqlStore) -> None:
+    s = store
+    s.create_organization("org_2", "other", T0)
+    s.add_domain("org_1", "acme.test", T0)
+    s.add_token("tok_1", "usr_1", "hash1", "cli", T0)
+    twin = User("usr_2", "org_1", "team_1", "JANE@acme.test", Role.MEMBER)
+    each_raises(
+        Conflict,
+        lambda: s.create_organization("org_3", "acme", T0),
+        lambda: s.create_team("team_2", "org_1", "sales", T0),
+        lambda: s.create_user(twin, password_hash=None, now=T0),
+        lambda: s.add_domain("org_2", "ACME.test", T0),
+        lambda: s.add_token("tok_2", "usr_1", "hash1", "again", T0),
+    )
+    each_raises(
+        NotFound,
+        lambda: s.get_organization("org_9"),
+        lambda: s.get_user("usr_9"),
+        lambda: s.create_team("team_9", "org_9", "x", T0),
+        lambda: s.grant_identity("usr_9", "a@b.c", T0),
+        lambda: s.update_organization("org_9", default_channel_id=None, fallback=Fallback.HOLD),
+    )
+
+
+def full_channel() -> Channel:
+    return channel(
+        "ch_c",
+        "o365",
+        preset="microsoft365",
+        scope=Scope.ADDRESS,
+        address="jane@acme.test",
+        owner=Owner(user_id="usr_1"),
+        domains=("a.test", "b.test"),
+        ca_pem="-----PEM-----",
+        budgets=(Budget(30, 60), Budget(10000, DAY, Unit.RECIPIENTS)),
+        max_recipients_per_message=500,
+        max_connections=2,
+        state=ChannelState.PAUSED,
+        state_reason="by admin",
+        state_changed_at=T0,
+        throttled_until=T0 + 5,
+        throttle_level=2,
+        retry=RetryPolicy(60, 600, DAY, 0.1),
+        timeouts=Timeouts(5, 6, 7, 8, 9, 10),
+        security=Security.TLS,
+        port=465,
+        auth=Auth.XOAUTH2,
+    )
+
+
+def test_a_channel_keeps_every_field(store: SqlStore) -> None:
+    s, full = store, full_channel()
+    assert s.add_channel(full, b"\x00sealed\xff", T0) == full
+    assert s.get_channel("ch_c") == full and s.find_channel("org_1", "o365") == full
+    assert [c.name for c in s.list_channels("org_1")] == ["backup", "o365", "relay"]
+    assert s.list_channels("org_x") == [] and len(s.list_channels()) == 3
+    changed = s.set_channel_state("ch_c", ChannelState.DISCONNECTED, "535 5.7.139", T0 + 9)
+    assert changed == replace(
+        full, state=ChannelState.DISCONNECTED, state_reason="535 5.7.139", state_changed_at=T0 + 9
+    )
+    s.set_channel_throttle("ch_c", None, 0)
+    assert s.get_channel("ch_c").throttled_until is None
+    assert s.update_channel(replace(full, name="renamed")) == replace(full, name="renamed")
+    each_raises(Conflict, lambda: s.add_channel(channel("ch_d", "relay"), None, T0))
+    each_raises(Conflict, lambda: s.update_channel(replace(full, name="relay")))
+
+
+def test_channel_secrets_are_kept_and_replaced(store: SqlStore) -> None:
+    s, full = store, full_channel()
+    s.add_channel(full, b"\x00sealed\xff", T0)
+    assert s.channel_secret("ch_c") == b"\x00sealed\xff" and s.channel_secret("ch_b") is None
+    s.update_channel(replace(full, name="renamed"), secret=KEEP)
+    assert s.channel_secret("ch_c") == b"\x00sealed\xff"
+    s.update_channel(full, secret=None)
+    assert s.channel_secret("ch_c") is None
+    assert s.channel_secrets() == [("ch_a", b"sealed-a")]
+    s.replace_channel_secrets([("ch_a", b"new-a"), ("ch_b", b"new-b")])
+    assert s.channel_secrets() == [("ch_a", b"new-a"), ("ch_b", b"new-b")]
+    each_raises(NotFound, lambda: s.replace_channel_secrets([("ch_a", b"x"), ("ch_zz", b"y")]))
+    assert s.channel_secret("ch_a") == b"new-a"  # nothing changed
+
+
+def test_a_channel_with_mail_to_send_is_not_removed(store: SqlStore) -> None:
+    s = store
+    s.update_organization("org_1", default_channel_id="ch_b", fallback=Fallback.HOLD)
+    s.add_messages([new("msg_1", ch="ch_b")])
+    each_raises(Conflict, lambda: s.remove_channel("ch_b"))
+    s.cancel_message("msg_1", T0)
+    s.remove_channel("ch_b")
+    assert s.get_organization("org_1").default_channel_id is None
+    each_raises(
+        NotFound,
+        lambda: s.get_channel("ch_b"),
+        lambda: s.remove_channel("ch_b"),
+        lambda: s.channel_secret("ch_b"),
+    )
+
+
+def test_added_messages_are_committed_and_idempotent(store: SqlStore, store_url: str) -> None:
+    keyed = new("msg_1", "a@x.test", "b@x.test", idempotency_key="k1", request_hash="h1")
+    assert store.add_messages([keyed, new("msg_2")]) == [("msg_1", True), ("msg_2", True)]
+    other = open_store(store_url)
+    view = other.get_message("msg_1")
+    assert view.state is State.QUEUED and view.envelope.rcpt_to == ("a@x.test", "b@x.test")
+    assert view.next_attempt_at == T0 and view.size == len(keyed.content)
+    again = new("msg_3", idempotency_key="k1", request_hash="h1", at=T0 + 60)
+    assert other.add_messages([again]) == [("msg_1", False)]
+    with pytest.raises(Conflict):
+        other.add_messages([new("msg_4", idempotency_key="k1", request_hash="h2", at=T0 + 60)])
+    with pytest.raises(NotFound):
+        other.get_message("msg_4")
+    late = new("msg_5", idempotency_key="k1", request_hash="h2", at=T0 + DAY + 1)
+    assert other.add_messages([late]) == [("msg_5", True)]  # the key was forgotten after 24 h
+    twice = [
+        new("msg_6", idempotency_key="k2", request_hash="h"),
+        new("msg_7", idempotency_key="k2", request_hash="h"),
+    ]
+    assert other.add_messages(twice) == [("msg_6", True), ("msg_6", False)]
+    with pytest.raises(Conflict):
+        other.add_messages([new("msg_2")])
+    other.close()
+
+
+def test_claims_go_by_due_time_then_submission_and_hold_a_lease(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1", at=T0 + 5), new("m2", at=T0), new("m3", at=T0), new("m4", at=T0 + 9)])
+    assert s.channels_due(T0 - 1) == [] and s.next_due_at() == T0
+    assert s.channels_due(T0 + 5) == ["ch_a"]
+    first = grab(s, now=T0 + 5, limit=2)
+    assert [c.message_id for c in first] == ["m2", "m3"]
+    assert first[0].pending == ("bob@example.test",) and first[0].settled == ()
+    assert first[0].content == b"Subject: hi\r\n\r\nhello\r\n" and first[0].worker == "w1"
+    assert s.get_message("m2").state is State.SENDING
+    assert [c.message_id for c in grab(s, now=T0 + 5, worker="w2")] == ["m1"]
+    assert [c.message_id for c in grab(s, now=T0 + 100, worker="w2")] == ["m4"]
+    assert s.next_due_at() == T0 + 305  # the first leases end then
+    assert grab(s, now=T0 + 200, worker="w3") == []  # every lease still holds
+    again = grab(s, now=T0 + 305, worker="w3")
+    assert [c.message_id for c in again] == ["m2", "m3", "m1"]  # m4's lease holds until +400
+
+
+def test_only_active_unthrottled_channels_are_due(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1"), new("m2", ch="ch_b", at=T0 + 3)])
+    s.set_channel_throttle("ch_a", T0 + 50, 1)
+    assert s.channels_due(T0 + 10) == ["ch_b"] and grab(s, now=T0 + 10) == []
+    assert s.next_due_at() == T0 + 3
+    s.set_channel_state("ch_b", ChannelState.PAUSED, None, T0)
+    assert s.next_due_at() == T0 + 50 and s.channels_due(T0 + 10) == []
+    assert s.channels_due(T0 + 50) == ["ch_a"]
+
+
+def test_two_stores_never_claim_the_same_message(store: SqlStore, store_url: str) -> None:
+    store.add_messages([new(f"m{i:03}") for i in range(300)])
+    stores = [open_store(store_url) for _ in range(4)]
+    taken: list[list[str]] = [[] for _ in stores]
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            while claims := grab(stores[index], limit=7, worker=f"w{index}"):
+                taken[index].extend(c.message_id for c in claims)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    every = [m for ids in taken for m in ids]
+    assert len(every) == 300 and len(set(every)) == 300
+    for s in stores:
+        s.close()
+
+
+def test_recording_attempts_settles_each_recipient(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1", "ok@x.test", "bad@x.test", "slow@x.test"), new("m2")])
+    c1, c2 = grab(s)
+    done = Event("evt_1", "org_1", "message.deferred", T0 + 1, {"message_id": "m1"})
+    s.record_attempts(
+        [
+            record(
+                c1,
+                sent("ok@x.test"),
+                ("bad@x.test", Outcome.BOUNCE, NO_SUCH, State.BOUNCED),
+                later("slow@x.test"),
+                state=State.DEFERRED,
+                next_at=T0 + 300,
+                failures=1,
+                duplicate=True,
+                events=(done,),
+            ),
+            record(c2, sent("bob@example.test"), state=State.DELIVERED),
+        ]
+    )
+    view = s.get_message("m1")
+    assert (view.state, view.next_attempt_at, view.possible_duplicate) == (
+        State.DEFERRED,
+        T0 + 300,
+        True,
+    )
+    assert [(r.address, r.state, r.reply) for r in view.recipients] == [
+        ("ok@x.test", State.DELIVERED, OK),
+        ("bad@x.test", State.BOUNCED, NO_SUCH),
+        ("slow@x.test", State.DEFERRED, LATER),
+    ]
+    assert [(a.recipient, a.outcome, a.reply, a.channel_id) for a in view.attempts] == [
+        ("ok@x.test", "delivered", OK, "ch_a"),
+        ("bad@x.test", "bounce", NO_SUCH, "ch_a"),
+        ("slow@x.test", "retry", LATER, "ch_a"),
+    ]
+    assert s.get_message("m2").state is State.DELIVERED
+    assert s.list_events("org_1", cursor=None, limit=10)[0] == [done]
+
+
+def test_possible_duplicate_is_sticky_and_settled_recipients_stay_settled(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1", "ok@x.test", "slow@x.test")])
+    (first,) = grab(s)
+    s.record_attempts(
+        [
+            record(
+                first,
+                sent("ok@x.test"),
+                later("slow@x.test"),
+                state=State.DEFERRED,
+                next_at=T0 + 300,
+                failures=1,
+                duplicate=True,
+            )
+        ]
+    )
+    assert grab(s, now=T0 + 299) == []
+    (again,) = grab(s, now=T0 + 300)
+    assert (again.pending, again.settled, again.failures, again.possible_duplicate) == (
+        ("slow@x.test",),
+        (State.DELIVERED,),
+        1,
+        True,
+    )
+    s.record_attempts([record(again, sent("slow@x.test"), state=State.DELIVERED, failures=1)])
+    assert s.get_message("m1").possible_duplicate  # sticky
+    assert s.get_message("m1").state is State.DELIVERED
+
+
+def test_recipients_an_attempt_did_not_reach_follow_the_message(store: SqlStore) -> None:
+    store.add_messages([new("m1", "a@x.test", "b@x.test")])
+    (claim,) = grab(store)
+    store.record_attempts([record(claim, sent("a@x.test"), state=State.HELD, next_at=T0 + 1)])
+    view = store.get_message("m1")
+    assert [r.state for r in view.recipients] == [State.DELIVERED, State.HELD]
+    assert view.state is State.HELD and len(view.attempts) == 1
+
+
+def test_a_record_from_a_lost_lease_is_ignored(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1")])
+    (old,) = grab(s, worker="w1", lease=10)
+    (new_claim,) = grab(s, now=T0 + 11, worker="w2")
+    stale = Event("evt_s", "org_1", "message.delivered", T0, {})
+    s.record_attempts(
+        [record(old, sent("bob@example.test"), state=State.DELIVERED, events=(stale,))]
+    )
+    s.unclaim([old], state=State.QUEUED, now=T0 + 12)
+    view = s.get_message("m1")
+    assert view.state is State.SENDING and view.attempts == ()
+    assert s.list_events("org_1", cursor=None, limit=5) == ([], None)
+    s.unclaim([new_claim], state=State.HELD, now=T0 + 12)
+    view = s.get_message("m1")
+    assert view.state is State.HELD and view.recipients[0].state is State.HELD
+
+
+def test_hold_and_release_keep_submission_order(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1", at=T0 + 3), new("m2", at=T0 + 1), new("m3", at=T0 + 2)])
+    (sending,) = grab(s, now=T0 + 1, limit=1)
+    assert s.hold_channel("ch_a", T0 + 5) == 2
+    assert s.get_message("m3").recipients[0].state is State.HELD
+    assert grab(s, now=T0 + 10) == [] and s.channels_due(T0 + 10) == []
+    assert s.release_channel("ch_a", T0 + 20) == 2
+    assert [c.message_id for c in grab(s, now=T0 + 20)] == ["m1", "m3"]
+    assert sending.message_id == "m2"
+
+
+def test_expire_due_gives_up_on_waiting_and_held_mail(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1", at=T0), new("m2", at=T0, ch="ch_b"), new("m3", at=T0 + 9)])
+    s.hold_channel("ch_b", T0)
+    grab(s, now=T0 + 9, limit=1)  # m1 is being sent: not expired now
+    expired = s.expire_due(T0 + 5 * DAY + 1, "w1")
+    assert [e.data["message_id"] for e in expired] == ["m2"]
+    assert expired[0].type == "message.expired" and expired[0].id.startswith("evt_")
+    view = s.get_message("m2")
+    assert view.state is State.EXPIRED and view.recipients[0].state is State.EXPIRED
+    assert view.recipients[0].reply is not None
+    assert view.recipients[0].reply.text == "mailvia: gave up after the retry period"
+    assert s.list_events("org_1", cursor=None, limit=9)[0] == expired
+    assert s.expire_due(T0 + 5 * DAY + 1, "w1") == []
+
+
+def test_cancel_only_waiting_mail(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1", "a@x.test", "b@x.test"), new("m2"), new("m3")])
+    (c1,) = grab(s, limit=1)
+    s.record_attempts(
+        [record(c1, sent("a@x.test"), later("b@x.test"), state=State.DEFERRED, next_at=T0 + 60)]
+    )
+    view = s.cancel_message("m1", T0 + 2)
+    assert view.state is State.DELIVERED  # one recipient was delivered before
+    assert [r.state for r in view.recipients] == [State.DELIVERED, State.CANCELLED]
+    assert s.cancel_message("m3", T0 + 2).state is State.CANCELLED
+    grab(s, limit=1)
+    for busy in ("m1", "m2", "m3"):  # delivered, sending, cancelled
+        with pytest.raises(Conflict):
+            s.cancel_message(busy, T0 + 3)
+    with pytest.raises(NotFound):
+        s.cancel_message("m9", T0)
+
+
+def test_listing_pages_newest_first_with_filters(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new(f"m{i}", ch="ch_b" if i % 3 == 0 else "ch_a") for i in range(7)])
+    seen, cursor = [], None
+    while True:
+        page, cursor = s.list_messages(MessageFilter("org_1", limit=3, cursor=cursor))
+        seen += [v.id for v in page]
+        if cursor is None:
+            break
+    assert seen == [f"m{i}" for i in reversed(range(7))]
+    page, cursor = s.list_messages(MessageFilter("org_1", channel_id="ch_b"))
+    assert [v.id for v in page] == ["m6", "m3", "m0"] and cursor is None
+    assert page[0].recipients[0].address == "bob@example.test"
+    assert s.list_messages(MessageFilter("org_1", state=State.HELD))[0] == []
+    assert s.list_messages(MessageFilter("org_2"))[0] == []
+    with pytest.raises(InvalidInput):
+        s.list_messages(MessageFilter("org_1", cursor="bogus"))
+
+
+def test_queue_counts_per_channel_and_state(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1"), new("m2"), new("m3", ch="ch_b")])
+    grab(s, limit=1)
+    s.hold_channel("ch_b", T0)
+    counts = s.queue_counts("org_1")
+    assert counts["ch_a"][State.SENDING] == 1 and counts["ch_a"][State.QUEUED] == 1
+    assert counts["ch_b"][State.HELD] == 1 and counts["ch_b"][State.DELIVERED] == 0
+    assert s.queue_counts() == counts and s.queue_counts("org_x") == {}
+
+
+def test_events_read_in_order_from_a_cursor(store: SqlStore) -> None:
+    s = store
+    events = [Event(f"evt_{i}", "org_1", "message.delivered", T0 + i, {"n": i}) for i in range(5)]
+    s.add_events(events[:3])
+    s.add_events([Event("evt_x", "org_2", "message.held", T0, {})])
+    page, cursor = s.list_events("org_1", cursor=None, limit=2)
+    assert page == events[:2]
+    page, cursor = s.list_events("org_1", cursor=cursor, limit=2)
+    assert page == events[2:3]
+    assert s.list_events("org_1", cursor=cursor, limit=2) == ([], cursor)
+    s.add_events(events[3:])
+    assert s.list_events("org_1", cursor=cursor, limit=9)[0] == events[3:]
+    with pytest.raises(Conflict):
+        s.add_events(events[:1])
+
+
+def test_recording_a_large_batch_is_quick(store: SqlStore) -> None:
+    count = 2000
+    store.add_messages([new(f"m{i:05}", "a@x.test", "b@x.test") for i in range(count)])
+    claims = grab(store, limit=count)
+    records = [record(c, sent("a@x.test"), sent("b@x.test"), state=State.DELIVERED) for c in claims]
+    started = time.perf_counter()
+    store.record_attempts(records)
+    elapsed = time.perf_counter() - started
+    assert store.queue_counts()["ch_a"][State.DELIVERED] == count
+    assert elapsed < 10, f"{count} records took {elapsed:.1f} s"
+
+
+def test_an_unreachable_database_is_store_unavailable(tmp_path: Path) -> None:
+    down = "postgresql+psycopg://postgres@127.0.0.1:1/mailvia"
+    each_raises(
+        StoreUnavailable,
+        lambda: open_store(down).get_organization("org_1"),
+        lambda: migrate(down),
+        lambda: open_store(f"sqlite:///{tmp_path}/no/such/dir/db.sqlite").count_users(),
+        lambda: open_store("nonsense://"),
+    )
+
+
+def test_sqlite_connections_are_durable_and_wait_for_the_lock(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pragmas.db'}"
+    migrate(url)
+    engine = SqlStore(url)._db.engine
+    with engine.connect() as conn:
+        pragmas = [
+            conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+        ]
+    assert pragmas == ["wal", 2, 1, 5000]
+    engine.dispose()
+
+
+def test_an_unmigrated_database_is_store_unavailable(store_url: str) -> None:
+    each_raises(StoreUnavailable, lambda: open_store(store_url).count_users())
