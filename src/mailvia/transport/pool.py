@@ -1,0 +1,226 @@
+"""Connections per channel, reused across messages, and `SmtpTransport`, the Transport port.
+
+Each channel has one pool, keyed by a fingerprint of everything a connection depends on
+(kind, host, port, security, auth, username, password, CA, connection limit, timeouts), taken
+with a per-process secret so no plain hash of a password is kept. When the fingerprint
+changes (new password, new host...) the old pool is retired: its idle connections are closed
+at once and its busy ones when their transaction ends, so new credentials never ride an old
+session. A pool holds at most `channel.max_connections` connections open; more concurrent
+sends wait for a free one. Between transactions a reused connection gets RSET; one that
+errored or got a 421 is dropped; one idle for `idle_timeout` seconds is closed with QUIT.
+
+Side effects: opens and closes SMTP connections; schedules timers on the running loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import hmac
+import secrets
+import socket
+
+from mailvia.domain.channel import Channel
+from mailvia.domain.delivery import TransactionResult
+from mailvia.domain.message import Envelope
+from mailvia.domain.replies import Reply
+from mailvia.outbox.ports import Credentials
+from mailvia.transport.guard import OutboundGuard
+from mailvia.transport.session import Session, SessionFailed, open_session
+
+IDLE_TIMEOUT = 60.0
+
+
+class _ChannelPool:
+    """The connections of one channel under one fingerprint."""
+
+    def __init__(self, fingerprint: str, max_connections: int) -> None:
+        self.fingerprint = fingerprint
+        self.slots = asyncio.Semaphore(max_connections)
+        self.idle: list[tuple[Session, asyncio.TimerHandle]] = []
+        self.retired = False
+
+
+class SmtpTransport:
+    """Hands messages to channels' SMTP servers over pooled connections (the Transport port).
+
+    `guard` vets every address before a connection is opened (channels of kind `pool`, the
+    operator's relay, skip it); `helo_name` is the EHLO name (default: this host's FQDN).
+    """
+
+    def __init__(
+        self,
+        *,
+        guard: OutboundGuard,
+        helo_name: str | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
+        self._guard = guard
+        self._helo_name = helo_name
+        self._idle_timeout = idle_timeout
+        self._pools: dict[str, _ChannelPool] = {}
+        self._salt = secrets.token_bytes(32)
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def send(
+        self,
+        channel: Channel,
+        credentials: Credentials | None,
+        envelope: Envelope,
+        content: bytes,
+    ) -> TransactionResult:
+        """Deliver one message over a pooled connection. Never raises for a delivery failure:
+        the result says where the attempt ended and with which replies."""
+        pool = self._pool(channel, credentials)
+        async with pool.slots:
+            session = await self._lease(pool)
+            if session is None:
+                try:
+                    session = await open_session(
+                        channel,
+                        credentials,
+                        guard=self._guard,
+                        helo_name=await self._helo(),
+                        fingerprint=pool.fingerprint,
+                    )
+                except SessionFailed as failed:
+                    return scrubbed(failed.result, credentials)
+            try:
+                result = await session.transact(envelope, content)
+            except BaseException:
+                session.close()  # cancelled or a bug mid-transaction: the state is unknown
+                raise
+            self._give_back(pool, session)
+        return scrubbed(result, credentials)
+
+    async def forget(self, channel_id: str) -> None:
+        """Close the channel's pooled connections (its settings or credentials changed)."""
+        pool = self._pools.pop(channel_id, None)
+        if pool is not None:
+            await _wait(self._retire(pool))
+
+    async def aclose(self) -> None:
+        """Close every pooled connection; busy ones close when their transaction ends."""
+        self._closed = True
+        tasks: list[asyncio.Task[None]] = []
+        for pool in self._pools.values():
+            tasks += self._retire(pool)
+        self._pools.clear()
+        await _wait([*tasks, *self._closing])
+
+    def _fingerprint(self, channel: Channel, credentials: Credentials | None) -> str:
+        parts = (
+            channel.kind,
+            channel.host,
+            str(channel.port),
+            channel.security,
+            channel.auth,
+            channel.username or "",
+            credentials.username if credentials else "",
+            credentials.password if credentials else "",
+            channel.ca_pem or "",
+            str(channel.max_connections),
+            repr(channel.timeouts),
+        )
+        data = "\0".join(parts).encode("utf-8", "surrogatepass")
+        return hmac.new(self._salt, data, hashlib.sha256).hexdigest()
+
+    def _pool(self, channel: Channel, credentials: Credentials | None) -> _ChannelPool:
+        fingerprint = self._fingerprint(channel, credentials)
+        pool = self._pools.get(channel.id)
+        if pool is None or pool.fingerprint != fingerprint:
+            if pool is not None:
+                self._retire(pool)
+            pool = _ChannelPool(fingerprint, channel.max_connections)
+            self._pools[channel.id] = pool
+        return pool
+
+    async def _lease(self, pool: _ChannelPool) -> Session | None:
+        """The most recently used idle connection that still answers RSET, if any."""
+        while pool.idle:
+            session, timer = pool.idle.pop()
+            timer.cancel()
+            try:
+                if session.usable and await session.reset():
+                    return session
+            except BaseException:
+                session.close()  # cancelled mid-RSET
+                raise
+            session.close()
+        return None
+
+    def _give_back(self, pool: _ChannelPool, session: Session) -> None:
+        if not session.usable:
+            session.close()
+        elif pool.retired or self._closed:
+            self._quit_later(session)
+        else:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(self._idle_timeout, self._expire, pool, session)
+            pool.idle.append((session, timer))
+
+    def _expire(self, pool: _ChannelPool, session: Session) -> None:
+        pool.idle = [(s, t) for s, t in pool.idle if s is not session]
+        self._quit_later(session)
+
+    def _retire(self, pool: _ChannelPool) -> list[asyncio.Task[None]]:
+        pool.retired = True
+        tasks = []
+        for session, timer in pool.idle:
+            timer.cancel()
+            tasks.append(self._quit_later(session))
+        pool.idle.clear()
+        return tasks
+
+    def _quit_later(self, session: Session) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(session.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return task
+
+    async def _helo(self) -> str:
+        if self._helo_name is None:
+            name = await asyncio.to_thread(socket.getfqdn)
+            usable = name.isascii() and name.strip() and not any(c.isspace() for c in name)
+            self._helo_name = name if usable else "localhost"
+        return self._helo_name
+
+
+async def _wait(tasks: list[asyncio.Task[None]]) -> None:
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _secret_forms(credentials: Credentials) -> list[str]:
+    """The password and the AUTH encodings that carry it (PLAIN, LOGIN, XOAUTH2)."""
+    user, password = credentials.username, credentials.password
+    encodings = (
+        f"\0{user}\0{password}",
+        password,
+        f"user={user}\x01auth=Bearer {password}\x01\x01",
+    )
+    forms = [password]
+    forms += [base64.b64encode(e.encode("utf-8")).decode("ascii") for e in encodings]
+    return [form for form in forms if len(form) >= 4]
+
+
+def _scrub(reply: Reply, forms: list[str]) -> Reply:
+    text = reply.text
+    for form in forms:
+        text = text.replace(form, "[secret]")
+    return reply if text == reply.text else dataclasses.replace(reply, text=text)
+
+
+def scrubbed(result: TransactionResult, credentials: Credentials | None) -> TransactionResult:
+    """`result` with the password (plain or AUTH-encoded) removed from every reply's text."""
+    if credentials is None or not credentials.password:
+        return result
+    forms = _secret_forms(credentials)
+    return dataclasses.replace(
+        result,
+        reply=_scrub(result.reply, forms) if result.reply is not None else None,
+        rcpt_replies={a: _scrub(r, forms) for a, r in result.rcpt_replies.items()},
+    )

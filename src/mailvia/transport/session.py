@@ -1,0 +1,387 @@
+"""One SMTP connection to a channel's server: connect, TLS, EHLO, AUTH, then transactions.
+
+The session drives aiosmtplib's command-level calls itself (never `sendmail`), so it knows
+the stage of every failure and keeps each recipient's reply. Failures are values: every
+aiosmtplib, socket and ssl exception is mapped at this edge, in `map_error`:
+
+    exception                                  stage          reply
+    OutboundRefused (the address guard)        connect        550 5.4.4 "will not connect"
+    socket.gaierror                            connect        451 4.4.2 network_failure
+    refused / reset / unreachable / timeout    connect        451 4.4.2 network_failure
+    ssl verification or handshake error        connect (TLS)  530 5.7.10 tls_refused
+                                               or starttls
+    STARTTLS not offered (security starttls)   starttls       530 5.7.10 tls_refused
+    a 4xx/5xx reply (SMTPResponseException)    where it came  Reply.parse(code, text)
+    disconnect / timeout before the final dot  where it came  451 4.4.2 network_failure
+    disconnect / timeout after the final dot   data-end       451 4.4.2 timeout_after_dot,
+                                                              possible_duplicate=True
+    a malformed or unexpected reply            where it came  as a disconnect
+    anything else                              -              raised (a bug, not a failure)
+
+Security `starttls` is mandatory STARTTLS: aiosmtplib's `connect` runs with `start_tls=False`
+and this module sends STARTTLS itself, failing when it is not offered (the same guarantee as
+`start_tls=True`, with the stage known). Its default `None`, which an attacker can strip, is
+never used. Credentials are never sent on a connection without TLS, and never appear in a
+reply's text.
+
+Side effects: network I/O to the channel's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from aiosmtplib import (
+    SMTP,
+    SMTPConnectError,
+    SMTPException,
+    SMTPRecipientRefused,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+from mailvia.domain.channel import Auth, Channel, Kind, Security
+from mailvia.domain.delivery import TransactionResult
+from mailvia.domain.errors import OutboundRefused
+from mailvia.domain.message import Envelope
+from mailvia.domain.replies import Reply, Stage, network_failure, timeout_after_dot, tls_refused
+from mailvia.outbox.ports import Credentials
+from mailvia.transport.guard import OutboundGuard
+from mailvia.transport.tls import (
+    client_context,
+    find_tls_error,
+    is_closed_during_handshake,
+    tls_reply,
+)
+
+REFUSED_REPLY = Reply(550, "5.4.4", "mailvia: will not connect to this host")
+BAD_SENDER = Reply(553, "5.1.7", "mailvia: the sender address cannot be sent")
+NO_SMTPUTF8 = Reply(553, "5.6.7", "mailvia: the server does not offer SMTPUTF8")
+NO_CREDENTIALS = Reply(535, "5.7.8", "mailvia: no credentials are stored for this channel")
+_CHUNK = 64 * 1024
+_QUIT_TIMEOUT = 5.0
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def encode_data(content: bytes) -> bytes:
+    """The DATA payload without the final dot: every line ending CRLF (bare CR and LF
+    included, so `\\n.\\n` or `\\r.\\r` can never end DATA early), lines dot-stuffed."""
+    body = _LINE_END.sub(b"\r\n", content)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return _LEADING_DOT.sub(b"..", body)
+
+
+class _Fail(Exception):
+    """A step that ends the session with a reply mailvia makes up itself."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What an exception means: the reply, and whether the connection can carry on."""
+
+    reply: Reply
+    keeps_connection: bool = False
+    possible_duplicate: bool = False
+
+
+def _lost(what: str, stage: Stage, *, after_dot: bool) -> Failure:
+    if after_dot:
+        return Failure(timeout_after_dot(what), possible_duplicate=True)
+    if stage is Stage.CONNECT:
+        # One text for refused, reset, unreachable and timed out: no port-scan oracle.
+        return Failure(network_failure("could not connect to the server"))
+    return Failure(network_failure(f"{what} at {stage}"))
+
+
+def map_error(error: BaseException, stage: Stage, *, after_dot: bool = False) -> Failure | None:
+    """Map an exception raised at `stage` to a failure; None when it is not a delivery
+    failure (a bug), which the caller re-raises. Pure."""
+    if isinstance(error, _Fail):
+        return Failure(error.reply)
+    if isinstance(error, OutboundRefused):
+        return Failure(REFUSED_REPLY)
+    if isinstance(error, SMTPResponseException):
+        if 400 <= error.code < 600:
+            reply = Reply.parse(error.code, error.message)
+            return Failure(reply, keeps_connection=error.code != 421)
+        return _lost("unexpected reply", stage, after_dot=after_dot)
+    tls = find_tls_error(error)
+    if tls is not None and not is_closed_during_handshake(tls):
+        return Failure(tls_reply(tls))
+    if isinstance(error, socket.gaierror):
+        return Failure(network_failure("the host name did not resolve"))
+    if isinstance(error, TimeoutError):
+        return _lost("no reply" if after_dot else "timed out", stage, after_dot=after_dot)
+    if isinstance(error, OSError | SMTPException):
+        return _lost("connection lost", stage, after_dot=after_dot)
+    return None
+
+
+@dataclass
+class _Progress:
+    """How far a session or transaction got, for mapping the failure that stops it."""
+
+    stage: Stage
+    after_dot: bool = False
+    rcpt_replies: dict[str, Reply] = field(default_factory=dict)
+
+
+class SessionFailed(Exception):
+    """Opening a session failed; `result` says at which stage and with which reply."""
+
+    def __init__(self, result: TransactionResult) -> None:
+        super().__init__(str(result.reply))
+        self.result = result
+
+
+async def open_session(
+    channel: Channel,
+    credentials: Credentials | None,
+    *,
+    guard: OutboundGuard,
+    helo_name: str,
+    fingerprint: str = "",
+) -> Session:
+    """Connect to the channel's server, secure the connection as the channel demands, EHLO
+    and authenticate. Raises SessionFailed (with the stage and reply) on any failure."""
+    progress = _Progress(Stage.CONNECT)
+    smtp: SMTP | None = None
+    try:
+        context = None
+        if channel.security is not Security.NONE:
+            context = await asyncio.to_thread(client_context, channel.ca_pem)
+        sock = await guard.connect(
+            channel.host,
+            channel.port,
+            timeout=channel.timeouts.connect,
+            check=channel.kind is not Kind.POOL,
+        )
+        smtp = _client(channel, sock, helo_name, context)
+        await _greet(smtp, channel, progress)
+        await _secure(smtp, channel, progress)
+        await _authenticate(smtp, channel, credentials, progress)
+    except BaseException as error:
+        if smtp is not None:
+            smtp.close()
+        failure = map_error(error, progress.stage) if isinstance(error, Exception) else None
+        if failure is None:
+            raise
+        raise SessionFailed(TransactionResult(progress.stage, failure.reply)) from error
+    return Session(smtp, channel, fingerprint)
+
+
+def _client(
+    channel: Channel, sock: socket.socket, helo_name: str, context: ssl.SSLContext | None
+) -> SMTP:
+    """An aiosmtplib client over the checked socket; it takes the socket over."""
+    try:
+        return SMTP(
+            hostname=channel.host,  # the TLS server name and the certificate's host
+            sock=sock,
+            local_hostname=helo_name,
+            use_tls=channel.security is Security.TLS,
+            start_tls=False,  # STARTTLS is sent (and required) by _secure below
+            tls_context=context,
+            timeout=channel.timeouts.command,
+        )
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _greet(smtp: SMTP, channel: Channel, progress: _Progress) -> None:
+    """Set up the socket (the TLS handshake for implicit TLS) and read the greeting."""
+    progress.stage = Stage.CONNECT if channel.security is Security.TLS else Stage.GREETING
+    try:
+        await smtp.connect(timeout=channel.timeouts.greeting)
+    except SMTPConnectError as error:
+        # Connected (and handshaken), then the greeting was refused, lost or late.
+        cause = error.__cause__
+        if isinstance(error, SMTPResponseException) or isinstance(
+            cause, SMTPServerDisconnected | SMTPTimeoutError
+        ):
+            progress.stage = Stage.GREETING
+        raise
+    progress.stage = Stage.EHLO
+    await smtp.ehlo(timeout=channel.timeouts.command)
+
+
+async def _secure(smtp: SMTP, channel: Channel, progress: _Progress) -> None:
+    if channel.security is not Security.STARTTLS:
+        return
+    progress.stage = Stage.STARTTLS
+    if not smtp.supports_extension("starttls"):
+        raise _Fail(tls_refused("the server does not offer STARTTLS"))
+    await smtp.starttls(server_hostname=channel.host, timeout=channel.timeouts.command)
+    progress.stage = Stage.EHLO  # RFC 3207 §4.2: forget what was learnt before TLS
+    await smtp.ehlo(timeout=channel.timeouts.command)
+
+
+async def _authenticate(
+    smtp: SMTP, channel: Channel, credentials: Credentials | None, progress: _Progress
+) -> None:
+    if channel.auth is Auth.NONE:
+        return
+    progress.stage = Stage.AUTH
+    if credentials is None:
+        raise _Fail(NO_CREDENTIALS)
+    if smtp.get_transport_info("sslcontext") is None:
+        raise _Fail(tls_refused("credentials are never sent without TLS"))
+    user, secret, timeout = credentials.username, credentials.password, channel.timeouts.command
+    if channel.auth is Auth.PLAIN:
+        await smtp.auth_plain(user, secret, timeout=timeout)
+    elif channel.auth is Auth.LOGIN:
+        await smtp.auth_login(user, secret, timeout=timeout)
+    else:  # XOAUTH2: the caller passes a fresh access token as the password
+        await smtp.auth_xoauth2(user, secret, timeout=timeout)
+
+
+class Session:
+    """An open, authenticated connection that carries one transaction at a time."""
+
+    def __init__(self, smtp: SMTP, channel: Channel, fingerprint: str = "") -> None:
+        self.smtp = smtp
+        self.channel = channel
+        self.fingerprint = fingerprint
+        self._broken = False
+
+    @property
+    def usable(self) -> bool:
+        """Whether another transaction may go over this connection."""
+        return not self._broken and self.smtp.is_connected
+
+    async def reset(self) -> bool:
+        """Send RSET before reusing the connection; False (and closed) when it is gone."""
+        try:
+            await self.smtp.rset(timeout=self.channel.timeouts.command)
+        except (SMTPException, OSError, TimeoutError):
+            self.close()
+            return False
+        return True
+
+    def close(self) -> None:
+        """Drop the connection at once."""
+        self._broken = True
+        self.smtp.close()
+
+    async def aclose(self) -> None:
+        """Say QUIT (briefly) and close."""
+        if self.smtp.is_connected:
+            with contextlib.suppress(SMTPException, OSError, TimeoutError):
+                await self.smtp.quit(timeout=min(self.channel.timeouts.command, _QUIT_TIMEOUT))
+        self.close()
+
+    async def transact(self, envelope: Envelope, content: bytes) -> TransactionResult:
+        """Run one mail transaction: MAIL, RCPT per recipient, DATA. Never raises for a
+        delivery failure; a connection that errored is closed (`usable` turns false)."""
+        progress = _Progress(Stage.MAIL)
+        try:
+            return await self._transact(envelope, content, progress)
+        except Exception as error:
+            failure = map_error(error, progress.stage, after_dot=progress.after_dot)
+            if failure is None or not failure.keeps_connection:
+                self.close()
+            if failure is None:
+                raise
+            return TransactionResult(
+                progress.stage,
+                failure.reply,
+                dict(progress.rcpt_replies),
+                possible_duplicate=failure.possible_duplicate,
+            )
+
+    async def _transact(
+        self, envelope: Envelope, content: bytes, progress: _Progress
+    ) -> TransactionResult:
+        options, utf8 = self._mail_options(envelope, content)
+        encoding = "utf-8" if utf8 else "ascii"
+        try:
+            await self.smtp.mail(
+                envelope.mail_from,
+                options=options,
+                encoding=encoding,
+                timeout=self.channel.timeouts.command,
+            )
+        except ValueError as error:  # cannot be written on a command line (intake's job)
+            raise _Fail(
+                Reply(553, "5.1.7", "mailvia: the sender address cannot be sent")
+            ) from error
+        progress.stage = Stage.RCPT
+        for address in envelope.rcpt_to:
+            reply = await self._rcpt(address, encoding)
+            progress.rcpt_replies[address] = reply
+            if reply.code == 421 or not self.smtp.is_connected:
+                self.close()
+                return TransactionResult(Stage.RCPT, reply, dict(progress.rcpt_replies))
+        if not any(reply.positive for reply in progress.rcpt_replies.values()):
+            if not await self.reset():
+                self.close()
+            return TransactionResult(Stage.RCPT, None, dict(progress.rcpt_replies))
+        progress.stage = Stage.DATA
+        return await self._data(content, progress)
+
+    def _mail_options(self, envelope: Envelope, content: bytes) -> tuple[list[str], bool]:
+        """ESMTP options for MAIL: SMTPUTF8 for non-ASCII addresses, 8BITMIME for 8-bit
+        content, each only when the server offers it."""
+        options: list[str] = []
+        utf8 = not all(a.isascii() for a in (envelope.mail_from, *envelope.rcpt_to))
+        utf8 = utf8 and self.smtp.supports_extension("smtputf8")
+        if utf8:
+            options.append("SMTPUTF8")
+        if not content.isascii() and self.smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        return options, utf8
+
+    async def _rcpt(self, address: str, encoding: str) -> Reply:
+        try:
+            response = await self.smtp.rcpt(
+                address, encoding=encoding, timeout=self.channel.timeouts.command
+            )
+        except SMTPRecipientRefused as refused:
+            if not 400 <= refused.code < 600:
+                raise  # a malformed or unexpected reply: the session is out of step
+            return Reply.parse(refused.code, refused.message)
+        except UnicodeEncodeError:
+            return NO_SMTPUTF8
+        except ValueError:
+            return Reply(553, "5.1.3", "mailvia: the address cannot be sent")
+        return Reply.parse(response.code, response.message)
+
+    async def _data(self, content: bytes, progress: _Progress) -> TransactionResult:
+        """DATA, the body in chunks (each bounded by data_block), the final dot, its reply."""
+        timeouts = self.channel.timeouts
+        replies = progress.rcpt_replies
+        response = await self.smtp.execute_command(b"DATA", timeout=timeouts.data_init)
+        if response.code != 354:
+            raise SMTPResponseException(response.code, response.message)
+        protocol = self.smtp.protocol
+        if protocol is None:
+            raise SMTPServerDisconnected("connection lost")
+        payload = encode_data(content)
+        drain = getattr(protocol, "_drain_helper", None)  # flow control, if aiosmtplib has it
+        for start in range(0, len(payload), _CHUNK):
+            protocol.write(payload[start : start + _CHUNK])
+            if drain is not None:
+                await asyncio.wait_for(drain(), timeouts.data_block)
+        protocol.write(b".\r\n")
+        progress.after_dot = True
+        progress.stage = Stage.DATA_END
+        response = await protocol.read_response(timeout=timeouts.data_end)
+        if not (200 <= response.code < 300 or 400 <= response.code < 600):
+            raise SMTPResponseException(response.code, response.message)
+        reply = Reply.parse(response.code, response.message)
+        if response.code == 421:
+            self.close()
+        return TransactionResult(Stage.DATA_END, reply, dict(replies))
