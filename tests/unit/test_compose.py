@@ -14,16 +14,21 @@ MB = 1024 * 1024
 
 
 def draft(**kw: object) -> Draft:
-    base: dict[str, object] = {"from_": "Jane <jane@acme.test>", "to": ["bob@example.com"],
-                               "subject": "hi", "text": "hello"}
+    base: dict[str, object] = {
+        "from_": "Jane <jane@acme.test>",
+        "to": ["bob@example.com"],
+        "subject": "hi",
+        "text": "hello",
+    }
     base.update(kw)
     return Draft(**base)  # type: ignore[arg-type]
 
 
 def test_compose_builds_a_message_with_envelope_and_ids() -> None:
     c = compose(draft(cc=["c@example.com"], bcc=["hidden@example.com"]), now=0, max_size=MB)
-    assert c.envelope == Envelope("jane@acme.test",
-                                  ("bob@example.com", "c@example.com", "hidden@example.com"))
+    assert c.envelope == Envelope(
+        "jane@acme.test", ("bob@example.com", "c@example.com", "hidden@example.com")
+    )
     msg = email.message_from_bytes(c.content)
     assert msg["Message-ID"] and msg["Date"] and msg["Bcc"] is None
     assert b"\r\n" in c.content and b"\n" not in c.content.replace(b"\r\n", b"")
@@ -70,8 +75,10 @@ def test_size_limit() -> None:
 
 
 def test_raw_keeps_bytes_adds_message_id_on_top_and_strips_bcc() -> None:
-    raw = b"From: jane@acme.test\nTo: bob@example.com\nBcc: h@example.com,\n g@example.com\n" \
-          b"Subject: s\n\nbody\n.\nmore\n"
+    raw = (
+        b"From: jane@acme.test\nTo: bob@example.com\nBcc: h@example.com,\n g@example.com\n"
+        b"Subject: s\n\nbody\n.\nmore\n"
+    )
     c = inspect_raw(raw, envelope=None, max_size=MB)
     assert c.envelope.rcpt_to == ("bob@example.com", "h@example.com", "g@example.com")
     assert c.content.startswith(b"Message-ID: <")

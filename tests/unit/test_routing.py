@@ -14,13 +14,33 @@ JANE = User("u_jane", "org", "team_sales", "jane@acme.test", Role.MEMBER)
 ORG = Organization("org", "acme")
 
 
-def ch(id_: str, scope: Scope, *, address: str | None = None, domains: tuple[str, ...] = (),
-       user: str | None = None, team: str | None = None, kind: Kind = Kind.SMTP,
-       state: ChannelState = ChannelState.ACTIVE) -> Channel:
+def ch(
+    id_: str,
+    scope: Scope,
+    *,
+    address: str | None = None,
+    domains: tuple[str, ...] = (),
+    user: str | None = None,
+    team: str | None = None,
+    kind: Kind = Kind.SMTP,
+    state: ChannelState = ChannelState.ACTIVE,
+) -> Channel:
     owner = Owner(user_id=user) if user else Owner(team_id=team or "team_sales")
-    return Channel(id=id_, organization_id="org", name=id_, kind=kind, host="h", port=587,
-                   security=Security.STARTTLS, auth=Auth.PLAIN, scope=scope, owner=owner,
-                   address=address, domains=domains, state=state)
+    return Channel(
+        id=id_,
+        organization_id="org",
+        name=id_,
+        kind=kind,
+        host="h",
+        port=587,
+        security=Security.STARTTLS,
+        auth=Auth.PLAIN,
+        scope=scope,
+        owner=owner,
+        address=address,
+        domains=domains,
+        state=state,
+    )
 
 
 OWN = ch("own", Scope.ADDRESS, address="jane@acme.test", user="u_jane")
@@ -31,8 +51,12 @@ ELSEWHERE = ch("elsewhere", Scope.DOMAIN, domains=("other.test",))
 POOL = ch("pool", Scope.DOMAIN, kind=Kind.POOL)
 
 
-def pick(channels: list[Channel], org: Organization = ORG, from_: str = "jane@acme.test",
-         pool: Channel | None = POOL) -> str | None:
+def pick(
+    channels: list[Channel],
+    org: Organization = ORG,
+    from_: str = "jane@acme.test",
+    pool: Channel | None = POOL,
+) -> str | None:
     r = route(sender=JANE, from_address=from_, channels=channels, organization=org, pool=pool)
     return r.channel.id if r.channel else None
 
@@ -65,8 +89,13 @@ def test_nothing_without_a_pool() -> None:
 
 def test_disconnected_channel_holds_by_default() -> None:
     broken = replace(OWN, state=ChannelState.DISCONNECTED)
-    r = route(sender=JANE, from_address="jane@acme.test", channels=[broken, TEAM],
-              organization=ORG, pool=POOL)
+    r = route(
+        sender=JANE,
+        from_address="jane@acme.test",
+        channels=[broken, TEAM],
+        organization=ORG,
+        pool=POOL,
+    )
     assert r.channel is broken and r.held
     assert [s.verdict for s in r.steps] == ["held"]
 
@@ -74,8 +103,13 @@ def test_disconnected_channel_holds_by_default() -> None:
 def test_fallback_next_takes_the_next_channel_that_may_send() -> None:
     broken = replace(OWN, state=ChannelState.DISCONNECTED)
     org = replace(ORG, fallback=Fallback.NEXT)
-    r = route(sender=JANE, from_address="jane@acme.test", channels=[broken, TEAM],
-              organization=org, pool=POOL)
+    r = route(
+        sender=JANE,
+        from_address="jane@acme.test",
+        channels=[broken, TEAM],
+        organization=org,
+        pool=POOL,
+    )
     assert r.channel is TEAM and not r.held
     assert [s.verdict for s in r.steps] == ["skipped", "chosen"]
 
@@ -83,13 +117,15 @@ def test_fallback_next_takes_the_next_channel_that_may_send() -> None:
 def test_fallback_next_holds_when_nothing_else_may_send() -> None:
     broken = replace(OWN, state=ChannelState.PAUSED)
     org = replace(ORG, fallback=Fallback.NEXT)
-    r = route(sender=JANE, from_address="jane@acme.test", channels=[broken], organization=org,
-              pool=None)
+    r = route(
+        sender=JANE, from_address="jane@acme.test", channels=[broken], organization=org, pool=None
+    )
     assert r.channel is broken and r.held and r.steps[-1].rule == "fallback"
 
 
 def test_explanation_names_each_step() -> None:
-    r = route(sender=JANE, from_address="jane@acme.test", channels=[TEAM], organization=ORG,
-              pool=POOL)
+    r = route(
+        sender=JANE, from_address="jane@acme.test", channels=[TEAM], organization=ORG, pool=POOL
+    )
     assert [s.rule for s in r.steps] == ["own channel", "team channel"]
     assert "team channel for acme.test" in r.reason

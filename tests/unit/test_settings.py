@@ -21,9 +21,12 @@ def test_defaults() -> None:
 
 
 def test_environment_then_flags() -> None:
-    env = {"MAILVIA_DATA_DIR": "/tmp/x", "MAILVIA_HTTP_LISTEN": "127.0.0.1:0",
-           "MAILVIA_ALLOW_PRIVATE_HOSTS": "127.0.0.0/8, ::1/128",
-           "MAILVIA_TRUSTED_NETWORKS": "10.1.0.0/16=acme"}
+    env = {
+        "MAILVIA_DATA_DIR": "/tmp/x",
+        "MAILVIA_HTTP_LISTEN": "127.0.0.1:0",
+        "MAILVIA_ALLOW_PRIVATE_HOSTS": "127.0.0.0/8, ::1/128",
+        "MAILVIA_TRUSTED_NETWORKS": "10.1.0.0/16=acme",
+    }
     s = Settings.load(env, {"data_dir": "/tmp/y", "db_url": None})
     assert s.data_dir == Path("/tmp/y") and s.http_listen.port == 0
     assert ipaddress.ip_address("127.0.0.5") in s.allow_private_hosts[0]
@@ -33,8 +36,12 @@ def test_environment_then_flags() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("MAILVIA_HTTP_LISTEN", "nope"), ("MAILVIA_MAX_MESSAGE_SIZE", "big"),
-     ("MAILVIA_ALLOW_PRIVATE_HOSTS", "10.0.0.0/33"), ("MAILVIA_TRUSTED_NETWORKS", "10.0.0.0/8")],
+    [
+        ("MAILVIA_HTTP_LISTEN", "nope"),
+        ("MAILVIA_MAX_MESSAGE_SIZE", "big"),
+        ("MAILVIA_ALLOW_PRIVATE_HOSTS", "10.0.0.0/33"),
+        ("MAILVIA_TRUSTED_NETWORKS", "10.0.0.0/8"),
+    ],
 )
 def test_bad_values_are_clear_errors(name: str, value: str) -> None:
     with pytest.raises(InvalidInput, match=name.removeprefix("MAILVIA_")):

@@ -12,13 +12,19 @@ A, B = "a@x.test", "b@x.test"
 
 
 def run(result: TransactionResult, pending: tuple[str, ...] = (A, B), now: float = 1000.0):  # type: ignore[no-untyped-def]
-    return settle(result, pending=pending, failures=0, policy=RetryPolicy(), now=now,
-                  expires_at=now + 86400, rand=0.5)
+    return settle(
+        result,
+        pending=pending,
+        failures=0,
+        policy=RetryPolicy(),
+        now=now,
+        expires_at=now + 86400,
+        rand=0.5,
+    )
 
 
 def test_one_bad_recipient_never_bounces_the_other() -> None:
-    result = TransactionResult(Stage.DATA_END, OK,
-                               {A: Reply(550, "5.1.1", "No such user"), B: OK})
+    result = TransactionResult(Stage.DATA_END, OK, {A: Reply(550, "5.1.1", "No such user"), B: OK})
     s = run(result)
     states = {r.address: r.state for r in s.recipients}
     assert states == {A: State.BOUNCED, B: State.DELIVERED}
@@ -41,8 +47,11 @@ def test_network_failure_defers_all() -> None:
 
 
 def test_timeout_after_dot_is_retried_and_flagged() -> None:
-    s = run(TransactionResult(Stage.DATA_END, timeout_after_dot("timeout"), {A: OK, B: OK},
-                              possible_duplicate=True))
+    s = run(
+        TransactionResult(
+            Stage.DATA_END, timeout_after_dot("timeout"), {A: OK, B: OK}, possible_duplicate=True
+        )
+    )
     assert s.possible_duplicate and {r.state for r in s.recipients} == {State.DEFERRED}
 
 
@@ -62,9 +71,15 @@ def test_throttle_defers_without_counting_a_failure() -> None:
 
 
 def test_giving_up_expires() -> None:
-    s = settle(TransactionResult(Stage.RCPT, None, {A: Reply(451, "4.3.0", "later")}),
-               pending=(A,), failures=9, policy=RetryPolicy(), now=5000, expires_at=5000,
-               rand=0.5)
+    s = settle(
+        TransactionResult(Stage.RCPT, None, {A: Reply(451, "4.3.0", "later")}),
+        pending=(A,),
+        failures=9,
+        policy=RetryPolicy(),
+        now=5000,
+        expires_at=5000,
+        rand=0.5,
+    )
     assert s.recipients[0].state is State.EXPIRED and s.next_attempt_at is None
 
 
