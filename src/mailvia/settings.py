@@ -27,8 +27,8 @@ class Listen:
     @classmethod
     def parse(cls, text: str) -> Listen:
         host, sep, port = text.strip().rpartition(":")
-        if not sep or not port.isdigit():
-            raise InvalidInput(f"listen address {text!r}: expected HOST:PORT")
+        if not sep or not port.isdigit() or int(port) > 65535:
+            raise InvalidInput(f"listen address {text!r}: expected HOST:PORT (port 0-65535)")
         return cls(host.strip("[]") or "127.0.0.1", int(port))
 
     def __str__(self) -> str:

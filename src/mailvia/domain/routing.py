@@ -73,8 +73,8 @@ def _candidates(
     )
     default = next((c for c in channels if c.id == organization.default_channel_id), None)
     return [
-        ("own channel", own[0] if own else None, f"your own channel for {address}"),
-        ("team channel", team[0] if team else None, f"team channel for {domain}"),
+        ("own channel", own[0] if own else None, f"the sender's own channel for {address}"),
+        ("team channel", team[0] if team else None, f"a team channel for {domain}"),
         ("organization default", default, "the organization's default channel"),
         ("shared pool", pool, "the shared pool"),
     ]
@@ -93,7 +93,7 @@ def route(
     held: Channel | None = None
     for rule, channel, what in _candidates(sender, from_address, channels, organization, pool):
         if channel is None:
-            steps.append(RouteStep(rule, None, None, "none", f"no {what}"))
+            steps.append(RouteStep(rule, None, None, "none", f"none: {what} is not set up"))
             continue
         if not may_send_as(channel, from_address):
             steps.append(

@@ -135,7 +135,8 @@ def _report(
         as_json=as_json,
         text="\n".join(f"{v.id} {v.state}" for v in views),
     )
-    return sum(1 for v in views if v.state is not State.DELIVERED)
+    # Exit 1 unless every recipient of every message was delivered.
+    return sum(1 for v in views if any(r.state is not State.DELIVERED for r in v.recipients))
 
 
 @cli.command("queue")

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import uvicorn
 
-from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, pass_context, settings_options
+from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, fail, pass_context, settings_options
 from mailvia.ingress.http import create_app
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import Bootstrap
@@ -47,19 +47,23 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def _bind(listen: Listen) -> socket.socket:
+    """A listening socket, or a one-line error (before anything else has started)."""
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((listen.host, listen.port))
-    sock.listen(128)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((listen.host, listen.port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {listen}: {exc.strerror or exc}", 1)
     sock.setblocking(False)
     return sock
 
 
-async def _serve(services: Services, settings: Settings) -> None:
+async def _serve(services: Services, sock: socket.socket) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    sock = _bind(settings.http_listen)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(create_app(services), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
@@ -77,6 +81,7 @@ async def _serve(services: Services, settings: Settings) -> None:
 @pass_context
 def serve(ctx: Context, settings: Settings) -> None:
     """Run the service: the HTTP API and the dispatcher (SQLite in DATA_DIR by default)."""
+    sock = _bind(settings.http_listen)
     services = ctx.services(settings, create_key=True)
     boot = services.tenancy.bootstrap(time.time())
     if boot is not None:
@@ -85,7 +90,7 @@ def serve(ctx: Context, settings: Settings) -> None:
         click.echo(f"API token (shown once): {boot.token}")
         click.echo(f"both written to {path} (mode 0600)")
     click.echo(f"data in {settings.data_dir.resolve()}")
-    asyncio.run(_serve(services, settings))
+    asyncio.run(_serve(services, sock))
 
 
 async def _work(services: Services) -> None:

@@ -93,7 +93,14 @@ class Submitter:
 
         Raises Forbidden (From not the sender's, or no channel may send as it) and the
         store's Conflict (idempotency key reused with another body)."""
-        planned = [self._plan(sender, s, now) for s in submissions]
+        channels: dict[str, Channel] = {}  # one check and one route per From in a batch
+        planned = []
+        for submission in submissions:
+            from_address = submission.composed.from_address
+            key = from_address.lower()
+            if key not in channels:
+                channels[key] = self._channel_for(sender, from_address)
+            planned.append((self._message(sender, submission, channels[key], now), channels[key]))
         created = self._store.add_messages([m for m, _ in planned])
         receipts = []
         for (message, channel), (message_id, is_new) in zip(planned, created, strict=True):
@@ -103,34 +110,34 @@ class Submitter:
             self._on_submit()
         return receipts
 
-    def _plan(
-        self, sender: User, submission: Submission, now: Instant
-    ) -> tuple[NewMessage, Channel]:
-        composed = submission.composed
-        self.check_sender(sender, composed.from_address)
-        chosen = self.explain(sender, composed.from_address)
-        channel = chosen.channel
+    def _channel_for(self, sender: User, from_address: str) -> Channel:
+        self.check_sender(sender, from_address)
+        channel = self.explain(sender, from_address).channel
         if channel is None:
             raise Forbidden(
-                f"no channel may send as {composed.from_address}: connect a channel for it, "
+                f"no channel may send as {from_address}: connect a channel for it, "
                 "or ask the operator to configure the shared pool"
             )
-        if not may_send_as(channel, composed.from_address):  # routing never picks one; belt
-            raise Forbidden(f"{channel.name} may not send as {composed.from_address}")
-        message = NewMessage(
+        if not may_send_as(channel, from_address):  # routing never picks one; belt and braces
+            raise Forbidden(f"{channel.name} may not send as {from_address}")
+        return channel
+
+    def _message(
+        self, sender: User, submission: Submission, channel: Channel, now: Instant
+    ) -> NewMessage:
+        return NewMessage(
             id=make_id("msg", now, os.urandom(10)),
             organization_id=sender.organization_id,
             user_id=sender.id,
             channel_id=channel.id,
-            envelope=composed.envelope,
-            content=composed.content,
+            envelope=submission.composed.envelope,
+            content=submission.composed.content,
             state=State.QUEUED if channel.state is ChannelState.ACTIVE else State.HELD,
             created_at=now,
             expires_at=now + channel.retry.give_up_after,
             idempotency_key=submission.idempotency_key,
             request_hash=submission.request_hash,
         )
-        return message, channel
 
     def _receipt(
         self,

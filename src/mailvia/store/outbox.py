@@ -39,6 +39,7 @@ def _channel_open(now: Instant) -> sa.ColumnElement[bool]:
     return sa.and_(
         c.state == ChannelState.ACTIVE.value,
         sa.or_(c.throttled_until.is_(None), c.throttled_until <= now),
+        sa.or_(c.budget_wait_until.is_(None), c.budget_wait_until <= now),
     )
 
 
@@ -115,6 +116,7 @@ class OutboxStore:
 
         query = sa.select(
             c.throttled_until,
+            c.budget_wait_until,
             earliest(State.QUEUED, m.next_attempt_at),
             earliest(State.DEFERRED, m.next_attempt_at),
             earliest(State.SENDING, m.lease_expires_at),
@@ -122,10 +124,10 @@ class OutboxStore:
         with self._db.read() as conn:
             rows = conn.execute(query).all()
         times: list[Instant] = []
-        for throttled_until, *candidates in rows:
+        for throttled_until, budget_wait_until, *candidates in rows:
             waiting = [t for t in candidates if t is not None]
             if waiting:
-                times.append(max(min(waiting), throttled_until or 0.0))
+                times.append(max(min(waiting), throttled_until or 0.0, budget_wait_until or 0.0))
         return min(times) if times else None
 
     def claim(

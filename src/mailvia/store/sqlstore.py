@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from mailvia.store.budgets import BudgetStore
 from mailvia.store.channels import ChannelStore
 from mailvia.store.engine import Database
 from mailvia.store.events import EventStore
@@ -12,7 +13,9 @@ from mailvia.store.tenancy import TenancyStore
 from mailvia.store.views import ViewStore
 
 
-class SqlStore(TenancyStore, ChannelStore, OutboxStore, SettleStore, ViewStore, EventStore):
+class SqlStore(
+    TenancyStore, ChannelStore, OutboxStore, SettleStore, ViewStore, EventStore, BudgetStore
+):
     """The outbox and everything it refers to. Every public method is one transaction and
     raises domain errors only (NotFound, Conflict, InvalidInput, StoreUnavailable)."""
 

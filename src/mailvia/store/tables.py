@@ -113,6 +113,7 @@ channels = sa.Table(
     sa.Column("timeouts", sa.Text, nullable=False),
     sa.Column("secret", sa.LargeBinary),
     sa.Column("created_at", Time, nullable=False),
+    sa.Column("budget_wait_until", Time),  # 0002: the budgets allow nothing until then
     sa.UniqueConstraint("organization_id", "name"),
 )
 
@@ -184,4 +185,19 @@ events = sa.Table(
     sa.Column("created_at", Time, nullable=False),
     sa.Column("data", sa.Text, nullable=False),
     sa.Index(None, "organization_id", "seq"),
+)
+
+# 0002: one row per transaction on a channel with budgets (the shaping ledger): when it
+# started, and when it ended (NULL while it is in flight).
+channel_usage = sa.Table(
+    "channel_usage",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("channel_id", sa.Text, nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("ended_at", Time),
+    sa.Column("messages", sa.Integer, nullable=False),
+    sa.Column("recipients", sa.Integer, nullable=False),
+    sa.Index("ix_channel_usage_channel_id_at", "channel_id", "at"),
+    sa.Index("ix_channel_usage_channel_id_ended_at", "channel_id", "ended_at"),
 )

@@ -1,0 +1,265 @@
+"""One channel's share of a dispatch pass: deliver its claimed mail over up to
+`max_connections` connections, within its budgets, and settle what came back.
+
+Side effects: claims, settles and gives back messages in the store; records budget use;
+disconnects, throttles or budget-waits the channel; records events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.clock import Instant
+from mailvia.domain.delivery import ChannelEffect, RecipientSettlement, Settlement, settle
+from mailvia.domain.ids import make_id
+from mailvia.domain.message import Envelope, State, message_state
+from mailvia.outbox.ports import AttemptRecord, Claim, Credentials, Event, Ledger
+
+if TYPE_CHECKING:
+    from mailvia.outbox.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+THROTTLE_FIRST = 60.0  # seconds; doubles per consecutive throttle
+THROTTLE_MAX = 1800.0
+THROTTLE_DAILY = 3600.0  # a daily-quota reply when the channel has no budget to wait for
+
+_EVENT_FOR = {
+    State.DELIVERED: "message.delivered",
+    State.BOUNCED: "message.bounced",
+    State.EXPIRED: "message.expired",
+    State.DEFERRED: "message.deferred",
+    State.HELD: "message.held",
+}
+
+
+def new_event(org_id: str, type_: str, now: Instant, data: dict[str, object]) -> Event:
+    return Event(make_id("evt", now, os.urandom(10)), org_id, type_, now, data)
+
+
+class ChannelRun:
+    """Delivers one channel's claimed mail; `go(now)` returns the number of attempts."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        channel: Channel,
+        credentials: Credentials | None,
+        clock: Callable[[], Instant] | None,
+    ) -> None:
+        self.d = dispatcher
+        self.store = dispatcher.store
+        self.channel = channel
+        self.credentials = credentials
+        self.clock = clock  # None: a single pass at a fixed time (run_once)
+        self.ledger: Ledger | None = (
+            self.store.budget_ledger(channel.id, channel.budgets) if channel.budgets else None
+        )
+        self.queue: deque[Claim] = deque()
+        self.records: list[AttemptRecord] = []
+        self.effect = ChannelEffect.NONE
+        self.effect_reply: str | None = None
+        self.budget_wait: Instant | None = None
+        self.attempts = 0
+        self.delivered_any = False
+
+    def now(self, fixed: Instant) -> Instant:
+        return fixed if self.clock is None else self.clock()
+
+    @property
+    def stopped(self) -> bool:
+        return (
+            self.effect is not ChannelEffect.NONE or self.budget_wait is not None or self.d.stopping
+        )
+
+    async def go(self, now: Instant) -> int:
+        if not self._claim(now):
+            return 0
+        workers = min(self.channel.max_connections, len(self.queue))
+        try:
+            await asyncio.gather(*(self._work(now) for _ in range(workers)))
+        finally:
+            self._flush()
+            await self._apply_effect(self.now(now))
+        return self.attempts
+
+    def _claim(self, now: Instant) -> bool:
+        opts = self.d.options
+        limit = opts.batch
+        if self.ledger is not None:
+            allowed = self.ledger.allowance(now)
+            limit = min(limit, max(allowed, 1)) if allowed is not None else limit
+        claims = self.store.claim(
+            channel_id=self.channel.id,
+            now=now,
+            limit=limit,
+            lease_until=now + opts.lease_seconds,
+            worker=opts.worker,
+        )
+        self.queue.extend(claims)
+        return bool(claims)
+
+    async def _work(self, fixed: Instant) -> None:
+        while self.queue and not self.stopped:
+            claim = self.queue.popleft()
+            if self.clock is not None and len(self.queue) < self.d.options.batch // 4:
+                self._claim(self.clock())
+            record = await self._attempt(claim, fixed)
+            if record is None:
+                self.queue.appendleft(claim)  # not started: the budget is spent for now
+                return
+            self.attempts += 1
+            self.records.append(record)
+            if len(self.records) >= self.d.options.flush_every:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.records:
+            records, self.records = self.records, []
+            self.store.record_attempts(records)
+
+    async def _attempt(self, claim: Claim, fixed: Instant) -> AttemptRecord | None:
+        settlements: list[Settlement] = []
+        untried: list[str] = []
+        size = self.channel.max_recipients_per_message
+        chunks = [claim.pending[i : i + size] for i in range(0, len(claim.pending), size)]
+        for chunk in chunks:
+            taken = None if self.stopped else self._take_budget(len(chunk), fixed)
+            if taken is None:
+                if not settlements:
+                    return None
+                untried.extend(chunk)
+                continue
+            result = await self.d.transport.send(
+                self.channel, self.credentials, Envelope(claim.mail_from, chunk), claim.content
+            )
+            if self.ledger is not None and taken:
+                self.ledger.finish([(taken, self.now(fixed))])
+            settlement = settle(
+                result,
+                pending=chunk,
+                failures=claim.failures,
+                policy=self.channel.retry,
+                now=self.now(fixed),
+                expires_at=claim.expires_at,
+                rand=self.d.rand(),
+            )
+            settlements.append(settlement)
+            self._note_effect(settlement)
+        return self._record(claim, settlements, untried, self.now(fixed))
+
+    def _take_budget(self, recipients: int, fixed: Instant) -> int | None:
+        """The ledger id of a transaction allowed to start now (0 without budgets), or None
+        when the budgets are spent for now."""
+        if self.ledger is None:
+            return 0
+        taken, wait = self.ledger.take(self.now(fixed), recipients)
+        if wait is not None:
+            self.budget_wait = wait
+        return taken
+
+    def _note_effect(self, settlement: Settlement) -> None:
+        if any(r.state is State.DELIVERED for r in settlement.recipients):
+            self.delivered_any = True
+        effect = settlement.channel_effect
+        if effect is not ChannelEffect.NONE and (
+            self.effect is ChannelEffect.NONE or effect is ChannelEffect.DISCONNECT
+        ):
+            self.effect = effect
+            self.effect_reply = str(settlement.channel_reply)
+
+    def _record(
+        self, claim: Claim, settlements: Sequence[Settlement], untried: Sequence[str], now: Instant
+    ) -> AttemptRecord:
+        recipients: tuple[RecipientSettlement, ...] = tuple(
+            r for s in settlements for r in s.recipients
+        )
+        untried_state = State.HELD if self.effect is ChannelEffect.DISCONNECT else State.DEFERRED
+        states = [*claim.settled, *(r.state for r in recipients)]
+        state = message_state(states + [untried_state] * len(untried))
+        failed = any(s.counts_as_failure for s in settlements)
+        next_times = [s.next_attempt_at for s in settlements if s.next_attempt_at is not None]
+        return AttemptRecord(
+            claim=claim,
+            worker=self.d.options.worker,
+            at=now,
+            stage=str(recipients[-1].stage) if recipients else "",
+            recipients=recipients,
+            message_state=state,
+            next_attempt_at=None if state.terminal else (max(next_times) if failed else now),
+            failures=claim.failures + (1 if failed else 0),
+            possible_duplicate=claim.possible_duplicate
+            or any(s.possible_duplicate for s in settlements),
+            events=self._events(claim, state, recipients, now),
+        )
+
+    def _events(
+        self, claim: Claim, state: State, recipients: Sequence[RecipientSettlement], now: Instant
+    ) -> tuple[Event, ...]:
+        event_type = _EVENT_FOR.get(state)
+        if event_type is None:
+            return ()
+        data: dict[str, object] = {
+            "message_id": claim.message_id,
+            "state": str(state),
+            "channel_id": self.channel.id,
+            "recipients": [
+                {"address": r.address, "state": str(r.state), "reply": str(r.reply)}
+                for r in recipients
+            ],
+        }
+        return (new_event(claim.organization_id, event_type, now, data),)
+
+    async def _apply_effect(self, now: Instant) -> None:
+        leftovers = list(self.queue)
+        self.queue.clear()
+        if self.effect is ChannelEffect.DISCONNECT:
+            await self._disconnect(leftovers, now)
+            return
+        if leftovers:
+            self.store.unclaim(leftovers, state=State.QUEUED, now=now)
+        if self.effect in (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY):
+            self._throttle(now)
+        elif self.delivered_any and self.channel.throttle_level:
+            self.store.set_channel_throttle(self.channel.id, None, 0)
+
+    async def _disconnect(self, leftovers: list[Claim], now: Instant) -> None:
+        channel = self.channel
+        self.store.set_channel_state(channel.id, ChannelState.DISCONNECTED, self.effect_reply, now)
+        if leftovers:
+            self.store.unclaim(leftovers, state=State.HELD, now=now)
+        held = self.store.hold_channel(channel.id, now)
+        data: dict[str, object] = {
+            "channel_id": channel.id,
+            "reason": self.effect_reply,
+            "held": held + len(leftovers),
+        }
+        self.store.add_events(
+            [new_event(channel.organization_id, "channel.disconnected", now, data)]
+        )
+        await self.d.transport.forget(channel.id)
+        await self.d.notify_disconnected(channel, self.effect_reply or "", now)
+        log.warning("channel %s disconnected: %s", channel.id, self.effect_reply)
+
+    def _throttle(self, now: Instant) -> None:
+        level = self.channel.throttle_level + 1
+        pause = min(THROTTLE_FIRST * 2 ** (level - 1), THROTTLE_MAX)
+        if self.effect is ChannelEffect.THROTTLE_DAILY:
+            pause = max(pause, self._daily_wait(now))
+        self.store.set_channel_throttle(self.channel.id, now + pause, level)
+        log.warning(
+            "channel %s throttled for %.0f s: %s", self.channel.id, pause, self.effect_reply
+        )
+
+    def _daily_wait(self, now: Instant) -> float:
+        """A daily-quota reply: wait until the oldest start of the last 24 h ages out."""
+        if self.ledger is None:
+            return THROTTLE_DAILY
+        in_window = [t for t in self.ledger.log(now).times if t > now - 86_400]
+        return max(in_window[0] + 86_400 - now, THROTTLE_FIRST) if in_window else THROTTLE_DAILY

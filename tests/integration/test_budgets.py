@@ -1,0 +1,234 @@
+"""Shaping through the dispatcher and the real store: budgets hold exactly, with a driven
+clock over a simulated day, and in real time against the real test server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from mailvia.domain.channel import Auth, Budget, Channel, Security, Unit
+from mailvia.domain.delivery import TransactionResult
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.presets import PRESETS
+from mailvia.domain.replies import Reply, Stage
+from mailvia.outbox.compose import Composed
+from mailvia.outbox.ports import Credentials
+from mailvia.outbox.submit import Submission
+from mailvia.testserver import TestServer
+from support.world import World
+
+OK = Reply(250, "2.0.0", "OK")
+M365 = PRESETS["microsoft365"].budgets
+
+
+class InstantTransport:
+    """A transport that accepts everything at once and notes when each transaction started
+    (the shaping test is about timing, not SMTP; SMTP is covered against the test server)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.starts: list[tuple[float, int]] = []
+
+    async def send(
+        self, channel: Channel, credentials: Credentials | None, envelope: Envelope, content: bytes
+    ) -> TransactionResult:
+        self.starts.append((self.now, len(envelope.rcpt_to)))
+        return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
+
+    async def forget(self, channel_id: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture
+def fast_dir() -> Iterator[Path]:
+    """A data folder on tmpfs when there is one: 12,000 budget commits, each fsync'd."""
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=base) as folder:
+        yield Path(folder)
+
+
+@pytest.fixture
+async def world(fast_dir: Path) -> AsyncIterator[World]:
+    w = World(fast_dir)
+    yield w
+    await w.close()
+
+
+def max_in_window(starts: Sequence[tuple[float, int]], per: float, recipients: bool) -> int:
+    """The most any half-open window [t, t + per) holds (messages or recipients)."""
+    times = [t for t, _ in starts]
+    amounts = [r if recipients else 1 for _, r in starts]
+    best, total, lo = 0, 0, 0
+    for hi in range(len(times)):
+        total += amounts[hi]
+        while times[hi] - times[lo] >= per:
+            total -= amounts[lo]
+            lo += 1
+        best = max(best, total)
+    return best
+
+
+async def test_microsoft365_day_of_limits_with_a_driven_clock(world: World) -> None:
+    transport = InstantTransport()
+    world.services.dispatcher.transport = transport
+    channel = world.channel(2525, budgets=M365, max_connections=3, max_recipients_per_message=500)
+    t0 = 1_800_000_000.0
+    one = world.send(now=t0)[0]  # then 14,999 more of the same bytes, submitted in one batch
+    composed = Composed(
+        Envelope("jane@acme.test", ("bob@example.com",)), "jane@acme.test", world.sent[one.id]
+    )
+    world.services.submitter.submit(world.jane, [Submission(composed)] * 14_999, now=t0)
+    store, now, end = world.services.store, t0, t0 + 25 * 3600
+    while now <= end:
+        transport.now = now
+        await world.services.dispatcher.run_once(now)
+        due = store.next_due_at()
+        assert due is not None
+        now = max(due, now + 0.001)
+    starts = [s for s in transport.starts if s[0] <= end]
+    assert max_in_window(starts, 60, recipients=False) <= 30
+    assert max_in_window(starts, 86_400, recipients=True) <= 10_000
+    assert len(starts) >= 0.99 * 11_800
+    # No minute idles while the budgets allow and mail waits.
+    times = [t for t, _ in starts]
+    for before, after in zip(times, times[1:], strict=False):
+        day_full = sum(1 for t in times if before - 86_400 < t <= before) >= 10_000
+        assert after - before <= 60.01 or day_full, (before - t0, after - t0)
+    counts = store.queue_counts(world.jane.organization_id)[channel.id]
+    assert counts[State.DELIVERED] == len(transport.starts)
+    assert counts[State.BOUNCED] == counts[State.EXPIRED] == 0
+
+
+async def test_budget_in_real_time_against_the_test_server(world: World, tmp_path: Path) -> None:
+    async with TestServer(maildir=tmp_path / "caught") as server:
+        world.channel(
+            server.port,
+            security=Security.NONE,
+            auth=Auth.NONE,
+            budgets=(Budget(5, 2, Unit.MESSAGES),),
+            max_connections=3,
+        )
+        world.send(count=20)
+        stop = asyncio.Event()
+        started = time.time()
+        task = asyncio.create_task(world.services.dispatcher.run_forever(time.time, stop))
+        try:
+            got = await server.wait_for(20, timeout=15)
+        finally:
+            stop.set()
+            await task
+    elapsed = max(g["received_at"] for g in got) - started
+    assert elapsed < 10
+    times = sorted((g["received_at"], 1) for g in got)
+    assert max_in_window(times, 2.0, recipients=False) <= 5
+
+
+async def test_a_large_recipient_list_goes_in_several_identical_transactions(
+    world: World, tmp_path: Path
+) -> None:
+    recipients = [f"r{i}@example.com" for i in range(600)]
+    async with TestServer(maildir=tmp_path / "caught") as server:
+        world.channel(
+            server.port, security=Security.NONE, auth=Auth.NONE, max_recipients_per_message=500
+        )
+        [receipt] = world.send(to=recipients)
+        await world.services.dispatcher.run_once(time.time())
+        got = await server.wait_for(2)
+    assert [len(g["rcpt_to"]) for g in got] == [500, 100]
+    assert got[0]["sha256"] == got[1]["sha256"]
+    assert sorted(got[0]["rcpt_to"] + got[1]["rcpt_to"]) == sorted(recipients)
+    view = world.services.store.get_message(receipt.id)
+    assert view.state is State.DELIVERED
+    assert {r.state for r in view.recipients} == {State.DELIVERED}
+
+
+async def test_a_throttle_reply_pauses_its_channel_while_another_keeps_delivering(
+    world: World, tmp_path: Path
+) -> None:
+    async with (
+        TestServer(maildir=tmp_path / "a", faults=["mail=451 4.7.500 Server busy"]) as busy,
+        TestServer(maildir=tmp_path / "b") as fine,
+    ):
+        slow = world.channel(busy.port, security=Security.NONE, auth=Auth.NONE)
+        now = time.time()
+        world.send(count=3, now=now)
+        world.services.tenancy.grant("jane@acme.test", "sales@acme.test", now)
+        other = world.services.channels.add(world.jane, _spec(fine.port), now)[0]
+        from mailvia.outbox.compose import Draft, compose
+        from mailvia.outbox.submit import Submission
+
+        composed = compose(
+            Draft(from_="sales@acme.test", to=["x@example.com"], text="hi"), now=now, max_size=10**6
+        )
+        world.services.submitter.submit(world.jane, [Submission(composed)], now=now)
+        await world.services.dispatcher.run_once(now)
+        assert len(await fine.wait_for(1)) == 1
+        paused = world.services.store.get_channel(slow.id)
+        assert paused.throttled_until == pytest.approx(now + 60, abs=1)
+        assert paused.throttle_level == 1
+        counts = world.services.store.queue_counts(world.jane.organization_id)[slow.id]
+        assert counts[State.DEFERRED] == 3 and counts[State.BOUNCED] == 0
+        # Nothing more is tried until the pause ends; the retry count did not advance.
+        assert await world.services.dispatcher.run_once(now + 30) == 0
+        views = [world.services.store.list_messages(_filter(world, slow.id))[0]]
+        assert all(v.next_attempt_at is not None for v in views[0])
+        busy.set_faults([])
+        assert await world.services.dispatcher.run_once(now + 61) == 3
+        assert len(await busy.wait_for(3)) == 3
+        assert world.services.store.get_channel(slow.id).throttle_level == 0
+        assert other.id != slow.id
+
+
+def _spec(port: int):  # type: ignore[no-untyped-def]
+    from mailvia.outbox.channels import ChannelSpec
+    from support.world import SHORT
+
+    return ChannelSpec(
+        name="sales-box",
+        host="127.0.0.1",
+        port=port,
+        security=Security.NONE,
+        auth=Auth.NONE,
+        address="sales@acme.test",
+        timeouts=SHORT,
+    )
+
+
+def _filter(world: World, channel_id: str):  # type: ignore[no-untyped-def]
+    from mailvia.outbox.ports import MessageFilter
+
+    return MessageFilter(world.jane.organization_id, channel_id=channel_id)
+
+
+async def test_a_restart_mid_window_sends_no_excess(fast_dir: Path) -> None:
+    first = World(fast_dir)
+    transport = InstantTransport()
+    first.services.dispatcher.transport = transport
+    first.channel(2525, budgets=(Budget(30, 60, Unit.MESSAGES),))
+    first.send(count=100, now=1000.0)
+    transport.now = 1000.0
+    await first.services.dispatcher.run_once(1000.0)
+    await first.close()
+    assert len(transport.starts) == 30
+    from mailvia.app import build
+
+    services = build(first.settings)  # a restarted service on the same database
+    services.dispatcher.transport = transport
+    try:
+        for now in (1010.0, 1030.0, 1059.9):
+            transport.now = now
+            assert await services.dispatcher.run_once(now) == 0
+        transport.now = 1060.1
+        assert await services.dispatcher.run_once(1060.1) == 30
+    finally:
+        await services.aclose()
+    assert max_in_window(transport.starts, 60, recipients=False) <= 30
