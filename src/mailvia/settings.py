@@ -48,6 +48,7 @@ class Settings:
     master_key_file: Path | None = None
     master_key: str | None = field(default=None, repr=False)
     pool_relay: str | None = field(default=None, repr=False)
+    notice_from: str | None = None  # From of mailvia's own notices (sent through the pool)
     allow_private_hosts: tuple[Network, ...] = ()
     trusted_networks: tuple[tuple[Network, str], ...] = ()
     max_message_size: int = 25 * 1024 * 1024

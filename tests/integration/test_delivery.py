@@ -217,23 +217,38 @@ async def test_a_crashed_dispatchers_lease_expires_and_mail_is_claimed_again(
     assert view.state is State.DELIVERED and view.possible_duplicate
 
 
-async def test_wrong_password_disconnects_and_holds_then_resume_releases(
-    world: World, certs: Certs, tmp_path: Path
+async def test_wrong_password_disconnects_holds_and_notifies_the_owner(
+    certs: Certs, tmp_path: Path
 ) -> None:
-    async with tls_server(certs, tmp_path) as server:
-        channel = world.channel(server.port, certs=certs, password="wrong")
-        receipts = world.send(count=3)
-        now = time.time()
-        await world.services.dispatcher.run_once(now)
-        got = world.services.store.get_channel(channel.id)
-        assert got.state is ChannelState.DISCONNECTED and "535" in (got.state_reason or "")
-        states = {world.services.store.get_message(r.id).state for r in receipts}
-        assert states == {State.HELD}
-        later = world.send()  # new mail to a disconnected channel is held at once
-        assert later[0].state is State.HELD and later[0].warnings
-        assert await world.services.dispatcher.run_once(now + 3600) == 0
-        assert not server.received
-    # (reconnecting with new credentials is issue 3; resume releases the held mail in order)
+    async with (
+        tls_server(certs, tmp_path) as server,
+        TestServer(maildir=tmp_path / "pool") as pool,
+    ):
+        world = World(tmp_path / "data", pool_relay=f"smtp://127.0.0.1:{pool.port}?security=none",
+                      notice_from="notices@mailvia.test")
+        try:
+            channel = world.channel(server.port, certs=certs, password="wrong")
+            receipts = world.send(count=3)
+            now = time.time()
+            await world.services.dispatcher.run_once(now)
+            got = world.services.store.get_channel(channel.id)
+            assert got.state is ChannelState.DISCONNECTED and "535" in (got.state_reason or "")
+            states = {world.services.store.get_message(r.id).state for r in receipts}
+            assert states == {State.HELD}
+            later = world.send()  # new mail to a disconnected channel is held at once
+            assert later[0].state is State.HELD and later[0].warnings
+            events, _ = world.services.store.list_events(world.jane.organization_id, cursor=None,
+                                                         limit=100)
+            disconnected = [e for e in events if e.type == "channel.disconnected"]
+            assert disconnected and disconnected[0].data["held"] == 3
+            # The notice goes to the owner through the shared pool; nothing else moves.
+            assert await world.services.dispatcher.run_once(now + 3600) == 1
+            [notice] = await pool.wait_for(1)
+            assert notice["rcpt_to"] == ["jane@acme.test"]
+            assert b"is disconnected" in notice["content"] and b"535" in notice["content"]
+            assert not server.received
+        finally:
+            await world.close()
 
 
 async def test_messages_expire_after_the_give_up_time(

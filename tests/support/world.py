@@ -49,7 +49,7 @@ def make_certs(folder: Path, *hosts: str) -> Certs:
 class World:
     """Services plus the acme tenant."""
 
-    def __init__(self, data_dir: Path, db_url: str | None = None) -> None:
+    def __init__(self, data_dir: Path, db_url: str | None = None, **settings: object) -> None:
         self.settings = Settings.load(
             {},
             {
@@ -58,6 +58,7 @@ class World:
                 "allow_private_hosts": "127.0.0.0/8,::1/128",
                 "worker_id": "test-worker",
                 "lease_seconds": 60.0,
+                **settings,
             },
         )
         self.services: Services = build(self.settings, create_key=True)

@@ -67,6 +67,7 @@ class ChannelRun:
         self.effect_reply: str | None = None
         self.budget_wait: Instant | None = None
         self.attempts = 0
+        self.held = 0  # messages this run moved to held
         self.delivered_any = False
 
     def now(self, fixed: Instant) -> Instant:
@@ -183,6 +184,7 @@ class ChannelRun:
         untried_state = State.HELD if self.effect is ChannelEffect.DISCONNECT else State.DEFERRED
         states = [*claim.settled, *(r.state for r in recipients)]
         state = message_state(states + [untried_state] * len(untried))
+        self.held += state is State.HELD
         failed = any(s.counts_as_failure for s in settlements)
         next_times = [s.next_attempt_at for s in settlements if s.next_attempt_at is not None]
         return AttemptRecord(
@@ -238,7 +240,7 @@ class ChannelRun:
         data: dict[str, object] = {
             "channel_id": channel.id,
             "reason": self.effect_reply,
-            "held": held + len(leftovers),
+            "held": held + len(leftovers) + self.held,
         }
         self.store.add_events(
             [new_event(channel.organization_id, "channel.disconnected", now, data)]

@@ -122,6 +122,12 @@ class TenancyStore:
             row = conn.execute(users.select().where(users.c.email == email.lower())).first()
         return None if row is None else _user(row)
 
+    def list_users(self, org_id: str) -> list[User]:
+        """The organization's users, by email."""
+        query = users.select().where(users.c.organization_id == org_id).order_by(users.c.email)
+        with self._db.read() as conn:
+            return [_user(row) for row in conn.execute(query)]
+
     def get_user(self, user_id: str) -> User:
         """The user. Raises NotFound."""
         with self._db.read() as conn:

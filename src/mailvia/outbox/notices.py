@@ -1,0 +1,86 @@
+"""Notices: plain emails mailvia itself sends through the shared pool, e.g. to tell a
+channel's owner (or a team channel's admins) that the channel was disconnected."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from mailvia.domain.channel import Channel
+from mailvia.domain.clock import Instant
+from mailvia.domain.errors import MailviaError
+from mailvia.domain.ids import make_id
+from mailvia.domain.message import State
+from mailvia.outbox.compose import Draft, compose
+from mailvia.outbox.ports import NewMessage, Store
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "system"
+
+
+class Notices:
+    """Queues notices on the shared pool; without a pool there is nowhere to send them."""
+
+    def __init__(
+        self, store: Store, *, pool: Callable[[], Channel | None], notice_from: str
+    ) -> None:
+        self.store = store
+        self.pool = pool
+        self.notice_from = notice_from
+
+    def recipients(self, channel: Channel) -> list[str]:
+        """The owner of a user's channel; the team's admins for a team channel."""
+        if channel.owner.user_id is not None:
+            return [self.store.get_user(channel.owner.user_id).email]
+        return [
+            u.email
+            for u in self.store.list_users(channel.organization_id)
+            if u.is_admin and u.team_id == channel.owner.team_id
+        ]
+
+    async def channel_disconnected(self, channel: Channel, reason: str, now: Instant) -> None:
+        """Queue a notice that `channel` broke, why, and how to fix it."""
+        text = (
+            f"The delivery channel {channel.name!r} ({channel.host}) was disconnected "
+            f"because the server answered:\n\n    {reason}\n\n"
+            "Mail sent through it is being held, not lost. Reconnect the channel with new "
+            "credentials (mailvia channel reconnect, or the setup page) and the held mail "
+            "is sent in its original order.\n"
+        )
+        self.send(
+            channel.organization_id,
+            self.recipients(channel),
+            f"mailvia: your channel {channel.name} is disconnected",
+            text,
+            now,
+        )
+
+    def send(self, org_id: str, to: list[str], subject: str, text: str, now: Instant) -> str | None:
+        """Queue one notice on the pool; returns its id, or None when it cannot go."""
+        pool = self.pool()
+        if pool is None or not to or not self.notice_from:
+            return None
+        try:
+            composed = compose(
+                Draft(from_=self.notice_from, to=to, subject=subject, text=text),
+                now=now,
+                max_size=1_000_000,
+            )
+        except MailviaError as exc:
+            log.warning("notice not sent: %s", exc)
+            return None
+        message = NewMessage(
+            id=make_id("msg", now, os.urandom(10)),
+            organization_id=org_id,
+            user_id=SYSTEM_USER,
+            channel_id=pool.id,
+            envelope=composed.envelope,
+            content=composed.content,
+            state=State.QUEUED,
+            created_at=now,
+            expires_at=now + pool.retry.give_up_after,
+        )
+        [(message_id, _)] = self.store.add_messages([message])
+        return message_id
