@@ -232,3 +232,20 @@ async def test_a_restart_mid_window_sends_no_excess(fast_dir: Path) -> None:
     finally:
         await services.aclose()
     assert max_in_window(transport.starts, 60, recipients=False) <= 30
+
+
+async def test_forecast_and_the_bulk_warning_on_a_mailbox_channel(world: World) -> None:
+    world.channel(2525, preset="microsoft365")
+    t0 = 1_800_000_000.0
+    [first] = world.send(now=t0)
+    assert first.expected_at == t0 and first.queued_ahead == 0 and not first.warnings
+    one = Composed(
+        Envelope("jane@acme.test", ("bob@example.com",)), "jane@acme.test", world.sent[first.id]
+    )
+    receipts = world.services.submitter.submit(world.jane, [Submission(one)] * 10_500, now=t0)
+    assert receipts[28].expected_at == t0  # 30 a minute: the first 30 go at once
+    assert receipts[29].expected_at == t0 + 60
+    assert receipts[-1].queued_ahead == 10_500
+    assert receipts[-1].expected_at == t0 + 86_400  # past the 10,000 recipients of a day
+    warning = receipts[-1].warnings[0]
+    assert warning.code == "mailbox_bulk" and "not for bulk mail" in warning.message

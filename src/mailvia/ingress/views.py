@@ -59,7 +59,10 @@ def receipt_view(receipt: Receipt) -> dict[str, Any]:
             "mail_from": receipt.envelope.mail_from,
             "rcpt_to": list(receipt.envelope.rcpt_to),
         },
-        "forecast": {"expected_at": to_iso(receipt.expected_at), "queued_ahead": None},
+        "forecast": {
+            "expected_at": to_iso(receipt.expected_at),
+            "queued_ahead": receipt.queued_ahead,
+        },
         "warnings": [{"code": w.code, "message": w.message} for w in receipt.warnings],
     }
 

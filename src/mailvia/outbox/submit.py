@@ -9,14 +9,16 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailvia.domain.channel import Channel, ChannelState, may_send_as
-from mailvia.domain.clock import Instant
+from mailvia.domain.clock import Instant, to_iso
 from mailvia.domain.errors import Forbidden
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State
+from mailvia.domain.presets import PRESETS
 from mailvia.domain.routing import Route, route
+from mailvia.domain.shaping import UseLog, forecast
 from mailvia.domain.tenancy import User, domain_of, identity_covers
 from mailvia.outbox.compose import Composed
 from mailvia.outbox.ports import NewMessage, Store
@@ -39,6 +41,7 @@ class Receipt:
     created: bool
     expected_at: Instant | None
     warnings: tuple[Warning_, ...] = ()
+    queued_ahead: int | None = None
 
 
 @dataclass(frozen=True)
@@ -101,11 +104,15 @@ class Submitter:
             if key not in channels:
                 channels[key] = self._channel_for(sender, from_address)
             planned.append((self._message(sender, submission, channels[key], now), channels[key]))
+        forecasts = Forecasts(self._store, now)
+        for message, channel in planned:
+            forecasts.plan(channel, message)
         created = self._store.add_messages([m for m, _ in planned])
         receipts = []
         for (message, channel), (message_id, is_new) in zip(planned, created, strict=True):
             state = message.state if is_new else self._store.get_message(message_id).state
-            receipts.append(self._receipt(message, channel, message_id, is_new, state, now))
+            receipt = self._receipt(message, channel, message_id, is_new, state, now)
+            receipts.append(forecasts.complete(receipt, message))
         if any(is_new for _, is_new in created):
             self._on_submit()
         return receipts
@@ -166,6 +173,62 @@ class Submitter:
             expected_at=now if state is State.QUEUED else None,
             warnings=tuple(warnings),
         )
+
+
+class Forecasts:
+    """When each message of a batch should leave, given its channel's budgets and backlog;
+    a batch that would take more than a day on a mailbox channel gets a warning."""
+
+    def __init__(self, store: Store, now: Instant) -> None:
+        self.store = store
+        self.now = now
+        self.ahead: dict[str, int] = {}
+        self.logs: dict[str, UseLog] = {}
+        self.when: dict[str, tuple[int, Instant | None]] = {}  # message id -> (ahead, at)
+        self.last: dict[str, Instant] = {}  # channel id -> the batch's last expected time
+
+    def plan(self, channel: Channel, message: NewMessage) -> None:
+        if channel.id not in self.ahead:
+            self.ahead[channel.id] = self.store.waiting_count(channel.id)
+            if channel.budgets:
+                ledger = self.store.budget_ledger(channel.id, channel.budgets)
+                self.logs[channel.id] = ledger.log(self.now)
+        ahead = self.ahead[channel.id]
+        self.ahead[channel.id] = ahead + 1
+        at: Instant | None = None
+        if message.state is State.QUEUED:
+            log = self.logs.get(channel.id)
+            recipients = len(message.envelope.rcpt_to)
+            at = (
+                forecast(channel.budgets, log, self.now, ahead, recipients)
+                if log is not None
+                else self.now
+            )
+            self.last[channel.id] = max(self.last.get(channel.id, at), at)
+        self.when[message.id] = (ahead, at)
+
+    def complete(self, receipt: Receipt, message: NewMessage) -> Receipt:
+        if not receipt.created or message.id not in self.when:
+            return receipt
+        ahead, at = self.when[message.id]
+        warnings = list(receipt.warnings)
+        channel = receipt.channel
+        preset = PRESETS.get(channel.preset or "")
+        last = self.last.get(channel.id)
+        if (
+            preset is not None
+            and preset.mailbox
+            and last is not None
+            and (last - self.now > 86_400)
+        ):
+            warnings.append(
+                Warning_(
+                    "mailbox_bulk",
+                    f"{preset.title} mailboxes are not for bulk mail: at {channel.name}'s limits "
+                    f"this batch finishes around {to_iso(last)}",
+                )
+            )
+        return replace(receipt, expected_at=at, queued_ahead=ahead, warnings=tuple(warnings))
 
 
 def request_hash(*parts: bytes) -> str:

@@ -112,6 +112,13 @@ class ViewStore:
         more = len(rows) > query.limit
         return views, encode_cursor(_CURSOR, page[-1].seq) if more else None
 
+    def waiting_count(self, channel_id: str) -> int:
+        """How many of the channel's messages wait to be sent (queued, deferred, sending)."""
+        waiting = (State.QUEUED.value, State.DEFERRED.value, State.SENDING.value)
+        query = sa.select(sa.func.count()).where(m.channel_id == channel_id, m.state.in_(waiting))
+        with self._db.read() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def queue_counts(self, org_id: str | None = None) -> dict[str, dict[State, int]]:
         """How many messages are in each state, per channel id: every state of every channel
         (of the organization, or all when None) and of any removed channel with messages."""
