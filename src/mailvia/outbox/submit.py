@@ -219,7 +219,7 @@ class Forecasts:
             preset is not None
             and preset.mailbox
             and last is not None
-            and (last - self.now > 86_400)
+            and (last - self.now >= 86_400)
         ):
             warnings.append(
                 Warning_(
