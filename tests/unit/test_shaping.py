@@ -67,3 +67,10 @@ def test_forecast_counts_whole_windows() -> None:
     assert forecast(M365, UseLog(), 0.0, ahead=29) == 0.0
     assert forecast(M365, UseLog(), 0.0, ahead=30) == 60.0
     assert forecast(M365, UseLog(), 0.0, ahead=15_000) == 86_400.0
+
+
+def test_budget_use_in_words() -> None:
+    from mailvia.domain.shaping import describe_use
+
+    log = log_of(*[(float(i), 100) for i in range(12)], (-50_000.0, 2000))
+    assert describe_use(M365, log, 30.0) == ("12/30 this minute, 3,200/10,000 recipients in 24 h")

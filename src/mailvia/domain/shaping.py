@@ -128,3 +128,19 @@ def forecast(
         if windows > 0:
             latest = max(latest, now + windows * budget.per_seconds)
     return latest
+
+
+def window_words(per_seconds: float) -> str:
+    """`this minute`, `this hour`, `in 24 h`, or `in N s`."""
+    named = {60.0: "this minute", 3600.0: "this hour", 86_400.0: "in 24 h"}
+    return named.get(float(per_seconds), f"in {per_seconds:g} s")
+
+
+def describe_use(budgets: Sequence[Budget], log: UseLog, now: Instant) -> str:
+    """`12/30 this minute, 3,200/10,000 in 24 h` (recipient budgets say so)."""
+    parts = []
+    for budget in budgets:
+        unit = " recipients" if budget.unit is Unit.RECIPIENTS else ""
+        held = log.held(budget, now)
+        parts.append(f"{held:,}/{budget.count:,}{unit} {window_words(budget.per_seconds)}")
+    return ", ".join(parts)

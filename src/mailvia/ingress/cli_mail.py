@@ -9,8 +9,11 @@ from pathlib import Path
 import click
 from click.termui import progressbar
 
+from mailvia.domain.channel import Channel
 from mailvia.domain.errors import MailviaError
 from mailvia.domain.message import Envelope, State
+from mailvia.domain.presets import PRESETS
+from mailvia.domain.shaping import describe_use
 from mailvia.domain.tenancy import User
 from mailvia.ingress.cli import (
     STORE_SETTINGS,
@@ -145,20 +148,36 @@ def _report(
 @settings_options(*STORE_SETTINGS)
 @pass_context
 def queue(ctx: Context, org: str | None, as_json: bool, settings: Settings) -> None:
-    """Messages per channel and state."""
+    """Messages per channel and state, and each channel's budget use."""
 
     def action(s: Services) -> None:
+        now = time.time()
         org_id = s.tenancy.organization(org).id if org else None
         counts = s.store.queue_counts(org_id)
-        names = {c.id: c.name for c in s.store.list_channels(None)}
-        data = {cid: {str(k): v for k, v in states.items()} for cid, states in counts.items()}
-        lines = [
-            f"{names.get(cid, cid):24} " + "  ".join(f"{k} {v}" for k, v in sorted(st.items()))
-            for cid, st in data.items()
-        ]
+        channels = {c.id: c for c in s.store.list_channels(org_id)}
+        data: dict[str, dict[str, object]] = {}
+        lines = []
+        for cid, states in counts.items():
+            channel = channels.get(cid)
+            entry: dict[str, object] = {str(k): v for k, v in states.items()}
+            line = f"{channel.name if channel else cid:24} " + "  ".join(
+                f"{k} {v}" for k, v in states.items() if v
+            )
+            if channel is not None and channel.budgets:
+                log = s.store.budget_ledger(channel.id, channel.budgets).log(now)
+                entry["budgets"] = describe_use(channel.budgets, log, now)
+                line += f"\n{'':24} {_via(channel)}: {entry['budgets']}"
+            data[cid] = entry
+            lines.append(line)
         emit(data, as_json=as_json, text="\n".join(lines) or "the outbox is empty")
 
     ctx.using(settings, action)
+
+
+def _via(channel: Channel) -> str:
+    preset = PRESETS.get(channel.preset or "")
+    who = channel.address or ", ".join(channel.domains) or channel.name
+    return f"{who} via {preset.title if preset else channel.host}"
 
 
 @cli.group()
