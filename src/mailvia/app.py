@@ -18,7 +18,9 @@ from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
 from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound, SecretsUnavailable
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
+from mailvia.outbox.notices import Notices
 from mailvia.outbox.ports import Credentials
+from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
@@ -27,6 +29,7 @@ from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
 from mailvia.store import SqlStore, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
+from mailvia.transport.probe import SmtpProber
 
 POOL_ORGANIZATION = "_platform"
 POOL_CHANNEL_ID = "ch_pool"
@@ -128,7 +131,8 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     check_vault(store, vault)
     pool = ensure_pool(store, settings, time.time())
     relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
-    transport = SmtpTransport(guard=OutboundGuard(settings.allow_private_hosts))
+    guard = OutboundGuard(settings.allow_private_hosts)
+    transport = SmtpTransport(guard=guard)
     channels = Channels(
         store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
     )
@@ -138,10 +142,12 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
             return relay.credentials if relay else None
         return channels.credentials(channel)
 
+    notices = Notices(store, pool=lambda: pool, notice_from=settings.notice_from or "")
     dispatcher = Dispatcher(
         store,
         transport,
         credentials=credentials,
+        notify_disconnected=notices.channel_disconnected,
         options=DispatchOptions(
             worker=settings.worker_id or f"{socket.gethostname()}:{os.getpid()}",
             lease_seconds=settings.lease_seconds,
@@ -164,6 +170,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         pool=lambda: pool,
         close=close,
         max_message_size=settings.max_message_size,
+        tester=ChannelTester(store, channels, SmtpProber(guard), transport=transport),
     )
 
 

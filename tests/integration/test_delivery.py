@@ -224,8 +224,11 @@ async def test_wrong_password_disconnects_holds_and_notifies_the_owner(
         tls_server(certs, tmp_path) as server,
         TestServer(maildir=tmp_path / "pool") as pool,
     ):
-        world = World(tmp_path / "data", pool_relay=f"smtp://127.0.0.1:{pool.port}?security=none",
-                      notice_from="notices@mailvia.test")
+        world = World(
+            tmp_path / "data",
+            pool_relay=f"smtp://127.0.0.1:{pool.port}?security=none",
+            notice_from="notices@mailvia.test",
+        )
         try:
             channel = world.channel(server.port, certs=certs, password="wrong")
             receipts = world.send(count=3)
@@ -237,8 +240,9 @@ async def test_wrong_password_disconnects_holds_and_notifies_the_owner(
             assert states == {State.HELD}
             later = world.send()  # new mail to a disconnected channel is held at once
             assert later[0].state is State.HELD and later[0].warnings
-            events, _ = world.services.store.list_events(world.jane.organization_id, cursor=None,
-                                                         limit=100)
+            events, _ = world.services.store.list_events(
+                world.jane.organization_id, cursor=None, limit=100
+            )
             disconnected = [e for e in events if e.type == "channel.disconnected"]
             assert disconnected and disconnected[0].data["held"] == 3
             # The notice goes to the owner through the shared pool; nothing else moves.

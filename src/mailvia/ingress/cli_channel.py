@@ -1,17 +1,20 @@
-"""`mailvia channel ...`: add, list, show, test, remove, pause, resume, presets."""
+"""`mailvia channel ...`: add, list, show, test, reconnect, remove, pause, resume, presets."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 
 from mailvia.domain.channel import Auth, Budget, Channel, Scope, Security
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.presets import PRESETS
+from mailvia.domain.probe import ProbeReport
 from mailvia.domain.tenancy import Role, User
 from mailvia.ingress.cli import (
     STORE_SETTINGS,
@@ -23,6 +26,7 @@ from mailvia.ingress.cli import (
 )
 from mailvia.ingress.views import channel_view
 from mailvia.outbox.channels import ChannelSpec
+from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
 from mailvia.settings import Settings
 
@@ -49,7 +53,10 @@ def operator(services: Services, org_name: str) -> User:
 def read_password(stdin: bool, env: str | None) -> str | None:
     """A password never comes from the command line itself."""
     if stdin:
-        return sys.stdin.readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise InvalidInput("--password-stdin: standard input held no password")
+        return password
     if env:
         value = os.environ.get(env)
         if value is None:
@@ -208,6 +215,111 @@ def _state_command(verb: str) -> None:
 
 for _verb in ("remove", "pause", "resume"):
     _state_command(_verb)
+
+
+@channel.command("test")
+@click.argument("name")
+@click.option("--to", metavar="ADDRESS", help="Also send a small test message to this address.")
+@click.option(
+    "--password-stdin", is_flag=True, help="Test with this password (from stdin); not saved."
+)
+@click.option("--password-env", metavar="VAR", help="Test with the password in this variable.")
+@click.option("--json", "as_json", is_flag=True)
+@ORG_OPTION
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def probe_command(
+    ctx: Context,
+    name: str,
+    to: str | None,
+    password_stdin: bool,
+    password_env: str | None,
+    as_json: bool,
+    org: str,
+    settings: Settings,
+) -> None:
+    """Test a channel step by step: resolve, connect, TLS, EHLO, AUTH (and a test message).
+
+    Exits 0 when every step passes, 1 otherwise."""
+    password = read_password(password_stdin, password_env)
+
+    def action(s: Services) -> ProbeReport:
+        actor, now = operator(s, org), time.time()
+        report = asyncio.run(_tester(s).test(actor, name, to=to, password=password, now=now))
+        emit(report_view(report), as_json=as_json, text=lambda: print_report(report))
+        return report
+
+    if not ctx.using(settings, action).ok:
+        sys.exit(1)
+
+
+@channel.command("reconnect")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin.")
+@click.option("--password-env", metavar="VAR", help="Read the new password from this variable.")
+@click.option("--json", "as_json", is_flag=True)
+@ORG_OPTION
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def reconnect(
+    ctx: Context,
+    name: str,
+    password_stdin: bool,
+    password_env: str | None,
+    as_json: bool,
+    org: str,
+    settings: Settings,
+) -> None:
+    """Test a channel with a new password (or the stored one); when every step passes, save
+    it, make the channel active and release its held mail in its original order."""
+    password = read_password(password_stdin, password_env)
+
+    def action(s: Services) -> bool:
+        actor, now = operator(s, org), time.time()
+        done = asyncio.run(_tester(s).reconnect(actor, name, password=password, now=now))
+        view = report_view(done.report) | {
+            "reconnected": done.reconnected,
+            "released": done.released,
+            "channel": channel_view(done.channel),
+        }
+
+        def text() -> None:
+            print_report(done.report)
+            failed = done.report.failed
+            if failed is not None:
+                click.echo(f"not reconnected: the test failed at {failed.name}")
+            elif done.reconnected:
+                click.echo(f"reconnected; {done.released} held messages released")
+            else:
+                click.echo(f"the test passed; {done.channel.name} is {done.channel.state}")
+
+        emit(view, as_json=as_json, text=text)
+        return done.report.ok
+
+    if not ctx.using(settings, action):
+        sys.exit(1)
+
+
+def _tester(s: Services) -> ChannelTester:
+    if s.tester is None:
+        raise InvalidInput("test connection is not available in this build")
+    return s.tester
+
+
+def report_view(report: ProbeReport) -> dict[str, Any]:
+    """A probe report as JSON: `ok` and each step's name, ok, detail, reply and hint."""
+    return {"ok": report.ok, "steps": [dataclasses.asdict(step) for step in report.steps]}
+
+
+def print_report(report: ProbeReport) -> None:
+    """One line per step (✓ or ✗, name, detail), then the server's reply and the hint."""
+    for step in report.steps:
+        click.echo(f"{'✓' if step.ok else '✗'} {step.name:8} {step.detail}")
+        if step.reply:
+            click.echo(f"  {'':8} server: {step.reply}")
+        if step.hint:
+            click.echo(f"  {'':8} hint: {step.hint}")
+    click.echo("all steps passed" if report.ok else "the test failed")
 
 
 @channel.command("presets")

@@ -11,11 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.channel import Budget, Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.delivery import RecipientSettlement, TransactionResult
 from mailvia.domain.message import Envelope, State
+from mailvia.domain.probe import ProbeReport
 from mailvia.domain.replies import Reply
+from mailvia.domain.shaping import UseLog
 from mailvia.domain.tenancy import Fallback, Organization, Role, Team, User
 
 
@@ -135,6 +137,26 @@ class MessageFilter:
     cursor: str | None = None
 
 
+class Ledger(Protocol):
+    """One channel's budget use, shared by every worker (see store/budgets.py)."""
+
+    def take(self, now: Instant, recipients: int) -> tuple[int | None, Instant | None]:
+        """Start a transaction now: (its id, None), or (None, when one would fit)."""
+        ...
+
+    def finish(self, ended: Sequence[tuple[int, Instant]]) -> None:
+        """Record when transactions ended."""
+        ...
+
+    def allowance(self, now: Instant) -> int | None:
+        """How many more transactions may start now (None: no message budget)."""
+        ...
+
+    def log(self, now: Instant) -> UseLog:
+        """The transactions that count at `now`, by end time."""
+        ...
+
+
 class Store(Protocol):
     """The outbox and everything it refers to."""
 
@@ -156,6 +178,7 @@ class Store(Protocol):
     ) -> User: ...
     def find_user(self, email: str) -> User | None: ...
     def get_user(self, user_id: str) -> User: ...
+    def list_users(self, org_id: str) -> list[User]: ...
     def count_users(self) -> int: ...
     def add_domain(self, org_id: str, domain: str, now: Instant) -> None: ...
     def domain_organization(self, domain: str) -> str | None: ...
@@ -165,6 +188,7 @@ class Store(Protocol):
         self, token_id: str, user_id: str, token_hash: str, name: str, now: Instant
     ) -> None: ...
     def user_for_token(self, token_hash: str) -> User | None: ...
+    def senders_for(self, org_id: str, address: str) -> list[User]: ...
 
     # channels
     def add_channel(self, channel: Channel, secret: bytes | None, now: Instant) -> Channel: ...
@@ -177,6 +201,8 @@ class Store(Protocol):
         self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
     ) -> Channel: ...
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None: ...
+    def update_channel(self, channel: Channel, secret: bytes | None) -> Channel: ...
+    def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger: ...
 
     # the outbox
     def add_messages(self, messages: Sequence[NewMessage]) -> list[tuple[str, bool]]: ...
@@ -194,6 +220,7 @@ class Store(Protocol):
     def list_messages(self, query: MessageFilter) -> tuple[list[MessageView], str | None]: ...
     def cancel_message(self, message_id: str, now: Instant) -> MessageView: ...
     def queue_counts(self, org_id: str | None = None) -> dict[str, dict[State, int]]: ...
+    def waiting_count(self, channel_id: str) -> int: ...
     def add_events(self, events: Sequence[Event]) -> None: ...
     def list_events(
         self, org_id: str, *, cursor: str | None, limit: int
@@ -240,3 +267,23 @@ __all__ = [
     "Transport",
     "Vault",
 ]
+
+
+class Prober(Protocol):
+    """Tests a channel step by step (resolve, connect, TLS, EHLO, AUTH, an optional test
+    message) on a one-off connection, never a pooled one, within `timeout` seconds in all.
+    Failures are in the report, never raised."""
+
+    async def probe(
+        self,
+        channel: Channel,
+        credentials: Credentials | None,
+        *,
+        to: str | None = None,
+        mail_from: str | None = None,
+        content: bytes | None = None,
+        timeout: float = 10.0,
+    ) -> ProbeReport: ...
+
+
+__all__ += ["Prober"]

@@ -9,6 +9,7 @@ from mailvia.domain.channel import Channel
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
 from mailvia.outbox.ports import Store, Transport
+from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
 
@@ -26,6 +27,7 @@ class Services:
     pool: Callable[[], Channel | None]
     close: Callable[[], Awaitable[None]]
     max_message_size: int
+    tester: ChannelTester | None = None
 
     async def aclose(self) -> None:
         await self.close()

@@ -1,0 +1,255 @@
+"""Test connection results: the steps of a probe and the plain-language hint for each failure.
+
+A probe walks `resolve, connect, tls, ehlo, auth, message` and stops at the first failing
+step. Each step keeps the server's own reply (when there was one) and, on failure, a hint
+from HINTS, looked up by (code, enhanced code), then (code, None), then by failure kind.
+Provider rows cite their source; see ../shared/research/reliability_security.md (e).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from mailvia.domain.replies import Reply
+
+
+class Step(StrEnum):
+    """The steps of a probe, in order."""
+
+    RESOLVE = "resolve"
+    CONNECT = "connect"
+    TLS = "tls"
+    EHLO = "ehlo"
+    AUTH = "auth"
+    MESSAGE = "message"
+
+
+class Failure(StrEnum):
+    """Failures that are not a server reply (the network, TLS, or what the server offers)."""
+
+    NOT_RESOLVED = "not_resolved"
+    REFUSED_TARGET = "refused_target"  # the outbound address guard said no
+    CONNECTION_REFUSED = "connection_refused"
+    TIMEOUT = "timeout"
+    CONNECTION_LOST = "connection_lost"
+    NAME_MISMATCH = "name_mismatch"
+    UNTRUSTED_CERTIFICATE = "untrusted_certificate"
+    EXPIRED_CERTIFICATE = "expired_certificate"
+    TLS_FAILED = "tls_failed"
+    NO_STARTTLS = "no_starttls"
+    AUTH_NOT_OFFERED = "auth_not_offered"
+    MECHANISM_NOT_OFFERED = "mechanism_not_offered"
+    NO_CREDENTIALS = "no_credentials"
+
+
+@dataclass(frozen=True)
+class ProbeStep:
+    """One step: whether it passed, what happened, the server's reply, and a hint on failure."""
+
+    name: str
+    ok: bool
+    detail: str
+    reply: str | None = None
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """The steps a probe ran; `ok` when every one passed."""
+
+    steps: tuple[ProbeStep, ...]
+    ok: bool
+
+    @classmethod
+    def of(cls, steps: Iterable[ProbeStep]) -> ProbeReport:
+        taken = tuple(steps)
+        return cls(taken, bool(taken) and all(step.ok for step in taken))
+
+    @property
+    def failed(self) -> ProbeStep | None:
+        """The step that failed, if any."""
+        return next((step for step in self.steps if not step.ok), None)
+
+
+_O365_SMTP_AUTH = (
+    "https://learn.microsoft.com/en-us/exchange/clients-and-mobile-in-exchange-online/"
+    "authenticated-client-smtp-submission"
+)
+_OAUTH = "or connect with OAuth"
+
+HintKey = tuple[int, str | None] | Failure
+
+HINTS: dict[HintKey, str] = {
+    # RFC 4954 §6 "535 5.7.8 Authentication credentials invalid"; Gmail answers
+    # "535-5.7.8 Username and Password not accepted" (https://support.google.com/mail/?p=BadCredentials).
+    (535, "5.7.8"): (
+        "Wrong user name or password: check both (changing the mailbox's password breaks the "
+        "connection). Accounts with 2-step verification need an app password, " + _OAUTH + "."
+    ),
+    # Microsoft 365: SMTP AUTH (authenticated client submission) is off for the tenant or the
+    # mailbox (_O365_SMTP_AUTH); reply text from third-party reports,
+    # https://docs.bookyourpto.com/features/smtp-troubleshoot.
+    (535, "5.7.139"): (
+        "SMTP AUTH is disabled for this mailbox or tenant: an admin must enable it (" + _OAUTH + ")"
+    ),
+    # Microsoft 365 "Authentication unsuccessful": SMTP AUTH off, security defaults, or basic
+    # auth blocked (research (e), _O365_SMTP_AUTH).
+    (535, "5.7.3"): (
+        "Microsoft 365 refused the sign-in: SMTP AUTH may be disabled, security defaults may "
+        "block password sign-in, or the password is wrong. An admin can enable SMTP AUTH, "
+        + _OAUTH
+        + "."
+    ),
+    (535, None): "The server refused the sign-in: check the user name and password.",
+    # Gmail "534-5.7.9 Application-specific password required"
+    # (https://support.google.com/mail/?p=InvalidSecondFactor); RFC 4954 §6 "mechanism too weak".
+    (534, "5.7.9"): (
+        "An app password is required (the account uses 2-step verification): create an app "
+        "password and use it here, " + _OAUTH + "."
+    ),
+    (534, None): "The server wants a stronger sign-in: use an app password, " + _OAUTH + ".",
+    # Microsoft retires basic auth for client submission: "550 5.7.30 Basic authentication is
+    # not supported for Client Submission" (https://techcommunity.microsoft.com/t5/
+    # exchange-team-blog/exchange-online-to-retire-basic-auth-for-client-submission-smtp/
+    # ba-p/4114750).
+    (550, "5.7.30"): (
+        "Password sign-in (basic authentication) is retired for this mailbox: connect with "
+        "OAuth instead."
+    ),
+    # Microsoft 365 "530 5.7.57 Client not authenticated to send mail" (research (e);
+    # https://pastebin.com/SuB30vi5, third-party): MAIL FROM before a successful AUTH.
+    (530, "5.7.57"): (
+        "The server says this client is not authenticated to send mail: the channel must sign "
+        "in first (auth plain or login with the mailbox's user name and password)."
+    ),
+    # RFC 4954 §6 "530 5.7.0 Authentication required".
+    (530, "5.7.0"): "The server requires signing in before sending: set the channel's auth.",
+    (530, None): "The server requires signing in before sending: set the channel's auth.",
+    # RFC 4954 §6 "538 5.7.11 Encryption required for requested authentication mechanism".
+    (538, "5.7.11"): "The server requires encryption for this sign-in: use starttls or tls.",
+    # RFC 4954 §6 "454 4.7.0 Temporary authentication failure"; Gmail also sends it for
+    # "Too many login attempts" (https://support.google.com/a/answer/3726730).
+    (454, "4.7.0"): (
+        "A temporary sign-in failure (or too many login attempts): wait a few minutes and test "
+        "again."
+    ),
+    # RFC 4954 §6 "432 4.7.12 A password transition is needed".
+    (432, "4.7.12"): (
+        "The mailbox must change its password before it can sign in: change it, then reconnect "
+        "with the new one."
+    ),
+    # Microsoft 365 "432 4.3.2 Concurrent connections limit exceeded" (3 per mailbox),
+    # https://learn.microsoft.com/en-us/exchange/troubleshoot/send-emails/smtp-submission-improvements.
+    (432, "4.3.2"): (
+        "Too many connections to this mailbox at once (Microsoft 365 allows 3): test again when "
+        "other senders have finished, or lower the channel's max_connections."
+    ),
+    Failure.NOT_RESOLVED: (
+        "The host name does not resolve: check its spelling (Microsoft 365: smtp.office365.com, "
+        "Gmail: smtp.gmail.com)."
+    ),
+    # One message for every reason, so the probe cannot map private networks (research (c)).
+    Failure.REFUSED_TARGET: (
+        "mailvia does not connect to local, private or reserved addresses. For your own relay, "
+        "an operator can allow its network with MAILVIA_ALLOW_PRIVATE_HOSTS."
+    ),
+    Failure.CONNECTION_REFUSED: (
+        "Connection refused: nothing listens on this port. Check the port (587 for starttls, "
+        "465 for tls) and that the server is running."
+    ),
+    Failure.TIMEOUT: (
+        "No answer in time: check the host and port, and that a firewall lets mailvia reach the "
+        "server. A server that expects tls (port 465) stays silent to a starttls connection."
+    ),
+    Failure.CONNECTION_LOST: (
+        "The server closed the connection: it may refuse this client's address, or expect "
+        "another security mode (tls on 465, starttls on 587)."
+    ),
+    Failure.NAME_MISMATCH: (
+        "Certificate name mismatch: the server's certificate is not issued for this host name. "
+        "Use the host name the provider documents, not an IP address or an alias."
+    ),
+    Failure.UNTRUSTED_CERTIFICATE: (
+        "The certificate is not signed by a trusted authority (self-signed or a private CA): "
+        "add that CA to the channel (ca_pem, --ca-file); verification is never turned off."
+    ),
+    Failure.EXPIRED_CERTIFICATE: (
+        "The server's certificate has expired (or is not yet valid): its administrator must "
+        "renew it."
+    ),
+    Failure.TLS_FAILED: (
+        "The TLS handshake failed: the server may offer only old TLS versions (mailvia needs "
+        "TLS 1.2 or later) or expect another security mode (tls on 465, starttls on 587)."
+    ),
+    Failure.NO_STARTTLS: (
+        "The server does not offer STARTTLS, and mailvia never sends credentials or mail in "
+        "clear: use security tls (usually port 465) or the provider's submission port."
+    ),
+    Failure.AUTH_NOT_OFFERED: (
+        "The server offers no sign-in (no AUTH) on this connection: use the submission port "
+        "(587) rather than 25, or auth none if the server accepts mail from this address."
+    ),
+    Failure.MECHANISM_NOT_OFFERED: (
+        "The server does not offer this sign-in mechanism: choose one it lists in its EHLO "
+        "reply (plain, login or xoauth2)."
+    ),
+    Failure.NO_CREDENTIALS: (
+        "No password is stored for this channel: reconnect it with a password."
+    ),
+}
+
+_TEMPORARY = "A temporary refusal: test again in a few minutes; the server's reply says why."
+_PERMANENT = "The server refused this step; its reply says why."
+
+
+def hint_for(reply: Reply | None = None, failure: Failure | None = None) -> str:
+    """The hint for a failed step: by failure kind, else by reply (exact row, then the code
+    alone, then the class digit). Pure."""
+    if failure is not None:
+        return HINTS[failure]
+    if reply is None:
+        return _PERMANENT
+    found = HINTS.get((reply.code, reply.enhanced)) or HINTS.get((reply.code, None))
+    if found is not None:
+        return found
+    return _TEMPORARY if reply.code < 500 else _PERMANENT
+
+
+REFUSED_BY_SERVER: dict[str, str] = {
+    Step.CONNECT: "the server refused the session",
+    Step.TLS: "the server refused STARTTLS",
+    Step.EHLO: "the server refused EHLO",
+    Step.AUTH: "the server refused the sign-in",
+    Step.MESSAGE: "the server refused the test message",
+}
+
+
+_SHORT_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+}
+
+
+def describe_certificate(cert: Mapping[str, Any], now: float) -> str:
+    """`certificate CN=... (DNS:..., IP Address:...), valid until DATE UTC (N days)` from a
+    certificate as `ssl.SSLSocket.getpeercert()` returns it. Pure."""
+    names = [(_SHORT_NAMES.get(k, k), v) for rdn in cert.get("subject", ()) for k, v in rdn]
+    common = [f"CN={value}" for key, value in names if key == "CN"]
+    subject = ", ".join(common) or ", ".join(f"{key}={value}" for key, value in names)
+    alt = ", ".join(f"{kind}:{value}" for kind, value in cert.get("subjectAltName", ()))
+    text = f"certificate {subject or 'without a subject'}" + (f" ({alt})" if alt else "")
+    not_after = cert.get("notAfter")
+    if not_after:
+        expires = ssl.cert_time_to_seconds(not_after)
+        date = datetime.datetime.fromtimestamp(expires, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+        text += f", valid until {date} UTC ({int((expires - now) // 86400)} days)"
+    return text

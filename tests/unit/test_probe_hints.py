@@ -1,0 +1,63 @@
+"""The test-connection hints table and certificate summary (domain/probe.py): pure lookups."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailvia.domain.probe import (
+    HINTS,
+    Failure,
+    ProbeReport,
+    ProbeStep,
+    describe_certificate,
+    hint_for,
+)
+from mailvia.domain.replies import Reply
+
+
+@pytest.mark.parametrize(
+    ("code", "enhanced", "expected"),
+    [
+        (535, "5.7.8", "Wrong user name or password"),
+        (535, "5.7.139", "SMTP AUTH is disabled for this mailbox or tenant"),
+        (535, "5.7.3", "Microsoft 365 refused the sign-in"),
+        (535, None, "check the user name and password"),
+        (535, "5.7.0", "check the user name and password"),  # the code alone
+        (534, "5.7.9", "An app password is required"),
+        (550, "5.7.30", "connect with OAuth instead"),
+        (530, "5.7.57", "not authenticated to send mail"),
+        (538, "5.7.11", "requires encryption"),
+        (454, "4.7.0", "wait a few minutes"),
+        (451, "4.3.0", "A temporary refusal"),  # the class digit
+        (554, "5.7.1", "The server refused this step"),
+    ],
+)
+def test_hint_by_reply(code: int, enhanced: str | None, expected: str) -> None:
+    assert expected in hint_for(Reply(code, enhanced, "text"))
+
+
+def test_every_failure_kind_has_a_hint() -> None:
+    for failure in Failure:
+        assert hint_for(failure=failure) == HINTS[failure]
+
+
+def test_report_is_ok_only_when_every_step_passed() -> None:
+    good = ProbeStep("resolve", True, "fine")
+    bad = ProbeStep("connect", False, "refused", None, "hint")
+    assert ProbeReport.of([good]).ok and ProbeReport.of([good]).failed is None
+    assert not ProbeReport.of([good, bad]).ok and ProbeReport.of([good, bad]).failed == bad
+    assert not ProbeReport.of([]).ok
+
+
+def test_certificate_summary() -> None:
+    cert = {
+        "subject": ((("organizationName", "Example"),), (("commonName", "smtp.example.com"),)),
+        "subjectAltName": (("DNS", "smtp.example.com"), ("DNS", "mail.example.com")),
+        "notAfter": "Jan 31 12:00:00 2030 GMT",
+    }
+    now = 1_893_456_000.0  # 2030-01-01 00:00 UTC
+    assert describe_certificate(cert, now) == (
+        "certificate CN=smtp.example.com (DNS:smtp.example.com, DNS:mail.example.com), "
+        "valid until 2030-01-31 12:00 UTC (30 days)"
+    )
+    assert describe_certificate({}, now) == "certificate without a subject"
