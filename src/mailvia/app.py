@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
-from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound, SecretsUnavailable
+from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
+from mailvia.keyring import open_vault, rotate
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
 from mailvia.outbox.notices import Notices
@@ -25,7 +26,6 @@ from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
 from mailvia.passwords import hash_password
-from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
 from mailvia.store import SqlStore, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
@@ -125,10 +125,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate(settings.database_url)
     store = open_store(settings.database_url)
-    vault = Vault(
-        load_master_key(key=settings.master_key, key_file=settings.key_file, create=create_key)
-    )
-    check_vault(store, vault)
+    vault = open_vault(store, settings, create=create_key)
     pool = ensure_pool(store, settings, time.time())
     relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
     guard = OutboundGuard(settings.allow_private_hosts)
@@ -171,17 +168,8 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         close=close,
         max_message_size=settings.max_message_size,
         tester=ChannelTester(store, channels, SmtpProber(guard), transport=transport),
+        rotate_key=lambda: str(rotate(store, vault, settings)),
     )
-
-
-def check_vault(store: SqlStore, vault: Vault) -> None:
-    """Fail closed: every stored secret must be sealed under this master key."""
-    for channel_id, sealed in store.channel_secrets():
-        if not vault.owns(sealed):
-            raise SecretsUnavailable(
-                f"the master key does not open the stored secrets (channel {channel_id}); "
-                "mailvia will not start with a wrong key"
-            )
 
 
 def main() -> None:

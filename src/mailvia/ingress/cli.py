@@ -122,6 +122,7 @@ def run(build: Builder) -> None:
     import mailvia.ingress.cli_admin
     import mailvia.ingress.cli_channel
     import mailvia.ingress.cli_mail
+    import mailvia.ingress.cli_secrets
     import mailvia.ingress.cli_serve  # noqa: F401  (each registers its commands)
 
     try:

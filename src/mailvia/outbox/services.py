@@ -28,6 +28,7 @@ class Services:
     close: Callable[[], Awaitable[None]]
     max_message_size: int
     tester: ChannelTester | None = None
+    rotate_key: Callable[[], str] | None = None  # re-wrap every secret under a new master key
 
     async def aclose(self) -> None:
         await self.close()

@@ -1,0 +1,30 @@
+"""`mailvia secrets rotate`: a new master key for every stored secret."""
+
+from __future__ import annotations
+
+import click
+
+from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, fail, pass_context, settings_options
+from mailvia.outbox.services import Services
+from mailvia.settings import Settings
+
+
+@cli.group()
+def secrets() -> None:
+    """Secrets at rest (channel passwords, API keys, tokens)."""
+
+
+@secrets.command("rotate")
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def rotate(ctx: Context, settings: Settings) -> None:
+    """Re-wrap every stored secret under a new master key and install the key."""
+
+    def action(s: Services) -> str:
+        if s.rotate_key is None:
+            fail("this build cannot rotate keys", 1)
+        return s.rotate_key()
+
+    path = ctx.using(settings, action)
+    click.echo(f"every secret is now sealed under a new master key in {path}")
+    click.echo("restart running mailvia processes so they read the new key")
