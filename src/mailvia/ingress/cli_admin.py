@@ -6,6 +6,8 @@ import time
 
 import click
 
+from mailvia.domain.errors import NotFound
+from mailvia.domain.tenancy import Fallback
 from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, pass_context, settings_options
 from mailvia.outbox.services import Services
 from mailvia.settings import Settings
@@ -97,3 +99,41 @@ def grant(ctx: Context, email: str, identity: str, settings: Settings) -> None:
 def create_token(ctx: Context, email: str, name: str, settings: Settings) -> None:
     """Create an API token for a user; it is printed once and stored only as a hash."""
     ctx.using(settings, lambda s: click.echo(s.tenancy.create_token(email, name, time.time())))
+
+
+@admin.command("set-org")
+@click.argument("org")
+@click.option("--default-channel", help="A channel name, or 'none'.")
+@click.option(
+    "--fallback",
+    type=click.Choice([f.value for f in Fallback]),
+    help="hold: keep a broken channel's mail; next: use the next channel that may "
+    "send as that From.",
+)
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def set_org(
+    ctx: Context, org: str, default_channel: str | None, fallback: str | None, settings: Settings
+) -> None:
+    """Set an organization's default channel and fallback policy."""
+
+    def action(s: Services) -> None:
+        found = s.tenancy.organization(org)
+        channel_id = found.default_channel_id
+        if default_channel is not None:
+            channel_id = None
+            if default_channel.lower() != "none":
+                channel = s.store.find_channel(found.id, default_channel)
+                if channel is None:
+                    raise NotFound(f"no channel {default_channel!r} in {org}")
+                channel_id = channel.id
+        policy = Fallback(fallback) if fallback else found.fallback
+        updated = s.store.update_organization(
+            found.id, default_channel_id=channel_id, fallback=policy
+        )
+        click.echo(
+            f"{org}: default channel {updated.default_channel_id or 'none'}, "
+            f"fallback {updated.fallback}"
+        )
+
+    ctx.using(settings, action)
