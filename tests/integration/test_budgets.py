@@ -249,3 +249,34 @@ async def test_forecast_and_the_bulk_warning_on_a_mailbox_channel(world: World) 
     assert receipts[-1].expected_at == t0 + 86_400  # past the 10,000 recipients of a day
     warning = receipts[-1].warnings[0]
     assert warning.code == "mailbox_bulk" and "not for bulk mail" in warning.message
+
+
+async def test_a_slow_channel_does_not_delay_another(world: World, tmp_path: Path) -> None:
+    async with (
+        TestServer(maildir=tmp_path / "slow", faults=["data-end=stall:3"]) as slow,
+        TestServer(maildir=tmp_path / "fast") as fast,
+    ):
+        world.channel(slow.port, security=Security.NONE, auth=Auth.NONE, max_connections=1)
+        now = time.time()
+        world.send(count=3, now=now)  # each takes 3 s at the slow server
+        world.services.tenancy.grant("jane@acme.test", "sales@acme.test", now)
+        world.services.channels.add(world.jane, _spec(fast.port), now)
+        stop = asyncio.Event()
+        task = asyncio.create_task(world.services.dispatcher.run_forever(time.time, stop))
+        try:
+            await asyncio.sleep(0.3)  # the slow channel is now busy with its first message
+            from mailvia.outbox.compose import Draft, compose
+            from mailvia.outbox.submit import Submission
+
+            started = time.time()
+            drafts = [
+                Draft(from_="sales@acme.test", to=["x@example.com"], text=str(i)) for i in range(5)
+            ]
+            subs = [Submission(compose(d, now=started, max_size=10**6)) for d in drafts]
+            world.services.submitter.submit(world.jane, subs, now=started)
+            got = await fast.wait_for(5, timeout=10)
+            assert max(g["received_at"] for g in got) - started < 2.0
+            assert len(slow.received) <= 1  # still working through its backlog
+        finally:
+            stop.set()
+            await task
