@@ -13,7 +13,7 @@ from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, poll
 from support.world import make_certs
 
-PASSWORD = "Sup3r-s3cret-pw!"  # noqa: S105 - the secret the test hunts for
+PASSWORD = "Sup3r-s3cret-pw!"  # the secret the test hunts for
 MARKER = "marker-user-7f3a"  # stored in a non-secret field (the username)
 
 

@@ -4,6 +4,7 @@ clock over a simulated day, and in real time against the real test server."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import tempfile
 import time
@@ -100,7 +101,7 @@ async def test_microsoft365_day_of_limits_with_a_driven_clock(world: World) -> N
     assert len(starts) >= 0.99 * 11_800
     # No minute idles while the budgets allow and mail waits.
     times = [t for t, _ in starts]
-    for before, after in zip(times, times[1:], strict=False):
+    for before, after in itertools.pairwise(times):
         day_full = sum(1 for t in times if before - 86_400 < t <= before) >= 10_000
         assert after - before <= 60.01 or day_full, (before - t0, after - t0)
     counts = store.queue_counts(world.jane.organization_id)[channel.id]

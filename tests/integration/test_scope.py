@@ -65,7 +65,7 @@ def test_a_rep_cannot_connect_someone_elses_address(world: World) -> None:
         password="pw",
         address="boss@acme.test",
     )
-    with pytest.raises(Forbidden, match="not one of jane@acme.test's sender identities"):
+    with pytest.raises(Forbidden, match=r"not one of jane@acme\.test's sender identities"):
         world.services.channels.add(world.jane, spec, time.time())
     with pytest.raises(Forbidden, match="only for themselves"):
         world.services.channels.add(

@@ -1,27 +1,32 @@
-"""The HTTP API (FastAPI). For now: health; the full API grows here (issue 5)."""
+"""The ASGI app: the HTTP API (ingress/api/) plus `/healthz`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from mailvia import __version__
-from mailvia.domain.errors import StoreUnavailable
+from mailvia.ingress.api import create_api
+from mailvia.ingress.api.auth import ServicesDep
+from mailvia.ingress.api.errors import problems
+from mailvia.ingress.api.schemas import Health
 from mailvia.outbox.services import Services
 
 
 def create_app(services: Services) -> FastAPI:
     """The ASGI app, given what the composition root built."""
-    app = FastAPI(title="mailvia", version=__version__)
+    app = create_api(services)
 
-    @app.get("/healthz")
-    def healthz() -> Any:
-        try:
-            services.store.count_users()
-        except StoreUnavailable as exc:
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses=problems(503),
+        tags=["health"],
+        summary="Whether the service can reach its outbox (no token needed)",
+    )
+    def healthz(services: ServicesDep) -> dict[str, Any]:
+        services.store.count_users()  # StoreUnavailable → 503
         return {"status": "ok", "version": __version__}
 
     return app

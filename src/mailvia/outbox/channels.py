@@ -56,6 +56,17 @@ class ChannelSpec:
     timeouts: Timeouts | None = None
 
 
+@dataclass(frozen=True)
+class ChannelChanges:
+    """Fields to change on a saved channel; None leaves a field as it is."""
+
+    name: str | None = None
+    password: str | None = field(default=None, repr=False)
+    budgets: tuple[Budget, ...] | None = None
+    max_recipients_per_message: int | None = None
+    max_connections: int | None = None
+
+
 class Channels:
     """What reps and admins do with channels."""
 
@@ -81,8 +92,7 @@ class Channels:
     def build(self, actor: User, spec: ChannelSpec, now: Instant) -> tuple[Channel, list[str]]:
         """The channel a spec describes, checked, without storing it."""
         preset = _preset(spec.preset)
-        if any(c in spec.name for c in "\r\n\0") or not spec.name.strip():
-            raise InvalidChannel("name: one line of text is required")
+        _check_name(spec.name)
         host = spec.host or (preset.host if preset else None)
         if not host:
             raise InvalidChannel("host: required without a preset")
@@ -189,6 +199,31 @@ class Channels:
             raise Forbidden("only the channel's owner or an admin may change it")
         return channel
 
+    def update(self, actor: User, ref: str, changes: ChannelChanges) -> Channel:
+        """Change a channel in place (its owner or an admin); a new password is sealed.
+        Raises NotFound, Forbidden, InvalidChannel, Conflict (the name is taken)."""
+        channel = self._manageable(actor, ref)
+        if changes.name is not None:
+            _check_name(changes.name)
+        updated = replace(
+            channel,
+            name=channel.name if changes.name is None else changes.name.strip(),
+            budgets=channel.budgets if changes.budgets is None else changes.budgets,
+            max_recipients_per_message=changes.max_recipients_per_message
+            or channel.max_recipients_per_message,
+            max_connections=changes.max_connections or channel.max_connections,
+            has_password=channel.has_password or bool(changes.password),
+        )
+        check_channel(updated)
+        secret: bytes | None
+        if changes.password:
+            secret = self.vault.seal(changes.password.encode())
+        else:
+            secret = self.store.channel_secret(channel.id)
+        updated = self.store.update_channel(updated, secret)
+        self.on_change(updated.id)
+        return updated
+
     def remove(self, actor: User, ref: str) -> None:
         channel = self._manageable(actor, ref)
         self.store.remove_channel(channel.id)
@@ -217,6 +252,11 @@ class Channels:
         sealed = self.store.channel_secret(channel.id)
         password = self.vault.open(sealed).decode() if sealed else ""
         return Credentials(channel.username, password)
+
+
+def _check_name(name: str) -> None:
+    if any(c in name for c in "\r\n\0") or not name.strip():
+        raise InvalidChannel("name: one line of text is required")
 
 
 def _preset(name: str | None) -> Preset | None:

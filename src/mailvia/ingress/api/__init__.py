@@ -1,0 +1,67 @@
+"""The HTTP API (FastAPI): messages, channels, presets, routes, the organization, events.
+
+Bearer API tokens; everything is scoped to the caller's organization and role. Errors are
+`application/problem+json` (errors.py maps them in one place). Path functions are plain `def`:
+the store is synchronous, so FastAPI runs them in its thread pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+
+from mailvia import __version__
+from mailvia.ingress.api import channels, errors, events, messages, organization
+from mailvia.ingress.api.errors import Problem
+from mailvia.ingress.api.limits import BodyLimit, body_limit
+from mailvia.ingress.api.params import refuse_unknown_query
+from mailvia.outbox.services import Services
+
+DESCRIPTION = """Send mail through the right delivery channel for each sender.
+
+Authenticate with `Authorization: Bearer <API token>`. Errors are `application/problem+json`
+with a `detail` for people; another organization's objects are 404."""
+
+
+class MailviaAPI(FastAPI):
+    """FastAPI whose OpenAPI document always describes the Problem schema that every error
+    response refers to."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            schema = get_openapi(
+                title=self.title,
+                version=self.version,
+                description=self.description,
+                routes=self.routes,
+            )
+            _, defs = models_json_schema(
+                [(Problem, "serialization")], ref_template="#/components/schemas/{model}"
+            )
+            found = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in defs.get("$defs", {}).items():
+                found.setdefault(name, definition)
+            self.openapi_schema = schema
+        return self.openapi_schema
+
+
+def create_api(services: Services) -> FastAPI:
+    """The API over these services (what the composition root built)."""
+    app = MailviaAPI(
+        title="mailvia",
+        version=__version__,
+        description=DESCRIPTION,
+        dependencies=[Depends(refuse_unknown_query)],
+    )
+    app.state.services = services
+    errors.install(app)
+    app.add_middleware(BodyLimit, limit=body_limit(services.max_message_size))
+    for module in (messages, channels, organization, events):
+        app.include_router(module.router)
+    return app
+
+
+__all__ = ["create_api"]

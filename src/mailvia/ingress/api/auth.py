@@ -1,0 +1,45 @@
+"""Who is calling: the services of this app and the user behind the bearer API token."""
+
+from __future__ import annotations
+
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mailvia.domain.errors import Forbidden, Unauthenticated
+from mailvia.domain.tenancy import User
+from mailvia.outbox.services import Services
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiToken",
+    description="An API token (`mailvia admin create-token EMAIL`), sent as "
+    "`Authorization: Bearer <token>`.",
+)
+
+
+def get_services(request: Request) -> Services:
+    return cast(Services, request.app.state.services)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_caller(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    """The token's user. Raises Unauthenticated (401) without a token or with a bad one."""
+    if credentials is None:
+        raise Unauthenticated("an API token is required: Authorization: Bearer <token>")
+    return services.tenancy.authenticate(credentials.credentials)
+
+
+CallerDep = Annotated[User, Depends(get_caller)]
+
+
+def require_admin(user: User, what: str) -> None:
+    """Raise Forbidden unless the user is an admin of their organization."""
+    if not user.is_admin:
+        raise Forbidden(f"only admins may {what}")

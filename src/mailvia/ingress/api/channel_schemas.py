@@ -1,0 +1,192 @@
+"""The API's JSON shapes for channels and presets (SURFACE.md, "Channels").
+
+On write, `owner` names the user by email (or id) and the team by name: `{"user":
+"jane@acme.example"}` or `{"team": "sales"}`; reads show ids. `password` is write-only; reads
+show `has_password`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    Strict,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
+
+from mailvia.domain.channel import Auth, ChannelState, Kind, Scope, Security, Unit
+from mailvia.domain.presets import PRESETS
+from mailvia.ingress.api.schemas import Input, Line, Text, Timestamp, WarningOut, one_line
+
+
+def _known_preset(value: str) -> str:
+    if value not in PRESETS:
+        raise ValueError(f"expected one of {', '.join(sorted(PRESETS))}")
+    return value
+
+
+def _host(value: str) -> str:
+    one_line(value)
+    try:
+        value.encode("idna")  # what resolving it will do; refuse what it cannot encode
+    except UnicodeError:
+        raise ValueError("not a valid host name") from None
+    return value
+
+
+def _pem(value: str) -> str:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=value)
+    except (ssl.SSLError, ValueError, TypeError):
+        raise ValueError("not a PEM certificate (-----BEGIN CERTIFICATE-----...)") from None
+    return value
+
+
+PresetName = Annotated[
+    StrictStr,
+    AfterValidator(_known_preset),
+    WithJsonSchema({"type": "string", "enum": sorted(PRESETS)}),
+]
+Host = Annotated[StrictStr, Field(min_length=1, max_length=253), AfterValidator(_host)]
+CaPem = Annotated[Text, Field(max_length=65536), AfterValidator(_pem)]
+Name = Annotated[Line, Field(min_length=1, max_length=200)]
+Password = Annotated[Text, Field(min_length=1, max_length=4096)]
+Seconds = Annotated[float, Strict(), Field(gt=0, le=10**9, allow_inf_nan=False)]
+
+
+class BudgetIn(Input):
+    count: StrictInt = Field(ge=1, le=10**9)
+    per_seconds: Seconds
+    unit: Unit = Unit.MESSAGES
+
+
+class Budget(BaseModel):
+    count: int
+    per_seconds: float
+    unit: Unit
+
+
+class UserOwnerIn(Input):
+    user: Annotated[Line, Field(max_length=320, description="The user's email or id.")]
+
+
+class TeamOwnerIn(Input):
+    team: Annotated[Line, Field(max_length=200, description="The team's name.")]
+
+
+class UserOwner(BaseModel):
+    user: str
+
+
+class TeamOwner(BaseModel):
+    team: str
+
+
+Budgets = Annotated[list[BudgetIn], Field(max_length=20)]
+MaxRecipients = Annotated[StrictInt, Field(ge=1, le=1000)]
+MaxConnections = Annotated[StrictInt, Field(ge=1, le=100)]
+
+
+class ChannelIn(Input):
+    """A new channel. Unset fields come from the preset (if any) or defaults."""
+
+    name: Name
+    preset: PresetName | None = None
+    host: Host | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    security: Security | None = None
+    auth: Auth | None = None
+    username: Annotated[Line, Field(max_length=320)] | None = None
+    password: Password | None = Field(None, description="Write-only.")
+    ca_pem: CaPem | None = Field(None, description="A CA added to the trust store.")
+    scope: Scope | None = None
+    address: Annotated[Line, Field(max_length=320)] | None = None
+    domains: list[Annotated[Line, Field(max_length=253)]] = Field(
+        default_factory=list, max_length=100
+    )
+    owner: UserOwnerIn | TeamOwnerIn | None = Field(
+        None, description="Default: the caller (address scope) or team `default` (domain)."
+    )
+    budgets: Budgets | None = None
+    max_recipients_per_message: MaxRecipients | None = None
+    max_connections: MaxConnections | None = None
+
+
+class ChannelPatch(Input):
+    """The fields a channel's owner or an admin may change in place; the others stay."""
+
+    name: Name | None = None
+    password: Password | None = Field(None, description="Write-only: replaces the password.")
+    budgets: Budgets | None = None
+    max_recipients_per_message: MaxRecipients | None = None
+    max_connections: MaxConnections | None = None
+
+
+class ChannelOut(BaseModel):
+    id: str
+    name: str
+    kind: Kind
+    preset: str | None
+    host: str
+    port: int
+    security: Security
+    auth: Auth
+    username: str | None
+    has_password: bool
+    ca_pem: str | None
+    scope: Scope
+    address: str | None
+    domains: list[str]
+    owner: UserOwner | TeamOwner
+    budgets: list[Budget]
+    max_recipients_per_message: int
+    max_connections: int
+    state: ChannelState
+    state_reason: str | None
+    state_changed_at: Timestamp | None
+
+
+class ChannelCreated(ChannelOut):
+    warnings: list[WarningOut]
+
+
+class ChannelList(BaseModel):
+    data: list[ChannelOut]
+
+
+class Paused(BaseModel):
+    channel: ChannelOut
+    held: int = Field(description="How many messages were held.")
+
+
+class Resumed(BaseModel):
+    channel: ChannelOut
+    released: int = Field(description="How many held messages were released.")
+
+
+class PresetOut(BaseModel):
+    name: str
+    title: str
+    host: str
+    hosts: list[str]
+    port: int
+    security: Security
+    auth: Auth
+    scope: Scope
+    username: str | None
+    budgets: list[Budget]
+    max_recipients_per_message: int
+    max_connections: int
+    mailbox: bool = Field(description="A person's mailbox: not for bulk mail.")
+    advice: str
+    sources: list[str]
+
+
+class PresetList(BaseModel):
+    data: list[PresetOut]

@@ -1,0 +1,217 @@
+"""Channels over HTTP: list, add, show, change, remove, pause, resume; and the presets.
+
+Members see their own channels and their team's and manage their own; admins the whole
+organization's. A channel the caller may not see is 404.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from mailvia.domain.channel import Budget, Channel
+from mailvia.domain.errors import NotFound
+from mailvia.domain.presets import PRESETS, Preset
+from mailvia.domain.tenancy import User
+from mailvia.ingress.api.auth import CallerDep, ServicesDep
+from mailvia.ingress.api.channel_schemas import (
+    BudgetIn,
+    ChannelCreated,
+    ChannelIn,
+    ChannelList,
+    ChannelOut,
+    ChannelPatch,
+    Paused,
+    PresetList,
+    Resumed,
+    TeamOwnerIn,
+    UserOwnerIn,
+)
+from mailvia.ingress.api.errors import problems
+from mailvia.ingress.api.params import Ref
+from mailvia.ingress.views import channel_view
+from mailvia.outbox.channels import ChannelChanges, ChannelSpec
+from mailvia.outbox.services import Services
+
+router = APIRouter(prefix="/v1", tags=["channels"])
+
+
+@router.get(
+    "/channels",
+    response_model=ChannelList,
+    responses=problems(401, 503),
+    summary="The channels the caller may see",
+)
+def list_channels(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
+    return {"data": [channel_view(c) for c in services.channels.visible(user)]}
+
+
+@router.post(
+    "/channels",
+    status_code=201,
+    response_model=ChannelCreated,
+    responses=problems(400, 401, 403, 404, 409, 413, 422, 503),
+    summary="Add a channel (from a preset, or by hand)",
+)
+def add_channel(
+    body: ChannelIn, response: Response, services: ServicesDep, user: CallerDep
+) -> dict[str, Any]:
+    """Members add address-scoped channels for themselves; admins also for others, and
+    domain-scoped team channels. Warnings point out a host that is not the preset provider's,
+    and a mailbox preset's advice."""
+    user_email, team_name = _owner(services, user, body.owner)
+    spec = ChannelSpec(
+        name=body.name,
+        preset=body.preset,
+        host=body.host,
+        port=body.port,
+        security=body.security,
+        auth=body.auth,
+        username=body.username,
+        password=body.password,
+        ca_pem=body.ca_pem,
+        scope=body.scope,
+        address=body.address,
+        domains=tuple(body.domains),
+        user_email=user_email,
+        team_name=team_name,
+        budgets=_budgets(body.budgets),
+        max_connections=body.max_connections,
+        max_recipients_per_message=body.max_recipients_per_message,
+    )
+    channel, warnings = services.channels.add(user, spec, time.time())
+    response.headers["Location"] = f"/v1/channels/{channel.id}"
+    return channel_view(channel) | {"warnings": _warnings(channel, warnings)}
+
+
+def _owner(
+    services: Services, user: User, owner: UserOwnerIn | TeamOwnerIn | None
+) -> tuple[str | None, str | None]:
+    """(user email, team name) from `{"user": email or id}` or `{"team": name}`."""
+    if owner is None:
+        return None, None
+    if isinstance(owner, TeamOwnerIn):
+        return None, owner.team
+    if "@" in owner.user:
+        return owner.user, None
+    try:
+        found: User | None = services.store.get_user(owner.user)
+    except NotFound:
+        found = None
+    if found is None or found.organization_id != user.organization_id:
+        raise NotFound(f"no user {owner.user}")
+    return found.email, None
+
+
+def _budgets(budgets: list[BudgetIn] | None) -> tuple[Budget, ...] | None:
+    if budgets is None:
+        return None
+    return tuple(Budget(b.count, b.per_seconds, b.unit) for b in budgets)
+
+
+def _warnings(channel: Channel, texts: list[str]) -> list[dict[str, str]]:
+    preset = PRESETS.get(channel.preset or "")
+    host_warning = preset.host_warning(channel.host) if preset else None
+    return [
+        {"code": "preset_host" if text == host_warning else "preset_advice", "message": text}
+        for text in texts
+    ]
+
+
+@router.get(
+    "/channels/{id}",
+    response_model=ChannelOut,
+    responses=problems(401, 404, 422, 503),
+    summary="One channel, by id or name",
+)
+def get_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
+    return channel_view(services.channels.get(user, id))
+
+
+@router.patch(
+    "/channels/{id}",
+    response_model=ChannelOut,
+    responses=problems(400, 401, 403, 404, 409, 413, 422, 503),
+    summary="Change a channel's name, password, budgets or limits",
+)
+def update_channel(
+    id: Ref, body: ChannelPatch, services: ServicesDep, user: CallerDep
+) -> dict[str, Any]:
+    """Only the fields given change; a new password replaces the stored one (write-only)."""
+    changes = ChannelChanges(
+        name=body.name,
+        password=body.password,
+        budgets=_budgets(body.budgets),
+        max_recipients_per_message=body.max_recipients_per_message,
+        max_connections=body.max_connections,
+    )
+    return channel_view(services.channels.update(user, id, changes))
+
+
+@router.delete(
+    "/channels/{id}",
+    status_code=204,
+    response_class=Response,
+    responses=problems(401, 403, 404, 409, 422, 503),
+    summary="Remove a channel (409 while it has mail to send)",
+)
+def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
+    services.channels.remove(user, id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/channels/{id}/pause",
+    response_model=Paused,
+    responses=problems(401, 403, 404, 422, 503),
+    summary="Pause a channel and hold its mail",
+)
+def pause_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
+    channel, held = services.channels.pause(user, id, time.time())
+    return {"channel": channel_view(channel), "held": held}
+
+
+@router.post(
+    "/channels/{id}/resume",
+    response_model=Resumed,
+    responses=problems(401, 403, 404, 422, 503),
+    summary="Resume a channel and release its held mail in order",
+)
+def resume_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
+    channel, released = services.channels.resume(user, id, time.time())
+    return {"channel": channel_view(channel), "released": released}
+
+
+@router.get(
+    "/presets",
+    response_model=PresetList,
+    responses=problems(401, 503),
+    summary="Provider presets and what they fill in",
+)
+def list_presets(user: CallerDep) -> dict[str, Any]:
+    return {"data": [_preset_view(p) for p in PRESETS.values()]}
+
+
+def _preset_view(preset: Preset) -> dict[str, Any]:
+    return {
+        "name": preset.name,
+        "title": preset.title,
+        "host": preset.host,
+        "hosts": list(preset.hosts),
+        "port": preset.port,
+        "security": str(preset.security),
+        "auth": str(preset.auth),
+        "scope": str(preset.scope),
+        "username": preset.username,
+        "budgets": [
+            {"count": b.count, "per_seconds": b.per_seconds, "unit": str(b.unit)}
+            for b in preset.budgets
+        ],
+        "max_recipients_per_message": preset.max_recipients_per_message,
+        "max_connections": preset.max_connections,
+        "mailbox": preset.mailbox,
+        "advice": preset.advice,
+        "sources": list(preset.sources),
+    }

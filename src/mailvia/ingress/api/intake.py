@@ -1,0 +1,153 @@
+"""From a JSON message body to a Submission: the door's checks (`compose`, `inspect_raw`, the
+same as every intake), the envelope sender's right to its address, and idempotency keys.
+
+Nothing here writes: the Submitter commits.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError
+from mailvia.domain.message import Envelope
+from mailvia.domain.tenancy import User
+from mailvia.ingress.api.schemas import MessageIn
+from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
+from mailvia.outbox.services import Services
+from mailvia.outbox.submit import Submission, request_hash
+
+log = logging.getLogger("mailvia.api")
+
+_KEY = re.compile(r"^[!-~]{1,255}$")
+# Parsing a header is slow for huge fields (the standard library's parser is linear with a
+# large constant, folding worse): refuse raw messages with absurd header sections.
+MAX_RAW_HEADER_SECTION = 256 * 1024
+MAX_RAW_HEADER_FIELD = 64 * 1024
+_FIELD_MODE = ("from_", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "headers")
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """The caller's Idempotency-Key and the hash of what it was sent with."""
+
+    key: str
+    digest: str
+
+
+def idempotency(key: str | None, user: User, kind: str, canonical: bytes) -> Idempotency | None:
+    """Check the header and hash the request (the user is part of it: a key names one
+    caller's request). Raises InvalidInput for a key that is not 1-255 visible ASCII."""
+    if key is None:
+        return None
+    if not _KEY.match(key):
+        raise InvalidInput("Idempotency-Key: 1 to 255 visible ASCII characters")
+    return Idempotency(key, request_hash(kind.encode(), user.id.encode(), canonical))
+
+
+def canonical(body: BaseModel) -> bytes:
+    """The body as canonical JSON: omitted fields and their defaults hash alike."""
+    data = body.model_dump(mode="json", by_alias=True)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def refusal(services: Services, user: User, from_address: str) -> Forbidden | None:
+    """Why the caller may not send From this address, or None: it must be one of their
+    identities and some channel must be able to send as it (what `submit` checks too)."""
+    try:
+        services.submitter.check_sender(user, from_address)
+    except Forbidden as exc:
+        return exc
+    if services.submitter.explain(user, from_address).channel is None:
+        return Forbidden(
+            f"no channel may send as {from_address}: connect a channel for it, "
+            "or ask the operator to configure the shared pool"
+        )
+    return None
+
+
+def composed(services: Services, user: User, body: MessageIn, now: float) -> Composed:
+    """Validate one message as every intake does. Raises InvalidInput (422), MessageTooLarge
+    (413), Forbidden (an envelope sender that is not the caller's)."""
+    try:
+        result = _compose(body, now, services.max_message_size)
+    except MailviaError:
+        raise
+    except (ValueError, LookupError, AttributeError, TypeError) as exc:
+        # The standard library's header parser trips on some malformed input; still the
+        # client's input, so a 422, never a 500.
+        log.info("message refused by the parser: %s: %s", type(exc).__name__, exc)
+        raise InvalidInput("the message cannot be parsed: malformed header fields") from None
+    mail_from = result.envelope.mail_from
+    if mail_from and mail_from.lower() != result.from_address.lower():
+        try:
+            services.submitter.check_sender(user, mail_from)
+        except Forbidden as exc:
+            raise Forbidden(f"envelope mail_from: {exc}") from None
+    return result
+
+
+def submission(
+    services: Services, user: User, body: MessageIn, now: float, key: Idempotency | None
+) -> Submission:
+    return Submission(
+        composed(services, user, body, now),
+        idempotency_key=key.key if key else None,
+        request_hash=key.digest if key else None,
+    )
+
+
+def _compose(body: MessageIn, now: float, max_size: int) -> Composed:
+    if body.raw is None:
+        if body.envelope is not None:
+            raise InvalidInput("envelope: only with raw")
+        if body.from_ is None:
+            raise InvalidInput("from: required (or give the whole message as raw)")
+        draft = Draft(
+            from_=body.from_,
+            to=body.to,
+            cc=body.cc,
+            bcc=body.bcc,
+            reply_to=body.reply_to,
+            subject=body.subject,
+            text=body.text,
+            html=body.html,
+            headers=body.headers,
+        )
+        return compose(draft, now=now, max_size=max_size)
+    mixed = sorted(name for name in _FIELD_MODE if name in body.model_fields_set)
+    if mixed:
+        names = ", ".join("from" if n == "from_" else n for n in mixed)
+        raise InvalidInput(f"raw: give the whole message or its fields, not both ({names})")
+    content = _decode(body.raw, max_size)
+    envelope = None
+    if body.envelope is not None:
+        envelope = Envelope(body.envelope.mail_from, tuple(body.envelope.rcpt_to))
+    return inspect_raw(content, envelope=envelope, max_size=max_size)
+
+
+def _decode(raw: str, max_size: int) -> bytes:
+    try:
+        content = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("raw: not valid base64") from None
+    _check_header_section(content)
+    return content
+
+
+def _check_header_section(content: bytes) -> None:
+    end = re.search(rb"\r?\n\r?\n", content[: MAX_RAW_HEADER_SECTION + 4])
+    if end is None and len(content) > MAX_RAW_HEADER_SECTION:
+        raise InvalidInput(f"raw: the header section is over {MAX_RAW_HEADER_SECTION} bytes")
+    head = content[: end.start()] if end else content
+    field = 0
+    for line in re.split(rb"\r?\n", head):
+        field = field + len(line) if line[:1] in (b" ", b"\t") else len(line)
+        if field > MAX_RAW_HEADER_FIELD:
+            raise InvalidInput(f"raw: a header field is over {MAX_RAW_HEADER_FIELD} bytes")
