@@ -68,7 +68,7 @@ def check_plaintext_host(
     def check(host: str) -> None:
         try:
             infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise InvalidChannel(f"host {host!r} does not resolve") from exc
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])

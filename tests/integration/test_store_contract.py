@@ -245,7 +245,11 @@ def test_a_channel_keeps_every_field(store: SqlStore) -> None:
     )
     s.set_channel_throttle("ch_c", None, 0)
     assert s.get_channel("ch_c").throttled_until is None
-    assert s.update_channel(replace(full, name="renamed")) == replace(full, name="renamed")
+    # An edit changes the settings, never the state the dispatcher recorded.
+    before = s.get_channel("ch_c")
+    edited = s.update_channel(replace(full, name="renamed"))
+    assert edited == replace(before, name="renamed")
+    assert edited.state is ChannelState.DISCONNECTED
     each_raises(Conflict, lambda: s.add_channel(channel("ch_d", "relay"), None, T0))
     each_raises(Conflict, lambda: s.update_channel(replace(full, name="relay")))
 

@@ -91,3 +91,23 @@ def test_raw_with_envelope_keeps_every_byte() -> None:
     c = inspect_raw(raw, envelope=Envelope("jane@acme.test", ("b@example.com",)), max_size=MB)
     assert c.content == raw
     assert c.from_address == "jane@acme.test"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'From: jane@acme.test\r\nTo: "\r\n\r\nbody\r\n',
+        b"From: jane@acme.test\r\nTo: :a;\r\n\r\nbody\r\n",
+        b"From: \r\n\r\nbody\r\n",
+        b"From: jane@acme.test\r\nSubject: " + b"x" * 70_000 + b"\r\n\r\nbody\r\n",
+    ],
+)
+def test_malformed_raw_headers_are_clear_errors(raw: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        inspect_raw(raw, envelope=None, max_size=MB)
+
+
+@pytest.mark.parametrize("subject", ["a\x85b", "a\u2028b", "a\x1cb", "ab " * 400])
+def test_other_line_breaks_and_overlong_values_are_refused(subject: str) -> None:
+    with pytest.raises(InvalidHeader):
+        compose(draft(subject=subject), now=0, max_size=MB)

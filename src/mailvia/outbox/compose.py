@@ -19,10 +19,20 @@ from email.utils import format_datetime, getaddresses, make_msgid
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailvia.domain.errors import InvalidAddress, InvalidHeader, InvalidInput, MessageTooLarge
+from mailvia.domain.errors import (
+    InvalidAddress,
+    InvalidHeader,
+    InvalidInput,
+    MailviaError,
+    MessageTooLarge,
+)
 from mailvia.domain.message import Envelope
 
-_FORBIDDEN = re.compile(r"[\r\n\0]")
+# CR, LF and NUL, and what Python's email package also treats as a line break.
+_FORBIDDEN = re.compile("[\r\n\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+MAX_HEADER_VALUE = 998  # RFC 5322 §2.1.1's line limit, for one field's value
+MAX_HEADER_SECTION = 256 * 1024
+MAX_RAW_FIELD = 64 * 1024
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 # Headers with their own fields: a caller may not set them through `headers`.
 _RESERVED = frozenset(
@@ -70,9 +80,12 @@ class Composed:
 
 
 def check_clean(value: str, what: str) -> str:
-    """Refuse CR, LF and NUL, which would let a value start a new header or command."""
+    """Refuse line breaks and NUL, which would let a value start a new header or command,
+    and values longer than a header line may be."""
     if _FORBIDDEN.search(value):
         raise InvalidHeader(f"{what}: line breaks and NUL characters are not allowed")
+    if len(value) > MAX_HEADER_VALUE:
+        raise InvalidHeader(f"{what}: at most {MAX_HEADER_VALUE} characters")
     return value
 
 
@@ -193,13 +206,23 @@ def inspect_raw(content: bytes, *, envelope: Envelope | None, max_size: int) -> 
     derive the envelope from the headers when none is given."""
     _checked_size(content, max_size)
     content = normalise_crlf(content)
-    headers = BytesHeaderParser(policy=default).parsebytes(content)
-    from_header = str(headers.get("From", "") or "")
-    if not from_header:
-        raise InvalidInput("the message has no From header")
-    _, from_address = parse_mailbox(_first(from_header), "From header")
+    _check_header_section(content)
+    try:
+        headers = BytesHeaderParser(policy=default).parsebytes(content)
+        from_header = str(headers.get("From", "") or "")
+        if not from_header:
+            raise InvalidInput("the message has no From header")
+        _, from_address = parse_mailbox(_first(from_header), "From header")
+        derived = _envelope_from_headers(headers, from_address) if envelope is None else None
+        has_message_id = headers.get("Message-ID") is not None
+    except MailviaError:
+        raise
+    except (ValueError, IndexError, AttributeError, TypeError, LookupError) as exc:
+        # The email package's parser fails in many ways on malformed headers.
+        raise InvalidHeader(f"a header cannot be parsed ({type(exc).__name__})") from None
     if envelope is None:
-        envelope = _envelope_from_headers(headers, from_address)
+        assert derived is not None
+        envelope = derived
         content = _strip_bcc(content)
     else:
         envelope = Envelope(
@@ -207,10 +230,18 @@ def inspect_raw(content: bytes, *, envelope: Envelope | None, max_size: int) -> 
             tuple(check_address(r, "envelope rcpt_to") for r in envelope.rcpt_to),
         )
     _check_recipient_count(envelope.rcpt_to)
-    if headers.get("Message-ID") is None:
+    if not has_message_id:
         msgid = make_msgid(domain=from_address.rpartition("@")[2])
         content = f"Message-ID: {msgid}\r\n".encode() + content
     return Composed(envelope, from_address, _checked_size(content, max_size))
+
+
+def _check_header_section(content: bytes) -> None:
+    head = content.partition(b"\r\n\r\n")[0]
+    if len(head) > MAX_HEADER_SECTION:
+        raise InvalidHeader(f"the header section is over {MAX_HEADER_SECTION} bytes")
+    if any(len(field) > MAX_RAW_FIELD for field in re.split(rb"\r\n(?![ \t])", head)):
+        raise InvalidHeader(f"a header field is over {MAX_RAW_FIELD} bytes")
 
 
 def _first(header: str) -> str:

@@ -61,10 +61,13 @@ class Dispatcher:
         self.notify_disconnected = notify_disconnected
         self.stopping = False
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def wake(self) -> None:
-        """Look for work now (called after a submission in this process)."""
-        self._wake.set()
+        """Look for work now (called after a submission in this process, from any thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def run_once(self, now: Instant) -> int:
         """One pass at time `now`: expire, then one batch per due channel, all channels side by
@@ -76,6 +79,7 @@ class Dispatcher:
 
     async def run_forever(self, clock: Callable[[], Instant], stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then let in-flight transactions finish."""
+        self._loop = asyncio.get_running_loop()
         running: dict[str, asyncio.Task[int]] = {}
         while not stop.is_set():
             self._wake.clear()

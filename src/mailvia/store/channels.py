@@ -117,6 +117,7 @@ def channel_of(row: Any) -> Channel:
 
 
 _COLUMNS = [c for c in channels.c if c.name != "secret"]
+_RUNTIME = ("state", "state_reason", "state_changed_at", "throttled_until", "throttle_level")
 _NONTERMINAL = sorted(s.value for s in PENDING)
 
 
@@ -140,9 +141,13 @@ class ChannelStore:
             return _read(conn, channel.id)
 
     def update_channel(self, channel: Channel, secret: bytes | _Keep | None = KEEP) -> Channel:
-        """Rewrite every field of the channel (and its secret unless KEEP). Raises NotFound,
-        or Conflict when the new name is taken in the organization."""
+        """Rewrite the channel's settings (and its secret unless KEEP); its state and throttle
+        are left alone (they change only through set_channel_state / set_channel_throttle, so
+        an edit never undoes a disconnect the dispatcher just recorded). Raises NotFound, or
+        Conflict when the new name is taken in the organization."""
         values = channel_values(channel)
+        for runtime in _RUNTIME:
+            values.pop(runtime, None)
         if secret is not KEEP:
             values["secret"] = secret
         with self._db.write(
