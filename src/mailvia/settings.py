@@ -44,6 +44,8 @@ class Settings:
     http_listen: Listen = field(default_factory=lambda: Listen("127.0.0.1", 8025))
     submission_listen: Listen | None = field(default_factory=lambda: Listen("127.0.0.1", 8587))
     submissions_listen: Listen | None = None
+    submission_tls_cert: Path | None = None
+    submission_tls_key: Path | None = None
     metrics_listen: Listen | None = None
     master_key_file: Path | None = None
     master_key: str | None = field(default=None, repr=False)
@@ -118,6 +120,8 @@ def _trusted(raw: str) -> tuple[tuple[Network, str], ...]:
 _PARSERS: dict[str, Any] = {
     "data_dir": Path,
     "master_key_file": Path,
+    "submission_tls_cert": Path,
+    "submission_tls_key": Path,
     "http_listen": Listen.parse,
     "submission_listen": _listen_or_off,
     "submissions_listen": _listen_or_off,

@@ -593,3 +593,25 @@ def test_sqlite_connections_are_durable_and_wait_for_the_lock(tmp_path: Path) ->
 
 def test_an_unmigrated_database_is_store_unavailable(store_url: str) -> None:
     each_raises(StoreUnavailable, lambda: open_store(store_url).count_users())
+
+
+def test_senders_for_an_address_holders_first_then_the_domain_within_one_organization(
+    store: SqlStore,
+) -> None:
+    s = store
+    s.add_domain("org_1", "acme.test", T0)
+    s.create_user(
+        User("usr_2", "org_1", "team_1", "amy@acme.test", Role.MEMBER), password_hash=None, now=T0
+    )
+    s.create_organization("org_2", "globex", T0)
+    s.create_team("team_2", "org_2", "ops", T0)
+    s.create_user(
+        User("usr_3", "org_2", "team_2", "gus@globex.test", Role.MEMBER), password_hash=None, now=T0
+    )
+    s.grant_identity("usr_1", "@acme.test", T0)
+    s.grant_identity("usr_2", "sales@acme.test", T0)
+    s.grant_identity("usr_3", "sales@acme.test", T0)  # another organization's grant
+    assert [u.id for u in s.senders_for("org_1", "Sales@ACME.test")] == ["usr_2", "usr_1"]
+    assert [u.id for u in s.senders_for("org_1", "other@acme.test")] == ["usr_1"]
+    assert s.senders_for("org_1", "sales@globex.test") == []
+    assert [u.id for u in s.senders_for("org_2", "sales@acme.test")] == ["usr_3"]

@@ -1,10 +1,10 @@
 """Run the `mailvia` console script as real subprocesses, for end-to-end tests.
 
 `Cli(data_dir)` runs one-shot commands (each bounded by a timeout) with its own
-MAILVIA_DATA_DIR and MAILVIA_ALLOW_PRIVATE_HOSTS=127.0.0.0/8 and no other MAILVIA_* setting
-from the caller's environment. `Cli.start(...)` starts a long-running command (`serve`,
-`testserver`) whose stdout lines are read by a thread, so a test can wait for a line with a
-deadline; `LongRunning.stop()` sends SIGTERM to that PID and waits.
+MAILVIA_DATA_DIR, MAILVIA_ALLOW_PRIVATE_HOSTS=127.0.0.0/8, MAILVIA_SUBMISSION_LISTEN=127.0.0.1:0
+and no other MAILVIA_* setting from the caller's environment. `Cli.start(...)` starts a
+long-running command (`serve`, `testserver`) whose stdout lines are read by a thread, so a test
+can wait for a line with a deadline; `LongRunning.stop()` sends SIGTERM to that PID and waits.
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ def base_env(data_dir: Path, extra: Mapping[str, str]) -> dict[str, str]:
     env.update(
         MAILVIA_DATA_DIR=str(data_dir),
         MAILVIA_ALLOW_PRIVATE_HOSTS=PRIVATE_HOSTS,
+        # `serve` also listens for SMTP submission: a free port, never the fixed default
+        MAILVIA_SUBMISSION_LISTEN="127.0.0.1:0",
         PYTHONIOENCODING="utf-8",
     )
     env.update(extra)

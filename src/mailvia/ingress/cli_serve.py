@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -16,11 +17,28 @@ import uvicorn
 
 from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, fail, pass_context, settings_options
 from mailvia.ingress.http import create_app
+from mailvia.ingress.submission import SubmissionServer
+from mailvia.ingress.submission_tls import submission_tls
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import Bootstrap
 from mailvia.settings import Listen, Settings
 
-SERVE_SETTINGS = (*STORE_SETTINGS, "http_listen", "max_message_size", "worker_id")
+SUBMISSION_SETTINGS = (
+    "submission_listen",
+    "submissions_listen",
+    "submission_tls_cert",
+    "submission_tls_key",
+    "trusted_networks",
+)
+SERVE_SETTINGS = (
+    *STORE_SETTINGS,
+    "http_listen",
+    *SUBMISSION_SETTINGS,
+    "max_message_size",
+    "worker_id",
+)
+# (implicit TLS?, listening socket) for each submission port
+SmtpSockets = Sequence[tuple[bool, socket.socket]]
 
 
 def announce(kind: str, url: str) -> None:
@@ -61,9 +79,42 @@ def _bind(listen: Listen) -> socket.socket:
     return sock
 
 
-async def _serve(services: Services, sock: socket.socket) -> None:
+def _submission_server(services: Services, settings: Settings) -> SubmissionServer:
+    """TLS from SUBMISSION_TLS_CERT/KEY or a self-signed certificate; raises InvalidInput,
+    or NotFound for an organization in TRUSTED_NETWORKS that does not exist."""
+    listens = (settings.submission_listen, settings.submissions_listen)
+    context, cert, self_signed = submission_tls(
+        cert=settings.submission_tls_cert,
+        key=settings.submission_tls_key,
+        data_dir=settings.data_dir,
+        hosts=tuple(listen.host for listen in listens if listen is not None),
+    )
+    if self_signed:
+        click.echo(f"submission TLS certificate (self-signed): {cert.resolve()}")
+    return SubmissionServer(
+        services, tls_context=context, trusted_networks=settings.trusted_networks
+    )
+
+
+async def _start_submission(submission: SubmissionServer | None, smtp: SmtpSockets) -> None:
+    if submission is None:
+        return
+    for implicit_tls, smtp_sock in smtp:
+        await submission.start(sock=smtp_sock, implicit_tls=implicit_tls)
+        host, port = smtp_sock.getsockname()[:2]
+        kind, scheme = ("submissions", "smtps") if implicit_tls else ("submission", "smtp")
+        announce(kind, f"{scheme}://{Listen(host, port)}")
+
+
+async def _serve(
+    services: Services,
+    sock: socket.socket,
+    submission: SubmissionServer | None = None,
+    smtp: SmtpSockets = (),
+) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
+    await _start_submission(submission, smtp)
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(create_app(services), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
@@ -72,6 +123,8 @@ async def _serve(services: Services, sock: socket.socket) -> None:
     announce("http", f"http://{Listen(host, port)}")
     await stop.wait()
     server.should_exit = True
+    if submission is not None:
+        await submission.stop()
     await asyncio.gather(http, dispatch, return_exceptions=True)
     await services.aclose()
 
@@ -80,8 +133,17 @@ async def _serve(services: Services, sock: socket.socket) -> None:
 @settings_options(*SERVE_SETTINGS)
 @pass_context
 def serve(ctx: Context, settings: Settings) -> None:
-    """Run the service: the HTTP API and the dispatcher (SQLite in DATA_DIR by default)."""
+    """Run the service: the HTTP API, SMTP submission and the dispatcher (SQLite in DATA_DIR
+    by default)."""
     sock = _bind(settings.http_listen)
+    smtp = [
+        (implicit_tls, _bind(listen))
+        for implicit_tls, listen in (
+            (False, settings.submission_listen),
+            (True, settings.submissions_listen),
+        )
+        if listen is not None
+    ]
     services = ctx.services(settings, create_key=True)
     boot = services.tenancy.bootstrap(time.time())
     if boot is not None:
@@ -89,8 +151,9 @@ def serve(ctx: Context, settings: Settings) -> None:
         click.echo(f"created admin {boot.admin.email}; one-time password: {boot.password}")
         click.echo(f"API token (shown once): {boot.token}")
         click.echo(f"both written to {path} (mode 0600)")
+    submission = _submission_server(services, settings) if smtp else None
     click.echo(f"data in {settings.data_dir.resolve()}")
-    asyncio.run(_serve(services, sock))
+    asyncio.run(_serve(services, sock, submission, smtp))
 
 
 async def _work(services: Services) -> None:

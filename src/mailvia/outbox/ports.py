@@ -226,6 +226,15 @@ class Store(Protocol):
         self, org_id: str, *, cursor: str | None, limit: int
     ) -> tuple[list[Event], str | None]: ...
 
+    # sign-in and the setup pages (web/)
+    def password_hash(self, user_id: str) -> str | None: ...
+    def set_password(
+        self, user_id: str, password_hash: str | None, *, must_change_password: bool
+    ) -> None: ...
+    def list_teams(self, org_id: str) -> list[Team]: ...
+    def list_tokens(self, user_id: str) -> list[TokenView]: ...
+    def revoke_token(self, token_id: str, now: Instant) -> None: ...
+
 
 class Transport(Protocol):
     """Hands a message to a channel's server. Delivery failures are returned, never raised."""
@@ -287,3 +296,17 @@ class Prober(Protocol):
 
 
 __all__ += ["Prober"]
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """An API token as people see it: never the token, nor its hash."""
+
+    id: str
+    user_id: str
+    name: str
+    created_at: Instant
+    revoked_at: Instant | None
+
+
+__all__ += ["TokenView"]

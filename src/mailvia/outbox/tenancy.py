@@ -12,7 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from mailvia.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
 from mailvia.domain.ids import make_id
 from mailvia.domain.tenancy import Organization, Role, Team, User, domain_of
 from mailvia.outbox.compose import check_address, check_login
@@ -137,6 +143,17 @@ class Tenancy:
         if user is None:
             raise Unauthenticated("unknown or revoked API token")
         return user
+
+    def sender_for(self, organization_id: str, address: str) -> User:
+        """The user of this organization who may send as `address` (one holding the address
+        itself before one holding its domain), for mail that comes without a login (trusted
+        networks). Raises Forbidden when no user of the organization has such an identity,
+        InvalidAddress for something that is not an address."""
+        if self.store.domain_organization(domain_of(address)) == organization_id:
+            senders = self.store.senders_for(organization_id, address)
+            if senders:
+                return senders[0]
+        raise Forbidden(f"{address} is not a sender identity of this network's organization")
 
     def bootstrap(self, now: Instant) -> Bootstrap | None:
         """On an empty database: organization and team `default`, admin `admin@localhost`."""

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.tenancy import Fallback, Organization, Role, Team, User
+from mailvia.outbox.ports import TokenView
 from mailvia.store.engine import Database
 from mailvia.store.tables import api_tokens, domains, identities, organizations, teams, users
 
@@ -251,3 +252,43 @@ class TenancyStore:
         with self._db.read() as conn:
             row = conn.execute(query).first()
         return None if row is None else _user(row)
+
+    def senders_for(self, org_id: str, address: str) -> list[User]:
+        """The organization's users with an identity covering `address` (any case): those
+        holding the address itself first, then those holding its `@domain`; by email."""
+        address = address.lower()
+        domain = "@" + address.rpartition("@")[2]
+        exact_first = sa.case((identities.c.identity == address, 0), else_=1)
+        query = (
+            sa.select(users)
+            .join(identities, identities.c.user_id == users.c.id)
+            .where(users.c.organization_id == org_id, identities.c.identity.in_([address, domain]))
+            .order_by(exact_first, users.c.email)
+        )
+        with self._db.read() as conn:
+            return [_user(row) for row in conn.execute(query)]
+
+    def list_teams(self, org_id: str) -> list[Team]:
+        """The organization's teams, by name."""
+        query = teams.select().where(teams.c.organization_id == org_id).order_by(teams.c.name)
+        with self._db.read() as conn:
+            return [Team(row.id, row.organization_id, row.name) for row in conn.execute(query)]
+
+    def list_tokens(self, user_id: str) -> list[TokenView]:
+        """The user's API tokens (never their hashes), newest first, revoked ones included."""
+        query = (
+            sa.select(
+                api_tokens.c.id,
+                api_tokens.c.user_id,
+                api_tokens.c.name,
+                api_tokens.c.created_at,
+                api_tokens.c.revoked_at,
+            )
+            .where(api_tokens.c.user_id == user_id)
+            .order_by(api_tokens.c.created_at.desc(), api_tokens.c.id)
+        )
+        with self._db.read() as conn:
+            return [
+                TokenView(row.id, row.user_id, row.name, row.created_at, row.revoked_at)
+                for row in conn.execute(query)
+            ]

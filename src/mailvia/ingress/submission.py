@@ -1,0 +1,365 @@
+"""SMTP submission (aiosmtpd): a STARTTLS port and an implicit-TLS port into the one submit
+use case. Login = the user's email, password = an API token, only under TLS; or no login from
+a trusted network. Protocol errors are replies (`submission_replies.reply_for` maps errors).
+
+Side effects: listens on TCP sockets; commits each accepted message to the outbox (in a
+worker thread, the store being synchronous) before it replies 250.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+import re
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from mailvia.domain.errors import Forbidden, InvalidInput, Unauthenticated
+from mailvia.domain.message import Envelope as MessageEnvelope
+from mailvia.domain.tenancy import User
+from mailvia.ingress.submission_auth import LoginThrottle
+from mailvia.ingress.submission_replies import (
+    AUTH_REQUIRED,
+    LOCKED_OUT,
+    TOO_MANY_RECIPIENTS,
+    Stage,
+    reply_for,
+)
+from mailvia.outbox.compose import MAX_RECIPIENTS, check_address, inspect_raw
+from mailvia.outbox.services import Services
+from mailvia.outbox.submit import Receipt, Submission
+from mailvia.settings import Network
+
+log = logging.getLogger("mailvia.submission")
+T = TypeVar("T")
+
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+def refuse_bare_line_ends(content: bytes) -> None:
+    """Refuse a bare LF or CR: either is how SMTP smuggling hides a second message."""
+    if _BARE_LINE_END.search(content):
+        raise InvalidInput("bare LF or CR in the message: every line must end in CRLF")
+
+
+class SubmissionServer:
+    """The submission listeners of one process and what their connections share.
+
+    `trusted_networks` maps client networks to organization names (the organizations must
+    exist: raises NotFound). Seams for tests: `throttle`, `clock` (time.time for messages),
+    `sleep` (the throttle's delays)."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        tls_context: ssl.SSLContext,
+        trusted_networks: Sequence[tuple[Network, str]] = (),
+        throttle: LoginThrottle | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        hostname: str | None = None,
+    ) -> None:
+        self.services = services
+        self.tls_context = tls_context
+        self.trusted = tuple(
+            (net, services.tenancy.organization(name).id) for net, name in trusted_networks
+        )
+        self.throttle = throttle or LoginThrottle()
+        self.clock = clock
+        self.sleep = sleep
+        self.hostname = hostname or socket.gethostname()
+        limit = services.max_message_size
+        too_big = f"552 5.3.4 Message too big: the limit is {limit} bytes"
+        self.reworded = {  # aiosmtpd's own replies, with enhanced status codes
+            "552 Error: Too much mail data": too_big,
+            "552 Error: message size exceeds fixed maximum message size": too_big,
+            "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.6 Line too long (RFC 5321 "
+            "allows 998 characters)",
+        }
+        self.live: set[SubmissionSMTP] = set()
+        self._servers: list[asyncio.Server] = []
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    async def start(
+        self,
+        *,
+        sock: socket.socket | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        implicit_tls: bool = False,
+    ) -> asyncio.Server:
+        """Listen on `sock` (already bound), or on `host:port` (0 picks a free port)."""
+        loop = asyncio.get_running_loop()
+        ssl_context = self.tls_context if implicit_tls else None
+
+        def factory() -> SubmissionSMTP:
+            return SubmissionSMTP(self, implicit_tls=implicit_tls)
+
+        if sock is not None:
+            server = await loop.create_server(factory, sock=sock, ssl=ssl_context)
+        else:
+            server = await loop.create_server(factory, host, port, ssl=ssl_context)
+        self._servers.append(server)
+        return server
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop listening, let messages being committed finish (up to `grace` seconds) so
+        their clients get the reply, then close every connection."""
+        for server in self._servers:
+            server.close()
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=grace)
+        for connection in list(self.live):
+            connection.close_now()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Call the synchronous store side in a worker thread; it finishes even if the client
+        leaves meanwhile (and `stop` waits for it)."""
+        task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+        self._pending.add(task)
+        task.add_done_callback(_settled(self._pending))
+        return await asyncio.shield(task)
+
+    def trusted_organization(self, session: Session) -> str | None:
+        """The organization id whose trusted network the client is in, if any."""
+        address = _client_address(session)
+        if address is None:
+            return None
+        return next((org for net, org in self.trusted if address in net), None)
+
+    # -- the steps of a session ---------------------------------------------------------
+
+    async def login(self, connection: SubmissionSMTP, login: bytes, token: bytes) -> AuthResult:
+        """Check a login under the throttle; refuses locked-out ones with 454 and hangs up."""
+        email = login.decode("utf-8", "replace")
+        peer = connection.peer_host
+        verdict = self.throttle.verdict(email, peer)
+        if verdict.delay and not verdict.locked:
+            await self.sleep(verdict.delay)
+            verdict = self.throttle.verdict(email, peer)
+        if verdict.locked:
+            return await connection.lock_out(email)
+        attempt = self.throttle.begin(email, peer)
+        try:
+            user = await self.run(self._check_login, email, token.decode("utf-8", "replace"))
+        except Unauthenticated:
+            if self.throttle.failed(attempt):
+                return await connection.lock_out(email)
+            return AuthResult(success=False, handled=False)  # aiosmtpd replies 535 5.7.8
+        except Exception as exc:
+            self.throttle.forget(attempt, succeeded=False)
+            await connection.push(reply_for(exc, Stage.AUTH))
+            return AuthResult(success=False, handled=True)
+        self.throttle.forget(attempt, succeeded=True)
+        return AuthResult(success=True, auth_data=user)
+
+    def _check_login(self, email: str, token: str) -> User:
+        user = self.services.tenancy.authenticate(token)
+        if not hmac.compare_digest(user.email.lower().encode(), email.strip().lower().encode()):
+            raise Unauthenticated("the token is not this login's")
+        return user
+
+    async def check_sender(self, session: Session, address: str) -> None:
+        """MAIL FROM must be an identity of the logged-in user, or of a user of the trusted
+        network's organization. Raises InvalidAddress, Forbidden."""
+        check_address(address, "sender")
+        user = session.auth_data if session.authenticated else None
+        if isinstance(user, User):
+            await self.run(self.services.submitter.check_sender, user, address)
+            return
+        organization = self.trusted_organization(session)
+        if organization is None:
+            raise Forbidden("authentication required")  # the MAIL hook answers 530 before this
+        await self.run(self.services.tenancy.sender_for, organization, address)
+
+    async def accept(self, session: Session, envelope: Envelope) -> Receipt:
+        """Validate the client's bytes and submit them; returns once they are committed."""
+        user = session.auth_data if session.authenticated else None
+        return await self.run(
+            self._accept,
+            envelope.original_content or b"",
+            MessageEnvelope(str(envelope.mail_from), tuple(envelope.rcpt_tos)),
+            user if isinstance(user, User) else None,
+            self.trusted_organization(session),
+        )
+
+    def _accept(
+        self, content: bytes, envelope: MessageEnvelope, user: User | None, org: str | None
+    ) -> Receipt:
+        refuse_bare_line_ends(content)
+        size = self.services.max_message_size
+        composed = inspect_raw(content, envelope=envelope, max_size=size)
+        if user is None:
+            if org is None:
+                raise Forbidden("authentication required")
+            user = self.services.tenancy.sender_for(org, composed.from_address)
+        receipt = self.services.submitter.submit(user, [Submission(composed)], now=self.clock())
+        return receipt[0]
+
+
+class QuietSession(Session):  # type: ignore[misc]
+    """aiosmtpd's session without the deprecation warning it logs for its own `login_data`."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
+class SubmissionSMTP(SMTP):  # type: ignore[misc]
+    """One submission connection: aiosmtpd's protocol with our AUTH check and replies."""
+
+    def __init__(self, server: SubmissionServer, *, implicit_tls: bool) -> None:
+        super().__init__(
+            _HANDLER,
+            hostname=server.hostname,
+            ident="mailvia",
+            data_size_limit=server.services.max_message_size,
+            enable_SMTPUTF8=True,
+            # On the implicit-TLS port the connection is TLS already: no STARTTLS to offer.
+            tls_context=None if implicit_tls else server.tls_context,
+            auth_require_tls=not implicit_tls,
+            authenticator=_defer_to_login,
+            loop=asyncio.get_running_loop(),
+        )
+        self.submission = server
+
+    @property
+    def peer_host(self) -> str:
+        peer = self.session.peer if self.session is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.submission.live.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self.submission.live.discard(self)
+
+    def _create_session(self) -> QuietSession:
+        return QuietSession(self.loop)
+
+    def close_now(self) -> None:
+        """Close the connection, also during a STARTTLS handshake."""
+        if self.transport is not None:
+            self.transport.close()
+        if self._original_transport is not None:
+            self._original_transport.close()
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = self.submission.reworded.get(status, status)
+        await super().push(status)
+
+    async def lock_out(self, login: str) -> AuthResult:
+        log.warning("login %r from %s locked out after failed logins", login, self.peer_host)
+        await self.push(LOCKED_OUT)
+        self.close_now()
+        return AuthResult(success=False, handled=True)
+
+    # aiosmtpd decodes the credentials and hands them to `_defer_to_login`, which passes them
+    # back here unjudged: checking them needs the store (a thread) and the throttle (sleeps).
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._judge(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._judge(await super().auth_LOGIN(_, args))
+
+    async def _judge(self, result: AuthResult) -> AuthResult:
+        credentials = result.auth_data
+        if result.success or not isinstance(credentials, LoginPassword):
+            return result  # not decodable: aiosmtpd has answered
+        return await self.submission.login(self, credentials.login, credentials.password)
+
+
+def _defer_to_login(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+) -> AuthResult:
+    return AuthResult(success=False, handled=True, auth_data=data)
+
+
+class Handler:
+    """aiosmtpd hooks; each acts through the connection's `SubmissionServer`."""
+
+    async def handle_MAIL(
+        self,
+        conn: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> object:
+        if not session.authenticated and conn.submission.trusted_organization(session) is None:
+            return AUTH_REQUIRED
+        try:
+            await conn.submission.check_sender(session, address)
+        except Exception as exc:
+            return reply_for(exc, Stage.MAIL)
+        return MISSING
+
+    async def handle_RCPT(
+        self,
+        conn: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> object:
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            return TOO_MANY_RECIPIENTS
+        try:
+            check_address(address, "recipient")
+        except Exception as exc:
+            return reply_for(exc, Stage.RCPT)
+        return MISSING
+
+    async def handle_DATA(self, conn: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            receipt = await conn.submission.accept(session, envelope)
+        except Exception as exc:
+            return reply_for(exc, Stage.DATA)
+        log.info("queued %s from %s", receipt.id, conn.peer_host)
+        return f"250 2.0.0 Ok: queued as {receipt.id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        return reply_for(error, Stage.OTHER)
+
+
+def _client_address(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    peer = session.peer
+    if not isinstance(peer, tuple) or not peer:
+        return None
+    try:
+        address = ipaddress.ip_address(str(peer[0]).partition("%")[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _settled(pending: set[asyncio.Future[Any]]) -> Callable[[asyncio.Future[Any]], None]:
+    def done(task: asyncio.Future[Any]) -> None:
+        pending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a client that left is not an unhandled error
+
+    return done
+
+
+_HANDLER = Handler()

@@ -1,0 +1,59 @@
+"""SMTP submission's replies: the fixed ones, and `reply_for`, the one place that maps the
+MailviaError tree to a reply. Faults are logged here and never shown to the client."""
+
+from __future__ import annotations
+
+import logging
+import re
+from enum import StrEnum
+
+from mailvia.domain.errors import (
+    Forbidden,
+    InvalidAddress,
+    InvalidInput,
+    MessageTooLarge,
+    SecretsUnavailable,
+    StoreUnavailable,
+    Unauthenticated,
+)
+from mailvia.outbox.compose import MAX_RECIPIENTS
+
+log = logging.getLogger("mailvia.submission")
+
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+LOCKED_OUT = "454 4.7.0 Too many failed logins, try again later"
+TOO_MANY_RECIPIENTS = f"452 4.5.3 Too many recipients (at most {MAX_RECIPIENTS} a message)"
+UNAVAILABLE = "451 4.3.0 Temporarily unable to accept mail, try again later"
+AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure, try again later"  # RFC 4954
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class Stage(StrEnum):
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    OTHER = "other"
+
+
+def reply_for(error: BaseException, stage: Stage) -> str:
+    """The one place that turns an error into an SMTP reply; faults are logged, never shown."""
+    text = _UNPRINTABLE.sub(" ", str(error)).strip()[:300]
+    match error:
+        case InvalidAddress() if stage is Stage.MAIL:
+            return f"501 5.1.7 {text}"
+        case InvalidAddress() if stage is Stage.RCPT:
+            return f"553 5.1.3 {text}"
+        case MessageTooLarge():
+            return f"552 5.3.4 {text}"
+        case InvalidInput():
+            return f"554 5.6.0 {text}"
+        case Forbidden():
+            return f"550 5.7.1 {text}"
+        case Unauthenticated():
+            return "535 5.7.8 Authentication credentials invalid"
+        case StoreUnavailable() | SecretsUnavailable():
+            log.warning("submission at %s: %s", stage, error)
+        case _:
+            log.error("submission at %s failed", stage, exc_info=error)
+    return AUTH_UNAVAILABLE if stage is Stage.AUTH else UNAVAILABLE

@@ -1,0 +1,594 @@
+"""SMTP submission against a real listener on 127.0.0.1:0, with the services of a `World`.
+
+Clients are real: stdlib smtplib (run in a worker thread, since it blocks and the server runs
+on the test's event loop) and raw sockets for smuggling and STARTTLS injection. Delivery goes
+to the project's test SMTP server through `dispatcher.run_once`. The login throttle runs on a
+fake clock whose `sleep` only records the delay, so lockouts take no real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import ipaddress
+import re
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from mailvia.domain.errors import StoreUnavailable
+from mailvia.domain.tenancy import User
+from mailvia.ingress.submission import SubmissionServer
+from mailvia.ingress.submission_auth import LoginThrottle
+from mailvia.outbox.ports import MessageFilter
+from mailvia.outbox.services import Services
+from mailvia.outbox.submit import Receipt, Submission, Submitter
+from mailvia.testserver import TestServer
+from support.world import Certs, World, make_certs
+
+pytestmark = pytest.mark.timeout(60)
+T = TypeVar("T")
+
+JANE = "jane@acme.test"
+BOB = "bob@example.com"
+HOSTNAME = "submit.test"
+QUEUED = re.compile(r"^2\.0\.0 Ok: queued as (msg_[0-9a-z]+)$")
+SMUGGLED = (
+    b"MAIL FROM:<jane@acme.test>\r\nRCPT TO:<eve@example.com>\r\nDATA\r\n"
+    b"From: jane@acme.test\r\nTo: eve@example.com\r\nSubject: smuggled\r\n\r\nsmuggled\r\n"
+)
+
+
+def message(
+    subject: str = "hello", *, sender: str = "Jane <jane@acme.test>", body: bytes = b"hi"
+) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: Bob <{BOB}>\r\nSubject: {subject}\r\n\r\n".encode() + body + b"\r\n"
+    )
+
+
+class FakeClock:
+    """The throttle's clock; `sleep` records each delay and moves the clock on."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class Rig:
+    """A World, certificates, a token for jane, and submission servers started on demand."""
+
+    def __init__(self, world: World, certs: Certs) -> None:
+        self.world = world
+        self.certs = certs
+        self.clock = FakeClock()
+        self.token = world.services.tenancy.create_token(JANE, "smtp", time.time())
+        self.servers: list[SubmissionServer] = []
+        self.context = ssl.create_default_context()
+        self.context.verify_flags |= ssl.VERIFY_X509_STRICT
+        certs.ca.configure_trust(self.context)
+
+    async def start(
+        self, *, implicit_tls: bool = False, services: Services | None = None, **kw: Any
+    ) -> int:
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_context.load_cert_chain(self.certs.cert, self.certs.key)
+        server = SubmissionServer(
+            services or self.world.services,
+            tls_context=server_context,
+            throttle=LoginThrottle(clock=self.clock),
+            sleep=self.clock.sleep,
+            hostname=HOSTNAME,
+            **kw,
+        )
+        listener = await server.start(host="127.0.0.1", port=0, implicit_tls=implicit_tls)
+        self.servers.append(server)
+        return int(listener.sockets[0].getsockname()[1])
+
+    async def client(
+        self,
+        port: int,
+        action: Callable[[smtplib.SMTP], T],
+        *,
+        implicit_tls: bool = False,
+        starttls: bool = True,
+    ) -> T:
+        """Connect with smtplib (STARTTLS unless told not to), run `action` in a thread."""
+
+        def run() -> T:
+            client: smtplib.SMTP
+            if implicit_tls:
+                client = smtplib.SMTP_SSL("127.0.0.1", port, context=self.context, timeout=10)
+            else:
+                client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+            with client:
+                client.ehlo("client.test")
+                if starttls and not implicit_tls:
+                    client.starttls(context=self.context)
+                    client.ehlo("client.test")
+                return action(client)
+
+        return await asyncio.to_thread(run)
+
+    def messages(self, user: User | None = None) -> list[Any]:
+        org = (user or self.world.jane).organization_id
+        return self.world.services.store.list_messages(MessageFilter(org, limit=500))[0]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    world = World(tmp_path / "data")
+    rig = Rig(world, make_certs(tmp_path / "certs"))
+    yield rig
+    for server in rig.servers:
+        await server.stop()
+    await world.close()
+
+
+def auth_plain(login: str, password: str) -> str:
+    return "PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
+
+
+def send(
+    client: smtplib.SMTP, content: bytes, *, mail_from: str = JANE, to: Sequence[str] = (BOB,)
+) -> tuple[int, str]:
+    """MAIL, RCPT, DATA; the first reply that is not 250 (or DATA's final reply)."""
+    code, text = client.mail(mail_from)
+    for rcpt in to if code == 250 else ():
+        code, text = client.rcpt(rcpt)
+        if code != 250:
+            break
+    if code == 250:
+        code, text = client.data(content)
+    return code, text.decode()
+
+
+def login_and_send(token: str, content: bytes, **kw: Any) -> Callable[[smtplib.SMTP], Any]:
+    def action(client: smtplib.SMTP) -> tuple[int, str]:
+        client.login(JANE, token)
+        return send(client, content, **kw)
+
+    return action
+
+
+def add_channel(rig: Rig, port: int = 9) -> None:
+    """An address channel for jane (port 9: nothing is delivered in tests that use it)."""
+    rig.world.channel(port, certs=rig.certs)
+
+
+# --- accepted mail --------------------------------------------------------------------------
+
+RAW = (
+    b"From: Jane <jane@acme.test>\r\n"
+    b"To: Bob <bob@example.com>\r\n"
+    b"Subject: =?utf-8?q?caf=C3=A9?=\r\n"
+    b"Message-ID: <first@acme.test>\r\n"
+    b"X-Client-Header:   kept   as sent\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"\r\n"
+    b"caf\xc3\xa9\r\n"
+    b".a line that starts with a dot\r\n"
+    b"..and one with two\r\n"
+    b"\r\n"
+    b"   trailing spaces   \r\n"
+    b"-- \r\n"
+    b"Jane\r\n"
+)
+
+
+async def test_starttls_auth_commits_before_250_and_the_client_bytes_arrive_intact(
+    rig: Rig, tmp_path: Path
+) -> None:
+    world = rig.world
+    async with TestServer(
+        tls_cert=rig.certs.cert, tls_key=rig.certs.key, auth={"jane": "secret"},
+        maildir=tmp_path / "caught",
+    ) as sink:  # fmt: skip
+        world.channel(sink.port, certs=rig.certs)
+        port = await rig.start()
+        no_id = RAW.replace(b"Message-ID: <first@acme.test>\r\n", b"")
+
+        def session(client: smtplib.SMTP) -> list[tuple[int, str, Any]]:
+            assert "starttls" not in client.esmtp_features  # offered before the upgrade only
+            assert client.esmtp_features["auth"].split() == ["LOGIN", "PLAIN"]
+            assert client.esmtp_features["size"] == str(world.services.max_message_size)
+            client.login(JANE, rig.token)
+            results = []
+            for content in (RAW, no_id):
+                code, text = send(client, content, to=(BOB, "carol@example.net"))
+                found = QUEUED.match(text)
+                # Checked on receipt of the reply: the message is committed already.
+                view = world.services.store.get_message(found.group(1)) if found else None
+                results.append((code, text, view))
+            return results
+
+        results = await rig.client(port, session)
+        for code, text, view in results:
+            assert code == 250 and view is not None, text
+            assert view.user_id == world.jane.id and view.envelope.mail_from == JANE
+            assert view.envelope.rcpt_to == (BOB, "carol@example.net")
+        assert await world.services.dispatcher.run_once(time.time()) == 2
+        got = sorted(await sink.wait_for(2), key=lambda e: len(e["content"]))
+    first, second = (e["content"] for e in got)
+    assert first == RAW  # byte for byte: nothing added, nothing re-encoded
+    added, _, rest = second.partition(b"\r\n")
+    assert rest == no_id and re.fullmatch(rb"Message-ID: <[^>\r\n]+@acme\.test>", added)
+    assert all(e["rcpt_to"] == [BOB, "carol@example.net"] for e in got)
+
+
+async def test_implicit_tls_port_accepts_a_login_and_a_message(rig: Rig) -> None:
+    add_channel(rig)
+    port = await rig.start(implicit_tls=True)
+
+    def session(client: smtplib.SMTP) -> tuple[int, str]:
+        assert "starttls" not in client.esmtp_features
+        assert "PLAIN" in client.esmtp_features["auth"]
+        return login_and_send(rig.token, message())(client)
+
+    code, text = await rig.client(port, session, implicit_tls=True)
+    assert code == 250 and QUEUED.match(text), text
+    assert len(rig.messages()) == 1
+
+
+# --- refusals -------------------------------------------------------------------------------
+
+
+async def test_auth_before_starttls_is_refused_and_not_offered(rig: Rig) -> None:
+    port = await rig.start()
+
+    def session(client: smtplib.SMTP) -> tuple[int, bytes]:
+        assert "auth" not in client.esmtp_features and "starttls" in client.esmtp_features
+        return client.docmd("AUTH", auth_plain(JANE, rig.token))
+
+    code, text = await rig.client(port, session, starttls=False)
+    assert (code, text[:6]) == (538, b"5.7.11"), text
+
+
+async def test_wrong_token_or_another_users_token_gives_535(rig: Rig) -> None:
+    boss_token = rig.world.services.tenancy.create_token("boss@acme.test", "x", time.time())
+    port = await rig.start()
+
+    def session(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
+        return [
+            client.docmd("AUTH", auth_plain(JANE, "mv_not-a-token")),
+            client.docmd("AUTH", auth_plain(JANE, boss_token)),  # a valid token, not jane's
+            client.docmd("AUTH", auth_plain("nobody@acme.test", rig.token)),
+        ]
+
+    replies = await rig.client(port, session)
+    assert [(code, text[:5]) for code, text in replies] == [(535, b"5.7.8")] * 3, replies
+
+
+async def test_auth_login_mechanism_works_too(rig: Rig) -> None:
+    add_channel(rig)
+    port = await rig.start()
+
+    def session(client: smtplib.SMTP) -> tuple[int, str]:
+        client.user, client.password = JANE, rig.token
+        code, _ = client.auth("LOGIN", client.auth_login, initial_response_ok=False)
+        assert code == 235
+        return send(client, message())
+
+    code, text = await rig.client(port, session)
+    assert code == 250, text
+
+
+async def test_mail_without_auth_gives_530_with_or_without_tls(rig: Rig) -> None:
+    port = await rig.start()
+    for starttls in (False, True):
+        code, text = await rig.client(port, lambda c: c.mail(JANE), starttls=starttls)
+        assert (code, text) == (530, b"5.7.0 Authentication required")
+
+
+async def test_envelope_sender_not_an_identity_gives_550_at_mail(rig: Rig) -> None:
+    add_channel(rig)
+    port = await rig.start()
+
+    def session(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
+        client.login(JANE, rig.token)
+        replies = []
+        for sender in ("boss@acme.test", "someone@elsewhere.example", "not an address"):
+            replies.append(client.mail(sender))
+            client.rset()
+        return replies
+
+    replies = await rig.client(port, session)
+    assert [(code, text[:5]) for code, text in replies] == [
+        (550, b"5.7.1"),
+        (550, b"5.7.1"),
+        (501, b"5.1.7"),
+    ], replies
+
+
+async def test_header_from_not_an_identity_gives_550_and_stores_nothing(rig: Rig) -> None:
+    add_channel(rig)
+    port = await rig.start()
+    content = message(sender="Boss <boss@acme.test>")
+    code, text = await rig.client(port, login_and_send(rig.token, content))
+    assert code == 550 and text.startswith("5.7.1 boss@acme.test"), text
+    assert rig.messages() == []
+
+
+async def test_bad_recipient_gives_553_and_bad_content_554(rig: Rig) -> None:
+    add_channel(rig)
+    port = await rig.start()
+
+    def session(client: smtplib.SMTP) -> list[tuple[int, str]]:
+        client.login(JANE, rig.token)
+        bad_rcpt = send(client, message(), to=("bob@-bad-.example",))
+        client.rset()
+        no_from = send(client, b"Subject: no From\r\n\r\nhi\r\n")
+        return [bad_rcpt, no_from]
+
+    (rcpt_code, rcpt_text), (data_code, data_text) = await rig.client(port, session)
+    assert (rcpt_code, rcpt_text[:5]) == (553, "5.1.3"), rcpt_text
+    assert (data_code, data_text[:5]) == (554, "5.6.0"), data_text
+    assert rig.messages() == []
+
+
+async def test_oversize_is_refused_with_552_at_mail_and_at_data(rig: Rig) -> None:
+    add_channel(rig)
+    small = dataclasses.replace(rig.world.services, max_message_size=2000)
+    port = await rig.start(services=small)
+
+    def session(client: smtplib.SMTP) -> list[tuple[int, str]]:
+        assert client.esmtp_features["size"] == "2000"
+        client.login(JANE, rig.token)
+        declared = client.mail(JANE, ["SIZE=5000"])
+        client.rset()
+        sent = send(client, message(body=b"x" * 900 + b"\r\n" + b"y" * 900 + b"\r\n" + b"z" * 900))
+        return [(declared[0], declared[1].decode()), sent]
+
+    replies = await rig.client(port, session)
+    assert [(code, text[:5]) for code, text in replies] == [(552, "5.3.4")] * 2, replies
+    assert rig.messages() == []
+
+
+class BrokenSubmitter(Submitter):
+    def __init__(self, services: Services, error: Exception) -> None:
+        super().__init__(services.store, pool=services.pool)
+        self.error = error
+
+    def submit(
+        self, sender: User, submissions: Sequence[Submission], *, now: float
+    ) -> list[Receipt]:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [StoreUnavailable("database is locked"), RuntimeError("secret internals")]
+)
+async def test_store_faults_and_bugs_are_451_without_internals(
+    rig: Rig, error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_channel(rig)
+    services = rig.world.services
+    broken = dataclasses.replace(services, submitter=BrokenSubmitter(services, error))
+    port = await rig.start(services=broken)
+
+    def session(client: smtplib.SMTP) -> tuple[tuple[int, str], tuple[int, bytes]]:
+        return login_and_send(rig.token, message())(client), client.noop()
+
+    (code, text), noop = await rig.client(port, session)
+    assert (code, text) == (451, "4.3.0 Temporarily unable to accept mail, try again later")
+    assert noop[0] == 250  # the session goes on
+    assert any(str(error) in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+# --- smuggling and injection (raw sockets) --------------------------------------------------
+
+
+class Raw:
+    """A line-level SMTP client on a socket; `starttls` upgrades it in place."""
+
+    def __init__(self, port: int) -> None:
+        self.sock: socket.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def command(self, line: bytes) -> list[bytes]:
+        self.sock.sendall(line)
+        return self.reply()
+
+    def reply(self) -> list[bytes]:
+        lines = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError(f"closed; so far {lines!r}")
+                self.buffer += chunk
+            line, _, self.buffer = self.buffer.partition(b"\r\n")
+            lines.append(line)
+            if line[3:4] != b"-":
+                return lines
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        assert not self.buffer
+        self.sock = context.wrap_socket(self.sock, server_hostname="127.0.0.1")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+TRUST_LOCALHOST = ((ipaddress.ip_network("127.0.0.1/32"), "acme"),)
+
+
+@pytest.mark.parametrize("separator", [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r.\r\n", b"\r\n.\n"])
+async def test_smuggling_never_makes_two_messages_of_one(rig: Rig, separator: bytes) -> None:
+    add_channel(rig)
+    port = await rig.start(trusted_networks=TRUST_LOCALHOST)
+
+    def session() -> list[list[bytes]]:
+        raw = Raw(port)
+        try:
+            replies = [raw.reply(), raw.command(b"EHLO client.test\r\n")]
+            for line in (b"MAIL FROM:<jane@acme.test>\r\n", b"RCPT TO:<bob@example.com>\r\n"):
+                replies.append(raw.command(line))
+            replies.append(raw.command(b"DATA\r\n"))
+            payload = message("first").rstrip(b"\r\n") + separator + SMUGGLED + b".\r\n"
+            replies.append(raw.command(payload))
+            replies.append(raw.command(b"QUIT\r\n"))
+            return replies
+        finally:
+            raw.close()
+
+    replies = await asyncio.to_thread(session)
+    codes = [r[-1][:3] for r in replies]
+    assert codes == [b"220", b"250", b"250", b"250", b"354", b"554", b"221"], replies
+    assert b"bare LF or CR" in replies[5][0]
+    assert rig.messages() == []  # and so no second one either
+
+
+async def test_a_clean_message_after_a_refused_smuggling_attempt_is_the_only_one(
+    rig: Rig,
+) -> None:
+    add_channel(rig)
+    port = await rig.start(trusted_networks=TRUST_LOCALHOST)
+
+    def session() -> list[bytes]:
+        raw = Raw(port)
+        try:
+            raw.reply()
+            raw.command(b"EHLO client.test\r\n")
+            finals = []
+            for body in (b"one\n.\n" + SMUGGLED, b"two\r\n"):
+                raw.command(b"MAIL FROM:<jane@acme.test>\r\n")
+                raw.command(b"RCPT TO:<bob@example.com>\r\n")
+                raw.command(b"DATA\r\n")
+                finals.append(raw.command(message(body=body) + b".\r\n")[-1])
+            return finals
+        finally:
+            raw.close()
+
+    refused, accepted = await asyncio.to_thread(session)
+    assert refused.startswith(b"554 5.6.0") and accepted.startswith(b"250 2.0.0"), (
+        refused,
+        accepted,
+    )
+    assert [m.envelope.rcpt_to for m in rig.messages()] == [(BOB,)]
+
+
+async def test_commands_injected_with_starttls_are_not_run_after_the_upgrade(rig: Rig) -> None:
+    port = await rig.start()
+
+    def session() -> tuple[list[bytes], list[bytes], list[bytes]]:
+        raw = Raw(port)
+        try:
+            raw.reply()
+            raw.command(b"EHLO client.test\r\n")
+            ready = raw.command(b"STARTTLS\r\nRSET\r\n")  # both in one packet
+            raw.starttls(rig.context)
+            ehlo = raw.command(b"EHLO client.test\r\n")
+            noop = raw.command(b"NOOP\r\n")
+            return ready, ehlo, noop
+        finally:
+            raw.close()
+
+    ready, ehlo, noop = await asyncio.to_thread(session)
+    assert ready == [b"220 Ready to start TLS"]
+    # Had RSET run over TLS, its "250 OK" would come first and shift every reply by one.
+    assert ehlo[0] == b"250-" + HOSTNAME.encode() and b"250-AUTH LOGIN PLAIN" in ehlo, ehlo
+    assert noop == [b"250 OK"]
+
+
+# --- brute force ----------------------------------------------------------------------------
+
+
+async def test_failed_logins_are_slowed_then_locked_out_per_address(rig: Rig) -> None:
+    port = await rig.start()
+
+    def attempts(client: smtplib.SMTP) -> list[int]:
+        codes = []
+        for _ in range(12):
+            try:
+                codes.append(client.docmd("AUTH", auth_plain(JANE, "mv_guess"))[0])
+            except smtplib.SMTPServerDisconnected:
+                codes.append(-1)
+                break
+        return codes
+
+    assert await rig.client(port, attempts) == [535] * 9 + [454, -1]
+    assert rig.clock.slept == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]  # from the 4th attempt on
+    # Locked: even the right token is refused for 15 minutes, and the connection closed.
+    locked = await rig.client(port, lambda c: c.docmd("AUTH", auth_plain(JANE, rig.token)))
+    assert locked == (454, b"4.7.0 Too many failed logins, try again later")
+    rig.clock.now += 15 * 60 + 1
+    code, _ = await rig.client(port, lambda c: c.docmd("AUTH", auth_plain(JANE, rig.token)))
+    assert code == 235
+
+
+async def test_failed_logins_are_locked_out_per_client_address(rig: Rig) -> None:
+    port = await rig.start()
+
+    def attempts(client: smtplib.SMTP) -> list[int]:
+        return [client.docmd("AUTH", auth_plain(f"u{i}@acme.test", "mv_x"))[0] for i in range(10)]
+
+    codes = await rig.client(port, attempts)
+    assert codes == [535] * 9 + [454]  # ten logins, one failure each: the client is locked
+    locked = await rig.client(port, lambda c: c.docmd("AUTH", auth_plain(JANE, rig.token)))
+    assert locked[0] == 454
+
+
+async def test_a_success_after_a_few_failures_is_delayed_and_clears_the_address(
+    rig: Rig,
+) -> None:
+    port = await rig.start()
+
+    def session(client: smtplib.SMTP) -> list[int]:
+        codes = [client.docmd("AUTH", auth_plain(JANE, "mv_typo"))[0] for _ in range(3)]
+        return [*codes, client.docmd("AUTH", auth_plain(JANE, rig.token))[0]]
+
+    assert await rig.client(port, session) == [535, 535, 535, 235]
+    assert rig.clock.slept == [1.0]  # the reply after three failures waits, success or not
+
+
+# --- trusted networks -----------------------------------------------------------------------
+
+
+async def test_trusted_network_submits_without_auth_only_as_its_organization(rig: Rig) -> None:
+    now = time.time()
+    tenancy = rig.world.services.tenancy
+    tenancy.create_org("globex", now)
+    tenancy.create_team("ops", "globex", now)
+    tenancy.add_domain("globex", "globex.test", now)
+    tenancy.create_user("gus@globex.test", org_name="globex", team_name="ops", admin=False, now=now)
+    add_channel(rig)
+    port = await rig.start(trusted_networks=TRUST_LOCALHOST)
+
+    def session(client: smtplib.SMTP) -> list[tuple[int, str]]:
+        replies = [send(client, message("trusted"))]
+        client.rset()
+        replies.append(send(client, message(), mail_from="gus@globex.test"))
+        client.rset()
+        replies.append(send(client, message(sender="gus@globex.test")))  # header From
+        return replies
+
+    (ok, ok_text), other_org, other_header = await rig.client(port, session, starttls=False)
+    assert ok == 250 and QUEUED.match(ok_text), ok_text
+    assert other_org[0] == 550 and other_org[1].startswith("5.7.1"), other_org
+    assert other_header[0] == 550 and other_header[1].startswith("5.7.1"), other_header
+    [stored] = rig.messages()
+    assert stored.user_id == rig.world.jane.id
+
+
+async def test_untrusted_client_still_needs_auth(rig: Rig) -> None:
+    elsewhere = ((ipaddress.ip_network("10.9.0.0/16"), "acme"),)
+    port = await rig.start(trusted_networks=elsewhere)
+    code, _ = await rig.client(port, lambda c: c.mail(JANE), starttls=False)
+    assert code == 530

@@ -1,0 +1,161 @@
+"""SMTP submission's pure parts: the reply table, the login throttle on a fake clock, and the
+self-signed certificate made once in the data folder."""
+
+from __future__ import annotations
+
+import ssl
+import stat
+from pathlib import Path
+
+import pytest
+
+from mailvia.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidAddress,
+    InvalidHeader,
+    InvalidInput,
+    MessageTooLarge,
+    SecretsUnavailable,
+    StoreUnavailable,
+    Unauthenticated,
+)
+from mailvia.ingress.submission_auth import LoginThrottle, ThrottlePolicy, peer_key
+from mailvia.ingress.submission_replies import Stage, reply_for
+from mailvia.ingress.submission_tls import submission_tls
+from mailvia.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("error", "stage", "reply"),
+    [
+        (InvalidAddress("bad"), Stage.MAIL, "501 5.1.7 bad"),
+        (InvalidAddress("bad"), Stage.RCPT, "553 5.1.3 bad"),
+        (InvalidAddress("bad"), Stage.DATA, "554 5.6.0 bad"),
+        (InvalidHeader("line\r\nbreak"), Stage.DATA, "554 5.6.0 line break"),
+        (InvalidInput("no From"), Stage.DATA, "554 5.6.0 no From"),
+        (MessageTooLarge("too big"), Stage.DATA, "552 5.3.4 too big"),
+        (Forbidden("not yours"), Stage.MAIL, "550 5.7.1 not yours"),
+        (Unauthenticated("x"), Stage.AUTH, "535 5.7.8 Authentication credentials invalid"),
+        (StoreUnavailable("db"), Stage.DATA, "451 4.3.0"),
+        (StoreUnavailable("db"), Stage.AUTH, "454 4.7.0 Temporary authentication failure"),
+        (SecretsUnavailable("key"), Stage.DATA, "451 4.3.0"),
+        (Conflict("x"), Stage.DATA, "451 4.3.0"),
+        (RuntimeError("internals"), Stage.OTHER, "451 4.3.0"),
+    ],
+)
+def test_reply_for(error: Exception, stage: Stage, reply: str) -> None:
+    assert reply_for(error, stage).startswith(reply)
+    if reply[0] == "4":
+        assert str(error) not in reply_for(error, stage)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fail(throttle: LoginThrottle, login: str, peer: str, times: int) -> list[bool]:
+    return [throttle.failed(throttle.begin(login, peer)) for _ in range(times)]
+
+
+def test_delays_grow_from_the_fourth_attempt_and_the_tenth_failure_locks_out() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock)
+    delays = []
+    for _ in range(10):
+        verdict = throttle.verdict("jane@acme.test", "192.0.2.1")
+        assert not verdict.locked
+        delays.append(verdict.delay)
+        locked = throttle.failed(throttle.begin("jane@acme.test", "192.0.2.1"))
+    assert delays == [0, 0, 0, 1, 2, 4, 8, 8, 8, 8] and locked
+    assert throttle.verdict("JANE@acme.test", "198.51.100.7").locked  # the address, anywhere
+    clock.now += 15 * 60 + 1
+    after = throttle.verdict("jane@acme.test", "192.0.2.1")
+    assert (after.locked, after.delay) == (False, 0.0)
+
+
+def test_failures_age_out_of_the_window() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(ThrottlePolicy(window=60.0), clock=clock)
+    fail(throttle, "a@x.test", "192.0.2.1", 5)
+    assert throttle.verdict("a@x.test", "192.0.2.1").delay == 4.0
+    clock.now += 61
+    assert throttle.verdict("a@x.test", "192.0.2.1").delay == 0.0
+
+
+def test_logins_being_checked_count_so_parallel_guesses_cannot_overshoot() -> None:
+    throttle = LoginThrottle(clock=Clock())
+    for _ in range(10):
+        throttle.begin("a@x.test", "192.0.2.1")  # all in flight, none settled
+    assert throttle.verdict("a@x.test", "192.0.2.9").locked
+
+
+def test_a_success_clears_the_address_but_not_the_client() -> None:
+    throttle = LoginThrottle(clock=Clock())
+    fail(throttle, "a@x.test", "192.0.2.1", 5)
+    throttle.forget(throttle.begin("a@x.test", "192.0.2.1"), succeeded=True)
+    assert throttle.verdict("a@x.test", "192.0.2.2").delay == 0.0
+    assert throttle.verdict("b@x.test", "192.0.2.1").delay == 4.0
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("2001:db8::1", "2001:db8::/64"),
+        ("2001:db8::ffff:1", "2001:db8::/64"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+    ],
+)
+def test_peer_key(host: str, key: str) -> None:
+    assert peer_key(host) == key
+
+
+def test_a_self_signed_certificate_is_made_once_with_a_private_key(tmp_path: Path) -> None:
+    context, cert, self_signed = submission_tls(cert=None, key=None, data_dir=tmp_path)
+    assert self_signed and cert == tmp_path / "tls" / "submission.pem"
+    assert stat.S_IMODE((tmp_path / "tls" / "submission.key").stat().st_mode) == 0o600
+    first = cert.read_bytes()
+    assert submission_tls(cert=None, key=None, data_dir=tmp_path)[1].read_bytes() == first
+    client = ssl.create_default_context(cafile=str(cert))
+    client.verify_flags |= ssl.VERIFY_X509_STRICT  # as strict as Python 3.13's default
+    for name in ("localhost", "127.0.0.1"):
+        handshake(context, client, name)
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> None:
+    """A TLS handshake in memory; raises ssl.SSLError if the client does not accept it."""
+    pipes = [(ssl.MemoryBIO(), ssl.MemoryBIO()) for _ in range(2)]
+    ends = [
+        client.wrap_bio(pipes[0][0], pipes[0][1], server_hostname=name),
+        server.wrap_bio(pipes[1][0], pipes[1][1], server_side=True),
+    ]
+    done = [False, False]
+    while not all(done):
+        for i, end in enumerate(ends):
+            try:
+                end.do_handshake()
+                done[i] = True
+            except ssl.SSLWantReadError:
+                pass
+            pipes[1 - i][0].write(pipes[i][1].read())  # what one end wrote, the other reads
+
+
+def test_operator_certificate_files_go_together_and_must_load(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="go together"):
+        submission_tls(cert=tmp_path / "c.pem", key=None, data_dir=tmp_path)
+    (tmp_path / "c.pem").write_text("not a certificate")
+    with pytest.raises(InvalidInput, match="cannot load TLS certificate"):
+        submission_tls(cert=tmp_path / "c.pem", key=tmp_path / "k.pem", data_dir=tmp_path)
+
+
+def test_the_certificate_settings_are_paths() -> None:
+    settings = Settings.load(
+        {"MAILVIA_SUBMISSION_TLS_CERT": "/etc/c.pem"}, {"submission_tls_key": "/etc/k.pem"}
+    )
+    assert settings.submission_tls_cert == Path("/etc/c.pem")
+    assert settings.submission_tls_key == Path("/etc/k.pem")
