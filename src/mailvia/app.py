@@ -6,12 +6,15 @@ the ingresses; `main()` is the console entry point.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
@@ -20,16 +23,23 @@ from mailvia.keyring import open_vault, rotate
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
 from mailvia.outbox.notices import Notices
-from mailvia.outbox.ports import Credentials
+from mailvia.outbox.ports import Credentials, Metrics
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
-from mailvia.passwords import hash_password
+from mailvia.outbox.webhook_dispatch import WebhookDispatcher
+from mailvia.outbox.webhooks import Webhooks
+from mailvia.passwords import hash_password, verify_password
+from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
 from mailvia.store import SqlStore, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
 from mailvia.transport.probe import SmtpProber
+from mailvia.transport.webhooks import HttpWebhookSender, url_checker
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 POOL_ORGANIZATION = "_platform"
 POOL_CHANNEL_ID = "ch_pool"
@@ -130,6 +140,8 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
     guard = OutboundGuard(settings.allow_private_hosts)
     transport = SmtpTransport(guard=guard)
+    metrics = prometheus(store)
+    webhooks, webhook_dispatcher, sender = webhook_parts(store, vault, guard, metrics)
     channels = Channels(
         store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
     )
@@ -145,6 +157,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         transport,
         credentials=credentials,
         notify_disconnected=notices.channel_disconnected,
+        metrics=metrics,
         options=DispatchOptions(
             worker=settings.worker_id or f"{socket.gethostname()}:{os.getpid()}",
             lease_seconds=settings.lease_seconds,
@@ -155,9 +168,10 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
 
     async def close() -> None:
         await transport.aclose()
+        await sender.aclose()
         store.close()
 
-    return Services(
+    services = Services(
         store=store,
         tenancy=Tenancy(store, hash_password=hash_password),
         channels=channels,
@@ -169,7 +183,62 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         max_message_size=settings.max_message_size,
         tester=ChannelTester(store, channels, SmtpProber(guard), transport=transport),
         rotate_key=lambda: str(rotate(store, vault, settings)),
+        webhooks=webhooks,
+        webhook_dispatcher=webhook_dispatcher,
+        metrics=metrics,
+        metrics_token=settings.metrics_token,
     )
+    services.asgi = lambda: asgi_app(services, settings)
+    return services
+
+
+def prometheus(store: SqlStore) -> Metrics:
+    """The metrics registry of this process (prometheus-client, its own registry)."""
+    from mailvia.ingress.metrics import PrometheusMetrics
+
+    return PrometheusMetrics(store)
+
+
+def webhook_parts(
+    store: SqlStore, vault: Vault, guard: OutboundGuard, metrics: Metrics
+) -> tuple[Webhooks, WebhookDispatcher, HttpWebhookSender]:
+    """Webhooks for the API and their dispatcher, POSTing through the outbound address guard."""
+    sender = HttpWebhookSender(guard=guard)
+    webhooks = Webhooks(store, vault, check_url=url_checker(guard))
+    return webhooks, WebhookDispatcher(store, vault, sender, metrics=metrics), sender
+
+
+def session_key(settings: Settings) -> bytes:
+    """The key that signs the pages' session cookies, derived from the master key so that
+    every process serving pages agrees on it (rotating the master key ends all sessions)."""
+    master = load_master_key(key=settings.master_key, key_file=settings.key_file, create=False)
+    return hmac.new(master, b"mailvia web sessions", hashlib.sha256).digest()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def asgi_app(services: Services, settings: Settings) -> FastAPI:
+    """The HTTP app that `serve` runs: the API (/v1/..., /healthz, /docs) and the setup pages
+    beside it. Session cookies are always Secure unless the listener is on loopback (a local
+    try-out, or a TLS proxy in front, whose HTTPS requests still get Secure cookies)."""
+    from mailvia.ingress.http import create_app
+    from mailvia.web import create_web, mount_beside
+
+    api = create_app(services)
+    web = create_web(
+        services,
+        verify_password=verify_password,
+        hash_password=hash_password,
+        secure_cookies=not _loopback(settings.http_listen.host),
+        session_key=session_key(settings),
+    )
+    mount_beside(api, web)
+    return api
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ def open_vault(store: SqlStore, settings: Settings, *, create: bool) -> Vault:
     vault = Vault(
         load_master_key(key=settings.master_key, key_file=settings.key_file, create=create)
     )
-    sealed = store.channel_secrets()
+    sealed = [(f"channel {cid}", blob) for cid, blob in store.channel_secrets()]
+    sealed += [(f"webhook {wid}", blob) for wid, blob in store.webhook_secrets()]
     if all(vault.owns(blob) for _, blob in sealed):
         return vault
     pending = pending_path(settings.key_file)
@@ -36,9 +37,9 @@ def open_vault(store: SqlStore, settings: Settings, *, create: bool) -> Vault:
         if all(candidate.owns(blob) for _, blob in sealed):
             os.replace(pending, settings.key_file)  # finish an interrupted rotation
             return candidate
-    channel_id = next(cid for cid, blob in sealed if not vault.owns(blob))
+    owner = next(name for name, blob in sealed if not vault.owns(blob))
     raise SecretsUnavailable(
-        f"the master key does not open the stored secrets (channel {channel_id}); "
+        f"the master key does not open the stored secrets ({owner}); "
         "mailvia will not start with a wrong key"
     )
 
@@ -59,8 +60,9 @@ def rotate(store: SqlStore, vault: Vault, settings: Settings) -> Path:
         handle.flush()
         os.fsync(handle.fileno())
     new_vault = Vault(new)
-    store.replace_channel_secrets(
-        [(cid, vault.rewrap(blob, new_vault)) for cid, blob in store.channel_secrets()]
+    store.replace_secrets(
+        [(cid, vault.rewrap(blob, new_vault)) for cid, blob in store.channel_secrets()],
+        [(wid, vault.rewrap(blob, new_vault)) for wid, blob in store.webhook_secrets()],
     )
     os.replace(pending, settings.key_file)
     return settings.key_file

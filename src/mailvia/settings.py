@@ -47,6 +47,7 @@ class Settings:
     submission_tls_cert: Path | None = None
     submission_tls_key: Path | None = None
     metrics_listen: Listen | None = None
+    metrics_token: str | None = field(default=None, repr=False)  # guards /metrics over HTTP
     master_key_file: Path | None = None
     master_key: str | None = field(default=None, repr=False)
     pool_relay: str | None = field(default=None, repr=False)

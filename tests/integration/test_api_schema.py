@@ -10,6 +10,7 @@ here, one hypothesis run per operation and generation mode.)"""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def test_the_api_answers_as_its_openapi_document_says(api: Api) -> None:
     headers = auth(api)
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 18
+    assert len(operations) == 22
     for operation in operations:
         for mode in GenerationMode:
 
@@ -107,6 +108,10 @@ def test_successful_answers_match_the_document_too(api: Api) -> None:
         MessageFilter(organization_id=api.world.admin.organization_id)
     )[0][0].id
     relay, box = "acme-relay", "jane-box"
+    hook_url = "http://127.0.0.1:9/hook"
+    webhooks = api.world.services.webhooks
+    assert webhooks is not None
+    hook = webhooks.add(api.world.admin, hook_url, None, time.time()).webhook.id
     new_channel = {"name": "new", "host": "smtp.acme.test", "username": "u", "password": "p"}
     mine = message(**{"from": "boss@acme.test"})
     batch = {"messages": [mine, message(subject="x\r\ny")]}
@@ -130,6 +135,10 @@ def test_successful_answers_match_the_document_too(api: Api) -> None:
         ("GET", "/v1/organization", {}, 200),
         ("PATCH", "/v1/organization", {"body": {"default_channel_id": box}}, 200),
         ("GET", "/v1/events", {}, 200),
+        ("GET", "/v1/webhooks", {}, 200),
+        ("POST", "/v1/webhooks", {"body": {"url": hook_url, "events": ["message.held"]}}, 201),
+        ("GET", "/v1/webhooks/{id}/deliveries", {"path_parameters": {"id": hook}}, 200),
+        ("DELETE", "/v1/webhooks/{id}", {"path_parameters": {"id": hook}}, 204),
     ]
     for method, path, parts, status in calls:
         headers = {**boss, **parts.pop("headers", {})}

@@ -52,6 +52,21 @@ def test_an_address_channel_cannot_be_shared_with_the_team(world: World) -> None
         world.services.channels.add(world.admin, spec, time.time())
 
 
+@pytest.mark.parametrize("preset", ["microsoft365", "gmail"])
+def test_a_mailbox_preset_cannot_be_made_domain_scoped(world: World, preset: str) -> None:
+    spec = ChannelSpec(
+        name="mailbox for all",
+        preset=preset,
+        username="jane@acme.test",
+        password="pw",
+        scope=Scope.DOMAIN,
+        domains=("acme.test",),
+        team_name="sales",
+    )
+    with pytest.raises(Forbidden, match="cannot be a team channel"):
+        world.services.channels.add(world.admin, spec, time.time())
+
+
 def test_a_member_cannot_create_a_team_channel(world: World) -> None:
     with pytest.raises(Forbidden, match="only admins"):
         world.services.channels.add(world.jane, team_spec("sp", "acme.test"), time.time())

@@ -16,7 +16,6 @@ import click
 import uvicorn
 
 from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, fail, pass_context, settings_options
-from mailvia.ingress.http import create_app
 from mailvia.ingress.submission import SubmissionServer
 from mailvia.ingress.submission_tls import submission_tls
 from mailvia.outbox.services import Services
@@ -36,6 +35,7 @@ SERVE_SETTINGS = (
     *SUBMISSION_SETTINGS,
     "max_message_size",
     "worker_id",
+    "metrics_listen",
 )
 # (implicit TLS?, listening socket) for each submission port
 SmtpSockets = Sequence[tuple[bool, socket.socket]]
@@ -106,26 +106,54 @@ async def _start_submission(submission: SubmissionServer | None, smtp: SmtpSocke
         announce(kind, f"{scheme}://{Listen(host, port)}")
 
 
+async def _until(stop: asyncio.Event, server: uvicorn.Server, sock: socket.socket) -> None:
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await stop.wait()
+    server.should_exit = True
+    await task
+
+
+def _beside(
+    services: Services, stop: asyncio.Event, metrics: socket.socket | None
+) -> list[asyncio.Task[None]]:
+    """The webhook dispatcher and the metrics listener (METRICS_LISTEN), until `stop`."""
+    tasks = []
+    if services.webhook_dispatcher is not None:
+        webhooks = services.webhook_dispatcher.run_forever(time.time, stop)
+        tasks.append(asyncio.create_task(webhooks))
+    if metrics is not None:
+        from mailvia.ingress.metrics_http import metrics_app  # FastAPI: only when serving
+
+        config = uvicorn.Config(metrics_app(services), log_level="warning", lifespan="off")
+        tasks.append(asyncio.create_task(_until(stop, uvicorn.Server(config), metrics)))
+        host, port = metrics.getsockname()[:2]
+        announce("metrics", f"http://{Listen(host, port)}/metrics")
+    return tasks
+
+
 async def _serve(
     services: Services,
     sock: socket.socket,
     submission: SubmissionServer | None = None,
     smtp: SmtpSockets = (),
+    metrics: socket.socket | None = None,
 ) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     await _start_submission(submission, smtp)
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(create_app(services), log_level="warning", lifespan="off")
+    assert services.asgi is not None, "app.build hands over the HTTP app"
+    config = uvicorn.Config(services.asgi(), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]))
     dispatch = asyncio.create_task(services.dispatcher.run_forever(time.time, stop))
+    beside = _beside(services, stop, metrics)
     announce("http", f"http://{Listen(host, port)}")
     await stop.wait()
     server.should_exit = True
     if submission is not None:
         await submission.stop()
-    await asyncio.gather(http, dispatch, return_exceptions=True)
+    await asyncio.gather(http, dispatch, *beside, return_exceptions=True)
     await services.aclose()
 
 
@@ -144,6 +172,7 @@ def serve(ctx: Context, settings: Settings) -> None:
         )
         if listen is not None
     ]
+    metrics = _bind(settings.metrics_listen) if settings.metrics_listen else None
     services = ctx.services(settings, create_key=True)
     boot = services.tenancy.bootstrap(time.time())
     if boot is not None:
@@ -153,7 +182,7 @@ def serve(ctx: Context, settings: Settings) -> None:
         click.echo(f"both written to {path} (mode 0600)")
     submission = _submission_server(services, settings) if smtp else None
     click.echo(f"data in {settings.data_dir.resolve()}")
-    asyncio.run(_serve(services, sock, submission, smtp))
+    asyncio.run(_serve(services, sock, submission, smtp, metrics))
 
 
 async def _work(services: Services) -> None:

@@ -1,4 +1,4 @@
-"""The ASGI app: the HTTP API (ingress/api/) plus `/healthz`."""
+"""The ASGI app: the HTTP API (ingress/api/) plus `/healthz` and `/metrics`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from mailvia.ingress.api import create_api
 from mailvia.ingress.api.auth import ServicesDep
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.schemas import Health
+from mailvia.ingress.metrics_http import router as metrics_router
 from mailvia.outbox.services import Services
 
 
 def create_app(services: Services) -> FastAPI:
     """The ASGI app, given what the composition root built."""
     app = create_api(services)
+    app.include_router(metrics_router)
 
     @app.get(
         "/healthz",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -137,9 +138,11 @@ class ChannelRun:
                     return None
                 untried.extend(chunk)
                 continue
+            started = time.perf_counter()
             result = await self.d.transport.send(
                 self.channel, self.credentials, Envelope(claim.mail_from, chunk), claim.content
             )
+            seconds = time.perf_counter() - started
             if self.ledger is not None and taken:
                 self.ledger.finish([(taken, self.now(fixed))])
             settlement = settle(
@@ -152,6 +155,8 @@ class ChannelRun:
                 rand=self.d.rand(),
             )
             settlements.append(settlement)
+            outcomes = [str(r.outcome) for r in settlement.recipients]
+            self.d.metrics.attempt(self.channel.id, seconds, outcomes)
             self._note_effect(settlement)
         return self._record(claim, settlements, untried, self.now(fixed))
 

@@ -151,6 +151,11 @@ class Channels:
             if not any(identity_covers(i, address) for i in self.store.identities(owner.id)):
                 raise Forbidden(f"{address} is not one of {owner.email}'s sender identities")
             return Owner(user_id=owner.id), address, ()
+        if preset is not None and preset.scope is Scope.ADDRESS:
+            raise Forbidden(
+                ADDRESS_SCOPE_NOT_SHARED.format(title=preset.title)
+                + ": an address-scoped channel cannot be a team channel"
+            )
         if not actor.is_admin:
             raise Forbidden("only admins create team (domain-scoped) channels")
         team = self.store.find_team(actor.organization_id, spec.team_name or "default")

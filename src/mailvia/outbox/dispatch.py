@@ -19,7 +19,8 @@ from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
 from mailvia.outbox.channel_run import ChannelRun, new_event
-from mailvia.outbox.ports import Credentials, Store, Transport
+from mailvia.outbox.metrics import NO_METRICS
+from mailvia.outbox.ports import Credentials, Metrics, Store, Transport
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Dispatcher:
         options: DispatchOptions,
         rand: Callable[[], float] = random.random,
         notify_disconnected: Notifier = _no_notice,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -59,6 +61,7 @@ class Dispatcher:
         self.options = options
         self.rand = rand
         self.notify_disconnected = notify_disconnected
+        self.metrics = metrics
         self.stopping = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from mailvia.domain.channel import Channel
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
-from mailvia.outbox.ports import Store, Transport
+from mailvia.outbox.metrics import NO_METRICS
+from mailvia.outbox.ports import Metrics, Store, Transport
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
+from mailvia.outbox.webhook_dispatch import WebhookDispatcher
+from mailvia.outbox.webhooks import Webhooks
 
 
 @dataclass
@@ -29,6 +33,11 @@ class Services:
     max_message_size: int
     tester: ChannelTester | None = None
     rotate_key: Callable[[], str] | None = None  # re-wrap every secret under a new master key
+    asgi: Callable[[], Any] | None = None  # builds the HTTP app (API and pages) to serve
+    webhooks: Webhooks | None = None
+    webhook_dispatcher: WebhookDispatcher | None = None
+    metrics: Metrics = NO_METRICS
+    metrics_token: str | None = field(default=None, repr=False)  # guards /metrics over HTTP
 
     async def aclose(self) -> None:
         await self.close()

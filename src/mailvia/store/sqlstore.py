@@ -11,10 +11,18 @@ from mailvia.store.outbox import OutboxStore
 from mailvia.store.settle import SettleStore
 from mailvia.store.tenancy import TenancyStore
 from mailvia.store.views import ViewStore
+from mailvia.store.webhooks import WebhookStore
 
 
 class SqlStore(
-    TenancyStore, ChannelStore, OutboxStore, SettleStore, ViewStore, EventStore, BudgetStore
+    TenancyStore,
+    ChannelStore,
+    OutboxStore,
+    SettleStore,
+    ViewStore,
+    EventStore,
+    BudgetStore,
+    WebhookStore,
 ):
     """The outbox and everything it refers to. Every public method is one transaction and
     raises domain errors only (NotFound, Conflict, InvalidInput, StoreUnavailable)."""

@@ -201,3 +201,59 @@ channel_usage = sa.Table(
     sa.Index("ix_channel_usage_channel_id_at", "channel_id", "at"),
     sa.Index("ix_channel_usage_channel_id_ended_at", "channel_id", "ended_at"),
 )
+
+# 0003: webhooks. `last_event_seq` is how far in the events table the webhook has been
+# queued; the signing secret is sealed by the vault, never stored in clear.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("organization_id", sa.Text, sa.ForeignKey("organizations.id"), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("event_types", sa.Text),  # a JSON list; NULL: every type
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("last_event_seq", sa.BigInteger, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Index(None, "organization_id"),
+)
+
+# One row per (webhook, event): pending until delivered or given up (failed). A claimed
+# delivery's next_attempt_at is its lease's end, so a crashed dispatcher's claim comes back.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("webhook_id", sa.Text, sa.ForeignKey("webhooks.id"), nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("event_seq", sa.BigInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("next_attempt_at", Time),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_duration", Time),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.UniqueConstraint("webhook_id", "event_id"),
+    sa.Index(None, "webhook_id", "state", "next_attempt_at"),
+    sa.Index(None, "state", "next_attempt_at"),
+)
+
+# Every attempt, for `GET /v1/webhooks/{id}/deliveries`.
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("webhook_id", sa.Text, sa.ForeignKey("webhooks.id"), nullable=False),
+    sa.Column("delivery_id", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("status", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("duration", Time, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),
+    sa.Column("next_attempt_at", Time),
+    sa.Index(None, "webhook_id", "seq"),
+)

@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI): messages, channels, presets, routes, the organization, events.
+"""The HTTP API (FastAPI): messages, channels, presets, routes, the organization, events,
+webhooks.
 
 Bearer API tokens; everything is scoped to the caller's organization and role. Errors are
 `application/problem+json` (errors.py maps them in one place). Path functions are plain `def`:
@@ -14,10 +15,11 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from mailvia import __version__
-from mailvia.ingress.api import channels, errors, events, messages, organization
+from mailvia.ingress.api import channels, errors, events, messages, organization, webhooks
 from mailvia.ingress.api.errors import Problem
 from mailvia.ingress.api.limits import BodyLimit, body_limit
 from mailvia.ingress.api.params import refuse_unknown_query
+from mailvia.ingress.api.rejections import CountRejections
 from mailvia.outbox.services import Services
 
 DESCRIPTION = """Send mail through the right delivery channel for each sender.
@@ -59,7 +61,8 @@ def create_api(services: Services) -> FastAPI:
     app.state.services = services
     errors.install(app)
     app.add_middleware(BodyLimit, limit=body_limit(services.max_message_size))
-    for module in (messages, channels, organization, events):
+    app.add_middleware(CountRejections, metrics=services.metrics)
+    for module in (messages, channels, organization, events, webhooks):
         app.include_router(module.router)
     return app
 

@@ -24,6 +24,7 @@ from mailvia.ingress.api.intake import (
     submission,
 )
 from mailvia.ingress.api.params import ChannelFilter, Cursor, IdempotencyKey, Limit, Ref
+from mailvia.ingress.api.rejections import count_rejected
 from mailvia.ingress.api.schemas import (
     BatchIn,
     BatchOut,
@@ -96,6 +97,7 @@ def submit_batch(
         except MailviaError as exc:
             items.append(exc)
     _refuse_senders(services, user, items)
+    count_rejected(services.metrics, (item for item in items if isinstance(item, MailviaError)))
     accepted = [item for item in items if isinstance(item, Submission)]
     receipts = iter(services.submitter.submit(user, accepted, now=now) if accepted else [])
     data: list[dict[str, Any]] = []

@@ -1,0 +1,191 @@
+"""What every page shares: the web state, who is signed in, rendering, banners and notices.
+
+Pages render Jinja2 templates (autoescaped) from `templates/`; a signed-in user sees a banner
+on every page for each disconnected channel they own (a team channel: its team's admins),
+with the reason, the held count and a Reconnect link.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.resources import files
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MailviaError,
+    NotFound,
+    Unauthenticated,
+)
+from mailvia.domain.message import State
+from mailvia.domain.tenancy import User
+from mailvia.outbox.services import Services
+from mailvia.web.auth import SignInThrottle, current_session, fingerprint
+
+TEMPLATES = files("mailvia.web") / "templates"
+
+# Short notices a redirect may ask a page to show (?notice=KEY); never free text from a URL.
+NOTICES = {
+    "saved": "Channel saved.",
+    "removed": "Channel removed.",
+    "paused": "Channel paused: its mail is held until you resume it.",
+    "resumed": "Channel resumed: its held mail is released.",
+    "password": "Password changed.",
+    "policy": "Organization settings saved.",
+    "granted": "Sender identity granted.",
+    "revoked": "Token revoked.",
+    "signedout": "You are signed out.",
+}
+
+
+class SignInRequired(Exception):
+    """No valid session: go to the sign-in page."""
+
+
+class PasswordChangeRequired(Exception):
+    """A one-time password is in use: change it before anything else."""
+
+
+@dataclass
+class Web:
+    """The state of the web app: the services and what signing in needs."""
+
+    services: Services
+    verify_password: Callable[[str, str], bool]
+    hash_password: Callable[[str], str]
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    env: Environment = field(init=False)
+    dummy_hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.env = Environment(
+            loader=FileSystemLoader(str(TEMPLATES)),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["when"] = when
+        self.env.filters["thousands"] = lambda n: f"{n:,}"
+        # Verified against for unknown accounts, so a miss takes as long as a wrong password.
+        self.dummy_hash = self.hash_password("mailvia: no such account")
+
+
+def get_web(request: Request) -> Web:
+    web: Web = request.app.state.web
+    return web
+
+
+WebDep = Annotated[Web, Depends(get_web)]
+
+
+def signed_in(request: Request, web: WebDep) -> User:
+    """The signed-in user; raises SignInRequired, or PasswordChangeRequired while a one-time
+    password is in use (except on the password page itself)."""
+    session = current_session(request)
+    if session.user_id is None:
+        raise SignInRequired()
+    try:
+        user = web.services.store.get_user(session.user_id)
+        stored = web.services.store.password_hash(user.id)
+    except NotFound:
+        raise SignInRequired() from None
+    if session.fingerprint != fingerprint(stored):
+        raise SignInRequired()  # the password changed since this session began
+    request.state.user = user
+    if user.must_change_password and request.url.path != "/password":
+        raise PasswordChangeRequired()
+    return user
+
+
+UserDep = Annotated[User, Depends(signed_in)]
+
+
+def require_admin(user: User, what: str) -> None:
+    if not user.is_admin:
+        raise Forbidden(f"only admins may {what}")
+
+
+def when(at: float | None) -> str:
+    """An instant as people read it, in UTC."""
+    if at is None:
+        return ""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    """Render a page with the session's CSRF token, the user, the nav and the banners."""
+    web = get_web(request)
+    user: User | None = getattr(request.state, "user", None)
+    notice = NOTICES.get(request.query_params.get("notice", ""))
+    page = web.env.get_template(template).render(
+        request=request,
+        path=request.url.path,
+        csrf=current_session(request).csrf,
+        user=user,
+        banners=banners(web.services, user) if user else [],
+        notice=notice,
+        **context,
+    )
+    return HTMLResponse(page, status_code=status)
+
+
+def redirect(path: str, *, notice: str | None = None) -> RedirectResponse:
+    """303 See Other to a path of this site (a form's answer: POST, then GET)."""
+    if notice:
+        path += ("&" if "?" in path else "?") + "notice=" + quote(notice)
+    return RedirectResponse(path, status_code=303)
+
+
+@dataclass(frozen=True)
+class Banner:
+    channel: Channel
+    held: int
+
+
+def owns(user: User, channel: Channel) -> bool:
+    """Whom a channel's trouble concerns: its owner, or its team's admins."""
+    if channel.owner.user_id is not None:
+        return channel.owner.user_id == user.id
+    return user.is_admin and channel.owner.team_id == user.team_id
+
+
+def banners(services: Services, user: User) -> list[Banner]:
+    """The disconnected channels this user must fix, with how much mail each holds."""
+    broken = [
+        c
+        for c in services.store.list_channels(user.organization_id)
+        if c.state is ChannelState.DISCONNECTED and owns(user, c)
+    ]
+    if not broken:
+        return []
+    counts = services.store.queue_counts(user.organization_id)
+    return [Banner(c, counts.get(c.id, {}).get(State.HELD, 0)) for c in broken]
+
+
+def now() -> float:
+    return time.time()
+
+
+def status_for(exc: MailviaError) -> int:
+    """The HTTP status of a page that shows this error."""
+    for kind, status in (
+        (InvalidInput, 400),
+        (Unauthenticated, 401),
+        (Forbidden, 403),
+        (NotFound, 404),
+        (Conflict, 409),
+    ):
+        if isinstance(exc, kind):
+            return status
+    return 503

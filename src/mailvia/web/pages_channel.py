@@ -1,0 +1,158 @@
+"""My delivery channel: each address's route and why, the user's channels, and connecting a
+new one (Microsoft 365, Gmail, a custom SMTP server or a provider preset) with Test
+connection before saving.
+
+Side effects: Test connection probes the server and stores nothing; Save stores the channel
+(its password sealed by the vault).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from mailvia.domain.channel import Auth, Scope, Security
+from mailvia.domain.errors import MailviaError
+from mailvia.domain.presets import Preset
+from mailvia.domain.probe import ProbeReport
+from mailvia.domain.tenancy import User, domain_of
+from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
+from mailvia.web.forms import (
+    CHANNEL_FIELDS,
+    budgets_text,
+    channel_spec,
+    open_password,
+    preset_of,
+    seal_password,
+    text,
+    values,
+)
+from mailvia.web.views import (
+    explain_addresses,
+    limit_words,
+    preset_choices,
+    provider,
+    sendable_addresses,
+    sharing,
+)
+
+router = APIRouter()
+
+
+@router.get("/")
+def home(user: UserDep) -> RedirectResponse:
+    return redirect("/channel")
+
+
+@router.get("/channel", response_class=HTMLResponse)
+def my_channel(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
+    services = web.services
+    visible = services.channels.visible(user)
+    return render(
+        request,
+        "my_channel.html",
+        explained=explain_addresses(services, user),
+        own=[c for c in visible if c.owner.user_id == user.id],
+        team=[c for c in visible if c.scope is Scope.DOMAIN],
+        presets=preset_choices(),
+        provider=provider,
+        limit_words=limit_words,
+    )
+
+
+def defaults(web: Web, user: User, preset: Preset | None) -> dict[str, str]:
+    """The connect form's first values: the preset's settings, the user's first address."""
+    store = web.services.store
+    addresses = sendable_addresses(web.services, user) or [user.email]
+    identities = store.identities(user.id)
+    domains = [i[1:] for i in identities if i.startswith("@")] or [domain_of(addresses[0])]
+    team = next(
+        (t.name for t in store.list_teams(user.organization_id) if t.id == user.team_id), ""
+    )
+    fields = dict.fromkeys(CHANNEL_FIELDS, "")
+    title = preset.title if preset else "SMTP"
+    fields.update(
+        preset=preset.name if preset else "",
+        name=f"{title} {addresses[0]}" if not preset or preset.mailbox else title,
+        host=preset.host if preset else "",
+        port=str(preset.port if preset else 587),
+        security=str(preset.security if preset else Security.STARTTLS),
+        auth=str(preset.auth if preset else Auth.PLAIN),
+        username=(preset.username or "") if preset and not preset.mailbox else addresses[0],
+        budgets=budgets_text(preset.budgets) if preset else "",
+        address=addresses[0],
+        domains=", ".join(domains),
+        team=team,
+        share="on" if can_share(user, preset) and preset is not None else "",
+    )
+    return fields
+
+
+def can_share(user: User, preset: Preset | None) -> bool:
+    """Only admins share, and only credentials that authenticate a domain or an account."""
+    return user.is_admin and (preset is None or preset.scope is Scope.DOMAIN)
+
+
+def connect_page(
+    request: Request,
+    web: Web,
+    user: User,
+    fields: dict[str, str],
+    *,
+    status: int = 200,
+    report: ProbeReport | None = None,
+    error: str | None = None,
+    sealed: str = "",
+) -> HTMLResponse:
+    preset = preset_of(fields["preset"])
+    context: dict[str, Any] = {
+        "preset": preset,
+        "fields": fields,
+        "report": report,
+        "error": error,
+        "sealed": sealed,
+        "addresses": sendable_addresses(web.services, user) or [user.email],
+        "teams": web.services.store.list_teams(user.organization_id),
+        "can_share": can_share(user, preset),
+        "not_shared": sharing(preset),
+        "limits": limit_words(preset.budgets) if preset else "",
+        "host_warning": preset.host_warning(fields["host"]) if preset and fields["host"] else None,
+        "securities": [str(s) for s in Security],
+        "auths": [str(a) for a in Auth],
+    }
+    return render(request, "connect.html", status=status, **context)
+
+
+@router.get("/channels/new", response_class=HTMLResponse)
+def connect_form(request: Request, user: UserDep, web: WebDep, preset: str = "") -> Response:
+    chosen = preset_of(preset)
+    if preset and chosen is None:
+        return redirect("/channel")
+    return connect_page(request, web, user, defaults(web, user, chosen))
+
+
+@router.post("/channels/new", response_class=HTMLResponse)
+async def connect(request: Request, user: UserDep, web: WebDep) -> Response:
+    """`action=test` probes the channel described; `action=save` stores it."""
+    form = await request.form()
+    fields = values(form)
+    vault = web.services.channels.vault
+    password = text(form, "password") or open_password(vault, user, text(form, "sealed"))
+    sealed = seal_password(vault, user, password) if password else ""
+    try:
+        spec = channel_spec(fields, password)
+        if text(form, "action") == "save":
+            channel, _warnings = web.services.channels.add(user, spec, now())
+            return redirect(f"/channels/{channel.id}", notice="saved")
+        if web.services.tester is None:
+            raise MailviaError("Test connection is not available in this process")
+        report = await web.services.tester.test_spec(
+            user, spec, to=fields["test_to"] or None, now=now()
+        )
+    except MailviaError as exc:
+        return connect_page(
+            request, web, user, fields, status=status_for(exc), error=str(exc), sealed=sealed
+        )
+    return connect_page(request, web, user, fields, report=report, sealed=sealed)

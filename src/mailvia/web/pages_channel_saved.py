@@ -1,0 +1,136 @@
+"""A saved channel: its settings (the password masked), state, limits and budget use, queue
+counts; Test connection, Reconnect (or replace the password), pause, resume and remove.
+
+Side effects: Test stores nothing (a password typed for it is not saved). Reconnect stores
+the new password only after a passing test, makes a disconnected channel active and releases
+its held mail in its original order. Pause holds the channel's mail; resume releases it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from mailvia.domain.channel import Channel
+from mailvia.domain.errors import MailviaError, NotFound
+from mailvia.domain.presets import PRESETS
+from mailvia.domain.tenancy import User
+from mailvia.outbox.probe import ChannelTester
+from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
+from mailvia.web.forms import text
+from mailvia.web.views import WAITING, channel_use, covers, limit_words, provider, sharing
+
+router = APIRouter()
+
+
+def owner_label(web: Web, user: User, channel: Channel) -> str:
+    if channel.owner.user_id is not None:
+        if channel.owner.user_id == user.id:
+            return f"you ({user.email})"
+        try:
+            return web.services.store.get_user(channel.owner.user_id).email
+        except NotFound:
+            return "a removed user"
+    teams = web.services.store.list_teams(channel.organization_id)
+    name = next((t.name for t in teams if t.id == channel.owner.team_id), "a team")
+    return f"team {name}"
+
+
+def channel_page(
+    request: Request,
+    web: Web,
+    user: User,
+    channel: Channel,
+    *,
+    status: int = 200,
+    **extra: Any,
+) -> HTMLResponse:
+    services = web.services
+    preset = PRESETS.get(channel.preset or "")
+    counts = services.store.queue_counts(user.organization_id).get(channel.id, {})
+    context: dict[str, Any] = {
+        "channel": channel,
+        "preset": preset,
+        "provider": provider(channel),
+        "covers": covers(channel),
+        "owner": owner_label(web, user, channel),
+        "limits": limit_words(channel.budgets),
+        "use": channel_use(services, channel, now()),
+        "counts": [(str(s), counts.get(s, 0)) for s in WAITING],
+        "manage": channel.owner.user_id == user.id or user.is_admin,
+        "not_shared": sharing(preset),
+        "host_warning": preset.host_warning(channel.host) if preset else None,
+        "report": None,
+        "reconnected": None,
+        "error": None,
+        **extra,
+    }
+    return render(request, "channel.html", status=status, **context)
+
+
+def _tester(web: Web) -> ChannelTester:
+    if web.services.tester is None:
+        raise MailviaError("Test connection is not available in this process")
+    return web.services.tester
+
+
+@router.get("/channels/{channel_id}", response_class=HTMLResponse)
+def show(request: Request, channel_id: str, user: UserDep, web: WebDep) -> HTMLResponse:
+    return channel_page(request, web, user, web.services.channels.get(user, channel_id))
+
+
+@router.post("/channels/{channel_id}/test", response_class=HTMLResponse)
+async def test(request: Request, channel_id: str, user: UserDep, web: WebDep) -> HTMLResponse:
+    form = await request.form()
+    channel = web.services.channels.get(user, channel_id)
+    try:
+        report = await _tester(web).test(
+            user,
+            channel.id,
+            to=text(form, "test_to").strip() or None,
+            password=text(form, "password") or None,
+            now=now(),
+        )
+    except MailviaError as exc:
+        return channel_page(request, web, user, channel, status=status_for(exc), error=str(exc))
+    return channel_page(request, web, user, channel, report=report)
+
+
+@router.post("/channels/{channel_id}/reconnect", response_class=HTMLResponse)
+async def reconnect(request: Request, channel_id: str, user: UserDep, web: WebDep) -> HTMLResponse:
+    form = await request.form()
+    channel = web.services.channels.get(user, channel_id)
+    password = text(form, "password") or None
+    try:
+        done = await _tester(web).reconnect(user, channel.id, password=password, now=now())
+    except MailviaError as exc:
+        return channel_page(request, web, user, channel, status=status_for(exc), error=str(exc))
+    channel = web.services.channels.get(user, channel.id)
+    status = 200 if done.report.ok else 400
+    return channel_page(
+        request, web, user, channel, status=status, report=done.report, reconnected=done
+    )
+
+
+@router.post("/channels/{channel_id}/{verb}", response_class=HTMLResponse)
+def change_state(
+    request: Request, channel_id: str, verb: str, user: UserDep, web: WebDep
+) -> Response:
+    """`pause`, `resume` or `remove` (the owner or an admin)."""
+    channels = web.services.channels
+    channel = channels.get(user, channel_id)
+    try:
+        if verb == "pause":
+            channels.pause(user, channel.id, now())
+        elif verb == "resume":
+            channels.resume(user, channel.id, now())
+        elif verb == "remove":
+            channels.remove(user, channel.id)
+            return redirect("/channel", notice="removed")
+        else:
+            raise NotFound(f"no action {verb!r}")
+    except MailviaError as exc:
+        return channel_page(request, web, user, channel, status=status_for(exc), error=str(exc))
+    return redirect(f"/channels/{channel.id}", notice="paused" if verb == "pause" else "resumed")
