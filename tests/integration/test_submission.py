@@ -314,6 +314,15 @@ async def test_envelope_sender_not_an_identity_gives_550_at_mail(rig: Rig) -> No
         (550, b"5.7.1"),
         (501, b"5.1.7"),
     ], replies
+    registry = rig.world.services.metrics.registry  # type: ignore[attr-defined]
+    counted = {
+        s.labels["reason"]: s.value
+        for family in registry.collect()
+        if family.name == "mailvia_intake_rejections"
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels.get("intake") == "smtp"
+    }
+    assert counted == {"forbidden": 2.0, "invalid": 1.0}, counted
 
 
 async def test_header_from_not_an_identity_gives_550_and_stores_nothing(rig: Rig) -> None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailvia.domain.errors import Forbidden, InvalidInput, Unauthenticated
+from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError, Unauthenticated
 from mailvia.domain.message import Envelope as MessageEnvelope
 from mailvia.domain.tenancy import User
 from mailvia.ingress.submission_auth import LoginThrottle
@@ -33,6 +33,7 @@ from mailvia.ingress.submission_replies import (
     reply_for,
 )
 from mailvia.outbox.compose import MAX_RECIPIENTS, check_address, inspect_raw
+from mailvia.outbox.metrics import rejection_reason
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission
 from mailvia.settings import Network
@@ -309,7 +310,7 @@ class Handler:
         try:
             await conn.submission.check_sender(session, address)
         except Exception as exc:
-            return reply_for(exc, Stage.MAIL)
+            return _refuse(conn, exc, Stage.MAIL)
         return MISSING
 
     async def handle_RCPT(
@@ -325,19 +326,26 @@ class Handler:
         try:
             check_address(address, "recipient")
         except Exception as exc:
-            return reply_for(exc, Stage.RCPT)
+            return _refuse(conn, exc, Stage.RCPT)
         return MISSING
 
     async def handle_DATA(self, conn: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
         try:
             receipt = await conn.submission.accept(session, envelope)
         except Exception as exc:
-            return reply_for(exc, Stage.DATA)
+            return _refuse(conn, exc, Stage.DATA)
         log.info("queued %s from %s", receipt.id, conn.peer_host)
         return f"250 2.0.0 Ok: queued as {receipt.id}"
 
     async def handle_exception(self, error: Exception) -> str:
         return reply_for(error, Stage.OTHER)
+
+
+def _refuse(conn: SubmissionSMTP, exc: Exception, stage: Stage) -> str:
+    """The reply for an error, counting a refused message in the metrics."""
+    if isinstance(exc, MailviaError):
+        conn.submission.services.metrics.rejected("smtp", rejection_reason(exc))
+    return reply_for(exc, stage)
 
 
 def _client_address(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
