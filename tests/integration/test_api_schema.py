@@ -77,7 +77,7 @@ def test_the_api_answers_as_its_openapi_document_says(api: Api) -> None:
     headers = auth(api)
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 22
+    assert len(operations) == 24
     for operation in operations:
         for mode in GenerationMode:
 

@@ -208,7 +208,7 @@ async def test_every_operation_needs_a_token(api: Api) -> None:
         for method in item
         if path != "/healthz"
     ]
-    assert len(operations) == 21
+    assert len(operations) == 23
     for method, path in operations:
         body = {} if method in ("post", "patch") else None
         response = await anonymous.request(method.upper(), path, json=body)

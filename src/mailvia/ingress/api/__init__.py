@@ -15,7 +15,15 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from mailvia import __version__
-from mailvia.ingress.api import channels, errors, events, messages, organization, webhooks
+from mailvia.ingress.api import (
+    channel_tests,
+    channels,
+    errors,
+    events,
+    messages,
+    organization,
+    webhooks,
+)
 from mailvia.ingress.api.errors import Problem
 from mailvia.ingress.api.limits import BodyLimit, body_limit
 from mailvia.ingress.api.params import refuse_unknown_query
@@ -62,7 +70,7 @@ def create_api(services: Services) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, limit=body_limit(services.max_message_size))
     app.add_middleware(CountRejections, metrics=services.metrics)
-    for module in (messages, channels, organization, events, webhooks):
+    for module in (messages, channel_tests, channels, organization, events, webhooks):
         app.include_router(module.router)
     return app
 

@@ -61,8 +61,16 @@ def add_channel(
     """Members add address-scoped channels for themselves; admins also for others, and
     domain-scoped team channels. Warnings point out a host that is not the preset provider's,
     and a mailbox preset's advice."""
+    spec = spec_of(services, user, body)
+    channel, warnings = services.channels.add(user, spec, time.time())
+    response.headers["Location"] = f"/v1/channels/{channel.id}"
+    return channel_view(channel) | {"warnings": _warnings(channel, warnings)}
+
+
+def spec_of(services: Services, user: User, body: ChannelIn) -> ChannelSpec:
+    """The use case's spec for a channel body."""
     user_email, team_name = _owner(services, user, body.owner)
-    spec = ChannelSpec(
+    return ChannelSpec(
         name=body.name,
         preset=body.preset,
         host=body.host,
@@ -81,9 +89,6 @@ def add_channel(
         max_connections=body.max_connections,
         max_recipients_per_message=body.max_recipients_per_message,
     )
-    channel, warnings = services.channels.add(user, spec, time.time())
-    response.headers["Location"] = f"/v1/channels/{channel.id}"
-    return channel_view(channel) | {"warnings": _warnings(channel, warnings)}
 
 
 def _owner(

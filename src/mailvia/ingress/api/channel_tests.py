@@ -1,0 +1,97 @@
+"""Test connection over HTTP: a channel body tested without storing anything, or a saved
+channel tested (optionally with a replacement password that is not saved)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from mailvia.domain.errors import StoreUnavailable
+from mailvia.domain.probe import ProbeReport
+from mailvia.ingress.api.auth import CallerDep, ServicesDep
+from mailvia.ingress.api.channel_schemas import ChannelIn, Password
+from mailvia.ingress.api.channels import spec_of
+from mailvia.ingress.api.errors import problems
+from mailvia.ingress.api.params import Ref
+from mailvia.ingress.api.schemas import Input, Line
+from mailvia.outbox.probe import ChannelTester
+from mailvia.outbox.services import Services
+
+router = APIRouter(prefix="/v1", tags=["channels"])
+
+Address = Annotated[Line, Field(max_length=320)]
+
+
+class ChannelTestIn(ChannelIn):
+    """A channel body, plus an optional address to send a short test message to."""
+
+    to: Address | None = None
+
+
+class SavedChannelTestIn(Input):
+    """Optional: a replacement password to try (not saved) and a test message address."""
+
+    password: Password | None = Field(None, description="Tried, never saved.")
+    to: Address | None = None
+
+
+class StepOut(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+    reply: str | None
+    hint: str | None
+
+
+class ProbeOut(BaseModel):
+    ok: bool
+    steps: list[StepOut]
+
+
+def report_view(report: ProbeReport) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "steps": [
+            {"name": str(s.name), "ok": s.ok, "detail": s.detail, "reply": s.reply, "hint": s.hint}
+            for s in report.steps
+        ],
+    }
+
+
+def _tester(services: Services) -> ChannelTester:
+    if services.tester is None:
+        raise StoreUnavailable("test connection is not available in this process")
+    return services.tester
+
+
+@router.post(
+    "/channels/test",
+    response_model=ProbeOut,
+    responses=problems(400, 401, 403, 404, 413, 422, 503),
+    summary="Test a channel without saving it",
+)
+async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: CallerDep) -> Any:
+    """Resolve, connect, TLS, EHLO, AUTH and, with `to`, a test message: each step with the
+    server's reply and a hint on failure; ten seconds in all. Nothing is stored."""
+    spec = spec_of(services, user, body)
+    report = await _tester(services).test_spec(user, spec, to=body.to, now=time.time())
+    return report_view(report)
+
+
+@router.post(
+    "/channels/{id}/test",
+    response_model=ProbeOut,
+    responses=problems(400, 401, 404, 422, 503),
+    summary="Test a saved channel (optionally with a new password, not saved)",
+)
+async def test_saved(
+    id: Ref, services: ServicesDep, user: CallerDep, body: SavedChannelTestIn | None = None
+) -> Any:
+    body = body or SavedChannelTestIn(password=None, to=None)
+    report = await _tester(services).test(
+        user, id, to=body.to, password=body.password, now=time.time()
+    )
+    return report_view(report)
