@@ -67,7 +67,8 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 def _bind(listen: Listen) -> socket.socket:
     """A listening socket, or a one-line error (before anything else has started)."""
     family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP: asyncio then disables Nagle on every accepted connection.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((listen.host, listen.port))
