@@ -124,7 +124,21 @@ async def test_starttls_auth_delivers_several_messages_over_one_connection(
         assert session["tls"] and session["auth_user"] == USER
         commands = session["commands"]
         assert commands.index("STARTTLS") < commands.index("AUTH") < commands.index("MAIL")
-        assert commands.count("MAIL") == 3 and commands.count("RSET") == 2
+        # Back to back, a cleanly ended connection is reused without an RSET round trip.
+        assert commands.count("MAIL") == 3 and commands.count("RSET") == 0
+
+
+async def test_a_connection_idle_for_a_while_is_checked_with_rset_before_reuse(
+    transport: SmtpTransport, tls: Tls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mailvia.transport.session._FRESH", 0.0)
+    async with server(tls) as srv:
+        ch = channel(srv.port, ca_pem=tls.ca_pem)
+        for _ in range(2):
+            result = await transport.send(ch, CREDS, envelope(), MESSAGE)
+            assert result.reply is not None and result.reply.code == 250
+        [session] = srv.sessions
+        assert session["commands"].count("RSET") == 1
 
 
 async def test_at_most_max_connections_under_ten_concurrent_sends(

@@ -139,12 +139,13 @@ class SmtpTransport:
         return pool
 
     async def _lease(self, pool: _ChannelPool) -> Session | None:
-        """The most recently used idle connection that still answers RSET, if any."""
+        """The most recently used idle connection that still works, if any: one whose last
+        transaction just ended cleanly is reused as it is; an older one must answer RSET."""
         while pool.idle:
             session, timer = pool.idle.pop()
             timer.cancel()
             try:
-                if session.usable and await session.reset():
+                if session.usable and (session.fresh() or await session.reset()):
                     return session
             except BaseException:
                 session.close()  # cancelled mid-RSET

@@ -34,6 +34,7 @@ import contextlib
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 
 from aiosmtplib import (
@@ -65,6 +66,7 @@ BAD_SENDER = Reply(553, "5.1.7", "mailvia: the sender address cannot be sent")
 NO_SMTPUTF8 = Reply(553, "5.6.7", "mailvia: the server does not offer SMTPUTF8")
 NO_CREDENTIALS = Reply(535, "5.7.8", "mailvia: no credentials are stored for this channel")
 _CHUNK = 64 * 1024
+_FRESH = 2.0  # seconds a cleanly ended connection is reused without RSET
 _QUIT_TIMEOUT = 5.0
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -256,6 +258,12 @@ class Session:
         self.channel = channel
         self.fingerprint = fingerprint
         self._broken = False
+        self._clean_at: float | None = None  # when a transaction last ended with a reply
+
+    def fresh(self) -> bool:
+        """Whether the last transaction ended cleanly just now: the server is waiting for a
+        new MAIL and no RSET round trip is needed to know the connection is alive."""
+        return self._clean_at is not None and time.monotonic() - self._clean_at < _FRESH
 
     @property
     def usable(self) -> bool:
@@ -287,8 +295,12 @@ class Session:
         """Run one mail transaction: MAIL, RCPT per recipient, DATA. Never raises for a
         delivery failure; a connection that errored is closed (`usable` turns false)."""
         progress = _Progress(Stage.MAIL)
+        self._clean_at = None
         try:
-            return await self._transact(envelope, content, progress)
+            result = await self._transact(envelope, content, progress)
+            if self.usable:
+                self._clean_at = time.monotonic()
+            return result
         except Exception as error:
             failure = map_error(error, progress.stage, after_dot=progress.after_dot)
             if failure is None or not failure.keeps_connection:
