@@ -133,3 +133,58 @@ def test_an_unknown_trusted_organization_fails_with_one_line(tmp_path: Path) -> 
     )  # fmt: skip
     assert result.code == 3, str(result)
     assert result.stderr.strip() == "mailvia: no organization named 'nope'", str(result)
+
+
+def test_a_mail_client_and_the_api_take_the_same_channel(
+    cli: Cli, sink: ThreadedTestServer, template: tuple[Path, str]
+) -> None:
+    """Both intakes of one running service: each message arrives through jane's channel and
+    both are listed by GET /v1/messages; another's From is refused on both."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    cli.ok(
+        "channel", "add", "jane-box", "--org", "acme", "--user", JANE, "--host", "127.0.0.1",
+        "--port", str(sink.port), "--security", "none", "--auth", "none",
+    )  # fmt: skip
+    cli.ok("admin", "create-user", "boss@acme.test", "--org", "acme", "--team", "sales")
+    token = template[1]
+    cert = cli.data_dir / "tls" / "submission.pem"
+
+    def api(method: str, path: str, body: object = None) -> tuple[int, dict[str, object]]:
+        request = urllib.request.Request(
+            base + path, method=method, data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    with serving(cli, "--submission-listen", "127.0.0.1:0") as process:
+        base = process.wait_for_line(LISTENING.format(kind="http", scheme="http"))[1]
+        port = int(process.wait_for_line(LISTENING.format(kind="submission", scheme="smtp"))[2])
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.starttls(context=trusting(cert))
+            assert submit(client, token) == {}
+            with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+                client.sendmail("boss@acme.test", ["buyer@example.com"], CONTENT)
+            assert refused.value.smtp_code == 550
+        status, sent = api("POST", "/v1/messages", {
+            "from": JANE, "to": ["buyer@example.com"], "subject": "over the API", "text": "hi",
+        })  # fmt: skip
+        assert status == 202 and sent["channel"]["name"] == "jane-box", sent  # type: ignore[index]
+        status, problem = api("POST", "/v1/messages", {
+            "from": "boss@acme.test", "to": ["buyer@example.com"], "text": "hi",
+        })  # fmt: skip
+        assert status == 403, problem
+        got = sink.wait_for(2, timeout=30)
+        status, listed = api("GET", "/v1/messages")
+    assert status == 200
+    assert len(listed["data"]) == 2  # type: ignore[arg-type]
+    assert {g["rcpt_to"][0] for g in got} == {"buyer@example.com"}
+    subjects = sorted(b"over the API" in g["content"] for g in got)
+    assert subjects == [False, True]
