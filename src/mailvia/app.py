@@ -23,12 +23,13 @@ from mailvia.keyring import open_vault, rotate
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
 from mailvia.outbox.notices import Notices
-from mailvia.outbox.ports import Credentials, Metrics
+from mailvia.outbox.ports import Credentials
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
 from mailvia.outbox.webhook_dispatch import WebhookDispatcher
+from mailvia.outbox.webhook_ports import Metrics
 from mailvia.outbox.webhooks import Webhooks
 from mailvia.passwords import hash_password, verify_password
 from mailvia.secrets import Vault, load_master_key

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from mailvia.domain.errors import InvalidInput, NotFound
-from mailvia.outbox.ports import Event, Webhook, WebhookAttempt, WebhookJob
+from mailvia.outbox.ports import Event
+from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt, WebhookJob
 from mailvia.store import SqlStore, migrate, open_store
 
 T0 = 1_700_000_000.0

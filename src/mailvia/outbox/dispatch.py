@@ -20,7 +20,8 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
 from mailvia.outbox.channel_run import ChannelRun, new_event
 from mailvia.outbox.metrics import NO_METRICS
-from mailvia.outbox.ports import Credentials, Metrics, Store, Transport
+from mailvia.outbox.ports import Credentials, Store, Transport
+from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
 

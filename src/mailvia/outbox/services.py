@@ -10,11 +10,12 @@ from mailvia.domain.channel import Channel
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
 from mailvia.outbox.metrics import NO_METRICS
-from mailvia.outbox.ports import Metrics, Store, Transport
+from mailvia.outbox.ports import Store, Transport
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
 from mailvia.outbox.webhook_dispatch import WebhookDispatcher
+from mailvia.outbox.webhook_ports import Metrics
 from mailvia.outbox.webhooks import Webhooks
 
 

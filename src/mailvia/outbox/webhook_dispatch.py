@@ -21,9 +21,9 @@ from collections.abc import Callable
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError, StoreUnavailable
 from mailvia.outbox.metrics import NO_METRICS
-from mailvia.outbox.ports import (
+from mailvia.outbox.ports import Vault
+from mailvia.outbox.webhook_ports import (
     Metrics,
-    Vault,
     WebhookAttempt,
     WebhookJob,
     WebhookResult,

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput, NotFound
 from mailvia.domain.ids import make_id
-from mailvia.outbox.ports import Event, Webhook, WebhookAttempt, WebhookJob
+from mailvia.outbox.ports import Event
+from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt, WebhookJob
 from mailvia.store.engine import Database
 from mailvia.store.rows import decode_cursor, encode_cursor
 from mailvia.store.tables import channels, events, webhook_attempts, webhook_deliveries, webhooks

@@ -32,7 +32,7 @@ from standardwebhooks import Webhook as Signer
 from mailvia import __version__
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput, OutboundRefused
-from mailvia.outbox.ports import WebhookResult
+from mailvia.outbox.webhook_ports import WebhookResult
 from mailvia.transport.guard import REFUSED_MESSAGE, IPAddress, OutboundGuard
 
 TIMEOUT = 10.0

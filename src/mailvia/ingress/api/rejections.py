@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailvia.domain.errors import MailviaError
 from mailvia.outbox.metrics import rejection_reason
-from mailvia.outbox.ports import Metrics
+from mailvia.outbox.webhook_ports import Metrics
 
 # Whole API requests refused, by status (a batch's single messages are counted one by one).
 _REASON_FOR_STATUS = {

@@ -18,8 +18,8 @@ from mailvia.ingress.api.webhook_schemas import (
     WebhookIn,
     WebhookList,
 )
-from mailvia.outbox.ports import Webhook, WebhookAttempt
 from mailvia.outbox.services import Services
+from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt
 from mailvia.outbox.webhooks import EVENT_TYPES, Webhooks
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
