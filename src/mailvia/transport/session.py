@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 import ssl
 import time
@@ -68,17 +67,18 @@ NO_CREDENTIALS = Reply(535, "5.7.8", "mailvia: no credentials are stored for thi
 _CHUNK = 64 * 1024
 _FRESH = 2.0  # seconds a cleanly ended connection is reused without RSET
 _QUIT_TIMEOUT = 5.0
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def encode_data(content: bytes) -> bytes:
     """The DATA payload without the final dot: every line ending CRLF (bare CR and LF
     included, so `\\n.\\n` or `\\r.\\r` can never end DATA early), lines dot-stuffed."""
-    body = _LINE_END.sub(b"\r\n", content)
+    # bytes.replace rather than regular expressions: the same output, ~4x faster (it is on
+    # the hot path of every message; bench/deliver.py --experiment fastencode).
+    body = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    return _LEADING_DOT.sub(b"..", body)
+    body = body.replace(b"\r\n.", b"\r\n..")
+    return b"." + body if body.startswith(b".") else body
 
 
 class _Fail(Exception):
