@@ -97,7 +97,7 @@ class Channels:
         if not host:
             raise InvalidChannel("host: required without a preset")
         username = spec.username or (preset.username if preset else None)
-        scope = spec.scope or (preset.scope if preset else _default_scope(spec, username))
+        scope = spec.scope or (preset.scope if preset else _default_scope(spec))
         owner, address, domains = self._scope_fields(actor, spec, scope, username, preset)
         channel = Channel(
             id=make_id("ch", now, os.urandom(10)),
@@ -272,7 +272,7 @@ def _preset(name: str | None) -> Preset | None:
     return PRESETS[name]
 
 
-def _default_scope(spec: ChannelSpec, username: str | None) -> Scope:
+def _default_scope(spec: ChannelSpec) -> Scope:
     if spec.domains or spec.team_name:
         return Scope.DOMAIN
     return Scope.ADDRESS
@@ -295,7 +295,3 @@ def _warnings(channel: Channel, preset: Preset | None) -> list[str]:
         if preset.mailbox:
             warnings.append(preset.advice)
     return warnings
-
-
-def with_state(channel: Channel, state: ChannelState) -> Channel:
-    return replace(channel, state=state)
