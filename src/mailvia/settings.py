@@ -58,6 +58,7 @@ class Settings:
     worker_id: str | None = None
     lease_seconds: float = 1800.0  # longer than any one attempt's timeouts add up to
     claim_batch: int = 200
+    dispatch: bool = True  # `serve` also runs the dispatcher; off: run `mailvia worker`s
 
     @property
     def database_url(self) -> str:
@@ -98,6 +99,15 @@ def _listen_or_off(raw: str) -> Listen | None:
     return None if raw.lower() in {"off", "none", "no", ""} else Listen.parse(raw)
 
 
+def _on_off(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"on", "yes", "true", "1"}:
+        return True
+    if value in {"off", "no", "false", "0"}:
+        return False
+    raise ValueError(f"{raw!r}: expected on or off")
+
+
 def _networks(raw: str) -> tuple[Network, ...]:
     return tuple(
         ipaddress.ip_network(part.strip(), strict=False)
@@ -132,4 +142,5 @@ _PARSERS: dict[str, Any] = {
     "max_message_size": int,
     "lease_seconds": float,
     "claim_batch": int,
+    "dispatch": _on_off,
 }

@@ -188,3 +188,32 @@ def test_a_mail_client_and_the_api_take_the_same_channel(
     assert {g["rcpt_to"][0] for g in got} == {"buyer@example.com"}
     subjects = sorted(b"over the API" in g["content"] for g in got)
     assert subjects == [False, True]
+
+
+def test_a_trusted_network_submits_without_auth_and_a_worker_delivers_when_serve_does_not(
+    cli: Cli, sink: ThreadedTestServer
+) -> None:
+    """`--dispatch off`: serve only takes mail in (here from a trusted network, plain SMTP
+    without AUTH, as Postfix's smtp-source sends); the message waits queued until a separate
+    `mailvia worker` process delivers it."""
+    cli.ok(
+        "channel", "add", "jane-box", "--org", "acme", "--user", JANE, "--host", "127.0.0.1",
+        "--port", str(sink.port), "--security", "none", "--auth", "none",
+    )  # fmt: skip
+    flags = ("--submission-listen", "127.0.0.1:0", "--trusted-networks", "127.0.0.0/8=acme")
+    with serving(cli, *flags, "--dispatch", "off") as process:
+        port = int(process.wait_for_line(LISTENING.format(kind="submission", scheme="smtp"))[2])
+        assert "dispatch off: run `mailvia worker` to deliver" in process.lines
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            assert client.sendmail(JANE, ["buyer@example.com"], CONTENT) == {}
+            with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+                client.sendmail("someone@example.org", ["buyer@example.com"], CONTENT)
+            assert refused.value.smtp_code == 550
+        [counts] = cli.ok("queue", "--json").json().values()
+        assert counts["queued"] == 1 and sink.received == []
+        worker = cli.start("worker", "--allow-private-hosts", "127.0.0.0/8")
+        try:
+            [got] = sink.wait_for(1, timeout=30)
+        finally:
+            assert worker.stop() == 0, worker.stderr
+    assert got["content"] == CONTENT and got["mail_from"] == JANE

@@ -36,6 +36,7 @@ SERVE_SETTINGS = (
     "max_message_size",
     "worker_id",
     "metrics_listen",
+    "dispatch",
 )
 # (implicit TLS?, listening socket) for each submission port
 SmtpSockets = Sequence[tuple[bool, socket.socket]]
@@ -138,6 +139,8 @@ async def _serve(
     submission: SubmissionServer | None = None,
     smtp: SmtpSockets = (),
     metrics: socket.socket | None = None,
+    *,
+    dispatch_here: bool = True,
 ) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -147,14 +150,19 @@ async def _serve(
     config = uvicorn.Config(services.asgi(), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]))
-    dispatch = asyncio.create_task(services.dispatcher.run_forever(time.time, stop))
+    dispatch = (
+        asyncio.create_task(services.dispatcher.run_forever(time.time, stop))
+        if dispatch_here
+        else None
+    )
     beside = _beside(services, stop, metrics)
     announce("http", f"http://{Listen(host, port)}")
     await stop.wait()
     server.should_exit = True
     if submission is not None:
         await submission.stop()
-    await asyncio.gather(http, dispatch, *beside, return_exceptions=True)
+    tasks = [http, *([dispatch] if dispatch else []), *beside]
+    await asyncio.gather(*tasks, return_exceptions=True)
     await services.aclose()
 
 
@@ -183,7 +191,11 @@ def serve(ctx: Context, settings: Settings) -> None:
         click.echo(f"both written to {path} (mode 0600)")
     submission = _submission_server(services, settings) if smtp else None
     click.echo(f"data in {settings.data_dir.resolve()}")
-    asyncio.run(_serve(services, sock, submission, smtp, metrics))
+    if not settings.dispatch:
+        click.echo("dispatch off: run `mailvia worker` to deliver")
+    asyncio.run(
+        _serve(services, sock, submission, smtp, metrics, dispatch_here=settings.dispatch)
+    )
 
 
 async def _work(services: Services) -> None:
