@@ -193,9 +193,7 @@ def serve(ctx: Context, settings: Settings) -> None:
     click.echo(f"data in {settings.data_dir.resolve()}")
     if not settings.dispatch:
         click.echo("dispatch off: run `mailvia worker` to deliver")
-    asyncio.run(
-        _serve(services, sock, submission, smtp, metrics, dispatch_here=settings.dispatch)
-    )
+    asyncio.run(_serve(services, sock, submission, smtp, metrics, dispatch_here=settings.dispatch))
 
 
 async def _work(services: Services) -> None:
