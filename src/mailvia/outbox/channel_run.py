@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 THROTTLE_FIRST = 60.0  # seconds; doubles per consecutive throttle
 THROTTLE_MAX = 1800.0
 THROTTLE_DAILY = 3600.0  # a daily-quota reply when the channel has no budget to wait for
+# After a claim came back short (the queue is drained), wait this long before claiming again
+# while mail trickles in: each claim is a write transaction, and twenty connections claiming
+# before every message would hold the write lock that intake needs.
+REFILL_PAUSE = 0.05  # seconds
 
 _EVENT_FOR = {
     State.DELIVERED: "message.delivered",
@@ -70,6 +74,7 @@ class ChannelRun:
         self.attempts = 0
         self.held = 0  # messages this run moved to held
         self.delivered_any = False
+        self.drained_at: Instant | None = None  # when a claim last came back short
 
     def now(self, fixed: Instant) -> Instant:
         return fixed if self.clock is None else self.clock()
@@ -105,13 +110,22 @@ class ChannelRun:
             worker=opts.worker,
         )
         self.queue.extend(claims)
+        self.drained_at = now if len(claims) < limit else None
         return bool(claims)
+
+    def _refill(self, now: Instant) -> None:
+        """Claim more before the queue runs dry, unless the outbox was just found drained."""
+        if len(self.queue) >= self.d.options.batch // 4:
+            return
+        if self.drained_at is not None and now - self.drained_at < REFILL_PAUSE:
+            return
+        self._claim(now)
 
     async def _work(self, fixed: Instant) -> None:
         while self.queue and not self.stopped:
             claim = self.queue.popleft()
-            if self.clock is not None and len(self.queue) < self.d.options.batch // 4:
-                self._claim(self.clock())
+            if self.clock is not None:
+                self._refill(self.clock())
             record = await self._attempt(claim, fixed)
             if record is None:
                 self.queue.appendleft(claim)  # not started: the budget is spent for now
