@@ -18,12 +18,13 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from mailvia.domain.errors import StoreUnavailable
+from mailvia.domain.errors import MailviaError, StoreUnavailable
 from mailvia.domain.tenancy import User
 from mailvia.ingress.submission import SubmissionServer
 from mailvia.ingress.submission_auth import LoginThrottle
@@ -106,8 +107,10 @@ class Rig:
         *,
         implicit_tls: bool = False,
         starttls: bool = True,
+        threads: Executor | None = None,
     ) -> T:
-        """Connect with smtplib (STARTTLS unless told not to), run `action` in a thread."""
+        """Connect with smtplib (STARTTLS unless told not to), run `action` in a thread (of
+        `threads`: many clients at once must not take the server's own worker threads)."""
 
         def run() -> T:
             client: smtplib.SMTP
@@ -122,7 +125,7 @@ class Rig:
                     client.ehlo("client.test")
                 return action(client)
 
-        return await asyncio.to_thread(run)
+        return await asyncio.get_running_loop().run_in_executor(threads, run)
 
     def messages(self, user: User | None = None) -> list[Any]:
         org = (user or self.world.jane).organization_id
@@ -379,6 +382,11 @@ class BrokenSubmitter(Submitter):
     ) -> list[Receipt]:
         raise self.error
 
+    def submit_each(
+        self, items: Sequence[tuple[User, Submission]], *, now: float
+    ) -> list[Receipt | MailviaError]:
+        raise self.error
+
 
 @pytest.mark.parametrize(
     "error", [StoreUnavailable("database is locked"), RuntimeError("secret internals")]
@@ -601,3 +609,52 @@ async def test_untrusted_client_still_needs_auth(rig: Rig) -> None:
     port = await rig.start(trusted_networks=elsewhere)
     code, _ = await rig.client(port, lambda c: c.mail(JANE), starttls=False)
     assert code == 530
+
+
+# --- group commit -----------------------------------------------------------------------------
+
+
+class CountingSubmitter(Submitter):
+    """The real submit use case, counting its commits and the messages in each."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services.store, pool=services.pool)
+        self.groups: list[int] = []
+
+    def submit_each(
+        self, items: Sequence[tuple[User, Submission]], *, now: float
+    ) -> list[Receipt | MailviaError]:
+        self.groups.append(len(items))
+        return super().submit_each(items, now=now)
+
+
+async def test_concurrent_sessions_commit_together_and_a_refusal_stays_its_own(rig: Rig) -> None:
+    """Twenty sessions at once: every message gets its own receipt (or its own refusal) and
+    is stored once, in fewer commits than messages."""
+    add_channel(rig)
+    services = rig.world.services
+    counting = CountingSubmitter(services)
+    port = await rig.start(services=dataclasses.replace(services, submitter=counting))
+
+    def session(k: int) -> Callable[[smtplib.SMTP], list[tuple[int, str]]]:
+        def action(client: smtplib.SMTP) -> list[tuple[int, str]]:
+            client.login(JANE, rig.token)
+            replies = []
+            for n in range(5):
+                sender = "Gus <gus@globex.test>" if (k, n) == (7, 2) else "Jane <jane@acme.test>"
+                replies.append(send(client, message(f"s{k} m{n}", sender=sender)))
+                client.rset()
+            return replies
+
+        return action
+
+    with ThreadPoolExecutor(20) as threads:
+        clients = [rig.client(port, session(k), threads=threads) for k in range(20)]
+        results = await asyncio.gather(*clients)
+    refused = [r for rs in results for r in rs if r[0] != 250]
+    queued = [QUEUED.match(text) for rs in results for code, text in rs if code == 250]
+    assert [code for code, _ in refused] == [550], refused  # gus's From, in session 7 only
+    assert len(queued) == 99 and all(queued)
+    stored = rig.messages()
+    assert {m.id for m in stored} == {match[1] for match in queued if match}
+    assert sum(counting.groups) == 100 and len(counting.groups) < 100, counting.groups

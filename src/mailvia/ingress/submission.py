@@ -12,7 +12,6 @@ import asyncio
 import hmac
 import ipaddress
 import logging
-import re
 import socket
 import ssl
 import time
@@ -21,10 +20,12 @@ from typing import Any, TypeVar
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError, Unauthenticated
+from mailvia.domain.errors import Forbidden, MailviaError, Unauthenticated
 from mailvia.domain.message import Envelope as MessageEnvelope
 from mailvia.domain.tenancy import User
-from mailvia.ingress.submission_auth import LoginThrottle
+from mailvia.ingress.group_commit import GroupCommit
+from mailvia.ingress.submission_auth import LoginThrottle, OneAtATime
+from mailvia.ingress.submission_intake import Arrived, Intake
 from mailvia.ingress.submission_replies import (
     AUTH_REQUIRED,
     LOCKED_OUT,
@@ -32,22 +33,14 @@ from mailvia.ingress.submission_replies import (
     Stage,
     reply_for,
 )
-from mailvia.outbox.compose import MAX_RECIPIENTS, check_address, inspect_raw
+from mailvia.outbox.compose import MAX_RECIPIENTS, check_address
 from mailvia.outbox.metrics import rejection_reason
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Receipt, Submission
+from mailvia.outbox.submit import Receipt
 from mailvia.settings import Network
 
 log = logging.getLogger("mailvia.submission")
 T = TypeVar("T")
-
-_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-
-
-def refuse_bare_line_ends(content: bytes) -> None:
-    """Refuse a bare LF or CR: either is how SMTP smuggling hides a second message."""
-    if _BARE_LINE_END.search(content):
-        raise InvalidInput("bare LF or CR in the message: every line must end in CRLF")
 
 
 class SubmissionServer:
@@ -74,6 +67,7 @@ class SubmissionServer:
             (net, services.tenancy.organization(name).id) for net, name in trusted_networks
         )
         self.throttle = throttle or LoginThrottle()
+        self.turns = OneAtATime()
         self.clock = clock
         self.sleep = sleep
         self.hostname = hostname or socket.gethostname()
@@ -88,6 +82,8 @@ class SubmissionServer:
         self.live: set[SubmissionSMTP] = set()
         self._servers: list[asyncio.Server] = []
         self._pending: set[asyncio.Future[Any]] = set()
+        self.intake = Intake(services, clock)
+        self.group: GroupCommit[Arrived, Receipt] = GroupCommit(self.intake.commit, self.run)
 
     async def start(
         self,
@@ -142,9 +138,16 @@ class SubmissionServer:
     # -- the steps of a session ---------------------------------------------------------
 
     async def login(self, connection: SubmissionSMTP, login: bytes, token: bytes) -> AuthResult:
-        """Check a login under the throttle; refuses locked-out ones with 454 and hangs up."""
+        """Check a login under the throttle, one at a time per address and per client;
+        refuses locked-out ones with 454 and hangs up."""
         email = login.decode("utf-8", "replace")
         peer = connection.peer_host
+        async with self.turns.turn(email, peer):
+            return await self._login(connection, email, peer, token)
+
+    async def _login(
+        self, connection: SubmissionSMTP, email: str, peer: str, token: bytes
+    ) -> AuthResult:
         verdict = self.throttle.verdict(email, peer)
         if verdict.delay and not verdict.locked:
             await self.sleep(verdict.delay)
@@ -173,44 +176,42 @@ class SubmissionServer:
 
     async def check_sender(self, session: Session, address: str) -> None:
         """MAIL FROM must be an identity of the logged-in user, or of a user of the trusted
-        network's organization. Raises InvalidAddress, Forbidden."""
+        network's organization. Raises InvalidAddress, Forbidden. An address found good is
+        not looked up again on this connection (DATA checks the message's From anyway)."""
         check_address(address, "sender")
+        known: set[str] = getattr(session, "senders", set())
+        if address.lower() in known:
+            return
         user = session.auth_data if session.authenticated else None
         if isinstance(user, User):
             await self.run(self.services.submitter.check_sender, user, address)
-            return
-        organization = self.trusted_organization(session)
-        if organization is None:
-            raise Forbidden("authentication required")  # the MAIL hook answers 530 before this
-        await self.run(self.services.tenancy.sender_for, organization, address)
+        else:
+            organization = self.trusted_organization(session)
+            if organization is None:
+                raise Forbidden("authentication required")  # MAIL answers 530 before this
+            await self.run(self.services.tenancy.sender_for, organization, address)
+        known.add(address.lower())
 
     async def accept(self, session: Session, envelope: Envelope) -> Receipt:
-        """Validate the client's bytes and submit them; returns once they are committed."""
+        """Validate the client's bytes and submit them; returns once they are committed
+        (together with what other connections sent meanwhile: group commit)."""
         user = session.auth_data if session.authenticated else None
-        return await self.run(
-            self._accept,
+        arrived = Arrived(
             envelope.original_content or b"",
             MessageEnvelope(str(envelope.mail_from), tuple(envelope.rcpt_tos)),
             user if isinstance(user, User) else None,
             self.trusted_organization(session),
         )
-
-    def _accept(
-        self, content: bytes, envelope: MessageEnvelope, user: User | None, org: str | None
-    ) -> Receipt:
-        refuse_bare_line_ends(content)
-        size = self.services.max_message_size
-        composed = inspect_raw(content, envelope=envelope, max_size=size)
-        if user is None:
-            if org is None:
-                raise Forbidden("authentication required")
-            user = self.services.tenancy.sender_for(org, composed.from_address)
-        receipt = self.services.submitter.submit(user, [Submission(composed)], now=self.clock())
-        return receipt[0]
+        return await self.group.put(arrived)
 
 
 class QuietSession(Session):  # type: ignore[misc]
-    """aiosmtpd's session without the deprecation warning it logs for its own `login_data`."""
+    """aiosmtpd's session without the deprecation warning it logs for its own `login_data`;
+    `senders`: the MAIL FROM addresses already found good on this connection."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.senders: set[str] = set()
 
     @property
     def login_data(self) -> Any:

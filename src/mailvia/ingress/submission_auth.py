@@ -6,10 +6,12 @@ In memory, per process; time comes from an injectable clock. No I/O.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 _MAX_KEYS = 10_000  # tracked keys before a sweep of the stale ones
@@ -141,6 +143,32 @@ class LoginThrottle:
             record = self._fresh(key, now)
             if not record.failures and record.locked_until <= now:
                 del self._records[key]
+
+
+class OneAtATime:
+    """Logins for one address, and logins from one client, are checked one after another, so
+    each failure is counted before the next login is judged: guessing over many parallel
+    connections gains nothing, and many good logins at once (a mail app's connections, a
+    system's workers) only wait their turn instead of looking like an attack."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._holders: dict[str, int] = {}
+
+    @asynccontextmanager
+    async def turn(self, login: str, peer: str) -> AsyncIterator[None]:
+        keys = _keys(login, peer)  # always the login's first, then the client's: no deadlock
+        for key in keys:
+            self._holders[key] = self._holders.get(key, 0) + 1
+            self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with self._locks[keys[0]], self._locks[keys[1]]:
+                yield
+        finally:
+            for key in keys:
+                self._holders[key] -= 1
+                if not self._holders[key]:
+                    del self._holders[key], self._locks[key]
 
 
 def _keys(login: str, peer: str) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from mailvia.domain.channel import Channel, ChannelState, may_send_as
 from mailvia.domain.clock import Instant, to_iso
-from mailvia.domain.errors import Forbidden
+from mailvia.domain.errors import Forbidden, MailviaError
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
@@ -96,18 +96,40 @@ class Submitter:
 
         Raises Forbidden (From not the sender's, or no channel may send as it) and the
         store's Conflict (idempotency key reused with another body)."""
-        channels: dict[str, Channel] = {}  # one check and one route per From in a batch
+        routes = Routes(self._channel_for)
         planned = []
         for submission in submissions:
-            from_address = submission.composed.from_address
-            key = from_address.lower()
-            if key not in channels:
-                channels[key] = self._channel_for(sender, from_address)
-            planned.append((self._message(sender, submission, channels[key], now), channels[key]))
+            channel = routes.channel(sender, submission.composed.from_address)
+            if isinstance(channel, MailviaError):
+                raise channel
+            planned.append((self._message(sender, submission, channel, now), channel))
+        return self._commit(planned, now)
+
+    def submit_each(
+        self, items: Sequence[tuple[User, Submission]], *, now: Instant
+    ) -> list[Receipt | MailviaError]:
+        """Messages of different senders, each judged on its own (a refused one gets its
+        error in its place and does not hold up the others); the accepted ones are committed
+        together in one transaction. For intakes that gather concurrent messages (group
+        commit). Raises only what the commit itself raises (e.g. StoreUnavailable)."""
+        routes = Routes(self._channel_for)
+        results: list[Receipt | MailviaError | None] = []
+        planned = []
+        for sender, submission in items:
+            channel = routes.channel(sender, submission.composed.from_address)
+            if isinstance(channel, MailviaError):
+                results.append(channel)
+                continue
+            results.append(None)
+            planned.append((self._message(sender, submission, channel, now), channel))
+        receipts = iter(self._commit(planned, now))
+        return [result if result is not None else next(receipts) for result in results]
+
+    def _commit(self, planned: list[tuple[NewMessage, Channel]], now: Instant) -> list[Receipt]:
         forecasts = Forecasts(self._store, now)
         for message, channel in planned:
             forecasts.plan(channel, message)
-        created = self._store.add_messages([m for m, _ in planned])
+        created = self._store.add_messages([m for m, _ in planned]) if planned else []
         receipts = []
         for (message, channel), (message_id, is_new) in zip(planned, created, strict=True):
             state = message.state if is_new else self._store.get_message(message_id).state
@@ -173,6 +195,23 @@ class Submitter:
             expected_at=now if state is State.QUEUED else None,
             warnings=tuple(warnings),
         )
+
+
+class Routes:
+    """The channel (or the refusal) for each sender and From of one batch, looked up once."""
+
+    def __init__(self, channel_for: Callable[[User, str], Channel]) -> None:
+        self._channel_for = channel_for
+        self._found: dict[tuple[str, str], Channel | MailviaError] = {}
+
+    def channel(self, sender: User, from_address: str) -> Channel | MailviaError:
+        key = (sender.id, from_address.lower())
+        if key not in self._found:
+            try:
+                self._found[key] = self._channel_for(sender, from_address)
+            except MailviaError as exc:
+                self._found[key] = exc
+        return self._found[key]
 
 
 class Forecasts:

@@ -1,0 +1,83 @@
+"""What the submission port does with a message once DATA is over: check the client's bytes,
+find its sender, and submit it with the messages that arrived at the same time (group commit,
+see group_commit.py). Runs in a worker thread (the store is synchronous)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError
+from mailvia.domain.message import Envelope
+from mailvia.domain.tenancy import User
+from mailvia.outbox.compose import inspect_raw
+from mailvia.outbox.services import Services
+from mailvia.outbox.submit import Receipt, Submission
+
+_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+def refuse_bare_line_ends(content: bytes) -> None:
+    """Refuse a bare LF or CR: either is how SMTP smuggling hides a second message."""
+    if _BARE_LINE_END.search(content):
+        raise InvalidInput("bare LF or CR in the message: every line must end in CRLF")
+
+
+@dataclass(frozen=True)
+class Arrived:
+    """One message as the client sent it: the logged-in user, or else the organization of
+    the trusted network it came from."""
+
+    content: bytes
+    envelope: Envelope
+    user: User | None
+    organization_id: str | None
+
+
+class Intake:
+    """`commit(group)`: each message checked on its own, the good ones committed together."""
+
+    def __init__(self, services: Services, clock: Callable[[], float]) -> None:
+        self.services = services
+        self.clock = clock
+
+    def commit(self, group: list[Arrived]) -> list[Receipt | BaseException]:
+        senders: dict[tuple[str, str], User | MailviaError] = {}
+        prepared = [self._prepare(item, senders) for item in group]
+        ready = [p for p in prepared if not isinstance(p, MailviaError)]
+        receipts = iter(self.services.submitter.submit_each(ready, now=self.clock()))
+        return [p if isinstance(p, MailviaError) else next(receipts) for p in prepared]
+
+    def _prepare(
+        self, item: Arrived, senders: dict[tuple[str, str], User | MailviaError]
+    ) -> tuple[User, Submission] | MailviaError:
+        try:
+            refuse_bare_line_ends(item.content)
+            size = self.services.max_message_size
+            composed = inspect_raw(item.content, envelope=item.envelope, max_size=size)
+        except MailviaError as exc:
+            return exc
+        user: User | MailviaError | None = item.user
+        if user is None:
+            user = self._sender(item.organization_id, composed.from_address, senders)
+        if isinstance(user, MailviaError):
+            return user
+        return user, Submission(composed)
+
+    def _sender(
+        self,
+        organization_id: str | None,
+        address: str,
+        senders: dict[tuple[str, str], User | MailviaError],
+    ) -> User | MailviaError:
+        """The trusted network's user for this From (looked up once per group)."""
+        if organization_id is None:
+            return Forbidden("authentication required")
+        key = (organization_id, address.lower())
+        if key not in senders:
+            try:
+                senders[key] = self.services.tenancy.sender_for(organization_id, address)
+            except MailviaError as exc:
+                senders[key] = exc
+        return senders[key]
