@@ -111,3 +111,25 @@ def test_malformed_raw_headers_are_clear_errors(raw: bytes) -> None:
 def test_other_line_breaks_and_overlong_values_are_refused(subject: str) -> None:
     with pytest.raises(InvalidHeader):
         compose(draft(subject=subject), now=0, max_size=MB)
+
+
+def test_raw_headers_in_utf8_give_international_addresses_and_folded_lists() -> None:
+    raw = (
+        'From: José <josé@exämple.com>\r\nTo: "Last, First" <a@b.com>,\r\n c@d.com\r\n'
+        "Cc: =?utf-8?q?J=C3=A9r=C3=B4me?= <j@example.com>\r\n\r\nhi\r\n"
+    ).encode()
+    composed = inspect_raw(raw, envelope=None, max_size=10_000)
+    assert composed.from_address == "josé@exämple.com"
+    assert composed.envelope.rcpt_to == ("a@b.com", "c@d.com", "j@example.com")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"From: X <j\xff@example.com>\r\nTo: a@b.com\r\n\r\nhi\r\n",
+        b"From: j@example.com\r\nTo: a\xc3@b.com\r\n\r\nhi\r\n",
+    ],
+)
+def test_raw_header_addresses_that_are_not_utf8_are_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidAddress, match="not valid UTF-8"):
+        inspect_raw(raw, envelope=None, max_size=10_000)
