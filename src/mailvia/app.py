@@ -188,6 +188,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         webhook_dispatcher=webhook_dispatcher,
         metrics=metrics,
         metrics_token=settings.metrics_token,
+        api_rate_limit=settings.api_rate_limit,
     )
     services.asgi = lambda: asgi_app(services, settings)
     return services

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mailvia.domain.errors import InvalidInput
+from mailvia.domain.ratelimit import RequestRate
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -55,6 +56,7 @@ class Settings:
     allow_private_hosts: tuple[Network, ...] = ()
     trusted_networks: tuple[tuple[Network, str], ...] = ()
     max_message_size: int = 25 * 1024 * 1024
+    api_rate_limit: RequestRate | None = field(default_factory=lambda: RequestRate(600, 60.0))
     worker_id: str | None = None
     lease_seconds: float = 1800.0  # longer than any one attempt's timeouts add up to
     claim_batch: int = 200
@@ -99,6 +101,10 @@ def _listen_or_off(raw: str) -> Listen | None:
     return None if raw.lower() in {"off", "none", "no", ""} else Listen.parse(raw)
 
 
+def _rate_or_off(raw: str) -> RequestRate | None:
+    return None if raw.strip().lower() == "off" else RequestRate.parse(raw)
+
+
 def _on_off(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"on", "yes", "true", "1"}:
@@ -140,6 +146,7 @@ _PARSERS: dict[str, Any] = {
     "allow_private_hosts": _networks,
     "trusted_networks": _trusted,
     "max_message_size": int,
+    "api_rate_limit": _rate_or_off,
     "lease_seconds": float,
     "claim_batch": int,
     "dispatch": _on_off,

@@ -193,6 +193,11 @@ def test_serve_refuses_a_port_out_of_range(tmp_path: Path) -> None:
     assert_one_line_error(result, 2, "HTTP_LISTEN")
 
 
+def test_serve_refuses_a_bad_api_rate_limit(tmp_path: Path) -> None:
+    result = Cli(tmp_path / "data").run("serve", "--api-rate-limit", "fast", timeout=30)
+    assert_one_line_error(result, 2, "API_RATE_LIMIT", "COUNT/SECONDS")
+
+
 # --- admin --------------------------------------------------------------------------------
 
 

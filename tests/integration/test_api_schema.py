@@ -51,7 +51,8 @@ EXAMPLES = 20
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    api = Api(World(tmp_path / "data"))
+    # About a thousand requests with one token: more than the default rate limit allows.
+    api = Api(World(tmp_path / "data", api_rate_limit="100000/60"))
     api.jane_channel()
     api.team_channel()
     # Something to read: a message of the admin's (sent through the team channel).

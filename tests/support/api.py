@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -29,12 +29,18 @@ PROBLEM_JSON = "application/problem+json"
 class Api:
     """The app, its world, and clients acting as each user."""
 
-    def __init__(self, world: World, *, max_message_size: int | None = None) -> None:
+    def __init__(
+        self,
+        world: World,
+        *,
+        max_message_size: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.world = world
         services = world.services
         if max_message_size is not None:
             services = replace(services, max_message_size=max_message_size)
-        self.app = create_app(services)
+        self.app = create_app(services, clock=clock)
         now = time.time()
         # The API signs in with tokens only: skip argon2 for the users made here.
         t = Tenancy(world.services.store, hash_password=lambda password: "unused")

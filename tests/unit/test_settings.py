@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mailvia.domain.errors import InvalidInput
+from mailvia.domain.ratelimit import RequestRate
 from mailvia.settings import Listen, Settings
 
 
@@ -17,6 +18,7 @@ def test_defaults() -> None:
     assert s.submission_listen == Listen("127.0.0.1", 8587)
     assert s.submissions_listen is None
     assert s.max_message_size == 25 * 1024 * 1024
+    assert s.api_rate_limit == RequestRate(600, 60.0)
     assert s.database_url.startswith("sqlite:///") and s.database_url.endswith("mailvia.db")
 
 
@@ -41,11 +43,34 @@ def test_environment_then_flags() -> None:
         ("MAILVIA_MAX_MESSAGE_SIZE", "big"),
         ("MAILVIA_ALLOW_PRIVATE_HOSTS", "10.0.0.0/33"),
         ("MAILVIA_TRUSTED_NETWORKS", "10.0.0.0/8"),
+        ("MAILVIA_API_RATE_LIMIT", "fast"),
+        ("MAILVIA_API_RATE_LIMIT", "0/60"),
     ],
 )
 def test_bad_values_are_clear_errors(name: str, value: str) -> None:
     with pytest.raises(InvalidInput, match=name.removeprefix("MAILVIA_")):
         Settings.load({name: value})
+
+
+@pytest.mark.parametrize(
+    ("env", "flag", "rate"),
+    [
+        ("100/10", None, RequestRate(100, 10.0)),
+        ("OFF", None, None),
+        ("off", "5/1", RequestRate(5, 1.0)),
+        ("5/1", "off", None),
+    ],
+)
+def test_api_rate_limit_from_environment_then_flag(
+    env: str, flag: str | None, rate: RequestRate | None
+) -> None:
+    s = Settings.load({"MAILVIA_API_RATE_LIMIT": env}, {"api_rate_limit": flag})
+    assert s.api_rate_limit == rate
+
+
+def test_a_bad_api_rate_limit_says_what_is_expected() -> None:
+    with pytest.raises(InvalidInput, match=r"setting API_RATE_LIMIT: '10 per minute': .*COUNT/SEC"):
+        Settings.load({}, {"api_rate_limit": "10 per minute"})
 
 
 def test_secrets_do_not_show_in_repr() -> None:

@@ -10,6 +10,7 @@
      ├── Forbidden             the caller may not do this (403, SMTP 550 5.7.1)
      ├── Conflict              a name taken, an idempotency key reused with another body (409)
      ├── Unauthenticated       no or a bad token or password (401, SMTP 535)
+     ├── RateLimited           too many requests from one API token (429)
      ├── OutboundRefused       the outbound address guard refused a target
      ├── SecretsUnavailable    the master key is missing or wrong: fail closed
      └── StoreUnavailable      the database cannot be reached (503, SMTP 451)
@@ -58,6 +59,14 @@ class Conflict(MailviaError):
 
 class Unauthenticated(MailviaError):
     """The caller could not be identified."""
+
+
+class RateLimited(MailviaError):
+    """Too many requests from one caller: one more is allowed in `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class OutboundRefused(MailviaError):

@@ -34,6 +34,7 @@ SERVE_SETTINGS = (
     "http_listen",
     *SUBMISSION_SETTINGS,
     "max_message_size",
+    "api_rate_limit",
     "worker_id",
     "metrics_listen",
     "dispatch",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,9 +17,9 @@ from mailvia.ingress.metrics_http import router as metrics_router
 from mailvia.outbox.services import Services
 
 
-def create_app(services: Services) -> FastAPI:
-    """The ASGI app, given what the composition root built."""
-    app = create_api(services)
+def create_app(services: Services, *, clock: Callable[[], float] = time.monotonic) -> FastAPI:
+    """The ASGI app, given what the composition root built; `clock` times the rate limit."""
+    app = create_api(services, clock=clock)
     app.include_router(metrics_router)
 
     @app.get(

@@ -15,6 +15,7 @@ from mailvia.domain.errors import (
     InvalidInput,
     MailviaError,
     MessageTooLarge,
+    RateLimited,
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
@@ -27,10 +28,19 @@ _REASONS: tuple[tuple[type[MailviaError], str], ...] = (
     (Forbidden, "forbidden"),
     (Unauthenticated, "unauthenticated"),
     (Conflict, "conflict"),
+    (RateLimited, "rate_limited"),
     (StoreUnavailable, "unavailable"),
     (SecretsUnavailable, "unavailable"),
 )
-REASONS = ("invalid", "too_large", "forbidden", "unauthenticated", "conflict", "unavailable")
+REASONS = (
+    "invalid",
+    "too_large",
+    "forbidden",
+    "unauthenticated",
+    "conflict",
+    "rate_limited",
+    "unavailable",
+)
 
 
 def rejection_reason(exc: MailviaError) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailvia.domain.channel import Channel
+from mailvia.domain.ratelimit import RequestRate
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
 from mailvia.outbox.metrics import NO_METRICS
@@ -39,6 +40,7 @@ class Services:
     webhook_dispatcher: WebhookDispatcher | None = None
     metrics: Metrics = NO_METRICS
     metrics_token: str | None = field(default=None, repr=False)  # guards /metrics over HTTP
+    api_rate_limit: RequestRate | None = None  # requests per API token; None: no limit
 
     async def aclose(self) -> None:
         await self.close()

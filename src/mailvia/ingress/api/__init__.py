@@ -1,13 +1,16 @@
 """The HTTP API (FastAPI): messages, channels, presets, routes, the organization, events,
 webhooks.
 
-Bearer API tokens; everything is scoped to the caller's organization and role. Errors are
-`application/problem+json` (errors.py maps them in one place). Path functions are plain `def`:
-the store is synchronous, so FastAPI runs them in its thread pool.
+Bearer API tokens, each held to a rate limit (ratelimit.py); everything is scoped to the
+caller's organization and role. Errors are `application/problem+json` (errors.py maps them in
+one place). Path functions are plain `def`: the store is synchronous, so FastAPI runs them in
+its thread pool.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -27,6 +30,7 @@ from mailvia.ingress.api import (
 from mailvia.ingress.api.errors import Problem
 from mailvia.ingress.api.limits import BodyLimit, body_limit
 from mailvia.ingress.api.params import refuse_unknown_query
+from mailvia.ingress.api.ratelimit import TokenRateLimit
 from mailvia.ingress.api.rejections import CountRejections
 from mailvia.outbox.services import Services
 
@@ -58,8 +62,9 @@ class MailviaAPI(FastAPI):
         return self.openapi_schema
 
 
-def create_api(services: Services) -> FastAPI:
-    """The API over these services (what the composition root built)."""
+def create_api(services: Services, *, clock: Callable[[], float] = time.monotonic) -> FastAPI:
+    """The API over these services (what the composition root built); `clock` times the
+    rate limit."""
     app = MailviaAPI(
         title="mailvia",
         version=__version__,
@@ -67,6 +72,8 @@ def create_api(services: Services) -> FastAPI:
         dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.services = services
+    rate = services.api_rate_limit
+    app.state.rate_limit = TokenRateLimit(rate, clock=clock) if rate else None
     errors.install(app)
     app.add_middleware(BodyLimit, limit=body_limit(services.max_message_size))
     app.add_middleware(CountRejections, metrics=services.metrics)

@@ -1,4 +1,5 @@
-"""Who is calling: the services of this app and the user behind the bearer API token."""
+"""Who is calling: the services of this app and the user behind the bearer API token, held
+to the token's rate limit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mailvia.domain.errors import Forbidden, Unauthenticated
 from mailvia.domain.tenancy import User
+from mailvia.ingress.api.ratelimit import TokenRateLimit
 from mailvia.outbox.services import Services
 
 bearer = HTTPBearer(
@@ -26,14 +28,23 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+def get_rate_limit(request: Request) -> TokenRateLimit | None:
+    return cast(TokenRateLimit | None, request.app.state.rate_limit)
+
+
 def get_caller(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    rate_limit: Annotated[TokenRateLimit | None, Depends(get_rate_limit)],
 ) -> User:
-    """The token's user. Raises Unauthenticated (401) without a token or with a bad one."""
+    """The token's user. Raises Unauthenticated (401) without a token or with a bad one, and
+    RateLimited (429) when the token sends requests faster than the rate limit."""
     if credentials is None:
         raise Unauthenticated("an API token is required: Authorization: Bearer <token>")
-    return services.tenancy.authenticate(credentials.credentials)
+    user = services.tenancy.authenticate(credentials.credentials)
+    if rate_limit is not None:
+        rate_limit.check(credentials.credentials)
+    return user
 
 
 CallerDep = Annotated[User, Depends(get_caller)]

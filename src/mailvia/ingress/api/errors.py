@@ -8,6 +8,7 @@ A problem never carries internals: a store or key fault says that the service is
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from http import HTTPStatus
@@ -27,6 +28,7 @@ from mailvia.domain.errors import (
     MessageTooLarge,
     NotFound,
     OutboundRefused,
+    RateLimited,
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
@@ -46,6 +48,7 @@ STATUS_FOR: tuple[tuple[type[MailviaError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (OutboundRefused, 422),
+    (RateLimited, 429),
     (StoreUnavailable, 503),
     (SecretsUnavailable, 503),
 )
@@ -105,7 +108,9 @@ def problem_for(exc: MailviaError) -> Problem:
     return problem(status, str(exc) or HTTPStatus(status).phrase)
 
 
-def _headers_for(status: int) -> dict[str, str] | None:
+def _headers_for(status: int, exc: MailviaError | None = None) -> dict[str, str] | None:
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(math.ceil(exc.retry_after))}
     if status == 401:
         return {"WWW-Authenticate": 'Bearer realm="mailvia"'}
     if status == 503:
@@ -116,7 +121,7 @@ def _headers_for(status: int) -> dict[str, str] | None:
 async def _on_mailvia_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MailviaError)
     item = problem_for(exc)
-    return problem_response(item, _headers_for(item.status))
+    return problem_response(item, _headers_for(item.status, exc))
 
 
 def _field_errors(exc: RequestValidationError) -> list[FieldError]:
@@ -182,13 +187,27 @@ _DESCRIPTIONS = {
     409: "The request conflicts with what exists (e.g. an Idempotency-Key used for another body).",
     413: "The request body or the message is over the size limit.",
     422: "The request is not valid (fields, addresses, header values).",
+    429: "The API token sent too many requests; retry after `Retry-After` seconds.",
     503: "The outbox or the secrets cannot be reached right now; retry later.",
+}
+
+
+_HEADERS = {
+    429: {
+        "Retry-After": {
+            "description": "Seconds until the token may send a request again.",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
 }
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, each an `application/problem+json`."""
     content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    return {
-        status: {"description": _DESCRIPTIONS[status], "content": content} for status in statuses
-    }
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        responses[status] = {"description": _DESCRIPTIONS[status], "content": content}
+        if status in _HEADERS:
+            responses[status]["headers"] = _HEADERS[status]
+    return responses

@@ -19,6 +19,7 @@ _REASON_FOR_STATUS = {
     409: "conflict",
     413: "too_large",
     422: "invalid",
+    429: "rate_limited",
     503: "unavailable",
 }
 INTAKE_PATHS = ("/v1/messages", "/v1/messages/batch")
