@@ -4,23 +4,20 @@ see group_commit.py). Runs in a worker thread (the store is synchronous)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError
 from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
-from mailvia.outbox.compose import inspect_raw
+from mailvia.outbox.compose import has_bare_line_ends, inspect_raw
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission
-
-_BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 def refuse_bare_line_ends(content: bytes) -> None:
     """Refuse a bare LF or CR: either is how SMTP smuggling hides a second message."""
-    if _BARE_LINE_END.search(content):
+    if has_bare_line_ends(content):
         raise InvalidInput("bare LF or CR in the message: every line must end in CRLF")
 
 

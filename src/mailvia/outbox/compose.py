@@ -7,6 +7,7 @@ line endings and a Message-ID.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,13 +100,23 @@ def check_address(address: str, what: str = "address") -> str:
         raise InvalidAddress(f"{what}: not valid UTF-8")
     if any(c in address for c in "<>,;\"' ") or "(" in address:
         raise InvalidAddress(f"{what} {address!r}: give a bare address like name@example.com")
+    normalised = _normalised(address)
+    if isinstance(normalised, EmailNotValidError):
+        raise InvalidAddress(f"{what} {address!r}: {normalised}") from normalised
+    return normalised
+
+
+@functools.lru_cache(maxsize=8192)
+def _normalised(address: str) -> str | EmailNotValidError:
+    """email-validator's verdict, remembered: an address is checked at MAIL or RCPT and again
+    with the message, and the same senders come back all day."""
     try:
         # test_environment: `.test` domains are allowed (RFC 6761), for demos and tests.
         result = validate_email(
             address, check_deliverability=False, allow_smtputf8=True, test_environment=True
         )
     except EmailNotValidError as exc:
-        raise InvalidAddress(f"{what} {address!r}: {exc}") from exc
+        return exc
     return str(result.normalized)
 
 
@@ -203,7 +214,15 @@ def _checked_size(content: bytes, max_size: int) -> bytes:
 
 def normalise_crlf(content: bytes) -> bytes:
     """Every line ending as CRLF (bare LF and bare CR become CRLF)."""
+    if not has_bare_line_ends(content):
+        return content
     return re.sub(rb"\r\n|\r|\n", b"\r\n", content)
+
+
+def has_bare_line_ends(content: bytes) -> bool:
+    """Whether any LF is not preceded by CR, or any CR not followed by LF."""
+    crlf = content.count(b"\r\n")
+    return content.count(b"\n") != crlf or content.count(b"\r") != crlf
 
 
 def inspect_raw(content: bytes, *, envelope: Envelope | None, max_size: int) -> Composed:
