@@ -3,6 +3,7 @@ self-signed certificate made once in the data folder."""
 
 from __future__ import annotations
 
+import random
 import ssl
 import stat
 from pathlib import Path
@@ -159,3 +160,34 @@ def test_the_certificate_settings_are_paths() -> None:
     )
     assert settings.submission_tls_cert == Path("/etc/c.pem")
     assert settings.submission_tls_key == Path("/etc/k.pem")
+
+
+def _path_parse(parser: type, arg: str, limit: int = 0) -> object:
+    conn = parser.__new__(parser)
+    conn.local_part_limit = limit
+    try:
+        return parser._getaddr(conn, arg)  # type: ignore[attr-defined]
+    except Exception as exc:  # aiosmtpd's own parse raises on some inputs
+        return type(exc).__name__
+
+
+def test_the_fast_path_parse_of_mail_and_rcpt_agrees_with_aiosmtpds() -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from mailvia.ingress.submission import SubmissionSMTP
+
+    rng = random.Random(7)
+    tails = ["", " SIZE=10", "x", ">", " <a@b>", "\t\tBODY=8BITMIME", " (c) X=1", "  (c", " \t"]
+    args = [
+        "<"
+        + "".join(rng.choice("abcZ09.-_+!#'") for _ in range(rng.randint(1, 8)))
+        + "@"
+        + "".join(rng.choice("ab.-[]1é") for _ in range(rng.randint(1, 8)))
+        + ">"
+        + rng.choice(tails)
+        for _ in range(4_000)
+    ]
+    args += ["<>", "<a@b.test>", " <a@b.test>", '<"q u"@b.test>', "<@relay:a@b.test>"]
+    for arg in args:
+        for limit in (0, 3):
+            assert _path_parse(SubmissionSMTP, arg, limit) == _path_parse(SMTP, arg, limit), arg
