@@ -273,3 +273,27 @@ async def test_messages_expire_after_the_give_up_time(
         view = world.services.store.get_message(receipt.id)
     assert view.state is State.EXPIRED
     assert not server.received
+
+
+async def test_a_running_dispatcher_expires_held_mail_but_looks_at_most_every_10_s(
+    world: World, certs: Certs
+) -> None:
+    """run_forever's passes come many times a second while mail trickles in; each look for
+    expired mail is a write, so it looks again only after EXPIRE_EVERY seconds."""
+    from mailvia.domain.retry import RetryPolicy
+    from mailvia.outbox.dispatch import EXPIRE_EVERY
+
+    channel = world.channel(9, certs=certs, retry=RetryPolicy(give_up_after=30))
+    world.services.channels.pause(world.jane, channel.name, time.time())
+    [receipt] = world.send()
+    store = world.services.store
+    looks: list[float] = []
+    expire_due = store.expire_due
+    store.expire_due = lambda now, who: looks.append(now) or expire_due(now, who)  # type: ignore[method-assign]
+    start = time.time()
+    dispatcher = world.services.dispatcher
+    for offset in (0, 1, 5, 9.9, 31, 35, 41.5):
+        dispatcher._start_due(lambda t=start + offset: t, {})
+    assert [round(t - start, 1) for t in looks] == [0, 31, 41.5]
+    assert EXPIRE_EVERY == 10.0
+    assert store.get_message(receipt.id).state is State.EXPIRED

@@ -26,6 +26,9 @@ from mailvia.outbox.webhook_ports import Metrics
 log = logging.getLogger(__name__)
 
 IDLE_POLL = 1.0  # seconds between looks for mail submitted by other processes
+# run_forever looks for mail past its give-up time at most this often: each look is a write
+# transaction, and passes come many times a second while mail trickles in.
+EXPIRE_EVERY = 10.0  # seconds
 
 Notifier = Callable[[Channel, str, Instant], Awaitable[None]]
 
@@ -66,6 +69,7 @@ class Dispatcher:
         self.stopping = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._expired_at: Instant | None = None
 
     def wake(self) -> None:
         """Look for work now (called after a submission in this process, from any thread)."""
@@ -102,7 +106,9 @@ class Dispatcher:
         self, clock: Callable[[], Instant], running: dict[str, asyncio.Task[int]]
     ) -> float:
         now = clock()
-        self.store.expire_due(now, self.options.worker)
+        if self._expired_at is None or not 0 <= now - self._expired_at < EXPIRE_EVERY:
+            self.store.expire_due(now, self.options.worker)
+            self._expired_at = now
         for channel_id in self.store.channels_due(now):
             if channel_id not in running:
                 running[channel_id] = asyncio.create_task(self._drain(channel_id, now, clock))
