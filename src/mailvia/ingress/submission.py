@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -41,6 +41,7 @@ from mailvia.outbox.submit import Receipt
 from mailvia.settings import Network
 
 log = logging.getLogger("mailvia.submission")
+_UNKNOWN = object()
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 # `<local@domain>`, then the parameters (blanks before them skipped, as aiosmtpd does; a
 # comment there takes aiosmtpd's own parse)
@@ -136,11 +137,18 @@ class SubmissionServer:
         return await asyncio.shield(task)
 
     def trusted_organization(self, session: Session) -> str | None:
-        """The organization id whose trusted network the client is in, if any."""
+        """The organization id whose trusted network the client is in, if any (worked out
+        once per connection)."""
+        known = getattr(session, "trusted", _UNKNOWN)
+        if known is not _UNKNOWN:
+            return cast(str | None, known)
         address = _client_address(session)
-        if address is None:
-            return None
-        return next((org for net, org in self.trusted if address in net), None)
+        found = None
+        if address is not None:
+            found = next((org for net, org in self.trusted if address in net), None)
+        if isinstance(session, QuietSession):
+            session.trusted = found
+        return found
 
     # -- the steps of a session ---------------------------------------------------------
 
@@ -203,11 +211,12 @@ class SubmissionServer:
         """Validate the client's bytes and submit them; returns once they are committed
         (together with what other connections sent meanwhile: group commit)."""
         user = session.auth_data if session.authenticated else None
-        arrived = Arrived(
+        composed = self.intake.compose(
             envelope.original_content or b"",
             MessageEnvelope(str(envelope.mail_from), tuple(envelope.rcpt_tos)),
-            user if isinstance(user, User) else None,
-            self.trusted_organization(session),
+        )
+        arrived = Arrived(
+            composed, user if isinstance(user, User) else None, self.trusted_organization(session)
         )
         return await self.group.put(arrived)
 
@@ -219,6 +228,7 @@ class QuietSession(Session):  # type: ignore[misc]
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
         self.senders: set[str] = set()
+        self.trusted: object = _UNKNOWN  # the trusted network's organization id, or None
 
     @property
     def login_data(self) -> Any:

@@ -1,6 +1,7 @@
-"""What the submission port does with a message once DATA is over: check the client's bytes,
-find its sender, and submit it with the messages that arrived at the same time (group commit,
-see group_commit.py). Runs in a worker thread (the store is synchronous)."""
+"""What the submission port does with a message once DATA is over: check the client's bytes
+(`compose`, on the event loop), then find its sender and submit it with the messages that
+arrived at the same time (`commit`, a group commit in a worker thread, see group_commit.py;
+the store is synchronous)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError
 from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
-from mailvia.outbox.compose import has_bare_line_ends, inspect_raw
+from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission
 
@@ -23,11 +24,10 @@ def refuse_bare_line_ends(content: bytes) -> None:
 
 @dataclass(frozen=True)
 class Arrived:
-    """One message as the client sent it: the logged-in user, or else the organization of
-    the trusted network it came from."""
+    """One message the client sent, already checked (`Intake.compose`): the logged-in user,
+    or else the organization of the trusted network it came from."""
 
-    content: bytes
-    envelope: Envelope
+    composed: Composed
     user: User | None
     organization_id: str | None
 
@@ -39,6 +39,12 @@ class Intake:
         self.services = services
         self.clock = clock
 
+    def compose(self, content: bytes, envelope: Envelope) -> Composed:
+        """Check the client's bytes (no I/O, on the event loop: it keeps this work out of the
+        one-at-a-time commits). Raises InvalidInput and its kinds."""
+        refuse_bare_line_ends(content)
+        return inspect_raw(content, envelope=envelope, max_size=self.services.max_message_size)
+
     def commit(self, group: list[Arrived]) -> list[Receipt | BaseException]:
         senders: dict[tuple[str, str], User | MailviaError] = {}
         prepared = [self._prepare(item, senders) for item in group]
@@ -49,18 +55,12 @@ class Intake:
     def _prepare(
         self, item: Arrived, senders: dict[tuple[str, str], User | MailviaError]
     ) -> tuple[User, Submission] | MailviaError:
-        try:
-            refuse_bare_line_ends(item.content)
-            size = self.services.max_message_size
-            composed = inspect_raw(item.content, envelope=item.envelope, max_size=size)
-        except MailviaError as exc:
-            return exc
         user: User | MailviaError | None = item.user
         if user is None:
-            user = self._sender(item.organization_id, composed.from_address, senders)
+            user = self._sender(item.organization_id, item.composed.from_address, senders)
         if isinstance(user, MailviaError):
             return user
-        return user, Submission(composed)
+        return user, Submission(item.composed)
 
     def _sender(
         self,
