@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -73,6 +74,13 @@ class Processes:
 
 
 PROCS = Processes()
+
+
+def results_file() -> Path:
+    """Where results go: $RAW, else $RES_DIR/raw.jsonl, else under the temp folder (as the
+    shared bench's lib.sh)."""
+    folder = os.environ.get("RES_DIR", str(Path(tempfile.gettempdir()) / "mailvia-bench/results"))
+    return Path(os.environ.get("RAW", str(Path(folder) / "raw.jsonl")))
 
 
 def exit_on_signal(signum: int, _frame: object) -> None:

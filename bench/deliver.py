@@ -63,6 +63,7 @@ from benchlib import (
     load_message,
     postgres_cpu,
     proc_cpu,
+    results_file,
     start_py_spy,
     summarize_collapsed,
     wait_quiet,
@@ -639,14 +640,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("MAILVIA_BENCH_PG_URL", DEFAULT_PG_URL),
         help="PostgreSQL server (a scratch database is created there and dropped)",
     )
-    default_raw = Path(
-        os.environ.get(
-            "RAW",
-            Path(os.environ.get("RES_DIR", Path(tempfile.gettempdir()) / "mailvia-bench/results"))
-            / "raw.jsonl",
-        )
-    )
-    parser.add_argument("--raw", type=Path, default=default_raw, help="results JSON lines")
+    parser.add_argument("--raw", type=Path, default=results_file(), help="results JSON lines")
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch parent folder")
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="limit per timed section, seconds (300)"

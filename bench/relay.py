@@ -68,6 +68,7 @@ from benchlib import (
     load_message,
     postgres_cpu,
     proc_cpu,
+    results_file,
     start_py_spy,
     wait_port,
     wait_quiet,
@@ -611,14 +612,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300.0, help="per timed section (300 s)")
     p.add_argument("--quiet-threshold", type=float, default=20.0, help="busy %% to wait for")
     p.add_argument("--quiet-wait", type=float, default=60.0, help="...at most this long (60 s)")
-    default_raw = Path(
-        os.environ.get(
-            "RAW",
-            Path(os.environ.get("RES_DIR", Path(tempfile.gettempdir()) / "mailvia-bench/results"))
-            / "raw.jsonl",
-        )
-    )
-    p.add_argument("--raw", type=Path, default=default_raw, help="results JSON lines")
+    p.add_argument("--raw", type=Path, default=results_file(), help="results JSON lines")
     p.add_argument("--work-dir", type=Path, default=None, help="scratch parent folder")
     p.add_argument("--py-spy", metavar="DIR", default=None, help="profile serve and workers")
     p.add_argument("--py-spy-format", choices=("raw", "speedscope"), default="raw")
