@@ -658,3 +658,72 @@ async def test_concurrent_sessions_commit_together_and_a_refusal_stays_its_own(r
     stored = rig.messages()
     assert {m.id for m in stored} == {match[1] for match in queued if match}
     assert sum(counting.groups) == 100 and len(counting.groups) < 100, counting.groups
+
+
+class SlowSubmitter(CountingSubmitter):
+    """Commits that take a while, so that a shutdown comes while one runs and others wait."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        self.started: list[int] = []
+
+    def submit_each(
+        self, items: Sequence[tuple[User, Submission]], *, now: float
+    ) -> list[Receipt | MailviaError]:
+        self.started.append(len(items))
+        time.sleep(1.0)
+        return super().submit_each(items, now=now)
+
+
+async def test_stopping_answers_every_message_already_received(rig: Rig) -> None:
+    """A shutdown while one group commits and more messages wait for the next: every client
+    still gets its 250 for a stored message (none is stored unanswered, none lost)."""
+    add_channel(rig)
+    services = rig.world.services
+    slow = SlowSubmitter(services)
+    server_services = dataclasses.replace(services, submitter=slow)
+    port = await rig.start(services=server_services)
+    [server] = rig.servers
+
+    def session(k: int) -> Callable[[smtplib.SMTP], tuple[int, str]]:
+        return login_and_send(rig.token, message(f"stop {k}"))
+
+    with ThreadPoolExecutor(4) as threads:
+        clients = [asyncio.ensure_future(rig.client(port, session(0), threads=threads))]
+        while not slow.started:  # the first commit is running
+            await asyncio.sleep(0.01)
+        clients += [asyncio.ensure_future(rig.client(port, session(k), threads=threads))
+                    for k in (1, 2, 3)]  # fmt: skip
+        while server._accepting < 4:  # all four received, three waiting for the next commit
+            await asyncio.sleep(0.01)
+        await server.stop()
+        replies = await asyncio.gather(*clients)
+    assert [code for code, _ in replies] == [250] * 4, replies
+    queued = {m[1] for _, text in replies if (m := QUEUED.match(text))}
+    assert {m.id for m in rig.messages()} == queued and len(queued) == 4
+    assert slow.groups == [1, 3]
+
+
+def test_a_fault_routing_one_message_of_a_group_fails_only_that_message(rig: Rig) -> None:
+    from mailvia.outbox.compose import inspect_raw
+
+    add_channel(rig)
+    services = rig.world.services
+
+    class Faulty(Submitter):
+        def _channel_for(self, sender: User, from_address: str) -> Any:
+            if from_address.startswith("jane+boom"):
+                raise RuntimeError("a bug")
+            return super()._channel_for(sender, from_address)
+
+    rig.world.services.tenancy.grant(JANE, "jane+boom@acme.test", time.time())
+    faulty = Faulty(services.store, pool=services.pool)
+    items = [
+        (rig.world.jane, Submission(inspect_raw(message(sender=sender), envelope=None,
+                                                max_size=100_000)))
+        for sender in ("jane@acme.test", "jane+boom@acme.test", "Jane <jane@acme.test>")
+    ]  # fmt: skip
+    good, bad, also_good = faulty.submit_each(items, now=time.time())
+    assert isinstance(bad, RuntimeError)
+    assert isinstance(good, Receipt) and isinstance(also_good, Receipt)
+    assert {m.id for m in rig.messages()} == {good.id, also_good.id}

@@ -133,3 +133,38 @@ def test_raw_headers_in_utf8_give_international_addresses_and_folded_lists() -> 
 def test_raw_header_addresses_that_are_not_utf8_are_refused(raw: bytes) -> None:
     with pytest.raises(InvalidAddress, match="not valid UTF-8"):
         inspect_raw(raw, envelope=None, max_size=10_000)
+
+
+def _raw_from(field: str) -> bytes:
+    return (field + "\r\nTo: a@b.test\r\nSubject: x\r\n\r\nhi\r\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("field", "address"),
+    [
+        ('From: "Doe, John" <me@mine.test>', "me@mine.test"),
+        ("From: =?utf-8?q?M=C3=BCller=2C_Hans?= <me@mine.test>", "me@mine.test"),
+        ('From: "me@mine.test" <me@mine.test>', "me@mine.test"),
+        ("From: me@mine.test (Me)", "me@mine.test"),
+    ],
+)
+def test_from_headers_as_mail_programs_write_them(field: str, address: str) -> None:
+    assert inspect_raw(_raw_from(field), envelope=None, max_size=10_000).from_address == address
+
+
+@pytest.mark.parametrize(
+    ("field", "error"),
+    [
+        ("From: =?utf-8?b?PGNlb0B2aWN0aW0udGVzdD4=?= <me@mine.test>", "shows another address"),
+        ("From: =?utf-8?q?ceo=40victim.test?= <me@mine.test>", "shows another address"),
+        ('From: "<ceo@victim.test>" <me@mine.test>', "shows another address"),
+        ("From: ceo@victim.test <me@mine.test>", "exactly one address"),
+        ("From: =?utf-8?q?me=0D=0AX=3A_y?= <me@mine.test>", "line breaks"),
+        ("From: =?nosuchcharset?q?x?= <me@mine.test>", "encoded word"),
+        ("From: me@mine.test\r\nFrom: ceo@victim.test", "more than one From"),
+        ("From: a@b.test, c@d.test", "exactly one address"),
+    ],
+)
+def test_from_headers_that_show_another_sender_are_refused(field: str, error: str) -> None:
+    with pytest.raises(InvalidInput, match=error):
+        inspect_raw(_raw_from(field), envelope=None, max_size=10_000)

@@ -47,7 +47,17 @@ class GroupCommit(Generic[Item, Result]):
             self._next()
         return await future
 
+    @property
+    def idle(self) -> bool:
+        """No commit running and none waiting."""
+        return not self._busy and not self._waiting
+
     def _next(self) -> None:
+        # A caller that went away before its commit started (the client hung up, or was cut
+        # off at shutdown) never got a 250 and will send again: its item is dropped.
+        self._waiting = [(item, future) for item, future in self._waiting if not future.done()]
+        if not self._waiting:
+            return
         group, self._waiting = self._waiting[: self._max], self._waiting[self._max :]
         self._busy = True
         items = [item for item, _ in group]
@@ -61,7 +71,7 @@ class GroupCommit(Generic[Item, Result]):
         error = done.exception() if not done.cancelled() else asyncio.CancelledError()
         results: list[Any] = [error] * len(group) if error else done.result()
         for (_, future), result in zip(group, results, strict=True):
-            if future.done():  # its caller went away; the item was committed all the same
+            if future.done():  # its caller went away during the commit: committed all the same
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result)

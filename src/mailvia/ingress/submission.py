@@ -42,6 +42,7 @@ from mailvia.settings import Network
 
 log = logging.getLogger("mailvia.submission")
 _UNKNOWN = object()
+INLINE_CHECK_BYTES = 256 * 1024  # larger messages are checked in a worker thread
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 # `<local@domain>`, then the parameters (blanks before them skipped, as aiosmtpd does; a
 # comment there takes aiosmtpd's own parse)
@@ -90,6 +91,7 @@ class SubmissionServer:
         self.live: set[SubmissionSMTP] = set()
         self._servers: list[asyncio.Server] = []
         self._pending: set[asyncio.Future[Any]] = set()
+        self._accepting = 0  # messages handed to the group commit and not yet answered
         self.intake = Intake(services, clock)
         self.group: GroupCommit[Arrived, Receipt] = GroupCommit(self.intake.commit, self.run)
 
@@ -116,12 +118,14 @@ class SubmissionServer:
         return server
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop listening, let messages being committed finish (up to `grace` seconds) so
-        their clients get the reply, then close every connection."""
+        """Stop listening, let messages already received be committed and answered (up to
+        `grace` seconds: the running group commit and those waiting for it), then close
+        every connection."""
         for server in self._servers:
             server.close()
-        if self._pending:
-            await asyncio.wait(set(self._pending), timeout=grace)
+        deadline = asyncio.get_running_loop().time() + grace
+        while (self._pending or self._accepting) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         for connection in list(self.live):
             connection.close_now()
         for server in self._servers:
@@ -211,14 +215,20 @@ class SubmissionServer:
         """Validate the client's bytes and submit them; returns once they are committed
         (together with what other connections sent meanwhile: group commit)."""
         user = session.auth_data if session.authenticated else None
-        composed = self.intake.compose(
-            envelope.original_content or b"",
-            MessageEnvelope(str(envelope.mail_from), tuple(envelope.rcpt_tos)),
-        )
+        content = envelope.original_content or b""
+        given = MessageEnvelope(str(envelope.mail_from), tuple(envelope.rcpt_tos))
+        if len(content) <= INLINE_CHECK_BYTES:  # about 0.3 ms: not worth a thread
+            composed = self.intake.compose(content, given)
+        else:  # a large message's scans would hold the event loop up
+            composed = await self.run(self.intake.compose, content, given)
         arrived = Arrived(
             composed, user if isinstance(user, User) else None, self.trusted_organization(session)
         )
-        return await self.group.put(arrived)
+        self._accepting += 1
+        try:
+            return await self.group.put(arrived)
+        finally:
+            self._accepting -= 1
 
 
 class QuietSession(Session):  # type: ignore[misc]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError
+from mailvia.domain.errors import Forbidden, InvalidInput
 from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
@@ -46,19 +46,19 @@ class Intake:
         return inspect_raw(content, envelope=envelope, max_size=self.services.max_message_size)
 
     def commit(self, group: list[Arrived]) -> list[Receipt | BaseException]:
-        senders: dict[tuple[str, str], User | MailviaError] = {}
+        senders: dict[tuple[str, str], User | Exception] = {}
         prepared = [self._prepare(item, senders) for item in group]
-        ready = [p for p in prepared if not isinstance(p, MailviaError)]
+        ready = [p for p in prepared if not isinstance(p, Exception)]
         receipts = iter(self.services.submitter.submit_each(ready, now=self.clock()))
-        return [p if isinstance(p, MailviaError) else next(receipts) for p in prepared]
+        return [p if isinstance(p, Exception) else next(receipts) for p in prepared]
 
     def _prepare(
-        self, item: Arrived, senders: dict[tuple[str, str], User | MailviaError]
-    ) -> tuple[User, Submission] | MailviaError:
-        user: User | MailviaError | None = item.user
+        self, item: Arrived, senders: dict[tuple[str, str], User | Exception]
+    ) -> tuple[User, Submission] | Exception:
+        user: User | Exception | None = item.user
         if user is None:
             user = self._sender(item.organization_id, item.composed.from_address, senders)
-        if isinstance(user, MailviaError):
+        if isinstance(user, Exception):
             return user
         return user, Submission(item.composed)
 
@@ -66,8 +66,8 @@ class Intake:
         self,
         organization_id: str | None,
         address: str,
-        senders: dict[tuple[str, str], User | MailviaError],
-    ) -> User | MailviaError:
+        senders: dict[tuple[str, str], User | Exception],
+    ) -> User | Exception:
         """The trusted network's user for this From (looked up once per group)."""
         if organization_id is None:
             return Forbidden("authentication required")
@@ -75,6 +75,6 @@ class Intake:
         if key not in senders:
             try:
                 senders[key] = self.services.tenancy.sender_for(organization_id, address)
-            except MailviaError as exc:
+            except Exception as exc:  # refused, or a fault kept to this sender's messages
                 senders[key] = exc
         return senders[key]

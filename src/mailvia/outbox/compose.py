@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import HeaderParser
@@ -236,10 +238,7 @@ def inspect_raw(content: bytes, *, envelope: Envelope | None, max_size: int) -> 
         # (addresses are taken out with getaddresses and checked by email-validator).
         text = content.decode("utf-8", "surrogateescape")  # SMTPUTF8 headers are UTF-8
         headers = HeaderParser(policy=compat32).parsestr(text)
-        from_header = _unfolded(headers.get("From", ""))
-        if not from_header:
-            raise InvalidInput("the message has no From header")
-        _, from_address = parse_mailbox(_first(from_header), "From header")
+        from_address = _from_address(headers.get_all("From", []) or [])
         derived = _envelope_from_headers(headers, from_address) if envelope is None else None
         has_message_id = headers.get("Message-ID") is not None
     except MailviaError:
@@ -275,12 +274,36 @@ def _unfolded(value: object) -> str:
     return re.sub(r"\r?\n(?=[ \t])", "", str(value or ""))
 
 
-def _first(header: str) -> str:
-    addresses = getaddresses([header])
-    if len(addresses) != 1:
+def _from_address(fields: Sequence[object]) -> str:
+    """The address of the one From field. Its display name is read as mail programs show it
+    (RFC 2047 encoded words decoded) and may not show another address or hide line breaks."""
+    if not fields:
+        raise InvalidInput("the message has no From header")
+    if len(fields) > 1:
+        raise InvalidHeader("the message has more than one From header")
+    raw = _unfolded(fields[0])
+    shown = check_clean(_decoded_words(raw), "From header")
+    found = getaddresses([raw])
+    if len(found) != 1 or not found[0][1]:
         raise InvalidInput("the From header must name exactly one address")
-    name, address = addresses[0]
-    return f"{name} <{address}>" if name else address
+    address = check_address(found[0][1], "From header")
+    for other in _ADDRESS_LIKE.findall(shown):
+        if other.strip(".,;:'\"()[]<>").lower() != address.lower():
+            raise InvalidHeader(f"the From header's name shows another address ({other})")
+    return address
+
+
+_ADDRESS_LIKE = re.compile(r"[^\s<>\"]+@[^\s<>\"]+")
+
+
+def _decoded_words(value: str) -> str:
+    """The header value with RFC 2047 encoded words decoded (as mail programs show it)."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError) as exc:
+        raise InvalidHeader(f"an encoded word cannot be decoded ({type(exc).__name__})") from None
 
 
 def _envelope_from_headers(headers: Message, from_address: str) -> Envelope:

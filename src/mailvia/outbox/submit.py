@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from mailvia.domain.channel import Channel, ChannelState, may_send_as
 from mailvia.domain.clock import Instant, to_iso
-from mailvia.domain.errors import Forbidden, MailviaError
+from mailvia.domain.errors import Forbidden
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
@@ -100,24 +100,24 @@ class Submitter:
         planned = []
         for submission in submissions:
             channel = routes.channel(sender, submission.composed.from_address)
-            if isinstance(channel, MailviaError):
+            if isinstance(channel, Exception):
                 raise channel
             planned.append((self._message(sender, submission, channel, now), channel))
         return self._commit(planned, now)
 
     def submit_each(
         self, items: Sequence[tuple[User, Submission]], *, now: Instant
-    ) -> list[Receipt | MailviaError]:
+    ) -> list[Receipt | Exception]:
         """Messages of different senders, each judged on its own (a refused one gets its
         error in its place and does not hold up the others); the accepted ones are committed
         together in one transaction. For intakes that gather concurrent messages (group
         commit). Raises only what the commit itself raises (e.g. StoreUnavailable)."""
         routes = Routes(self._channel_for)
-        results: list[Receipt | MailviaError | None] = []
+        results: list[Receipt | Exception | None] = []
         planned = []
         for sender, submission in items:
             channel = routes.channel(sender, submission.composed.from_address)
-            if isinstance(channel, MailviaError):
+            if isinstance(channel, Exception):
                 results.append(channel)
                 continue
             results.append(None)
@@ -202,14 +202,16 @@ class Routes:
 
     def __init__(self, channel_for: Callable[[User, str], Channel]) -> None:
         self._channel_for = channel_for
-        self._found: dict[tuple[str, str], Channel | MailviaError] = {}
+        self._found: dict[tuple[str, str], Channel | Exception] = {}
 
-    def channel(self, sender: User, from_address: str) -> Channel | MailviaError:
+    def channel(self, sender: User, from_address: str) -> Channel | Exception:
+        """The channel, or the error that refuses this sender and From (a MailviaError; any
+        other exception is a fault, kept to this sender's messages)."""
         key = (sender.id, from_address.lower())
         if key not in self._found:
             try:
                 self._found[key] = self._channel_for(sender, from_address)
-            except MailviaError as exc:
+            except Exception as exc:
                 self._found[key] = exc
         return self._found[key]
 

@@ -4,9 +4,11 @@ and the mapping of driver errors to domain errors (the only place that sees them
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -18,6 +20,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
 from mailvia.domain.errors import Conflict, MailviaError, NotFound, StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000
 _WRITE = "mailvia_write"
@@ -94,39 +98,75 @@ class WriterQueue:
 
     SQLite's handler sleeps (1 ms growing to 100 ms) and retries, so with several writers, e.g.
     `serve` taking mail in while a `worker` claims it, most time goes to sleeping and the order
-    is unfair. Here a thread lock queues the writers of this process and an exclusive `flock`
-    on `<database>.lock` queues processes: the kernel wakes the next one as soon as the lock is
-    released. Correctness does not depend on it: BEGIN IMMEDIATE still takes SQLite's lock."""
+    is unfair. Here a thread lock queues the writers of this process, and an exclusive `flock`
+    on `<database>.lock`, tried every 0.2 ms growing to 2 ms, the processes. Like SQLite's own
+    wait it gives up after BUSY_TIMEOUT_MS (StoreUnavailable), so a stalled process cannot
+    freeze the others. Correctness does not depend on it: BEGIN IMMEDIATE still takes SQLite's
+    lock."""
 
-    def __init__(self, db_file: Path) -> None:
+    def __init__(self, db_file: Path, *, timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-        self._fd = os.open(f"{db_file}.lock", flags, 0o600)
+        self._fd: int | None = os.open(f"{db_file}.lock", flags, 0o600)
         self._threads = threading.RLock()
+        self._timeout = timeout
 
     @contextmanager
     def turn(self) -> Iterator[None]:
-        with self._threads:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        if not self._threads.acquire(timeout=self._timeout):
+            raise StoreUnavailable(_BUSY)
+        try:
+            fd = self._fd
+            if fd is None:  # closed (the store is shutting down): SQLite's lock alone
+                yield
+                return
+            self._lock(fd, time.monotonic() + self._timeout)
             try:
                 yield
             finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    @staticmethod
+    def _lock(fd: int, deadline: float) -> None:
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(_BUSY) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
 
     def close(self) -> None:
-        os.close(self._fd)
+        """Close the lock file once no writer of this process holds it."""
+        with self._threads:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+_BUSY = "the database is busy: another writer has held it too long"
 
 
 def _writer_queue(engine: Engine) -> WriterQueue | None:
-    """A WriterQueue for a SQLite file (none for PostgreSQL or an in-memory database)."""
+    """A WriterQueue for a SQLite file; none for PostgreSQL, an in-memory database, a URI
+    filename, or when the lock file cannot be opened (e.g. a read-only folder: SQLite's own
+    busy handler then queues the writers)."""
     if engine.dialect.name != "sqlite":
         return None
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
+    if engine.url.query.get("uri") or engine.url.query.get("mode"):
+        return None
     try:
         return WriterQueue(Path(database))
     except OSError as exc:
-        raise StoreUnavailable(f"cannot open the database's lock file: {exc}") from None
+        log.warning("no writer queue for %s (%s): SQLite's busy handler alone", database, exc)
+        return None
 
 
 class Database:
@@ -178,4 +218,3 @@ class Database:
         self.engine.dispose()
         if self._queue is not None:
             self._queue.close()
-            self._queue = None
