@@ -27,7 +27,7 @@ from mailvia.ingress.api import (
     organization,
     webhooks,
 )
-from mailvia.ingress.api.errors import Problem
+from mailvia.ingress.api.errors import Problem, document_rate_limit
 from mailvia.ingress.api.limits import BodyLimit, body_limit
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
@@ -42,7 +42,7 @@ with a `detail` for people; another organization's objects are 404."""
 
 class MailviaAPI(FastAPI):
     """FastAPI whose OpenAPI document always describes the Problem schema that every error
-    response refers to."""
+    response refers to, and the rate limit's 429 on every operation that takes a token."""
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
@@ -58,6 +58,7 @@ class MailviaAPI(FastAPI):
             found = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in defs.get("$defs", {}).items():
                 found.setdefault(name, definition)
+            document_rate_limit(schema)
             self.openapi_schema = schema
         return self.openapi_schema
 

@@ -70,7 +70,7 @@ def _tester(services: Services) -> ChannelTester:
 @router.post(
     "/channels/test",
     response_model=ProbeOut,
-    responses=problems(400, 401, 403, 404, 413, 422, 429, 503),
+    responses=problems(400, 401, 403, 404, 413, 422, 503),
     summary="Test a channel without saving it",
 )
 async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: CallerDep) -> Any:
@@ -84,7 +84,7 @@ async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: CallerD
 @router.post(
     "/channels/{id}/test",
     response_model=ProbeOut,
-    responses=problems(400, 401, 404, 422, 429, 503),
+    responses=problems(400, 401, 404, 422, 503),
     summary="Test a saved channel (optionally with a new password, not saved)",
 )
 async def test_saved(

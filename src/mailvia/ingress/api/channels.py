@@ -41,7 +41,7 @@ router = APIRouter(prefix="/v1", tags=["channels"])
 @router.get(
     "/channels",
     response_model=ChannelList,
-    responses=problems(401, 429, 503),
+    responses=problems(401, 503),
     summary="The channels the caller may see",
 )
 def list_channels(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def list_channels(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     "/channels",
     status_code=201,
     response_model=ChannelCreated,
-    responses=problems(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    responses=problems(400, 401, 403, 404, 409, 413, 422, 503),
     summary="Add a channel (from a preset, or by hand)",
 )
 def add_channel(
@@ -128,7 +128,7 @@ def _warnings(channel: Channel, texts: list[str]) -> list[dict[str, str]]:
 @router.get(
     "/channels/{id}",
     response_model=ChannelOut,
-    responses=problems(401, 404, 422, 429, 503),
+    responses=problems(401, 404, 422, 503),
     summary="One channel, by id or name",
 )
 def get_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def get_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, An
 @router.patch(
     "/channels/{id}",
     response_model=ChannelOut,
-    responses=problems(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    responses=problems(400, 401, 403, 404, 409, 413, 422, 503),
     summary="Change a channel's name, password, budgets or limits",
 )
 def update_channel(
@@ -159,7 +159,7 @@ def update_channel(
     "/channels/{id}",
     status_code=204,
     response_class=Response,
-    responses=problems(401, 403, 404, 409, 422, 429, 503),
+    responses=problems(401, 403, 404, 409, 422, 503),
     summary="Remove a channel (409 while it has mail to send)",
 )
 def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
@@ -170,7 +170,7 @@ def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
 @router.post(
     "/channels/{id}/pause",
     response_model=Paused,
-    responses=problems(401, 403, 404, 422, 429, 503),
+    responses=problems(401, 403, 404, 422, 503),
     summary="Pause a channel and hold its mail",
 )
 def pause_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
@@ -181,7 +181,7 @@ def pause_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, 
 @router.post(
     "/channels/{id}/resume",
     response_model=Resumed,
-    responses=problems(401, 403, 404, 422, 429, 503),
+    responses=problems(401, 403, 404, 422, 503),
     summary="Resume a channel and release its held mail in order",
 )
 def resume_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
@@ -192,7 +192,7 @@ def resume_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str,
 @router.get(
     "/presets",
     response_model=PresetList,
-    responses=problems(401, 429, 503),
+    responses=problems(401, 503),
     summary="Provider presets and what they fill in",
 )
 def list_presets(user: CallerDep) -> dict[str, Any]:

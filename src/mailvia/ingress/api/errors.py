@@ -202,6 +202,17 @@ _HEADERS = {
 }
 
 
+def document_rate_limit(schema: dict[str, Any]) -> None:
+    """Add the 429 answer to every operation of an OpenAPI document that takes the API token
+    (`get_caller` applies the rate limit to each of them, so none can be left out)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if any("apiToken" in s for s in operation.get("security", ())):
+                operation.setdefault("responses", {}).update(
+                    {str(k): v for k, v in problems(429).items()}
+                )
+
+
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, each an `application/problem+json`."""
     content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}

@@ -51,7 +51,7 @@ _REPLAYED: dict[int | str, dict[str, Any]] = {
     "/messages",
     status_code=202,
     response_model=Receipt,
-    responses=_REPLAYED | problems(400, 401, 403, 409, 413, 422, 429, 503),
+    responses=_REPLAYED | problems(400, 401, 403, 409, 413, 422, 503),
     summary="Submit a message",
 )
 def submit_message(
@@ -76,7 +76,7 @@ def submit_message(
 @router.post(
     "/messages/batch",
     response_model=BatchOut,
-    responses=problems(400, 401, 409, 413, 422, 429, 503),
+    responses=problems(400, 401, 409, 413, 422, 503),
     summary="Submit up to 1,000 messages",
 )
 def submit_batch(
@@ -131,7 +131,7 @@ def _refuse_senders(services: Services, user: User, items: list[Submission | Mai
 @router.get(
     "/messages",
     response_model=MessagePage,
-    responses=problems(401, 422, 429, 503),
+    responses=problems(401, 422, 503),
     summary="List messages, newest first",
 )
 def list_messages(
@@ -177,7 +177,7 @@ def _visible(services: Services, user: User, message_id: str) -> MessageView:
 @router.get(
     "/messages/{id}",
     response_model=MessageOut,
-    responses=problems(401, 404, 422, 429, 503),
+    responses=problems(401, 404, 422, 503),
     summary="One message with its recipients and attempts",
 )
 def get_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def get_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, An
 @router.post(
     "/messages/{id}/cancel",
     response_model=MessageOut,
-    responses=problems(401, 404, 409, 422, 429, 503),
+    responses=problems(401, 404, 409, 422, 503),
     summary="Cancel a message's undelivered recipients",
 )
 def cancel_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
@@ -200,7 +200,7 @@ def cancel_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str,
 @router.get(
     "/route",
     response_model=RouteOut,
-    responses=problems(401, 422, 429, 503),
+    responses=problems(401, 422, 503),
     tags=["channels"],
     summary="Which channel mail From this address takes, and why",
 )

@@ -29,7 +29,7 @@ def _view(org: Organization) -> dict[str, Any]:
 @router.get(
     "/organization",
     response_model=OrganizationOut,
-    responses=problems(401, 429, 503),
+    responses=problems(401, 503),
     summary="The caller's organization",
 )
 def get_organization(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def get_organization(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
 @router.patch(
     "/organization",
     response_model=OrganizationOut,
-    responses=problems(400, 401, 403, 413, 422, 429, 503),
+    responses=problems(400, 401, 403, 413, 422, 503),
     summary="Set the default channel and the fallback policy (admins)",
 )
 def update_organization(

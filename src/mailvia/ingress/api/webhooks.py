@@ -56,7 +56,7 @@ def _attempt_view(attempt: WebhookAttempt) -> dict[str, Any]:
 @router.get(
     "/webhooks",
     response_model=WebhookList,
-    responses=problems(401, 403, 429, 503),
+    responses=problems(401, 403, 503),
     summary="The organization's webhooks (admins)",
 )
 def list_webhooks(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def list_webhooks(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     "/webhooks",
     status_code=201,
     response_model=WebhookCreated,
-    responses=problems(400, 401, 403, 413, 422, 429, 503),
+    responses=problems(400, 401, 403, 413, 422, 503),
     summary="Send the organization's events to a URL (admins)",
 )
 def add_webhook(body: WebhookIn, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def add_webhook(body: WebhookIn, services: ServicesDep, user: CallerDep) -> dict
     "/webhooks/{id}",
     status_code=204,
     response_class=Response,
-    responses=problems(401, 403, 404, 422, 429, 503),
+    responses=problems(401, 403, 404, 422, 503),
     summary="Remove a webhook and its delivery log (admins)",
 )
 def remove_webhook(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
@@ -92,7 +92,7 @@ def remove_webhook(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
 @router.get(
     "/webhooks/{id}/deliveries",
     response_model=WebhookAttemptPage,
-    responses=problems(401, 403, 404, 422, 429, 503),
+    responses=problems(401, 403, 404, 422, 503),
     summary="Each attempt to deliver an event to the webhook, newest first (admins)",
 )
 def list_deliveries(
