@@ -13,7 +13,7 @@ from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Receipt, Submission
+from mailvia.outbox.submit import Receipt, Remembered, Submission
 
 
 def refuse_bare_line_ends(content: bytes) -> None:
@@ -46,14 +46,14 @@ class Intake:
         return inspect_raw(content, envelope=envelope, max_size=self.services.max_message_size)
 
     def commit(self, group: list[Arrived]) -> list[Receipt | BaseException]:
-        senders: dict[tuple[str, str], User | Exception] = {}
+        senders: Remembered[tuple[str, str], User] = Remembered()
         prepared = [self._prepare(item, senders) for item in group]
         ready = [p for p in prepared if not isinstance(p, Exception)]
         receipts = iter(self.services.submitter.submit_each(ready, now=self.clock()))
         return [p if isinstance(p, Exception) else next(receipts) for p in prepared]
 
     def _prepare(
-        self, item: Arrived, senders: dict[tuple[str, str], User | Exception]
+        self, item: Arrived, senders: Remembered[tuple[str, str], User]
     ) -> tuple[User, Submission] | Exception:
         user: User | Exception | None = item.user
         if user is None:
@@ -63,18 +63,12 @@ class Intake:
         return user, Submission(item.composed)
 
     def _sender(
-        self,
-        organization_id: str | None,
-        address: str,
-        senders: dict[tuple[str, str], User | Exception],
+        self, organization_id: str | None, address: str, senders: Remembered[tuple[str, str], User]
     ) -> User | Exception:
         """The trusted network's user for this From (looked up once per group)."""
         if organization_id is None:
             return Forbidden("authentication required")
-        key = (organization_id, address.lower())
-        if key not in senders:
-            try:
-                senders[key] = self.services.tenancy.sender_for(organization_id, address)
-            except Exception as exc:  # refused, or a fault kept to this sender's messages
-                senders[key] = exc
-        return senders[key]
+        lookup = self.services.tenancy.sender_for
+        return senders.get(
+            (organization_id, address.lower()), lambda: lookup(organization_id, address)
+        )

@@ -10,6 +10,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 from mailvia.domain.channel import Channel, ChannelState, may_send_as
 from mailvia.domain.clock import Instant, to_iso
@@ -22,6 +23,9 @@ from mailvia.domain.shaping import UseLog, forecast
 from mailvia.domain.tenancy import User, domain_of, identity_covers
 from mailvia.outbox.compose import Composed
 from mailvia.outbox.ports import NewMessage, Store
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -96,10 +100,10 @@ class Submitter:
 
         Raises Forbidden (From not the sender's, or no channel may send as it) and the
         store's Conflict (idempotency key reused with another body)."""
-        routes = Routes(self._channel_for)
+        routes: Remembered[tuple[str, str], Channel] = Remembered()
         planned = []
         for submission in submissions:
-            channel = routes.channel(sender, submission.composed.from_address)
+            channel = self._route(routes, sender, submission.composed.from_address)
             if isinstance(channel, Exception):
                 raise channel
             planned.append((self._message(sender, submission, channel, now), channel))
@@ -112,11 +116,11 @@ class Submitter:
         error in its place and does not hold up the others); the accepted ones are committed
         together in one transaction. For intakes that gather concurrent messages (group
         commit). Raises only what the commit itself raises (e.g. StoreUnavailable)."""
-        routes = Routes(self._channel_for)
+        routes: Remembered[tuple[str, str], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
         for sender, submission in items:
-            channel = routes.channel(sender, submission.composed.from_address)
+            channel = self._route(routes, sender, submission.composed.from_address)
             if isinstance(channel, Exception):
                 results.append(channel)
                 continue
@@ -138,6 +142,12 @@ class Submitter:
         if any(is_new for _, is_new in created):
             self._on_submit()
         return receipts
+
+    def _route(
+        self, routes: Remembered[tuple[str, str], Channel], sender: User, from_address: str
+    ) -> Channel | Exception:
+        key = (sender.id, from_address.lower())
+        return routes.get(key, lambda: self._channel_for(sender, from_address))
 
     def _channel_for(self, sender: User, from_address: str) -> Channel:
         self.check_sender(sender, from_address)
@@ -197,20 +207,18 @@ class Submitter:
         )
 
 
-class Routes:
-    """The channel (or the refusal) for each sender and From of one batch, looked up once."""
+class Remembered(Generic[K, V]):
+    """Each key's value, or the exception working it out raised, worked out once (one batch's
+    routes, one group's senders). A MailviaError refuses; any other exception is a fault,
+    kept to the items with that key."""
 
-    def __init__(self, channel_for: Callable[[User, str], Channel]) -> None:
-        self._channel_for = channel_for
-        self._found: dict[tuple[str, str], Channel | Exception] = {}
+    def __init__(self) -> None:
+        self._found: dict[K, V | Exception] = {}
 
-    def channel(self, sender: User, from_address: str) -> Channel | Exception:
-        """The channel, or the error that refuses this sender and From (a MailviaError; any
-        other exception is a fault, kept to this sender's messages)."""
-        key = (sender.id, from_address.lower())
+    def get(self, key: K, work_out: Callable[[], V]) -> V | Exception:
         if key not in self._found:
             try:
-                self._found[key] = self._channel_for(sender, from_address)
+                self._found[key] = work_out()
             except Exception as exc:
                 self._found[key] = exc
         return self._found[key]
