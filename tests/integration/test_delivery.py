@@ -297,3 +297,25 @@ async def test_a_running_dispatcher_expires_held_mail_but_looks_at_most_every_10
     assert [round(t - start, 1) for t in looks] == [0, 31, 41.5]
     assert EXPIRE_EVERY == 10.0
     assert store.get_message(receipt.id).state is State.EXPIRED
+
+
+async def test_after_a_short_claim_connections_wait_before_claiming_again(
+    world: World, certs: Certs
+) -> None:
+    """While mail trickles in, a claim that came back short (the outbox is drained) is not
+    repeated before REFILL_PAUSE: each claim is a write that intake would queue behind."""
+    from mailvia.outbox.channel_run import REFILL_PAUSE, ChannelRun
+
+    channel = world.channel(9, certs=certs)
+    world.send()
+    store = world.services.store
+    claims: list[float] = []
+    claim = store.claim
+    store.claim = lambda **kw: claims.append(kw["now"]) or claim(**kw)  # type: ignore[method-assign]
+    now = time.time()
+    run = ChannelRun(world.services.dispatcher, channel, None, lambda: now)
+    assert run._claim(now) and len(run.queue) == 1  # short: 1 of up to claim_batch
+    run.queue.clear()
+    for offset in (0.01, REFILL_PAUSE / 2, REFILL_PAUSE + 0.001):
+        run._refill(now + offset)
+    assert [round(t - now, 3) for t in claims] == [0, round(REFILL_PAUSE + 0.001, 3)]
