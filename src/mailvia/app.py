@@ -147,7 +147,9 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
     )
 
-    def credentials(channel: Channel) -> Credentials | None:
+    async def credentials(
+        channel: Channel, *, rejected: Credentials | None = None
+    ) -> Credentials | None:
         if channel.kind is Kind.POOL:
             return relay.credentials if relay else None
         return channels.credentials(channel)

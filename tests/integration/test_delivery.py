@@ -313,7 +313,7 @@ async def test_after_a_short_claim_connections_wait_before_claiming_again(
     claim = store.claim
     store.claim = lambda **kw: claims.append(kw["now"]) or claim(**kw)  # type: ignore[method-assign]
     now = time.time()
-    run = ChannelRun(world.services.dispatcher, channel, None, lambda: now)
+    run = ChannelRun(world.services.dispatcher, channel, lambda: now)
     assert run._claim(now) and len(run.queue) == 1  # short: 1 of up to claim_batch
     run.queue.clear()
     for offset in (0.01, REFILL_PAUSE / 2, REFILL_PAUSE + 0.001):

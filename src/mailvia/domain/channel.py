@@ -21,6 +21,36 @@ class Security(StrEnum):
     NONE = "none"  # only with auth none, only to hosts the operator allows
 
 
+class TransportKind(StrEnum):
+    """How a channel hands mail over: SMTP, or a mailbox provider's own HTTP API."""
+
+    SMTP = "smtp"
+    GMAIL_API = "gmail_api"  # Gmail API users.messages.send, the stored MIME as `raw`
+    GRAPH = "graph"  # Microsoft Graph POST /me/sendMail, the stored MIME base64
+
+
+class Provider(StrEnum):
+    """Who issues a mailbox's tokens."""
+
+    GOOGLE = "google"
+    MICROSOFT = "microsoft"
+
+    @property
+    def display_name(self) -> str:
+        return "Google" if self is Provider.GOOGLE else "Microsoft 365"
+
+    @property
+    def preset(self) -> str:
+        """The channel preset an OAuth mailbox of this provider is made from."""
+        return "gmail" if self is Provider.GOOGLE else "microsoft365"
+
+    @property
+    def api_transport(self) -> TransportKind:
+        """The provider's own HTTP API: the default, since it works where a tenant has
+        turned SMTP AUTH off ([N2])."""
+        return TransportKind.GMAIL_API if self is Provider.GOOGLE else TransportKind.GRAPH
+
+
 class Auth(StrEnum):
     PLAIN = "plain"
     LOGIN = "login"
@@ -122,6 +152,8 @@ class Channel:
     budgets: tuple[Budget, ...] = ()
     max_recipients_per_message: int = 1000
     max_connections: int = 3
+    transport: TransportKind = TransportKind.SMTP
+    oauth: Provider | None = None  # an OAuth mailbox: its tokens live in the store, sealed
     state: ChannelState = ChannelState.ACTIVE
     state_reason: str | None = None
     state_changed_at: Instant | None = None
@@ -154,8 +186,31 @@ def check_channel(channel: Channel) -> None:
         raise InvalidChannel("scope address: the channel's address is required")
     if channel.scope is Scope.DOMAIN and not channel.domains and channel.kind is Kind.SMTP:
         raise InvalidChannel("scope domain: at least one domain is required")
+    _check_oauth(channel)
     if channel.max_connections < 1 or channel.max_recipients_per_message < 1:
         raise InvalidChannel("max_connections and max_recipients_per_message must be >= 1")
+
+
+def _check_oauth(channel: Channel) -> None:
+    """An OAuth mailbox signs in with a bearer token for one address; a provider's API is
+    reached only with such a token."""
+    if channel.oauth is None:
+        if channel.transport is not TransportKind.SMTP:
+            raise InvalidChannel(
+                f"transport {channel.transport}: only a mailbox connected by OAuth sends "
+                "through its provider's API"
+            )
+        return
+    if channel.scope is not Scope.ADDRESS:
+        raise InvalidChannel("a mailbox connected by OAuth is address-scoped")
+    if channel.auth is not Auth.XOAUTH2:
+        raise InvalidChannel("a mailbox connected by OAuth signs in with xoauth2")
+    api = channel.oauth.api_transport
+    if channel.transport not in (TransportKind.SMTP, api):
+        raise InvalidChannel(
+            f"transport {channel.transport}: a {channel.oauth.display_name} mailbox sends "
+            f"by {api} or smtp"
+        )
 
 
 def may_send_as(channel: Channel, from_address: str) -> bool:

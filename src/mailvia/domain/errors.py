@@ -13,12 +13,16 @@
      ├── RateLimited           too many requests from one API token (429)
      ├── OutboundRefused       the outbound address guard refused a target
      ├── SecretsUnavailable    the master key is missing or wrong: fail closed
+     ├── CredentialsFailed     a channel's credentials could not be had (an OAuth grant
+     │                         revoked, the token endpoint down): carries the reply to settle
      └── StoreUnavailable      the database cannot be reached (503, SMTP 451)
 
 Each ingress maps these in one place: HTTP status, SMTP reply, CLI exit code.
 """
 
 from __future__ import annotations
+
+from mailvia.domain.replies import Reply
 
 
 class MailviaError(Exception):
@@ -75,6 +79,16 @@ class OutboundRefused(MailviaError):
 
 class SecretsUnavailable(MailviaError):
     """Secrets cannot be decrypted: the master key is missing or is not the one in use."""
+
+
+class CredentialsFailed(MailviaError):
+    """A channel's credentials could not be had. `reply` is what the attempt settles with, like
+    a server's: a 5xx at auth (an OAuth grant revoked: the channel disconnects) or a 4xx (the
+    token endpoint is down: the message is retried)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
 
 
 class StoreUnavailable(MailviaError):

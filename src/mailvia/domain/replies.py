@@ -24,6 +24,7 @@ class Stage(StrEnum):
     RCPT = "rcpt"
     DATA = "data"
     DATA_END = "data-end"
+    API = "api"  # a mailbox provider's HTTP API call (Gmail API, Microsoft Graph)
 
 
 SESSION_STAGES = frozenset({Stage.CONNECT, Stage.GREETING, Stage.EHLO, Stage.STARTTLS, Stage.AUTH})
@@ -77,6 +78,17 @@ def network_failure(what: str) -> Reply:
 def timeout_after_dot(what: str) -> Reply:
     """No reply after the final dot: the server may have accepted the message."""
     return Reply(451, "4.4.2", f"mailvia: {what} after the end of data; may have been delivered")
+
+
+def credentials_rejected(reply: Reply | None, stage: Stage) -> bool:
+    """Whether the server refused the channel's sign-in itself (SMTP AUTH 535/534, or an HTTP
+    API's 401): for an OAuth mailbox, a fresh access token may cure it once (RFC 4954 §6;
+    RFC 6750 §3.1 invalid_token)."""
+    if reply is None:
+        return False
+    if stage is Stage.AUTH:
+        return reply.code in (534, 535)
+    return stage is Stage.API and reply.code == 401
 
 
 def tls_refused(what: str) -> Reply:

@@ -17,9 +17,17 @@ from typing import TYPE_CHECKING
 
 from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
-from mailvia.domain.delivery import ChannelEffect, RecipientSettlement, Settlement, settle
+from mailvia.domain.delivery import (
+    ChannelEffect,
+    RecipientSettlement,
+    Settlement,
+    TransactionResult,
+    settle,
+)
+from mailvia.domain.errors import CredentialsFailed
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State, message_state
+from mailvia.domain.replies import Stage, credentials_rejected
 from mailvia.outbox.ports import AttemptRecord, Claim, Credentials, Event, Ledger
 
 if TYPE_CHECKING:
@@ -55,13 +63,13 @@ class ChannelRun:
         self,
         dispatcher: Dispatcher,
         channel: Channel,
-        credentials: Credentials | None,
         clock: Callable[[], Instant] | None,
     ) -> None:
         self.d = dispatcher
         self.store = dispatcher.store
         self.channel = channel
-        self.credentials = credentials
+        self.credentials: Credentials | None = None  # a password's, asked for once a run
+        self.asked = False
         self.clock = clock  # None: a single pass at a fixed time (run_once)
         self.ledger: Ledger | None = (
             self.store.budget_ledger(channel.id, channel.budgets) if channel.budgets else None
@@ -153,9 +161,7 @@ class ChannelRun:
                 untried.extend(chunk)
                 continue
             started = time.perf_counter()
-            result = await self.d.transport.send(
-                self.channel, self.credentials, Envelope(claim.mail_from, chunk), claim.content
-            )
+            result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started
             if self.ledger is not None and taken:
                 self.ledger.finish([(taken, self.now(fixed))])
@@ -173,6 +179,31 @@ class ChannelRun:
             self.d.metrics.attempt(self.channel.id, seconds, outcomes)
             self._note_effect(settlement)
         return self._record(claim, settlements, untried, self.now(fixed))
+
+    async def _send(self, envelope: Envelope, content: bytes) -> TransactionResult:
+        """One transaction. An OAuth mailbox whose token the server refuses gets one fresh
+        token and one more try; a second refusal settles as it came (channel_broken). When
+        no credentials can be had, the attempt settles with the reply the source gave."""
+        rejected: Credentials | None = None
+        while True:
+            try:
+                credentials = await self._credentials(rejected)
+            except CredentialsFailed as failed:
+                return TransactionResult(Stage.AUTH, failed.reply)
+            result = await self.d.transport.send(self.channel, credentials, envelope, content)
+            renewable = self.channel.oauth is not None and rejected is None
+            if not (renewable and credentials_rejected(result.reply, result.stage)):
+                return result
+            rejected = credentials
+
+    async def _credentials(self, rejected: Credentials | None) -> Credentials | None:
+        """A password is asked for once a run; an OAuth token every time (the source keeps it
+        in memory and renews it ahead of expiry, so a long run never sends a stale one)."""
+        if self.channel.oauth is None and self.asked:
+            return self.credentials
+        credentials = await self.d.credentials(self.channel, rejected=rejected)
+        self.credentials, self.asked = credentials, True
+        return credentials
 
     def _take_budget(self, recipients: int, fixed: Instant) -> int | None:
         """The ledger id of a transaction allowed to start now (0 without budgets), or None

@@ -20,7 +20,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
 from mailvia.outbox.channel_run import ChannelRun, new_event
 from mailvia.outbox.metrics import NO_METRICS
-from mailvia.outbox.ports import Credentials, Store, Transport
+from mailvia.outbox.ports import CredentialSource, Store, Transport
 from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Dispatcher:
         store: Store,
         transport: Transport,
         *,
-        credentials: Callable[[Channel], Credentials | None],
+        credentials: CredentialSource,
         options: DispatchOptions,
         rand: Callable[[], float] = random.random,
         notify_disconnected: Notifier = _no_notice,
@@ -126,7 +126,7 @@ class Dispatcher:
             return 0
         if channel.state is not ChannelState.ACTIVE:
             return 0
-        return await ChannelRun(self, channel, self.credentials(channel), clock).go(now)
+        return await ChannelRun(self, channel, clock).go(now)
 
 
 def _reap(running: dict[str, asyncio.Task[int]]) -> None:

@@ -254,6 +254,19 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
+class CredentialSource(Protocol):
+    """What a channel signs in with, as delivery needs it now: a password, or for an OAuth
+    mailbox a fresh access token (renewed ahead of expiry, once per channel across workers).
+
+    `rejected`: the credentials the server just refused; the source renews an OAuth token
+    unless another caller already has. Raises CredentialsFailed (with the reply to settle
+    with) when none can be had, SecretsUnavailable on a wrong master key."""
+
+    async def __call__(
+        self, channel: Channel, *, rejected: Credentials | None = None
+    ) -> Credentials | None: ...
+
+
 class Vault(Protocol):
     """Authenticated encryption of secrets at rest."""
 
@@ -265,6 +278,7 @@ __all__ = [
     "AttemptRecord",
     "AttemptView",
     "Claim",
+    "CredentialSource",
     "Credentials",
     "Event",
     "MessageFilter",

@@ -17,9 +17,11 @@ from mailvia.domain.channel import (
     ChannelState,
     Kind,
     Owner,
+    Provider,
     Scope,
     Security,
     Timeouts,
+    TransportKind,
     Unit,
 )
 from mailvia.domain.clock import Instant
@@ -77,6 +79,8 @@ def channel_values(channel: Channel) -> dict[str, Any]:
         "throttle_level": channel.throttle_level,
         "retry": json.dumps(dataclasses.asdict(channel.retry)),
         "timeouts": json.dumps(dataclasses.asdict(channel.timeouts)),
+        "transport": TransportKind(channel.transport).value,
+        "oauth_provider": Provider(channel.oauth).value if channel.oauth else None,
     }
 
 
@@ -113,6 +117,8 @@ def channel_of(row: Any) -> Channel:
         throttle_level=row.throttle_level,
         retry=RetryPolicy(**_known(RetryPolicy, json.loads(row.retry))),
         timeouts=Timeouts(**_known(Timeouts, json.loads(row.timeouts))),
+        transport=TransportKind(row.transport),
+        oauth=Provider(row.oauth_provider) if row.oauth_provider else None,
     )
 
 

@@ -114,6 +114,8 @@ channels = sa.Table(
     sa.Column("secret", sa.LargeBinary),
     sa.Column("created_at", Time, nullable=False),
     sa.Column("budget_wait_until", Time),  # 0002: the budgets allow nothing until then
+    sa.Column("transport", sa.Text, nullable=False, server_default="smtp"),  # 0004
+    sa.Column("oauth_provider", sa.Text),  # 0004: google | microsoft for an OAuth mailbox
     sa.UniqueConstraint("organization_id", "name"),
 )
 

@@ -1,0 +1,171 @@
+"""The dispatcher asks its credential source for every transaction of an OAuth mailbox and
+renews a refused token once; a second refusal, or a source that cannot give credentials,
+settles like a server's reply (through the real store). The transport here answers as a
+server would to a token; the token side is covered against the fake providers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mailvia.domain.channel import (
+    Auth,
+    Channel,
+    ChannelState,
+    Kind,
+    Owner,
+    Provider,
+    Scope,
+    Security,
+)
+from mailvia.domain.delivery import TransactionResult
+from mailvia.domain.errors import CredentialsFailed
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.replies import Reply, Stage
+from mailvia.outbox.ports import Credentials
+from support.world import World
+
+OK = Reply(250, "2.0.0", "OK")
+REFUSED = Reply(535, "5.7.8", "Username and Password not accepted")
+
+
+class TokenServer:
+    """Accepts only the token named `good`, as Gmail's XOAUTH2 would; notes what it saw."""
+
+    def __init__(self, good: str) -> None:
+        self.good = good
+        self.seen: list[str] = []
+
+    async def send(
+        self, channel: Channel, credentials: Credentials | None, envelope: Envelope, content: bytes
+    ) -> TransactionResult:
+        token = credentials.password if credentials else ""
+        self.seen.append(token)
+        if token != self.good:
+            return TransactionResult(Stage.AUTH, REFUSED)
+        return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
+
+    async def forget(self, channel_id: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Source:
+    """Hands out `tokens` in turn: the next one each time a token is reported refused."""
+
+    def __init__(self, *tokens: str, fail: Reply | None = None) -> None:
+        self.tokens = list(tokens)
+        self.fail = fail
+        self.renewals = 0
+
+    async def __call__(
+        self, channel: Channel, *, rejected: Credentials | None = None
+    ) -> Credentials | None:
+        if self.fail is not None:
+            raise CredentialsFailed(self.fail)
+        if rejected is not None and rejected.password == self.tokens[0] and len(self.tokens) > 1:
+            self.tokens.pop(0)
+            self.renewals += 1
+        return Credentials("jane@acme.test", self.tokens[0])
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    w = World(tmp_path)
+    yield w
+    await w.close()
+
+
+def oauth_mailbox(world: World) -> Channel:
+    channel = Channel(
+        id="ch_oauth",
+        organization_id=world.jane.organization_id,
+        name="jane-gmail",
+        kind=Kind.SMTP,
+        host="smtp.gmail.com",
+        port=587,
+        security=Security.STARTTLS,
+        auth=Auth.XOAUTH2,
+        scope=Scope.ADDRESS,
+        owner=Owner(user_id=world.jane.id),
+        preset="gmail",
+        username="jane@acme.test",
+        address="jane@acme.test",
+        oauth=Provider.GOOGLE,
+    )
+    return world.services.store.add_channel(channel, None, time.time())
+
+
+async def run(world: World, server: TokenServer, source: Source) -> list[str]:
+    dispatcher = world.services.dispatcher
+    dispatcher.transport, dispatcher.credentials = server, source
+    ids = [r.id for r in world.send(count=3)]
+    await dispatcher.run_once(time.time())
+    return [str(world.services.store.get_message(i).state) for i in ids]
+
+
+async def test_a_refused_token_is_renewed_once_and_the_mail_delivered(world: World) -> None:
+    oauth_mailbox(world)
+    server, source = TokenServer("fresh"), Source("stale", "fresh")
+    assert await run(world, server, source) == ["delivered"] * 3
+    assert source.renewals == 1
+    assert server.seen[:2] == ["stale", "fresh"]
+    assert server.seen.count("stale") == 1
+
+
+async def test_a_second_refusal_after_a_fresh_token_disconnects(world: World) -> None:
+    channel = oauth_mailbox(world)
+    server, source = TokenServer("never"), Source("stale", "fresh")
+    states = await run(world, server, source)
+    assert states == ["held"] * 3
+    assert server.seen[:2] == ["stale", "fresh"]  # one renewal, then no more tries
+    after = world.services.store.get_channel(channel.id)
+    assert after.state is ChannelState.DISCONNECTED
+    assert after.state_reason is not None and "535" in after.state_reason
+
+
+async def test_a_password_channel_is_not_retried_after_a_refusal(world: World) -> None:
+    channel = oauth_mailbox(world)
+    world.services.store.update_channel(replace(channel, oauth=None, auth=Auth.PLAIN), None)
+    server, source = TokenServer("fresh"), Source("stale", "fresh")
+    assert await run(world, server, source) == ["held"] * 3
+    assert server.seen == ["stale"]
+    assert source.renewals == 0
+
+
+@pytest.mark.parametrize(
+    ("reply", "state", "channel_state"),
+    [
+        (
+            Reply(535, "5.7.8", "mailvia: Google refused the grant (invalid_grant)"),
+            "held",
+            ChannelState.DISCONNECTED,
+        ),
+        (
+            Reply(451, "4.4.2", "mailvia: could not renew the access token"),
+            "deferred",
+            ChannelState.ACTIVE,
+        ),
+    ],
+)
+async def test_credentials_that_cannot_be_had_settle_like_a_reply(
+    world: World, reply: Reply, state: str, channel_state: ChannelState
+) -> None:
+    channel = oauth_mailbox(world)
+    server = TokenServer("fresh")
+    dispatcher = world.services.dispatcher
+    dispatcher.transport, dispatcher.credentials = server, Source("x", fail=reply)
+    ids = [r.id for r in world.send(count=3)]
+    await dispatcher.run_once(time.time())
+    store = world.services.store
+    assert [store.get_message(i).state for i in ids] == [State(state)] * 3
+    assert server.seen == []  # nothing reached the server without credentials
+    assert store.get_channel(channel.id).state is channel_state
+    first = store.get_message(ids[0])
+    assert first.attempts and first.attempts[0].reply == reply
