@@ -186,7 +186,7 @@ def _poll(found: Callable[[], Any], what: str, timeout: float) -> Any:
 def wait_received(fake: FakeProviders, count: int, timeout: float = TIMEOUT) -> list[Any]:
     """Poll until at least `count` messages reached the maildir; returns them all."""
     received: list[Any] = _poll(
-        lambda: (r := fake.received) if len(r) >= count else None,
+        lambda: r if len(r := fake.received) >= count else None,
         f"fewer than {count} messages",
         timeout,
     )

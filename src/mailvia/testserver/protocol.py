@@ -6,6 +6,7 @@ Side effects: replies on the socket, closes it on `drop`, stores accepted messag
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hmac
@@ -31,6 +32,8 @@ from mailvia.testserver.faults import (
 )
 from mailvia.testserver.xoauth2 import Xoauth2Check
 
+# RFC 4954 section 4: an AUTH line (an XOAUTH2 token is a long JWT) may be 12288 octets.
+AUTH_LINE_LIMIT = 12288
 HOSTNAME = "localhost"
 IDENT = "mailvia testserver"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
@@ -92,6 +95,10 @@ class QuietSession(Session):  # type: ignore[misc]
 class FaultySMTP(SMTP):  # type: ignore[misc]
     """aiosmtpd's SMTP protocol plus fault injection, a command log and our own AUTH rules."""
 
+    # aiosmtpd sizes its line reader by this at construction; DATA lines are still held to
+    # RFC 5321's 1001 (restored on the instance below, which DATA checks each line against).
+    line_length_limit = AUTH_LINE_LIMIT + 2
+
     def __init__(self, state: ServerState, tls_context: ssl.SSLContext | None) -> None:
         super().__init__(
             _HANDLER,
@@ -106,6 +113,10 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
             # Given explicitly: aiosmtpd's own lookup toggles warning filters, racy in threads.
             loop=asyncio.get_running_loop(),
         )
+        self.line_length_limit = SMTP.line_length_limit
+        # aiosmtpd keeps these limits in a class-wide dict; each connection gets its own.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT
         self.state = state
         self.record: SessionRecord | None = None
         self._file_book: FaultBook | None = None
@@ -306,7 +317,7 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
         """SASL XOAUTH2 as Gmail and Office 365 answer it (see `xoauth2`)."""
         check = self.state.xoauth2
         if check is None:  # not offered; aiosmtpd refuses it before we get here
-            return AuthResult(success=False)
+            return AuthResult(success=False, handled=False)
         if len(args) > 1:
             response = xoauth2.decode_initial(args[1])
         else:
@@ -315,7 +326,7 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
                 return AuthResult(success=False, handled=True)
             response = xoauth2.parse_response(blob)
         if response is None:
-            return AuthResult(success=False, message=xoauth2.MALFORMED)
+            return AuthResult(success=False, handled=False, message=xoauth2.MALFORMED)
         verdict = check(response.user, response.token)
         if verdict.accepted:
             self.oauth_account = verdict.account
@@ -323,11 +334,11 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
                 self.record.auth_user = verdict.account
             return AuthResult(success=True, message=verdict.success_reply())
         if verdict.style == "office365":
-            return AuthResult(success=False, message=xoauth2.OFFICE365_REFUSED)
+            return AuthResult(success=False, handled=False, message=xoauth2.OFFICE365_REFUSED)
         # Gmail sends its error as a challenge and answers 535 to whatever comes back.
         if await self.challenge_auth(verdict.gmail_challenge()) is MISSING:
             return AuthResult(success=False, handled=True)
-        return AuthResult(success=False, message=xoauth2.GMAIL_REFUSED)
+        return AuthResult(success=False, handled=False, message=xoauth2.GMAIL_REFUSED)
 
 
 class Handler:
