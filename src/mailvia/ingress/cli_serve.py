@@ -237,7 +237,7 @@ def migrate(ctx: Context, settings: Settings) -> None:
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def testserver(args: tuple[str, ...]) -> None:
-    """A fault-injecting SMTP server for trying mailvia (see --help)."""
+    """A fault-injecting SMTP server, and fake Google and Microsoft, for trying mailvia (--help)."""
     from mailvia.testserver.cli import main
 
     raise SystemExit(main(list(args)))
