@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
 from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
 from mailvia.keyring import open_vault, rotate
+from mailvia.outbox.accounts import Sessions
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
 from mailvia.outbox.notices import Notices
@@ -175,6 +176,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     services = Services(
         store=store,
         tenancy=Tenancy(store, hash_password=hash_password),
+        sessions=Sessions(store),
         channels=channels,
         submitter=submitter,
         dispatcher=dispatcher,

@@ -8,6 +8,7 @@ from typing import Any
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.ratelimit import RequestRate
+from mailvia.outbox.accounts import Sessions
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
 from mailvia.outbox.metrics import NO_METRICS
@@ -26,6 +27,7 @@ class Services:
 
     store: Store
     tenancy: Tenancy
+    sessions: Sessions  # the pages' sign-in sessions
     channels: Channels
     submitter: Submitter
     dispatcher: Dispatcher
