@@ -85,10 +85,7 @@ class Sessions:
         found = self.store.find_session(key)
         if found is None:
             return None
-        if (
-            found.seen_at <= now - self.policy.idle
-            or found.started_at <= now - self.policy.max_age
-        ):
+        if found.seen_at <= now - self.policy.idle or found.started_at <= now - self.policy.max_age:
             self.store.end_session(key)
             return None
         if now - found.seen_at >= self.policy.touch_every:

@@ -264,9 +264,7 @@ web_sessions = sa.Table(
     "web_sessions",
     metadata,
     sa.Column("key", sa.Text, primary_key=True),
-    sa.Column(
-        "user_id", sa.Text, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("started_at", Time, nullable=False),
     sa.Column("seen_at", Time, nullable=False),
     sa.Index(None, "user_id"),
