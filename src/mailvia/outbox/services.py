@@ -43,6 +43,7 @@ class Services:
     metrics: Metrics = NO_METRICS
     metrics_token: str | None = field(default=None, repr=False)  # guards /metrics over HTTP
     api_rate_limit: RequestRate | None = None  # requests per API token; None: no limit
+    startup_notes: tuple[str, ...] = ()  # what building fixed (e.g. files made private)
 
     async def aclose(self) -> None:
         await self.close()
