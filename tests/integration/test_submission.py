@@ -2,7 +2,7 @@
 
 Clients are real: stdlib smtplib (run in a worker thread, since it blocks and the server runs
 on the test's event loop) and raw sockets for smuggling and STARTTLS injection. Delivery goes
-to the project's test SMTP server through `dispatcher.run_once`. The login throttle runs on a
+to the project's test SMTP server through `dispatcher.run_once`. Failed logins are timed on a
 fake clock whose `sleep` only records the delay, so lockouts take no real time.
 """
 
@@ -56,7 +56,7 @@ def message(
 
 
 class FakeClock:
-    """The throttle's clock; `sleep` records each delay and moves the clock on."""
+    """The clock of failed logins; `sleep` records each wait and moves the clock on."""
 
     def __init__(self) -> None:
         self.now = 1_000_000.0

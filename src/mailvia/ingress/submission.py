@@ -319,7 +319,7 @@ class SubmissionSMTP(SMTP):  # type: ignore[misc]
         return AuthResult(success=False, handled=True)
 
     # aiosmtpd decodes the credentials and hands them to `_defer_to_login`, which passes them
-    # back here unjudged: checking them needs the store (a thread) and the throttle (sleeps).
+    # back here unjudged: checking them needs the store (a thread) and may wait (failed logins).
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._judge(await super().auth_PLAIN(_, args))
 
