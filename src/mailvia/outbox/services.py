@@ -8,6 +8,7 @@ from typing import Any
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.ratelimit import RequestRate
+from mailvia.outbox.accounts import Sessions
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
 from mailvia.outbox.metrics import NO_METRICS
@@ -26,6 +27,7 @@ class Services:
 
     store: Store
     tenancy: Tenancy
+    sessions: Sessions  # the pages' sign-in sessions
     channels: Channels
     submitter: Submitter
     dispatcher: Dispatcher
@@ -41,6 +43,7 @@ class Services:
     metrics: Metrics = NO_METRICS
     metrics_token: str | None = field(default=None, repr=False)  # guards /metrics over HTTP
     api_rate_limit: RequestRate | None = None  # requests per API token; None: no limit
+    startup_notes: tuple[str, ...] = ()  # what building fixed (e.g. files made private)
 
     async def aclose(self) -> None:
         await self.close()

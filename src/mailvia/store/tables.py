@@ -259,3 +259,16 @@ webhook_attempts = sa.Table(
     sa.Column("next_attempt_at", Time),
     sa.Index(None, "webhook_id", "seq"),
 )
+
+# 0005: the pages' sign-in sessions, checked on every request; `key` is the SHA-256 of the
+# secret the browser's cookie carries. A removed user's sessions go with it.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("seen_at", Time, nullable=False),
+    sa.Index(None, "user_id"),
+    sa.Index(None, "seen_at"),
+)

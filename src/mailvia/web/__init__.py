@@ -2,8 +2,9 @@
 
 `create_web(services, ...)` builds a FastAPI sub-application that the composition root mounts
 at `/` beside the API. Pages: `/signin`, `/password`, `/channel` (my delivery channel),
-`/channels/new`, `/channels/{id}`, `/team`, `/users`, `/tokens`, `/activity`. Sessions are
-signed cookies (auth.py); every POST carries the session's CSRF token (csrf.py). It sees only
+`/channels/new`, `/channels/{id}`, `/team`, `/users`, `/tokens`, `/activity`. A signed cookie
+(auth.py) names a server-side session (`services.sessions`) checked on every request; every
+POST carries the cookie's CSRF token (csrf.py). It sees only
 `mailvia.domain` and `mailvia.outbox`; password hashing comes in as callables.
 """
 

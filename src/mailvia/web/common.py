@@ -29,9 +29,10 @@ from mailvia.domain.errors import (
     Unauthenticated,
 )
 from mailvia.domain.message import State
+from mailvia.domain.signins import PAGES, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.outbox.services import Services
-from mailvia.web.auth import SignInThrottle, current_session, fingerprint
+from mailvia.web.auth import current_session
 
 TEMPLATES = files("mailvia.web") / "templates"
 
@@ -59,12 +60,14 @@ class PasswordChangeRequired(Exception):
 
 @dataclass
 class Web:
-    """The state of the web app: the services and what signing in needs."""
+    """The state of the web app: the services and what signing in needs (failed sign-ins are
+    counted in this process's memory, on `monotonic` time)."""
 
     services: Services
     verify_password: Callable[[str, str], bool]
     hash_password: Callable[[str], str]
-    throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    signins: FailedSignIns = field(default_factory=lambda: FailedSignIns(PAGES))
+    monotonic: Callable[[], float] = time.monotonic
     env: Environment = field(init=False)
     dummy_hash: str = field(init=False)
 
@@ -90,18 +93,13 @@ WebDep = Annotated[Web, Depends(get_web)]
 
 
 def signed_in(request: Request, web: WebDep) -> User:
-    """The signed-in user; raises SignInRequired, or PasswordChangeRequired while a one-time
-    password is in use (except on the password page itself)."""
-    session = current_session(request)
-    if session.user_id is None:
+    """The signed-in user of a session that has not ended; raises SignInRequired, or
+    PasswordChangeRequired while a one-time password is in use (except on the password page
+    itself)."""
+    secret = current_session(request).secret
+    user = web.services.sessions.check(secret, now()) if secret else None
+    if user is None:
         raise SignInRequired()
-    try:
-        user = web.services.store.get_user(session.user_id)
-        stored = web.services.store.password_hash(user.id)
-    except NotFound:
-        raise SignInRequired() from None
-    if session.fingerprint != fingerprint(stored):
-        raise SignInRequired()  # the password changed since this session began
     request.state.user = user
     if user.must_change_password and request.url.path != "/password":
         raise PasswordChangeRequired()
