@@ -4,7 +4,6 @@ HTTP fallback: an HTTP status is not an SMTP code."""
 from __future__ import annotations
 
 # ruff: noqa: E501  (a table of provider replies reads best one row a line)
-
 import pytest
 
 from mailvia.domain.delivery import ChannelEffect, TransactionResult, settle
