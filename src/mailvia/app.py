@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
+from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits
+from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security, TransportKind
 from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
 from mailvia.keyring import open_vault, rotate
 from mailvia.outbox.channels import Channels
@@ -36,6 +37,8 @@ from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
 from mailvia.store import SqlStore, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
+from mailvia.transport.apis import MailApiTransport
+from mailvia.transport.composite import Transports
 from mailvia.transport.probe import SmtpProber
 from mailvia.transport.webhooks import HttpWebhookSender, url_checker
 
@@ -140,7 +143,13 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     pool = ensure_pool(store, settings, time.time())
     relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
     guard = OutboundGuard(settings.allow_private_hosts)
-    transport = SmtpTransport(guard=guard)
+    limits = api_limits(settings)
+    transport = Transports(
+        SmtpTransport(guard=guard),
+        MailApiTransport(
+            gmail_url=settings.gmail_api_url, graph_url=settings.graph_api_url, limits=limits
+        ),
+    )
     metrics = prometheus(store)
     webhooks, webhook_dispatcher, sender = webhook_parts(store, vault, guard, metrics)
     channels = Channels(
@@ -167,7 +176,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
             batch=settings.claim_batch,
         ),
     )
-    submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake)
+    submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake, api_limits=limits)
 
     async def close() -> None:
         await transport.aclose()
@@ -194,6 +203,15 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     )
     services.asgi = lambda: asgi_app(services, settings)
     return services
+
+
+def api_limits(settings: Settings) -> dict[TransportKind, ApiLimits]:
+    """Each provider API's per-request limits, with the operator's sizes (docs/settings.md)."""
+    gmail, graph = DEFAULT_LIMITS[TransportKind.GMAIL_API], DEFAULT_LIMITS[TransportKind.GRAPH]
+    return {
+        TransportKind.GMAIL_API: replace(gmail, max_size=settings.gmail_api_max_size),
+        TransportKind.GRAPH: replace(graph, max_size=settings.graph_api_max_size),
+    }
 
 
 def prometheus(store: SqlStore) -> Metrics:
