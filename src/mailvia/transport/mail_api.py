@@ -32,7 +32,7 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -55,14 +55,13 @@ class _Client:
     retired: bool = False
 
 
-@dataclass
 class ApiClients:
     """One pooled HTTP client per channel (the API adapters' connections)."""
 
-    timeout: httpx.Timeout = TIMEOUT
-    transport: httpx.AsyncBaseTransport | None = None  # tests only; None: a real network
-    _clients: dict[str, _Client] = field(default_factory=dict)
-    _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    def __init__(self, *, timeout: httpx.Timeout = TIMEOUT) -> None:
+        self.timeout = timeout
+        self._clients: dict[str, _Client] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def client(self, channel: Channel, base_url: str) -> _Client:
         key = (base_url, channel.max_connections)
@@ -83,7 +82,6 @@ class ApiClients:
                 timeout=self.timeout,
                 follow_redirects=False,
                 trust_env=False,
-                transport=self.transport,
             ),
             asyncio.Semaphore(channel.max_connections),
         )
