@@ -39,7 +39,7 @@ from mailvia.store import SqlStore, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
 from mailvia.transport.apis import MailApiTransport
 from mailvia.transport.composite import Transports
-from mailvia.transport.probe import SmtpProber
+from mailvia.transport.probe import Prober
 from mailvia.transport.webhooks import HttpWebhookSender, url_checker
 
 if TYPE_CHECKING:
@@ -193,7 +193,9 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         pool=lambda: pool,
         close=close,
         max_message_size=settings.max_message_size,
-        tester=ChannelTester(store, channels, SmtpProber(guard), transport=transport),
+        tester=ChannelTester(
+            store, channels, Prober(guard, apis=transport.apis), transport=transport
+        ),
         rotate_key=lambda: str(rotate(store, vault, settings)),
         webhooks=webhooks,
         webhook_dispatcher=webhook_dispatcher,

@@ -13,16 +13,17 @@ from mailvia.domain.probe import Step
 
 
 class Observer(Protocol):
-    """Told when a step starts, when it passed (with the server's reply), and of the
-    exception that ended the step in progress (before it is mapped to a reply)."""
+    """Told when a step starts (`detail`: what is known of it so far, e.g. the address
+    connected to before a TLS handshake), when it passed (with the server's reply), and of
+    the exception that ended the step in progress (before it is mapped to a reply)."""
 
-    def begin(self, step: Step) -> None: ...
+    def begin(self, step: Step, detail: str = "") -> None: ...
     def passed(self, step: Step, detail: str, reply: str | None = None) -> None: ...
     def failed(self, error: BaseException) -> None: ...
 
 
 class _Nobody:
-    def begin(self, step: Step) -> None:
+    def begin(self, step: Step, detail: str = "") -> None:
         return None
 
     def passed(self, step: Step, detail: str, reply: str | None = None) -> None:
