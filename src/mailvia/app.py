@@ -29,6 +29,7 @@ from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
+from mailvia.outbox.test_message import TestMessages
 from mailvia.outbox.webhook_dispatch import WebhookDispatcher
 from mailvia.outbox.webhook_ports import Metrics
 from mailvia.outbox.webhooks import Webhooks
@@ -194,7 +195,12 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         close=close,
         max_message_size=settings.max_message_size,
         tester=ChannelTester(
-            store, channels, Prober(guard, apis=transport.apis), transport=transport
+            store,
+            channels,
+            Prober(guard, apis=transport.apis),
+            transport=transport,
+            messages=TestMessages(store, submitter, clock=time.time),
+            tokens=credentials,
         ),
         rotate_key=lambda: str(rotate(store, vault, settings)),
         webhooks=webhooks,

@@ -44,6 +44,7 @@ class NewMessage:
     expires_at: Instant
     idempotency_key: str | None = None
     request_hash: str | None = None
+    test: bool = False  # a test message of "Test connection"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class MessageView:
     possible_duplicate: bool
     recipients: tuple[RecipientView, ...] = ()
     attempts: tuple[AttemptView, ...] = ()
+    test: bool = False
 
 
 @dataclass(frozen=True)
