@@ -23,6 +23,7 @@ from mailvia.domain.errors import (
     MailviaError,
     NotFound,
     OutboundRefused,
+    RateLimited,
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
@@ -41,6 +42,7 @@ EXIT_CODES: tuple[tuple[type[MailviaError], int], ...] = (
     (Conflict, 4),
     (Unauthenticated, 4),
     (OutboundRefused, 4),
+    (RateLimited, 4),  # a channel's budgets are spent for a test message
     (StoreUnavailable, 5),
     (SecretsUnavailable, 5),
 )
