@@ -75,6 +75,8 @@ class Reply:
         return 200 <= self.code < 400
 
     def __str__(self) -> str:
+        if self.enhanced is None and self.text.startswith(f"HTTP {self.code}"):
+            return self.text  # an HTTP API's answer names its status itself
         return " ".join(str(part) for part in (self.code, self.enhanced, self.text) if part)
 
 

@@ -12,7 +12,8 @@ Failures are values, mapped here at the edge:
     answer or exception                         reply (Stage.API)
     an HTTP status (2xx included)                HTTP status, no enhanced code,
                                                  "HTTP 429 Too Many Requests: reason: message",
-                                                 retry_after from Retry-After
+                                                 retry_after from Retry-After (or
+                                                 Gmail's "Retry after TIME" in its message)
     connect error or timeout, pool timeout       451 4.4.2 network_failure (not sent)
     write error or timeout                       451 4.4.2 network_failure (not all sent)
     read timeout, connection lost while waiting  451 4.4.2 timeout_after_dot,
@@ -30,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -136,6 +139,22 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+# Gmail says when in its message: "User-rate limit exceeded.  Retry after
+# 2019-06-05T15:52:30.154Z" (taers232c/GAMADV-XTD3#337; _GMAIL_ERRORS).
+_RETRY_AFTER_TEXT = re.compile(r"Retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z")
+
+
+def _wait_in_text(text: str, now: float | None = None) -> float | None:
+    found = _RETRY_AFTER_TEXT.search(text)
+    if found is None:
+        return None
+    try:
+        when = datetime.fromisoformat(found.group(1)).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 def _reason_and_message(body: bytes) -> str:
     """`reason: message` from a Gmail (`error.errors[0].reason`) or Graph (`error.code`)
     error body; empty when the body says nothing readable."""
@@ -165,7 +184,10 @@ def http_reply(response: httpx.Response) -> Reply:
     head = f"HTTP {response.status_code} {phrase}".strip()
     said = _reason_and_message(response.content) if response.status_code >= 300 else ""
     text = f"{head}: {said}" if said else head
-    return Reply(response.status_code, None, text, retry_after=retry_after(response.headers))
+    wait = retry_after(response.headers)
+    if wait is None and response.status_code in (403, 429):
+        wait = _wait_in_text(said)
+    return Reply(response.status_code, None, text, retry_after=wait)
 
 
 def error_result(error: Exception) -> TransactionResult | None:
