@@ -10,17 +10,20 @@ import asyncio
 import email
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailvia.domain.channel import Channel, ChannelState, TransportKind
+from mailvia.domain.channel import Auth, Channel, ChannelState, Provider, Security, TransportKind
 from mailvia.domain.message import State
 from mailvia.domain.retry import RetryPolicy
+from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.ports import MessageView
 from mailvia.outbox.submit import Submission
+from mailvia.testserver import TestServer
 from mailvia.testserver.fake import FakeOptions, FakeProviders
 from support.fake_providers import CLIENT_ID, CLIENT_SECRET, connect, endpoint, running
 from support.mailboxes import TokenEndpoint, oauth_mailbox
@@ -235,6 +238,48 @@ async def test_a_refused_token_is_renewed_once_then_delivered(
         401,
         200 if transport is GMAIL else 202,
     ]
+
+
+async def test_a_message_partly_delivered_before_the_switch_to_an_api_is_never_resent(
+    world: World, fake: FakeProviders, tmp_path: Path
+) -> None:
+    """bob got it over SMTP, tempfail@ was deferred; then the mailbox moved to Graph. Graph
+    would send to every address in To (bob again), so the rest bounces with the reason."""
+    async with TestServer(maildir=tmp_path / "smtp") as smtp:
+        channel = world.channel(smtp.port, security=Security.NONE, auth=Auth.NONE)
+        rest = "tempfail@example.com"
+        mid, _ = submit(world, "both", to=("bob@example.com", rest))
+        await world.services.dispatcher.run_once(time.time())
+        assert [r.state for r in view(world, mid).recipients] == [State.DELIVERED, State.DEFERRED]
+    moved = replace(
+        world.services.store.get_channel(channel.id),
+        transport=GRAPH, oauth=Provider.MICROSOFT, auth=Auth.XOAUTH2,
+    )  # fmt: skip
+    world.services.store.update_channel(moved, None)
+    await world.services.dispatcher.run_once(time.time() + 3600)
+    after = view(world, mid)
+    assert [r.state for r in after.recipients] == [State.DELIVERED, State.BOUNCED]
+    reply = after.recipients[1].reply
+    assert reply is not None and (reply.code, reply.enhanced) == (554, "5.6.0")
+    assert "bob@example.com would get this message though not among its recipients" in reply.text
+    assert fake.received == [] and sends(fake, GRAPH) == []
+
+
+async def test_an_oauth_channel_made_from_a_preset_gets_its_transports_limits(
+    world: World,
+) -> None:
+    spec = ChannelSpec(
+        name="jane-365", preset="microsoft365", auth=Auth.XOAUTH2, username=JANE,
+        address=JANE, transport=GRAPH, oauth=Provider.MICROSOFT,
+    )  # fmt: skip
+    channel, _ = world.services.channels.build(world.jane, spec, time.time())
+    assert channel.transport is GRAPH and channel.max_connections == 4
+    assert channel.max_recipients_per_message == 500
+    assert [str(b) for b in channel.budgets] == ["30/60:messages", "10000/86400:recipients"]
+    smtp, _ = world.services.channels.build(
+        world.jane, replace(spec, transport=TransportKind.SMTP), time.time()
+    )
+    assert smtp.max_connections == 3  # Microsoft 365's SMTP limit
 
 
 # -- Test connection of an API mailbox ------------------------------------------------------
