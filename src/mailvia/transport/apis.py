@@ -34,7 +34,7 @@ from mailvia.outbox.ports import Credentials
 from mailvia.transport.mail_api import ApiClients, error_result, http_reply
 from mailvia.transport.observe import NO_OBSERVER, Observer
 from mailvia.transport.pool import scrubbed
-from mailvia.transport.session import NO_CREDENTIALS
+from mailvia.transport.smtp_errors import NO_CREDENTIALS
 
 GMAIL_JSON_MAX = 5 * 1024 * 1024  # bytes of a JSON body; larger messages use media upload
 GMAIL_SEND = "/gmail/v1/users/me/messages/send"

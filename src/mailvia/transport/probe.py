@@ -46,7 +46,8 @@ from mailvia.outbox.ports import Credentials
 from mailvia.transport.apis import MailApiTransport
 from mailvia.transport.guard import REFUSED_MESSAGE, OutboundGuard
 from mailvia.transport.pool import scrubbed
-from mailvia.transport.session import Session, SessionFailed, StepRefused, open_session
+from mailvia.transport.session import Session, SessionFailed, open_session
+from mailvia.transport.smtp_errors import StepRefused
 from mailvia.transport.tls import find_tls_error, is_closed_during_handshake, tls_reply
 
 BUDGET = 10.0
