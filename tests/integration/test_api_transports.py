@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from mailvia.domain.channel import Auth, Channel, ChannelState, Provider, Security, TransportKind
+from mailvia.domain.channel import (
+    Auth,
+    Channel,
+    ChannelState,
+    Provider,
+    Security,
+    Timeouts,
+    TransportKind,
+)
 from mailvia.domain.message import State
 from mailvia.domain.retry import RetryPolicy
 from mailvia.outbox.channels import ChannelSpec
@@ -218,6 +226,24 @@ async def test_a_5xx_is_retried(world: World, fake: FakeProviders) -> None:
     await world.services.dispatcher.run_once(now + 61)
     assert view(world, one).state is State.DELIVERED
     assert [r["status"] for r in sends(fake, GRAPH)] == [500, 202]
+
+
+@pytest.mark.parametrize("fault", ["stall", "drop"])
+async def test_no_answer_after_the_request_is_retried_as_a_possible_duplicate(
+    world: World, fake: FakeProviders, fault: str
+) -> None:
+    quick = Timeouts(connect=5, greeting=5, command=5, data_init=5, data_block=5, data_end=0.5)
+    mailbox(world, fake, GRAPH, timeouts=quick, retry=RetryPolicy(first_delay=60, jitter=0))
+    fake.set_faults([f"graph_send*1={fault}"])
+    [one] = [submit(world, "m")[0]]
+    now = time.time()
+    await world.services.dispatcher.run_once(now)
+    deferred = view(world, one)
+    assert deferred.state is State.DEFERRED and deferred.possible_duplicate
+    assert deferred.attempts[0].outcome == "retry"
+    assert "may have been delivered" in deferred.attempts[0].reply.text
+    await world.services.dispatcher.run_once(now + 61)
+    assert view(world, one).state is State.DELIVERED and len(fake.received) == 1
 
 
 @pytest.mark.parametrize("transport", [GMAIL, GRAPH])

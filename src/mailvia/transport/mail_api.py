@@ -2,10 +2,11 @@
 concurrent requests, and the mapping of HTTP answers and httpx exceptions to replies.
 
 Each channel gets its own `httpx.AsyncClient` (connections reused across messages), at most
-`channel.max_connections` requests in flight (Graph allows 4 per mailbox [N5]); a changed
-base URL or cap makes a new client. The base URLs are the operator's settings, like the pool
-relay: the outbound address guard does not apply, redirects are never followed and proxies
-from the environment are never used.
+`channel.max_connections` requests in flight (Graph allows 4 per mailbox [N5]) and the
+channel's timeouts (connect; sending the body as a data block; the answer as the reply to the
+final dot); a changed base URL, cap or timeouts makes a new client. The base URLs are the
+operator's settings, like the pool relay: the outbound address guard does not apply,
+redirects are never followed and proxies from the environment are never used.
 
 Failures are values, mapped here at the edge:
 
@@ -41,17 +42,16 @@ from typing import Any
 
 import httpx
 
-from mailvia.domain.channel import Channel
+from mailvia.domain.channel import Channel, Timeouts
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.replies import Reply, Stage, network_failure, timeout_after_dot
 
-TIMEOUT = httpx.Timeout(connect=30.0, read=120.0, write=120.0, pool=300.0)
 _MAX_TEXT = 500  # characters of the provider's message kept in a reply
 
 
 @dataclass
 class _Client:
-    key: tuple[str, int]
+    key: tuple[str, int, Timeouts]
     http: httpx.AsyncClient
     slots: asyncio.Semaphore
     busy: int = 0
@@ -61,13 +61,12 @@ class _Client:
 class ApiClients:
     """One pooled HTTP client per channel (the API adapters' connections)."""
 
-    def __init__(self, *, timeout: httpx.Timeout = TIMEOUT) -> None:
-        self.timeout = timeout
+    def __init__(self) -> None:
         self._clients: dict[str, _Client] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def client(self, channel: Channel, base_url: str) -> _Client:
-        key = (base_url, channel.max_connections)
+        key = (base_url, channel.max_connections, channel.timeouts)
         found = self._clients.get(channel.id)
         if found is not None and found.key == key:
             return found
@@ -82,7 +81,7 @@ class ApiClients:
             httpx.AsyncClient(
                 base_url=base_url,
                 limits=limits,
-                timeout=self.timeout,
+                timeout=_timeout(channel.timeouts),
                 follow_redirects=False,
                 trust_env=False,
             ),
@@ -92,6 +91,7 @@ class ApiClients:
         return made
 
     def _retire(self, client: _Client) -> None:
+        """Close a replaced client once its requests are done."""
         client.retired = True
         if client.busy == 0:
             task = asyncio.get_running_loop().create_task(client.http.aclose())
@@ -123,6 +123,15 @@ class ApiClients:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.http.aclose()
+
+
+def _timeout(timeouts: Timeouts) -> httpx.Timeout:
+    return httpx.Timeout(
+        connect=timeouts.connect,
+        write=timeouts.data_block,
+        read=timeouts.data_end,
+        pool=timeouts.command,
+    )
 
 
 def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
