@@ -61,6 +61,11 @@ class Settings:
     lease_seconds: float = 1800.0  # longer than any one attempt's timeouts add up to
     claim_batch: int = 200
     dispatch: bool = True  # `serve` also runs the dispatcher; off: run `mailvia worker`s
+    # Mailbox providers' HTTP APIs: the operator's, like the pool relay (no address guard).
+    gmail_api_url: str = "https://gmail.googleapis.com"
+    graph_api_url: str = "https://graph.microsoft.com/v1.0"
+    gmail_api_max_size: int = 36_700_160  # bytes of a message (the API's 35 MiB upload)
+    graph_api_max_size: int = 4 * 1024 * 1024  # bytes of a request (base64 MIME), unverified
 
     @property
     def database_url(self) -> str:
@@ -134,6 +139,15 @@ def _trusted(raw: str) -> tuple[tuple[Network, str], ...]:
     return tuple(pairs)
 
 
+def _api_url(raw: str) -> str:
+    """An http(s) base URL without a trailing slash (http only for a local fake or proxy)."""
+    url = raw.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("https", "http") or not rest or any(c.isspace() for c in url):
+        raise ValueError(f"{raw!r}: expected an http(s) URL")
+    return url
+
+
 _PARSERS: dict[str, Any] = {
     "data_dir": Path,
     "master_key_file": Path,
@@ -150,4 +164,8 @@ _PARSERS: dict[str, Any] = {
     "lease_seconds": float,
     "claim_batch": int,
     "dispatch": _on_off,
+    "gmail_api_url": _api_url,
+    "graph_api_url": _api_url,
+    "gmail_api_max_size": int,
+    "graph_api_max_size": int,
 }
