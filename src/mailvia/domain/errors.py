@@ -4,6 +4,7 @@
      ├── InvalidInput          bad input from a user or client (400/422, SMTP 5xx, exit 2)
      │    ├── InvalidAddress
      │    ├── InvalidHeader    CR/LF/NUL in a header, a name or an envelope address
+     │    │    └── MisleadingHeader  a From or Sender that could show another author (SMTP 5.7.1)
      │    ├── MessageTooLarge
      │    └── InvalidChannel   a channel's fields do not fit together
      ├── NotFound              unknown or another organization's object (404)
@@ -35,6 +36,11 @@ class InvalidAddress(InvalidInput):
 
 class InvalidHeader(InvalidInput):
     """A header, display name or envelope value that would change the message's structure."""
+
+
+class MisleadingHeader(InvalidHeader):
+    """A From or Sender field that could show someone else as the author: a second From
+    (also spelled `From :`), a display name showing another address."""
 
 
 class MessageTooLarge(InvalidInput):

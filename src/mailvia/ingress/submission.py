@@ -34,7 +34,8 @@ from mailvia.ingress.submission_replies import (
     Stage,
     reply_for,
 )
-from mailvia.outbox.compose import MAX_RECIPIENTS, check_address
+from mailvia.outbox.addresses import check_address
+from mailvia.outbox.compose import MAX_RECIPIENTS
 from mailvia.outbox.metrics import rejection_reason
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt

@@ -20,7 +20,6 @@ from mailvia.ingress.api.intake import (
     Idempotency,
     canonical,
     idempotency,
-    refusal,
     submission,
 )
 from mailvia.ingress.api.params import ChannelFilter, Cursor, IdempotencyKey, Limit, Ref
@@ -31,26 +30,26 @@ from mailvia.ingress.api.schemas import (
     MessageIn,
     MessageOut,
     MessagePage,
-    Receipt,
     RouteOut,
 )
+from mailvia.ingress.api.schemas import Receipt as ReceiptOut
 from mailvia.ingress.views import message_view, receipt_view, route_view
-from mailvia.outbox.compose import check_address
+from mailvia.outbox.addresses import check_address
 from mailvia.outbox.ports import MessageFilter, MessageView
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Submission
+from mailvia.outbox.submit import Receipt, Submission
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 
 _REPLAYED: dict[int | str, dict[str, Any]] = {
-    200: {"model": Receipt, "description": "An Idempotency-Key replay: the earlier message."}
+    200: {"model": ReceiptOut, "description": "An Idempotency-Key replay: the earlier message."}
 }
 
 
 @router.post(
     "/messages",
     status_code=202,
-    response_model=Receipt,
+    response_model=ReceiptOut,
     responses=_REPLAYED | problems(400, 401, 403, 409, 413, 422, 503),
     summary="Submit a message",
 )
@@ -96,36 +95,21 @@ def submit_batch(
             items.append(submission(services, user, message, now, item_key))
         except MailviaError as exc:
             items.append(exc)
-    _refuse_senders(services, user, items)
-    count_rejected(services.metrics, (item for item in items if isinstance(item, MailviaError)))
-    accepted = [item for item in items if isinstance(item, Submission)]
-    receipts = iter(services.submitter.submit(user, accepted, now=now) if accepted else [])
-    data: list[dict[str, Any]] = []
-    for item in items:
-        if isinstance(item, Submission):
-            receipt = next(receipts)
-            data.append(
-                {"status": 202 if receipt.created else 200, "receipt": receipt_view(receipt)}
-            )
-        else:
-            problem = problem_for(item)
-            data.append({"status": problem.status, "problem": problem})
-    return {"data": data}
+    accepted = [(user, item) for item in items if isinstance(item, Submission)]
+    outcomes = iter(services.submitter.submit_each(accepted, now=now) if accepted else [])
+    results = [next(outcomes) if isinstance(item, Submission) else item for item in items]
+    count_rejected(services.metrics, (r for r in results if isinstance(r, MailviaError)))
+    return {"data": [_result(result) for result in results]}
 
 
-def _refuse_senders(services: Services, user: User, items: list[Submission | MailviaError]) -> None:
-    """Replace each submission whose From the caller may not use by its Forbidden (one check
-    per distinct From)."""
-    verdicts: dict[str, MailviaError | None] = {}
-    for index, item in enumerate(items):
-        if not isinstance(item, Submission):
-            continue
-        from_address = item.composed.from_address
-        if from_address.lower() not in verdicts:
-            verdicts[from_address.lower()] = refusal(services, user, from_address)
-        refused = verdicts[from_address.lower()]
-        if refused is not None:
-            items[index] = refused
+def _result(result: Receipt | Exception) -> dict[str, Any]:
+    """One message's entry in a batch's answer: its receipt or the problem that kept it out."""
+    if isinstance(result, Receipt):
+        return {"status": 202 if result.created else 200, "receipt": receipt_view(result)}
+    if not isinstance(result, MailviaError):
+        raise result  # a fault, not a refusal: the whole request fails (500, logged)
+    problem = problem_for(result)
+    return {"status": problem.status, "problem": problem}
 
 
 @router.get(
