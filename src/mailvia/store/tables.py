@@ -139,7 +139,7 @@ messages = sa.Table(
     sa.Column("lease_expires_at", Time),
     sa.Column("idempotency_key", sa.Text),
     sa.Column("request_hash", sa.Text),
-    sa.UniqueConstraint("organization_id", "idempotency_key"),
+    sa.UniqueConstraint("user_id", "idempotency_key"),  # a key names one user's request
     sa.Index(None, "channel_id", "state", "next_attempt_at"),
     sa.Index(None, "state", "expires_at"),
     sa.Index(None, "state", "lease_expires_at"),
