@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
 from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
+from mailvia.domain.ratelimit import RequestCaps
 from mailvia.keyring import open_vault, rotate
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
@@ -189,6 +190,11 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         metrics=metrics,
         metrics_token=settings.metrics_token,
         api_rate_limit=settings.api_rate_limit,
+        api_recipient_limit=settings.api_recipient_limit,
+        api_caps=RequestCaps(
+            messages=settings.api_batch_max_messages,
+            recipients=settings.api_request_max_recipients,
+        ),
     )
     services.asgi = lambda: asgi_app(services, settings)
     return services

@@ -57,7 +57,7 @@ FIELD_CASES = {
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     require_console_script()
     data_dir = tmp_path_factory.mktemp("originator") / "data"
-    tokens = tenants(data_dir)
+    tokens = tenants(data_dir, "jane", "boss")
     cli = Cli(data_dir, MAILVIA_DISPATCH="off")
     with serving(cli, tokens) as served:
         yield served

@@ -233,7 +233,7 @@ async def test_batch_limits(api: Api) -> None:
     jane = api.client("jane")
     assert_problem(await jane.post("/v1/messages/batch", json={"messages": []}), 422)
     too_many = {"messages": [{"from": "jane@acme.test"}] * 1001}
-    assert_problem(await jane.post("/v1/messages/batch", json=too_many), 422)
+    assert_problem(await jane.post("/v1/messages/batch", json=too_many), 413, "1000 messages")
 
 
 async def test_cancel(api: Api) -> None:

@@ -30,10 +30,16 @@ HTTP = r"^listening http (http://127\.0\.0\.1:\d+)$"
 SUBMISSION = r"^listening submission smtp://127\.0\.0\.1:(\d+)$"
 
 
-def tenants(data_dir: Path) -> dict[str, str]:
-    """Make both organizations, their users and team channels; the API token of each user."""
+ORGANIZATIONS = {"acme": ("acme.test", "sales"), "globex": ("globex.test", "ops")}
+
+
+def tenants(data_dir: Path, *names: str) -> dict[str, str]:
+    """Make these users (default: all), their organizations and team channels; the API
+    token of each user."""
     cli = Cli(data_dir)
-    for org, domain, team in (("acme", "acme.test", "sales"), ("globex", "globex.test", "ops")):
+    users = {name: USERS[name] for name in names or USERS}
+    for org in dict.fromkeys(org for _, org, _, _ in users.values()):
+        domain, team = ORGANIZATIONS[org]
         cli.ok("admin", "create-org", org)
         cli.ok("admin", "create-team", team, "--org", org)
         cli.ok("admin", "add-domain", org, domain)
@@ -43,7 +49,7 @@ def tenants(data_dir: Path) -> dict[str, str]:
             "--auth", "none",
         )  # fmt: skip
     tokens = {}
-    for name, (email, org, team, admin) in USERS.items():
+    for name, (email, org, team, admin) in users.items():
         cli.ok("admin", "create-user", email, "--org", org, "--team", team, *(["--admin"] * admin))
         tokens[name] = cli.ok("admin", "create-token", email).stdout.strip()
     return tokens

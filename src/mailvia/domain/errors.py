@@ -6,12 +6,13 @@
      │    ├── InvalidHeader    CR/LF/NUL in a header, a name or an envelope address
      │    │    └── MisleadingHeader  a From or Sender that could show another author (SMTP 5.7.1)
      │    ├── MessageTooLarge
+     │    ├── RequestTooLarge  an API request over its caps (messages, recipients) (413)
      │    └── InvalidChannel   a channel's fields do not fit together
      ├── NotFound              unknown or another organization's object (404)
      ├── Forbidden             the caller may not do this (403, SMTP 550 5.7.1)
      ├── Conflict              a name taken, an idempotency key reused with another body (409)
      ├── Unauthenticated       no or a bad token or password (401, SMTP 535)
-     ├── RateLimited           too many requests from one API token (429)
+     ├── RateLimited           too many requests or recipients from one API token (429)
      ├── OutboundRefused       the outbound address guard refused a target
      ├── SecretsUnavailable    the master key is missing or wrong: fail closed
      └── StoreUnavailable      the database cannot be reached (503, SMTP 451)
@@ -45,6 +46,10 @@ class MisleadingHeader(InvalidHeader):
 
 class MessageTooLarge(InvalidInput):
     """A message over the size limit."""
+
+
+class RequestTooLarge(InvalidInput):
+    """An API request carrying more messages or recipients than one request may."""
 
 
 class InvalidChannel(InvalidInput):

@@ -27,7 +27,7 @@ from mailvia.domain.errors import (
 )
 from mailvia.domain.message import Envelope
 from mailvia.outbox.addresses import check_address, check_clean
-from mailvia.outbox.headers import Headers, read_headers
+from mailvia.outbox.headers import Field, Headers, header_fields, read_headers
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 # Headers with their own fields: a caller may not set them through `headers`.
@@ -196,14 +196,18 @@ def _composed(envelope: Envelope, headers: Headers, content: bytes) -> Composed:
     return Composed(envelope, headers.from_address, content, headers.sender_address)
 
 
-def recipient_count(headers: Headers) -> int:
-    """How many addresses the To, Cc and Bcc fields name (before any is checked)."""
+def header_recipient_count(content: bytes) -> int:
+    """How many addresses a message's To, Cc and Bcc fields name, before anything is checked
+    (to hold a request to its caps before the work of checking it). Raises InvalidInput."""
+    headers = header_fields(normalise_crlf(content))
     return sum(1 for _, address in _header_recipients(headers) if address)
 
 
-def _header_recipients(headers: Headers) -> list[tuple[str, str]]:
+def _header_recipients(headers: Headers | Sequence[Field]) -> list[tuple[str, str]]:
+    fields = headers.fields if isinstance(headers, Headers) else headers
+    values = [f.value for f in fields if f.name in ("to", "cc", "bcc")]
     try:
-        return getaddresses(headers.values("To", "Cc", "Bcc"))
+        return getaddresses(values)
     except (ValueError, IndexError, AttributeError, TypeError, LookupError) as exc:
         # The email package's parser fails in many ways on malformed headers.
         raise InvalidHeader(f"a header cannot be parsed ({type(exc).__name__})") from None
