@@ -138,6 +138,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     migrate(settings.database_url)
     store = open_store(settings.database_url)
     vault = open_vault(store, settings, create=create_key)
+    store.use_cursor_key(derived_key(settings, b"mailvia list cursors"))
     pool = ensure_pool(store, settings, time.time())
     relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
     guard = OutboundGuard(settings.allow_private_hosts)
@@ -223,6 +224,13 @@ def session_key(settings: Settings) -> bytes:
     return hmac.new(master, b"mailvia web sessions", hashlib.sha256).digest()
 
 
+def derived_key(settings: Settings, purpose: bytes) -> bytes:
+    """A key for one purpose, derived from the master key (every process agrees on it;
+    rotating the master key changes it)."""
+    master = load_master_key(key=settings.master_key, key_file=settings.key_file, create=False)
+    return hmac.new(master, purpose, hashlib.sha256).digest()
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -236,6 +244,7 @@ def asgi_app(services: Services, settings: Settings) -> FastAPI:
     try-out, or a TLS proxy in front, whose HTTPS requests still get Secure cookies)."""
     from mailvia.ingress.http import create_app
     from mailvia.web import create_web, mount_beside
+    from mailvia.web.docs_headers import protect_docs
 
     api = create_app(services)
     web = create_web(
@@ -246,6 +255,7 @@ def asgi_app(services: Services, settings: Settings) -> FastAPI:
         session_key=session_key(settings),
     )
     mount_beside(api, web)
+    protect_docs(api)
     return api
 
 

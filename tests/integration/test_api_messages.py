@@ -265,7 +265,7 @@ async def test_pagination_with_a_cursor_newest_first(api: Api) -> None:
     assert seen == list(reversed(sent))
     filtered = await jane.get("/v1/messages", params={"state": "queued", "channel": "jane-box"})
     assert len(filtered.json()["data"]) == 5
-    assert_problem(await jane.get("/v1/messages", params={"cursor": "garbage"}), 422, "cursor")
+    assert_problem(await jane.get("/v1/messages", params={"cursor": "garbage"}), 400, "cursor")
     assert_problem(await jane.get("/v1/messages", params={"state": "lost"}), 422)
     assert_problem(await jane.get("/v1/messages", params={"limit": 0}), 422)
 

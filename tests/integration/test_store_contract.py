@@ -26,7 +26,13 @@ from mailvia.domain.channel import (
     Unit,
 )
 from mailvia.domain.delivery import RecipientSettlement
-from mailvia.domain.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from mailvia.domain.errors import (
+    Conflict,
+    InvalidCursor,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+)
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Outcome, Reply
 from mailvia.domain.retry import RetryPolicy
@@ -546,6 +552,13 @@ def test_listing_pages_newest_first_with_filters(store: SqlStore) -> None:
     assert s.list_messages(MessageFilter("org_2"))[0] == []
     with pytest.raises(InvalidInput):
         s.list_messages(MessageFilter("org_1", cursor="bogus"))
+    # A cursor is sealed for its organization and list: another's does not open.
+    _, cursor = s.list_messages(MessageFilter("org_1", limit=1))
+    assert cursor is not None
+    with pytest.raises(InvalidCursor):
+        s.list_messages(MessageFilter("org_2", limit=1, cursor=cursor))
+    with pytest.raises(InvalidCursor):
+        s.list_events("org_1", cursor=cursor, limit=1)
 
 
 def test_queue_counts_per_channel_and_state(store: SqlStore) -> None:

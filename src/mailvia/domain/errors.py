@@ -7,6 +7,7 @@
      │    │    └── MisleadingHeader  a From or Sender that could show another author (SMTP 5.7.1)
      │    ├── MessageTooLarge
      │    ├── RequestTooLarge  an API request over its caps (messages, recipients) (413)
+     │    ├── InvalidCursor    a list cursor not handed out for this list and caller (400)
      │    └── InvalidChannel   a channel's fields do not fit together
      ├── NotFound              unknown or another organization's object (404)
      ├── Forbidden             the caller may not do this (403, SMTP 550 5.7.1)
@@ -50,6 +51,11 @@ class MessageTooLarge(InvalidInput):
 
 class RequestTooLarge(InvalidInput):
     """An API request carrying more messages or recipients than one request may."""
+
+
+class InvalidCursor(InvalidInput):
+    """A list cursor that this list did not hand out to this caller (made up, damaged, or
+    another organization's or another list's)."""
 
 
 class InvalidChannel(InvalidInput):

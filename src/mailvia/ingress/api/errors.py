@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from mailvia.domain.errors import (
     Conflict,
     Forbidden,
+    InvalidCursor,
     InvalidInput,
     MailviaError,
     MessageTooLarge,
@@ -44,6 +45,7 @@ RETRY_AFTER_SECONDS = "5"
 STATUS_FOR: tuple[tuple[type[MailviaError], int], ...] = (
     (MessageTooLarge, 413),
     (RequestTooLarge, 413),
+    (InvalidCursor, 400),
     (InvalidInput, 422),
     (Unauthenticated, 401),
     (Forbidden, 403),
@@ -182,7 +184,7 @@ def install(app: FastAPI) -> None:
 
 
 _DESCRIPTIONS = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON, or the cursor is not one this list handed out to you.",
     401: "No API token, or an unknown or revoked one (`Authorization: Bearer <token>`).",
     403: "The caller may not do this.",
     404: "No such object in the caller's organization (or not one the caller may see).",

@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1", tags=["messages"])
 @router.get(
     "/messages",
     response_model=MessagePage,
-    responses=problems(401, 422, 503),
+    responses=problems(400, 401, 422, 503),
     summary="List messages, newest first",
 )
 def list_messages(
