@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits
 from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security, TransportKind
 from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
+from mailvia.domain.ratelimit import RequestCaps
 from mailvia.keyring import open_vault, rotate
 from mailvia.outbox.accounts import Sessions
 from mailvia.outbox.channels import Channels
@@ -144,6 +145,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     migrate(settings.database_url)
     store = open_store(settings.database_url)
     vault = open_vault(store, settings, create=create_key)
+    store.use_cursor_key(derived_key(settings, b"mailvia list cursors"))
     pool = ensure_pool(store, settings, time.time())
     relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
     guard = OutboundGuard(settings.allow_private_hosts)
@@ -213,6 +215,11 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         metrics_token=settings.metrics_token,
         api_rate_limit=settings.api_rate_limit,
         startup_notes=tuple(made_private),
+        api_recipient_limit=settings.api_recipient_limit,
+        api_caps=RequestCaps(
+            messages=settings.api_batch_max_messages,
+            recipients=settings.api_request_max_recipients,
+        ),
     )
     services.asgi = lambda: asgi_app(services, settings)
     return services
@@ -250,6 +257,13 @@ def session_key(settings: Settings) -> bytes:
     return hmac.new(master, b"mailvia web sessions", hashlib.sha256).digest()
 
 
+def derived_key(settings: Settings, purpose: bytes) -> bytes:
+    """A key for one purpose, derived from the master key (every process agrees on it;
+    rotating the master key changes it)."""
+    master = load_master_key(key=settings.master_key, key_file=settings.key_file, create=False)
+    return hmac.new(master, purpose, hashlib.sha256).digest()
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -263,6 +277,7 @@ def asgi_app(services: Services, settings: Settings) -> FastAPI:
     try-out, or a TLS proxy in front, whose HTTPS requests still get Secure cookies)."""
     from mailvia.ingress.http import create_app
     from mailvia.web import create_web, mount_beside
+    from mailvia.web.docs_headers import protect_docs
 
     api = create_app(services)
     web = create_web(
@@ -273,6 +288,7 @@ def asgi_app(services: Services, settings: Settings) -> FastAPI:
         session_key=session_key(settings),
     )
     mount_beside(api, web)
+    protect_docs(api)
     return api
 
 

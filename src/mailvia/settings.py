@@ -57,6 +57,14 @@ class Settings:
     trusted_networks: tuple[tuple[Network, str], ...] = ()
     max_message_size: int = 25 * 1024 * 1024
     api_rate_limit: RequestRate | None = field(default_factory=lambda: RequestRate(600, 60.0))
+    # recipients per API token (all its requests), and what one request may carry
+    api_recipient_limit: RequestRate | None = field(
+        default_factory=lambda: RequestRate(20_000, 60.0)
+    )
+    api_batch_max_messages: int = 1000
+    api_request_max_recipients: int = 10_000
+    submission_max_connections: int = 500  # at once, on the submission ports together
+    submission_max_connections_per_client: int = 50  # at once, from one client address
     worker_id: str | None = None
     lease_seconds: float = 1800.0  # longer than any one attempt's timeouts add up to
     claim_batch: int = 200
@@ -110,6 +118,13 @@ def _rate_or_off(raw: str) -> RequestRate | None:
     return None if raw.strip().lower() == "off" else RequestRate.parse(raw)
 
 
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"{raw!r}: expected a whole number of 1 or more")
+    return value
+
+
 def _on_off(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"on", "yes", "true", "1"}:
@@ -161,6 +176,11 @@ _PARSERS: dict[str, Any] = {
     "trusted_networks": _trusted,
     "max_message_size": int,
     "api_rate_limit": _rate_or_off,
+    "api_recipient_limit": _rate_or_off,
+    "api_batch_max_messages": _positive,
+    "api_request_max_recipients": _positive,
+    "submission_max_connections": _positive,
+    "submission_max_connections_per_client": _positive,
     "lease_seconds": float,
     "claim_batch": int,
     "dispatch": _on_off,

@@ -26,7 +26,13 @@ from mailvia.domain.channel import (
     Unit,
 )
 from mailvia.domain.delivery import RecipientSettlement
-from mailvia.domain.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
+from mailvia.domain.errors import (
+    Conflict,
+    InvalidCursor,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+)
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Outcome, Reply
 from mailvia.domain.retry import RetryPolicy
@@ -310,6 +316,26 @@ def test_added_messages_are_committed_and_idempotent(store: SqlStore, store_url:
     other.close()
 
 
+def test_idempotency_keys_are_kept_per_user(store: SqlStore) -> None:
+    """One member's key neither blocks another's nor shows that it was used."""
+    store.create_user(
+        User("usr_2", "org_1", "team_1", "joe@acme.test", Role.MEMBER), password_hash="h", now=T0
+    )
+    jane = new("msg_j", idempotency_key="order-1", request_hash="jane's")
+    joe = new("msg_o", user_id="usr_2", idempotency_key="order-1", request_hash="joe's")
+    assert store.add_messages([jane]) == [("msg_j", True)]
+    assert store.add_messages([joe]) == [("msg_o", True)]
+    again = new("msg_o2", user_id="usr_2", idempotency_key="order-1", request_hash="joe's")
+    assert store.add_messages([again]) == [("msg_o", False)]
+    with pytest.raises(Conflict):
+        store.add_messages([new("msg_j2", idempotency_key="order-1", request_hash="other")])
+    both = [
+        new("msg_j3", idempotency_key="order-2", request_hash="a"),
+        new("msg_o3", user_id="usr_2", idempotency_key="order-2", request_hash="b"),
+    ]
+    assert store.add_messages(both) == [("msg_j3", True), ("msg_o3", True)]
+
+
 def test_claims_go_by_due_time_then_submission_and_hold_a_lease(store: SqlStore) -> None:
     s = store
     s.add_messages([new("m1", at=T0 + 5), new("m2", at=T0), new("m3", at=T0), new("m4", at=T0 + 9)])
@@ -526,6 +552,13 @@ def test_listing_pages_newest_first_with_filters(store: SqlStore) -> None:
     assert s.list_messages(MessageFilter("org_2"))[0] == []
     with pytest.raises(InvalidInput):
         s.list_messages(MessageFilter("org_1", cursor="bogus"))
+    # A cursor is sealed for its organization and list: another's does not open.
+    _, cursor = s.list_messages(MessageFilter("org_1", limit=1))
+    assert cursor is not None
+    with pytest.raises(InvalidCursor):
+        s.list_messages(MessageFilter("org_2", limit=1, cursor=cursor))
+    with pytest.raises(InvalidCursor):
+        s.list_events("org_1", cursor=cursor, limit=1)
 
 
 def test_queue_counts_per_channel_and_state(store: SqlStore) -> None:

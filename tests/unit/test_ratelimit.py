@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mailvia.domain.errors import InvalidInput, RateLimited
-from mailvia.domain.ratelimit import RateLimiter, RequestRate
+from mailvia.domain.errors import InvalidInput, RateLimited, RequestTooLarge
+from mailvia.domain.ratelimit import RateLimiter, RequestCaps, RequestRate
 from mailvia.ingress.api.ratelimit import TokenRateLimit
 
 THREE_A_MINUTE = RequestRate(3, 60.0)  # one request back every 20 s
@@ -107,3 +107,41 @@ def test_the_api_wrapper_counts_exactly_across_threads() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(allowed, range(1600)))
     assert results.count(True) == 1000
+
+
+def test_a_cost_takes_that_many_units_or_says_when_they_fit() -> None:
+    limiter = RateLimiter(RequestRate(100, 60.0))  # 100 recipients, then 5 every 3 s
+    assert limiter.take("k", 0.0, 70) == 0.0
+    assert limiter.take("k", 0.0, 40) == pytest.approx(6.0)  # 10 short: 10 / (100 / 60)
+    assert limiter.take("k", 0.0, 30) == 0.0  # the refusal took nothing
+    assert limiter.take("k", 3.0, 5) == 0.0
+    assert limiter.take("k", 3.0, 101) == float("inf")  # more than a bucket ever holds
+
+
+def test_request_caps_count_messages_then_recipients() -> None:
+    caps = RequestCaps(messages=3, recipients=10)
+    caps.check(messages=3, recipients=10)
+    with pytest.raises(RequestTooLarge, match="at most 3 messages"):
+        caps.check(messages=4, recipients=1)
+    with pytest.raises(RequestTooLarge, match="at most 10 recipients"):
+        caps.check(messages=1, recipients=11)
+    with pytest.raises(InvalidInput):
+        RequestCaps(messages=0)
+
+
+def test_the_token_wrapper_counts_recipients_apart_from_requests() -> None:
+    now = [0.0]
+    limit = TokenRateLimit(
+        RequestRate(2, 60.0), recipients=RequestRate(10, 60.0), clock=lambda: now[0]
+    )
+    limit.take_recipients("token", 10)
+    limit.check("token")  # requests have their own bucket
+    with pytest.raises(RateLimited, match="too many recipients") as refused:
+        limit.take_recipients("token", 1)
+    assert refused.value.retry_after == pytest.approx(6.0)
+    limit.take_recipients("other", 10)
+    with pytest.raises(RequestTooLarge):
+        limit.take_recipients("token", 11)
+    now[0] += 6.0
+    limit.take_recipients("token", 1)
+    TokenRateLimit(None, recipients=None).take_recipients("token", 10**9)  # off

@@ -19,6 +19,9 @@ def test_defaults() -> None:
     assert s.submissions_listen is None
     assert s.max_message_size == 25 * 1024 * 1024
     assert s.api_rate_limit == RequestRate(600, 60.0)
+    assert s.api_recipient_limit == RequestRate(20_000, 60.0)
+    assert (s.api_batch_max_messages, s.api_request_max_recipients) == (1000, 10_000)
+    assert (s.submission_max_connections, s.submission_max_connections_per_client) == (500, 50)
     assert s.database_url.startswith("sqlite:///") and s.database_url.endswith("mailvia.db")
 
 
@@ -45,6 +48,11 @@ def test_environment_then_flags() -> None:
         ("MAILVIA_TRUSTED_NETWORKS", "10.0.0.0/8"),
         ("MAILVIA_API_RATE_LIMIT", "fast"),
         ("MAILVIA_API_RATE_LIMIT", "0/60"),
+        ("MAILVIA_API_RECIPIENT_LIMIT", "many"),
+        ("MAILVIA_API_BATCH_MAX_MESSAGES", "0"),
+        ("MAILVIA_API_REQUEST_MAX_RECIPIENTS", "-5"),
+        ("MAILVIA_SUBMISSION_MAX_CONNECTIONS", "x"),
+        ("MAILVIA_SUBMISSION_MAX_CONNECTIONS_PER_CLIENT", "0"),
     ],
 )
 def test_bad_values_are_clear_errors(name: str, value: str) -> None:

@@ -125,3 +125,16 @@ def test_the_fast_path_parse_of_mail_and_rcpt_agrees_with_aiosmtpds() -> None:
     for arg in args:
         for limit in (0, 3):
             assert _path_parse(SubmissionSMTP, arg, limit) == _path_parse(SMTP, arg, limit), arg
+
+
+def test_connection_caps_overall_and_per_client() -> None:
+    from mailvia.ingress.submission_connections import ConnectionLimit, client_of
+
+    caps = ConnectionLimit(total=3, per_client=2)
+    assert [caps.admit("10.0.0.1") for _ in range(3)] == [True, True, False]
+    assert caps.admit("10.0.0.2") and not caps.admit("10.0.0.3")  # 3 in all
+    caps.release("10.0.0.1")
+    assert caps.held == 2 and caps.admit("10.0.0.3")
+    assert client_of(("::ffff:10.0.0.1", 25, 0, 0)) == "10.0.0.1"
+    assert client_of(("fe80::1%eth0", 25, 0, 2)) == "fe80::1"
+    assert client_of(None) == ""

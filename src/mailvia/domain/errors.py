@@ -4,14 +4,17 @@
      ├── InvalidInput          bad input from a user or client (400/422, SMTP 5xx, exit 2)
      │    ├── InvalidAddress
      │    ├── InvalidHeader    CR/LF/NUL in a header, a name or an envelope address
+     │    │    └── MisleadingHeader  a From or Sender that could show another author (SMTP 5.7.1)
      │    ├── MessageTooLarge
+     │    ├── RequestTooLarge  an API request over its caps (messages, recipients) (413)
+     │    ├── InvalidCursor    a list cursor not handed out for this list and caller (400)
      │    ├── InvalidChannel   a channel's fields do not fit together
      │    └── CannotCarry      the channel's provider API cannot carry the message as stored
      ├── NotFound              unknown or another organization's object (404)
      ├── Forbidden             the caller may not do this (403, SMTP 550 5.7.1)
      ├── Conflict              a name taken, an idempotency key reused with another body (409)
      ├── Unauthenticated       no or a bad token or password (401, SMTP 535)
-     ├── RateLimited           too many requests from one API token (429)
+     ├── RateLimited           too many requests or recipients from one API token (429)
      ├── OutboundRefused       the outbound address guard refused a target
      ├── SecretsUnavailable    the master key is missing or wrong: fail closed
      ├── CredentialsFailed     a channel's credentials could not be had (an OAuth grant
@@ -42,8 +45,22 @@ class InvalidHeader(InvalidInput):
     """A header, display name or envelope value that would change the message's structure."""
 
 
+class MisleadingHeader(InvalidHeader):
+    """A From or Sender field that could show someone else as the author: a second From
+    (also spelled `From :`), a display name showing another address."""
+
+
 class MessageTooLarge(InvalidInput):
     """A message over the size limit."""
+
+
+class RequestTooLarge(InvalidInput):
+    """An API request carrying more messages or recipients than one request may."""
+
+
+class InvalidCursor(InvalidInput):
+    """A list cursor that this list did not hand out to this caller (made up, damaged, or
+    another organization's or another list's)."""
 
 
 class InvalidChannel(InvalidInput):

@@ -1,8 +1,10 @@
-"""Rate limits on requests: a token bucket per key, given the time. No I/O, no clock.
+"""Rate limits on API requests: a token bucket per key, given the time, and the caps on what
+one request may carry. No I/O, no clock.
 
-A bucket holds up to `count` requests and refills `count / per_seconds` a second: a burst of
-`count`, then a steady rate. A full bucket is the same as no bucket, so full ones are swept
-(at most once every `per_seconds`) and memory follows the keys seen lately, not every key.
+A bucket holds up to `count` units (requests, or the recipients of requests) and refills
+`count / per_seconds` a second: a burst of `count`, then a steady rate. A full bucket is the
+same as no bucket, so full ones are swept (at most once every `per_seconds`) and memory
+follows the keys seen lately, not every key.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import InvalidInput
+from mailvia.domain.errors import InvalidInput, RequestTooLarge
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,17 @@ class RateLimiter:
         """The buckets kept (keys seen lately whose buckets are not full)."""
         return len(self._buckets)
 
-    def take(self, key: str, now: Instant) -> float:
-        """Take one request from `key`'s bucket: 0.0 when it is allowed (and counted), or the
-        seconds until one is allowed (and nothing is taken). May sweep full buckets."""
+    def take(self, key: str, now: Instant, cost: float = 1.0) -> float:
+        """Take `cost` units (one request by default) from `key`'s bucket: 0.0 when they are
+        allowed (and counted), or the seconds until they are (nothing is taken); infinity
+        when `cost` is more than a bucket holds. May sweep full buckets."""
+        if cost > self.rate.count:
+            return math.inf
         self._sweep(now)
         level = self._level(key, now)
-        if level < 1.0:
-            return (1.0 - level) / self.rate.per_second
-        self._buckets[key] = _Bucket(level - 1.0, now)
+        if level < cost:
+            return (cost - level) / self.rate.per_second
+        self._buckets[key] = _Bucket(level - cost, now)
         return 0.0
 
     def _level(self, key: str, now: Instant) -> float:
@@ -86,3 +91,26 @@ class RateLimiter:
         full = [key for key in self._buckets if self._level(key, now) >= self.rate.count]
         for key in full:
             del self._buckets[key]
+
+
+@dataclass(frozen=True)
+class RequestCaps:
+    """What one API request may carry: the messages of a batch, and the recipients of all
+    its messages (To, Cc, Bcc, or a raw message's envelope)."""
+
+    messages: int = 1000
+    recipients: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.messages < 1 or self.recipients < 1:
+            raise InvalidInput(f"{self}: each cap must be 1 or more")
+
+    def check(self, *, messages: int, recipients: int) -> None:
+        """Raise RequestTooLarge when a request (so far) carries more than the caps."""
+        if messages > self.messages:
+            raise RequestTooLarge(f"a request may carry at most {self.messages} messages")
+        if recipients > self.recipients:
+            raise RequestTooLarge(
+                f"a request may carry at most {self.recipients} recipients (To, Cc and Bcc "
+                "of all its messages); split it"
+            )

@@ -17,6 +17,7 @@ import uvicorn
 
 from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, fail, pass_context, settings_options
 from mailvia.ingress.submission import SubmissionServer
+from mailvia.ingress.submission_connections import ConnectionLimit
 from mailvia.ingress.submission_tls import submission_tls
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import Bootstrap
@@ -28,6 +29,8 @@ SUBMISSION_SETTINGS = (
     "submission_tls_cert",
     "submission_tls_key",
     "trusted_networks",
+    "submission_max_connections",
+    "submission_max_connections_per_client",
 )
 GIL_SWITCH_INTERVAL = 0.001  # seconds (Python's default is 0.005)
 SERVE_SETTINGS = (
@@ -36,6 +39,9 @@ SERVE_SETTINGS = (
     *SUBMISSION_SETTINGS,
     "max_message_size",
     "api_rate_limit",
+    "api_recipient_limit",
+    "api_batch_max_messages",
+    "api_request_max_recipients",
     "worker_id",
     "metrics_listen",
     "dispatch",
@@ -101,8 +107,15 @@ def _submission_server(services: Services, settings: Settings) -> SubmissionServ
     )
     if self_signed:
         click.echo(f"submission TLS certificate (self-signed): {cert.resolve()}")
+    connections = ConnectionLimit(
+        total=settings.submission_max_connections,
+        per_client=settings.submission_max_connections_per_client,
+    )
     return SubmissionServer(
-        services, tls_context=context, trusted_networks=settings.trusted_networks
+        services,
+        tls_context=context,
+        trusted_networks=settings.trusted_networks,
+        connections=connections,
     )
 
 

@@ -27,6 +27,7 @@ from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.ingress.group_commit import GroupCommit
 from mailvia.ingress.submission_auth import OneAtATime
+from mailvia.ingress.submission_connections import Capped, ConnectionLimit
 from mailvia.ingress.submission_intake import Arrived, Intake
 from mailvia.ingress.submission_replies import (
     AUTH_REQUIRED,
@@ -35,7 +36,8 @@ from mailvia.ingress.submission_replies import (
     Stage,
     reply_for,
 )
-from mailvia.outbox.compose import MAX_RECIPIENTS, check_address
+from mailvia.outbox.addresses import check_address
+from mailvia.outbox.compose import MAX_RECIPIENTS
 from mailvia.outbox.metrics import rejection_reason
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt
@@ -57,8 +59,9 @@ class SubmissionServer:
     """The submission listeners of one process and what their connections share.
 
     `trusted_networks` maps client networks to organization names (the organizations must
-    exist: raises NotFound). Seams for tests: `signins` (failed logins), `clock` (time.time
-    for messages), `monotonic` (the time of failed logins), `sleep` (their waits)."""
+    exist: raises NotFound); `connections` caps the connections held at once. Seams for
+    tests: `signins` (failed logins), `clock` (time.time for messages), `monotonic` (the time
+    of failed logins), `sleep` (their waits)."""
 
     def __init__(
         self,
@@ -71,8 +74,10 @@ class SubmissionServer:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         hostname: str | None = None,
+        connections: ConnectionLimit | None = None,
     ) -> None:
         self.services = services
+        self.connections = connections if connections is not None else ConnectionLimit()
         self.tls_context = tls_context
         self.trusted = tuple(
             (net, services.tenancy.organization(name).id) for net, name in trusted_networks
@@ -252,8 +257,9 @@ class QuietSession(Session):  # type: ignore[misc]
         self._login_data = value
 
 
-class SubmissionSMTP(SMTP):  # type: ignore[misc]
-    """One submission connection: aiosmtpd's protocol with our AUTH check and replies."""
+class SubmissionSMTP(Capped, SMTP):  # type: ignore[misc]
+    """One submission connection: aiosmtpd's protocol with our AUTH check and replies, held
+    to the connection caps (`Capped`)."""
 
     def __init__(self, server: SubmissionServer, *, implicit_tls: bool) -> None:
         super().__init__(
@@ -275,9 +281,14 @@ class SubmissionSMTP(SMTP):  # type: ignore[misc]
         peer = self.session.peer if self.session is not None else None
         return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
+    @property
+    def connection_limit(self) -> ConnectionLimit:
+        return self.submission.connections
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.submission.live.add(self)
+        if not self.refused:
+            self.submission.live.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)

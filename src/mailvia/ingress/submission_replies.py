@@ -12,6 +12,7 @@ from mailvia.domain.errors import (
     InvalidAddress,
     InvalidInput,
     MessageTooLarge,
+    MisleadingHeader,
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
@@ -46,6 +47,8 @@ def reply_for(error: BaseException, stage: Stage) -> str:
             return f"553 5.1.3 {text}"
         case MessageTooLarge():
             return f"552 5.3.4 {text}"
+        case MisleadingHeader():  # RFC 3463: delivery not authorized, message refused
+            return f"550 5.7.1 {text}"
         case InvalidInput():
             return f"554 5.6.0 {text}"
         case Forbidden():

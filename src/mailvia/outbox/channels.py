@@ -27,7 +27,7 @@ from mailvia.domain.ids import make_id
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import User, identity_covers
-from mailvia.outbox.compose import check_address
+from mailvia.outbox.addresses import check_address
 from mailvia.outbox.ports import Credentials, Store, Vault
 
 ADDRESS_SCOPE_NOT_SHARED = "{title} credentials sign in to one mailbox; each rep connects their own"

@@ -16,6 +16,7 @@ from mailvia.domain.errors import (
     MailviaError,
     MessageTooLarge,
     RateLimited,
+    RequestTooLarge,
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
@@ -24,6 +25,7 @@ from mailvia.domain.errors import (
 # The most specific class first: MessageTooLarge is an InvalidInput.
 _REASONS: tuple[tuple[type[MailviaError], str], ...] = (
     (MessageTooLarge, "too_large"),
+    (RequestTooLarge, "too_large"),
     (InvalidInput, "invalid"),
     (Forbidden, "forbidden"),
     (Unauthenticated, "unauthenticated"),

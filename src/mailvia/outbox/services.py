@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailvia.domain.channel import Channel
-from mailvia.domain.ratelimit import RequestRate
+from mailvia.domain.ratelimit import RequestCaps, RequestRate
 from mailvia.outbox.accounts import Sessions
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
@@ -44,6 +44,8 @@ class Services:
     metrics_token: str | None = field(default=None, repr=False)  # guards /metrics over HTTP
     api_rate_limit: RequestRate | None = None  # requests per API token; None: no limit
     startup_notes: tuple[str, ...] = ()  # what building fixed (e.g. files made private)
+    api_recipient_limit: RequestRate | None = None  # recipients per API token; None: no limit
+    api_caps: RequestCaps = field(default_factory=RequestCaps)  # what one request may carry
 
     async def aclose(self) -> None:
         await self.close()

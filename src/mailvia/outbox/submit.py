@@ -103,13 +103,13 @@ class Submitter:
     ) -> list[Receipt]:
         """Validate, route and commit a batch in one transaction; all or nothing.
 
-        Raises Forbidden (From not the sender's, or no channel may send as it), CannotCarry
-        (the channel's API cannot carry a message as stored) and the store's Conflict
-        (idempotency key reused with another body)."""
-        routes: Remembered[tuple[str, str], Channel] = Remembered()
+        Raises Forbidden (From or Sender not the sender's, or no channel may send as the
+        From), CannotCarry (the channel's API cannot carry a message as stored) and the
+        store's Conflict (idempotency key reused with another body)."""
+        routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         planned = []
         for submission in submissions:
-            channel = self._route(routes, sender, submission.composed.from_address)
+            channel = self._route(routes, sender, submission.composed)
             if isinstance(channel, Exception):
                 raise channel
             self.check_carried(channel, submission.composed)
@@ -139,11 +139,11 @@ class Submitter:
         error in its place and does not hold up the others); the accepted ones are committed
         together in one transaction. For intakes that gather concurrent messages (group
         commit). Raises only what the commit itself raises (e.g. StoreUnavailable)."""
-        routes: Remembered[tuple[str, str], Channel] = Remembered()
+        routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
         for sender, submission in items:
-            channel = self._route(routes, sender, submission.composed.from_address)
+            channel = self._route(routes, sender, submission.composed)
             if not isinstance(channel, Exception):
                 try:
                     self.check_carried(channel, submission.composed)
@@ -172,10 +172,22 @@ class Submitter:
         return receipts
 
     def _route(
-        self, routes: Remembered[tuple[str, str], Channel], sender: User, from_address: str
+        self, routes: Remembered[tuple[str, str, str], Channel], sender: User, composed: Composed
     ) -> Channel | Exception:
-        key = (sender.id, from_address.lower())
-        return routes.get(key, lambda: self._channel_for(sender, from_address))
+        """The channel for the message's From, once its sender may use its From and Sender
+        (worked out once per distinct pair)."""
+        from_address, on_behalf = composed.from_address, composed.sender_address or ""
+
+        def work_out() -> Channel:
+            channel = self._channel_for(sender, from_address)
+            if on_behalf and on_behalf.lower() != from_address.lower():
+                try:
+                    self.check_sender(sender, on_behalf)
+                except Forbidden as exc:
+                    raise Forbidden(f"Sender header: {exc}") from None
+            return channel
+
+        return routes.get((sender.id, from_address.lower(), on_behalf.lower()), work_out)
 
     def _channel_for(self, sender: User, from_address: str) -> Channel:
         self.check_sender(sender, from_address)

@@ -24,7 +24,7 @@ from mailvia.domain.errors import (
 )
 from mailvia.domain.ids import make_id
 from mailvia.domain.tenancy import Fallback, Organization, Role, Team, User, domain_of
-from mailvia.outbox.compose import check_address, check_login
+from mailvia.outbox.addresses import check_address, check_login
 from mailvia.outbox.ports import Store
 
 TOKEN_PREFIX = "mv_"

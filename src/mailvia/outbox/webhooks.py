@@ -152,7 +152,7 @@ class Webhooks:
         self, actor: User, webhook_id: str, *, cursor: str | None, limit: int
     ) -> tuple[list[WebhookAttempt], str | None]:
         """The webhook's delivery attempts, newest first. Raises Forbidden, NotFound,
-        InvalidInput (a bad cursor)."""
+        InvalidCursor (a bad cursor)."""
         webhook = self.get(actor, webhook_id)
         return self.store.list_webhook_attempts(webhook.id, cursor=cursor, limit=limit)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput
 from mailvia.outbox.ports import Event
 from mailvia.store.engine import Database
-from mailvia.store.rows import decode_cursor, encode_cursor
 from mailvia.store.tables import events
 
 _CURSOR = "evt"
@@ -48,6 +48,7 @@ class EventStore:
     """Event methods of the Store port."""
 
     _db: Database
+    _cursors: CursorSeal
 
     def add_events(self, items: Sequence[Event]) -> None:
         """Append events to their organizations' streams. Raises Conflict for a reused id."""
@@ -61,12 +62,12 @@ class EventStore:
 
         The stream has no end: the returned cursor is where to continue from (the last event
         returned, or the given cursor when nothing new came); it is None only when the
-        organization has no events yet and no cursor was given. Raises InvalidInput for a
-        cursor this list did not hand out.
+        organization has no events yet and no cursor was given. Raises InvalidCursor for a
+        cursor this organization's list did not hand out.
         """
         if limit < 1:
             raise InvalidInput("limit: must be at least 1")
-        after = 0 if cursor is None else decode_cursor(_CURSOR, cursor)
+        after = 0 if cursor is None else self._cursors.open(_CURSOR, org_id, cursor)
         query = (
             sa.select(events)
             .where(events.c.organization_id == org_id, events.c.seq > after)
@@ -77,4 +78,4 @@ class EventStore:
             rows = conn.execute(query).all()
         if not rows:
             return [], cursor
-        return [_event(row) for row in rows], encode_cursor(_CURSOR, rows[-1].seq)
+        return [_event(row) for row in rows], self._cursors.seal(_CURSOR, org_id, rows[-1].seq)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
+from mailvia.domain.errors import StoreUnavailable
 from mailvia.store.engine import create_engine, map_error
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -23,18 +26,36 @@ def alembic_config() -> Config:
     return config
 
 
-def migrate(url: str) -> None:
-    """Create or upgrade the schema at `url` to the latest revision, in one transaction;
-    a no-op when it is current. Raises StoreUnavailable when the database cannot be used."""
+def migrate(url: str, *, revision: str = "head", downgrade: bool = False) -> None:
+    """Create or upgrade the schema at `url` to the latest revision (or to `revision`; back
+    to it with `downgrade`), in one transaction; a no-op when it is current. Raises
+    StoreUnavailable when the database cannot be used."""
     engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        # A migration may rebuild a table (SQLite cannot drop a constraint), which its
+        # foreign keys would refuse; SQLite can turn them off only outside a transaction.
+        event.listen(engine, "connect", _foreign_keys_off)
     config = alembic_config()
     try:
         with engine.execution_options(mailvia_write=True).begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            (command.downgrade if downgrade else command.upgrade)(config, revision)
+            if conn.dialect.name == "sqlite":
+                _check_foreign_keys(conn)
     except SQLAlchemyError as exc:
         raise map_error(exc, conflict="the schema changed underneath", missing="") from None
     finally:
         engine.dispose()
+
+
+def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+
+
+def _check_foreign_keys(conn: sa.Connection) -> None:
+    """Refuse to commit a migration that left a row pointing at nothing (SQLite)."""
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+    if broken is not None:
+        raise StoreUnavailable(f"a migration broke a foreign key: {tuple(broken)}")

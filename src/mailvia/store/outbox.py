@@ -75,9 +75,10 @@ class OutboxStore:
         created_at), all in one transaction committed before returning.
 
         Returns (message id, created) per message, in order. A message whose idempotency key
-        the organization used in the last 24 h is not inserted: with the same request hash the
-        earlier message's id comes back with created=False; with another, Conflict is raised
-        and nothing is inserted. Older keys are forgotten (cleared on the earlier message).
+        its user used in the last 24 h is not inserted (keys are kept per user): with the same
+        request hash the earlier message's id comes back with created=False; with another,
+        Conflict is raised and nothing is inserted. Older keys are forgotten (cleared on the
+        earlier message).
         """
         if not msgs:
             return []
@@ -91,7 +92,7 @@ class OutboxStore:
                     results.append((earlier, False))
                     continue
                 if msg.idempotency_key is not None:
-                    seen[(msg.organization_id, msg.idempotency_key)] = (msg.id, msg.request_hash)
+                    seen[(msg.user_id, msg.idempotency_key)] = (msg.id, msg.request_hash)
                 results.append((msg.id, True))
                 fresh.append(msg)
             _insert(conn, fresh)
@@ -203,15 +204,15 @@ class OutboxStore:
 def _known_keys(
     conn: sa.Connection, msgs: Sequence[NewMessage]
 ) -> dict[tuple[str, str], tuple[str, str | None]]:
-    """The organizations' live idempotency keys among these messages' keys, after forgetting
-    keys older than the window."""
-    wanted = {(x.organization_id, x.idempotency_key) for x in msgs if x.idempotency_key}
+    """The users' live idempotency keys among these messages' keys, after forgetting keys
+    older than the window; by (user id, key)."""
+    wanted = {(x.user_id, x.idempotency_key) for x in msgs if x.idempotency_key}
     found: dict[tuple[str, str], tuple[str, str | None]] = {}
-    for org_id in {org for org, _ in wanted}:
-        keys = sorted(key for org, key in wanted if org == org_id)
+    horizon = min(x.created_at for x in msgs) - IDEMPOTENCY_WINDOW
+    for user_id in {user for user, _ in wanted}:
+        keys = sorted(key for user, key in wanted if user == user_id)
         for part in chunks(keys):
-            horizon = min(x.created_at for x in msgs) - IDEMPOTENCY_WINDOW
-            scope = sa.and_(m.organization_id == org_id, m.idempotency_key.in_(part))
+            scope = sa.and_(m.user_id == user_id, m.idempotency_key.in_(part))
             conn.execute(
                 messages.update()
                 .where(scope, m.created_at < horizon)
@@ -219,14 +220,14 @@ def _known_keys(
             )
             rows = conn.execute(sa.select(m.idempotency_key, m.id, m.request_hash).where(scope))
             for key, message_id, request_hash in rows:
-                found[(org_id, key)] = (message_id, request_hash)
+                found[(user_id, key)] = (message_id, request_hash)
     return found
 
 
 def _match_key(seen: dict[tuple[str, str], tuple[str, str | None]], msg: NewMessage) -> str | None:
     if msg.idempotency_key is None:
         return None
-    earlier = seen.get((msg.organization_id, msg.idempotency_key))
+    earlier = seen.get((msg.user_id, msg.idempotency_key))
     if earlier is None:
         return None
     if earlier[1] != msg.request_hash:

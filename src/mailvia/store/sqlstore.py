@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+
+from mailvia.domain.cursors import CursorSeal
 from mailvia.store.budgets import BudgetStore
 from mailvia.store.channels import ChannelStore
 from mailvia.store.engine import Database
@@ -29,8 +32,14 @@ class SqlStore(
     """The outbox and everything it refers to. Every public method is one transaction and
     raises domain errors only (NotFound, Conflict, InvalidInput, StoreUnavailable)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, cursor_key: bytes | None = None) -> None:
         self._db = Database(url)
+        self._cursors = CursorSeal(cursor_key or os.urandom(32))
+
+    def use_cursor_key(self, key: bytes) -> None:
+        """Seal list cursors with `key` (derived from the master key, so that every process
+        agrees); until then a random key of this store's own."""
+        self._cursors = CursorSeal(key)
 
     @property
     def dialect(self) -> str:

@@ -141,8 +141,8 @@ messages = sa.Table(
     sa.Column("lease_expires_at", Time),
     sa.Column("idempotency_key", sa.Text),
     sa.Column("request_hash", sa.Text),
-    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),  # 0005
-    sa.UniqueConstraint("organization_id", "idempotency_key"),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),  # 0006
+    sa.UniqueConstraint("user_id", "idempotency_key"),  # a key names one user's request
     sa.Index(None, "channel_id", "state", "next_attempt_at"),
     sa.Index(None, "state", "expires_at"),
     sa.Index(None, "state", "lease_expires_at"),

@@ -8,12 +8,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput, NotFound
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Reply
 from mailvia.outbox.ports import AttemptView, MessageFilter, MessageView, RecipientView
 from mailvia.store.engine import Database
-from mailvia.store.rows import decode_cursor, encode_cursor, reply_of
+from mailvia.store.rows import reply_of
 from mailvia.store.tables import attempts, channels, messages, recipients
 
 _CURSOR = "msg"
@@ -83,6 +84,7 @@ class ViewStore:
     """Read methods of the Store port."""
 
     _db: Database
+    _cursors: CursorSeal
 
     def get_message(self, message_id: str) -> MessageView:
         """The message with its recipients and attempts. Raises NotFound."""
@@ -92,7 +94,8 @@ class ViewStore:
     def list_messages(self, query: MessageFilter) -> tuple[list[MessageView], str | None]:
         """One page of the organization's messages matching the filter, newest first, each
         with its recipients (not its attempts), and the cursor of the next page (None on the
-        last). Raises InvalidInput for a bad limit or cursor."""
+        last). Raises InvalidInput for a bad limit, InvalidCursor for a cursor not handed
+        out for this organization's list."""
         if query.limit < 1:
             raise InvalidInput("limit: must be at least 1")
         select = sa.select(*_HEAD).where(m.organization_id == query.organization_id)
@@ -103,15 +106,17 @@ class ViewStore:
         if query.channel_id is not None:
             select = select.where(m.channel_id == query.channel_id)
         if query.cursor is not None:
-            select = select.where(m.seq < decode_cursor(_CURSOR, query.cursor))
+            after = self._cursors.open(_CURSOR, query.organization_id, query.cursor)
+            select = select.where(m.seq < after)
         select = select.order_by(m.seq.desc()).limit(query.limit + 1)
         with self._db.read() as conn:
             rows = conn.execute(select).all()
             page = rows[: query.limit]
             rcpts = _recipients(conn, [row.seq for row in page])
         views = [_view(row, rcpts[row.seq]) for row in page]
-        more = len(rows) > query.limit
-        return views, encode_cursor(_CURSOR, page[-1].seq) if more else None
+        if len(rows) <= query.limit:
+            return views, None
+        return views, self._cursors.seal(_CURSOR, query.organization_id, page[-1].seq)
 
     def waiting_count(self, channel_id: str) -> int:
         """How many of the channel's messages wait to be sent (queued, deferred, sending)."""

@@ -16,12 +16,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailvia.domain.clock import Instant
+from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput, NotFound
 from mailvia.domain.ids import make_id
 from mailvia.outbox.ports import Event
 from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt, WebhookJob
 from mailvia.store.engine import Database
-from mailvia.store.rows import decode_cursor, encode_cursor
 from mailvia.store.tables import channels, events, webhook_attempts, webhook_deliveries, webhooks
 
 _CURSOR = "wha"
@@ -105,6 +105,7 @@ class WebhookStore:
     """Webhook methods (the WebhookStore port), plus secrets for key rotation."""
 
     _db: Database
+    _cursors: CursorSeal
 
     def add_webhook(self, webhook: Webhook, sealed_secret: bytes) -> Webhook:
         """Insert a webhook that will get the organization's events from now on. Raises
@@ -237,17 +238,17 @@ class WebhookStore:
         self, webhook_id: str, *, cursor: str | None, limit: int
     ) -> tuple[list[WebhookAttempt], str | None]:
         """Up to `limit` of the webhook's attempts, newest first, after `cursor`; the next
-        cursor is None on the last page. Raises InvalidInput for a foreign cursor."""
+        cursor is None on the last page. Raises InvalidCursor for a foreign cursor."""
         if limit < 1:
             raise InvalidInput("limit: must be at least 1")
         query = sa.select(webhook_attempts).where(a.webhook_id == webhook_id)
         if cursor is not None:
-            query = query.where(a.seq < decode_cursor(_CURSOR, cursor))
+            query = query.where(a.seq < self._cursors.open(_CURSOR, webhook_id, cursor))
         with self._db.read() as conn:
             rows = conn.execute(query.order_by(a.seq.desc()).limit(limit + 1)).all()
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = encode_cursor(_CURSOR, rows[-1].seq) if more else None
+        next_cursor = self._cursors.seal(_CURSOR, webhook_id, rows[-1].seq) if more else None
         return [_attempt(row) for row in rows], next_cursor
 
     def webhook_secrets(self) -> list[tuple[str, bytes]]:

@@ -15,7 +15,8 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mailvia import __version__
 from mailvia.ingress.api import (
@@ -25,19 +26,30 @@ from mailvia.ingress.api import (
     events,
     messages,
     organization,
+    submit,
     webhooks,
 )
 from mailvia.ingress.api.errors import Problem, document_rate_limit
-from mailvia.ingress.api.limits import BodyLimit, body_limit
+from mailvia.ingress.api.limits import BodyLimit, body_limit, document_limits
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
 from mailvia.ingress.api.rejections import CountRejections
+from mailvia.ingress.api.schemas import BatchIn, MessageIn
 from mailvia.outbox.services import Services
 
 DESCRIPTION = """Send mail through the right delivery channel for each sender.
 
 Authenticate with `Authorization: Bearer <API token>`. Errors are `application/problem+json`
 with a `detail` for people; another organization's objects are 404."""
+
+
+# Problem: every error refers to it; the message bodies: their routes read them themselves
+# (off the event loop), so FastAPI does not list them.
+_SCHEMAS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+    (Problem, "serialization"),
+    (MessageIn, "validation"),
+    (BatchIn, "validation"),
+]
 
 
 class MailviaAPI(FastAPI):
@@ -52,13 +64,13 @@ class MailviaAPI(FastAPI):
                 description=self.description,
                 routes=self.routes,
             )
-            _, defs = models_json_schema(
-                [(Problem, "serialization")], ref_template="#/components/schemas/{model}"
-            )
+            _, defs = models_json_schema(_SCHEMAS, ref_template="#/components/schemas/{model}")
             found = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in defs.get("$defs", {}).items():
                 found.setdefault(name, definition)
             document_rate_limit(schema)
+            services: Services = self.state.services
+            document_limits(schema, caps=services.api_caps, recipients=services.api_recipient_limit)
             self.openapi_schema = schema
         return self.openapi_schema
 
@@ -73,12 +85,13 @@ def create_api(services: Services, *, clock: Callable[[], float] = time.monotoni
         dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.services = services
-    rate = services.api_rate_limit
-    app.state.rate_limit = TokenRateLimit(rate, clock=clock) if rate else None
+    app.state.rate_limit = TokenRateLimit(
+        services.api_rate_limit, recipients=services.api_recipient_limit, clock=clock
+    )
     errors.install(app)
     app.add_middleware(BodyLimit, limit=body_limit(services.max_message_size))
     app.add_middleware(CountRejections, metrics=services.metrics)
-    for module in (messages, channel_tests, channels, organization, events, webhooks):
+    for module in (submit, messages, channel_tests, channels, organization, events, webhooks):
         app.include_router(module.router)
     return app
 

@@ -3,6 +3,7 @@ to the token's rate limit."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -48,6 +49,24 @@ def get_caller(
 
 
 CallerDep = Annotated[User, Depends(get_caller)]
+RecipientLimit = Callable[[int], None]
+
+
+def get_recipient_limit(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    rate_limit: Annotated[TokenRateLimit | None, Depends(get_rate_limit)],
+) -> RecipientLimit:
+    """Counts the recipients a request submits against its token's recipient limit (thread-safe):
+    raises RateLimited (429) or RequestTooLarge (413). Declare it after the caller."""
+
+    def take(count: int) -> None:
+        if rate_limit is not None and credentials is not None:
+            rate_limit.take_recipients(credentials.credentials, count)
+
+    return take
+
+
+RecipientLimitDep = Annotated[RecipientLimit, Depends(get_recipient_limit)]
 
 
 def require_admin(user: User, what: str) -> None:

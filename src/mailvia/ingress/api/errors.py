@@ -23,12 +23,14 @@ from starlette.exceptions import HTTPException
 from mailvia.domain.errors import (
     Conflict,
     Forbidden,
+    InvalidCursor,
     InvalidInput,
     MailviaError,
     MessageTooLarge,
     NotFound,
     OutboundRefused,
     RateLimited,
+    RequestTooLarge,
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
@@ -42,6 +44,8 @@ RETRY_AFTER_SECONDS = "5"
 # The most specific class first: MessageTooLarge is an InvalidInput.
 STATUS_FOR: tuple[tuple[type[MailviaError], int], ...] = (
     (MessageTooLarge, 413),
+    (RequestTooLarge, 413),
+    (InvalidCursor, 400),
     (InvalidInput, 422),
     (Unauthenticated, 401),
     (Forbidden, 403),
@@ -180,14 +184,16 @@ def install(app: FastAPI) -> None:
 
 
 _DESCRIPTIONS = {
-    400: "The body is not valid JSON.",
+    400: "The body is not valid JSON, or the cursor is not one this list handed out to you.",
     401: "No API token, or an unknown or revoked one (`Authorization: Bearer <token>`).",
     403: "The caller may not do this.",
     404: "No such object in the caller's organization (or not one the caller may see).",
     409: "The request conflicts with what exists (e.g. an Idempotency-Key used for another body).",
-    413: "The request body or the message is over the size limit.",
+    413: "The request body or a message is over the size limit, or the request carries more "
+    "messages or recipients than one request may.",
     422: "The request is not valid (fields, addresses, header values).",
-    429: "The API token sent too many requests; retry after `Retry-After` seconds.",
+    429: "The API token sent too many requests, or too many recipients; retry after "
+    "`Retry-After` seconds.",
     503: "The outbox or the secrets cannot be reached right now; retry later.",
 }
 
@@ -195,7 +201,8 @@ _DESCRIPTIONS = {
 _HEADERS = {
     429: {
         "Retry-After": {
-            "description": "Seconds until the token may send a request again.",
+            "description": "Seconds until the token may send a request (or these recipients) "
+            "again.",
             "schema": {"type": "integer", "minimum": 1},
         }
     },

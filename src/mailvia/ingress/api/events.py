@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1", tags=["events"])
 @router.get(
     "/events",
     response_model=EventPage,
-    responses=problems(401, 422, 503),
+    responses=problems(400, 401, 422, 503),
     summary="Events after a cursor",
 )
 def list_events(

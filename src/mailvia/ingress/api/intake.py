@@ -26,10 +26,6 @@ from mailvia.outbox.submit import Submission, request_hash
 log = logging.getLogger("mailvia.api")
 
 _KEY = re.compile(r"^[!-~]{1,255}$")
-# Parsing a header is slow for huge fields (the standard library's parser is linear with a
-# large constant, folding worse): refuse raw messages with absurd header sections.
-MAX_RAW_HEADER_SECTION = 256 * 1024
-MAX_RAW_HEADER_FIELD = 64 * 1024
 _FIELD_MODE = ("from_", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "headers")
 
 
@@ -55,21 +51,6 @@ def canonical(body: BaseModel) -> bytes:
     """The body as canonical JSON: omitted fields and their defaults hash alike."""
     data = body.model_dump(mode="json", by_alias=True)
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def refusal(services: Services, user: User, from_address: str) -> Forbidden | None:
-    """Why the caller may not send From this address, or None: it must be one of their
-    identities and some channel must be able to send as it (what `submit` checks too)."""
-    try:
-        services.submitter.check_sender(user, from_address)
-    except Forbidden as exc:
-        return exc
-    if services.submitter.explain(user, from_address).channel is None:
-        return Forbidden(
-            f"no channel may send as {from_address}: connect a channel for it, "
-            "or ask the operator to configure the shared pool"
-        )
-    return None
 
 
 def composed(services: Services, user: User, body: MessageIn, now: float) -> Composed:
@@ -125,29 +106,15 @@ def _compose(body: MessageIn, now: float, max_size: int) -> Composed:
     if mixed:
         names = ", ".join("from" if n == "from_" else n for n in mixed)
         raise InvalidInput(f"raw: give the whole message or its fields, not both ({names})")
-    content = _decode(body.raw, max_size)
+    content = _decode(body.raw)
     envelope = None
     if body.envelope is not None:
         envelope = Envelope(body.envelope.mail_from, tuple(body.envelope.rcpt_to))
     return inspect_raw(content, envelope=envelope, max_size=max_size)
 
 
-def _decode(raw: str, max_size: int) -> bytes:
+def _decode(raw: str) -> bytes:
     try:
-        content = base64.b64decode(raw, validate=True)
+        return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("raw: not valid base64") from None
-    _check_header_section(content)
-    return content
-
-
-def _check_header_section(content: bytes) -> None:
-    end = re.search(rb"\r?\n\r?\n", content[: MAX_RAW_HEADER_SECTION + 4])
-    if end is None and len(content) > MAX_RAW_HEADER_SECTION:
-        raise InvalidInput(f"raw: the header section is over {MAX_RAW_HEADER_SECTION} bytes")
-    head = content[: end.start()] if end else content
-    field = 0
-    for line in re.split(rb"\r?\n", head):
-        field = field + len(line) if line[:1] in (b" ", b"\t") else len(line)
-        if field > MAX_RAW_HEADER_FIELD:
-            raise InvalidInput(f"raw: a header field is over {MAX_RAW_HEADER_FIELD} bytes")

@@ -1,11 +1,16 @@
-"""The request body limit: a body over it is refused with 413 before it is read when its
-Content-Length says so, and as soon as it passes the limit otherwise."""
+"""The request limits: the body limit (a body over it is refused with 413 before it is read
+when its Content-Length says so, and as soon as it passes the limit otherwise), and the
+OpenAPI description of what a submission may carry (the caps and the recipient limit are
+held in bodies.py and ratelimit.py)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailvia.domain.ratelimit import RequestCaps, RequestRate
 from mailvia.ingress.api.errors import problem, problem_response
 
 # Base64 makes a raw message 4/3 as large; JSON and the other fields need a little more.
@@ -62,3 +67,29 @@ def _declared_length(scope: Scope) -> int:
             except ValueError:
                 return 0
     return 0
+
+
+def document_limits(
+    schema: dict[str, Any], *, caps: RequestCaps, recipients: RequestRate | None
+) -> None:
+    """Write the limits this app holds submissions to into its OpenAPI document: what one
+    request may carry (413 over it) and the recipients a token may submit (429 over it)."""
+    limit = (
+        f"An API token may submit {recipients.count} recipients per "
+        f"{recipients.per_seconds:g} s (a burst of {recipients.count}, then a steady rate; "
+        "`MAILVIA_API_RECIPIENT_LIMIT`); recipients over it are refused with 429 and "
+        "`Retry-After`, before anything is checked."
+        if recipients is not None
+        else "API tokens have no recipient limit (`MAILVIA_API_RECIPIENT_LIMIT` is off)."
+    )
+    caps_text = (
+        f"A request carries at most {caps.messages} messages and {caps.recipients} "
+        "recipients (To, Cc and Bcc, or raw envelopes, of all its messages; "
+        "`MAILVIA_API_BATCH_MAX_MESSAGES`, `MAILVIA_API_REQUEST_MAX_RECIPIENTS`); over "
+        "either it is refused with 413 before any message is checked."
+    )
+    paths = schema.get("paths", {})
+    for path, texts in (("/v1/messages", (limit,)), ("/v1/messages/batch", (caps_text, limit))):
+        operation = paths.get(path, {}).get("post")
+        if operation is not None:
+            operation["description"] = "\n\n".join((operation.get("description", ""), *texts))

@@ -1,4 +1,4 @@
-"""Messages over HTTP: submit one or a batch, read, list, cancel; and explain a route.
+"""Messages over HTTP: read, list, cancel; and explain a route (submitting: submit.py).
 
 Members see and cancel their own messages; admins their organization's. Another
 organization's message is 404, like one that does not exist.
@@ -9,129 +9,31 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query
 
-from mailvia.domain.errors import MailviaError, NotFound
+from mailvia.domain.errors import NotFound
 from mailvia.domain.message import State
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
-from mailvia.ingress.api.errors import problem_for, problems
-from mailvia.ingress.api.intake import (
-    Idempotency,
-    canonical,
-    idempotency,
-    refusal,
-    submission,
-)
-from mailvia.ingress.api.params import ChannelFilter, Cursor, IdempotencyKey, Limit, Ref
-from mailvia.ingress.api.rejections import count_rejected
+from mailvia.ingress.api.errors import problems
+from mailvia.ingress.api.params import ChannelFilter, Cursor, Limit, Ref
 from mailvia.ingress.api.schemas import (
-    BatchIn,
-    BatchOut,
-    MessageIn,
     MessageOut,
     MessagePage,
-    Receipt,
     RouteOut,
 )
-from mailvia.ingress.views import message_view, receipt_view, route_view
-from mailvia.outbox.compose import check_address
+from mailvia.ingress.views import message_view, route_view
+from mailvia.outbox.addresses import check_address
 from mailvia.outbox.ports import MessageFilter, MessageView
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Submission
 
 router = APIRouter(prefix="/v1", tags=["messages"])
-
-_REPLAYED: dict[int | str, dict[str, Any]] = {
-    200: {"model": Receipt, "description": "An Idempotency-Key replay: the earlier message."}
-}
-
-
-@router.post(
-    "/messages",
-    status_code=202,
-    response_model=Receipt,
-    responses=_REPLAYED | problems(400, 401, 403, 409, 413, 422, 503),
-    summary="Submit a message",
-)
-def submit_message(
-    body: MessageIn,
-    response: Response,
-    services: ServicesDep,
-    user: CallerDep,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
-    """Validate, route and commit one message: 202 once it is in the outbox (200 when an
-    Idempotency-Key replays an earlier one)."""
-    now = time.time()
-    key = idempotency(idempotency_key, user, "message", canonical(body))
-    receipt = services.submitter.submit(
-        user, [submission(services, user, body, now, key)], now=now
-    )[0]
-    if not receipt.created:
-        response.status_code = 200
-    return receipt_view(receipt)
-
-
-@router.post(
-    "/messages/batch",
-    response_model=BatchOut,
-    responses=problems(400, 401, 409, 413, 422, 503),
-    summary="Submit up to 1,000 messages",
-)
-def submit_batch(
-    body: BatchIn,
-    services: ServicesDep,
-    user: CallerDep,
-    idempotency_key: IdempotencyKey = None,
-) -> dict[str, Any]:
-    """One result per message, in order: a receipt, or the problem that kept it out (the
-    others are committed together). A body that does not fit the schema fails as a whole."""
-    now = time.time()
-    key = idempotency(idempotency_key, user, "batch", canonical(body))
-    items: list[Submission | MailviaError] = []
-    for index, message in enumerate(body.messages):
-        item_key = Idempotency(f"{key.key}#{index}", key.digest) if key else None
-        try:
-            items.append(submission(services, user, message, now, item_key))
-        except MailviaError as exc:
-            items.append(exc)
-    _refuse_senders(services, user, items)
-    count_rejected(services.metrics, (item for item in items if isinstance(item, MailviaError)))
-    accepted = [item for item in items if isinstance(item, Submission)]
-    receipts = iter(services.submitter.submit(user, accepted, now=now) if accepted else [])
-    data: list[dict[str, Any]] = []
-    for item in items:
-        if isinstance(item, Submission):
-            receipt = next(receipts)
-            data.append(
-                {"status": 202 if receipt.created else 200, "receipt": receipt_view(receipt)}
-            )
-        else:
-            problem = problem_for(item)
-            data.append({"status": problem.status, "problem": problem})
-    return {"data": data}
-
-
-def _refuse_senders(services: Services, user: User, items: list[Submission | MailviaError]) -> None:
-    """Replace each submission whose From the caller may not use by its Forbidden (one check
-    per distinct From)."""
-    verdicts: dict[str, MailviaError | None] = {}
-    for index, item in enumerate(items):
-        if not isinstance(item, Submission):
-            continue
-        from_address = item.composed.from_address
-        if from_address.lower() not in verdicts:
-            verdicts[from_address.lower()] = refusal(services, user, from_address)
-        refused = verdicts[from_address.lower()]
-        if refused is not None:
-            items[index] = refused
 
 
 @router.get(
     "/messages",
     response_model=MessagePage,
-    responses=problems(401, 422, 503),
+    responses=problems(400, 401, 422, 503),
     summary="List messages, newest first",
 )
 def list_messages(

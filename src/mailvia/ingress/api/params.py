@@ -21,8 +21,9 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         pattern=r"^[!-~]{1,255}$",
-        description="Retry safely: the same key with the same body returns the same message "
-        "for 24 hours; with another body, 409.",
+        description="Retry safely: a key is kept per user for 24 hours; the same key with "
+        "the same body returns the same message, with another body 409. Another user's key "
+        "of the same name is a different key.",
     ),
 ]
 

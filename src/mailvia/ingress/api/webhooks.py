@@ -92,7 +92,7 @@ def remove_webhook(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
 @router.get(
     "/webhooks/{id}/deliveries",
     response_model=WebhookAttemptPage,
-    responses=problems(401, 403, 404, 422, 503),
+    responses=problems(400, 401, 403, 404, 422, 503),
     summary="Each attempt to deliver an event to the webhook, newest first (admins)",
 )
 def list_deliveries(

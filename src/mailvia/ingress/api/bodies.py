@@ -1,0 +1,229 @@
+"""Message bodies of the API, read off the event loop and held to the request's caps.
+
+FastAPI would parse and validate a body on the event loop before the token is even checked;
+the submit routes take the bytes instead (after the token and its rate limit) and hand them
+here, in a worker thread. A batch is read one message at a time and counted as it goes
+(messages, then the recipients each one names), so a request over a cap is refused after at
+most one message past it, never after reading and validating all of it.
+
+Errors are FastAPI's: RequestValidationError (a 422 with the fields at fault; a 400 when the
+JSON cannot be read), and RequestTooLarge (413) over a cap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+from mailvia.domain.errors import InvalidInput
+from mailvia.domain.ratelimit import RequestCaps
+from mailvia.ingress.api.schemas import BatchIn, MessageIn
+from mailvia.outbox.compose import header_recipient_count
+
+_BLANKS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+_JSON = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.I)
+
+
+async def read_body(request: Request) -> bytes:
+    """The request's body (held to the body limit by the BodyLimit middleware). Raises
+    InvalidInput when it is declared as something other than JSON."""
+    declared = request.headers.get("content-type")
+    if declared is not None and not _JSON.match(declared):
+        raise InvalidInput("the body must be JSON (Content-Type: application/json)")
+    return await request.body()
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of a route that reads `model` itself (`openapi_extra`)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def message_body(raw: bytes) -> MessageIn:
+    """One message. Raises RequestValidationError."""
+    try:
+        return MessageIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _invalid(exc.errors(), ("body",)) from None
+
+
+def recipients_of(message: MessageIn) -> int:
+    """How many recipients a valid message names: To, Cc and Bcc, or its raw envelope's (a
+    raw message without one: its header fields' addresses, read without checking them)."""
+    if message.raw is None:
+        return len(message.to) + len(message.cc) + len(message.bcc)
+    if message.envelope is not None:
+        return len(message.envelope.rcpt_to)
+    try:
+        return header_recipient_count(base64.b64decode(message.raw, validate=True))
+    except (InvalidInput, binascii.Error, ValueError):
+        return 1  # refused later, with its own error
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch read and validated, and the recipients its messages name in all."""
+
+    body: BatchIn
+    recipients: int
+
+
+def batch_body(raw: bytes, caps: RequestCaps) -> Batch:
+    """A batch, read one message at a time and counted against `caps` as it goes. Raises
+    RequestTooLarge over a cap, RequestValidationError."""
+    counted = _Counted(caps)
+    try:
+        fields = _Json(raw).batch(counted.message)
+    except json.JSONDecodeError as exc:
+        error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}
+        raise RequestValidationError([{**error, "input": {}, "ctx": {"error": exc.msg}}]) from None
+    if counted.errors:
+        raise RequestValidationError(counted.errors)
+    try:
+        return Batch(BatchIn.model_validate(fields), counted.recipients)
+    except ValidationError as exc:
+        raise _invalid(exc.errors(), ("body",)) from None
+
+
+class _Counted:
+    """Validates each message of a batch as it is read, after counting it against the caps
+    (before its validation, from the lists it gives; after, from a raw message's headers)."""
+
+    def __init__(self, caps: RequestCaps) -> None:
+        self.caps = caps
+        self.messages = 0
+        self.recipients = 0
+        self.errors: list[dict[str, Any]] = []
+
+    def message(self, index: int, value: Any) -> Any:
+        self.messages += 1
+        self.recipients += _listed(value)
+        self.caps.check(messages=self.messages, recipients=self.recipients)
+        try:
+            message = MessageIn.model_validate(value)
+        except ValidationError as exc:
+            self.errors += _invalid(exc.errors(), ("body", "messages", index)).errors()
+            return value
+        if message.raw is not None and message.envelope is None:
+            self.recipients += recipients_of(message)
+            self.caps.check(messages=self.messages, recipients=self.recipients)
+        return message
+
+
+def _listed(value: Any) -> int:
+    """The recipients a message's JSON lists (to, cc, bcc, envelope.rcpt_to), unchecked."""
+    if not isinstance(value, dict):
+        return 0
+    lists = [value.get(name) for name in ("to", "cc", "bcc")]
+    envelope = value.get("envelope")
+    if isinstance(envelope, dict):
+        lists.append(envelope.get("rcpt_to"))
+    return sum(len(found) for found in lists if isinstance(found, list))
+
+
+def _invalid(errors: Any, prefix: tuple[Any, ...]) -> RequestValidationError:
+    return RequestValidationError(
+        [{**error, "loc": (*prefix, *error.get("loc", ()))} for error in errors]
+    )
+
+
+class _Json:
+    """A JSON text read piece by piece (the standard library's decoder for each value)."""
+
+    def __init__(self, raw: bytes) -> None:
+        try:
+            self.text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise json.JSONDecodeError("not UTF-8", "", exc.start) from None
+        self.at = 0
+
+    def batch(self, message: Callable[[int, Any], Any]) -> Any:
+        """The top-level value; the `messages` array of an object is read one element at a
+        time through `message(index, value)`, which returns what to keep."""
+        if not self._take("{"):
+            return self._value_to_end()
+        found: dict[str, Any] = {}
+        if not self._take("}"):
+            for key in self._keys():
+                if key == "messages" and self._peek("["):
+                    if key in found:
+                        raise RequestValidationError(
+                            [_error(("body", "messages"), "messages: given twice")]
+                        )
+                    found[key] = list(self._elements(message))
+                else:
+                    found[key] = self._value()
+        self._end()
+        return found
+
+    def _keys(self) -> Iterator[str]:
+        while True:
+            self._skip()
+            if not self._peek('"'):
+                raise json.JSONDecodeError("Expecting property name", self.text, self.at)
+            key, self.at = json.decoder.scanstring(self.text, self.at + 1)  # type: ignore[attr-defined]
+            self._expect(":")
+            yield key
+            if self._take("}"):
+                return
+            self._expect(",")
+
+    def _elements(self, message: Callable[[int, Any], Any]) -> Iterator[Any]:
+        self._expect("[")
+        if self._take("]"):
+            return
+        index = 0
+        while True:
+            yield message(index, self._value())
+            index += 1
+            if self._take("]"):
+                return
+            self._expect(",")
+
+    def _value(self) -> Any:
+        self._skip()
+        value, self.at = _DECODER.raw_decode(self.text, self.at)
+        return value
+
+    def _value_to_end(self) -> Any:
+        value = self._value()
+        self._end()
+        return value
+
+    def _end(self) -> None:
+        self._skip()
+        if self.at != len(self.text):
+            raise json.JSONDecodeError("Extra data", self.text, self.at)
+
+    def _skip(self) -> None:
+        found = _BLANKS.match(self.text, self.at)
+        assert found is not None  # matches the empty string
+        self.at = found.end()
+
+    def _peek(self, char: str) -> bool:
+        self._skip()
+        return self.text.startswith(char, self.at)
+
+    def _take(self, char: str) -> bool:
+        if self._peek(char):
+            self.at += 1
+            return True
+        return False
+
+    def _expect(self, char: str) -> None:
+        if not self._take(char):
+            raise json.JSONDecodeError(f"Expecting {char!r}", self.text, self.at)
+
+
+def _error(loc: tuple[Any, ...], message: str) -> dict[str, Any]:
+    return {"type": "value_error", "loc": loc, "msg": message, "input": None}

@@ -1,0 +1,132 @@
+"""Submitting over HTTP: one message, or a batch with one result per message.
+
+Each request is held to its caps and its token's recipient limit before the work of
+checking its messages, and all of that work (reading the JSON, validating it, composing,
+checking addresses, committing, writing the answer) runs in a worker thread, so that other
+callers keep their latency.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from mailvia.domain.errors import MailviaError
+from mailvia.domain.tenancy import User
+from mailvia.ingress.api.auth import CallerDep, RecipientLimit, RecipientLimitDep, ServicesDep
+from mailvia.ingress.api.bodies import (
+    batch_body,
+    json_body,
+    message_body,
+    read_body,
+    recipients_of,
+)
+from mailvia.ingress.api.errors import problem_for, problems
+from mailvia.ingress.api.intake import Idempotency, canonical, idempotency, submission
+from mailvia.ingress.api.params import IdempotencyKey
+from mailvia.ingress.api.rejections import count_rejected
+from mailvia.ingress.api.schemas import BatchIn, BatchOut, MessageIn
+from mailvia.ingress.api.schemas import Receipt as ReceiptOut
+from mailvia.ingress.views import receipt_view
+from mailvia.outbox.services import Services
+from mailvia.outbox.submit import Receipt, Submission
+
+router = APIRouter(prefix="/v1", tags=["messages"])
+
+_REPLAYED: dict[int | str, dict[str, Any]] = {
+    200: {"model": ReceiptOut, "description": "An Idempotency-Key replay: the earlier message."}
+}
+
+
+@router.post(
+    "/messages",
+    status_code=202,
+    response_model=ReceiptOut,
+    responses=_REPLAYED | problems(400, 401, 403, 409, 413, 422, 503),
+    summary="Submit a message",
+    openapi_extra=json_body(MessageIn),
+)
+async def submit_message(
+    request: Request,
+    services: ServicesDep,
+    user: CallerDep,
+    recipients: RecipientLimitDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Validate, route and commit one message: 202 once it is in the outbox (200 when an
+    Idempotency-Key replays an earlier one). Its recipients count against the token's
+    recipient limit."""
+    raw = await read_body(request)
+    return await run_in_threadpool(_one, services, user, recipients, raw, idempotency_key)
+
+
+def _one(
+    services: Services, user: User, take: RecipientLimit, raw: bytes, key_header: str | None
+) -> JSONResponse:
+    body = message_body(raw)
+    take(recipients_of(body))
+    now = time.time()
+    key = idempotency(key_header, user, "message", canonical(body))
+    receipt = services.submitter.submit(
+        user, [submission(services, user, body, now, key)], now=now
+    )[0]
+    answer = ReceiptOut.model_validate(receipt_view(receipt)).model_dump(mode="json")
+    return JSONResponse(answer, status_code=202 if receipt.created else 200)
+
+
+@router.post(
+    "/messages/batch",
+    response_model=BatchOut,
+    responses=problems(400, 401, 409, 413, 422, 503),
+    summary="Submit a batch of messages",
+    openapi_extra=json_body(BatchIn),
+)
+async def submit_batch(
+    request: Request,
+    services: ServicesDep,
+    user: CallerDep,
+    recipients: RecipientLimitDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """One result per message, in order: a receipt, or the problem that kept it out (the
+    others are committed together). A body that does not fit the schema fails as a whole;
+    one over the request's caps is 413, and one whose recipients do not fit the token's
+    recipient limit 429, before any of its messages is checked."""
+    raw = await read_body(request)
+    return await run_in_threadpool(_batch, services, user, recipients, raw, idempotency_key)
+
+
+def _batch(
+    services: Services, user: User, take: RecipientLimit, raw: bytes, key_header: str | None
+) -> JSONResponse:
+    batch = batch_body(raw, services.api_caps)
+    take(batch.recipients)
+    now = time.time()
+    key = idempotency(key_header, user, "batch", canonical(batch.body))
+    items: list[Submission | MailviaError] = []
+    for index, message in enumerate(batch.body.messages):
+        item_key = Idempotency(f"{key.key}#{index}", key.digest) if key else None
+        try:
+            items.append(submission(services, user, message, now, item_key))
+        except MailviaError as exc:
+            items.append(exc)
+    accepted = [(user, item) for item in items if isinstance(item, Submission)]
+    outcomes = iter(services.submitter.submit_each(accepted, now=now) if accepted else [])
+    results = [next(outcomes) if isinstance(item, Submission) else item for item in items]
+    count_rejected(services.metrics, (r for r in results if isinstance(r, MailviaError)))
+    answer = BatchOut.model_validate({"data": [_result(result) for result in results]})
+    return JSONResponse(answer.model_dump(mode="json"))
+
+
+def _result(result: Receipt | Exception) -> dict[str, Any]:
+    """One message's entry in a batch's answer: its receipt or the problem that kept it out."""
+    if isinstance(result, Receipt):
+        return {"status": 202 if result.created else 200, "receipt": receipt_view(result)}
+    if not isinstance(result, MailviaError):
+        raise result  # a fault, not a refusal: the whole request fails (500, logged)
+    problem = problem_for(result)
+    return {"status": problem.status, "problem": problem}

@@ -1,0 +1,98 @@
+"""Migrations on a database that holds mail, on SQLite and PostgreSQL: 0004 keeps idempotency
+keys per user (not per organization) and keeps every row, recipients included (on SQLite the
+messages table is rebuilt under its recipients' foreign keys)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from mailvia.domain.errors import Conflict
+from mailvia.domain.message import Envelope, State
+from mailvia.outbox.ports import NewMessage
+from mailvia.store import migrate, open_store
+from mailvia.store.engine import create_engine
+
+T0 = 1_700_000_000.0
+
+
+def seed_0003(url: str) -> None:
+    """acme with two users; a keyed message of one of them, with its two recipients."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO organizations (id, name, fallback, created_at) "
+            f"VALUES ('org_1', 'acme', 'hold', {T0})"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO teams (id, organization_id, name, created_at) "
+            f"VALUES ('team_1', 'org_1', 'sales', {T0})"
+        )
+        for user in ("usr_1", "usr_2"):
+            conn.exec_driver_sql(
+                "INSERT INTO users (id, organization_id, team_id, email, role, "
+                "must_change_password, created_at) "
+                f"VALUES ('{user}', 'org_1', 'team_1', '{user}@acme.test', 'member', false, {T0})"
+            )
+        conn.exec_driver_sql(
+            "INSERT INTO messages (id, organization_id, user_id, channel_id, mail_from, content, "
+            "size, state, created_at, expires_at, failures, possible_duplicate, "
+            "idempotency_key, request_hash) VALUES ('msg_1', 'org_1', 'usr_1', 'ch_a', "
+            f"'usr_1@acme.test', 'hi', 2, 'queued', {T0}, {T0 + 86400}, 0, false, 'k', 'h1')"
+        )
+        seq = conn.exec_driver_sql("SELECT seq FROM messages").scalar_one()
+        for position in (0, 1):
+            conn.exec_driver_sql(
+                "INSERT INTO recipients (message_seq, position, address, state, updated_at) "
+                f"VALUES ({seq}, {position}, 'r{position}@example.test', 'queued', {T0})"
+            )
+    engine.dispose()
+
+
+def keyed(msg_id: str, user: str, digest: str) -> NewMessage:
+    return NewMessage(
+        id=msg_id,
+        organization_id="org_1",
+        user_id=user,
+        channel_id="ch_a",
+        envelope=Envelope(f"{user}@acme.test", ("bob@example.test",)),
+        content=b"Subject: hi\r\n\r\nhello\r\n",
+        state=State.QUEUED,
+        created_at=T0 + 60,
+        expires_at=T0 + 86400,
+        idempotency_key="k",
+        request_hash=digest,
+    )
+
+
+def test_0007_keeps_the_mail_and_makes_keys_per_user(store_url: str) -> None:
+    migrate(store_url, revision="0006")
+    seed_0003(store_url)
+    migrate(store_url)  # 0006 -> 0007 (head)
+    store = open_store(store_url)
+    try:
+        view = store.get_message("msg_1")
+        assert view.envelope.rcpt_to == ("r0@example.test", "r1@example.test")
+        assert store.add_messages([keyed("msg_2", "usr_2", "h2")]) == [("msg_2", True)]
+        assert store.add_messages([keyed("msg_3", "usr_1", "h1")]) == [("msg_1", False)]
+        with pytest.raises(Conflict):
+            store.add_messages([keyed("msg_4", "usr_1", "other")])
+    finally:
+        store.close()
+
+
+def test_0007_goes_back_to_keys_per_organization(store_url: str) -> None:
+    """Going back, keys two users of one organization share are forgotten (not refused)."""
+    migrate(store_url)
+    seed_0003(store_url)
+    store = open_store(store_url)
+    store.add_messages([keyed("msg_2", "usr_2", "h2")])
+    store.close()
+    migrate(store_url, revision="0006", downgrade=True)
+    engine = sa.create_engine(store_url)
+    with engine.connect() as conn:
+        keys = conn.exec_driver_sql("SELECT id, idempotency_key FROM messages ORDER BY id").all()
+        recipients = conn.exec_driver_sql("SELECT count(*) FROM recipients").scalar_one()
+    engine.dispose()
+    assert [tuple(row) for row in keys] == [("msg_1", None), ("msg_2", None)]
+    assert recipients == 3
