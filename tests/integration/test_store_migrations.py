@@ -1,4 +1,4 @@
-"""Migrations on a database that holds mail, on SQLite and PostgreSQL: 0004 keeps idempotency
+"""Migrations on a database that holds mail, on SQLite and PostgreSQL: 0007 keeps idempotency
 keys per user (not per organization) and keeps every row, recipients included (on SQLite the
 messages table is rebuilt under its recipients' foreign keys)."""
 
