@@ -17,12 +17,17 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
+from mailvia.domain.channel import Auth, Channel, Kind, Owner, Provider, Scope, Security
 from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
+from mailvia.domain.oauth import AppSource, OAuthApp
 from mailvia.keyring import open_vault, rotate
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
 from mailvia.outbox.notices import Notices
+from mailvia.outbox.oauth.apps import OAuthApps
+from mailvia.outbox.oauth.connect import OAuthConnect
+from mailvia.outbox.oauth.credentials import TokenSource
+from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.ports import Credentials
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
@@ -36,6 +41,7 @@ from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
 from mailvia.store import SqlStore, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
+from mailvia.transport.oauth_client import Endpoints, OAuthClient
 from mailvia.transport.probe import SmtpProber
 from mailvia.transport.webhooks import HttpWebhookSender, url_checker
 
@@ -146,13 +152,37 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     channels = Channels(
         store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
     )
+    worker = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+    apps = OAuthApps(store, vault, operator=operator_apps(settings))
+    client = OAuthClient(endpoints(settings))
+    # The lease owner: unique per build, so two builds on one database never share a lease.
+    tokens = TokenSource(store, vault, apps, client, owner=f"{worker}/{os.urandom(4).hex()}")
 
     async def credentials(
         channel: Channel, *, rejected: Credentials | None = None
     ) -> Credentials | None:
         if channel.kind is Kind.POOL:
             return relay.credentials if relay else None
+        if channel.oauth is not None:
+            return await tokens(channel, rejected=rejected)
         return channels.credentials(channel)
+
+    async def forget(channel_id: str) -> None:
+        tokens.forget(channel_id)
+        await transport.forget(channel_id)
+
+    mailboxes = OAuthMailboxes(store, vault, channels, apps, client, forget=forget)
+    connect = OAuthConnect(
+        store,
+        apps,
+        client,
+        vault,
+        mailboxes,
+        channels,
+        public_url=lambda: (
+            settings.public_url or services.http_url or f"http://{settings.http_listen}"
+        ),
+    )
 
     notices = Notices(store, pool=lambda: pool, notice_from=settings.notice_from or "")
     dispatcher = Dispatcher(
@@ -162,7 +192,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         notify_disconnected=notices.channel_disconnected,
         metrics=metrics,
         options=DispatchOptions(
-            worker=settings.worker_id or f"{socket.gethostname()}:{os.getpid()}",
+            worker=worker,
             lease_seconds=settings.lease_seconds,
             batch=settings.claim_batch,
         ),
@@ -191,9 +221,47 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         metrics=metrics,
         metrics_token=settings.metrics_token,
         api_rate_limit=settings.api_rate_limit,
+        oauth_apps=apps,
+        oauth=connect,
+        mailboxes=mailboxes,
     )
     services.asgi = lambda: asgi_app(services, settings)
     return services
+
+
+def operator_apps(settings: Settings) -> dict[Provider, OAuthApp]:
+    """The operator-wide OAuth apps (MAILVIA_OAUTH_*_CLIENT_ID), for organizations without
+    their own."""
+    found: dict[Provider, OAuthApp] = {}
+    if settings.oauth_google_client_id:
+        found[Provider.GOOGLE] = OAuthApp(
+            Provider.GOOGLE,
+            settings.oauth_google_client_id,
+            settings.oauth_google_client_secret,
+            source=AppSource.OPERATOR,
+        )
+    if settings.oauth_microsoft_client_id:
+        found[Provider.MICROSOFT] = OAuthApp(
+            Provider.MICROSOFT,
+            settings.oauth_microsoft_client_id,
+            settings.oauth_microsoft_client_secret,
+            settings.oauth_microsoft_tenant or "organizations",
+            source=AppSource.OPERATOR,
+        )
+    return found
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    return Endpoints(
+        google_authorize=settings.oauth_google_authorize_url,
+        google_token=settings.oauth_google_token_url,
+        google_revoke=settings.oauth_google_revoke_url,
+        google_userinfo=settings.oauth_google_userinfo_url,
+        google_jwks=settings.oauth_google_jwks_url,
+        microsoft_authorize=settings.oauth_microsoft_authorize_url,
+        microsoft_token=settings.oauth_microsoft_token_url,
+        microsoft_jwks=settings.oauth_microsoft_jwks_url,
+    )
 
 
 def prometheus(store: SqlStore) -> Metrics:

@@ -15,6 +15,9 @@
      ├── SecretsUnavailable    the master key is missing or wrong: fail closed
      ├── CredentialsFailed     a channel's credentials could not be had (an OAuth grant
      │                         revoked, the token endpoint down): carries the reply to settle
+     ├── GrantRefused          an OAuth provider refused a grant or a token request
+     │                         (invalid_grant, access_denied, a bad ID token): carries `error`
+     ├── ProviderUnavailable   an OAuth provider could not be reached or answered 5xx
      └── StoreUnavailable      the database cannot be reached (503, SMTP 451)
 
 Each ingress maps these in one place: HTTP status, SMTP reply, CLI exit code.
@@ -89,6 +92,19 @@ class CredentialsFailed(MailviaError):
     def __init__(self, reply: Reply) -> None:
         super().__init__(str(reply))
         self.reply = reply
+
+
+class GrantRefused(MailviaError):
+    """An OAuth provider refused: `error` is its code (`invalid_grant`, `access_denied`, ...)
+    or mailvia's own (`id_token`) when what came back cannot be trusted."""
+
+    def __init__(self, message: str, *, error: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class ProviderUnavailable(MailviaError):
+    """An OAuth provider's endpoint could not be reached, timed out or answered 5xx."""
 
 
 class StoreUnavailable(MailviaError):

@@ -19,10 +19,12 @@ import click
 from mailvia.domain.errors import (
     Conflict,
     Forbidden,
+    GrantRefused,
     InvalidInput,
     MailviaError,
     NotFound,
     OutboundRefused,
+    ProviderUnavailable,
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
@@ -41,6 +43,8 @@ EXIT_CODES: tuple[tuple[type[MailviaError], int], ...] = (
     (Conflict, 4),
     (Unauthenticated, 4),
     (OutboundRefused, 4),
+    (GrantRefused, 4),
+    (ProviderUnavailable, 5),
     (StoreUnavailable, 5),
     (SecretsUnavailable, 5),
 )

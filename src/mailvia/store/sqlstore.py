@@ -7,6 +7,7 @@ from mailvia.store.budgets import BudgetStore
 from mailvia.store.channels import ChannelStore
 from mailvia.store.engine import Database
 from mailvia.store.events import EventStore
+from mailvia.store.oauth import OAuthStore
 from mailvia.store.outbox import OutboxStore
 from mailvia.store.settle import SettleStore
 from mailvia.store.tenancy import TenancyStore
@@ -23,6 +24,7 @@ class SqlStore(
     EventStore,
     BudgetStore,
     WebhookStore,
+    OAuthStore,
 ):
     """The outbox and everything it refers to. Every public method is one transaction and
     raises domain errors only (NotFound, Conflict, InvalidInput, StoreUnavailable)."""
