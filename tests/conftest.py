@@ -9,6 +9,7 @@ from collections.abc import Generator
 import pytest
 
 from support.databases import pg_url, store_url  # noqa: F401
+from support.fake_providers import fake_providers, fake_providers_smtp  # noqa: F401
 
 IN_CI = os.environ.get("MAILVIA_CI") == "1"
 

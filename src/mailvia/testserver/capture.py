@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,18 @@ class Capture:
         with self._lock:
             return len(self._received)
 
-    def store(self, content: bytes, mail_from: str, rcpt_to: list[str]) -> str:
-        """Write `content` into the maildir and log it; returns the new file's unique name."""
+    def store(
+        self,
+        content: bytes,
+        mail_from: str,
+        rcpt_to: list[str],
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Write `content` into the maildir and log it; returns the new file's unique name.
+
+        `extra` adds fields to the log entry (the fake providers' `via` and `account`).
+        """
         unique = f"{time.time_ns()}.P{os.getpid()}Q{next(self._serial)}.{self._host}"
         tmp = self.maildir / "tmp" / unique
         final = self.maildir / "new" / unique
@@ -87,6 +98,7 @@ class Capture:
             "rcpt_to": list(rcpt_to),
             "sha256": hashlib.sha256(content).hexdigest(),
             "file": str(final),
+            **(extra or {}),
         }
         self._append(self.received_log, entry)
         with self._lock:

@@ -1,5 +1,7 @@
-"""Fault specs of the test SMTP server: parsing `STAGE[*N]=ACTION`, counting, recipient faults.
+"""Fault specs of the test server: parsing `STAGE[*N]=ACTION`, counting, recipient faults.
 
+SMTP stages (`STAGES`) take SMTP actions; the fake providers' HTTP stages (`HTTP_STAGES`) take
+`HttpFault`, `Stall` or `Drop`. One faults file may mix both: each side takes only its stages.
 Pure values and counters; no I/O except `FaultsFile`, which reads its file when asked.
 """
 
@@ -24,12 +26,27 @@ STAGES: tuple[str, ...] = (
     "data",
     "data-end",
 )
+# The fake providers' stages (`testserver/fake/`): `refresh` is the token endpoint's
+# refresh_token grant, `token` its authorization_code grant.
+HTTP_STAGES: tuple[str, ...] = (
+    "authorize",
+    "token",
+    "refresh",
+    "userinfo",
+    "gmail_send",
+    "graph_send",
+    "revoke",
+)
 # A positive reply makes sense only where the server would otherwise send its own 2xx text.
 _POSITIVE_OK = frozenset({"greeting", "data-end"})
 
-_SPEC = re.compile(r"^\s*(?P<stage>[a-z-]+)\s*(?:\*\s*(?P<count>\d+))?\s*=\s*(?P<action>.*?)\s*$")
+_SPEC = re.compile(r"^\s*(?P<stage>[a-z_-]+)\s*(?:\*\s*(?P<count>\d+))?\s*=\s*(?P<action>.*?)\s*$")
 _REPLY = re.compile(r"^(?P<code>[2-5]\d\d)(?: (?P<rest>.*))?$")
 _STALL = re.compile(r"^stall(?::(?P<seconds>\d+(?:\.\d*)?|\.\d+))?$")
+_HTTP = re.compile(
+    r"^(?:(?P<status>[45]\d\d)\b\s*)?(?P<reason>[A-Za-z_][A-Za-z0-9_.]*)?\s*"
+    r"(?:retry-after=(?P<retry>\d+))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,20 @@ class NoReply:
     """Read the command, never answer, close when the client closes."""
 
 
-Action = Reply | Drop | Stall | NoReply
+@dataclass(frozen=True)
+class HttpFault:
+    """Answer with the provider's own error body for `status` and/or `reason` (at least one).
+
+    `403 rateLimitExceeded`, `429 retry-after=5`, `invalid_grant` (the provider's status for it).
+    `retry_after` adds a `Retry-After: N` header.
+    """
+
+    status: int | None = None
+    reason: str | None = None
+    retry_after: int | None = None
+
+
+Action = Reply | Drop | Stall | NoReply | HttpFault
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,8 @@ class FaultRule:
 def parse_action(stage: str, text: str) -> Action:
     """Parse the ACTION part of a spec for `stage`. Raises ValueError when it is not valid."""
     text = _unquote(text.strip())
+    if stage in HTTP_STAGES:
+        return parse_http_action(text)
     if text == "drop":
         return Drop()
     if text == "noreply":
@@ -94,14 +126,40 @@ def parse_action(stage: str, text: str) -> Action:
     return Reply(code, text)
 
 
+def parse_http_action(text: str) -> Action:
+    """Parse the ACTION of an HTTP stage: `CODE [REASON] [retry-after=N]`, `REASON`, `drop`,
+    `stall`, `stall:SECONDS`. Raises ValueError when it is not valid."""
+    if text == "drop":
+        return Drop()
+    if text == "noreply":
+        raise ValueError("bad fault action 'noreply': HTTP stages take stall instead")
+    stall = _STALL.match(text)
+    if stall is not None:
+        seconds = stall.group("seconds")
+        return Stall(float(seconds) if seconds is not None else None)
+    match = _HTTP.match(text)
+    if match is None or not (match.group("status") or match.group("reason")):
+        raise ValueError(
+            f"bad fault action {text!r}: expected 'CODE [REASON] [retry-after=N]', REASON, "
+            "drop, stall or stall:SECONDS"
+        )
+    status, retry = match.group("status"), match.group("retry")
+    return HttpFault(
+        status=int(status) if status else None,
+        reason=match.group("reason"),
+        retry_after=int(retry) if retry is not None else None,
+    )
+
+
 def parse_fault(spec: str) -> FaultRule:
     """Parse `STAGE[*N]=ACTION`. Raises ValueError with the reason when it is not valid."""
     match = _SPEC.match(spec)
     if match is None:
         raise ValueError(f"bad fault {spec!r}: expected STAGE=ACTION or STAGE*N=ACTION")
     stage = match.group("stage")
-    if stage not in STAGES:
-        raise ValueError(f"bad fault {spec!r}: unknown stage {stage!r} ({', '.join(STAGES)})")
+    if stage not in STAGES and stage not in HTTP_STAGES:
+        known = ", ".join(STAGES + HTTP_STAGES)
+        raise ValueError(f"bad fault {spec!r}: unknown stage {stage!r} ({known})")
     count = match.group("count")
     limit = int(count) if count is not None else None
     if limit is not None and limit < 1:

@@ -6,6 +6,7 @@ Side effects: replies on the socket, closes it on `drop`, stores accepted messag
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hmac
@@ -16,6 +17,7 @@ from typing import Any, NoReturn
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from mailvia.testserver import xoauth2
 from mailvia.testserver.capture import Capture, SessionRecord
 from mailvia.testserver.faults import (
     RECIPIENT_REPLIES,
@@ -28,7 +30,10 @@ from mailvia.testserver.faults import (
     Reply,
     Stall,
 )
+from mailvia.testserver.xoauth2 import Xoauth2Check
 
+# RFC 4954 section 4: an AUTH line (an XOAUTH2 token is a long JWT) may be 12288 octets.
+AUTH_LINE_LIMIT = 12288
 HOSTNAME = "localhost"
 IDENT = "mailvia testserver"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
@@ -45,9 +50,22 @@ class ServerState:
     faults_file: FaultsFile | None
     users: dict[str, str] | None
     implicit_tls: bool
+    xoauth2: Xoauth2Check | None = None
     recipients: RecipientCounter = field(default_factory=RecipientCounter)
     live: set[FaultySMTP] = field(default_factory=set)
     pending: set[asyncio.Future[str]] = field(default_factory=set)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when AUTH is offered (and then required before MAIL)."""
+        return self.users is not None or self.xoauth2 is not None
+
+    def auth_excluded(self) -> list[str]:
+        """The mechanisms not to offer: XOAUTH2 without a check, PLAIN/LOGIN beside XOAUTH2
+        without users. (With no AUTH at all, `handle_AUTH` answers 502 to every mechanism.)"""
+        if self.xoauth2 is None:
+            return ["XOAUTH2"]
+        return [] if self.users is not None else ["PLAIN", "LOGIN"]
 
     def connection_book(self) -> FaultBook | None:
         """The faults file's rules for a new connection (re-read now), if there is a file."""
@@ -77,6 +95,10 @@ class QuietSession(Session):  # type: ignore[misc]
 class FaultySMTP(SMTP):  # type: ignore[misc]
     """aiosmtpd's SMTP protocol plus fault injection, a command log and our own AUTH rules."""
 
+    # aiosmtpd sizes its line reader by this at construction; DATA lines are still held to
+    # RFC 5321's 1001 (restored on the instance below, which DATA checks each line against).
+    line_length_limit = AUTH_LINE_LIMIT + 2
+
     def __init__(self, state: ServerState, tls_context: ssl.SSLContext | None) -> None:
         super().__init__(
             _HANDLER,
@@ -87,12 +109,18 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
             # AUTH needs STARTTLS when we offer it; implicit TLS or no TLS at all allow it now.
             auth_require_tls=tls_context is not None,
             authenticator=self._check_login,
+            auth_exclude_mechanism=state.auth_excluded(),
             # Given explicitly: aiosmtpd's own lookup toggles warning filters, racy in threads.
             loop=asyncio.get_running_loop(),
         )
+        self.line_length_limit = SMTP.line_length_limit
+        # aiosmtpd keeps these limits in a class-wide dict; each connection gets its own.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT
         self.state = state
         self.record: SessionRecord | None = None
         self._file_book: FaultBook | None = None
+        self.oauth_account: str | None = None  # the mailbox an XOAUTH2 token opened
         self._greeted = False
         self._smtp_methods = {
             verb: self._logged(verb, method) for verb, method in self._smtp_methods.items()
@@ -190,7 +218,8 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
         content: bytes = envelope.original_content or b""
         # aiosmtpd hands the null reverse-path over as "<>"; the log says "" for it.
         mail_from = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
-        return self.state.capture.store(content, mail_from, list(envelope.rcpt_tos))
+        extra = {"via": "smtp", "account": self.oauth_account} if self.oauth_account else None
+        return self.state.capture.store(content, mail_from, list(envelope.rcpt_tos), extra=extra)
 
     async def store_later(self, seconds: float, envelope: Envelope) -> str:
         """Wait, then store; the message is stored even if the client hangs up meanwhile."""
@@ -284,6 +313,33 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
                 return AuthResult(success=True, auth_data=login)
         return AuthResult(success=False, handled=False)
 
+    async def auth_XOAUTH2(self, _server: SMTP, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2 as Gmail and Office 365 answer it (see `xoauth2`)."""
+        check = self.state.xoauth2
+        if check is None:  # not offered; aiosmtpd refuses it before we get here
+            return AuthResult(success=False, handled=False)
+        if len(args) > 1:
+            response = xoauth2.decode_initial(args[1])
+        else:
+            blob = await self.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+            response = xoauth2.parse_response(blob)
+        if response is None:
+            return AuthResult(success=False, handled=False, message=xoauth2.MALFORMED)
+        verdict = check(response.user, response.token)
+        if verdict.accepted:
+            self.oauth_account = verdict.account
+            if self.record is not None:
+                self.record.auth_user = verdict.account
+            return AuthResult(success=True, message=verdict.success_reply())
+        if verdict.style == "office365":
+            return AuthResult(success=False, handled=False, message=xoauth2.OFFICE365_REFUSED)
+        # Gmail sends its error as a challenge and answers 535 to whatever comes back.
+        if await self.challenge_auth(verdict.gmail_challenge()) is MISSING:
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message=xoauth2.GMAIL_REFUSED)
+
 
 class Handler:
     """aiosmtpd hooks; each acts on the `FaultySMTP` connection it is called with."""
@@ -312,7 +368,7 @@ class Handler:
     async def handle_AUTH(
         self, server: FaultySMTP, session: Session, envelope: Envelope, args: list[str]
     ) -> object:
-        if server.state.users is None:
+        if not server.state.auth_enabled:
             return AUTH_DISABLED
         reply = await server.perform(server.take("auth"))
         return reply if reply is not None else MISSING
@@ -325,7 +381,7 @@ class Handler:
         address: str,
         options: list[str],
     ) -> object:
-        if server.state.users is not None and not session.authenticated:
+        if server.state.auth_enabled and not session.authenticated:
             return AUTH_REQUIRED
         reply = await server.perform(server.take("mail"))
         return reply if reply is not None else MISSING
@@ -364,7 +420,7 @@ class Handler:
 
 
 def _keep_ehlo_line(server: FaultySMTP, line: str) -> bool:
-    return not (server.state.users is None and line[4:].upper().startswith("AUTH"))
+    return not (not server.state.auth_enabled and line[4:].upper().startswith("AUTH"))
 
 
 _HANDLER = Handler()

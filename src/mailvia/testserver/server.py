@@ -20,6 +20,7 @@ from mailvia.testserver.capture import Capture
 from mailvia.testserver.certs import make_self_signed, server_context
 from mailvia.testserver.faults import FaultBook, FaultsFile, parse_faults, parse_faults_text
 from mailvia.testserver.protocol import FaultySMTP, ServerState
+from mailvia.testserver.xoauth2 import Xoauth2Check
 
 _POLL_SECONDS = 0.01
 
@@ -37,6 +38,7 @@ class ServerOptions(TypedDict, total=False):
     faults_file: Path | None
     maildir: Path | None
     keep_maildir: bool
+    xoauth2: Xoauth2Check | None
 
 
 class TestServer:
@@ -64,6 +66,7 @@ class TestServer:
         faults_file: Path | None = None,
         maildir: Path | None = None,
         keep_maildir: bool = False,
+        xoauth2: Xoauth2Check | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
@@ -80,6 +83,7 @@ class TestServer:
         self._starttls = starttls
         self.implicit_tls = implicit_tls
         self._users = dict(auth) if auth else None
+        self._xoauth2 = xoauth2
         self._book = FaultBook(parse_faults(faults))
         self._faults_file = faults_file
         self._maildir_given = maildir
@@ -121,6 +125,7 @@ class TestServer:
             faults_file=FaultsFile(self._faults_file) if self._faults_file else None,
             users=self._users,
             implicit_tls=self.implicit_tls,
+            xoauth2=self._xoauth2,
         )
         starttls = context if context is not None and self._starttls else None
         if self.implicit_tls:
@@ -182,6 +187,13 @@ class TestServer:
         if self._maildir is None:
             raise RuntimeError("the test server is not started")
         return self._maildir
+
+    @property
+    def capture(self) -> Capture:
+        """The maildir writer (shared with the fake providers). Raises RuntimeError."""
+        if self._state is None:
+            raise RuntimeError("the test server is not started")
+        return self._state.capture
 
     @property
     def received(self) -> list[dict[str, Any]]:
