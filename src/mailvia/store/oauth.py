@@ -166,6 +166,10 @@ class OAuthStore:
             row = conn.execute(sa.select(oauth_flows).where(f.id == flow_id)).first()
         return None if row is None else _flow_of(row)
 
+    def drop_flow(self, flow_id: str) -> None:
+        with self._db.write() as conn:
+            conn.execute(oauth_flows.delete().where(f.id == flow_id))
+
     def take_flow(self, state_hash: str) -> PendingFlow | None:
         with self._db.write() as conn:
             row = conn.execute(

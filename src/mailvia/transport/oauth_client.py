@@ -58,6 +58,13 @@ class Endpoints:
             return self.google_authorize
         return self.microsoft_authorize.replace("{tenant}", _tenant(app))
 
+    def issuer_template(self, app: OAuthApp) -> str:
+        """The authorize URL the issuer is derived from (Microsoft's with `{tenant}` kept: the
+        token's own tenant id goes there)."""
+        if app.provider is Provider.GOOGLE:
+            return self.google_authorize
+        return self.microsoft_authorize
+
     def token(self, app: OAuthApp) -> str:
         if app.provider is Provider.GOOGLE:
             return self.google_token
@@ -129,7 +136,7 @@ class OAuthClient:
             id_token,
             provider=app.provider,
             jwks_url=self.endpoints.jwks(app),
-            authorize_url=self.endpoints.authorize(app),
+            authorize_url=self.endpoints.issuer_template(app),
             client_id=app.client_id,
             nonce=nonce,
             tenant=app.tenant,

@@ -120,6 +120,7 @@ class OAuthConnect:
         if flow is None or flow.expires_at <= now or flow.state_hash is not None:
             raise InvalidInput(SPENT)
         if flow.user_id != actor.id:
+            self.flows.drop_flow(flow.id)  # a link opened by someone else is spent
             raise Forbidden(ANOTHER_SESSION)
         app = self._app(actor.organization_id, flow.provider)
         state, verifier, nonce = (secrets.token_urlsafe(n) for n in (32, 48, 16))

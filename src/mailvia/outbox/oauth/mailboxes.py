@@ -202,19 +202,24 @@ class OAuthMailboxes:
     async def _reconnect(
         self, channel: Channel, flow: PendingFlow, tokens: StoredTokens, now: Instant
     ) -> Connected:
-        """Turn the channel into this OAuth mailbox (keeping its name, limits and mail), make
-        it active if it was disconnected, and release its held mail in original order."""
+        """Turn the channel into this OAuth mailbox (keeping its name, limits and mail, and
+        its server settings when it already was this provider's mailbox), make it active if
+        it was disconnected, and release its held mail in original order."""
         preset = PRESETS[flow.provider.preset]
+        if channel.preset != preset.name:
+            channel = replace(
+                channel,
+                preset=preset.name,
+                host=preset.host,
+                port=preset.port,
+                security=preset.security,
+                ca_pem=None,
+            )
         updated = replace(
             channel,
-            preset=preset.name,
-            host=preset.host,
-            port=preset.port,
-            security=preset.security,
             auth=Auth.XOAUTH2,
             username=tokens.address,
             has_password=False,
-            ca_pem=None,
             transport=flow.transport,
             oauth=flow.provider,
         )
