@@ -241,3 +241,37 @@ async def test_declined_consent_connects_nothing(
     answer = await callback(jane, "google", query)
     assert answer.status_code == 400 and "access_denied" in answer.text
     assert oauth_channels(world) == []
+
+
+async def test_disconnect_revokes_at_google_and_remove_deletes_the_tokens(
+    world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
+) -> None:
+    google = await connect(jane, fake_providers, "google", JANE)
+    microsoft = await connect(jane, fake_providers, "microsoft", JANE)
+    store = world.services.store
+    world.send(subject="waiting")
+    token = world.services.tenancy.create_token(JANE, "t", time.time())
+    api = create_app(world.services)
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api), base_url="http://api", headers=headers
+    ) as client:
+        answer = await client.post(f"/v1/channels/{google}/disconnect")
+        assert answer.status_code == 200, answer.text
+        done = answer.json()
+        assert done["revoked"] is True and done["held"] == 1
+        assert done["channel"]["state"] == "disconnected"
+        assert done["channel"]["oauth"]["expires_at"] is None
+        assert "reconnect with Google" in done["channel"]["state_reason"]
+        assert store.oauth_tokens(google) is None  # type: ignore[attr-defined]
+        google_grants = [g for g in fake_providers.grants() if g.provider == "google"]
+        assert google_grants and all(g.revoked for g in google_grants)
+        # Microsoft has no revocation: the tokens go with the channel, and the answer says so.
+        answer = await client.post(f"/v1/channels/{microsoft}/disconnect")
+        assert answer.json()["revoked"] is False
+        assert (await client.delete(f"/v1/channels/{microsoft}")).status_code == 204
+        refused = await client.post(f"/v1/channels/{microsoft}/disconnect")
+        assert refused.status_code == 404
+    page = (await jane.get(f"/channels/{google}?notice=oauth_no_revocation")).text
+    assert "Microsoft offers no way for an app to revoke a refresh token" in page
+    assert [r for r in fake_providers.requests if r["stage"] == "revoke"]

@@ -44,10 +44,11 @@ class Site:
 
 
 @contextmanager
-def serving(root: Path) -> Iterator[Site]:
-    """`mailvia serve` on a free port with the users above; stopped (SIGTERM) at the end."""
+def serving(root: Path, **env: str) -> Iterator[Site]:
+    """`mailvia serve` on a free port with the users above (`env`: more MAILVIA_* settings
+    for every command); stopped (SIGTERM) at the end."""
     require_console_script()
-    cli = Cli(root / "data")
+    cli = Cli(root / "data", **env)
     serve = cli.start("serve", "--http-listen", "127.0.0.1:0", "--submission-listen", "off")
     try:
         url = serve.wait_for_line(r"^listening http (http://\S+)$").group(1)
