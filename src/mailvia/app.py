@@ -21,6 +21,7 @@ from mailvia.domain.channel import Auth, Channel, Kind, Owner, Provider, Scope, 
 from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
 from mailvia.domain.oauth import AppSource, OAuthApp
 from mailvia.keyring import open_vault, rotate
+from mailvia.outbox.accounts import Sessions
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
 from mailvia.outbox.notices import Notices
@@ -39,7 +40,7 @@ from mailvia.outbox.webhooks import Webhooks
 from mailvia.passwords import hash_password, verify_password
 from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
-from mailvia.store import SqlStore, migrate, open_store
+from mailvia.store import SqlStore, make_private, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
 from mailvia.transport.oauth_client import Endpoints, OAuthClient
 from mailvia.transport.probe import SmtpProber
@@ -138,8 +139,10 @@ def ensure_pool(store: SqlStore, settings: Settings, now: float) -> Channel | No
 
 
 def build(settings: Settings, *, create_key: bool = False) -> Services:
-    """Wire the service. Raises SecretsUnavailable when the master key does not fit."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """Wire the service. Raises SecretsUnavailable when the master key does not fit, and
+    StoreUnavailable when the data folder or the database cannot be made private."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made_private = make_private(settings.data_dir, settings.database_url)
     migrate(settings.database_url)
     store = open_store(settings.database_url)
     vault = open_vault(store, settings, create=create_key)
@@ -207,6 +210,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     services = Services(
         store=store,
         tenancy=Tenancy(store, hash_password=hash_password),
+        sessions=Sessions(store),
         channels=channels,
         submitter=submitter,
         dispatcher=dispatcher,
@@ -224,6 +228,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         oauth_apps=apps,
         oauth=connect,
         mailboxes=mailboxes,
+        startup_notes=tuple(made_private),
     )
     services.asgi = lambda: asgi_app(services, settings)
     return services
@@ -316,4 +321,7 @@ def asgi_app(services: Services, settings: Settings) -> FastAPI:
 def main() -> None:
     from mailvia.ingress.cli import run
 
+    # Everything mailvia creates (the database and its WAL, shared-memory and lock files, keys,
+    # certificates) is for the user running it alone: message bodies and addresses are there.
+    os.umask(0o077)
     run(build)

@@ -108,7 +108,7 @@ def test_successful_answers_match_the_document_too(api: Api) -> None:
     message_id = api.world.services.store.list_messages(
         MessageFilter(organization_id=api.world.admin.organization_id)
     )[0][0].id
-    relay, box = "acme-relay", "jane-box"
+    relay = "acme-relay"
     hook_url = "http://127.0.0.1:9/hook"
     webhooks = api.world.services.webhooks
     assert webhooks is not None
@@ -136,7 +136,7 @@ def test_successful_answers_match_the_document_too(api: Api) -> None:
         ("DELETE", "/v1/channels/{id}", {"path_parameters": {"id": "new"}}, 204),
         ("GET", "/v1/presets", {}, 200),
         ("GET", "/v1/organization", {}, 200),
-        ("PATCH", "/v1/organization", {"body": {"default_channel_id": box}}, 200),
+        ("PATCH", "/v1/organization", {"body": {"default_channel_id": relay}}, 200),
         ("GET", "/v1/events", {}, 200),
         ("GET", "/v1/webhooks", {}, 200),
         ("POST", "/v1/webhooks", {"body": {"url": hook_url, "events": ["message.held"]}}, 201),

@@ -91,6 +91,17 @@ async def test_organization_settings_admins_change_members_read(api: Api) -> Non
     assert_problem(await boss.patch("/v1/organization", json={"fallback": "drop"}), 422)
 
 
+async def test_a_members_mailbox_is_never_the_organizations_default(api: Api) -> None:
+    mailbox = api.jane_channel()
+    boss = api.client("boss")
+    for ref in (mailbox.id, mailbox.name):
+        refused = await boss.patch("/v1/organization", json={"default_channel_id": ref})
+        assert_problem(refused, 422, "address-scoped", "jane@acme.test", "default")
+    missing = await boss.patch("/v1/organization", json={"default_channel_id": "nope"})
+    assert_problem(missing, 422, "no channel 'nope'")
+    assert (await boss.get("/v1/organization")).json()["default_channel_id"] is None
+
+
 async def test_channels_add_show_change_pause_resume_remove(api: Api) -> None:
     jane, boss = api.client("jane"), api.client("boss")
     body = {

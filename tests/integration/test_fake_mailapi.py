@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mailvia.testserver.fake import FakeOptions, FakeProviders
+from mailvia.testserver.fake import FakeOptions, FakeProviders, ThreadedFakeProviders
 from mailvia.testserver.xoauth2 import client_response
 from support.fake_providers import (
     GOOGLE_SMTP_SCOPE,
@@ -402,6 +403,30 @@ def test_xoauth2_refuses_as_office_365_does(fake_providers_smtp: FakeProviders) 
     assert wrong_user.startswith("535 5.7.3 Authentication unsuccessful")
     no_scope = client.cmd(f"AUTH XOAUTH2 {client_response('ms@acme.test', graph_only)}")
     assert no_scope.startswith("535 5.7.3")
-    accepted = client.cmd(f"AUTH XOAUTH2 {client_response('ms@acme.test', token)}")
+    assert client.cmd("AUTH XOAUTH2") == "334 "  # no initial response: an empty challenge
+    accepted = client.cmd(client_response("ms@acme.test", token))
     assert accepted == "235 2.7.0 Authentication successful"
     client.close()
+
+
+def test_stopping_closes_a_stalled_request(tmp_path: Path) -> None:
+    options = FakeOptions(faults=["graph_send=stall"])
+    threaded = ThreadedFakeProviders(maildir=tmp_path / "mail", options=options)
+    fake = threaded.start()
+    outcome: list[object] = []
+    token = access(fake, "microsoft")
+    worker = threading.Thread(target=lambda: outcome.append(_graph_or_error(fake, token)))
+    worker.start()
+    wait_requests(fake, lambda r: r["fault"] == "stall")
+    started = time.monotonic()
+    threaded.stop()
+    worker.join(10)
+    assert time.monotonic() - started < 5
+    assert isinstance(outcome[0], httpx.RemoteProtocolError)
+
+
+def _graph_or_error(fake: FakeProviders, token: str) -> object:
+    try:
+        return graph(fake, token)
+    except httpx.HTTPError as error:
+        return error

@@ -177,7 +177,7 @@ def test_bad_authorization_requests_get_an_error_page(
     assert page.status_code == 400 and error in page.text
     posted = consent(fake_providers, provider, params, account="a@b.test")
     assert posted.status_code == 400 and "location" not in posted.headers
-    assert fake_providers.grants() == []
+    assert fake_providers.consents() == []
 
 
 def test_microsoft_refuses_an_unknown_tenant_and_scopes_of_two_resources(
@@ -367,6 +367,11 @@ def test_the_control_surface_revokes_and_expires_an_account(fake_providers: Fake
     assert refused["error"] == "invalid_grant" and refused["error_codes"] == [50173]
     assert "TokensRevoked" in graph_send(fake_providers, renewed["access_token"]).text
     assert gmail_send(fake_providers, google["access_token"]).status_code == 200  # another account
+    fake_providers.expire("rep@acme.test")
+    expired = gmail_send(fake_providers, google["access_token"])
+    assert (
+        expired.status_code == 401 and expired.json()["error"]["errors"][0]["reason"] == "authError"
+    )
     bad = httpx.post(origin + "/_fake/revoke", json={"account": "x", "provider": "yahoo"})
     assert bad.status_code == 400
 
@@ -429,7 +434,29 @@ def test_the_request_log_names_the_grant_and_a_fingerprint_of_the_token(
         ("POST", "/token", 200, "token"),
         ("POST", "/gmail/v1/users/me/messages/send", 200, "gmail_send"),
     ]
-    assert {r["grant"] for r in logged} == {"g1"} and {r["provider"] for r in logged} == {"google"}
+    assert {r["consent"] for r in logged} == {"c1"} and {r["provider"] for r in logged} == {
+        "google"
+    }
     assert logged[2]["token"] == logged[1]["token"] == fingerprint(tokens["access_token"])
     assert all(tokens["access_token"] not in json.dumps(r) for r in logged)
     assert logged[0]["at"] <= logged[1]["at"] <= logged[2]["at"]
+
+
+def test_the_control_surface_lists_settings_consents_refreshes_and_mail(
+    fake_providers: FakeProviders,
+) -> None:
+    origin = fake_providers.origin + "/_fake/"
+    tokens = connect(fake_providers, "google", "rep@acme.test")
+    refresh(fake_providers, "google", tokens["refresh_token"])
+    gmail_send(fake_providers, tokens["access_token"])
+    index = httpx.get(origin).json()
+    assert index["settings"] == fake_providers.settings and origin + "faults" in [
+        fake_providers.origin + path for path in index["control"]
+    ]
+    [listed] = httpx.get(origin + "consents").json()
+    assert listed["id"] == "c1" and listed["account"] == "rep@acme.test"
+    assert listed["offline"] is True and listed["revoked"] is False
+    assert httpx.get(origin + "refreshes").json() == {"rep@acme.test": 1}
+    [record] = httpx.get(origin + "received").json()
+    assert record["via"] == "gmail_api" and "content" not in record
+    assert all(not r["path"].startswith("/_fake/") for r in fake_providers.requests)

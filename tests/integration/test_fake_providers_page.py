@@ -47,6 +47,8 @@ def test_the_command_prints_the_settings_then_listening(tmp_path: Path) -> None:
         str(tmp_path / "mail"),
         "--fault",
         "graph_send*1=503",
+        "--client",
+        "google=known-client:its-secret",
     )
     try:
         origin = server.wait_for_line(r"^listening (http://127\.0\.0\.1:\d+)$").group(1)
@@ -61,6 +63,9 @@ def test_the_command_prints_the_settings_then_listening(tmp_path: Path) -> None:
         assert lines[-1] == last and lines[-2].startswith("listening smtp://127.0.0.1:")
         keys = httpx.get(printed["MAILVIA_OAUTH_GOOGLE_JWKS_URL"]).json()["keys"]
         assert keys[0]["kty"] == "RSA" and keys[0]["kid"]
+        params = auth_params("google", pkce(), client_id="unknown-client")
+        page = httpx.get(printed["MAILVIA_OAUTH_GOOGLE_AUTHORIZE_URL"], params=params)
+        assert page.status_code == 401  # only the --client given is known
     finally:
         assert server.stop() == 0
 
@@ -137,8 +142,8 @@ def test_allow_in_chromium_lands_on_the_redirect_uri_with_a_working_code(
         fake_providers, provider, query["code"], pair.verifier, redirect_uri=callback.url
     )
     assert tokens.status_code == 200 and tokens.json()["access_token"]
-    [grant] = fake_providers.grants()
-    assert grant.account == "rep@acme.test"
+    [consent] = fake_providers.consents()
+    assert consent.account == "rep@acme.test"
 
 
 @pytest.mark.chromium
@@ -153,4 +158,4 @@ def test_deny_in_chromium_sends_access_denied(
         page.get_by_role("button", name="Deny").click()
         page.wait_for_url(callback.url + "?**")
     assert callback.queries == [{"error": "access_denied", "state": "st-1"}]
-    assert fake_providers.grants() == []
+    assert fake_providers.consents() == []

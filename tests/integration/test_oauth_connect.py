@@ -169,8 +169,8 @@ async def test_a_mailbox_that_is_not_the_users_identity_is_refused_and_let_go(
     assert answer.status_code == 403
     assert "boss@acme.test, which is not one of your sender identities" in answer.text
     assert oauth_channels(world) == []
-    [grant] = fake_providers.grants()
-    assert grant.account == "boss@acme.test" and grant.revoked  # Google's grant let go
+    [grant] = fake_providers.consents()
+    assert grant.account == "boss@acme.test" and grant.revoked  # Google's consent let go
 
 
 async def test_a_callback_in_another_users_session_is_refused_and_spends_the_flow(
@@ -264,7 +264,7 @@ async def test_disconnect_revokes_at_google_and_remove_deletes_the_tokens(
         assert done["channel"]["oauth"]["expires_at"] is None
         assert "reconnect with Google" in done["channel"]["state_reason"]
         assert store.oauth_tokens(google) is None  # type: ignore[attr-defined]
-        google_grants = [g for g in fake_providers.grants() if g.provider == "google"]
+        google_grants = [g for g in fake_providers.consents() if g.provider == "google"]
         assert google_grants and all(g.revoked for g in google_grants)
         # Microsoft has no revocation: the tokens go with the channel, and the answer says so.
         answer = await client.post(f"/v1/channels/{microsoft}/disconnect")

@@ -1,7 +1,7 @@
 """An OAuth mailbox's tokens against the fake providers' token endpoint, on SQLite and
 PostgreSQL: one refresh per channel however many callers ask at once across two builds (two
 processes' worth of services on one database); a token due soon is renewed ahead of expiry;
-a rotated refresh token is kept (the old one stops working); a refused grant is written down
+a rotated refresh token is kept (the old one stops working); a refused consent is written down
 so nobody asks the provider again; a token endpoint that is down is a retry, not a
 disconnect."""
 

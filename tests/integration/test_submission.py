@@ -2,7 +2,7 @@
 
 Clients are real: stdlib smtplib (run in a worker thread, since it blocks and the server runs
 on the test's event loop) and raw sockets for smuggling and STARTTLS injection. Delivery goes
-to the project's test SMTP server through `dispatcher.run_once`. The login throttle runs on a
+to the project's test SMTP server through `dispatcher.run_once`. Failed logins are timed on a
 fake clock whose `sleep` only records the delay, so lockouts take no real time.
 """
 
@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 import pytest
 
 from mailvia.domain.errors import MailviaError, StoreUnavailable
+from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.ingress.submission import SubmissionServer
-from mailvia.ingress.submission_auth import LoginThrottle
 from mailvia.outbox.ports import MessageFilter
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission, Submitter
@@ -56,7 +56,7 @@ def message(
 
 
 class FakeClock:
-    """The throttle's clock; `sleep` records each delay and moves the clock on."""
+    """The clock of failed logins; `sleep` records each wait and moves the clock on."""
 
     def __init__(self) -> None:
         self.now = 1_000_000.0
@@ -91,7 +91,8 @@ class Rig:
         server = SubmissionServer(
             services or self.world.services,
             tls_context=server_context,
-            throttle=LoginThrottle(clock=self.clock),
+            signins=FailedSignIns(SUBMISSION),
+            monotonic=self.clock,
             sleep=self.clock.sleep,
             hostname=HOSTNAME,
             **kw,
@@ -108,16 +109,21 @@ class Rig:
         implicit_tls: bool = False,
         starttls: bool = True,
         threads: Executor | None = None,
+        source: str = "127.0.0.1",
     ) -> T:
-        """Connect with smtplib (STARTTLS unless told not to), run `action` in a thread (of
-        `threads`: many clients at once must not take the server's own worker threads)."""
+        """Connect with smtplib from `source` (any loopback address: Linux routes 127/8 to lo;
+        STARTTLS unless told not to), run `action` in a thread (of `threads`: many clients at
+        once must not take the server's own worker threads)."""
 
         def run() -> T:
             client: smtplib.SMTP
+            at = (source, 0)
             if implicit_tls:
-                client = smtplib.SMTP_SSL("127.0.0.1", port, context=self.context, timeout=10)
+                client = smtplib.SMTP_SSL(
+                    "127.0.0.1", port, context=self.context, timeout=10, source_address=at
+                )
             else:
-                client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+                client = smtplib.SMTP("127.0.0.1", port, timeout=10, source_address=at)
             with client:
                 client.ehlo("client.test")
                 if starttls and not implicit_tls:
@@ -527,7 +533,7 @@ async def test_commands_injected_with_starttls_are_not_run_after_the_upgrade(rig
 # --- brute force ----------------------------------------------------------------------------
 
 
-async def test_failed_logins_are_slowed_then_locked_out_per_address(rig: Rig) -> None:
+async def test_failed_logins_slow_then_lock_out_the_client_not_the_login(rig: Rig) -> None:
     port = await rig.start()
 
     def attempts(client: smtplib.SMTP) -> list[int]:
@@ -540,14 +546,29 @@ async def test_failed_logins_are_slowed_then_locked_out_per_address(rig: Rig) ->
                 break
         return codes
 
-    assert await rig.client(port, attempts) == [535] * 9 + [454, -1]
+    assert await rig.client(port, attempts, source="127.0.0.2") == [535] * 9 + [454, -1]
     assert rig.clock.slept == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]  # from the 4th attempt on
-    # Locked: even the right token is refused for 15 minutes, and the connection closed.
-    locked = await rig.client(port, lambda c: c.docmd("AUTH", auth_plain(JANE, rig.token)))
+    # The guessing client is locked out for 15 minutes, even with the right token...
+    right = auth_plain(JANE, rig.token)
+    locked = await rig.client(port, lambda c: c.docmd("AUTH", right), source="127.0.0.2")
     assert locked == (454, b"4.7.0 Too many failed logins, try again later")
+    # ...but jane, from a client that never failed, is never held up.
+    assert (await rig.client(port, lambda c: c.docmd("AUTH", right)))[0] == 235
     rig.clock.now += 15 * 60 + 1
-    code, _ = await rig.client(port, lambda c: c.docmd("AUTH", auth_plain(JANE, rig.token)))
+    code, _ = await rig.client(port, lambda c: c.docmd("AUTH", right), source="127.0.0.2")
     assert code == 235
+
+
+async def test_guesses_for_a_login_from_many_clients_never_lock_its_owner_out(rig: Rig) -> None:
+    port = await rig.start()
+    guess = auth_plain(JANE, "mv_guess")
+    for n in range(2, 32):
+        code = (await rig.client(port, lambda c: c.docmd("AUTH", guess), source=f"127.0.0.{n}"))[0]
+        assert code == 535
+    assert rig.clock.slept == []
+    assert (await rig.client(port, lambda c: c.docmd("AUTH", auth_plain(JANE, rig.token))))[
+        0
+    ] == 235
 
 
 async def test_failed_logins_are_locked_out_per_client_address(rig: Rig) -> None:

@@ -7,10 +7,10 @@ Both yield a running `mailvia.testserver.fake.FakeProviders` with a maildir unde
     fake.settings        {"MAILVIA_OAUTH_GOOGLE_AUTHORIZE_URL": "http://127.0.0.1:PORT/...", ...}
     fake.origin          "http://127.0.0.1:PORT"
     fake.requests        every provider request: at, method, path, status, provider, stage,
-                         account, grant, token (fingerprint(token)), fault
+                         account, consent, token (fingerprint(token)), fault
     fake.received        what reached the maildir: received_at, mail_from, rcpt_to, sha256,
                          file, via ("gmail_api" | "graph" | "smtp"), account, content (bytes)
-    fake.revoke(account) / fake.expire(account) / fake.refresh_counts() / fake.grants()
+    fake.revoke(account) / fake.expire(account) / fake.refresh_counts() / fake.consents()
     fake.set_faults(["graph_send*1=429 retry-after=5", "refresh=invalid_grant"])
 Helpers for driving it without mailvia (plain HTTP, no browser): `connect(fake, provider,
 account)` runs the whole code flow with PKCE and returns the token response; `consent`,

@@ -44,12 +44,13 @@ class Site:
 
 
 @contextmanager
-def serving(root: Path, **env: str) -> Iterator[Site]:
-    """`mailvia serve` on a free port with the users above (`env`: more MAILVIA_* settings
-    for every command); stopped (SIGTERM) at the end."""
+def serving(root: Path, *flags: str, **env: str) -> Iterator[Site]:
+    """`mailvia serve` on a free port with the users above; stopped (SIGTERM) at the end.
+    `flags` come last (e.g. `--submission-listen 127.0.0.1:0` to listen for submission);
+    `env`: more MAILVIA_* settings for every command."""
     require_console_script()
     cli = Cli(root / "data", **env)
-    serve = cli.start("serve", "--http-listen", "127.0.0.1:0", "--submission-listen", "off")
+    serve = cli.start("serve", "--http-listen", "127.0.0.1:0", "--submission-listen", "off", *flags)
     try:
         url = serve.wait_for_line(r"^listening http (http://\S+)$").group(1)
         boot = (root / "data" / "bootstrap.txt").read_text()

@@ -1,4 +1,4 @@
-"""The fake providers' pure parts: HTTP fault specs, PKCE, grants and tokens on a stepped
+"""The fake providers' pure parts: HTTP fault specs, PKCE, consents and tokens on a stepped
 clock, the MIME edits, XOAUTH2 responses, Microsoft tenants and resources."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from mailvia.testserver.fake import mime, providers
-from mailvia.testserver.fake.tokens import Grant, Issued, Refusal, TokenStore, s256
+from mailvia.testserver.fake.tokens import Consent, Issued, Refusal, TokenStore, s256
 from mailvia.testserver.faults import Drop, FaultRule, HttpFault, Stall, parse_fault
 from mailvia.testserver.xoauth2 import client_response, decode_initial, parse_response
 
@@ -67,7 +67,7 @@ class Clock:
 
 
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
-GRANT = Grant(
+CONSENT = Consent(
     id="",
     provider="microsoft",
     client_id="app",
@@ -77,8 +77,8 @@ GRANT = Grant(
 )
 
 
-def open_code(store: TokenStore, grant: Grant = GRANT) -> str:
-    _, code = store.open_grant(grant, redirect_uri="http://cb.test/", challenge=s256(VERIFIER))
+def open_code(store: TokenStore, consent: Consent = CONSENT) -> str:
+    _, code = store.open_consent(consent, redirect_uri="http://cb.test/", challenge=s256(VERIFIER))
     return code
 
 
@@ -124,7 +124,7 @@ def test_a_code_expires_after_ten_minutes() -> None:
     clock.now += 599
     issued(redeem(store, in_time))
     clock.now += 1
-    assert redeem(store, late) == Refusal("code_expired", store.grants()[0])
+    assert redeem(store, late) == Refusal("code_expired", store.consents()[0])
 
 
 def test_a_reused_code_revokes_what_it_gave() -> None:
@@ -138,7 +138,7 @@ def test_a_reused_code_revokes_what_it_gave() -> None:
     refused = store.refresh(
         provider="microsoft", refresh_token=first.refresh_token, client_id="app"
     )
-    assert isinstance(refused, Refusal) and refused.reason == "grant_revoked"
+    assert isinstance(refused, Refusal) and refused.reason == "consent_revoked"
 
 
 @pytest.mark.parametrize("retire", [False, True])
@@ -169,17 +169,17 @@ def test_expire_and_revoke_an_account() -> None:
     clock = Clock()
     store = TokenStore(clock=clock, token_lifetime=3600)
     tokens = issued(redeem(store, open_code(store)))
-    other = issued(redeem(store, open_code(store, replace(GRANT, account="x@y.test"))))
+    other = issued(redeem(store, open_code(store, replace(CONSENT, account="x@y.test"))))
     assert store.expire_account("REP@acme.test") == 1
-    assert store.check_access(tokens.access_token) == Refusal("token_expired", tokens.grant)
+    assert store.check_access(tokens.access_token) == Refusal("token_expired", tokens.consent)
     assert store.revoke_account("rep@acme.test", "google") == 0
     assert store.revoke_account("rep@acme.test") == 1
     refused = store.check_access(tokens.access_token)
-    assert isinstance(refused, Refusal) and refused.reason == "grant_revoked"
+    assert isinstance(refused, Refusal) and refused.reason == "consent_revoked"
     clock.now += 3599
     assert not isinstance(store.check_access(other.access_token), Refusal)
     clock.now += 1
-    assert store.check_access(other.access_token) == Refusal("token_expired", other.grant)
+    assert store.check_access(other.access_token) == Refusal("token_expired", other.consent)
 
 
 CRLF = (

@@ -129,3 +129,52 @@ def test_explanation_names_each_step() -> None:
     )
     assert [s.rule for s in r.steps] == ["own channel", "team channel"]
     assert "team channel for acme.test" in r.reason
+
+
+BOB = User("u_bob", "org", "team_sales", "bob@acme.test", Role.MEMBER)
+
+
+@pytest.mark.parametrize("fallback", list(Fallback))
+def test_a_members_mailbox_stored_as_default_never_carries_anyone_elses_mail(
+    fallback: Fallback,
+) -> None:
+    """Existing data may name bob's own mailbox as the default: jane (who may send as bob's
+    address, e.g. through a domain identity) must not send through bob's credentials."""
+    org = replace(ORG, default_channel_id="bob", fallback=fallback)
+    r = route(
+        sender=JANE, from_address="bob@acme.test", channels=[OTHER_REP], organization=org, pool=POOL
+    )
+    assert r.channel is POOL
+    [default] = [s for s in r.steps if s.rule == "organization default"]
+    assert default.verdict == "skipped" and default.channel_id == "bob"
+    assert "bob@acme.test" in default.reason and "only its owner's" in default.reason
+
+
+def test_a_members_mailbox_stored_as_default_is_skipped_without_a_pool() -> None:
+    org = replace(ORG, default_channel_id="bob")
+    r = route(
+        sender=JANE, from_address="bob@acme.test", channels=[OTHER_REP], organization=org, pool=None
+    )
+    assert r.channel is None
+
+
+def test_a_broken_own_mailbox_never_falls_back_to_another_members_mailbox() -> None:
+    broken = replace(OWN, state=ChannelState.DISCONNECTED)
+    jane_also_at_bob = replace(OTHER_REP, address="jane@acme.test")  # forged or stale data
+    org = replace(ORG, default_channel_id="bob", fallback=Fallback.NEXT)
+    r = route(
+        sender=JANE,
+        from_address="jane@acme.test",
+        channels=[broken, jane_also_at_bob],
+        organization=org,
+        pool=POOL,
+    )
+    assert r.channel is POOL
+
+
+def test_the_owner_still_uses_their_own_mailbox() -> None:
+    org = replace(ORG, default_channel_id="bob")
+    r = route(
+        sender=BOB, from_address="bob@acme.test", channels=[OTHER_REP], organization=org, pool=POOL
+    )
+    assert r.channel is OTHER_REP and r.steps[0].rule == "own channel"

@@ -1,5 +1,5 @@
-"""SMTP submission's pure parts: the reply table, the login throttle on a fake clock, and the
-self-signed certificate made once in the data folder."""
+"""SMTP submission's pure parts: the reply table and the self-signed certificate made once in
+the data folder (failed logins: tests/unit/test_signins.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from mailvia.domain.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
-from mailvia.ingress.submission_auth import LoginThrottle, ThrottlePolicy, peer_key
 from mailvia.ingress.submission_replies import Stage, reply_for
 from mailvia.ingress.submission_tls import submission_tls
 from mailvia.settings import Settings
@@ -49,71 +48,6 @@ def test_reply_for(error: Exception, stage: Stage, reply: str) -> None:
     assert reply_for(error, stage).startswith(reply)
     if reply[0] == "4":
         assert str(error) not in reply_for(error, stage)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def fail(throttle: LoginThrottle, login: str, peer: str, times: int) -> list[bool]:
-    return [throttle.failed(throttle.begin(login, peer)) for _ in range(times)]
-
-
-def test_delays_grow_from_the_fourth_attempt_and_the_tenth_failure_locks_out() -> None:
-    clock = Clock()
-    throttle = LoginThrottle(clock=clock)
-    delays = []
-    for _ in range(10):
-        verdict = throttle.verdict("jane@acme.test", "192.0.2.1")
-        assert not verdict.locked
-        delays.append(verdict.delay)
-        locked = throttle.failed(throttle.begin("jane@acme.test", "192.0.2.1"))
-    assert delays == [0, 0, 0, 1, 2, 4, 8, 8, 8, 8] and locked
-    assert throttle.verdict("JANE@acme.test", "198.51.100.7").locked  # the address, anywhere
-    clock.now += 15 * 60 + 1
-    after = throttle.verdict("jane@acme.test", "192.0.2.1")
-    assert (after.locked, after.delay) == (False, 0.0)
-
-
-def test_failures_age_out_of_the_window() -> None:
-    clock = Clock()
-    throttle = LoginThrottle(ThrottlePolicy(window=60.0), clock=clock)
-    fail(throttle, "a@x.test", "192.0.2.1", 5)
-    assert throttle.verdict("a@x.test", "192.0.2.1").delay == 4.0
-    clock.now += 61
-    assert throttle.verdict("a@x.test", "192.0.2.1").delay == 0.0
-
-
-def test_logins_being_checked_count_so_parallel_guesses_cannot_overshoot() -> None:
-    throttle = LoginThrottle(clock=Clock())
-    for _ in range(10):
-        throttle.begin("a@x.test", "192.0.2.1")  # all in flight, none settled
-    assert throttle.verdict("a@x.test", "192.0.2.9").locked
-
-
-def test_a_success_clears_the_address_but_not_the_client() -> None:
-    throttle = LoginThrottle(clock=Clock())
-    fail(throttle, "a@x.test", "192.0.2.1", 5)
-    throttle.forget(throttle.begin("a@x.test", "192.0.2.1"), succeeded=True)
-    assert throttle.verdict("a@x.test", "192.0.2.2").delay == 0.0
-    assert throttle.verdict("b@x.test", "192.0.2.1").delay == 4.0
-
-
-@pytest.mark.parametrize(
-    ("host", "key"),
-    [
-        ("192.0.2.1", "192.0.2.1"),
-        ("2001:db8::1", "2001:db8::/64"),
-        ("2001:db8::ffff:1", "2001:db8::/64"),
-        ("::ffff:192.0.2.1", "192.0.2.1"),
-    ],
-)
-def test_peer_key(host: str, key: str) -> None:
-    assert peer_key(host) == key
 
 
 def test_a_self_signed_certificate_is_made_once_with_a_private_key(tmp_path: Path) -> None:

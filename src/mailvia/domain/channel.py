@@ -222,3 +222,22 @@ def may_send_as(channel: Channel, from_address: str) -> bool:
         return channel.address is not None and channel.address.lower() == address
     domain = address.rpartition("@")[2]
     return domain in {d.lower() for d in channel.domains}
+
+
+def carries_mail_of(channel: Channel, user_id: str) -> bool:
+    """Whether the channel may carry this user's mail at all: an address-scoped channel signs
+    in to one person's mailbox, so it carries its owner's own mail and nobody else's (not as
+    an organization's default, not as a fallback)."""
+    return channel.scope is not Scope.ADDRESS or channel.owner.user_id == user_id
+
+
+def shared_refusal(channel: Channel) -> str | None:
+    """Why this channel can never carry other users' mail (None: it can), e.g. as the
+    organization's default channel."""
+    if channel.scope is not Scope.ADDRESS:
+        return None
+    return (
+        f"{channel.name} is an address-scoped channel: it signs in to the mailbox of "
+        f"{channel.address} and carries only its owner's own mail, so it cannot be the "
+        "organization's default channel (choose a domain-scoped team channel, or none)"
+    )

@@ -100,7 +100,7 @@ class OAuthApp:
 
 
 @dataclass(frozen=True)
-class MailboxGrant:
+class MailboxConsent:
     """What a finished consent yields: the tokens, and the mailbox's address as the provider
     vouches for it (a verified ID token, or its userinfo)."""
 
@@ -126,11 +126,13 @@ def reconnect_words(provider: Provider) -> str:
 
 # What a credential source settles with when no token can be had (CredentialsFailed). A 5xx
 # at auth disconnects the channel and holds its mail; a 4xx is retried (domain/replies.py).
-def grant_refused(provider: Provider, error: str) -> Reply:
+def consent_refused(provider: Provider, error: str) -> Reply:
     """The provider refused the refresh token (revoked consent, expired, invalid_grant)."""
     name = provider.display_name
     return Reply(
-        535, "5.7.8", f"mailvia: {name} refused the grant ({error}): {reconnect_words(provider)}"
+        535,
+        "5.7.8",
+        f"mailvia: {name} no longer honours the consent ({error}): {reconnect_words(provider)}",
     )
 
 
@@ -144,7 +146,7 @@ def token_unavailable(detail: str) -> Reply:
 
 
 def refused_after_renewal(provider: Provider, reply: Reply) -> Reply:
-    """The server refused a token renewed a moment ago: the grant itself no longer works."""
+    """The server refused a token renewed a moment ago: the consent itself no longer works."""
     name = provider.display_name
     return Reply(
         535,
@@ -185,14 +187,14 @@ __all__ = [
     "REFRESH_AHEAD",
     "SCOPES",
     "AppSource",
-    "MailboxGrant",
+    "MailboxConsent",
     "OAuthApp",
     "Provider",
     "TokenSet",
     "basic_auth_off",
     "basic_auth_refused",
+    "consent_refused",
     "expected_issuer",
-    "grant_refused",
     "not_connected",
     "oauth_offer",
     "reconnect_words",

@@ -5,7 +5,9 @@
 3. the organization's default channel, when it may send as that From;
 4. the shared pool.
 A disconnected or paused channel holds its mail; with fallback `next` the route moves on to
-the next channel that is active and may send as that From.
+the next channel that is active and may send as that From. An address-scoped channel (one
+person's mailbox) carries only its owner's mail: it is never chosen for anyone else, even
+when stored as the organization's default.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailvia.domain.channel import Channel, ChannelState, Kind, Scope, may_send_as
+from mailvia.domain.channel import (
+    Channel,
+    ChannelState,
+    Kind,
+    Scope,
+    carries_mail_of,
+    may_send_as,
+)
 from mailvia.domain.tenancy import Fallback, Organization, User
 
 
@@ -95,51 +104,42 @@ def route(
         if channel is None:
             steps.append(RouteStep(rule, None, None, "none", f"none: {what} is not set up"))
             continue
-        if not may_send_as(channel, from_address):
-            steps.append(
-                _step(
-                    rule,
-                    channel,
-                    "skipped",
-                    f"{channel.name} may not send as "
-                    f"{from_address} (its credential covers {_covers(channel)})",
-                )
-            )
+        unfit = _unfit(channel, sender, from_address)
+        if unfit is not None:
+            steps.append(_step(rule, channel, "skipped", unfit))
             continue
         if channel.state is ChannelState.ACTIVE:
             steps.append(_step(rule, channel, "chosen", f"Using {what}: {channel.name}"))
             return Route(channel, tuple(steps))
         if organization.fallback is Fallback.HOLD:
-            steps.append(
-                _step(
-                    rule,
-                    channel,
-                    "held",
-                    f"Holding mail: {what} {channel.name} is "
-                    f"{channel.state}; the organization's fallback is hold",
-                )
+            reason = (
+                f"Holding mail: {what} {channel.name} is "
+                f"{channel.state}; the organization's fallback is hold"
             )
+            steps.append(_step(rule, channel, "held", reason))
             return Route(channel, tuple(steps))
-        steps.append(
-            _step(
-                rule,
-                channel,
-                "skipped",
-                f"{channel.name} is {channel.state}; fallback next: trying the next channel",
-            )
-        )
+        reason = f"{channel.name} is {channel.state}; fallback next: trying the next channel"
+        steps.append(_step(rule, channel, "skipped", reason))
         held = held or channel
     if held is not None:
-        steps.append(
-            RouteStep(
-                "fallback",
-                held.id,
-                held.name,
-                "held",
-                f"Holding mail on {held.name}: no other channel may send as {from_address}",
-            )
-        )
+        reason = f"Holding mail on {held.name}: no other channel may send as {from_address}"
+        steps.append(RouteStep("fallback", held.id, held.name, "held", reason))
     return Route(held, tuple(steps))
+
+
+def _unfit(channel: Channel, sender: User, from_address: str) -> str | None:
+    """Why the channel can never carry this mail, whatever its state (None: it can)."""
+    if not carries_mail_of(channel, sender.id):
+        return (
+            f"{channel.name} is the mailbox of {channel.address}: it carries only its "
+            "owner's own mail"
+        )
+    if not may_send_as(channel, from_address):
+        return (
+            f"{channel.name} may not send as "
+            f"{from_address} (its credential covers {_covers(channel)})"
+        )
+    return None
 
 
 def _step(rule: str, channel: Channel, verdict: str, reason: str) -> RouteStep:

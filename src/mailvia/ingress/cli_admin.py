@@ -8,10 +8,11 @@ import time
 import click
 
 from mailvia.domain.channel import Provider
-from mailvia.domain.errors import InvalidInput, NotFound
+from mailvia.domain.errors import InvalidInput
 from mailvia.domain.tenancy import Fallback, Role, User
 from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, pass_context, settings_options
 from mailvia.outbox.services import Services
+from mailvia.outbox.tenancy import UNCHANGED, DefaultChoice
 from mailvia.settings import Settings
 
 
@@ -117,21 +118,17 @@ def create_token(ctx: Context, email: str, name: str, settings: Settings) -> Non
 def set_org(
     ctx: Context, org: str, default_channel: str | None, fallback: str | None, settings: Settings
 ) -> None:
-    """Set an organization's default channel and fallback policy."""
+    """Set an organization's default channel and fallback policy (never an address-scoped
+    channel: one person's mailbox carries only its owner's mail)."""
 
     def action(s: Services) -> None:
-        found = s.tenancy.organization(org)
-        channel_id = found.default_channel_id
+        choice: DefaultChoice = UNCHANGED
         if default_channel is not None:
-            channel_id = None
-            if default_channel.lower() != "none":
-                channel = s.store.find_channel(found.id, default_channel)
-                if channel is None:
-                    raise NotFound(f"no channel {default_channel!r} in {org}")
-                channel_id = channel.id
-        policy = Fallback(fallback) if fallback else found.fallback
-        updated = s.store.update_organization(
-            found.id, default_channel_id=channel_id, fallback=policy
+            choice = None if default_channel.lower() == "none" else default_channel
+        updated = s.tenancy.update_organization(
+            s.tenancy.organization(org).id,
+            default_channel=choice,
+            fallback=Fallback(fallback) if fallback else None,
         )
         click.echo(
             f"{org}: default channel {updated.default_channel_id or 'none'}, "

@@ -66,6 +66,12 @@ def announce(kind: str, url: str) -> None:
     sys.stdout.flush()
 
 
+def tell(notes: Sequence[str]) -> None:
+    """What starting fixed (a data folder or database made private), one line each."""
+    for note in notes:
+        click.echo(f"made private: {note}")
+
+
 def write_bootstrap(data_dir: Path, boot: Bootstrap) -> Path:
     path = data_dir / "bootstrap.txt"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -202,6 +208,7 @@ def serve(ctx: Context, settings: Settings) -> None:
     ]
     metrics = _bind(settings.metrics_listen) if settings.metrics_listen else None
     services = ctx.services(settings, create_key=True)
+    tell(services.startup_notes)
     boot = services.tenancy.bootstrap(time.time())
     if boot is not None:
         path = write_bootstrap(settings.data_dir, boot)
@@ -232,6 +239,7 @@ async def _work(services: Services) -> None:
 def worker(ctx: Context, settings: Settings) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
     services = ctx.services(settings, create_key=False)
+    tell(services.startup_notes)
     click.echo(f"worker {services.dispatcher.options.worker} delivering")
     sys.stdout.flush()
     with contextlib.suppress(KeyboardInterrupt):
@@ -254,7 +262,7 @@ def migrate(ctx: Context, settings: Settings) -> None:
 )
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def testserver(args: tuple[str, ...]) -> None:
-    """A fault-injecting SMTP server for trying mailvia (see --help)."""
+    """A fault-injecting SMTP server, and fake Google and Microsoft, for trying mailvia (--help)."""
     from mailvia.testserver.cli import main
 
     raise SystemExit(main(list(args)))

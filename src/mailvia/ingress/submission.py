@@ -23,9 +23,10 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 
 from mailvia.domain.errors import Forbidden, MailviaError, Unauthenticated
 from mailvia.domain.message import Envelope as MessageEnvelope
+from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.ingress.group_commit import GroupCommit
-from mailvia.ingress.submission_auth import LoginThrottle, OneAtATime
+from mailvia.ingress.submission_auth import OneAtATime
 from mailvia.ingress.submission_intake import Arrived, Intake
 from mailvia.ingress.submission_replies import (
     AUTH_REQUIRED,
@@ -56,8 +57,8 @@ class SubmissionServer:
     """The submission listeners of one process and what their connections share.
 
     `trusted_networks` maps client networks to organization names (the organizations must
-    exist: raises NotFound). Seams for tests: `throttle`, `clock` (time.time for messages),
-    `sleep` (the throttle's delays)."""
+    exist: raises NotFound). Seams for tests: `signins` (failed logins), `clock` (time.time
+    for messages), `monotonic` (the time of failed logins), `sleep` (their waits)."""
 
     def __init__(
         self,
@@ -65,8 +66,9 @@ class SubmissionServer:
         *,
         tls_context: ssl.SSLContext,
         trusted_networks: Sequence[tuple[Network, str]] = (),
-        throttle: LoginThrottle | None = None,
+        signins: FailedSignIns | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         hostname: str | None = None,
     ) -> None:
@@ -75,9 +77,10 @@ class SubmissionServer:
         self.trusted = tuple(
             (net, services.tenancy.organization(name).id) for net, name in trusted_networks
         )
-        self.throttle = throttle or LoginThrottle()
+        self.signins = signins or FailedSignIns(SUBMISSION)
         self.turns = OneAtATime()
         self.clock = clock
+        self.monotonic = monotonic
         self.sleep = sleep
         self.hostname = hostname or socket.gethostname()
         limit = services.max_message_size
@@ -157,34 +160,34 @@ class SubmissionServer:
     # -- the steps of a session ---------------------------------------------------------
 
     async def login(self, connection: SubmissionSMTP, login: bytes, token: bytes) -> AuthResult:
-        """Check a login under the throttle, one at a time per address and per client;
-        refuses locked-out ones with 454 and hangs up."""
+        """Check a login after the client's failures allow it, one at a time per client;
+        refuses a locked-out client with 454 and hangs up."""
         email = login.decode("utf-8", "replace")
         peer = connection.peer_host
-        async with self.turns.turn(email, peer):
+        async with self.turns.turn(peer):
             return await self._login(connection, email, peer, token)
 
     async def _login(
         self, connection: SubmissionSMTP, email: str, peer: str, token: bytes
     ) -> AuthResult:
-        verdict = self.throttle.verdict(email, peer)
-        if verdict.delay and not verdict.locked:
-            await self.sleep(verdict.delay)
-            verdict = self.throttle.verdict(email, peer)
+        verdict = self.signins.verdict(email, peer, self.monotonic())
+        if verdict.wait and not verdict.locked:
+            await self.sleep(verdict.wait)
+            verdict = self.signins.verdict(email, peer, self.monotonic())
         if verdict.locked:
             return await connection.lock_out(email)
-        attempt = self.throttle.begin(email, peer)
+        attempt = self.signins.begin(email, peer, self.monotonic())
         try:
             user = await self.run(self._check_login, email, token.decode("utf-8", "replace"))
         except Unauthenticated:
-            if self.throttle.failed(attempt):
+            if self.signins.failed(attempt, self.monotonic()):
                 return await connection.lock_out(email)
             return AuthResult(success=False, handled=False)  # aiosmtpd replies 535 5.7.8
         except Exception as exc:
-            self.throttle.forget(attempt, succeeded=False)
+            self.signins.forget(attempt, succeeded=False)
             await connection.push(reply_for(exc, Stage.AUTH))
             return AuthResult(success=False, handled=True)
-        self.throttle.forget(attempt, succeeded=True)
+        self.signins.forget(attempt, succeeded=True)
         return AuthResult(success=True, auth_data=user)
 
     def _check_login(self, email: str, token: str) -> User:
@@ -308,13 +311,15 @@ class SubmissionSMTP(SMTP):  # type: ignore[misc]
         await super().push(status)
 
     async def lock_out(self, login: str) -> AuthResult:
-        log.warning("login %r from %s locked out after failed logins", login, self.peer_host)
+        log.warning(
+            "client %s locked out after failed logins (the last for %r)", self.peer_host, login
+        )
         await self.push(LOCKED_OUT)
         self.close_now()
         return AuthResult(success=False, handled=True)
 
     # aiosmtpd decodes the credentials and hands them to `_defer_to_login`, which passes them
-    # back here unjudged: checking them needs the store (a thread) and the throttle (sleeps).
+    # back here unjudged: checking them needs the store (a thread) and may wait (failed logins).
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._judge(await super().auth_PLAIN(_, args))
 

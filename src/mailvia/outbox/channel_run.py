@@ -198,7 +198,7 @@ class ChannelRun:
             if provider is None or not credentials_rejected(result.reply, result.stage):
                 return result
             if rejected is not None and result.reply is not None:
-                # A token renewed a moment ago is refused too: the grant itself is gone.
+                # A token renewed a moment ago is refused too: the consent itself is gone.
                 return replace(result, reply=refused_after_renewal(provider, result.reply))
             rejected = credentials
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.ratelimit import RequestRate
+from mailvia.outbox.accounts import Sessions
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
 from mailvia.outbox.metrics import NO_METRICS
@@ -29,6 +30,7 @@ class Services:
 
     store: Store
     tenancy: Tenancy
+    sessions: Sessions  # the pages' sign-in sessions
     channels: Channels
     submitter: Submitter
     dispatcher: Dispatcher
@@ -48,6 +50,7 @@ class Services:
     oauth: OAuthConnect | None = None  # the connect flow of OAuth mailboxes
     mailboxes: OAuthMailboxes | None = None  # OAuth mailboxes: disconnect, remove, status
     http_url: str | None = None  # where `serve` listens (set once it has bound its socket)
+    startup_notes: tuple[str, ...] = ()  # what building fixed (e.g. files made private)
 
     async def aclose(self) -> None:
         await self.close()

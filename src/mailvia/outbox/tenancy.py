@@ -10,7 +10,10 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
 
+from mailvia.domain.channel import Channel, shared_refusal
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import (
     Conflict,
@@ -20,11 +23,20 @@ from mailvia.domain.errors import (
     Unauthenticated,
 )
 from mailvia.domain.ids import make_id
-from mailvia.domain.tenancy import Organization, Role, Team, User, domain_of
+from mailvia.domain.tenancy import Fallback, Organization, Role, Team, User, domain_of
 from mailvia.outbox.compose import check_address, check_login
 from mailvia.outbox.ports import Store
 
 TOKEN_PREFIX = "mv_"
+
+
+class _Unchanged(Enum):
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = _Unchanged.UNCHANGED  # leave the organization's default channel as it is
+# A new default channel: a channel's name or id, None (no default) or UNCHANGED.
+DefaultChoice = str | None | Literal[_Unchanged.UNCHANGED]
 
 
 def hash_token(token: str) -> str:
@@ -73,6 +85,40 @@ class Tenancy:
         if not name.strip() or any(c in name for c in "\r\n\0"):
             raise InvalidInput("an organization needs a name on one line")
         return self.store.create_organization(make_id("org", now, os.urandom(10)), name, now)
+
+    def update_organization(
+        self,
+        organization_id: str,
+        *,
+        default_channel: DefaultChoice = UNCHANGED,
+        fallback: Fallback | None = None,
+    ) -> Organization:
+        """Set the organization's default channel (one of its channels by name or id; None
+        clears it) and its fallback policy; what is not given stays. The one place that says
+        which channel may be the default. Raises NotFound (no such channel in the
+        organization), InvalidInput (an address-scoped channel: it carries only its owner's
+        mail)."""
+        org = self.store.get_organization(organization_id)
+        default_id = org.default_channel_id
+        if default_channel is not UNCHANGED:
+            default_id = None if default_channel is None else self._default(org, default_channel)
+        return self.store.update_organization(
+            org.id, default_channel_id=default_id, fallback=fallback or org.fallback
+        )
+
+    def _default(self, org: Organization, ref: str) -> str:
+        channel: Channel | None = self.store.find_channel(org.id, ref)
+        if channel is None:
+            try:
+                channel = self.store.get_channel(ref)
+            except NotFound:
+                channel = None
+        if channel is None or channel.organization_id != org.id:
+            raise NotFound(f"no channel {ref!r} in {org.name}")
+        refusal = shared_refusal(channel)
+        if refusal is not None:
+            raise InvalidInput(refusal)
+        return channel.id
 
     def create_team(self, name: str, org_name: str, now: Instant) -> Team:
         org = self.organization(org_name)

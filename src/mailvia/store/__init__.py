@@ -4,6 +4,7 @@ migrations. `migrate(url)` brings a database to the current schema; `open_store(
 from __future__ import annotations
 
 from mailvia.store.channels import KEEP
+from mailvia.store.files import make_private
 from mailvia.store.migration import migrate
 from mailvia.store.sqlstore import SqlStore
 
@@ -14,4 +15,4 @@ def open_store(url: str) -> SqlStore:
     return SqlStore(url)
 
 
-__all__ = ["KEEP", "SqlStore", "migrate", "open_store"]
+__all__ = ["KEEP", "SqlStore", "make_private", "migrate", "open_store"]

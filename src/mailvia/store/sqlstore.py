@@ -9,6 +9,7 @@ from mailvia.store.engine import Database
 from mailvia.store.events import EventStore
 from mailvia.store.oauth import OAuthStore
 from mailvia.store.outbox import OutboxStore
+from mailvia.store.sessions import WebSessionStore
 from mailvia.store.settle import SettleStore
 from mailvia.store.tenancy import TenancyStore
 from mailvia.store.views import ViewStore
@@ -25,6 +26,7 @@ class SqlStore(
     BudgetStore,
     WebhookStore,
     OAuthStore,
+    WebSessionStore,
 ):
     """The outbox and everything it refers to. Every public method is one transaction and
     raises domain errors only (NotFound, Conflict, InvalidInput, StoreUnavailable)."""

@@ -260,7 +260,20 @@ webhook_attempts = sa.Table(
     sa.Index(None, "webhook_id", "seq"),
 )
 
-# 0005: OAuth mailboxes. An organization's own OAuth app per provider (the client secret sealed).
+# 0005: the pages' sign-in sessions, checked on every request; `key` is the SHA-256 of the
+# secret the browser's cookie carries. A removed user's sessions go with it.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("seen_at", Time, nullable=False),
+    sa.Index(None, "user_id"),
+    sa.Index(None, "seen_at"),
+)
+
+# 0006: OAuth mailboxes. An organization's own OAuth app per provider (the client secret sealed).
 oauth_apps = sa.Table(
     "oauth_apps",
     metadata,
@@ -295,7 +308,7 @@ oauth_flows = sa.Table(
 
 # An OAuth mailbox's tokens (sealed), one row per channel. `version` grows with each write;
 # `lease_owner`/`lease_until` let one process at a time refresh; `failure` keeps the reply of a
-# refused grant, so no process asks the provider again until the mailbox is reconnected.
+# refused consent, so no process asks the provider again until the mailbox is reconnected.
 oauth_tokens = sa.Table(
     "oauth_tokens",
     metadata,

@@ -18,7 +18,7 @@ def _organization(row: Any) -> Organization:
     return Organization(row.id, row.name, row.default_channel_id, Fallback(row.fallback))
 
 
-def _user(row: Any) -> User:
+def user_of(row: Any) -> User:
     return User(
         id=row.id,
         organization_id=row.organization_id,
@@ -121,13 +121,13 @@ class TenancyStore:
         """The user signing in with this email (any case), or None."""
         with self._db.read() as conn:
             row = conn.execute(users.select().where(users.c.email == email.lower())).first()
-        return None if row is None else _user(row)
+        return None if row is None else user_of(row)
 
     def list_users(self, org_id: str) -> list[User]:
         """The organization's users, by email."""
         query = users.select().where(users.c.organization_id == org_id).order_by(users.c.email)
         with self._db.read() as conn:
-            return [_user(row) for row in conn.execute(query)]
+            return [user_of(row) for row in conn.execute(query)]
 
     def get_user(self, user_id: str) -> User:
         """The user. Raises NotFound."""
@@ -135,7 +135,7 @@ class TenancyStore:
             row = conn.execute(users.select().where(users.c.id == user_id)).first()
         if row is None:
             raise NotFound(f"no user {user_id!r}")
-        return _user(row)
+        return user_of(row)
 
     def count_users(self) -> int:
         """How many users exist (zero on a fresh database)."""
@@ -251,7 +251,7 @@ class TenancyStore:
         )
         with self._db.read() as conn:
             row = conn.execute(query).first()
-        return None if row is None else _user(row)
+        return None if row is None else user_of(row)
 
     def senders_for(self, org_id: str, address: str) -> list[User]:
         """The organization's users with an identity covering `address` (any case): those
@@ -266,7 +266,7 @@ class TenancyStore:
             .order_by(exact_first, users.c.email)
         )
         with self._db.read() as conn:
-            return [_user(row) for row in conn.execute(query)]
+            return [user_of(row) for row in conn.execute(query)]
 
     def list_teams(self, org_id: str) -> list[Team]:
         """The organization's teams, by name."""

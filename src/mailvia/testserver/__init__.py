@@ -1,6 +1,8 @@
-"""A fault-injecting test SMTP server (aiosmtpd) that captures mail to a maildir.
+"""A fault-injecting test SMTP server (aiosmtpd) that captures mail to a maildir; `fake/` adds
+fake Google and Microsoft (OAuth, Gmail API, Graph, SMTP XOAUTH2) on the same maildir.
 
-Imports only the standard library, aiosmtpd and cryptography; no other mailvia module.
+Imports only the standard library, aiosmtpd, cryptography, starlette and uvicorn; no other
+mailvia module (an import-linter contract).
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--implicit-tls", action="store_true", help="TLS from the first byte (smtps)")
     add("--auth", action="append", default=[], metavar="USER:PASS", help="require AUTH")
     add("--fault", action="append", default=[], metavar="STAGE=ACTION")
-    add("--faults-file", type=Path, metavar="F", help="re-read for each connection")
+    add("--faults-file", type=Path, metavar="F", help="re-read for each connection or request")
     add("--maildir", type=Path, metavar="DIR", help="default: a new temporary directory")
     _add_fake_options(parser)
     return parser
@@ -201,12 +201,11 @@ def _add_fake_options(parser: argparse.ArgumentParser) -> None:
         metavar="PROVIDER=ID:SECRET",
         help="a known OAuth client (then only known ones); default: any",
     )
-    add("--token-lifetime", type=int, default=3600, metavar="SECONDS", help="access tokens")
+    add("--token-lifetime", type=int, metavar="SECONDS", help="access tokens (default 3600)")
     add(
         "--rotate-refresh-tokens",
         choices=sorted(_ROTATION),
-        default="microsoft",
-        help="which provider returns a new refresh token at each refresh",
+        help="which provider returns a new refresh token at each refresh (default microsoft)",
     )
     add(
         "--retire-rotated-refresh-tokens",
@@ -234,7 +233,8 @@ def _fake_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         if provider not in ("google", "microsoft") or not eq or not client_id or not colon:
             parser.error(f"--client {spec!r}: expected google|microsoft=ID:SECRET")
         clients.append(ClientApp(provider, client_id, secret))
-    if args.token_lifetime < 1:
+    lifetime = 3600 if args.token_lifetime is None else args.token_lifetime
+    if lifetime < 1:
         parser.error("--token-lifetime: expected a positive number of seconds")
     limits = {
         name: value
@@ -246,8 +246,8 @@ def _fake_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return FakeOptions(
         account=args.account,
         clients=tuple(clients),
-        token_lifetime=args.token_lifetime,
-        rotate_refresh_tokens=_ROTATION[args.rotate_refresh_tokens],
+        token_lifetime=lifetime,
+        rotate_refresh_tokens=_ROTATION[args.rotate_refresh_tokens or "microsoft"],
         retire_rotated_refresh_tokens=args.retire_rotated_refresh_tokens,
         faults=tuple(args.fault),
         faults_file=args.faults_file,
@@ -257,6 +257,8 @@ def _fake_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 _FAKE_ONLY = (
     "listen_http",
+    "token_lifetime",
+    "rotate_refresh_tokens",
     "account",
     "client",
     "retire_rotated_refresh_tokens",

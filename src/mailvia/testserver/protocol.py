@@ -314,31 +314,15 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
         return AuthResult(success=False, handled=False)
 
     async def auth_XOAUTH2(self, _server: SMTP, args: list[str]) -> AuthResult:
-        """SASL XOAUTH2 as Gmail and Office 365 answer it (see `xoauth2`)."""
-        check = self.state.xoauth2
-        if check is None:  # not offered; aiosmtpd refuses it before we get here
+        """SASL XOAUTH2 as Gmail and Office 365 answer it (see `xoauth2.authenticate`)."""
+        if self.state.xoauth2 is None:  # not offered; aiosmtpd refuses it before we get here
             return AuthResult(success=False, handled=False)
-        if len(args) > 1:
-            response = xoauth2.decode_initial(args[1])
-        else:
-            blob = await self.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-            response = xoauth2.parse_response(blob)
-        if response is None:
-            return AuthResult(success=False, handled=False, message=xoauth2.MALFORMED)
-        verdict = check(response.user, response.token)
-        if verdict.accepted:
-            self.oauth_account = verdict.account
+        result, account = await xoauth2.authenticate(self.challenge_auth, self.state.xoauth2, args)
+        if account is not None:
+            self.oauth_account = account
             if self.record is not None:
-                self.record.auth_user = verdict.account
-            return AuthResult(success=True, message=verdict.success_reply())
-        if verdict.style == "office365":
-            return AuthResult(success=False, handled=False, message=xoauth2.OFFICE365_REFUSED)
-        # Gmail sends its error as a challenge and answers 535 to whatever comes back.
-        if await self.challenge_auth(verdict.gmail_challenge()) is MISSING:
-            return AuthResult(success=False, handled=True)
-        return AuthResult(success=False, handled=False, message=xoauth2.GMAIL_REFUSED)
+                self.record.auth_user = account
+        return result
 
 
 class Handler:

@@ -1,6 +1,7 @@
-"""SASL XOAUTH2 for the test SMTP server: reading the client's response, the providers' replies.
+"""SASL XOAUTH2 for the test SMTP server: the client's response, the providers' replies.
 
-Pure values and text; the token check itself is given by the fake providers (`Xoauth2Check`).
+`authenticate` holds the exchange; the rest are values and text. The token check itself is
+given by the fake providers (`Xoauth2Check`).
 
 The initial client response is `base64("user=" USER "^Aauth=Bearer " TOKEN "^A^A")`; on a bad
 token Gmail answers `334 base64({"status", "schemes", "scope"})`, waits for the client's empty
@@ -15,9 +16,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from aiosmtpd.smtp import MISSING, AuthResult
 
 Style = Literal["gmail", "office365"]
 
@@ -97,3 +100,32 @@ def decode_initial(argument: str) -> Xoauth2Response | None:
 def client_response(user: str, token: str) -> str:
     """The base64 initial client response for `user` and `token` (for tests and clients)."""
     return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode()).decode()
+
+
+# aiosmtpd's `SMTP.challenge_auth`: sends `334 base64(challenge)`, returns the decoded answer
+# (or MISSING after it answered a `*` or bad base64 itself).
+Challenge = Callable[[bytes | str], Awaitable[Any]]
+
+
+async def authenticate(
+    challenge: Challenge, check: Xoauth2Check, args: list[str]
+) -> tuple[AuthResult, str | None]:
+    """Run one AUTH XOAUTH2: aiosmtpd's result and the account when the token was accepted."""
+    if len(args) > 1:
+        response = decode_initial(args[1])
+    else:
+        blob = await challenge("")
+        if blob is MISSING:
+            return AuthResult(success=False, handled=True), None
+        response = parse_response(blob)
+    if response is None:
+        return AuthResult(success=False, handled=False, message=MALFORMED), None
+    verdict = check(response.user, response.token)
+    if verdict.accepted:
+        return AuthResult(success=True, message=verdict.success_reply()), verdict.account
+    if verdict.style == "office365":
+        return AuthResult(success=False, handled=False, message=OFFICE365_REFUSED), None
+    # Gmail sends its error as a challenge and answers 535 to whatever comes back.
+    if await challenge(verdict.gmail_challenge()) is MISSING:
+        return AuthResult(success=False, handled=True), None
+    return AuthResult(success=False, handled=False, message=GMAIL_REFUSED), None

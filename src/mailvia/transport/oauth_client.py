@@ -6,7 +6,7 @@ endpoint that revokes a refresh token).
 
 Endpoints come from the settings (MAILVIA_OAUTH_*); Microsoft's carry a `{tenant}`
 placeholder filled with the app's tenant. Library and network errors are mapped here, in one
-place: a refusal from the provider is GrantRefused (its `error` kept), a failure to reach it,
+place: a refusal from the provider is ProviderRefused (its `error` kept), a failure to reach it,
 a timeout, a 429 or a 5xx is ProviderUnavailable. Tokens and secrets are never logged.
 
 Side effects: HTTPS requests to the providers (never through proxies from the environment).
@@ -27,15 +27,15 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from mailvia import __version__
 from mailvia.domain.channel import Provider
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import GrantRefused, ProviderUnavailable
-from mailvia.domain.oauth import MailboxGrant, OAuthApp, TokenSet
+from mailvia.domain.errors import ProviderRefused, ProviderUnavailable
+from mailvia.domain.oauth import MailboxConsent, OAuthApp, TokenSet
 from mailvia.outbox.oauth.ports import AuthorizationRequest
 from mailvia.transport.oauth_idtoken import IdTokenVerifier
 
 TIMEOUT = 15.0
 USER_AGENT = f"mailvia/{__version__} (oauth)"
 DEFAULT_TENANT = "organizations"
-# OAuth error codes that say "try again later", not "this grant is no good" (RFC 6749 §4.1.2.1).
+# OAuth error codes that say "try again later", not "this consent is no good" (RFC 6749 §4.1.2.1).
 _TRANSIENT = frozenset({"temporarily_unavailable", "server_error"})
 
 
@@ -120,7 +120,7 @@ class OAuthClient:
         redirect_uri: str,
         nonce: str,
         now: Instant,
-    ) -> MailboxGrant:
+    ) -> MailboxConsent:
         token = await self._token_request(
             app,
             "authorization_code",
@@ -131,7 +131,7 @@ class OAuthClient:
         tokens = _token_set(token, now)
         id_token = token.get("id_token")
         if not isinstance(id_token, str):
-            raise GrantRefused("no ID token came back: nothing was connected", error="id_token")
+            raise ProviderRefused("no ID token came back: nothing was connected", error="id_token")
         claims = await self.verifier.claims(
             id_token,
             provider=app.provider,
@@ -142,7 +142,7 @@ class OAuthClient:
             tenant=app.tenant,
             now=now,
         )
-        return MailboxGrant(tokens, await self._address(app, claims, tokens.access_token))
+        return MailboxConsent(tokens, await self._address(app, claims, tokens.access_token))
 
     async def _address(self, app: OAuthApp, claims: dict[str, Any], access_token: str) -> str:
         """Google: a verified `email` in the ID token, else from userinfo; Microsoft: `email`,
@@ -153,12 +153,12 @@ class OAuthClient:
                     self.endpoints.google_userinfo, bearer=access_token, app=app
                 )
             if claims.get("email_verified") is not True:
-                raise GrantRefused("Google did not vouch for an email address", error="email")
+                raise ProviderRefused("Google did not vouch for an email address", error="email")
             address = claims.get("email")
         else:
             address = claims.get("email") or claims.get("preferred_username")
         if not isinstance(address, str) or "@" not in address:
-            raise GrantRefused("the provider named no mailbox address", error="email")
+            raise ProviderRefused("the provider named no mailbox address", error="email")
         return address.strip().lower()
 
     async def refresh(self, app: OAuthApp, refresh_token: str, *, now: Instant) -> TokenSet:
@@ -174,7 +174,7 @@ class OAuthClient:
         )
 
     async def revoke(self, app: OAuthApp, token: str) -> bool:
-        """Google revokes the whole grant given either token
+        """Google revokes the whole consent given either token
         (https://developers.google.com/identity/protocols/oauth2/web-server#tokenrevoke)."""
         if app.provider is not Provider.GOOGLE:
             return False
@@ -186,7 +186,7 @@ class OAuthClient:
 
     async def _token_request(self, app: OAuthApp, grant_type: str, **fields: str) -> dict[str, Any]:
         """POST to the token endpoint (the client's secret in the body: both providers take
-        client_secret_post); the answer's JSON object, or GrantRefused with its `error`."""
+        client_secret_post); the answer's JSON object, or ProviderRefused with its `error`."""
         credentials = {"client_id": app.client_id}
         if app.client_secret:
             credentials["client_secret"] = app.client_secret
@@ -235,7 +235,7 @@ def _token_set(token: dict[str, Any], now: Instant) -> TokenSet:
 
 
 def _token_answer(app: OAuthApp, answer: httpx.Response) -> dict[str, Any]:
-    """The token endpoint's JSON object; its `error` as GrantRefused (or, for the codes that
+    """The token endpoint's JSON object; its `error` as ProviderRefused (or, for the codes that
     say "later", a 429 or a 5xx, ProviderUnavailable)."""
     name = app.provider.display_name
     if answer.status_code >= 500 or answer.status_code == 429:
@@ -251,13 +251,13 @@ def _token_answer(app: OAuthApp, answer: httpx.Response) -> dict[str, Any]:
         error = str(error or f"http_{answer.status_code}")
         if error in _TRANSIENT:
             raise ProviderUnavailable(f"{name} answered {error}")
-        raise GrantRefused(f"{name} refused ({error})", error=error)
+        raise ProviderRefused(f"{name} refused ({error})", error=error)
     return found
 
 
 @asynccontextmanager
 async def _mapped(app: OAuthApp | None) -> AsyncIterator[None]:
-    """httpx's errors as GrantRefused (a 4xx) or ProviderUnavailable (no answer, 429, 5xx)."""
+    """httpx's errors as ProviderRefused (a 4xx) or ProviderUnavailable (no answer, 429, 5xx)."""
     name = app.provider.display_name if app else "the provider"
     try:
         yield
@@ -265,7 +265,7 @@ async def _mapped(app: OAuthApp | None) -> AsyncIterator[None]:
         status = exc.response.status_code
         if status >= 500 or status == 429:
             raise ProviderUnavailable(f"{name} answered HTTP {status}") from None
-        raise GrantRefused(f"{name} refused (HTTP {status})", error=f"http_{status}") from None
+        raise ProviderRefused(f"{name} refused (HTTP {status})", error=f"http_{status}") from None
     except (httpx.HTTPError, ValueError) as exc:
         raise ProviderUnavailable(f"{name} could not be reached ({type(exc).__name__})") from None
 

@@ -19,7 +19,7 @@ from joserfc.jwk import KeySet
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import GrantRefused
+from mailvia.domain.errors import ProviderRefused
 from mailvia.domain.oauth import expected_issuer
 
 JWKS_TTL = 3600.0
@@ -28,9 +28,9 @@ ALGORITHMS = ["RS256"]  # what Google and Microsoft sign ID tokens with
 Fetch = Callable[[str], Awaitable[dict[str, Any]]]
 
 
-def _refused(why: str) -> GrantRefused:
+def _refused(why: str) -> ProviderRefused:
     message = f"the ID token could not be verified ({why}): nothing was connected"
-    return GrantRefused(message, error="id_token")
+    return ProviderRefused(message, error="id_token")
 
 
 class IdTokenVerifier:
@@ -54,7 +54,7 @@ class IdTokenVerifier:
         tenant: str | None,
         now: Instant,
     ) -> dict[str, Any]:
-        """The token's claims once its signature and claims check out. Raises GrantRefused
+        """The token's claims once its signature and claims check out. Raises ProviderRefused
         (error `id_token`), ProviderUnavailable (the keys cannot be fetched)."""
         token = await self._decode(id_token, jwks_url)
         claims = dict(token.claims)

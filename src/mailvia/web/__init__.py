@@ -3,10 +3,10 @@
 `create_web(services, ...)` builds a FastAPI sub-application that the composition root mounts
 at `/` beside the API. Pages: `/signin`, `/password`, `/channel` (my delivery channel),
 `/channels/new`, `/channels/{id}`, `/team`, `/users`, `/tokens`, `/activity`, and the OAuth
-connect flow (`/oauth/{provider}/start`, `/oauth/go/{id}`, `/oauth/{provider}/callback`).
-Sessions are signed cookies (auth.py); every POST carries the session's CSRF token
-(csrf.py). It sees only `mailvia.domain` and `mailvia.outbox`; password hashing comes in as
-callables.
+connect flow (`/oauth/{provider}/start`, `/oauth/go/{id}`, `/oauth/{provider}/callback`). A
+signed cookie (auth.py) names a server-side session (`services.sessions`) checked on every
+request; every POST carries the cookie's CSRF token (csrf.py). It sees only
+`mailvia.domain` and `mailvia.outbox`; password hashing comes in as callables.
 """
 
 from __future__ import annotations

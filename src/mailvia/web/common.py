@@ -23,17 +23,18 @@ from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.errors import (
     Conflict,
     Forbidden,
-    GrantRefused,
     InvalidInput,
     MailviaError,
     NotFound,
+    ProviderRefused,
     Unauthenticated,
 )
 from mailvia.domain.message import State
 from mailvia.domain.oauth import basic_auth_off, oauth_offer
+from mailvia.domain.signins import PAGES, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.outbox.services import Services
-from mailvia.web.auth import SignInThrottle, current_session, fingerprint
+from mailvia.web.auth import current_session
 
 TEMPLATES = files("mailvia.web") / "templates"
 
@@ -51,14 +52,14 @@ NOTICES = {
     "oauth_connected": "Mailbox connected: mailvia holds no password, only tokens it renews "
     "itself.",
     "oauth_reconnected": "Reconnected: the held mail is released, in its original order.",
-    "oauth_revoked": "Disconnected: the grant is revoked at Google and mailvia's tokens are "
+    "oauth_revoked": "Disconnected: the consent is revoked at Google and mailvia's tokens are "
     "deleted. Mail for this channel is held until you reconnect.",
     "oauth_no_revocation": "Disconnected: mailvia's tokens are deleted. Microsoft offers no way "
     "for an app to revoke a refresh token: to cut access at Microsoft too, remove mailvia from "
     "your account's apps (myapps.microsoft.com) or ask your admin to revoke your sessions. "
     "Mail for this channel is held until you reconnect.",
     "oauth_unrevoked": "Disconnected: mailvia's tokens are deleted, but the provider could not "
-    "be reached to revoke the grant: remove mailvia from your account's permissions there. "
+    "be reached to revoke the consent: remove mailvia from your account's permissions there. "
     "Mail for this channel is held until you reconnect.",
     "oauth_app": "OAuth app saved.",
     "oauth_app_removed": "OAuth app removed.",
@@ -75,12 +76,14 @@ class PasswordChangeRequired(Exception):
 
 @dataclass
 class Web:
-    """The state of the web app: the services and what signing in needs."""
+    """The state of the web app: the services and what signing in needs (failed sign-ins are
+    counted in this process's memory, on `monotonic` time)."""
 
     services: Services
     verify_password: Callable[[str, str], bool]
     hash_password: Callable[[str], str]
-    throttle: SignInThrottle = field(default_factory=SignInThrottle)
+    signins: FailedSignIns = field(default_factory=lambda: FailedSignIns(PAGES))
+    monotonic: Callable[[], float] = time.monotonic
     env: Environment = field(init=False)
     dummy_hash: str = field(init=False)
 
@@ -107,18 +110,13 @@ WebDep = Annotated[Web, Depends(get_web)]
 
 
 def signed_in(request: Request, web: WebDep) -> User:
-    """The signed-in user; raises SignInRequired, or PasswordChangeRequired while a one-time
-    password is in use (except on the password page itself)."""
-    session = current_session(request)
-    if session.user_id is None:
+    """The signed-in user of a session that has not ended; raises SignInRequired, or
+    PasswordChangeRequired while a one-time password is in use (except on the password page
+    itself)."""
+    secret = current_session(request).secret
+    user = web.services.sessions.check(secret, now()) if secret else None
+    if user is None:
         raise SignInRequired()
-    try:
-        user = web.services.store.get_user(session.user_id)
-        stored = web.services.store.password_hash(user.id)
-    except NotFound:
-        raise SignInRequired() from None
-    if session.fingerprint != fingerprint(stored):
-        raise SignInRequired()  # the password changed since this session began
     request.state.user = user
     if user.must_change_password and request.url.path != "/password":
         raise PasswordChangeRequired()
@@ -198,7 +196,7 @@ def status_for(exc: MailviaError) -> int:
     """The HTTP status of a page that shows this error."""
     for kind, status in (
         (InvalidInput, 400),
-        (GrantRefused, 400),
+        (ProviderRefused, 400),
         (Unauthenticated, 401),
         (Forbidden, 403),
         (NotFound, 404),

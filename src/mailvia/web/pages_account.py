@@ -1,8 +1,10 @@
 """Signing in and out, and changing the password (forced after a one-time password).
 
-Side effects: a successful sign-in replaces the session (a new CSRF token, no fixation); a
-password change stores the new argon2 hash, clears the must-change flag and ends every other
-session of that user (their fingerprint no longer matches).
+Side effects: a successful sign-in starts a server-side session and replaces the cookie (a new
+CSRF token, no fixation); signing out ends the session; a password change stores the new
+argon2 hash, clears the must-change flag and ends every session of that user (this browser
+gets a new one). Failed sign-ins are counted per client and per account at a client
+(domain/signins.py): a client that has not failed is never refused.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import NotFound
-from mailvia.web.auth import Session, fingerprint, replace_session
-from mailvia.web.common import UserDep, WebDep, redirect, render
+from mailvia.domain.tenancy import User
+from mailvia.web.auth import Session, current_session, replace_session
+from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render
 from mailvia.web.forms import text
 
 router = APIRouter()
@@ -41,30 +44,44 @@ async def signin(request: Request, web: WebDep) -> Response:
     email, password = text(form, "email").strip(), text(form, "password")
     target = safe_next(text(form, "next") or "/")
     client = request.client.host if request.client else "unknown"
-    wait = web.throttle.wait(email, client)
-    if wait > 0:
+    verdict = web.signins.verdict(email, client, web.monotonic())
+    if verdict.locked or verdict.wait > 0:
         error = (
-            "Too many failed sign-ins for this account or from this address: "
-            f"try again in {math.ceil(wait)} seconds."
+            "Too many failed sign-ins from this address: "
+            f"try again in {max(1, math.ceil(verdict.wait))} seconds."
         )
         return render(request, "signin.html", status=429, next=target, email=email, error=error)
+    attempt = web.signins.begin(email, client, web.monotonic())
+    try:
+        user = await _check(web, email, password)
+    except BaseException:
+        web.signins.forget(attempt, succeeded=False)
+        raise
+    if user is None:
+        web.signins.failed(attempt, web.monotonic())
+        error = "The email or the password is not right."
+        return render(request, "signin.html", status=401, next=target, email=email, error=error)
+    web.signins.forget(attempt, succeeded=True)
+    secret = await run_in_threadpool(web.services.sessions.start, user, now())
+    replace_session(request, Session.fresh(secret))
+    return redirect("/password" if user.must_change_password else target)
+
+
+async def _check(web: Web, email: str, password: str) -> User | None:
+    """The user whose email and password these are, or None."""
     user = web.services.store.find_user(email) if email else None
     stored = web.services.store.password_hash(user.id) if user else None
     # argon2 takes tens of milliseconds: off the event loop. An unknown account is checked
     # against a dummy hash so that it takes as long as a wrong password.
     ok = await run_in_threadpool(web.verify_password, stored or web.dummy_hash, password)
-    ok = ok and stored is not None
-    if user is None or not ok:
-        web.throttle.failed(email, client)
-        error = "The email or the password is not right."
-        return render(request, "signin.html", status=401, next=target, email=email, error=error)
-    web.throttle.succeeded(email)
-    replace_session(request, Session.fresh(user.id, fingerprint(stored)))
-    return redirect("/password" if user.must_change_password else target)
+    return user if ok and stored is not None else None
 
 
 @router.post("/signout")
-def signout(request: Request) -> RedirectResponse:
+def signout(request: Request, web: WebDep) -> RedirectResponse:
+    secret = current_session(request).secret
+    if secret:
+        web.services.sessions.end(secret)
     replace_session(request, None)
     return redirect("/signin", notice="signedout")
 
@@ -98,5 +115,7 @@ async def change_password(request: Request, user: UserDep, web: WebDep) -> Respo
         )
     new_hash = await run_in_threadpool(web.hash_password, new)
     store.set_password(user.id, new_hash, must_change_password=False)
-    replace_session(request, Session.fresh(user.id, fingerprint(new_hash)))
+    sessions = web.services.sessions
+    await run_in_threadpool(sessions.end_all_for_user, user.id)
+    replace_session(request, Session.fresh(await run_in_threadpool(sessions.start, user, now())))
     return redirect("/channel", notice="password")

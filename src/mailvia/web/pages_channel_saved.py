@@ -149,7 +149,7 @@ async def change_state(
     request: Request, channel_id: str, verb: str, user: UserDep, web: WebDep
 ) -> Response:
     """`pause`, `resume` or `remove` (the owner or an admin; removing an OAuth mailbox
-    revokes its grant where the provider allows)."""
+    revokes its consent where the provider allows)."""
     channels = web.services.channels
     channel = channels.get(user, channel_id)
     try:

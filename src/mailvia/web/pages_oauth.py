@@ -8,7 +8,7 @@ Each flow is bound to this browser's session (outbox/oauth/connect.py); the call
 finished only in that session, signed in as the same user, and is spent either way.
 
 Side effects: flow rows; a finished flow makes or reconnects a channel and releases its held
-mail; Disconnect deletes the tokens (revoking Google's grant) and holds the mail.
+mail; Disconnect deletes the tokens (revoking the consent at Google) and holds the mail.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from mailvia.domain.channel import Provider, TransportKind
 from mailvia.domain.errors import (
     Forbidden,
-    GrantRefused,
     InvalidInput,
     MailviaError,
+    ProviderRefused,
     ProviderUnavailable,
 )
 from mailvia.domain.tenancy import User
@@ -59,6 +59,11 @@ def _mailboxes(web: Web) -> OAuthMailboxes:
     return web.services.mailboxes
 
 
+def _session(request: Request) -> str:
+    """The secret of this browser's signed-in session: a flow is bound to it."""
+    return current_session(request).secret or ""
+
+
 def _away(url: str) -> RedirectResponse:
     """303 to the provider (or to mailvia's own callback, for a fake on loopback)."""
     return RedirectResponse(url, status_code=303)
@@ -77,7 +82,7 @@ def start(
     url = _connect(web).start_in_browser(
         user,
         provider,
-        session=current_session(request).csrf,
+        session=_session(request),
         transport=transport,
         channel_ref=channel or None,
         now=now(),
@@ -88,7 +93,7 @@ def start(
 @router.get("/oauth/go/{flow_id}")
 def go(request: Request, flow_id: str, user: UserDep, web: WebDep) -> Response:
     """An API client's link: after the user's own sign-in, on to the provider."""
-    url = _connect(web).launch(user, flow_id, session=current_session(request).csrf, now=now())
+    url = _connect(web).launch(user, flow_id, session=_session(request), now=now())
     return _away(url)
 
 
@@ -110,12 +115,12 @@ async def callback(
 ) -> Response:
     """The provider sends the browser back here, with a code or an error."""
     user = _signed_in_or_none(request, web)
-    session = current_session(request).csrf if user is not None else None
+    session = _session(request) if user is not None else None
     try:
         done = await _connect(web).finish(
             user, session, provider, state=state or "", code=code, error=error, now=now()
         )
-    except (InvalidInput, Forbidden, GrantRefused, ProviderUnavailable) as exc:
+    except (InvalidInput, Forbidden, ProviderRefused, ProviderUnavailable) as exc:
         return render(
             request,
             "error.html",
@@ -129,7 +134,7 @@ async def callback(
 
 @router.post("/channels/{channel_id}/disconnect")
 async def disconnect(channel_id: str, user: UserDep, web: WebDep) -> Response:
-    """Delete the mailbox's tokens (Google's grant revoked), hold its mail."""
+    """Delete the mailbox's tokens (the consent revoked at Google), hold its mail."""
     done = await _mailboxes(web).disconnect(user, channel_id, now())
     notice = {True: "oauth_revoked", False: "oauth_no_revocation", None: "oauth_unrevoked"}
     return redirect(f"/channels/{done.channel.id}", notice=notice[done.revoked])

@@ -1,6 +1,6 @@
-"""Team channels (admins): the organization's domain-scoped channels, its default channel and
-its fallback policy, why Microsoft 365 and Gmail are never team channels, and the
-organization's own OAuth apps through which reps connect those mailboxes.
+"""Team channels (admins): the organization's domain-scoped channels, its default channel (never
+someone's own mailbox) and its fallback policy, why Microsoft 365 and Gmail are never team
+channels, and the organization's own OAuth apps through which reps connect those mailboxes.
 
 Side effects: saving the policy changes the organization's default channel and fallback;
 saving an OAuth app stores it (the client secret sealed), removing one deletes it.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mailvia.domain.channel import Kind, Provider, Scope
+from mailvia.domain.channel import Kind, Provider, Scope, shared_refusal
 from mailvia.domain.errors import InvalidInput, MailviaError, NotFound
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.tenancy import Fallback, User
@@ -70,7 +70,7 @@ def team_page(
         error=error,
         organization=services.store.get_organization(user.organization_id),
         team_channels=[c for c in channels if c.scope is Scope.DOMAIN],
-        channels=channels,
+        defaults=[c for c in channels if shared_refusal(c) is None],
         teams=teams,
         provider=provider,
         covers=covers,
@@ -91,16 +91,15 @@ def team(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
 async def policy(request: Request, user: UserDep, web: WebDep) -> Response:
     require_admin(user, "change the organization's settings")
     form = await request.form()
-    services = web.services
     try:
-        ref = text(form, "default_channel")
-        default = services.channels.get(user, ref).id if ref else None
         try:
             fallback = Fallback(text(form, "fallback"))
         except ValueError:
             raise InvalidInput("fallback: choose hold or next") from None
-        services.store.update_organization(
-            user.organization_id, default_channel_id=default, fallback=fallback
+        web.services.tenancy.update_organization(
+            user.organization_id,
+            default_channel=text(form, "default_channel") or None,
+            fallback=fallback,
         )
     except MailviaError as exc:
         return team_page(request, web, user, status=status_for(exc), error=str(exc))

@@ -3,7 +3,7 @@ mailbox); and the presets.
 
 Members see their own channels and their team's and manage their own; admins the whole
 organization's. A channel the caller may not see is 404. Removing or disconnecting an OAuth
-mailbox revokes its grant where the provider allows.
+mailbox revokes its consent where the provider allows.
 """
 
 from __future__ import annotations
@@ -195,10 +195,10 @@ async def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Res
     "/channels/{id}/disconnect",
     response_model=DisconnectedOut,
     responses=problems(401, 403, 404, 422, 503),
-    summary="Disconnect an OAuth mailbox: revoke its grant, delete its tokens, hold its mail",
+    summary="Disconnect an OAuth mailbox: revoke its consent, delete its tokens, hold its mail",
 )
 async def disconnect_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    """Google's grant is revoked; Microsoft offers no revocation of refresh tokens (`revoked`
+    """the consent is revoked at Google; Microsoft offers no revocation of refresh tokens (`revoked`
     false): mailvia deletes its copy. Reconnecting releases the held mail in order."""
     done = await mailboxes(services).disconnect(user, id, time.time())
     return {

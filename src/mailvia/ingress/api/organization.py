@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from mailvia.domain.errors import InvalidInput, NotFound
-from mailvia.domain.tenancy import Organization, User
+from mailvia.domain.tenancy import Organization
 from mailvia.ingress.api.auth import CallerDep, ServicesDep, require_admin
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.schemas import OrganizationOut, OrganizationPatch
-from mailvia.outbox.services import Services
+from mailvia.outbox.tenancy import UNCHANGED, DefaultChoice
 
 router = APIRouter(prefix="/v1", tags=["organization"])
 
@@ -45,21 +45,18 @@ def get_organization(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
 def update_organization(
     body: OrganizationPatch, services: ServicesDep, user: CallerDep
 ) -> dict[str, Any]:
-    """Only the fields given change; `"default_channel_id": null` clears the default."""
+    """Only the fields given change; `"default_channel_id": null` clears the default. An
+    address-scoped channel (one person's mailbox) can never be the default (422)."""
     require_admin(user, "change the organization's settings")
-    org = services.store.get_organization(user.organization_id)
-    default = org.default_channel_id
+    default: DefaultChoice = UNCHANGED
     if "default_channel_id" in body.model_fields_set:
-        ref = body.default_channel_id
-        default = None if ref is None else _channel_id(services, user, ref)
-    updated = services.store.update_organization(
-        org.id, default_channel_id=default, fallback=body.fallback or org.fallback
-    )
-    return _view(updated)
-
-
-def _channel_id(services: Services, user: User, ref: str) -> str:
+        default = body.default_channel_id
     try:
-        return services.channels.get(user, ref).id
+        updated = services.tenancy.update_organization(
+            user.organization_id, default_channel=default, fallback=body.fallback
+        )
     except NotFound:
-        raise InvalidInput(f"default_channel_id: no channel {ref!r} in this organization") from None
+        raise InvalidInput(
+            f"default_channel_id: no channel {body.default_channel_id!r} in this organization"
+        ) from None
+    return _view(updated)

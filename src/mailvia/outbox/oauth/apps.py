@@ -130,7 +130,7 @@ class OAuthApps:
         return OAuthApp(provider, own.client_id, secret, own.tenant, AppSource.ORGANIZATION)
 
     def for_client(self, org_id: str, provider: Provider, client_id: str) -> OAuthApp | None:
-        """The app with this client id (the one a mailbox's grant was made with), if it is
+        """The app with this client id (the one a mailbox's consent was given through), if it is
         still set up: refresh tokens only work with the client they were issued to."""
         for app in (self.resolve(org_id, provider), self.operator.get(provider)):
             if app is not None and app.client_id == client_id:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from mailvia.domain.channel import Provider, TransportKind
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import Forbidden, GrantRefused, InvalidInput
+from mailvia.domain.errors import Forbidden, InvalidInput, ProviderRefused
 from mailvia.domain.ids import make_id
 from mailvia.domain.oauth import OAuthApp, oauth_offer, scopes_for
 from mailvia.domain.tenancy import User
@@ -159,7 +159,7 @@ class OAuthConnect:
     ) -> Connected:
         """The provider's callback. The flow is spent whatever happens. Raises InvalidInput
         (unknown, expired or spent state), Forbidden (another user or session, an address
-        that is not the actor's), GrantRefused (consent declined, the code refused, an ID
+        that is not the actor's), ProviderRefused (consent declined, the code refused, an ID
         token that does not verify), ProviderUnavailable."""
         flow = self.flows.take_flow(_digest("state", state)) if state else None
         if flow is None or flow.expires_at <= now or flow.provider is not provider:
@@ -171,11 +171,11 @@ class OAuthConnect:
         name = provider.display_name
         if error or not code or flow.verifier is None or flow.nonce is None:
             why = error or "no authorization code"
-            raise GrantRefused(
+            raise ProviderRefused(
                 f"{name} did not grant access ({why}): nothing was connected", error=why
             )
         app = self._app(actor.organization_id, provider)
-        grant = await self.client.exchange(
+        consent = await self.client.exchange(
             app,
             code=code,
             verifier=self.vault.open(flow.verifier).decode(),
@@ -183,7 +183,7 @@ class OAuthConnect:
             nonce=flow.nonce,
             now=now,
         )
-        return await self.mailboxes.connect(actor, flow, app, grant, now)
+        return await self.mailboxes.connect(actor, flow, app, consent, now)
 
     def _new_flow(
         self,

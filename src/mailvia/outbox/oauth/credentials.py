@@ -5,7 +5,7 @@ Single flight: in a process, a lock per channel makes concurrent callers wait fo
 across processes, the first to take the store's lease on the channel's token row refreshes
 (SQLite and PostgreSQL alike: one conditional UPDATE), the others poll the row until its
 version moves or the lease runs out. A rotated refresh token is written in the same
-transaction as the access token it came with. A refused grant is written down too
+transaction as the access token it came with. A refused consent is written down too
 (`failure`), so no other process asks the provider again until the mailbox is reconnected.
 
 Side effects: token requests to the provider; writes to the token row (lease, new tokens,
@@ -23,10 +23,10 @@ from typing import NoReturn
 
 from mailvia.domain.channel import Channel, Provider
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import CredentialsFailed, GrantRefused, ProviderUnavailable
+from mailvia.domain.errors import CredentialsFailed, ProviderRefused, ProviderUnavailable
 from mailvia.domain.oauth import (
     TokenSet,
-    grant_refused,
+    consent_refused,
     not_connected,
     token_unavailable,
 )
@@ -153,8 +153,8 @@ class TokenSource:
             fresh = await self.client.refresh(
                 app, self.vault.open(stored.refresh).decode(), now=self.clock()
             )
-        except GrantRefused as exc:
-            self._fail(channel, grant_refused(provider, exc.error))
+        except ProviderRefused as exc:
+            self._fail(channel, consent_refused(provider, exc.error))
         except ProviderUnavailable as exc:
             self.store.release_tokens(channel.id, self.owner)
             raise CredentialsFailed(token_unavailable(str(exc))) from None

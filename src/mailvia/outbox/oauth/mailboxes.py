@@ -26,7 +26,7 @@ from mailvia.domain.channel import (
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, Forbidden, InvalidInput, MailviaError
 from mailvia.domain.ids import make_id
-from mailvia.domain.oauth import MailboxGrant, OAuthApp, oauth_offer, reconnect_words
+from mailvia.domain.oauth import MailboxConsent, OAuthApp, oauth_offer, reconnect_words
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.tenancy import User, identity_covers
 from mailvia.outbox.channels import Channels
@@ -95,24 +95,24 @@ class OAuthMailboxes:
         self.forget = forget  # drop pooled connections and tokens kept in memory
 
     async def connect(
-        self, actor: User, flow: PendingFlow, app: OAuthApp, grant: MailboxGrant, now: Instant
+        self, actor: User, flow: PendingFlow, app: OAuthApp, consent: MailboxConsent, now: Instant
     ) -> Connected:
-        """Store the grant as the actor's mailbox. Raises Forbidden (an address that is not
+        """Store the consent as the actor's mailbox. Raises Forbidden (an address that is not
         the actor's, or not the reconnected channel's), InvalidInput (no refresh token);
-        then nothing is stored, and the grant is revoked where the provider allows."""
-        address = grant.address.strip().lower()
+        then nothing is stored, and the consent is revoked where the provider allows."""
+        address = consent.address.strip().lower()
         try:
             self._check_address(actor, flow.provider, address)
-            if not grant.tokens.refresh_token:
+            if not consent.tokens.refresh_token:
                 raise InvalidInput(
                     f"{flow.provider.display_name} granted no refresh token (offline access), "
                     "so the connection would stop within the hour: nothing was connected"
                 )
             target = self._target(actor, flow, address)
         except MailviaError:
-            await self._revoke(app, grant.tokens.refresh_token or grant.tokens.access_token)
+            await self._revoke(app, consent.tokens.refresh_token or consent.tokens.access_token)
             raise
-        tokens = self._sealed(flow, app, grant, address, target.id if target else "")
+        tokens = self._sealed(flow, app, consent, address, target.id if target else "")
         if target is None:
             return Connected(
                 self._create(actor, flow, tokens, now), created=True, reconnected=False
@@ -149,19 +149,24 @@ class OAuthMailboxes:
         return None
 
     def _sealed(
-        self, flow: PendingFlow, app: OAuthApp, grant: MailboxGrant, address: str, channel_id: str
+        self,
+        flow: PendingFlow,
+        app: OAuthApp,
+        consent: MailboxConsent,
+        address: str,
+        channel_id: str,
     ) -> StoredTokens:
-        refresh = grant.tokens.refresh_token or ""
+        refresh = consent.tokens.refresh_token or ""
         return StoredTokens(
             channel_id=channel_id,
             provider=flow.provider,
             client_id=app.client_id,
             address=address,
-            access=self.vault.seal(grant.tokens.access_token.encode()),
+            access=self.vault.seal(consent.tokens.access_token.encode()),
             refresh=self.vault.seal(refresh.encode()),
-            scope=grant.tokens.scope,
-            expires_at=grant.tokens.expires_at,
-            obtained_at=grant.tokens.obtained_at or flow.created_at,
+            scope=consent.tokens.scope,
+            expires_at=consent.tokens.expires_at,
+            obtained_at=consent.tokens.obtained_at or flow.created_at,
         )
 
     def _create(
@@ -258,7 +263,7 @@ class OAuthMailboxes:
         return Disconnected(channel, held, await self._revoke_stored(channel, stored))
 
     async def remove(self, actor: User, ref: str) -> None:
-        """Remove a channel (what Channels.remove does); an OAuth mailbox's grant is revoked
+        """Remove a channel (what Channels.remove does); an OAuth mailbox's consent is revoked
         at the provider where it allows. Raises what Channels.remove raises."""
         channel = self.channels.get(actor, ref)
         stored = self.store.oauth_tokens(channel.id) if channel.oauth else None
@@ -290,9 +295,9 @@ class OAuthMailboxes:
         return await self._revoke(app, self.vault.open(sealed).decode())
 
     async def _revoke(self, app: OAuthApp, token: str) -> bool | None:
-        """Revoke a grant at the provider; never raises (the tokens are gone here anyway)."""
+        """Revoke a consent at the provider; never raises (the tokens are gone here anyway)."""
         try:
             return await self.client.revoke(app, token)
         except MailviaError as exc:
-            log.warning("could not revoke a %s grant: %s", app.provider.display_name, exc)
+            log.warning("could not revoke a %s consent: %s", app.provider.display_name, exc)
             return None

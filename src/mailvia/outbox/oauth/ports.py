@@ -9,7 +9,7 @@ from typing import Protocol
 
 from mailvia.domain.channel import Channel, ChannelState, Provider, TransportKind
 from mailvia.domain.clock import Instant
-from mailvia.domain.oauth import MailboxGrant, OAuthApp, TokenSet
+from mailvia.domain.oauth import MailboxConsent, OAuthApp, TokenSet
 from mailvia.outbox.ports import Event
 
 
@@ -46,7 +46,7 @@ class PendingFlow:
 
 @dataclass(frozen=True)
 class StoredTokens:
-    """An OAuth mailbox's tokens as stored (sealed). `failure`: the reply text of a grant the
+    """An OAuth mailbox's tokens as stored (sealed). `failure`: the reply text of a consent the
     provider refused; no one asks it again until the mailbox is reconnected."""
 
     channel_id: str
@@ -142,7 +142,7 @@ class AuthorizationRequest:
 
 
 class ProviderClient(Protocol):
-    """A provider's OAuth endpoints. Raises GrantRefused when the provider refuses (its error
+    """A provider's OAuth endpoints. Raises ProviderRefused when the provider refuses (its error
     code kept), ProviderUnavailable when it cannot be reached, times out or answers 5xx."""
 
     def authorization_url(self, app: OAuthApp, request: AuthorizationRequest) -> str: ...
@@ -156,7 +156,7 @@ class ProviderClient(Protocol):
         redirect_uri: str,
         nonce: str,
         now: Instant,
-    ) -> MailboxGrant:
+    ) -> MailboxConsent:
         """Trade the code for tokens; the address comes from the verified ID token (or the
         userinfo endpoint), never from the user."""
         ...
@@ -166,5 +166,5 @@ class ProviderClient(Protocol):
         ...
 
     async def revoke(self, app: OAuthApp, token: str) -> bool:
-        """Revoke a grant; False when the provider offers no revocation (Microsoft)."""
+        """Revoke a consent; False when the provider offers no revocation (Microsoft)."""
         ...

@@ -4,7 +4,7 @@ The real providers' paths on one origin: consent page, token (PKCE checked), rev
 JWKS, Gmail `users.messages.send`, Graph `sendMail`; faults on demand; a control surface under
 `/_fake/` for tests. Modules: `server` (lifecycle), `app` (routes), `urls` (paths and the
 settings), `consent` (authorize), `oauth` (token, revoke, userinfo, JWKS, the XOAUTH2 check),
-`mailapi` (sending), `mime`, `tokens` (grants), `providers` (what differs), `errors` (the
+`mailapi` (sending), `mime`, `tokens` (consents), `providers` (what differs), `errors` (the
 providers' error bodies), `jwt`, `http` (log, faults), `state`, `control`.
 Imports only the standard library, starlette, uvicorn, cryptography and the test server.
 """

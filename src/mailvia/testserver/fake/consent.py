@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from mailvia.testserver.fake import providers
 from mailvia.testserver.fake.http import fake_state, injected, note
 from mailvia.testserver.fake.state import FakeState
-from mailvia.testserver.fake.tokens import Grant
+from mailvia.testserver.fake.tokens import Consent
 from mailvia.testserver.faults import HttpFault
 
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url of a SHA-256 digest (RFC 7636 4.2)
@@ -172,29 +172,29 @@ async def _decide(request: Request, auth: AuthRequest, params: Mapping[str, str]
             message="Enter the account's email address.",
         )
     state = fake_state(request)
-    grant, code = state.store.open_grant(
-        _grant(auth, account, state), redirect_uri=auth.redirect_uri, challenge=auth.challenge
+    consent, code = state.store.open_consent(
+        _consent(auth, account, state), redirect_uri=auth.redirect_uri, challenge=auth.challenge
     )
-    note(request, account=account, grant=grant.id)
+    note(request, account=account, consent=consent.id)
     if auth.provider == "google":
-        scope = " ".join(grant.scopes)
+        scope = " ".join(consent.scopes)
         extra = {"code": code, "scope": scope, "authuser": "0", "prompt": "consent"}
     else:
         extra = {"code": code, "session_state": str(uuid.uuid4())}
     return _redirect(auth, extra)
 
 
-def _grant(auth: AuthRequest, account: str, state: FakeState) -> Grant:
+def _consent(auth: AuthRequest, account: str, state: FakeState) -> Consent:
     if auth.provider == "google":
         # A refresh token only with access_type=offline, and only at the first consent unless
         # prompt=consent (https://developers.google.com/identity/protocols/oauth2/web-server#offline).
-        again = state.store.has_offline_grant("google", auth.client_id, account)
+        again = state.store.has_offline_consent("google", auth.client_id, account)
         offline = auth.access_type == "offline" and ("consent" in auth.prompt.split() or not again)
         scopes = providers.google_granted(auth.scopes)
     else:
         offline = "offline_access" in auth.scopes  # Microsoft's condition for a refresh token
         scopes = auth.scopes
-    return Grant(
+    return Consent(
         id="",
         provider=auth.provider,
         client_id=auth.client_id,

@@ -2,12 +2,12 @@
 
 - `GET /_fake/` the settings and this list;
 - `GET /_fake/requests` every provider request: `at` (the fake's clock), `method`, `path`,
-  `status` (None while unanswered or when dropped), `provider`, `stage`, `account`, `grant`,
+  `status` (None while unanswered or when dropped), `provider`, `stage`, `account`, `consent`,
   `token` (a fingerprint, `fingerprint(token)`), `fault`;
 - `GET /_fake/received` what reached the maildir (as `received.jsonl`);
-- `GET /_fake/grants` every consent: id, provider, client_id, account, scopes, offline, revoked;
+- `GET /_fake/consents` every consent: id, provider, client_id, account, scopes, offline, revoked;
 - `GET /_fake/refreshes` successful token refreshes per account;
-- `POST /_fake/revoke {"account", "provider"?}` a user removing consent: every grant of the
+- `POST /_fake/revoke {"account", "provider"?}` a user removing consent: every consent of the
   account stops working (refresh: `invalid_grant`; API calls: 401) -> `{"revoked": N}`;
 - `POST /_fake/expire {"account", "provider"?}` the account's access tokens expire now
   -> `{"expired": N}`;
@@ -45,8 +45,8 @@ async def received(request: Request) -> Response:
     return JSONResponse([{k: v for k, v in e.items() if k != "content"} for e in entries])
 
 
-async def grants(request: Request) -> Response:
-    return JSONResponse([asdict(grant) for grant in fake_state(request).store.grants()])
+async def consents(request: Request) -> Response:
+    return JSONResponse([asdict(consent) for consent in fake_state(request).store.consents()])
 
 
 async def refreshes(request: Request) -> Response:
@@ -102,7 +102,7 @@ ROUTES = [
     Route("/_fake/", index),
     Route("/_fake/requests", requests),
     Route("/_fake/received", received),
-    Route("/_fake/grants", grants),
+    Route("/_fake/consents", consents),
     Route("/_fake/refreshes", refreshes),
     Route("/_fake/revoke", revoke, methods=["POST"]),
     Route("/_fake/expire", expire, methods=["POST"]),

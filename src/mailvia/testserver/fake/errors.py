@@ -3,7 +3,7 @@
 - OAuth (Google): `{"error", "error_description"}` (RFC 6749 5.2; Google's texts as seen in
   googleapis/google-api-php-client#2669 "Missing code verifier.", google-api-java-client#1479
   "Invalid code verifier.", dj-rest-auth#458 `redirect_uri_mismatch`/"Bad Request", and
-  "Token has been expired or revoked." https://www.nango.dev/blog/google-oauth-invalid-grant-token-has-been-expired-or-revoked).
+  "Token has been expired or revoked." https://www.nango.dev/blog/google-oauth-invalid-consent-token-has-been-expired-or-revoked).
 - OAuth (Microsoft): plus `error_codes`, `timestamp`, `trace_id`, `correlation_id`,
   `error_uri`, the description starting `AADSTSnnnn:` (davidjrh/dnn.azureadprovider#17 for the
   shape; the codes from https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
@@ -39,14 +39,14 @@ GOOGLE_REFUSALS: dict[str, tuple[str, str]] = {
     "verifier_mismatch": ("invalid_grant", "Invalid code verifier."),
     "refresh_unknown": ("invalid_grant", "Bad Request"),
     "refresh_retired": ("invalid_grant", "Token has been expired or revoked."),
-    "grant_revoked": ("invalid_grant", "Token has been expired or revoked."),
+    "consent_revoked": ("invalid_grant", "Token has been expired or revoked."),
 }
 _MS_EXPIRED = (
     "The provided authorization code or refresh token has expired due to inactivity. Send a "
     "new interactive authorization request for this user and resource."
 )
 _MS_REVOKED = (
-    "The provided grant has expired due to it being revoked, a fresh auth token is needed. "
+    "The provided consent has expired due to it being revoked, a fresh auth token is needed. "
     "The user might have changed or reset their password."
 )
 _MS_BAD_CODE = "The provided value for the 'code' parameter is not valid."
@@ -84,7 +84,7 @@ MICROSOFT_REFUSALS: dict[str, tuple[str, int, str]] = {
         "Invalid request. Request is malformed or invalid.",
     ),
     "refresh_retired": ("invalid_grant", 70008, _MS_EXPIRED),
-    "grant_revoked": ("invalid_grant", 50173, _MS_REVOKED),
+    "consent_revoked": ("invalid_grant", 50173, _MS_REVOKED),
     "client_unknown": (
         "unauthorized_client",
         700016,
@@ -323,7 +323,7 @@ GRAPH_401 = {
     "missing": "Access token is empty.",
     "token_unknown": "Access token validation failure.",
     "token_expired": "Lifetime validation failed, the token is expired.",
-    "grant_revoked": "Continuous access evaluation resulted in challenge with result: "
+    "consent_revoked": "Continuous access evaluation resulted in challenge with result: "
     "InteractionRequired and code: TokensRevoked",
 }
 _GRAPH_AUTHENTICATE = (

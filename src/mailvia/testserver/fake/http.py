@@ -56,7 +56,7 @@ class RequestLogMiddleware:
             "provider": None,
             "stage": None,
             "account": None,
-            "grant": None,
+            "consent": None,
             "token": None,
             "fault": None,
         }
@@ -72,7 +72,7 @@ class RequestLogMiddleware:
 
 
 def note(request: Request, **fields: Any) -> None:
-    """Fill in this request's log entry (provider, stage, account, grant, token, fault)."""
+    """Fill in this request's log entry (provider, stage, account, consent, token, fault)."""
     entry = request.scope.get("state", {}).get("log")
     if entry is not None:
         entry.update(fields)

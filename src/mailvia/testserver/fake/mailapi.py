@@ -3,10 +3,12 @@
 Gmail: `POST /gmail/v1/users/{me|address}/messages/send` with `{"raw": base64url}`, or
 `POST /upload/gmail/v1/users/{me|address}/messages/send?uploadType=media` with the message
 (`message/rfc822`); needs `gmail.send` or `https://mail.google.com/`; answers
-`{"id", "threadId", "labelIds": ["SENT"]}`; a From that is not the account is replaced by the
-account, as Gmail does for an address that is not a send-as alias
+`{"id", "threadId", "labelIds": ["SENT"]}`
 (https://developers.google.com/gmail/api/reference/rest/v1/users.messages/send,
-https://developers.google.com/gmail/api/guides/uploads).
+https://developers.google.com/gmail/api/guides/uploads). Gmail sends only as the account or
+one of its send-as aliases (https://developers.google.com/gmail/api/guides/alias_and_signature_settings);
+the fake knows no aliases and, as Gmail is reported to do (not in Google's reference), puts
+the account in place of any other From.
 Graph: `POST /v1.0/me/sendMail`, `Content-Type: text/plain`, the MIME base64-encoded; needs
 `Mail.Send`; answers 202 with no body; bad base64 is 400 "Invalid base64 string for MIME
 content."; a From that is not the mailbox is 403 `ErrorSendAsDenied`
@@ -40,16 +42,16 @@ def _authorize(request: Request, provider: str, scopes: Iterable[str]) -> Author
             return errors.gmail_unauthorized(missing=True)
         return errors.graph_unauthorized("missing")
     found = fake_state(request).store.check_access(token)
-    if isinstance(found, Authorized) and found.grant.provider != provider:
+    if isinstance(found, Authorized) and found.consent.provider != provider:
         found = Refusal("token_unknown")
     note(request, token=fingerprint(token))
     if isinstance(found, Refusal):
-        if found.grant is not None:
-            note(request, account=found.grant.account, grant=found.grant.id)
+        if found.consent is not None:
+            note(request, account=found.consent.account, consent=found.consent.id)
         if provider == "google":
             return errors.gmail_unauthorized(missing=False)
         return errors.graph_unauthorized(found.reason)
-    note(request, account=found.grant.account, grant=found.grant.id)
+    note(request, account=found.consent.account, consent=found.consent.id)
     if not set(scopes) & set(found.scopes):
         if provider == "google":
             return errors.gmail_error(
@@ -72,7 +74,7 @@ async def _gmail(request: Request, *, upload: bool) -> Response:
     found = _authorize(request, "google", providers.GMAIL_SEND_SCOPES)
     if isinstance(found, Response):
         return found
-    account = found.grant.account
+    account = found.consent.account
     user = request.path_params["user"]
     if user != "me" and user.lower() != account.lower():
         return errors.gmail_error(403, "forbidden", f"Delegation denied for {account}")
@@ -166,7 +168,7 @@ async def graph_send(request: Request) -> Response:
     found = _authorize(request, "microsoft", providers.GRAPH_SEND_SCOPES)
     if isinstance(found, Response):
         return found
-    account = found.grant.account
+    account = found.consent.account
     fault = await injected(request, "graph_send", errors.graph_fault)
     if fault is not None:
         return fault
@@ -177,7 +179,10 @@ async def graph_send(request: Request) -> Response:
             "ErrorInvalidRequest",
             "The fake serves the MIME form only: send the message base64-encoded as text/plain",
         )
-    body = await request.body()
+    return _graph_store(request, account, await request.body())
+
+
+def _graph_store(request: Request, account: str, body: bytes) -> Response:
     if len(body) > fake_state(request).options.graph_max_bytes:
         return errors.graph_error(413)
     try:

@@ -28,7 +28,7 @@ from mailvia.testserver.fake.http import (
     note,
 )
 from mailvia.testserver.fake.state import FakeState
-from mailvia.testserver.fake.tokens import Authorized, Grant, Issued, Refusal, fingerprint
+from mailvia.testserver.fake.tokens import Authorized, Consent, Issued, Refusal, fingerprint
 from mailvia.testserver.xoauth2 import Style, Xoauth2Verdict
 
 ID_TOKEN_LIFETIME = 3600
@@ -132,11 +132,13 @@ def _answer(
     request: Request, provider: str, result: Issued | Refusal, *, with_nonce: bool
 ) -> Response:
     if isinstance(result, Refusal):
-        if result.grant is not None:
-            note(request, account=result.grant.account, grant=result.grant.id)
+        if result.consent is not None:
+            note(request, account=result.consent.account, consent=result.consent.id)
         return errors.oauth_refusal(provider, result.reason)
-    grant = result.grant
-    note(request, account=grant.account, grant=grant.id, token=fingerprint(result.access_token))
+    consent = result.consent
+    note(
+        request, account=consent.account, consent=consent.id, token=fingerprint(result.access_token)
+    )
     state = fake_state(request)
     body: dict[str, Any] = {
         "access_token": result.access_token,
@@ -144,24 +146,26 @@ def _answer(
         "token_type": "Bearer",
     }
     if provider == "google":
-        body["scope"] = " ".join(grant.scopes)
+        body["scope"] = " ".join(consent.scopes)
     else:
-        body["scope"] = " ".join(providers.microsoft_granted(grant.scopes))
+        body["scope"] = " ".join(providers.microsoft_granted(consent.scopes))
         body["ext_expires_in"] = result.expires_in
     if result.refresh_token is not None:
         body["refresh_token"] = result.refresh_token
-    if "openid" in grant.scopes:
-        body["id_token"] = id_token(state, grant if with_nonce else replace(grant, nonce=None))
+    if "openid" in consent.scopes:
+        body["id_token"] = id_token(state, consent if with_nonce else replace(consent, nonce=None))
     return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
-def id_token(state: FakeState, grant: Grant) -> str:
-    """A signed ID token for `grant` from its provider's key."""
+def id_token(state: FakeState, consent: Consent) -> str:
+    """A signed ID token for `consent` from its provider's key."""
     build = (
-        providers.google_id_claims if grant.provider == "google" else providers.microsoft_id_claims
+        providers.google_id_claims
+        if consent.provider == "google"
+        else providers.microsoft_id_claims
     )
-    claims = build(grant, origin=state.origin, now=state.clock(), lifetime=ID_TOKEN_LIFETIME)
-    return state.keys[grant.provider].sign(claims)
+    claims = build(consent, origin=state.origin, now=state.clock(), lifetime=ID_TOKEN_LIFETIME)
+    return state.keys[consent.provider].sign(claims)
 
 
 async def google_revoke(request: Request) -> Response:
@@ -171,10 +175,10 @@ async def google_revoke(request: Request) -> Response:
     fault = await injected(request, "revoke", lambda f: errors.oauth_fault("google", "revoke", f))
     if fault is not None:
         return fault
-    grant = fake_state(request).store.revoke_token(token) if token else None
-    if grant is None:
+    consent = fake_state(request).store.revoke_token(token) if token else None
+    if consent is None:
         return errors.google_oauth("invalid_token", "Token expired or revoked")
-    note(request, account=grant.account, grant=grant.id, token=fingerprint(token))
+    note(request, account=consent.account, consent=consent.id, token=fingerprint(token))
     return Response(status_code=200)
 
 
@@ -183,7 +187,7 @@ async def google_userinfo(request: Request) -> Response:
     note(request, provider="google")
     token = bearer(request)
     found = fake_state(request).store.check_access(token) if token else Refusal("token_unknown")
-    if isinstance(found, Authorized) and found.grant.provider != "google":
+    if isinstance(found, Authorized) and found.consent.provider != "google":
         found = Refusal("token_unknown")
     if isinstance(found, Refusal):
         headers = {
@@ -191,14 +195,14 @@ async def google_userinfo(request: Request) -> Response:
         }
         body = {"error": "invalid_request", "error_description": "Invalid Credentials"}
         return JSONResponse(body, 401, headers=headers)
-    grant = found.grant
-    note(request, account=grant.account, grant=grant.id, token=fingerprint(token or ""))
+    consent = found.consent
+    note(request, account=consent.account, consent=consent.id, token=fingerprint(token or ""))
     fault = await injected(
         request, "userinfo", lambda f: errors.oauth_fault("google", "userinfo", f)
     )
     if fault is not None:
         return fault
-    claims = providers.google_id_claims(grant, origin="", now=0, lifetime=0)
+    claims = providers.google_id_claims(consent, origin="", now=0, lifetime=0)
     info = {k: claims[k] for k in ("sub", "email", "email_verified") if k in claims}
     return JSONResponse(info)
 
@@ -218,17 +222,19 @@ async def microsoft_jwks(request: Request) -> Response:
 def smtp_verdict(state: FakeState, user: str, token: str) -> Xoauth2Verdict:
     """Accept an XOAUTH2 login only with a live access token of this fake for `user` that
     carries the provider's SMTP scope; refuse in the token's provider's words."""
-    grant = state.store.grant_of(token)
-    style: Style = "office365" if grant is not None and grant.provider == "microsoft" else "gmail"
+    consent = state.store.consent_of(token)
+    style: Style = (
+        "office365" if consent is not None and consent.provider == "microsoft" else "gmail"
+    )
     found = state.store.check_access(token)
     if isinstance(found, Refusal):
         return Xoauth2Verdict(None, style, status="401")
-    if found.grant.account.lower() != user.lower():
+    if found.consent.account.lower() != user.lower():
         return Xoauth2Verdict(None, style, status="400")
-    if found.grant.provider == "google":
+    if found.consent.provider == "google":
         allowed = providers.GMAIL_SMTP_SCOPE in found.scopes
     else:
         allowed = bool(OUTLOOK_SMTP_SCOPES & set(found.scopes))
     if not allowed:
         return Xoauth2Verdict(None, style, status="400")
-    return Xoauth2Verdict(found.grant.account, style)
+    return Xoauth2Verdict(found.consent.account, style)

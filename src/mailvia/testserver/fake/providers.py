@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from mailvia.testserver.fake.jwt import b64url
-from mailvia.testserver.fake.tokens import Grant
+from mailvia.testserver.fake.tokens import Consent
 
 # Google: "email"/"profile" come back as their full names in the token response's `scope`
 # (https://developers.google.com/identity/protocols/oauth2/scopes#oauth2).
@@ -89,62 +89,64 @@ def microsoft_sub(account: str, client_id: str) -> str:
     return b64url(hashlib.sha256(f"{client_id}:{microsoft_oid(account)}".encode()).digest())
 
 
-def google_id_claims(grant: Grant, *, origin: str, now: float, lifetime: int) -> dict[str, Any]:
+def google_id_claims(consent: Consent, *, origin: str, now: float, lifetime: int) -> dict[str, Any]:
     """Claims of Google's ID token; `email` only with the email scope
     (https://developers.google.com/identity/openid-connect/openid-connect#an-id-tokens-payload)."""
     claims: dict[str, Any] = {
         "iss": origin,
-        "azp": grant.client_id,
-        "aud": grant.client_id,
-        "sub": google_sub(grant.account),
+        "azp": consent.client_id,
+        "aud": consent.client_id,
+        "sub": google_sub(consent.account),
         "iat": int(now),
         "exp": int(now) + lifetime,
     }
-    if "email" in grant.scopes or _GOOGLE_ALIASES["email"] in grant.scopes:
-        claims.update(email=grant.account, email_verified=True)
-    if grant.nonce:
-        claims["nonce"] = grant.nonce
+    if "email" in consent.scopes or _GOOGLE_ALIASES["email"] in consent.scopes:
+        claims.update(email=consent.account, email_verified=True)
+    if consent.nonce:
+        claims["nonce"] = consent.nonce
     return claims
 
 
-def microsoft_id_claims(grant: Grant, *, origin: str, now: float, lifetime: int) -> dict[str, Any]:
+def microsoft_id_claims(
+    consent: Consent, *, origin: str, now: float, lifetime: int
+) -> dict[str, Any]:
     """Claims of a v2.0 ID token; `preferred_username` needs the profile scope and `email`
     the email scope (https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference)."""
     claims: dict[str, Any] = {
         "ver": "2.0",
-        "iss": f"{origin}/{grant.tenant}/v2.0",
-        "aud": grant.client_id,
-        "sub": microsoft_sub(grant.account, grant.client_id),
-        "oid": microsoft_oid(grant.account),
-        "tid": grant.tenant,
+        "iss": f"{origin}/{consent.tenant}/v2.0",
+        "aud": consent.client_id,
+        "sub": microsoft_sub(consent.account, consent.client_id),
+        "oid": microsoft_oid(consent.account),
+        "tid": consent.tenant,
         "iat": int(now),
         "nbf": int(now),
         "exp": int(now) + lifetime,
     }
-    if "profile" in grant.scopes:
-        claims["preferred_username"] = grant.account
-    if "email" in grant.scopes:
-        claims["email"] = grant.account
-    if grant.nonce:
-        claims["nonce"] = grant.nonce
+    if "profile" in consent.scopes:
+        claims["preferred_username"] = consent.account
+    if "email" in consent.scopes:
+        claims["email"] = consent.account
+    if consent.nonce:
+        claims["nonce"] = consent.nonce
     return claims
 
 
-def microsoft_access_claims(grant: Grant, *, now: float, expires_at: float) -> dict[str, Any]:
+def microsoft_access_claims(consent: Consent, *, now: float, expires_at: float) -> dict[str, Any]:
     """Claims of a Microsoft access token (v1 tokens, as Graph and Outlook get), never read by
     clients but shaped like the real ones (https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference)."""
-    resources = sorted(microsoft_resources(grant.scopes)) or ["https://graph.microsoft.com"]
-    short = [s.rpartition("/")[2] if "://" in s else s for s in grant.scopes]
+    resources = sorted(microsoft_resources(consent.scopes)) or ["https://graph.microsoft.com"]
+    short = [s.rpartition("/")[2] if "://" in s else s for s in consent.scopes]
     return {
         "aud": resources[0],
-        "iss": f"https://sts.windows.net/{grant.tenant}/",
+        "iss": f"https://sts.windows.net/{consent.tenant}/",
         "iat": int(now),
         "nbf": int(now),
         "exp": int(expires_at),
-        "appid": grant.client_id,
-        "oid": microsoft_oid(grant.account),
-        "tid": grant.tenant,
-        "upn": grant.account,
+        "appid": consent.client_id,
+        "oid": microsoft_oid(consent.account),
+        "tid": consent.tenant,
+        "upn": consent.account,
         "scp": " ".join(s for s in short if s != "offline_access"),
         "uti": uuid.uuid4().hex,
         "ver": "1.0",

@@ -24,7 +24,7 @@ from mailvia.testserver.capture import Capture
 from mailvia.testserver.fake.app import build_app
 from mailvia.testserver.fake.oauth import smtp_verdict
 from mailvia.testserver.fake.state import FakeOptions, FakeState
-from mailvia.testserver.fake.tokens import Grant
+from mailvia.testserver.fake.tokens import Consent
 from mailvia.testserver.fake.urls import provider_settings
 from mailvia.testserver.server import ServerOptions, TestServer
 from mailvia.testserver.xoauth2 import Xoauth2Verdict
@@ -199,14 +199,14 @@ class FakeProviders:
         """The provider requests so far (see `control.py` for the fields)."""
         return self.state.log.entries()
 
-    def grants(self) -> list[Grant]:
-        return self.state.store.grants()
+    def consents(self) -> list[Consent]:
+        return self.state.store.consents()
 
     def refresh_counts(self) -> dict[str, int]:
         return self.state.store.refresh_counts()
 
     def revoke(self, account: str, provider: str | None = None) -> int:
-        """Revoke the account's grants (a user removing consent); returns how many."""
+        """Revoke the account's consents (a user removing consent); returns how many."""
         return self.state.store.revoke_account(account, provider)
 
     def expire(self, account: str, provider: str | None = None) -> int:

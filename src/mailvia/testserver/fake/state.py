@@ -17,7 +17,7 @@ from typing import Any
 from mailvia.testserver.capture import Capture
 from mailvia.testserver.fake import providers
 from mailvia.testserver.fake.jwt import SigningKey
-from mailvia.testserver.fake.tokens import Grant, TokenStore
+from mailvia.testserver.fake.tokens import Consent, TokenStore
 from mailvia.testserver.faults import (
     Action,
     FaultBook,
@@ -66,7 +66,7 @@ class RequestLog:
         self._lock = threading.Lock()
 
     def add(self, entry: dict[str, Any]) -> None:
-        """Keep `entry`; the request goes on filling it in (status, account, grant...)."""
+        """Keep `entry`; the request goes on filling it in (status, account, consent...)."""
         with self._lock:
             self._entries.append(entry)
 
@@ -108,8 +108,8 @@ class FakeState:
         if options.faults_file is not None and options.faults_file.exists():
             parse_faults_text(options.faults_file.read_text(encoding="utf-8"))
 
-    def _microsoft_access(self, grant: Grant, expires_at: float) -> str:
-        claims = providers.microsoft_access_claims(grant, now=self.clock(), expires_at=expires_at)
+    def _microsoft_access(self, consent: Consent, expires_at: float) -> str:
+        claims = providers.microsoft_access_claims(consent, now=self.clock(), expires_at=expires_at)
         return self.keys["microsoft"].sign(claims)
 
     def take_fault(self, stage: str) -> Action | None:

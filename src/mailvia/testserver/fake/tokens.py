@@ -1,10 +1,10 @@
-"""The fake providers' grants: authorization codes, access and refresh tokens, revocation.
+"""The fake providers' consents: authorization codes, access and refresh tokens, revocation.
 
 Thread-safe (one lock); time comes from the `clock` given. Refusals are values (`Refusal`),
-turned into each provider's error body by `errors.py`. A grant is what one consent created;
+turned into each provider's error body by `errors.py`. A consent is what one Allow on the
+consent page created (OAuth calls it a grant; mailvia's `grant` gives sender identities);
 revoking any of its tokens (or the account's consent) kills all of them, as Google's revoke
-endpoint does ("the refresh token and all access tokens of the grant",
-https://developers.google.com/identity/protocols/oauth2/web-server#tokenrevoke).
+endpoint does (https://developers.google.com/identity/protocols/oauth2/web-server#tokenrevoke).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ PROVIDERS = ("google", "microsoft")
 
 
 @dataclass(frozen=True)
-class Grant:
+class Consent:
     """One consent: who allowed which client what. `tenant` is Microsoft's tid ("" for Google)."""
 
     id: str
@@ -42,7 +42,7 @@ class Grant:
 class Issued:
     """Tokens handed out by a code exchange or a refresh (`refresh_token` None: none new)."""
 
-    grant: Grant
+    consent: Consent
     access_token: str
     expires_in: int
     refresh_token: str | None
@@ -53,7 +53,7 @@ class Refusal:
     """Why a code, refresh token or access token was not accepted (see `REASONS`)."""
 
     reason: str
-    grant: Grant | None = None
+    consent: Consent | None = None
 
 
 REASONS = (
@@ -66,7 +66,7 @@ REASONS = (
     "verifier_mismatch",
     "refresh_unknown",
     "refresh_retired",
-    "grant_revoked",
+    "consent_revoked",
     "token_unknown",
     "token_expired",
 )
@@ -74,15 +74,15 @@ REASONS = (
 
 @dataclass(frozen=True)
 class Authorized:
-    """A live access token: its grant and scopes."""
+    """A live access token: its consent and scopes."""
 
-    grant: Grant
+    consent: Consent
     scopes: tuple[str, ...]
 
 
 @dataclass
 class _Code:
-    grant_id: str
+    consent_id: str
     redirect_uri: str
     challenge: str
     expires_at: float
@@ -91,13 +91,13 @@ class _Code:
 
 @dataclass
 class _Access:
-    grant_id: str
+    consent_id: str
     expires_at: float
 
 
 @dataclass
 class _Refresh:
-    grant_id: str
+    consent_id: str
     retired: bool = False
 
 
@@ -130,17 +130,17 @@ MICROSOFT_FORMATS = TokenFormats(
 )
 FORMATS = {"google": GOOGLE_FORMATS, "microsoft": MICROSOFT_FORMATS}
 
-# Makes an access token for a grant expiring at the given time (Microsoft's is a signed JWT).
-AccessMinter = Callable[[Grant, float], str]
+# Makes an access token for a consent expiring at the given time (Microsoft's is a signed JWT).
+AccessMinter = Callable[[Consent, float], str]
 
 
-def _opaque_access(grant: Grant, expires_at: float) -> str:
+def _opaque_access(consent: Consent, expires_at: float) -> str:
     return "ya29." + secrets.token_urlsafe(48)
 
 
 @dataclass
 class TokenStore:
-    """Every grant and token the fake handed out. Safe to use from several threads.
+    """Every consent and token the fake handed out. Safe to use from several threads.
 
     `rotate[provider]`: a refresh also returns a new refresh token. `retire_rotated`: the old
     one then stops working (off by default: Microsoft keeps old refresh tokens valid until they
@@ -152,7 +152,7 @@ class TokenStore:
     rotate: dict[str, bool] = field(default_factory=lambda: {"google": False, "microsoft": True})
     retire_rotated: bool = False
     minters: dict[str, AccessMinter] = field(default_factory=dict)
-    _grants: dict[str, Grant] = field(default_factory=dict)
+    _consents: dict[str, Consent] = field(default_factory=dict)
     _codes: dict[str, _Code] = field(default_factory=dict)
     _access: dict[str, _Access] = field(default_factory=dict)
     _refresh: dict[str, _Refresh] = field(default_factory=dict)
@@ -160,129 +160,131 @@ class TokenStore:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def open_grant(self, grant: Grant, *, redirect_uri: str, challenge: str) -> tuple[Grant, str]:
+    def open_consent(
+        self, consent: Consent, *, redirect_uri: str, challenge: str
+    ) -> tuple[Consent, str]:
         """Record a consent (its `id` is assigned here); returns it and a new code."""
         with self._lock:
-            grant = replace(grant, id=f"g{next(self._ids)}")
-            self._grants[grant.id] = grant
-            code = FORMATS[grant.provider].code()
+            consent = replace(consent, id=f"c{next(self._ids)}")
+            self._consents[consent.id] = consent
+            code = FORMATS[consent.provider].code()
             self._codes[code] = _Code(
-                grant.id, redirect_uri, challenge, self.clock() + CODE_LIFETIME
+                consent.id, redirect_uri, challenge, self.clock() + CODE_LIFETIME
             )
-        return grant, code
+        return consent, code
 
-    def has_offline_grant(self, provider: str, client_id: str, account: str) -> bool:
-        """True when a live grant with refresh tokens exists (Google then gives no new one)."""
+    def has_offline_consent(self, provider: str, client_id: str, account: str) -> bool:
+        """True when a live consent with refresh tokens exists (Google then gives no new one)."""
         key = (provider, client_id, account.lower())
         with self._lock:
             return any(
                 (g.provider, g.client_id, g.account.lower()) == key and g.offline and not g.revoked
-                for g in self._grants.values()
+                for g in self._consents.values()
             )
 
     def redeem(
         self, *, provider: str, code: str, client_id: str, redirect_uri: str, verifier: str
     ) -> Issued | Refusal:
-        """Exchange a code. A reused code revokes its grant, as Google does (RFC 6749 4.1.2)."""
+        """Exchange a code. A reused code revokes its consent, as Google does (RFC 6749 4.1.2)."""
         with self._lock:
             record = self._codes.get(code)
-            grant = self._grants.get(record.grant_id) if record is not None else None
-            if record is None or grant is None or grant.provider != provider:
+            consent = self._consents.get(record.consent_id) if record is not None else None
+            if record is None or consent is None or consent.provider != provider:
                 return Refusal("code_unknown")
             if record.used:
-                self._revoke_locked(grant.id)
-                return Refusal("code_used", grant)
-            refusal = self._check_code(record, grant, client_id, redirect_uri, verifier)
+                self._revoke_locked(consent.id)
+                return Refusal("code_used", consent)
+            refusal = self._check_code(record, consent, client_id, redirect_uri, verifier)
             if refusal is not None:
                 return refusal
             record.used = True
-            if grant.revoked:
-                return Refusal("grant_revoked", grant)
-            return self._issue_locked(grant, with_refresh=grant.offline)
+            if consent.revoked:
+                return Refusal("consent_revoked", consent)
+            return self._issue_locked(consent, with_refresh=consent.offline)
 
     def _check_code(
-        self, record: _Code, grant: Grant, client_id: str, redirect_uri: str, verifier: str
+        self, record: _Code, consent: Consent, client_id: str, redirect_uri: str, verifier: str
     ) -> Refusal | None:
         if record.expires_at <= self.clock():
-            return Refusal("code_expired", grant)
-        if client_id != grant.client_id:
-            return Refusal("client_mismatch", grant)
+            return Refusal("code_expired", consent)
+        if client_id != consent.client_id:
+            return Refusal("client_mismatch", consent)
         if redirect_uri != record.redirect_uri:
-            return Refusal("redirect_mismatch", grant)
+            return Refusal("redirect_mismatch", consent)
         if not verifier:
-            return Refusal("verifier_missing", grant)
+            return Refusal("verifier_missing", consent)
         if not secrets.compare_digest(s256(verifier), record.challenge):
-            return Refusal("verifier_mismatch", grant)
+            return Refusal("verifier_mismatch", consent)
         return None
 
     def refresh(self, *, provider: str, refresh_token: str, client_id: str) -> Issued | Refusal:
         """A new access token (and, when rotating, a new refresh token) for a refresh token."""
         with self._lock:
             record = self._refresh.get(refresh_token)
-            grant = self._grants.get(record.grant_id) if record is not None else None
-            if record is None or grant is None or grant.provider != provider:
+            consent = self._consents.get(record.consent_id) if record is not None else None
+            if record is None or consent is None or consent.provider != provider:
                 return Refusal("refresh_unknown")
-            if grant.revoked:
-                return Refusal("grant_revoked", grant)
+            if consent.revoked:
+                return Refusal("consent_revoked", consent)
             if record.retired:
-                return Refusal("refresh_retired", grant)
-            if client_id != grant.client_id:
-                return Refusal("client_mismatch", grant)
+                return Refusal("refresh_retired", consent)
+            if client_id != consent.client_id:
+                return Refusal("client_mismatch", consent)
             rotate = self.rotate.get(provider, False)
             if rotate and self.retire_rotated:
                 record.retired = True
-            self._refreshes[grant.account.lower()] += 1
-            return self._issue_locked(grant, with_refresh=rotate)
+            self._refreshes[consent.account.lower()] += 1
+            return self._issue_locked(consent, with_refresh=rotate)
 
-    def _issue_locked(self, grant: Grant, *, with_refresh: bool) -> Issued:
+    def _issue_locked(self, consent: Consent, *, with_refresh: bool) -> Issued:
         expires_at = self.clock() + self.token_lifetime
-        access = self.minters.get(grant.provider, _opaque_access)(grant, expires_at)
-        self._access[access] = _Access(grant.id, expires_at)
+        access = self.minters.get(consent.provider, _opaque_access)(consent, expires_at)
+        self._access[access] = _Access(consent.id, expires_at)
         refresh = None
         if with_refresh:
-            refresh = FORMATS[grant.provider].refresh()
-            self._refresh[refresh] = _Refresh(grant.id)
-        return Issued(grant, access, self.token_lifetime, refresh)
+            refresh = FORMATS[consent.provider].refresh()
+            self._refresh[refresh] = _Refresh(consent.id)
+        return Issued(consent, access, self.token_lifetime, refresh)
 
     def check_access(self, token: str) -> Authorized | Refusal:
         """Whether `token` is a live access token; never changes anything."""
         with self._lock:
             record = self._access.get(token)
-            grant = self._grants.get(record.grant_id) if record is not None else None
-            if record is None or grant is None:
+            consent = self._consents.get(record.consent_id) if record is not None else None
+            if record is None or consent is None:
                 return Refusal("token_unknown")
-            if grant.revoked:
-                return Refusal("grant_revoked", grant)
+            if consent.revoked:
+                return Refusal("consent_revoked", consent)
             if record.expires_at <= self.clock():
-                return Refusal("token_expired", grant)
-            return Authorized(grant, grant.scopes)
+                return Refusal("token_expired", consent)
+            return Authorized(consent, consent.scopes)
 
-    def grant_of(self, token: str) -> Grant | None:
-        """The grant an access or refresh token belongs to, if the fake issued it."""
+    def consent_of(self, token: str) -> Consent | None:
+        """The consent an access or refresh token belongs to, if the fake issued it."""
         with self._lock:
             record = self._access.get(token) or self._refresh.get(token)
-            return self._grants.get(record.grant_id) if record is not None else None
+            return self._consents.get(record.consent_id) if record is not None else None
 
-    def revoke_token(self, token: str) -> Grant | None:
-        """Revoke the grant of an access or refresh token (Google's revoke); None if unknown."""
+    def revoke_token(self, token: str) -> Consent | None:
+        """Revoke the consent of an access or refresh token (Google's revoke); None if unknown."""
         with self._lock:
             record = self._access.get(token) or self._refresh.get(token)
-            grant = self._grants.get(record.grant_id) if record is not None else None
-            if grant is None or grant.revoked:
+            consent = self._consents.get(record.consent_id) if record is not None else None
+            if consent is None or consent.revoked:
                 return None
-            return self._revoke_locked(grant.id)
+            return self._revoke_locked(consent.id)
 
-    def _revoke_locked(self, grant_id: str) -> Grant:
-        grant = replace(self._grants[grant_id], revoked=True)
-        self._grants[grant_id] = grant
-        return grant
+    def _revoke_locked(self, consent_id: str) -> Consent:
+        consent = replace(self._consents[consent_id], revoked=True)
+        self._consents[consent_id] = consent
+        return consent
 
     def revoke_account(self, account: str, provider: str | None = None) -> int:
-        """Revoke every live grant of `account` (a user removing consent); returns how many."""
+        """Revoke every live consent of `account` (a user removing consent); returns how many."""
         with self._lock:
             ids = [g.id for g in self._live(account, provider)]
-            for grant_id in ids:
-                self._revoke_locked(grant_id)
+            for consent_id in ids:
+                self._revoke_locked(consent_id)
             return len(ids)
 
     def expire_account(self, account: str, provider: str | None = None) -> int:
@@ -290,15 +292,15 @@ class TokenStore:
         with self._lock:
             now = self.clock()
             ids = {g.id for g in self._live(account, provider)}
-            live = [a for a in self._access.values() if a.grant_id in ids and a.expires_at > now]
+            live = [a for a in self._access.values() if a.consent_id in ids and a.expires_at > now]
             for record in live:
                 record.expires_at = now
             return len(live)
 
-    def _live(self, account: str, provider: str | None) -> list[Grant]:
+    def _live(self, account: str, provider: str | None) -> list[Consent]:
         return [
             g
-            for g in self._grants.values()
+            for g in self._consents.values()
             if g.account.lower() == account.lower()
             and not g.revoked
             and provider in (None, g.provider)
@@ -309,7 +311,7 @@ class TokenStore:
         with self._lock:
             return dict(self._refreshes)
 
-    def grants(self) -> list[Grant]:
-        """Every grant so far, revoked ones included."""
+    def consents(self) -> list[Consent]:
+        """Every consent so far, revoked ones included."""
         with self._lock:
-            return list(self._grants.values())
+            return list(self._consents.values())
