@@ -156,10 +156,13 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
     )
     worker = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-    apps = OAuthApps(store, vault, operator=operator_apps(settings))
-    client = OAuthClient(endpoints(settings))
-    # The lease owner: unique per build, so two builds on one database never share a lease.
-    tokens = TokenSource(store, vault, apps, client, owner=f"{worker}/{os.urandom(4).hex()}")
+
+    def public_url() -> str:  # where people reach mailvia: known once `serve` has bound
+        return settings.public_url or services.http_url or f"http://{settings.http_listen}"
+
+    oauth = oauth_parts(
+        store, vault, settings, channels, transport, worker=worker, public_url=public_url
+    )
 
     async def credentials(
         channel: Channel, *, rejected: Credentials | None = None
@@ -167,25 +170,8 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         if channel.kind is Kind.POOL:
             return relay.credentials if relay else None
         if channel.oauth is not None:
-            return await tokens(channel, rejected=rejected)
+            return await oauth.tokens(channel, rejected=rejected)
         return channels.credentials(channel)
-
-    async def forget(channel_id: str) -> None:
-        tokens.forget(channel_id)
-        await transport.forget(channel_id)
-
-    mailboxes = OAuthMailboxes(store, vault, channels, apps, client, forget=forget)
-    connect = OAuthConnect(
-        store,
-        apps,
-        client,
-        vault,
-        mailboxes,
-        channels,
-        public_url=lambda: (
-            settings.public_url or services.http_url or f"http://{settings.http_listen}"
-        ),
-    )
 
     notices = Notices(store, pool=lambda: pool, notice_from=settings.notice_from or "")
     dispatcher = Dispatcher(
@@ -225,13 +211,49 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         metrics=metrics,
         metrics_token=settings.metrics_token,
         api_rate_limit=settings.api_rate_limit,
-        oauth_apps=apps,
-        oauth=connect,
-        mailboxes=mailboxes,
+        oauth_apps=oauth.apps,
+        oauth=oauth.connect,
+        mailboxes=oauth.mailboxes,
         startup_notes=tuple(made_private),
     )
     services.asgi = lambda: asgi_app(services, settings)
     return services
+
+
+@dataclass(frozen=True)
+class OAuthParts:
+    """The OAuth mailboxes' use cases of one build."""
+
+    apps: OAuthApps
+    tokens: TokenSource
+    mailboxes: OAuthMailboxes
+    connect: OAuthConnect
+
+
+def oauth_parts(
+    store: SqlStore,
+    vault: Vault,
+    settings: Settings,
+    channels: Channels,
+    transport: SmtpTransport,
+    *,
+    worker: str,
+    public_url: Callable[[], str],
+) -> OAuthParts:
+    """The organization's apps (the operator's as fallback), the token source (its lease
+    owner unique per build, so two builds on one database never share a lease), mailboxes
+    and the connect flow, over the providers' endpoints from the settings."""
+    apps = OAuthApps(store, vault, operator=operator_apps(settings))
+    client = OAuthClient(endpoints(settings))
+    tokens = TokenSource(store, vault, apps, client, owner=f"{worker}/{os.urandom(4).hex()}")
+
+    async def forget(channel_id: str) -> None:
+        tokens.forget(channel_id)
+        await transport.forget(channel_id)
+
+    mailboxes = OAuthMailboxes(store, vault, channels, apps, client, forget=forget)
+    connect = OAuthConnect(store, apps, client, vault, mailboxes, channels, public_url=public_url)
+    return OAuthParts(apps, tokens, mailboxes, connect)
 
 
 def operator_apps(settings: Settings) -> dict[Provider, OAuthApp]:

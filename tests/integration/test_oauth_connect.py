@@ -17,7 +17,7 @@ import pytest
 from mailvia.domain.channel import Auth, ChannelState, Provider, TransportKind
 from mailvia.ingress.http import create_app
 from mailvia.testserver.fake import FakeProviders
-from support.oauth import allow, callback, connect, oauth_world, pages, sign_in, start
+from support.oauth import allow, callback, connect, csrf_of, oauth_world, pages, sign_in, start
 from support.world import World
 
 JANE = "jane@acme.test"
@@ -275,3 +275,21 @@ async def test_disconnect_revokes_at_google_and_remove_deletes_the_tokens(
     page = (await jane.get(f"/channels/{google}?notice=oauth_no_revocation")).text
     assert "Microsoft offers no way for an app to revoke a refresh token" in page
     assert [r for r in fake_providers.requests if r["stage"] == "revoke"]
+
+
+async def test_the_pages_disconnect_button_revokes_and_offers_reconnect(
+    world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
+) -> None:
+    google = await connect(jane, fake_providers, "google", JANE)
+    page = (await jane.get(f"/channels/{google}")).text
+    assert f'action="/channels/{google}/disconnect"' in page
+    answer = await jane.post(f"/channels/{google}/disconnect", data={"csrf": csrf_of(page)})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == f"/channels/{google}?notice=oauth_revoked"
+    shown = (await jane.get(answer.headers["location"])).text
+    assert "the consent is revoked at Google" in shown
+    assert f'href="/oauth/google/start?channel={google}">Reconnect with Google' in shown
+    assert world.services.store.get_channel(google).state is ChannelState.DISCONNECTED
+    assert all(c.revoked for c in fake_providers.consents())
+    forged = await jane.post(f"/channels/{google}/disconnect", data={})
+    assert forged.status_code == 403  # without the session's CSRF token
