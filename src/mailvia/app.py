@@ -17,7 +17,17 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from mailvia.domain.channel import Auth, Channel, Kind, Owner, Provider, Scope, Security
+from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits
+from mailvia.domain.channel import (
+    Auth,
+    Channel,
+    Kind,
+    Owner,
+    Provider,
+    Scope,
+    Security,
+    TransportKind,
+)
 from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
 from mailvia.domain.oauth import AppSource, OAuthApp
 from mailvia.keyring import open_vault, rotate
@@ -34,6 +44,7 @@ from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
+from mailvia.outbox.test_message import TestMessages
 from mailvia.outbox.webhook_dispatch import WebhookDispatcher
 from mailvia.outbox.webhook_ports import Metrics
 from mailvia.outbox.webhooks import Webhooks
@@ -42,8 +53,10 @@ from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
 from mailvia.store import SqlStore, make_private, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
+from mailvia.transport.apis import MailApiTransport
+from mailvia.transport.composite import Transports
 from mailvia.transport.oauth_client import Endpoints, OAuthClient
-from mailvia.transport.probe import SmtpProber
+from mailvia.transport.probe import Prober
 from mailvia.transport.webhooks import HttpWebhookSender, url_checker
 
 if TYPE_CHECKING:
@@ -149,7 +162,13 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     pool = ensure_pool(store, settings, time.time())
     relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
     guard = OutboundGuard(settings.allow_private_hosts)
-    transport = SmtpTransport(guard=guard)
+    limits = api_limits(settings)
+    transport = Transports(
+        SmtpTransport(guard=guard),
+        MailApiTransport(
+            gmail_url=settings.gmail_api_url, graph_url=settings.graph_api_url, limits=limits
+        ),
+    )
     metrics = prometheus(store)
     webhooks, webhook_dispatcher, sender = webhook_parts(store, vault, guard, metrics)
     channels = Channels(
@@ -186,7 +205,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
             batch=settings.claim_batch,
         ),
     )
-    submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake)
+    submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake, api_limits=limits)
 
     async def close() -> None:
         await transport.aclose()
@@ -204,7 +223,14 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         pool=lambda: pool,
         close=close,
         max_message_size=settings.max_message_size,
-        tester=ChannelTester(store, channels, SmtpProber(guard), transport=transport),
+        tester=ChannelTester(
+            store,
+            channels,
+            Prober(guard, apis=transport.apis),
+            transport=transport,
+            messages=TestMessages(store, submitter, clock=time.time),
+            tokens=credentials,
+        ),
         rotate_key=lambda: str(rotate(store, vault, settings)),
         webhooks=webhooks,
         webhook_dispatcher=webhook_dispatcher,
@@ -218,6 +244,15 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     )
     services.asgi = lambda: asgi_app(services, settings)
     return services
+
+
+def api_limits(settings: Settings) -> dict[TransportKind, ApiLimits]:
+    """Each provider API's per-request limits, with the operator's sizes (docs/settings.md)."""
+    gmail, graph = DEFAULT_LIMITS[TransportKind.GMAIL_API], DEFAULT_LIMITS[TransportKind.GRAPH]
+    return {
+        TransportKind.GMAIL_API: replace(gmail, max_size=settings.gmail_api_max_size),
+        TransportKind.GRAPH: replace(graph, max_size=settings.graph_api_max_size),
+    }
 
 
 @dataclass(frozen=True)
@@ -235,7 +270,7 @@ def oauth_parts(
     vault: Vault,
     settings: Settings,
     channels: Channels,
-    transport: SmtpTransport,
+    transport: Transports,
     *,
     worker: str,
     public_url: Callable[[], str],

@@ -62,6 +62,11 @@ class Settings:
     lease_seconds: float = 1800.0  # longer than any one attempt's timeouts add up to
     claim_batch: int = 200
     dispatch: bool = True  # `serve` also runs the dispatcher; off: run `mailvia worker`s
+    # Mailbox providers' HTTP APIs: the operator's, like the pool relay (no address guard).
+    gmail_api_url: str = "https://gmail.googleapis.com"
+    graph_api_url: str = "https://graph.microsoft.com/v1.0"
+    gmail_api_max_size: int = 36_700_160  # bytes of a message (the API's 35 MiB upload)
+    graph_api_max_size: int = 4 * 1024 * 1024  # bytes of a request (base64 MIME), unverified
     # OAuth mailboxes: where people reach mailvia (redirect URIs), the providers' endpoints,
     # and the operator-wide OAuth apps (for organizations that have none of their own).
     public_url: str | None = None  # default: the HTTP listener, http://HOST:PORT
@@ -153,6 +158,15 @@ def _trusted(raw: str) -> tuple[tuple[Network, str], ...]:
     return tuple(pairs)
 
 
+def _api_url(raw: str) -> str:
+    """An http(s) base URL without a trailing slash (http only for a local fake or proxy)."""
+    url = raw.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("https", "http") or not rest or any(c.isspace() for c in url):
+        raise ValueError(f"{raw!r}: expected an http(s) URL")
+    return url
+
+
 def _url(raw: str, *schemes: str) -> str:
     """An absolute http(s) URL, without a trailing slash."""
     value = raw.strip().rstrip("/")
@@ -178,6 +192,10 @@ _PARSERS: dict[str, Any] = {
     "lease_seconds": float,
     "claim_batch": int,
     "dispatch": _on_off,
+    "gmail_api_url": _api_url,
+    "graph_api_url": _api_url,
+    "gmail_api_max_size": int,
+    "graph_api_max_size": int,
     "public_url": lambda raw: _url(raw, "http", "https"),
     **{
         name: (lambda raw: _url(raw, "http", "https"))

@@ -18,13 +18,13 @@ import pytest
 
 from mailvia.domain.channel import Auth, Channel, ChannelState, Kind, Owner, Scope, Security
 from mailvia.domain.message import State
-from mailvia.domain.probe import HINTS, Failure, ProbeReport, ProbeStep
+from mailvia.domain.probe import HINTS, ProbeFailure, ProbeReport, ProbeStep
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.ports import Credentials
 from mailvia.outbox.probe import ChannelTester
 from mailvia.testserver import TestServer
 from mailvia.transport.guard import REFUSED_MESSAGE, OutboundGuard
-from mailvia.transport.probe import SmtpProber
+from mailvia.transport.probe import Prober
 from support.world import SHORT, Certs, World, make_certs
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
@@ -39,8 +39,8 @@ def certs(tmp_path: Path) -> Certs:
 
 
 @pytest.fixture
-def prober() -> SmtpProber:
-    return SmtpProber(OutboundGuard(LOOPBACK), helo_name="mailvia.test")
+def prober() -> Prober:
+    return Prober(OutboundGuard(LOOPBACK), helo_name="mailvia.test")
 
 
 def server(certs: Certs, **options: Any) -> TestServer:
@@ -91,7 +91,7 @@ def only_failure(report: ProbeReport) -> ProbeStep:
 
 
 async def test_passing_probe_shows_every_step_with_tls_details_and_extensions(
-    prober: SmtpProber, certs: Certs
+    prober: Prober, certs: Certs
 ) -> None:
     async with server(certs) as srv:
         report = await prober.probe(channel(srv.port, certs), CREDS)
@@ -115,7 +115,7 @@ async def test_passing_probe_shows_every_step_with_tls_details_and_extensions(
 
 
 async def test_passing_probe_with_a_test_message_over_implicit_tls(
-    prober: SmtpProber, certs: Certs
+    prober: Prober, certs: Certs
 ) -> None:
     async with server(certs, implicit_tls=True) as srv:
         ch = channel(srv.port, certs, security=Security.TLS)
@@ -131,7 +131,7 @@ async def test_passing_probe_with_a_test_message_over_implicit_tls(
     assert email.message_from_bytes(got["content"])["Subject"] == "mailvia test message"
 
 
-async def test_auth_none_skips_auth_with_a_note(prober: SmtpProber, certs: Certs) -> None:
+async def test_auth_none_skips_auth_with_a_note(prober: Prober, certs: Certs) -> None:
     async with server(certs, auth=None) as srv:
         ch = channel(srv.port, certs, auth=Auth.NONE, username=None)
         report = await prober.probe(ch, None)
@@ -179,7 +179,7 @@ async def test_auth_none_skips_auth_with_a_note(prober: SmtpProber, certs: Certs
     ],
 )
 async def test_each_server_reply_gets_its_hint(
-    prober: SmtpProber, certs: Certs, fault: str, step: str, reply: str, hint: str
+    prober: Prober, certs: Certs, fault: str, step: str, reply: str, hint: str
 ) -> None:
     async with server(certs, faults=[fault]) as srv:
         report = await prober.probe(channel(srv.port, certs), CREDS, to="bob@example.com")
@@ -190,7 +190,7 @@ async def test_each_server_reply_gets_its_hint(
     assert names(report) == [*ALL_STEPS, "message"][: names(report).index(step) + 1]
 
 
-async def test_certificate_for_another_host_name(prober: SmtpProber, tmp_path: Path) -> None:
+async def test_certificate_for_another_host_name(prober: Prober, tmp_path: Path) -> None:
     other = make_certs(tmp_path / "other", "mail.other.test")
     async with server(other) as srv:
         report = await prober.probe(channel(srv.port, other, host="localhost"), CREDS)
@@ -198,49 +198,49 @@ async def test_certificate_for_another_host_name(prober: SmtpProber, tmp_path: P
     failed = only_failure(report)
     assert failed.name == "tls" and failed.reply is None
     assert "certificate verification failed" in failed.detail and "mismatch" in failed.detail
-    assert failed.hint == HINTS[Failure.NAME_MISMATCH]
+    assert failed.hint == HINTS[ProbeFailure.NAME_MISMATCH]
 
 
-async def test_certificate_from_an_unknown_authority(prober: SmtpProber, certs: Certs) -> None:
+async def test_certificate_from_an_unknown_authority(prober: Prober, certs: Certs) -> None:
     async with server(certs) as srv:
         report = await prober.probe(channel(srv.port, None), CREDS)
     failed = only_failure(report)
-    assert failed.name == "tls" and failed.hint == HINTS[Failure.UNTRUSTED_CERTIFICATE]
+    assert failed.name == "tls" and failed.hint == HINTS[ProbeFailure.UNTRUSTED_CERTIFICATE]
 
 
 async def test_server_without_starttls_is_never_sent_credentials(
-    prober: SmtpProber, certs: Certs
+    prober: Prober, certs: Certs
 ) -> None:
     async with server(certs, starttls=False) as srv:
         report = await prober.probe(channel(srv.port, certs), CREDS)
         assert all("AUTH" not in s["commands"] for s in srv.sessions)
     failed = only_failure(report)
-    assert failed.name == "tls" and failed.hint == HINTS[Failure.NO_STARTTLS]
+    assert failed.name == "tls" and failed.hint == HINTS[ProbeFailure.NO_STARTTLS]
     assert failed.reply is not None and failed.reply.startswith("250")  # the EHLO it got
 
 
-async def test_connection_refused_on_a_closed_port(prober: SmtpProber) -> None:
+async def test_connection_refused_on_a_closed_port(prober: Prober) -> None:
     port = closed_port()
     report = await prober.probe(channel(port), CREDS)
     failed = only_failure(report)
     assert names(report) == ["resolve", "connect"]
     assert failed.detail == f"connection refused on port {port}"
-    assert failed.hint == HINTS[Failure.CONNECTION_REFUSED]
+    assert failed.hint == HINTS[ProbeFailure.CONNECTION_REFUSED]
 
 
-async def test_unknown_host_name(prober: SmtpProber) -> None:
+async def test_unknown_host_name(prober: Prober) -> None:
     report = await prober.probe(channel(587, host="no-such-host.invalid"), CREDS)
     failed = only_failure(report)
-    assert failed.name == "resolve" and failed.hint == HINTS[Failure.NOT_RESOLVED]
+    assert failed.name == "resolve" and failed.hint == HINTS[ProbeFailure.NOT_RESOLVED]
 
 
-async def test_timeout_when_the_greeting_never_comes(prober: SmtpProber, certs: Certs) -> None:
+async def test_timeout_when_the_greeting_never_comes(prober: Prober, certs: Certs) -> None:
     async with server(certs, faults=["greeting=stall"]) as srv:
         started = time.monotonic()
         report = await prober.probe(channel(srv.port, certs), CREDS, timeout=1.0)
         elapsed = time.monotonic() - started
     failed = only_failure(report)
-    assert failed.name == "connect" and failed.hint == HINTS[Failure.TIMEOUT]
+    assert failed.name == "connect" and failed.hint == HINTS[ProbeFailure.TIMEOUT]
     assert failed.detail == "no answer within the 1 s budget"
     assert 0.9 < elapsed < 1.5
 
@@ -258,7 +258,7 @@ async def test_timeout_when_the_greeting_never_comes(prober: SmtpProber, certs: 
     ],
 )
 async def test_the_whole_probe_never_takes_more_than_its_budget(
-    prober: SmtpProber, certs: Certs, fault: str, step: str
+    prober: Prober, certs: Certs, fault: str, step: str
 ) -> None:
     faults = [fault] if fault != "greeting=stall:0.3" else [fault, "ehlo=stall:0.3"]
     async with server(certs, faults=faults) as srv:
@@ -269,10 +269,10 @@ async def test_the_whole_probe_never_takes_more_than_its_budget(
         elapsed = time.monotonic() - started
     assert elapsed < 0.5 + 0.3
     failed = only_failure(report)
-    assert failed.name == step and failed.hint == HINTS[Failure.TIMEOUT]
+    assert failed.name == step and failed.hint == HINTS[ProbeFailure.TIMEOUT]
 
 
-async def test_no_password_in_any_reply(prober: SmtpProber, certs: Certs) -> None:
+async def test_no_password_in_any_reply(prober: Prober, certs: Certs) -> None:
     echo = f"auth=535 5.7.8 bad password {PASSWORD} for {USER}"
     async with server(certs, faults=[echo]) as srv:
         report = await prober.probe(channel(srv.port, certs), CREDS)
@@ -314,12 +314,12 @@ async def test_guard_refuses_local_and_private_targets_with_one_message(
     listener: tuple[int, list[int]], host: str
 ) -> None:
     open_port, accepted = listener
-    prober = SmtpProber(OutboundGuard(()), helo_name="mailvia.test")
+    prober = Prober(OutboundGuard(()), helo_name="mailvia.test")
     reports = [
         await prober.probe(channel(port, host=host), CREDS, to="bob@example.com")
         for port in (open_port, closed_port())
     ]
-    refused = ProbeStep("resolve", False, REFUSED_MESSAGE, None, HINTS[Failure.REFUSED_TARGET])
+    refused = ProbeStep("resolve", False, REFUSED_MESSAGE, None, HINTS[ProbeFailure.REFUSED_TARGET])
     assert reports[0] == reports[1] == ProbeReport((refused,), False)
     await asyncio.sleep(0.05)  # a connection, had one been made, would have been accepted
     assert accepted == []

@@ -615,3 +615,34 @@ def test_senders_for_an_address_holders_first_then_the_domain_within_one_organiz
     assert [u.id for u in s.senders_for("org_1", "other@acme.test")] == ["usr_1"]
     assert s.senders_for("org_1", "sales@globex.test") == []
     assert [u.id for u in s.senders_for("org_2", "sales@acme.test")] == ["usr_3"]
+
+
+def test_a_message_added_leased_is_the_testers_alone_until_its_lease_runs_out(
+    store: SqlStore,
+) -> None:
+    claim = store.add_leased(new("m_test", test=True), worker="tester", lease_until=T0 + 60)
+    assert (claim.message_id, claim.pending, claim.worker) == (
+        "m_test",
+        ("bob@example.test",),
+        "tester",
+    )
+    assert store.get_message("m_test").state is State.SENDING and store.get_message("m_test").test
+    assert grab(store, now=T0 + 30) == []  # no dispatcher takes it while the tester holds it
+    store.record_attempts(
+        [
+            record(
+                claim,
+                ("bob@example.test", Outcome.DELIVERED, OK, State.DELIVERED),
+                state=State.DELIVERED,
+                worker="tester",
+            )
+        ]
+    )
+    done = store.get_message("m_test")
+    assert done.state is State.DELIVERED and done.test and len(done.attempts) == 1
+    [listed] = store.list_messages(MessageFilter("org_1"))[0]
+    assert listed.test
+    # A tester that died: after its lease a dispatcher sends it, flagged possible_duplicate.
+    store.add_leased(new("m_lost", test=True), worker="tester", lease_until=T0 + 60)
+    [taken] = grab(store, now=T0 + 61)
+    assert taken.message_id == "m_lost" and taken.possible_duplicate

@@ -6,7 +6,7 @@ import pytest
 
 from mailvia.domain.probe import (
     HINTS,
-    Failure,
+    ProbeFailure,
     ProbeReport,
     ProbeStep,
     describe_certificate,
@@ -37,7 +37,7 @@ def test_hint_by_reply(code: int, enhanced: str | None, expected: str) -> None:
 
 
 def test_every_failure_kind_has_a_hint() -> None:
-    for failure in Failure:
+    for failure in ProbeFailure:
         assert hint_for(failure=failure) == HINTS[failure]
 
 

@@ -62,6 +62,13 @@ class Settlement:
     channel_reply: Reply | None
     possible_duplicate: bool
 
+    @property
+    def wait(self) -> float | None:
+        """How long the provider said to pause the channel (Retry-After), if it said."""
+        if self.channel_effect in (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY):
+            return self.channel_reply.retry_after if self.channel_reply else None
+        return None
+
 
 _NO_REPLY = Reply(451, "4.4.2", "mailvia: the session ended without a reply for this recipient")
 

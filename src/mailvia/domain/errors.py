@@ -5,7 +5,8 @@
      │    ├── InvalidAddress
      │    ├── InvalidHeader    CR/LF/NUL in a header, a name or an envelope address
      │    ├── MessageTooLarge
-     │    └── InvalidChannel   a channel's fields do not fit together
+     │    ├── InvalidChannel   a channel's fields do not fit together
+     │    └── CannotCarry      the channel's provider API cannot carry the message as stored
      ├── NotFound              unknown or another organization's object (404)
      ├── Forbidden             the caller may not do this (403, SMTP 550 5.7.1)
      ├── Conflict              a name taken, an idempotency key reused with another body (409)
@@ -50,6 +51,11 @@ class MessageTooLarge(InvalidInput):
 
 class InvalidChannel(InvalidInput):
     """A channel whose fields do not fit together."""
+
+
+class CannotCarry(InvalidInput):
+    """A message its channel's transport (a provider's HTTP API) cannot carry as stored: over
+    the API's size or recipient limit, or with headers naming people it is not sent to."""
 
 
 class NotFound(MailviaError):

@@ -1,14 +1,29 @@
 """Provider presets: host, port, security, auth, limits and credential scope, with sources.
 
 A preset fills every field it knows; an admin may override any of them. Figures come from
-../shared/research/peers_and_providers.md (b) unless a row cites otherwise.
+../shared/research/peers_and_providers.md (b) unless a row cites otherwise. A mailbox preset
+(Gmail, Microsoft 365) has other limits when it sends through the provider's HTTP API than
+over SMTP: `Preset.limits(transport)` gives them (providers_2026-12.md [N5], [N19]).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mailvia.domain.channel import Auth, Budget, Scope, Security, Unit
+from mailvia.domain.channel import Auth, Budget, Scope, Security, TransportKind, Unit
+
+
+@dataclass(frozen=True)
+class TransportLimits:
+    """What a channel of a preset may do over one transport: budgets, recipients per
+    message (an API cannot split a message: over it the message is refused at intake) and
+    concurrent connections or requests."""
+
+    budgets: tuple[Budget, ...]
+    max_recipients_per_message: int
+    max_connections: int
+    note: str = ""
+    sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -27,10 +42,18 @@ class Preset:
     mailbox: bool = False  # a person's mailbox: not for bulk mail
     advice: str = ""
     sources: tuple[str, ...] = ()
+    apis: dict[TransportKind, TransportLimits] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
         return self.hosts[0]
+
+    def limits(self, transport: TransportKind = TransportKind.SMTP) -> TransportLimits:
+        """The limits over `transport`: the provider's API's own, else the SMTP ones."""
+        found = self.apis.get(transport)
+        if found is not None:
+            return found
+        return TransportLimits(self.budgets, self.max_recipients_per_message, self.max_connections)
 
     def host_warning(self, host: str) -> str | None:
         """A warning when a channel made from this preset points elsewhere."""
@@ -53,6 +76,37 @@ _M365 = (
     "multifunction-device-or-application-to-send-email-using-microsoft-365-or-office-365",
 )
 _GOOGLE = ("https://support.google.com/a/answer/166852",)
+_GMAIL_QUOTA = "https://developers.google.com/gmail/api/reference/quota"
+_GRAPH_LIMITS = (
+    "https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits",
+    "https://learn.microsoft.com/graph/throttling",
+)
+
+# Gmail API: Google Workspace's 2,000 messages a day (a consumer account gets 500, and 500
+# recipients a day: lower the budget for one) [P7][N20]; 100 recipients a message over the
+# API [P7]; 15,000 quota units a user a minute at 100 a send, so 150 sends a minute [N19].
+GMAIL_API = TransportLimits(
+    budgets=(
+        Budget(150, 60, Unit.MESSAGES),
+        Budget(2_000, 86_400, Unit.MESSAGES),
+        Budget(10_000, 86_400, Unit.RECIPIENTS),
+    ),
+    max_recipients_per_message=100,
+    max_connections=3,
+    note="Workspace limits (2,000 messages a day); a consumer Gmail account allows 500 a "
+    "day: lower the budget for one.",
+    sources=(*_GOOGLE, _GMAIL_QUOTA),
+)
+# Graph sendMail: at most 4 concurrent requests per app and mailbox [N5]; Exchange Online's
+# 30 messages a minute and 10,000 recipients a day, 500 recipients a message, still apply
+# to what Graph submits [N4][P1].
+GRAPH = TransportLimits(
+    budgets=(Budget(30, 60, Unit.MESSAGES), Budget(10_000, 86_400, Unit.RECIPIENTS)),
+    max_recipients_per_message=500,
+    max_connections=4,
+    note="At most 4 requests at once per mailbox; Exchange Online's sending limits apply.",
+    sources=(*_GRAPH_LIMITS, _M365[0]),
+)
 _SES_REGIONS = (
     "us-east-1",
     "us-east-2",
@@ -82,6 +136,7 @@ PRESETS: dict[str, Preset] = {
             "10,000 recipients a day; not for bulk mail; changing the password breaks the "
             "connection. SMTP AUTH must be enabled for the mailbox.",
             sources=_M365,
+            apis={TransportKind.GRAPH: GRAPH},
         ),
         Preset(
             "gmail",
@@ -98,6 +153,7 @@ PRESETS: dict[str, Preset] = {
             advice="Each rep connects their own mailbox (an app password or OAuth). About "
             "2,000 messages and 10,000 recipients a day; not for bulk mail.",
             sources=_GOOGLE,
+            apis={TransportKind.GMAIL_API: GMAIL_API},
         ),
         Preset(
             "google_relay",

@@ -1,9 +1,11 @@
 """Test connection results: the steps of a probe and the plain-language hint for each failure.
 
-A probe walks `resolve, connect, tls, ehlo, auth, message` and stops at the first failing
-step. Each step keeps the server's own reply (when there was one) and, on failure, a hint
-from HINTS, looked up by (code, enhanced code), then (code, None), then by failure kind.
-Provider rows cite their source; see ../shared/research/reliability_security.md (e).
+A probe walks `resolve, connect, tls, ehlo, auth, message` (an OAuth mailbox starts with
+`token`; one sending through its provider's HTTP API has only `token` and `message`) and
+stops at the first failing step. Each step keeps the server's own reply (when there was
+one) and, on failure, a hint from HINTS, looked up by (code, enhanced code), then (code,
+None), then by failure kind. Provider rows cite their source; see
+../shared/research/reliability_security.md (e).
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ from __future__ import annotations
 import datetime
 import ssl
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.replies import Reply
 
 
 class Step(StrEnum):
     """The steps of a probe, in order."""
 
+    TOKEN = "token"  # an OAuth mailbox: an access token from the credential source
     RESOLVE = "resolve"
     CONNECT = "connect"
     TLS = "tls"
@@ -29,7 +33,7 @@ class Step(StrEnum):
     MESSAGE = "message"
 
 
-class Failure(StrEnum):
+class ProbeFailure(StrEnum):
     """Failures that are not a server reply (the network, TLS, or what the server offers)."""
 
     NOT_RESOLVED = "not_resolved"
@@ -45,6 +49,8 @@ class Failure(StrEnum):
     AUTH_NOT_OFFERED = "auth_not_offered"
     MECHANISM_NOT_OFFERED = "mechanism_not_offered"
     NO_CREDENTIALS = "no_credentials"
+    TOKEN_REFUSED = "token_refused"  # the provider refused the grant: reconnect
+    TOKEN_UNAVAILABLE = "token_unavailable"  # the token endpoint did not answer
 
 
 @dataclass(frozen=True)
@@ -60,15 +66,20 @@ class ProbeStep:
 
 @dataclass(frozen=True)
 class ProbeReport:
-    """The steps a probe ran; `ok` when every one passed."""
+    """The steps a probe ran; `ok` when every one passed. `delivery`: what the test
+    message's transaction returned, when one was asked for (not part of the report people
+    see; a test message is recorded like any message)."""
 
     steps: tuple[ProbeStep, ...]
     ok: bool
+    delivery: TransactionResult | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, steps: Iterable[ProbeStep]) -> ProbeReport:
+    def of(
+        cls, steps: Iterable[ProbeStep], delivery: TransactionResult | None = None
+    ) -> ProbeReport:
         taken = tuple(steps)
-        return cls(taken, bool(taken) and all(step.ok for step in taken))
+        return cls(taken, bool(taken) and all(step.ok for step in taken), delivery)
 
     @property
     def failed(self) -> ProbeStep | None:
@@ -87,7 +98,7 @@ _M365_OAUTH = (
     "where SMTP AUTH is disabled, and the channel keeps its held mail."
 )
 
-HintKey = tuple[int, str | None] | Failure
+HintKey = tuple[int, str | None] | ProbeFailure
 
 HINTS: dict[HintKey, str] = {
     # RFC 4954 §6 "535 5.7.8 Authentication credentials invalid"; Gmail answers
@@ -154,65 +165,90 @@ HINTS: dict[HintKey, str] = {
         "Too many connections to this mailbox at once (Microsoft 365 allows 3): test again when "
         "other senders have finished, or lower the channel's max_connections."
     ),
-    Failure.NOT_RESOLVED: (
+    ProbeFailure.NOT_RESOLVED: (
         "The host name does not resolve: check its spelling (Microsoft 365: smtp.office365.com, "
         "Gmail: smtp.gmail.com)."
     ),
     # One message for every reason, so the probe cannot map private networks (research (c)).
-    Failure.REFUSED_TARGET: (
+    ProbeFailure.REFUSED_TARGET: (
         "mailvia does not connect to local, private or reserved addresses. For your own relay, "
         "an operator can allow its network with MAILVIA_ALLOW_PRIVATE_HOSTS."
     ),
-    Failure.CONNECTION_REFUSED: (
+    ProbeFailure.CONNECTION_REFUSED: (
         "Connection refused: nothing listens on this port. Check the port (587 for starttls, "
         "465 for tls) and that the server is running."
     ),
-    Failure.TIMEOUT: (
+    ProbeFailure.TIMEOUT: (
         "No answer in time: check the host and port, and that a firewall lets mailvia reach the "
         "server. A server that expects tls (port 465) stays silent to a starttls connection."
     ),
-    Failure.CONNECTION_LOST: (
+    ProbeFailure.CONNECTION_LOST: (
         "The server closed the connection: it may refuse this client's address, or expect "
         "another security mode (tls on 465, starttls on 587)."
     ),
-    Failure.NAME_MISMATCH: (
+    ProbeFailure.NAME_MISMATCH: (
         "Certificate name mismatch: the server's certificate is not issued for this host name. "
         "Use the host name the provider documents, not an IP address or an alias."
     ),
-    Failure.UNTRUSTED_CERTIFICATE: (
+    ProbeFailure.UNTRUSTED_CERTIFICATE: (
         "The certificate is not signed by a trusted authority (self-signed or a private CA): "
         "add that CA to the channel (ca_pem, --ca-file); verification is never turned off."
     ),
-    Failure.EXPIRED_CERTIFICATE: (
+    ProbeFailure.EXPIRED_CERTIFICATE: (
         "The server's certificate has expired (or is not yet valid): its administrator must "
         "renew it."
     ),
-    Failure.TLS_FAILED: (
+    ProbeFailure.TLS_FAILED: (
         "The TLS handshake failed: the server may offer only old TLS versions (mailvia needs "
         "TLS 1.2 or later) or expect another security mode (tls on 465, starttls on 587)."
     ),
-    Failure.NO_STARTTLS: (
+    ProbeFailure.NO_STARTTLS: (
         "The server does not offer STARTTLS, and mailvia never sends credentials or mail in "
         "clear: use security tls (usually port 465) or the provider's submission port."
     ),
-    Failure.AUTH_NOT_OFFERED: (
+    ProbeFailure.AUTH_NOT_OFFERED: (
         "The server offers no sign-in (no AUTH) on this connection: use the submission port "
         "(587) rather than 25, or auth none if the server accepts mail from this address."
     ),
-    Failure.MECHANISM_NOT_OFFERED: (
+    ProbeFailure.MECHANISM_NOT_OFFERED: (
         "The server does not offer this sign-in mechanism: choose one it lists in its EHLO "
         "reply (plain, login or xoauth2)."
     ),
-    Failure.NO_CREDENTIALS: (
+    ProbeFailure.NO_CREDENTIALS: (
         "No password is stored for this channel: reconnect it with a password."
     ),
+    # RFC 6749 §5.2 invalid_grant: the refresh token was revoked or expired.
+    ProbeFailure.TOKEN_REFUSED: (
+        "The provider will not give mailvia an access token: the mailbox's grant was revoked "
+        "or has expired (a password change, an admin, or months unused). Connect the mailbox "
+        "again."
+    ),
+    ProbeFailure.TOKEN_UNAVAILABLE: (
+        "The provider's token endpoint did not answer: test again in a few minutes."
+    ),
+    # Mailbox providers' HTTP APIs (HTTP status, no enhanced code).
+    # RFC 6750 §3.1 invalid_token: mailvia renews a refused token once before it gives up.
+    (401, None): (
+        "The provider refused the access token even after a fresh one: connect the mailbox again."
+    ),
+    # Gmail insufficientPermissions / domainPolicy, Graph ErrorAccessDenied
+    # (https://developers.google.com/gmail/api/guides/handle-errors,
+    # https://learn.microsoft.com/graph/errors).
+    (403, None): (
+        "The provider refused to send for this mailbox: the grant may lack the send scope "
+        "(connect the mailbox again and allow sending), the domain's admin may have blocked "
+        "the app, or the mailbox is not enabled for the API."
+    ),
+    # RFC 6585 §4; Graph throttling (https://learn.microsoft.com/graph/throttling).
+    (429, None): "The provider is throttling this mailbox: test again after the wait it gave.",
+    (400, None): "The provider refused the test message; its reply says why.",
 }
 
 _TEMPORARY = "A temporary refusal: test again in a few minutes; the server's reply says why."
 _PERMANENT = "The server refused this step; its reply says why."
 
 
-def hint_for(reply: Reply | None = None, failure: Failure | None = None) -> str:
+def hint_for(reply: Reply | None = None, failure: ProbeFailure | None = None) -> str:
     """The hint for a failed step: by failure kind, else by reply (exact row, then the code
     alone, then the class digit). Pure."""
     if failure is not None:

@@ -3,12 +3,19 @@
 Rows are tried in order, first match wins; the class digit decides when no row matches
 (RFC 3463: act on the class even when the subject or detail is unknown). Provider rows cite
 their source; see ../shared/research/reliability_security.md section (e).
+
+A mailbox provider's HTTP API (Gmail API, Microsoft Graph) answers at `Stage.API` with the
+HTTP status as the code, no enhanced code, and the text `HTTP 429 Too Many Requests: <the
+provider's reason and message>`; its rows match on the status and the provider's reason, and
+HTTP has its own fallback (`_by_http`): the HTTP class digit is not SMTP's. A reply at
+`Stage.API` that carries an enhanced code is mailvia's own (a network failure, a message the
+API cannot carry) and falls back on the SMTP class digit like any other.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -45,11 +52,14 @@ _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 
 @dataclass(frozen=True)
 class Reply:
-    """An SMTP reply: code, enhanced status code (RFC 3463) if given, and text."""
+    """An SMTP reply: code, enhanced status code (RFC 3463) if given, and text. An HTTP API's
+    answer is one too (the status as the code); `retry_after` is the provider's own wait in
+    seconds (HTTP Retry-After), when it gave one: not stored, not compared."""
 
     code: int
     enhanced: str | None
     text: str
+    retry_after: float | None = field(default=None, compare=False)
 
     @classmethod
     def parse(cls, code: int, message: str) -> Reply:
@@ -65,6 +75,8 @@ class Reply:
         return 200 <= self.code < 400
 
     def __str__(self) -> str:
+        if self.enhanced is None and self.text.startswith(f"HTTP {self.code}"):
+            return self.text  # an HTTP API's answer names its status itself
         return " ".join(str(part) for part in (self.code, self.enhanced, self.text) if part)
 
 
@@ -107,9 +119,12 @@ class Rule:
     text: str | None = None
     stages: frozenset[Stage] | None = None
     daily: bool = False  # a daily quota: wait for the rolling 24 h window, not a short pause
+    waits: bool | None = None  # True: only a reply that says how long to wait (Retry-After)
 
     def matches(self, reply: Reply, stage: Stage) -> bool:
         if self.code is not None and reply.code != self.code:
+            return False
+        if self.waits is not None and (reply.retry_after is not None) != self.waits:
             return False
         if self.enhanced is not None and reply.enhanced != self.enhanced:
             return False
@@ -126,7 +141,59 @@ _O365_SUBMISSION = (
 _RFC4954 = "RFC 4954 §6"
 _O = Outcome
 
+_API = frozenset({Stage.API})
+_GMAIL_ERRORS = "https://developers.google.com/gmail/api/guides/handle-errors"
+_GMAIL_QUOTA = "https://developers.google.com/gmail/api/reference/quota"
+_GRAPH_THROTTLING = "https://learn.microsoft.com/graph/throttling"
+_GRAPH_ERRORS = "https://learn.microsoft.com/graph/errors"
+_GRAPH_SENDMAIL = "https://learn.microsoft.com/graph/api/user-sendmail"
+# Graph passes Exchange's own error codes on for mail (microsoftgraph/
+# microsoft-graph-docs-contrib#7483: "ErrorQuotaExceeded" from sendMail).
+_EWS_CODES = (
+    "https://learn.microsoft.com/exchange/client-developer/web-service-reference/responsecode"
+)
+
+
+def _api(outcome: Outcome, source: str, code: int | None, text: str | None, **kw: bool) -> Rule:
+    return Rule(outcome, source, code, None, text, stages=_API, **kw)
+
+
+# Mailbox providers' HTTP APIs, before the SMTP rows (an HTTP status is no SMTP code).
+API_RULES: tuple[Rule, ...] = (
+    # Gmail: the project's or user's daily quota; wait for the window, nothing bounces.
+    _api(Outcome.THROTTLED, _GMAIL_ERRORS, None, r"\bdailyLimitExceeded\b", daily=True),
+    # Gmail: per-user / per-project rate limits (403 or 429) [N19].
+    _api(Outcome.THROTTLED, _GMAIL_QUOTA, None, r"\b(user)?rateLimitExceeded\b"),
+    # Exchange's sending quota reached through Graph: the rolling 24 h recipient limit [P1].
+    _api(
+        Outcome.THROTTLED,
+        _EWS_CODES,
+        None,
+        r"\bError(SubmissionQuotaExceeded|MessageSubmissionBlocked)\b",
+        daily=True,
+    ),
+    # Graph: the mailbox's own storage is full (it cannot keep Sent Items): the owner must act.
+    _api(Outcome.CHANNEL_BROKEN, _EWS_CODES, None, r"\bErrorQuotaExceeded\b"),
+    # Graph: a mailbox on premises, inactive or soft-deleted cannot use the API.
+    _api(Outcome.CHANNEL_BROKEN, _GRAPH_ERRORS, None, r"\bMailboxNotEnabledForRESTAPI\b"),
+    # Too many requests: Graph gives Retry-After [N6]; RFC 6585 §4.
+    _api(Outcome.THROTTLED, _GRAPH_THROTTLING, 429, None),
+    # Graph's 503 with Retry-After is a throttle too [N6]; without it, a 5xx is retried.
+    _api(Outcome.THROTTLED, _GRAPH_THROTTLING, 503, None, waits=True),
+    # A refused token (RFC 6750 §3.1 invalid_token): the run renews it once before this holds.
+    _api(Outcome.CHANNEL_BROKEN, "RFC 6750 §3.1", 401, None),
+    # Missing scope, app blocked by the domain, mailbox not enabled: the channel must be fixed.
+    _api(Outcome.CHANNEL_BROKEN, _GMAIL_ERRORS, 403, None),
+    # Gmail "Mail service not enabled" (failedPrecondition) for the account.
+    _api(Outcome.CHANNEL_BROKEN, _GMAIL_ERRORS, 400, r"\bfailedPrecondition\b"),
+    # The message itself is refused (too large, bad recipient, invalid MIME): it bounces with
+    # the provider's words [N4]; RFC 9110 §15.5.1, §15.5.14.
+    _api(Outcome.BOUNCE, _GRAPH_SENDMAIL, 413, None),
+    _api(Outcome.BOUNCE, _GMAIL_ERRORS, 400, None),
+)
+
 RULES: tuple[Rule, ...] = (
+    *API_RULES,
     # Gmail reuses 421 4.7.0 for several conditions; the text tells them apart.
     Rule(_O.CHANNEL_BROKEN, _GMAIL_LIMITS, 421, "4.7.0", r"TLS required"),
     Rule(_O.THROTTLED, _GMAIL_LIMITS, 421, "4.7.0", r"try again later|unusual rate"),
@@ -179,14 +246,35 @@ class Verdict:
     daily: bool = False
 
 
+def is_http(reply: Reply, stage: Stage) -> bool:
+    """Whether the reply is an HTTP API's status (not one mailvia made up in SMTP's terms)."""
+    return stage is Stage.API and reply.enhanced is None
+
+
 def classify(reply: Reply, stage: Stage) -> Verdict:
     """Map a reply received at `stage` to its outcome (pure; never raises)."""
-    if reply.positive:
-        return Verdict(Outcome.DELIVERED, "2xx/3xx")
+    http = is_http(reply, stage)
+    if (200 <= reply.code < 300) if http else reply.positive:
+        return Verdict(Outcome.DELIVERED, "2xx" if http else "2xx/3xx")
     for rule in RULES:
         if rule.matches(reply, stage):
             return Verdict(rule.outcome, rule.source, rule.daily)
+    if http:
+        return Verdict(_by_http(reply.code), "RFC 9110 §15 status class")
     return Verdict(_by_class(reply.code, stage), "RFC 3463 class digit")
+
+
+def _by_http(code: int) -> Outcome:
+    """An HTTP status no row knows: a refusal of the caller (401, 403, 404, a redirect we
+    never follow) is the channel's; a timeout or conflict is retried; any other 4xx is the
+    message's; 5xx is retried."""
+    if code in (401, 403, 404, 407) or 300 <= code < 400:
+        return Outcome.CHANNEL_BROKEN
+    if code in (408, 409, 425, 429):
+        return Outcome.RETRY
+    if 400 <= code < 500:
+        return Outcome.BOUNCE
+    return Outcome.RETRY
 
 
 def _by_class(code: int, stage: Stage) -> Outcome:

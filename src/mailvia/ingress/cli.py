@@ -25,6 +25,7 @@ from mailvia.domain.errors import (
     OutboundRefused,
     ProviderRefused,
     ProviderUnavailable,
+    RateLimited,
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
@@ -45,12 +46,23 @@ EXIT_CODES: tuple[tuple[type[MailviaError], int], ...] = (
     (OutboundRefused, 4),
     (ProviderRefused, 4),
     (ProviderUnavailable, 5),
+    (RateLimited, 4),  # a channel's budgets are spent for a test message
     (StoreUnavailable, 5),
     (SecretsUnavailable, 5),
 )
 
 # Settings every command that opens the service accepts as flags.
-STORE_SETTINGS = ("data_dir", "db_url", "master_key_file", "pool_relay", "allow_private_hosts")
+# Every command that builds the service may deliver, test or take mail in: the provider APIs'
+# URLs and size limits are among its settings.
+API_SETTINGS = ("gmail_api_url", "graph_api_url", "gmail_api_max_size", "graph_api_max_size")
+STORE_SETTINGS = (
+    "data_dir",
+    "db_url",
+    "master_key_file",
+    "pool_relay",
+    "allow_private_hosts",
+    *API_SETTINGS,
+)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

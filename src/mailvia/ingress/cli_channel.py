@@ -230,6 +230,12 @@ for _verb in ("remove", "pause", "resume"):
 @click.argument("name")
 @click.option("--to", metavar="ADDRESS", help="Also send a small test message to this address.")
 @click.option(
+    "--user",
+    "user_email",
+    metavar="EMAIL",
+    help="Who sends the test message, From their own address (default: the channel's owner).",
+)
+@click.option(
     "--password-stdin", is_flag=True, help="Test with this password (from stdin); not saved."
 )
 @click.option("--password-env", metavar="VAR", help="Test with the password in this variable.")
@@ -241,6 +247,7 @@ def probe_command(
     ctx: Context,
     name: str,
     to: str | None,
+    user_email: str | None,
     password_stdin: bool,
     password_env: str | None,
     as_json: bool,
@@ -249,12 +256,17 @@ def probe_command(
 ) -> None:
     """Test a channel step by step: resolve, connect, TLS, EHLO, AUTH (and a test message).
 
-    Exits 0 when every step passes, 1 otherwise."""
+    A test message is a message: From the sender's own address, within the channel's budgets,
+    recorded (`mailvia message show`). Exits 0 when every step passes, 1 otherwise."""
     password = read_password(password_stdin, password_env)
 
     def action(s: Services) -> ProbeReport:
         actor, now = operator(s, org), time.time()
-        report = asyncio.run(_tester(s).test(actor, name, to=to, password=password, now=now))
+        tester = _tester(s)
+        if to is not None:  # the operator sends as a user, as `mailvia send --user` does
+            sender = s.tenancy.user(user_email) if user_email else tester.owner(actor, name)
+            actor = sender or actor
+        report = asyncio.run(tester.test(actor, name, to=to, password=password, now=now))
         emit(report_view(report), as_json=as_json, text=lambda: print_report(report))
         return report
 

@@ -229,6 +229,9 @@ def serve(ctx: Context, settings: Settings) -> None:
 async def _work(services: Services) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
+    # Said once SIGTERM is handled: whoever waits for this line may stop the worker at once.
+    click.echo(f"worker {services.dispatcher.options.worker} delivering")
+    sys.stdout.flush()
     await services.dispatcher.run_forever(time.time, stop)
     await services.aclose()
 
@@ -240,8 +243,6 @@ def worker(ctx: Context, settings: Settings) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
     services = ctx.services(settings, create_key=False)
     tell(services.startup_notes)
-    click.echo(f"worker {services.dispatcher.options.worker} delivering")
-    sys.stdout.flush()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_work(services))
 

@@ -97,6 +97,7 @@ def message_view(message: MessageView) -> dict[str, Any]:
         "expires_at": to_iso(message.expires_at),
         "next_attempt_at": to_iso(message.next_attempt_at),
         "possible_duplicate": message.possible_duplicate,
+        "test": message.test,
         "recipients": [
             {"address": r.address, "state": str(r.state), "reply": reply_view(r.reply)}
             for r in message.recipients

@@ -80,6 +80,7 @@ class ChannelRun:
         self.records: list[AttemptRecord] = []
         self.effect = ChannelEffect.NONE
         self.effect_reply: str | None = None
+        self.effect_wait: float | None = None  # the provider's own Retry-After, if given
         self.budget_wait: Instant | None = None
         self.attempts = 0
         self.held = 0  # messages this run moved to held
@@ -230,6 +231,7 @@ class ChannelRun:
         ):
             self.effect = effect
             self.effect_reply = str(settlement.channel_reply)
+            self.effect_wait = settlement.wait
 
     def _record(
         self, claim: Claim, settlements: Sequence[Settlement], untried: Sequence[str], now: Instant
@@ -306,8 +308,12 @@ class ChannelRun:
         log.warning("channel %s disconnected: %s", channel.id, self.effect_reply)
 
     def _throttle(self, now: Instant) -> None:
+        """Pause the channel: for exactly as long as the provider said (Retry-After), else
+        60 s doubling with each consecutive throttle; a daily quota waits for its window."""
         level = self.channel.throttle_level + 1
         pause = min(THROTTLE_FIRST * 2 ** (level - 1), THROTTLE_MAX)
+        if self.effect_wait is not None:
+            level, pause = self.channel.throttle_level, max(self.effect_wait, 0.0)
         if self.effect is ChannelEffect.THROTTLE_DAILY:
             pause = max(pause, self._daily_wait(now))
         self.store.set_channel_throttle(self.channel.id, now + pause, level)

@@ -14,9 +14,11 @@ from mailvia.domain.channel import (
     ChannelState,
     Kind,
     Owner,
+    Provider,
     Scope,
     Security,
     Timeouts,
+    TransportKind,
     check_channel,
 )
 from mailvia.domain.clock import Instant
@@ -54,6 +56,8 @@ class ChannelSpec:
     max_recipients_per_message: int | None = None
     retry: RetryPolicy | None = None
     timeouts: Timeouts | None = None
+    transport: TransportKind = TransportKind.SMTP
+    oauth: Provider | None = None  # an OAuth mailbox (made by the OAuth connect flow)
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class Channels:
         username = spec.username or (preset.username if preset else None)
         scope = spec.scope or (preset.scope if preset else _default_scope(spec))
         owner, address, domains = self._scope_fields(actor, spec, scope, username, preset)
+        limits = preset.limits(spec.transport) if preset else None
         channel = Channel(
             id=make_id("ch", now, os.urandom(10)),
             organization_id=actor.organization_id,
@@ -118,10 +123,12 @@ class Channels:
             domains=domains,
             budgets=spec.budgets
             if spec.budgets is not None
-            else (preset.budgets if preset else ()),
+            else (limits.budgets if limits else ()),
             max_recipients_per_message=spec.max_recipients_per_message
-            or (preset.max_recipients_per_message if preset else 1000),
-            max_connections=spec.max_connections or (preset.max_connections if preset else 5),
+            or (limits.max_recipients_per_message if limits else 1000),
+            max_connections=spec.max_connections or (limits.max_connections if limits else 5),
+            transport=spec.transport,
+            oauth=spec.oauth,
             retry=spec.retry or RetryPolicy(),
             timeouts=spec.timeouts or Timeouts(),
         )

@@ -22,6 +22,7 @@ from email.utils import format_datetime, getaddresses, make_msgid
 
 from email_validator import EmailNotValidError, validate_email
 
+from mailvia.domain.api_mail import without_bcc
 from mailvia.domain.errors import (
     InvalidAddress,
     InvalidHeader,
@@ -316,15 +317,4 @@ def _envelope_from_headers(headers: Message, from_address: str) -> Envelope:
 
 def _strip_bcc(content: bytes) -> bytes:
     """Remove Bcc header fields (with their folded lines) from the header block."""
-    head, sep, body = content.partition(b"\r\n\r\n")
-    kept: list[bytes] = []
-    skipping = False
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                kept.append(line)
-            continue
-        skipping = line.lower().startswith(b"bcc:")
-        if not skipping:
-            kept.append(line)
-    return b"\r\n".join(kept) + sep + body
+    return without_bcc(content)

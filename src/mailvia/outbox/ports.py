@@ -44,6 +44,7 @@ class NewMessage:
     expires_at: Instant
     idempotency_key: str | None = None
     request_hash: str | None = None
+    test: bool = False  # a test message of "Test connection"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class MessageView:
     possible_duplicate: bool
     recipients: tuple[RecipientView, ...] = ()
     attempts: tuple[AttemptView, ...] = ()
+    test: bool = False
 
 
 @dataclass(frozen=True)
@@ -294,8 +296,10 @@ __all__ = [
 
 class Prober(Protocol):
     """Tests a channel step by step (resolve, connect, TLS, EHLO, AUTH, an optional test
-    message) on a one-off connection, never a pooled one, within `timeout` seconds in all.
-    Failures are in the report, never raised."""
+    message; for a provider API's mailbox, the test message's request) with the code that
+    delivers, on a one-off connection, never a pooled one, within `timeout` seconds in all.
+    Failures are in the report, never raised; the report's `delivery` is the test message's
+    result, for recording it."""
 
     async def probe(
         self,

@@ -1,10 +1,11 @@
 """Test connection and reconnect: probe a saved or unsaved channel; bring a disconnected one back.
 
-Side effects: `test` and `test_spec` only probe (one connection, an optional test message) and
-store nothing, not even a replacement password. `reconnect` stores the new sealed password,
-makes the channel active, releases its held mail in its original order, records a
-`channel.reconnected` event and closes the transport's pooled connections, but only after a
-passing probe; a failing one changes nothing.
+Side effects: `test` and `test_spec` probe (one connection; an OAuth mailbox gets an access
+token first) and store nothing, not even a replacement password; but a test message through a
+saved channel is a message (test_message.py: the sender check, the budgets, a record).
+`reconnect` stores the new sealed password, makes the channel active, releases its held mail
+in its original order, records a `channel.reconnected` event and closes the transport's
+pooled connections, but only after a passing probe; a failing one changes nothing.
 """
 
 from __future__ import annotations
@@ -12,18 +13,24 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from mailvia.domain.channel import Auth, Channel, ChannelState
+from mailvia.domain.channel import Auth, Channel, ChannelState, TransportKind
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import Forbidden
-from mailvia.domain.probe import ProbeReport
-from mailvia.domain.tenancy import User, identity_covers
+from mailvia.domain.errors import CredentialsFailed, Forbidden
+from mailvia.domain.probe import ProbeFailure, ProbeReport, ProbeStep, Step, hint_for
+from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import Channels, ChannelSpec
-from mailvia.outbox.compose import Draft, compose
+from mailvia.outbox.compose import Composed, Draft, compose
 from mailvia.outbox.dispatch import new_event
-from mailvia.outbox.ports import Credentials, Prober, Store, Transport, Vault
+from mailvia.outbox.ports import (
+    Credentials,
+    CredentialSource,
+    Prober,
+    Store,
+    Transport,
+    Vault,
+)
+from mailvia.outbox.test_message import SUBJECT, TEXT, TestMessages, sender_for_test
 
-TEST_SUBJECT = "mailvia test message"
-TEST_TEXT = "This is a test message from mailvia: the channel works.\n"
 _TEST_MAX_SIZE = 64 * 1024
 
 
@@ -55,6 +62,8 @@ class ChannelTester:
         transport: Transport | None = None,
         vault: Vault | None = None,
         timeout: float = 10.0,
+        messages: TestMessages | None = None,
+        tokens: CredentialSource | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -62,6 +71,8 @@ class ChannelTester:
         self.transport = transport
         self.vault = vault or channels.vault
         self.timeout = timeout
+        self.messages = messages
+        self.tokens = tokens  # an OAuth mailbox's access tokens (the dispatcher's source)
 
     async def test(
         self,
@@ -73,19 +84,46 @@ class ChannelTester:
         now: Instant,
     ) -> ProbeReport:
         """Probe a saved channel, with its stored password or with `password` (not saved).
-        Raises NotFound for a channel the actor may not see, InvalidInput for a bad `to`."""
+        With `to`, a test message From the actor's own address, recorded like any message
+        (test_message.py). Raises NotFound for a channel the actor may not see, InvalidInput
+        for a bad `to`, Forbidden (not the actor's address), CannotCarry and RateLimited (the
+        channel's budgets allow no message now)."""
         channel = self.channels.get(actor, ref)
-        return await self._probe(actor, channel, self._credentials(channel, password), to, now)
+        if to is None:
+            return await self._with_credentials(channel, password, None)
+        if self.messages is None:
+            raise Forbidden("test messages are not available in this process")
+        prepared = self.messages.prepare(actor, channel, to)
+        report: ProbeReport | None = None
+        try:
+            report = await self._with_credentials(channel, password, prepared.composed)
+        finally:
+            self.messages.record(prepared, channel, report.delivery if report else None)
+        return report
+
+    def owner(self, actor: User, ref: str) -> User | None:
+        """The user who owns a channel `actor` may see (None for a team's channel)."""
+        channel = self.channels.get(actor, ref)
+        return self.store.get_user(channel.owner.user_id) if channel.owner.user_id else None
 
     async def test_spec(
         self, actor: User, spec: ChannelSpec, *, to: str | None = None, now: Instant
     ) -> ProbeReport:
-        """Probe a channel that is not saved. Raises what `Channels.build` raises."""
+        """Probe a channel that is not saved; a test message is From the actor's own address
+        that the channel may carry, checked like any (not recorded: there is no channel to
+        record it on). Raises what `Channels.build` raises, Forbidden and InvalidInput."""
         channel, _warnings = self.channels.build(actor, spec, now)
         credentials = None
         if channel.auth is not Auth.NONE and channel.username:
             credentials = Credentials(channel.username, spec.password or "")
-        return await self._probe(actor, channel, credentials, to, now)
+        message = None
+        if to is not None:
+            sender = sender_for_test(actor, channel)
+            if self.messages is not None:
+                self.messages.checks.check_sender(actor, sender)
+            draft = Draft(from_=sender, to=(to,), subject=SUBJECT, text=TEXT)
+            message = compose(draft, now=now, max_size=_TEST_MAX_SIZE)  # checks `to`
+        return await self._probe(channel, credentials, message)
 
     async def reconnect(
         self, actor: User, ref: str, *, password: str | None, now: Instant
@@ -96,7 +134,7 @@ class ChannelTester:
         channel = self.channels.get(actor, ref)
         if channel.owner.user_id != actor.id and not actor.is_admin:
             raise Forbidden("only the channel's owner or an admin may reconnect it")
-        report = await self._probe(actor, channel, self._credentials(channel, password), None, now)
+        report = await self._with_credentials(channel, password, None)
         if not report.ok:
             return Reconnection(report, channel, reconnected=False)
         if password is not None and channel.auth is not Auth.NONE:
@@ -115,6 +153,20 @@ class ChannelTester:
         self.channels.on_change(channel.id)
         return Reconnection(report, channel, reconnected, released)
 
+    async def _with_credentials(
+        self, channel: Channel, password: str | None, message: Composed | None
+    ) -> ProbeReport:
+        """An OAuth mailbox first gets an access token from the credential source (the
+        `token` step); any other channel uses its stored password, or `password`."""
+        if channel.oauth is None or password is not None or self.tokens is None:
+            return await self._probe(channel, self._credentials(channel, password), message)
+        try:
+            token = await self.tokens(channel)
+        except CredentialsFailed as failed:
+            return ProbeReport.of([_token_failed(failed)])
+        report = await self._probe(channel, token, message)
+        return ProbeReport.of([_token_step(channel, token), *report.steps], report.delivery)
+
     def _credentials(self, channel: Channel, password: str | None) -> Credentials | None:
         if password is None:
             return self.channels.credentials(channel)
@@ -123,36 +175,34 @@ class ChannelTester:
         return Credentials(channel.username, password)
 
     async def _probe(
-        self,
-        actor: User,
-        channel: Channel,
-        credentials: Credentials | None,
-        to: str | None,
-        now: Instant,
+        self, channel: Channel, credentials: Credentials | None, message: Composed | None
     ) -> ProbeReport:
-        if to is None:
+        if message is None:
             return await self.prober.probe(channel, credentials, timeout=self.timeout)
-        sender = _sender(actor, channel, credentials)
-        draft = Draft(from_=sender, to=(to,), subject=TEST_SUBJECT, text=TEST_TEXT)
-        composed = compose(draft, now=now, max_size=_TEST_MAX_SIZE)  # checks `to`
         return await self.prober.probe(
             channel,
             credentials,
-            to=composed.envelope.rcpt_to[0],
-            mail_from=composed.envelope.mail_from,
-            content=composed.content,
+            to=message.envelope.rcpt_to[0],
+            mail_from=message.envelope.mail_from,
+            content=message.content,
             timeout=self.timeout,
         )
 
 
-def _sender(actor: User, channel: Channel, credentials: Credentials | None) -> str:
-    """The From of a test message: the channel's address, else the actor's own address when
-    the channel covers it, else postmaster of the channel's first domain."""
-    if channel.address:
-        return channel.address
-    if any(identity_covers(f"@{d}", actor.email) for d in channel.domains):
-        return actor.email
-    if channel.domains:
-        return f"postmaster@{channel.domains[0]}"
-    username = credentials.username if credentials else ""
-    return username if "@" in username else f"postmaster@{channel.host}"
+def _token_step(channel: Channel, token: Credentials | None) -> ProbeStep:
+    who = token.username if token is not None and token.username else channel.address
+    provider = channel.oauth.display_name if channel.oauth else "the provider"
+    detail = f"an access token for {who} from {provider}"
+    if channel.transport is not TransportKind.SMTP:
+        detail += (
+            "; its send-only scope does not allow reading the mailbox's profile, so without "
+            "a test message nothing more is checked: give an address to send one to"
+        )
+    return ProbeStep(str(Step.TOKEN), True, detail)
+
+
+def _token_failed(failed: CredentialsFailed) -> ProbeStep:
+    reply = failed.reply
+    kind = ProbeFailure.TOKEN_REFUSED if reply.code >= 500 else ProbeFailure.TOKEN_UNAVAILABLE
+    detail = reply.text.removeprefix("mailvia: ")
+    return ProbeStep(str(Step.TOKEN), False, detail, str(reply), hint_for(failure=kind))

@@ -1,20 +1,23 @@
 """Submit: accept a message into the outbox (the only hand-off point of every intake).
 
-Validates the sender's right to the From address, routes it, and commits it before
-returning: a Receipt means the message is on disk.
+Validates the sender's right to the From address, routes it, checks that the channel's
+transport can carry it as stored (a provider's API cannot split a message or send to other
+people than its headers name: domain/api_mail.py), and commits it before returning: a
+Receipt means the message is on disk.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
-from mailvia.domain.channel import Channel, ChannelState, may_send_as
+from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits, refusal
+from mailvia.domain.channel import Channel, ChannelState, TransportKind, may_send_as
 from mailvia.domain.clock import Instant, to_iso
-from mailvia.domain.errors import Forbidden
+from mailvia.domain.errors import CannotCarry, Forbidden
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
@@ -66,10 +69,12 @@ class Submitter:
         *,
         pool: Callable[[], Channel | None],
         on_submit: Callable[[], None] = lambda: None,
+        api_limits: Mapping[TransportKind, ApiLimits] = DEFAULT_LIMITS,
     ) -> None:
         self._store = store
         self._pool = pool
         self._on_submit = on_submit
+        self._api_limits = api_limits
 
     def explain(self, sender: User, from_address: str) -> Route:
         """Which channel mail From this address would take, and why (no checks of rights)."""
@@ -98,16 +103,34 @@ class Submitter:
     ) -> list[Receipt]:
         """Validate, route and commit a batch in one transaction; all or nothing.
 
-        Raises Forbidden (From not the sender's, or no channel may send as it) and the
-        store's Conflict (idempotency key reused with another body)."""
+        Raises Forbidden (From not the sender's, or no channel may send as it), CannotCarry
+        (the channel's API cannot carry a message as stored) and the store's Conflict
+        (idempotency key reused with another body)."""
         routes: Remembered[tuple[str, str], Channel] = Remembered()
         planned = []
         for submission in submissions:
             channel = self._route(routes, sender, submission.composed.from_address)
             if isinstance(channel, Exception):
                 raise channel
+            self.check_carried(channel, submission.composed)
             planned.append((self._message(sender, submission, channel, now), channel))
         return self._commit(planned, now)
+
+    def check_carried(self, channel: Channel, composed: Composed) -> None:
+        """Raise CannotCarry when the channel's provider API cannot carry the message to
+        exactly these recipients as stored (SMTP channels carry anything)."""
+        limits = self._api_limits.get(channel.transport)
+        if limits is None:
+            return
+        reason = refusal(
+            channel.transport,
+            limits,
+            recipients=composed.envelope.rcpt_to,
+            content=composed.content,
+            max_recipients=channel.max_recipients_per_message,
+        )
+        if reason is not None:
+            raise CannotCarry(f"{channel.name} cannot send this message: {reason}")
 
     def submit_each(
         self, items: Sequence[tuple[User, Submission]], *, now: Instant
@@ -121,6 +144,11 @@ class Submitter:
         planned = []
         for sender, submission in items:
             channel = self._route(routes, sender, submission.composed.from_address)
+            if not isinstance(channel, Exception):
+                try:
+                    self.check_carried(channel, submission.composed)
+                except CannotCarry as refused:
+                    channel = refused
             if isinstance(channel, Exception):
                 results.append(channel)
                 continue

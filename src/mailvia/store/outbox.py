@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +61,7 @@ def _message_row(msg: NewMessage) -> dict[str, Any]:
         "possible_duplicate": False,
         "idempotency_key": msg.idempotency_key,
         "request_hash": msg.request_hash,
+        "test": msg.test,
     }
 
 
@@ -94,6 +96,21 @@ class OutboxStore:
                 fresh.append(msg)
             _insert(conn, fresh)
         return results
+
+    def add_leased(self, msg: NewMessage, *, worker: str, lease_until: Instant) -> Claim:
+        """Insert one message already claimed by `worker` (state `sending`, leased until
+        `lease_until`) and return its claim: a test message, sent at once by the tester and
+        settled with `record_attempts` like any attempt. Should the tester die, the lease runs
+        out and a dispatcher sends it (flagged possible_duplicate)."""
+        leased = replace(msg, state=State.SENDING)
+        with self._db.write(conflict="a message id is already in use") as conn:
+            [seq] = _insert(conn, [leased])
+            conn.execute(
+                messages.update()
+                .where(m.seq == seq)
+                .values(lease_owner=worker, lease_expires_at=lease_until)
+            )
+            return _claims(conn, [seq], worker)[0]
 
     def channels_due(self, now: Instant) -> list[str]:
         """Ids of active, unthrottled channels with at least one claimable message."""
@@ -219,9 +236,9 @@ def _match_key(seen: dict[tuple[str, str], tuple[str, str | None]], msg: NewMess
     return earlier[0]
 
 
-def _insert(conn: sa.Connection, msgs: Sequence[NewMessage]) -> None:
+def _insert(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
     if not msgs:
-        return
+        return []
     statement = messages.insert().returning(m.seq, sort_by_parameter_order=True)
     seqs = conn.execute(statement, [_message_row(x) for x in msgs]).scalars().all()
     rows = [
@@ -237,6 +254,7 @@ def _insert(conn: sa.Connection, msgs: Sequence[NewMessage]) -> None:
     ]
     if rows:
         conn.execute(recipients.insert(), rows)
+    return list(seqs)
 
 
 def _claimable_seqs(conn: sa.Connection, channel_id: str, now: Instant, limit: int) -> list[int]:

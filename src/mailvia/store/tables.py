@@ -141,6 +141,7 @@ messages = sa.Table(
     sa.Column("lease_expires_at", Time),
     sa.Column("idempotency_key", sa.Text),
     sa.Column("request_hash", sa.Text),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),  # 0005
     sa.UniqueConstraint("organization_id", "idempotency_key"),
     sa.Index(None, "channel_id", "state", "next_attempt_at"),
     sa.Index(None, "state", "expires_at"),
@@ -273,7 +274,7 @@ web_sessions = sa.Table(
     sa.Index(None, "seen_at"),
 )
 
-# 0006: OAuth mailboxes. An organization's own OAuth app per provider (the client secret sealed).
+# 0007: OAuth mailboxes. An organization's own OAuth app per provider (the client secret sealed).
 oauth_apps = sa.Table(
     "oauth_apps",
     metadata,

@@ -38,6 +38,7 @@ def _view(
         possible_duplicate=bool(row.possible_duplicate),
         recipients=tuple(rcpts),
         attempts=tuple(tries or ()),
+        test=bool(row.test),
     )
 
 

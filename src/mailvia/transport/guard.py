@@ -145,10 +145,20 @@ class OutboundGuard:
             addresses = await self.resolve(host, port)
             if check:
                 self.check(addresses)
-            return await _connect_first(addresses, port)
+            sock, _ = await self.connect_first(addresses, port)
+            return sock
+
+    async def connect_first(
+        self, addresses: Sequence[IPAddress], port: int
+    ) -> tuple[socket.socket, IPAddress]:
+        """A non-blocking socket connected to the first of `addresses` (already checked)
+        that answers, and that address. Raises the last OSError when none does."""
+        return await _connect_first(addresses, port)
 
 
-async def _connect_first(addresses: Sequence[IPAddress], port: int) -> socket.socket:
+async def _connect_first(
+    addresses: Sequence[IPAddress], port: int
+) -> tuple[socket.socket, IPAddress]:
     loop = asyncio.get_running_loop()
     error: OSError = OSError(f"no address to connect to on port {port}")
     for address in addresses:
@@ -168,5 +178,5 @@ async def _connect_first(addresses: Sequence[IPAddress], port: int) -> socket.so
             with contextlib.suppress(OSError):
                 sock.close()
             raise
-        return sock
+        return sock, address
     raise error

@@ -2,27 +2,17 @@
 
 The session drives aiosmtplib's command-level calls itself (never `sendmail`), so it knows
 the stage of every failure and keeps each recipient's reply. Failures are values: every
-aiosmtplib, socket and ssl exception is mapped at this edge, in `map_error`:
-
-    exception                                  stage          reply
-    OutboundRefused (the address guard)        connect        550 5.4.4 "will not connect"
-    socket.gaierror                            connect        451 4.4.2 network_failure
-    refused / reset / unreachable / timeout    connect        451 4.4.2 network_failure
-    ssl verification or handshake error        connect (TLS)  530 5.7.10 tls_refused
-                                               or starttls
-    STARTTLS not offered (security starttls)   starttls       530 5.7.10 tls_refused
-    a 4xx/5xx reply (SMTPResponseException)    where it came  Reply.parse(code, text)
-    disconnect / timeout before the final dot  where it came  451 4.4.2 network_failure
-    disconnect / timeout after the final dot   data-end       451 4.4.2 timeout_after_dot,
-                                                              possible_duplicate=True
-    a malformed or unexpected reply            where it came  as a disconnect
-    anything else                              -              raised (a bug, not a failure)
+aiosmtplib, socket and ssl exception is mapped at this edge (smtp_errors.py's table).
 
 Security `starttls` is mandatory STARTTLS: aiosmtplib's `connect` runs with `start_tls=False`
 and this module sends STARTTLS itself, failing when it is not offered (the same guarantee as
 `start_tls=True`, with the stage known). Its default `None`, which an attacker can strip, is
-never used. Credentials are never sent on a connection without TLS, and never appear in a
-reply's text.
+never used. Credentials are never sent on a connection without TLS, nor with a mechanism the
+server does not offer, and never appear in a reply's text.
+
+"Test connection" runs this same code (probe.py): each step (resolve, connect, TLS, EHLO,
+AUTH) is reported to an optional observer (observe.py) with the server's reply, and the
+exception that ends a step is shown to it before it is mapped here.
 
 Side effects: network I/O to the channel's server.
 """
@@ -48,22 +38,25 @@ from aiosmtplib import (
 
 from mailvia.domain.channel import Auth, Channel, Kind, Security
 from mailvia.domain.delivery import TransactionResult
-from mailvia.domain.errors import OutboundRefused
 from mailvia.domain.message import Envelope
-from mailvia.domain.replies import Reply, Stage, network_failure, timeout_after_dot, tls_refused
+from mailvia.domain.probe import ProbeFailure, Step
+from mailvia.domain.replies import Reply, Stage, tls_refused
 from mailvia.outbox.ports import Credentials
 from mailvia.transport.guard import OutboundGuard
+from mailvia.transport.observe import NO_OBSERVER, Observer
+from mailvia.transport.smtp_errors import (
+    BAD_SENDER,
+    NO_CREDENTIALS,
+    NO_SMTPUTF8,
+    StepRefused,
+    first_line,
+    map_error,
+)
 from mailvia.transport.tls import (
     client_context,
-    find_tls_error,
-    is_closed_during_handshake,
-    tls_reply,
+    describe_tls,
 )
 
-REFUSED_REPLY = Reply(550, "5.4.4", "mailvia: will not connect to this host")
-BAD_SENDER = Reply(553, "5.1.7", "mailvia: the sender address cannot be sent")
-NO_SMTPUTF8 = Reply(553, "5.6.7", "mailvia: the server does not offer SMTPUTF8")
-NO_CREDENTIALS = Reply(535, "5.7.8", "mailvia: no credentials are stored for this channel")
 _CHUNK = 64 * 1024
 _FRESH = 2.0  # seconds a cleanly ended connection is reused without RSET
 _QUIT_TIMEOUT = 5.0
@@ -81,63 +74,20 @@ def encode_data(content: bytes) -> bytes:
     return b"." + body if body.startswith(b".") else body
 
 
-class _Fail(Exception):
-    """A step that ends the session with a reply mailvia makes up itself."""
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What an exception means: the reply, and whether the connection can carry on."""
-
-    reply: Reply
-    keeps_connection: bool = False
-    possible_duplicate: bool = False
-
-
-def _lost(what: str, stage: Stage, *, after_dot: bool) -> Failure:
-    if after_dot:
-        return Failure(timeout_after_dot(what), possible_duplicate=True)
-    if stage is Stage.CONNECT:
-        # One text for refused, reset, unreachable and timed out: no port-scan oracle.
-        return Failure(network_failure("could not connect to the server"))
-    return Failure(network_failure(f"{what} at {stage}"))
-
-
-def map_error(error: BaseException, stage: Stage, *, after_dot: bool = False) -> Failure | None:
-    """Map an exception raised at `stage` to a failure; None when it is not a delivery
-    failure (a bug), which the caller re-raises. Pure."""
-    if isinstance(error, _Fail):
-        return Failure(error.reply)
-    if isinstance(error, OutboundRefused):
-        return Failure(REFUSED_REPLY)
-    if isinstance(error, SMTPResponseException):
-        if 400 <= error.code < 600:
-            reply = Reply.parse(error.code, error.message)
-            return Failure(reply, keeps_connection=error.code != 421)
-        return _lost("unexpected reply", stage, after_dot=after_dot)
-    tls = find_tls_error(error)
-    if tls is not None and not is_closed_during_handshake(tls):
-        return Failure(tls_reply(tls))
-    if isinstance(error, socket.gaierror):
-        return Failure(network_failure("the host name did not resolve"))
-    if isinstance(error, TimeoutError):
-        return _lost("no reply" if after_dot else "timed out", stage, after_dot=after_dot)
-    if isinstance(error, OSError | SMTPException):
-        return _lost("connection lost", stage, after_dot=after_dot)
-    return None
-
-
 @dataclass
 class _Progress:
     """How far a session or transaction got, for mapping the failure that stops it."""
 
     stage: Stage
+    observer: Observer = NO_OBSERVER
     after_dot: bool = False
     rcpt_replies: dict[str, Reply] = field(default_factory=dict)
+    ehlo: str | None = None  # the last EHLO reply's first line
+    where: str = ""  # "connected to ADDRESS port N"
+
+    def step(self, stage: Stage, step: Step, detail: str = "") -> None:
+        self.stage = stage
+        self.observer.begin(step, detail)
 
 
 class SessionFailed(Exception):
@@ -155,21 +105,15 @@ async def open_session(
     guard: OutboundGuard,
     helo_name: str,
     fingerprint: str = "",
+    observer: Observer = NO_OBSERVER,
 ) -> Session:
     """Connect to the channel's server, secure the connection as the channel demands, EHLO
-    and authenticate. Raises SessionFailed (with the stage and reply) on any failure."""
-    progress = _Progress(Stage.CONNECT)
+    and authenticate, telling `observer` each step. Raises SessionFailed (with the stage and
+    reply) on any failure."""
+    progress = _Progress(Stage.CONNECT, observer)
     smtp: SMTP | None = None
     try:
-        context = None
-        if channel.security is not Security.NONE:
-            context = await asyncio.to_thread(client_context, channel.ca_pem)
-        sock = await guard.connect(
-            channel.host,
-            channel.port,
-            timeout=channel.timeouts.connect,
-            check=channel.kind is not Kind.POOL,
-        )
+        sock, context = await _connect(channel, guard, progress)
         smtp = _client(channel, sock, helo_name, context)
         await _greet(smtp, channel, progress)
         await _secure(smtp, channel, progress)
@@ -180,8 +124,33 @@ async def open_session(
         failure = map_error(error, progress.stage) if isinstance(error, Exception) else None
         if failure is None:
             raise
+        observer.failed(error)
         raise SessionFailed(TransactionResult(progress.stage, failure.reply)) from error
     return Session(smtp, channel, fingerprint)
+
+
+async def _connect(
+    channel: Channel, guard: OutboundGuard, progress: _Progress
+) -> tuple[socket.socket, ssl.SSLContext | None]:
+    """Resolve the host, check every address (the pool, the operator's relay, skips the
+    check) and open TCP to the first checked address that answers, within the connect
+    timeout; the TLS context is made on the way (a bad CA fails here)."""
+    host, port, check = channel.host, channel.port, channel.kind is not Kind.POOL
+    progress.step(Stage.CONNECT, Step.RESOLVE)
+    async with asyncio.timeout(channel.timeouts.connect):
+        addresses = await guard.resolve(host, port)
+        if check:
+            guard.check(addresses)
+        found = ", ".join(str(a) for a in addresses)
+        progress.observer.passed(Step.RESOLVE, f"{host} resolves to {found}")
+        progress.step(Stage.CONNECT, Step.CONNECT)
+        context = None
+        if channel.security is not Security.NONE:
+            context = await asyncio.to_thread(client_context, channel.ca_pem)
+        sock, address = await guard.connect_first(addresses, port)
+    progress.where = f"connected to {address} port {port}"
+    progress.step(Stage.CONNECT, Step.CONNECT, progress.where)
+    return sock, context
 
 
 def _client(
@@ -203,11 +172,19 @@ def _client(
         raise
 
 
+def _extensions(smtp: SMTP) -> str:
+    found = ", ".join(
+        f"{name.upper()} {params}".strip() for name, params in smtp.esmtp_extensions.items()
+    )
+    return f"extensions: {found or 'none'}"
+
+
 async def _greet(smtp: SMTP, channel: Channel, progress: _Progress) -> None:
-    """Set up the socket (the TLS handshake for implicit TLS) and read the greeting."""
+    """Set up the socket (the TLS handshake for implicit TLS), read the greeting, EHLO."""
+    observer = progress.observer
     progress.stage = Stage.CONNECT if channel.security is Security.TLS else Stage.GREETING
     try:
-        await smtp.connect(timeout=channel.timeouts.greeting)
+        greeting = await smtp.connect(timeout=channel.timeouts.greeting)
     except SMTPConnectError as error:
         # Connected (and handshaken), then the greeting was refused, lost or late.
         cause = error.__cause__
@@ -216,38 +193,76 @@ async def _greet(smtp: SMTP, channel: Channel, progress: _Progress) -> None:
         ):
             progress.stage = Stage.GREETING
         raise
-    progress.stage = Stage.EHLO
-    await smtp.ehlo(timeout=channel.timeouts.command)
+    observer.passed(Step.CONNECT, progress.where, first_line(greeting))
+    if channel.security is Security.TLS:
+        observer.passed(Step.TLS, describe_tls(smtp.get_transport_info("ssl_object")))
+    elif channel.security is Security.NONE:
+        observer.passed(Step.TLS, "skipped: security none sends in clear (allowed networks only)")
+    progress.step(Stage.EHLO, Step.EHLO)
+    response = await smtp.ehlo(timeout=channel.timeouts.command)
+    progress.ehlo = first_line(response)
+    if channel.security is not Security.STARTTLS:
+        observer.passed(Step.EHLO, _extensions(smtp), progress.ehlo)
 
 
 async def _secure(smtp: SMTP, channel: Channel, progress: _Progress) -> None:
     if channel.security is not Security.STARTTLS:
         return
-    progress.stage = Stage.STARTTLS
+    progress.step(Stage.STARTTLS, Step.TLS)
     if not smtp.supports_extension("starttls"):
-        raise _Fail(tls_refused("the server does not offer STARTTLS"))
-    await smtp.starttls(server_hostname=channel.host, timeout=channel.timeouts.command)
-    progress.stage = Stage.EHLO  # RFC 3207 §4.2: forget what was learnt before TLS
-    await smtp.ehlo(timeout=channel.timeouts.command)
+        raise StepRefused(
+            tls_refused("the server does not offer STARTTLS"),
+            ProbeFailure.NO_STARTTLS,
+            server_reply=progress.ehlo,
+        )
+    response = await smtp.starttls(server_hostname=channel.host, timeout=channel.timeouts.command)
+    progress.observer.passed(
+        Step.TLS, describe_tls(smtp.get_transport_info("ssl_object")), first_line(response)
+    )
+    progress.step(Stage.EHLO, Step.EHLO)  # RFC 3207 §4.2: forget what was learnt before TLS
+    response = await smtp.ehlo(timeout=channel.timeouts.command)
+    progress.observer.passed(Step.EHLO, _extensions(smtp), first_line(response))
 
 
 async def _authenticate(
     smtp: SMTP, channel: Channel, credentials: Credentials | None, progress: _Progress
 ) -> None:
+    progress.step(Stage.AUTH, Step.AUTH)
     if channel.auth is Auth.NONE:
+        detail = "skipped: the channel sends without signing in (auth none)"
+        progress.observer.passed(Step.AUTH, detail)
         return
-    progress.stage = Stage.AUTH
-    if credentials is None:
-        raise _Fail(NO_CREDENTIALS)
-    if smtp.get_transport_info("sslcontext") is None:
-        raise _Fail(tls_refused("credentials are never sent without TLS"))
+    _check_auth(smtp, channel, credentials)
+    assert credentials is not None  # _check_auth refused the session otherwise
     user, secret, timeout = credentials.username, credentials.password, channel.timeouts.command
     if channel.auth is Auth.PLAIN:
-        await smtp.auth_plain(user, secret, timeout=timeout)
+        response = await smtp.auth_plain(user, secret, timeout=timeout)
     elif channel.auth is Auth.LOGIN:
-        await smtp.auth_login(user, secret, timeout=timeout)
+        response = await smtp.auth_login(user, secret, timeout=timeout)
     else:  # XOAUTH2: the caller passes a fresh access token as the password
-        await smtp.auth_xoauth2(user, secret, timeout=timeout)
+        response = await smtp.auth_xoauth2(user, secret, timeout=timeout)
+    mechanism = str(channel.auth).upper()
+    detail = f"signed in as {user} with {mechanism}"
+    progress.observer.passed(Step.AUTH, detail, first_line(response))
+
+
+def _check_auth(smtp: SMTP, channel: Channel, credentials: Credentials | None) -> None:
+    """Refuse to sign in without credentials, without TLS, or with a mechanism the server
+    does not offer (RFC 4954 §4: 504 5.5.4 for an unsupported mechanism)."""
+    if credentials is None:
+        raise StepRefused(NO_CREDENTIALS, ProbeFailure.NO_CREDENTIALS)
+    if smtp.get_transport_info("sslcontext") is None:
+        reply = tls_refused("credentials are never sent without TLS")
+        raise StepRefused(reply, ProbeFailure.NO_STARTTLS)
+    mechanism, offered = str(channel.auth), smtp.server_auth_methods
+    if not offered:
+        reply = Reply(504, "5.5.4", "mailvia: the server does not offer AUTH")
+        raise StepRefused(reply, ProbeFailure.AUTH_NOT_OFFERED)
+    if mechanism not in offered:
+        detail = f"the server offers {' '.join(offered).upper()}, not {mechanism.upper()}"
+        raise StepRefused(
+            Reply(504, "5.5.4", f"mailvia: {detail}"), ProbeFailure.MECHANISM_NOT_OFFERED
+        )
 
 
 class Session:
@@ -291,10 +306,13 @@ class Session:
                 await self.smtp.quit(timeout=min(self.channel.timeouts.command, _QUIT_TIMEOUT))
         self.close()
 
-    async def transact(self, envelope: Envelope, content: bytes) -> TransactionResult:
+    async def transact(
+        self, envelope: Envelope, content: bytes, observer: Observer = NO_OBSERVER
+    ) -> TransactionResult:
         """Run one mail transaction: MAIL, RCPT per recipient, DATA. Never raises for a
         delivery failure; a connection that errored is closed (`usable` turns false)."""
-        progress = _Progress(Stage.MAIL)
+        progress = _Progress(Stage.MAIL, observer)
+        progress.step(Stage.MAIL, Step.MESSAGE)
         self._clean_at = None
         try:
             result = await self._transact(envelope, content, progress)
@@ -307,6 +325,7 @@ class Session:
                 self.close()
             if failure is None:
                 raise
+            observer.failed(error)
             return TransactionResult(
                 progress.stage,
                 failure.reply,
@@ -327,9 +346,7 @@ class Session:
                 timeout=self.channel.timeouts.command,
             )
         except ValueError as error:  # cannot be written on a command line (intake's job)
-            raise _Fail(
-                Reply(553, "5.1.7", "mailvia: the sender address cannot be sent")
-            ) from error
+            raise StepRefused(BAD_SENDER) from error
         progress.stage = Stage.RCPT
         for address in envelope.rcpt_to:
             reply = await self._rcpt(address, encoding)

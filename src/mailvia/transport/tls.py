@@ -7,7 +7,10 @@ certificate the system trusts must bring its CA as `ca_pem` (added to the trust 
 from __future__ import annotations
 
 import ssl
+import time
+from typing import Any
 
+from mailvia.domain.probe import describe_certificate
 from mailvia.domain.replies import Reply, tls_refused
 
 
@@ -48,3 +51,12 @@ def tls_reply(error: ssl.SSLError) -> Reply:
         reason = error.verify_message or error.reason or "unknown reason"
         return tls_refused(f"certificate verification failed: {reason}")
     return tls_refused(f"TLS handshake failed: {error.reason or type(error).__name__}")
+
+
+def describe_tls(ssl_object: Any) -> str:
+    """`TLSv1.3 (cipher); certificate CN=... (DNS:..., IP:...), valid until DATE (N days)`."""
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return "TLS established"
+    cipher = ssl_object.cipher()
+    version = f"{ssl_object.version()} ({cipher[0]})" if cipher else str(ssl_object.version())
+    return f"{version}; {describe_certificate(ssl_object.getpeercert() or {}, time.time())}"

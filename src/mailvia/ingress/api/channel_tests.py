@@ -84,12 +84,16 @@ async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: CallerD
 @router.post(
     "/channels/{id}/test",
     response_model=ProbeOut,
-    responses=problems(400, 401, 404, 422, 503),
+    responses=problems(400, 401, 403, 404, 422, 503),
     summary="Test a saved channel (optionally with a new password, not saved)",
 )
 async def test_saved(
     id: Ref, services: ServicesDep, user: CallerDep, body: SavedChannelTestIn | None = None
 ) -> Any:
+    """The steps as for an unsaved channel (an OAuth mailbox gets an access token first).
+    With `to`, a test message is a message: From the caller's own address that the channel
+    carries (else 403), within the channel's budgets (else 429 with Retry-After), and listed
+    in `GET /v1/messages` with its attempt, flagged `test`."""
     body = body or SavedChannelTestIn(password=None, to=None)
     report = await _tester(services).test(
         user, id, to=body.to, password=body.password, now=time.time()

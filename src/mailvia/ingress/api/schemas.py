@@ -165,6 +165,7 @@ class MessageOut(BaseModel):
     expires_at: Timestamp
     next_attempt_at: Timestamp | None
     possible_duplicate: bool
+    test: bool = Field(description="A test message sent by Test connection.")
     recipients: list[RecipientOut]
     attempts: list[AttemptOut] = Field(description="Empty in lists; filled for one message.")
 
