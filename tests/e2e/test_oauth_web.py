@@ -2,7 +2,9 @@
 Chromium, against a real `mailvia serve` and the fake providers (`mailvia testserver
 --fake-providers`, a subprocess, knowing only the organization's own app). The admin enters
 the app on the team page (Google) and by CLI (Microsoft); reps press "Connect ...", allow on
-the fake's consent page and come back to an active mailbox with the provider's address."""
+the fake's consent page and come back to an active mailbox with the provider's address, and
+their mail leaves through the Gmail API and Microsoft Graph (the fake's). SMTP XOAUTH2 to the
+fake's SMTP side is in test_oauth_secrets.py."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from typing import Any
 import pytest
 
 from support.browser import check_page, chromium
+from support.cli import poll
 from support.fake_process import FakeProcess, fake_process
-from support.pages import Site, press, serving, sign_in
+from support.pages import Account, Site, press, send, serving, sign_in
 
 pytestmark = [pytest.mark.chromium, pytest.mark.timeout(300)]
 
@@ -35,8 +38,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProcess]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, fake: FakeProcess) -> Iterator[Site]:
-    oauth = {k: v for k, v in fake.settings.items() if k.startswith("MAILVIA_OAUTH_")}
-    with serving(tmp_path_factory.mktemp("web"), **oauth) as running:
+    with serving(tmp_path_factory.mktemp("web"), **fake.settings) as running:
         yield running
 
 
@@ -100,6 +102,16 @@ def test_rep_connects_gmail_and_comes_back_to_an_active_mailbox(
         [mailbox] = [c for c in api.get("/v1/channels").json()["data"] if c["oauth"]]
     assert mailbox["oauth"]["address"] == "jane@acme.test" and mailbox["state"] == "active"
     assert mailbox["transport"] == "gmail_api"
+    assert delivered(site, site.jane, fake, "through the Gmail API") == ("gmail_api", "jane")
+
+
+def delivered(site: Site, account: Account, fake: FakeProcess, subject: str) -> tuple[str, str]:
+    """Send as the rep and wait until it is delivered; how it reached the fake, and as whom."""
+    message_id = send(site, account, subject)
+    with site.api(account) as api:
+        poll(lambda: api.get(f"/v1/messages/{message_id}").json()["state"] == "delivered")
+    mine = [r for r in fake.control("GET", "received") if r["account"] == account.email]
+    return mine[-1]["via"], account.email.split("@")[0]
 
 
 def test_rep_connects_microsoft_365_with_the_app_set_by_cli(
@@ -128,6 +140,7 @@ def test_rep_connects_microsoft_365_with_the_app_set_by_cli(
     main = page.inner_text("main")
     assert "Mailbox connected" in main and "by OAuth with Microsoft 365" in main
     assert "Microsoft Graph" in main and "joe@acme.test" in main and "active" in main
+    assert delivered(site, site.joe, fake, "through Graph") == ("graph", "joe")
 
 
 def test_a_mailbox_that_is_not_the_reps_is_refused_in_the_browser(

@@ -157,3 +157,27 @@ async def test_a_revoked_consent_disconnects_holds_tells_and_reconnect_releases_
     assert [store.get_message(i).state for i in held] == [State.DELIVERED] * 3
     events, _ = store.list_events(world.jane.organization_id, cursor=None, limit=100)
     assert [e.data["released"] for e in events if e.type == "channel.reconnected"] == [3]
+
+
+@pytest.mark.parametrize(("provider", "via"), [("google", "gmail_api"), ("microsoft", "graph")])
+async def test_a_revoked_consent_at_the_api_disconnects_and_reconnect_releases(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, provider: str, via: str
+) -> None:
+    """Each API call carries the token, so revocation is noticed at the very next message."""
+    channel_id = await connect(jane, fake, provider, JANE)
+    store = world.services.store
+    one = replace(store.get_channel(channel_id), max_connections=1)  # arrival order = order
+    store.update_channel(one)  # type: ignore[call-arg]
+    world.send(subject="before")
+    await deliver(world)
+    assert [(r["via"], r["account"]) for r in fake.received] == [(via, JANE)]
+    fake.revoke(JANE)
+    held = [r.id for r in world.send(subject="held", count=2)]
+    await deliver(world)
+    broken = store.get_channel(channel_id)
+    assert broken.state is ChannelState.DISCONNECTED
+    assert "invalid_grant" in (broken.state_reason or "")
+    assert [store.get_message(i).state for i in held] == [State.HELD] * 2
+    await connect(jane, fake, provider, JANE, channel=channel_id)
+    await deliver(world)
+    assert subjects(fake) == ["before 0", "held 0", "held 1"]

@@ -23,11 +23,12 @@ PASSWORD = "a-long-password-of-my-own"
 
 
 def oauth_settings(fake: FakeProviders) -> dict[str, Any]:
-    """The world's settings for the fake: its endpoints and an operator-wide app each."""
+    """The world's settings for the fake: its OAuth endpoints and send APIs, and an
+    operator-wide app for each provider."""
     found: dict[str, Any] = {
         name.removeprefix("MAILVIA_").lower(): value
         for name, value in fake.settings.items()
-        if name.startswith("MAILVIA_OAUTH_")
+        if name.startswith("MAILVIA_OAUTH_") or name.endswith("_API_URL")
     }
     return found | {
         "oauth_google_client_id": CLIENT_ID,
