@@ -18,14 +18,28 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits
-from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security, TransportKind
+from mailvia.domain.channel import (
+    Auth,
+    Channel,
+    Kind,
+    Owner,
+    Provider,
+    Scope,
+    Security,
+    TransportKind,
+)
 from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
+from mailvia.domain.oauth import AppSource, OAuthApp
 from mailvia.domain.ratelimit import RequestCaps
 from mailvia.keyring import open_vault, rotate
 from mailvia.outbox.accounts import Sessions
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
 from mailvia.outbox.notices import Notices
+from mailvia.outbox.oauth.apps import OAuthApps
+from mailvia.outbox.oauth.connect import OAuthConnect
+from mailvia.outbox.oauth.credentials import TokenSource
+from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.ports import Credentials
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
@@ -42,6 +56,7 @@ from mailvia.store import SqlStore, make_private, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
 from mailvia.transport.apis import MailApiTransport
 from mailvia.transport.composite import Transports
+from mailvia.transport.oauth_client import Endpoints, OAuthClient
 from mailvia.transport.probe import Prober
 from mailvia.transport.webhooks import HttpWebhookSender, url_checker
 
@@ -161,12 +176,22 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     channels = Channels(
         store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
     )
+    worker = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+    def public_url() -> str:  # where people reach mailvia: known once `serve` has bound
+        return settings.public_url or services.http_url or f"http://{settings.http_listen}"
+
+    oauth = oauth_parts(
+        store, vault, settings, channels, transport, worker=worker, public_url=public_url
+    )
 
     async def credentials(
         channel: Channel, *, rejected: Credentials | None = None
     ) -> Credentials | None:
         if channel.kind is Kind.POOL:
             return relay.credentials if relay else None
+        if channel.oauth is not None:
+            return await oauth.tokens(channel, rejected=rejected)
         return channels.credentials(channel)
 
     notices = Notices(store, pool=lambda: pool, notice_from=settings.notice_from or "")
@@ -177,7 +202,7 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         notify_disconnected=notices.channel_disconnected,
         metrics=metrics,
         options=DispatchOptions(
-            worker=settings.worker_id or f"{socket.gethostname()}:{os.getpid()}",
+            worker=worker,
             lease_seconds=settings.lease_seconds,
             batch=settings.claim_batch,
         ),
@@ -214,6 +239,9 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         metrics=metrics,
         metrics_token=settings.metrics_token,
         api_rate_limit=settings.api_rate_limit,
+        oauth_apps=oauth.apps,
+        oauth=oauth.connect,
+        mailboxes=oauth.mailboxes,
         startup_notes=tuple(made_private),
         api_recipient_limit=settings.api_recipient_limit,
         api_caps=RequestCaps(
@@ -232,6 +260,77 @@ def api_limits(settings: Settings) -> dict[TransportKind, ApiLimits]:
         TransportKind.GMAIL_API: replace(gmail, max_size=settings.gmail_api_max_size),
         TransportKind.GRAPH: replace(graph, max_size=settings.graph_api_max_size),
     }
+
+
+@dataclass(frozen=True)
+class OAuthParts:
+    """The OAuth mailboxes' use cases of one build."""
+
+    apps: OAuthApps
+    tokens: TokenSource
+    mailboxes: OAuthMailboxes
+    connect: OAuthConnect
+
+
+def oauth_parts(
+    store: SqlStore,
+    vault: Vault,
+    settings: Settings,
+    channels: Channels,
+    transport: Transports,
+    *,
+    worker: str,
+    public_url: Callable[[], str],
+) -> OAuthParts:
+    """The organization's apps (the operator's as fallback), the token source (its lease
+    owner unique per build, so two builds on one database never share a lease), mailboxes
+    and the connect flow, over the providers' endpoints from the settings."""
+    apps = OAuthApps(store, vault, operator=operator_apps(settings))
+    client = OAuthClient(endpoints(settings))
+    tokens = TokenSource(store, vault, apps, client, owner=f"{worker}/{os.urandom(4).hex()}")
+
+    async def forget(channel_id: str) -> None:
+        tokens.forget(channel_id)
+        await transport.forget(channel_id)
+
+    mailboxes = OAuthMailboxes(store, vault, channels, apps, client, forget=forget)
+    connect = OAuthConnect(store, apps, client, vault, mailboxes, channels, public_url=public_url)
+    return OAuthParts(apps, tokens, mailboxes, connect)
+
+
+def operator_apps(settings: Settings) -> dict[Provider, OAuthApp]:
+    """The operator-wide OAuth apps (MAILVIA_OAUTH_*_CLIENT_ID), for organizations without
+    their own."""
+    found: dict[Provider, OAuthApp] = {}
+    if settings.oauth_google_client_id:
+        found[Provider.GOOGLE] = OAuthApp(
+            Provider.GOOGLE,
+            settings.oauth_google_client_id,
+            settings.oauth_google_client_secret,
+            source=AppSource.OPERATOR,
+        )
+    if settings.oauth_microsoft_client_id:
+        found[Provider.MICROSOFT] = OAuthApp(
+            Provider.MICROSOFT,
+            settings.oauth_microsoft_client_id,
+            settings.oauth_microsoft_client_secret,
+            settings.oauth_microsoft_tenant or "organizations",
+            source=AppSource.OPERATOR,
+        )
+    return found
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    return Endpoints(
+        google_authorize=settings.oauth_google_authorize_url,
+        google_token=settings.oauth_google_token_url,
+        google_revoke=settings.oauth_google_revoke_url,
+        google_userinfo=settings.oauth_google_userinfo_url,
+        google_jwks=settings.oauth_google_jwks_url,
+        microsoft_authorize=settings.oauth_microsoft_authorize_url,
+        microsoft_token=settings.oauth_microsoft_token_url,
+        microsoft_jwks=settings.oauth_microsoft_jwks_url,
+    )
 
 
 def prometheus(store: SqlStore) -> Metrics:

@@ -29,6 +29,7 @@ def open_vault(store: SqlStore, settings: Settings, *, create: bool) -> Vault:
     )
     sealed = [(f"channel {cid}", blob) for cid, blob in store.channel_secrets()]
     sealed += [(f"webhook {wid}", blob) for wid, blob in store.webhook_secrets()]
+    sealed += [(f"OAuth {kind} {key}", blob) for kind, key, blob in store.oauth_secrets()]
     if all(vault.owns(blob) for _, blob in sealed):
         return vault
     pending = pending_path(settings.key_file)
@@ -63,6 +64,7 @@ def rotate(store: SqlStore, vault: Vault, settings: Settings) -> Path:
     store.replace_secrets(
         [(cid, vault.rewrap(blob, new_vault)) for cid, blob in store.channel_secrets()],
         [(wid, vault.rewrap(blob, new_vault)) for wid, blob in store.webhook_secrets()],
+        [(kind, key, vault.rewrap(blob, new_vault)) for kind, key, blob in store.oauth_secrets()],
     )
     os.replace(pending, settings.key_file)
     return settings.key_file

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.ratelimit import RequestRate
@@ -74,6 +75,24 @@ class Settings:
     graph_api_url: str = "https://graph.microsoft.com/v1.0"
     gmail_api_max_size: int = 36_700_160  # bytes of a message (the API's 35 MiB upload)
     graph_api_max_size: int = 4 * 1024 * 1024  # bytes of a request (base64 MIME), unverified
+    # OAuth mailboxes: where people reach mailvia (redirect URIs), the providers' endpoints,
+    # and the operator-wide OAuth apps (for organizations that have none of their own).
+    public_url: str | None = None  # default: the HTTP listener, http://HOST:PORT
+    oauth_google_authorize_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    oauth_google_token_url: str = "https://oauth2.googleapis.com/token"
+    oauth_google_revoke_url: str = "https://oauth2.googleapis.com/revoke"
+    oauth_google_userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
+    oauth_google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    oauth_microsoft_authorize_url: str = (
+        "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize"
+    )
+    oauth_microsoft_token_url: str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+    oauth_microsoft_jwks_url: str = "https://login.microsoftonline.com/{tenant}/discovery/v2.0/keys"
+    oauth_google_client_id: str | None = None
+    oauth_google_client_secret: str | None = field(default=None, repr=False)
+    oauth_microsoft_client_id: str | None = None
+    oauth_microsoft_client_secret: str | None = field(default=None, repr=False)
+    oauth_microsoft_tenant: str | None = None  # default: organizations (any work account)
 
     @property
     def database_url(self) -> str:
@@ -163,6 +182,15 @@ def _api_url(raw: str) -> str:
     return url
 
 
+def _url(raw: str, *schemes: str) -> str:
+    """An absolute http(s) URL, without a trailing slash."""
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc or any(c.isspace() for c in value):
+        raise ValueError(f"{raw!r}: expected an absolute {' or '.join(schemes)} URL")
+    return value
+
+
 _PARSERS: dict[str, Any] = {
     "data_dir": Path,
     "master_key_file": Path,
@@ -188,4 +216,18 @@ _PARSERS: dict[str, Any] = {
     "graph_api_url": _api_url,
     "gmail_api_max_size": int,
     "graph_api_max_size": int,
+    "public_url": lambda raw: _url(raw, "http", "https"),
+    **{
+        name: (lambda raw: _url(raw, "http", "https"))
+        for name in (
+            "oauth_google_authorize_url",
+            "oauth_google_token_url",
+            "oauth_google_revoke_url",
+            "oauth_google_userinfo_url",
+            "oauth_google_jwks_url",
+            "oauth_microsoft_authorize_url",
+            "oauth_microsoft_token_url",
+            "oauth_microsoft_jwks_url",
+        )
+    },
 }

@@ -78,7 +78,7 @@ def test_the_api_answers_as_its_openapi_document_says(api: Api) -> None:
     headers = auth(api)
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 24
+    assert len(operations) == 29
     for operation in operations:
         for mode in GenerationMode:
 
@@ -116,6 +116,8 @@ def test_successful_answers_match_the_document_too(api: Api) -> None:
     new_channel = {"name": "new", "host": "smtp.acme.test", "username": "u", "password": "p"}
     mine = message(**{"from": "boss@acme.test"})
     batch = {"messages": [mine, message(subject="x\r\ny")]}
+    google: dict[str, Any] = {"path_parameters": {"provider": "google"}}
+    app = {"client_id": "app.apps.googleusercontent.com", "client_secret": "s3cret"}
     calls: list[tuple[str, str, dict[str, Any], int]] = [
         ("GET", "/healthz", {}, 200),
         ("GET", "/v1/messages", {"query": {"limit": 1}}, 200),
@@ -140,6 +142,10 @@ def test_successful_answers_match_the_document_too(api: Api) -> None:
         ("POST", "/v1/webhooks", {"body": {"url": hook_url, "events": ["message.held"]}}, 201),
         ("GET", "/v1/webhooks/{id}/deliveries", {"path_parameters": {"id": hook}}, 200),
         ("DELETE", "/v1/webhooks/{id}", {"path_parameters": {"id": hook}}, 204),
+        ("PUT", "/v1/organization/oauth/{provider}", {**google, "body": app}, 200),
+        ("GET", "/v1/organization/oauth/{provider}", google, 200),
+        ("GET", "/v1/oauth/{provider}/start", {**google, "query": {"transport": "smtp"}}, 200),
+        ("DELETE", "/v1/organization/oauth/{provider}", google, 204),
     ]
     for method, path, parts, status in calls:
         headers = {**boss, **parts.pop("headers", {})}

@@ -61,16 +61,20 @@ async def world(tmp_path: Path, fake: FakeProviders) -> AsyncIterator[World]:
 
 def mailbox(world: World, fake: FakeProviders, transport: TransportKind, **kw: Any) -> Channel:
     """Jane's mailbox, connected at the fake; the dispatcher gets tokens from its endpoint."""
+    world.services.dispatcher.credentials = token_source(fake, transport)
+    return oauth_mailbox(world, transport, **kw)
+
+
+def token_source(fake: FakeProviders, transport: TransportKind) -> TokenEndpoint:
+    """Jane's consent at the fake, and a credential source renewing at its token endpoint."""
     provider = PROVIDER[transport]
     tokens = connect(fake, provider, JANE)
-    source = TokenEndpoint(
+    return TokenEndpoint(
         endpoint(fake, provider, "token"),
         tokens["refresh_token"],
         client_id=CLIENT_ID,
         secret=CLIENT_SECRET,
     )
-    world.services.dispatcher.credentials = source
-    return oauth_mailbox(world, transport, **kw)
 
 
 def view(world: World, message_id: str) -> MessageView:
@@ -282,6 +286,7 @@ async def test_a_message_partly_delivered_before_the_switch_to_an_api_is_never_r
         transport=GRAPH, oauth=Provider.MICROSOFT, auth=Auth.XOAUTH2,
     )  # fmt: skip
     world.services.store.update_channel(moved, None)
+    world.services.dispatcher.credentials = token_source(fake, GRAPH)  # connected at the fake
     await world.services.dispatcher.run_once(time.time() + 3600)
     after = view(world, mid)
     assert [r.state for r in after.recipients] == [State.DELIVERED, State.BOUNCED]

@@ -127,7 +127,9 @@ async def test_a_second_refusal_after_a_fresh_token_disconnects(world: World) ->
     assert server.seen[:2] == ["stale", "fresh"]  # one renewal, then no more tries
     after = world.services.store.get_channel(channel.id)
     assert after.state is ChannelState.DISCONNECTED
-    assert after.state_reason is not None and "535" in after.state_reason
+    assert after.state_reason is not None and after.state_reason.startswith("535 5.7.8")
+    assert "refused a freshly renewed token (535 5.7.8 Username" in after.state_reason
+    assert after.state_reason.endswith("reconnect with Google")
 
 
 async def test_a_password_channel_is_not_retried_after_a_refusal(world: World) -> None:

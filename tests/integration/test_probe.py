@@ -155,8 +155,8 @@ async def test_auth_none_skips_auth_with_a_note(prober: Prober, certs: Certs) ->
             "auth=535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled",
             "auth",
             "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled",
-            "SMTP AUTH is disabled for this mailbox or tenant: an admin must enable it "
-            "(or connect with OAuth)",
+            "SMTP AUTH is disabled for this mailbox or tenant: an admin must enable it, or use "
+            '"Reconnect with Microsoft 365 (OAuth)"',
         ),
         (
             "auth=534 5.7.9 Application-specific password required",

@@ -68,7 +68,7 @@ def keyed(msg_id: str, user: str, digest: str) -> NewMessage:
 def test_0007_keeps_the_mail_and_makes_keys_per_user(store_url: str) -> None:
     migrate(store_url, revision="0006")
     seed_0003(store_url)
-    migrate(store_url)  # 0006 -> 0007 (head)
+    migrate(store_url)  # 0006 -> 0007 and on to the head
     store = open_store(store_url)
     try:
         view = store.get_message("msg_1")

@@ -44,11 +44,12 @@ class Site:
 
 
 @contextmanager
-def serving(root: Path, *flags: str) -> Iterator[Site]:
+def serving(root: Path, *flags: str, **env: str) -> Iterator[Site]:
     """`mailvia serve` on a free port with the users above; stopped (SIGTERM) at the end.
-    `flags` come last (e.g. `--submission-listen 127.0.0.1:0` to listen for submission)."""
+    `flags` come last (e.g. `--submission-listen 127.0.0.1:0` to listen for submission);
+    `env`: more MAILVIA_* settings for every command."""
     require_console_script()
-    cli = Cli(root / "data")
+    cli = Cli(root / "data", **env)
     serve = cli.start("serve", "--http-listen", "127.0.0.1:0", "--submission-listen", "off", *flags)
     try:
         url = serve.wait_for_line(r"^listening http (http://\S+)$").group(1)

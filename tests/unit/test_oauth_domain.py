@@ -10,6 +10,7 @@ import pytest
 from mailvia.domain.channel import (
     Auth,
     Channel,
+    ChannelState,
     Kind,
     Owner,
     Provider,
@@ -19,7 +20,18 @@ from mailvia.domain.channel import (
     check_channel,
 )
 from mailvia.domain.errors import InvalidChannel, InvalidInput
-from mailvia.domain.oauth import TokenSet, scopes_for
+from mailvia.domain.oauth import (
+    TokenSet,
+    basic_auth_off,
+    basic_auth_refused,
+    consent_refused,
+    expected_issuer,
+    not_connected,
+    oauth_offer,
+    refused_after_renewal,
+    scopes_for,
+    token_unavailable,
+)
 
 MAILBOX = Channel(
     id="ch_1",
@@ -90,3 +102,86 @@ def test_a_token_is_due_five_minutes_before_it_expires() -> None:
     assert not tokens.due(699.0)
     assert tokens.due(700.0)
     assert "secret" not in repr(tokens)
+
+
+def test_a_short_lived_token_is_due_at_half_its_life_not_at_once() -> None:
+    short = TokenSet("t", expires_at=1060.0, obtained_at=1000.0)  # a minute's life
+    assert not short.due(1029.0) and short.due(1030.0)
+    long = TokenSet("t", expires_at=4600.0, obtained_at=1000.0)  # an hour: five minutes ahead
+    assert not long.due(4299.0) and long.due(4300.0)
+
+
+@pytest.mark.parametrize(
+    ("provider", "authorize", "tid", "issuer"),
+    [
+        (
+            Provider.GOOGLE,
+            "https://accounts.google.com/o/oauth2/v2/auth",
+            None,
+            "https://accounts.google.com",
+        ),
+        (Provider.GOOGLE, "http://127.0.0.1:9000/o/oauth2/v2/auth", None, "http://127.0.0.1:9000"),
+        (
+            Provider.MICROSOFT,
+            "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
+            "9188040d-6c67-4c5b-b112-36a304b66dad",
+            "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",
+        ),
+        (
+            Provider.MICROSOFT,
+            "http://127.0.0.1:9000/{tenant}/oauth2/v2.0/authorize",
+            "tid-1",
+            "http://127.0.0.1:9000/tid-1/v2.0",
+        ),
+    ],
+)
+def test_the_id_tokens_issuer_follows_the_authorize_url(
+    provider: Provider, authorize: str, tid: str | None, issuer: str
+) -> None:
+    assert expected_issuer(provider, authorize, tid) == issuer
+
+
+@pytest.mark.parametrize(
+    ("reason", "off"),
+    [
+        ("535 5.7.139 Authentication unsuccessful, basic authentication is disabled.", True),
+        ("535 5.7.3 Authentication unsuccessful", True),
+        ("550 5.7.30 Basic authentication is not supported for Client Submission", True),
+        ("535 5.7.8 Username and Password not accepted", False),
+        ("451 4.4.2 mailvia: connection refused", False),
+        ("", False),
+    ],
+)
+def test_which_replies_mean_password_sign_in_is_off(reason: str, off: bool) -> None:
+    assert basic_auth_refused(reason) is off
+    password = replace(
+        MAILBOX,
+        oauth=None,
+        transport=TransportKind.SMTP,
+        auth=Auth.LOGIN,
+        preset="microsoft365",
+        state=ChannelState.DISCONNECTED,
+        state_reason=reason,
+    )
+    assert basic_auth_off(password) is off
+    assert oauth_offer(password) is Provider.MICROSOFT
+    assert basic_auth_off(replace(password, state=ChannelState.ACTIVE)) is False
+
+
+def test_only_a_password_mailbox_of_a_provider_is_offered_oauth() -> None:
+    assert oauth_offer(MAILBOX) is None  # already an OAuth mailbox
+    gmail = replace(MAILBOX, oauth=None, transport=TransportKind.SMTP, auth=Auth.PLAIN)
+    assert oauth_offer(replace(gmail, preset="gmail")) is Provider.GOOGLE
+    assert oauth_offer(replace(gmail, preset="sparkpost")) is None
+    assert oauth_offer(replace(gmail, preset=None)) is None
+
+
+def test_replies_when_no_token_can_be_had_say_what_to_do() -> None:
+    refused = consent_refused(Provider.GOOGLE, "invalid_grant")
+    assert (refused.code, refused.enhanced) == (535, "5.7.8")
+    assert refused.text.endswith("(invalid_grant): reconnect with Google")
+    again = refused_after_renewal(Provider.MICROSOFT, refused)
+    assert again.code == 535 and again.text.endswith("reconnect with Microsoft 365")
+    assert not_connected(Provider.GOOGLE).code == 535
+    later = token_unavailable("Google answered HTTP 503")
+    assert (later.code, later.enhanced) == (451, "4.4.2")

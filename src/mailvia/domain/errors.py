@@ -17,8 +17,11 @@
      ├── RateLimited           too many requests or recipients from one API token (429)
      ├── OutboundRefused       the outbound address guard refused a target
      ├── SecretsUnavailable    the master key is missing or wrong: fail closed
-     ├── CredentialsFailed     a channel's credentials could not be had (an OAuth grant
+     ├── CredentialsFailed     a channel's credentials could not be had (an OAuth consent
      │                         revoked, the token endpoint down): carries the reply to settle
+     ├── ProviderRefused       an OAuth provider refused a consent or a token request
+     │                         (invalid_grant, access_denied, a bad ID token): carries `error`
+     ├── ProviderUnavailable   an OAuth provider could not be reached or answered 5xx
      └── StoreUnavailable      the database cannot be reached (503, SMTP 451)
 
 Each ingress maps these in one place: HTTP status, SMTP reply, CLI exit code.
@@ -106,12 +109,25 @@ class SecretsUnavailable(MailviaError):
 
 class CredentialsFailed(MailviaError):
     """A channel's credentials could not be had. `reply` is what the attempt settles with, like
-    a server's: a 5xx at auth (an OAuth grant revoked: the channel disconnects) or a 4xx (the
+    a server's: a 5xx at auth (an OAuth consent revoked: the channel disconnects) or a 4xx (the
     token endpoint is down: the message is retried)."""
 
     def __init__(self, reply: Reply) -> None:
         super().__init__(str(reply))
         self.reply = reply
+
+
+class ProviderRefused(MailviaError):
+    """An OAuth provider refused: `error` is its code (`invalid_grant`, `access_denied`, ...)
+    or mailvia's own (`id_token`) when what came back cannot be trusted."""
+
+    def __init__(self, message: str, *, error: str) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class ProviderUnavailable(MailviaError):
+    """An OAuth provider's endpoint could not be reached, timed out or answered 5xx."""
 
 
 class StoreUnavailable(MailviaError):

@@ -10,10 +10,13 @@ Microsoft: `Mail.Send` for Graph [N4], `SMTP.Send` for XOAUTH2 [P5]).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+from urllib.parse import urlsplit
 
-from mailvia.domain.channel import Provider, TransportKind
+from mailvia.domain.channel import Channel, ChannelState, Provider, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput
+from mailvia.domain.replies import Reply
 
 _IDENTITY = ("openid", "email")
 SCOPES: dict[tuple[Provider, TransportKind], tuple[str, ...]] = {
@@ -60,23 +63,143 @@ REFRESH_AHEAD = 300.0  # seconds before expiry that a token is refreshed
 
 @dataclass(frozen=True)
 class TokenSet:
-    """An access token, when it expires, and the refresh token to renew it. Never in a repr."""
+    """An access token, when it expires, and the refresh token to renew it. Never in a repr.
+    `obtained_at`, when known, keeps a short-lived token from being due the moment it comes:
+    it is renewed at half its life at the latest, not `ahead` seconds before its end."""
 
     access_token: str = field(repr=False)
     expires_at: Instant
     refresh_token: str | None = field(default=None, repr=False)
     scope: str = ""
+    obtained_at: Instant | None = None
 
     def due(self, now: Instant, ahead: float = REFRESH_AHEAD) -> bool:
         """Whether the access token should be renewed before it is used at `now`."""
+        if self.obtained_at is not None:
+            ahead = min(ahead, max(0.0, (self.expires_at - self.obtained_at) / 2))
         return now >= self.expires_at - ahead
 
 
+class AppSource(StrEnum):
+    """Whose OAuth app a connection uses."""
+
+    ORGANIZATION = "organization"  # the organization's own, entered by an admin
+    OPERATOR = "operator"  # the operator-wide fallback from the settings
+
+
+@dataclass(frozen=True)
+class OAuthApp:
+    """An OAuth client registered with a provider. `tenant` (Microsoft): a tenant id or
+    domain, or `organizations` for any work account. The secret never appears in a repr."""
+
+    provider: Provider
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    tenant: str | None = None
+    source: AppSource = AppSource.ORGANIZATION
+
+
+@dataclass(frozen=True)
+class MailboxConsent:
+    """What a finished consent yields: the tokens, and the mailbox's address as the provider
+    vouches for it (a verified ID token, or its userinfo)."""
+
+    tokens: TokenSet
+    address: str
+
+
+def expected_issuer(provider: Provider, authorize_url: str, tid: str | None = None) -> str:
+    """The `iss` an ID token must carry. Google: the authorize URL's origin
+    (`https://accounts.google.com` for the real one); Microsoft v2.0: the authorize URL with
+    `/oauth2/v2.0/authorize` replaced by `/v2.0` and `{tenant}` by the token's `tid`
+    (https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference)."""
+    if provider is Provider.GOOGLE:
+        parts = urlsplit(authorize_url)
+        return f"{parts.scheme}://{parts.netloc}"
+    base = authorize_url.replace("/oauth2/v2.0/authorize", "/v2.0")
+    return base.replace("{tenant}", tid or "")
+
+
+def reconnect_words(provider: Provider) -> str:
+    return f"reconnect with {provider.display_name}"
+
+
+# What a credential source settles with when no token can be had (CredentialsFailed). A 5xx
+# at auth disconnects the channel and holds its mail; a 4xx is retried (domain/replies.py).
+def consent_refused(provider: Provider, error: str) -> Reply:
+    """The provider refused the refresh token (revoked consent, expired, invalid_grant)."""
+    name = provider.display_name
+    return Reply(
+        535,
+        "5.7.8",
+        f"mailvia: {name} no longer honours the consent ({error}): {reconnect_words(provider)}",
+    )
+
+
+def not_connected(provider: Provider, why: str = "no token is stored for this mailbox") -> Reply:
+    return Reply(535, "5.7.8", f"mailvia: {why}: {reconnect_words(provider)}")
+
+
+def token_unavailable(detail: str) -> Reply:
+    """The token endpoint is down, answered 5xx or timed out: retry later."""
+    return Reply(451, "4.4.2", f"mailvia: could not renew the access token: {detail}")
+
+
+def refused_after_renewal(provider: Provider, reply: Reply) -> Reply:
+    """The server refused a token renewed a moment ago: the consent itself no longer works."""
+    name = provider.display_name
+    return Reply(
+        535,
+        "5.7.8",
+        f"mailvia: {name} refused a freshly renewed token ({reply}): {reconnect_words(provider)}",
+    )
+
+
+# Microsoft 365 replies that mean password (basic) sign-in is off for the mailbox or tenant
+# (domain/probe.py HINTS cites them): the way out is the same channel connected by OAuth.
+BASIC_AUTH_OFF = frozenset({(535, "5.7.139"), (535, "5.7.3"), (550, "5.7.30")})
+
+
+def oauth_offer(channel: Channel) -> Provider | None:
+    """The provider a password mailbox (preset gmail or microsoft365) can be reconnected with
+    by OAuth, turning it into an OAuth mailbox; None for other channels."""
+    if channel.oauth is not None:
+        return None
+    return next((p for p in Provider if p.preset == channel.preset), None)
+
+
+def basic_auth_off(channel: Channel) -> bool:
+    """Whether the channel was disconnected because password sign-in is off (the Microsoft
+    365 default for existing tenants from the end of December 2026 [P4])."""
+    return channel.state is ChannelState.DISCONNECTED and basic_auth_refused(channel.state_reason)
+
+
+def basic_auth_refused(reason: str | None) -> bool:
+    """Whether a reply (as a channel's state reason shows it: `535 5.7.139 ...`) says that
+    password sign-in is off."""
+    code, _, rest = (reason or "").partition(" ")
+    enhanced = rest.split(" ", 1)[0]
+    return code.isdigit() and (int(code), enhanced) in BASIC_AUTH_OFF
+
+
 __all__ = [
+    "BASIC_AUTH_OFF",
     "REFRESH_AHEAD",
     "SCOPES",
+    "AppSource",
+    "MailboxConsent",
+    "OAuthApp",
     "Provider",
     "TokenSet",
+    "basic_auth_off",
+    "basic_auth_refused",
+    "consent_refused",
+    "expected_issuer",
+    "not_connected",
+    "oauth_offer",
+    "reconnect_words",
+    "refused_after_renewal",
     "scopes_for",
+    "token_unavailable",
     "transport_fits",
 ]

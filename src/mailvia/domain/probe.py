@@ -92,6 +92,11 @@ _O365_SMTP_AUTH = (
     "authenticated-client-smtp-submission"
 )
 _OAUTH = "or connect with OAuth"
+# Where the three "password sign-in is off" replies point (domain/oauth.py BASIC_AUTH_OFF).
+_M365_OAUTH = (
+    'use "Reconnect with Microsoft 365 (OAuth)" on the channel\'s page: no password, it works '
+    "where SMTP AUTH is disabled, and the channel keeps its held mail."
+)
 
 HintKey = tuple[int, str | None] | ProbeFailure
 
@@ -106,15 +111,15 @@ HINTS: dict[HintKey, str] = {
     # mailbox (_O365_SMTP_AUTH); reply text from third-party reports,
     # https://docs.bookyourpto.com/features/smtp-troubleshoot.
     (535, "5.7.139"): (
-        "SMTP AUTH is disabled for this mailbox or tenant: an admin must enable it (" + _OAUTH + ")"
+        "SMTP AUTH is disabled for this mailbox or tenant: an admin must enable it, or "
+        + _M365_OAUTH
     ),
     # Microsoft 365 "Authentication unsuccessful": SMTP AUTH off, security defaults, or basic
     # auth blocked (research (e), _O365_SMTP_AUTH).
     (535, "5.7.3"): (
         "Microsoft 365 refused the sign-in: SMTP AUTH may be disabled, security defaults may "
-        "block password sign-in, or the password is wrong. An admin can enable SMTP AUTH, "
-        + _OAUTH
-        + "."
+        "block password sign-in, or the password is wrong. An admin can enable SMTP AUTH, or "
+        + _M365_OAUTH
     ),
     (535, None): "The server refused the sign-in: check the user name and password.",
     # Gmail "534-5.7.9 Application-specific password required"
@@ -130,7 +135,7 @@ HINTS: dict[HintKey, str] = {
     # ba-p/4114750).
     (550, "5.7.30"): (
         "Password sign-in (basic authentication) is retired for this mailbox: connect with "
-        "OAuth instead."
+        "OAuth instead: " + _M365_OAUTH
     ),
     # Microsoft 365 "530 5.7.57 Client not authenticated to send mail" (research (e);
     # https://pastebin.com/SuB30vi5, third-party): MAIL FROM before a successful AUTH.

@@ -23,6 +23,8 @@ from mailvia.domain.errors import (
     MailviaError,
     NotFound,
     OutboundRefused,
+    ProviderRefused,
+    ProviderUnavailable,
     RateLimited,
     SecretsUnavailable,
     StoreUnavailable,
@@ -42,6 +44,8 @@ EXIT_CODES: tuple[tuple[type[MailviaError], int], ...] = (
     (Conflict, 4),
     (Unauthenticated, 4),
     (OutboundRefused, 4),
+    (ProviderRefused, 4),
+    (ProviderUnavailable, 5),
     (RateLimited, 4),  # a channel's budgets are spent for a test message
     (StoreUnavailable, 5),
     (SecretsUnavailable, 5),

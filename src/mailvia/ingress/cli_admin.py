@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
 
-from mailvia.domain.tenancy import Fallback
+from mailvia.domain.channel import Provider
+from mailvia.domain.errors import InvalidInput
+from mailvia.domain.tenancy import Fallback, Role, User
 from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, pass_context, settings_options
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import UNCHANGED, DefaultChoice
@@ -131,5 +134,55 @@ def set_org(
             f"{org}: default channel {updated.default_channel_id or 'none'}, "
             f"fallback {updated.fallback}"
         )
+
+    ctx.using(settings, action)
+
+
+@admin.command("oauth-app")
+@click.argument("org")
+@click.argument("provider", type=click.Choice([p.value for p in Provider]))
+@click.option("--client-id", required=True, help="The app's client (application) id.")
+@click.option(
+    "--client-secret-stdin",
+    is_flag=True,
+    help="Read the client secret from standard input (required the first time).",
+)
+@click.option("--tenant", help="Microsoft: a tenant id or domain (default organizations).")
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def oauth_app(
+    ctx: Context,
+    org: str,
+    provider: str,
+    client_id: str,
+    client_secret_stdin: bool,
+    tenant: str | None,
+    settings: Settings,
+) -> None:
+    """Set an organization's own OAuth app for Google or Microsoft (its mailboxes connect
+    through it). The secret is sealed at rest and never printed."""
+    secret = None
+    if client_secret_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+        if not secret:
+            raise InvalidInput("--client-secret-stdin: standard input held no secret")
+
+    def action(s: Services) -> None:
+        if s.oauth_apps is None or s.oauth is None:
+            raise InvalidInput("OAuth apps are not available in this build")
+        found = s.tenancy.organization(org)
+        team = s.store.find_team(found.id, "default")
+        actor = User("operator", found.id, team.id if team else "", "operator", Role.ADMIN)
+        app = s.oauth_apps.put(
+            actor,
+            Provider(provider),
+            client_id=client_id,
+            client_secret=secret,
+            tenant=tenant,
+            now=time.time(),
+        )
+        where = f", tenant {app.tenant}" if app.tenant else ""
+        click.echo(f"{org}: {app.provider.display_name} app {app.client_id}{where} (secret stored)")
+        click.echo(f"redirect URI to register: {s.oauth.redirect_uri(app.provider)}")
 
     ctx.using(settings, action)

@@ -155,8 +155,11 @@ def list_(ctx: Context, as_json: bool, org: str, settings: Settings) -> None:
     """List the organization's channels."""
 
     def action(s: Services) -> None:
-        channels = s.channels.visible(operator(s, org))
-        emit([channel_view(c) for c in channels], as_json=as_json, text=lambda: _table(channels))
+        actor = operator(s, org)
+        channels = s.channels.visible(actor)
+        statuses = s.mailboxes.statuses(actor.organization_id) if s.mailboxes else {}
+        views = [channel_view(c, statuses.get(c.id)) for c in channels]
+        emit(views, as_json=as_json, text=lambda: _table(channels))
 
     ctx.using(settings, action)
 
@@ -179,8 +182,10 @@ def show(ctx: Context, name: str, as_json: bool, org: str, settings: Settings) -
     """Show one channel (the password is never shown)."""
 
     def action(s: Services) -> None:
-        found = s.channels.get(operator(s, org), name)
-        view = channel_view(found)
+        actor = operator(s, org)
+        found = s.channels.get(actor, name)
+        statuses = s.mailboxes.statuses(actor.organization_id) if s.mailboxes else {}
+        view = channel_view(found, statuses.get(found.id))
         emit(view, as_json=as_json, text="\n".join(f"{k:28} {v}" for k, v in view.items()))
 
     ctx.using(settings, action)
@@ -196,7 +201,10 @@ def _state_command(verb: str) -> None:
         def action(s: Services) -> None:
             actor = operator(s, org)
             if verb == "remove":
-                s.channels.remove(actor, name)
+                if s.mailboxes is not None:  # an OAuth mailbox's grant is revoked too
+                    asyncio.run(s.mailboxes.remove(actor, name))
+                else:
+                    s.channels.remove(actor, name)
                 click.echo(f"removed {name}")
                 return
             change = s.channels.pause if verb == "pause" else s.channels.resume
@@ -207,7 +215,8 @@ def _state_command(verb: str) -> None:
         ctx.using(settings, action)
 
     command.__doc__ = {
-        "remove": "Remove a channel (refused while it has mail to deliver).",
+        "remove": "Remove a channel (refused while it has mail to deliver); an OAuth "
+        "mailbox's grant is revoked where the provider allows.",
         "pause": "Pause a channel: its mail is held until it is resumed.",
         "resume": "Resume a channel and release its held mail in its original order.",
     }[verb]

@@ -32,6 +32,21 @@ SUBMISSION_SETTINGS = (
     "submission_max_connections",
     "submission_max_connections_per_client",
 )
+# The OAuth settings a flag may give (the client secrets only by environment: secrets).
+OAUTH_SETTINGS = (
+    "public_url",
+    "oauth_google_authorize_url",
+    "oauth_google_token_url",
+    "oauth_google_revoke_url",
+    "oauth_google_userinfo_url",
+    "oauth_google_jwks_url",
+    "oauth_microsoft_authorize_url",
+    "oauth_microsoft_token_url",
+    "oauth_microsoft_jwks_url",
+    "oauth_google_client_id",
+    "oauth_microsoft_client_id",
+    "oauth_microsoft_tenant",
+)
 GIL_SWITCH_INTERVAL = 0.001  # seconds (Python's default is 0.005)
 SERVE_SETTINGS = (
     *STORE_SETTINGS,
@@ -45,6 +60,7 @@ SERVE_SETTINGS = (
     "worker_id",
     "metrics_listen",
     "dispatch",
+    *OAUTH_SETTINGS,
 )
 # (implicit TLS?, listening socket) for each submission port
 SmtpSockets = Sequence[tuple[bool, socket.socket]]
@@ -167,6 +183,7 @@ async def _serve(
     _stop_on_signals(stop)
     await _start_submission(submission, smtp)
     host, port = sock.getsockname()[:2]
+    services.http_url = f"http://{Listen(host, port)}"  # redirect URIs, without PUBLIC_URL
     assert services.asgi is not None, "app.build hands over the HTTP app"
     config = uvicorn.Config(services.asgi(), log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
@@ -233,7 +250,7 @@ async def _work(services: Services) -> None:
 
 
 @cli.command("worker")
-@settings_options(*STORE_SETTINGS, "worker_id")
+@settings_options(*STORE_SETTINGS, "worker_id", *OAUTH_SETTINGS[1:])
 @pass_context
 def worker(ctx: Context, settings: Settings) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""

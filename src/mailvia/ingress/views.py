@@ -8,12 +8,15 @@ from mailvia.domain.channel import Channel
 from mailvia.domain.clock import to_iso
 from mailvia.domain.replies import Reply
 from mailvia.domain.routing import Route
+from mailvia.outbox.oauth.mailboxes import MailboxStatus
 from mailvia.outbox.ports import MessageView
 from mailvia.outbox.submit import Receipt
 
 
-def channel_view(channel: Channel) -> dict[str, Any]:
-    """A channel as SURFACE.md names its fields; the password is never shown."""
+def channel_view(channel: Channel, status: MailboxStatus | None = None) -> dict[str, Any]:
+    """A channel as SURFACE.md names its fields; the password and tokens are never shown. An
+    OAuth mailbox shows `oauth` with its access token's expiry (`status`; null once its tokens
+    are deleted)."""
     return {
         "id": channel.id,
         "name": channel.name,
@@ -41,6 +44,18 @@ def channel_view(channel: Channel) -> dict[str, Any]:
         "state": str(channel.state),
         "state_reason": channel.state_reason,
         "state_changed_at": to_iso(channel.state_changed_at),
+        "transport": str(channel.transport),
+        "oauth": _oauth_view(channel, status),
+    }
+
+
+def _oauth_view(channel: Channel, status: MailboxStatus | None) -> dict[str, Any] | None:
+    if channel.oauth is None:
+        return None
+    return {
+        "provider": str(channel.oauth),
+        "address": status.address if status else channel.address,
+        "expires_at": to_iso(status.expires_at) if status else None,
     }
 
 

@@ -13,6 +13,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from mailvia.domain.channel import Channel, ChannelState
@@ -27,6 +28,7 @@ from mailvia.domain.delivery import (
 from mailvia.domain.errors import CredentialsFailed
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State, message_state
+from mailvia.domain.oauth import refused_after_renewal
 from mailvia.domain.replies import Stage, credentials_rejected
 from mailvia.outbox.ports import AttemptRecord, Claim, Credentials, Event, Ledger
 
@@ -183,7 +185,8 @@ class ChannelRun:
 
     async def _send(self, envelope: Envelope, content: bytes) -> TransactionResult:
         """One transaction. An OAuth mailbox whose token the server refuses gets one fresh
-        token and one more try; a second refusal settles as it came (channel_broken). When
+        token and one more try; a second refusal settles as channel_broken, saying to
+        reconnect with the provider. When
         no credentials can be had, the attempt settles with the reply the source gave."""
         rejected: Credentials | None = None
         while True:
@@ -192,9 +195,12 @@ class ChannelRun:
             except CredentialsFailed as failed:
                 return TransactionResult(Stage.AUTH, failed.reply)
             result = await self.d.transport.send(self.channel, credentials, envelope, content)
-            renewable = self.channel.oauth is not None and rejected is None
-            if not (renewable and credentials_rejected(result.reply, result.stage)):
+            provider = self.channel.oauth
+            if provider is None or not credentials_rejected(result.reply, result.stage):
                 return result
+            if rejected is not None and result.reply is not None:
+                # A token renewed a moment ago is refused too: the consent itself is gone.
+                return replace(result, reply=refused_after_renewal(provider, result.reply))
             rejected = credentials
 
     async def _credentials(self, rejected: Credentials | None) -> Credentials | None:

@@ -12,6 +12,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import State
+from mailvia.domain.oauth import basic_auth_refused, oauth_offer
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.ports import NewMessage, Store
 
@@ -42,11 +43,23 @@ class Notices:
 
     async def channel_disconnected(self, channel: Channel, reason: str, now: Instant) -> None:
         """Queue a notice that `channel` broke, why, and how to fix it."""
+        fix = (
+            "Reconnect the channel with new credentials (mailvia channel reconnect, or the "
+            "setup page)"
+        )
+        if channel.oauth is not None:
+            name = channel.oauth.display_name
+            fix = f'Sign in again with "Reconnect with {name}" on the setup page'
+        elif (offer := oauth_offer(channel)) is not None and basic_auth_refused(reason):
+            fix = (
+                'Password sign-in is off for this mailbox: use "Reconnect with '
+                f'{offer.display_name} (OAuth)" on the setup page, which keeps this channel '
+                "and its mail"
+            )
         text = (
             f"The delivery channel {channel.name!r} ({channel.host}) was disconnected "
             f"because the server answered:\n\n    {reason}\n\n"
-            "Mail sent through it is being held, not lost. Reconnect the channel with new "
-            "credentials (mailvia channel reconnect, or the setup page) and the held mail "
+            f"Mail sent through it is being held, not lost. {fix}, and the held mail "
             "is sent in its original order.\n"
         )
         self.send(

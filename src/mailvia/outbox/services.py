@@ -12,6 +12,9 @@ from mailvia.outbox.accounts import Sessions
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
 from mailvia.outbox.metrics import NO_METRICS
+from mailvia.outbox.oauth.apps import OAuthApps
+from mailvia.outbox.oauth.connect import OAuthConnect
+from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.ports import Store, Transport
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.submit import Submitter
@@ -43,6 +46,10 @@ class Services:
     metrics: Metrics = NO_METRICS
     metrics_token: str | None = field(default=None, repr=False)  # guards /metrics over HTTP
     api_rate_limit: RequestRate | None = None  # requests per API token; None: no limit
+    oauth_apps: OAuthApps | None = None  # the organization's own OAuth apps (admins)
+    oauth: OAuthConnect | None = None  # the connect flow of OAuth mailboxes
+    mailboxes: OAuthMailboxes | None = None  # OAuth mailboxes: disconnect, remove, status
+    http_url: str | None = None  # where `serve` listens (set once it has bound its socket)
     startup_notes: tuple[str, ...] = ()  # what building fixed (e.g. files made private)
     api_recipient_limit: RequestRate | None = None  # recipients per API token; None: no limit
     api_caps: RequestCaps = field(default_factory=RequestCaps)  # what one request may carry

@@ -10,6 +10,7 @@ from mailvia.store.budgets import BudgetStore
 from mailvia.store.channels import ChannelStore
 from mailvia.store.engine import Database
 from mailvia.store.events import EventStore
+from mailvia.store.oauth import OAuthStore
 from mailvia.store.outbox import OutboxStore
 from mailvia.store.sessions import WebSessionStore
 from mailvia.store.settle import SettleStore
@@ -27,6 +28,7 @@ class SqlStore(
     EventStore,
     BudgetStore,
     WebhookStore,
+    OAuthStore,
     WebSessionStore,
 ):
     """The outbox and everything it refers to. Every public method is one transaction and

@@ -273,3 +273,62 @@ web_sessions = sa.Table(
     sa.Index(None, "user_id"),
     sa.Index(None, "seen_at"),
 )
+
+# 0008: OAuth mailboxes. An organization's own OAuth app per provider (the client secret sealed).
+oauth_apps = sa.Table(
+    "oauth_apps",
+    metadata,
+    sa.Column("organization_id", sa.Text, sa.ForeignKey("organizations.id"), primary_key=True),
+    sa.Column("provider", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("secret", sa.LargeBinary),
+    sa.Column("tenant", sa.Text),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+# A connection under way, from "Connect" to the provider's callback: any process can finish it,
+# once. The state is kept only as a hash; the PKCE verifier sealed; `session` is a hash of the
+# web session that sent the browser to the provider (the callback must come back in it).
+oauth_flows = sa.Table(
+    "oauth_flows",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("state_hash", sa.Text, unique=True),
+    sa.Column("organization_id", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("transport", sa.Text, nullable=False),
+    sa.Column("channel_id", sa.Text),
+    sa.Column("session", sa.Text),
+    sa.Column("verifier", sa.LargeBinary),
+    sa.Column("nonce", sa.Text),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Index(None, "expires_at"),
+)
+
+# An OAuth mailbox's tokens (sealed), one row per channel. `version` grows with each write;
+# `lease_owner`/`lease_until` let one process at a time refresh; `failure` keeps the reply of a
+# refused consent, so no process asks the provider again until the mailbox is reconnected.
+oauth_tokens = sa.Table(
+    "oauth_tokens",
+    metadata,
+    sa.Column(
+        "channel_id",
+        sa.Text,
+        sa.ForeignKey("channels.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("address", sa.Text, nullable=False),
+    sa.Column("access", sa.LargeBinary, nullable=False),
+    sa.Column("refresh", sa.LargeBinary),
+    sa.Column("scope", sa.Text, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("obtained_at", Time, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_until", Time),
+    sa.Column("failure", sa.Text),
+)

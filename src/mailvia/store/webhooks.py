@@ -22,6 +22,7 @@ from mailvia.domain.ids import make_id
 from mailvia.outbox.ports import Event
 from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt, WebhookJob
 from mailvia.store.engine import Database
+from mailvia.store.oauth import OAuthSecret, replace_oauth_secrets
 from mailvia.store.tables import channels, events, webhook_attempts, webhook_deliveries, webhooks
 
 _CURSOR = "wha"
@@ -261,11 +262,13 @@ class WebhookStore:
         self,
         channel_secrets: Sequence[tuple[str, bytes]],
         webhook_secrets: Sequence[tuple[str, bytes]],
+        oauth_secrets: Sequence[OAuthSecret] = (),
     ) -> None:
-        """Replace channels' and webhooks' sealed secrets, all in one transaction (a key
-        rotation that stops halfway leaves every secret under one key). Missing ids are
+        """Replace channels', webhooks' and OAuth's sealed secrets, all in one transaction (a
+        key rotation that stops halfway leaves every secret under one key). Missing ids are
         skipped: their rows were removed meanwhile."""
         with self._db.write() as conn:
+            replace_oauth_secrets(conn, oauth_secrets)
             for table, pairs in ((channels, channel_secrets), (webhooks, webhook_secrets)):
                 if pairs:
                     conn.execute(

@@ -2,9 +2,10 @@
 
 `create_web(services, ...)` builds a FastAPI sub-application that the composition root mounts
 at `/` beside the API. Pages: `/signin`, `/password`, `/channel` (my delivery channel),
-`/channels/new`, `/channels/{id}`, `/team`, `/users`, `/tokens`, `/activity`. A signed cookie
-(auth.py) names a server-side session (`services.sessions`) checked on every request; every
-POST carries the cookie's CSRF token (csrf.py). It sees only
+`/channels/new`, `/channels/{id}`, `/team`, `/users`, `/tokens`, `/activity`, and the OAuth
+connect flow (`/oauth/{provider}/start`, `/oauth/go/{id}`, `/oauth/{provider}/callback`). A
+signed cookie (auth.py) names a server-side session (`services.sessions`) checked on every
+request; every POST carries the cookie's CSRF token (csrf.py). It sees only
 `mailvia.domain` and `mailvia.outbox`; password hashing comes in as callables.
 """
 
@@ -30,6 +31,7 @@ from mailvia.web import (
     pages_activity,
     pages_channel,
     pages_channel_saved,
+    pages_oauth,
     pages_team,
     pages_users,
 )
@@ -78,6 +80,7 @@ def create_web(
     for module in (
         pages_account,
         pages_channel,
+        pages_oauth,
         pages_channel_saved,
         pages_team,
         pages_users,

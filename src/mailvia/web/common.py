@@ -26,9 +26,11 @@ from mailvia.domain.errors import (
     InvalidInput,
     MailviaError,
     NotFound,
+    ProviderRefused,
     Unauthenticated,
 )
 from mailvia.domain.message import State
+from mailvia.domain.oauth import basic_auth_off, oauth_offer
 from mailvia.domain.signins import PAGES, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.outbox.services import Services
@@ -47,6 +49,20 @@ NOTICES = {
     "granted": "Sender identity granted.",
     "revoked": "Token revoked.",
     "signedout": "You are signed out.",
+    "oauth_connected": "Mailbox connected: mailvia holds no password, only tokens it renews "
+    "itself.",
+    "oauth_reconnected": "Reconnected: the held mail is released, in its original order.",
+    "oauth_revoked": "Disconnected: the consent is revoked at Google and mailvia's tokens are "
+    "deleted. Mail for this channel is held until you reconnect.",
+    "oauth_no_revocation": "Disconnected: mailvia's tokens are deleted. Microsoft offers no way "
+    "for an app to revoke a refresh token: to cut access at Microsoft too, remove mailvia from "
+    "your account's apps (myapps.microsoft.com) or ask your admin to revoke your sessions. "
+    "Mail for this channel is held until you reconnect.",
+    "oauth_unrevoked": "Disconnected: mailvia's tokens are deleted, but the provider could not "
+    "be reached to revoke the consent: remove mailvia from your account's permissions there. "
+    "Mail for this channel is held until you reconnect.",
+    "oauth_app": "OAuth app saved.",
+    "oauth_app_removed": "OAuth app removed.",
 }
 
 
@@ -80,6 +96,7 @@ class Web:
         )
         self.env.filters["when"] = when
         self.env.filters["thousands"] = lambda n: f"{n:,}"
+        self.env.globals.update(oauth_offer=oauth_offer, basic_auth_off=basic_auth_off)
         # Verified against for unknown accounts, so a miss takes as long as a wrong password.
         self.dummy_hash = self.hash_password("mailvia: no such account")
 
@@ -179,6 +196,7 @@ def status_for(exc: MailviaError) -> int:
     """The HTTP status of a page that shows this error."""
     for kind, status in (
         (InvalidInput, 400),
+        (ProviderRefused, 400),
         (Unauthenticated, 401),
         (Forbidden, 403),
         (NotFound, 404),

@@ -13,9 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from mailvia.domain.channel import Auth, Scope, Security
+from mailvia.domain.channel import Auth, Provider, Scope, Security
 from mailvia.domain.errors import MailviaError
-from mailvia.domain.presets import Preset
+from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.probe import ProbeReport
 from mailvia.domain.tenancy import User, domain_of
 from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
@@ -50,6 +50,7 @@ def home(user: UserDep) -> RedirectResponse:
 def my_channel(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
     services = web.services
     visible = services.channels.visible(user)
+    apps = services.oauth_apps
     return render(
         request,
         "my_channel.html",
@@ -59,6 +60,10 @@ def my_channel(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
         presets=preset_choices(),
         provider=provider,
         limit_words=limit_words,
+        mailbox_providers=[
+            (p, PRESETS[p.preset], apps is not None and apps.resolve(user.organization_id, p))
+            for p in Provider
+        ],
     )
 
 

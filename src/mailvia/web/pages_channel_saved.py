@@ -15,8 +15,10 @@ from fastapi.responses import HTMLResponse, Response
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.errors import MailviaError, NotFound
+from mailvia.domain.oauth import oauth_offer
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.tenancy import User
+from mailvia.outbox.oauth.mailboxes import MailboxStatus
 from mailvia.outbox.probe import ChannelTester
 from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
 from mailvia.web.forms import text
@@ -65,9 +67,37 @@ def channel_page(
         "report": None,
         "reconnected": None,
         "error": None,
+        "mailbox": _status(web, channel),
+        "oauth_ready": _oauth_ready(web, channel),
+        "transport_words": TRANSPORT_WORDS,
         **extra,
     }
     return render(request, "channel.html", status=status, **context)
+
+
+TRANSPORT_WORDS = {
+    "smtp": "SMTP",
+    "gmail_api": "the Gmail API",
+    "graph": "Microsoft Graph",
+}
+
+
+def _status(web: Web, channel: Channel) -> MailboxStatus | None:
+    """An OAuth mailbox's token facts (None for other channels, or once its tokens are gone)."""
+    if channel.oauth is None or web.services.mailboxes is None:
+        return None
+    return web.services.mailboxes.statuses(channel.organization_id).get(channel.id)
+
+
+def _oauth_ready(web: Web, channel: Channel) -> bool:
+    """Whether an OAuth app is set up for the provider this channel can connect with."""
+    provider = channel.oauth or oauth_offer(channel)
+    apps = web.services.oauth_apps
+    return (
+        provider is not None
+        and apps is not None
+        and (apps.resolve(channel.organization_id, provider) is not None)
+    )
 
 
 def _tester(web: Web) -> ChannelTester:
@@ -115,10 +145,11 @@ async def reconnect(request: Request, channel_id: str, user: UserDep, web: WebDe
 
 
 @router.post("/channels/{channel_id}/{verb}", response_class=HTMLResponse)
-def change_state(
+async def change_state(
     request: Request, channel_id: str, verb: str, user: UserDep, web: WebDep
 ) -> Response:
-    """`pause`, `resume` or `remove` (the owner or an admin)."""
+    """`pause`, `resume` or `remove` (the owner or an admin; removing an OAuth mailbox
+    revokes its consent where the provider allows)."""
     channels = web.services.channels
     channel = channels.get(user, channel_id)
     try:
@@ -127,7 +158,10 @@ def change_state(
         elif verb == "resume":
             channels.resume(user, channel.id, now())
         elif verb == "remove":
-            channels.remove(user, channel.id)
+            if web.services.mailboxes is not None:
+                await web.services.mailboxes.remove(user, channel.id)
+            else:
+                channels.remove(user, channel.id)
             return redirect("/channel", notice="removed")
         else:
             raise NotFound(f"no action {verb!r}")

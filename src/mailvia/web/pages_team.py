@@ -1,24 +1,60 @@
 """Team channels (admins): the organization's domain-scoped channels, its default channel (never
-someone's own mailbox) and its fallback policy, and why Microsoft 365 and Gmail are never team
-channels.
+someone's own mailbox) and its fallback policy, why Microsoft 365 and Gmail are never team
+channels, and the organization's own OAuth apps through which reps connect those mailboxes.
 
-Side effects: saving the policy changes the organization's default channel and fallback.
+Side effects: saving the policy changes the organization's default channel and fallback;
+saving an OAuth app stores it (the client secret sealed), removing one deletes it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mailvia.domain.channel import Kind, Scope, shared_refusal
-from mailvia.domain.errors import InvalidInput, MailviaError
+from mailvia.domain.channel import Kind, Provider, Scope, shared_refusal
+from mailvia.domain.errors import InvalidInput, MailviaError, NotFound
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.tenancy import Fallback, User
-from mailvia.web.common import UserDep, Web, WebDep, redirect, render, require_admin, status_for
+from mailvia.outbox.oauth.apps import AppView
+from mailvia.web.common import (
+    UserDep,
+    Web,
+    WebDep,
+    now,
+    redirect,
+    render,
+    require_admin,
+    status_for,
+)
 from mailvia.web.forms import text
 from mailvia.web.views import covers, provider, sharing
 
 router = APIRouter()
+
+
+@dataclass(frozen=True)
+class AppPanel:
+    """One provider's OAuth app on the page: what is set up and what to register."""
+
+    provider: Provider
+    app: AppView | None
+    redirect_uri: str
+
+
+def app_panels(web: Web, user: User) -> list[AppPanel]:
+    services = web.services
+    if services.oauth_apps is None or services.oauth is None:
+        return []
+    panels = []
+    for each in Provider:
+        try:
+            app: AppView | None = services.oauth_apps.view(user, each)
+        except NotFound:
+            app = None
+        panels.append(AppPanel(each, app, services.oauth.redirect_uri(each)))
+    return panels
 
 
 def team_page(
@@ -41,6 +77,7 @@ def team_page(
         shareable=[p for p in PRESETS.values() if p.scope is Scope.DOMAIN],
         not_shared=[sharing(PRESETS[name]) for name in ("microsoft365", "gmail")],
         fallbacks=[str(f) for f in Fallback],
+        apps=app_panels(web, user),
     )
 
 
@@ -67,3 +104,36 @@ async def policy(request: Request, user: UserDep, web: WebDep) -> Response:
     except MailviaError as exc:
         return team_page(request, web, user, status=status_for(exc), error=str(exc))
     return redirect("/team", notice="policy")
+
+
+@router.post("/team/oauth/{provider}", response_class=HTMLResponse)
+async def save_app(request: Request, provider: Provider, user: UserDep, web: WebDep) -> Response:
+    """Save the organization's app (an empty secret keeps the stored one)."""
+    require_admin(user, "manage the organization's OAuth apps")
+    form = await request.form()
+    try:
+        if web.services.oauth_apps is None:
+            raise MailviaError("OAuth apps are not available in this process")
+        web.services.oauth_apps.put(
+            user,
+            provider,
+            client_id=text(form, "client_id"),
+            client_secret=text(form, "client_secret") or None,
+            tenant=text(form, "tenant") or None,
+            now=now(),
+        )
+    except MailviaError as exc:
+        return team_page(request, web, user, status=status_for(exc), error=str(exc))
+    return redirect("/team", notice="oauth_app")
+
+
+@router.post("/team/oauth/{provider}/remove", response_class=HTMLResponse)
+def remove_app(request: Request, provider: Provider, user: UserDep, web: WebDep) -> Response:
+    require_admin(user, "manage the organization's OAuth apps")
+    try:
+        if web.services.oauth_apps is None:
+            raise MailviaError("OAuth apps are not available in this process")
+        web.services.oauth_apps.remove(user, provider)
+    except MailviaError as exc:
+        return team_page(request, web, user, status=status_for(exc), error=str(exc))
+    return redirect("/team", notice="oauth_app_removed")

@@ -1,5 +1,5 @@
-"""The HTTP API (FastAPI): messages, channels, presets, routes, the organization, events,
-webhooks.
+"""The HTTP API (FastAPI): messages, channels, presets, routes, the organization and its
+OAuth apps, starting OAuth connections, events, webhooks.
 
 Bearer API tokens, each held to a rate limit (ratelimit.py); everything is scoped to the
 caller's organization and role. Errors are `application/problem+json` (errors.py maps them in
@@ -25,6 +25,7 @@ from mailvia.ingress.api import (
     errors,
     events,
     messages,
+    oauth,
     organization,
     submit,
     webhooks,
@@ -91,7 +92,16 @@ def create_api(services: Services, *, clock: Callable[[], float] = time.monotoni
     errors.install(app)
     app.add_middleware(BodyLimit, limit=body_limit(services.max_message_size))
     app.add_middleware(CountRejections, metrics=services.metrics)
-    for module in (submit, messages, channel_tests, channels, organization, events, webhooks):
+    for module in (
+        submit,
+        messages,
+        channel_tests,
+        channels,
+        organization,
+        oauth,
+        events,
+        webhooks,
+    ):
         app.include_router(module.router)
     return app
 

@@ -20,7 +20,16 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from mailvia.domain.channel import Auth, ChannelState, Kind, Scope, Security, Unit
+from mailvia.domain.channel import (
+    Auth,
+    ChannelState,
+    Kind,
+    Provider,
+    Scope,
+    Security,
+    TransportKind,
+    Unit,
+)
 from mailvia.domain.presets import PRESETS
 from mailvia.ingress.api.schemas import Input, Line, Text, Timestamp, WarningOut, one_line
 
@@ -128,6 +137,15 @@ class ChannelPatch(Input):
     max_connections: MaxConnections | None = None
 
 
+class OAuthOut(BaseModel):
+    """An OAuth mailbox: who issued its tokens, the mailbox, when its access token expires
+    (renewed ahead of that; null once its tokens are deleted). Never a token."""
+
+    provider: Provider
+    address: str | None
+    expires_at: Timestamp | None
+
+
 class ChannelOut(BaseModel):
     id: str
     name: str
@@ -150,6 +168,8 @@ class ChannelOut(BaseModel):
     state: ChannelState
     state_reason: str | None
     state_changed_at: Timestamp | None
+    transport: TransportKind
+    oauth: OAuthOut | None = Field(description="Set for a mailbox connected by OAuth.")
 
 
 class ChannelCreated(ChannelOut):
@@ -163,6 +183,15 @@ class ChannelList(BaseModel):
 class Paused(BaseModel):
     channel: ChannelOut
     held: int = Field(description="How many messages were held.")
+
+
+class DisconnectedOut(BaseModel):
+    channel: ChannelOut
+    held: int = Field(description="How many messages were held.")
+    revoked: bool | None = Field(
+        description="true: the grant was revoked at the provider; false: the provider offers "
+        "no revocation (Microsoft); null: the provider could not be reached."
+    )
 
 
 class Resumed(BaseModel):

@@ -1,7 +1,9 @@
-"""Channels over HTTP: list, add, show, change, remove, pause, resume; and the presets.
+"""Channels over HTTP: list, add, show, change, remove, pause, resume, disconnect (an OAuth
+mailbox); and the presets.
 
 Members see their own channels and their team's and manage their own; admins the whole
-organization's. A channel the caller may not see is 404.
+organization's. A channel the caller may not see is 404. Removing or disconnecting an OAuth
+mailbox revokes its consent where the provider allows.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from mailvia.domain.channel import Budget, Channel
-from mailvia.domain.errors import NotFound
+from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
@@ -23,6 +25,7 @@ from mailvia.ingress.api.channel_schemas import (
     ChannelList,
     ChannelOut,
     ChannelPatch,
+    DisconnectedOut,
     Paused,
     PresetList,
     Resumed,
@@ -33,6 +36,7 @@ from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.params import Ref
 from mailvia.ingress.views import channel_view
 from mailvia.outbox.channels import ChannelChanges, ChannelSpec
+from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.services import Services
 
 router = APIRouter(prefix="/v1", tags=["channels"])
@@ -45,7 +49,25 @@ router = APIRouter(prefix="/v1", tags=["channels"])
     summary="The channels the caller may see",
 )
 def list_channels(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return {"data": [channel_view(c) for c in services.channels.visible(user)]}
+    return {"data": views(services, user, services.channels.visible(user))}
+
+
+def views(services: Services, user: User, channels: list[Channel]) -> list[dict[str, Any]]:
+    """Channels as the API shows them, OAuth mailboxes with their tokens' expiry."""
+    if not any(c.oauth for c in channels):
+        return [channel_view(c) for c in channels]
+    statuses = mailboxes(services).statuses(user.organization_id)
+    return [channel_view(c, statuses.get(c.id)) for c in channels]
+
+
+def view(services: Services, user: User, channel: Channel) -> dict[str, Any]:
+    return views(services, user, [channel])[0]
+
+
+def mailboxes(services: Services) -> OAuthMailboxes:
+    if services.mailboxes is None:
+        raise MailviaError("OAuth mailboxes are not available in this process")
+    return services.mailboxes
 
 
 @router.post(
@@ -64,7 +86,7 @@ def add_channel(
     spec = spec_of(services, user, body)
     channel, warnings = services.channels.add(user, spec, time.time())
     response.headers["Location"] = f"/v1/channels/{channel.id}"
-    return channel_view(channel) | {"warnings": _warnings(channel, warnings)}
+    return view(services, user, channel) | {"warnings": _warnings(channel, warnings)}
 
 
 def spec_of(services: Services, user: User, body: ChannelIn) -> ChannelSpec:
@@ -132,7 +154,7 @@ def _warnings(channel: Channel, texts: list[str]) -> list[dict[str, str]]:
     summary="One channel, by id or name",
 )
 def get_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return channel_view(services.channels.get(user, id))
+    return view(services, user, services.channels.get(user, id))
 
 
 @router.patch(
@@ -152,7 +174,7 @@ def update_channel(
         max_recipients_per_message=body.max_recipients_per_message,
         max_connections=body.max_connections,
     )
-    return channel_view(services.channels.update(user, id, changes))
+    return view(services, user, services.channels.update(user, id, changes))
 
 
 @router.delete(
@@ -162,9 +184,28 @@ def update_channel(
     responses=problems(401, 403, 404, 409, 422, 503),
     summary="Remove a channel (409 while it has mail to send)",
 )
-def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
-    services.channels.remove(user, id)
+async def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
+    """An OAuth mailbox's grant is revoked at the provider where it allows (Google), and its
+    tokens are deleted with it."""
+    await mailboxes(services).remove(user, id)
     return Response(status_code=204)
+
+
+@router.post(
+    "/channels/{id}/disconnect",
+    response_model=DisconnectedOut,
+    responses=problems(401, 403, 404, 422, 503),
+    summary="Disconnect an OAuth mailbox: revoke its consent, delete its tokens, hold its mail",
+)
+async def disconnect_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
+    """the consent is revoked at Google; Microsoft offers no revocation of refresh tokens (`revoked`
+    false): mailvia deletes its copy. Reconnecting releases the held mail in order."""
+    done = await mailboxes(services).disconnect(user, id, time.time())
+    return {
+        "channel": view(services, user, done.channel),
+        "held": done.held,
+        "revoked": done.revoked,
+    }
 
 
 @router.post(
@@ -175,7 +216,7 @@ def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
 )
 def pause_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     channel, held = services.channels.pause(user, id, time.time())
-    return {"channel": channel_view(channel), "held": held}
+    return {"channel": view(services, user, channel), "held": held}
 
 
 @router.post(
@@ -186,7 +227,7 @@ def pause_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, 
 )
 def resume_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     channel, released = services.channels.resume(user, id, time.time())
-    return {"channel": channel_view(channel), "released": released}
+    return {"channel": view(services, user, channel), "released": released}
 
 
 @router.get(

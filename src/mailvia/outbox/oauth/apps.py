@@ -1,0 +1,143 @@
+"""The organization's own OAuth app for each provider: admins set, read and remove it (the
+client secret sealed by the vault, never read back); the operator-wide app from the settings
+stands in for an organization that has none.
+
+An organization's own app is what lets a Google Workspace keep the connection "Internal" (no
+Google verification, providers_2026-12.md [N17]) and a Microsoft 365 tenant consent to its own
+Entra app registration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mailvia.domain.channel import Provider
+from mailvia.domain.clock import Instant
+from mailvia.domain.errors import Forbidden, InvalidInput, NotFound
+from mailvia.domain.oauth import AppSource, OAuthApp
+from mailvia.domain.tenancy import User
+from mailvia.outbox.oauth.ports import AppStore, SealedApp
+from mailvia.outbox.ports import Vault
+
+DEFAULT_TENANT = "organizations"  # any work or school account (Entra's multi-tenant endpoint)
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,254}$")
+
+
+@dataclass(frozen=True)
+class AppView:
+    """An app as people see it: never the secret, only whether one is stored."""
+
+    provider: Provider
+    client_id: str
+    tenant: str | None
+    has_client_secret: bool
+    source: AppSource
+    updated_at: Instant | None = None
+
+
+def _check_client_id(client_id: str) -> str:
+    client_id = client_id.strip()
+    if not client_id or len(client_id) > 500 or any(c.isspace() for c in client_id):
+        raise InvalidInput("client_id: one word of up to 500 characters is required")
+    return client_id
+
+
+def _check_tenant(provider: Provider, tenant: str | None) -> str | None:
+    if provider is Provider.GOOGLE:
+        if tenant:
+            raise InvalidInput("tenant: only a Microsoft app has a tenant")
+        return None
+    tenant = (tenant or DEFAULT_TENANT).strip()
+    if not _TENANT.match(tenant):
+        raise InvalidInput(
+            "tenant: a tenant id, a domain (contoso.onmicrosoft.com) or organizations"
+        )
+    return tenant
+
+
+class OAuthApps:
+    """Admins' settings for the organization's OAuth apps; `resolve` for the flow and tokens."""
+
+    def __init__(
+        self, store: AppStore, vault: Vault, *, operator: Mapping[Provider, OAuthApp]
+    ) -> None:
+        self.store = store
+        self.vault = vault
+        self.operator = dict(operator)
+
+    def put(
+        self,
+        actor: User,
+        provider: Provider,
+        *,
+        client_id: str,
+        client_secret: str | None,
+        tenant: str | None,
+        now: Instant,
+    ) -> AppView:
+        """Set the organization's app (admins). A missing secret keeps the stored one; the
+        first time, one is required. Raises Forbidden, InvalidInput."""
+        _require_admin(actor)
+        client_id = _check_client_id(client_id)
+        tenant = _check_tenant(provider, tenant)
+        existing = self.store.oauth_app(actor.organization_id, provider)
+        if client_secret is not None and (not client_secret or len(client_secret) > 4096):
+            raise InvalidInput("client_secret: up to 4096 characters")
+        if client_secret:
+            secret = self.vault.seal(client_secret.encode())
+        elif existing is not None and existing.secret is not None:
+            secret = existing.secret
+        else:
+            raise InvalidInput("client_secret: required (the app's secret from the provider)")
+        self.store.put_oauth_app(
+            SealedApp(actor.organization_id, provider, client_id, secret, tenant, now)
+        )
+        return self.view(actor, provider)
+
+    def view(self, actor: User, provider: Provider) -> AppView:
+        """The app connections use: the organization's own, else the operator's (admins).
+        Raises Forbidden, NotFound when there is none."""
+        _require_admin(actor)
+        own = self.store.oauth_app(actor.organization_id, provider)
+        if own is not None:
+            return AppView(
+                provider, own.client_id, own.tenant, own.secret is not None,
+                AppSource.ORGANIZATION, own.updated_at,
+            )  # fmt: skip
+        fallback = self.operator.get(provider)
+        if fallback is None:
+            raise NotFound(f"no {provider.display_name} OAuth app is set up")
+        return AppView(
+            provider, fallback.client_id, fallback.tenant, bool(fallback.client_secret),
+            AppSource.OPERATOR,
+        )  # fmt: skip
+
+    def remove(self, actor: User, provider: Provider) -> None:
+        """Remove the organization's own app (the operator's, if any, takes over). Raises
+        Forbidden, NotFound."""
+        _require_admin(actor)
+        if not self.store.remove_oauth_app(actor.organization_id, provider):
+            raise NotFound(f"the organization has no {provider.display_name} OAuth app")
+
+    def resolve(self, org_id: str, provider: Provider) -> OAuthApp | None:
+        """The app new connections use (secret opened), or None when there is none."""
+        own = self.store.oauth_app(org_id, provider)
+        if own is None:
+            return self.operator.get(provider)
+        secret = self.vault.open(own.secret).decode() if own.secret else None
+        return OAuthApp(provider, own.client_id, secret, own.tenant, AppSource.ORGANIZATION)
+
+    def for_client(self, org_id: str, provider: Provider, client_id: str) -> OAuthApp | None:
+        """The app with this client id (the one a mailbox's consent was given through), if it is
+        still set up: refresh tokens only work with the client they were issued to."""
+        for app in (self.resolve(org_id, provider), self.operator.get(provider)):
+            if app is not None and app.client_id == client_id:
+                return app
+        return None
+
+
+def _require_admin(actor: User) -> None:
+    if not actor.is_admin:
+        raise Forbidden("only admins may manage the organization's OAuth apps")

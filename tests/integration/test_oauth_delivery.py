@@ -1,0 +1,183 @@
+"""OAuth mailboxes delivering, in process, against the fake providers: connected through the
+pages, sending by SMTP XOAUTH2 to the fake's SMTP side (STARTTLS with a test CA, standing in
+for smtp.gmail.com), the fake's token endpoint renewing their tokens. An access token that
+expires between messages is renewed exactly once; a consent revoked at the provider
+disconnects the channel, holds its mail and tells its owner (notice, event, the page's
+banner); reconnecting releases the held mail in order, none twice."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from email import message_from_bytes
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.message import State
+from mailvia.testserver import ThreadedTestServer
+from mailvia.testserver.fake import FakeProviders
+from support.fake_providers import running
+from support.oauth import connect, oauth_world, pages, sign_in
+from support.world import Certs, World, make_certs
+
+JANE = "jane@acme.test"
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    return make_certs(tmp_path / "certs")
+
+
+@pytest.fixture
+def fake(tmp_path: Path, certs: Certs) -> Iterator[FakeProviders]:
+    """The fake providers with their SMTP side (XOAUTH2 with their tokens) over STARTTLS."""
+    tls = {"tls_cert": certs.cert, "tls_key": certs.key}
+    yield from running(tmp_path / "fake-maildir", smtp_port=0, smtp_options=tls)
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[ThreadedTestServer]:
+    with ThreadedTestServer(maildir=tmp_path / "pool") as server:
+        yield server
+
+
+@pytest.fixture
+async def world(
+    tmp_path: Path, fake: FakeProviders, pool: ThreadedTestServer
+) -> AsyncIterator[World]:
+    w = oauth_world(
+        tmp_path / "data",
+        fake,
+        pool_relay=f"smtp://127.0.0.1:{pool.port}?security=none",
+        notice_from="notices@mailvia.test",
+    )
+    yield w
+    await w.close()
+
+
+@pytest.fixture
+async def jane(world: World) -> AsyncIterator[httpx.AsyncClient]:
+    async with pages(world) as client:
+        yield await sign_in(client, world, JANE)
+
+
+async def gmail_by_smtp(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, certs: Certs
+) -> Channel:
+    """Connect Gmail (transport smtp) and point it at the fake's SMTP side (one connection:
+    the order mail arrives in is the order it left in)."""
+    channel_id = await connect(jane, fake, "google", JANE, transport="smtp")
+    store = world.services.store
+    channel = store.get_channel(channel_id)
+    assert fake.smtp is not None
+    here = replace(
+        channel, host="127.0.0.1", port=fake.smtp.port, ca_pem=certs.ca_pem, max_connections=1
+    )
+    return store.update_channel(here)  # type: ignore[call-arg]
+
+
+def subjects(fake: FakeProviders) -> list[str]:
+    return [str(message_from_bytes(r["content"])["Subject"]) for r in fake.received]
+
+
+def refreshes(fake: FakeProviders) -> int:
+    return sum(fake.refresh_counts().values())
+
+
+async def deliver(world: World) -> None:
+    await world.services.dispatcher.run_once(time.time())
+
+
+async def test_a_token_that_expires_between_messages_is_renewed_once(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, certs: Certs
+) -> None:
+    channel = await gmail_by_smtp(world, jane, fake, certs)
+    world.send(subject="first")
+    await deliver(world)
+    assert subjects(fake) == ["first 0"] and refreshes(fake) == 0
+    assert fake.expire(JANE) >= 1  # the provider's clock says the token is over
+    await world.services.transport.forget(channel.id)  # the next message signs in again
+    world.send(subject="second", count=3)
+    await deliver(world)
+    assert subjects(fake) == ["first 0", "second 0", "second 1", "second 2"]
+    assert refreshes(fake) == 1
+    via = {(r["via"], r["account"]) for r in fake.received}
+    assert via == {("smtp", JANE)}
+
+
+async def test_a_revoked_consent_disconnects_holds_tells_and_reconnect_releases_in_order(
+    world: World,
+    jane: httpx.AsyncClient,
+    fake: FakeProviders,
+    certs: Certs,
+    pool: ThreadedTestServer,
+) -> None:
+    channel = await gmail_by_smtp(world, jane, fake, certs)
+    store = world.services.store
+    world.send(subject="before")
+    await deliver(world)
+    fake.revoke(JANE)
+    # An SMTP session already signed in is not asked again: the next sign-in is refused.
+    await world.services.transport.forget(channel.id)
+    held = [r.id for r in world.send(subject="held", count=3)]
+    await deliver(world)
+    broken = store.get_channel(channel.id)
+    assert broken.state is ChannelState.DISCONNECTED
+    assert "invalid_grant" in (broken.state_reason or "")
+    assert "reconnect with Google" in (broken.state_reason or "")
+    assert [store.get_message(i).state for i in held] == [State.HELD] * 3
+    assert refreshes(fake) == 0 and subjects(fake) == ["before 0"]
+    events, _ = store.list_events(world.jane.organization_id, cursor=None, limit=100)
+    assert [e.data["held"] for e in events if e.type == "channel.disconnected"] == [3]
+    # The owner hears of it: a notice through the shared pool, and a banner on every page.
+    await world.services.dispatcher.run_once(time.time() + 3600)
+    [notice] = pool.wait_for(1)
+    assert notice["rcpt_to"] == [JANE]
+    body = message_from_bytes(notice["content"]).get_payload(decode=True)
+    assert isinstance(body, bytes) and b'"Reconnect with Google"' in body
+    page = (await jane.get("/channel")).text
+    assert f"{broken.name} is disconnected" in page
+    assert "3 messages are held" in page
+    assert f'href="/oauth/google/start?channel={channel.id}">Reconnect with Google' in page
+    # Reconnect: a new consent for the same address; the held mail leaves in its order.
+    link = re.search(r'href="(/oauth/google/start\?channel=[^"]+)"', page)
+    assert link is not None
+    again = await connect(jane, fake, "google", JANE, channel=channel.id)
+    assert again == channel.id
+    back = store.get_channel(channel.id)
+    assert back.state is ChannelState.ACTIVE and back.transport == channel.transport
+    assert (back.host, back.port) == (channel.host, channel.port)  # its settings are kept
+    await deliver(world)
+    assert subjects(fake) == ["before 0", "held 0", "held 1", "held 2"]
+    assert [store.get_message(i).state for i in held] == [State.DELIVERED] * 3
+    events, _ = store.list_events(world.jane.organization_id, cursor=None, limit=100)
+    assert [e.data["released"] for e in events if e.type == "channel.reconnected"] == [3]
+
+
+@pytest.mark.parametrize(("provider", "via"), [("google", "gmail_api"), ("microsoft", "graph")])
+async def test_a_revoked_consent_at_the_api_disconnects_and_reconnect_releases(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, provider: str, via: str
+) -> None:
+    """Each API call carries the token, so revocation is noticed at the very next message."""
+    channel_id = await connect(jane, fake, provider, JANE)
+    store = world.services.store
+    one = replace(store.get_channel(channel_id), max_connections=1)  # arrival order = order
+    store.update_channel(one)  # type: ignore[call-arg]
+    world.send(subject="before")
+    await deliver(world)
+    assert [(r["via"], r["account"]) for r in fake.received] == [(via, JANE)]
+    fake.revoke(JANE)
+    held = [r.id for r in world.send(subject="held", count=2)]
+    await deliver(world)
+    broken = store.get_channel(channel_id)
+    assert broken.state is ChannelState.DISCONNECTED
+    assert "invalid_grant" in (broken.state_reason or "")
+    assert [store.get_message(i).state for i in held] == [State.HELD] * 2
+    await connect(jane, fake, provider, JANE, channel=channel_id)
+    await deliver(world)
+    assert subjects(fake) == ["before 0", "held 0", "held 1"]

@@ -1,0 +1,82 @@
+"""The way off password sign-in: a Microsoft 365 channel that the server refuses because
+basic authentication is off (535 5.7.139) shows why on its page and in the banner, with one
+link, "Reconnect with Microsoft 365 (OAuth)", that turns the same channel into an OAuth
+mailbox (against the fake providers) and releases its held mail in order."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mailvia.domain.channel import Auth, ChannelState, Provider, TransportKind
+from mailvia.domain.message import State
+from mailvia.outbox.channels import ChannelSpec
+from mailvia.testserver import ThreadedTestServer
+from mailvia.testserver.fake import FakeProviders
+from support.oauth import connect, oauth_world, pages, sign_in
+from support.world import World, make_certs
+
+JANE = "jane@acme.test"
+BASIC_OFF = "auth=535 5.7.139 Authentication unsuccessful, basic authentication is disabled."
+
+
+@pytest.fixture
+async def world(tmp_path: Path, fake_providers: FakeProviders) -> AsyncIterator[World]:
+    w = oauth_world(tmp_path / "data", fake_providers)
+    yield w
+    await w.close()
+
+
+async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
+    world: World, fake_providers: FakeProviders, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path / "certs")
+    store = world.services.store
+    with ThreadedTestServer(
+        tls_cert=certs.cert, tls_key=certs.key, auth={JANE: "pw"}, faults=[BASIC_OFF]
+    ) as server:
+        spec = ChannelSpec(
+            name="jane-o365",
+            preset="microsoft365",
+            host="127.0.0.1",
+            port=server.port,
+            username=JANE,
+            password="pw",
+            ca_pem=certs.ca_pem,
+        )
+        channel, _ = world.services.channels.add(world.jane, spec, time.time())
+        held = [r.id for r in world.send(subject="held", count=3)]
+        await world.services.dispatcher.run_once(time.time())
+    broken = store.get_channel(channel.id)
+    assert broken.state is ChannelState.DISCONNECTED
+    assert (broken.state_reason or "").startswith("535 5.7.139")
+    assert [store.get_message(i).state for i in held] == [State.HELD] * 3
+    link = f'href="/oauth/microsoft/start?channel={channel.id}"'
+    async with pages(world) as jane:
+        await sign_in(jane, world, JANE)
+        page = html.unescape((await jane.get(f"/channels/{channel.id}")).text)
+        assert "Password sign-in is off for this mailbox." in page
+        assert f"{link}>Reconnect with Microsoft 365 (OAuth)</a>" in page
+        banner = html.unescape((await jane.get("/channel")).text)
+        assert "Password sign-in is off for this mailbox: reconnect it by OAuth" in banner
+        assert f"{link}>Reconnect with Microsoft 365 (OAuth)</a>" in banner
+        assert await connect(jane, fake_providers, "microsoft", JANE, channel=channel.id) == (
+            channel.id
+        )
+        after = (await jane.get(f"/channels/{channel.id}?notice=oauth_reconnected")).text
+    assert "Reconnected: the held mail is released" in after
+    mailbox = store.get_channel(channel.id)
+    assert (mailbox.oauth, mailbox.transport, mailbox.auth) == (
+        Provider.MICROSOFT,
+        TransportKind.GRAPH,
+        Auth.XOAUTH2,
+    )
+    assert mailbox.name == "jane-o365" and mailbox.state is ChannelState.ACTIVE
+    assert not mailbox.has_password and store.channel_secret(channel.id) is None
+    assert [store.get_message(i).state for i in held] == [State.QUEUED] * 3
+    events, _ = store.list_events(world.jane.organization_id, cursor=None, limit=100)
+    assert [e.data["released"] for e in events if e.type == "channel.reconnected"] == [3]
