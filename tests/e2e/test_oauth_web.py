@@ -3,12 +3,12 @@ Chromium, against a real `mailvia serve` and the fake providers (`mailvia testse
 --fake-providers`, a subprocess, knowing only the organization's own app). The admin enters
 the app on the team page (Google) and by CLI (Microsoft); reps press "Connect ...", allow on
 the fake's consent page and come back to an active mailbox with the provider's address, and
-their mail leaves through the Gmail API and Microsoft Graph (the fake's). SMTP XOAUTH2 to the
-fake's SMTP side is in test_oauth_secrets.py."""
+their mail leaves through the Gmail API, Microsoft Graph and SMTP XOAUTH2 (the fake's)."""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +18,7 @@ from support.browser import check_page, chromium
 from support.cli import poll
 from support.fake_process import FakeProcess, fake_process
 from support.pages import Account, Site, press, send, serving, sign_in
+from support.world import Certs, make_certs
 
 pytestmark = [pytest.mark.chromium, pytest.mark.timeout(300)]
 
@@ -26,13 +27,19 @@ MICROSOFT_ID, MICROSOFT_SECRET = "0b0e7b52-acme-entra-app", "m-secret-of-the-org
 
 
 @pytest.fixture(scope="module")
-def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProcess]:
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory, certs: Certs) -> Iterator[FakeProcess]:
     root = tmp_path_factory.mktemp("fake")
     clients = [
         f"google={GOOGLE_ID}:{GOOGLE_SECRET}",
         f"microsoft={MICROSOFT_ID}:{MICROSOFT_SECRET}",
     ]
-    with fake_process(root, *(arg for c in clients for arg in ("--client", c))) as running:
+    smtp = ["--listen", "127.0.0.1:0", "--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
+    with fake_process(root, *(arg for c in clients for arg in ("--client", c)), *smtp) as running:
         yield running
 
 
@@ -143,6 +150,43 @@ def test_rep_connects_microsoft_365_with_the_app_set_by_cli(
     assert delivered(site, site.joe, fake, "through Graph") == ("graph", "joe")
 
 
+def test_rep_connects_microsoft_365_over_smtp_xoauth2(
+    site: Site, page: Any, fake: FakeProcess, certs: Certs
+) -> None:
+    site.cli.ok(
+        "admin", "oauth-app", "default", "microsoft", "--client-id", MICROSOFT_ID,
+        "--client-secret-stdin", input=MICROSOFT_SECRET + "\n",
+    )  # fmt: skip
+    sign_in(page, site, site.kim)
+    page.goto(site.url + "/channel")
+    page.get_by_role("link", name=re.compile(r"connect Microsoft 365 by OAuth over SMTP")).click()
+    page.wait_for_url(re.compile(re.escape(fake.origin) + r"/organizations/oauth2/v2.0/"))
+    assert "SMTP.Send" in page.inner_text("body")
+    page.get_by_label("Account").fill("kim@acme.test")
+    with page.expect_navigation(url=re.compile(r"/channels/ch_")):
+        page.get_by_role("button", name="Allow").click()
+    main = page.inner_text("main")
+    assert "Mailbox connected" in main and "by OAuth with Microsoft 365" in main
+    assert "kim@acme.test" in main and "active" in main
+    channel_id = page.url.rsplit("/", 1)[1].split("?")[0]
+    with site.api(site.kim) as api:
+        mailbox = api.get(f"/v1/channels/{channel_id}").json()
+    assert mailbox["transport"] == "smtp" and mailbox["auth"] == "xoauth2"
+    assert fake.smtp_port is not None
+    point_at_fake_smtp(site, channel_id, fake.smtp_port, certs.ca_pem)
+    assert delivered(site, site.kim, fake, "over SMTP XOAUTH2") == ("smtp", "kim")
+
+
+def point_at_fake_smtp(site: Site, channel_id: str, port: int, ca_pem: str) -> None:
+    """The fake's SMTP side stands in for smtp.office365.com (no command changes an OAuth
+    mailbox's host)."""
+    with sqlite3.connect(site.cli.data_dir / "mailvia.db", timeout=10) as db:
+        db.execute(
+            "UPDATE channels SET host = '127.0.0.1', port = ?, ca_pem = ? WHERE id = ?",
+            (port, ca_pem, channel_id),
+        )
+
+
 def test_a_mailbox_that_is_not_the_reps_is_refused_in_the_browser(
     site: Site, page: Any, fake: FakeProcess
 ) -> None:
@@ -154,4 +198,5 @@ def test_a_mailbox_that_is_not_the_reps_is_refused_in_the_browser(
     main = page.inner_text("main")
     assert "nothing was connected" in main and "not one of your sender identities" in main
     with site.api(site.kim) as api:
-        assert [c for c in api.get("/v1/channels").json()["data"] if c["oauth"]] == []
+        found = [c["oauth"] for c in api.get("/v1/channels").json()["data"] if c["oauth"]]
+    assert not [o for o in found if o["provider"] == "google" or o["address"] != "kim@acme.test"]
