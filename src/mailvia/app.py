@@ -161,10 +161,13 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         credentials=credentials,
         notify_disconnected=notices.channel_disconnected,
         metrics=metrics,
+        workers=store,
         options=DispatchOptions(
             worker=settings.worker_id or f"{socket.gethostname()}:{os.getpid()}",
             lease_seconds=settings.lease_seconds,
             batch=settings.claim_batch,
+            host=socket.gethostname(),
+            pid=os.getpid(),
         ),
     )
     submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake)

@@ -58,7 +58,7 @@ class Settings:
     max_message_size: int = 25 * 1024 * 1024
     api_rate_limit: RequestRate | None = field(default_factory=lambda: RequestRate(600, 60.0))
     worker_id: str | None = None
-    lease_seconds: float = 1800.0  # longer than any one attempt's timeouts add up to
+    lease_seconds: float = 30.0  # a claim lasts this long after its worker's last beat
     claim_batch: int = 200
     dispatch: bool = True  # `serve` also runs the dispatcher; off: run `mailvia worker`s
 

@@ -24,7 +24,6 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from mailvia.domain.errors import Forbidden, MailviaError, Unauthenticated
 from mailvia.domain.message import Envelope as MessageEnvelope
 from mailvia.domain.tenancy import User
-from mailvia.ingress.group_commit import GroupCommit
 from mailvia.ingress.submission_auth import LoginThrottle, OneAtATime
 from mailvia.ingress.submission_intake import Arrived, Intake
 from mailvia.ingress.submission_replies import (
@@ -35,6 +34,7 @@ from mailvia.ingress.submission_replies import (
     reply_for,
 )
 from mailvia.outbox.compose import MAX_RECIPIENTS, check_address
+from mailvia.outbox.group_commit import GroupCommit
 from mailvia.outbox.metrics import rejection_reason
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt

@@ -52,6 +52,10 @@ _EVENT_FOR = {
 }
 
 
+class _LeaseLost(Exception):
+    """The worker no longer holds the claim's lease."""
+
+
 def new_event(org_id: str, type_: str, now: Instant, data: dict[str, object]) -> Event:
     return Event(make_id("evt", now, os.urandom(10)), org_id, type_, now, data)
 
@@ -83,6 +87,7 @@ class ChannelRun:
         self.held = 0  # messages this run moved to held
         self.delivered_any = False
         self.drained_at: Instant | None = None  # when a claim last came back short
+        self.claimed: list[int] = []  # seqs this run claimed (in the worker's hand until done)
 
     def now(self, fixed: Instant) -> Instant:
         return fixed if self.clock is None else self.clock()
@@ -100,8 +105,11 @@ class ChannelRun:
         try:
             await asyncio.gather(*(self._work(now) for _ in range(workers)))
         finally:
-            self._flush()
-            await self._apply_effect(self.now(now))
+            try:
+                self._flush()
+                await self._apply_effect(self.now(now))
+            finally:
+                self.d.liveness.holding.difference_update(self.claimed)
         return self.attempts
 
     def _claim(self, now: Instant) -> bool:
@@ -118,6 +126,8 @@ class ChannelRun:
             worker=opts.worker,
         )
         self.queue.extend(claims)
+        self.claimed.extend(c.seq for c in claims)
+        self.d.liveness.holding.update(c.seq for c in claims)
         self.drained_at = now if len(claims) < limit else None
         return bool(claims)
 
@@ -134,7 +144,10 @@ class ChannelRun:
             claim = self.queue.popleft()
             if self.clock is not None:
                 self._refill(self.clock())
-            record = await self._attempt(claim, fixed)
+            try:
+                record = await self._attempt(claim, fixed)
+            except _LeaseLost:
+                continue  # another worker holds it now; it is theirs to send and record
             if record is None:
                 self.queue.appendleft(claim)  # not started: the budget is spent for now
                 return
@@ -160,6 +173,8 @@ class ChannelRun:
                     return None
                 untried.extend(chunk)
                 continue
+            if not settlements:
+                await self._mark_started(claim, taken, fixed)
             started = time.perf_counter()
             result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started
@@ -179,6 +194,17 @@ class ChannelRun:
             self.d.metrics.attempt(self.channel.id, seconds, outcomes)
             self._note_effect(settlement)
         return self._record(claim, settlements, untried, self.now(fixed))
+
+    async def _mark_started(self, claim: Claim, taken: int, fixed: Instant) -> None:
+        """Commit that this message's transaction starts (before MAIL or the API call): if
+        this worker dies now, whoever takes the message over flags it possible_duplicate.
+        Raises _LeaseLost (the budget taken is given back) when another worker has it."""
+        if await self.d.liveness.started(claim.seq, self.now(fixed)):
+            return
+        if self.ledger is not None and taken:
+            self.ledger.finish([(taken, self.now(fixed))])
+        log.warning("message %s: its lease was lost before sending; not sent", claim.message_id)
+        raise _LeaseLost
 
     async def _send(self, envelope: Envelope, content: bytes) -> TransactionResult:
         """One transaction. An OAuth mailbox whose token the server refuses gets one fresh

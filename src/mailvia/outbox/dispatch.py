@@ -2,7 +2,8 @@
 throttled or backlogged channel never delays another.
 
 `run_once(now)` is one pass at a given time, so tests drive it without sleeping;
-`run_forever(clock, stop)` keeps one task per busy channel until `stop` is set.
+`run_forever(clock, stop)` keeps one task per busy channel until `stop` is set, and beats
+(outbox/liveness.py) so that its claims last while it runs and come back soon after it dies.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
 from mailvia.outbox.channel_run import ChannelRun, new_event
+from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.metrics import NO_METRICS
-from mailvia.outbox.ports import CredentialSource, Store, Transport
+from mailvia.outbox.ports import CredentialSource, Store, Transport, WorkerRegistry
 from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,11 @@ Notifier = Callable[[Channel, str, Instant], Awaitable[None]]
 @dataclass(frozen=True)
 class DispatchOptions:
     worker: str
-    lease_seconds: float = 1800.0
+    lease_seconds: float = 30.0  # how long a claim outlives its worker's last beat
     batch: int = 200
     flush_every: int = 100
+    host: str = ""  # shown in the worker's heartbeat row
+    pid: int = 0
 
 
 async def _no_notice(channel: Channel, reason: str, now: Instant) -> None:
@@ -55,6 +59,7 @@ class Dispatcher:
         *,
         credentials: CredentialSource,
         options: DispatchOptions,
+        workers: WorkerRegistry,
         rand: Callable[[], float] = random.random,
         notify_disconnected: Notifier = _no_notice,
         metrics: Metrics = NO_METRICS,
@@ -70,6 +75,13 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expired_at: Instant | None = None
+        self.liveness = Liveness(
+            workers,
+            worker=options.worker,
+            lease_seconds=options.lease_seconds,
+            host=options.host,
+            pid=options.pid,
+        )
 
     def wake(self) -> None:
         """Look for work now (called after a submission in this process, from any thread)."""
@@ -89,18 +101,34 @@ class Dispatcher:
         """Deliver until `stop` is set, then let in-flight transactions finish."""
         self._loop = asyncio.get_running_loop()
         running: dict[str, asyncio.Task[int]] = {}
+        started = False
         while not stop.is_set():
             self._wake.clear()
             wait = IDLE_POLL
             try:
+                if not started:
+                    self.liveness.start(clock())
+                    started = True
+                self.liveness.beat(clock())
                 wait = self._start_due(clock, running)
             except StoreUnavailable as exc:
                 log.warning("store unavailable, retrying: %s", exc)
             await _wait_any(self._wake, stop, running.values(), wait)
             _reap(running)
         self.stopping = True
-        if running:
-            await asyncio.wait(running.values())
+        await self._finish(running, clock)
+
+    async def _finish(
+        self, running: dict[str, asyncio.Task[int]], clock: Callable[[], Instant]
+    ) -> None:
+        """Let in-flight transactions finish (beating meanwhile), then sign off."""
+        while running:
+            await asyncio.wait(running.values(), timeout=self.liveness.every)
+            _reap(running)
+            with contextlib.suppress(StoreUnavailable):
+                self.liveness.beat(clock())
+        with contextlib.suppress(StoreUnavailable):
+            self.liveness.stop()
 
     def _start_due(
         self, clock: Callable[[], Instant], running: dict[str, asyncio.Task[int]]

@@ -157,6 +157,47 @@ class Ledger(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class WorkerView:
+    """A dispatcher as its heartbeat row shows it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: Instant
+    beat_at: Instant
+
+
+class WorkerRegistry(Protocol):
+    """What a dispatcher needs to show it is alive and to mark transactions it starts
+    (see store/workers.py). A claim lasts while its worker beats."""
+
+    def start_worker(self, worker: str, now: Instant, *, host: str, pid: int) -> int:
+        """(Re)start as `worker`: the previous incarnation's claims become claimable now."""
+        ...
+
+    def beat(
+        self,
+        worker: str,
+        now: Instant,
+        *,
+        lease_until: Instant,
+        seqs: Sequence[int],
+        host: str,
+        pid: int,
+    ) -> int:
+        """Alive at `now`: the leases it holds on `seqs` last until `lease_until`."""
+        ...
+
+    def stop_worker(self, worker: str) -> None:
+        """Stopped cleanly (claims given back): forget the worker."""
+        ...
+
+    def mark_started(self, seqs: Sequence[int], worker: str, now: Instant) -> list[bool]:
+        """Transactions for these messages start now; per seq, whether it is still held."""
+        ...
+
+
 class Store(Protocol):
     """The outbox and everything it refers to."""
 
@@ -222,6 +263,7 @@ class Store(Protocol):
     def queue_counts(self, org_id: str | None = None) -> dict[str, dict[State, int]]: ...
     def waiting_count(self, channel_id: str) -> int: ...
     def add_events(self, events: Sequence[Event]) -> None: ...
+    def list_workers(self) -> list[WorkerView]: ...
     def list_events(
         self, org_id: str, *, cursor: str | None, limit: int
     ) -> tuple[list[Event], str | None]: ...
@@ -289,6 +331,8 @@ __all__ = [
     "Store",
     "Transport",
     "Vault",
+    "WorkerRegistry",
+    "WorkerView",
 ]
 
 

@@ -136,7 +136,8 @@ class OutboxStore:
         """Lease up to `limit` claimable messages of the channel to `worker`, oldest due first
         (next_attempt_at, then submission order): they and their unfinished recipients become
         `sending`, with lease_owner = worker and lease_expires_at = lease_until. A message
-        taken over from an expired lease is flagged possible_duplicate.
+        taken over from an expired lease is flagged possible_duplicate when its transaction
+        had started (`mark_started`), not when it was merely claimed.
 
         Returns nothing when the channel is not active or is throttled. Atomic across
         processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED.
@@ -148,17 +149,25 @@ class OutboxStore:
             if not seqs:
                 return []
             for part in chunks(seqs):
-                # A lease that ran out: the worker that held it may have sent the message.
+                # A lease that ran out while its transaction had started: the worker that held
+                # it may have sent the message. One merely claimed was never sent.
                 conn.execute(
                     messages.update()
-                    .where(m.seq.in_(part), m.state == State.SENDING.value)
+                    .where(
+                        m.seq.in_(part),
+                        m.state == State.SENDING.value,
+                        m.started_at.is_not(None),
+                    )
                     .values(possible_duplicate=True)
                 )
                 conn.execute(
                     messages.update()
                     .where(m.seq.in_(part))
                     .values(
-                        state=State.SENDING.value, lease_owner=worker, lease_expires_at=lease_until
+                        state=State.SENDING.value,
+                        lease_owner=worker,
+                        lease_expires_at=lease_until,
+                        started_at=None,
                     )
                 )
                 conn.execute(
@@ -315,7 +324,13 @@ def _give_back(
     conn.execute(
         messages.update()
         .where(m.seq.in_(held))
-        .values(state=state.value, next_attempt_at=now, lease_owner=None, lease_expires_at=None)
+        .values(
+            state=state.value,
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            started_at=None,
+        )
     )
     conn.execute(
         recipients.update()

@@ -35,6 +35,7 @@ _UPDATE_MESSAGE = (
         possible_duplicate=_b("b_duplicate"),
         lease_owner=None,
         lease_expires_at=None,
+        started_at=None,
     )
 )
 _UPDATE_RECIPIENT = (
