@@ -33,7 +33,50 @@ from mailvia.store.tables import budget_windows, channel_usage, channels
 u, w = channel_usage.c, budget_windows.c
 STALE_AFTER = 3600.0
 _PURGE_SLACK = 3600.0  # keep an hour beyond the longest window, then forget
+_PURGE_EVERY = 64  # starts between purges of forgotten rows
 _LOOK_AGAIN = 0.05  # seconds: in-flight transactions end soon; look again then
+_FAR = 1e18  # later than any budget_end
+_b = sa.bindparam
+
+# Built once: a start runs these many times a second, and building a statement costs more
+# than running it.
+_LOCK = sa.select(channels.c.id).where(channels.c.id == _b("c")).with_for_update()
+_WINDOWS = sa.select(w.per_seconds, w.unit, w.cursor, w.held).where(w.channel_id == _b("c"))
+_START = channel_usage.insert()
+_END = (
+    channel_usage.update()
+    .where(u.seq == _b("s"))
+    .values(ended_at=_b("b_end"), budget_end=_b("b_end"))
+)
+_ROW = sa.select(u.at, u.ended_at, u.budget_end, u.messages, u.recipients).where(u.seq == _b("s"))
+# A row whose budget_end moved across a window's cursor enters or leaves its sum. Relative
+# updates: a start, under the channel's lock, may be moving the cursor at the same time.
+_CROSS = (
+    budget_windows.update()
+    .where(w.channel_id == _b("c"), w.cursor >= _b("lo"), w.cursor < _b("hi"))
+    .values(held=w.held + sa.case((w.unit == Unit.MESSAGES.value, _b("dm")), else_=_b("dr")))
+)
+_MOVE = (
+    budget_windows.update()
+    .where(w.channel_id == _b("c"), w.per_seconds == _b("p"), w.unit == _b("u"))
+    .values(cursor=_b("cur"), held=w.held + _b("dh"))
+)
+_ADD = budget_windows.insert()
+_PURGE = channel_usage.delete().where(u.channel_id == _b("c"), u.budget_end < _b("before"))
+
+
+def _between(unit: Unit, index: int) -> Any:
+    """What the channel's rows with lo_i < budget_end <= hi_i add up to."""
+    amount = u.messages if unit is Unit.MESSAGES else u.recipients
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(amount), 0))
+        .where(
+            u.channel_id == _b("c"),
+            u.budget_end > _b(f"lo{index}"),
+            u.budget_end <= _b(f"hi{index}"),
+        )
+        .scalar_subquery()
+    )
 
 
 @dataclass
@@ -45,23 +88,7 @@ class _Window:
     cursor: Instant
     held: int
     stored: bool  # a budget_windows row exists
-
-
-def _amount(unit: Unit) -> Any:
-    return u.messages if unit is Unit.MESSAGES else u.recipients
-
-
-def _sum_between(
-    conn: sa.Connection, channel_id: str, unit: Unit, low: Instant | None, high: Instant | None
-) -> int:
-    """What the channel's rows with low < budget_end <= high add up to (None: unbounded)."""
-    where = [u.channel_id == channel_id]
-    if low is not None:
-        where.append(u.budget_end > low)
-    if high is not None:
-        where.append(u.budget_end <= high)
-    query = sa.select(sa.func.coalesce(sa.func.sum(_amount(unit)), 0)).where(*where)
-    return int(conn.execute(query).scalar_one())
+    delta: int = 0  # added to the stored `held` by this transaction
 
 
 class BudgetLedger:
@@ -73,6 +100,10 @@ class BudgetLedger:
         self.budgets = tuple(budgets)
         self.window = longest_window(budgets)
         self._keys = sorted({(float(b.per_seconds), b.unit) for b in budgets})
+        self._sums = sa.select(*(_between(unit, i) for i, (_, unit) in enumerate(self._keys)))
+        self._mine: dict[int, tuple[Instant, int]] = {}  # started here: id -> (at, recipients)
+        self._starts = 0
+        self._others: set[tuple[float, Unit]] = set()  # stored windows of former budgets
 
     def take(self, now: Instant, recipients: int) -> tuple[int | None, Instant | None]:
         """Start a transaction now if every budget allows it: returns (its ledger id, None).
@@ -84,55 +115,66 @@ class BudgetLedger:
             self._lock(conn)
             windows = self._windows(conn, now)
             held = self._held(windows)
-            if all(
+            if not all(
                 h + need(b, recipients) <= b.count for b, h in zip(self.budgets, held, strict=True)
             ):
-                seq = conn.execute(
-                    channel_usage.insert().values(
-                        channel_id=self.channel_id,
-                        at=now,
-                        messages=1,
-                        recipients=recipients,
-                        budget_end=now + STALE_AFTER,
-                    )
-                ).inserted_primary_key
-                for window in windows.values():
-                    if now + STALE_AFTER > window.cursor:
-                        window.held += 1 if window.unit is Unit.MESSAGES else recipients
                 self._save(conn, windows.values())
-                self._purge(conn, now, windows)
-                return int((seq or (0,))[0]), None
+                wait = max(self._next_fit(conn, now, recipients, held), now + _LOOK_AGAIN)
+                conn.execute(
+                    channels.update()
+                    .where(channels.c.id == self.channel_id)
+                    .values(budget_wait_until=wait)
+                )
+                return None, wait
+            row = {
+                "channel_id": self.channel_id,
+                "at": now,
+                "messages": 1,
+                "recipients": recipients,
+                "budget_end": now + STALE_AFTER,
+            }
+            seq = int((conn.execute(_START, row).inserted_primary_key or (0,))[0])
+            for window in windows.values():
+                if now + STALE_AFTER > window.cursor:
+                    amount = 1 if window.unit is Unit.MESSAGES else recipients
+                    window.held += amount
+                    window.delta += amount
             self._save(conn, windows.values())
-            wait = max(self._next_fit(conn, now, recipients, held), now + _LOOK_AGAIN)
-            conn.execute(
-                channels.update()
-                .where(channels.c.id == self.channel_id)
-                .values(budget_wait_until=wait)
-            )
-            return None, wait
+            self._mine[seq] = (now, recipients)
+            self._starts += 1
+            if self._starts % _PURGE_EVERY == 1:
+                self._purge(conn, now, windows)
+            return seq, None
 
     def finish(self, ended: Sequence[tuple[int, Instant]]) -> None:
-        """Record when transactions ended (one database transaction, under the channel's
-        lock: the running sums move with each row's budget_end)."""
+        """Record when transactions ended (one database transaction). Each row's budget_end
+        becomes its end; a window whose cursor it crossed gains or loses it."""
         if not ended:
             return
         with self._db.write() as conn:
-            self._lock(conn)
-            stored = self._stored(conn)
             for seq, at in ended:
-                row = conn.execute(
-                    sa.select(u.budget_end, u.messages, u.recipients).where(u.seq == seq)
-                ).first()
-                if row is None:
-                    continue  # purged long ago
+                known = self._mine.pop(seq, None)
+                if known is not None:
+                    old, messages, recipients = known[0] + STALE_AFTER, 1, known[1]
+                else:
+                    row = conn.execute(_ROW, {"s": seq}).first()
+                    if row is None:
+                        continue  # forgotten long ago
+                    old, messages, recipients = row.budget_end, row.messages, row.recipients
+                conn.execute(_END, {"s": seq, "b_end": at})
+                if at == old:
+                    continue
+                sign = -1 if at < old else 1
                 conn.execute(
-                    channel_usage.update().where(u.seq == seq).values(ended_at=at, budget_end=at)
+                    _CROSS,
+                    {
+                        "c": self.channel_id,
+                        "lo": min(at, old),
+                        "hi": max(at, old),
+                        "dm": sign * messages,
+                        "dr": sign * recipients,
+                    },
                 )
-                for window in stored.values():
-                    delta = int(at > window.cursor) - int(row.budget_end > window.cursor)
-                    amount = row.messages if window.unit is Unit.MESSAGES else row.recipients
-                    window.held += delta * amount
-            self._save(conn, stored.values())
 
     def allowance(self, now: Instant) -> int | None:
         """How many more transactions the message budgets let start now (None: no limit)."""
@@ -149,60 +191,72 @@ class BudgetLedger:
             return self._log(conn, now, now - self.window, None)
 
     def _lock(self, conn: sa.Connection) -> None:
-        query = sa.select(channels.c.id).where(channels.c.id == self.channel_id)
-        if conn.execute(query.with_for_update()).first() is None:
+        if conn.execute(_LOCK, {"c": self.channel_id}).first() is None:
             raise NotFound(f"no channel {self.channel_id!r}")
 
-    def _stored(self, conn: sa.Connection) -> dict[tuple[float, Unit], _Window]:
-        rows = conn.execute(
-            sa.select(w.per_seconds, w.unit, w.cursor, w.held).where(
-                w.channel_id == self.channel_id
-            )
-        )
-        return {
-            (float(per), Unit(unit)): _Window(float(per), Unit(unit), cursor, int(held), True)
-            for per, unit, cursor, held in rows
-        }
-
     def _windows(self, conn: sa.Connection, now: Instant) -> dict[tuple[float, Unit], _Window]:
-        """Each budget's window with its cursor moved to `now - per` (a window not yet stored
-        is added up once, in full)."""
-        stored = self._stored(conn)
-        windows = {key: stored[key] for key in self._keys if key in stored}
-        for per, unit in self._keys:
+        """Each budget's window with its cursor moved to `now - per`: the rows whose
+        budget_end lies between the old cursor and the new one leave it (or, when the clock
+        went back, enter it). A window not yet stored is added up once, in full."""
+        stored = {
+            (float(per), Unit(unit)): _Window(float(per), Unit(unit), cursor, int(held), True)
+            for per, unit, cursor, held in conn.execute(_WINDOWS, {"c": self.channel_id})
+        }
+        self._others = set(stored) - set(self._keys)
+        params: dict[str, Any] = {"c": self.channel_id}
+        for i, (per, unit) in enumerate(self._keys):
+            window = stored.get((per, unit))
             target = now - per
-            window = windows.get((per, unit))
             if window is None:
-                held = _sum_between(conn, self.channel_id, unit, target, None)
-                windows[(per, unit)] = _Window(per, unit, target, held, False)
-            elif target > window.cursor:
-                window.held -= _sum_between(conn, self.channel_id, unit, window.cursor, target)
+                params[f"lo{i}"], params[f"hi{i}"] = target, _FAR
+            else:
+                params[f"lo{i}"], params[f"hi{i}"] = sorted((window.cursor, target))
+        sums = conn.execute(self._sums, params).one()
+        windows = {}
+        for i, (per, unit) in enumerate(self._keys):
+            target, amount = now - per, int(sums[i])
+            window = stored.get((per, unit))
+            if window is None:
+                window = _Window(per, unit, target, amount, False)
+            else:
+                change = -amount if target >= window.cursor else amount
+                window.held += change
+                window.delta += change
                 window.cursor = target
-            elif target < window.cursor:  # a clock that went back (another host's, a test's)
-                window.held += _sum_between(conn, self.channel_id, unit, target, window.cursor)
-                window.cursor = target
+            windows[(per, unit)] = window
         return windows
 
     def _held(self, windows: dict[tuple[float, Unit], _Window]) -> list[int]:
         return [windows[(float(b.per_seconds), b.unit)].held for b in self.budgets]
 
     def _save(self, conn: sa.Connection, windows: Iterable[_Window]) -> None:
+        moves = [
+            {
+                "c": self.channel_id,
+                "p": window.per,
+                "u": window.unit.value,
+                "cur": window.cursor,
+                "dh": window.delta,
+            }
+            for window in windows
+            if window.stored
+        ]
+        if moves:
+            conn.execute(_MOVE, moves)
         for window in windows:
-            key = {"channel_id": self.channel_id, "per_seconds": window.per, "unit": window.unit}
-            values = {"cursor": window.cursor, "held": window.held}
-            if window.stored:
+            if not window.stored:
                 conn.execute(
-                    budget_windows.update()
-                    .where(
-                        w.channel_id == self.channel_id,
-                        w.per_seconds == window.per,
-                        w.unit == window.unit.value,
-                    )
-                    .values(**values)
+                    _ADD,
+                    {
+                        "channel_id": self.channel_id,
+                        "per_seconds": window.per,
+                        "unit": window.unit.value,
+                        "cursor": window.cursor,
+                        "held": window.held,
+                    },
                 )
-            else:
-                conn.execute(budget_windows.insert().values(**key, **values))
                 window.stored = True
+            window.delta = 0
 
     def _next_fit(
         self, conn: sa.Connection, now: Instant, recipients: int, held: list[int]
@@ -235,20 +289,13 @@ class BudgetLedger:
     ) -> None:
         """Forget rows no window counts any more (they lie below every cursor), and the
         windows of budgets the channel no longer has (their sums would go stale)."""
-        conn.execute(
-            budget_windows.delete().where(
-                w.channel_id == self.channel_id,
-                sa.tuple_(w.per_seconds, w.unit).not_in(
-                    [(per, unit.value) for per, unit in windows]
-                ),
+        conn.execute(_PURGE, {"c": self.channel_id, "before": now - self.window - _PURGE_SLACK})
+        for per, unit in self._others:
+            conn.execute(
+                budget_windows.delete().where(
+                    w.channel_id == self.channel_id, w.per_seconds == per, w.unit == unit.value
+                )
             )
-        )
-        conn.execute(
-            channel_usage.delete().where(
-                u.channel_id == self.channel_id,
-                u.budget_end < now - self.window - _PURGE_SLACK,
-            )
-        )
 
 
 class BudgetStore:
