@@ -615,3 +615,45 @@ def test_senders_for_an_address_holders_first_then_the_domain_within_one_organiz
     assert [u.id for u in s.senders_for("org_1", "other@acme.test")] == ["usr_1"]
     assert s.senders_for("org_1", "sales@globex.test") == []
     assert [u.id for u in s.senders_for("org_2", "sales@acme.test")] == ["usr_3"]
+
+
+def test_a_beating_worker_keeps_its_claims_and_a_silent_one_loses_them(store: SqlStore) -> None:
+    """Heartbeat expiry with a driven clock: beats extend the leases of the claims in hand;
+    30 s after the last beat another worker takes them, flagging only the started one."""
+    s = store
+    s.add_messages([new("m1"), new("m2"), new("m3")])
+    one, two, three = grab(s, worker="w1", lease=30)
+    assert s.mark_started([one.seq, two.seq], "w1", T0 + 1) == [True, True]
+    for beat in (T0 + 5, T0 + 10, T0 + 15, T0 + 20):
+        assert s.beat("w1", beat, lease_until=beat + 30, seqs=[one.seq, two.seq], host="h", pid=1)
+    # three was not in hand at the beats: its lease ran out at T0 + 30
+    assert [c.message_id for c in grab(s, now=T0 + 30, worker="w2")] == ["m3"]
+    assert grab(s, now=T0 + 49.9, worker="w2") == []  # the last beat holds until T0 + 50
+    assert s.next_due_at() == T0 + 50
+    taken = grab(s, now=T0 + 50, worker="w2")
+    assert [(c.message_id, c.possible_duplicate) for c in taken] == [("m1", True), ("m2", True)]
+    assert s.get_message("m3").possible_duplicate is False
+    assert s.mark_started([one.seq], "w1", T0 + 51) == [False]  # w1 lost it: it must not send
+    [worker] = s.list_workers()
+    assert (worker.id, worker.beat_at, worker.host, worker.pid) == ("w1", T0 + 20, "h", 1)
+    assert three.message_id == "m3"
+
+
+def test_a_restarted_worker_takes_its_previous_claims_back_at_once(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1"), new("m2"), new("m3")])
+    first, _ = grab(s, worker="w1", lease=30, limit=2)
+    s.mark_started([first.seq], "w1", T0 + 1)
+    assert s.start_worker("w1", T0 + 2, host="h", pid=2) == 2  # the same id, after a crash
+    again = grab(s, now=T0 + 2, worker="w1")
+    assert [(c.message_id, c.possible_duplicate) for c in again] == [
+        ("m1", True),
+        ("m2", False),
+        ("m3", False),
+    ]
+    assert [(w.id, w.started_at, w.pid) for w in s.list_workers()] == [("w1", T0 + 2, 2)]
+    s.record_attempts([record(again[0], sent("bob@example.test"), state=State.DELIVERED)])
+    s.unclaim(again[1:], state=State.QUEUED, now=T0 + 3)
+    assert s.start_worker("w1", T0 + 4, host="h", pid=3) == 0
+    s.stop_worker("w1")
+    assert s.list_workers() == []
