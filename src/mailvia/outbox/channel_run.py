@@ -28,6 +28,7 @@ from mailvia.domain.errors import CredentialsFailed
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State, message_state
 from mailvia.domain.replies import Stage, credentials_rejected
+from mailvia.outbox.order import Turns
 from mailvia.outbox.ports import AttemptRecord, Claim, Credentials, Event, Ledger
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class ChannelRun:
         self.delivered_any = False
         self.drained_at: Instant | None = None  # when a claim last came back short
         self.claimed: list[int] = []  # seqs this run claimed (in the worker's hand until done)
+        self.turns = Turns(channel.max_connections + 1)
 
     def now(self, fixed: Instant) -> Instant:
         return fixed if self.clock is None else self.clock()
@@ -141,13 +143,19 @@ class ChannelRun:
 
     async def _work(self, fixed: Instant) -> None:
         while self.queue and not self.stopped:
+            await self.turns.wait()  # no more than max_connections ahead of the oldest
+            if not self.queue or self.stopped:
+                return
             claim = self.queue.popleft()
             if self.clock is not None:
                 self._refill(self.clock())
+            position = self.turns.take()
             try:
                 record = await self._attempt(claim, fixed)
             except _LeaseLost:
                 continue  # another worker holds it now; it is theirs to send and record
+            finally:
+                self.turns.done(position)
             if record is None:
                 self.queue.appendleft(claim)  # not started: the budget is spent for now
                 return
