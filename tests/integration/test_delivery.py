@@ -294,7 +294,7 @@ async def test_a_running_dispatcher_expires_held_mail_but_looks_at_most_every_10
     store = world.services.store
     looks: list[float] = []
     expire_due = store.expire_due
-    store.expire_due = lambda now, who: looks.append(now) or expire_due(now, who)  # type: ignore[method-assign]
+    store.expire_due = lambda now, who, **kw: looks.append(now) or expire_due(now, who, **kw)  # type: ignore[method-assign]
     start = time.time()
     dispatcher = world.services.dispatcher
     for offset in (0, 1, 5, 9.9, 31, 35, 41.5):

@@ -488,6 +488,10 @@ def test_expire_due_gives_up_on_waiting_and_held_mail(store: SqlStore) -> None:
     assert view.recipients[0].reply.text == "mailvia: gave up after the retry period"
     assert s.list_events("org_1", cursor=None, limit=9)[0] == expired
     assert s.expire_due(T0 + 5 * DAY + 1, "w1") == []
+    s.add_messages([new(f"x{i}", at=T0 + 10) for i in range(3)])
+    batches = [s.expire_due(T0 + 6 * DAY, "w1", limit=2) for _ in range(3)]
+    # soonest give-up time first, at most `limit` per state and call (m3 gives up first)
+    assert [[e.data["message_id"] for e in b] for b in batches] == [["m3", "x0"], ["x1", "x2"], []]
 
 
 def test_cancel_only_waiting_mail(store: SqlStore) -> None:

@@ -31,6 +31,7 @@ IDLE_POLL = 1.0  # seconds between looks for mail submitted by other processes
 # run_forever looks for mail past its give-up time at most this often: each look is a write
 # transaction, and passes come many times a second while mail trickles in.
 EXPIRE_EVERY = 10.0  # seconds
+EXPIRE_BATCH = 1000  # messages of each state expired per transaction (memory stays flat)
 
 Notifier = Callable[[Channel, str, Instant], Awaitable[None]]
 
@@ -92,7 +93,10 @@ class Dispatcher:
     async def run_once(self, now: Instant) -> int:
         """One pass at time `now`: expire, then one batch per due channel, all channels side by
         side. Returns the number of attempts."""
-        self.store.expire_due(now, self.options.worker)
+        while True:  # a full batch: there may be more
+            expired = self.store.expire_due(now, self.options.worker, limit=EXPIRE_BATCH)
+            if len(expired) < EXPIRE_BATCH:
+                break
         due = self.store.channels_due(now)
         counts = await asyncio.gather(*(self._drain(cid, now, None) for cid in due))
         return sum(counts)
@@ -135,8 +139,9 @@ class Dispatcher:
     ) -> float:
         now = clock()
         if self._expired_at is None or not 0 <= now - self._expired_at < EXPIRE_EVERY:
-            self.store.expire_due(now, self.options.worker)
-            self._expired_at = now
+            expired = self.store.expire_due(now, self.options.worker, limit=EXPIRE_BATCH)
+            # A full batch: look again on the next pass rather than hold the loop now.
+            self._expired_at = None if len(expired) >= EXPIRE_BATCH else now
         for channel_id in self.store.channels_due(now):
             if channel_id not in running:
                 running[channel_id] = asyncio.create_task(self._drain(channel_id, now, clock))

@@ -28,13 +28,6 @@ _TERMINAL = sorted(s.value for s in TERMINAL)
 m, r, c = messages.c, recipients.c, channels.c
 
 
-def _claimable(now: Instant) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        sa.and_(m.state.in_(_WAITING), m.next_attempt_at <= now),
-        sa.and_(m.state == State.SENDING.value, m.lease_expires_at <= now),
-    )
-
-
 def _channel_open(now: Instant) -> sa.ColumnElement[bool]:
     return sa.and_(
         c.state == ChannelState.ACTIVE.value,
@@ -96,8 +89,22 @@ class OutboxStore:
         return results
 
     def channels_due(self, now: Instant) -> list[str]:
-        """Ids of active, unthrottled channels with at least one claimable message."""
-        due = sa.exists().where(m.channel_id == c.id, _claimable(now))
+        """Ids of active, unthrottled channels with at least one claimable message. One
+        EXISTS per state, each a range of the claim index, so a large backlog that is not
+        due yet is not walked."""
+        due = sa.or_(
+            *(
+                sa.exists().where(
+                    m.channel_id == c.id, m.state == state.value, m.next_attempt_at <= now
+                )
+                for state in (State.QUEUED, State.DEFERRED)
+            ),
+            sa.exists().where(
+                m.channel_id == c.id,
+                m.state == State.SENDING.value,
+                m.lease_expires_at <= now,
+            ),
+        )
         query = sa.select(c.id).where(_channel_open(now), due).order_by(c.id)
         with self._db.read() as conn:
             return [str(channel_id) for channel_id in conn.execute(query).scalars()]
