@@ -661,3 +661,43 @@ def test_a_restarted_worker_takes_its_previous_claims_back_at_once(store: SqlSto
     assert s.start_worker("w1", T0 + 4, host="h", pid=3) == 0
     s.stop_worker("w1")
     assert s.list_workers() == []
+
+
+def test_the_budget_ledgers_running_sums_decide_as_a_full_recount(store: SqlStore) -> None:
+    """Each start adds up only what entered or left its windows since the last one; its
+    decisions are exactly those of a recount of the whole window (domain/shaping.fits)."""
+    import random
+
+    from mailvia.domain.shaping import fits
+
+    budgets = (Budget(5, 10, Unit.MESSAGES), Budget(12, 30, Unit.RECIPIENTS))
+    ledger = store.budget_ledger("ch_a", budgets)
+    rng = random.Random(7)
+    now, open_ids, decided = T0, [], 0
+    for _ in range(300):
+        now += rng.choice([0.0, 0.3, 1.0, 2.5, 7.0])
+        if open_ids and rng.random() < 0.6:
+            ledger.finish([(open_ids.pop(rng.randrange(len(open_ids))), now)])
+            continue
+        recipients = rng.randint(1, 4)
+        expected = fits(budgets, ledger.log(now), now, recipients)
+        taken, wait = ledger.take(now, recipients)
+        assert (taken is not None) == expected, (now - T0, recipients)
+        decided += 1
+        if taken is not None:
+            open_ids.append(taken)
+        else:
+            assert wait is not None and wait > now
+    assert decided > 100
+
+
+def test_a_budgeted_start_marks_the_message_only_while_its_lease_is_held(store: SqlStore) -> None:
+    store.add_messages([new("m1")])
+    (claim,) = grab(store, worker="w1", lease=30)
+    ledger = store.budget_ledger("ch_a", (Budget(5, 10, Unit.MESSAGES),))
+    assert ledger.take(T0 + 1, 1, start=(claim.seq, "w2")) == (None, None)  # not w2's
+    assert ledger.allowance(T0 + 1) == 5  # nothing was recorded
+    taken, wait = ledger.take(T0 + 1, 1, start=(claim.seq, "w1"))
+    assert taken is not None and wait is None and ledger.allowance(T0 + 1) == 4
+    (again,) = grab(store, now=T0 + 31, worker="w2")  # w1 died after the mark
+    assert again.possible_duplicate

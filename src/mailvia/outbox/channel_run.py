@@ -13,7 +13,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
@@ -55,6 +55,11 @@ _EVENT_FOR = {
 
 class _LeaseLost(Exception):
     """The worker no longer holds the claim's lease."""
+
+
+def _lost(claim: Claim) -> NoReturn:
+    log.warning("message %s: its lease was lost before sending; not sent", claim.message_id)
+    raise _LeaseLost
 
 
 def new_event(org_id: str, type_: str, now: Instant, data: dict[str, object]) -> Event:
@@ -175,14 +180,15 @@ class ChannelRun:
         size = self.channel.max_recipients_per_message
         chunks = [claim.pending[i : i + size] for i in range(0, len(claim.pending), size)]
         for chunk in chunks:
-            taken = None if self.stopped else self._take_budget(len(chunk), fixed)
+            first = None if settlements else claim
+            taken = None if self.stopped else self._take_budget(len(chunk), fixed, first)
             if taken is None:
                 if not settlements:
                     return None
                 untried.extend(chunk)
                 continue
-            if not settlements:
-                await self._mark_started(claim, taken, fixed)
+            if first is not None and self.ledger is None:
+                await self._mark_started(claim, fixed)
             started = time.perf_counter()
             result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started
@@ -203,16 +209,13 @@ class ChannelRun:
             self._note_effect(settlement)
         return self._record(claim, settlements, untried, self.now(fixed))
 
-    async def _mark_started(self, claim: Claim, taken: int, fixed: Instant) -> None:
+    async def _mark_started(self, claim: Claim, fixed: Instant) -> None:
         """Commit that this message's transaction starts (before MAIL or the API call): if
         this worker dies now, whoever takes the message over flags it possible_duplicate.
-        Raises _LeaseLost (the budget taken is given back) when another worker has it."""
-        if await self.d.liveness.started(claim.seq, self.now(fixed)):
-            return
-        if self.ledger is not None and taken:
-            self.ledger.finish([(taken, self.now(fixed))])
-        log.warning("message %s: its lease was lost before sending; not sent", claim.message_id)
-        raise _LeaseLost
+        (A budgeted channel's ledger marks it as it takes the budget.) Raises _LeaseLost
+        when another worker has it."""
+        if not await self.d.liveness.started(claim.seq, self.now(fixed)):
+            _lost(claim)
 
     async def _send(self, envelope: Envelope, content: bytes) -> TransactionResult:
         """One transaction. An OAuth mailbox whose token the server refuses gets one fresh
@@ -239,14 +242,18 @@ class ChannelRun:
         self.credentials, self.asked = credentials, True
         return credentials
 
-    def _take_budget(self, recipients: int, fixed: Instant) -> int | None:
+    def _take_budget(self, recipients: int, fixed: Instant, first: Claim | None) -> int | None:
         """The ledger id of a transaction allowed to start now (0 without budgets), or None
-        when the budgets are spent for now."""
+        when the budgets are spent for now. For a message's first transaction the ledger
+        also marks it started; raises _LeaseLost when another worker has it."""
         if self.ledger is None:
             return 0
-        taken, wait = self.ledger.take(self.now(fixed), recipients)
+        start = (first.seq, self.d.options.worker) if first is not None else None
+        taken, wait = self.ledger.take(self.now(fixed), recipients, start=start)
         if wait is not None:
             self.budget_wait = wait
+        elif taken is None and first is not None:
+            _lost(first)
         return taken
 
     def _note_effect(self, settlement: Settlement) -> None:

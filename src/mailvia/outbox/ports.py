@@ -140,8 +140,12 @@ class MessageFilter:
 class Ledger(Protocol):
     """One channel's budget use, shared by every worker (see store/budgets.py)."""
 
-    def take(self, now: Instant, recipients: int) -> tuple[int | None, Instant | None]:
-        """Start a transaction now: (its id, None), or (None, when one would fit)."""
+    def take(
+        self, now: Instant, recipients: int, *, start: tuple[int, str] | None = None
+    ) -> tuple[int | None, Instant | None]:
+        """Start a transaction now: (its id, None), or (None, when one would fit). With
+        `start` (message seq, worker) the message is marked started too; (None, None): the
+        worker no longer holds its lease."""
         ...
 
     def finish(self, ended: Sequence[tuple[int, Instant]]) -> None:

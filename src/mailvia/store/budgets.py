@@ -29,6 +29,7 @@ from mailvia.domain.errors import NotFound
 from mailvia.domain.shaping import Use, UseLog, longest_window, need
 from mailvia.store.engine import Database
 from mailvia.store.tables import budget_windows, channel_usage, channels
+from mailvia.store.workers import mark_started
 
 u, w = channel_usage.c, budget_windows.c
 STALE_AFTER = 3600.0
@@ -105,9 +106,14 @@ class BudgetLedger:
         self._starts = 0
         self._others: set[tuple[float, Unit]] = set()  # stored windows of former budgets
 
-    def take(self, now: Instant, recipients: int) -> tuple[int | None, Instant | None]:
+    def take(
+        self, now: Instant, recipients: int, *, start: tuple[int, str] | None = None
+    ) -> tuple[int | None, Instant | None]:
         """Start a transaction now if every budget allows it: returns (its ledger id, None).
         Otherwise records nothing, marks the channel as waiting and returns (None, when).
+        With `start` (message seq, worker) the message is marked started in the same
+        transaction (see store/workers.py); when the worker no longer holds its lease,
+        nothing is recorded and (None, None) comes back.
 
         One database transaction, serialised per channel (SQLite's write lock; a row lock on
         PostgreSQL). Raises NotFound when the channel is gone."""
@@ -126,6 +132,8 @@ class BudgetLedger:
                     .values(budget_wait_until=wait)
                 )
                 return None, wait
+            if start is not None and not mark_started(conn, [start[0]], start[1], now):
+                return None, None
             row = {
                 "channel_id": self.channel_id,
                 "at": now,

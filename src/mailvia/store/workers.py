@@ -98,10 +98,16 @@ class WorkerStore:
         holds the message's lease (if not, another worker has it: do not send)."""
         if not seqs:
             return []
-        held: set[int] = set()
         with self._db.write() as conn:
-            for part in chunks(sorted(set(seqs))):
-                mine = sa.and_(m.seq.in_(part), m.state == _SENDING, m.lease_owner == worker)
-                marked = messages.update().where(mine).values(started_at=now).returning(m.seq)
-                held.update(conn.execute(marked).scalars())
+            held = mark_started(conn, seqs, worker, now)
         return [seq in held for seq in seqs]
+
+
+def mark_started(conn: sa.Connection, seqs: Sequence[int], worker: str, now: Instant) -> set[int]:
+    """Set started_at on the messages still leased to `worker`; returns their seqs."""
+    held: set[int] = set()
+    for part in chunks(sorted(set(seqs))):
+        mine = sa.and_(m.seq.in_(part), m.state == _SENDING, m.lease_owner == worker)
+        marked = messages.update().where(mine).values(started_at=now).returning(m.seq)
+        held.update(conn.execute(marked).scalars())
+    return held
