@@ -95,6 +95,8 @@ class ChannelRun:
         self.drained_at: Instant | None = None  # when a claim last came back short
         self.claimed: list[int] = []  # seqs this run claimed (in the worker's hand until done)
         self.turns = Turns(channel.max_connections + 1)
+        # seq -> the group commit marking it started, and its place in the group
+        self.marks: dict[int, tuple[asyncio.Future[list[bool]], int]] = {}
 
     def now(self, fixed: Instant) -> Instant:
         return fixed if self.clock is None else self.clock()
@@ -212,9 +214,17 @@ class ChannelRun:
     async def _mark_started(self, claim: Claim, fixed: Instant) -> None:
         """Commit that this message's transaction starts (before MAIL or the API call): if
         this worker dies now, whoever takes the message over flags it possible_duplicate.
-        (A budgeted channel's ledger marks it as it takes the budget.) Raises _LeaseLost
-        when another worker has it."""
-        if not await self.d.liveness.started(claim.seq, self.now(fixed)):
+        The marks go ahead by up to max_connections messages (the next ones in the queue,
+        in one group), so that one commit serves many transactions; a budgeted channel's
+        ledger marks each exactly as it takes the budget. Raises _LeaseLost when another
+        worker has it."""
+        if claim.seq not in self.marks:
+            ahead = [c.seq for c in self.queue if c.seq not in self.marks]
+            group = (claim.seq, *ahead[: self.channel.max_connections - 1])
+            marking = asyncio.ensure_future(self.d.liveness.started(group, self.now(fixed)))
+            self.marks.update((seq, (marking, i)) for i, seq in enumerate(group))
+        pending, index = self.marks.pop(claim.seq)
+        if not (await pending)[index]:
             _lost(claim)
 
     async def _send(self, envelope: Envelope, content: bytes) -> TransactionResult:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 BEAT_EVERY = 5.0  # seconds between beats (at most; a sixth of the lease when that is shorter)
 
-Mark = tuple[int, Instant]  # (message seq, when its transaction starts)
+Mark = tuple[tuple[int, ...], Instant]  # (message seqs, when their transactions start)
 
 
 async def _in_thread(commit: Callable[[list[Mark]], list[Any]], items: list[Mark]) -> list[Any]:
@@ -55,7 +55,7 @@ class Liveness:
         self.every = min(BEAT_EVERY, lease_seconds / 6)
         self.holding: set[int] = set()
         self.beaten_at: Instant | None = None
-        self._marks: GroupCommit[Mark, bool] | None = None
+        self._marks: GroupCommit[Mark, list[bool]] | None = None
 
     def start(self, now: Instant) -> int:
         """Announce this worker; its previous incarnation's claims become claimable now.
@@ -87,15 +87,16 @@ class Liveness:
         """A clean stop, after every claim was settled or given back."""
         self.registry.stop_worker(self.worker)
 
-    async def started(self, seq: int, now: Instant) -> bool:
-        """Mark the message's transaction as started, committed before this returns (with
-        the other marks of the moment in one transaction). False: the lease was lost to
-        another worker, and the message must not be sent. Raises StoreUnavailable."""
+    async def started(self, seqs: tuple[int, ...], now: Instant) -> list[bool]:
+        """Mark these messages' transactions as started, committed before this returns (with
+        the other marks of the moment in one transaction). Per seq, False: the lease was
+        lost to another worker, and the message must not be sent. Raises StoreUnavailable."""
         if self._marks is None:
             self._marks = GroupCommit(self._commit, _in_thread)
-        return await self._marks.put((seq, now))
+        return await self._marks.put((seqs, now))
 
-    def _commit(self, items: list[Mark]) -> list[bool | BaseException]:
+    def _commit(self, items: list[Mark]) -> list[list[bool] | BaseException]:
         now = max(at for _, at in items)
-        held = self.registry.mark_started([seq for seq, _ in items], self.worker, now)
-        return list(held)
+        seqs = [seq for group, _ in items for seq in group]
+        held = iter(self.registry.mark_started(seqs, self.worker, now))
+        return [[next(held) for _ in group] for group, _ in items]
