@@ -89,21 +89,21 @@ class OutboxStore:
         return results
 
     def channels_due(self, now: Instant) -> list[str]:
-        """Ids of active, unthrottled channels with at least one claimable message. One
-        EXISTS per state, each a range of the claim index, so a large backlog that is not
-        due yet is not walked."""
+        """Ids of active, unthrottled channels with at least one claimable message. Each
+        state's earliest due time is a min() that both databases read off the claim index
+        (one row each), so a backlog that is not due, or years of history, is never walked."""
+
+        def earliest(state: State, column: sa.ColumnElement[Any]) -> Any:
+            return (
+                sa.select(sa.func.min(column))
+                .where(m.channel_id == c.id, m.state == state.value)
+                .scalar_subquery()
+            )
+
         due = sa.or_(
-            *(
-                sa.exists().where(
-                    m.channel_id == c.id, m.state == state.value, m.next_attempt_at <= now
-                )
-                for state in (State.QUEUED, State.DEFERRED)
-            ),
-            sa.exists().where(
-                m.channel_id == c.id,
-                m.state == State.SENDING.value,
-                m.lease_expires_at <= now,
-            ),
+            earliest(State.QUEUED, m.next_attempt_at) <= now,
+            earliest(State.DEFERRED, m.next_attempt_at) <= now,
+            earliest(State.SENDING, m.lease_expires_at) <= now,
         )
         query = sa.select(c.id).where(_channel_open(now), due).order_by(c.id)
         with self._db.read() as conn:
