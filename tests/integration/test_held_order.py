@@ -1,6 +1,7 @@
 """Held mail leaves in the order it was submitted: a channel that disconnects on 535 and is
-reconnected releases its mail oldest first, so a follow-up never overtakes the message it
-follows by more than the channel's connections. Real store, transport and test server (its
+reconnected releases its mail oldest first, and no message is overtaken by more than the
+channel's `max_connections` messages submitted after it (a follow-up never gets far ahead
+of the message it follows). Real store, transport and test server (its
 faults file is re-read for each connection); run_forever on the real clock."""
 
 from __future__ import annotations
@@ -35,16 +36,15 @@ async def until(check, timeout: float = 20.0) -> None:  # type: ignore[no-untype
         await asyncio.sleep(0.02)
 
 
-def overtakes(order: list[int]) -> list[tuple[int, int, int]]:
-    """(later, earlier, places) for each message that arrived more than CONNECTIONS places
-    before one submitted earlier."""
-    position = {n: i for i, n in enumerate(order)}
-    return [
-        (later, earlier, position[earlier] - position[later])
-        for later in order
-        for earlier in order
-        if earlier < later and position[earlier] - position[later] > CONNECTIONS
-    ]
+def overtakes(order: list[int]) -> list[tuple[int, list[int]]]:
+    """Each message that more than CONNECTIONS later-submitted messages arrived before
+    (it was overtaken by them), with those messages."""
+    found = []
+    for place, earlier in enumerate(order):
+        ahead = [later for later in order[:place] if later > earlier]
+        if len(ahead) > CONNECTIONS:
+            found.append((earlier, ahead))
+    return found
 
 
 async def test_held_mail_leaves_in_submission_order_after_a_reconnect(

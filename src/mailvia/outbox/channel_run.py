@@ -191,6 +191,8 @@ class ChannelRun:
                 continue
             if first is not None and self.ledger is None:
                 await self._mark_started(claim, fixed)
+                if self.stopped:  # another connection disconnected or throttled meanwhile
+                    return None
             started = time.perf_counter()
             result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started

@@ -4,9 +4,10 @@ oldest one still in a transaction.
 
 Without it a connection that is quick (already open) sends message after message while
 another still opens its connection (TLS, AUTH) for an earlier one, and a rep's follow-up
-overtakes the message it follows by any number of places. With `size` = the channel's
-connections + 1, no message arrives more than `max_connections` places before one claimed
-earlier. In steady traffic the transactions take turns and no connection waits.
+overtakes the message it follows by any number of messages. With `size` = the channel's
+connections + 1, a message taken while an earlier one is still in a transaction is at most
+`max_connections` places after it in the claim order, so no message is overtaken by more
+than `max_connections` messages claimed after it, and every connection can stay busy.
 """
 
 from __future__ import annotations
