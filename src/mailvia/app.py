@@ -201,10 +201,13 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         credentials=credentials,
         notify_disconnected=notices.channel_disconnected,
         metrics=metrics,
+        workers=store,
         options=DispatchOptions(
             worker=worker,
             lease_seconds=settings.lease_seconds,
             batch=settings.claim_batch,
+            host=socket.gethostname(),
+            pid=os.getpid(),
         ),
     )
     submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake, api_limits=limits)

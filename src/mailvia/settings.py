@@ -67,7 +67,7 @@ class Settings:
     submission_max_connections: int = 500  # at once, on the submission ports together
     submission_max_connections_per_client: int = 50  # at once, from one client address
     worker_id: str | None = None
-    lease_seconds: float = 1800.0  # longer than any one attempt's timeouts add up to
+    lease_seconds: float = 30.0  # a claim lasts this long after its worker's last beat
     claim_batch: int = 200
     dispatch: bool = True  # `serve` also runs the dispatcher; off: run `mailvia worker`s
     # Mailbox providers' HTTP APIs: the operator's, like the pool relay (no address guard).

@@ -202,19 +202,24 @@ async def test_dot_lines_in_the_body_never_end_data_early(
 async def test_a_crashed_dispatchers_lease_expires_and_mail_is_claimed_again(
     world: World, certs: Certs, tmp_path: Path
 ) -> None:
+    """A dead worker's claims come back when its lease runs out; only the message whose
+    transaction it had started (marked before MAIL) is flagged possible_duplicate."""
     async with tls_server(certs, tmp_path) as server:
         channel = world.channel(server.port, certs=certs)
-        [receipt] = world.send()
+        started, claimed = world.send(count=2)
         now = time.time()
-        claims = world.services.store.claim(
+        store = world.services.store
+        claims = store.claim(
             channel_id=channel.id, now=now, limit=10, lease_until=now + 60, worker="crashed"
         )
-        assert [c.message_id for c in claims] == [receipt.id]
+        assert [c.message_id for c in claims] == [started.id, claimed.id]
+        assert store.mark_started([claims[0].seq], "crashed", now) == [True]
         assert await world.services.dispatcher.run_once(now + 30) == 0  # lease still held
-        assert await world.services.dispatcher.run_once(now + 61) == 1
-        await server.wait_for(1)
-    view = world.services.store.get_message(receipt.id)
-    assert view.state is State.DELIVERED and view.possible_duplicate
+        assert await world.services.dispatcher.run_once(now + 61) == 2
+        await server.wait_for(2)
+    views = [store.get_message(r.id) for r in (started, claimed)]
+    assert [v.state for v in views] == [State.DELIVERED, State.DELIVERED]
+    assert [v.possible_duplicate for v in views] == [True, False]
 
 
 async def test_wrong_password_disconnects_holds_and_notifies_the_owner(
@@ -289,7 +294,7 @@ async def test_a_running_dispatcher_expires_held_mail_but_looks_at_most_every_10
     store = world.services.store
     looks: list[float] = []
     expire_due = store.expire_due
-    store.expire_due = lambda now, who: looks.append(now) or expire_due(now, who)  # type: ignore[method-assign]
+    store.expire_due = lambda now, who, **kw: looks.append(now) or expire_due(now, who, **kw)  # type: ignore[method-assign]
     start = time.time()
     dispatcher = world.services.dispatcher
     for offset in (0, 1, 5, 9.9, 31, 35, 41.5):

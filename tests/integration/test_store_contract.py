@@ -514,6 +514,10 @@ def test_expire_due_gives_up_on_waiting_and_held_mail(store: SqlStore) -> None:
     assert view.recipients[0].reply.text == "mailvia: gave up after the retry period"
     assert s.list_events("org_1", cursor=None, limit=9)[0] == expired
     assert s.expire_due(T0 + 5 * DAY + 1, "w1") == []
+    s.add_messages([new(f"x{i}", at=T0 + 10) for i in range(3)])
+    batches = [s.expire_due(T0 + 6 * DAY, "w1", limit=2) for _ in range(3)]
+    # soonest give-up time first, at most `limit` per state and call (m3 gives up first)
+    assert [[e.data["message_id"] for e in b] for b in batches] == [["m3", "x0"], ["x1", "x2"], []]
 
 
 def test_cancel_only_waiting_mail(store: SqlStore) -> None:
@@ -679,3 +683,85 @@ def test_a_message_added_leased_is_the_testers_alone_until_its_lease_runs_out(
     store.add_leased(new("m_lost", test=True), worker="tester", lease_until=T0 + 60)
     [taken] = grab(store, now=T0 + 61)
     assert taken.message_id == "m_lost" and taken.possible_duplicate
+
+
+def test_a_beating_worker_keeps_its_claims_and_a_silent_one_loses_them(store: SqlStore) -> None:
+    """Heartbeat expiry with a driven clock: beats extend the leases of the claims in hand;
+    30 s after the last beat another worker takes them, flagging only the started one."""
+    s = store
+    s.add_messages([new("m1"), new("m2"), new("m3")])
+    one, two, three = grab(s, worker="w1", lease=30)
+    assert s.mark_started([one.seq, two.seq], "w1", T0 + 1) == [True, True]
+    for beat in (T0 + 5, T0 + 10, T0 + 15, T0 + 20):
+        assert s.beat("w1", beat, lease_until=beat + 30, seqs=[one.seq, two.seq], host="h", pid=1)
+    # three was not in hand at the beats: its lease ran out at T0 + 30
+    assert [c.message_id for c in grab(s, now=T0 + 30, worker="w2")] == ["m3"]
+    assert grab(s, now=T0 + 49.9, worker="w2") == []  # the last beat holds until T0 + 50
+    assert s.next_due_at() == T0 + 50
+    taken = grab(s, now=T0 + 50, worker="w2")
+    assert [(c.message_id, c.possible_duplicate) for c in taken] == [("m1", True), ("m2", True)]
+    assert s.get_message("m3").possible_duplicate is False
+    assert s.mark_started([one.seq], "w1", T0 + 51) == [False]  # w1 lost it: it must not send
+    [worker] = s.list_workers()
+    assert (worker.id, worker.beat_at, worker.host, worker.pid) == ("w1", T0 + 20, "h", 1)
+    assert three.message_id == "m3"
+
+
+def test_a_restarted_worker_takes_its_previous_claims_back_at_once(store: SqlStore) -> None:
+    s = store
+    s.add_messages([new("m1"), new("m2"), new("m3")])
+    first, _ = grab(s, worker="w1", lease=30, limit=2)
+    s.mark_started([first.seq], "w1", T0 + 1)
+    assert s.start_worker("w1", T0 + 2, host="h", pid=2) == 2  # the same id, after a crash
+    again = grab(s, now=T0 + 2, worker="w1")
+    assert [(c.message_id, c.possible_duplicate) for c in again] == [
+        ("m1", True),
+        ("m2", False),
+        ("m3", False),
+    ]
+    assert [(w.id, w.started_at, w.pid) for w in s.list_workers()] == [("w1", T0 + 2, 2)]
+    s.record_attempts([record(again[0], sent("bob@example.test"), state=State.DELIVERED)])
+    s.unclaim(again[1:], state=State.QUEUED, now=T0 + 3)
+    assert s.start_worker("w1", T0 + 4, host="h", pid=3) == 0
+    s.stop_worker("w1")
+    assert s.list_workers() == []
+
+
+def test_the_budget_ledgers_running_sums_decide_as_a_full_recount(store: SqlStore) -> None:
+    """Each start adds up only what entered or left its windows since the last one; its
+    decisions are exactly those of a recount of the whole window (domain/shaping.fits)."""
+    import random
+
+    from mailvia.domain.shaping import fits
+
+    budgets = (Budget(5, 10, Unit.MESSAGES), Budget(12, 30, Unit.RECIPIENTS))
+    ledger = store.budget_ledger("ch_a", budgets)
+    rng = random.Random(7)
+    now, open_ids, decided = T0, [], 0
+    for _ in range(300):
+        now += rng.choice([0.0, 0.3, 1.0, 2.5, 7.0])
+        if open_ids and rng.random() < 0.6:
+            ledger.finish([(open_ids.pop(rng.randrange(len(open_ids))), now)])
+            continue
+        recipients = rng.randint(1, 4)
+        expected = fits(budgets, ledger.log(now), now, recipients)
+        taken, wait = ledger.take(now, recipients)
+        assert (taken is not None) == expected, (now - T0, recipients)
+        decided += 1
+        if taken is not None:
+            open_ids.append(taken)
+        else:
+            assert wait is not None and wait > now
+    assert decided > 100
+
+
+def test_a_budgeted_start_marks_the_message_only_while_its_lease_is_held(store: SqlStore) -> None:
+    store.add_messages([new("m1")])
+    (claim,) = grab(store, worker="w1", lease=30)
+    ledger = store.budget_ledger("ch_a", (Budget(5, 10, Unit.MESSAGES),))
+    assert ledger.take(T0 + 1, 1, start=(claim.seq, "w2")) == (None, None)  # not w2's
+    assert ledger.allowance(T0 + 1) == 5  # nothing was recorded
+    taken, wait = ledger.take(T0 + 1, 1, start=(claim.seq, "w1"))
+    assert taken is not None and wait is None and ledger.allowance(T0 + 1) == 4
+    (again,) = grab(store, now=T0 + 31, worker="w2")  # w1 died after the mark
+    assert again.possible_duplicate

@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -19,6 +20,7 @@ from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, fail, pass_context
 from mailvia.ingress.submission import SubmissionServer
 from mailvia.ingress.submission_connections import ConnectionLimit
 from mailvia.ingress.submission_tls import submission_tls
+from mailvia.ingress.worker_id import claim_worker_id
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import Bootstrap
 from mailvia.settings import Listen, Settings
@@ -87,6 +89,13 @@ def write_bootstrap(data_dir: Path, boot: Bootstrap) -> Path:
             f"api token: {boot.token}\n"
         )
     return path
+
+
+def with_worker_id(settings: Settings) -> Settings:
+    """WORKER_ID, or one that survives restarts (see ingress/worker_id.py)."""
+    if settings.worker_id:
+        return settings
+    return replace(settings, worker_id=claim_worker_id(settings.data_dir))
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -220,6 +229,8 @@ def serve(ctx: Context, settings: Settings) -> None:
         if listen is not None
     ]
     metrics = _bind(settings.metrics_listen) if settings.metrics_listen else None
+    if settings.dispatch:
+        settings = with_worker_id(settings)
     services = ctx.services(settings, create_key=True)
     tell(services.startup_notes)
     boot = services.tenancy.bootstrap(time.time())
@@ -254,7 +265,7 @@ async def _work(services: Services) -> None:
 @pass_context
 def worker(ctx: Context, settings: Settings) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
-    services = ctx.services(settings, create_key=False)
+    services = ctx.services(with_worker_id(settings), create_key=False)
     tell(services.startup_notes)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_work(services))

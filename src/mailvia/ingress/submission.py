@@ -25,7 +25,6 @@ from mailvia.domain.errors import Forbidden, MailviaError, Unauthenticated
 from mailvia.domain.message import Envelope as MessageEnvelope
 from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
-from mailvia.ingress.group_commit import GroupCommit
 from mailvia.ingress.submission_auth import OneAtATime
 from mailvia.ingress.submission_connections import Capped, ConnectionLimit
 from mailvia.ingress.submission_intake import Arrived, Intake
@@ -38,6 +37,7 @@ from mailvia.ingress.submission_replies import (
 )
 from mailvia.outbox.addresses import check_address
 from mailvia.outbox.compose import MAX_RECIPIENTS
+from mailvia.outbox.group_commit import GroupCommit
 from mailvia.outbox.metrics import rejection_reason
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt

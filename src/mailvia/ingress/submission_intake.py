@@ -1,6 +1,6 @@
 """What the submission port does with a message once DATA is over: check the client's bytes
 (`compose`, on the event loop), then find its sender and submit it with the messages that
-arrived at the same time (`commit`, a group commit in a worker thread, see group_commit.py;
+arrived at the same time (`commit`, a group commit in a worker thread, see outbox/group_commit.py;
 the store is synchronous)."""
 
 from __future__ import annotations

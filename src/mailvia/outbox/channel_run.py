@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
@@ -30,6 +30,7 @@ from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State, message_state
 from mailvia.domain.oauth import refused_after_renewal
 from mailvia.domain.replies import Stage, credentials_rejected
+from mailvia.outbox.order import Turns
 from mailvia.outbox.ports import AttemptRecord, Claim, Credentials, Event, Ledger
 
 if TYPE_CHECKING:
@@ -52,6 +53,15 @@ _EVENT_FOR = {
     State.DEFERRED: "message.deferred",
     State.HELD: "message.held",
 }
+
+
+class _LeaseLost(Exception):
+    """The worker no longer holds the claim's lease."""
+
+
+def _lost(claim: Claim) -> NoReturn:
+    log.warning("message %s: its lease was lost before sending; not sent", claim.message_id)
+    raise _LeaseLost
 
 
 def new_event(org_id: str, type_: str, now: Instant, data: dict[str, object]) -> Event:
@@ -86,6 +96,10 @@ class ChannelRun:
         self.held = 0  # messages this run moved to held
         self.delivered_any = False
         self.drained_at: Instant | None = None  # when a claim last came back short
+        self.claimed: list[int] = []  # seqs this run claimed (in the worker's hand until done)
+        self.turns = Turns(channel.max_connections + 1)
+        # seq -> the group commit marking it started, and its place in the group
+        self.marks: dict[int, tuple[asyncio.Future[list[bool]], int]] = {}
 
     def now(self, fixed: Instant) -> Instant:
         return fixed if self.clock is None else self.clock()
@@ -103,8 +117,11 @@ class ChannelRun:
         try:
             await asyncio.gather(*(self._work(now) for _ in range(workers)))
         finally:
-            self._flush()
-            await self._apply_effect(self.now(now))
+            try:
+                self._flush()
+                await self._apply_effect(self.now(now))
+            finally:
+                self.d.liveness.holding.difference_update(self.claimed)
         return self.attempts
 
     def _claim(self, now: Instant) -> bool:
@@ -121,6 +138,8 @@ class ChannelRun:
             worker=opts.worker,
         )
         self.queue.extend(claims)
+        self.claimed.extend(c.seq for c in claims)
+        self.d.liveness.holding.update(c.seq for c in claims)
         self.drained_at = now if len(claims) < limit else None
         return bool(claims)
 
@@ -134,10 +153,19 @@ class ChannelRun:
 
     async def _work(self, fixed: Instant) -> None:
         while self.queue and not self.stopped:
+            await self.turns.wait()  # no more than max_connections ahead of the oldest
+            if not self.queue or self.stopped:
+                return
             claim = self.queue.popleft()
             if self.clock is not None:
                 self._refill(self.clock())
-            record = await self._attempt(claim, fixed)
+            position = self.turns.take()
+            try:
+                record = await self._attempt(claim, fixed)
+            except _LeaseLost:
+                continue  # another worker holds it now; it is theirs to send and record
+            finally:
+                self.turns.done(position)
             if record is None:
                 self.queue.appendleft(claim)  # not started: the budget is spent for now
                 return
@@ -157,12 +185,17 @@ class ChannelRun:
         size = self.channel.max_recipients_per_message
         chunks = [claim.pending[i : i + size] for i in range(0, len(claim.pending), size)]
         for chunk in chunks:
-            taken = None if self.stopped else self._take_budget(len(chunk), fixed)
+            first = None if settlements else claim
+            taken = None if self.stopped else self._take_budget(len(chunk), fixed, first)
             if taken is None:
                 if not settlements:
                     return None
                 untried.extend(chunk)
                 continue
+            if first is not None and self.ledger is None:
+                await self._mark_started(claim, fixed)
+                if self.stopped:  # another connection disconnected or throttled meanwhile
+                    return None
             started = time.perf_counter()
             result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started
@@ -182,6 +215,22 @@ class ChannelRun:
             self.d.metrics.attempt(self.channel.id, seconds, outcomes)
             self._note_effect(settlement)
         return self._record(claim, settlements, untried, self.now(fixed))
+
+    async def _mark_started(self, claim: Claim, fixed: Instant) -> None:
+        """Commit that this message's transaction starts (before MAIL or the API call): if
+        this worker dies now, whoever takes the message over flags it possible_duplicate.
+        The marks go ahead by up to max_connections messages (the next ones in the queue,
+        in one group), so that one commit serves many transactions; a budgeted channel's
+        ledger marks each exactly as it takes the budget. Raises _LeaseLost when another
+        worker has it."""
+        if claim.seq not in self.marks:
+            ahead = [c.seq for c in self.queue if c.seq not in self.marks]
+            group = (claim.seq, *ahead[: self.channel.max_connections - 1])
+            marking = asyncio.ensure_future(self.d.liveness.started(group, self.now(fixed)))
+            self.marks.update((seq, (marking, i)) for i, seq in enumerate(group))
+        pending, index = self.marks.pop(claim.seq)
+        if not (await pending)[index]:
+            _lost(claim)
 
     async def _send(self, envelope: Envelope, content: bytes) -> TransactionResult:
         """One transaction. An OAuth mailbox whose token the server refuses gets one fresh
@@ -212,14 +261,18 @@ class ChannelRun:
         self.credentials, self.asked = credentials, True
         return credentials
 
-    def _take_budget(self, recipients: int, fixed: Instant) -> int | None:
+    def _take_budget(self, recipients: int, fixed: Instant, first: Claim | None) -> int | None:
         """The ledger id of a transaction allowed to start now (0 without budgets), or None
-        when the budgets are spent for now."""
+        when the budgets are spent for now. For a message's first transaction the ledger
+        also marks it started; raises _LeaseLost when another worker has it."""
         if self.ledger is None:
             return 0
-        taken, wait = self.ledger.take(self.now(fixed), recipients)
+        start = (first.seq, self.d.options.worker) if first is not None else None
+        taken, wait = self.ledger.take(self.now(fixed), recipients, start=start)
         if wait is not None:
             self.budget_wait = wait
+        elif taken is None and first is not None:
+            _lost(first)
         return taken
 
     def _note_effect(self, settlement: Settlement) -> None:

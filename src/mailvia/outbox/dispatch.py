@@ -2,7 +2,8 @@
 throttled or backlogged channel never delays another.
 
 `run_once(now)` is one pass at a given time, so tests drive it without sleeping;
-`run_forever(clock, stop)` keeps one task per busy channel until `stop` is set.
+`run_forever(clock, stop)` keeps one task per busy channel until `stop` is set, and beats
+(outbox/liveness.py) so that its claims last while it runs and come back soon after it dies.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
 from mailvia.outbox.channel_run import ChannelRun, new_event
+from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.metrics import NO_METRICS
-from mailvia.outbox.ports import CredentialSource, Store, Transport
+from mailvia.outbox.ports import CredentialSource, Store, Transport, WorkerRegistry
 from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ IDLE_POLL = 1.0  # seconds between looks for mail submitted by other processes
 # run_forever looks for mail past its give-up time at most this often: each look is a write
 # transaction, and passes come many times a second while mail trickles in.
 EXPIRE_EVERY = 10.0  # seconds
+EXPIRE_BATCH = 1000  # messages of each state expired per transaction (memory stays flat)
 
 Notifier = Callable[[Channel, str, Instant], Awaitable[None]]
 
@@ -36,9 +39,11 @@ Notifier = Callable[[Channel, str, Instant], Awaitable[None]]
 @dataclass(frozen=True)
 class DispatchOptions:
     worker: str
-    lease_seconds: float = 1800.0
+    lease_seconds: float = 30.0  # how long a claim outlives its worker's last beat
     batch: int = 200
     flush_every: int = 100
+    host: str = ""  # shown in the worker's heartbeat row
+    pid: int = 0
 
 
 async def _no_notice(channel: Channel, reason: str, now: Instant) -> None:
@@ -55,6 +60,7 @@ class Dispatcher:
         *,
         credentials: CredentialSource,
         options: DispatchOptions,
+        workers: WorkerRegistry,
         rand: Callable[[], float] = random.random,
         notify_disconnected: Notifier = _no_notice,
         metrics: Metrics = NO_METRICS,
@@ -70,6 +76,13 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expired_at: Instant | None = None
+        self.liveness = Liveness(
+            workers,
+            worker=options.worker,
+            lease_seconds=options.lease_seconds,
+            host=options.host,
+            pid=options.pid,
+        )
 
     def wake(self) -> None:
         """Look for work now (called after a submission in this process, from any thread)."""
@@ -80,7 +93,10 @@ class Dispatcher:
     async def run_once(self, now: Instant) -> int:
         """One pass at time `now`: expire, then one batch per due channel, all channels side by
         side. Returns the number of attempts."""
-        self.store.expire_due(now, self.options.worker)
+        while True:  # a full batch: there may be more
+            expired = self.store.expire_due(now, self.options.worker, limit=EXPIRE_BATCH)
+            if len(expired) < EXPIRE_BATCH:
+                break
         due = self.store.channels_due(now)
         counts = await asyncio.gather(*(self._drain(cid, now, None) for cid in due))
         return sum(counts)
@@ -89,26 +105,43 @@ class Dispatcher:
         """Deliver until `stop` is set, then let in-flight transactions finish."""
         self._loop = asyncio.get_running_loop()
         running: dict[str, asyncio.Task[int]] = {}
+        started = False
         while not stop.is_set():
             self._wake.clear()
             wait = IDLE_POLL
             try:
+                if not started:
+                    self.liveness.start(clock())
+                    started = True
+                self.liveness.beat(clock())
                 wait = self._start_due(clock, running)
             except StoreUnavailable as exc:
                 log.warning("store unavailable, retrying: %s", exc)
             await _wait_any(self._wake, stop, running.values(), wait)
             _reap(running)
         self.stopping = True
-        if running:
-            await asyncio.wait(running.values())
+        await self._finish(running, clock)
+
+    async def _finish(
+        self, running: dict[str, asyncio.Task[int]], clock: Callable[[], Instant]
+    ) -> None:
+        """Let in-flight transactions finish (beating meanwhile), then sign off."""
+        while running:
+            await asyncio.wait(running.values(), timeout=self.liveness.every)
+            _reap(running)
+            with contextlib.suppress(StoreUnavailable):
+                self.liveness.beat(clock())
+        with contextlib.suppress(StoreUnavailable):
+            self.liveness.stop()
 
     def _start_due(
         self, clock: Callable[[], Instant], running: dict[str, asyncio.Task[int]]
     ) -> float:
         now = clock()
         if self._expired_at is None or not 0 <= now - self._expired_at < EXPIRE_EVERY:
-            self.store.expire_due(now, self.options.worker)
-            self._expired_at = now
+            expired = self.store.expire_due(now, self.options.worker, limit=EXPIRE_BATCH)
+            # A full batch: look again on the next pass rather than hold the loop now.
+            self._expired_at = None if len(expired) >= EXPIRE_BATCH else now
         for channel_id in self.store.channels_due(now):
             if channel_id not in running:
                 running[channel_id] = asyncio.create_task(self._drain(channel_id, now, clock))

@@ -142,8 +142,12 @@ class MessageFilter:
 class Ledger(Protocol):
     """One channel's budget use, shared by every worker (see store/budgets.py)."""
 
-    def take(self, now: Instant, recipients: int) -> tuple[int | None, Instant | None]:
-        """Start a transaction now: (its id, None), or (None, when one would fit)."""
+    def take(
+        self, now: Instant, recipients: int, *, start: tuple[int, str] | None = None
+    ) -> tuple[int | None, Instant | None]:
+        """Start a transaction now: (its id, None), or (None, when one would fit). With
+        `start` (message seq, worker) the message is marked started too; (None, None): the
+        worker no longer holds its lease."""
         ...
 
     def finish(self, ended: Sequence[tuple[int, Instant]]) -> None:
@@ -156,6 +160,47 @@ class Ledger(Protocol):
 
     def log(self, now: Instant) -> UseLog:
         """The transactions that count at `now`, by end time."""
+        ...
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """A dispatcher as its heartbeat row shows it."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: Instant
+    beat_at: Instant
+
+
+class WorkerRegistry(Protocol):
+    """What a dispatcher needs to show it is alive and to mark transactions it starts
+    (see store/workers.py). A claim lasts while its worker beats."""
+
+    def start_worker(self, worker: str, now: Instant, *, host: str, pid: int) -> int:
+        """(Re)start as `worker`: the previous incarnation's claims become claimable now."""
+        ...
+
+    def beat(
+        self,
+        worker: str,
+        now: Instant,
+        *,
+        lease_until: Instant,
+        seqs: Sequence[int],
+        host: str,
+        pid: int,
+    ) -> int:
+        """Alive at `now`: the leases it holds on `seqs` last until `lease_until`."""
+        ...
+
+    def stop_worker(self, worker: str) -> None:
+        """Stopped cleanly (claims given back): forget the worker."""
+        ...
+
+    def mark_started(self, seqs: Sequence[int], worker: str, now: Instant) -> list[bool]:
+        """Transactions for these messages start now; per seq, whether it is still held."""
         ...
 
 
@@ -217,13 +262,14 @@ class Store(Protocol):
     def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
     def hold_channel(self, channel_id: str, now: Instant) -> int: ...
     def release_channel(self, channel_id: str, now: Instant) -> int: ...
-    def expire_due(self, now: Instant, events_for: str) -> list[Event]: ...
+    def expire_due(self, now: Instant, events_for: str, *, limit: int = 1000) -> list[Event]: ...
     def get_message(self, message_id: str) -> MessageView: ...
     def list_messages(self, query: MessageFilter) -> tuple[list[MessageView], str | None]: ...
     def cancel_message(self, message_id: str, now: Instant) -> MessageView: ...
     def queue_counts(self, org_id: str | None = None) -> dict[str, dict[State, int]]: ...
     def waiting_count(self, channel_id: str) -> int: ...
     def add_events(self, events: Sequence[Event]) -> None: ...
+    def list_workers(self) -> list[WorkerView]: ...
     def list_events(
         self, org_id: str, *, cursor: str | None, limit: int
     ) -> tuple[list[Event], str | None]: ...
@@ -291,6 +337,8 @@ __all__ = [
     "Store",
     "Transport",
     "Vault",
+    "WorkerRegistry",
+    "WorkerView",
 ]
 
 

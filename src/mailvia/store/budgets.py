@@ -5,11 +5,20 @@ A transaction counts against a window from its start until `per_seconds` after i
 whenever the receiving server counts it (at MAIL, or at the final dot), no window it sees
 holds more than the budget. A transaction in flight counts as happening now; one left open
 by a crashed worker is taken to have ended `STALE_AFTER` seconds after it started.
+
+Each row keeps `budget_end`, the end a budget counts it to (its end; in flight, its start
+plus STALE_AFTER), so a window of `per` seconds at `now` holds exactly the rows with
+`budget_end > now - per`. A start must not add up a whole window (a day of a mailbox's
+history): `budget_windows` keeps, per channel and window, that sum at a cursor, and a check
+moves the cursor to `now - per` by adding up only the rows whose budget_end lies between
+the two (amortised, each row once per window). Starts and ends change the sums under the
+channel's lock, so the sums stay exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,19 +26,70 @@ import sqlalchemy as sa
 from mailvia.domain.channel import Budget, Unit
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import NotFound
-from mailvia.domain.shaping import Use, UseLog, longest_window, need, next_fit
+from mailvia.domain.shaping import Use, UseLog, longest_window, need
 from mailvia.store.engine import Database
-from mailvia.store.tables import channel_usage, channels
+from mailvia.store.tables import budget_windows, channel_usage, channels
+from mailvia.store.workers import mark_started
 
-u = channel_usage.c
+u, w = channel_usage.c, budget_windows.c
 STALE_AFTER = 3600.0
 _PURGE_SLACK = 3600.0  # keep an hour beyond the longest window, then forget
+_PURGE_EVERY = 64  # starts between purges of forgotten rows
+_LOOK_AGAIN = 0.05  # seconds: in-flight transactions end soon; look again then
+_FAR = 1e18  # later than any budget_end
+_b = sa.bindparam
+
+# Built once: a start runs these many times a second, and building a statement costs more
+# than running it.
+_LOCK = sa.select(channels.c.id).where(channels.c.id == _b("c")).with_for_update()
+_WINDOWS = sa.select(w.per_seconds, w.unit, w.cursor, w.held).where(w.channel_id == _b("c"))
+_START = channel_usage.insert()
+_END = (
+    channel_usage.update()
+    .where(u.seq == _b("s"))
+    .values(ended_at=_b("b_end"), budget_end=_b("b_end"))
+)
+_ROW = sa.select(u.at, u.ended_at, u.budget_end, u.messages, u.recipients).where(u.seq == _b("s"))
+# A row whose budget_end moved across a window's cursor enters or leaves its sum. Relative
+# updates: a start, under the channel's lock, may be moving the cursor at the same time.
+_CROSS = (
+    budget_windows.update()
+    .where(w.channel_id == _b("c"), w.cursor >= _b("lo"), w.cursor < _b("hi"))
+    .values(held=w.held + sa.case((w.unit == Unit.MESSAGES.value, _b("dm")), else_=_b("dr")))
+)
+_MOVE = (
+    budget_windows.update()
+    .where(w.channel_id == _b("c"), w.per_seconds == _b("p"), w.unit == _b("u"))
+    .values(cursor=_b("cur"), held=w.held + _b("dh"))
+)
+_ADD = budget_windows.insert()
+_PURGE = channel_usage.delete().where(u.channel_id == _b("c"), u.budget_end < _b("before"))
 
 
-def _effective_end(now: Instant) -> Any:
-    """When a row stops counting as in flight: its end, or now, or its stale time."""
-    stale = u.at + STALE_AFTER
-    return sa.func.coalesce(u.ended_at, sa.case((stale < now, stale), else_=now))
+def _between(unit: Unit, index: int) -> Any:
+    """What the channel's rows with lo_i < budget_end <= hi_i add up to."""
+    amount = u.messages if unit is Unit.MESSAGES else u.recipients
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(amount), 0))
+        .where(
+            u.channel_id == _b("c"),
+            u.budget_end > _b(f"lo{index}"),
+            u.budget_end <= _b(f"hi{index}"),
+        )
+        .scalar_subquery()
+    )
+
+
+@dataclass
+class _Window:
+    """One window's running sum: `held` is what rows with budget_end > `cursor` add up to."""
+
+    per: float
+    unit: Unit
+    cursor: Instant
+    held: int
+    stored: bool  # a budget_windows row exists
+    delta: int = 0  # added to the stored `held` by this transaction
 
 
 class BudgetLedger:
@@ -40,49 +100,94 @@ class BudgetLedger:
         self.channel_id = channel_id
         self.budgets = tuple(budgets)
         self.window = longest_window(budgets)
+        self._keys = sorted({(float(b.per_seconds), b.unit) for b in budgets})
+        self._sums = sa.select(*(_between(unit, i) for i, (_, unit) in enumerate(self._keys)))
+        self._mine: dict[int, tuple[Instant, int]] = {}  # started here: id -> (at, recipients)
+        self._starts = 0
+        self._others: set[tuple[float, Unit]] = set()  # stored windows of former budgets
 
-    def take(self, now: Instant, recipients: int) -> tuple[int | None, Instant | None]:
+    def take(
+        self, now: Instant, recipients: int, *, start: tuple[int, str] | None = None
+    ) -> tuple[int | None, Instant | None]:
         """Start a transaction now if every budget allows it: returns (its ledger id, None).
         Otherwise records nothing, marks the channel as waiting and returns (None, when).
+        With `start` (message seq, worker) the message is marked started in the same
+        transaction (see store/workers.py); when the worker no longer holds its lease,
+        nothing is recorded and (None, None) comes back.
 
         One database transaction, serialised per channel (SQLite's write lock; a row lock on
         PostgreSQL). Raises NotFound when the channel is gone."""
         with self._db.write() as conn:
             self._lock(conn)
-            held = self._held(conn, now)
-            if all(
+            windows = self._windows(conn, now)
+            held = self._held(windows)
+            if not all(
                 h + need(b, recipients) <= b.count for b, h in zip(self.budgets, held, strict=True)
             ):
-                seq = conn.execute(
-                    channel_usage.insert().values(
-                        channel_id=self.channel_id, at=now, messages=1, recipients=recipients
-                    )
-                ).inserted_primary_key
-                self._purge(conn, now)
-                return int((seq or (0,))[0]), None
-            wait = next_fit(self.budgets, self._log(conn, now), now, recipients)
-            wait = max(wait, now + 0.05)  # in-flight transactions end soon; look again then
-            conn.execute(
-                channels.update()
-                .where(channels.c.id == self.channel_id)
-                .values(budget_wait_until=wait)
-            )
-            return None, wait
+                self._save(conn, windows.values())
+                wait = max(self._next_fit(conn, now, recipients, held), now + _LOOK_AGAIN)
+                conn.execute(
+                    channels.update()
+                    .where(channels.c.id == self.channel_id)
+                    .values(budget_wait_until=wait)
+                )
+                return None, wait
+            if start is not None and not mark_started(conn, [start[0]], start[1], now):
+                return None, None
+            row = {
+                "channel_id": self.channel_id,
+                "at": now,
+                "messages": 1,
+                "recipients": recipients,
+                "budget_end": now + STALE_AFTER,
+            }
+            seq = int((conn.execute(_START, row).inserted_primary_key or (0,))[0])
+            for window in windows.values():
+                if now + STALE_AFTER > window.cursor:
+                    amount = 1 if window.unit is Unit.MESSAGES else recipients
+                    window.held += amount
+                    window.delta += amount
+            self._save(conn, windows.values())
+            self._mine[seq] = (now, recipients)
+            self._starts += 1
+            if self._starts % _PURGE_EVERY == 1:
+                self._purge(conn, now, windows)
+            return seq, None
 
     def finish(self, ended: Sequence[tuple[int, Instant]]) -> None:
-        """Record when transactions ended (one database transaction)."""
+        """Record when transactions ended (one database transaction). Each row's budget_end
+        becomes its end; a window whose cursor it crossed gains or loses it."""
         if not ended:
             return
         with self._db.write() as conn:
-            conn.execute(
-                channel_usage.update().where(u.seq == sa.bindparam("s")),
-                [{"s": seq, "ended_at": at} for seq, at in ended],
-            )
+            for seq, at in ended:
+                known = self._mine.pop(seq, None)
+                if known is not None:
+                    old, messages, recipients = known[0] + STALE_AFTER, 1, known[1]
+                else:
+                    row = conn.execute(_ROW, {"s": seq}).first()
+                    if row is None:
+                        continue  # forgotten long ago
+                    old, messages, recipients = row.budget_end, row.messages, row.recipients
+                conn.execute(_END, {"s": seq, "b_end": at})
+                if at == old:
+                    continue
+                sign = -1 if at < old else 1
+                conn.execute(
+                    _CROSS,
+                    {
+                        "c": self.channel_id,
+                        "lo": min(at, old),
+                        "hi": max(at, old),
+                        "dm": sign * messages,
+                        "dr": sign * recipients,
+                    },
+                )
 
     def allowance(self, now: Instant) -> int | None:
         """How many more transactions the message budgets let start now (None: no limit)."""
         with self._db.read() as conn:
-            held = self._held(conn, now)
+            held = self._held(self._windows(conn, now))
         counts = [
             b.count - h for b, h in zip(self.budgets, held, strict=True) if b.unit is Unit.MESSAGES
         ]
@@ -91,52 +196,114 @@ class BudgetLedger:
     def log(self, now: Instant) -> UseLog:
         """The transactions that count at `now`, by end time (in flight: now)."""
         with self._db.read() as conn:
-            return self._log(conn, now)
+            return self._log(conn, now, now - self.window, None)
 
     def _lock(self, conn: sa.Connection) -> None:
-        query = sa.select(channels.c.id).where(channels.c.id == self.channel_id)
-        if conn.execute(query.with_for_update()).first() is None:
+        if conn.execute(_LOCK, {"c": self.channel_id}).first() is None:
             raise NotFound(f"no channel {self.channel_id!r}")
 
-    def _held(self, conn: sa.Connection, now: Instant) -> list[int]:
-        end = _effective_end(now)
-        sums = [
-            sa.func.coalesce(
-                sa.func.sum(
-                    sa.case(
-                        (
-                            end > now - b.per_seconds,
-                            u.messages if b.unit is Unit.MESSAGES else u.recipients,
-                        ),
-                        else_=0,
-                    )
-                ),
-                0,
-            )
-            for b in self.budgets
+    def _windows(self, conn: sa.Connection, now: Instant) -> dict[tuple[float, Unit], _Window]:
+        """Each budget's window with its cursor moved to `now - per`: the rows whose
+        budget_end lies between the old cursor and the new one leave it (or, when the clock
+        went back, enter it). A window not yet stored is added up once, in full."""
+        stored = {
+            (float(per), Unit(unit)): _Window(float(per), Unit(unit), cursor, int(held), True)
+            for per, unit, cursor, held in conn.execute(_WINDOWS, {"c": self.channel_id})
+        }
+        self._others = set(stored) - set(self._keys)
+        params: dict[str, Any] = {"c": self.channel_id}
+        for i, (per, unit) in enumerate(self._keys):
+            window = stored.get((per, unit))
+            target = now - per
+            if window is None:
+                params[f"lo{i}"], params[f"hi{i}"] = target, _FAR
+            else:
+                params[f"lo{i}"], params[f"hi{i}"] = sorted((window.cursor, target))
+        sums = conn.execute(self._sums, params).one()
+        windows = {}
+        for i, (per, unit) in enumerate(self._keys):
+            target, amount = now - per, int(sums[i])
+            window = stored.get((per, unit))
+            if window is None:
+                window = _Window(per, unit, target, amount, False)
+            else:
+                change = -amount if target >= window.cursor else amount
+                window.held += change
+                window.delta += change
+                window.cursor = target
+            windows[(per, unit)] = window
+        return windows
+
+    def _held(self, windows: dict[tuple[float, Unit], _Window]) -> list[int]:
+        return [windows[(float(b.per_seconds), b.unit)].held for b in self.budgets]
+
+    def _save(self, conn: sa.Connection, windows: Iterable[_Window]) -> None:
+        moves = [
+            {
+                "c": self.channel_id,
+                "p": window.per,
+                "u": window.unit.value,
+                "cur": window.cursor,
+                "dh": window.delta,
+            }
+            for window in windows
+            if window.stored
         ]
-        row = conn.execute(sa.select(*sums).where(*self._recent(now))).one()
-        return [int(v) for v in row]
+        if moves:
+            conn.execute(_MOVE, moves)
+        for window in windows:
+            if not window.stored:
+                conn.execute(
+                    _ADD,
+                    {
+                        "channel_id": self.channel_id,
+                        "per_seconds": window.per,
+                        "unit": window.unit.value,
+                        "cursor": window.cursor,
+                        "held": window.held,
+                    },
+                )
+                window.stored = True
+            window.delta = 0
 
-    def _log(self, conn: sa.Connection, now: Instant) -> UseLog:
-        end = _effective_end(now)
-        rows = conn.execute(sa.select(end, u.messages, u.recipients).where(*self._recent(now)))
-        return UseLog(Use(float(at), int(m), int(r)) for at, m, r in rows)
+    def _next_fit(
+        self, conn: sa.Connection, now: Instant, recipients: int, held: list[int]
+    ) -> Instant:
+        """When a transaction with this many recipients fits every budget (no new starts
+        assumed): for each budget over, when enough of its window's oldest rows age out.
+        Reads only those rows (each carries at least one message and one recipient)."""
+        latest = now
+        for budget, h in zip(self.budgets, held, strict=True):
+            excess = h + need(budget, recipients) - budget.count
+            if excess > 0:
+                oldest = self._log(conn, now, now - budget.per_seconds, excess)
+                latest = max(latest, oldest.free_at(budget, now, excess))
+        return latest
 
-    def _recent(self, now: Instant) -> list[Any]:
-        return [
-            u.channel_id == self.channel_id,
-            u.at > now - self.window - STALE_AFTER,
-            sa.or_(u.ended_at.is_(None), u.ended_at > now - self.window),
-        ]
-
-    def _purge(self, conn: sa.Connection, now: Instant) -> None:
-        conn.execute(
-            channel_usage.delete().where(
-                u.channel_id == self.channel_id,
-                u.at < now - self.window - STALE_AFTER - _PURGE_SLACK,
-            )
+    def _log(self, conn: sa.Connection, now: Instant, after: Instant, limit: int | None) -> UseLog:
+        """The rows with budget_end > `after`, oldest end first (up to `limit`), each at the
+        time it counts to: its end, or now while in flight (its stale time once past)."""
+        end = sa.case((sa.and_(u.ended_at.is_(None), u.budget_end > now), now), else_=u.budget_end)
+        query = (
+            sa.select(end, u.messages, u.recipients)
+            .where(u.channel_id == self.channel_id, u.budget_end > after)
+            .order_by(u.budget_end, u.seq)
+            .limit(limit)
         )
+        return UseLog(Use(float(at), int(m), int(r)) for at, m, r in conn.execute(query))
+
+    def _purge(
+        self, conn: sa.Connection, now: Instant, windows: dict[tuple[float, Unit], _Window]
+    ) -> None:
+        """Forget rows no window counts any more (they lie below every cursor), and the
+        windows of budgets the channel no longer has (their sums would go stale)."""
+        conn.execute(_PURGE, {"c": self.channel_id, "before": now - self.window - _PURGE_SLACK})
+        for per, unit in self._others:
+            conn.execute(
+                budget_windows.delete().where(
+                    w.channel_id == self.channel_id, w.per_seconds == per, w.unit == unit.value
+                )
+            )
 
 
 class BudgetStore:

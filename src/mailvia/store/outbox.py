@@ -29,13 +29,6 @@ _TERMINAL = sorted(s.value for s in TERMINAL)
 m, r, c = messages.c, recipients.c, channels.c
 
 
-def _claimable(now: Instant) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        sa.and_(m.state.in_(_WAITING), m.next_attempt_at <= now),
-        sa.and_(m.state == State.SENDING.value, m.lease_expires_at <= now),
-    )
-
-
 def _channel_open(now: Instant) -> sa.ColumnElement[bool]:
     return sa.and_(
         c.state == ChannelState.ACTIVE.value,
@@ -101,21 +94,38 @@ class OutboxStore:
     def add_leased(self, msg: NewMessage, *, worker: str, lease_until: Instant) -> Claim:
         """Insert one message already claimed by `worker` (state `sending`, leased until
         `lease_until`) and return its claim: a test message, sent at once by the tester and
-        settled with `record_attempts` like any attempt. Should the tester die, the lease runs
-        out and a dispatcher sends it (flagged possible_duplicate)."""
+        settled with `record_attempts` like any attempt. Its transaction starts at once, so it
+        is marked started: should the tester die, the lease runs out and a dispatcher sends it
+        flagged possible_duplicate."""
         leased = replace(msg, state=State.SENDING)
         with self._db.write(conflict="a message id is already in use") as conn:
             [seq] = _insert(conn, [leased])
             conn.execute(
                 messages.update()
                 .where(m.seq == seq)
-                .values(lease_owner=worker, lease_expires_at=lease_until)
+                .values(
+                    lease_owner=worker, lease_expires_at=lease_until, started_at=msg.created_at
+                )
             )
             return _claims(conn, [seq], worker)[0]
 
     def channels_due(self, now: Instant) -> list[str]:
-        """Ids of active, unthrottled channels with at least one claimable message."""
-        due = sa.exists().where(m.channel_id == c.id, _claimable(now))
+        """Ids of active, unthrottled channels with at least one claimable message. Each
+        state's earliest due time is a min() that both databases read off the claim index
+        (one row each), so a backlog that is not due, or years of history, is never walked."""
+
+        def earliest(state: State, column: sa.ColumnElement[Any]) -> Any:
+            return (
+                sa.select(sa.func.min(column))
+                .where(m.channel_id == c.id, m.state == state.value)
+                .scalar_subquery()
+            )
+
+        due = sa.or_(
+            earliest(State.QUEUED, m.next_attempt_at) <= now,
+            earliest(State.DEFERRED, m.next_attempt_at) <= now,
+            earliest(State.SENDING, m.lease_expires_at) <= now,
+        )
         query = sa.select(c.id).where(_channel_open(now), due).order_by(c.id)
         with self._db.read() as conn:
             return [str(channel_id) for channel_id in conn.execute(query).scalars()]
@@ -154,7 +164,8 @@ class OutboxStore:
         """Lease up to `limit` claimable messages of the channel to `worker`, oldest due first
         (next_attempt_at, then submission order): they and their unfinished recipients become
         `sending`, with lease_owner = worker and lease_expires_at = lease_until. A message
-        taken over from an expired lease is flagged possible_duplicate.
+        taken over from an expired lease is flagged possible_duplicate when its transaction
+        had started (`mark_started`), not when it was merely claimed.
 
         Returns nothing when the channel is not active or is throttled. Atomic across
         processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED.
@@ -166,17 +177,25 @@ class OutboxStore:
             if not seqs:
                 return []
             for part in chunks(seqs):
-                # A lease that ran out: the worker that held it may have sent the message.
+                # A lease that ran out while its transaction had started: the worker that held
+                # it may have sent the message. One merely claimed was never sent.
                 conn.execute(
                     messages.update()
-                    .where(m.seq.in_(part), m.state == State.SENDING.value)
+                    .where(
+                        m.seq.in_(part),
+                        m.state == State.SENDING.value,
+                        m.started_at.is_not(None),
+                    )
                     .values(possible_duplicate=True)
                 )
                 conn.execute(
                     messages.update()
                     .where(m.seq.in_(part))
                     .values(
-                        state=State.SENDING.value, lease_owner=worker, lease_expires_at=lease_until
+                        state=State.SENDING.value,
+                        lease_owner=worker,
+                        lease_expires_at=lease_until,
+                        started_at=None,
                     )
                 )
                 conn.execute(
@@ -334,7 +353,13 @@ def _give_back(
     conn.execute(
         messages.update()
         .where(m.seq.in_(held))
-        .values(state=state.value, next_attempt_at=now, lease_owner=None, lease_expires_at=None)
+        .values(
+            state=state.value,
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            started_at=None,
+        )
     )
     conn.execute(
         recipients.update()

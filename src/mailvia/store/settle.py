@@ -35,6 +35,7 @@ _UPDATE_MESSAGE = (
         possible_duplicate=_b("b_duplicate"),
         lease_owner=None,
         lease_expires_at=None,
+        started_at=None,
     )
 )
 _UPDATE_RECIPIENT = (
@@ -196,19 +197,27 @@ class SettleStore:
         with self._db.write() as conn:
             return _move(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
 
-    def expire_due(self, now: Instant, events_for: str) -> list[Event]:
-        """Expire queued, deferred and held messages whose give-up time has come: they and
-        their unfinished recipients become `expired` (with a reply saying so). Returns and
-        records one `message.expired` event per message. (`events_for` is the caller's label
-        and changes nothing.)"""
-        due = (
-            sa.select(m.seq, m.id, m.organization_id)
-            .where(m.state.in_(_EXPIRABLE), m.expires_at <= now)
-            .order_by(m.seq)
-            .with_for_update()
-        )
+    def expire_due(self, now: Instant, events_for: str, *, limit: int = 1000) -> list[Event]:
+        """Expire queued, deferred and held messages whose give-up time has come, at most
+        `limit` of each state (soonest first; call again while a full batch came back):
+        they and their unfinished recipients become `expired` (with a reply saying so).
+        Returns and records one `message.expired` event per message. (`events_for` is the
+        caller's label and changes nothing.)"""
         with self._db.write() as conn:
-            rows = conn.execute(due).all()
+            rows = sorted(
+                (
+                    row
+                    for state in _EXPIRABLE
+                    for row in conn.execute(
+                        sa.select(m.seq, m.id, m.organization_id)
+                        .where(m.state == state, m.expires_at <= now)
+                        .order_by(m.expires_at)
+                        .limit(limit)
+                        .with_for_update()
+                    )
+                ),
+                key=lambda row: row.seq,
+            )
             for part in chunks([row.seq for row in rows]):
                 _expire(conn, part, now)
             expired = [

@@ -17,6 +17,7 @@ from mailvia.store.settle import SettleStore
 from mailvia.store.tenancy import TenancyStore
 from mailvia.store.views import ViewStore
 from mailvia.store.webhooks import WebhookStore
+from mailvia.store.workers import WorkerStore
 
 
 class SqlStore(
@@ -30,6 +31,7 @@ class SqlStore(
     WebhookStore,
     OAuthStore,
     WebSessionStore,
+    WorkerStore,
 ):
     """The outbox and everything it refers to. Every public method is one transaction and
     raises domain errors only (NotFound, Conflict, InvalidInput, StoreUnavailable)."""

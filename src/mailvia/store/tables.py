@@ -142,8 +142,12 @@ messages = sa.Table(
     sa.Column("idempotency_key", sa.Text),
     sa.Column("request_hash", sa.Text),
     sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),  # 0006
+    # 0009: when the lease holder began a transaction for it (SMTP MAIL or the API call);
+    # cleared when the attempt is recorded or the lease is taken over.
+    sa.Column("started_at", Time),
     sa.UniqueConstraint("user_id", "idempotency_key"),  # a key names one user's request
-    sa.Index(None, "channel_id", "state", "next_attempt_at"),
+    # 0009: with seq, a claim in submission order reads only the rows it takes.
+    sa.Index(None, "channel_id", "state", "next_attempt_at", "seq"),
     sa.Index(None, "state", "expires_at"),
     sa.Index(None, "state", "lease_expires_at"),
     sa.Index(None, "organization_id", "seq"),
@@ -191,7 +195,8 @@ events = sa.Table(
 )
 
 # 0002: one row per transaction on a channel with budgets (the shaping ledger): when it
-# started, and when it ended (NULL while it is in flight).
+# started, and when it ended (NULL while it is in flight). 0009: `budget_end`, the end a
+# budget counts it to (its end; in flight, its start plus STALE_AFTER, see store/budgets.py).
 channel_usage = sa.Table(
     "channel_usage",
     metadata,
@@ -201,8 +206,32 @@ channel_usage = sa.Table(
     sa.Column("ended_at", Time),
     sa.Column("messages", sa.Integer, nullable=False),
     sa.Column("recipients", sa.Integer, nullable=False),
+    sa.Column("budget_end", Time, nullable=False),
     sa.Index("ix_channel_usage_channel_id_at", "channel_id", "at"),
-    sa.Index("ix_channel_usage_channel_id_ended_at", "channel_id", "ended_at"),
+    sa.Index("ix_channel_usage_channel_id_budget_end", "channel_id", "budget_end"),
+)
+
+# 0009: per channel and budget window (per_seconds, unit): what the ledger's rows with
+# budget_end > cursor add up to, moved forward at each check by what left the window since.
+budget_windows = sa.Table(
+    "budget_windows",
+    metadata,
+    sa.Column("channel_id", sa.Text, primary_key=True),
+    sa.Column("per_seconds", Time, primary_key=True),
+    sa.Column("unit", sa.Text, primary_key=True),
+    sa.Column("cursor", Time, nullable=False),
+    sa.Column("held", sa.BigInteger, nullable=False),
+)
+
+# 0009: one row per dispatcher (its worker id), beaten every few seconds while it runs.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("beat_at", Time, nullable=False),
 )
 
 # 0003: webhooks. `last_event_seq` is how far in the events table the webhook has been

@@ -5,6 +5,9 @@ would otherwise run one database transaction, and one disk flush, per message, e
 own thread fighting for the write lock. Here one commit at a time runs in a worker thread;
 what arrived meanwhile forms the next group, so groups grow exactly as fast as commits slow
 down, and a lone message never waits for a timer.
+
+Used by the submission port (messages in) and the dispatcher (the marks of transactions
+about to start, see outbox/started.py).
 """
 
 from __future__ import annotations

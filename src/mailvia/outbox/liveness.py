@@ -1,0 +1,102 @@
+"""A dispatcher's liveness: its heartbeat, the claims it has in hand, and the marks of the
+transactions it starts.
+
+A claim lasts while its worker beats: every few seconds the beat extends the lease of each
+claim in hand to `lease_seconds` later, so a worker that dies (SIGKILL, a lost host) loses
+its claims `lease_seconds` after its last beat, and a long transaction never loses its own.
+A restarted worker (the same worker id) gives its previous incarnation's claims back at
+once. Before a transaction starts (SMTP MAIL, or the API call), its message is marked
+started by a small group commit; a taken-over claim is flagged `possible_duplicate` only if
+it was. See docs/architecture.md ("Crash recovery").
+
+Side effects: the worker's row, leases and `started_at` marks in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mailvia.domain.clock import Instant
+from mailvia.outbox.group_commit import GroupCommit
+from mailvia.outbox.ports import WorkerRegistry
+
+log = logging.getLogger(__name__)
+
+BEAT_EVERY = 5.0  # seconds between beats (at most; a sixth of the lease when that is shorter)
+
+Mark = tuple[tuple[int, ...], Instant]  # (message seqs, when their transactions start)
+
+
+async def _in_thread(commit: Callable[[list[Mark]], list[Any]], items: list[Mark]) -> list[Any]:
+    return await asyncio.to_thread(commit, items)
+
+
+class Liveness:
+    """One dispatcher's heartbeat and marks. `holding` is the set of message seqs it has
+    claimed and not yet settled or given back (its channel runs add and remove them)."""
+
+    def __init__(
+        self,
+        registry: WorkerRegistry,
+        *,
+        worker: str,
+        lease_seconds: float,
+        host: str = "",
+        pid: int = 0,
+    ) -> None:
+        self.registry = registry
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+        self.host = host
+        self.pid = pid
+        self.every = min(BEAT_EVERY, lease_seconds / 6)
+        self.holding: set[int] = set()
+        self.beaten_at: Instant | None = None
+        self._marks: GroupCommit[Mark, list[bool]] | None = None
+
+    def start(self, now: Instant) -> int:
+        """Announce this worker; its previous incarnation's claims become claimable now.
+        Returns how many there were. Raises StoreUnavailable."""
+        given = self.registry.start_worker(self.worker, now, host=self.host, pid=self.pid)
+        if given:
+            log.warning("worker %s: %d claims of its previous run given back", self.worker, given)
+        self.beaten_at = now
+        return given
+
+    def beat(self, now: Instant) -> bool:
+        """Beat when the last beat is `every` seconds old (or the clock went back). Returns
+        whether it beat. Raises StoreUnavailable (the caller tries again on its next pass)."""
+        last = self.beaten_at
+        if last is not None and 0 <= now - last < self.every:
+            return False
+        self.registry.beat(
+            self.worker,
+            now,
+            lease_until=now + self.lease_seconds,
+            seqs=sorted(self.holding),
+            host=self.host,
+            pid=self.pid,
+        )
+        self.beaten_at = now
+        return True
+
+    def stop(self) -> None:
+        """A clean stop, after every claim was settled or given back."""
+        self.registry.stop_worker(self.worker)
+
+    async def started(self, seqs: tuple[int, ...], now: Instant) -> list[bool]:
+        """Mark these messages' transactions as started, committed before this returns (with
+        the other marks of the moment in one transaction). Per seq, False: the lease was
+        lost to another worker, and the message must not be sent. Raises StoreUnavailable."""
+        if self._marks is None:
+            self._marks = GroupCommit(self._commit, _in_thread)
+        return await self._marks.put((seqs, now))
+
+    def _commit(self, items: list[Mark]) -> list[list[bool] | BaseException]:
+        now = max(at for _, at in items)
+        seqs = [seq for group, _ in items for seq in group]
+        held = iter(self.registry.mark_started(seqs, self.worker, now))
+        return [[next(held) for _ in group] for group, _ in items]

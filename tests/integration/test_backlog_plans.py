@@ -1,0 +1,90 @@
+"""A large backlog stays cheap: every statement the dispatcher runs to find, claim and
+expire mail reads an index range, never the whole messages table, on SQLite and PostgreSQL
+(EXPLAIN; on PostgreSQL with sequential scans priced out, so a small test table still shows
+whether an index can serve). Full-size timings: bench/backlog.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+from test_store_contract import T0, channel, new
+
+from mailvia.domain.message import State
+from mailvia.store import SqlStore, migrate, open_store
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[SqlStore]:
+    from mailvia.domain.tenancy import Role, User
+
+    migrate(store_url)
+    s = open_store(store_url)
+    s.create_organization("org_1", "acme", T0)
+    s.create_team("team_1", "org_1", "sales", T0)
+    s.create_user(
+        User("usr_1", "org_1", "team_1", "j@acme.test", Role.ADMIN), password_hash="h", now=T0
+    )
+    s.add_channel(channel("ch_a", "relay"), None, T0)
+    s.add_messages([new(f"m{i}", at=T0 + i % 7) for i in range(300)])
+    yield s
+    s.close()
+
+
+def statements(store: SqlStore, call: Callable[[], object]) -> list[tuple[str, Any]]:
+    engine = store._db.engine
+    seen: list[tuple[str, Any]] = []
+
+    def grab(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")) and not many:
+            seen.append((statement, params))
+
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    return seen
+
+
+def whole_table_reads(store: SqlStore, seen: list[tuple[str, Any]]) -> list[str]:
+    engine: sa.Engine = store._db.engine
+    found = []
+    with engine.connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if not sqlite:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+        for statement, params in seen:
+            prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+            plan = [str(row[-1]) for row in conn.exec_driver_sql(prefix + statement, params)]
+            bad = [
+                step
+                for step in plan
+                if (sqlite and step.strip().startswith("SCAN messages"))
+                or (not sqlite and "Seq Scan on messages" in step)
+            ]
+            if bad:
+                found.append(f"{' '.join(statement.split())[:120]}: {bad}")
+        conn.rollback()
+    return found
+
+
+@pytest.mark.parametrize("name", ["channels_due", "next_due_at", "claim", "expire_due", "unclaim"])
+def test_the_dispatchers_queries_read_index_ranges(store: SqlStore, name: str) -> None:
+    now = T0 + 100
+    claims = store.claim(channel_id="ch_a", now=now, limit=20, lease_until=now + 30, worker="w")
+    calls: dict[str, Callable[[], object]] = {
+        "channels_due": lambda: store.channels_due(now),
+        "next_due_at": store.next_due_at,
+        "claim": lambda: store.claim(
+            channel_id="ch_a", now=now, limit=20, lease_until=now + 30, worker="w"
+        ),
+        "expire_due": lambda: store.expire_due(now, "w"),
+        "unclaim": lambda: store.unclaim(claims, state=State.QUEUED, now=now),
+    }
+    seen = statements(store, calls[name])
+    assert seen, "no statement ran"
+    assert whole_table_reads(store, seen) == []

@@ -1,0 +1,61 @@
+"""Heartbeat expiry through the dispatcher's use case, with a driven clock: a beating
+dispatcher keeps its claims past their first lease; once it stops beating another one takes
+them LEASE_SECONDS after the last beat, flagging only the message whose transaction had
+started. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from mailvia.app import build
+from mailvia.domain.channel import Auth, Security
+from support.world import World
+
+
+async def test_a_beating_dispatcher_keeps_its_claims_and_a_silent_one_loses_them(
+    tmp_path: Path, store_url: str
+) -> None:
+    world = World(tmp_path / "data", db_url=store_url)
+    other = build(replace(world.settings, worker_id="other"))
+    try:
+        channel = world.channel(9, security=Security.NONE, auth=Auth.NONE)
+        started, merely = world.send(count=2)
+        mine, store = world.services.dispatcher, world.services.store
+        lease, t0 = mine.options.lease_seconds, time.time()
+        assert mine.liveness.start(t0) == 0
+        claims = store.claim(
+            channel_id=channel.id,
+            now=t0,
+            limit=10,
+            lease_until=t0 + lease,
+            worker=mine.options.worker,
+        )
+        mine.liveness.holding.update(c.seq for c in claims)
+        assert store.mark_started([claims[0].seq], mine.options.worker, t0) == [True]
+        last = t0
+        every = mine.liveness.every
+        for beat in range(1, int(2 * lease / every) + 1):  # beats for twice the lease
+            now = t0 + beat * every
+            assert not mine.liveness.beat(now - every / 2)  # not yet due
+            assert mine.liveness.beat(now)
+            last = now
+            assert other.store.channels_due(now) == []
+        assert other.store.channels_due(last + lease - 0.01) == []  # the last beat holds
+        taken = other.store.claim(
+            channel_id=channel.id,
+            now=last + lease,
+            limit=10,
+            lease_until=last + 2 * lease,
+            worker="other",
+        )
+        assert [(c.message_id, c.possible_duplicate) for c in taken] == [
+            (started.id, True),
+            (merely.id, False),
+        ]
+        [row] = [w for w in store.list_workers() if w.id == mine.options.worker]
+        assert row.beat_at == last
+    finally:
+        await other.aclose()
+        await world.close()

@@ -1,0 +1,180 @@
+"""A crash run: real `mailvia serve` (and `mailvia worker`) processes delivering to the
+project's test server (a `mailvia testserver` process logging every message), killed with
+SIGKILL at chosen moments and restarted on the same data folder.
+
+`CrashRun(folder)` sets up organization `acme` (user jane, an API token, a channel to the
+test server) with the CLI; `start()` starts the dispatching processes; `submit(n)` posts
+messages over HTTP and returns the ids answered 202; `kill()` SIGKILLs the dispatching
+process and notes how many messages were in a transaction at that moment (marked started,
+not yet recorded). Every process is stopped by its PID. Used by tests/e2e/test_crashes.py and
+bench/crash.py.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from support.cli import Cli, LongRunning
+from support.reconcile import PENDING
+
+JANE = "jane@acme.test"
+HTTP_LINE = r"^listening http (http://127\.0\.0\.1:\d+)$"
+SMTP_LINE = r"^listening smtp://127\.0\.0\.1:(\d+)$"
+
+
+class CrashRun:
+    """One data folder, one receiving test server, and the mailvia processes that deliver."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        worker: bool = False,
+        connections: int = 10,
+        db_url: str | None = None,
+        **env: str,
+    ) -> None:
+        self.folder = folder
+        self.worker = worker  # deliver with `mailvia worker` (serve --dispatch off)
+        extra = {"MAILVIA_DB_URL": db_url} if db_url else {}
+        self.cli = Cli(folder / "data", **extra, **env)
+        self.db_url = db_url or f"sqlite:///{(folder / 'data' / 'mailvia.db').resolve()}"
+        self.maildir = folder / "caught"
+        self.kills: list[int] = []  # messages in a transaction at each kill
+        self.serve: LongRunning | None = None
+        self.dispatcher: LongRunning | None = None
+        self.sink = self.cli.start("testserver", "--maildir", str(self.maildir), log_dir=folder)
+        port = self.sink.wait_for_line(SMTP_LINE)[1]
+        self.token = self._setup(int(port), connections)
+        self.url = ""
+
+    def _setup(self, port: int, connections: int) -> str:
+        cli = self.cli
+        cli.ok("admin", "create-org", "acme")
+        cli.ok("admin", "create-team", "sales", "--org", "acme")
+        cli.ok("admin", "add-domain", "acme", "acme.test")
+        cli.ok("admin", "create-user", JANE, "--org", "acme", "--team", "sales")
+        cli.ok(
+            "channel", "add", "jane-box", "--org", "acme", "--user", JANE, "--host", "127.0.0.1",
+            "--port", str(port), "--security", "none", "--auth", "none",
+            "--max-connections", str(connections),
+        )  # fmt: skip
+        return cli.ok("admin", "create-token", JANE).stdout.strip()
+
+    def start(self) -> None:
+        """Start serve (and the worker) unless running."""
+        if self.serve is None or self.serve.process.poll() is not None:
+            flags = ("--dispatch", "off") if self.worker else ()
+            self.serve = self.cli.start(
+                "serve", "--http-listen", "127.0.0.1:0", "--submission-listen", "off", *flags,
+                log_dir=self.folder,
+            )  # fmt: skip
+            self.url = self.serve.wait_for_line(HTTP_LINE)[1]
+        if self.worker and (self.dispatcher is None or self.dispatcher.process.poll() is not None):
+            self.dispatcher = self.cli.start("worker", log_dir=self.folder)
+            self.dispatcher.wait_for_line(r"delivering")
+
+    @property
+    def delivering(self) -> LongRunning:
+        process = self.dispatcher if self.worker else self.serve
+        assert process is not None, "start() first"
+        return process
+
+    def submit(self, count: int, *, batch: int = 1000, tag: str = "m") -> list[str]:
+        """Post `count` messages (jane to buyer@example.com); the ids answered 202."""
+        accepted: list[str] = []
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=60) as client:
+            for start in range(0, count, batch):
+                body = {
+                    "messages": [
+                        {"from": JANE, "to": ["buyer@example.com"], "subject": f"{tag}{i}",
+                         "text": f"message {tag}{i}"}
+                        for i in range(start, min(start + batch, count))
+                    ]
+                }  # fmt: skip
+                answer = client.post("/v1/messages/batch", json=body)
+                answer.raise_for_status()
+                accepted += [
+                    item["receipt"]["id"] for item in answer.json()["data"] if item["status"] == 202
+                ]
+        return accepted
+
+    def received(self) -> int:
+        """Copies the test server stored so far."""
+        log = self.maildir / "received.jsonl"
+        return log.read_bytes().count(b"\n") if log.exists() else 0
+
+    def kill(self) -> int:
+        """SIGKILL the dispatching process; returns (and notes) how many messages were in a
+        transaction (marked started, not yet recorded) when it died."""
+        process = self.delivering.process
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        in_transaction = self.count("state = 'sending' AND started_at IS NOT NULL")
+        self.kills.append(in_transaction)
+        return in_transaction
+
+    def count(self, where: str) -> int:
+        engine = sa.create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                query = sa.text(f"SELECT count(*) FROM messages WHERE {where}")
+                return int(conn.execute(query).scalar_one())
+        finally:
+            engine.dispose()
+
+    def pending(self) -> int:
+        states = ", ".join(f"'{s}'" for s in PENDING)
+        return self.count(f"state IN ({states})")
+
+    def wait_settled(self, timeout: float) -> float:
+        """Poll until nothing is pending; returns the seconds it took. Raises AssertionError
+        (with the processes' output) past the deadline."""
+        started = time.monotonic()
+        while self.pending():
+            if time.monotonic() - started > timeout:
+                raise AssertionError(
+                    f"{self.pending()} messages still pending after {timeout:.0f} s\n"
+                    + self.delivering.stderr[-3000:]
+                )
+            time.sleep(0.1)
+        return time.monotonic() - started
+
+    def wait_received(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.received() < count:
+            if time.monotonic() > deadline or self.delivering.process.poll() is not None:
+                raise AssertionError(
+                    f"{self.received()} of {count} received\n" + self.delivering.stderr[-3000:]
+                )
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        for process in (self.dispatcher, self.serve, self.sink):
+            if process is not None:
+                process.stop()
+
+
+@contextmanager
+def crash_run(folder: Path, **options: object) -> Iterator[CrashRun]:
+    run = CrashRun(folder, **options)  # type: ignore[arg-type]
+    try:
+        yield run
+    finally:
+        run.stop()
+
+
+def kill_points(rng_seed: int, count: int, total: int) -> list[int]:
+    """`count` received-message counts, spread at random over the first 90% of `total`,
+    at which to kill (ascending, distinct)."""
+    rng = random.Random(rng_seed)
+    return sorted(rng.sample(range(max(total // 20, 1), int(total * 0.9)), count))
