@@ -103,9 +103,7 @@ class OutboxStore:
             conn.execute(
                 messages.update()
                 .where(m.seq == seq)
-                .values(
-                    lease_owner=worker, lease_expires_at=lease_until, started_at=msg.created_at
-                )
+                .values(lease_owner=worker, lease_expires_at=lease_until, started_at=msg.created_at)
             )
             return _claims(conn, [seq], worker)[0]
 
