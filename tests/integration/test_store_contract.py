@@ -269,10 +269,6 @@ def test_channel_secrets_are_kept_and_replaced(store: SqlStore) -> None:
     s.update_channel(full, secret=None)
     assert s.channel_secret("ch_c") is None
     assert s.channel_secrets() == [("ch_a", b"sealed-a")]
-    s.replace_channel_secrets([("ch_a", b"new-a"), ("ch_b", b"new-b")])
-    assert s.channel_secrets() == [("ch_a", b"new-a"), ("ch_b", b"new-b")]
-    each_raises(NotFound, lambda: s.replace_channel_secrets([("ch_a", b"x"), ("ch_zz", b"y")]))
-    assert s.channel_secret("ch_a") == b"new-a"  # nothing changed
 
 
 def test_a_channel_with_mail_to_send_is_not_removed(store: SqlStore) -> None:
