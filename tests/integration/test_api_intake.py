@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailvia.domain.channel import TransportKind
-from mailvia.ingress.submission import SubmissionServer
+from mailvia.ingress.smtp.server import SubmissionServer
 from mailvia.outbox.ports import MessageFilter
 from support.api import Api, assert_problem, message, raw_message
 from support.mailboxes import oauth_mailbox

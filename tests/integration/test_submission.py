@@ -27,7 +27,7 @@ import pytest
 from mailvia.domain.errors import MailviaError, StoreUnavailable
 from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
-from mailvia.ingress.submission import SubmissionServer
+from mailvia.ingress.smtp.server import SubmissionServer
 from mailvia.outbox.ports import MessageFilter
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission, Submitter

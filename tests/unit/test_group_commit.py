@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mailvia.ingress.group_commit import GroupCommit
+from mailvia.ingress.smtp.group_commit import GroupCommit
 
 
 class Commits:

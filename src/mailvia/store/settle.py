@@ -14,9 +14,9 @@ from mailvia.domain.message import TERMINAL, State, message_state
 from mailvia.outbox.ports import AttemptRecord, Event, MessageView
 from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
+from mailvia.store.message_reads import read_message
 from mailvia.store.rows import chunks, event_id
 from mailvia.store.tables import attempts, messages, recipients
-from mailvia.store.views import read_message
 
 GAVE_UP = (451, "4.4.7", "mailvia: gave up after the retry period")  # RFC 3463 X.4.7
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)

@@ -16,7 +16,7 @@ from mailvia.domain.message import State
 from mailvia.domain.tenancy import User
 from mailvia.outbox.ports import MessageFilter, MessageView
 from mailvia.web.common import UserDep, Web, WebDep, now, render
-from mailvia.web.views import WAITING, channel_use, provider
+from mailvia.web.wording import WAITING, channel_use, provider
 
 router = APIRouter()
 PAGE = 25

@@ -29,7 +29,7 @@ from mailvia.web.forms import (
     text,
     values,
 )
-from mailvia.web.views import (
+from mailvia.web.wording import (
     explain_addresses,
     limit_words,
     preset_choices,

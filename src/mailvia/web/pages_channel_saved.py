@@ -22,7 +22,7 @@ from mailvia.outbox.oauth.mailboxes import MailboxStatus
 from mailvia.outbox.probe import ChannelTester
 from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
 from mailvia.web.forms import text
-from mailvia.web.views import WAITING, channel_use, covers, limit_words, provider, sharing
+from mailvia.web.wording import WAITING, channel_use, covers, limit_words, provider, sharing
 
 router = APIRouter()
 

@@ -29,7 +29,7 @@ from mailvia.web.common import (
     status_for,
 )
 from mailvia.web.forms import text
-from mailvia.web.views import covers, provider, sharing
+from mailvia.web.wording import covers, provider, sharing
 
 router = APIRouter()
 

@@ -10,13 +10,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from mailvia.domain.errors import StoreUnavailable
-from mailvia.domain.probe import ProbeReport
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
 from mailvia.ingress.api.channel_schemas import ChannelIn, Password
 from mailvia.ingress.api.channels import spec_of
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.params import Ref
 from mailvia.ingress.api.schemas import Input, Line
+from mailvia.ingress.payloads import report_payload
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
 
@@ -51,16 +51,6 @@ class ProbeOut(BaseModel):
     steps: list[StepOut]
 
 
-def report_view(report: ProbeReport) -> dict[str, Any]:
-    return {
-        "ok": report.ok,
-        "steps": [
-            {"name": str(s.name), "ok": s.ok, "detail": s.detail, "reply": s.reply, "hint": s.hint}
-            for s in report.steps
-        ],
-    }
-
-
 def _tester(services: Services) -> ChannelTester:
     if services.tester is None:
         raise StoreUnavailable("test connection is not available in this process")
@@ -78,7 +68,7 @@ async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: CallerD
     server's reply and a hint on failure; ten seconds in all. Nothing is stored."""
     spec = spec_of(services, user, body)
     report = await _tester(services).test_spec(user, spec, to=body.to, now=time.time())
-    return report_view(report)
+    return report_payload(report)
 
 
 @router.post(
@@ -98,4 +88,4 @@ async def test_saved(
     report = await _tester(services).test(
         user, id, to=body.to, password=body.password, now=time.time()
     )
-    return report_view(report)
+    return report_payload(report)

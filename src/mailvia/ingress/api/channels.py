@@ -34,7 +34,7 @@ from mailvia.ingress.api.channel_schemas import (
 )
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.params import Ref
-from mailvia.ingress.views import channel_view
+from mailvia.ingress.payloads import channel_payload
 from mailvia.outbox.channels import ChannelChanges, ChannelSpec
 from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.services import Services
@@ -55,9 +55,9 @@ def list_channels(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
 def views(services: Services, user: User, channels: list[Channel]) -> list[dict[str, Any]]:
     """Channels as the API shows them, OAuth mailboxes with their tokens' expiry."""
     if not any(c.oauth for c in channels):
-        return [channel_view(c) for c in channels]
+        return [channel_payload(c) for c in channels]
     statuses = mailboxes(services).statuses(user.organization_id)
-    return [channel_view(c, statuses.get(c.id)) for c in channels]
+    return [channel_payload(c, statuses.get(c.id)) for c in channels]
 
 
 def view(services: Services, user: User, channel: Channel) -> dict[str, Any]:

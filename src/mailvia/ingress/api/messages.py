@@ -22,7 +22,7 @@ from mailvia.ingress.api.schemas import (
     MessagePage,
     RouteOut,
 )
-from mailvia.ingress.views import message_view, route_view
+from mailvia.ingress.payloads import message_payload, route_payload
 from mailvia.outbox.addresses import check_address
 from mailvia.outbox.ports import MessageFilter, MessageView
 from mailvia.outbox.services import Services
@@ -58,7 +58,7 @@ def list_messages(
         cursor=cursor,
     )
     views, next_cursor = services.store.list_messages(query)
-    return {"data": [message_view(v) for v in views], "next_cursor": next_cursor}
+    return {"data": [message_payload(v) for v in views], "next_cursor": next_cursor}
 
 
 def _visible(services: Services, user: User, message_id: str) -> MessageView:
@@ -83,7 +83,7 @@ def _visible(services: Services, user: User, message_id: str) -> MessageView:
     summary="One message with its recipients and attempts",
 )
 def get_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return message_view(_visible(services, user, id))
+    return message_payload(_visible(services, user, id))
 
 
 @router.post(
@@ -96,7 +96,7 @@ def cancel_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str,
     """Cancel the recipients still queued, deferred or held; 409 while the message is being
     sent or once it is finished."""
     view = _visible(services, user, id)
-    return message_view(services.store.cancel_message(view.id, time.time()))
+    return message_payload(services.store.cancel_message(view.id, time.time()))
 
 
 @router.get(
@@ -112,4 +112,4 @@ def explain_route(
     from_: Annotated[str, Query(alias="from", max_length=998)],
 ) -> dict[str, Any]:
     address = check_address(from_, "from")
-    return route_view(services.submitter.explain(user, address))
+    return route_payload(services.submitter.explain(user, address))

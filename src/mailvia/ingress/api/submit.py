@@ -31,7 +31,7 @@ from mailvia.ingress.api.params import IdempotencyKey
 from mailvia.ingress.api.rejections import count_rejected
 from mailvia.ingress.api.schemas import BatchIn, BatchOut, MessageIn
 from mailvia.ingress.api.schemas import Receipt as ReceiptOut
-from mailvia.ingress.views import receipt_view
+from mailvia.ingress.payloads import receipt_payload
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission
 
@@ -74,7 +74,7 @@ def _one(
     receipt = services.submitter.submit(
         user, [submission(services, user, body, now, key)], now=now
     )[0]
-    answer = ReceiptOut.model_validate(receipt_view(receipt)).model_dump(mode="json")
+    answer = ReceiptOut.model_validate(receipt_payload(receipt)).model_dump(mode="json")
     return JSONResponse(answer, status_code=202 if receipt.created else 200)
 
 
@@ -125,7 +125,7 @@ def _batch(
 def _result(result: Receipt | Exception) -> dict[str, Any]:
     """One message's entry in a batch's answer: its receipt or the problem that kept it out."""
     if isinstance(result, Receipt):
-        return {"status": 202 if result.created else 200, "receipt": receipt_view(result)}
+        return {"status": 202 if result.created else 200, "receipt": receipt_payload(result)}
     if not isinstance(result, MailviaError):
         raise result  # a fault, not a refusal: the whole request fails (500, logged)
     problem = problem_for(result)

@@ -15,10 +15,17 @@ from pathlib import Path
 import click
 import uvicorn
 
-from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, fail, pass_context, settings_options
-from mailvia.ingress.submission import SubmissionServer
-from mailvia.ingress.submission_connections import ConnectionLimit
-from mailvia.ingress.submission_tls import submission_tls
+from mailvia.ingress.cli.root import (
+    STORE_SETTINGS,
+    Context,
+    cli,
+    fail,
+    pass_context,
+    settings_options,
+)
+from mailvia.ingress.smtp.connections import ConnectionLimit
+from mailvia.ingress.smtp.server import SubmissionServer
+from mailvia.ingress.smtp.tls import submission_tls
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import Bootstrap
 from mailvia.settings import Listen, Settings

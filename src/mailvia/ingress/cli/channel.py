@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 
@@ -16,7 +15,7 @@ from mailvia.domain.errors import InvalidInput
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.probe import ProbeReport
 from mailvia.domain.tenancy import Role, User
-from mailvia.ingress.cli import (
+from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
     cli,
@@ -24,7 +23,7 @@ from mailvia.ingress.cli import (
     pass_context,
     settings_options,
 )
-from mailvia.ingress.views import channel_view
+from mailvia.ingress.payloads import channel_payload, report_payload
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
@@ -138,7 +137,7 @@ def add(
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         emit(
-            channel_view(created),
+            channel_payload(created),
             as_json=as_json,
             text=lambda: click.echo(f"added {created.name} ({created.id})"),
         )
@@ -158,7 +157,7 @@ def list_(ctx: Context, as_json: bool, org: str, settings: Settings) -> None:
         actor = operator(s, org)
         channels = s.channels.visible(actor)
         statuses = s.mailboxes.statuses(actor.organization_id) if s.mailboxes else {}
-        views = [channel_view(c, statuses.get(c.id)) for c in channels]
+        views = [channel_payload(c, statuses.get(c.id)) for c in channels]
         emit(views, as_json=as_json, text=lambda: _table(channels))
 
     ctx.using(settings, action)
@@ -185,7 +184,7 @@ def show(ctx: Context, name: str, as_json: bool, org: str, settings: Settings) -
         actor = operator(s, org)
         found = s.channels.get(actor, name)
         statuses = s.mailboxes.statuses(actor.organization_id) if s.mailboxes else {}
-        view = channel_view(found, statuses.get(found.id))
+        view = channel_payload(found, statuses.get(found.id))
         emit(view, as_json=as_json, text="\n".join(f"{k:28} {v}" for k, v in view.items()))
 
     ctx.using(settings, action)
@@ -267,7 +266,7 @@ def probe_command(
             sender = s.tenancy.user(user_email) if user_email else tester.owner(actor, name)
             actor = sender or actor
         report = asyncio.run(tester.test(actor, name, to=to, password=password, now=now))
-        emit(report_view(report), as_json=as_json, text=lambda: print_report(report))
+        emit(report_payload(report), as_json=as_json, text=lambda: print_report(report))
         return report
 
     if not ctx.using(settings, action).ok:
@@ -298,10 +297,10 @@ def reconnect(
     def action(s: Services) -> bool:
         actor, now = operator(s, org), time.time()
         done = asyncio.run(_tester(s).reconnect(actor, name, password=password, now=now))
-        view = report_view(done.report) | {
+        view = report_payload(done.report) | {
             "reconnected": done.reconnected,
             "released": done.released,
-            "channel": channel_view(done.channel),
+            "channel": channel_payload(done.channel),
         }
 
         def text() -> None:
@@ -325,11 +324,6 @@ def _tester(s: Services) -> ChannelTester:
     if s.tester is None:
         raise InvalidInput("test connection is not available in this build")
     return s.tester
-
-
-def report_view(report: ProbeReport) -> dict[str, Any]:
-    """A probe report as JSON: `ok` and each step's name, ok, detail, reply and hint."""
-    return {"ok": report.ok, "steps": [dataclasses.asdict(step) for step in report.steps]}
 
 
 def print_report(report: ProbeReport) -> None:

@@ -80,7 +80,7 @@ def read_message(conn: sa.Connection, message_id: str) -> MessageView:
     return _view(row, _recipients(conn, [row.seq])[row.seq], _attempts(conn, row.seq))
 
 
-class ViewStore:
+class MessageReads:
     """Read methods of the Store port."""
 
     _db: Database

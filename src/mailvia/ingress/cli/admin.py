@@ -10,7 +10,7 @@ import click
 from mailvia.domain.channel import Provider
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.tenancy import Fallback, Role, User
-from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, pass_context, settings_options
+from mailvia.ingress.cli.root import STORE_SETTINGS, Context, cli, pass_context, settings_options
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import UNCHANGED, DefaultChoice
 from mailvia.settings import Settings

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, fail, pass_context, settings_options
+from mailvia.ingress.cli.root import (
+    STORE_SETTINGS,
+    Context,
+    cli,
+    fail,
+    pass_context,
+    settings_options,
+)
 from mailvia.outbox.services import Services
 from mailvia.settings import Settings
 

@@ -15,7 +15,7 @@ from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.shaping import describe_use
 from mailvia.domain.tenancy import User
-from mailvia.ingress.cli import (
+from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
     cli,
@@ -23,7 +23,7 @@ from mailvia.ingress.cli import (
     pass_context,
     settings_options,
 )
-from mailvia.ingress.views import message_view, receipt_view, route_view
+from mailvia.ingress.payloads import message_payload, receipt_payload, route_payload
 from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission
@@ -118,7 +118,7 @@ def _report(
             click.echo(f"warning: {warning.message}", err=True)
     if not wait:
         emit(
-            [receipt_view(r) for r in receipts],
+            [receipt_payload(r) for r in receipts],
             as_json=as_json,
             text="\n".join(r.id for r in receipts),
         )
@@ -134,7 +134,7 @@ def _report(
             view = s.store.get_message(receipt.id)
         views.append(view)
     emit(
-        [message_view(v) for v in views],
+        [message_payload(v) for v in views],
         as_json=as_json,
         text="\n".join(f"{v.id} {v.state}" for v in views),
     )
@@ -194,7 +194,7 @@ def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> No
     """A message's state, recipients and attempts."""
 
     def action(s: Services) -> None:
-        view = message_view(s.store.get_message(message_id))
+        view = message_payload(s.store.get_message(message_id))
         emit(view, as_json=as_json, text=lambda: _print_message(view))
 
     ctx.using(settings, action)
@@ -233,7 +233,7 @@ def explain(ctx: Context, user_email: str, from_: str, as_json: bool, settings: 
     def action(s: Services) -> None:
         sender = s.tenancy.user(user_email)
         chosen = s.submitter.explain(sender, from_)
-        view = route_view(chosen)
+        view = route_payload(chosen)
         lines = [
             f"{i}. {st.rule}: {st.verdict} - {st.reason}" for i, st in enumerate(chosen.steps, 1)
         ]
