@@ -32,9 +32,11 @@ from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
 from mailvia.domain.oauth import AppSource, OAuthApp
 from mailvia.domain.ratelimit import RequestCaps
 from mailvia.keyring import open_vault, rotate
-from mailvia.outbox.accounts import Sessions
+from mailvia.outbox.accounts import Accounts, Sessions
+from mailvia.outbox.backlog import Backlog
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
+from mailvia.outbox.messages import Messages
 from mailvia.outbox.notices import Notices
 from mailvia.outbox.oauth.apps import OAuthApps
 from mailvia.outbox.oauth.connect import OAuthConnect
@@ -42,10 +44,11 @@ from mailvia.outbox.oauth.credentials import TokenSource
 from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.ports import Credentials
 from mailvia.outbox.probe import ChannelTester
-from mailvia.outbox.services import Services
+from mailvia.outbox.services import ApiOptions, Services
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
 from mailvia.outbox.test_message import TestMessages
+from mailvia.outbox.tokens import ApiTokens
 from mailvia.outbox.webhook_dispatch import WebhookDispatcher
 from mailvia.outbox.webhook_ports import Metrics
 from mailvia.outbox.webhooks import Webhooks
@@ -152,7 +155,23 @@ def ensure_pool(store: SqlStore, settings: Settings, now: float) -> Channel | No
     return channel
 
 
+@dataclass(frozen=True)
+class Wired:
+    """What `wire` built: the services an ingress gets, and the adapters behind them (for
+    tests and the operator's tools; no ingress ever sees these)."""
+
+    services: Services
+    store: SqlStore
+    vault: Vault
+    transport: Transports
+
+
 def build(settings: Settings, *, create_key: bool = False) -> Services:
+    """The services for an ingress (see `wire`)."""
+    return wire(settings, create_key=create_key).services
+
+
+def wire(settings: Settings, *, create_key: bool = False) -> Wired:
     """Wire the service. Raises SecretsUnavailable when the master key does not fit, and
     StoreUnavailable when the data folder or the database cannot be made private."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -171,18 +190,16 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
             gmail_url=settings.gmail_api_url, graph_url=settings.graph_api_url, limits=limits
         ),
     )
-    metrics = prometheus(store)
+    backlog = Backlog(store)
+    metrics = prometheus(backlog)
     webhooks, webhook_dispatcher, sender = webhook_parts(store, vault, guard, metrics)
     channels = Channels(
         store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
     )
     worker = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-
-    def public_url() -> str:  # where people reach mailvia: known once `serve` has bound
-        return settings.public_url or services.http_url or f"http://{settings.http_listen}"
-
+    listening = Listening(settings)
     oauth = oauth_parts(
-        store, vault, settings, channels, transport, worker=worker, public_url=public_url
+        store, vault, settings, channels, transport, worker=worker, public_url=listening.url
     )
 
     async def credentials(
@@ -214,17 +231,21 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         await sender.aclose()
         store.close()
 
+    sessions = Sessions(store)
+    tokens = ApiTokens(store)
+
+    def http_app(url: str) -> FastAPI:
+        listening.bound(url)
+        return asgi_app(services, settings)
+
     services = Services(
-        store=store,
-        tenancy=Tenancy(store, hash_password=hash_password),
-        sessions=Sessions(store),
+        tenancy=Tenancy(store, hash_password=hash_password, tokens=tokens),
+        accounts=Accounts(
+            store, sessions, verify_password=verify_password, hash_password=hash_password
+        ),
+        sessions=sessions,
+        tokens=tokens,
         channels=channels,
-        submitter=submitter,
-        dispatcher=dispatcher,
-        transport=transport,
-        pool=lambda: pool,
-        close=close,
-        max_message_size=settings.max_message_size,
         tester=ChannelTester(
             store,
             channels,
@@ -233,24 +254,48 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
             messages=TestMessages(store, submitter, clock=time.time),
             tokens=credentials,
         ),
-        rotate_key=lambda: str(rotate(store, vault, settings)),
-        webhooks=webhooks,
-        webhook_dispatcher=webhook_dispatcher,
-        metrics=metrics,
-        metrics_token=settings.metrics_token,
-        api_rate_limit=settings.api_rate_limit,
+        mailboxes=oauth.mailboxes,
         oauth_apps=oauth.apps,
         oauth=oauth.connect,
-        mailboxes=oauth.mailboxes,
-        startup_notes=tuple(made_private),
-        api_recipient_limit=settings.api_recipient_limit,
-        api_caps=RequestCaps(
-            messages=settings.api_batch_max_messages,
-            recipients=settings.api_request_max_recipients,
+        submitter=submitter,
+        messages=Messages(store, channels),
+        backlog=backlog,
+        webhooks=webhooks,
+        dispatcher=dispatcher,
+        webhook_dispatcher=webhook_dispatcher,
+        metrics=metrics,
+        pool=lambda: pool,
+        rotate_key=lambda: str(rotate(store, vault, settings)),
+        http_app=http_app,
+        max_message_size=settings.max_message_size,
+        api=ApiOptions(
+            rate_limit=settings.api_rate_limit,
+            recipient_limit=settings.api_recipient_limit,
+            caps=RequestCaps(
+                messages=settings.api_batch_max_messages,
+                recipients=settings.api_request_max_recipients,
+            ),
+            metrics_token=settings.metrics_token,
         ),
+        startup_notes=tuple(made_private),
+        close=close,
     )
-    services.asgi = lambda: asgi_app(services, settings)
-    return services
+    return Wired(services, store, vault, transport)
+
+
+class Listening:
+    """Where people reach mailvia: PUBLIC_URL, else where `serve` listens once it has bound
+    its socket, else the HTTP_LISTEN setting (OAuth redirect URIs are made from it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._bound: str | None = None
+
+    def bound(self, url: str) -> None:
+        self._bound = url
+
+    def url(self) -> str:
+        return self._settings.public_url or self._bound or f"http://{self._settings.http_listen}"
 
 
 def api_limits(settings: Settings) -> dict[TransportKind, ApiLimits]:
@@ -333,11 +378,11 @@ def endpoints(settings: Settings) -> Endpoints:
     )
 
 
-def prometheus(store: SqlStore) -> Metrics:
+def prometheus(backlog: Backlog) -> Metrics:
     """The metrics registry of this process (prometheus-client, its own registry)."""
     from mailvia.ingress.metrics import PrometheusMetrics
 
-    return PrometheusMetrics(store)
+    return PrometheusMetrics(backlog)
 
 
 def webhook_parts(
@@ -381,8 +426,6 @@ def asgi_app(services: Services, settings: Settings) -> FastAPI:
     api = create_app(services)
     web = create_web(
         services,
-        verify_password=verify_password,
-        hash_password=hash_password,
         secure_cookies=not _loopback(settings.http_listen.host),
         session_key=session_key(settings),
     )

@@ -37,7 +37,8 @@ from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Outcome, Reply
 from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import Fallback, Role, User
-from mailvia.outbox.ports import AttemptRecord, Claim, Event, MessageFilter, NewMessage
+from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
+from mailvia.outbox.records import Event, MessageFilter
 from mailvia.store import KEEP, SqlStore, migrate, open_store
 from mailvia.store.tables import metadata
 

@@ -63,3 +63,15 @@ def identity_covers(identity: str, address: str) -> bool:
     if identity.startswith("@"):
         return address.rpartition("@")[2] == identity[1:]
     return identity == address
+
+
+def sendable_addresses(email: str, identities: list[str]) -> list[str]:
+    """The addresses a user with this login email and these identities may send From, in the
+    order they were granted (for `@domain` identities: their own local part at that domain)."""
+    local = email.rpartition("@")[0]
+    seen: list[str] = []
+    for identity in identities:
+        address = f"{local}@{identity[1:]}" if identity.startswith("@") else identity
+        if address not in seen:
+            seen.append(address)
+    return seen

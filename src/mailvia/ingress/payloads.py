@@ -11,7 +11,7 @@ from mailvia.domain.probe import ProbeReport
 from mailvia.domain.replies import Reply
 from mailvia.domain.routing import Route
 from mailvia.outbox.oauth.mailboxes import MailboxStatus
-from mailvia.outbox.ports import MessageView
+from mailvia.outbox.records import MessageView
 from mailvia.outbox.submit import Receipt
 
 

@@ -10,6 +10,7 @@ pooled connections, but only after a passing probe; a failing one changes nothin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -25,19 +26,26 @@ from mailvia.outbox.ports import (
     Credentials,
     CredentialSource,
     Prober,
-    Store,
     Transport,
     Vault,
 )
+from mailvia.outbox.records import Event
 from mailvia.outbox.test_message import SUBJECT, TEXT, TestMessages, sender_for_test
 
 _TEST_MAX_SIZE = 64 * 1024
 
 
-class ReconnectStore(Store, Protocol):
-    """The store, plus rewriting a channel with a new sealed secret."""
+class ReconnectStore(Protocol):
+    """What testing and reconnecting need from the store."""
 
+    def get_user(self, user_id: str) -> User: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
     def update_channel(self, channel: Channel, secret: bytes | None) -> Channel: ...
+    def set_channel_state(
+        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
+    ) -> Channel: ...
+    def release_channel(self, channel_id: str, now: Instant) -> int: ...
+    def add_events(self, events: Sequence[Event]) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from mailvia.domain.clock import Instant, to_iso
 from mailvia.domain.errors import Forbidden, InvalidInput, NotFound
 from mailvia.domain.ids import make_id
 from mailvia.domain.tenancy import User
-from mailvia.outbox.ports import Event, Vault
+from mailvia.outbox.ports import Vault
+from mailvia.outbox.records import Event
 from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt, WebhookStore
 
 EVENT_TYPES = (

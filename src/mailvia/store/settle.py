@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import TERMINAL, State, message_state
-from mailvia.outbox.ports import AttemptRecord, Event, MessageView
+from mailvia.outbox.ports import AttemptRecord
+from mailvia.outbox.records import Event, MessageView
 from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.message_reads import read_message

@@ -42,7 +42,7 @@ def get_caller(
     RateLimited (429) when the token sends requests faster than the rate limit."""
     if credentials is None:
         raise Unauthenticated("an API token is required: Authorization: Bearer <token>")
-    user = services.tenancy.authenticate(credentials.credentials)
+    user = services.tokens.authenticate(credentials.credentials)
     if rate_limit is not None:
         rate_limit.check(credentials.credentials)
     return user

@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from mailvia.domain.channel import Budget, Channel
-from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
@@ -36,7 +35,6 @@ from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.params import Ref
 from mailvia.ingress.payloads import channel_payload
 from mailvia.outbox.channels import ChannelChanges, ChannelSpec
-from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.services import Services
 
 router = APIRouter(prefix="/v1", tags=["channels"])
@@ -56,18 +54,12 @@ def views(services: Services, user: User, channels: list[Channel]) -> list[dict[
     """Channels as the API shows them, OAuth mailboxes with their tokens' expiry."""
     if not any(c.oauth for c in channels):
         return [channel_payload(c) for c in channels]
-    statuses = mailboxes(services).statuses(user.organization_id)
+    statuses = services.mailboxes.statuses(user.organization_id)
     return [channel_payload(c, statuses.get(c.id)) for c in channels]
 
 
 def view(services: Services, user: User, channel: Channel) -> dict[str, Any]:
     return views(services, user, [channel])[0]
-
-
-def mailboxes(services: Services) -> OAuthMailboxes:
-    if services.mailboxes is None:
-        raise MailviaError("OAuth mailboxes are not available in this process")
-    return services.mailboxes
 
 
 @router.post(
@@ -123,13 +115,7 @@ def _owner(
         return None, owner.team
     if "@" in owner.user:
         return owner.user, None
-    try:
-        found: User | None = services.store.get_user(owner.user)
-    except NotFound:
-        found = None
-    if found is None or found.organization_id != user.organization_id:
-        raise NotFound(f"no user {owner.user}")
-    return found.email, None
+    return services.tenancy.member(user, owner.user).email, None
 
 
 def _budgets(budgets: list[BudgetIn] | None) -> tuple[Budget, ...] | None:
@@ -187,7 +173,7 @@ def update_channel(
 async def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
     """An OAuth mailbox's grant is revoked at the provider where it allows (Google), and its
     tokens are deleted with it."""
-    await mailboxes(services).remove(user, id)
+    await services.mailboxes.remove(user, id)
     return Response(status_code=204)
 
 
@@ -200,7 +186,7 @@ async def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Res
 async def disconnect_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     """the consent is revoked at Google; Microsoft offers no revocation of refresh tokens (`revoked`
     false): mailvia deletes its copy. Reconnecting releases the held mail in order."""
-    done = await mailboxes(services).disconnect(user, id, time.time())
+    done = await services.mailboxes.disconnect(user, id, time.time())
     return {
         "channel": view(services, user, done.channel),
         "held": done.held,

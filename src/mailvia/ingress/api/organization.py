@@ -33,7 +33,7 @@ def _view(org: Organization) -> dict[str, Any]:
     summary="The caller's organization",
 )
 def get_organization(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return _view(services.store.get_organization(user.organization_id))
+    return _view(services.tenancy.organization_of(user))
 
 
 @router.patch(

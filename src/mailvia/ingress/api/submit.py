@@ -103,7 +103,7 @@ async def submit_batch(
 def _batch(
     services: Services, user: User, take: RecipientLimit, raw: bytes, key_header: str | None
 ) -> JSONResponse:
-    batch = batch_body(raw, services.api_caps)
+    batch = batch_body(raw, services.api.caps)
     take(batch.recipients)
     now = time.time()
     key = idempotency(key_header, user, "batch", canonical(batch.body))

@@ -14,7 +14,6 @@ from mailvia.domain.channel import Auth, Budget, Channel, Scope, Security
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.probe import ProbeReport
-from mailvia.domain.tenancy import Role, User
 from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
@@ -25,7 +24,6 @@ from mailvia.ingress.cli.root import (
 )
 from mailvia.ingress.payloads import channel_payload, report_payload
 from mailvia.outbox.channels import ChannelSpec
-from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
 from mailvia.settings import Settings
 
@@ -40,13 +38,6 @@ ORG_OPTION = click.option(
 @cli.group()
 def channel() -> None:
     """Delivery channels: one way out for mail."""
-
-
-def operator(services: Services, org_name: str) -> User:
-    """The CLI acts for the operator: an admin of the named organization."""
-    org = services.tenancy.organization(org_name)
-    team = services.store.find_team(org.id, "default")
-    return User("operator", org.id, team.id if team else "", "operator", Role.ADMIN)
 
 
 def read_password(stdin: bool, env: str | None) -> str | None:
@@ -133,7 +124,7 @@ def add(
     )
 
     def action(s: Services) -> None:
-        created, warnings = s.channels.add(operator(s, org), spec, time.time())
+        created, warnings = s.channels.add(s.tenancy.operator(org), spec, time.time())
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         emit(
@@ -154,9 +145,9 @@ def list_(ctx: Context, as_json: bool, org: str, settings: Settings) -> None:
     """List the organization's channels."""
 
     def action(s: Services) -> None:
-        actor = operator(s, org)
+        actor = s.tenancy.operator(org)
         channels = s.channels.visible(actor)
-        statuses = s.mailboxes.statuses(actor.organization_id) if s.mailboxes else {}
+        statuses = s.mailboxes.statuses(actor.organization_id)
         views = [channel_payload(c, statuses.get(c.id)) for c in channels]
         emit(views, as_json=as_json, text=lambda: _table(channels))
 
@@ -181,9 +172,9 @@ def show(ctx: Context, name: str, as_json: bool, org: str, settings: Settings) -
     """Show one channel (the password is never shown)."""
 
     def action(s: Services) -> None:
-        actor = operator(s, org)
+        actor = s.tenancy.operator(org)
         found = s.channels.get(actor, name)
-        statuses = s.mailboxes.statuses(actor.organization_id) if s.mailboxes else {}
+        statuses = s.mailboxes.statuses(actor.organization_id)
         view = channel_payload(found, statuses.get(found.id))
         emit(view, as_json=as_json, text="\n".join(f"{k:28} {v}" for k, v in view.items()))
 
@@ -198,12 +189,9 @@ def _state_command(verb: str) -> None:
     @pass_context
     def command(ctx: Context, name: str, org: str, settings: Settings) -> None:
         def action(s: Services) -> None:
-            actor = operator(s, org)
+            actor = s.tenancy.operator(org)
             if verb == "remove":
-                if s.mailboxes is not None:  # an OAuth mailbox's grant is revoked too
-                    asyncio.run(s.mailboxes.remove(actor, name))
-                else:
-                    s.channels.remove(actor, name)
+                asyncio.run(s.mailboxes.remove(actor, name))  # an OAuth grant is revoked too
                 click.echo(f"removed {name}")
                 return
             change = s.channels.pause if verb == "pause" else s.channels.resume
@@ -260,8 +248,8 @@ def probe_command(
     password = read_password(password_stdin, password_env)
 
     def action(s: Services) -> ProbeReport:
-        actor, now = operator(s, org), time.time()
-        tester = _tester(s)
+        actor, now = s.tenancy.operator(org), time.time()
+        tester = s.tester
         if to is not None:  # the operator sends as a user, as `mailvia send --user` does
             sender = s.tenancy.user(user_email) if user_email else tester.owner(actor, name)
             actor = sender or actor
@@ -295,8 +283,8 @@ def reconnect(
     password = read_password(password_stdin, password_env)
 
     def action(s: Services) -> bool:
-        actor, now = operator(s, org), time.time()
-        done = asyncio.run(_tester(s).reconnect(actor, name, password=password, now=now))
+        actor, now = s.tenancy.operator(org), time.time()
+        done = asyncio.run(s.tester.reconnect(actor, name, password=password, now=now))
         view = report_payload(done.report) | {
             "reconnected": done.reconnected,
             "released": done.released,
@@ -318,12 +306,6 @@ def reconnect(
 
     if not ctx.using(settings, action):
         sys.exit(1)
-
-
-def _tester(s: Services) -> ChannelTester:
-    if s.tester is None:
-        raise InvalidInput("test connection is not available in this build")
-    return s.tester
 
 
 def print_report(report: ProbeReport) -> None:

@@ -126,12 +126,12 @@ def _report(
     deadline = time.monotonic() + timeout
     views = []
     for receipt in receipts:
-        view = s.store.get_message(receipt.id)
+        view = s.messages.for_operator(receipt.id)
         while not view.state.terminal and view.state is not State.HELD:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-            view = s.store.get_message(receipt.id)
+            view = s.messages.for_operator(receipt.id)
         views.append(view)
     emit(
         [message_payload(v) for v in views],
@@ -153,18 +153,18 @@ def queue(ctx: Context, org: str | None, as_json: bool, settings: Settings) -> N
     def action(s: Services) -> None:
         now = time.time()
         org_id = s.tenancy.organization(org).id if org else None
-        counts = s.store.queue_counts(org_id)
-        channels = {c.id: c for c in s.store.list_channels(org_id)}
+        backlog = s.backlog.snapshot(org_id, now)
+        channels = {c.id: c for c in backlog.channels}
         data: dict[str, dict[str, object]] = {}
         lines = []
-        for cid, states in counts.items():
+        for cid, states in backlog.counts.items():
             channel = channels.get(cid)
             entry: dict[str, object] = {str(k): v for k, v in states.items()}
             line = f"{channel.name if channel else cid:24} " + "  ".join(
                 f"{k} {v}" for k, v in states.items() if v
             )
-            if channel is not None and channel.budgets:
-                log = s.store.budget_ledger(channel.id, channel.budgets).log(now)
+            log = backlog.use.get(cid)
+            if channel is not None and log is not None:
                 entry["budgets"] = describe_use(channel.budgets, log, now)
                 line += f"\n{'':24} {_via(channel)}: {entry['budgets']}"
             data[cid] = entry
@@ -194,7 +194,7 @@ def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> No
     """A message's state, recipients and attempts."""
 
     def action(s: Services) -> None:
-        view = message_payload(s.store.get_message(message_id))
+        view = message_payload(s.messages.for_operator(message_id))
         emit(view, as_json=as_json, text=lambda: _print_message(view))
 
     ctx.using(settings, action)

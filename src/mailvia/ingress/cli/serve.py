@@ -163,10 +163,8 @@ def _beside(
     services: Services, stop: asyncio.Event, metrics: socket.socket | None
 ) -> list[asyncio.Task[None]]:
     """The webhook dispatcher and the metrics listener (METRICS_LISTEN), until `stop`."""
-    tasks = []
-    if services.webhook_dispatcher is not None:
-        webhooks = services.webhook_dispatcher.run_forever(time.time, stop)
-        tasks.append(asyncio.create_task(webhooks))
+    webhooks = services.webhook_dispatcher.run_forever(time.time, stop)
+    tasks = [asyncio.create_task(webhooks)]
     if metrics is not None:
         from mailvia.ingress.metrics_http import metrics_app  # FastAPI: only when serving
 
@@ -190,9 +188,8 @@ async def _serve(
     _stop_on_signals(stop)
     await _start_submission(submission, smtp)
     host, port = sock.getsockname()[:2]
-    services.http_url = f"http://{Listen(host, port)}"  # redirect URIs, without PUBLIC_URL
-    assert services.asgi is not None, "app.build hands over the HTTP app"
-    config = uvicorn.Config(services.asgi(), log_level="warning", lifespan="off")
+    app = services.http_app(f"http://{Listen(host, port)}")  # redirect URIs: see PUBLIC_URL
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]))
     dispatch = (

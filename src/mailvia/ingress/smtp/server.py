@@ -196,7 +196,7 @@ class SubmissionServer:
         return AuthResult(success=True, auth_data=user)
 
     def _check_login(self, email: str, token: str) -> User:
-        user = self.services.tenancy.authenticate(token)
+        user = self.services.tokens.authenticate(token)
         if not hmac.compare_digest(user.email.lower().encode(), email.strip().lower().encode()):
             raise Unauthenticated("the token is not this login's")
         return user
