@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from mailvia.domain.errors import MailviaError, StoreUnavailable
+from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.ingress.smtp.server import SubmissionServer
@@ -389,8 +389,8 @@ class BrokenSubmitter(Submitter):
         raise self.error
 
     def submit_each(
-        self, items: Sequence[tuple[User, Submission]], *, now: float
-    ) -> list[Receipt | MailviaError]:
+        self, items: Sequence[tuple[User, Submission] | Exception], *, now: float
+    ) -> list[Receipt | Exception]:
         raise self.error
 
 
@@ -643,8 +643,8 @@ class CountingSubmitter(Submitter):
         self.groups: list[int] = []
 
     def submit_each(
-        self, items: Sequence[tuple[User, Submission]], *, now: float
-    ) -> list[Receipt | MailviaError]:
+        self, items: Sequence[tuple[User, Submission] | Exception], *, now: float
+    ) -> list[Receipt | Exception]:
         self.groups.append(len(items))
         return super().submit_each(items, now=now)
 
@@ -689,8 +689,8 @@ class SlowSubmitter(CountingSubmitter):
         self.started: list[int] = []
 
     def submit_each(
-        self, items: Sequence[tuple[User, Submission]], *, now: float
-    ) -> list[Receipt | MailviaError]:
+        self, items: Sequence[tuple[User, Submission] | Exception], *, now: float
+    ) -> list[Receipt | Exception]:
         self.started.append(len(items))
         time.sleep(1.0)
         return super().submit_each(items, now=now)

@@ -1,8 +1,12 @@
-"""The ports the use cases own: what they need from a store, a transport and a vault.
+"""The ports the use cases share: a transport, a vault, the credential source, the prober,
+and `Store`, the whole outbox as the SQL store implements it.
 
-Adapters implement these (store/, transport/, secrets.py); the composition root (app.py)
-hands concrete ones in. Store methods are synchronous and each is one transaction; they
-raise domain errors (NotFound, Conflict, StoreUnavailable), never driver exceptions.
+Each use case but the dispatcher takes a narrow Protocol of its own with just the store
+methods it calls (`TenancyStore` in tenancy.py, `MessageBook` in messages.py, ...), a subset
+of `Store`; the SQL store implements them all. Adapters implement these (store/, transport/,
+secrets.py); the composition root (app.py) hands concrete ones in. Store methods are
+synchronous and each is one transaction; they raise domain errors (NotFound, Conflict,
+StoreUnavailable), never driver exceptions. web/ and ingress/ never import this module.
 """
 
 from __future__ import annotations
@@ -110,7 +114,8 @@ class Ledger(Protocol):
 
 
 class Store(Protocol):
-    """The outbox and everything it refers to."""
+    """The outbox and everything it refers to: the union the SQL store implements, and what
+    the dispatcher sees (its narrowing comes with the dispatch core's clock, issue 11)."""
 
     # tenancy
     def create_organization(self, org_id: str, name: str, now: Instant) -> Organization: ...
@@ -178,7 +183,7 @@ class Store(Protocol):
         self, org_id: str, *, cursor: str | None, limit: int
     ) -> tuple[list[Event], str | None]: ...
 
-    # sign-in and the setup pages (web/)
+    # sign-in, teams and API tokens
     def password_hash(self, user_id: str) -> str | None: ...
     def set_password(
         self, user_id: str, password_hash: str | None, *, must_change_password: bool

@@ -153,16 +153,22 @@ class Submitter:
             raise CannotCarry(f"{channel.name} cannot send this message: {reason}")
 
     def submit_each(
-        self, items: Sequence[tuple[User, Submission]], *, now: Instant
+        self, items: Sequence[tuple[User, Submission] | Exception], *, now: Instant
     ) -> list[Receipt | Exception]:
-        """Messages of different senders, each judged on its own (a refused one gets its
-        error in its place and does not hold up the others); the accepted ones are committed
-        together in one transaction. For intakes that gather concurrent messages (group
-        commit). Raises only what the commit itself raises (e.g. StoreUnavailable)."""
+        """Messages of different senders, each judged on its own: the one per-item submit of
+        every intake that answers per message (the API's batch, the submission port's group
+        commit). A refused one gets its error in its place and does not hold up the others;
+        an item the intake already refused (an Exception) keeps its place as it is; the
+        accepted ones are committed together in one transaction. Raises only what the commit
+        itself raises (e.g. StoreUnavailable)."""
         routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
-        for sender, submission in items:
+        for item in items:
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            sender, submission = item
             channel = self._route(routes, sender, submission.composed)
             if not isinstance(channel, Exception):
                 try:

@@ -107,16 +107,14 @@ def _batch(
     take(batch.recipients)
     now = time.time()
     key = idempotency(key_header, user, "batch", canonical(batch.body))
-    items: list[Submission | MailviaError] = []
+    items: list[tuple[User, Submission] | Exception] = []
     for index, message in enumerate(batch.body.messages):
         item_key = Idempotency(f"{key.key}#{index}", key.digest) if key else None
         try:
-            items.append(submission(services, user, message, now, item_key))
+            items.append((user, submission(services, user, message, now, item_key)))
         except MailviaError as exc:
             items.append(exc)
-    accepted = [(user, item) for item in items if isinstance(item, Submission)]
-    outcomes = iter(services.submitter.submit_each(accepted, now=now) if accepted else [])
-    results = [next(outcomes) if isinstance(item, Submission) else item for item in items]
+    results = services.submitter.submit_each(items, now=now)
     count_rejected(services.metrics, (r for r in results if isinstance(r, MailviaError)))
     answer = BatchOut.model_validate({"data": [_result(result) for result in results]})
     return JSONResponse(answer.model_dump(mode="json"))
