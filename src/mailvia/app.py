@@ -15,20 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits
 from mailvia.domain.channel import (
-    Auth,
     Channel,
     Kind,
-    Owner,
     Provider,
-    Scope,
-    Security,
     TransportKind,
 )
-from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
+from mailvia.domain.errors import InvalidChannel
 from mailvia.domain.oauth import AppSource, OAuthApp
 from mailvia.domain.ratelimit import RequestCaps
 from mailvia.keyring import open_vault, rotate
@@ -42,7 +37,7 @@ from mailvia.outbox.oauth.apps import OAuthApps
 from mailvia.outbox.oauth.connect import OAuthConnect
 from mailvia.outbox.oauth.credentials import TokenSource
 from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
-from mailvia.outbox.ports import Credentials
+from mailvia.outbox.ports import Credentials, CredentialSource
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import ApiOptions, Services
 from mailvia.outbox.submit import Submitter
@@ -55,6 +50,7 @@ from mailvia.outbox.webhooks import Webhooks
 from mailvia.passwords import hash_password, verify_password
 from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
+from mailvia.shared_pool import ensure_pool, parse_relay
 from mailvia.store import SqlStore, make_private, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
 from mailvia.transport.apis import MailApiTransport
@@ -65,34 +61,6 @@ from mailvia.transport.webhooks import HttpWebhookSender, url_checker
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-POOL_ORGANIZATION = "_platform"
-POOL_CHANNEL_ID = "ch_pool"
-
-
-@dataclass(frozen=True)
-class Relay:
-    host: str
-    port: int
-    security: Security
-    credentials: Credentials | None
-
-
-def parse_relay(url: str) -> Relay:
-    """`smtp://user:pass@host:port?security=starttls` (security: starttls, tls or none)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise InvalidInput("POOL_RELAY: expected smtp://user:pass@host:port?security=starttls")
-    query = parse_qs(parts.query)
-    default = "tls" if parts.scheme == "smtps" else "starttls"
-    try:
-        security = Security(query.get("security", [default])[0])
-    except ValueError as exc:
-        raise InvalidInput("POOL_RELAY: security must be starttls, tls or none") from exc
-    credentials = None
-    if parts.username:
-        credentials = Credentials(unquote(parts.username), unquote(parts.password or ""))
-    return Relay(parts.hostname, parts.port or 587, security, credentials)
 
 
 def check_plaintext_host(
@@ -113,46 +81,6 @@ def check_plaintext_host(
                 )
 
     return check
-
-
-def ensure_pool(store: SqlStore, settings: Settings, now: float) -> Channel | None:
-    """Keep the shared pool's channel row in step with POOL_RELAY (None when unset)."""
-    if not settings.pool_relay:
-        return None
-    relay = parse_relay(settings.pool_relay)
-    org = store.find_organization(POOL_ORGANIZATION) or store.create_organization(
-        "org_platform", POOL_ORGANIZATION, now
-    )
-    team = store.find_team(org.id, "pool") or store.create_team(
-        "team_platform", org.id, "pool", now
-    )
-    channel = Channel(
-        id=POOL_CHANNEL_ID,
-        organization_id=org.id,
-        name="shared pool",
-        kind=Kind.POOL,
-        host=relay.host,
-        port=relay.port,
-        security=relay.security,
-        auth=Auth.PLAIN if relay.credentials else Auth.NONE,
-        scope=Scope.DOMAIN,
-        owner=Owner(team_id=team.id),
-        username=relay.credentials.username if relay.credentials else None,
-        has_password=relay.credentials is not None,
-        max_connections=10,
-    )
-    try:
-        existing = store.get_channel(POOL_CHANNEL_ID)
-    except NotFound:
-        return store.add_channel(channel, None, now)
-    channel = replace(
-        channel,
-        state=existing.state,
-        state_reason=existing.state_reason,
-        state_changed_at=existing.state_changed_at,
-    )
-    store.update_channel(channel)
-    return channel
 
 
 @dataclass(frozen=True)
@@ -181,7 +109,6 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
     vault = open_vault(store, settings, create=create_key)
     store.use_cursor_key(derived_key(settings, b"mailvia list cursors"))
     pool = ensure_pool(store, settings, time.time())
-    relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
     guard = OutboundGuard(settings.allow_private_hosts)
     limits = api_limits(settings)
     transport = Transports(
@@ -201,16 +128,7 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
     oauth = oauth_parts(
         store, vault, settings, channels, transport, worker=worker, public_url=listening.url
     )
-
-    async def credentials(
-        channel: Channel, *, rejected: Credentials | None = None
-    ) -> Credentials | None:
-        if channel.kind is Kind.POOL:
-            return relay.credentials if relay else None
-        if channel.oauth is not None:
-            return await oauth.tokens(channel, rejected=rejected)
-        return channels.credentials(channel)
-
+    credentials = credential_source(settings, channels, oauth)
     notices = Notices(store, pool=lambda: pool, notice_from=settings.notice_from or "")
     dispatcher = Dispatcher(
         store,
@@ -219,20 +137,16 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         notify_disconnected=notices.channel_disconnected,
         metrics=metrics,
         options=DispatchOptions(
-            worker=worker,
-            lease_seconds=settings.lease_seconds,
-            batch=settings.claim_batch,
+            worker=worker, lease_seconds=settings.lease_seconds, batch=settings.claim_batch
         ),
     )
     submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake, api_limits=limits)
+    sessions, tokens = Sessions(store), ApiTokens(store)
 
     async def close() -> None:
         await transport.aclose()
         await sender.aclose()
         store.close()
-
-    sessions = Sessions(store)
-    tokens = ApiTokens(store)
 
     def http_app(url: str) -> FastAPI:
         listening.bound(url)
@@ -268,19 +182,42 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         rotate_key=lambda: str(rotate(store, vault, settings)),
         http_app=http_app,
         max_message_size=settings.max_message_size,
-        api=ApiOptions(
-            rate_limit=settings.api_rate_limit,
-            recipient_limit=settings.api_recipient_limit,
-            caps=RequestCaps(
-                messages=settings.api_batch_max_messages,
-                recipients=settings.api_request_max_recipients,
-            ),
-            metrics_token=settings.metrics_token,
-        ),
+        api=api_options(settings),
         startup_notes=tuple(made_private),
         close=close,
     )
     return Wired(services, store, vault, transport)
+
+
+def credential_source(
+    settings: Settings, channels: Channels, oauth: OAuthParts
+) -> CredentialSource:
+    """What delivery signs in with: the pool's from POOL_RELAY, an OAuth mailbox's access
+    token, or a channel's sealed password."""
+    relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
+
+    async def credentials(
+        channel: Channel, *, rejected: Credentials | None = None
+    ) -> Credentials | None:
+        if channel.kind is Kind.POOL:
+            return relay.credentials if relay else None
+        if channel.oauth is not None:
+            return await oauth.tokens(channel, rejected=rejected)
+        return channels.credentials(channel)
+
+    return credentials
+
+
+def api_options(settings: Settings) -> ApiOptions:
+    return ApiOptions(
+        rate_limit=settings.api_rate_limit,
+        recipient_limit=settings.api_recipient_limit,
+        caps=RequestCaps(
+            messages=settings.api_batch_max_messages,
+            recipients=settings.api_request_max_recipients,
+        ),
+        metrics_token=settings.metrics_token,
+    )
 
 
 class Listening:
