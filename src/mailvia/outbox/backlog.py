@@ -18,7 +18,7 @@ from mailvia.outbox.ports import Ledger
 Counts = dict[str, dict[State, int]]  # channel id -> state -> messages
 
 
-class BacklogReader(Protocol):
+class BacklogStore(Protocol):
     """What reading the backlog needs from the store."""
 
     def queue_counts(self, org_id: str | None = None) -> Counts: ...
@@ -39,7 +39,7 @@ class Snapshot:
 class Backlog:
     """Queue counts and budget use."""
 
-    def __init__(self, store: BacklogReader) -> None:
+    def __init__(self, store: BacklogStore) -> None:
         self._store = store
 
     def counts(self, organization_id: str | None) -> Counts:

@@ -39,6 +39,25 @@ ADDRESS_SCOPE_NOT_SHARED = "{title} credentials sign in to one mailbox; each rep
 TYPED_MAX_AGE = 3600.0  # seconds a sealed typed password is good for
 
 
+class ChannelLookup(Protocol):
+    """Finding a channel by name or id."""
+
+    def find_channel(self, org_id: str, name: str) -> Channel | None: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
+
+
+def channel_in(store: ChannelLookup, organization_id: str, ref: str) -> Channel | None:
+    """The organization's channel named `ref`, else the one whose id it is (None: neither is
+    the organization's)."""
+    found = store.find_channel(organization_id, ref)
+    if found is None:
+        try:
+            found = store.get_channel(ref)
+        except NotFound:
+            return None
+    return found if found.organization_id == organization_id else None
+
+
 class ChannelStore(Protocol):
     """What the channel use cases need from the store; each method is one transaction."""
 
@@ -218,17 +237,8 @@ class Channels:
 
     def get(self, actor: User, ref: str) -> Channel:
         """A channel by id or name; NotFound for channels the actor may not see."""
-        found = self.store.find_channel(actor.organization_id, ref)
-        if found is None:
-            try:
-                found = self.store.get_channel(ref)
-            except NotFound:
-                found = None
-        if (
-            found is None
-            or found.organization_id != actor.organization_id
-            or not _may_see(actor, found)
-        ):
+        found = channel_in(self.store, actor.organization_id, ref)
+        if found is None or not _may_see(actor, found):
             raise NotFound(f"no channel {ref!r}")
         return found
 

@@ -20,7 +20,7 @@ from mailvia.outbox.records import Event, MessageFilter, MessageView
 Page = tuple[list[MessageView], str | None]  # the messages, and the cursor of the next page
 
 
-class MessageBook(Protocol):
+class MessageStore(Protocol):
     """What reading messages and events needs from the store."""
 
     def get_message(self, message_id: str) -> MessageView:
@@ -49,7 +49,7 @@ def may_see(user: User, message: MessageView) -> bool:
 class Messages:
     """Read, list and cancel messages, and read the event stream, as one user."""
 
-    def __init__(self, store: MessageBook, channels: Channels) -> None:
+    def __init__(self, store: MessageStore, channels: Channels) -> None:
         self._store = store
         self._channels = channels
 

@@ -2,7 +2,7 @@
 and `Store`, the whole outbox as the SQL store implements it.
 
 Each use case but the dispatcher takes a narrow Protocol of its own with just the store
-methods it calls (`TenancyStore` in tenancy.py, `MessageBook` in messages.py, ...), a subset
+methods it calls (`TenancyStore` in tenancy.py, `MessageStore` in messages.py, ...), a subset
 of `Store`; the SQL store implements them all. Adapters implement these (store/, transport/,
 secrets.py); the composition root (app.py) hands concrete ones in. Store methods are
 synchronous and each is one transaction; they raise domain errors (NotFound, Conflict,

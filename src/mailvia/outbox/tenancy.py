@@ -27,6 +27,7 @@ from mailvia.domain.tenancy import (
     sendable_addresses,
 )
 from mailvia.outbox.addresses import check_address, check_login
+from mailvia.outbox.channels import channel_in
 from mailvia.outbox.tokens import ApiTokens
 
 
@@ -186,13 +187,8 @@ class Tenancy:
         )
 
     def _default(self, org: Organization, ref: str) -> str:
-        channel: Channel | None = self.store.find_channel(org.id, ref)
+        channel = channel_in(self.store, org.id, ref)
         if channel is None:
-            try:
-                channel = self.store.get_channel(ref)
-            except NotFound:
-                channel = None
-        if channel is None or channel.organization_id != org.id:
             raise NotFound(f"no channel {ref!r} in {org.name}")
         refusal = shared_refusal(channel)
         if refusal is not None:

@@ -20,7 +20,7 @@ from mailvia.outbox.records import TokenView
 TOKEN_PREFIX = "mv_"
 
 
-class TokenStore(Protocol):
+class ApiTokenStore(Protocol):
     """What API tokens need from the store; each method is one transaction."""
 
     def find_user(self, email: str) -> User | None: ...
@@ -43,7 +43,7 @@ def hash_token(token: str) -> str:
 class ApiTokens:
     """Make, check, list and revoke API tokens."""
 
-    def __init__(self, store: TokenStore) -> None:
+    def __init__(self, store: ApiTokenStore) -> None:
         self._store = store
 
     def create(self, email: str, name: str, now: Instant) -> str:
