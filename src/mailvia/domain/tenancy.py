@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mailvia.domain.errors import InvalidAddress
+from mailvia.domain.errors import Forbidden, InvalidAddress
 
 
 class Role(StrEnum):
@@ -47,6 +47,13 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+
+def require_admin(user: User, what: str) -> None:
+    """Raise Forbidden unless the user is an admin of their organization (`what`: what only
+    admins may do, for the message)."""
+    if not user.is_admin:
+        raise Forbidden(f"only admins may {what}")
 
 
 def domain_of(address: str) -> str:

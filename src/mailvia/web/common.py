@@ -121,11 +121,6 @@ def signed_in(request: Request, web: WebDep) -> User:
 UserDep = Annotated[User, Depends(signed_in)]
 
 
-def require_admin(user: User, what: str) -> None:
-    if not user.is_admin:
-        raise Forbidden(f"only admins may {what}")
-
-
 def when(at: float | None) -> str:
     """An instant as people read it, in UTC."""
     if at is None:

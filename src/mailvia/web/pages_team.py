@@ -16,18 +16,9 @@ from fastapi.responses import HTMLResponse, Response
 from mailvia.domain.channel import Kind, Provider, Scope, shared_refusal
 from mailvia.domain.errors import InvalidInput, MailviaError, NotFound
 from mailvia.domain.presets import PRESETS
-from mailvia.domain.tenancy import Fallback, User
+from mailvia.domain.tenancy import Fallback, User, require_admin
 from mailvia.outbox.oauth.apps import AppView
-from mailvia.web.common import (
-    UserDep,
-    Web,
-    WebDep,
-    now,
-    redirect,
-    render,
-    require_admin,
-    status_for,
-)
+from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
 from mailvia.web.forms import text
 from mailvia.web.wording import covers, provider, sharing
 

@@ -15,8 +15,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import MailviaError, NotFound
-from mailvia.domain.tenancy import User
-from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, require_admin
+from mailvia.domain.tenancy import User, require_admin
+from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render
 from mailvia.web.common import status_for as status_of
 from mailvia.web.forms import text
 

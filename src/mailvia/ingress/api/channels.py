@@ -47,10 +47,10 @@ router = APIRouter(prefix="/v1", tags=["channels"])
     summary="The channels the caller may see",
 )
 def list_channels(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return {"data": views(services, user, services.channels.visible(user))}
+    return {"data": payloads(services, user, services.channels.visible(user))}
 
 
-def views(services: Services, user: User, channels: list[Channel]) -> list[dict[str, Any]]:
+def payloads(services: Services, user: User, channels: list[Channel]) -> list[dict[str, Any]]:
     """Channels as the API shows them, OAuth mailboxes with their tokens' expiry."""
     if not any(c.oauth for c in channels):
         return [channel_payload(c) for c in channels]
@@ -58,8 +58,8 @@ def views(services: Services, user: User, channels: list[Channel]) -> list[dict[
     return [channel_payload(c, statuses.get(c.id)) for c in channels]
 
 
-def view(services: Services, user: User, channel: Channel) -> dict[str, Any]:
-    return views(services, user, [channel])[0]
+def payload(services: Services, user: User, channel: Channel) -> dict[str, Any]:
+    return payloads(services, user, [channel])[0]
 
 
 @router.post(
@@ -78,7 +78,7 @@ def add_channel(
     spec = spec_of(services, user, body)
     channel, warnings = services.channels.add(user, spec, time.time())
     response.headers["Location"] = f"/v1/channels/{channel.id}"
-    return view(services, user, channel) | {"warnings": _warnings(channel, warnings)}
+    return payload(services, user, channel) | {"warnings": _warnings(channel, warnings)}
 
 
 def spec_of(services: Services, user: User, body: ChannelIn) -> ChannelSpec:
@@ -140,7 +140,7 @@ def _warnings(channel: Channel, texts: list[str]) -> list[dict[str, str]]:
     summary="One channel, by id or name",
 )
 def get_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return view(services, user, services.channels.get(user, id))
+    return payload(services, user, services.channels.get(user, id))
 
 
 @router.patch(
@@ -160,7 +160,7 @@ def update_channel(
         max_recipients_per_message=body.max_recipients_per_message,
         max_connections=body.max_connections,
     )
-    return view(services, user, services.channels.update(user, id, changes))
+    return payload(services, user, services.channels.update(user, id, changes))
 
 
 @router.delete(
@@ -188,7 +188,7 @@ async def disconnect_channel(id: Ref, services: ServicesDep, user: CallerDep) ->
     false): mailvia deletes its copy. Reconnecting releases the held mail in order."""
     done = await services.mailboxes.disconnect(user, id, time.time())
     return {
-        "channel": view(services, user, done.channel),
+        "channel": payload(services, user, done.channel),
         "held": done.held,
         "revoked": done.revoked,
     }
@@ -202,7 +202,7 @@ async def disconnect_channel(id: Ref, services: ServicesDep, user: CallerDep) ->
 )
 def pause_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     channel, held = services.channels.pause(user, id, time.time())
-    return {"channel": view(services, user, channel), "held": held}
+    return {"channel": payload(services, user, channel), "held": held}
 
 
 @router.post(
@@ -213,7 +213,7 @@ def pause_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, 
 )
 def resume_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     channel, released = services.channels.resume(user, id, time.time())
-    return {"channel": view(services, user, channel), "released": released}
+    return {"channel": payload(services, user, channel), "released": released}
 
 
 @router.get(
@@ -223,10 +223,10 @@ def resume_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str,
     summary="Provider presets and what they fill in",
 )
 def list_presets(user: CallerDep) -> dict[str, Any]:
-    return {"data": [_preset_view(p) for p in PRESETS.values()]}
+    return {"data": [_preset_payload(p) for p in PRESETS.values()]}
 
 
-def _preset_view(preset: Preset) -> dict[str, Any]:
+def _preset_payload(preset: Preset) -> dict[str, Any]:
     return {
         "name": preset.name,
         "title": preset.title,

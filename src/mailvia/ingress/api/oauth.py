@@ -59,7 +59,7 @@ class OAuthStartOut(BaseModel):
     expires_at: Timestamp
 
 
-def _view(services: Services, app: AppView) -> dict[str, Any]:
+def _payload(services: Services, app: AppView) -> dict[str, Any]:
     return {
         "provider": str(app.provider),
         "client_id": app.client_id,
@@ -89,7 +89,7 @@ def put_app(
         tenant=body.tenant,
         now=time.time(),
     )
-    return _view(services, app)
+    return _payload(services, app)
 
 
 @router.get(
@@ -100,7 +100,7 @@ def put_app(
 )
 def get_app(provider: Provider, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     """Its own, else the operator-wide one; 404 when there is neither."""
-    return _view(services, services.oauth_apps.view(user, provider))
+    return _payload(services, services.oauth_apps.view(user, provider))
 
 
 @router.delete(

@@ -24,7 +24,7 @@ from mailvia.outbox.webhooks import EVENT_TYPES
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 
 
-def _view(webhook: Webhook) -> dict[str, Any]:
+def _payload(webhook: Webhook) -> dict[str, Any]:
     return {
         "id": webhook.id,
         "url": webhook.url,
@@ -33,7 +33,7 @@ def _view(webhook: Webhook) -> dict[str, Any]:
     }
 
 
-def _attempt_view(attempt: WebhookAttempt) -> dict[str, Any]:
+def _attempt_payload(attempt: WebhookAttempt) -> dict[str, Any]:
     return {
         "at": to_iso(attempt.at),
         "event_id": attempt.event_id,
@@ -54,7 +54,7 @@ def _attempt_view(attempt: WebhookAttempt) -> dict[str, Any]:
     summary="The organization's webhooks (admins)",
 )
 def list_webhooks(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return {"data": [_view(w) for w in services.webhooks.visible(user)]}
+    return {"data": [_payload(w) for w in services.webhooks.visible(user)]}
 
 
 @router.post(
@@ -68,7 +68,7 @@ def add_webhook(body: WebhookIn, services: ServicesDep, user: CallerDep) -> dict
     """The answer holds the signing secret (`whsec_...`): it is never shown again. Events
     from now on are POSTed signed per the Standard Webhooks specification."""
     made = services.webhooks.add(user, body.url, body.events, time.time())
-    return {**_view(made.webhook), "secret": made.secret}
+    return {**_payload(made.webhook), "secret": made.secret}
 
 
 @router.delete(
@@ -93,4 +93,4 @@ def list_deliveries(
     id: Ref, services: ServicesDep, user: CallerDep, cursor: Cursor = None, limit: Limit = 50
 ) -> dict[str, Any]:
     attempts, next_cursor = services.webhooks.attempts(user, id, cursor=cursor, limit=limit)
-    return {"data": [_attempt_view(a) for a in attempts], "next_cursor": next_cursor}
+    return {"data": [_attempt_payload(a) for a in attempts], "next_cursor": next_cursor}
