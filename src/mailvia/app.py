@@ -15,43 +15,42 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits
 from mailvia.domain.channel import (
-    Auth,
     Channel,
     Kind,
-    Owner,
     Provider,
-    Scope,
-    Security,
     TransportKind,
 )
-from mailvia.domain.errors import InvalidChannel, InvalidInput, NotFound
+from mailvia.domain.errors import InvalidChannel
 from mailvia.domain.oauth import AppSource, OAuthApp
 from mailvia.domain.ratelimit import RequestCaps
 from mailvia.keyring import open_vault, rotate
-from mailvia.outbox.accounts import Sessions
+from mailvia.outbox.accounts import Accounts, Sessions
+from mailvia.outbox.backlog import Backlog
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
+from mailvia.outbox.messages import Messages
 from mailvia.outbox.notices import Notices
 from mailvia.outbox.oauth.apps import OAuthApps
 from mailvia.outbox.oauth.connect import OAuthConnect
 from mailvia.outbox.oauth.credentials import TokenSource
 from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
-from mailvia.outbox.ports import Credentials
+from mailvia.outbox.ports import Credentials, CredentialSource
 from mailvia.outbox.probe import ChannelTester
-from mailvia.outbox.services import Services
+from mailvia.outbox.services import ApiOptions, Services
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
 from mailvia.outbox.test_message import TestMessages
+from mailvia.outbox.tokens import ApiTokens
 from mailvia.outbox.webhook_dispatch import WebhookDispatcher
 from mailvia.outbox.webhook_ports import Metrics
 from mailvia.outbox.webhooks import Webhooks
 from mailvia.passwords import hash_password, verify_password
 from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
+from mailvia.shared_pool import ensure_pool, parse_relay
 from mailvia.store import SqlStore, make_private, migrate, open_store
 from mailvia.transport import OutboundGuard, SmtpTransport
 from mailvia.transport.apis import MailApiTransport
@@ -62,34 +61,6 @@ from mailvia.transport.webhooks import HttpWebhookSender, url_checker
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-
-POOL_ORGANIZATION = "_platform"
-POOL_CHANNEL_ID = "ch_pool"
-
-
-@dataclass(frozen=True)
-class Relay:
-    host: str
-    port: int
-    security: Security
-    credentials: Credentials | None
-
-
-def parse_relay(url: str) -> Relay:
-    """`smtp://user:pass@host:port?security=starttls` (security: starttls, tls or none)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-        raise InvalidInput("POOL_RELAY: expected smtp://user:pass@host:port?security=starttls")
-    query = parse_qs(parts.query)
-    default = "tls" if parts.scheme == "smtps" else "starttls"
-    try:
-        security = Security(query.get("security", [default])[0])
-    except ValueError as exc:
-        raise InvalidInput("POOL_RELAY: security must be starttls, tls or none") from exc
-    credentials = None
-    if parts.username:
-        credentials = Credentials(unquote(parts.username), unquote(parts.password or ""))
-    return Relay(parts.hostname, parts.port or 587, security, credentials)
 
 
 def check_plaintext_host(
@@ -112,47 +83,23 @@ def check_plaintext_host(
     return check
 
 
-def ensure_pool(store: SqlStore, settings: Settings, now: float) -> Channel | None:
-    """Keep the shared pool's channel row in step with POOL_RELAY (None when unset)."""
-    if not settings.pool_relay:
-        return None
-    relay = parse_relay(settings.pool_relay)
-    org = store.find_organization(POOL_ORGANIZATION) or store.create_organization(
-        "org_platform", POOL_ORGANIZATION, now
-    )
-    team = store.find_team(org.id, "pool") or store.create_team(
-        "team_platform", org.id, "pool", now
-    )
-    channel = Channel(
-        id=POOL_CHANNEL_ID,
-        organization_id=org.id,
-        name="shared pool",
-        kind=Kind.POOL,
-        host=relay.host,
-        port=relay.port,
-        security=relay.security,
-        auth=Auth.PLAIN if relay.credentials else Auth.NONE,
-        scope=Scope.DOMAIN,
-        owner=Owner(team_id=team.id),
-        username=relay.credentials.username if relay.credentials else None,
-        has_password=relay.credentials is not None,
-        max_connections=10,
-    )
-    try:
-        existing = store.get_channel(POOL_CHANNEL_ID)
-    except NotFound:
-        return store.add_channel(channel, None, now)
-    channel = replace(
-        channel,
-        state=existing.state,
-        state_reason=existing.state_reason,
-        state_changed_at=existing.state_changed_at,
-    )
-    store.update_channel(channel)
-    return channel
+@dataclass(frozen=True)
+class Wired:
+    """What `wire` built: the services an ingress gets, and the adapters behind them (for
+    tests and the operator's tools; no ingress ever sees these)."""
+
+    services: Services
+    store: SqlStore
+    vault: Vault
+    transport: Transports
 
 
 def build(settings: Settings, *, create_key: bool = False) -> Services:
+    """The services for an ingress (see `wire`)."""
+    return wire(settings, create_key=create_key).services
+
+
+def wire(settings: Settings, *, create_key: bool = False) -> Wired:
     """Wire the service. Raises SecretsUnavailable when the master key does not fit, and
     StoreUnavailable when the data folder or the database cannot be made private."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -162,7 +109,6 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
     vault = open_vault(store, settings, create=create_key)
     store.use_cursor_key(derived_key(settings, b"mailvia list cursors"))
     pool = ensure_pool(store, settings, time.time())
-    relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
     guard = OutboundGuard(settings.allow_private_hosts)
     limits = api_limits(settings)
     transport = Transports(
@@ -171,29 +117,18 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
             gmail_url=settings.gmail_api_url, graph_url=settings.graph_api_url, limits=limits
         ),
     )
-    metrics = prometheus(store)
+    backlog = Backlog(store)
+    metrics = prometheus(backlog)
     webhooks, webhook_dispatcher, sender = webhook_parts(store, vault, guard, metrics)
     channels = Channels(
         store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
     )
     worker = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
-
-    def public_url() -> str:  # where people reach mailvia: known once `serve` has bound
-        return settings.public_url or services.http_url or f"http://{settings.http_listen}"
-
+    listening = Listening(settings)
     oauth = oauth_parts(
-        store, vault, settings, channels, transport, worker=worker, public_url=public_url
+        store, vault, settings, channels, transport, worker=worker, public_url=listening.url
     )
-
-    async def credentials(
-        channel: Channel, *, rejected: Credentials | None = None
-    ) -> Credentials | None:
-        if channel.kind is Kind.POOL:
-            return relay.credentials if relay else None
-        if channel.oauth is not None:
-            return await oauth.tokens(channel, rejected=rejected)
-        return channels.credentials(channel)
-
+    credentials = credential_source(settings, channels, oauth)
     notices = Notices(store, pool=lambda: pool, notice_from=settings.notice_from or "")
     dispatcher = Dispatcher(
         store,
@@ -211,23 +146,25 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
         ),
     )
     submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake, api_limits=limits)
+    sessions, tokens = Sessions(store), ApiTokens(store)
 
     async def close() -> None:
         await transport.aclose()
         await sender.aclose()
         store.close()
 
+    def http_app(url: str) -> FastAPI:
+        listening.bound(url)
+        return asgi_app(services, settings)
+
     services = Services(
-        store=store,
-        tenancy=Tenancy(store, hash_password=hash_password),
-        sessions=Sessions(store),
+        tenancy=Tenancy(store, hash_password=hash_password, tokens=tokens),
+        accounts=Accounts(
+            store, sessions, verify_password=verify_password, hash_password=hash_password
+        ),
+        sessions=sessions,
+        tokens=tokens,
         channels=channels,
-        submitter=submitter,
-        dispatcher=dispatcher,
-        transport=transport,
-        pool=lambda: pool,
-        close=close,
-        max_message_size=settings.max_message_size,
         tester=ChannelTester(
             store,
             channels,
@@ -236,24 +173,71 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
             messages=TestMessages(store, submitter, clock=time.time),
             tokens=credentials,
         ),
-        rotate_key=lambda: str(rotate(store, vault, settings)),
-        webhooks=webhooks,
-        webhook_dispatcher=webhook_dispatcher,
-        metrics=metrics,
-        metrics_token=settings.metrics_token,
-        api_rate_limit=settings.api_rate_limit,
+        mailboxes=oauth.mailboxes,
         oauth_apps=oauth.apps,
         oauth=oauth.connect,
-        mailboxes=oauth.mailboxes,
+        submitter=submitter,
+        messages=Messages(store, channels),
+        backlog=backlog,
+        webhooks=webhooks,
+        dispatcher=dispatcher,
+        webhook_dispatcher=webhook_dispatcher,
+        metrics=metrics,
+        pool=lambda: pool,
+        rotate_key=lambda: str(rotate(store, vault, settings)),
+        http_app=http_app,
+        max_message_size=settings.max_message_size,
+        api=api_options(settings),
         startup_notes=tuple(made_private),
-        api_recipient_limit=settings.api_recipient_limit,
-        api_caps=RequestCaps(
+        close=close,
+    )
+    return Wired(services, store, vault, transport)
+
+
+def credential_source(
+    settings: Settings, channels: Channels, oauth: OAuthParts
+) -> CredentialSource:
+    """What delivery signs in with: the pool's from POOL_RELAY, an OAuth mailbox's access
+    token, or a channel's sealed password."""
+    relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
+
+    async def credentials(
+        channel: Channel, *, rejected: Credentials | None = None
+    ) -> Credentials | None:
+        if channel.kind is Kind.POOL:
+            return relay.credentials if relay else None
+        if channel.oauth is not None:
+            return await oauth.tokens(channel, rejected=rejected)
+        return channels.credentials(channel)
+
+    return credentials
+
+
+def api_options(settings: Settings) -> ApiOptions:
+    return ApiOptions(
+        rate_limit=settings.api_rate_limit,
+        recipient_limit=settings.api_recipient_limit,
+        caps=RequestCaps(
             messages=settings.api_batch_max_messages,
             recipients=settings.api_request_max_recipients,
         ),
+        metrics_token=settings.metrics_token,
     )
-    services.asgi = lambda: asgi_app(services, settings)
-    return services
+
+
+class Listening:
+    """Where people reach mailvia: PUBLIC_URL, else where `serve` listens once it has bound
+    its socket, else the HTTP_LISTEN setting (OAuth redirect URIs are made from it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._bound: str | None = None
+
+    def bound(self, url: str) -> None:
+        self._bound = url
+
+    def url(self) -> str:
+        return self._settings.public_url or self._bound or f"http://{self._settings.http_listen}"
 
 
 def api_limits(settings: Settings) -> dict[TransportKind, ApiLimits]:
@@ -336,11 +320,11 @@ def endpoints(settings: Settings) -> Endpoints:
     )
 
 
-def prometheus(store: SqlStore) -> Metrics:
+def prometheus(backlog: Backlog) -> Metrics:
     """The metrics registry of this process (prometheus-client, its own registry)."""
     from mailvia.ingress.metrics import PrometheusMetrics
 
-    return PrometheusMetrics(store)
+    return PrometheusMetrics(backlog)
 
 
 def webhook_parts(
@@ -384,8 +368,6 @@ def asgi_app(services: Services, settings: Settings) -> FastAPI:
     api = create_app(services)
     web = create_web(
         services,
-        verify_password=verify_password,
-        hash_password=hash_password,
         secure_cookies=not _loopback(settings.http_listen.host),
         session_key=session_key(settings),
     )

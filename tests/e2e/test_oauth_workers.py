@@ -74,7 +74,7 @@ async def test_twenty_messages_over_two_worker_processes_cause_one_refresh(
     )
     assert subjects == sorted(f"twenty {i}".encode() for i in range(20))  # each once
     assert sum(fake_providers.refresh_counts().values()) - before == 1
-    store = world.services.store
+    store = world.store
     assert {str(store.get_message(r.id).state) for r in receipts} == {"delivered"}
     assert delivering_workers(pg_url) == {"worker-a", "worker-b"}
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from mailvia.domain.channel import TransportKind
-from mailvia.ingress.submission import SubmissionServer
-from mailvia.outbox.ports import MessageFilter
+from mailvia.ingress.smtp.server import SubmissionServer
+from mailvia.outbox.records import MessageFilter
 from support.api import Api, assert_problem, message, raw_message
 from support.mailboxes import oauth_mailbox
 from support.world import World, make_certs
@@ -36,7 +36,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
 
 def stored(api: Api) -> int:
     org = api.world.jane.organization_id
-    return len(api.world.services.store.list_messages(MessageFilter(org))[0])
+    return len(api.world.store.list_messages(MessageFilter(org))[0])
 
 
 async def test_over_the_apis_recipients_per_message_is_refused(api: Api) -> None:
@@ -90,7 +90,7 @@ async def test_smtp_submission_refuses_it_with_554_and_the_reason(api: Api, tmp_
     server = SubmissionServer(api.world.services, tls_context=context, hostname="submit.test")
     listener = await server.start(host="127.0.0.1", port=0, implicit_tls=False)
     port = int(listener.sockets[0].getsockname()[1])
-    token = api.world.services.tenancy.create_token("jane@acme.test", "smtp", time.time())
+    token = api.world.services.tokens.create("jane@acme.test", "smtp", time.time())
     client_context = ssl.create_default_context()
     certs.ca.configure_trust(client_context)
 

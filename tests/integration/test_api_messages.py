@@ -318,7 +318,7 @@ async def test_a_store_that_cannot_be_reached_is_503_without_internals(
     api: Api, tmp_path: Path
 ) -> None:
     data, away = tmp_path / "data", tmp_path / "away"
-    api.world.services.store.close()  # type: ignore[attr-defined]  # SqlStore: reconnects
+    api.world.store.close()  # type: ignore[attr-defined]  # SqlStore: reconnects
     data.rename(away)
     try:
         response = await api.client("jane").get("/v1/messages")
@@ -327,7 +327,7 @@ async def test_a_store_that_cannot_be_reached_is_503_without_internals(
         assert response.headers["retry-after"]
         assert_problem(await api.client().get("/healthz"), 503)
     finally:
-        api.world.services.store.close()  # type: ignore[attr-defined]
+        api.world.store.close()  # type: ignore[attr-defined]
         away.rename(data)
     assert (await api.client().get("/healthz")).json()["status"] == "ok"
 

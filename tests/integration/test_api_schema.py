@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 
 from mailvia.ingress.api.intake import composed
 from mailvia.ingress.api.schemas import MessageIn
-from mailvia.outbox.ports import MessageFilter
+from mailvia.outbox.records import MessageFilter
 from mailvia.outbox.submit import Submission
 from support.api import Api, message
 from support.world import World
@@ -105,7 +105,7 @@ def test_successful_answers_match_the_document_too(api: Api) -> None:
     """Random ids rarely exist: walk the happy paths with real ones."""
     schema = load(api)
     boss = auth(api)
-    message_id = api.world.services.store.list_messages(
+    message_id = api.world.store.list_messages(
         MessageFilter(organization_id=api.world.admin.organization_id)
     )[0][0].id
     relay = "acme-relay"

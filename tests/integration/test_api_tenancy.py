@@ -127,7 +127,7 @@ async def test_channels_add_show_change_pause_resume_remove(api: Api) -> None:
     assert changed["name"] == "jane's box" and changed["max_connections"] == 2
     assert changed["host"] == "smtp.acme.test" and changed["budgets"] == channel["budgets"]
     services = api.world.services
-    credentials = services.channels.credentials(services.store.get_channel(channel["id"]))
+    credentials = services.channels.credentials(api.world.store.get_channel(channel["id"]))
     assert credentials is not None and credentials.password == "n3w"
     assert_problem(await jane.patch(f"/v1/channels/{channel['id']}", json={"kind": "pool"}), 422)
 

@@ -29,7 +29,7 @@ from mailvia.domain.message import State
 from mailvia.domain.retry import RetryPolicy
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
-from mailvia.outbox.ports import MessageView
+from mailvia.outbox.records import MessageView
 from mailvia.outbox.submit import Submission
 from mailvia.testserver import TestServer
 from mailvia.testserver.fake import FakeOptions, FakeProviders
@@ -78,7 +78,7 @@ def token_source(fake: FakeProviders, transport: TransportKind) -> TokenEndpoint
 
 
 def view(world: World, message_id: str) -> MessageView:
-    return world.services.store.get_message(message_id)
+    return world.store.get_message(message_id)
 
 
 def sends(fake: FakeProviders, transport: TransportKind) -> list[dict[str, Any]]:
@@ -172,7 +172,7 @@ async def test_graph_429_retry_after_pauses_the_mailbox_for_exactly_that_long(
     first = view(world, ids[0])
     assert [a.outcome for a in first.attempts] == ["throttled", "delivered"]
     assert first.attempts[0].reply.text.startswith("HTTP 429 Too Many Requests: ")
-    after = world.services.store.get_channel(channel.id)
+    after = world.store.get_channel(channel.id)
     assert after.state is ChannelState.ACTIVE and after.throttle_level == 0
 
 
@@ -198,7 +198,7 @@ async def test_gmail_daily_limit_waits_for_the_window(world: World, fake: FakePr
     now = time.time()
     await world.services.dispatcher.run_once(now)
     assert view(world, one).state is State.DEFERRED
-    paused = world.services.store.get_channel(channel.id).throttled_until
+    paused = world.store.get_channel(channel.id).throttled_until
     # until the oldest send of the last 24 h ages out of the daily window
     assert paused is not None and paused - now >= 86_400 - 60
 
@@ -282,10 +282,10 @@ async def test_a_message_partly_delivered_before_the_switch_to_an_api_is_never_r
         await world.services.dispatcher.run_once(time.time())
         assert [r.state for r in view(world, mid).recipients] == [State.DELIVERED, State.DEFERRED]
     moved = replace(
-        world.services.store.get_channel(channel.id),
+        world.store.get_channel(channel.id),
         transport=GRAPH, oauth=Provider.MICROSOFT, auth=Auth.XOAUTH2,
     )  # fmt: skip
-    world.services.store.update_channel(moved, None)
+    world.store.update_channel(moved, None)
     world.services.dispatcher.credentials = token_source(fake, GRAPH)  # connected at the fake
     await world.services.dispatcher.run_once(time.time() + 3600)
     after = view(world, mid)
@@ -343,7 +343,7 @@ async def test_probe_of_an_api_mailbox_shows_the_token_then_the_test_message(
     assert message.reply is not None and message.reply.startswith("HTTP 20")
     [got] = fake.received
     assert got["rcpt_to"] == ["bob@example.com"]
-    [recorded] = [m for m in world.services.store.list_messages(_filter(world))[0] if m.test]
+    [recorded] = [m for m in world.store.list_messages(_filter(world))[0] if m.test]
     assert recorded.state is State.DELIVERED
     assert all(tok not in repr(sent) for tok in _tokens(world))
 
@@ -373,11 +373,11 @@ async def test_probe_shows_the_apis_refusal_with_its_hint(
         "HTTP 403 Forbidden: insufficientPermissions"
     )
     assert failed.hint is not None and "send scope" in failed.hint
-    assert world.services.store.get_channel(channel.id).state is ChannelState.ACTIVE
+    assert world.store.get_channel(channel.id).state is ChannelState.ACTIVE
 
 
 def _filter(world: World) -> Any:
-    from mailvia.outbox.ports import MessageFilter
+    from mailvia.outbox.records import MessageFilter
 
     return MessageFilter(world.jane.organization_id)
 

@@ -88,7 +88,7 @@ async def test_microsoft365_day_of_limits_with_a_driven_clock(world: World) -> N
         Envelope("jane@acme.test", ("bob@example.com",)), "jane@acme.test", world.sent[one.id]
     )
     world.services.submitter.submit(world.jane, [Submission(composed)] * 14_999, now=t0)
-    store, now, end = world.services.store, t0, t0 + 25 * 3600
+    store, now, end = world.store, t0, t0 + 25 * 3600
     while now <= end:
         transport.now = now
         await world.services.dispatcher.run_once(now)
@@ -147,7 +147,7 @@ async def test_a_large_recipient_list_goes_in_several_identical_transactions(
     assert [len(g["rcpt_to"]) for g in got] == [500, 100]
     assert got[0]["sha256"] == got[1]["sha256"]
     assert sorted(got[0]["rcpt_to"] + got[1]["rcpt_to"]) == sorted(recipients)
-    view = world.services.store.get_message(receipt.id)
+    view = world.store.get_message(receipt.id)
     assert view.state is State.DELIVERED
     assert {r.state for r in view.recipients} == {State.DELIVERED}
 
@@ -173,22 +173,22 @@ async def test_a_throttle_reply_pauses_its_channel_while_another_keeps_deliverin
         world.services.submitter.submit(world.jane, [Submission(composed)], now=now)
         await world.services.dispatcher.run_once(now)
         assert len(await fine.wait_for(1)) == 1
-        paused = world.services.store.get_channel(slow.id)
+        paused = world.store.get_channel(slow.id)
         assert paused.throttled_until == pytest.approx(now + 60, abs=1)
         assert paused.throttle_level == 1
-        counts = world.services.store.queue_counts(world.jane.organization_id)[slow.id]
+        counts = world.store.queue_counts(world.jane.organization_id)[slow.id]
         assert counts[State.DEFERRED] == 3 and counts[State.BOUNCED] == 0
         # Nothing more is tried until the pause ends; the retry count did not advance.
         assert await world.services.dispatcher.run_once(now + 30) == 0
-        views, _ = world.services.store.list_messages(_filter(world, slow.id))
+        views, _ = world.store.list_messages(_filter(world, slow.id))
         # A retry would have pushed each message ~300 s out; a throttle leaves them due now
         # and lets the channel's pause decide.
         assert [v.next_attempt_at for v in views] == [pytest.approx(now, abs=1)] * 3
         busy.set_faults([])
         assert await world.services.dispatcher.run_once(now + 61) == 3
         assert len(await busy.wait_for(3)) == 3
-        assert world.services.store.get_channel(slow.id).throttle_level == 0
-        assert world.services.store.get_channel(other.id).throttle_level == 0
+        assert world.store.get_channel(slow.id).throttle_level == 0
+        assert world.store.get_channel(other.id).throttle_level == 0
 
 
 def _spec(port: int):  # type: ignore[no-untyped-def]
@@ -207,7 +207,7 @@ def _spec(port: int):  # type: ignore[no-untyped-def]
 
 
 def _filter(world: World, channel_id: str):  # type: ignore[no-untyped-def]
-    from mailvia.outbox.ports import MessageFilter
+    from mailvia.outbox.records import MessageFilter
 
     return MessageFilter(world.jane.organization_id, channel_id=channel_id)
 

@@ -99,7 +99,7 @@ def oauth_mailbox(world: World) -> Channel:
         address="jane@acme.test",
         oauth=Provider.GOOGLE,
     )
-    return world.services.store.add_channel(channel, None, time.time())
+    return world.store.add_channel(channel, None, time.time())
 
 
 async def run(world: World, server: TokenServer, source: Source) -> list[str]:
@@ -107,7 +107,7 @@ async def run(world: World, server: TokenServer, source: Source) -> list[str]:
     dispatcher.transport, dispatcher.credentials = server, source
     ids = [r.id for r in world.send(count=3)]
     await dispatcher.run_once(time.time())
-    return [str(world.services.store.get_message(i).state) for i in ids]
+    return [str(world.store.get_message(i).state) for i in ids]
 
 
 async def test_a_refused_token_is_renewed_once_and_the_mail_delivered(world: World) -> None:
@@ -125,7 +125,7 @@ async def test_a_second_refusal_after_a_fresh_token_disconnects(world: World) ->
     states = await run(world, server, source)
     assert states == ["held"] * 3
     assert server.seen[:2] == ["stale", "fresh"]  # one renewal, then no more tries
-    after = world.services.store.get_channel(channel.id)
+    after = world.store.get_channel(channel.id)
     assert after.state is ChannelState.DISCONNECTED
     assert after.state_reason is not None and after.state_reason.startswith("535 5.7.8")
     assert "refused a freshly renewed token (535 5.7.8 Username" in after.state_reason
@@ -134,7 +134,7 @@ async def test_a_second_refusal_after_a_fresh_token_disconnects(world: World) ->
 
 async def test_a_password_channel_is_not_retried_after_a_refusal(world: World) -> None:
     channel = oauth_mailbox(world)
-    world.services.store.update_channel(replace(channel, oauth=None, auth=Auth.PLAIN), None)
+    world.store.update_channel(replace(channel, oauth=None, auth=Auth.PLAIN), None)
     server, source = TokenServer("fresh"), Source("stale", "fresh")
     assert await run(world, server, source) == ["held"] * 3
     assert server.seen == ["stale"]
@@ -165,7 +165,7 @@ async def test_credentials_that_cannot_be_had_settle_like_a_reply(
     dispatcher.transport, dispatcher.credentials = server, Source("x", fail=reply)
     ids = [r.id for r in world.send(count=3)]
     await dispatcher.run_once(time.time())
-    store = world.services.store
+    store = world.store
     assert [store.get_message(i).state for i in ids] == [State(state)] * 3
     assert server.seen == []  # nothing reached the server without credentials
     assert store.get_channel(channel.id).state is channel_state

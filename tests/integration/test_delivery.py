@@ -65,7 +65,7 @@ async def test_hundred_messages_over_starttls_and_auth_arrive_intact(
     subjects = sorted(email.message_from_bytes(e["content"])["Subject"] for e in got)
     assert subjects == sorted(f"hello {i}" for i in range(100))
     for receipt in receipts:
-        view = world.services.store.get_message(receipt.id)
+        view = world.store.get_message(receipt.id)
         assert view.state is State.DELIVERED
         assert {r.state for r in view.recipients} == {State.DELIVERED}
     # Body and headers arrive byte for byte as submitted (mailvia adds no trace headers).
@@ -83,13 +83,13 @@ async def test_temporary_rcpt_failure_then_success_on_retry(
         [receipt] = world.send()
         now = time.time()
         assert await world.services.dispatcher.run_once(now) == 1
-        view = world.services.store.get_message(receipt.id)
+        view = world.store.get_message(receipt.id)
         assert view.state is State.DEFERRED
         assert view.next_attempt_at is not None and now + 239 < view.next_attempt_at < now + 361
         assert await world.services.dispatcher.run_once(now + 100) == 0  # not yet due
         assert await world.services.dispatcher.run_once(now + 400) == 1
         await server.wait_for(1)
-    view = world.services.store.get_message(receipt.id)
+    view = world.store.get_message(receipt.id)
     assert view.state is State.DELIVERED
     outcomes = [(a.outcome, a.reply.code, a.reply.enhanced) for a in view.attempts]
     assert outcomes[0] == ("retry", 451, "4.3.0") and outcomes[1][:2] == ("delivered", 250)
@@ -104,7 +104,7 @@ async def test_one_permanent_rcpt_failure_bounces_only_that_recipient(
         await drain(world, time.time())
         [got] = await server.wait_for(1)
     assert got["rcpt_to"] == ["ok@example.com"]
-    view = world.services.store.get_message(receipt.id)
+    view = world.store.get_message(receipt.id)
     assert view.state is State.DELIVERED
     states = {r.address: (r.state, r.reply.code if r.reply else None) for r in view.recipients}
     assert states == {
@@ -124,13 +124,13 @@ async def test_connection_dropped_mid_data_is_retried_and_delivered_once(
         [receipt] = world.send(text="x" * 70 + "\n" * 40_000 + "y" * 60_000)
         now = time.time()
         await world.services.dispatcher.run_once(now)
-        view = world.services.store.get_message(receipt.id)
+        view = world.store.get_message(receipt.id)
         assert view.state is State.DEFERRED and not view.possible_duplicate
         assert view.attempts[0].reply.code == 451
         await world.services.dispatcher.run_once(now + 400)
         await server.wait_for(1)
         assert len(server.received) == 1
-    assert world.services.store.get_message(receipt.id).state is State.DELIVERED
+    assert world.store.get_message(receipt.id).state is State.DELIVERED
 
 
 async def test_timeout_after_the_final_dot_is_retried_and_flagged(
@@ -144,12 +144,12 @@ async def test_timeout_after_the_final_dot_is_retried_and_flagged(
         [receipt] = world.send()
         now = time.time()
         await world.services.dispatcher.run_once(now)
-        view = world.services.store.get_message(receipt.id)
+        view = world.store.get_message(receipt.id)
         assert view.state is State.DEFERRED and view.possible_duplicate
         await server.wait_for(1)  # the server did take it, after the client gave up
         await world.services.dispatcher.run_once(now + 400)
         await server.wait_for(2)
-    view = world.services.store.get_message(receipt.id)
+    view = world.store.get_message(receipt.id)
     assert view.state is State.DELIVERED and view.possible_duplicate
 
 
@@ -162,11 +162,11 @@ async def test_starttls_required_but_not_offered_sends_nothing(
         await world.services.dispatcher.run_once(time.time())
         commands = [c for s in server.sessions for c in s["commands"]]
     assert "AUTH" not in commands and "MAIL" not in commands
-    view = world.services.store.get_message(receipt.id)
+    view = world.store.get_message(receipt.id)
     assert view.state is State.HELD
     assert "STARTTLS" in view.attempts[0].reply.text
     assert view.attempts[0].stage == "starttls"
-    assert world.services.store.get_channel(channel.id).state is ChannelState.DISCONNECTED
+    assert world.store.get_channel(channel.id).state is ChannelState.DISCONNECTED
 
 
 async def test_certificate_for_another_host_name_is_refused(world: World, tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ async def test_certificate_for_another_host_name_is_refused(world: World, tmp_pa
         await world.services.dispatcher.run_once(time.time())
         commands = [c for s in server.sessions for c in s["commands"]]
     assert "AUTH" not in commands and "MAIL" not in commands
-    view = world.services.store.get_message(receipt.id)
+    view = world.store.get_message(receipt.id)
     assert view.state is State.HELD and "certificate" in view.attempts[0].reply.text
 
 
@@ -196,7 +196,7 @@ async def test_dot_lines_in_the_body_never_end_data_early(
         sessions = [s for s in server.sessions if "DATA" in s["commands"]]
     assert sum(s["commands"].count("DATA") for s in sessions) == 1
     assert got["content"].endswith(b"one\r\n.\r\ntwo\r\n.\r\nthree\r\n.\r\nfour\r\n..\r\nend\r\n")
-    assert world.services.store.get_message(receipt.id).state is State.DELIVERED
+    assert world.store.get_message(receipt.id).state is State.DELIVERED
 
 
 async def test_a_crashed_dispatchers_lease_expires_and_mail_is_claimed_again(
@@ -208,7 +208,7 @@ async def test_a_crashed_dispatchers_lease_expires_and_mail_is_claimed_again(
         channel = world.channel(server.port, certs=certs)
         started, claimed = world.send(count=2)
         now = time.time()
-        store = world.services.store
+        store = world.store
         claims = store.claim(
             channel_id=channel.id, now=now, limit=10, lease_until=now + 60, worker="crashed"
         )
@@ -239,15 +239,13 @@ async def test_wrong_password_disconnects_holds_and_notifies_the_owner(
             receipts = world.send(count=3)
             now = time.time()
             await world.services.dispatcher.run_once(now)
-            got = world.services.store.get_channel(channel.id)
+            got = world.store.get_channel(channel.id)
             assert got.state is ChannelState.DISCONNECTED and "535" in (got.state_reason or "")
-            states = {world.services.store.get_message(r.id).state for r in receipts}
+            states = {world.store.get_message(r.id).state for r in receipts}
             assert states == {State.HELD}
             later = world.send()  # new mail to a disconnected channel is held at once
             assert later[0].state is State.HELD and later[0].warnings
-            events, _ = world.services.store.list_events(
-                world.jane.organization_id, cursor=None, limit=100
-            )
+            events, _ = world.store.list_events(world.jane.organization_id, cursor=None, limit=100)
             disconnected = [e for e in events if e.type == "channel.disconnected"]
             assert disconnected and disconnected[0].data["held"] == 3
             # The notice goes to the owner through the shared pool; nothing else moves.
@@ -275,7 +273,7 @@ async def test_messages_expire_after_the_give_up_time(
         now = time.time()
         for step in (0, 70, 140, 210, 300):
             await world.services.dispatcher.run_once(now + step)
-        view = world.services.store.get_message(receipt.id)
+        view = world.store.get_message(receipt.id)
     assert view.state is State.EXPIRED
     assert not server.received
 
@@ -291,7 +289,7 @@ async def test_a_running_dispatcher_expires_held_mail_but_looks_at_most_every_10
     channel = world.channel(9, certs=certs, retry=RetryPolicy(give_up_after=30))
     world.services.channels.pause(world.jane, channel.name, time.time())
     [receipt] = world.send()
-    store = world.services.store
+    store = world.store
     looks: list[float] = []
     expire_due = store.expire_due
     store.expire_due = lambda now, who, **kw: looks.append(now) or expire_due(now, who, **kw)  # type: ignore[method-assign]
@@ -313,7 +311,7 @@ async def test_after_a_short_claim_connections_wait_before_claiming_again(
 
     channel = world.channel(9, certs=certs)
     world.send()
-    store = world.services.store
+    store = world.store
     claims: list[float] = []
     claim = store.claim
     store.claim = lambda **kw: claims.append(kw["now"]) or claim(**kw)  # type: ignore[method-assign]

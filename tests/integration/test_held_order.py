@@ -69,7 +69,7 @@ async def test_held_mail_leaves_in_submission_order_after_a_reconnect(
             faults.write_text("auth=535 5.7.8 Authentication credentials invalid\n")
             await world.services.transport.forget(channel.id)  # new connections: new logins
             later = world.send(count=20, subject="n")
-            store = world.services.store
+            store = world.store
             await until(lambda: store.get_channel(channel.id).state is ChannelState.DISCONNECTED)
             before = len(server.received)
             faults.write_text("")  # the password is fixed at the provider

@@ -22,7 +22,7 @@ async def test_a_beating_dispatcher_keeps_its_claims_and_a_silent_one_loses_them
     try:
         channel = world.channel(9, security=Security.NONE, auth=Auth.NONE)
         started, merely = world.send(count=2)
-        mine, store = world.services.dispatcher, world.services.store
+        mine, store = world.services.dispatcher, world.store
         lease, t0 = mine.options.lease_seconds, time.time()
         assert mine.liveness.start(t0) == 0
         claims = store.claim(

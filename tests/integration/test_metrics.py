@@ -106,7 +106,7 @@ async def test_webhook_attempts_are_counted(api: Api) -> None:
         assert (await api.client("boss").post("/v1/webhooks", json=body)).status_code == 201
         now = time.time()
         org_id = api.world.admin.organization_id
-        api.world.services.store.add_events([new_event(org_id, "message.held", now, {})])
+        api.world.store.add_events([new_event(org_id, "message.held", now, {})])
         await dispatcher.run_once(now)
         await dispatcher.run_once(now + 11)
     found = await scrape(api)

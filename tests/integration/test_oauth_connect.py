@@ -41,7 +41,7 @@ async def jane(world: World) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def oauth_channels(world: World) -> list[object]:
-    return [c for c in world.services.store.list_channels() if c.oauth is not None]
+    return [c for c in world.store.list_channels() if c.oauth is not None]
 
 
 def token_requests(fake: FakeProviders) -> list[dict[str, object]]:
@@ -59,7 +59,7 @@ async def test_connect_gmail_makes_a_mailbox_with_the_providers_address(
     assert params["redirect_uri"].endswith("/oauth/google/callback") and params["nonce"]
     answer = await callback(jane, "google", allow(fake_providers, auth, "Jane@Acme.test"))
     assert answer.status_code == 303
-    [channel] = world.services.store.list_channels(world.jane.organization_id)
+    [channel] = world.store.list_channels(world.jane.organization_id)
     assert answer.headers["location"] == f"/channels/{channel.id}?notice=oauth_connected"
     assert (channel.oauth, channel.transport, channel.preset) == (
         Provider.GOOGLE,
@@ -68,7 +68,7 @@ async def test_connect_gmail_makes_a_mailbox_with_the_providers_address(
     )
     assert channel.address == JANE and channel.auth is Auth.XOAUTH2
     assert channel.owner.user_id == world.jane.id and channel.state is ChannelState.ACTIVE
-    assert not channel.has_password and world.services.store.channel_secret(channel.id) is None
+    assert not channel.has_password and world.store.channel_secret(channel.id) is None
     page = (await jane.get(answer.headers["location"])).text
     assert "Mailbox connected" in page and "Reconnect with Google" in page
     # The stored token works at the provider: the credential source hands it out.
@@ -90,7 +90,7 @@ async def test_connect_microsoft_365_by_smtp_asks_for_smtp_send(
     assert "https://outlook.office.com/SMTP.Send" in scopes and "offline_access" in scopes
     answer = await callback(jane, "microsoft", allow(fake_providers, auth, JANE))
     assert answer.status_code == 303, answer.text
-    [channel] = world.services.store.list_channels(world.jane.organization_id)
+    [channel] = world.store.list_channels(world.jane.organization_id)
     assert (channel.oauth, channel.transport, channel.preset, channel.host) == (
         Provider.MICROSOFT,
         TransportKind.SMTP,
@@ -104,7 +104,7 @@ async def test_the_api_shows_the_mailbox_but_never_a_token(
     world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
 ) -> None:
     channel_id = await connect(jane, fake_providers, "google", JANE)
-    token = world.services.tenancy.create_token(JANE, "t", time.time())
+    token = world.services.tokens.create(JANE, "t", time.time())
     api = create_app(world.services)
     headers = {"authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(
@@ -115,9 +115,7 @@ async def test_the_api_shows_the_mailbox_but_never_a_token(
     assert view["transport"] == "gmail_api" and view["has_password"] is False
     assert view["oauth"]["provider"] == "google" and view["oauth"]["address"] == JANE
     assert view["oauth"]["expires_at"].endswith("Z")
-    credentials = await world.services.dispatcher.credentials(
-        world.services.store.get_channel(channel_id)
-    )
+    credentials = await world.services.dispatcher.credentials(world.store.get_channel(channel_id))
     assert credentials is not None and credentials.password not in listed + str(view)
 
 
@@ -208,7 +206,7 @@ async def test_a_callback_in_another_session_of_the_same_user_is_refused(
 async def test_an_api_link_needs_its_users_own_sign_in(
     world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
 ) -> None:
-    token = world.services.tenancy.create_token(JANE, "t", time.time())
+    token = world.services.tokens.create(JANE, "t", time.time())
     api = create_app(world.services)
     headers = {"authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(
@@ -248,9 +246,9 @@ async def test_disconnect_revokes_at_google_and_remove_deletes_the_tokens(
 ) -> None:
     google = await connect(jane, fake_providers, "google", JANE)
     microsoft = await connect(jane, fake_providers, "microsoft", JANE)
-    store = world.services.store
+    store = world.store
     world.send(subject="waiting")
-    token = world.services.tenancy.create_token(JANE, "t", time.time())
+    token = world.services.tokens.create(JANE, "t", time.time())
     api = create_app(world.services)
     headers = {"authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(
@@ -289,7 +287,7 @@ async def test_the_pages_disconnect_button_revokes_and_offers_reconnect(
     shown = (await jane.get(answer.headers["location"])).text
     assert "the consent is revoked at Google" in shown
     assert f'href="/oauth/google/start?channel={google}">Reconnect with Google' in shown
-    assert world.services.store.get_channel(google).state is ChannelState.DISCONNECTED
+    assert world.store.get_channel(google).state is ChannelState.DISCONNECTED
     assert all(c.revoked for c in fake_providers.consents())
     forged = await jane.post(f"/channels/{google}/disconnect", data={})
     assert forged.status_code == 403  # without the session's CSRF token

@@ -72,7 +72,7 @@ async def gmail_by_smtp(
     """Connect Gmail (transport smtp) and point it at the fake's SMTP side (one connection:
     the order mail arrives in is the order it left in)."""
     channel_id = await connect(jane, fake, "google", JANE, transport="smtp")
-    store = world.services.store
+    store = world.store
     channel = store.get_channel(channel_id)
     assert fake.smtp is not None
     here = replace(
@@ -101,7 +101,7 @@ async def test_a_token_that_expires_between_messages_is_renewed_once(
     await deliver(world)
     assert subjects(fake) == ["first 0"] and refreshes(fake) == 0
     assert fake.expire(JANE) >= 1  # the provider's clock says the token is over
-    await world.services.transport.forget(channel.id)  # the next message signs in again
+    await world.transport.forget(channel.id)  # the next message signs in again
     world.send(subject="second", count=3)
     await deliver(world)
     assert subjects(fake) == ["first 0", "second 0", "second 1", "second 2"]
@@ -118,12 +118,12 @@ async def test_a_revoked_consent_disconnects_holds_tells_and_reconnect_releases_
     pool: ThreadedTestServer,
 ) -> None:
     channel = await gmail_by_smtp(world, jane, fake, certs)
-    store = world.services.store
+    store = world.store
     world.send(subject="before")
     await deliver(world)
     fake.revoke(JANE)
     # An SMTP session already signed in is not asked again: the next sign-in is refused.
-    await world.services.transport.forget(channel.id)
+    await world.transport.forget(channel.id)
     held = [r.id for r in world.send(subject="held", count=3)]
     await deliver(world)
     broken = store.get_channel(channel.id)
@@ -165,7 +165,7 @@ async def test_a_revoked_consent_at_the_api_disconnects_and_reconnect_releases(
 ) -> None:
     """Each API call carries the token, so revocation is noticed at the very next message."""
     channel_id = await connect(jane, fake, provider, JANE)
-    store = world.services.store
+    store = world.store
     one = replace(store.get_channel(channel_id), max_connections=1)  # arrival order = order
     store.update_channel(one)  # type: ignore[call-arg]
     world.send(subject="before")

@@ -35,7 +35,7 @@ async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
     world: World, fake_providers: FakeProviders, tmp_path: Path
 ) -> None:
     certs = make_certs(tmp_path / "certs")
-    store = world.services.store
+    store = world.store
     with ThreadedTestServer(
         tls_cert=certs.cert, tls_key=certs.key, auth={JANE: "pw"}, faults=[BASIC_OFF]
     ) as server:

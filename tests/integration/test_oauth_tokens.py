@@ -43,7 +43,7 @@ async def mailbox(world: World, fake: FakeProviders, provider: str = "google") -
     async with pages(world) as jane:
         await sign_in(jane, world, JANE)
         channel_id = await connect(jane, fake, provider, JANE)
-    return world.services.store.get_channel(channel_id)
+    return world.store.get_channel(channel_id)
 
 
 def refreshes(fake: FakeProviders) -> int:
@@ -60,10 +60,9 @@ def source(world: World, clock: list[float]) -> TokenSource:
     services = world.services
     apps = services.oauth_apps
     assert isinstance(apps, OAuthApps) and services.oauth is not None
-    vault = services.channels.vault
     return TokenSource(
-        services.store,  # type: ignore[arg-type]
-        vault,
+        world.store,
+        world.vault,
         apps,
         services.oauth.client,
         owner="clocked",
@@ -98,7 +97,7 @@ async def test_a_token_due_soon_is_renewed_ahead_once(
     world: World, fake_providers: FakeProviders
 ) -> None:
     channel = await mailbox(world, fake_providers)
-    stored = world.services.store.oauth_tokens(channel.id)  # type: ignore[attr-defined]
+    stored = world.store.oauth_tokens(channel.id)  # type: ignore[attr-defined]
     clock = [time.time()]
     tokens = source(world, clock)
     before = await tokens(channel)
@@ -107,7 +106,7 @@ async def test_a_token_due_soon_is_renewed_ahead_once(
     got = await asyncio.gather(*(tokens(channel) for _ in range(10)))
     assert refreshes(fake_providers) == 1
     assert {c.password for c in got if c} != {before.password}
-    assert world.services.store.oauth_tokens(channel.id).expires_at > stored.expires_at  # type: ignore[attr-defined]
+    assert world.store.oauth_tokens(channel.id).expires_at > stored.expires_at  # type: ignore[attr-defined]
 
 
 async def test_a_rotated_refresh_token_replaces_the_old_one(tmp_path: Path) -> None:
@@ -116,7 +115,7 @@ async def test_a_rotated_refresh_token_replaces_the_old_one(tmp_path: Path) -> N
         world = oauth_world(tmp_path / "data", fake)
         try:
             channel = await mailbox(world, fake, "microsoft")
-            store = world.services.store
+            store = world.store
             clock = [time.time()]
             tokens = source(world, clock)
             sealed = store.oauth_tokens(channel.id).refresh  # type: ignore[attr-defined]

@@ -353,11 +353,11 @@ async def test_test_spec_probes_an_unsaved_channel(world: World, certs: Certs) -
         )
         report = await channel_tester(world).test_spec(world.jane, spec, now=time.time())
     assert report.ok, report
-    assert world.services.store.find_channel(world.jane.organization_id, "draft") is None
+    assert world.store.find_channel(world.jane.organization_id, "draft") is None
 
 
 def counts(world: World, ch: Channel) -> dict[State, int]:
-    found = world.services.store.queue_counts(ch.organization_id)[ch.id]
+    found = world.store.queue_counts(ch.organization_id)[ch.id]
     return {state: count for state, count in found.items() if count}
 
 
@@ -365,7 +365,7 @@ async def disconnected_with_held_mail(world: World, port: int, certs: Certs) -> 
     ch = world.channel(port, certs=certs, password="wrong", max_connections=1)
     world.send(count=50)
     await world.services.dispatcher.run_once(time.time())
-    ch = world.services.store.get_channel(ch.id)
+    ch = world.store.get_channel(ch.id)
     assert ch.state is ChannelState.DISCONNECTED
     assert counts(world, ch) == {State.HELD: 50}
     return ch
@@ -374,7 +374,7 @@ async def disconnected_with_held_mail(world: World, port: int, certs: Certs) -> 
 async def test_reconnect_releases_held_mail_in_its_original_order(
     world: World, certs: Certs, tmp_path: Path
 ) -> None:
-    store = world.services.store
+    store = world.store
     async with server(certs, auth={"jane": "secret"}, maildir=tmp_path / "caught") as srv:
         ch = await disconnected_with_held_mail(world, srv.port, certs)
         # A test with a replacement password passes, but saves nothing and releases nothing.

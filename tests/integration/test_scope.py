@@ -132,9 +132,7 @@ def test_disconnected_channel_holds_unless_fallback_next(world: World) -> None:
     )
     [held] = world.services.submitter.submit(user, [Submission(composed)], now=now)
     assert held.channel.id == own.id and str(held.state) == "held"
-    org = world.services.store.get_organization(user.organization_id)
-    world.services.store.update_organization(
-        org.id, default_channel_id=None, fallback=Fallback.NEXT
-    )
+    org = world.store.get_organization(user.organization_id)
+    world.store.update_organization(org.id, default_channel_id=None, fallback=Fallback.NEXT)
     [moved] = world.services.submitter.submit(user, [Submission(composed)], now=now)
     assert moved.channel.name == "sp" and str(moved.state) == "queued"

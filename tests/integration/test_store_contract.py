@@ -37,7 +37,8 @@ from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Outcome, Reply
 from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import Fallback, Role, User
-from mailvia.outbox.ports import AttemptRecord, Claim, Event, MessageFilter, NewMessage
+from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
+from mailvia.outbox.records import Event, MessageFilter
 from mailvia.store import KEEP, SqlStore, migrate, open_store
 from mailvia.store.tables import metadata
 
@@ -269,10 +270,6 @@ def test_channel_secrets_are_kept_and_replaced(store: SqlStore) -> None:
     s.update_channel(full, secret=None)
     assert s.channel_secret("ch_c") is None
     assert s.channel_secrets() == [("ch_a", b"sealed-a")]
-    s.replace_channel_secrets([("ch_a", b"new-a"), ("ch_b", b"new-b")])
-    assert s.channel_secrets() == [("ch_a", b"new-a"), ("ch_b", b"new-b")]
-    each_raises(NotFound, lambda: s.replace_channel_secrets([("ch_a", b"x"), ("ch_zz", b"y")]))
-    assert s.channel_secret("ch_a") == b"new-a"  # nothing changed
 
 
 def test_a_channel_with_mail_to_send_is_not_removed(store: SqlStore) -> None:

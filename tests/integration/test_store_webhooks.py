@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailvia.domain.errors import InvalidInput, NotFound
-from mailvia.outbox.ports import Event
+from mailvia.outbox.records import Event
 from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt, WebhookJob
 from mailvia.store import SqlStore, migrate, open_store
 

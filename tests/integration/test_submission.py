@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from mailvia.domain.errors import MailviaError, StoreUnavailable
+from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
-from mailvia.ingress.submission import SubmissionServer
-from mailvia.outbox.ports import MessageFilter
+from mailvia.ingress.smtp.server import SubmissionServer
+from mailvia.outbox.records import MessageFilter
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission, Submitter
 from mailvia.testserver import TestServer
@@ -77,7 +77,7 @@ class Rig:
         self.world = world
         self.certs = certs
         self.clock = FakeClock()
-        self.token = world.services.tenancy.create_token(JANE, "smtp", time.time())
+        self.token = world.services.tokens.create(JANE, "smtp", time.time())
         self.servers: list[SubmissionServer] = []
         self.context = ssl.create_default_context()
         self.context.verify_flags |= ssl.VERIFY_X509_STRICT
@@ -135,7 +135,7 @@ class Rig:
 
     def messages(self, user: User | None = None) -> list[Any]:
         org = (user or self.world.jane).organization_id
-        return self.world.services.store.list_messages(MessageFilter(org, limit=500))[0]
+        return self.world.store.list_messages(MessageFilter(org, limit=500))[0]
 
 
 @pytest.fixture
@@ -223,7 +223,7 @@ async def test_starttls_auth_commits_before_250_and_the_client_bytes_arrive_inta
                 code, text = send(client, content, to=(BOB, "carol@example.net"))
                 found = QUEUED.match(text)
                 # Checked on receipt of the reply: the message is committed already.
-                view = world.services.store.get_message(found.group(1)) if found else None
+                view = world.store.get_message(found.group(1)) if found else None
                 results.append((code, text, view))
             return results
 
@@ -270,7 +270,7 @@ async def test_auth_before_starttls_is_refused_and_not_offered(rig: Rig) -> None
 
 
 async def test_wrong_token_or_another_users_token_gives_535(rig: Rig) -> None:
-    boss_token = rig.world.services.tenancy.create_token("boss@acme.test", "x", time.time())
+    boss_token = rig.world.services.tokens.create("boss@acme.test", "x", time.time())
     port = await rig.start()
 
     def session(client: smtplib.SMTP) -> list[tuple[int, bytes]]:
@@ -379,8 +379,8 @@ async def test_oversize_is_refused_with_552_at_mail_and_at_data(rig: Rig) -> Non
 
 
 class BrokenSubmitter(Submitter):
-    def __init__(self, services: Services, error: Exception) -> None:
-        super().__init__(services.store, pool=services.pool)
+    def __init__(self, world: World, error: Exception) -> None:
+        super().__init__(world.store, pool=world.services.pool)
         self.error = error
 
     def submit(
@@ -389,8 +389,8 @@ class BrokenSubmitter(Submitter):
         raise self.error
 
     def submit_each(
-        self, items: Sequence[tuple[User, Submission]], *, now: float
-    ) -> list[Receipt | MailviaError]:
+        self, items: Sequence[tuple[User, Submission] | Exception], *, now: float
+    ) -> list[Receipt | Exception]:
         raise self.error
 
 
@@ -402,7 +402,7 @@ async def test_store_faults_and_bugs_are_451_without_internals(
 ) -> None:
     add_channel(rig)
     services = rig.world.services
-    broken = dataclasses.replace(services, submitter=BrokenSubmitter(services, error))
+    broken = dataclasses.replace(services, submitter=BrokenSubmitter(rig.world, error))
     port = await rig.start(services=broken)
 
     def session(client: smtplib.SMTP) -> tuple[tuple[int, str], tuple[int, bytes]]:
@@ -638,13 +638,13 @@ async def test_untrusted_client_still_needs_auth(rig: Rig) -> None:
 class CountingSubmitter(Submitter):
     """The real submit use case, counting its commits and the messages in each."""
 
-    def __init__(self, services: Services) -> None:
-        super().__init__(services.store, pool=services.pool)
+    def __init__(self, world: World) -> None:
+        super().__init__(world.store, pool=world.services.pool)
         self.groups: list[int] = []
 
     def submit_each(
-        self, items: Sequence[tuple[User, Submission]], *, now: float
-    ) -> list[Receipt | MailviaError]:
+        self, items: Sequence[tuple[User, Submission] | Exception], *, now: float
+    ) -> list[Receipt | Exception]:
         self.groups.append(len(items))
         return super().submit_each(items, now=now)
 
@@ -654,7 +654,7 @@ async def test_concurrent_sessions_commit_together_and_a_refusal_stays_its_own(r
     is stored once, in fewer commits than messages."""
     add_channel(rig)
     services = rig.world.services
-    counting = CountingSubmitter(services)
+    counting = CountingSubmitter(rig.world)
     port = await rig.start(services=dataclasses.replace(services, submitter=counting))
 
     def session(k: int) -> Callable[[smtplib.SMTP], list[tuple[int, str]]]:
@@ -684,13 +684,13 @@ async def test_concurrent_sessions_commit_together_and_a_refusal_stays_its_own(r
 class SlowSubmitter(CountingSubmitter):
     """Commits that take a while, so that a shutdown comes while one runs and others wait."""
 
-    def __init__(self, services: Services) -> None:
-        super().__init__(services)
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
         self.started: list[int] = []
 
     def submit_each(
-        self, items: Sequence[tuple[User, Submission]], *, now: float
-    ) -> list[Receipt | MailviaError]:
+        self, items: Sequence[tuple[User, Submission] | Exception], *, now: float
+    ) -> list[Receipt | Exception]:
         self.started.append(len(items))
         time.sleep(1.0)
         return super().submit_each(items, now=now)
@@ -701,7 +701,7 @@ async def test_stopping_answers_every_message_already_received(rig: Rig) -> None
     still gets its 250 for a stored message (none is stored unanswered, none lost)."""
     add_channel(rig)
     services = rig.world.services
-    slow = SlowSubmitter(services)
+    slow = SlowSubmitter(rig.world)
     server_services = dataclasses.replace(services, submitter=slow)
     port = await rig.start(services=server_services)
     [server] = rig.servers
@@ -738,7 +738,7 @@ def test_a_fault_routing_one_message_of_a_group_fails_only_that_message(rig: Rig
             return super()._channel_for(sender, from_address)
 
     rig.world.services.tenancy.grant(JANE, "jane+boom@acme.test", time.time())
-    faulty = Faulty(services.store, pool=services.pool)
+    faulty = Faulty(rig.world.store, pool=services.pool)
     items = [
         (rig.world.jane, Submission(inspect_raw(message(sender=sender), envelope=None,
                                                 max_size=100_000)))

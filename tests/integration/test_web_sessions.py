@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from mailvia.passwords import hash_password, verify_password
+from mailvia.passwords import hash_password
 from mailvia.web import create_web
 from mailvia.web.auth import COOKIE, Session, SessionCodec
 from mailvia.web.pages_account import safe_next
@@ -32,9 +32,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 def one_time(world: World, email: str) -> str:
     """Give the user a known one-time password (the world's are not kept)."""
     user = world.services.tenancy.user(email)
-    world.services.store.set_password(
-        user.id, hash_password("one-time-pass"), must_change_password=True
-    )
+    world.store.set_password(user.id, hash_password("one-time-pass"), must_change_password=True)
     return "one-time-pass"
 
 
@@ -42,8 +40,6 @@ def web_app(world: World, *, secure: bool = False) -> FastAPI:
     """The pages over the world's services (failed sign-ins are counted per app)."""
     return create_web(
         world.services,
-        verify_password=verify_password,
-        hash_password=hash_password,
         secure_cookies=secure,
         session_key=b"k" * 32,
     )
@@ -101,7 +97,7 @@ async def test_first_sign_in_forces_a_password_change_then_follows_next(world: W
 async def test_a_password_change_ends_the_other_sessions(world: World) -> None:
     one_time(world, "jane@acme.test")
     user = world.services.tenancy.user("jane@acme.test")
-    world.services.store.set_password(user.id, hash_password(NEW), must_change_password=False)
+    world.store.set_password(user.id, hash_password(NEW), must_change_password=False)
     async with client(world) as first, client(world) as second:
         await sign_in(first, "jane@acme.test", NEW)
         await sign_in(second, "jane@acme.test", NEW)
@@ -139,7 +135,7 @@ async def test_wrong_and_unknown_accounts_look_alike_and_are_slowed(world: World
 async def test_guessing_from_many_clients_never_holds_up_the_owner(world: World) -> None:
     one_time(world, "jane@acme.test")
     user = world.services.tenancy.user("jane@acme.test")
-    world.services.store.set_password(user.id, hash_password(NEW), must_change_password=False)
+    world.store.set_password(user.id, hash_password(NEW), must_change_password=False)
     app = web_app(world)  # one app: the counts of failures live in its process
     for n in range(2, 12):
         async with client(world, app=app, address=f"192.0.2.{n}") as guesser:
@@ -152,7 +148,7 @@ async def test_guessing_from_many_clients_never_holds_up_the_owner(world: World)
 async def test_signing_out_ends_the_session_for_a_copied_cookie(world: World) -> None:
     one_time(world, "jane@acme.test")
     user = world.services.tenancy.user("jane@acme.test")
-    world.services.store.set_password(user.id, hash_password(NEW), must_change_password=False)
+    world.store.set_password(user.id, hash_password(NEW), must_change_password=False)
     async with client(world) as pages:
         await sign_in(pages, "jane@acme.test", NEW)
         copied = str(pages.cookies.get(COOKIE))

@@ -45,7 +45,7 @@ async def subscribe(api: Api, url: str, **body: Any) -> dict[str, Any]:
 
 def emit(api: Api, type_: str, now: float, **data: object) -> str:
     event = new_event(api.world.admin.organization_id, type_, now, dict(data))
-    api.world.services.store.add_events([event])
+    api.world.store.add_events([event])
     return event.id
 
 

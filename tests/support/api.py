@@ -43,7 +43,8 @@ class Api:
         self.app = create_app(services, clock=clock)
         now = time.time()
         # The API signs in with tokens only: skip argon2 for the users made here.
-        t = Tenancy(world.services.store, hash_password=lambda password: "unused")
+        tokens = world.services.tokens
+        t = Tenancy(world.store, hash_password=lambda password: "unused", tokens=tokens)
         self.joe = t.create_user(
             "joe@acme.test", org_name="acme", team_name="sales", admin=False, now=now
         )[0]
@@ -54,7 +55,7 @@ class Api:
             "ann@globex.test", org_name="globex", team_name="ops", admin=True, now=now
         )[0]
         self.tokens = {
-            name: t.create_token(f"{name}@{domain}", "tests", now)
+            name: tokens.create(f"{name}@{domain}", "tests", now)
             for name, domain in (
                 ("jane", "acme.test"),
                 ("joe", "acme.test"),

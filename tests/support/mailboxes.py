@@ -46,7 +46,7 @@ def oauth_mailbox(world: World, transport: T, **changes: Any) -> Channel:
         transport=transport,
         oauth=provider,
     )
-    return world.services.store.add_channel(replace(channel, **changes), None, time.time())
+    return world.store.add_channel(replace(channel, **changes), None, time.time())
 
 
 class TokenEndpoint:

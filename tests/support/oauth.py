@@ -45,8 +45,6 @@ def oauth_world(data_dir: Path, fake: FakeProviders, **settings: Any) -> World:
 def pages(world: World) -> httpx.AsyncClient:
     app = create_web(
         world.services,
-        verify_password=verify_password,
-        hash_password=hash_password,
         secure_cookies=False,
         session_key=b"k" * 32,
     )
@@ -62,11 +60,9 @@ def csrf_of(html: str) -> str:
 async def sign_in(client: httpx.AsyncClient, world: World, email: str) -> httpx.AsyncClient:
     """Sign `email` in on this client (a password set here; no forced change)."""
     user = world.services.tenancy.user(email)
-    stored = world.services.store.password_hash(user.id)
+    stored = world.store.password_hash(user.id)
     if not (stored and verify_password(stored, PASSWORD)):  # a change ends other sessions
-        world.services.store.set_password(
-            user.id, hash_password(PASSWORD), must_change_password=False
-        )
+        world.store.set_password(user.id, hash_password(PASSWORD), must_change_password=False)
     token = csrf_of((await client.get("/signin")).text)
     form = {"csrf": token, "email": email, "password": PASSWORD, "next": "/channel"}
     answer = await client.post("/signin", data=form)

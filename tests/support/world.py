@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trustme
 
-from mailvia.app import build
+from mailvia.app import wire
 from mailvia.domain.channel import Auth, Channel, Security, Timeouts
 from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import User
@@ -47,7 +47,7 @@ def make_certs(folder: Path, *hosts: str) -> Certs:
 
 
 class World:
-    """Services plus the acme tenant."""
+    """Services plus the acme tenant (and, for tests only, the store, vault and transport)."""
 
     def __init__(self, data_dir: Path, db_url: str | None = None, **settings: object) -> None:
         self.settings = Settings.load(
@@ -61,7 +61,10 @@ class World:
                 **settings,
             },
         )
-        self.services: Services = build(self.settings, create_key=True)
+        wired = wire(self.settings, create_key=True)
+        self.services: Services = wired.services
+        # The adapters behind the services, for tests that look at or arrange stored state.
+        self.store, self.vault, self.transport = wired.store, wired.vault, wired.transport
         self.sent: dict[str, bytes] = {}  # message id -> the exact bytes submitted
         now = time.time()
         t = self.services.tenancy

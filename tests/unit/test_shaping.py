@@ -48,13 +48,11 @@ def test_a_transaction_larger_than_the_budget_goes_alone() -> None:
     assert not fits(small, log_of((0.0, 50)), 30.0, 50)
 
 
-def test_out_of_order_and_forgetting() -> None:
+def test_out_of_order() -> None:
     log = log_of((10.0, 1), (5.0, 2))
     log.add(Use(7.0, 1, 3))
     assert log.times == [5.0, 7.0, 10.0]
     assert log.held(Budget(100, 60, Unit.RECIPIENTS), 20.0) == 6
-    log.forget_before(7.0)
-    assert log.times == [10.0]
 
 
 def test_no_limits_without_budgets() -> None:

@@ -21,33 +21,33 @@ from mailvia.domain.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
-from mailvia.ingress.submission_replies import Stage, reply_for
-from mailvia.ingress.submission_tls import submission_tls
+from mailvia.ingress.smtp.replies import Command, reply_for
+from mailvia.ingress.smtp.tls import submission_tls
 from mailvia.settings import Settings
 
 
 @pytest.mark.parametrize(
-    ("error", "stage", "reply"),
+    ("error", "command", "reply"),
     [
-        (InvalidAddress("bad"), Stage.MAIL, "501 5.1.7 bad"),
-        (InvalidAddress("bad"), Stage.RCPT, "553 5.1.3 bad"),
-        (InvalidAddress("bad"), Stage.DATA, "554 5.6.0 bad"),
-        (InvalidHeader("line\r\nbreak"), Stage.DATA, "554 5.6.0 line break"),
-        (InvalidInput("no From"), Stage.DATA, "554 5.6.0 no From"),
-        (MessageTooLarge("too big"), Stage.DATA, "552 5.3.4 too big"),
-        (Forbidden("not yours"), Stage.MAIL, "550 5.7.1 not yours"),
-        (Unauthenticated("x"), Stage.AUTH, "535 5.7.8 Authentication credentials invalid"),
-        (StoreUnavailable("db"), Stage.DATA, "451 4.3.0"),
-        (StoreUnavailable("db"), Stage.AUTH, "454 4.7.0 Temporary authentication failure"),
-        (SecretsUnavailable("key"), Stage.DATA, "451 4.3.0"),
-        (Conflict("x"), Stage.DATA, "451 4.3.0"),
-        (RuntimeError("internals"), Stage.OTHER, "451 4.3.0"),
+        (InvalidAddress("bad"), Command.MAIL, "501 5.1.7 bad"),
+        (InvalidAddress("bad"), Command.RCPT, "553 5.1.3 bad"),
+        (InvalidAddress("bad"), Command.DATA, "554 5.6.0 bad"),
+        (InvalidHeader("line\r\nbreak"), Command.DATA, "554 5.6.0 line break"),
+        (InvalidInput("no From"), Command.DATA, "554 5.6.0 no From"),
+        (MessageTooLarge("too big"), Command.DATA, "552 5.3.4 too big"),
+        (Forbidden("not yours"), Command.MAIL, "550 5.7.1 not yours"),
+        (Unauthenticated("x"), Command.AUTH, "535 5.7.8 Authentication credentials invalid"),
+        (StoreUnavailable("db"), Command.DATA, "451 4.3.0"),
+        (StoreUnavailable("db"), Command.AUTH, "454 4.7.0 Temporary authentication failure"),
+        (SecretsUnavailable("key"), Command.DATA, "451 4.3.0"),
+        (Conflict("x"), Command.DATA, "451 4.3.0"),
+        (RuntimeError("internals"), Command.OTHER, "451 4.3.0"),
     ],
 )
-def test_reply_for(error: Exception, stage: Stage, reply: str) -> None:
-    assert reply_for(error, stage).startswith(reply)
+def test_reply_for(error: Exception, command: Command, reply: str) -> None:
+    assert reply_for(error, command).startswith(reply)
     if reply[0] == "4":
-        assert str(error) not in reply_for(error, stage)
+        assert str(error) not in reply_for(error, command)
 
 
 def test_a_self_signed_certificate_is_made_once_with_a_private_key(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def _path_parse(parser: type, arg: str, limit: int = 0) -> object:
 def test_the_fast_path_parse_of_mail_and_rcpt_agrees_with_aiosmtpds() -> None:
     from aiosmtpd.smtp import SMTP
 
-    from mailvia.ingress.submission import SubmissionSMTP
+    from mailvia.ingress.smtp.server import SubmissionSMTP
 
     rng = random.Random(7)
     tails = ["", " SIZE=10", "x", ">", " <a@b>", "\t\tBODY=8BITMIME", " (c) X=1", "  (c", " \t"]
@@ -128,7 +128,7 @@ def test_the_fast_path_parse_of_mail_and_rcpt_agrees_with_aiosmtpds() -> None:
 
 
 def test_connection_caps_overall_and_per_client() -> None:
-    from mailvia.ingress.submission_connections import ConnectionLimit, client_of
+    from mailvia.ingress.smtp.connections import ConnectionLimit, client_of
 
     caps = ConnectionLimit(total=3, per_client=2)
     assert [caps.admit("10.0.0.1") for _ in range(3)] == [True, True, False]

@@ -12,7 +12,7 @@ from standardwebhooks import Webhook as Verifier
 
 from mailvia.domain.errors import InvalidInput
 from mailvia.ingress.api.webhook_schemas import EventType
-from mailvia.outbox.ports import Event
+from mailvia.outbox.records import Event
 from mailvia.outbox.webhooks import (
     EVENT_TYPES,
     check_event_types,

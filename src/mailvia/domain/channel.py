@@ -8,6 +8,7 @@ from enum import StrEnum
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidChannel
 from mailvia.domain.retry import RetryPolicy
+from mailvia.domain.tenancy import User
 
 
 class Kind(StrEnum):
@@ -229,6 +230,14 @@ def carries_mail_of(channel: Channel, user_id: str) -> bool:
     in to one person's mailbox, so it carries its owner's own mail and nobody else's (not as
     an organization's default, not as a fallback)."""
     return channel.scope is not Scope.ADDRESS or channel.owner.user_id == user_id
+
+
+def concerns(channel: Channel, user: User) -> bool:
+    """Whom a channel's trouble (a disconnection, held mail) concerns: its owner, or for a
+    team channel its team's admins. They get the notice and the pages' banner."""
+    if channel.owner.user_id is not None:
+        return channel.owner.user_id == user.id
+    return user.is_admin and channel.owner.team_id == user.team_id
 
 
 def shared_refusal(channel: Channel) -> str | None:

@@ -59,12 +59,6 @@ class UseLog:
         m, r = self._totals[Unit.MESSAGES], self._totals[Unit.RECIPIENTS]
         return [Use(at, m[i + 1] - m[i], r[i + 1] - r[i]) for i, at in enumerate(self.times)]
 
-    def forget_before(self, start: Instant) -> None:
-        """Drop starts at or before `start` (they can no longer fill any window)."""
-        cut = bisect_right(self.times, start)
-        if cut:
-            self._rebuild(self.uses()[cut:])
-
     def held(self, budget: Budget, now: Instant) -> int:
         """What the budget's window ending at `now` holds."""
         lo = bisect_right(self.times, now - budget.per_seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mailvia.domain.errors import InvalidAddress
+from mailvia.domain.errors import Forbidden, InvalidAddress
 
 
 class Role(StrEnum):
@@ -49,6 +49,13 @@ class User:
         return self.role is Role.ADMIN
 
 
+def require_admin(user: User, what: str) -> None:
+    """Raise Forbidden unless the user is an admin of their organization (`what`: what only
+    admins may do, for the message)."""
+    if not user.is_admin:
+        raise Forbidden(f"only admins may {what}")
+
+
 def domain_of(address: str) -> str:
     """The domain part of an address, lower-cased."""
     local, at, domain = address.rpartition("@")
@@ -63,3 +70,15 @@ def identity_covers(identity: str, address: str) -> bool:
     if identity.startswith("@"):
         return address.rpartition("@")[2] == identity[1:]
     return identity == address
+
+
+def sendable_addresses(email: str, identities: list[str]) -> list[str]:
+    """The addresses a user with this login email and these identities may send From, in the
+    order they were granted (for `@domain` identities: their own local part at that domain)."""
+    local = email.rpartition("@")[0]
+    seen: list[str] = []
+    for identity in identities:
+        address = f"{local}@{identity[1:]}" if identity.startswith("@") else identity
+        if address not in seen:
+            seen.append(address)
+    return seen

@@ -30,7 +30,7 @@ def create_app(services: Services, *, clock: Callable[[], float] = time.monotoni
         summary="Whether the service can reach its outbox (no token needed)",
     )
     def healthz(services: ServicesDep) -> dict[str, Any]:
-        services.store.count_users()  # StoreUnavailable → 503
+        services.tenancy.ready()  # StoreUnavailable → 503
         return {"status": "ok", "version": __version__}
 
     return app

@@ -1,7 +1,7 @@
 """Prometheus metrics (prefix `mailvia_`; channels labelled by id, never by name, since names
 carry people's addresses): the Metrics port on prometheus-client, and gauges read from the
-store at each scrape. They are served by ingress/metrics_http.py; refused API submissions are
-counted by ingress/api/rejections.py.
+backlog use case at each scrape. They are served by ingress/metrics_http.py; refused API
+submissions are counted by ingress/api/rejections.py.
 
 Each PrometheusMetrics has its own registry, never the process-wide default one, so several
 apps in one process (tests) never share or clash.
@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError
-from mailvia.outbox.ports import Store
+from mailvia.outbox.backlog import Backlog, Snapshot
 
 log = logging.getLogger("mailvia.metrics")
 
@@ -40,11 +40,11 @@ SMTP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 HTTP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class StoreCollector(Collector):
-    """Gauges read from the store at each scrape: messages, channel states, budget use."""
+class BacklogCollector(Collector):
+    """Gauges read at each scrape: messages, channel states, budget use."""
 
-    def __init__(self, store: Store, clock: Callable[[], Instant]) -> None:
-        self.store = store
+    def __init__(self, backlog: Backlog, clock: Callable[[], Instant]) -> None:
+        self.backlog = backlog
         self.clock = clock
 
     def describe(self) -> Iterable[Metric]:
@@ -53,7 +53,7 @@ class StoreCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("mailvia_store_up", "Whether this scrape could read the store.")
         try:
-            families = self._read(self.clock())
+            families = self._read(self.backlog.snapshot(None, self.clock()))
         except MailviaError as exc:
             log.warning("metrics: the store cannot be read: %s", exc)
             up.add_metric([], 0.0)
@@ -61,18 +61,18 @@ class StoreCollector(Collector):
         up.add_metric([], 1.0)
         return [up, *families]
 
-    def _read(self, now: Instant) -> list[Metric]:
+    def _read(self, backlog: Snapshot) -> list[Metric]:
         messages = GaugeMetricFamily(
             "mailvia_messages",
             "Messages in the outbox by channel and state.",
             labels=["channel", "state"],
         )
-        for channel_id, states in self.store.queue_counts().items():
+        for channel_id, states in backlog.counts.items():
             for state, count in states.items():
                 messages.add_metric([channel_id, str(state)], float(count))
-        return [messages, *self._channels(now)]
+        return [messages, *self._channels(backlog)]
 
-    def _channels(self, now: Instant) -> list[Metric]:
+    def _channels(self, backlog: Snapshot) -> list[Metric]:
         states = GaugeMetricFamily(
             "mailvia_channel_state",
             "1 for the state each channel is in, 0 for the others.",
@@ -83,15 +83,15 @@ class StoreCollector(Collector):
             "mailvia_budget_used", "What each budget's window holds now.", labels=budget
         )
         limit = GaugeMetricFamily("mailvia_budget_limit", "Each budget's count.", labels=budget)
-        for channel in self.store.list_channels():
+        for channel in backlog.channels:
             for state in ChannelState:
                 states.add_metric([channel.id, str(state)], float(channel.state is state))
-            if not channel.budgets:
+            uses = backlog.use.get(channel.id)
+            if uses is None:
                 continue
-            uses = self.store.budget_ledger(channel.id, channel.budgets).log(now)
             for item in channel.budgets:
                 labels = [channel.id, str(item.unit), f"{item.per_seconds:g}"]
-                used.add_metric(labels, float(uses.held(item, now)))
+                used.add_metric(labels, float(uses.held(item, backlog.at)))
                 limit.add_metric(labels, float(item.count))
         return [states, used, limit]
 
@@ -99,7 +99,7 @@ class StoreCollector(Collector):
 class PrometheusMetrics:
     """The Metrics port on prometheus-client, with its own registry."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], Instant] = time.time) -> None:
+    def __init__(self, backlog: Backlog, *, clock: Callable[[], Instant] = time.time) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self._deliveries = Counter(
@@ -130,7 +130,7 @@ class PrometheusMetrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
-        r.register(StoreCollector(store, clock))
+        r.register(BacklogCollector(backlog, clock))
 
     def attempt(self, channel_id: str, seconds: float, outcomes: Sequence[str]) -> None:
         self._latency.labels(channel_id).observe(seconds)
@@ -145,5 +145,5 @@ class PrometheusMetrics:
         self._webhook_latency.observe(seconds)
 
     def exposition(self) -> bytes:
-        """The text format of every metric (reads the store)."""
+        """The text format of every metric (reads the backlog)."""
         return generate_latest(self.registry)

@@ -24,7 +24,7 @@ router = APIRouter(include_in_schema=False)
 @router.get("/metrics")
 def metrics(request: Request, services: ServicesDep) -> Response:
     """The metrics, for `Authorization: Bearer <METRICS_TOKEN>`; 404 without the setting."""
-    token = services.metrics_token
+    token = services.api.metrics_token
     if not token or not isinstance(services.metrics, PrometheusMetrics):
         raise HTTPException(404)
     scheme, _, given = request.headers.get("authorization", "").partition(" ")

@@ -1,11 +1,16 @@
 """Channel use cases: add from a preset or by hand, enforce credential scope, list, pause,
-resume, remove. Passwords are sealed by the vault before they reach the store."""
+resume, remove. Passwords are sealed by the vault before they reach the store; a password
+typed into a form rides back to the same user's browser sealed too (`seal_typed`), never in
+clear."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from mailvia.domain.channel import (
     Auth,
@@ -22,15 +27,56 @@ from mailvia.domain.channel import (
     check_channel,
 )
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import Forbidden, InvalidChannel, NotFound
+from mailvia.domain.errors import Forbidden, InvalidChannel, MailviaError, NotFound
 from mailvia.domain.ids import make_id
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.retry import RetryPolicy
-from mailvia.domain.tenancy import User, identity_covers
+from mailvia.domain.tenancy import Team, User, identity_covers
 from mailvia.outbox.addresses import check_address
-from mailvia.outbox.ports import Credentials, Store, Vault
+from mailvia.outbox.ports import Credentials, Vault
 
 ADDRESS_SCOPE_NOT_SHARED = "{title} credentials sign in to one mailbox; each rep connects their own"
+TYPED_MAX_AGE = 3600.0  # seconds a sealed typed password is good for
+
+
+class ChannelLookup(Protocol):
+    """Finding a channel by name or id."""
+
+    def find_channel(self, org_id: str, name: str) -> Channel | None: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
+
+
+def channel_in(store: ChannelLookup, organization_id: str, ref: str) -> Channel | None:
+    """The organization's channel named `ref`, else the one whose id it is (None: neither is
+    the organization's)."""
+    found = store.find_channel(organization_id, ref)
+    if found is None:
+        try:
+            found = store.get_channel(ref)
+        except NotFound:
+            return None
+    return found if found.organization_id == organization_id else None
+
+
+class ChannelStore(Protocol):
+    """What the channel use cases need from the store; each method is one transaction."""
+
+    def add_channel(self, channel: Channel, secret: bytes | None, now: Instant) -> Channel: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
+    def find_channel(self, org_id: str, name: str) -> Channel | None: ...
+    def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
+    def channel_secret(self, channel_id: str) -> bytes | None: ...
+    def update_channel(self, channel: Channel, secret: bytes | None) -> Channel: ...
+    def remove_channel(self, channel_id: str) -> None: ...
+    def set_channel_state(
+        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
+    ) -> Channel: ...
+    def hold_channel(self, channel_id: str, now: Instant) -> int: ...
+    def release_channel(self, channel_id: str, now: Instant) -> int: ...
+    def identities(self, user_id: str) -> list[str]: ...
+    def find_team(self, org_id: str, name: str) -> Team | None: ...
+    def find_user(self, email: str) -> User | None: ...
+    def domain_organization(self, domain: str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +122,7 @@ class Channels:
 
     def __init__(
         self,
-        store: Store,
+        store: ChannelStore,
         vault: Vault,
         *,
         check_plaintext_host: Callable[[str], None],
@@ -191,17 +237,8 @@ class Channels:
 
     def get(self, actor: User, ref: str) -> Channel:
         """A channel by id or name; NotFound for channels the actor may not see."""
-        found = self.store.find_channel(actor.organization_id, ref)
-        if found is None:
-            try:
-                found = self.store.get_channel(ref)
-            except NotFound:
-                found = None
-        if (
-            found is None
-            or found.organization_id != actor.organization_id
-            or not _may_see(actor, found)
-        ):
+        found = channel_in(self.store, actor.organization_id, ref)
+        if found is None or not _may_see(actor, found):
             raise NotFound(f"no channel {ref!r}")
         return found
 
@@ -264,6 +301,28 @@ class Channels:
         sealed = self.store.channel_secret(channel.id)
         password = self.vault.open(sealed).decode() if sealed else ""
         return Credentials(channel.username, password)
+
+    def seal_typed(self, actor: User, password: str, now: Instant) -> str:
+        """A password typed into a form, sealed by the vault for this user, to ride back in a
+        hidden field (so that Save after Test needs no retyping)."""
+        data = json.dumps({"u": actor.id, "p": password, "t": now}).encode()
+        return base64.urlsafe_b64encode(self.vault.seal(data)).decode()
+
+    def open_typed(self, actor: User, sealed: str, now: Instant) -> str | None:
+        """The password `seal_typed` sealed, if it is this user's and at most TYPED_MAX_AGE
+        old; else None."""
+        if not sealed:
+            return None
+        try:
+            data = json.loads(self.vault.open(base64.urlsafe_b64decode(sealed.encode())))
+        except (MailviaError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("u") != actor.id:
+            return None
+        if not isinstance(data.get("t"), float | int) or now - data["t"] > TYPED_MAX_AGE:
+            return None
+        password = data.get("p")
+        return password if isinstance(password, str) else None
 
 
 def _check_name(name: str) -> None:

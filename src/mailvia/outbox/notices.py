@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from mailvia.domain.channel import Channel
+from mailvia.domain.channel import Channel, concerns
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import State
 from mailvia.domain.oauth import basic_auth_refused, oauth_offer
+from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Draft, compose
-from mailvia.outbox.ports import NewMessage, Store
+from mailvia.outbox.ports import NewMessage
 
 log = logging.getLogger(__name__)
+
+
+class NoticeStore(Protocol):
+    """What notices need from the store: who to tell, and the outbox to put the notice in."""
+
+    def list_users(self, org_id: str) -> list[User]: ...
+    def add_messages(self, messages: Sequence[NewMessage]) -> list[tuple[str, bool]]: ...
+
 
 SYSTEM_USER = "system"
 
@@ -25,20 +35,16 @@ class Notices:
     """Queues notices on the shared pool; without a pool there is nowhere to send them."""
 
     def __init__(
-        self, store: Store, *, pool: Callable[[], Channel | None], notice_from: str
+        self, store: NoticeStore, *, pool: Callable[[], Channel | None], notice_from: str
     ) -> None:
         self.store = store
         self.pool = pool
         self.notice_from = notice_from
 
     def recipients(self, channel: Channel) -> list[str]:
-        """The owner of a user's channel; the team's admins for a team channel."""
-        if channel.owner.user_id is not None:
-            return [self.store.get_user(channel.owner.user_id).email]
+        """Whom the channel's trouble concerns: its owner, or a team channel's team admins."""
         return [
-            u.email
-            for u in self.store.list_users(channel.organization_id)
-            if u.is_admin and u.team_id == channel.owner.team_id
+            u.email for u in self.store.list_users(channel.organization_id) if concerns(channel, u)
         ]
 
     async def channel_disconnected(self, channel: Channel, reason: str, now: Instant) -> None:

@@ -1,24 +1,35 @@
-"""The ports the use cases own: what they need from a store, a transport and a vault.
+"""The ports the use cases share: a transport, a vault, the credential source, the prober,
+and `Store`, the whole outbox as the SQL store implements it.
 
-Adapters implement these (store/, transport/, secrets.py); the composition root (app.py)
-hands concrete ones in. Store methods are synchronous and each is one transaction; they
-raise domain errors (NotFound, Conflict, StoreUnavailable), never driver exceptions.
+Each use case but the dispatcher takes a narrow Protocol of its own with just the store
+methods it calls (`TenancyStore` in tenancy.py, `MessageStore` in messages.py, ...), a subset
+of `Store`; the SQL store implements them all. Adapters implement these (store/, transport/,
+secrets.py); the composition root (app.py) hands concrete ones in. Store methods are
+synchronous and each is one transaction; they raise domain errors (NotFound, Conflict,
+StoreUnavailable), never driver exceptions. web/ and ingress/ never import this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from mailvia.domain.channel import Budget, Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.delivery import RecipientSettlement, TransactionResult
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.probe import ProbeReport
-from mailvia.domain.replies import Reply
 from mailvia.domain.shaping import UseLog
-from mailvia.domain.tenancy import Fallback, Organization, Role, Team, User
+from mailvia.domain.tenancy import Fallback, Organization, Team, User
+from mailvia.outbox.records import (
+    AttemptView,
+    Event,
+    MessageFilter,
+    MessageView,
+    RecipientView,
+    TokenView,
+)
 
 
 @dataclass(frozen=True)
@@ -67,17 +78,6 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class Event:
-    """One entry of an organization's event stream."""
-
-    id: str
-    organization_id: str
-    type: str
-    created_at: Instant
-    data: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
 class AttemptRecord:
     """The result of one attempt, as the store persists it (with its events)."""
 
@@ -91,52 +91,6 @@ class AttemptRecord:
     failures: int
     possible_duplicate: bool
     events: tuple[Event, ...] = ()
-
-
-@dataclass(frozen=True)
-class RecipientView:
-    address: str
-    state: State
-    reply: Reply | None
-    updated_at: Instant
-
-
-@dataclass(frozen=True)
-class AttemptView:
-    at: Instant
-    channel_id: str
-    recipient: str
-    stage: str
-    reply: Reply
-    outcome: str
-
-
-@dataclass(frozen=True)
-class MessageView:
-    id: str
-    organization_id: str
-    user_id: str
-    channel_id: str
-    state: State
-    envelope: Envelope
-    size: int
-    created_at: Instant
-    expires_at: Instant
-    next_attempt_at: Instant | None
-    possible_duplicate: bool
-    recipients: tuple[RecipientView, ...] = ()
-    attempts: tuple[AttemptView, ...] = ()
-    test: bool = False
-
-
-@dataclass(frozen=True)
-class MessageFilter:
-    organization_id: str
-    user_id: str | None = None
-    state: State | None = None
-    channel_id: str | None = None
-    limit: int = 50
-    cursor: str | None = None
 
 
 class Ledger(Protocol):
@@ -205,7 +159,8 @@ class WorkerRegistry(Protocol):
 
 
 class Store(Protocol):
-    """The outbox and everything it refers to."""
+    """The outbox and everything it refers to: the union the SQL store implements, and what
+    the dispatcher sees (its narrowing comes with the dispatch core's clock, issue 11)."""
 
     # tenancy
     def create_organization(self, org_id: str, name: str, now: Instant) -> Organization: ...
@@ -274,7 +229,7 @@ class Store(Protocol):
         self, org_id: str, *, cursor: str | None, limit: int
     ) -> tuple[list[Event], str | None]: ...
 
-    # sign-in and the setup pages (web/)
+    # sign-in, teams and API tokens
     def password_hash(self, user_id: str) -> str | None: ...
     def set_password(
         self, user_id: str, password_hash: str | None, *, must_change_password: bool
@@ -322,26 +277,6 @@ class Vault(Protocol):
     def open(self, sealed: bytes) -> bytes: ...
 
 
-__all__ = [
-    "AttemptRecord",
-    "AttemptView",
-    "Claim",
-    "CredentialSource",
-    "Credentials",
-    "Event",
-    "MessageFilter",
-    "MessageView",
-    "NewMessage",
-    "RecipientView",
-    "Role",
-    "Store",
-    "Transport",
-    "Vault",
-    "WorkerRegistry",
-    "WorkerView",
-]
-
-
 class Prober(Protocol):
     """Tests a channel step by step (resolve, connect, TLS, EHLO, AUTH, an optional test
     message; for a provider API's mailbox, the test message's request) with the code that
@@ -361,18 +296,22 @@ class Prober(Protocol):
     ) -> ProbeReport: ...
 
 
-__all__ += ["Prober"]
-
-
-@dataclass(frozen=True)
-class TokenView:
-    """An API token as people see it: never the token, nor its hash."""
-
-    id: str
-    user_id: str
-    name: str
-    created_at: Instant
-    revoked_at: Instant | None
-
-
-__all__ += ["TokenView"]
+# The records the Store's methods take and give (outbox/records.py), for its implementers.
+__all__ = [
+    "AttemptRecord",
+    "AttemptView",
+    "Claim",
+    "CredentialSource",
+    "Credentials",
+    "Event",
+    "Ledger",
+    "MessageFilter",
+    "MessageView",
+    "NewMessage",
+    "Prober",
+    "RecipientView",
+    "Store",
+    "TokenView",
+    "Transport",
+    "Vault",
+]

@@ -10,6 +10,7 @@ pooled connections, but only after a passing probe; a failing one changes nothin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -25,19 +26,25 @@ from mailvia.outbox.ports import (
     Credentials,
     CredentialSource,
     Prober,
-    Store,
     Transport,
-    Vault,
 )
+from mailvia.outbox.records import Event
 from mailvia.outbox.test_message import SUBJECT, TEXT, TestMessages, sender_for_test
 
 _TEST_MAX_SIZE = 64 * 1024
 
 
-class ReconnectStore(Store, Protocol):
-    """The store, plus rewriting a channel with a new sealed secret."""
+class ReconnectStore(Protocol):
+    """What testing and reconnecting need from the store."""
 
+    def get_user(self, user_id: str) -> User: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
     def update_channel(self, channel: Channel, secret: bytes | None) -> Channel: ...
+    def set_channel_state(
+        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
+    ) -> Channel: ...
+    def release_channel(self, channel_id: str, now: Instant) -> int: ...
+    def add_events(self, events: Sequence[Event]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class Reconnection:
 
 
 class ChannelTester:
-    """Test connection for reps and admins (CLI now; the API and the page later)."""
+    """Test connection and reconnect for reps and admins (the CLI, the API and the pages)."""
 
     def __init__(
         self,
@@ -59,17 +66,16 @@ class ChannelTester:
         channels: Channels,
         prober: Prober,
         *,
-        transport: Transport | None = None,
-        vault: Vault | None = None,
+        transport: Transport,
+        messages: TestMessages,
+        tokens: CredentialSource,
         timeout: float = 10.0,
-        messages: TestMessages | None = None,
-        tokens: CredentialSource | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
         self.prober = prober
         self.transport = transport
-        self.vault = vault or channels.vault
+        self.vault = channels.vault
         self.timeout = timeout
         self.messages = messages
         self.tokens = tokens  # an OAuth mailbox's access tokens (the dispatcher's source)
@@ -91,8 +97,6 @@ class ChannelTester:
         channel = self.channels.get(actor, ref)
         if to is None:
             return await self._with_credentials(channel, password, None)
-        if self.messages is None:
-            raise Forbidden("test messages are not available in this process")
         prepared = self.messages.prepare(actor, channel, to)
         report: ProbeReport | None = None
         try:
@@ -119,8 +123,7 @@ class ChannelTester:
         message = None
         if to is not None:
             sender = sender_for_test(actor, channel)
-            if self.messages is not None:
-                self.messages.checks.check_sender(actor, sender)
+            self.messages.checks.check_sender(actor, sender)
             draft = Draft(from_=sender, to=(to,), subject=SUBJECT, text=TEXT)
             message = compose(draft, now=now, max_size=_TEST_MAX_SIZE)  # checks `to`
         return await self._probe(channel, credentials, message)
@@ -148,8 +151,7 @@ class ChannelTester:
             data: dict[str, object] = {"channel_id": channel.id, "released": released}
             event = new_event(channel.organization_id, "channel.reconnected", now, data)
             self.store.add_events([event])
-        if self.transport is not None:
-            await self.transport.forget(channel.id)  # no session keeps the old password
+        await self.transport.forget(channel.id)  # no session keeps the old password
         self.channels.on_change(channel.id)
         return Reconnection(report, channel, reconnected, released)
 
@@ -158,7 +160,7 @@ class ChannelTester:
     ) -> ProbeReport:
         """An OAuth mailbox first gets an access token from the credential source (the
         `token` step); any other channel uses its stored password, or `password`."""
-        if channel.oauth is None or password is not None or self.tokens is None:
+        if channel.oauth is None or password is not None:
             return await self._probe(channel, self._credentials(channel, password), message)
         try:
             token = await self.tokens(channel)

@@ -12,10 +12,10 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits, refusal
-from mailvia.domain.channel import Channel, ChannelState, TransportKind, may_send_as
+from mailvia.domain.channel import Budget, Channel, ChannelState, TransportKind, may_send_as
 from mailvia.domain.clock import Instant, to_iso
 from mailvia.domain.errors import CannotCarry, Forbidden
 from mailvia.domain.ids import make_id
@@ -23,12 +23,32 @@ from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.routing import Route, route
 from mailvia.domain.shaping import UseLog, forecast
-from mailvia.domain.tenancy import User, domain_of, identity_covers
+from mailvia.domain.tenancy import Organization, User, domain_of, identity_covers
 from mailvia.outbox.compose import Composed
-from mailvia.outbox.ports import NewMessage, Store
+from mailvia.outbox.ports import Ledger, NewMessage
+from mailvia.outbox.records import MessageView
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+class SubmitStore(Protocol):
+    """What submitting needs from the store: the sender's rights and routes, the forecast's
+    backlog and budgets, and the one commit."""
+
+    def get_organization(self, org_id: str) -> Organization: ...
+    def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
+    def domain_organization(self, domain: str) -> str | None: ...
+    def identities(self, user_id: str) -> list[str]: ...
+    def waiting_count(self, channel_id: str) -> int: ...
+    def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger: ...
+
+    def add_messages(self, messages: Sequence[NewMessage]) -> list[tuple[str, bool]]:
+        """Commit them all in one transaction: (id, whether new) each; an idempotency key
+        seen before gives its earlier message's id (raises Conflict for another body)."""
+        ...
+
+    def get_message(self, message_id: str) -> MessageView: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,7 @@ class Submitter:
 
     def __init__(
         self,
-        store: Store,
+        store: SubmitStore,
         *,
         pool: Callable[[], Channel | None],
         on_submit: Callable[[], None] = lambda: None,
@@ -133,16 +153,22 @@ class Submitter:
             raise CannotCarry(f"{channel.name} cannot send this message: {reason}")
 
     def submit_each(
-        self, items: Sequence[tuple[User, Submission]], *, now: Instant
+        self, items: Sequence[tuple[User, Submission] | Exception], *, now: Instant
     ) -> list[Receipt | Exception]:
-        """Messages of different senders, each judged on its own (a refused one gets its
-        error in its place and does not hold up the others); the accepted ones are committed
-        together in one transaction. For intakes that gather concurrent messages (group
-        commit). Raises only what the commit itself raises (e.g. StoreUnavailable)."""
+        """Messages of different senders, each judged on its own: the one per-item submit of
+        every intake that answers per message (the API's batch, the submission port's group
+        commit). A refused one gets its error in its place and does not hold up the others;
+        an item the intake already refused (an Exception) keeps its place as it is; the
+        accepted ones are committed together in one transaction. Raises only what the commit
+        itself raises (e.g. StoreUnavailable)."""
         routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
-        for sender, submission in items:
+        for item in items:
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            sender, submission = item
             channel = self._route(routes, sender, submission.composed)
             if not isinstance(channel, Exception):
                 try:
@@ -268,7 +294,7 @@ class Forecasts:
     """When each message of a batch should leave, given its channel's budgets and backlog;
     a batch that would take more than a day on a mailbox channel gets a warning."""
 
-    def __init__(self, store: Store, now: Instant) -> None:
+    def __init__(self, store: SubmitStore, now: Instant) -> None:
         self.store = store
         self.now = now
         self.ahead: dict[str, int] = {}

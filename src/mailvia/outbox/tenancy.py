@@ -1,33 +1,34 @@
-"""Tenancy use cases: organizations, teams, users, domains, identities, API tokens, bootstrap.
+"""Tenancy use cases: organizations (and their default channel), teams, users, domains,
+identities, the CLI's operator, bootstrap.
 
-Tokens and one-time passwords are shown once; the store keeps only their hashes.
+One-time passwords (and bootstrap's token) are shown once; the store keeps only their hashes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Literal, Protocol
 
 from mailvia.domain.channel import Channel, shared_refusal
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import (
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    Unauthenticated,
-)
+from mailvia.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from mailvia.domain.ids import make_id
-from mailvia.domain.tenancy import Fallback, Organization, Role, Team, User, domain_of
+from mailvia.domain.tenancy import (
+    Fallback,
+    Organization,
+    Role,
+    Team,
+    User,
+    domain_of,
+    sendable_addresses,
+)
 from mailvia.outbox.addresses import check_address, check_login
-from mailvia.outbox.ports import Store
-
-TOKEN_PREFIX = "mv_"
+from mailvia.outbox.channels import channel_in
+from mailvia.outbox.tokens import ApiTokens
 
 
 class _Unchanged(Enum):
@@ -39,17 +40,43 @@ UNCHANGED = _Unchanged.UNCHANGED  # leave the organization's default channel as 
 DefaultChoice = str | None | Literal[_Unchanged.UNCHANGED]
 
 
-def hash_token(token: str) -> str:
-    """Tokens carry 256 bits of randomness, so a plain SHA-256 is the right hash."""
-    return hashlib.sha256(token.encode()).hexdigest()
+class TenancyStore(Protocol):
+    """What tenancy needs from the store; each method is one transaction."""
 
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+    def create_organization(self, org_id: str, name: str, now: Instant) -> Organization: ...
+    def get_organization(self, org_id: str) -> Organization: ...
+    def find_organization(self, name: str) -> Organization | None: ...
+    def update_organization(
+        self, org_id: str, *, default_channel_id: str | None, fallback: Fallback
+    ) -> Organization: ...
+    def create_team(self, team_id: str, org_id: str, name: str, now: Instant) -> Team: ...
+    def find_team(self, org_id: str, name: str) -> Team | None: ...
+    def list_teams(self, org_id: str) -> list[Team]: ...
+    def create_user(self, user: User, *, password_hash: str | None, now: Instant) -> User: ...
+    def find_user(self, email: str) -> User | None: ...
+    def get_user(self, user_id: str) -> User: ...
+    def list_users(self, org_id: str) -> list[User]: ...
+    def count_users(self) -> int: ...
+    def add_domain(self, org_id: str, domain: str, now: Instant) -> None: ...
+    def domain_organization(self, domain: str) -> str | None: ...
+    def grant_identity(self, user_id: str, identity: str, now: Instant) -> None: ...
+    def identities(self, user_id: str) -> list[str]: ...
+    def senders_for(self, org_id: str, address: str) -> list[User]: ...
+    def find_channel(self, org_id: str, name: str) -> Channel | None: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
 
 
 def new_password() -> str:
     return secrets.token_urlsafe(12)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A user of an organization as its admins see them: their team's name and identities."""
+
+    user: User
+    team: str
+    identities: list[str]
 
 
 @dataclass(frozen=True)
@@ -65,9 +92,12 @@ class Bootstrap:
 class Tenancy:
     """Operator and admin actions on tenants."""
 
-    def __init__(self, store: Store, *, hash_password: Callable[[str], str]) -> None:
+    def __init__(
+        self, store: TenancyStore, *, hash_password: Callable[[str], str], tokens: ApiTokens
+    ) -> None:
         self.store = store
         self.hash_password = hash_password
+        self.tokens = tokens  # bootstrap's admin gets one
 
     def organization(self, name: str) -> Organization:
         org = self.store.find_organization(name)
@@ -80,6 +110,56 @@ class Tenancy:
         if user is None:
             raise NotFound(f"no user {email}")
         return user
+
+    def member(self, actor: User, ref: str) -> User:
+        """A user of the actor's organization, by login email or id; NotFound for anyone
+        else (never saying whether they exist)."""
+        found: User | None
+        if "@" in ref:
+            found = self.store.find_user(ref)
+        else:
+            try:
+                found = self.store.get_user(ref)
+            except NotFound:
+                found = None
+        if found is None or found.organization_id != actor.organization_id:
+            raise NotFound(f"no user {ref}")
+        return found
+
+    def members(self, actor: User) -> list[Member]:
+        """Every user of the actor's organization with their team and identities."""
+        teams = {t.id: t.name for t in self.teams(actor)}
+        return [
+            Member(u, teams.get(u.team_id, ""), self.store.identities(u.id))
+            for u in self.store.list_users(actor.organization_id)
+        ]
+
+    def organization_of(self, actor: User) -> Organization:
+        return self.store.get_organization(actor.organization_id)
+
+    def teams(self, actor: User) -> list[Team]:
+        """The teams of the actor's organization."""
+        return self.store.list_teams(actor.organization_id)
+
+    def identities(self, user: User) -> list[str]:
+        """The user's sender identities (`jane@acme.test`, `@acme.test`), as granted."""
+        return self.store.identities(user.id)
+
+    def addresses(self, user: User) -> list[str]:
+        """The addresses the user may send From (an `@domain` identity: their own local part
+        at that domain), in the order they were granted."""
+        return sendable_addresses(user.email, self.store.identities(user.id))
+
+    def operator(self, org_name: str) -> User:
+        """Who the CLI acts as: an admin of the named organization (in its team `default`,
+        when it has one). Raises NotFound for an unknown organization."""
+        org = self.organization(org_name)
+        team = self.store.find_team(org.id, "default")
+        return User("operator", org.id, team.id if team else "", "operator", Role.ADMIN)
+
+    def ready(self) -> None:
+        """Read the store once (the health check): raises StoreUnavailable when it cannot."""
+        self.store.count_users()
 
     def create_org(self, name: str, now: Instant) -> Organization:
         if not name.strip() or any(c in name for c in "\r\n\0"):
@@ -107,13 +187,8 @@ class Tenancy:
         )
 
     def _default(self, org: Organization, ref: str) -> str:
-        channel: Channel | None = self.store.find_channel(org.id, ref)
+        channel = channel_in(self.store, org.id, ref)
         if channel is None:
-            try:
-                channel = self.store.get_channel(ref)
-            except NotFound:
-                channel = None
-        if channel is None or channel.organization_id != org.id:
             raise NotFound(f"no channel {ref!r} in {org.name}")
         refusal = shared_refusal(channel)
         if refusal is not None:
@@ -176,20 +251,6 @@ class Tenancy:
         self.store.grant_identity(user.id, identity, now)
         return identity
 
-    def create_token(self, email: str, name: str, now: Instant) -> str:
-        user = self.user(email)
-        token = new_token()
-        self.store.add_token(
-            make_id("tok", now, os.urandom(10)), user.id, hash_token(token), name, now
-        )
-        return token
-
-    def authenticate(self, token: str) -> User:
-        user = self.store.user_for_token(hash_token(token)) if token else None
-        if user is None:
-            raise Unauthenticated("unknown or revoked API token")
-        return user
-
     def sender_for(self, organization_id: str, address: str) -> User:
         """The user of this organization who may send as `address` (one holding the address
         itself before one holding its domain), for mail that comes without a login (trusted
@@ -211,5 +272,5 @@ class Tenancy:
         admin, password = self.create_user(
             "admin@localhost", org_name="default", team_name="default", admin=True, now=now
         )
-        token = self.create_token(admin.email, "bootstrap", now)
+        token = self.tokens.create(admin.email, "bootstrap", now)
         return Bootstrap(org, admin, password, token)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailvia.domain.clock import Instant
-from mailvia.outbox.ports import Event
+from mailvia.outbox.records import Event
 
 # Webhooks and metrics (issue 5). A webhook's signing secret is sealed by the vault before it
 # reaches the store; only the dispatcher opens it, to hand it to the sender.

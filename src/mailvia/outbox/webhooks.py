@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from mailvia.domain.clock import Instant, to_iso
-from mailvia.domain.errors import Forbidden, InvalidInput, NotFound
+from mailvia.domain.errors import InvalidInput, NotFound
 from mailvia.domain.ids import make_id
-from mailvia.domain.tenancy import User
-from mailvia.outbox.ports import Event, Vault
+from mailvia.domain.tenancy import User, require_admin
+from mailvia.outbox.ports import Vault
+from mailvia.outbox.records import Event
 from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt, WebhookStore
 
 EVENT_TYPES = (
@@ -158,5 +159,4 @@ class Webhooks:
 
 
 def _admin(actor: User) -> None:
-    if not actor.is_admin:
-        raise Forbidden("only admins may manage webhooks")
+    require_admin(actor, "manage webhooks")

@@ -209,23 +209,6 @@ class ChannelStore:
         with self._db.read() as conn:
             return [(row.id, bytes(row.secret)) for row in conn.execute(query)]
 
-    def replace_channel_secrets(self, secrets: list[tuple[str, bytes]]) -> None:
-        """Replace the secrets of these channels, all in one transaction. Raises NotFound (and
-        changes nothing) if a channel does not exist."""
-        if not secrets:
-            return
-        statement = (
-            channels.update()
-            .where(channels.c.id == sa.bindparam("b_id"))
-            .values(secret=sa.bindparam("b_secret"))
-        )
-        with self._db.write() as conn:
-            found = _existing(conn, [channel_id for channel_id, _ in secrets])
-            missing = sorted({channel_id for channel_id, _ in secrets} - found)
-            if missing:
-                raise NotFound(f"no channel {missing[0]!r}")
-            conn.execute(statement, [{"b_id": i, "b_secret": s} for i, s in secrets])
-
     def remove_channel(self, channel_id: str) -> None:
         """Delete the channel and clear it as any organization's default. Raises Conflict while
         it still has mail to send, NotFound if it does not exist."""
@@ -281,8 +264,3 @@ def _read(conn: sa.Connection, channel_id: str) -> Channel:
     if row is None:
         raise NotFound(f"no channel {channel_id!r}")
     return channel_of(row)
-
-
-def _existing(conn: sa.Connection, ids: list[str]) -> set[str]:
-    rows = conn.execute(sa.select(channels.c.id).where(channels.c.id.in_(ids)))
-    return {str(channel_id) for channel_id in rows.scalars()}

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput
-from mailvia.outbox.ports import Event
+from mailvia.outbox.records import Event
 from mailvia.store.engine import Database
 from mailvia.store.tables import events
 

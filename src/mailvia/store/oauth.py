@@ -187,7 +187,7 @@ class OAuthStore:
         return None if row is None else _tokens_of(row)
 
     def oauth_token_list(self, org_id: str) -> list[StoredTokens]:
-        """The tokens of the organization's OAuth mailboxes (for what the views show)."""
+        """The tokens of the organization's OAuth mailboxes (for their expiry on the pages)."""
         query = (
             sa.select(oauth_tokens)
             .join(channels, channels.c.id == t.channel_id)

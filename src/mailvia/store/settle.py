@@ -11,12 +11,13 @@ import sqlalchemy as sa
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import TERMINAL, State, message_state
-from mailvia.outbox.ports import AttemptRecord, Event, MessageView
+from mailvia.outbox.ports import AttemptRecord
+from mailvia.outbox.records import Event, MessageView
 from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
+from mailvia.store.message_reads import read_message
 from mailvia.store.rows import chunks, event_id
 from mailvia.store.tables import attempts, messages, recipients
-from mailvia.store.views import read_message
 
 GAVE_UP = (451, "4.4.7", "mailvia: gave up after the retry period")  # RFC 3463 X.4.7
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)

@@ -10,12 +10,12 @@ from mailvia.store.budgets import BudgetStore
 from mailvia.store.channels import ChannelStore
 from mailvia.store.engine import Database
 from mailvia.store.events import EventStore
+from mailvia.store.message_reads import MessageReads
 from mailvia.store.oauth import OAuthStore
 from mailvia.store.outbox import OutboxStore
 from mailvia.store.sessions import WebSessionStore
 from mailvia.store.settle import SettleStore
 from mailvia.store.tenancy import TenancyStore
-from mailvia.store.views import ViewStore
 from mailvia.store.webhooks import WebhookStore
 from mailvia.store.workers import WorkerStore
 
@@ -25,7 +25,7 @@ class SqlStore(
     ChannelStore,
     OutboxStore,
     SettleStore,
-    ViewStore,
+    MessageReads,
     EventStore,
     BudgetStore,
     WebhookStore,

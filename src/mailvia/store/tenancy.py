@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.tenancy import Fallback, Organization, Role, Team, User
-from mailvia.outbox.ports import TokenView
+from mailvia.outbox.records import TokenView
 from mailvia.store.engine import Database
 from mailvia.store.tables import api_tokens, domains, identities, organizations, teams, users
 

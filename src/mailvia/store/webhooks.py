@@ -19,7 +19,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput, NotFound
 from mailvia.domain.ids import make_id
-from mailvia.outbox.ports import Event
+from mailvia.outbox.records import Event
 from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt, WebhookJob
 from mailvia.store.engine import Database
 from mailvia.store.oauth import OAuthSecret, replace_oauth_secrets

@@ -69,11 +69,6 @@ class Capture:
         with self._lock:
             return [record.as_dict() for record in self._sessions]
 
-    def received_count(self) -> int:
-        """How many messages have been stored."""
-        with self._lock:
-            return len(self._received)
-
     def store(
         self,
         content: bytes,

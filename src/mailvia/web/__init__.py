@@ -6,7 +6,7 @@ at `/` beside the API. Pages: `/signin`, `/password`, `/channel` (my delivery ch
 connect flow (`/oauth/{provider}/start`, `/oauth/go/{id}`, `/oauth/{provider}/callback`). A
 signed cookie (auth.py) names a server-side session (`services.sessions`) checked on every
 request; every POST carries the cookie's CSRF token (csrf.py). It sees only
-`mailvia.domain` and `mailvia.outbox`; password hashing comes in as callables.
+`mailvia.domain` and the use cases (`Services`), never the store.
 """
 
 from __future__ import annotations
@@ -59,24 +59,19 @@ SECURITY_HEADERS = {
 
 
 def create_web(
-    services: Services,
-    *,
-    verify_password: Callable[[str, str], bool],
-    hash_password: Callable[[str], str],
-    secure_cookies: bool,
-    session_key: bytes | None = None,
+    services: Services, *, secure_cookies: bool, session_key: bytes | None = None
 ) -> FastAPI:
-    """The pages over these services. `verify_password(hash, password)` and
-    `hash_password(password)` come from the composition root; `session_key` signs session
-    cookies (random when None: sessions then end when the process does); `secure_cookies`
-    marks them Secure even on plain HTTP requests (HTTPS requests always get Secure)."""
+    """The pages over these services. `session_key` signs session cookies (random when None:
+    sessions then end when the process does); `secure_cookies` marks them Secure even on
+    plain HTTP requests (HTTPS requests always get Secure)."""
     app = FastAPI(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
         dependencies=[Depends(csrf_guard)],
     )
-    app.state.web = Web(services, verify_password, hash_password)
+    services.accounts.prepare()
+    app.state.web = Web(services)
     for module in (
         pages_account,
         pages_channel,

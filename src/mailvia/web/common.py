@@ -19,7 +19,7 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.channel import Channel, ChannelState, concerns
 from mailvia.domain.errors import (
     Conflict,
     Forbidden,
@@ -76,16 +76,13 @@ class PasswordChangeRequired(Exception):
 
 @dataclass
 class Web:
-    """The state of the web app: the services and what signing in needs (failed sign-ins are
-    counted in this process's memory, on `monotonic` time)."""
+    """The state of the web app: the services, and failed sign-ins (counted in this process's
+    memory, on `monotonic` time)."""
 
     services: Services
-    verify_password: Callable[[str, str], bool]
-    hash_password: Callable[[str], str]
     signins: FailedSignIns = field(default_factory=lambda: FailedSignIns(PAGES))
     monotonic: Callable[[], float] = time.monotonic
     env: Environment = field(init=False)
-    dummy_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.env = Environment(
@@ -97,8 +94,6 @@ class Web:
         self.env.filters["when"] = when
         self.env.filters["thousands"] = lambda n: f"{n:,}"
         self.env.globals.update(oauth_offer=oauth_offer, basic_auth_off=basic_auth_off)
-        # Verified against for unknown accounts, so a miss takes as long as a wrong password.
-        self.dummy_hash = self.hash_password("mailvia: no such account")
 
 
 def get_web(request: Request) -> Web:
@@ -124,11 +119,6 @@ def signed_in(request: Request, web: WebDep) -> User:
 
 
 UserDep = Annotated[User, Depends(signed_in)]
-
-
-def require_admin(user: User, what: str) -> None:
-    if not user.is_admin:
-        raise Forbidden(f"only admins may {what}")
 
 
 def when(at: float | None) -> str:
@@ -168,23 +158,16 @@ class Banner:
     held: int
 
 
-def owns(user: User, channel: Channel) -> bool:
-    """Whom a channel's trouble concerns: its owner, or its team's admins."""
-    if channel.owner.user_id is not None:
-        return channel.owner.user_id == user.id
-    return user.is_admin and channel.owner.team_id == user.team_id
-
-
 def banners(services: Services, user: User) -> list[Banner]:
     """The disconnected channels this user must fix, with how much mail each holds."""
     broken = [
         c
-        for c in services.store.list_channels(user.organization_id)
-        if c.state is ChannelState.DISCONNECTED and owns(user, c)
+        for c in services.channels.visible(user)
+        if c.state is ChannelState.DISCONNECTED and concerns(c, user)
     ]
     if not broken:
         return []
-    counts = services.store.queue_counts(user.organization_id)
+    counts = services.backlog.counts(user.organization_id)
     return [Banner(c, counts.get(c.id, {}).get(State.HELD, 0)) for c in broken]
 
 

@@ -1,24 +1,17 @@
-"""Reading the setup forms: fields as text, a channel spec from the connect form, and the
-password a tested form keeps sealed (never in clear) so that Save needs no retyping."""
+"""Reading the setup forms: fields as text, and a channel spec from the connect form."""
 
 from __future__ import annotations
 
-import base64
-import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.datastructures import FormData
 
 from mailvia.domain.channel import Auth, Budget, Scope, Security
-from mailvia.domain.errors import InvalidChannel, MailviaError
+from mailvia.domain.errors import InvalidChannel
 from mailvia.domain.presets import PRESETS, Preset
-from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import ChannelSpec
-from mailvia.outbox.ports import Vault
 
-SEALED_MAX_AGE = 3600.0
 CHANNEL_FIELDS = (
     "preset",
     "name",
@@ -99,25 +92,3 @@ def channel_spec(fields: Mapping[str, str], password: str | None) -> ChannelSpec
         team_name=(fields.get("team") or "default") if share else None,
         budgets=_budgets(fields.get("budgets", "")),
     )
-
-
-def seal_password(vault: Vault, user: User, password: str) -> str:
-    """The password sealed by the vault for this user, to ride in a hidden field."""
-    data = json.dumps({"u": user.id, "p": password, "t": time.time()}).encode()
-    return base64.urlsafe_b64encode(vault.seal(data)).decode()
-
-
-def open_password(vault: Vault, user: User, sealed: str) -> str | None:
-    """The password from `seal_password`, if it is this user's and recent; else None."""
-    if not sealed:
-        return None
-    try:
-        data = json.loads(vault.open(base64.urlsafe_b64decode(sealed.encode())))
-    except (MailviaError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("u") != user.id:
-        return None
-    if not isinstance(data.get("t"), float | int) or time.time() - data["t"] > SEALED_MAX_AGE:
-        return None
-    password = data.get("p")
-    return password if isinstance(password, str) else None

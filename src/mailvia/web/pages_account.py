@@ -1,29 +1,28 @@
 """Signing in and out, and changing the password (forced after a one-time password).
 
 Side effects: a successful sign-in starts a server-side session and replaces the cookie (a new
-CSRF token, no fixation); signing out ends the session; a password change stores the new
-argon2 hash, clears the must-change flag and ends every session of that user (this browser
-gets a new one). Failed sign-ins are counted per client and per account at a client
-(domain/signins.py): a client that has not failed is never refused.
+CSRF token, no fixation); signing out ends the session; a password change (the policy is the
+Accounts use case's) stores the new argon2 hash, clears the must-change flag and ends every
+session of that user (this browser gets a new one). Failed sign-ins are counted per client
+and per account at a client (domain/signins.py): a client that has not failed is never
+refused.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mailvia.domain.errors import NotFound
-from mailvia.domain.tenancy import User
+from mailvia.domain.errors import InvalidInput
 from mailvia.web.auth import Session, current_session, replace_session
-from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render
+from mailvia.web.common import UserDep, WebDep, now, redirect, render
 from mailvia.web.forms import text
 
 router = APIRouter()
-
-MIN_PASSWORD = 12
 
 
 def safe_next(target: str) -> str:
@@ -53,7 +52,8 @@ async def signin(request: Request, web: WebDep) -> Response:
         return render(request, "signin.html", status=429, next=target, email=email, error=error)
     attempt = web.signins.begin(email, client, web.monotonic())
     try:
-        user = await _check(web, email, password)
+        # argon2 takes tens of milliseconds: off the event loop.
+        user = await run_in_threadpool(web.services.accounts.sign_in, email, password)
     except BaseException:
         web.signins.forget(attempt, succeeded=False)
         raise
@@ -65,16 +65,6 @@ async def signin(request: Request, web: WebDep) -> Response:
     secret = await run_in_threadpool(web.services.sessions.start, user, now())
     replace_session(request, Session.fresh(secret))
     return redirect("/password" if user.must_change_password else target)
-
-
-async def _check(web: Web, email: str, password: str) -> User | None:
-    """The user whose email and password these are, or None."""
-    user = web.services.store.find_user(email) if email else None
-    stored = web.services.store.password_hash(user.id) if user else None
-    # argon2 takes tens of milliseconds: off the event loop. An unknown account is checked
-    # against a dummy hash so that it takes as long as a wrong password.
-    ok = await run_in_threadpool(web.verify_password, stored or web.dummy_hash, password)
-    return user if ok and stored is not None else None
 
 
 @router.post("/signout")
@@ -94,28 +84,16 @@ def password_page(request: Request, user: UserDep) -> HTMLResponse:
 @router.post("/password", response_class=HTMLResponse)
 async def change_password(request: Request, user: UserDep, web: WebDep) -> Response:
     form = await request.form()
-    current, new, again = text(form, "current"), text(form, "new"), text(form, "again")
-    store = web.services.store
     try:
-        stored = store.password_hash(user.id)
-    except NotFound:
-        stored = None
-    error = None
-    if stored is None or not await run_in_threadpool(web.verify_password, stored, current):
-        error = "The current password is not right."
-    elif len(new) < MIN_PASSWORD:
-        error = f"The new password needs at least {MIN_PASSWORD} characters."
-    elif new != again:
-        error = "The two new passwords differ."
-    elif new == current:
-        error = "The new password must differ from the current one."
-    if error is not None:
-        return render(
-            request, "password.html", status=400, error=error, forced=user.must_change_password
+        secret = await run_in_threadpool(  # argon2: off the event loop
+            partial(web.services.accounts.change_password, user),
+            current=text(form, "current"),
+            new=text(form, "new"),
+            again=text(form, "again"),
+            now=now(),
         )
-    new_hash = await run_in_threadpool(web.hash_password, new)
-    store.set_password(user.id, new_hash, must_change_password=False)
-    sessions = web.services.sessions
-    await run_in_threadpool(sessions.end_all_for_user, user.id)
-    replace_session(request, Session.fresh(await run_in_threadpool(sessions.start, user, now())))
+    except InvalidInput as exc:
+        forced = user.must_change_password
+        return render(request, "password.html", status=400, error=str(exc), forced=forced)
+    replace_session(request, Session.fresh(secret))
     return redirect("/channel", notice="password")

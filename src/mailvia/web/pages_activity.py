@@ -1,22 +1,22 @@
 """Activity: messages with their state, channel and each recipient's reply, filtered by state
 and channel; each channel's budget use and queue counts; held and deferred mail with the
-reason. Members see their own messages, admins the organization's. Reads only."""
+reason. Members see their own messages, admins the organization's (the Messages use case
+says so). Reads only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from mailvia.domain.channel import Channel
-from mailvia.domain.errors import InvalidInput, NotFound
+from mailvia.domain.errors import InvalidInput
 from mailvia.domain.message import State
 from mailvia.domain.tenancy import User
-from mailvia.outbox.ports import MessageFilter, MessageView
+from mailvia.outbox.records import MessageView
 from mailvia.web.common import UserDep, Web, WebDep, now, render
-from mailvia.web.views import WAITING, channel_use, provider
+from mailvia.web.wording import WAITING, channel_use, provider
 
 router = APIRouter()
 PAGE = 25
@@ -39,7 +39,7 @@ def _channels(web: Web, user: User) -> dict[str, Channel]:
 
 
 def _summary(web: Web, user: User, channels: dict[str, Channel]) -> list[ChannelRow]:
-    counts = web.services.store.queue_counts(user.organization_id)
+    counts = web.services.backlog.counts(user.organization_id)
     at = now()
     rows = []
     for channel in channels.values():
@@ -55,14 +55,6 @@ def _summary(web: Web, user: User, channels: dict[str, Channel]) -> list[Channel
             )
         )
     return rows
-
-
-def _query(user: User, **kw: Any) -> MessageFilter:
-    return MessageFilter(
-        organization_id=user.organization_id,
-        user_id=None if user.is_admin else user.id,
-        **kw,
-    )
 
 
 def reason(message: MessageView, channel: Channel | None) -> str:
@@ -86,29 +78,26 @@ def activity(
     channel: str = "",
     cursor: str = "",
 ) -> HTMLResponse:
-    store = web.services.store
+    messages = web.services.messages
     channels = _channels(web, user)
     try:
         chosen_state = State(state) if state else None
     except ValueError:
         raise InvalidInput(f"state: {state!r} is not a message state") from None
-    query = _query(
+    shown, next_cursor = messages.page(
         user,
         state=chosen_state,
-        channel_id=channel if channel in channels else None,
+        channel=channel if channel in channels else None,
         limit=PAGE,
         cursor=cursor or None,
     )
-    messages, next_cursor = store.list_messages(query)
     waiting = [
-        m
-        for s in (State.HELD, State.DEFERRED)
-        for m in store.list_messages(_query(user, state=s, limit=PAGE))[0]
+        m for s in (State.HELD, State.DEFERRED) for m in messages.page(user, state=s, limit=PAGE)[0]
     ]
     return render(
         request,
         "activity.html",
-        messages=messages,
+        messages=shown,
         next_cursor=next_cursor,
         waiting=waiting,
         reason=reason,
@@ -121,15 +110,6 @@ def activity(
 
 @router.get("/activity/{message_id}", response_class=HTMLResponse)
 def message(request: Request, message_id: str, user: UserDep, web: WebDep) -> HTMLResponse:
-    try:
-        view = web.services.store.get_message(message_id)
-    except NotFound:
-        view = None
-    if (
-        view is None
-        or view.organization_id != user.organization_id
-        or not (user.is_admin or view.user_id == user.id)
-    ):
-        raise NotFound(f"no message {message_id!r}")
+    view = web.services.messages.visible(user, message_id)
     channels = _channels(web, user)
     return render(request, "message.html", message=view, channels=channels, reason=reason)

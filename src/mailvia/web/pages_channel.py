@@ -23,18 +23,15 @@ from mailvia.web.forms import (
     CHANNEL_FIELDS,
     budgets_text,
     channel_spec,
-    open_password,
     preset_of,
-    seal_password,
     text,
     values,
 )
-from mailvia.web.views import (
+from mailvia.web.wording import (
     explain_addresses,
     limit_words,
     preset_choices,
     provider,
-    sendable_addresses,
     sharing,
 )
 
@@ -61,21 +58,18 @@ def my_channel(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
         provider=provider,
         limit_words=limit_words,
         mailbox_providers=[
-            (p, PRESETS[p.preset], apps is not None and apps.resolve(user.organization_id, p))
-            for p in Provider
+            (p, PRESETS[p.preset], apps.resolve(user.organization_id, p)) for p in Provider
         ],
     )
 
 
 def defaults(web: Web, user: User, preset: Preset | None) -> dict[str, str]:
     """The connect form's first values: the preset's settings, the user's first address."""
-    store = web.services.store
-    addresses = sendable_addresses(web.services, user) or [user.email]
-    identities = store.identities(user.id)
+    tenancy = web.services.tenancy
+    addresses = tenancy.addresses(user) or [user.email]
+    identities = tenancy.identities(user)
     domains = [i[1:] for i in identities if i.startswith("@")] or [domain_of(addresses[0])]
-    team = next(
-        (t.name for t in store.list_teams(user.organization_id) if t.id == user.team_id), ""
-    )
+    team = next((t.name for t in tenancy.teams(user) if t.id == user.team_id), "")
     fields = dict.fromkeys(CHANNEL_FIELDS, "")
     title = preset.title if preset else "SMTP"
     fields.update(
@@ -118,8 +112,8 @@ def connect_page(
         "report": report,
         "error": error,
         "sealed": sealed,
-        "addresses": sendable_addresses(web.services, user) or [user.email],
-        "teams": web.services.store.list_teams(user.organization_id),
+        "addresses": web.services.tenancy.addresses(user) or [user.email],
+        "teams": web.services.tenancy.teams(user),
         "can_share": can_share(user, preset),
         "not_shared": sharing(preset),
         "limits": limit_words(preset.budgets) if preset else "",
@@ -143,16 +137,14 @@ async def connect(request: Request, user: UserDep, web: WebDep) -> Response:
     """`action=test` probes the channel described; `action=save` stores it."""
     form = await request.form()
     fields = values(form)
-    vault = web.services.channels.vault
-    password = text(form, "password") or open_password(vault, user, text(form, "sealed"))
-    sealed = seal_password(vault, user, password) if password else ""
+    channels = web.services.channels
+    password = text(form, "password") or channels.open_typed(user, text(form, "sealed"), now())
+    sealed = channels.seal_typed(user, password, now()) if password else ""
     try:
         spec = channel_spec(fields, password)
         if text(form, "action") == "save":
             channel, _warnings = web.services.channels.add(user, spec, now())
             return redirect(f"/channels/{channel.id}", notice="saved")
-        if web.services.tester is None:
-            raise MailviaError("Test connection is not available in this process")
         report = await web.services.tester.test_spec(
             user, spec, to=fields["test_to"] or None, now=now()
         )

@@ -19,10 +19,9 @@ from mailvia.domain.oauth import oauth_offer
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.tenancy import User
 from mailvia.outbox.oauth.mailboxes import MailboxStatus
-from mailvia.outbox.probe import ChannelTester
 from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
 from mailvia.web.forms import text
-from mailvia.web.views import WAITING, channel_use, covers, limit_words, provider, sharing
+from mailvia.web.wording import WAITING, channel_use, covers, limit_words, provider, sharing
 
 router = APIRouter()
 
@@ -32,10 +31,10 @@ def owner_label(web: Web, user: User, channel: Channel) -> str:
         if channel.owner.user_id == user.id:
             return f"you ({user.email})"
         try:
-            return web.services.store.get_user(channel.owner.user_id).email
+            return web.services.tenancy.member(user, channel.owner.user_id).email
         except NotFound:
             return "a removed user"
-    teams = web.services.store.list_teams(channel.organization_id)
+    teams = web.services.tenancy.teams(user)
     name = next((t.name for t in teams if t.id == channel.owner.team_id), "a team")
     return f"team {name}"
 
@@ -51,7 +50,7 @@ def channel_page(
 ) -> HTMLResponse:
     services = web.services
     preset = PRESETS.get(channel.preset or "")
-    counts = services.store.queue_counts(user.organization_id).get(channel.id, {})
+    counts = services.backlog.counts(user.organization_id).get(channel.id, {})
     context: dict[str, Any] = {
         "channel": channel,
         "preset": preset,
@@ -84,7 +83,7 @@ TRANSPORT_WORDS = {
 
 def _status(web: Web, channel: Channel) -> MailboxStatus | None:
     """An OAuth mailbox's token facts (None for other channels, or once its tokens are gone)."""
-    if channel.oauth is None or web.services.mailboxes is None:
+    if channel.oauth is None:
         return None
     return web.services.mailboxes.statuses(channel.organization_id).get(channel.id)
 
@@ -93,17 +92,7 @@ def _oauth_ready(web: Web, channel: Channel) -> bool:
     """Whether an OAuth app is set up for the provider this channel can connect with."""
     provider = channel.oauth or oauth_offer(channel)
     apps = web.services.oauth_apps
-    return (
-        provider is not None
-        and apps is not None
-        and (apps.resolve(channel.organization_id, provider) is not None)
-    )
-
-
-def _tester(web: Web) -> ChannelTester:
-    if web.services.tester is None:
-        raise MailviaError("Test connection is not available in this process")
-    return web.services.tester
+    return provider is not None and apps.resolve(channel.organization_id, provider) is not None
 
 
 @router.get("/channels/{channel_id}", response_class=HTMLResponse)
@@ -116,7 +105,7 @@ async def test(request: Request, channel_id: str, user: UserDep, web: WebDep) ->
     form = await request.form()
     channel = web.services.channels.get(user, channel_id)
     try:
-        report = await _tester(web).test(
+        report = await web.services.tester.test(
             user,
             channel.id,
             to=text(form, "test_to").strip() or None,
@@ -134,7 +123,7 @@ async def reconnect(request: Request, channel_id: str, user: UserDep, web: WebDe
     channel = web.services.channels.get(user, channel_id)
     password = text(form, "password") or None
     try:
-        done = await _tester(web).reconnect(user, channel.id, password=password, now=now())
+        done = await web.services.tester.reconnect(user, channel.id, password=password, now=now())
     except MailviaError as exc:
         return channel_page(request, web, user, channel, status=status_for(exc), error=str(exc))
     channel = web.services.channels.get(user, channel.id)
@@ -158,10 +147,7 @@ async def change_state(
         elif verb == "resume":
             channels.resume(user, channel.id, now())
         elif verb == "remove":
-            if web.services.mailboxes is not None:
-                await web.services.mailboxes.remove(user, channel.id)
-            else:
-                channels.remove(user, channel.id)
+            await web.services.mailboxes.remove(user, channel.id)
             return redirect("/channel", notice="removed")
         else:
             raise NotFound(f"no action {verb!r}")

@@ -22,13 +22,10 @@ from mailvia.domain.channel import Provider, TransportKind
 from mailvia.domain.errors import (
     Forbidden,
     InvalidInput,
-    MailviaError,
     ProviderRefused,
     ProviderUnavailable,
 )
 from mailvia.domain.tenancy import User
-from mailvia.outbox.oauth.connect import OAuthConnect
-from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.web.auth import current_session
 from mailvia.web.common import (
     PasswordChangeRequired,
@@ -45,18 +42,6 @@ from mailvia.web.common import (
 
 router = APIRouter()
 Line = Annotated[str | None, Query(max_length=4096)]
-
-
-def _connect(web: Web) -> OAuthConnect:
-    if web.services.oauth is None:
-        raise MailviaError("OAuth connections are not available in this process")
-    return web.services.oauth
-
-
-def _mailboxes(web: Web) -> OAuthMailboxes:
-    if web.services.mailboxes is None:
-        raise MailviaError("OAuth mailboxes are not available in this process")
-    return web.services.mailboxes
 
 
 def _session(request: Request) -> str:
@@ -79,7 +64,7 @@ def start(
     channel: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """Start a flow in this session and send the browser to the provider's consent page."""
-    url = _connect(web).start_in_browser(
+    url = web.services.oauth.start_in_browser(
         user,
         provider,
         session=_session(request),
@@ -93,7 +78,7 @@ def start(
 @router.get("/oauth/go/{flow_id}")
 def go(request: Request, flow_id: str, user: UserDep, web: WebDep) -> Response:
     """An API client's link: after the user's own sign-in, on to the provider."""
-    url = _connect(web).launch(user, flow_id, session=_session(request), now=now())
+    url = web.services.oauth.launch(user, flow_id, session=_session(request), now=now())
     return _away(url)
 
 
@@ -117,7 +102,7 @@ async def callback(
     user = _signed_in_or_none(request, web)
     session = _session(request) if user is not None else None
     try:
-        done = await _connect(web).finish(
+        done = await web.services.oauth.finish(
             user, session, provider, state=state or "", code=code, error=error, now=now()
         )
     except (InvalidInput, Forbidden, ProviderRefused, ProviderUnavailable) as exc:
@@ -135,6 +120,6 @@ async def callback(
 @router.post("/channels/{channel_id}/disconnect")
 async def disconnect(channel_id: str, user: UserDep, web: WebDep) -> Response:
     """Delete the mailbox's tokens (the consent revoked at Google), hold its mail."""
-    done = await _mailboxes(web).disconnect(user, channel_id, now())
+    done = await web.services.mailboxes.disconnect(user, channel_id, now())
     notice = {True: "oauth_revoked", False: "oauth_no_revocation", None: "oauth_unrevoked"}
     return redirect(f"/channels/{done.channel.id}", notice=notice[done.revoked])

@@ -16,20 +16,11 @@ from fastapi.responses import HTMLResponse, Response
 from mailvia.domain.channel import Kind, Provider, Scope, shared_refusal
 from mailvia.domain.errors import InvalidInput, MailviaError, NotFound
 from mailvia.domain.presets import PRESETS
-from mailvia.domain.tenancy import Fallback, User
+from mailvia.domain.tenancy import Fallback, User, require_admin
 from mailvia.outbox.oauth.apps import AppView
-from mailvia.web.common import (
-    UserDep,
-    Web,
-    WebDep,
-    now,
-    redirect,
-    render,
-    require_admin,
-    status_for,
-)
+from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
 from mailvia.web.forms import text
-from mailvia.web.views import covers, provider, sharing
+from mailvia.web.wording import covers, provider, sharing
 
 router = APIRouter()
 
@@ -45,8 +36,6 @@ class AppPanel:
 
 def app_panels(web: Web, user: User) -> list[AppPanel]:
     services = web.services
-    if services.oauth_apps is None or services.oauth is None:
-        return []
     panels = []
     for each in Provider:
         try:
@@ -62,13 +51,13 @@ def team_page(
 ) -> HTMLResponse:
     services = web.services
     channels = [c for c in services.channels.visible(user) if c.kind is Kind.SMTP]
-    teams = {t.id: t.name for t in services.store.list_teams(user.organization_id)}
+    teams = {t.id: t.name for t in services.tenancy.teams(user)}
     return render(
         request,
         "team.html",
         status=status,
         error=error,
-        organization=services.store.get_organization(user.organization_id),
+        organization=services.tenancy.organization_of(user),
         team_channels=[c for c in channels if c.scope is Scope.DOMAIN],
         defaults=[c for c in channels if shared_refusal(c) is None],
         teams=teams,
@@ -112,8 +101,6 @@ async def save_app(request: Request, provider: Provider, user: UserDep, web: Web
     require_admin(user, "manage the organization's OAuth apps")
     form = await request.form()
     try:
-        if web.services.oauth_apps is None:
-            raise MailviaError("OAuth apps are not available in this process")
         web.services.oauth_apps.put(
             user,
             provider,
@@ -131,8 +118,6 @@ async def save_app(request: Request, provider: Provider, user: UserDep, web: Web
 def remove_app(request: Request, provider: Provider, user: UserDep, web: WebDep) -> Response:
     require_admin(user, "manage the organization's OAuth apps")
     try:
-        if web.services.oauth_apps is None:
-            raise MailviaError("OAuth apps are not available in this process")
         web.services.oauth_apps.remove(user, provider)
     except MailviaError as exc:
         return team_page(request, web, user, status=status_for(exc), error=str(exc))

@@ -15,8 +15,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import MailviaError, NotFound
-from mailvia.domain.tenancy import User
-from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, require_admin
+from mailvia.domain.tenancy import User, require_admin
+from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render
 from mailvia.web.common import status_for as status_of
 from mailvia.web.forms import text
 
@@ -26,11 +26,9 @@ router = APIRouter()
 def users_page(
     request: Request, web: Web, user: User, *, status: int = 200, **extra: Any
 ) -> HTMLResponse:
-    store = web.services.store
-    users = store.list_users(user.organization_id)
-    teams = store.list_teams(user.organization_id)
-    names = {t.id: t.name for t in teams}
-    rows = [(u, names.get(u.team_id, ""), store.identities(u.id)) for u in users]
+    tenancy = web.services.tenancy
+    rows = [(m.user, m.team, m.identities) for m in tenancy.members(user)]
+    teams = tenancy.teams(user)
     context: dict[str, Any] = {"rows": rows, "teams": teams, "created": None, "error": None}
     context.update(extra)
     return render(request, "users.html", status=status, **context)
@@ -48,7 +46,7 @@ async def create_user(request: Request, user: UserDep, web: WebDep) -> HTMLRespo
     form = await request.form()
     tenancy = web.services.tenancy
     try:
-        org = web.services.store.get_organization(user.organization_id)
+        org = tenancy.organization_of(user)
         created, password = await run_in_threadpool(  # argon2: off the event loop
             partial(tenancy.create_user, text(form, "email").strip()),
             org_name=org.name,
@@ -66,9 +64,7 @@ async def grant(request: Request, user: UserDep, web: WebDep) -> Response:
     require_admin(user, "grant sender identities")
     form = await request.form()
     try:
-        target = web.services.tenancy.user(text(form, "email"))
-        if target.organization_id != user.organization_id:
-            raise NotFound(f"no user {text(form, 'email')}")
+        target = web.services.tenancy.member(user, text(form, "email"))
         web.services.tenancy.grant(target.email, text(form, "identity"), now())
     except MailviaError as exc:
         return users_page(request, web, user, status=status_of(exc), error=str(exc))
@@ -78,7 +74,7 @@ async def grant(request: Request, user: UserDep, web: WebDep) -> Response:
 def tokens_page(
     request: Request, web: Web, user: User, *, status: int = 200, **extra: Any
 ) -> HTMLResponse:
-    tokens = web.services.store.list_tokens(user.id)
+    tokens = web.services.tokens.of(user)
     context: dict[str, Any] = {"tokens": tokens, "token": None, "error": None}
     context.update(extra)
     return render(request, "tokens.html", status=status, **context)
@@ -93,17 +89,14 @@ def tokens(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
 async def create_token(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
     form = await request.form()
     name = " ".join(text(form, "name").split())[:100] or "web"
-    token = web.services.tenancy.create_token(user.email, name, now())
+    token = web.services.tokens.create(user.email, name, now())
     return tokens_page(request, web, user, token=token, token_name=name)
 
 
 @router.post("/tokens/{token_id}/revoke", response_class=HTMLResponse)
 def revoke_token(request: Request, token_id: str, user: UserDep, web: WebDep) -> Response:
-    store = web.services.store
-    if not any(t.id == token_id for t in store.list_tokens(user.id)):
-        return tokens_page(request, web, user, status=404, error="No such token.")
     try:
-        store.revoke_token(token_id, now())
-    except NotFound:
-        return tokens_page(request, web, user, status=404, error="That token is already revoked.")
+        web.services.tokens.revoke(user, token_id, now())
+    except NotFound as exc:
+        return tokens_page(request, web, user, status=404, error=str(exc))
     return redirect("/tokens", notice="revoked")

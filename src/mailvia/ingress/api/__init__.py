@@ -71,7 +71,7 @@ class MailviaAPI(FastAPI):
                 found.setdefault(name, definition)
             document_rate_limit(schema)
             services: Services = self.state.services
-            document_limits(schema, caps=services.api_caps, recipients=services.api_recipient_limit)
+            document_limits(schema, caps=services.api.caps, recipients=services.api.recipient_limit)
             self.openapi_schema = schema
         return self.openapi_schema
 
@@ -87,7 +87,7 @@ def create_api(services: Services, *, clock: Callable[[], float] = time.monotoni
     )
     app.state.services = services
     app.state.rate_limit = TokenRateLimit(
-        services.api_rate_limit, recipients=services.api_recipient_limit, clock=clock
+        services.api.rate_limit, recipients=services.api.recipient_limit, clock=clock
     )
     errors.install(app)
     app.add_middleware(BodyLimit, limit=body_limit(services.max_message_size))

@@ -9,7 +9,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from mailvia.domain.errors import Forbidden, Unauthenticated
+from mailvia.domain.errors import Unauthenticated
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.ratelimit import TokenRateLimit
 from mailvia.outbox.services import Services
@@ -42,7 +42,7 @@ def get_caller(
     RateLimited (429) when the token sends requests faster than the rate limit."""
     if credentials is None:
         raise Unauthenticated("an API token is required: Authorization: Bearer <token>")
-    user = services.tenancy.authenticate(credentials.credentials)
+    user = services.tokens.authenticate(credentials.credentials)
     if rate_limit is not None:
         rate_limit.check(credentials.credentials)
     return user
@@ -67,9 +67,3 @@ def get_recipient_limit(
 
 
 RecipientLimitDep = Annotated[RecipientLimit, Depends(get_recipient_limit)]
-
-
-def require_admin(user: User, what: str) -> None:
-    """Raise Forbidden unless the user is an admin of their organization."""
-    if not user.is_admin:
-        raise Forbidden(f"only admins may {what}")

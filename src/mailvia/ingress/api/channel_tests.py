@@ -9,16 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from mailvia.domain.errors import StoreUnavailable
-from mailvia.domain.probe import ProbeReport
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
 from mailvia.ingress.api.channel_schemas import ChannelIn, Password
 from mailvia.ingress.api.channels import spec_of
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.params import Ref
 from mailvia.ingress.api.schemas import Input, Line
-from mailvia.outbox.probe import ChannelTester
-from mailvia.outbox.services import Services
+from mailvia.ingress.payloads import report_payload
 
 router = APIRouter(prefix="/v1", tags=["channels"])
 
@@ -51,22 +48,6 @@ class ProbeOut(BaseModel):
     steps: list[StepOut]
 
 
-def report_view(report: ProbeReport) -> dict[str, Any]:
-    return {
-        "ok": report.ok,
-        "steps": [
-            {"name": str(s.name), "ok": s.ok, "detail": s.detail, "reply": s.reply, "hint": s.hint}
-            for s in report.steps
-        ],
-    }
-
-
-def _tester(services: Services) -> ChannelTester:
-    if services.tester is None:
-        raise StoreUnavailable("test connection is not available in this process")
-    return services.tester
-
-
 @router.post(
     "/channels/test",
     response_model=ProbeOut,
@@ -77,8 +58,8 @@ async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: CallerD
     """Resolve, connect, TLS, EHLO, AUTH and, with `to`, a test message: each step with the
     server's reply and a hint on failure; ten seconds in all. Nothing is stored."""
     spec = spec_of(services, user, body)
-    report = await _tester(services).test_spec(user, spec, to=body.to, now=time.time())
-    return report_view(report)
+    report = await services.tester.test_spec(user, spec, to=body.to, now=time.time())
+    return report_payload(report)
 
 
 @router.post(
@@ -95,7 +76,7 @@ async def test_saved(
     carries (else 403), within the channel's budgets (else 429 with Retry-After), and listed
     in `GET /v1/messages` with its attempt, flagged `test`."""
     body = body or SavedChannelTestIn(password=None, to=None)
-    report = await _tester(services).test(
+    report = await services.tester.test(
         user, id, to=body.to, password=body.password, now=time.time()
     )
-    return report_view(report)
+    return report_payload(report)

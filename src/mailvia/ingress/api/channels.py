@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from mailvia.domain.channel import Budget, Channel
-from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
@@ -34,9 +33,8 @@ from mailvia.ingress.api.channel_schemas import (
 )
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.params import Ref
-from mailvia.ingress.views import channel_view
+from mailvia.ingress.payloads import channel_payload
 from mailvia.outbox.channels import ChannelChanges, ChannelSpec
-from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.services import Services
 
 router = APIRouter(prefix="/v1", tags=["channels"])
@@ -49,25 +47,19 @@ router = APIRouter(prefix="/v1", tags=["channels"])
     summary="The channels the caller may see",
 )
 def list_channels(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return {"data": views(services, user, services.channels.visible(user))}
+    return {"data": payloads(services, user, services.channels.visible(user))}
 
 
-def views(services: Services, user: User, channels: list[Channel]) -> list[dict[str, Any]]:
+def payloads(services: Services, user: User, channels: list[Channel]) -> list[dict[str, Any]]:
     """Channels as the API shows them, OAuth mailboxes with their tokens' expiry."""
     if not any(c.oauth for c in channels):
-        return [channel_view(c) for c in channels]
-    statuses = mailboxes(services).statuses(user.organization_id)
-    return [channel_view(c, statuses.get(c.id)) for c in channels]
+        return [channel_payload(c) for c in channels]
+    statuses = services.mailboxes.statuses(user.organization_id)
+    return [channel_payload(c, statuses.get(c.id)) for c in channels]
 
 
-def view(services: Services, user: User, channel: Channel) -> dict[str, Any]:
-    return views(services, user, [channel])[0]
-
-
-def mailboxes(services: Services) -> OAuthMailboxes:
-    if services.mailboxes is None:
-        raise MailviaError("OAuth mailboxes are not available in this process")
-    return services.mailboxes
+def payload(services: Services, user: User, channel: Channel) -> dict[str, Any]:
+    return payloads(services, user, [channel])[0]
 
 
 @router.post(
@@ -86,7 +78,7 @@ def add_channel(
     spec = spec_of(services, user, body)
     channel, warnings = services.channels.add(user, spec, time.time())
     response.headers["Location"] = f"/v1/channels/{channel.id}"
-    return view(services, user, channel) | {"warnings": _warnings(channel, warnings)}
+    return payload(services, user, channel) | {"warnings": _warnings(channel, warnings)}
 
 
 def spec_of(services: Services, user: User, body: ChannelIn) -> ChannelSpec:
@@ -123,13 +115,7 @@ def _owner(
         return None, owner.team
     if "@" in owner.user:
         return owner.user, None
-    try:
-        found: User | None = services.store.get_user(owner.user)
-    except NotFound:
-        found = None
-    if found is None or found.organization_id != user.organization_id:
-        raise NotFound(f"no user {owner.user}")
-    return found.email, None
+    return services.tenancy.member(user, owner.user).email, None
 
 
 def _budgets(budgets: list[BudgetIn] | None) -> tuple[Budget, ...] | None:
@@ -154,7 +140,7 @@ def _warnings(channel: Channel, texts: list[str]) -> list[dict[str, str]]:
     summary="One channel, by id or name",
 )
 def get_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return view(services, user, services.channels.get(user, id))
+    return payload(services, user, services.channels.get(user, id))
 
 
 @router.patch(
@@ -174,7 +160,7 @@ def update_channel(
         max_recipients_per_message=body.max_recipients_per_message,
         max_connections=body.max_connections,
     )
-    return view(services, user, services.channels.update(user, id, changes))
+    return payload(services, user, services.channels.update(user, id, changes))
 
 
 @router.delete(
@@ -187,7 +173,7 @@ def update_channel(
 async def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
     """An OAuth mailbox's grant is revoked at the provider where it allows (Google), and its
     tokens are deleted with it."""
-    await mailboxes(services).remove(user, id)
+    await services.mailboxes.remove(user, id)
     return Response(status_code=204)
 
 
@@ -200,9 +186,9 @@ async def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Res
 async def disconnect_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     """the consent is revoked at Google; Microsoft offers no revocation of refresh tokens (`revoked`
     false): mailvia deletes its copy. Reconnecting releases the held mail in order."""
-    done = await mailboxes(services).disconnect(user, id, time.time())
+    done = await services.mailboxes.disconnect(user, id, time.time())
     return {
-        "channel": view(services, user, done.channel),
+        "channel": payload(services, user, done.channel),
         "held": done.held,
         "revoked": done.revoked,
     }
@@ -216,7 +202,7 @@ async def disconnect_channel(id: Ref, services: ServicesDep, user: CallerDep) ->
 )
 def pause_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     channel, held = services.channels.pause(user, id, time.time())
-    return {"channel": view(services, user, channel), "held": held}
+    return {"channel": payload(services, user, channel), "held": held}
 
 
 @router.post(
@@ -227,7 +213,7 @@ def pause_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, 
 )
 def resume_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     channel, released = services.channels.resume(user, id, time.time())
-    return {"channel": view(services, user, channel), "released": released}
+    return {"channel": payload(services, user, channel), "released": released}
 
 
 @router.get(
@@ -237,10 +223,10 @@ def resume_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str,
     summary="Provider presets and what they fill in",
 )
 def list_presets(user: CallerDep) -> dict[str, Any]:
-    return {"data": [_preset_view(p) for p in PRESETS.values()]}
+    return {"data": [_preset_payload(p) for p in PRESETS.values()]}
 
 
-def _preset_view(preset: Preset) -> dict[str, Any]:
+def _preset_payload(preset: Preset) -> dict[str, Any]:
     return {
         "name": preset.name,
         "title": preset.title,

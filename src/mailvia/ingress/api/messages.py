@@ -1,7 +1,7 @@
 """Messages over HTTP: read, list, cancel; and explain a route (submitting: submit.py).
 
-Members see and cancel their own messages; admins their organization's. Another
-organization's message is 404, like one that does not exist.
+Members see and cancel their own messages; admins their organization's (the Messages use
+case says so). Another organization's message is 404, like one that does not exist.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from mailvia.domain.errors import NotFound
 from mailvia.domain.message import State
-from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.params import ChannelFilter, Cursor, Limit, Ref
@@ -22,10 +20,8 @@ from mailvia.ingress.api.schemas import (
     MessagePage,
     RouteOut,
 )
-from mailvia.ingress.views import message_view, route_view
+from mailvia.ingress.payloads import message_payload, route_payload
 from mailvia.outbox.addresses import check_address
-from mailvia.outbox.ports import MessageFilter, MessageView
-from mailvia.outbox.services import Services
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 
@@ -45,35 +41,10 @@ def list_messages(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """The caller's messages (an admin's: the organization's), `limit` at a time."""
-    channel_id = None
-    if channel is not None:
-        named = services.store.find_channel(user.organization_id, channel)
-        channel_id = named.id if named is not None else channel
-    query = MessageFilter(
-        organization_id=user.organization_id,
-        user_id=None if user.is_admin else user.id,
-        state=state,
-        channel_id=channel_id,
-        limit=limit,
-        cursor=cursor,
+    views, next_cursor = services.messages.page(
+        user, state=state, channel=channel, limit=limit, cursor=cursor
     )
-    views, next_cursor = services.store.list_messages(query)
-    return {"data": [message_view(v) for v in views], "next_cursor": next_cursor}
-
-
-def _visible(services: Services, user: User, message_id: str) -> MessageView:
-    """The message if the caller may see it; NotFound otherwise (never saying which)."""
-    try:
-        view = services.store.get_message(message_id)
-    except NotFound:
-        view = None
-    if (
-        view is None
-        or view.organization_id != user.organization_id
-        or not (user.is_admin or view.user_id == user.id)
-    ):
-        raise NotFound(f"no message {message_id!r}")
-    return view
+    return {"data": [message_payload(v) for v in views], "next_cursor": next_cursor}
 
 
 @router.get(
@@ -83,7 +54,7 @@ def _visible(services: Services, user: User, message_id: str) -> MessageView:
     summary="One message with its recipients and attempts",
 )
 def get_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return message_view(_visible(services, user, id))
+    return message_payload(services.messages.visible(user, id))
 
 
 @router.post(
@@ -95,8 +66,7 @@ def get_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, An
 def cancel_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     """Cancel the recipients still queued, deferred or held; 409 while the message is being
     sent or once it is finished."""
-    view = _visible(services, user, id)
-    return message_view(services.store.cancel_message(view.id, time.time()))
+    return message_payload(services.messages.cancel(user, id, time.time()))
 
 
 @router.get(
@@ -112,4 +82,4 @@ def explain_route(
     from_: Annotated[str, Query(alias="from", max_length=998)],
 ) -> dict[str, Any]:
     address = check_address(from_, "from")
-    return route_view(services.submitter.explain(user, address))
+    return route_payload(services.submitter.explain(user, address))

@@ -16,13 +16,11 @@ from pydantic import BaseModel, Field
 
 from mailvia.domain.channel import Provider, TransportKind
 from mailvia.domain.clock import to_iso
-from mailvia.domain.errors import MailviaError
 from mailvia.domain.oauth import AppSource
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.schemas import Input, Line, Text, Timestamp
-from mailvia.outbox.oauth.apps import AppView, OAuthApps
-from mailvia.outbox.oauth.connect import OAuthConnect
+from mailvia.outbox.oauth.apps import AppView
 from mailvia.outbox.services import Services
 
 router = APIRouter(prefix="/v1", tags=["oauth"])
@@ -61,26 +59,14 @@ class OAuthStartOut(BaseModel):
     expires_at: Timestamp
 
 
-def _apps(services: Services) -> OAuthApps:
-    if services.oauth_apps is None:
-        raise MailviaError("OAuth apps are not available in this process")
-    return services.oauth_apps
-
-
-def _connect(services: Services) -> OAuthConnect:
-    if services.oauth is None:
-        raise MailviaError("OAuth connections are not available in this process")
-    return services.oauth
-
-
-def _view(services: Services, app: AppView) -> dict[str, Any]:
+def _payload(services: Services, app: AppView) -> dict[str, Any]:
     return {
         "provider": str(app.provider),
         "client_id": app.client_id,
         "tenant": app.tenant,
         "has_client_secret": app.has_client_secret,
         "source": str(app.source),
-        "redirect_uri": _connect(services).redirect_uri(app.provider),
+        "redirect_uri": services.oauth.redirect_uri(app.provider),
         "updated_at": to_iso(app.updated_at),
     }
 
@@ -95,7 +81,7 @@ def put_app(
     provider: Provider, body: OAuthAppIn, services: ServicesDep, user: CallerDep
 ) -> dict[str, Any]:
     """The client secret is sealed at rest and never returned (`has_client_secret`)."""
-    app = _apps(services).put(
+    app = services.oauth_apps.put(
         user,
         provider,
         client_id=body.client_id,
@@ -103,7 +89,7 @@ def put_app(
         tenant=body.tenant,
         now=time.time(),
     )
-    return _view(services, app)
+    return _payload(services, app)
 
 
 @router.get(
@@ -114,7 +100,7 @@ def put_app(
 )
 def get_app(provider: Provider, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     """Its own, else the operator-wide one; 404 when there is neither."""
-    return _view(services, _apps(services).view(user, provider))
+    return _payload(services, services.oauth_apps.view(user, provider))
 
 
 @router.delete(
@@ -127,7 +113,7 @@ def get_app(provider: Provider, services: ServicesDep, user: CallerDep) -> dict[
 def delete_app(provider: Provider, services: ServicesDep, user: CallerDep) -> Response:
     """Mailboxes connected with it can no longer renew their tokens: reconnect them with the
     app that takes over (the operator's, or a new one)."""
-    _apps(services).remove(user, provider)
+    services.oauth_apps.remove(user, provider)
     return Response(status_code=204)
 
 
@@ -156,7 +142,7 @@ def start(
 ) -> dict[str, Any]:
     """The mailbox's address comes from the provider and must be one of the caller's sender
     identities. The link is good for 10 minutes, once."""
-    started = _connect(services).start_for_api(
+    started = services.oauth.start_for_api(
         user, provider, transport=transport, channel_ref=channel, now=time.time()
     )
     return {"authorization_url": started.url, "expires_at": to_iso(started.expires_at)}

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from mailvia.domain.errors import InvalidInput, NotFound
-from mailvia.domain.tenancy import Organization
-from mailvia.ingress.api.auth import CallerDep, ServicesDep, require_admin
+from mailvia.domain.tenancy import Organization, require_admin
+from mailvia.ingress.api.auth import CallerDep, ServicesDep
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.schemas import OrganizationOut, OrganizationPatch
 from mailvia.outbox.tenancy import UNCHANGED, DefaultChoice
@@ -17,7 +17,7 @@ from mailvia.outbox.tenancy import UNCHANGED, DefaultChoice
 router = APIRouter(prefix="/v1", tags=["organization"])
 
 
-def _view(org: Organization) -> dict[str, Any]:
+def _payload(org: Organization) -> dict[str, Any]:
     return {
         "id": org.id,
         "name": org.name,
@@ -33,7 +33,7 @@ def _view(org: Organization) -> dict[str, Any]:
     summary="The caller's organization",
 )
 def get_organization(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return _view(services.store.get_organization(user.organization_id))
+    return _payload(services.tenancy.organization_of(user))
 
 
 @router.patch(
@@ -59,4 +59,4 @@ def update_organization(
         raise InvalidInput(
             f"default_channel_id: no channel {body.default_channel_id!r} in this organization"
         ) from None
-    return _view(updated)
+    return _payload(updated)

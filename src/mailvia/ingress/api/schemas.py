@@ -1,4 +1,4 @@
-"""The API's JSON shapes (pydantic): message bodies and receipts, message views, routes, the
+"""The API's JSON shapes (pydantic): message bodies and receipts, messages, routes, the
 organization, events and health. Channel shapes are in `channel_schemas.py`.
 
 Inputs refuse unknown fields, coerce nothing (a number is not a string), and refuse NUL and

@@ -31,7 +31,7 @@ from mailvia.ingress.api.params import IdempotencyKey
 from mailvia.ingress.api.rejections import count_rejected
 from mailvia.ingress.api.schemas import BatchIn, BatchOut, MessageIn
 from mailvia.ingress.api.schemas import Receipt as ReceiptOut
-from mailvia.ingress.views import receipt_view
+from mailvia.ingress.payloads import receipt_payload
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission
 
@@ -74,7 +74,7 @@ def _one(
     receipt = services.submitter.submit(
         user, [submission(services, user, body, now, key)], now=now
     )[0]
-    answer = ReceiptOut.model_validate(receipt_view(receipt)).model_dump(mode="json")
+    answer = ReceiptOut.model_validate(receipt_payload(receipt)).model_dump(mode="json")
     return JSONResponse(answer, status_code=202 if receipt.created else 200)
 
 
@@ -103,20 +103,18 @@ async def submit_batch(
 def _batch(
     services: Services, user: User, take: RecipientLimit, raw: bytes, key_header: str | None
 ) -> JSONResponse:
-    batch = batch_body(raw, services.api_caps)
+    batch = batch_body(raw, services.api.caps)
     take(batch.recipients)
     now = time.time()
     key = idempotency(key_header, user, "batch", canonical(batch.body))
-    items: list[Submission | MailviaError] = []
+    items: list[tuple[User, Submission] | Exception] = []
     for index, message in enumerate(batch.body.messages):
         item_key = Idempotency(f"{key.key}#{index}", key.digest) if key else None
         try:
-            items.append(submission(services, user, message, now, item_key))
+            items.append((user, submission(services, user, message, now, item_key)))
         except MailviaError as exc:
             items.append(exc)
-    accepted = [(user, item) for item in items if isinstance(item, Submission)]
-    outcomes = iter(services.submitter.submit_each(accepted, now=now) if accepted else [])
-    results = [next(outcomes) if isinstance(item, Submission) else item for item in items]
+    results = services.submitter.submit_each(items, now=now)
     count_rejected(services.metrics, (r for r in results if isinstance(r, MailviaError)))
     answer = BatchOut.model_validate({"data": [_result(result) for result in results]})
     return JSONResponse(answer.model_dump(mode="json"))
@@ -125,7 +123,7 @@ def _batch(
 def _result(result: Receipt | Exception) -> dict[str, Any]:
     """One message's entry in a batch's answer: its receipt or the problem that kept it out."""
     if isinstance(result, Receipt):
-        return {"status": 202 if result.created else 200, "receipt": receipt_view(result)}
+        return {"status": 202 if result.created else 200, "receipt": receipt_payload(result)}
     if not isinstance(result, MailviaError):
         raise result  # a fault, not a refusal: the whole request fails (500, logged)
     problem = problem_for(result)

@@ -18,19 +18,13 @@ from mailvia.ingress.api.webhook_schemas import (
     WebhookIn,
     WebhookList,
 )
-from mailvia.outbox.services import Services
 from mailvia.outbox.webhook_ports import Webhook, WebhookAttempt
-from mailvia.outbox.webhooks import EVENT_TYPES, Webhooks
+from mailvia.outbox.webhooks import EVENT_TYPES
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 
 
-def _webhooks(services: Services) -> Webhooks:
-    assert services.webhooks is not None, "app.build wires the webhooks"
-    return services.webhooks
-
-
-def _view(webhook: Webhook) -> dict[str, Any]:
+def _payload(webhook: Webhook) -> dict[str, Any]:
     return {
         "id": webhook.id,
         "url": webhook.url,
@@ -39,7 +33,7 @@ def _view(webhook: Webhook) -> dict[str, Any]:
     }
 
 
-def _attempt_view(attempt: WebhookAttempt) -> dict[str, Any]:
+def _attempt_payload(attempt: WebhookAttempt) -> dict[str, Any]:
     return {
         "at": to_iso(attempt.at),
         "event_id": attempt.event_id,
@@ -60,7 +54,7 @@ def _attempt_view(attempt: WebhookAttempt) -> dict[str, Any]:
     summary="The organization's webhooks (admins)",
 )
 def list_webhooks(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return {"data": [_view(w) for w in _webhooks(services).visible(user)]}
+    return {"data": [_payload(w) for w in services.webhooks.visible(user)]}
 
 
 @router.post(
@@ -73,8 +67,8 @@ def list_webhooks(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
 def add_webhook(body: WebhookIn, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     """The answer holds the signing secret (`whsec_...`): it is never shown again. Events
     from now on are POSTed signed per the Standard Webhooks specification."""
-    made = _webhooks(services).add(user, body.url, body.events, time.time())
-    return {**_view(made.webhook), "secret": made.secret}
+    made = services.webhooks.add(user, body.url, body.events, time.time())
+    return {**_payload(made.webhook), "secret": made.secret}
 
 
 @router.delete(
@@ -85,7 +79,7 @@ def add_webhook(body: WebhookIn, services: ServicesDep, user: CallerDep) -> dict
     summary="Remove a webhook and its delivery log (admins)",
 )
 def remove_webhook(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
-    _webhooks(services).remove(user, id)
+    services.webhooks.remove(user, id)
     return Response(status_code=204)
 
 
@@ -98,5 +92,5 @@ def remove_webhook(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
 def list_deliveries(
     id: Ref, services: ServicesDep, user: CallerDep, cursor: Cursor = None, limit: Limit = 50
 ) -> dict[str, Any]:
-    attempts, next_cursor = _webhooks(services).attempts(user, id, cursor=cursor, limit=limit)
-    return {"data": [_attempt_view(a) for a in attempts], "next_cursor": next_cursor}
+    attempts, next_cursor = services.webhooks.attempts(user, id, cursor=cursor, limit=limit)
+    return {"data": [_attempt_payload(a) for a in attempts], "next_cursor": next_cursor}

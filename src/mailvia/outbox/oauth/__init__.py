@@ -8,7 +8,7 @@
   session of the user who started it, finished once by the provider's callback.
 - `mailboxes.py`: what a finished consent makes (a new OAuth mailbox, or an existing channel
   reconnected or turned into one, its held mail released), disconnect and remove (revoking
-  what the provider allows), and the token facts the views show.
+  what the provider allows), and the token facts the pages and payloads show.
 - `credentials.py`: the credential source for OAuth mailboxes: the access token from memory,
   refreshed ahead of expiry, one refresh per channel across every process (a store lease).
 """

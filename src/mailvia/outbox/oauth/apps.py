@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import Forbidden, InvalidInput, NotFound
+from mailvia.domain.errors import InvalidInput, NotFound
 from mailvia.domain.oauth import AppSource, OAuthApp
-from mailvia.domain.tenancy import User
+from mailvia.domain.tenancy import User, require_admin
 from mailvia.outbox.oauth.ports import AppStore, SealedApp
 from mailvia.outbox.ports import Vault
 
@@ -139,5 +139,4 @@ class OAuthApps:
 
 
 def _require_admin(actor: User) -> None:
-    if not actor.is_admin:
-        raise Forbidden("only admins may manage the organization's OAuth apps")
+    require_admin(actor, "manage the organization's OAuth apps")

@@ -1,6 +1,7 @@
 """OAuth mailboxes once consent is given: a new mailbox, or an existing channel reconnected
 (or a password mailbox turned into an OAuth one) with its held mail released in order;
-disconnect and remove, revoking what the provider allows; the token facts views show.
+disconnect and remove, revoking what the provider allows; the token facts the pages and
+payloads show.
 
 Side effects: channel rows and their sealed tokens; held mail released or held; events
 `channel.reconnected` and `channel.disconnected`; revocation requests to the provider.
@@ -66,7 +67,7 @@ class Disconnected:
 
 @dataclass(frozen=True)
 class MailboxStatus:
-    """What the views show of an OAuth mailbox's tokens (never a token)."""
+    """What the pages and payloads show of an OAuth mailbox's tokens (never a token)."""
 
     provider: Provider
     address: str

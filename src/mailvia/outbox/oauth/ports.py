@@ -10,7 +10,7 @@ from typing import Protocol
 from mailvia.domain.channel import Channel, ChannelState, Provider, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.oauth import MailboxConsent, OAuthApp, TokenSet
-from mailvia.outbox.ports import Event
+from mailvia.outbox.records import Event
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""JSON views of domain objects, shared by the CLI's --json and the HTTP API."""
+"""JSON payloads of domain objects and the use cases' records, shared by the CLI's --json and
+the HTTP API: each field named as SURFACE.md names it, never a secret."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ from typing import Any
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.clock import to_iso
+from mailvia.domain.probe import ProbeReport
 from mailvia.domain.replies import Reply
 from mailvia.domain.routing import Route
 from mailvia.outbox.oauth.mailboxes import MailboxStatus
-from mailvia.outbox.ports import MessageView
+from mailvia.outbox.records import MessageView
 from mailvia.outbox.submit import Receipt
 
 
-def channel_view(channel: Channel, status: MailboxStatus | None = None) -> dict[str, Any]:
+def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> dict[str, Any]:
     """A channel as SURFACE.md names its fields; the password and tokens are never shown. An
     OAuth mailbox shows `oauth` with its access token's expiry (`status`; null once its tokens
     are deleted)."""
@@ -45,11 +47,11 @@ def channel_view(channel: Channel, status: MailboxStatus | None = None) -> dict[
         "state_reason": channel.state_reason,
         "state_changed_at": to_iso(channel.state_changed_at),
         "transport": str(channel.transport),
-        "oauth": _oauth_view(channel, status),
+        "oauth": _oauth_payload(channel, status),
     }
 
 
-def _oauth_view(channel: Channel, status: MailboxStatus | None) -> dict[str, Any] | None:
+def _oauth_payload(channel: Channel, status: MailboxStatus | None) -> dict[str, Any] | None:
     if channel.oauth is None:
         return None
     return {
@@ -59,13 +61,13 @@ def _oauth_view(channel: Channel, status: MailboxStatus | None) -> dict[str, Any
     }
 
 
-def reply_view(reply: Reply | None) -> dict[str, Any] | None:
+def reply_payload(reply: Reply | None) -> dict[str, Any] | None:
     if reply is None:
         return None
     return {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text}
 
 
-def receipt_view(receipt: Receipt) -> dict[str, Any]:
+def receipt_payload(receipt: Receipt) -> dict[str, Any]:
     return {
         "id": receipt.id,
         "state": str(receipt.state),
@@ -82,7 +84,7 @@ def receipt_view(receipt: Receipt) -> dict[str, Any]:
     }
 
 
-def message_view(message: MessageView) -> dict[str, Any]:
+def message_payload(message: MessageView) -> dict[str, Any]:
     return {
         "id": message.id,
         "state": str(message.state),
@@ -99,7 +101,7 @@ def message_view(message: MessageView) -> dict[str, Any]:
         "possible_duplicate": message.possible_duplicate,
         "test": message.test,
         "recipients": [
-            {"address": r.address, "state": str(r.state), "reply": reply_view(r.reply)}
+            {"address": r.address, "state": str(r.state), "reply": reply_payload(r.reply)}
             for r in message.recipients
         ],
         "attempts": [
@@ -118,7 +120,7 @@ def message_view(message: MessageView) -> dict[str, Any]:
     }
 
 
-def route_view(route: Route) -> dict[str, Any]:
+def route_payload(route: Route) -> dict[str, Any]:
     return {
         "channel": {
             "id": route.channel.id,
@@ -138,5 +140,16 @@ def route_view(route: Route) -> dict[str, Any]:
                 "reason": s.reason,
             }
             for s in route.steps
+        ],
+    }
+
+
+def report_payload(report: ProbeReport) -> dict[str, Any]:
+    """A Test connection report: `ok` and each step's name, ok, detail, reply and hint."""
+    return {
+        "ok": report.ok,
+        "steps": [
+            {"name": str(s.name), "ok": s.ok, "detail": s.detail, "reply": s.reply, "hint": s.hint}
+            for s in report.steps
         ],
     }

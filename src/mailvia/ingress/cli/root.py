@@ -135,11 +135,11 @@ def cli() -> None:
 
 def run(build: Builder) -> None:
     """The console entry point, given the composition root's builder."""
-    import mailvia.ingress.cli_admin
-    import mailvia.ingress.cli_channel
-    import mailvia.ingress.cli_mail
-    import mailvia.ingress.cli_secrets
-    import mailvia.ingress.cli_serve  # noqa: F401  (each registers its commands)
+    import mailvia.ingress.cli.admin
+    import mailvia.ingress.cli.channel
+    import mailvia.ingress.cli.mail
+    import mailvia.ingress.cli.secrets
+    import mailvia.ingress.cli.serve  # noqa: F401  (each registers its commands)
 
     try:
         cli.main(obj=Context(build), standalone_mode=False)

@@ -12,7 +12,7 @@ from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput, NotFound
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Reply
-from mailvia.outbox.ports import AttemptView, MessageFilter, MessageView, RecipientView
+from mailvia.outbox.records import AttemptView, MessageFilter, MessageView, RecipientView
 from mailvia.store.engine import Database
 from mailvia.store.rows import reply_of
 from mailvia.store.tables import attempts, channels, messages, recipients
@@ -80,7 +80,7 @@ def read_message(conn: sa.Connection, message_id: str) -> MessageView:
     return _view(row, _recipients(conn, [row.seq])[row.seq], _attempts(conn, row.seq))
 
 
-class ViewStore:
+class MessageReads:
     """Read methods of the Store port."""
 
     _db: Database

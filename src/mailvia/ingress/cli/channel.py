@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 
@@ -15,8 +14,7 @@ from mailvia.domain.channel import Auth, Budget, Channel, Scope, Security
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.probe import ProbeReport
-from mailvia.domain.tenancy import Role, User
-from mailvia.ingress.cli import (
+from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
     cli,
@@ -24,9 +22,8 @@ from mailvia.ingress.cli import (
     pass_context,
     settings_options,
 )
-from mailvia.ingress.views import channel_view
+from mailvia.ingress.payloads import channel_payload, report_payload
 from mailvia.outbox.channels import ChannelSpec
-from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import Services
 from mailvia.settings import Settings
 
@@ -41,13 +38,6 @@ ORG_OPTION = click.option(
 @cli.group()
 def channel() -> None:
     """Delivery channels: one way out for mail."""
-
-
-def operator(services: Services, org_name: str) -> User:
-    """The CLI acts for the operator: an admin of the named organization."""
-    org = services.tenancy.organization(org_name)
-    team = services.store.find_team(org.id, "default")
-    return User("operator", org.id, team.id if team else "", "operator", Role.ADMIN)
 
 
 def read_password(stdin: bool, env: str | None) -> str | None:
@@ -134,11 +124,11 @@ def add(
     )
 
     def action(s: Services) -> None:
-        created, warnings = s.channels.add(operator(s, org), spec, time.time())
+        created, warnings = s.channels.add(s.tenancy.operator(org), spec, time.time())
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         emit(
-            channel_view(created),
+            channel_payload(created),
             as_json=as_json,
             text=lambda: click.echo(f"added {created.name} ({created.id})"),
         )
@@ -155,10 +145,10 @@ def list_(ctx: Context, as_json: bool, org: str, settings: Settings) -> None:
     """List the organization's channels."""
 
     def action(s: Services) -> None:
-        actor = operator(s, org)
+        actor = s.tenancy.operator(org)
         channels = s.channels.visible(actor)
-        statuses = s.mailboxes.statuses(actor.organization_id) if s.mailboxes else {}
-        views = [channel_view(c, statuses.get(c.id)) for c in channels]
+        statuses = s.mailboxes.statuses(actor.organization_id)
+        views = [channel_payload(c, statuses.get(c.id)) for c in channels]
         emit(views, as_json=as_json, text=lambda: _table(channels))
 
     ctx.using(settings, action)
@@ -182,10 +172,10 @@ def show(ctx: Context, name: str, as_json: bool, org: str, settings: Settings) -
     """Show one channel (the password is never shown)."""
 
     def action(s: Services) -> None:
-        actor = operator(s, org)
+        actor = s.tenancy.operator(org)
         found = s.channels.get(actor, name)
-        statuses = s.mailboxes.statuses(actor.organization_id) if s.mailboxes else {}
-        view = channel_view(found, statuses.get(found.id))
+        statuses = s.mailboxes.statuses(actor.organization_id)
+        view = channel_payload(found, statuses.get(found.id))
         emit(view, as_json=as_json, text="\n".join(f"{k:28} {v}" for k, v in view.items()))
 
     ctx.using(settings, action)
@@ -199,12 +189,9 @@ def _state_command(verb: str) -> None:
     @pass_context
     def command(ctx: Context, name: str, org: str, settings: Settings) -> None:
         def action(s: Services) -> None:
-            actor = operator(s, org)
+            actor = s.tenancy.operator(org)
             if verb == "remove":
-                if s.mailboxes is not None:  # an OAuth mailbox's grant is revoked too
-                    asyncio.run(s.mailboxes.remove(actor, name))
-                else:
-                    s.channels.remove(actor, name)
+                asyncio.run(s.mailboxes.remove(actor, name))  # an OAuth grant is revoked too
                 click.echo(f"removed {name}")
                 return
             change = s.channels.pause if verb == "pause" else s.channels.resume
@@ -261,13 +248,13 @@ def probe_command(
     password = read_password(password_stdin, password_env)
 
     def action(s: Services) -> ProbeReport:
-        actor, now = operator(s, org), time.time()
-        tester = _tester(s)
+        actor, now = s.tenancy.operator(org), time.time()
+        tester = s.tester
         if to is not None:  # the operator sends as a user, as `mailvia send --user` does
             sender = s.tenancy.user(user_email) if user_email else tester.owner(actor, name)
             actor = sender or actor
         report = asyncio.run(tester.test(actor, name, to=to, password=password, now=now))
-        emit(report_view(report), as_json=as_json, text=lambda: print_report(report))
+        emit(report_payload(report), as_json=as_json, text=lambda: print_report(report))
         return report
 
     if not ctx.using(settings, action).ok:
@@ -296,12 +283,12 @@ def reconnect(
     password = read_password(password_stdin, password_env)
 
     def action(s: Services) -> bool:
-        actor, now = operator(s, org), time.time()
-        done = asyncio.run(_tester(s).reconnect(actor, name, password=password, now=now))
-        view = report_view(done.report) | {
+        actor, now = s.tenancy.operator(org), time.time()
+        done = asyncio.run(s.tester.reconnect(actor, name, password=password, now=now))
+        view = report_payload(done.report) | {
             "reconnected": done.reconnected,
             "released": done.released,
-            "channel": channel_view(done.channel),
+            "channel": channel_payload(done.channel),
         }
 
         def text() -> None:
@@ -319,17 +306,6 @@ def reconnect(
 
     if not ctx.using(settings, action):
         sys.exit(1)
-
-
-def _tester(s: Services) -> ChannelTester:
-    if s.tester is None:
-        raise InvalidInput("test connection is not available in this build")
-    return s.tester
-
-
-def report_view(report: ProbeReport) -> dict[str, Any]:
-    """A probe report as JSON: `ok` and each step's name, ok, detail, reply and hint."""
-    return {"ok": report.ok, "steps": [dataclasses.asdict(step) for step in report.steps]}
 
 
 def print_report(report: ProbeReport) -> None:

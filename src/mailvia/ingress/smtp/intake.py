@@ -46,11 +46,11 @@ class Intake:
         return inspect_raw(content, envelope=envelope, max_size=self.services.max_message_size)
 
     def commit(self, group: list[Arrived]) -> list[Receipt | BaseException]:
+        """Each message's receipt or refusal, in order: the submit use case's `submit_each`,
+        as the API's batch uses it."""
         senders: Remembered[tuple[str, str], User] = Remembered()
         prepared = [self._prepare(item, senders) for item in group]
-        ready = [p for p in prepared if not isinstance(p, Exception)]
-        receipts = iter(self.services.submitter.submit_each(ready, now=self.clock()))
-        return [p if isinstance(p, Exception) else next(receipts) for p in prepared]
+        return [*self.services.submitter.submit_each(prepared, now=self.clock())]
 
     def _prepare(
         self, item: Arrived, senders: Remembered[tuple[str, str], User]

@@ -15,7 +15,7 @@ from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.shaping import describe_use
 from mailvia.domain.tenancy import User
-from mailvia.ingress.cli import (
+from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
     cli,
@@ -23,7 +23,7 @@ from mailvia.ingress.cli import (
     pass_context,
     settings_options,
 )
-from mailvia.ingress.views import message_view, receipt_view, route_view
+from mailvia.ingress.payloads import message_payload, receipt_payload, route_payload
 from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission
@@ -118,7 +118,7 @@ def _report(
             click.echo(f"warning: {warning.message}", err=True)
     if not wait:
         emit(
-            [receipt_view(r) for r in receipts],
+            [receipt_payload(r) for r in receipts],
             as_json=as_json,
             text="\n".join(r.id for r in receipts),
         )
@@ -126,15 +126,15 @@ def _report(
     deadline = time.monotonic() + timeout
     views = []
     for receipt in receipts:
-        view = s.store.get_message(receipt.id)
+        view = s.messages.for_operator(receipt.id)
         while not view.state.terminal and view.state is not State.HELD:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-            view = s.store.get_message(receipt.id)
+            view = s.messages.for_operator(receipt.id)
         views.append(view)
     emit(
-        [message_view(v) for v in views],
+        [message_payload(v) for v in views],
         as_json=as_json,
         text="\n".join(f"{v.id} {v.state}" for v in views),
     )
@@ -153,18 +153,18 @@ def queue(ctx: Context, org: str | None, as_json: bool, settings: Settings) -> N
     def action(s: Services) -> None:
         now = time.time()
         org_id = s.tenancy.organization(org).id if org else None
-        counts = s.store.queue_counts(org_id)
-        channels = {c.id: c for c in s.store.list_channels(org_id)}
+        backlog = s.backlog.snapshot(org_id, now)
+        channels = {c.id: c for c in backlog.channels}
         data: dict[str, dict[str, object]] = {}
         lines = []
-        for cid, states in counts.items():
+        for cid, states in backlog.counts.items():
             channel = channels.get(cid)
             entry: dict[str, object] = {str(k): v for k, v in states.items()}
             line = f"{channel.name if channel else cid:24} " + "  ".join(
                 f"{k} {v}" for k, v in states.items() if v
             )
-            if channel is not None and channel.budgets:
-                log = s.store.budget_ledger(channel.id, channel.budgets).log(now)
+            log = backlog.use.get(cid)
+            if channel is not None and log is not None:
                 entry["budgets"] = describe_use(channel.budgets, log, now)
                 line += f"\n{'':24} {_via(channel)}: {entry['budgets']}"
             data[cid] = entry
@@ -194,7 +194,7 @@ def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> No
     """A message's state, recipients and attempts."""
 
     def action(s: Services) -> None:
-        view = message_view(s.store.get_message(message_id))
+        view = message_payload(s.messages.for_operator(message_id))
         emit(view, as_json=as_json, text=lambda: _print_message(view))
 
     ctx.using(settings, action)
@@ -233,7 +233,7 @@ def explain(ctx: Context, user_email: str, from_: str, as_json: bool, settings: 
     def action(s: Services) -> None:
         sender = s.tenancy.user(user_email)
         chosen = s.submitter.explain(sender, from_)
-        view = route_view(chosen)
+        view = route_payload(chosen)
         lines = [
             f"{i}. {st.rule}: {st.verdict} - {st.reason}" for i, st in enumerate(chosen.steps, 1)
         ]

@@ -1,6 +1,6 @@
 """SMTP submission (aiosmtpd): a STARTTLS port and an implicit-TLS port into the one submit
 use case. Login = the user's email, password = an API token, only under TLS; or no login from
-a trusted network. Protocol errors are replies (`submission_replies.reply_for` maps errors).
+a trusted network. Protocol errors are replies (`replies.reply_for` maps errors).
 
 Side effects: listens on TCP sockets; commits each accepted message to the outbox (in a
 worker thread, the store being synchronous) before it replies 250.
@@ -25,14 +25,14 @@ from mailvia.domain.errors import Forbidden, MailviaError, Unauthenticated
 from mailvia.domain.message import Envelope as MessageEnvelope
 from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
-from mailvia.ingress.submission_auth import OneAtATime
-from mailvia.ingress.submission_connections import Capped, ConnectionLimit
-from mailvia.ingress.submission_intake import Arrived, Intake
-from mailvia.ingress.submission_replies import (
+from mailvia.ingress.smtp.auth import OneAtATime
+from mailvia.ingress.smtp.connections import Capped, ConnectionLimit
+from mailvia.ingress.smtp.intake import Arrived, Intake
+from mailvia.ingress.smtp.replies import (
     AUTH_REQUIRED,
     LOCKED_OUT,
     TOO_MANY_RECIPIENTS,
-    Stage,
+    Command,
     reply_for,
 )
 from mailvia.outbox.addresses import check_address
@@ -190,13 +190,13 @@ class SubmissionServer:
             return AuthResult(success=False, handled=False)  # aiosmtpd replies 535 5.7.8
         except Exception as exc:
             self.signins.forget(attempt, succeeded=False)
-            await connection.push(reply_for(exc, Stage.AUTH))
+            await connection.push(reply_for(exc, Command.AUTH))
             return AuthResult(success=False, handled=True)
         self.signins.forget(attempt, succeeded=True)
         return AuthResult(success=True, auth_data=user)
 
     def _check_login(self, email: str, token: str) -> User:
-        user = self.services.tenancy.authenticate(token)
+        user = self.services.tokens.authenticate(token)
         if not hmac.compare_digest(user.email.lower().encode(), email.strip().lower().encode()):
             raise Unauthenticated("the token is not this login's")
         return user
@@ -366,7 +366,7 @@ class Handler:
         try:
             await conn.submission.check_sender(session, address)
         except Exception as exc:
-            return _refuse(conn, exc, Stage.MAIL)
+            return _refuse(conn, exc, Command.MAIL)
         return MISSING
 
     async def handle_RCPT(
@@ -382,26 +382,26 @@ class Handler:
         try:
             check_address(address, "recipient")
         except Exception as exc:
-            return _refuse(conn, exc, Stage.RCPT)
+            return _refuse(conn, exc, Command.RCPT)
         return MISSING
 
     async def handle_DATA(self, conn: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
         try:
             receipt = await conn.submission.accept(session, envelope)
         except Exception as exc:
-            return _refuse(conn, exc, Stage.DATA)
+            return _refuse(conn, exc, Command.DATA)
         log.info("queued %s from %s", receipt.id, conn.peer_host)
         return f"250 2.0.0 Ok: queued as {receipt.id}"
 
     async def handle_exception(self, error: Exception) -> str:
-        return reply_for(error, Stage.OTHER)
+        return reply_for(error, Command.OTHER)
 
 
-def _refuse(conn: SubmissionSMTP, exc: Exception, stage: Stage) -> str:
+def _refuse(conn: SubmissionSMTP, exc: Exception, command: Command) -> str:
     """The reply for an error, counting a refused message in the metrics."""
     if isinstance(exc, MailviaError):
         conn.submission.services.metrics.rejected("smtp", rejection_reason(exc))
-    return reply_for(exc, stage)
+    return reply_for(exc, command)
 
 
 def _client_address(session: Session) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

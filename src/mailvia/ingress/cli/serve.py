@@ -16,10 +16,17 @@ from pathlib import Path
 import click
 import uvicorn
 
-from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, fail, pass_context, settings_options
-from mailvia.ingress.submission import SubmissionServer
-from mailvia.ingress.submission_connections import ConnectionLimit
-from mailvia.ingress.submission_tls import submission_tls
+from mailvia.ingress.cli.root import (
+    STORE_SETTINGS,
+    Context,
+    cli,
+    fail,
+    pass_context,
+    settings_options,
+)
+from mailvia.ingress.smtp.connections import ConnectionLimit
+from mailvia.ingress.smtp.server import SubmissionServer
+from mailvia.ingress.smtp.tls import submission_tls
 from mailvia.ingress.worker_id import claim_worker_id
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import Bootstrap
@@ -165,10 +172,8 @@ def _beside(
     services: Services, stop: asyncio.Event, metrics: socket.socket | None
 ) -> list[asyncio.Task[None]]:
     """The webhook dispatcher and the metrics listener (METRICS_LISTEN), until `stop`."""
-    tasks = []
-    if services.webhook_dispatcher is not None:
-        webhooks = services.webhook_dispatcher.run_forever(time.time, stop)
-        tasks.append(asyncio.create_task(webhooks))
+    webhooks = services.webhook_dispatcher.run_forever(time.time, stop)
+    tasks = [asyncio.create_task(webhooks)]
     if metrics is not None:
         from mailvia.ingress.metrics_http import metrics_app  # FastAPI: only when serving
 
@@ -192,9 +197,8 @@ async def _serve(
     _stop_on_signals(stop)
     await _start_submission(submission, smtp)
     host, port = sock.getsockname()[:2]
-    services.http_url = f"http://{Listen(host, port)}"  # redirect URIs, without PUBLIC_URL
-    assert services.asgi is not None, "app.build hands over the HTTP app"
-    config = uvicorn.Config(services.asgi(), log_level="warning", lifespan="off")
+    app = services.http_app(f"http://{Listen(host, port)}")  # redirect URIs: see PUBLIC_URL
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]))
     dispatch = (

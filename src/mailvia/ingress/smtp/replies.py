@@ -29,7 +29,10 @@ AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure, try again later"
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 
 
-class Stage(StrEnum):
+class Command(StrEnum):
+    """Which of the client's commands a reply answers (not the delivery `Stage` of
+    domain/replies.py, which says where an outbound session stopped)."""
+
     AUTH = "auth"
     MAIL = "mail"
     RCPT = "rcpt"
@@ -37,13 +40,13 @@ class Stage(StrEnum):
     OTHER = "other"
 
 
-def reply_for(error: BaseException, stage: Stage) -> str:
+def reply_for(error: BaseException, command: Command) -> str:
     """The one place that turns an error into an SMTP reply; faults are logged, never shown."""
     text = _UNPRINTABLE.sub(" ", str(error)).strip()[:300]
     match error:
-        case InvalidAddress() if stage is Stage.MAIL:
+        case InvalidAddress() if command is Command.MAIL:
             return f"501 5.1.7 {text}"
-        case InvalidAddress() if stage is Stage.RCPT:
+        case InvalidAddress() if command is Command.RCPT:
             return f"553 5.1.3 {text}"
         case MessageTooLarge():
             return f"552 5.3.4 {text}"
@@ -56,7 +59,7 @@ def reply_for(error: BaseException, stage: Stage) -> str:
         case Unauthenticated():
             return "535 5.7.8 Authentication credentials invalid"
         case StoreUnavailable() | SecretsUnavailable():
-            log.warning("submission at %s: %s", stage, error)
+            log.warning("submission at %s: %s", command, error)
         case _:
-            log.error("submission at %s failed", stage, exc_info=error)
-    return AUTH_UNAVAILABLE if stage is Stage.AUTH else UNAVAILABLE
+            log.error("submission at %s failed", command, exc_info=error)
+    return AUTH_UNAVAILABLE if command is Command.AUTH else UNAVAILABLE

@@ -49,22 +49,10 @@ def route_sentence(route: Route, address: str) -> str:
     }.get(step.rule, step.reason)
 
 
-def sendable_addresses(services: Services, user: User) -> list[str]:
-    """The addresses the user may send From (for `@domain` identities: their own local part
-    at that domain), in the order they were granted."""
-    local = user.email.rpartition("@")[0]
-    seen: list[str] = []
-    for identity in services.store.identities(user.id):
-        address = f"{local}@{identity[1:]}" if identity.startswith("@") else identity
-        if address not in seen:
-            seen.append(address)
-    return seen
-
-
 def explain_addresses(services: Services, user: User) -> list[Explained]:
     """A route for each address the user may send From, and why."""
     explained = []
-    for address in sendable_addresses(services, user):
+    for address in services.tenancy.addresses(user):
         route = services.submitter.explain(user, address)
         explained.append(Explained(address, route, route_sentence(route, address), route.held))
     return explained
@@ -89,10 +77,8 @@ def budget_use(budgets: tuple[Budget, ...], log: UseLog, now: float) -> list[str
 
 
 def channel_use(services: Services, channel: Channel, now: float) -> list[str]:
-    if not channel.budgets:
-        return []
-    log = services.store.budget_ledger(channel.id, channel.budgets).log(now)
-    return budget_use(channel.budgets, log, now)
+    log = services.backlog.use(channel, now)
+    return budget_use(channel.budgets, log, now) if log is not None else []
 
 
 def provider(channel: Channel) -> str:

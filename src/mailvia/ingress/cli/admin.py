@@ -9,8 +9,8 @@ import click
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.errors import InvalidInput
-from mailvia.domain.tenancy import Fallback, Role, User
-from mailvia.ingress.cli import STORE_SETTINGS, Context, cli, pass_context, settings_options
+from mailvia.domain.tenancy import Fallback
+from mailvia.ingress.cli.root import STORE_SETTINGS, Context, cli, pass_context, settings_options
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import UNCHANGED, DefaultChoice
 from mailvia.settings import Settings
@@ -101,7 +101,7 @@ def grant(ctx: Context, email: str, identity: str, settings: Settings) -> None:
 @pass_context
 def create_token(ctx: Context, email: str, name: str, settings: Settings) -> None:
     """Create an API token for a user; it is printed once and stored only as a hash."""
-    ctx.using(settings, lambda s: click.echo(s.tenancy.create_token(email, name, time.time())))
+    ctx.using(settings, lambda s: click.echo(s.tokens.create(email, name, time.time())))
 
 
 @admin.command("set-org")
@@ -168,11 +168,7 @@ def oauth_app(
             raise InvalidInput("--client-secret-stdin: standard input held no secret")
 
     def action(s: Services) -> None:
-        if s.oauth_apps is None or s.oauth is None:
-            raise InvalidInput("OAuth apps are not available in this build")
-        found = s.tenancy.organization(org)
-        team = s.store.find_team(found.id, "default")
-        actor = User("operator", found.id, team.id if team else "", "operator", Role.ADMIN)
+        actor = s.tenancy.operator(org)
         app = s.oauth_apps.put(
             actor,
             Provider(provider),

@@ -1,0 +1,10 @@
+"""The command line (click): `root.py` has the `mailvia` group, the settings flags and the
+error-to-exit-code table; each other module registers one family of commands (`admin`,
+`channel`, `send`/`queue`/`message`/`route` in `mail`, `secrets`, and the long-running
+`serve`/`worker`/`migrate`/`testserver` in `serve`). `run` is the console entry point."""
+
+from __future__ import annotations
+
+from mailvia.ingress.cli.root import run
+
+__all__ = ["run"]
