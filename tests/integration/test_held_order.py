@@ -67,7 +67,7 @@ async def test_held_mail_leaves_in_submission_order_after_a_reconnect(
             first = world.send(count=10, subject="m")  # some go before the password changes
             await until(lambda: len(server.received) >= 3)
             faults.write_text("auth=535 5.7.8 Authentication credentials invalid\n")
-            await world.services.transport.forget(channel.id)  # new connections: new logins
+            await world.transport.forget(channel.id)  # new connections: new logins
             later = world.send(count=20, subject="n")
             store = world.store
             await until(lambda: store.get_channel(channel.id).state is ChannelState.DISCONNECTED)

@@ -9,7 +9,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from mailvia.app import build
+from mailvia.app import wire
 from mailvia.domain.channel import Auth, Security
 from support.world import World
 
@@ -18,7 +18,7 @@ async def test_a_beating_dispatcher_keeps_its_claims_and_a_silent_one_loses_them
     tmp_path: Path, store_url: str
 ) -> None:
     world = World(tmp_path / "data", db_url=store_url)
-    other = build(replace(world.settings, worker_id="other"))
+    other = wire(replace(world.settings, worker_id="other"))
     try:
         channel = world.channel(9, security=Security.NONE, auth=Auth.NONE)
         started, merely = world.send(count=2)
@@ -57,5 +57,5 @@ async def test_a_beating_dispatcher_keeps_its_claims_and_a_silent_one_loses_them
         [row] = [w for w in store.list_workers() if w.id == mine.options.worker]
         assert row.beat_at == last
     finally:
-        await other.aclose()
+        await other.services.aclose()
         await world.close()
