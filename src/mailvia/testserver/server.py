@@ -9,7 +9,6 @@ import asyncio
 import shutil
 import ssl
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from mailvia.testserver.capture import Capture
 from mailvia.testserver.certs import make_self_signed, server_context
 from mailvia.testserver.faults import FaultBook, FaultsFile, parse_faults, parse_faults_text
 from mailvia.testserver.protocol import FaultySMTP, ServerState
+from mailvia.testserver.threaded import InThread
 from mailvia.testserver.xoauth2 import Xoauth2Check
 
 _POLL_SECONDS = 0.01
@@ -221,7 +221,7 @@ class TestServer:
         return received
 
 
-class ThreadedTestServer:
+class ThreadedTestServer(InThread):
     """The same server run by its own event loop in a background thread, for synchronous tests.
 
     Use `start()`/`stop()` or `with ThreadedTestServer(...) as srv:`; options as `TestServer`.
@@ -233,59 +233,15 @@ class ThreadedTestServer:
         self, host: str = "127.0.0.1", port: int = 0, **options: Unpack[ServerOptions]
     ) -> None:
         self.server = TestServer(host, port, **options)
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
+        super().__init__(self.server, name="mailvia-testserver")
 
     def __enter__(self) -> ThreadedTestServer:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self, timeout: float = 30.0) -> None:
         """Start the thread and wait until the server listens. Raises what the start raised."""
-        self._thread = threading.Thread(target=self._run, name="mailvia-testserver", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the test server thread did not start")
-        if self._error is not None:
-            raise self._error
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server and join its thread."""
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout)
-        self._thread = None
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        try:
-            await self.server.start()
-        except BaseException as error:
-            self._error = error
-            return
-        finally:
-            self._ready.set()
-        try:
-            await self._stopping.wait()
-        finally:
-            await self.server.stop()
+        self._start_thread(timeout)
 
     @property
     def port(self) -> int:

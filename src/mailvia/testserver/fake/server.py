@@ -11,7 +11,6 @@ import contextlib
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from mailvia.testserver.fake.state import FakeOptions, FakeState
 from mailvia.testserver.fake.tokens import Consent
 from mailvia.testserver.fake.urls import provider_settings
 from mailvia.testserver.server import ServerOptions, TestServer
+from mailvia.testserver.threaded import InThread
 from mailvia.testserver.xoauth2 import Xoauth2Verdict
 
 _POLL_SECONDS = 0.01
@@ -234,7 +234,7 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class ThreadedFakeProviders:
+class ThreadedFakeProviders(InThread):
     """`FakeProviders` run by its own event loop in a background thread, for synchronous tests.
 
     Use `with ThreadedFakeProviders(...) as fake:`; the arguments are those of `FakeProviders`,
@@ -245,57 +245,13 @@ class ThreadedFakeProviders:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> None:
         self.fake = FakeProviders(host, port, **kwargs)
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
+        super().__init__(self.fake, name="mailvia-fake")
 
     def __enter__(self) -> FakeProviders:
         self.start()
         return self.fake
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def start(self, timeout: float = 30.0) -> FakeProviders:
         """Start the thread, wait until listening; returns the running `FakeProviders`."""
-        self._thread = threading.Thread(target=self._run, name="mailvia-fake", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the fake providers' thread did not start")
-        if self._error is not None:
-            raise self._error
+        self._start_thread(timeout)
         return self.fake
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server and join its thread."""
-        if self._thread is None:
-            return
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout)
-        self._thread = None
-
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        try:
-            await self.fake.start()
-        except BaseException as error:
-            self._error = error
-            return
-        finally:
-            self._ready.set()
-        try:
-            await self._stopping.wait()
-        finally:
-            await self.fake.stop()
