@@ -143,18 +143,26 @@ def test_the_hourly_limit_is_the_tightest_message_budget_of_an_hour_or_less() ->
 
 def test_the_day_chart_draws_hours_against_the_limit() -> None:
     hours = [HourOfUse(NOW + i * 3600, 0, 0) for i in range(24)]
-    hours[3] = HourOfUse(NOW + 3 * 3600, 40, 30)
+    hours[3] = HourOfUse(NOW + 3 * 3600, 60, 45)
     hours[20] = HourOfUse(NOW + 20 * 3600, 1, 1)
     chart = day_chart(channel(Budget(100, 3600, Unit.MESSAGES)), hours)
-    assert chart.limit == 100 and chart.limit_y == pytest.approx(8.0)  # the top
-    bar = chart.bars[3]
-    assert bar.other_y == pytest.approx(BOTTOM - 36.8) and bar.delivered_height == pytest.approx(
-        27.6
-    )
+    assert chart.limit == 100 and chart.top == 100 and chart.limit_y == pytest.approx(2.0)
+    bar = chart.bars[3]  # 98 units from the axis to the top
+    assert bar.other_y == pytest.approx(BOTTOM - 58.8)
+    assert bar.delivered_height == pytest.approx(44.1)
     assert chart.bars[20].other_y <= BOTTOM - 2  # one message still shows
     assert chart.bars[0].other_height == chart.bars[0].delivered_height == 0
-    assert [h.tried for h in chart.busy] == [40, 1]
-    assert "41 messages in the last 24 hours, 31 delivered" in chart.summary
-    assert "Its limit: 100 an hour." in chart.summary
+    assert [h.tried for h in chart.busy] == [60, 1]
+    assert "61 messages in the last 24 hours, 46 delivered" in chart.summary
+    assert "Its limit: 100 an hour (the dashed line)." in chart.summary
+
+
+def test_a_limit_far_above_the_mail_sent_does_not_flatten_the_bars() -> None:
+    hours = [HourOfUse(NOW + i * 3600, 2 if i == 5 else 0, 2 if i == 5 else 0) for i in range(24)]
+    chart = day_chart(channel(Budget(30, 60, Unit.MESSAGES)), hours)
+    assert chart.limit == 1800 and chart.limit_y is None and chart.top == 4
+    assert chart.bars[5].delivered_height == pytest.approx(49.0)  # half of the chart
+    assert "Its limit, 1,800 an hour, is far above." in chart.summary
     empty = day_chart(channel(), [HourOfUse(NOW, 0, 0)] * 24)
     assert empty.limit_y is None and empty.summary.startswith("No messages")
+    assert "No hourly limit." in empty.summary

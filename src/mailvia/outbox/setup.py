@@ -88,14 +88,14 @@ class Setup:
         else has), InvalidInput / InvalidAddress (what to fix)."""
         require_admin(actor, "set the organization up")
         if not self.first_run_open(actor):
-            raise Conflict("this organization is set up already: add domains on its page")
+            raise Conflict("This organization is set up already: add domains on its page.")
         email = check_login(answers.email)
         if email.endswith("@localhost"):
-            raise InvalidInput("your email: give your real address, the one you send from")
+            raise InvalidInput("Give your real email address: the one you send from.")
         domains = self._domains(answers.domains, email)
         taken = self._store.find_user(email)
         if taken is not None and taken.id != actor.id:
-            raise Conflict(f"{email} already signs in to mailvia")
+            raise Conflict(f"Someone else already signs in to mailvia as {email}.")
         if answers.organization.strip():
             self._tenancy.rename(actor, answers.organization)
         for domain in domains:
@@ -111,9 +111,9 @@ class Setup:
             check_address(f"postmaster@{domain}", f"domain {domain}")
         if domain_of(email) not in domains:
             raise InvalidInput(
-                f"your address {email} is not at one of the sending domains "
+                f"Your address {email} is not at one of the sending domains "
                 f"({', '.join(domains)}): add {domain_of(email)}, or give an address at one "
-                "of them"
+                "of them."
             )
         return domains
 

@@ -12,7 +12,7 @@ from mailvia.domain.shaping import UseLog, window_words
 from mailvia.outbox.records import HourOfUse
 from mailvia.outbox.services import Services
 
-WIDTH, TOP, BOTTOM = 480.0, 8.0, 100.0  # the chart's viewBox: 480 x 118, bars between
+WIDTH, TOP, BOTTOM = 480.0, 2.0, 100.0  # the chart's viewBox: 480 x 102, bars between
 SLOT = WIDTH / 24
 HOUR = 3600.0
 
@@ -58,9 +58,18 @@ class Bar:
 class DayChart:
     bars: list[Bar]
     limit: int | None  # messages an hour the tightest budget allows (None: no hourly limit)
-    limit_y: float | None
+    limit_y: float | None  # where its line is drawn (None: no limit, or far above the bars)
+    top: int  # messages an hour at the top of the chart
     summary: str
     busy: list[HourOfUse]  # the hours with mail, for the table beside the chart
+
+
+# The tops a chart may have: 4, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1,000, ...
+_TOPS = sorted({4, *(int(n * 10**k) for k in range(10) for n in (1, 2, 2.5, 5) if n * 10**k >= 5)})
+
+
+def _round_up(value: float) -> int:
+    return next(top for top in _TOPS if top >= value)
 
 
 def hourly_limit(budgets: tuple[Budget, ...]) -> int | None:
@@ -81,9 +90,13 @@ def hour_words(start: float) -> str:
 
 
 def day_chart(channel: Channel, hours: list[HourOfUse]) -> DayChart:
-    """The chart of these 24 hours against the channel's hourly limit."""
+    """The chart of these 24 hours against the channel's hourly limit. It is scaled to the
+    busiest hour; the limit's line is drawn when it is within twice that (a limit far above
+    the mail sent would flatten every bar), and the summary says where it is otherwise."""
     limit = hourly_limit(channel.budgets)
-    top = max([h.tried for h in hours] + [limit or 0, 1])
+    busiest = max([h.tried for h in hours] + [0])
+    near = limit is not None and limit <= 2 * max(busiest, 2)
+    top = _round_up(max(busiest, limit if near and limit is not None else 0))
     scale = (BOTTOM - TOP) / top
     bars = []
     for index, hour in enumerate(hours):
@@ -101,14 +114,20 @@ def day_chart(channel: Channel, hours: list[HourOfUse]) -> DayChart:
                 f"{hour.delivered:,} delivered",
             )
         )
-    limit_y = BOTTOM - limit * scale if limit is not None else None
-    return DayChart(bars, limit, limit_y, _summary(hours, limit), [h for h in hours if h.tried])
+    limit_y = BOTTOM - limit * scale if near and limit is not None else None
+    busy = [h for h in hours if h.tried]
+    return DayChart(bars, limit, limit_y, top, _summary(hours, limit, near), busy)
 
 
-def _summary(hours: list[HourOfUse], limit: int | None) -> str:
+def _summary(hours: list[HourOfUse], limit: int | None, near: bool) -> str:
     tried = sum(h.tried for h in hours)
     delivered = sum(h.delivered for h in hours)
-    against = f" Its limit: {limit:,} an hour." if limit is not None else " No hourly limit."
+    if limit is None:
+        against = " No hourly limit."
+    elif near:
+        against = f" Its limit: {limit:,} an hour (the dashed line)."
+    else:
+        against = f" Its limit, {limit:,} an hour, is far above."
     if not tried:
         return "No messages in the last 24 hours." + against
     busiest = max(hours, key=lambda h: h.tried)

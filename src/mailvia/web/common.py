@@ -44,6 +44,7 @@ from mailvia.web.wording import (
     STEPS,
     Words,
     ago,
+    outbox_words,
     reason_words,
     reply_words,
 )
@@ -121,6 +122,7 @@ class Web:
             step_words=lambda step: STEPS.get(step, step),
             setting_words=lambda value: SETTINGS.get(value, value),
             hour_words=hour_words,
+            outbox_words=outbox_words,
         )
 
 

@@ -311,6 +311,12 @@ def reason_words(reason: str | None) -> Said | None:
     return reply_words(Reply.parse(int(coded.group(1)), coded.group(2) or ""))
 
 
+def outbox_words(counts: list[tuple[str, int]]) -> str:
+    """`3 waiting, 1 on hold`: a channel's mail still in the outbox, by state (`nothing`)."""
+    said = [f"{n:,} {STATES[State(s)].label.lower()}" for s, n in counts if n]
+    return ", ".join(said) or "nothing"
+
+
 def ago(at: float, now: float) -> str:
     """`just now`, `3 minutes ago`, `in 2 hours`, `5 days ago`; past a month, the date."""
     seconds = abs(now - at)
