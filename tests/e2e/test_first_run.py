@@ -262,6 +262,15 @@ def rep_sees_it_delivered(page: Any, install: Install, channel_url: str) -> None
     assert "just now" in text or "minute ago" in text
     assert card.locator("time").get_attribute("title", timeout=1000)  # the exact time
     check_page(page, "first-run-activity")
+    card.get_by_role("link", name=SUBJECT).click()
+    main = page.inner_text("main")
+    assert (
+        SUBJECT in page.inner_text("h1") and "Delivered: the receiving server accepted it." in main
+    )
+    assert "Accepted by the receiving server." in main  # the reply in plain words,
+    assert "250" in str(page.locator("details.code").first.text_content())  # its code beside
+    check_page(page, "first-run-message")
+    page.goto(install.url + "/activity")
     page.get_by_label("Search").fill("PRICING")
     press(page, "Search")
     assert page.locator("li.message").count() == 1
