@@ -15,9 +15,14 @@ import httpx
 import pytest
 
 from mailvia.app import wire
+from mailvia.domain.channel import Auth, Scope, Security
 from mailvia.domain.errors import Forbidden
+from mailvia.outbox.channels import ChannelSpec
+from mailvia.outbox.compose import Draft, compose
+from mailvia.outbox.listeners import SubmissionPort, SubmissionTls
 from mailvia.outbox.services import Services
 from mailvia.outbox.setup import Task
+from mailvia.outbox.submit import Submission
 from mailvia.settings import Settings
 from mailvia.web import create_web
 
@@ -33,7 +38,10 @@ class Install:
 @pytest.fixture
 async def install(tmp_path: Path) -> AsyncIterator[Install]:
     """A fresh install, bootstrapped as `serve` does on an empty database."""
-    settings = Settings.load({}, {"data_dir": tmp_path / "data", "worker_id": "test"})
+    settings = Settings.load(
+        {},
+        {"data_dir": tmp_path / "data", "worker_id": "test", "allow_private_hosts": "127.0.0.0/8"},
+    )
     services = wire(settings, create_key=True).services
     boot = services.tenancy.bootstrap(time.time())
     assert boot is not None
@@ -109,7 +117,7 @@ async def test_the_first_run_checks_everything_before_it_changes_anything(
         await first_sign_in(client, "admin@localhost", install.admin_password)
         for answers, status, says in (
             ({"email": "ada@acme.test", "domains": "globex.test"}, 400, "add acme.test"),
-            ({"email": "ada@localhost", "domains": ""}, 400, "your real address"),
+            ({"email": "ada@localhost", "domains": ""}, 400, "your real email address"),
             ({"email": "not an address", "domains": ""}, 400, "email"),
             ({"email": "ada@acme.test", "domains": "acme.test, bad_domain!"}, 400, "domain"),
             ({"organization": "_platform", "email": "ada@acme.test"}, 400, "may not start"),
@@ -179,3 +187,68 @@ async def test_the_checklist_ticks_from_the_real_state(install: Install) -> None
         assert home.headers["location"] == "/start"  # not done: the checklist first
         invitation = await client.get("/signin?email=rep%40acme.test")
         assert 'value="rep@acme.test"' in invitation.text
+
+
+async def test_activity_pages_through_and_searches_subjects(install: Install) -> None:
+    services = install.services
+    async with pages(install) as client:
+        await first_sign_in(client, "admin@localhost", install.admin_password)
+        await post(client, "/welcome", {"organization": "Acme", "email": "ada@acme.test"})
+        ada = services.tenancy.user("ada@acme.test")
+        relay = ChannelSpec(
+            name="relay",
+            host="127.0.0.1",
+            port=9,  # nothing listens; nothing is dispatched in this test anyway
+            security=Security.NONE,
+            auth=Auth.NONE,
+            scope=Scope.DOMAIN,
+            domains=("acme.test",),
+            team_name="default",
+        )
+        services.channels.add(ada, relay, time.time())
+        drafts = [
+            Draft(
+                from_="ada@acme.test",
+                to=(f"buyer{i}@example.test",),
+                subject=f"offer {i}",
+                text="hi",
+            )
+            for i in range(27)
+        ]
+        services.submitter.submit(
+            ada,
+            [Submission(compose(d, now=time.time(), max_size=100_000)) for d in drafts],
+            now=time.time(),
+        )
+        first = (await client.get("/activity")).text
+        assert first.count('class="card message"') == 25
+        assert "offer 26" in first and "offer 1<" not in first  # newest first
+        assert '<time datetime="' in first and "just now" in first
+        older = re.search(r'href="(/activity\?[^"]*cursor=[^"]+)">Older messages', first)
+        assert older, first
+        second = (await client.get(older.group(1).replace("&amp;", "&"))).text
+        assert second.count('class="card message"') == 2 and "Newest messages" in second
+        assert "offer 1<" in second and "offer 0<" in second
+        found = (await client.get("/activity", params={"q": "OFFER 13"})).text
+        assert found.count('class="card message"') == 1 and "buyer13@example.test" in found
+        by_rcpt = (await client.get("/activity", params={"q": "buyer2"})).text
+        assert by_rcpt.count('class="card message"') == 1 + 7  # buyer2, buyer20..26
+        none = (await client.get("/activity", params={"q": "offer", "state": "delivered"})).text
+        assert "No messages match this search." in none
+
+
+async def test_the_tokens_page_gives_the_running_submission_settings(install: Install) -> None:
+    services = install.services
+    async with pages(install) as client:
+        await first_sign_in(client, "admin@localhost", install.admin_password)
+        off = (await client.get("/tokens")).text
+        assert "SMTP submission is off" in off
+        services.listeners.submission_bound(SubmissionPort("0.0.0.0", 587, implicit_tls=False))
+        services.listeners.submission_bound(SubmissionPort("10.0.0.5", 465, implicit_tls=True))
+        services.listeners.submission_certificate(SubmissionTls(True, "AB:CD"))
+        page = (await client.get("/tokens")).text
+    assert "<code>pages</code>, port <code>587</code>" in page  # every address: as reached
+    assert "<code>10.0.0.5</code>, port <code>465</code>" in page
+    assert "SSL/TLS (TLS from the first byte)" in page and "STARTTLS" in page
+    assert "self-signed" in page and "AB:CD" in page
+    assert "<code>admin@localhost</code>" in page  # the user name to give
