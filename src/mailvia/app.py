@@ -31,6 +31,7 @@ from mailvia.outbox.accounts import Accounts, Sessions
 from mailvia.outbox.backlog import Backlog
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
+from mailvia.outbox.listeners import Listeners
 from mailvia.outbox.messages import Messages
 from mailvia.outbox.notices import Notices
 from mailvia.outbox.oauth.apps import OAuthApps
@@ -40,6 +41,7 @@ from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.ports import Credentials, CredentialSource
 from mailvia.outbox.probe import ChannelTester
 from mailvia.outbox.services import ApiOptions, Services
+from mailvia.outbox.setup import Setup
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
 from mailvia.outbox.test_message import TestMessages
@@ -147,6 +149,7 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
     )
     submitter = Submitter(store, pool=lambda: pool, on_submit=dispatcher.wake, api_limits=limits)
     sessions, tokens = Sessions(store), ApiTokens(store)
+    tenancy = Tenancy(store, hash_password=hash_password, tokens=tokens)
 
     async def close() -> None:
         await transport.aclose()
@@ -158,7 +161,8 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         return asgi_app(services, settings)
 
     services = Services(
-        tenancy=Tenancy(store, hash_password=hash_password, tokens=tokens),
+        tenancy=tenancy,
+        setup=Setup(store, tenancy),
         accounts=Accounts(
             store, sessions, verify_password=verify_password, hash_password=hash_password
         ),
@@ -183,6 +187,7 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         dispatcher=dispatcher,
         webhook_dispatcher=webhook_dispatcher,
         metrics=metrics,
+        listeners=Listeners(),
         pool=lambda: pool,
         rotate_key=lambda: str(rotate(store, vault, settings)),
         http_app=http_app,

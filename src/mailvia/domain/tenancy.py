@@ -56,6 +56,21 @@ def require_admin(user: User, what: str) -> None:
         raise Forbidden(f"only admins may {what}")
 
 
+def reserved_organization(name: str) -> bool:
+    """Names starting with `_` belong to the platform (the shared pool's `_platform`), not to a
+    tenant."""
+    return name.startswith("_")
+
+
+def may_add_domains(user: User, organizations: int) -> bool:
+    """Whether this user may assign sending domains from the pages: an admin, while the install
+    serves one organization (`organizations`: how many tenants it has). A fresh install's
+    bootstrap admin is its operator too; once the operator has made a second organization,
+    only the operator assigns domains (`mailvia admin add-domain`), so that no tenant can
+    claim a domain another one sends from."""
+    return user.is_admin and organizations == 1
+
+
 def domain_of(address: str) -> str:
     """The domain part of an address, lower-cased."""
     local, at, domain = address.rpartition("@")

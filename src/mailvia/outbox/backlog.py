@@ -1,7 +1,7 @@
 """What waits in the outbox and how much of each channel's budgets is used now: the counts
-per channel and state, and each budgeted channel's ledger as it counts at `now`. Read by the
-pages (banners, Activity, a channel's page), `mailvia queue` and the metrics gauges. Reads
-only."""
+per channel and state, each budgeted channel's ledger as it counts at `now`, and a channel's
+last 24 hours of sending, hour by hour. Read by the pages (banners, Activity, a channel's
+page), `mailvia queue` and the metrics gauges. Reads only."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
 from mailvia.domain.shaping import UseLog
 from mailvia.outbox.ports import Ledger
+from mailvia.outbox.records import HourOfUse
 
 Counts = dict[str, dict[State, int]]  # channel id -> state -> messages
+HOUR = 3600.0
 
 
 class BacklogStore(Protocol):
@@ -24,6 +26,7 @@ class BacklogStore(Protocol):
     def queue_counts(self, org_id: str | None = None) -> Counts: ...
     def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
     def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger: ...
+    def hours_of_use(self, channel_id: str, *, until: float, hours: int) -> list[HourOfUse]: ...
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,12 @@ class Backlog:
         if not channel.budgets:
             return None
         return self._store.budget_ledger(channel.id, channel.budgets).log(now)
+
+    def last_day(self, channel: Channel, now: Instant) -> list[HourOfUse]:
+        """The channel's sending in each of the 24 clock hours up to the one `now` is in
+        (UTC hours; the last one so far), oldest first."""
+        until = (int(now // HOUR) + 1) * HOUR
+        return self._store.hours_of_use(channel.id, until=until, hours=24)
 
     def snapshot(self, organization_id: str | None, now: Instant) -> Snapshot:
         """Counts, channels and budget use of one organization (None: of all)."""

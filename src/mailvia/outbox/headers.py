@@ -16,6 +16,7 @@ Pure: no I/O. Field names are compared case-insensitively, as mail programs do.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -149,3 +150,21 @@ def _decoded_words(value: str) -> str:
         return str(make_header(decode_header(value)))
     except (HeaderParseError, LookupError, UnicodeError, ValueError) as exc:
         raise InvalidHeader(f"an encoded word cannot be decoded ({type(exc).__name__})") from None
+
+
+SUBJECT_MAX = 500  # characters of a subject kept for the pages (search, lists)
+_SUBJECT = re.compile(rb"(?:\A|\r\n)subject[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE)
+
+
+def subject_of(content: bytes) -> str:
+    """The message's Subject as mail programs show it (encoded words decoded, folding and
+    blanks collapsed, cut to SUBJECT_MAX characters), '' when it has none. Never raises: a
+    subject that cannot be decoded is shown as sent."""
+    head = content.partition(b"\r\n\r\n")[0]
+    found = _SUBJECT.search(head)
+    if found is None:
+        return ""
+    value = found.group(1).decode("utf-8", "replace")
+    with contextlib.suppress(InvalidHeader):
+        value = _decoded_words(value)
+    return " ".join(value.split())[:SUBJECT_MAX]

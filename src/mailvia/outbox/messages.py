@@ -71,9 +71,11 @@ class Messages:
         channel: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        search: str | None = None,
     ) -> Page:
         """The actor's messages (an admin's: the organization's), newest first, `limit` at a
-        time; `channel` by name or id. Raises InvalidInput for a cursor not of this list."""
+        time; `channel` by name or id; `search`: a part of the subject or of a recipient's
+        address (any case). Raises InvalidInput for a cursor not of this list."""
         channel_id = None
         if channel is not None:
             named = self._store.find_channel(actor.organization_id, channel)
@@ -85,6 +87,7 @@ class Messages:
             channel_id=channel_id,
             limit=limit,
             cursor=cursor,
+            search=" ".join(search.split())[:200] or None if search else None,
         )
         return self._store.list_messages(query)
 

@@ -1,7 +1,7 @@
 """What the use cases hand out to read, and the filters they read by: a message as its
 sender sees it (never its bytes), with its recipients and attempts; an event of an
-organization's stream; an API token (never the token, nor its hash). The store builds them;
-web/ and ingress/ show them."""
+organization's stream; an hour of a channel's sending; an API token (never the token, nor
+its hash). The store builds them; web/ and ingress/ show them."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ class MessageView:
     recipients: tuple[RecipientView, ...] = ()
     attempts: tuple[AttemptView, ...] = ()
     test: bool = False
+    subject: str | None = None  # None: not recorded (a message from before migration 0010)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,17 @@ class MessageFilter:
     channel_id: str | None = None
     limit: int = 50
     cursor: str | None = None
+    search: str | None = None  # a part of the subject or of a recipient's address
+
+
+@dataclass(frozen=True)
+class HourOfUse:
+    """One hour of a channel's sending: the messages it tried to hand over that hour, and how
+    many of them were delivered (to at least one recipient)."""
+
+    start: Instant
+    tried: int
+    delivered: int
 
 
 @dataclass(frozen=True)

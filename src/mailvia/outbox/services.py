@@ -13,11 +13,13 @@ from mailvia.outbox.accounts import Accounts, Sessions
 from mailvia.outbox.backlog import Backlog
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
+from mailvia.outbox.listeners import Listeners
 from mailvia.outbox.messages import Messages
 from mailvia.outbox.oauth.apps import OAuthApps
 from mailvia.outbox.oauth.connect import OAuthConnect
 from mailvia.outbox.oauth.mailboxes import OAuthMailboxes
 from mailvia.outbox.probe import ChannelTester
+from mailvia.outbox.setup import Setup
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tenancy import Tenancy
 from mailvia.outbox.tokens import ApiTokens
@@ -41,6 +43,7 @@ class Services:
     """Everything an ingress may call. Built by app.py; closed with `aclose`."""
 
     tenancy: Tenancy  # organizations (their default channel), teams, users, identities
+    setup: Setup  # the first run of a fresh install, the getting-started checklist
     accounts: Accounts  # signing in with a password, the password policy
     sessions: Sessions  # the pages' sign-in sessions
     tokens: ApiTokens
@@ -56,6 +59,7 @@ class Services:
     dispatcher: Dispatcher
     webhook_dispatcher: WebhookDispatcher
     metrics: Metrics
+    listeners: Listeners  # the submission ports this process listens on, told by serve
     pool: Callable[[], Channel | None]  # the shared pool's channel (None: not configured)
     rotate_key: Callable[[], str]  # re-wrap every secret under a new master key
     http_app: Callable[[str], Any]  # the HTTP app (API and pages), given where it listens

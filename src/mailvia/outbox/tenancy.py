@@ -1,4 +1,5 @@
-"""Tenancy use cases: organizations (and their default channel), teams, users, domains,
+"""Tenancy use cases: organizations (their name and default channel), teams, users, domains
+(assigned by the operator, or from the pages while the install has one organization),
 identities, the CLI's operator, bootstrap.
 
 One-time passwords (and bootstrap's token) are shown once; the store keeps only their hashes.
@@ -24,6 +25,9 @@ from mailvia.domain.tenancy import (
     Team,
     User,
     domain_of,
+    may_add_domains,
+    require_admin,
+    reserved_organization,
     sendable_addresses,
 )
 from mailvia.outbox.addresses import check_address, check_login
@@ -46,6 +50,8 @@ class TenancyStore(Protocol):
     def create_organization(self, org_id: str, name: str, now: Instant) -> Organization: ...
     def get_organization(self, org_id: str) -> Organization: ...
     def find_organization(self, name: str) -> Organization | None: ...
+    def organization_names(self) -> list[str]: ...
+    def rename_organization(self, org_id: str, name: str) -> Organization: ...
     def update_organization(
         self, org_id: str, *, default_channel_id: str | None, fallback: Fallback
     ) -> Organization: ...
@@ -58,6 +64,7 @@ class TenancyStore(Protocol):
     def list_users(self, org_id: str) -> list[User]: ...
     def count_users(self) -> int: ...
     def add_domain(self, org_id: str, domain: str, now: Instant) -> None: ...
+    def list_domains(self, org_id: str) -> list[str]: ...
     def domain_organization(self, domain: str) -> str | None: ...
     def grant_identity(self, user_id: str, identity: str, now: Instant) -> None: ...
     def identities(self, user_id: str) -> list[str]: ...
@@ -162,9 +169,44 @@ class Tenancy:
         self.store.count_users()
 
     def create_org(self, name: str, now: Instant) -> Organization:
-        if not name.strip() or any(c in name for c in "\r\n\0"):
-            raise InvalidInput("an organization needs a name on one line")
+        _check_name(name, "an organization")
         return self.store.create_organization(make_id("org", now, os.urandom(10)), name, now)
+
+    def rename(self, actor: User, name: str) -> Organization:
+        """Give the actor's organization another name (admins). Raises Forbidden,
+        InvalidInput (empty, several lines, or a platform name starting with `_`), Conflict
+        (another organization has it)."""
+        require_admin(actor, "rename the organization")
+        name = " ".join(name.split())
+        _check_name(name, "an organization")
+        if reserved_organization(name):
+            raise InvalidInput("an organization's name may not start with _")
+        return self.store.rename_organization(actor.organization_id, name)
+
+    def tenants(self) -> int:
+        """How many organizations the install serves (not the platform's own)."""
+        return sum(not reserved_organization(n) for n in self.store.organization_names())
+
+    def domains(self, actor: User) -> list[str]:
+        """The sending domains of the actor's organization."""
+        return self.store.list_domains(actor.organization_id)
+
+    def may_add_domains(self, actor: User) -> bool:
+        """Whether the actor may assign sending domains from the pages (domain/tenancy.py)."""
+        return may_add_domains(actor, self.tenants())
+
+    def add_domain_as(self, actor: User, domain: str, now: Instant) -> str:
+        """Assign a sending domain to the actor's organization from the pages. Raises
+        Forbidden (see `may_add_domains`), InvalidAddress, Conflict (another organization's
+        domain)."""
+        require_admin(actor, "add sending domains")
+        if not self.may_add_domains(actor):
+            raise Forbidden(
+                "only the operator assigns sending domains once the install has several "
+                "organizations (mailvia admin add-domain ORG DOMAIN)"
+            )
+        org = self.organization_of(actor)
+        return self.add_domain(org.name, domain, now)
 
     def update_organization(
         self,
@@ -197,7 +239,14 @@ class Tenancy:
 
     def create_team(self, name: str, org_name: str, now: Instant) -> Team:
         org = self.organization(org_name)
+        _check_name(name, "a team")
         return self.store.create_team(make_id("team", now, os.urandom(10)), org.id, name, now)
+
+    def add_team(self, actor: User, name: str, now: Instant) -> Team:
+        """A new team in the actor's organization (admins). Raises Forbidden, InvalidInput,
+        Conflict (the organization has a team of that name)."""
+        require_admin(actor, "add teams")
+        return self.create_team(" ".join(name.split()), self.organization_of(actor).name, now)
 
     def team(self, org_id: str, name: str) -> Team:
         team = self.store.find_team(org_id, name)
@@ -227,8 +276,9 @@ class Tenancy:
             self.store.grant_identity(user.id, email, now)
         return user, password
 
-    def add_domain(self, org_name: str, domain: str, now: Instant) -> None:
-        """Assign a sending domain to one organization (the operator's act)."""
+    def add_domain(self, org_name: str, domain: str, now: Instant) -> str:
+        """Assign a sending domain to one organization (the operator's act); returns it as
+        stored (lower case, without `@`)."""
         domain = domain.strip().lower().lstrip("@")
         check_address(f"postmaster@{domain}", "domain")
         org = self.organization(org_name)
@@ -236,6 +286,7 @@ class Tenancy:
         if owner is not None and owner != org.id:
             raise Conflict(f"{domain} is assigned to another organization")
         self.store.add_domain(org.id, domain, now)
+        return domain
 
     def grant(self, email: str, identity: str, now: Instant) -> str:
         """Let a user send From an address, or from a whole domain (`@domain`)."""
@@ -274,3 +325,8 @@ class Tenancy:
         )
         token = self.tokens.create(admin.email, "bootstrap", now)
         return Bootstrap(org, admin, password, token)
+
+
+def _check_name(name: str, what: str) -> None:
+    if not name.strip() or any(c in name for c in "\r\n\0") or len(name) > 100:
+        raise InvalidInput(f"{what} needs a name on one line, at most 100 characters")

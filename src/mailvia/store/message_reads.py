@@ -1,5 +1,6 @@
 """Reading the outbox in SQL: one message with its recipients and attempts, filtered pages of
-messages (newest first), and queue counts per channel and state."""
+messages (newest first, searched by subject or recipient), queue counts per channel and
+state, and a channel's attempts hour by hour."""
 
 from __future__ import annotations
 
@@ -11,15 +12,31 @@ import sqlalchemy as sa
 from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput, NotFound
 from mailvia.domain.message import Envelope, State
-from mailvia.domain.replies import Reply
-from mailvia.outbox.records import AttemptView, MessageFilter, MessageView, RecipientView
+from mailvia.domain.replies import Outcome, Reply
+from mailvia.outbox.headers import subject_of
+from mailvia.outbox.records import (
+    AttemptView,
+    HourOfUse,
+    MessageFilter,
+    MessageView,
+    RecipientView,
+)
 from mailvia.store.engine import Database
 from mailvia.store.rows import reply_of
 from mailvia.store.tables import attempts, channels, messages, recipients
 
 _CURSOR = "msg"
-_HEAD = [col for col in messages.c if col.name != "content"]
 m, r, a = messages.c, recipients.c, attempts.c
+HEAD_BYTES = 8192  # where a message stored before 0010 has its Subject, as good as always
+# A message's columns but its bytes; for one stored before 0010, the head of its bytes.
+_HEAD = [
+    *(col for col in messages.c if col.name != "content"),
+    sa.type_coerce(
+        sa.case((m.subject.is_(None), sa.func.substr(m.content, 1, HEAD_BYTES)), else_=sa.null()),
+        sa.LargeBinary,
+    ).label("head"),
+]
+HOUR = 3600.0
 
 
 def _view(
@@ -40,7 +57,16 @@ def _view(
         recipients=tuple(rcpts),
         attempts=tuple(tries or ()),
         test=bool(row.test),
+        subject=row.subject if row.subject is not None else _subject_of_head(row.head),
     )
+
+
+def _subject_of_head(head: bytes | memoryview | str | None) -> str | None:
+    """The subject in the head of a message's bytes (SQLite hands back text for bytes that
+    were stored as text)."""
+    if head is None:
+        return None
+    return subject_of(head.encode() if isinstance(head, str) else bytes(head))
 
 
 def _recipients(conn: sa.Connection, seqs: list[int]) -> dict[int, list[RecipientView]]:
@@ -80,6 +106,16 @@ def read_message(conn: sa.Connection, message_id: str) -> MessageView:
     return _view(row, _recipients(conn, [row.seq])[row.seq], _attempts(conn, row.seq))
 
 
+def _matching(search: str) -> sa.ColumnElement[bool]:
+    """A message whose subject or one of whose recipients contains `search` (any case; `%`
+    and `_` are taken as themselves)."""
+    words = " ".join(search.split())
+    recipient = sa.exists().where(
+        r.message_seq == m.seq, r.address.icontains(words, autoescape=True)
+    )
+    return sa.or_(m.subject.icontains(words, autoescape=True), recipient)
+
+
 class MessageReads:
     """Read methods of the Store port."""
 
@@ -105,6 +141,8 @@ class MessageReads:
             select = select.where(m.state == State(query.state).value)
         if query.channel_id is not None:
             select = select.where(m.channel_id == query.channel_id)
+        if query.search:
+            select = select.where(_matching(query.search))
         if query.cursor is not None:
             after = self._cursors.open(_CURSOR, query.organization_id, query.cursor)
             select = select.where(m.seq < after)
@@ -117,6 +155,30 @@ class MessageReads:
         if len(rows) <= query.limit:
             return views, None
         return views, self._cursors.seal(_CURSOR, query.organization_id, page[-1].seq)
+
+    def hours_of_use(self, channel_id: str, *, until: float, hours: int) -> list[HourOfUse]:
+        """The channel's attempts in the `hours` whole hours before `until`, oldest first: per
+        hour, the messages tried and those delivered to at least one recipient. One index
+        range (attempts by channel and time), counted per hour in one pass."""
+        since = until - hours * HOUR
+        starts = [since + i * HOUR for i in range(hours)]
+
+        def counted(delivered: bool, start: float) -> sa.Label[int]:
+            inside = sa.and_(a.at >= start, a.at < start + HOUR)
+            if delivered:
+                inside = sa.and_(inside, a.outcome == Outcome.DELIVERED.value)
+            seq = sa.case((inside, a.message_seq), else_=sa.null())
+            return sa.func.count(sa.distinct(seq)).label(f"{'d' if delivered else 't'}{start:.0f}")
+
+        columns = [counted(d, start) for start in starts for d in (False, True)]
+        query = sa.select(*columns).where(a.channel_id == channel_id, a.at >= since, a.at < until)
+        with self._db.read() as conn:
+            row = conn.execute(query).one()
+        values = list(row)
+        return [
+            HourOfUse(start, int(values[2 * i] or 0), int(values[2 * i + 1] or 0))
+            for i, start in enumerate(starts)
+        ]
 
     def waiting_count(self, channel_id: str) -> int:
         """How many of the channel's messages wait to be sent (queued, deferred, sending)."""

@@ -18,6 +18,7 @@ from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput
 from mailvia.domain.message import TERMINAL, State
+from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
 from mailvia.store.rows import chunks
@@ -55,6 +56,7 @@ def _message_row(msg: NewMessage) -> dict[str, Any]:
         "idempotency_key": msg.idempotency_key,
         "request_hash": msg.request_hash,
         "test": msg.test,
+        "subject": subject_of(msg.content),
     }
 
 

@@ -145,6 +145,7 @@ messages = sa.Table(
     # 0009: when the lease holder began a transaction for it (SMTP MAIL or the API call);
     # cleared when the attempt is recorded or the lease is taken over.
     sa.Column("started_at", Time),
+    sa.Column("subject", sa.Text),  # 0010: as mail programs show it (NULL: stored before)
     sa.UniqueConstraint("user_id", "idempotency_key"),  # a key names one user's request
     # 0009: with seq, a claim in submission order reads only the rows it takes.
     sa.Index(None, "channel_id", "state", "next_attempt_at", "seq"),
@@ -180,6 +181,7 @@ attempts = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("worker", sa.Text, nullable=False),
+    sa.Index(None, "channel_id", "at"),  # 0010: a channel's recent attempts, by the hour
 )
 
 events = sa.Table(

@@ -58,6 +58,23 @@ class TenancyStore:
             row = conn.execute(organizations.select().where(organizations.c.name == name)).first()
         return None if row is None else _organization(row)
 
+    def organization_names(self) -> list[str]:
+        """Every organization's name (the platform's `_platform` too), by name."""
+        with self._db.read() as conn:
+            rows = conn.execute(sa.select(organizations.c.name).order_by(organizations.c.name))
+            return [str(name) for name in rows.scalars()]
+
+    def rename_organization(self, org_id: str, name: str) -> Organization:
+        """Give the organization another name. Raises Conflict if another has it, NotFound."""
+        with self._db.write(conflict=f"an organization named {name!r} already exists") as conn:
+            result = conn.execute(
+                organizations.update().where(organizations.c.id == org_id).values(name=name)
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no organization {org_id!r}")
+            row = conn.execute(organizations.select().where(organizations.c.id == org_id)).one()
+        return _organization(row)
+
     def update_organization(
         self, org_id: str, *, default_channel_id: str | None, fallback: Fallback
     ) -> Organization:
@@ -137,6 +154,17 @@ class TenancyStore:
             raise NotFound(f"no user {user_id!r}")
         return user_of(row)
 
+    def change_email(self, user_id: str, email: str) -> User:
+        """Give the user another login email (lower-cased). Raises Conflict if another user
+        signs in with it, NotFound."""
+        email = email.lower()
+        with self._db.write(conflict=f"a user with email {email!r} already exists") as conn:
+            result = conn.execute(users.update().where(users.c.id == user_id).values(email=email))
+            if result.rowcount == 0:
+                raise NotFound(f"no user {user_id!r}")
+            row = conn.execute(users.select().where(users.c.id == user_id)).one()
+        return user_of(row)
+
     def count_users(self) -> int:
         """How many users exist (zero on a fresh database)."""
         with self._db.read() as conn:
@@ -183,6 +211,16 @@ class TenancyStore:
             conn.execute(
                 domains.insert().values(domain=domain, organization_id=org_id, created_at=now)
             )
+
+    def list_domains(self, org_id: str) -> list[str]:
+        """The organization's sending domains, by name."""
+        query = (
+            sa.select(domains.c.domain)
+            .where(domains.c.organization_id == org_id)
+            .order_by(domains.c.domain)
+        )
+        with self._db.read() as conn:
+            return [str(domain) for domain in conn.execute(query).scalars()]
 
     def domain_organization(self, domain: str) -> str | None:
         """The id of the organization the domain (any case) is assigned to, or None."""

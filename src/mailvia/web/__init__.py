@@ -1,12 +1,13 @@
 """The setup pages: server-rendered HTML over the use cases, usable without JavaScript.
 
 `create_web(services, ...)` builds a FastAPI sub-application that the composition root mounts
-at `/` beside the API. Pages: `/signin`, `/password`, `/channel` (my delivery channel),
-`/channels/new`, `/channels/{id}`, `/team`, `/users`, `/tokens`, `/activity`, and the OAuth
-connect flow (`/oauth/{provider}/start`, `/oauth/go/{id}`, `/oauth/{provider}/callback`). A
-signed cookie (auth.py) names a server-side session (`services.sessions`) checked on every
-request; every POST carries the cookie's CSRF token (csrf.py). It sees only
-`mailvia.domain` and the use cases (`Services`), never the store.
+at `/` beside the API. Pages: `/signin`, `/password`, `/welcome` (the first run), `/start`
+(the checklist), `/channel` (my delivery channel), `/channels/new`, `/channels/{id}`,
+`/organization` (its name, domains and teams), `/team`, `/users`, `/tokens`, `/activity`,
+and the OAuth connect flow (`/oauth/{provider}/start`, `/oauth/go/{id}`,
+`/oauth/{provider}/callback`). A signed cookie (auth.py) names a server-side session
+(`services.sessions`) checked on every request; every POST carries the cookie's CSRF token
+(csrf.py). It sees only `mailvia.domain` and the use cases (`Services`), never the store.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from mailvia.web import (
     pages_channel,
     pages_channel_saved,
     pages_oauth,
+    pages_organization,
+    pages_setup,
     pages_team,
     pages_users,
 )
@@ -74,6 +77,8 @@ def create_web(
     app.state.web = Web(services)
     for module in (
         pages_account,
+        pages_setup,
+        pages_organization,
         pages_channel,
         pages_oauth,
         pages_channel_saved,

@@ -35,6 +35,19 @@ from mailvia.domain.signins import PAGES, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.outbox.services import Services
 from mailvia.web.auth import current_session
+from mailvia.web.charts import hour_words
+from mailvia.web.wording import (
+    CHANNEL_STATES,
+    OUTCOMES,
+    SETTINGS,
+    STATES,
+    STEPS,
+    Words,
+    ago,
+    outbox_words,
+    reason_words,
+    reply_words,
+)
 
 TEMPLATES = files("mailvia.web") / "templates"
 
@@ -61,6 +74,10 @@ NOTICES = {
     "oauth_unrevoked": "Disconnected: mailvia's tokens are deleted, but the provider could not "
     "be reached to revoke the consent: remove mailvia from your account's permissions there. "
     "Mail for this channel is held until you reconnect.",
+    "setup": "Your organization is set up: you now sign in and send as your own address.",
+    "renamed": "Organization renamed.",
+    "domain": "Sending domain added.",
+    "team": "Team added.",
     "oauth_app": "OAuth app saved.",
     "oauth_app_removed": "OAuth app removed.",
 }
@@ -92,8 +109,21 @@ class Web:
             lstrip_blocks=True,
         )
         self.env.filters["when"] = when
+        self.env.filters["iso"] = iso
+        self.env.filters["ago"] = lambda at: ago(at, now())
         self.env.filters["thousands"] = lambda n: f"{n:,}"
-        self.env.globals.update(oauth_offer=oauth_offer, basic_auth_off=basic_auth_off)
+        self.env.globals.update(
+            oauth_offer=oauth_offer,
+            basic_auth_off=basic_auth_off,
+            state_words=state_words,
+            reply_words=reply_words,
+            reason_words=reason_words,
+            outcome_words=lambda outcome: OUTCOMES.get(outcome, outcome),
+            step_words=lambda step: STEPS.get(step, step),
+            setting_words=lambda value: SETTINGS.get(value, value),
+            hour_words=hour_words,
+            outbox_words=outbox_words,
+        )
 
 
 def get_web(request: Request) -> Web:
@@ -126,6 +156,18 @@ def when(at: float | None) -> str:
     if at is None:
         return ""
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso(at: float) -> str:
+    """An instant for a `<time datetime>`."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def state_words(value: str) -> Words:
+    """A message's, recipient's or channel's state in plain words (its code as the label when
+    the table has none)."""
+    found = STATES.get(value) or CHANNEL_STATES.get(value)  # type: ignore[call-overload]
+    return found or Words(str(value), str(value))
 
 
 def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:

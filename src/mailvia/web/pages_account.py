@@ -33,8 +33,10 @@ def safe_next(target: str) -> str:
 
 
 @router.get("/signin", response_class=HTMLResponse)
-def signin_page(request: Request, next: str = "/") -> HTMLResponse:
-    return render(request, "signin.html", next=safe_next(next), email="", error=None)
+def signin_page(request: Request, next: str = "/", email: str = "") -> HTMLResponse:
+    """The sign-in form; `email` fills it in (an invitation's link carries it)."""
+    email = email.strip()[:254]
+    return render(request, "signin.html", next=safe_next(next), email=email, error=None)
 
 
 @router.post("/signin", response_class=HTMLResponse)
@@ -96,4 +98,4 @@ async def change_password(request: Request, user: UserDep, web: WebDep) -> Respo
         forced = user.must_change_password
         return render(request, "password.html", status=400, error=str(exc), forced=forced)
     replace_session(request, Session.fresh(secret))
-    return redirect("/channel", notice="password")
+    return redirect("/", notice="password")

@@ -1,13 +1,16 @@
-"""Activity: messages with their state, channel and each recipient's reply, filtered by state
-and channel; each channel's budget use and queue counts; held and deferred mail with the
-reason. Members see their own messages, admins the organization's (the Messages use case
-says so). Reads only."""
+"""Activity: messages with their subject, recipients, channel, state and when, in plain words
+(the servers' replies beside them), searched by subject or recipient and filtered by state
+and channel, a page at a time; each channel's budget meters, queue and last 24 hours; held
+and deferred mail with the reason. Members see their own messages, admins the
+organization's (the Messages use case says so). Reads only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from mailvia.domain.channel import Channel
@@ -15,11 +18,13 @@ from mailvia.domain.errors import InvalidInput
 from mailvia.domain.message import State
 from mailvia.domain.tenancy import User
 from mailvia.outbox.records import MessageView
+from mailvia.web.charts import ChannelUse, channel_use
 from mailvia.web.common import UserDep, Web, WebDep, now, render
-from mailvia.web.wording import WAITING, channel_use, provider
+from mailvia.web.wording import WAITING, provider
 
 router = APIRouter()
 PAGE = 25
+Text = Annotated[str, Query(max_length=200)]
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,7 @@ class ChannelRow:
     channel: Channel
     provider: str
     counts: list[tuple[str, int]]
-    use: list[str]
+    use: ChannelUse
 
 
 def _channels(web: Web, user: User) -> dict[str, Channel]:
@@ -57,16 +62,25 @@ def _summary(web: Web, user: User, channels: dict[str, Channel]) -> list[Channel
     return rows
 
 
-def reason(message: MessageView, channel: Channel | None) -> str:
-    """Why a held or deferred message waits."""
+@dataclass(frozen=True)
+class Waiting:
+    """Why a held or deferred message waits: a sentence, and the channel's reason or the
+    servers' replies (shown beside it in their own words)."""
+
+    sentence: str
+    reason: str | None = None  # a channel's state_reason
+    replies: tuple[str, ...] = ()
+
+
+def waiting(message: MessageView, channel: Channel | None) -> Waiting:
     if message.state is State.HELD:
         if channel is None:
-            return "its channel was removed"
-        why = f": {channel.state_reason}" if channel.state_reason else ""
-        return f"{channel.name} is {channel.state}{why}"
-    replies = [r.reply for r in message.recipients if r.reply is not None and not r.state.terminal]
-    said = "; ".join(f"{r.code} {r.enhanced or ''} {r.text}".replace("  ", " ") for r in replies)
-    return said or "waiting for the next attempt"
+            return Waiting("Its channel was removed: nothing can send it until it is cancelled.")
+        return Waiting(f"{channel.name} is {channel.state}.", channel.state_reason)
+    replies = tuple(
+        str(r.reply) for r in message.recipients if r.reply is not None and not r.state.terminal
+    )
+    return Waiting("Waiting for the next attempt.", None, replies)
 
 
 @router.get("/activity", response_class=HTMLResponse)
@@ -74,9 +88,10 @@ def activity(
     request: Request,
     user: UserDep,
     web: WebDep,
-    state: str = "",
-    channel: str = "",
-    cursor: str = "",
+    q: Text = "",
+    state: Text = "",
+    channel: Text = "",
+    cursor: Annotated[str, Query(max_length=500)] = "",
 ) -> HTMLResponse:
     messages = web.services.messages
     channels = _channels(web, user)
@@ -90,21 +105,25 @@ def activity(
         channel=channel if channel in channels else None,
         limit=PAGE,
         cursor=cursor or None,
+        search=q or None,
     )
-    waiting = [
+    held = [
         m for s in (State.HELD, State.DEFERRED) for m in messages.page(user, state=s, limit=PAGE)[0]
     ]
+    chosen = {"q": q, "state": state, "channel": channel}
     return render(
         request,
         "activity.html",
         messages=shown,
-        next_cursor=next_cursor,
+        older=f"/activity?{urlencode({**chosen, 'cursor': next_cursor})}" if next_cursor else None,
+        newest=f"/activity?{urlencode(chosen)}" if cursor else None,
+        waiting_list=held,
         waiting=waiting,
-        reason=reason,
         channels=channels,
         summary=_summary(web, user, channels),
-        states=[str(s) for s in State],
-        chosen={"state": state, "channel": channel},
+        states=list(State),
+        chosen=chosen,
+        searched=bool(q or state or channel),
     )
 
 
@@ -112,4 +131,4 @@ def activity(
 def message(request: Request, message_id: str, user: UserDep, web: WebDep) -> HTMLResponse:
     view = web.services.messages.visible(user, message_id)
     channels = _channels(web, user)
-    return render(request, "message.html", message=view, channels=channels, reason=reason)
+    return render(request, "message.html", message=view, channels=channels, waiting=waiting)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from mailvia.domain.channel import Auth, Provider, Scope, Security
 from mailvia.domain.errors import MailviaError
@@ -36,11 +36,6 @@ from mailvia.web.wording import (
 )
 
 router = APIRouter()
-
-
-@router.get("/")
-def home(user: UserDep) -> RedirectResponse:
-    return redirect("/channel")
 
 
 @router.get("/channel", response_class=HTMLResponse)

@@ -19,9 +19,10 @@ from mailvia.domain.oauth import oauth_offer
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.tenancy import User
 from mailvia.outbox.oauth.mailboxes import MailboxStatus
+from mailvia.web.charts import channel_use
 from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
 from mailvia.web.forms import text
-from mailvia.web.wording import WAITING, channel_use, covers, limit_words, provider, sharing
+from mailvia.web.wording import WAITING, covers, limit_words, provider, sharing
 
 router = APIRouter()
 

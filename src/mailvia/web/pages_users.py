@@ -1,14 +1,18 @@
-"""Users and their sender identities (admins), and API tokens (everyone: their own).
+"""Users and their sender identities (admins): inviting someone (an invitation: a sign-in
+link with their address, and a one-time password shown once); and API tokens (everyone:
+their own), with the submission settings a mail client or an add-in needs.
 
-Side effects: creating a user stores an argon2 hash of a one-time password that the page shows
-once; granting stores an identity; creating a token stores its hash and shows the token once;
-revoking marks it revoked.
+Side effects: inviting stores the user with an argon2 hash of the one-time password; granting
+stores an identity; creating a token stores its hash and shows the token once; revoking marks
+it revoked.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -16,11 +20,20 @@ from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.tenancy import User, require_admin
+from mailvia.outbox.listeners import SubmissionPort, SubmissionTls
 from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render
 from mailvia.web.common import status_for as status_of
 from mailvia.web.forms import text
 
 router = APIRouter()
+
+
+@dataclass(frozen=True)
+class SubmissionSettings:
+    """What to paste into a mail client or add-in: each port with the host to give it."""
+
+    ports: list[tuple[str, SubmissionPort]]
+    tls: SubmissionTls | None
 
 
 def users_page(
@@ -56,7 +69,8 @@ async def create_user(request: Request, user: UserDep, web: WebDep) -> HTMLRespo
         )
     except MailviaError as exc:
         return users_page(request, web, user, status=status_of(exc), error=str(exc))
-    return users_page(request, web, user, created=(created, password))
+    link = str(request.base_url).rstrip("/") + "/signin?email=" + quote(created.email)
+    return users_page(request, web, user, created=(created, password), link=link)
 
 
 @router.post("/users/grant", response_class=HTMLResponse)
@@ -75,9 +89,25 @@ def tokens_page(
     request: Request, web: Web, user: User, *, status: int = 200, **extra: Any
 ) -> HTMLResponse:
     tokens = web.services.tokens.of(user)
-    context: dict[str, Any] = {"tokens": tokens, "token": None, "error": None}
+    context: dict[str, Any] = {
+        "tokens": tokens,
+        "token": None,
+        "error": None,
+        "submission": submission_settings(request, web),
+    }
     context.update(extra)
     return render(request, "tokens.html", status=status, **context)
+
+
+def submission_settings(request: Request, web: Web) -> SubmissionSettings:
+    """The submission ports this process listens on, with the host a mail client should use:
+    the port's own address, or, where it listens on every address, the host name this page
+    was reached by."""
+    ports, tls = web.services.listeners.submission()
+    reached = request.url.hostname or "localhost"
+    return SubmissionSettings(
+        [(reached if p.host in ("0.0.0.0", "::", "") else p.host, p) for p in ports], tls
+    )
 
 
 @router.get("/tokens", response_class=HTMLResponse)

@@ -1,13 +1,28 @@
 """How the pages put things into words: routes, limits and budget use, queue counts, presets
-and why a channel can or cannot be shared with the team (the seed's rule)."""
+and why a channel can or cannot be shared with the team (the seed's rule); and the one table
+of plain words for states, outcomes, Test connection's steps and servers' replies, with the
+code beside them, and times as people say them ("3 minutes ago")."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from mailvia.domain.channel import Budget, Channel, Kind, Scope, Unit
+from mailvia.domain.channel import (
+    Auth,
+    Budget,
+    Channel,
+    ChannelState,
+    Kind,
+    Scope,
+    Security,
+    Unit,
+)
 from mailvia.domain.message import State
 from mailvia.domain.presets import PRESETS, Preset
+from mailvia.domain.probe import Step, hint_for
+from mailvia.domain.replies import Outcome, Reply
 from mailvia.domain.routing import Route
 from mailvia.domain.shaping import UseLog, window_words
 from mailvia.domain.tenancy import User
@@ -108,3 +123,213 @@ def preset_choices() -> list[Preset]:
     """Presets in the order the page offers them: mailboxes first."""
     ordered = [PRESETS[name] for name in FIRST]
     return ordered + [p for name, p in PRESETS.items() if name not in FIRST]
+
+
+# ---------------------------------------------------------------------------------------
+# Plain words first, codes second: the one table of how the pages name states, outcomes,
+# Test connection steps and servers' replies for someone who is not a mail administrator.
+# The code or the server's own text goes beside them, in a <details> (templates/macros.html).
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Words:
+    """A state in plain words: a short label for a badge, and a sentence."""
+
+    label: str
+    sentence: str
+
+
+STATES: dict[State, Words] = {
+    State.QUEUED: Words("Waiting", "Waiting for its turn to be sent."),
+    State.HELD: Words("On hold", "On hold: its channel needs attention first. Nothing is lost."),
+    State.SENDING: Words("Sending", "Being handed to the channel right now."),
+    State.DEFERRED: Words(
+        "Trying again", "Not delivered yet: a temporary problem, mailvia tries again by itself."
+    ),
+    State.DELIVERED: Words("Delivered", "Delivered: the receiving server accepted it."),
+    State.BOUNCED: Words("Not delivered", "Not delivered: the receiving server refused it."),
+    State.EXPIRED: Words(
+        "Gave up", "Not delivered: mailvia kept trying until the retry period ran out."
+    ),
+    State.CANCELLED: Words("Cancelled", "Cancelled before it was sent."),
+}
+
+CHANNEL_STATES: dict[ChannelState, Words] = {
+    ChannelState.ACTIVE: Words("Working", "Working: this channel is active and sends mail."),
+    ChannelState.DISCONNECTED: Words(
+        "Disconnected",
+        "Disconnected: the server stopped accepting this channel's sign-in. Its mail is held "
+        "until someone reconnects it.",
+    ),
+    ChannelState.PAUSED: Words(
+        "Paused", "Paused: its mail is held until the channel's owner or an admin resumes it."
+    ),
+}
+
+OUTCOMES: dict[Outcome, str] = {
+    Outcome.DELIVERED: "Delivered",
+    Outcome.RETRY: "Temporary problem: tries again",
+    Outcome.BOUNCE: "Refused for this recipient",
+    Outcome.THROTTLED: "The provider asked to slow down: the channel waits",
+    Outcome.CHANNEL_BROKEN: "The channel stopped working: its mail is held",
+}
+
+STEPS: dict[str, str] = {
+    Step.TOKEN: "Getting permission from the provider",
+    Step.RESOLVE: "Finding the server",
+    Step.CONNECT: "Reaching the server",
+    Step.TLS: "Securing the connection",
+    Step.EHLO: "Greeting the server",
+    Step.AUTH: "Signing in",
+    Step.MESSAGE: "Sending a test message",
+}
+
+# A channel's settings, with the setting's own name beside them.
+SETTINGS: dict[str, str] = {
+    Security.STARTTLS: "Encrypted after connecting (STARTTLS)",
+    Security.TLS: "Encrypted from the start (TLS)",
+    Security.NONE: "Not encrypted (only to a server on the operator's own network)",
+    Auth.PLAIN: "User name and password (PLAIN)",
+    Auth.LOGIN: "User name and password (LOGIN)",
+    Auth.XOAUTH2: "OAuth token (XOAUTH2)",
+    Auth.NONE: "No sign-in",
+}
+
+# What went wrong, by the enhanced status code's subject and detail (RFC 3463 §3; X.7.23,
+# X.7.25 and X.7.26 from RFC 7372 §3); the reply's class says what happens next (_NEXT).
+PROBLEMS: dict[str, str] = {
+    "1.1": "The address does not exist at the recipient's domain: check it for typos.",
+    "1.2": "The recipient's domain does not exist or takes no mail: check the address.",
+    "1.3": "The address is not written correctly: check it.",
+    "1.10": "The recipient's domain takes no mail at all.",
+    "2.0": "The recipient's mailbox is not available.",
+    "2.1": "The recipient's mailbox is not taking mail (disabled, or getting too much too "
+    "quickly).",
+    "2.2": "The recipient's mailbox is full.",
+    "2.3": "The message is larger than the recipient's mailbox takes.",
+    "3.0": "The receiving server is not taking mail right now.",
+    "3.4": "The message is too large for the receiving server.",
+    "4.1": "The receiving server did not answer.",
+    "4.2": "The connection to the server broke off.",
+    "4.4": "mailvia found no way to the recipient's server.",
+    "4.7": "The message waited too long and expired.",
+    "5.3": "The message has more recipients than the server takes at once.",
+    "7.0": "The server refused it for a security or policy reason.",
+    "7.1": "The receiving server refused the message (a spam filter or the recipient's rules).",
+    "7.8": "The server refused the channel's sign-in: the user name or password is wrong.",
+    "7.23": "The sending domain's SPF check failed: whoever runs the domain must list this "
+    "channel in its SPF record.",
+    "7.25": "The sending server's address has no matching name in DNS (reverse DNS).",
+    "7.26": "The message failed the recipient's sender checks (SPF, DKIM, DMARC): whoever "
+    "runs the sending domain must set them up for this channel.",
+}
+# When the reply has no enhanced code (or one not above), by its code.
+BY_CODE: dict[int, str] = {
+    421: "The server is busy or closing the connection.",
+    450: "The recipient's mailbox is not available right now.",
+    451: "The receiving server had a problem of its own.",
+    452: "The receiving server is short of room, or the message has too many recipients.",
+    550: "The receiving server refused this recipient (the mailbox may not exist, or its rules "
+    "refused the message).",
+    551: "The recipient is not at this server.",
+    552: "The message is too large, or the mailbox is full.",
+    553: "The server does not take this address.",
+    554: "The receiving server refused the message.",
+    # A mailbox provider's HTTP API (Gmail API, Microsoft Graph): RFC 9110 §15.
+    400: "The provider refused the message as it is.",
+    401: "The provider no longer accepts this mailbox's access: connect the mailbox again.",
+    413: "The message is too large for the provider.",
+    429: "The provider asked mailvia to slow down: the channel waits, then goes on.",
+}
+_NEXT = {
+    2: "",
+    4: " mailvia tries again by itself.",
+    5: " mailvia does not try again.",
+}
+_ACCEPTED = "Accepted by the receiving server."
+# Sign-in refusals (RFC 4954 §6): Test connection's hints say what to do about them.
+_SIGN_IN = frozenset({530, 534, 535, 538})
+
+
+@dataclass(frozen=True)
+class Said:
+    """A reply as the pages show it: plain words, and the server's own words beside them."""
+
+    sentence: str
+    code: str  # the reply as the server gave it: `451 4.2.0 Temporary failure`
+
+
+def reply_words(reply: Reply) -> Said:
+    """A reply in plain words: mailvia's own replies by what they mean, sign-in refusals with
+    Test connection's hint (domain/probe.py), then by the enhanced code's subject and detail,
+    then by the code, then by the class; what happens next follows from the class."""
+    code = str(reply)
+    klass = reply.code // 100
+    if klass == 2:
+        return Said(_ACCEPTED, code)
+    own = _own_words(reply)
+    if own is not None:
+        return Said(own, code)
+    if reply.code in _SIGN_IN or (reply.code, reply.enhanced) == (550, "5.7.30"):
+        return Said(hint_for(reply), code)  # what Test connection says to do about it
+    detail = reply.enhanced.split(".", 1)[1] if reply.enhanced else ""
+    problem = PROBLEMS.get(detail) or BY_CODE.get(reply.code)
+    if problem is None:
+        problem = "A temporary problem." if klass == 4 else "The server refused it."
+    http_api = reply.enhanced is None and reply.text.startswith(f"HTTP {reply.code}")
+    return Said(problem if http_api else problem + _NEXT.get(klass, ""), code)
+
+
+def _own_words(reply: Reply) -> str | None:
+    """mailvia's own replies (`451 4.4.2 mailvia: ...`): network failures and refusals."""
+    if not reply.text.startswith("mailvia:"):
+        return None
+    if "may have been delivered" in reply.text:
+        return (
+            "No answer after the message was sent: it may have arrived. mailvia tries again "
+            "and marks it a possible duplicate."
+        )
+    if reply.enhanced == "4.4.2":
+        return "mailvia could not reach the server or lost the connection. It tries again."
+    if reply.enhanced == "5.7.10":
+        return "A secure connection could not be set up, so mailvia sent nothing."
+    return None
+
+
+_CODED = re.compile(r"^([2-5]\d\d)(?:[ -](.*))?$", re.DOTALL)
+
+
+def reason_words(reason: str | None) -> Said | None:
+    """Why a channel was disconnected (its `state_reason`): a reply in plain words, or the
+    reason as it is when it is not a server's reply (None: no reason given)."""
+    if not reason:
+        return None
+    coded = _CODED.match(reason.strip())
+    if coded is None:
+        return Said(reason, "")
+    return reply_words(Reply.parse(int(coded.group(1)), coded.group(2) or ""))
+
+
+def outbox_words(counts: list[tuple[str, int]]) -> str:
+    """`3 waiting, 1 on hold`: a channel's mail still in the outbox, by state (`nothing`)."""
+    said = [f"{n:,} {STATES[State(s)].label.lower()}" for s, n in counts if n]
+    return ", ".join(said) or "nothing"
+
+
+def ago(at: float, now: float) -> str:
+    """`just now`, `3 minutes ago`, `in 2 hours`, `5 days ago`; past a month, the date."""
+    seconds = abs(now - at)
+    ahead = at > now
+    if seconds < 60:
+        return "in less than a minute" if ahead else "just now"
+    for limit, size, unit in (
+        (3600, 60, "minute"),
+        (86_400, 3600, "hour"),
+        (2_592_000, 86_400, "day"),
+    ):
+        if seconds < limit:
+            count = int(seconds // size)
+            words = f"{count} {unit}{'' if count == 1 else 's'}"
+            return f"in {words}" if ahead else f"{words} ago"
+    return datetime.fromtimestamp(at, UTC).strftime("%-d %b %Y")

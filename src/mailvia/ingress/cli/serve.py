@@ -26,8 +26,9 @@ from mailvia.ingress.cli.root import (
 )
 from mailvia.ingress.smtp.connections import ConnectionLimit
 from mailvia.ingress.smtp.server import SubmissionServer
-from mailvia.ingress.smtp.tls import submission_tls
+from mailvia.ingress.smtp.tls import fingerprint, submission_tls
 from mailvia.ingress.worker_id import claim_worker_id
+from mailvia.outbox.listeners import SubmissionPort, SubmissionTls
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import Bootstrap
 from mailvia.settings import Listen, Settings
@@ -139,6 +140,7 @@ def _submission_server(services: Services, settings: Settings) -> SubmissionServ
     )
     if self_signed:
         click.echo(f"submission TLS certificate (self-signed): {cert.resolve()}")
+    services.listeners.submission_certificate(SubmissionTls(self_signed, fingerprint(cert)))
     connections = ConnectionLimit(
         total=settings.submission_max_connections,
         per_client=settings.submission_max_connections_per_client,
@@ -151,12 +153,15 @@ def _submission_server(services: Services, settings: Settings) -> SubmissionServ
     )
 
 
-async def _start_submission(submission: SubmissionServer | None, smtp: SmtpSockets) -> None:
+async def _start_submission(
+    services: Services, submission: SubmissionServer | None, smtp: SmtpSockets
+) -> None:
     if submission is None:
         return
     for implicit_tls, smtp_sock in smtp:
         await submission.start(sock=smtp_sock, implicit_tls=implicit_tls)
         host, port = smtp_sock.getsockname()[:2]
+        services.listeners.submission_bound(SubmissionPort(host, port, implicit_tls))
         kind, scheme = ("submissions", "smtps") if implicit_tls else ("submission", "smtp")
         announce(kind, f"{scheme}://{Listen(host, port)}")
 
@@ -195,7 +200,7 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    await _start_submission(submission, smtp)
+    await _start_submission(services, submission, smtp)
     host, port = sock.getsockname()[:2]
     app = services.http_app(f"http://{Listen(host, port)}")  # redirect URIs: see PUBLIC_URL
     config = uvicorn.Config(app, log_level="warning", lifespan="off")

@@ -48,6 +48,13 @@ def submission_tls(
     return context, cert, self_signed
 
 
+def fingerprint(cert_path: Path) -> str:
+    """The SHA-256 fingerprint of the file's first certificate, as mail clients show it
+    (`AB:CD:...`)."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
 def make_self_signed(cert_path: Path, key_path: Path, *, hosts: tuple[str, ...] = ()) -> None:
     """Write a self-signed certificate for localhost, 127.0.0.1, ::1 and `hosts` (names or IP
     addresses), and its key (mode 0600). Overwrites both files."""
