@@ -47,6 +47,8 @@ CHECKS = [
     negative_data_rejection,
 ]
 EXAMPLES = 20
+# schemathesis' own list of the answers that count as refusing a request that does not fit.
+REFUSALS = ["400", "401", "403", "404", "405", "406", "409", "415", "422", "428", "429", "5xx"]
 
 
 @pytest.fixture
@@ -65,7 +67,16 @@ def api(tmp_path: Path) -> Iterator[Api]:
 
 def load(api: Api) -> BaseSchema:
     # The token is sent with every request, so generation leaves the security scheme alone.
-    config = SchemathesisConfig.from_dict({"generation": {"with-security-parameters": False}})
+    # A batch over its documented size is refused with 413 before its items are read (the
+    # size rule is the request limiter's, issue 10), which schemathesis counts as a refusal
+    # only when told.
+    rejected = [*REFUSALS, "413"]
+    config = SchemathesisConfig.from_dict(
+        {
+            "generation": {"with-security-parameters": False},
+            "checks": {"negative_data_rejection": {"expected-statuses": rejected}},
+        }
+    )
     return schemathesis.openapi.from_asgi("/openapi.json", api.app, config=config)
 
 
