@@ -56,6 +56,8 @@ class Settings:
     notice_from: str | None = None  # From of mailvia's own notices (sent through the pool)
     allow_private_hosts: tuple[Network, ...] = ()
     trusted_networks: tuple[tuple[Network, str], ...] = ()
+    # HTTP clients whose X-Forwarded-For / -Proto are believed (a reverse proxy); none by default
+    trusted_proxies: tuple[Network, ...] = ()
     max_message_size: int = 25 * 1024 * 1024
     api_rate_limit: RequestRate | None = field(default_factory=lambda: RequestRate(600, 60.0))
     # recipients per API token (all its requests), and what one request may carry
@@ -201,6 +203,7 @@ _PARSERS: dict[str, Any] = {
     "submissions_listen": _listen_or_off,
     "metrics_listen": _listen_or_off,
     "allow_private_hosts": _networks,
+    "trusted_proxies": _networks,
     "trusted_networks": _trusted,
     "max_message_size": int,
     "api_rate_limit": _rate_or_off,

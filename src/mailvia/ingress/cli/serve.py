@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 import uvicorn
@@ -31,7 +32,7 @@ from mailvia.ingress.worker_id import claim_worker_id
 from mailvia.outbox.listeners import SubmissionPort, SubmissionTls
 from mailvia.outbox.services import Services
 from mailvia.outbox.tenancy import Bootstrap
-from mailvia.settings import Listen, Settings
+from mailvia.settings import Listen, Network, Settings
 
 SUBMISSION_SETTINGS = (
     "submission_listen",
@@ -189,6 +190,15 @@ def _beside(
     return tasks
 
 
+def proxy_options(proxies: tuple[Network, ...]) -> dict[str, Any]:
+    """uvicorn believes X-Forwarded-For / -Proto only from TRUSTED_PROXIES; with none, the
+    client is the socket's peer (uvicorn's own default believes 127.0.0.1, which would let
+    any local client pose as another address to the per-client sign-in throttle)."""
+    if not proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": [str(net) for net in proxies]}
+
+
 async def _serve(
     services: Services,
     sock: socket.socket,
@@ -197,13 +207,14 @@ async def _serve(
     metrics: socket.socket | None = None,
     *,
     dispatch_here: bool = True,
+    proxies: tuple[Network, ...] = (),
 ) -> None:
     stop = asyncio.Event()
     _stop_on_signals(stop)
     await _start_submission(services, submission, smtp)
     host, port = sock.getsockname()[:2]
     app = services.http_app(f"http://{Listen(host, port)}")  # redirect URIs: see PUBLIC_URL
-    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", **proxy_options(proxies))
     server = uvicorn.Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]))
     dispatch = (
@@ -256,7 +267,17 @@ def serve(ctx: Context, settings: Settings) -> None:
     # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
     # a commit's many small waits short (measured: about 10% more mail through submission).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    asyncio.run(_serve(services, sock, submission, smtp, metrics, dispatch_here=settings.dispatch))
+    asyncio.run(
+        _serve(
+            services,
+            sock,
+            submission,
+            smtp,
+            metrics,
+            dispatch_here=settings.dispatch,
+            proxies=settings.trusted_proxies,
+        )
+    )
 
 
 async def _work(services: Services) -> None:
