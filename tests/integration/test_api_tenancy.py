@@ -194,7 +194,7 @@ async def test_events_show_a_delivery_to_its_organization_only(api: Api, tmp_pat
         jane = api.client("jane")
         assert (await jane.get("/v1/events")).json() == {"data": [], "next_cursor": None}
         sent = (await jane.post("/v1/messages", json=message())).json()
-        assert await api.world.services.dispatcher.run_once(time.time()) >= 1
+        assert await api.world.services.dispatcher.run_once(time.time) >= 1
         await server.wait_for(1)
     page = (await jane.get("/v1/events")).json()
     delivered = [e for e in page["data"] if e["type"] == "message.delivered"]

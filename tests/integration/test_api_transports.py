@@ -25,6 +25,7 @@ from mailvia.domain.channel import (
     Timeouts,
     TransportKind,
 )
+from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
 from mailvia.domain.retry import RetryPolicy
 from mailvia.outbox.channels import ChannelSpec
@@ -128,7 +129,7 @@ async def test_delivered_byte_for_byte_with_bcc_carried_and_hidden(
     mailbox(world, fake, transport)
     plain = submit(world, "plain", to=("bob@example.com", "carol@example.com"))
     hidden = submit(world, "bcc", to=("carol@example.com",), bcc=("dan@example.com",))
-    await world.services.dispatcher.run_once(time.time())
+    await world.services.dispatcher.run_once(time.time)
     ids = [plain[0], hidden[0]]
     assert [view(world, i).state for i in ids] == [State.DELIVERED] * 2
     got = {subject_of(r["content"]): r for r in fake.received}
@@ -150,7 +151,7 @@ async def test_a_large_message_goes_to_gmails_media_upload(
     mailbox(world, fake, GMAIL)
     big = submit(world, "big", text=("y" * 76 + "\n") * 60_000)
     assert len(big[1]) > 4 * 1024 * 1024
-    await world.services.dispatcher.run_once(time.time())
+    await world.services.dispatcher.run_once(time.time)
     assert view(world, big[0]).state is State.DELIVERED
     [request] = sends(fake, GMAIL)
     assert request["path"] == "/upload" + SEND_PATH[GMAIL]
@@ -196,7 +197,7 @@ async def test_gmail_daily_limit_waits_for_the_window(world: World, fake: FakePr
     fake.set_faults(["gmail_send*1=403 dailyLimitExceeded"])
     [one] = [submit(world, "m")[0]]
     now = time.time()
-    await world.services.dispatcher.run_once(now)
+    await world.services.dispatcher.run_once(SteppingClock(now))
     assert view(world, one).state is State.DEFERRED
     paused = world.store.get_channel(channel.id).throttled_until
     # until the oldest send of the last 24 h ages out of the daily window
@@ -209,7 +210,7 @@ async def test_gmail_invalid_argument_bounces_with_the_providers_words(
     mailbox(world, fake, GMAIL)
     fake.set_faults(["gmail_send*1=400 invalidArgument"])
     bad, good = submit(world, "bad")[0], submit(world, "good")[0]
-    await world.services.dispatcher.run_once(time.time())
+    await world.services.dispatcher.run_once(time.time)
     bounced = view(world, bad)
     assert bounced.state is State.BOUNCED
     reply = bounced.recipients[0].reply
@@ -223,11 +224,11 @@ async def test_a_5xx_is_retried(world: World, fake: FakeProviders) -> None:
     fake.set_faults(["graph_send*1=500"])
     [one] = [submit(world, "m")[0]]
     now = time.time()
-    await world.services.dispatcher.run_once(now)
+    await world.services.dispatcher.run_once(SteppingClock(now))
     deferred = view(world, one)
     assert deferred.state is State.DEFERRED and deferred.next_attempt_at == pytest.approx(now + 60)
     assert deferred.attempts[0].outcome == "retry"
-    await world.services.dispatcher.run_once(now + 61)
+    await world.services.dispatcher.run_once(SteppingClock(now + 61))
     assert view(world, one).state is State.DELIVERED
     assert [r["status"] for r in sends(fake, GRAPH)] == [500, 202]
 
@@ -241,12 +242,12 @@ async def test_no_answer_after_the_request_is_retried_as_a_possible_duplicate(
     fake.set_faults([f"graph_send*1={fault}"])
     [one] = [submit(world, "m")[0]]
     now = time.time()
-    await world.services.dispatcher.run_once(now)
+    await world.services.dispatcher.run_once(SteppingClock(now))
     deferred = view(world, one)
     assert deferred.state is State.DEFERRED and deferred.possible_duplicate
     assert deferred.attempts[0].outcome == "retry"
     assert "may have been delivered" in deferred.attempts[0].reply.text
-    await world.services.dispatcher.run_once(now + 61)
+    await world.services.dispatcher.run_once(SteppingClock(now + 61))
     assert view(world, one).state is State.DELIVERED and len(fake.received) == 1
 
 
@@ -258,10 +259,10 @@ async def test_a_refused_token_is_renewed_once_then_delivered(
     source = world.services.dispatcher.credentials
     assert isinstance(source, TokenEndpoint)
     [first] = [submit(world, "first")[0]]
-    await world.services.dispatcher.run_once(time.time())
+    await world.services.dispatcher.run_once(time.time)
     assert fake.expire(JANE) >= 1  # the token the source holds is now refused
     [second] = [submit(world, "second")[0]]
-    await world.services.dispatcher.run_once(time.time())
+    await world.services.dispatcher.run_once(time.time)
     assert [view(world, i).state for i in (first, second)] == [State.DELIVERED] * 2
     assert source.renewals == 1
     assert [r["status"] for r in sends(fake, transport)][-2:] == [
@@ -279,7 +280,7 @@ async def test_a_message_partly_delivered_before_the_switch_to_an_api_is_never_r
         channel = world.channel(smtp.port, security=Security.NONE, auth=Auth.NONE)
         rest = "tempfail@example.com"
         mid, _ = submit(world, "both", to=("bob@example.com", rest))
-        await world.services.dispatcher.run_once(time.time())
+        await world.services.dispatcher.run_once(time.time)
         assert [r.state for r in view(world, mid).recipients] == [State.DELIVERED, State.DEFERRED]
     moved = replace(
         world.store.get_channel(channel.id),
@@ -287,7 +288,7 @@ async def test_a_message_partly_delivered_before_the_switch_to_an_api_is_never_r
     )  # fmt: skip
     world.store.update_channel(moved, None)
     world.services.dispatcher.credentials = token_source(fake, GRAPH)  # connected at the fake
-    await world.services.dispatcher.run_once(time.time() + 3600)
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
     after = view(world, mid)
     assert [r.state for r in after.recipients] == [State.DELIVERED, State.BOUNCED]
     reply = after.recipients[1].reply

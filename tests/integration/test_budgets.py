@@ -1,5 +1,6 @@
-"""Shaping through the dispatcher and the real store: budgets hold exactly, with a driven
-clock over a simulated day, and in real time against the real test server."""
+"""Shaping through the dispatcher: budgets hold exactly with a driven clock over a simulated
+day (on the memory store, the logic alone), over a simulated hour on SQLite (its budget
+ledger), and in real time against the real test server."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ from pathlib import Path
 import pytest
 
 from mailvia.domain.channel import Auth, Budget, Channel, Security, Unit
+from mailvia.domain.clock import SteppingClock
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.replies import Reply, Stage
-from mailvia.outbox.compose import Composed
+from mailvia.outbox.compose import Composed, Draft, compose
+from mailvia.outbox.dispatch import Dispatcher
+from mailvia.outbox.dispatch_ports import DispatchStore
 from mailvia.outbox.ports import Credentials
 from mailvia.outbox.submit import Submission
 from mailvia.testserver import TestServer
+from support.memory_world import MemoryWorld
 from support.world import World
 
 OK = Reply(250, "2.0.0", "OK")
@@ -30,16 +35,17 @@ M365 = PRESETS["microsoft365"].budgets
 
 class InstantTransport:
     """A transport that accepts everything at once and notes when each transaction started
-    (the shaping test is about timing, not SMTP; SMTP is covered against the test server)."""
+    on the test's clock (the shaping tests are about timing, not SMTP; SMTP is covered
+    against the test server)."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
+    def __init__(self, clock: SteppingClock) -> None:
+        self.clock = clock
         self.starts: list[tuple[float, int]] = []
 
     async def send(
         self, channel: Channel, credentials: Credentials | None, envelope: Envelope, content: bytes
     ) -> TransactionResult:
-        self.starts.append((self.now, len(envelope.rcpt_to)))
+        self.starts.append((self.clock.now, len(envelope.rcpt_to)))
         return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
 
     async def forget(self, channel_id: str) -> None:
@@ -78,35 +84,76 @@ def max_in_window(starts: Sequence[tuple[float, int]], per: float, recipients: b
     return best
 
 
-async def test_microsoft365_day_of_limits_with_a_driven_clock(world: World) -> None:
-    transport = InstantTransport()
-    world.services.dispatcher.transport = transport
-    channel = world.channel(2525, budgets=M365, max_connections=3, max_recipients_per_message=500)
-    t0 = 1_800_000_000.0
-    one = world.send(now=t0)[0]  # then 14,999 more of the same bytes, submitted in one batch
-    composed = Composed(
-        Envelope("jane@acme.test", ("bob@example.com",)), "jane@acme.test", world.sent[one.id]
-    )
-    world.services.submitter.submit(world.jane, [Submission(composed)] * 14_999, now=t0)
-    store, now, end = world.store, t0, t0 + 25 * 3600
-    while now <= end:
-        transport.now = now
-        await world.services.dispatcher.run_once(now)
+async def drive(dispatcher: Dispatcher, store: DispatchStore, clock: SteppingClock, end: float):
+    """Pass after pass, each at the time the next mail is due, until `end`."""
+    while clock.now <= end:
+        await dispatcher.run_once(clock)
         due = store.next_due_at()
         assert due is not None
-        now = max(due, now + 0.001)
+        clock.at(max(due, clock.now + 0.001))
+
+
+def assert_no_idle_window(starts: Sequence[tuple[float, int]], gap: float, full: Budget) -> None:
+    """No `gap` (the short budget's window) idles while mail waits, unless the long budget's
+    window is full (one pass over the starts, in time order)."""
+    times = [t for t, _ in starts]
+    amounts = [r if full.unit is Unit.RECIPIENTS else 1 for _, r in starts]
+    lo = hi = held = 0
+    for before, after in itertools.pairwise(times):
+        while hi < len(times) and times[hi] <= before:
+            held, hi = held + amounts[hi], hi + 1
+        while times[lo] <= before - full.per_seconds:
+            held, lo = held - amounts[lo], lo + 1
+        assert after - before <= gap + 0.01 or held >= full.count, (before, after)
+
+
+async def test_microsoft365_day_of_limits_with_a_driven_clock() -> None:
+    """Microsoft 365's budgets (30 messages a minute, 10,000 recipients a day) over a
+    simulated day and an hour, 15,000 messages waiting: on the memory store, in seconds."""
+    t0 = 1_800_000_000.0
+    clock = SteppingClock(t0)
+    transport = InstantTransport(clock)
+    world = MemoryWorld(transport, clock)
+    channel = world.channel(budgets=M365, max_connections=3, max_recipients_per_message=500)
+    composed = compose(
+        Draft(from_="jane@acme.test", to=["bob@example.com"], subject="hello", text="hi"),
+        now=t0,
+        max_size=10**6,
+    )
+    world.submitter.submit(world.jane, [Submission(composed)] * 15_000, now=t0)
+    end = t0 + 25 * 3600
+    await drive(world.dispatcher, world.store, clock, end)
     starts = [s for s in transport.starts if s[0] <= end]
     assert max_in_window(starts, 60, recipients=False) <= 30
     assert max_in_window(starts, 86_400, recipients=True) <= 10_000
     assert len(starts) >= 0.99 * 11_800
-    # No minute idles while the budgets allow and mail waits.
-    times = [t for t, _ in starts]
-    for before, after in itertools.pairwise(times):
-        day_full = sum(1 for t in times if before - 86_400 < t <= before) >= 10_000
-        assert after - before <= 60.01 or day_full, (before - t0, after - t0)
-    counts = store.queue_counts(world.jane.organization_id)[channel.id]
+    assert_no_idle_window(starts, 60, M365[1])
+    counts = world.store.queue_counts(world.jane.organization_id)[channel.id]
     assert counts[State.DELIVERED] == len(transport.starts)
     assert counts[State.BOUNCED] == counts[State.EXPIRED] == 0
+
+
+async def test_the_sql_budget_ledger_holds_over_a_simulated_hour(world: World) -> None:
+    """The same shaping on SQLite, where the ledger keeps its windows' running sums in
+    tables: 10 a minute and 100 recipients in 20 minutes over an hour, 600 messages of
+    one or two recipients waiting."""
+    budgets = (Budget(10, 60, Unit.MESSAGES), Budget(100, 1200, Unit.RECIPIENTS))
+    t0 = 1_800_000_000.0
+    clock = SteppingClock(t0)
+    transport = InstantTransport(clock)
+    world.services.dispatcher.transport = transport
+    channel = world.channel(2525, budgets=budgets, max_connections=3)
+    world.send(count=300, now=t0)
+    world.send(count=300, to=("bob@example.com", "carol@example.net"), now=t0)
+    end = t0 + 3600
+    await drive(world.services.dispatcher, world.store, clock, end)
+    starts = [s for s in transport.starts if s[0] <= end]
+    assert max_in_window(starts, 60, recipients=False) <= 10
+    assert max_in_window(starts, 1200, recipients=True) <= 100
+    assert sum(r for _, r in starts) >= 0.97 * 300  # three windows of 100 recipients
+    assert_no_idle_window(starts, 60, budgets[1])
+    counts = world.store.queue_counts(world.jane.organization_id)[channel.id]
+    assert counts[State.DELIVERED] == len(transport.starts)
 
 
 async def test_budget_in_real_time_against_the_test_server(world: World, tmp_path: Path) -> None:
@@ -142,7 +189,7 @@ async def test_a_large_recipient_list_goes_in_several_identical_transactions(
             server.port, security=Security.NONE, auth=Auth.NONE, max_recipients_per_message=500
         )
         [receipt] = world.send(to=recipients)
-        await world.services.dispatcher.run_once(time.time())
+        await world.services.dispatcher.run_once(time.time)
         got = await server.wait_for(2)
     assert [len(g["rcpt_to"]) for g in got] == [500, 100]
     assert got[0]["sha256"] == got[1]["sha256"]
@@ -171,7 +218,7 @@ async def test_a_throttle_reply_pauses_its_channel_while_another_keeps_deliverin
             Draft(from_="sales@acme.test", to=["x@example.com"], text="hi"), now=now, max_size=10**6
         )
         world.services.submitter.submit(world.jane, [Submission(composed)], now=now)
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(SteppingClock(now))
         assert len(await fine.wait_for(1)) == 1
         paused = world.store.get_channel(slow.id)
         assert paused.throttled_until == pytest.approx(now + 60, abs=1)
@@ -179,13 +226,13 @@ async def test_a_throttle_reply_pauses_its_channel_while_another_keeps_deliverin
         counts = world.store.queue_counts(world.jane.organization_id)[slow.id]
         assert counts[State.DEFERRED] == 3 and counts[State.BOUNCED] == 0
         # Nothing more is tried until the pause ends; the retry count did not advance.
-        assert await world.services.dispatcher.run_once(now + 30) == 0
+        assert await world.services.dispatcher.run_once(SteppingClock(now + 30)) == 0
         views, _ = world.store.list_messages(_filter(world, slow.id))
         # A retry would have pushed each message ~300 s out; a throttle leaves them due now
         # and lets the channel's pause decide.
         assert [v.next_attempt_at for v in views] == [pytest.approx(now, abs=1)] * 3
         busy.set_faults([])
-        assert await world.services.dispatcher.run_once(now + 61) == 3
+        assert await world.services.dispatcher.run_once(SteppingClock(now + 61)) == 3
         assert len(await busy.wait_for(3)) == 3
         assert world.store.get_channel(slow.id).throttle_level == 0
         assert world.store.get_channel(other.id).throttle_level == 0
@@ -214,12 +261,12 @@ def _filter(world: World, channel_id: str):  # type: ignore[no-untyped-def]
 
 async def test_a_restart_mid_window_sends_no_excess(fast_dir: Path) -> None:
     first = World(fast_dir)
-    transport = InstantTransport()
+    clock = SteppingClock(1000.0)
+    transport = InstantTransport(clock)
     first.services.dispatcher.transport = transport
     first.channel(2525, budgets=(Budget(30, 60, Unit.MESSAGES),))
     first.send(count=100, now=1000.0)
-    transport.now = 1000.0
-    await first.services.dispatcher.run_once(1000.0)
+    await first.services.dispatcher.run_once(clock)
     await first.close()
     assert len(transport.starts) == 30
     from mailvia.app import build
@@ -228,10 +275,8 @@ async def test_a_restart_mid_window_sends_no_excess(fast_dir: Path) -> None:
     services.dispatcher.transport = transport
     try:
         for now in (1010.0, 1030.0, 1059.9):
-            transport.now = now
-            assert await services.dispatcher.run_once(now) == 0
-        transport.now = 1060.1
-        assert await services.dispatcher.run_once(1060.1) == 30
+            assert await services.dispatcher.run_once(clock.at(now)) == 0
+        assert await services.dispatcher.run_once(clock.at(1060.1)) == 30
     finally:
         await services.aclose()
     assert max_in_window(transport.starts, 60, recipients=False) <= 30

@@ -106,7 +106,7 @@ async def run(world: World, server: TokenServer, source: Source) -> list[str]:
     dispatcher = world.services.dispatcher
     dispatcher.transport, dispatcher.credentials = server, source
     ids = [r.id for r in world.send(count=3)]
-    await dispatcher.run_once(time.time())
+    await dispatcher.run_once(time.time)
     return [str(world.store.get_message(i).state) for i in ids]
 
 
@@ -164,7 +164,7 @@ async def test_credentials_that_cannot_be_had_settle_like_a_reply(
     dispatcher = world.services.dispatcher
     dispatcher.transport, dispatcher.credentials = server, Source("x", fail=reply)
     ids = [r.id for r in world.send(count=3)]
-    await dispatcher.run_once(time.time())
+    await dispatcher.run_once(time.time)
     store = world.store
     assert [store.get_message(i).state for i in ids] == [State(state)] * 3
     assert server.seen == []  # nothing reached the server without credentials

@@ -1,5 +1,5 @@
 """End to end through the dispatcher: the real store, the real transport, the real test
-server on 127.0.0.1. Time is driven with run_once(now); nothing sleeps for work."""
+server on 127.0.0.1. Time is driven with run_once(SteppingClock(now)); nothing sleeps for work."""
 
 from __future__ import annotations
 
@@ -8,13 +8,20 @@ import hashlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mailvia.domain.channel import ChannelState
-from mailvia.domain.message import State
+from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.clock import SteppingClock
+from mailvia.domain.delivery import TransactionResult
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.replies import Reply, Stage
+from mailvia.outbox.ports import Claim, Credentials
 from mailvia.testserver import TestServer
 from support.world import Certs, World, make_certs
+
+OK = Reply(250, "2.0.0", "OK")
 
 
 @pytest.fixture
@@ -42,7 +49,7 @@ def tls_server(certs: Certs, tmp_path: Path, **kw: object) -> TestServer:
 async def drain(world: World, now: float, passes: int = 50) -> int:
     total = 0
     for _ in range(passes):
-        done = await world.services.dispatcher.run_once(now)
+        done = await world.services.dispatcher.run_once(SteppingClock(now))
         total += done
         if done == 0:
             break
@@ -82,12 +89,14 @@ async def test_temporary_rcpt_failure_then_success_on_retry(
         world.channel(server.port, certs=certs)
         [receipt] = world.send()
         now = time.time()
-        assert await world.services.dispatcher.run_once(now) == 1
+        assert await world.services.dispatcher.run_once(SteppingClock(now)) == 1
         view = world.store.get_message(receipt.id)
         assert view.state is State.DEFERRED
         assert view.next_attempt_at is not None and now + 239 < view.next_attempt_at < now + 361
-        assert await world.services.dispatcher.run_once(now + 100) == 0  # not yet due
-        assert await world.services.dispatcher.run_once(now + 400) == 1
+        assert (
+            await world.services.dispatcher.run_once(SteppingClock(now + 100)) == 0
+        )  # not yet due
+        assert await world.services.dispatcher.run_once(SteppingClock(now + 400)) == 1
         await server.wait_for(1)
     view = world.store.get_message(receipt.id)
     assert view.state is State.DELIVERED
@@ -123,11 +132,11 @@ async def test_connection_dropped_mid_data_is_retried_and_delivered_once(
         # Large enough that the server hangs up while the body is still being sent.
         [receipt] = world.send(text="x" * 70 + "\n" * 40_000 + "y" * 60_000)
         now = time.time()
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(SteppingClock(now))
         view = world.store.get_message(receipt.id)
         assert view.state is State.DEFERRED and not view.possible_duplicate
         assert view.attempts[0].reply.code == 451
-        await world.services.dispatcher.run_once(now + 400)
+        await world.services.dispatcher.run_once(SteppingClock(now + 400))
         await server.wait_for(1)
         assert len(server.received) == 1
     assert world.store.get_message(receipt.id).state is State.DELIVERED
@@ -143,11 +152,11 @@ async def test_timeout_after_the_final_dot_is_retried_and_flagged(
         world.channel(server.port, certs=certs, timeouts=quick)
         [receipt] = world.send()
         now = time.time()
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(SteppingClock(now))
         view = world.store.get_message(receipt.id)
         assert view.state is State.DEFERRED and view.possible_duplicate
         await server.wait_for(1)  # the server did take it, after the client gave up
-        await world.services.dispatcher.run_once(now + 400)
+        await world.services.dispatcher.run_once(SteppingClock(now + 400))
         await server.wait_for(2)
     view = world.store.get_message(receipt.id)
     assert view.state is State.DELIVERED and view.possible_duplicate
@@ -159,7 +168,7 @@ async def test_starttls_required_but_not_offered_sends_nothing(
     async with tls_server(certs, tmp_path, starttls=False) as server:
         channel = world.channel(server.port, certs=certs)
         [receipt] = world.send()
-        await world.services.dispatcher.run_once(time.time())
+        await world.services.dispatcher.run_once(time.time)
         commands = [c for s in server.sessions for c in s["commands"]]
     assert "AUTH" not in commands and "MAIL" not in commands
     view = world.store.get_message(receipt.id)
@@ -174,7 +183,7 @@ async def test_certificate_for_another_host_name_is_refused(world: World, tmp_pa
     async with tls_server(other, tmp_path) as server:
         world.channel(server.port, certs=other)
         [receipt] = world.send()
-        await world.services.dispatcher.run_once(time.time())
+        await world.services.dispatcher.run_once(time.time)
         commands = [c for s in server.sessions for c in s["commands"]]
     assert "AUTH" not in commands and "MAIL" not in commands
     view = world.store.get_message(receipt.id)
@@ -214,8 +223,10 @@ async def test_a_crashed_dispatchers_lease_expires_and_mail_is_claimed_again(
         )
         assert [c.message_id for c in claims] == [started.id, claimed.id]
         assert store.mark_started([claims[0].seq], "crashed", now) == [True]
-        assert await world.services.dispatcher.run_once(now + 30) == 0  # lease still held
-        assert await world.services.dispatcher.run_once(now + 61) == 2
+        assert (
+            await world.services.dispatcher.run_once(SteppingClock(now + 30)) == 0
+        )  # lease still held
+        assert await world.services.dispatcher.run_once(SteppingClock(now + 61)) == 2
         await server.wait_for(2)
     views = [store.get_message(r.id) for r in (started, claimed)]
     assert [v.state for v in views] == [State.DELIVERED, State.DELIVERED]
@@ -238,7 +249,7 @@ async def test_wrong_password_disconnects_holds_and_notifies_the_owner(
             channel = world.channel(server.port, certs=certs, password="wrong")
             receipts = world.send(count=3)
             now = time.time()
-            await world.services.dispatcher.run_once(now)
+            await world.services.dispatcher.run_once(SteppingClock(now))
             got = world.store.get_channel(channel.id)
             assert got.state is ChannelState.DISCONNECTED and "535" in (got.state_reason or "")
             states = {world.store.get_message(r.id).state for r in receipts}
@@ -249,7 +260,7 @@ async def test_wrong_password_disconnects_holds_and_notifies_the_owner(
             disconnected = [e for e in events if e.type == "channel.disconnected"]
             assert disconnected and disconnected[0].data["held"] == 3
             # The notice goes to the owner through the shared pool; nothing else moves.
-            assert await world.services.dispatcher.run_once(now + 3600) == 1
+            assert await world.services.dispatcher.run_once(SteppingClock(now + 3600)) == 1
             [notice] = await pool.wait_for(1)
             assert notice["rcpt_to"] == ["jane@acme.test"]
             assert b"is disconnected" in notice["content"] and b"535" in notice["content"]
@@ -272,7 +283,7 @@ async def test_messages_expire_after_the_give_up_time(
         [receipt] = world.send()
         now = time.time()
         for step in (0, 70, 140, 210, 300):
-            await world.services.dispatcher.run_once(now + step)
+            await world.services.dispatcher.run_once(SteppingClock(now + step))
         view = world.store.get_message(receipt.id)
     assert view.state is State.EXPIRED
     assert not server.received
@@ -292,7 +303,8 @@ async def test_a_running_dispatcher_expires_held_mail_but_looks_at_most_every_10
     store = world.store
     looks: list[float] = []
     expire_due = store.expire_due
-    store.expire_due = lambda now, who, **kw: looks.append(now) or expire_due(now, who, **kw)  # type: ignore[method-assign]
+    # type: ignore[method-assign]
+    store.expire_due = lambda now, who, **kw: looks.append(now) or expire_due(now, who, **kw)
     start = time.time()
     dispatcher = world.services.dispatcher
     for offset in (0, 1, 5, 9.9, 31, 35, 41.5):
@@ -302,23 +314,69 @@ async def test_a_running_dispatcher_expires_held_mail_but_looks_at_most_every_10
     assert store.get_message(receipt.id).state is State.EXPIRED
 
 
-async def test_after_a_short_claim_connections_wait_before_claiming_again(
-    world: World, certs: Certs
-) -> None:
-    """While mail trickles in, a claim that came back short (the outbox is drained) is not
-    repeated before REFILL_PAUSE: each claim is a write that intake would queue behind."""
-    from mailvia.outbox.channel_run import REFILL_PAUSE, ChannelRun
+class SteppedTransport:
+    """Accepts every transaction, each taking `seconds` on the stepping clock; after the
+    `arrive_after`-th it submits three more messages (mail arriving while a run goes on)."""
 
-    channel = world.channel(9, certs=certs)
-    world.send()
-    store = world.store
-    claims: list[float] = []
-    claim = store.claim
-    store.claim = lambda **kw: claims.append(kw["now"]) or claim(**kw)  # type: ignore[method-assign]
-    now = time.time()
-    run = ChannelRun(world.services.dispatcher, channel, lambda: now)
-    assert run._claim(now) and len(run.queue) == 1  # short: 1 of up to claim_batch
-    run.queue.clear()
-    for offset in (0.01, REFILL_PAUSE / 2, REFILL_PAUSE + 0.001):
-        run._refill(now + offset)
-    assert [round(t - now, 3) for t in claims] == [0, round(REFILL_PAUSE + 0.001, 3)]
+    def __init__(self, world: World, clock: SteppingClock, seconds: float, arrive_after: int):
+        self.world, self.clock, self.seconds, self.arrive_after = (
+            world,
+            clock,
+            seconds,
+            arrive_after,
+        )
+        self.sent = 0
+
+    async def send(
+        self, channel: Channel, credentials: Credentials | None, envelope: Envelope, content: bytes
+    ) -> TransactionResult:
+        self.clock.advance(self.seconds)
+        self.sent += 1
+        if self.sent == self.arrive_after:
+            self.world.send(count=3, now=self.clock.now)
+        return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
+
+    async def forget(self, channel_id: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_run_claims_more_as_its_queue_runs_low_but_not_again_soon_after_a_short_claim(
+    tmp_path: Path,
+) -> None:
+    """One run_once: a channel run claims more (refills) when its queue runs low, and after a
+    claim that came back short (the outbox is drained) claims again only REFILL_PAUSE later:
+    each claim is a write that intake would queue behind. Mail that arrives meanwhile goes
+    in the same run."""
+    from mailvia.outbox.channel_run import REFILL_PAUSE
+
+    assert REFILL_PAUSE == 0.05
+    world = World(tmp_path / "data", claim_batch=8)  # a refill below 8 // 4 = 2 in the queue
+    try:
+        world.channel(9, max_connections=1)
+        t0 = time.time()
+        world.send(count=17, now=t0)
+        clock = SteppingClock(t0)
+        # 30 ms a transaction: a short claim's next refill comes 30 ms later (too soon), the
+        # one after 60 ms later.
+        world.services.dispatcher.transport = SteppedTransport(world, clock, 0.03, 16)
+        store = world.store
+        claims: list[tuple[float, int]] = []
+        claim = store.claim
+
+        def counted(**kw: Any) -> list[Claim]:
+            got = claim(**kw)
+            claims.append((round(kw["now"] - t0, 3), len(got)))
+            return got
+
+        store.claim = counted  # type: ignore[method-assign]
+        assert await world.services.dispatcher.run_once(clock) == 20
+        # 8 (full), 8 more at 1 left (full), the last 1 (short, at 0.42 s); none at 0.45 s,
+        # the 3 that arrived at 0.48 s; none again before 0.53 s (empty at 0.54 s).
+        assert claims == [(0.0, 8), (0.18, 8), (0.42, 1), (0.48, 3), (0.54, 0)]
+        counts = store.queue_counts(world.jane.organization_id)
+        assert [c[State.DELIVERED] for c in counts.values()] == [20]
+    finally:
+        await world.close()

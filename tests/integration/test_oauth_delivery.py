@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
 from mailvia.testserver import ThreadedTestServer
 from mailvia.testserver.fake import FakeProviders
@@ -90,7 +91,7 @@ def refreshes(fake: FakeProviders) -> int:
 
 
 async def deliver(world: World) -> None:
-    await world.services.dispatcher.run_once(time.time())
+    await world.services.dispatcher.run_once(time.time)
 
 
 async def test_a_token_that_expires_between_messages_is_renewed_once(
@@ -135,7 +136,7 @@ async def test_a_revoked_consent_disconnects_holds_tells_and_reconnect_releases_
     events, _ = store.list_events(world.jane.organization_id, cursor=None, limit=100)
     assert [e.data["held"] for e in events if e.type == "channel.disconnected"] == [3]
     # The owner hears of it: a notice through the shared pool, and a banner on every page.
-    await world.services.dispatcher.run_once(time.time() + 3600)
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
     [notice] = pool.wait_for(1)
     assert notice["rcpt_to"] == [JANE]
     body = message_from_bytes(notice["content"]).get_payload(decode=True)

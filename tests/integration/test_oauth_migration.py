@@ -50,7 +50,7 @@ async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
         )
         channel, _ = world.services.channels.add(world.jane, spec, time.time())
         held = [r.id for r in world.send(subject="held", count=3)]
-        await world.services.dispatcher.run_once(time.time())
+        await world.services.dispatcher.run_once(time.time)
     broken = store.get_channel(channel.id)
     assert broken.state is ChannelState.DISCONNECTED
     assert (broken.state_reason or "").startswith("535 5.7.139")

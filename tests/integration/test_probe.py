@@ -364,7 +364,7 @@ def counts(world: World, ch: Channel) -> dict[State, int]:
 async def disconnected_with_held_mail(world: World, port: int, certs: Certs) -> Channel:
     ch = world.channel(port, certs=certs, password="wrong", max_connections=1)
     world.send(count=50)
-    await world.services.dispatcher.run_once(time.time())
+    await world.services.dispatcher.run_once(time.time)
     ch = world.store.get_channel(ch.id)
     assert ch.state is ChannelState.DISCONNECTED
     assert counts(world, ch) == {State.HELD: 50}
@@ -404,7 +404,7 @@ async def test_reconnect_releases_held_mail_in_its_original_order(
         assert event.data == {"channel_id": ch.id, "released": 50}
 
         for _ in range(20):
-            if await world.services.dispatcher.run_once(time.time()) == 0:
+            if await world.services.dispatcher.run_once(time.time) == 0:
                 break
         got = await srv.wait_for(50)
     subjects = [email.message_from_bytes(e["content"])["Subject"] for e in got]

@@ -1,4 +1,5 @@
-"""The Store contract, on SQLite and on PostgreSQL: the same tests, the same answers."""
+"""The store contract, on the memory store, SQLite and PostgreSQL: the same tests, the same
+answers (what only a database has, its migrations and connections, on the two databases)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from mailvia.domain.tenancy import Fallback, Role, User
 from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
 from mailvia.outbox.records import Event, MessageFilter
 from mailvia.store import KEEP, SqlStore, migrate, open_store
+from mailvia.store.memory import MemoryStore
 from mailvia.store.tables import metadata
 
 T0 = 1_700_000_000.0
@@ -49,10 +51,23 @@ LATER = Reply(451, "4.3.0", "try later")
 NO_SUCH = Reply(550, "5.1.1", "no such user")
 
 
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """`memory`, or the URL of a database of each kind."""
+    if request.param == "memory":
+        return "memory"
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mailvia.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
-    migrate(store_url)
-    s = open_store(store_url)
+def store(backend: str) -> Iterator[SqlStore]:
+    if backend == "memory":
+        s: SqlStore = MemoryStore()  # type: ignore[assignment]
+    else:
+        migrate(backend)
+        s = open_store(backend)
     s.create_organization("org_1", "acme", T0)
     s.create_team("team_1", "org_1", "sales", T0)
     s.create_user(
@@ -133,6 +148,12 @@ def record(
         possible_duplicate=duplicate,
         events=events,
     )
+
+
+@pytest.fixture
+def reopen(store: SqlStore, backend: str) -> Callable[[], SqlStore]:
+    """Another handle on the same data: a new connection pool, or the memory store itself."""
+    return (lambda: store) if backend == "memory" else (lambda: open_store(backend))
 
 
 def sent(address: str) -> tuple[str, Outcome, Reply, State]:
@@ -288,10 +309,12 @@ def test_a_channel_with_mail_to_send_is_not_removed(store: SqlStore) -> None:
     )
 
 
-def test_added_messages_are_committed_and_idempotent(store: SqlStore, store_url: str) -> None:
+def test_added_messages_are_committed_and_idempotent(
+    store: SqlStore, reopen: Callable[[], SqlStore]
+) -> None:
     keyed = new("msg_1", "a@x.test", "b@x.test", idempotency_key="k1", request_hash="h1")
     assert store.add_messages([keyed, new("msg_2")]) == [("msg_1", True), ("msg_2", True)]
-    other = open_store(store_url)
+    other = reopen()
     view = other.get_message("msg_1")
     assert view.state is State.QUEUED and view.envelope.rcpt_to == ("a@x.test", "b@x.test")
     assert view.next_attempt_at == T0 and view.size == len(keyed.content)
@@ -362,9 +385,11 @@ def test_only_active_unthrottled_channels_are_due(store: SqlStore) -> None:
     assert s.channels_due(T0 + 50) == ["ch_a"]
 
 
-def test_two_stores_never_claim_the_same_message(store: SqlStore, store_url: str) -> None:
+def test_two_stores_never_claim_the_same_message(
+    store: SqlStore, reopen: Callable[[], SqlStore]
+) -> None:
     store.add_messages([new(f"m{i:03}") for i in range(300)])
-    stores = [open_store(store_url) for _ in range(4)]
+    stores = [reopen() for _ in range(4)]
     taken: list[list[str]] = [[] for _ in stores]
     errors: list[BaseException] = []
 
@@ -495,6 +520,20 @@ def test_hold_and_release_keep_submission_order(store: SqlStore) -> None:
     assert s.release_channel("ch_a", T0 + 20) == 2
     assert [c.message_id for c in grab(s, now=T0 + 20)] == ["m1", "m3"]
     assert sending.message_id == "m2"
+
+
+def test_mail_given_back_keeps_its_place_in_the_queue(store: SqlStore) -> None:
+    """A claim given back unsent (at shutdown, or when a run's budget is spent) is due when
+    it was, not pushed behind mail submitted since."""
+    s = store
+    s.add_messages([new("m1", at=T0), new("m2", at=T0 + 1)])
+    (first,) = grab(s, now=T0 + 5, limit=1)
+    s.add_messages([new("m3", at=T0 + 10)])
+    s.unclaim([first], state=State.QUEUED, now=T0 + 20)
+    view = s.get_message("m1")
+    assert (view.state, view.next_attempt_at) == (State.QUEUED, T0)
+    assert view.recipients[0].state is State.QUEUED
+    assert [c.message_id for c in grab(s, now=T0 + 20)] == ["m1", "m2", "m3"]
 
 
 def test_expire_due_gives_up_on_waiting_and_held_mail(store: SqlStore) -> None:

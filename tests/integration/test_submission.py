@@ -232,7 +232,7 @@ async def test_starttls_auth_commits_before_250_and_the_client_bytes_arrive_inta
             assert code == 250 and view is not None, text
             assert view.user_id == world.jane.id and view.envelope.mail_from == JANE
             assert view.envelope.rcpt_to == (BOB, "carol@example.net")
-        assert await world.services.dispatcher.run_once(time.time()) == 2
+        assert await world.services.dispatcher.run_once(time.time) == 2
         got = sorted(await sink.wait_for(2), key=lambda e: len(e["content"]))
     first, second = (e["content"] for e in got)
     assert first == RAW  # byte for byte: nothing added, nothing re-encoded

@@ -1,6 +1,6 @@
 """Webhooks end to end: the real API, store and dispatchers, mail to the project's test SMTP
 server, and events POSTed to a real HTTP receiver on 127.0.0.1 (MAILVIA_ALLOW_PRIVATE_HOSTS
-lets it through). Time is driven with run_once(now); nothing sleeps for work."""
+lets it through). Time is driven with run_once(SteppingClock(now)); nothing sleeps for work."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from standardwebhooks import Webhook as Verifier
 
 from mailvia.app import build
+from mailvia.domain.clock import SteppingClock
 from mailvia.outbox.dispatch import new_event
 from mailvia.outbox.webhook_dispatch import WebhookDispatcher
 from mailvia.testserver import TestServer
@@ -72,8 +73,8 @@ async def test_a_delivered_message_is_posted_signed_and_logged(api: Api, tmp_pat
         ) as smtp:
             api.jane_channel(smtp.port, certs=certs)
             receipt = api.world.send()[0]
-            assert await api.world.services.dispatcher.run_once(time.time()) == 1
-        assert await dispatcher(api).run_once(time.time()) == 1
+            assert await api.world.services.dispatcher.run_once(time.time) == 1
+        assert await dispatcher(api).run_once(time.time) == 1
         (request,) = hooks.wait_for(1)
     payload = verified(made["secret"], request)
     assert payload["type"] == "message.delivered" and payload["id"] == request.headers["webhook-id"]
@@ -106,9 +107,11 @@ async def test_a_failed_post_is_retried_with_backoff(api: Api) -> None:
         made = await subscribe(api, hooks.url())
         now = time.time()
         event_id = emit(api, "message.bounced", now, message_id="msg_x")
-        assert await dispatcher(api).run_once(now) == 1
-        assert await dispatcher(api).run_once(now + 5) == 0  # the first retry is 10 s later
-        assert await dispatcher(api).run_once(now + 11) == 1
+        assert await dispatcher(api).run_once(SteppingClock(now)) == 1
+        assert (
+            await dispatcher(api).run_once(SteppingClock(now + 5)) == 0
+        )  # the first retry is 10 s later
+        assert await dispatcher(api).run_once(SteppingClock(now + 11)) == 1
         first, second = hooks.wait_for(2)
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == event_id
     assert verified(made["secret"], second)["id"] == event_id
@@ -127,13 +130,15 @@ async def test_an_event_that_keeps_failing_blocks_no_later_one_and_is_given_up(a
         now = time.time()
         emit(api, "message.bounced", now, bad=True)
         emit(api, "message.delivered", now)  # not subscribed
-        assert await dispatcher(api).run_once(now) == 1
+        assert await dispatcher(api).run_once(SteppingClock(now)) == 1
         good = emit(api, "message.bounced", now + 1)
-        assert await dispatcher(api).run_once(now + 2) == 1  # the new event goes at once
+        assert (
+            await dispatcher(api).run_once(SteppingClock(now + 2)) == 1
+        )  # the new event goes at once
         at = now + 2
         for _ in range(60):
             at += 3600
-            await dispatcher(api).run_once(at)
+            await dispatcher(api).run_once(SteppingClock(at))
         sent = [r.headers["webhook-id"] for r in hooks.requests]
     assert sent.count(good) == 1
     log = await attempts(api, made["id"])
@@ -199,9 +204,9 @@ async def test_a_webhook_gets_only_events_after_it_was_made(api: Api) -> None:
     emit(api, "message.delivered", now)
     with Receiver() as hooks:
         await subscribe(api, hooks.url())
-        assert await dispatcher(api).run_once(now) == 0
+        assert await dispatcher(api).run_once(SteppingClock(now)) == 0
         later = emit(api, "message.held", now + 1)
-        assert await dispatcher(api).run_once(now + 1) == 1
+        assert await dispatcher(api).run_once(SteppingClock(now + 1)) == 1
         (request,) = hooks.wait_for(1)
     assert request.headers["webhook-id"] == later
 
@@ -211,10 +216,10 @@ async def test_a_removed_webhook_gets_nothing_more(api: Api) -> None:
         made = await subscribe(api, hooks.url())
         now = time.time()
         emit(api, "message.delivered", now)
-        assert await dispatcher(api).run_once(now) == 1
+        assert await dispatcher(api).run_once(SteppingClock(now)) == 1
         assert (await api.client("boss").delete(f"/v1/webhooks/{made['id']}")).status_code == 204
         emit(api, "message.delivered", now + 1)
-        assert await dispatcher(api).run_once(now + 60) == 0
+        assert await dispatcher(api).run_once(SteppingClock(now + 60)) == 0
         assert len(hooks.requests) == 1
 
 
@@ -228,7 +233,7 @@ async def test_key_rotation_rewraps_the_signing_secret(api: Api) -> None:
         try:
             emit(api, "message.held", time.time())
             assert restarted.webhook_dispatcher is not None
-            assert await restarted.webhook_dispatcher.run_once(time.time()) == 1
+            assert await restarted.webhook_dispatcher.run_once(time.time) == 1
         finally:
             await restarted.aclose()
         (request,) = hooks.wait_for(1)

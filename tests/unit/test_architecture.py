@@ -62,16 +62,12 @@ def test_services_are_use_cases_all_set() -> None:
         assert not annotation.endswith("|None") and "Optional" not in annotation, each.name
 
 
-# The dispatch core still takes the whole Store; a later step of issue 11 narrows it.
-WHOLE_STORE = {"dispatch.py"}
-
-
 @pytest.mark.parametrize(
     "path", sorted((SRC / "outbox").rglob("*.py")), ids=lambda p: str(p.relative_to(SRC))
 )
 def test_use_cases_take_narrow_ports(path: Path) -> None:
     """Each use case names a Protocol with just the store methods it calls, never `Store`."""
-    if path.name in WHOLE_STORE or path.name == "ports.py":
+    if path.name == "ports.py":
         return
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module == "mailvia.outbox.ports":

@@ -6,11 +6,8 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 
 
 def _b32(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
+    """`value`'s lowest 5 * `length` bits, most significant first."""
+    return "".join([_ALPHABET[(value >> shift) & 31] for shift in range(5 * length - 5, -1, -5)])
 
 
 def make_id(prefix: str, now: float, entropy: bytes) -> str:

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput
 
+# The reply an expired message's unfinished recipients are left with (RFC 3463 X.4.7).
+GAVE_UP = (451, "4.4.7", "mailvia: gave up after the retry period")
+
 
 @dataclass(frozen=True)
 class RetryPolicy:

@@ -13,11 +13,11 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, NoReturn
+from dataclasses import dataclass, replace
+from typing import NoReturn
 
 from mailvia.domain.channel import Channel, ChannelState
-from mailvia.domain.clock import Instant
+from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.delivery import (
     ChannelEffect,
     RecipientSettlement,
@@ -30,17 +30,22 @@ from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State, message_state
 from mailvia.domain.oauth import refused_after_renewal
 from mailvia.domain.replies import Stage, credentials_rejected
+from mailvia.domain.throttle import daily_quota_wait, escalate
+from mailvia.outbox.dispatch_ports import DispatchOptions, DispatchStore, Notifier
+from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.order import Turns
-from mailvia.outbox.ports import AttemptRecord, Claim, Credentials, Event, Ledger
-
-if TYPE_CHECKING:
-    from mailvia.outbox.dispatch import Dispatcher
+from mailvia.outbox.ports import (
+    AttemptRecord,
+    Claim,
+    Credentials,
+    CredentialSource,
+    Event,
+    Ledger,
+    Transport,
+)
+from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
-
-THROTTLE_FIRST = 60.0  # seconds; doubles per consecutive throttle
-THROTTLE_MAX = 1800.0
-THROTTLE_DAILY = 3600.0  # a daily-quota reply when the channel has no budget to wait for
 # After a claim came back short (the queue is drained), wait this long before claiming again
 # while mail trickles in: each claim is a write transaction, and twenty connections claiming
 # before every message would hold the write lock that intake needs.
@@ -68,21 +73,35 @@ def new_event(org_id: str, type_: str, now: Instant, data: dict[str, object]) ->
     return Event(make_id("evt", now, os.urandom(10)), org_id, type_, now, data)
 
 
-class ChannelRun:
-    """Delivers one channel's claimed mail; `go(now)` returns the number of attempts."""
+@dataclass(frozen=True)
+class RunContext:
+    """What a channel run works with, handed in by the dispatcher: the store, the transport
+    and what it signs in with, the one clock, the dispatcher's settings and liveness (the
+    claims in hand, the started marks), and who hears of what happened."""
 
-    def __init__(
-        self,
-        dispatcher: Dispatcher,
-        channel: Channel,
-        clock: Callable[[], Instant] | None,
-    ) -> None:
-        self.d = dispatcher
-        self.store = dispatcher.store
+    store: DispatchStore
+    transport: Transport
+    credentials: CredentialSource
+    clock: Clock
+    options: DispatchOptions
+    liveness: Liveness
+    stopping: Callable[[], bool]  # the dispatcher is shutting down: start nothing new
+    rand: Callable[[], float]  # retry jitter
+    metrics: Metrics
+    notify_disconnected: Notifier
+
+
+class ChannelRun:
+    """Delivers one channel's claimed mail; `go()` returns the number of attempts. Every
+    time it acts on is read from the context's clock as it goes."""
+
+    def __init__(self, context: RunContext, channel: Channel) -> None:
+        self.ctx = context
+        self.store = context.store
+        self.clock = context.clock
         self.channel = channel
         self.credentials: Credentials | None = None  # a password's, asked for once a run
         self.asked = False
-        self.clock = clock  # None: a single pass at a fixed time (run_once)
         self.ledger: Ledger | None = (
             self.store.budget_ledger(channel.id, channel.budgets) if channel.budgets else None
         )
@@ -101,35 +120,39 @@ class ChannelRun:
         # seq -> the group commit marking it started, and its place in the group
         self.marks: dict[int, tuple[asyncio.Future[list[bool]], int]] = {}
 
-    def now(self, fixed: Instant) -> Instant:
-        return fixed if self.clock is None else self.clock()
-
     @property
     def stopped(self) -> bool:
         return (
-            self.effect is not ChannelEffect.NONE or self.budget_wait is not None or self.d.stopping
+            self.effect is not ChannelEffect.NONE
+            or self.budget_wait is not None
+            or self.ctx.stopping()
         )
 
-    async def go(self, now: Instant) -> int:
-        if not self._claim(now):
+    async def go(self) -> int:
+        if not self._claim(self.clock()):
             return 0
         workers = min(self.channel.max_connections, len(self.queue))
         try:
-            await asyncio.gather(*(self._work(now) for _ in range(workers)))
+            await asyncio.gather(*(self._work() for _ in range(workers)))
         finally:
             try:
                 self._flush()
-                await self._apply_effect(self.now(now))
+                await self._apply_effect(self.clock())
             finally:
-                self.d.liveness.holding.difference_update(self.claimed)
+                self.ctx.liveness.holding.difference_update(self.claimed)
         return self.attempts
 
     def _claim(self, now: Instant) -> bool:
-        opts = self.d.options
+        """Claim up to a batch, and no more than the budgets let start now beyond what is in
+        hand (at least one when nothing is: its turn finds out when the budget frees up)."""
+        opts = self.ctx.options
         limit = opts.batch
-        if self.ledger is not None:
-            allowed = self.ledger.allowance(now)
-            limit = min(limit, max(allowed, 1)) if allowed is not None else limit
+        allowed = None if self.ledger is None else self.ledger.allowance(now)
+        if allowed is not None:
+            wanted = allowed - len(self.queue)
+            if wanted < 1 and self.queue:
+                return False  # the claims in hand use up what the budgets allow
+            limit = min(limit, max(wanted, 1))
         claims = self.store.claim(
             channel_id=self.channel.id,
             now=now,
@@ -139,29 +162,28 @@ class ChannelRun:
         )
         self.queue.extend(claims)
         self.claimed.extend(c.seq for c in claims)
-        self.d.liveness.holding.update(c.seq for c in claims)
+        self.ctx.liveness.holding.update(c.seq for c in claims)
         self.drained_at = now if len(claims) < limit else None
         return bool(claims)
 
     def _refill(self, now: Instant) -> None:
         """Claim more before the queue runs dry, unless the outbox was just found drained."""
-        if len(self.queue) >= self.d.options.batch // 4:
+        if len(self.queue) >= self.ctx.options.batch // 4:
             return
         if self.drained_at is not None and now - self.drained_at < REFILL_PAUSE:
             return
         self._claim(now)
 
-    async def _work(self, fixed: Instant) -> None:
+    async def _work(self) -> None:
         while self.queue and not self.stopped:
             await self.turns.wait()  # no more than max_connections ahead of the oldest
             if not self.queue or self.stopped:
                 return
             claim = self.queue.popleft()
-            if self.clock is not None:
-                self._refill(self.clock())
+            self._refill(self.clock())
             position = self.turns.take()
             try:
-                record = await self._attempt(claim, fixed)
+                record = await self._attempt(claim)
             except _LeaseLost:
                 continue  # another worker holds it now; it is theirs to send and record
             finally:
@@ -171,7 +193,7 @@ class ChannelRun:
                 return
             self.attempts += 1
             self.records.append(record)
-            if len(self.records) >= self.d.options.flush_every:
+            if len(self.records) >= self.ctx.options.flush_every:
                 self._flush()
 
     def _flush(self) -> None:
@@ -179,44 +201,44 @@ class ChannelRun:
             records, self.records = self.records, []
             self.store.record_attempts(records)
 
-    async def _attempt(self, claim: Claim, fixed: Instant) -> AttemptRecord | None:
+    async def _attempt(self, claim: Claim) -> AttemptRecord | None:
         settlements: list[Settlement] = []
         untried: list[str] = []
         size = self.channel.max_recipients_per_message
         chunks = [claim.pending[i : i + size] for i in range(0, len(claim.pending), size)]
         for chunk in chunks:
             first = None if settlements else claim
-            taken = None if self.stopped else self._take_budget(len(chunk), fixed, first)
+            taken = None if self.stopped else self._take_budget(len(chunk), first)
             if taken is None:
                 if not settlements:
                     return None
                 untried.extend(chunk)
                 continue
             if first is not None and self.ledger is None:
-                await self._mark_started(claim, fixed)
+                await self._mark_started(claim)
                 if self.stopped:  # another connection disconnected or throttled meanwhile
                     return None
             started = time.perf_counter()
             result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started
             if self.ledger is not None and taken:
-                self.ledger.finish([(taken, self.now(fixed))])
+                self.ledger.finish([(taken, self.clock())])
             settlement = settle(
                 result,
                 pending=chunk,
                 failures=claim.failures,
                 policy=self.channel.retry,
-                now=self.now(fixed),
+                now=self.clock(),
                 expires_at=claim.expires_at,
-                rand=self.d.rand(),
+                rand=self.ctx.rand(),
             )
             settlements.append(settlement)
             outcomes = [str(r.outcome) for r in settlement.recipients]
-            self.d.metrics.attempt(self.channel.id, seconds, outcomes)
+            self.ctx.metrics.attempt(self.channel.id, seconds, outcomes)
             self._note_effect(settlement)
-        return self._record(claim, settlements, untried, self.now(fixed))
+        return self._record(claim, settlements, untried, self.clock())
 
-    async def _mark_started(self, claim: Claim, fixed: Instant) -> None:
+    async def _mark_started(self, claim: Claim) -> None:
         """Commit that this message's transaction starts (before MAIL or the API call): if
         this worker dies now, whoever takes the message over flags it possible_duplicate.
         The marks go ahead by up to max_connections messages (the next ones in the queue,
@@ -226,7 +248,7 @@ class ChannelRun:
         if claim.seq not in self.marks:
             ahead = [c.seq for c in self.queue if c.seq not in self.marks]
             group = (claim.seq, *ahead[: self.channel.max_connections - 1])
-            marking = asyncio.ensure_future(self.d.liveness.started(group, self.now(fixed)))
+            marking = asyncio.ensure_future(self.ctx.liveness.started(group, self.clock()))
             self.marks.update((seq, (marking, i)) for i, seq in enumerate(group))
         pending, index = self.marks.pop(claim.seq)
         if not (await pending)[index]:
@@ -243,7 +265,7 @@ class ChannelRun:
                 credentials = await self._credentials(rejected)
             except CredentialsFailed as failed:
                 return TransactionResult(Stage.AUTH, failed.reply)
-            result = await self.d.transport.send(self.channel, credentials, envelope, content)
+            result = await self.ctx.transport.send(self.channel, credentials, envelope, content)
             provider = self.channel.oauth
             if provider is None or not credentials_rejected(result.reply, result.stage):
                 return result
@@ -257,18 +279,18 @@ class ChannelRun:
         in memory and renews it ahead of expiry, so a long run never sends a stale one)."""
         if self.channel.oauth is None and self.asked:
             return self.credentials
-        credentials = await self.d.credentials(self.channel, rejected=rejected)
+        credentials = await self.ctx.credentials(self.channel, rejected=rejected)
         self.credentials, self.asked = credentials, True
         return credentials
 
-    def _take_budget(self, recipients: int, fixed: Instant, first: Claim | None) -> int | None:
+    def _take_budget(self, recipients: int, first: Claim | None) -> int | None:
         """The ledger id of a transaction allowed to start now (0 without budgets), or None
         when the budgets are spent for now. For a message's first transaction the ledger
         also marks it started; raises _LeaseLost when another worker has it."""
         if self.ledger is None:
             return 0
-        start = (first.seq, self.d.options.worker) if first is not None else None
-        taken, wait = self.ledger.take(self.now(fixed), recipients, start=start)
+        start = (first.seq, self.ctx.options.worker) if first is not None else None
+        taken, wait = self.ledger.take(self.clock(), recipients, start=start)
         if wait is not None:
             self.budget_wait = wait
         elif taken is None and first is not None:
@@ -300,7 +322,7 @@ class ChannelRun:
         next_times = [s.next_attempt_at for s in settlements if s.next_attempt_at is not None]
         return AttemptRecord(
             claim=claim,
-            worker=self.d.options.worker,
+            worker=self.ctx.options.worker,
             at=now,
             stage=str(recipients[-1].stage) if recipients else "",
             recipients=recipients,
@@ -356,27 +378,19 @@ class ChannelRun:
         self.store.add_events(
             [new_event(channel.organization_id, "channel.disconnected", now, data)]
         )
-        await self.d.transport.forget(channel.id)
-        await self.d.notify_disconnected(channel, self.effect_reply or "", now)
+        await self.ctx.transport.forget(channel.id)
+        await self.ctx.notify_disconnected(channel, self.effect_reply or "", now)
         log.warning("channel %s disconnected: %s", channel.id, self.effect_reply)
 
     def _throttle(self, now: Instant) -> None:
-        """Pause the channel: for exactly as long as the provider said (Retry-After), else
-        60 s doubling with each consecutive throttle; a daily quota waits for its window."""
-        level = self.channel.throttle_level + 1
-        pause = min(THROTTLE_FIRST * 2 ** (level - 1), THROTTLE_MAX)
-        if self.effect_wait is not None:
-            level, pause = self.channel.throttle_level, max(self.effect_wait, 0.0)
+        """Pause the channel as domain/throttle.py escalates it."""
+        daily = None
         if self.effect is ChannelEffect.THROTTLE_DAILY:
-            pause = max(pause, self._daily_wait(now))
-        self.store.set_channel_throttle(self.channel.id, now + pause, level)
+            starts = None if self.ledger is None else self.ledger.log(now).times
+            daily = daily_quota_wait(starts, now)
+        level, wait = self.channel.throttle_level, self.effect_wait
+        pause = escalate(level, retry_after=wait, daily_wait=daily)
+        self.store.set_channel_throttle(self.channel.id, now + pause.seconds, pause.level)
         log.warning(
-            "channel %s throttled for %.0f s: %s", self.channel.id, pause, self.effect_reply
+            "channel %s throttled for %.0f s: %s", self.channel.id, pause.seconds, self.effect_reply
         )
-
-    def _daily_wait(self, now: Instant) -> float:
-        """A daily-quota reply: wait until the oldest start of the last 24 h ages out."""
-        if self.ledger is None:
-            return THROTTLE_DAILY
-        in_window = [t for t in self.ledger.log(now).times if t > now - 86_400]
-        return max(in_window[0] + 86_400 - now, THROTTLE_FIRST) if in_window else THROTTLE_DAILY

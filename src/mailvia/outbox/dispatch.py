@@ -1,9 +1,12 @@
 """Dispatch: find channels with due mail and run each one's delivery on its own, so a slow,
 throttled or backlogged channel never delays another.
 
-`run_once(now)` is one pass at a given time, so tests drive it without sleeping;
-`run_forever(clock, stop)` keeps one task per busy channel until `stop` is set, and beats
-(outbox/liveness.py) so that its claims last while it runs and come back soon after it dies.
+Both take one clock (`time.time` in service, a `SteppingClock` in tests) and read every
+time from it. `run_once(clock)` is one pass: each due channel's run claims, delivers and
+claims more (refills) as in service, until its mail, its budget or its turn runs out; tests
+drive it without sleeping. `run_forever(clock, stop)` keeps one task per busy channel until
+`stop` is set, and beats (outbox/liveness.py) so that its claims last while it runs and come
+back soon after it dies.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mailvia.domain.channel import Channel, ChannelState
-from mailvia.domain.clock import Instant
+from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
-from mailvia.outbox.channel_run import ChannelRun, new_event
+from mailvia.outbox.channel_run import ChannelRun, RunContext, new_event
+from mailvia.outbox.dispatch_ports import DispatchOptions, DispatchStore, Notifier
 from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.metrics import NO_METRICS
-from mailvia.outbox.ports import CredentialSource, Store, Transport, WorkerRegistry
+from mailvia.outbox.ports import CredentialSource, Transport, WorkerRegistry
 from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
@@ -32,18 +35,6 @@ IDLE_POLL = 1.0  # seconds between looks for mail submitted by other processes
 # transaction, and passes come many times a second while mail trickles in.
 EXPIRE_EVERY = 10.0  # seconds
 EXPIRE_BATCH = 1000  # messages of each state expired per transaction (memory stays flat)
-
-Notifier = Callable[[Channel, str, Instant], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class DispatchOptions:
-    worker: str
-    lease_seconds: float = 30.0  # how long a claim outlives its worker's last beat
-    batch: int = 200
-    flush_every: int = 100
-    host: str = ""  # shown in the worker's heartbeat row
-    pid: int = 0
 
 
 async def _no_notice(channel: Channel, reason: str, now: Instant) -> None:
@@ -55,7 +46,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: DispatchStore,
         transport: Transport,
         *,
         credentials: CredentialSource,
@@ -90,18 +81,20 @@ class Dispatcher:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake.set)
 
-    async def run_once(self, now: Instant) -> int:
-        """One pass at time `now`: expire, then one batch per due channel, all channels side by
-        side. Returns the number of attempts."""
+    async def run_once(self, clock: Clock) -> int:
+        """One pass: expire, then one run per channel due at the clock's time, all channels
+        side by side (each claims more as it goes, as in service). Returns the number of
+        attempts."""
+        now = clock()
         while True:  # a full batch: there may be more
             expired = self.store.expire_due(now, self.options.worker, limit=EXPIRE_BATCH)
             if len(expired) < EXPIRE_BATCH:
                 break
         due = self.store.channels_due(now)
-        counts = await asyncio.gather(*(self._drain(cid, now, None) for cid in due))
+        counts = await asyncio.gather(*(self._drain(cid, clock) for cid in due))
         return sum(counts)
 
-    async def run_forever(self, clock: Callable[[], Instant], stop: asyncio.Event) -> None:
+    async def run_forever(self, clock: Clock, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then let in-flight transactions finish."""
         self._loop = asyncio.get_running_loop()
         running: dict[str, asyncio.Task[int]] = {}
@@ -122,9 +115,7 @@ class Dispatcher:
         self.stopping = True
         await self._finish(running, clock)
 
-    async def _finish(
-        self, running: dict[str, asyncio.Task[int]], clock: Callable[[], Instant]
-    ) -> None:
+    async def _finish(self, running: dict[str, asyncio.Task[int]], clock: Clock) -> None:
         """Let in-flight transactions finish (beating meanwhile), then sign off."""
         while running:
             await asyncio.wait(running.values(), timeout=self.liveness.every)
@@ -134,9 +125,7 @@ class Dispatcher:
         with contextlib.suppress(StoreUnavailable):
             self.liveness.stop()
 
-    def _start_due(
-        self, clock: Callable[[], Instant], running: dict[str, asyncio.Task[int]]
-    ) -> float:
+    def _start_due(self, clock: Clock, running: dict[str, asyncio.Task[int]]) -> float:
         now = clock()
         if self._expired_at is None or not 0 <= now - self._expired_at < EXPIRE_EVERY:
             expired = self.store.expire_due(now, self.options.worker, limit=EXPIRE_BATCH)
@@ -144,22 +133,35 @@ class Dispatcher:
             self._expired_at = None if len(expired) >= EXPIRE_BATCH else now
         for channel_id in self.store.channels_due(now):
             if channel_id not in running:
-                running[channel_id] = asyncio.create_task(self._drain(channel_id, now, clock))
+                running[channel_id] = asyncio.create_task(self._drain(channel_id, clock))
         next_due = self.store.next_due_at()
         if next_due is None or next_due <= now:
             return IDLE_POLL  # nothing waiting, or all of it is being worked on
         return min(next_due - now, IDLE_POLL)
 
-    async def _drain(
-        self, channel_id: str, now: Instant, clock: Callable[[], Instant] | None
-    ) -> int:
+    async def _drain(self, channel_id: str, clock: Clock) -> int:
         try:
             channel = self.store.get_channel(channel_id)
         except NotFound:
             return 0
         if channel.state is not ChannelState.ACTIVE:
             return 0
-        return await ChannelRun(self, channel, clock).go(now)
+        return await ChannelRun(self.context(clock), channel).go()
+
+    def context(self, clock: Clock) -> RunContext:
+        """What a channel run works with (read afresh each run: tests swap the transport)."""
+        return RunContext(
+            store=self.store,
+            transport=self.transport,
+            credentials=self.credentials,
+            clock=clock,
+            options=self.options,
+            liveness=self.liveness,
+            stopping=lambda: self.stopping,
+            rand=self.rand,
+            metrics=self.metrics,
+            notify_disconnected=self.notify_disconnected,
+        )
 
 
 def _reap(running: dict[str, asyncio.Task[int]]) -> None:
@@ -192,4 +194,4 @@ async def _wait_any(
                 await waiter
 
 
-__all__ = ["DispatchOptions", "Dispatcher", "new_event"]
+__all__ = ["DispatchOptions", "Dispatcher", "Notifier", "new_event"]

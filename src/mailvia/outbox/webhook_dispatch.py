@@ -5,8 +5,9 @@ A delivery that fails (no 2xx answer, a timeout, a refused address) is retried 1
 then 20 s, 40 s ... at most an hour apart, and given up 24 h after it was queued; each
 delivery has its own schedule, so one event that keeps failing never holds up later ones.
 
-`run_once(now)` is one pass at a given time, so tests drive retries without sleeping;
-`run_forever(clock, stop)` polls every second until `stop` is set.
+Both take one clock (`time.time` in service, a `SteppingClock` in tests): `run_once(clock)`
+is one pass, each webhook delivering until none of its deliveries is due, so tests drive
+retries without sleeping; `run_forever(clock, stop)` polls every second until `stop` is set.
 
 Side effects: queues, leases and settles deliveries in the store; POSTs through the sender.
 """
@@ -16,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 
-from mailvia.domain.clock import Instant
+from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.errors import MailviaError, StoreUnavailable
 from mailvia.outbox.metrics import NO_METRICS
 from mailvia.outbox.ports import Vault
@@ -62,20 +62,21 @@ class WebhookDispatcher:
         self.lease_seconds = lease_seconds
         self.stopping = False
 
-    async def run_once(self, now: Instant) -> int:
-        """Queue new events, then one batch per webhook with due deliveries, side by side.
-        Returns the number of attempts."""
+    async def run_once(self, clock: Clock) -> int:
+        """Queue new events, then deliver each webhook's due deliveries, webhooks side by
+        side. Returns the number of attempts."""
+        now = clock()
         self.store.queue_webhook_events(now, limit=QUEUE_LIMIT, backlog=BACKLOG)
         due = self.store.webhooks_due(now)
-        counts = await asyncio.gather(*(self._drain(wid, now, None) for wid in due))
+        counts = await asyncio.gather(*(self._drain(wid, clock) for wid in due))
         return sum(counts)
 
-    async def run_forever(self, clock: Callable[[], Instant], stop: asyncio.Event) -> None:
+    async def run_forever(self, clock: Clock, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then let the POSTs in flight finish."""
         running: dict[str, asyncio.Task[int]] = {}
         while not stop.is_set():
             try:
-                self._start_due(clock(), clock, running)
+                self._start_due(clock, running)
             except StoreUnavailable as exc:
                 log.warning("store unavailable, retrying: %s", exc)
             stopped = asyncio.ensure_future(stop.wait())
@@ -94,22 +95,18 @@ class WebhookDispatcher:
         if running:
             await asyncio.wait(running.values())
 
-    def _start_due(
-        self, now: Instant, clock: Callable[[], Instant], running: dict[str, asyncio.Task[int]]
-    ) -> None:
+    def _start_due(self, clock: Clock, running: dict[str, asyncio.Task[int]]) -> None:
+        now = clock()
         self.store.queue_webhook_events(now, limit=QUEUE_LIMIT, backlog=BACKLOG)
         for webhook_id in self.store.webhooks_due(now):
             if webhook_id not in running:
-                running[webhook_id] = asyncio.create_task(self._drain(webhook_id, now, clock))
+                running[webhook_id] = asyncio.create_task(self._drain(webhook_id, clock))
 
-    async def _drain(
-        self, webhook_id: str, now: Instant, clock: Callable[[], Instant] | None
-    ) -> int:
-        """Deliver the webhook's due deliveries, `in_flight` at a time: one batch at `now`
-        (run_once), or until none is due (run_forever)."""
+    async def _drain(self, webhook_id: str, clock: Clock) -> int:
+        """Deliver the webhook's due deliveries, `in_flight` at a time, until none is due."""
         attempts = 0
         while not self.stopping:
-            at = now if clock is None else clock()
+            at = clock()
             jobs = self.store.claim_webhook_deliveries(
                 webhook_id, now=at, limit=self.in_flight, lease_until=at + self.lease_seconds
             )
@@ -118,13 +115,9 @@ class WebhookDispatcher:
             done = await asyncio.gather(*(self._deliver(job, at, clock) for job in jobs))
             self.store.record_webhook_attempts(done)
             attempts += len(done)
-            if clock is None:
-                break
         return attempts
 
-    async def _deliver(
-        self, job: WebhookJob, now: Instant, clock: Callable[[], Instant] | None
-    ) -> WebhookAttempt:
+    async def _deliver(self, job: WebhookJob, now: Instant, clock: Clock) -> WebhookAttempt:
         try:
             secret = self.vault.open(job.sealed_secret).decode()
         except MailviaError as exc:
@@ -138,8 +131,7 @@ class WebhookDispatcher:
                 timestamp=now,
                 body=payload(job.event),
             )
-        at = now if clock is None else clock()
-        return self._settle(job, result, at)
+        return self._settle(job, result, clock())
 
     def _settle(self, job: WebhookJob, result: WebhookResult, at: Instant) -> WebhookAttempt:
         attempt = job.attempts + 1

@@ -3,8 +3,8 @@ migrations. `migrate(url)` brings a database to the current schema; `open_store(
 
 from __future__ import annotations
 
-from mailvia.store.channels import KEEP
 from mailvia.store.files import make_private
+from mailvia.store.keep import KEEP
 from mailvia.store.migration import migrate
 from mailvia.store.sqlstore import SqlStore
 

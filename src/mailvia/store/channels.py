@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,15 +28,9 @@ from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import PENDING
 from mailvia.domain.retry import RetryPolicy
 from mailvia.store.engine import Database
+from mailvia.store.keep import KEEP
+from mailvia.store.keep import Keep as _Keep
 from mailvia.store.tables import channels, messages, organizations
-
-
-class _Keep(Enum):
-    KEEP = "keep"
-
-
-KEEP = _Keep.KEEP
-"""Passed as `secret` to `update_channel`: leave the stored secret as it is."""
 
 
 def _known(cls: Any, data: dict[str, Any]) -> dict[str, Any]:

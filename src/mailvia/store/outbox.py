@@ -207,8 +207,10 @@ class OutboxStore:
 
     def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
         """Give claimed messages back unsent: they and their `sending` recipients become
-        `state` (queued, deferred or held), due now, lease cleared. Only messages still leased
-        to the claim's worker change (one re-claimed after its lease expired is left alone)."""
+        `state` (queued, deferred or held), lease cleared, and due when they were, or now if
+        that was later: mail given back keeps its place in the queue. Only messages still
+        leased to the claim's worker change (one re-claimed after its lease expired is left
+        alone)."""
         if State(state) not in (State.QUEUED, State.DEFERRED, State.HELD):
             raise InvalidInput(f"unclaim: cannot put messages back as {state}")
         by_worker: dict[str, list[int]] = defaultdict(list)
@@ -355,7 +357,15 @@ def _give_back(
         .where(m.seq.in_(held))
         .values(
             state=state.value,
-            next_attempt_at=now,
+            # Never pushed past now: a run that gives back claims (at shutdown, or its budget
+            # spent) must not put them behind mail submitted since.
+            next_attempt_at=sa.case(
+                (
+                    sa.and_(m.next_attempt_at.is_not(None), m.next_attempt_at < now),
+                    m.next_attempt_at,
+                ),
+                else_=now,
+            ),
             lease_owner=None,
             lease_expires_at=None,
             started_at=None,

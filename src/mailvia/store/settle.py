@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import TERMINAL, State, message_state
+from mailvia.domain.retry import GAVE_UP
 from mailvia.outbox.ports import AttemptRecord
 from mailvia.outbox.records import Event, MessageView
 from mailvia.store.engine import Database
@@ -19,7 +20,6 @@ from mailvia.store.message_reads import read_message
 from mailvia.store.rows import chunks, event_id
 from mailvia.store.tables import attempts, messages, recipients
 
-GAVE_UP = (451, "4.4.7", "mailvia: gave up after the retry period")  # RFC 3463 X.4.7
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
 _EXPIRABLE = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
 _TERMINAL = sorted(s.value for s in TERMINAL)

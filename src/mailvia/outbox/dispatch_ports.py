@@ -1,0 +1,70 @@
+"""What the dispatch core needs from the store, and nothing more: `DispatchStore`, the
+narrow port of outbox/dispatch.py and outbox/channel_run.py. The SQL store and the memory
+store implement it (store/sqlstore.py, store/memory/)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailvia.domain.channel import Budget, Channel, ChannelState
+from mailvia.domain.clock import Instant
+from mailvia.domain.message import State
+from mailvia.outbox.ports import AttemptRecord, Claim, Ledger
+from mailvia.outbox.records import Event
+
+Notifier = Callable[[Channel, str, Instant], Awaitable[None]]  # a channel, why, when
+
+
+@dataclass(frozen=True)
+class DispatchOptions:
+    """A dispatcher's settings (docs/settings.md)."""
+
+    worker: str
+    lease_seconds: float = 30.0  # how long a claim outlives its worker's last beat
+    batch: int = 200  # messages per claim (CLAIM_BATCH)
+    flush_every: int = 100  # attempts recorded per transaction
+    host: str = ""  # shown in the worker's heartbeat row
+    pid: int = 0
+
+
+class DispatchStore(Protocol):
+    """Finding due mail, claiming it, settling it, and the channel's state as delivery
+    changes it. Each method is one transaction."""
+
+    def expire_due(self, now: Instant, events_for: str, *, limit: int = 1000) -> list[Event]:
+        """Give up on waiting and held mail past its give-up time (up to `limit` per state)."""
+        ...
+
+    def channels_due(self, now: Instant) -> list[str]:
+        """Active, unthrottled channels with claimable mail."""
+        ...
+
+    def next_due_at(self) -> Instant | None:
+        """When the next message of an active channel becomes claimable (None: nothing)."""
+        ...
+
+    def get_channel(self, channel_id: str) -> Channel: ...
+    def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger: ...
+
+    def claim(
+        self, *, channel_id: str, now: Instant, limit: int, lease_until: Instant, worker: str
+    ) -> list[Claim]:
+        """Lease up to `limit` claimable messages, oldest due first."""
+        ...
+
+    def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
+        """Give claims back unsent, in `state`, keeping their place in the queue."""
+        ...
+
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
+    def set_channel_state(
+        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
+    ) -> Channel: ...
+    def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None: ...
+    def hold_channel(self, channel_id: str, now: Instant) -> int:
+        """Hold the channel's waiting mail; returns how many messages."""
+        ...
+
+    def add_events(self, events: Sequence[Event]) -> None: ...

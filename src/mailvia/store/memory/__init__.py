@@ -1,0 +1,42 @@
+"""MemoryStore: the outbox in memory, for the logic tests (routing, submitting, dispatching,
+shaping, retries) that need no database: the same contract as the SQL store for tenancy,
+channels, the outbox, its events, the workers' heartbeats and the budget ledger
+(tests/integration/test_store_contract.py runs on both), none of its durability.
+
+Everything lives in plain objects under one lock; each method is one transaction. Sessions,
+webhooks and OAuth tokens are the SQL store's alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mailvia.domain.cursors import CursorSeal
+from mailvia.store.memory.budgets import MemoryBudgets, Usage
+from mailvia.store.memory.data import Data
+from mailvia.store.memory.outbox import MemoryOutbox
+from mailvia.store.memory.reads import MemoryReads, MemoryWorkers
+from mailvia.store.memory.tenancy import MemoryChannels, MemoryTenancy
+
+
+class MemoryStore(
+    MemoryTenancy, MemoryChannels, MemoryOutbox, MemoryReads, MemoryWorkers, MemoryBudgets
+):
+    """The outbox and what it refers to, in memory (one process, gone when it ends)."""
+
+    def __init__(self, *, cursor_key: bytes | None = None) -> None:
+        self._d = Data()
+        self._usage: dict[str, Usage] = {}
+        self._cursors = CursorSeal(cursor_key or os.urandom(32))
+
+    def use_cursor_key(self, key: bytes) -> None:
+        self._cursors = CursorSeal(key)
+
+    def close(self) -> None:
+        """Nothing to close (the SQL store's counterpart disposes of its connections)."""
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+
+__all__ = ["MemoryStore"]
