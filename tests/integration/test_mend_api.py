@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import AsyncIterator
 from email.parser import BytesParser
 from email.policy import default
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
