@@ -32,7 +32,7 @@ from mailvia.outbox.records import WaitingMail
 
 # How each door names the two ways out for a channel's mail (its Conflict says them all).
 CHOICES = (
-    "cancel it or move it to another channel (API: ?mail=cancel or ?mail=move&to=CHANNEL; "
+    "cancel them or move them to another channel (API: ?mail=cancel or ?mail=move&to=CHANNEL; "
     "CLI: --cancel-mail or --move-mail-to CHANNEL; or on the channel's page)"
 )
 
@@ -146,7 +146,8 @@ class ChannelMending:
         kept: tuple[Kept, ...] = ()
         if waiting and mail is None:
             raise Conflict(
-                f"channel {channel.name!r} still has {len(waiting)} message(s) waiting: " + CHOICES
+                f"channel {channel.name!r} still has {len(waiting)} message(s) waiting to send: "
+                + CHOICES
             )
         if waiting and mail is MailChoice.CANCEL:
             reason = f"by {actor.email}: channel {channel.name} was removed"
