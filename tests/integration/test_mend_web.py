@@ -138,6 +138,9 @@ async def test_an_edit_saved_without_testing_and_bad_input(world: World) -> None
         bad = await jane.post(url + "/edit", form | {"port": port})
         assert bad.status_code == 400 and "port" in text_of(bad), port
     assert (await jane.post(url + "/edit", form | {"security": "ssl"})).status_code == 400
+    for connections in ("0", "101", "many"):
+        bad = await jane.post(url + "/edit", form | {"max_connections": connections})
+        assert bad.status_code == 400 and "connections at once" in text_of(bad), connections
     saved = await jane.post(url + "/edit", form | {"host": "localhost", "no_test": "on"})
     assert saved.status_code == 303
     assert world.store.get_channel(channel.id).host == "localhost"

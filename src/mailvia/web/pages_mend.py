@@ -45,8 +45,8 @@ def changes_of(channel: Channel, form: FormData) -> ChannelChanges:
 
     security, auth = changed("security") or "", changed("auth") or ""
     connections = changed("max_connections")
-    if connections is not None and not connections.isdigit():
-        raise InvalidChannel("max_connections: a number from 1 to 100")
+    if connections is not None and not (connections.isdigit() and 1 <= int(connections) <= 100):
+        raise InvalidChannel("connections at once: a number from 1 to 100")
     budgets = changed("budgets")
     return ChannelChanges(
         name=changed("name"),
