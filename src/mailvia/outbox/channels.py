@@ -264,13 +264,6 @@ class Channels:
             raise Forbidden("only the channel's owner or an admin may change it")
         return channel
 
-    def update(self, actor: User, ref: str, changes: ChannelChanges) -> Channel:
-        """Change a channel in place (its owner or an admin) without testing it; a new
-        password is sealed. Raises NotFound, Forbidden, InvalidChannel, Conflict (the name is
-        taken)."""
-        _old, updated = self.edited(actor, ref, changes)
-        return self.save(updated, changes.password)
-
     def edited(self, actor: User, ref: str, changes: ChannelChanges) -> tuple[Channel, Channel]:
         """The channel as it is and as `changes` would make it, checked, nothing stored.
         Raises NotFound, Forbidden (not the owner nor an admin), InvalidChannel (fields that

@@ -116,7 +116,7 @@ class ChannelMending:
             return Edit(self.channels.save(updated, None), None, saved=True)
         if not test:
             saved = self.channels.save(updated, changes.password)
-            await self.tester.transport.forget(saved.id)  # no session keeps the old settings
+            await self.tester.forget(saved.id)  # no session keeps the old settings
             return Edit(saved, None, True, retried=self.store.retry_channel_now(saved.id, now))
         report = await self.tester.probe(updated, changes.password)
         if not report.ok:

@@ -161,6 +161,10 @@ class ChannelTester:
         self.channels.on_change(channel.id)
         return Reconnection(report, channel, reconnected, released)
 
+    async def forget(self, channel_id: str) -> None:
+        """Close the transport's pooled connections of a channel whose settings changed."""
+        await self.transport.forget(channel_id)
+
     async def probe(self, channel: Channel, password: str | None) -> ProbeReport:
         """Probe a channel as given (e.g. edited, not yet saved), signing in with `password`
         (None: the stored one). Stores nothing."""
