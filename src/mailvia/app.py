@@ -32,6 +32,7 @@ from mailvia.outbox.backlog import Backlog
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
 from mailvia.outbox.listeners import Listeners
+from mailvia.outbox.mend import ChannelMending
 from mailvia.outbox.messages import Messages
 from mailvia.outbox.notices import Notices
 from mailvia.outbox.oauth.apps import OAuthApps
@@ -160,6 +161,14 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         listening.bound(url)
         return asgi_app(services, settings)
 
+    tester = ChannelTester(
+        store,
+        channels,
+        Prober(guard, apis=transport.apis),
+        transport=transport,
+        messages=TestMessages(store, submitter, clock=time.time),
+        tokens=credentials,
+    )
     services = Services(
         tenancy=tenancy,
         setup=Setup(store, tenancy),
@@ -169,14 +178,8 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         sessions=sessions,
         tokens=tokens,
         channels=channels,
-        tester=ChannelTester(
-            store,
-            channels,
-            Prober(guard, apis=transport.apis),
-            transport=transport,
-            messages=TestMessages(store, submitter, clock=time.time),
-            tokens=credentials,
-        ),
+        tester=tester,
+        mend=ChannelMending(store, channels, tester, oauth.mailboxes),
         mailboxes=oauth.mailboxes,
         oauth_apps=oauth.apps,
         oauth=oauth.connect,

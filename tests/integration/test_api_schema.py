@@ -89,7 +89,7 @@ def test_the_api_answers_as_its_openapi_document_says(api: Api) -> None:
     headers = auth(api)
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 29
+    assert len(operations) == 30
     for operation in operations:
         for mode in GenerationMode:
 
@@ -144,6 +144,7 @@ def test_successful_answers_match_the_document_too(api: Api) -> None:
         ("PATCH", "/v1/channels/{id}", {"path_parameters": {"id": relay}, "body": {}}, 200),
         ("POST", "/v1/channels/{id}/pause", {"path_parameters": {"id": relay}}, 200),
         ("POST", "/v1/channels/{id}/resume", {"path_parameters": {"id": relay}}, 200),
+        ("POST", "/v1/channels/{id}/cancel-mail", {"path_parameters": {"id": relay}}, 200),
         ("DELETE", "/v1/channels/{id}", {"path_parameters": {"id": "new"}}, 204),
         ("GET", "/v1/presets", {}, 200),
         ("GET", "/v1/organization", {}, 200),

@@ -122,7 +122,8 @@ async def test_channels_add_show_change_pause_resume_remove(api: Api) -> None:
     assert channel["budgets"] == [{"count": 30, "per_seconds": 60.0, "unit": "messages"}]
     assert_problem(await jane.post("/v1/channels", json=body), 409, "already exists")
 
-    patch = {"name": "jane's box", "max_connections": 2, "password": "n3w"}
+    # A new password is tested before it is saved; smtp.acme.test is nowhere: save untested.
+    patch = {"name": "jane's box", "max_connections": 2, "password": "n3w", "test": False}
     changed = (await jane.patch(f"/v1/channels/{channel['id']}", json=patch)).json()
     assert changed["name"] == "jane's box" and changed["max_connections"] == 2
     assert changed["host"] == "smtp.acme.test" and changed["budgets"] == channel["budgets"]
@@ -219,7 +220,7 @@ async def test_every_operation_needs_a_token(api: Api) -> None:
         for method in item
         if path != "/healthz"
     ]
-    assert len(operations) == 28
+    assert len(operations) == 29
     for method, path in operations:
         body = {} if method in ("post", "patch") else None
         response = await anonymous.request(method.upper(), path, json=body)

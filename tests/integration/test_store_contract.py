@@ -575,6 +575,40 @@ def test_cancel_only_waiting_mail(store: SqlStore) -> None:
         s.cancel_message("m9", T0)
 
 
+def test_a_channels_waiting_mail_is_cancelled_or_moved_and_its_deferred_mail_retried(
+    store: SqlStore,
+) -> None:
+    s = store
+    s.add_messages([new(f"m{i}", at=T0 + i) for i in range(5)])
+    (c0,) = grab(s, limit=1)  # m0 deferred
+    s.record_attempts(
+        [record(c0, later("bob@example.test"), state=State.DEFERRED, next_at=T0 + 600)]
+    )
+    assert [c.message_id for c in grab(s, now=T0 + 1, limit=1)] == ["m1"]  # being sent
+    waiting = s.waiting_mail("ch_a")
+    assert [w.id for w in waiting] == ["m0", "m2", "m3", "m4"]  # submission order
+    assert waiting[0].user_id == "usr_1" and waiting[0].head == b"Subject: hi"
+    assert s.retry_channel_now("ch_a", T0 + 5) == 1
+    assert s.get_message("m0").next_attempt_at == T0 + 5
+    assert s.move_mail("ch_a", ["m0", "m1", "m2"], "ch_b", held=False, now=T0 + 6) == 2
+    assert [s.get_message(m).channel_id for m in ("m0", "m1", "m2")] == ["ch_b", "ch_a", "ch_b"]
+    assert s.get_message("m0").state is State.QUEUED
+    assert s.move_mail("ch_a", ["m3"], "ch_b", held=True, now=T0 + 6) == 1
+    m3 = s.get_message("m3")
+    assert m3.state is State.HELD and m3.recipients[0].state is State.HELD
+    assert s.cancel_channel_mail("ch_a", T0 + 7, "by jane: gone") == 1  # m4; m1 is sending
+    m4 = s.get_message("m4")
+    assert m4.state is State.CANCELLED and m4.recipients[0].reply is not None
+    assert m4.recipients[0].reply.text == "mailvia: cancelled: by jane: gone"
+    assert s.cancel_channel_mail("ch_b", T0 + 8, "by boss", ids=["m3"]) == 1
+    assert s.get_message("m0").state is State.QUEUED
+    events = s.list_events("org_1", cursor=None, limit=10)[0]
+    assert [(e.type, e.data["message_id"], e.data["reason"]) for e in events] == [
+        ("message.cancelled", "m4", "by jane: gone"),
+        ("message.cancelled", "m3", "by boss"),
+    ]
+
+
 def test_listing_pages_newest_first_with_filters(store: SqlStore) -> None:
     s = store
     s.add_messages([new(f"m{i}", ch="ch_b" if i % 3 == 0 else "ch_a") for i in range(7)])

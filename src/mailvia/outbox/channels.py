@@ -1,5 +1,6 @@
-"""Channel use cases: add from a preset or by hand, enforce credential scope, list, pause,
-resume, remove. Passwords are sealed by the vault before they reach the store; a password
+"""Channel use cases: add from a preset or by hand, enforce credential scope, list, change
+(`edited` checks, `save` stores; mend.py tests an edit before saving it), pause, resume,
+remove. Passwords are sealed by the vault before they reach the store; a password
 typed into a form rides back to the same user's browser sealed too (`seal_typed`), never in
 clear."""
 
@@ -108,13 +109,26 @@ class ChannelSpec:
 
 @dataclass(frozen=True)
 class ChannelChanges:
-    """Fields to change on a saved channel; None leaves a field as it is."""
+    """Fields to change on a saved channel; None leaves a field as it is (an empty
+    `username` clears it)."""
 
     name: str | None = None
     password: str | None = field(default=None, repr=False)
     budgets: tuple[Budget, ...] | None = None
     max_recipients_per_message: int | None = None
     max_connections: int | None = None
+    host: str | None = None
+    port: int | None = None
+    security: Security | None = None
+    auth: Auth | None = None
+    username: str | None = None
+
+    @property
+    def connection(self) -> bool:
+        """Whether a field that connecting or signing in uses changes (then the channel is
+        tested again before it is saved)."""
+        fields = (self.host, self.port, self.security, self.auth, self.username, self.password)
+        return any(f is not None for f in fields)
 
 
 class Channels:
@@ -242,21 +256,37 @@ class Channels:
             raise NotFound(f"no channel {ref!r}")
         return found
 
-    def _manageable(self, actor: User, ref: str) -> Channel:
+    def manageable(self, actor: User, ref: str) -> Channel:
+        """The channel if the actor may change it (its owner or an admin). Raises NotFound,
+        Forbidden."""
         channel = self.get(actor, ref)
         if channel.owner.user_id != actor.id and not actor.is_admin:
             raise Forbidden("only the channel's owner or an admin may change it")
         return channel
 
-    def update(self, actor: User, ref: str, changes: ChannelChanges) -> Channel:
-        """Change a channel in place (its owner or an admin); a new password is sealed.
-        Raises NotFound, Forbidden, InvalidChannel, Conflict (the name is taken)."""
-        channel = self._manageable(actor, ref)
+    def edited(self, actor: User, ref: str, changes: ChannelChanges) -> tuple[Channel, Channel]:
+        """The channel as it is and as `changes` would make it, checked, nothing stored.
+        Raises NotFound, Forbidden (not the owner nor an admin), InvalidChannel (fields that
+        do not fit together, an OAuth mailbox's connection, a plain-text host not allowed)."""
+        channel = self.manageable(actor, ref)
         if changes.name is not None:
             _check_name(changes.name)
+        if channel.oauth is not None and changes.connection:
+            raise InvalidChannel(
+                "an OAuth mailbox's server and sign-in come from its provider: reconnect it "
+                "instead of editing them"
+            )
+        if changes.auth is Auth.XOAUTH2 and channel.oauth is None:
+            raise InvalidChannel("auth xoauth2: connect the mailbox by OAuth instead")
+        username = channel.username if changes.username is None else changes.username.strip()
         updated = replace(
             channel,
             name=channel.name if changes.name is None else changes.name.strip(),
+            host=channel.host if changes.host is None else changes.host.strip(),
+            port=channel.port if changes.port is None else changes.port,
+            security=changes.security or channel.security,
+            auth=changes.auth or channel.auth,
+            username=username or None,
             budgets=channel.budgets if changes.budgets is None else changes.budgets,
             max_recipients_per_message=changes.max_recipients_per_message
             or channel.max_recipients_per_message,
@@ -264,23 +294,30 @@ class Channels:
             has_password=channel.has_password or bool(changes.password),
         )
         check_channel(updated)
+        if updated.security is Security.NONE:
+            self.check_plaintext_host(updated.host)
+        return channel, updated
+
+    def save(self, updated: Channel, password: str | None) -> Channel:
+        """Store a channel `edited` made (a new password sealed, else the stored one kept).
+        Raises NotFound, Conflict (the name is taken)."""
         secret: bytes | None
-        if changes.password:
-            secret = self.vault.seal(changes.password.encode())
+        if password:
+            secret = self.vault.seal(password.encode())
         else:
-            secret = self.store.channel_secret(channel.id)
-        updated = self.store.update_channel(updated, secret)
-        self.on_change(updated.id)
-        return updated
+            secret = self.store.channel_secret(updated.id)
+        saved = self.store.update_channel(updated, secret)
+        self.on_change(saved.id)
+        return saved
 
     def remove(self, actor: User, ref: str) -> None:
-        channel = self._manageable(actor, ref)
+        channel = self.manageable(actor, ref)
         self.store.remove_channel(channel.id)
         self.on_change(channel.id)
 
     def pause(self, actor: User, ref: str, now: Instant) -> tuple[Channel, int]:
         """Pause a channel and hold its queued mail; returns the count held."""
-        channel = self._manageable(actor, ref)
+        channel = self.manageable(actor, ref)
         channel = self.store.set_channel_state(
             channel.id, ChannelState.PAUSED, f"paused by {actor.email}", now
         )
@@ -288,7 +325,7 @@ class Channels:
 
     def resume(self, actor: User, ref: str, now: Instant) -> tuple[Channel, int]:
         """Make a channel active again and release its held mail in its original order."""
-        channel = self._manageable(actor, ref)
+        channel = self.manageable(actor, ref)
         channel = self.store.set_channel_state(channel.id, ChannelState.ACTIVE, None, now)
         released = self.store.release_channel(channel.id, now)
         self.on_change(channel.id)

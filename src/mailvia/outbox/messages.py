@@ -2,7 +2,8 @@
 stream. The one place that says who may see a message: its sender and the admins of its
 organization; to anyone else it does not exist (NotFound, never saying why).
 
-Side effects: `cancel` cancels the recipients still queued, deferred or held.
+Side effects: `cancel` cancels the recipients still queued, deferred or held, and records a
+`message.cancelled` event.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class MessageStore(Protocol):
 
     def list_messages(self, query: MessageFilter) -> Page: ...
 
-    def cancel_message(self, message_id: str, now: Instant) -> MessageView:
+    def cancel_message(self, message_id: str, now: Instant, reason: str) -> MessageView:
         """Raises Conflict while the message is being sent or once it is finished."""
         ...
 
@@ -92,9 +93,17 @@ class Messages:
         return self._store.list_messages(query)
 
     def cancel(self, actor: User, message_id: str, now: Instant) -> MessageView:
-        """Cancel the recipients still waiting of a message the actor may see. Raises
-        NotFound, or Conflict while it is being sent or once it is finished."""
-        return self._store.cancel_message(self.visible(actor, message_id).id, now)
+        """Cancel the recipients still waiting of a message the actor may see: they become
+        `cancelled`, their reply says who cancelled them, and a `message.cancelled` event is
+        recorded. Raises NotFound, or Conflict while it is being sent or once it is
+        finished."""
+        view = self.visible(actor, message_id)
+        return self._store.cancel_message(view.id, now, f"by {actor.email}")
+
+    def cancel_for_operator(self, message_id: str, now: Instant) -> MessageView:
+        """Cancel any message, for the operator (the CLI); as `cancel` otherwise. Raises
+        NotFound, Conflict."""
+        return self._store.cancel_message(message_id, now, "by the operator")
 
     def for_operator(self, message_id: str) -> MessageView:
         """Any message, for the operator (the CLI opens the store as its owner). Raises

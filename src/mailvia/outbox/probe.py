@@ -144,6 +144,12 @@ class ChannelTester:
             current = self.store.get_channel(channel.id)
             sealed = self.vault.seal(password.encode())
             channel = self.store.update_channel(replace(current, has_password=True), sealed)
+        return await self.passed(report, channel, now)
+
+    async def passed(self, report: ProbeReport, channel: Channel, now: Instant) -> Reconnection:
+        """After a passing test of a saved channel: a disconnected channel becomes active, its
+        held mail is released in its original order and a `channel.reconnected` event is
+        recorded; the transport's pooled connections (made with the old settings) close."""
         released, reconnected = 0, channel.state is ChannelState.DISCONNECTED
         if reconnected:
             channel = self.store.set_channel_state(channel.id, ChannelState.ACTIVE, None, now)
@@ -154,6 +160,15 @@ class ChannelTester:
         await self.transport.forget(channel.id)  # no session keeps the old password
         self.channels.on_change(channel.id)
         return Reconnection(report, channel, reconnected, released)
+
+    async def forget(self, channel_id: str) -> None:
+        """Close the transport's pooled connections of a channel whose settings changed."""
+        await self.transport.forget(channel_id)
+
+    async def probe(self, channel: Channel, password: str | None) -> ProbeReport:
+        """Probe a channel as given (e.g. edited, not yet saved), signing in with `password`
+        (None: the stored one). Stores nothing."""
+        return await self._with_credentials(channel, password, None)
 
     async def _with_credentials(
         self, channel: Channel, password: str | None, message: Composed | None

@@ -63,6 +63,16 @@ class MessageView:
 
 
 @dataclass(frozen=True)
+class WaitingMail:
+    """A message waiting on a channel (queued, deferred or held), as moving it needs: its
+    sender, and the head of its content (its From decides which channels may carry it)."""
+
+    id: str
+    user_id: str
+    head: bytes
+
+
+@dataclass(frozen=True)
 class MessageFilter:
     organization_id: str
     user_id: str | None = None

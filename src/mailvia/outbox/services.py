@@ -14,6 +14,7 @@ from mailvia.outbox.backlog import Backlog
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import Dispatcher
 from mailvia.outbox.listeners import Listeners
+from mailvia.outbox.mend import ChannelMending
 from mailvia.outbox.messages import Messages
 from mailvia.outbox.oauth.apps import OAuthApps
 from mailvia.outbox.oauth.connect import OAuthConnect
@@ -49,6 +50,7 @@ class Services:
     tokens: ApiTokens
     channels: Channels
     tester: ChannelTester  # Test connection, reconnect
+    mend: ChannelMending  # edit (tested first), remove with mail, cancel a channel's mail
     mailboxes: OAuthMailboxes  # OAuth mailboxes: disconnect, remove, status
     oauth_apps: OAuthApps  # the organization's own OAuth apps (admins)
     oauth: OAuthConnect  # the connect flow of OAuth mailboxes

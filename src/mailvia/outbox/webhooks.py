@@ -32,6 +32,7 @@ EVENT_TYPES = (
     "message.bounced",
     "message.expired",
     "message.held",
+    "message.cancelled",
     "channel.disconnected",
     "channel.reconnected",
 )

@@ -10,12 +10,13 @@ import sqlalchemy as sa
 
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
-from mailvia.domain.message import TERMINAL, State, message_state
+from mailvia.domain.message import TERMINAL, State
 from mailvia.domain.retry import GAVE_UP
 from mailvia.outbox.ports import AttemptRecord
 from mailvia.outbox.records import Event, MessageView
 from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
+from mailvia.store.mending import cancel_seqs
 from mailvia.store.message_reads import read_message
 from mailvia.store.rows import chunks, event_id
 from mailvia.store.tables import attempts, messages, recipients
@@ -234,13 +235,18 @@ class SettleStore:
             insert_events(conn, expired)
         return expired
 
-    def cancel_message(self, message_id: str, now: Instant) -> MessageView:
-        """Cancel the message's queued, deferred and held recipients; the message's state
-        follows from its recipients'. Raises NotFound, or Conflict while it is being sent or
-        once it is finished."""
+    def cancel_message(
+        self, message_id: str, now: Instant, reason: str = "cancelled"
+    ) -> MessageView:
+        """Cancel the message's queued, deferred and held recipients (their reply says
+        `reason`) and record a `message.cancelled` event; the message's state follows from its
+        recipients'. Raises NotFound, or Conflict while it is being sent or once it is
+        finished."""
         with self._db.write() as conn:
             row = conn.execute(
-                sa.select(m.seq, m.state).where(m.id == message_id).with_for_update()
+                sa.select(m.seq, m.id, m.organization_id, m.state)
+                .where(m.id == message_id)
+                .with_for_update()
             ).first()
             if row is None:
                 raise NotFound(f"no message {message_id!r}")
@@ -248,17 +254,7 @@ class SettleStore:
                 raise Conflict("the message is being sent right now; try again in a moment")
             if row.state in _TERMINAL:
                 raise Conflict(f"the message is already {row.state}")
-            conn.execute(
-                recipients.update()
-                .where(r.message_seq == row.seq, r.state.in_(_EXPIRABLE))
-                .values(state=State.CANCELLED.value, updated_at=now)
-            )
-            states = conn.execute(sa.select(r.state).where(r.message_seq == row.seq)).scalars()
-            state = message_state(State(s) for s in states)
-            values: dict[str, Any] = {"state": state.value}
-            if state.terminal:
-                values["next_attempt_at"] = None
-            conn.execute(messages.update().where(m.seq == row.seq).values(**values))
+            cancel_seqs(conn, [row], now, reason)
             return read_message(conn, message_id)
 
 

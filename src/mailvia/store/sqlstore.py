@@ -10,6 +10,7 @@ from mailvia.store.budgets import BudgetStore
 from mailvia.store.channels import ChannelStore
 from mailvia.store.engine import Database
 from mailvia.store.events import EventStore
+from mailvia.store.mending import MendingStore
 from mailvia.store.message_reads import MessageReads
 from mailvia.store.oauth import OAuthStore
 from mailvia.store.outbox import OutboxStore
@@ -25,6 +26,7 @@ class SqlStore(
     ChannelStore,
     OutboxStore,
     SettleStore,
+    MendingStore,
     MessageReads,
     EventStore,
     BudgetStore,

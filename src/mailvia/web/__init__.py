@@ -32,6 +32,7 @@ from mailvia.web import (
     pages_activity,
     pages_channel,
     pages_channel_saved,
+    pages_mend,
     pages_oauth,
     pages_organization,
     pages_setup,
@@ -81,6 +82,7 @@ def create_web(
         pages_organization,
         pages_channel,
         pages_oauth,
+        pages_mend,  # before pages_channel_saved: its /channels/{id}/{verb} takes the rest
         pages_channel_saved,
         pages_team,
         pages_users,

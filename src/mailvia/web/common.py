@@ -55,6 +55,11 @@ TEMPLATES = files("mailvia.web") / "templates"
 NOTICES = {
     "saved": "Channel saved.",
     "removed": "Channel removed.",
+    "edited": "Channel saved.",
+    "reconnected": "Channel saved and reconnected: its held mail is released, in its original "
+    "order.",
+    "mail_cancelled": "The channel's waiting mail is cancelled.",
+    "cancelled": "Message cancelled: it will not be sent.",
     "paused": "Channel paused: its mail is held until you resume it.",
     "resumed": "Channel resumed: its held mail is released.",
     "password": "Password changed.",

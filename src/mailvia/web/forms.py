@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
-from mailvia.domain.channel import Auth, Budget, Scope, Security
+from mailvia.domain.channel import Auth, Budget, Channel, Scope, Security
 from mailvia.domain.errors import InvalidChannel
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.outbox.channels import ChannelSpec
@@ -71,6 +71,9 @@ def _budgets(raw: str) -> tuple[Budget, ...] | None:
     return tuple(Budget.parse(p) for p in parts) if parts else None
 
 
+parse_choice, parse_port, parse_budgets = _choice, _port, _budgets  # for the edit form
+
+
 def channel_spec(fields: Mapping[str, str], password: str | None) -> ChannelSpec:
     """The spec the connect form describes. Sharing with the team makes it domain-scoped.
     Raises InvalidChannel for a field that cannot be read."""
@@ -92,3 +95,20 @@ def channel_spec(fields: Mapping[str, str], password: str | None) -> ChannelSpec
         team_name=(fields.get("team") or "default") if share else None,
         budgets=_budgets(fields.get("budgets", "")),
     )
+
+
+EDIT_FIELDS = ("name", "host", "port", "security", "auth", "username", "budgets", "max_connections")
+
+
+def edit_values(channel: Channel) -> dict[str, str]:
+    """The edit form's first values: the channel as saved (never its password)."""
+    return {
+        "name": channel.name,
+        "host": channel.host,
+        "port": str(channel.port),
+        "security": str(channel.security),
+        "auth": str(channel.auth),
+        "username": channel.username or "",
+        "budgets": budgets_text(channel.budgets),
+        "max_connections": str(channel.max_connections),
+    }

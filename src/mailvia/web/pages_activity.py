@@ -129,6 +129,27 @@ def activity(
 
 @router.get("/activity/{message_id}", response_class=HTMLResponse)
 def message(request: Request, message_id: str, user: UserDep, web: WebDep) -> HTMLResponse:
+    return message_page(request, web, user, message_id)
+
+
+def message_page(
+    request: Request,
+    web: Web,
+    user: User,
+    message_id: str,
+    *,
+    status: int = 200,
+    error: str | None = None,
+) -> HTMLResponse:
+    """A message's page (NotFound for one the user may not see), with Cancel while it waits."""
     view = web.services.messages.visible(user, message_id)
     channels = _channels(web, user)
-    return render(request, "message.html", message=view, channels=channels, waiting=waiting)
+    return render(
+        request,
+        "message.html",
+        status=status,
+        message=view,
+        channels=channels,
+        waiting=waiting,
+        error=error,
+    )

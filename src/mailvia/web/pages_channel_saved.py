@@ -21,7 +21,7 @@ from mailvia.domain.tenancy import User
 from mailvia.outbox.oauth.mailboxes import MailboxStatus
 from mailvia.web.charts import channel_use
 from mailvia.web.common import UserDep, Web, WebDep, now, redirect, render, status_for
-from mailvia.web.forms import text
+from mailvia.web.forms import edit_values, text
 from mailvia.web.wording import WAITING, covers, limit_words, provider, sharing
 
 router = APIRouter()
@@ -52,6 +52,7 @@ def channel_page(
     services = web.services
     preset = PRESETS.get(channel.preset or "")
     counts = services.backlog.counts(user.organization_id).get(channel.id, {})
+    counts_list = [(str(s), counts.get(s, 0)) for s in WAITING]
     context: dict[str, Any] = {
         "channel": channel,
         "preset": preset,
@@ -60,7 +61,7 @@ def channel_page(
         "owner": owner_label(web, user, channel),
         "limits": limit_words(channel.budgets),
         "use": channel_use(services, channel, now()),
-        "counts": [(str(s), counts.get(s, 0)) for s in WAITING],
+        "counts": counts_list,
         "manage": channel.owner.user_id == user.id or user.is_admin,
         "not_shared": sharing(preset),
         "host_warning": preset.host_warning(channel.host) if preset else None,
@@ -68,10 +69,17 @@ def channel_page(
         "reconnected": None,
         "error": None,
         "mailbox": _status(web, channel),
+        "edit_fields": None,
+        "edit_report": None,
+        "removal": None,
+        "waiting_count": sum(n for _, n in counts_list),
+        "move_targets": [(c.id, c.name) for c in services.channels.visible(user) if c != channel],
         "oauth_ready": _oauth_ready(web, channel),
         "transport_words": TRANSPORT_WORDS,
         **extra,
     }
+    if context["edit_fields"] is None:
+        context["edit_fields"] = edit_values(channel)
     return render(request, "channel.html", status=status, **context)
 
 
@@ -138,8 +146,7 @@ async def reconnect(request: Request, channel_id: str, user: UserDep, web: WebDe
 async def change_state(
     request: Request, channel_id: str, verb: str, user: UserDep, web: WebDep
 ) -> Response:
-    """`pause`, `resume` or `remove` (the owner or an admin; removing an OAuth mailbox
-    revokes its consent where the provider allows)."""
+    """`pause` or `resume` (the owner or an admin; remove: pages_mend.py)."""
     channels = web.services.channels
     channel = channels.get(user, channel_id)
     try:
@@ -147,9 +154,6 @@ async def change_state(
             channels.pause(user, channel.id, now())
         elif verb == "resume":
             channels.resume(user, channel.id, now())
-        elif verb == "remove":
-            await web.services.mailboxes.remove(user, channel.id)
-            return redirect("/channel", notice="removed")
         else:
             raise NotFound(f"no action {verb!r}")
     except MailviaError as exc:

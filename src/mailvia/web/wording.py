@@ -285,6 +285,8 @@ def _own_words(reply: Reply) -> str | None:
     """mailvia's own replies (`451 4.4.2 mailvia: ...`): network failures and refusals."""
     if not reply.text.startswith("mailvia:"):
         return None
+    if reply.text.startswith("mailvia: cancelled: "):  # store/mending.py
+        return f"Cancelled {reply.text.removeprefix('mailvia: cancelled: ')}: it will not be sent."
     if "may have been delivered" in reply.text:
         return (
             "No answer after the message was sent: it may have arrived. mailvia tries again "

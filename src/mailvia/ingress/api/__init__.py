@@ -30,6 +30,7 @@ from mailvia.ingress.api import (
     submit,
     webhooks,
 )
+from mailvia.ingress.api.channel_schemas import TestFailed
 from mailvia.ingress.api.errors import Problem, document_rate_limit
 from mailvia.ingress.api.limits import BodyLimit, body_limit, document_limits
 from mailvia.ingress.api.params import refuse_unknown_query
@@ -44,10 +45,11 @@ Authenticate with `Authorization: Bearer <API token>`. Errors are `application/p
 with a `detail` for people; another organization's objects are 404."""
 
 
-# Problem: every error refers to it; the message bodies: their routes read them themselves
-# (off the event loop), so FastAPI does not list them.
+# Problem: every error refers to it (TestFailed: one 422 of it); the message bodies: their
+# routes read them themselves (off the event loop), so FastAPI does not list them.
 _SCHEMAS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (Problem, "serialization"),
+    (TestFailed, "serialization"),  # an edit refused by its test (PATCH /v1/channels/{id})
     (MessageIn, "validation"),
     (BatchIn, "validation"),
 ]

@@ -31,6 +31,7 @@ from mailvia.domain.channel import (
     Unit,
 )
 from mailvia.domain.presets import PRESETS
+from mailvia.ingress.api.errors import Problem
 from mailvia.ingress.api.schemas import Input, Line, Text, Timestamp, WarningOut, one_line
 
 
@@ -128,13 +129,46 @@ class ChannelIn(Input):
 
 
 class ChannelPatch(Input):
-    """The fields a channel's owner or an admin may change in place; the others stay."""
+    """The fields a channel's owner or an admin may change in place; the others stay. When a
+    field that connecting or signing in uses changes (host, port, security, auth, username,
+    password), the edited channel is tested first and saved only if every step passes (else
+    422 with the test's report in `test`), unless `test` is false."""
 
     name: Name | None = None
+    host: Host | None = None
+    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    security: Security | None = None
+    auth: Auth | None = None
+    username: Annotated[Line, Field(max_length=320)] | None = Field(
+        None, description="An empty string clears it (with auth none)."
+    )
     password: Password | None = Field(None, description="Write-only: replaces the password.")
     budgets: Budgets | None = None
     max_recipients_per_message: MaxRecipients | None = None
     max_connections: MaxConnections | None = None
+    test: bool = Field(
+        True, description="false: save the connection settings without testing them first."
+    )
+
+
+class StepOut(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+    reply: str | None
+    hint: str | None
+
+
+class ProbeOut(BaseModel):
+    ok: bool
+    steps: list[StepOut]
+
+
+class TestFailed(Problem):
+    """A problem that may carry a test's report: an edit refused because the edited channel
+    failed its test (nothing was saved)."""
+
+    test: ProbeOut | None = Field(None, description="The test's steps (a failed test).")
 
 
 class OAuthOut(BaseModel):
@@ -192,6 +226,32 @@ class DisconnectedOut(BaseModel):
         description="true: the grant was revoked at the provider; false: the provider offers "
         "no revocation (Microsoft); null: the provider could not be reached."
     )
+
+
+class ChannelEdited(ChannelOut):
+    test: ProbeOut | None = Field(description="The test the edit passed (null: not tested).")
+    reconnected: bool = Field(description="The edit brought a disconnected channel back.")
+    released: int = Field(description="How many held messages the reconnection released.")
+    retried: int = Field(description="How many deferred messages are tried again now.")
+
+
+class KeptOut(BaseModel):
+    id: str
+    reason: str
+
+
+class RemovedOut(BaseModel):
+    """A channel whose mail was cancelled or moved; `removed` is false while some messages
+    could not move (listed in `kept`, with why): the channel stays with them."""
+
+    removed: bool
+    cancelled: int
+    moved: int
+    kept: list[KeptOut]
+
+
+class CancelledOut(BaseModel):
+    cancelled: int = Field(description="How many waiting messages were cancelled.")
 
 
 class Resumed(BaseModel):

@@ -7,10 +7,10 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
-from mailvia.ingress.api.channel_schemas import ChannelIn, Password
+from mailvia.ingress.api.channel_schemas import ChannelIn, Password, ProbeOut
 from mailvia.ingress.api.channels import spec_of
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.params import Ref
@@ -33,19 +33,6 @@ class SavedChannelTestIn(Input):
 
     password: Password | None = Field(None, description="Tried, never saved.")
     to: Address | None = None
-
-
-class StepOut(BaseModel):
-    name: str
-    ok: bool
-    detail: str
-    reply: str | None
-    hint: str | None
-
-
-class ProbeOut(BaseModel):
-    ok: bool
-    steps: list[StepOut]
 
 
 @router.post(

@@ -9,17 +9,21 @@ mailbox revokes its consent where the provider allows.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 
 from mailvia.domain.channel import Budget, Channel
+from mailvia.domain.errors import InvalidInput
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import CallerDep, ServicesDep
 from mailvia.ingress.api.channel_schemas import (
     BudgetIn,
+    CancelledOut,
     ChannelCreated,
+    ChannelEdited,
     ChannelIn,
     ChannelList,
     ChannelOut,
@@ -27,17 +31,24 @@ from mailvia.ingress.api.channel_schemas import (
     DisconnectedOut,
     Paused,
     PresetList,
+    RemovedOut,
     Resumed,
     TeamOwnerIn,
     UserOwnerIn,
 )
-from mailvia.ingress.api.errors import problems
-from mailvia.ingress.api.params import Ref
-from mailvia.ingress.payloads import channel_payload
+from mailvia.ingress.api.errors import PROBLEM_JSON, problem, problems
+from mailvia.ingress.api.params import PRINTABLE, Ref
+from mailvia.ingress.payloads import channel_payload, report_payload
 from mailvia.outbox.channels import ChannelChanges, ChannelSpec
+from mailvia.outbox.mend import MailChoice
 from mailvia.outbox.services import Services
 
 router = APIRouter(prefix="/v1", tags=["channels"])
+REFUSED = (
+    "The request is not valid, or the edited channel failed its test: `test` holds the "
+    "report and nothing was saved."
+)
+TEST_FAILED = {"$ref": "#/components/schemas/TestFailed"}  # listed by the API's document
 
 
 @router.get(
@@ -145,36 +156,95 @@ def get_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, An
 
 @router.patch(
     "/channels/{id}",
-    response_model=ChannelOut,
-    responses=problems(400, 401, 403, 404, 409, 413, 422, 503),
-    summary="Change a channel's name, password, budgets or limits",
+    response_model=ChannelEdited,
+    responses=problems(400, 401, 403, 404, 409, 413, 503)
+    | {422: {"description": REFUSED, "content": {PROBLEM_JSON: {"schema": TEST_FAILED}}}},
+    summary="Change any of a channel's fields (connection changes are tested first)",
 )
-def update_channel(
+async def update_channel(
     id: Ref, body: ChannelPatch, services: ServicesDep, user: CallerDep
-) -> dict[str, Any]:
-    """Only the fields given change; a new password replaces the stored one (write-only)."""
+) -> Any:
+    """Only the fields given change; a new password replaces the stored one (write-only). A
+    change of host, port, security, auth, username or password is tested first (the steps
+    of `POST /v1/channels/{id}/test`) and saved only when every step passes: else 422 with
+    the report in `test`, nothing changed. `"test": false` saves without the test. A
+    disconnected channel that passes becomes active and its held mail is released in its
+    original order."""
     changes = ChannelChanges(
         name=body.name,
+        host=body.host,
+        port=body.port,
+        security=body.security,
+        auth=body.auth,
+        username=body.username,
         password=body.password,
         budgets=_budgets(body.budgets),
         max_recipients_per_message=body.max_recipients_per_message,
         max_connections=body.max_connections,
     )
-    return payload(services, user, services.channels.update(user, id, changes))
+    edit = await services.mend.edit(user, id, changes, test=body.test, now=time.time())
+    report = report_payload(edit.report) if edit.report is not None else None
+    if not edit.saved:
+        failed = edit.report.failed if edit.report else None
+        where = f" at {failed.name}" if failed else ""
+        detail = f"the edited channel failed its test{where}; nothing was saved"
+        body_out = problem(422, detail).model_dump(mode="json", exclude_none=True)
+        return JSONResponse(body_out | {"test": report}, 422, media_type=PROBLEM_JSON)
+    return payload(services, user, edit.channel) | {
+        "test": report,
+        "reconnected": edit.reconnected,
+        "released": edit.released,
+        "retried": edit.retried,
+    }
 
 
 @router.delete(
     "/channels/{id}",
     status_code=204,
     response_class=Response,
-    responses=problems(401, 403, 404, 409, 422, 503),
-    summary="Remove a channel (409 while it has mail to send)",
+    responses=problems(401, 403, 404, 409, 422, 503)
+    | {200: {"model": RemovedOut, "description": "Its mail was cancelled or moved."}},
+    summary="Remove a channel; its waiting mail is cancelled or moved (409 without a choice)",
 )
-async def remove_channel(id: Ref, services: ServicesDep, user: CallerDep) -> Response:
-    """An OAuth mailbox's grant is revoked at the provider where it allows (Google), and its
-    tokens are deleted with it."""
-    await services.mailboxes.remove(user, id)
-    return Response(status_code=204)
+async def remove_channel(
+    id: Ref,
+    services: ServicesDep,
+    user: CallerDep,
+    mail: Annotated[
+        MailChoice | None,
+        Query(description="What becomes of its waiting mail: `cancel` it, or `move` it."),
+    ] = None,
+    to: Annotated[
+        str | None,
+        Query(pattern=PRINTABLE, description="With `mail=move`: the channel (id or name)."),
+    ] = None,
+) -> Response:
+    """Without mail waiting: 204. With waiting mail and no `mail`: 409 naming the choices.
+    `mail=cancel` cancels it (each message `cancelled`, with a `message.cancelled` event);
+    `mail=move&to=CHANNEL` moves each message whose sender may use that channel (the routing
+    rules), queued there in its original order (held if that channel is not active); the
+    others stay, listed in `kept`, and the channel is then not removed. An OAuth mailbox's
+    grant is revoked at the provider where it allows (Google)."""
+    if (to is not None) != (mail is MailChoice.MOVE):
+        raise InvalidInput("to: the channel to move to, with mail=move (and only then)")
+    done = await services.mend.remove(user, id, mail=mail, to=to, now=time.time())
+    if mail is None:
+        return Response(status_code=204)
+    kept = [{"id": k.id, "reason": k.reason} for k in done.kept]
+    data = {"removed": done.removed, "cancelled": done.cancelled, "moved": done.moved}
+    return JSONResponse(data | {"kept": kept})
+
+
+@router.post(
+    "/channels/{id}/cancel-mail",
+    response_model=CancelledOut,
+    responses=problems(401, 403, 404, 422, 503),
+    summary="Cancel a channel's waiting (queued, deferred, held) mail",
+)
+def cancel_mail(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
+    """Each waiting message becomes `cancelled` (its recipients' reply says who cancelled
+    it) with a `message.cancelled` event; mail being sent right now finishes."""
+    return {"cancelled": services.mend.cancel_mail(user, id, time.time())}
 
 
 @router.post(

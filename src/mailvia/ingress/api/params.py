@@ -10,11 +10,11 @@ from fastapi.routing import APIRoute
 from mailvia.domain.errors import InvalidInput
 
 # Ids, names and cursors: one line of text without control characters.
-_PRINTABLE = r"^[^\x00-\x1f\x7f]{1,200}$"
+PRINTABLE = r"^[^\x00-\x1f\x7f]{1,200}$"
 
-Ref = Annotated[str, Path(pattern=_PRINTABLE, description="An id (a channel also by its name).")]
+Ref = Annotated[str, Path(pattern=PRINTABLE, description="An id (a channel also by its name).")]
 Cursor = Annotated[
-    str | None, Query(pattern=_PRINTABLE, description="`next_cursor` of the previous page.")
+    str | None, Query(pattern=PRINTABLE, description="`next_cursor` of the previous page.")
 ]
 IdempotencyKey = Annotated[
     str | None,
@@ -28,9 +28,7 @@ IdempotencyKey = Annotated[
 ]
 
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size, at most 200.")]
-ChannelFilter = Annotated[
-    str | None, Query(pattern=_PRINTABLE, description="A channel id or name.")
-]
+ChannelFilter = Annotated[str | None, Query(pattern=PRINTABLE, description="A channel id or name.")]
 
 
 def refuse_unknown_query(request: Request) -> None:

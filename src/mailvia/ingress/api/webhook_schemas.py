@@ -16,6 +16,7 @@ EventType = Literal[
     "message.bounced",
     "message.expired",
     "message.held",
+    "message.cancelled",
     "channel.disconnected",
     "channel.reconnected",
 ]

@@ -1,4 +1,5 @@
-"""`mailvia channel ...`: add, list, show, test, reconnect, remove, pause, resume, presets."""
+"""`mailvia channel ...`: add, list, show, test, reconnect, pause, resume, presets (edit,
+remove and cancel-mail: cli/mend.py)."""
 
 from __future__ import annotations
 
@@ -190,10 +191,6 @@ def _state_command(verb: str) -> None:
     def command(ctx: Context, name: str, org: str, settings: Settings) -> None:
         def action(s: Services) -> None:
             actor = s.tenancy.operator(org)
-            if verb == "remove":
-                asyncio.run(s.mailboxes.remove(actor, name))  # an OAuth grant is revoked too
-                click.echo(f"removed {name}")
-                return
             change = s.channels.pause if verb == "pause" else s.channels.resume
             changed, count = change(actor, name, time.time())
             moved = "held" if verb == "pause" else "released"
@@ -202,14 +199,12 @@ def _state_command(verb: str) -> None:
         ctx.using(settings, action)
 
     command.__doc__ = {
-        "remove": "Remove a channel (refused while it has mail to deliver); an OAuth "
-        "mailbox's grant is revoked where the provider allows.",
         "pause": "Pause a channel: its mail is held until it is resumed.",
         "resume": "Resume a channel and release its held mail in its original order.",
     }[verb]
 
 
-for _verb in ("remove", "pause", "resume"):
+for _verb in ("pause", "resume"):
     _state_command(_verb)
 
 

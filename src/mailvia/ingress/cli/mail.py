@@ -1,4 +1,4 @@
-"""`mailvia send`, `queue`, `message show`, `route explain`: mail from the command line."""
+"""`mailvia send`, `queue`, `message show|cancel`, `route explain`: mail from the command line."""
 
 from __future__ import annotations
 
@@ -196,6 +196,22 @@ def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> No
     def action(s: Services) -> None:
         view = message_payload(s.messages.for_operator(message_id))
         emit(view, as_json=as_json, text=lambda: _print_message(view))
+
+    ctx.using(settings, action)
+
+
+@message.command("cancel")
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True)
+@settings_options(*STORE_SETTINGS)
+@pass_context
+def cancel(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> None:
+    """Cancel a message's recipients still waiting (queued, deferred or held). Exits 4 while
+    it is being sent or once it is finished, 3 for an unknown id."""
+
+    def action(s: Services) -> None:
+        view = message_payload(s.messages.cancel_for_operator(message_id, time.time()))
+        emit(view, as_json=as_json, text=f"{view['id']} is {view['state']}")
 
     ctx.using(settings, action)
 

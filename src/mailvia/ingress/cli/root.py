@@ -138,6 +138,7 @@ def run(build: Builder) -> None:
     import mailvia.ingress.cli.admin
     import mailvia.ingress.cli.channel
     import mailvia.ingress.cli.mail
+    import mailvia.ingress.cli.mend
     import mailvia.ingress.cli.secrets
     import mailvia.ingress.cli.serve  # noqa: F401  (each registers its commands)
 

@@ -1,0 +1,198 @@
+"""The ways out of a wrong channel on the pages, in process (no browser): the real web app over
+the world's real SQLite store through httpx's ASGI transport, a real test SMTP server, the
+dispatcher driven by `run_once`. Edit (tested before it is saved), remove with the mail
+cancelled or moved, cancel a channel's mail, cancel one message; who may, and bad input."""
+
+from __future__ import annotations
+
+import html
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mailvia.domain.channel import Auth, ChannelState
+from mailvia.domain.message import State
+from mailvia.passwords import hash_password
+from mailvia.testserver import TestServer
+from mailvia.web import create_web
+from support.world import Certs, World, make_certs
+
+PASSWORD = "a-password-of-my-own"
+RIGHT = "Corr3ct-Horse-Battery"  # the test server's password for jane
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    world = World(tmp_path / "data")
+    now = time.time()
+    world.services.tenancy.create_user(
+        "joe@acme.test", org_name="acme", team_name="sales", admin=False, now=now
+    )
+    for email in ("jane@acme.test", "joe@acme.test", "boss@acme.test"):
+        user = world.services.tenancy.user(email)
+        world.store.set_password(user.id, hash_password(PASSWORD), must_change_password=False)
+    yield world
+    await world.close()
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Certs:
+    return make_certs(tmp_path / "certs")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Browser:
+    """A signed-in user's pages; each form is sent with the session's CSRF token."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.csrf = ""
+
+    async def get(self, path: str) -> httpx.Response:
+        answer = await self.client.get(path)
+        found = re.search(r'name="csrf" value="([^"]+)"', answer.text)
+        self.csrf = found.group(1) if found else self.csrf
+        return answer
+
+    async def post(self, path: str, form: dict[str, str]) -> httpx.Response:
+        return await self.client.post(path, data={"csrf": self.csrf, **form})
+
+
+async def browser(world: World, email: str) -> Browser:
+    app = create_web(world.services, secure_cookies=False, session_key=b"k" * 32)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    pages = Browser(httpx.AsyncClient(transport=transport, base_url="http://pages"))
+    await pages.get("/signin")
+    signed = await pages.post("/signin", {"email": email, "password": PASSWORD})
+    assert signed.status_code == 303, signed.text
+    await pages.get("/channel")  # the signed-in session's token
+    return pages
+
+
+def edit_form(page: str) -> dict[str, str]:
+    """The edit form's fields as the page fills them in."""
+    form = page[page.index('/edit" class="stack"') : page.index(">Test and save</button>")]
+    fields = dict(re.findall(r'name="(\w+)" type="(?:text|password)" value="([^"]*)"', form))
+    for name in ("security", "auth"):
+        select = form[form.index(f'name="{name}"') :]
+        fields[name] = re.search(r'<option value="(\w+)" selected', select).group(1)  # type: ignore[union-attr]
+    return {k: html.unescape(v) for k, v in fields.items()}
+
+
+def text_of(answer: httpx.Response) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", answer.text)).split())
+
+
+async def test_a_rep_fixes_the_port_then_the_sign_in_on_the_page_and_the_mail_leaves(
+    world: World, certs: Certs
+) -> None:
+    async with TestServer(tls_cert=certs.cert, tls_key=certs.key, auth={"jane": RIGHT}) as smtp:
+        channel = world.channel(closed_port(), certs=certs, auth=Auth.NONE, max_connections=1)
+        sent = world.send(count=2)
+        await world.services.dispatcher.run_once(time.time())
+        assert world.store.get_message(sent[0].id).state is State.DEFERRED
+        jane = await browser(world, "jane@acme.test")
+        url = f"/channels/{channel.id}"
+        form = edit_form((await jane.get(url)).text)
+        assert form["port"] == str(channel.port) and form["auth"] == "none"
+
+        still_wrong = await jane.post(url + "/edit", form | {"port": str(closed_port())})
+        assert still_wrong.status_code == 400
+        assert "The test of your changes failed, so nothing was saved" in text_of(still_wrong)
+        assert 'class="step step-fail"' in still_wrong.text
+        assert world.store.get_channel(channel.id).port == channel.port
+
+        fixed = await jane.post(url + "/edit", form | {"port": str(smtp.port)})
+        assert fixed.status_code == 303 and fixed.headers["location"].endswith("notice=edited")
+        assert world.store.get_channel(channel.id).port == smtp.port
+        await world.services.dispatcher.run_once(time.time())  # due now: 530, sign-in needed
+        assert world.store.get_channel(channel.id).state is ChannelState.DISCONNECTED
+
+        form = edit_form((await jane.get(url)).text)
+        signed = form | {"auth": "plain", "username": "jane", "password": RIGHT}
+        back = await jane.post(url + "/edit", signed)
+        assert back.status_code == 303 and back.headers["location"].endswith("reconnected")
+        shown = await jane.get(back.headers["location"])
+        assert "held mail is released" in text_of(shown) and RIGHT not in shown.text
+        await world.services.dispatcher.run_once(time.time())
+        assert [world.store.get_message(r.id).state for r in sent] == [State.DELIVERED] * 2
+        assert len(smtp.received) == 2
+
+
+async def test_an_edit_saved_without_testing_and_bad_input(world: World) -> None:
+    channel = world.channel(closed_port())
+    jane = await browser(world, "jane@acme.test")
+    url = f"/channels/{channel.id}"
+    form = edit_form((await jane.get(url)).text)
+    for port in ("abc", "0", "70000"):
+        bad = await jane.post(url + "/edit", form | {"port": port})
+        assert bad.status_code == 400 and "port" in text_of(bad), port
+    assert (await jane.post(url + "/edit", form | {"security": "ssl"})).status_code == 400
+    for connections in ("0", "101", "many"):
+        bad = await jane.post(url + "/edit", form | {"max_connections": connections})
+        assert bad.status_code == 400 and "connections at once" in text_of(bad), connections
+    saved = await jane.post(url + "/edit", form | {"host": "localhost", "no_test": "on"})
+    assert saved.status_code == 303
+    assert world.store.get_channel(channel.id).host == "localhost"
+    refused = await jane.client.post(url + "/edit", data=form | {"name": "x"})  # no CSRF token
+    assert refused.status_code == 403
+    joe = await browser(world, "joe@acme.test")
+    assert (await joe.post(url + "/edit", form | {"name": "mine"})).status_code == 404
+    assert (await joe.post(url + "/remove", {"mail": "cancel"})).status_code == 404
+    assert (await joe.post(url + "/cancel-mail", {})).status_code == 404
+    assert world.store.get_channel(channel.id).name == channel.name
+
+
+async def test_removing_a_channel_with_mail_offers_cancel_or_move(world: World) -> None:
+    channel = world.channel(closed_port())
+    other = world.channel(closed_port(), name="jane-other")
+    sent = world.send(count=2)
+    jane = await browser(world, "jane@acme.test")
+    url = f"/channels/{channel.id}"
+    page = text_of(await jane.get(url))
+    assert "what becomes of its 2 waiting messages?" in page and "Move to" in page
+    asked = await jane.post(url + "/remove", {})
+    assert asked.status_code == 409 and "2 message(s) waiting" in text_of(asked)
+
+    moved = await jane.post(url + "/remove", {"mail": "move", "to": other.id})
+    assert moved.status_code == 303 and moved.headers["location"] == "/channel?notice=removed"
+    assert all(world.store.get_message(r.id).channel_id == other.id for r in sent)
+
+    cancelled = await jane.post(f"/channels/{other.id}/remove", {"mail": "cancel"})
+    assert cancelled.status_code == 303
+    assert all(world.store.get_message(r.id).state is State.CANCELLED for r in sent)
+    assert world.services.channels.visible(world.jane) == []
+
+
+async def test_cancelling_a_channels_mail_and_one_message_on_the_pages(world: World) -> None:
+    channel = world.channel(closed_port())
+    first, second = world.send(count=2)
+    jane = await browser(world, "jane@acme.test")
+    message = await jane.get(f"/activity/{first.id}")
+    assert "Cancel this message" in message.text
+    done = await jane.post(f"/activity/{first.id}/cancel", {})
+    assert done.status_code == 303 and done.headers["location"].endswith("notice=cancelled")
+    shown = text_of(await jane.get(done.headers["location"]))
+    assert "Message cancelled" in shown and "Cancel this message" not in shown
+    assert "Cancelled by jane@acme.test: it will not be sent." in shown
+    again = await jane.post(f"/activity/{first.id}/cancel", {})
+    assert again.status_code == 409 and "already cancelled" in text_of(again)
+    joe = await browser(world, "joe@acme.test")
+    assert (await joe.post(f"/activity/{second.id}/cancel", {})).status_code == 404
+
+    page = text_of(await jane.get(f"/channels/{channel.id}"))
+    assert "Cancel its waiting mail" in page
+    all_of_it = await jane.post(f"/channels/{channel.id}/cancel-mail", {})
+    assert all_of_it.status_code == 303
+    assert "waiting mail is cancelled" in text_of(await jane.get(all_of_it.headers["location"]))
+    assert world.store.get_message(second.id).state is State.CANCELLED
