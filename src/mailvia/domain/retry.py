@@ -13,6 +13,8 @@ from mailvia.domain.errors import InvalidInput
 
 # The reply an expired message's unfinished recipients are left with (RFC 3463 X.4.7).
 GAVE_UP = (451, "4.4.7", "mailvia: gave up after the retry period")
+# The reply a cancelled recipient shows (mailvia's own words, as for an expired one).
+CANCELLED = (550, "5.0.0")
 
 
 @dataclass(frozen=True)

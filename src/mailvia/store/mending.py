@@ -15,14 +15,13 @@ import sqlalchemy as sa
 
 from mailvia.domain.clock import Instant
 from mailvia.domain.message import State, message_state
+from mailvia.domain.retry import CANCELLED
 from mailvia.outbox.records import Event, WaitingMail
 from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.rows import chunks, event_id
 from mailvia.store.tables import messages, recipients
 
-# The reply a cancelled recipient shows (mailvia's own words, as for an expired one).
-CANCELLED = (550, "5.0.0")
 WAITING = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
 m, r = messages.c, recipients.c
 

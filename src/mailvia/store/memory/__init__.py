@@ -14,13 +14,20 @@ import os
 from mailvia.domain.cursors import CursorSeal
 from mailvia.store.memory.budgets import MemoryBudgets, Usage
 from mailvia.store.memory.data import Data
+from mailvia.store.memory.mending import MemoryMending
 from mailvia.store.memory.outbox import MemoryOutbox
 from mailvia.store.memory.reads import MemoryReads, MemoryWorkers
 from mailvia.store.memory.tenancy import MemoryChannels, MemoryTenancy
 
 
 class MemoryStore(
-    MemoryTenancy, MemoryChannels, MemoryOutbox, MemoryReads, MemoryWorkers, MemoryBudgets
+    MemoryTenancy,
+    MemoryChannels,
+    MemoryOutbox,
+    MemoryMending,
+    MemoryReads,
+    MemoryWorkers,
+    MemoryBudgets,
 ):
     """The outbox and what it refers to, in memory (one process, gone when it ends)."""
 

@@ -12,12 +12,13 @@ from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput, NotFound
 from mailvia.domain.ids import make_id
-from mailvia.domain.message import State, message_state
+from mailvia.domain.message import State
 from mailvia.domain.replies import Reply
 from mailvia.domain.retry import GAVE_UP
 from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
 from mailvia.outbox.records import AttemptView, Event, MessageView
 from mailvia.store.memory.data import WAITING, Data, Message, Recipient, locked
+from mailvia.store.memory.mending import cancel
 from mailvia.store.memory.reads import view
 
 IDEMPOTENCY_WINDOW = 86400.0
@@ -255,7 +256,9 @@ class MemoryOutbox:
         return events
 
     @locked
-    def cancel_message(self, message_id: str, now: Instant) -> MessageView:
+    def cancel_message(
+        self, message_id: str, now: Instant, reason: str = "cancelled"
+    ) -> MessageView:
         seq = self._d.by_id.get(message_id)
         if seq is None:
             raise NotFound(f"no message {message_id!r}")
@@ -264,14 +267,7 @@ class MemoryOutbox:
             raise Conflict("the message is being sent right now; try again in a moment")
         if msg.state.terminal:
             raise Conflict(f"the message is already {msg.state}")
-        self._d.unindex(msg)
-        for rcpt in msg.recipients:
-            if rcpt.state in EXPIRABLE:
-                rcpt.state, rcpt.updated_at = State.CANCELLED, now
-        msg.state = message_state(r.state for r in msg.recipients)
-        if msg.state.terminal:
-            msg.next_attempt_at = None
-        self._d.reindex(msg)
+        cancel(self._d, [msg], now, reason)
         return view(msg, with_attempts=True)
 
 
