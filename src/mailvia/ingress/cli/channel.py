@@ -29,9 +29,9 @@ from mailvia.settings import Settings
 
 ORG_OPTION = click.option(
     "--org",
-    default="default",
-    show_default=True,
-    help="The organization (for team channels and names).",
+    default=None,
+    help="The organization. Left out: the --user's, else the one with a channel of that "
+    "name, else the only one with a sending domain, else `default`.",
 )
 
 
@@ -82,7 +82,7 @@ def add(
     ctx: Context,
     name: str,
     settings: Settings,
-    org: str,
+    org: str | None,
     as_json: bool,
     preset: str | None,
     host: str | None,
@@ -124,7 +124,8 @@ def add(
     )
 
     def action(s: Services) -> None:
-        created, warnings = s.channels.add(s.tenancy.operator(org), spec, time.time())
+        actor = s.tenancy.operator(org, user_email=user_email)
+        created, warnings = s.channels.add(actor, spec, time.time())
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         emit(
@@ -141,7 +142,7 @@ def add(
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
-def list_(ctx: Context, as_json: bool, org: str, settings: Settings) -> None:
+def list_(ctx: Context, as_json: bool, org: str | None, settings: Settings) -> None:
     """List the organization's channels."""
 
     def action(s: Services) -> None:
@@ -168,11 +169,11 @@ def _table(channels: list[Channel]) -> None:
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
-def show(ctx: Context, name: str, as_json: bool, org: str, settings: Settings) -> None:
+def show(ctx: Context, name: str, as_json: bool, org: str | None, settings: Settings) -> None:
     """Show one channel (the password is never shown)."""
 
     def action(s: Services) -> None:
-        actor = s.tenancy.operator(org)
+        actor = s.tenancy.operator(org, channel=name)
         found = s.channels.get(actor, name)
         statuses = s.mailboxes.statuses(actor.organization_id)
         view = channel_payload(found, statuses.get(found.id))
@@ -187,9 +188,9 @@ def _state_command(verb: str) -> None:
     @ORG_OPTION
     @settings_options(*STORE_SETTINGS)
     @pass_context
-    def command(ctx: Context, name: str, org: str, settings: Settings) -> None:
+    def command(ctx: Context, name: str, org: str | None, settings: Settings) -> None:
         def action(s: Services) -> None:
-            actor = s.tenancy.operator(org)
+            actor = s.tenancy.operator(org, channel=name)
             if verb == "remove":
                 asyncio.run(s.mailboxes.remove(actor, name))  # an OAuth grant is revoked too
                 click.echo(f"removed {name}")
@@ -238,7 +239,7 @@ def probe_command(
     password_stdin: bool,
     password_env: str | None,
     as_json: bool,
-    org: str,
+    org: str | None,
     settings: Settings,
 ) -> None:
     """Test a channel step by step: resolve, connect, TLS, EHLO, AUTH (and a test message).
@@ -248,7 +249,7 @@ def probe_command(
     password = read_password(password_stdin, password_env)
 
     def action(s: Services) -> ProbeReport:
-        actor, now = s.tenancy.operator(org), time.time()
+        actor, now = s.tenancy.operator(org, channel=name), time.time()
         tester = s.tester
         if to is not None:  # the operator sends as a user, as `mailvia send --user` does
             sender = s.tenancy.user(user_email) if user_email else tester.owner(actor, name)
@@ -275,7 +276,7 @@ def reconnect(
     password_stdin: bool,
     password_env: str | None,
     as_json: bool,
-    org: str,
+    org: str | None,
     settings: Settings,
 ) -> None:
     """Test a channel with a new password (or the stored one); when every step passes, save
@@ -283,7 +284,7 @@ def reconnect(
     password = read_password(password_stdin, password_env)
 
     def action(s: Services) -> bool:
-        actor, now = s.tenancy.operator(org), time.time()
+        actor, now = s.tenancy.operator(org, channel=name), time.time()
         done = asyncio.run(s.tester.reconnect(actor, name, password=password, now=now))
         view = report_payload(done.report) | {
             "reconnected": done.reconnected,
