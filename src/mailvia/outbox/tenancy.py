@@ -145,6 +145,8 @@ class Tenancy:
                 found = None
         if found is None or found.organization_id != actor.organization_id:
             org = self.store.get_organization(actor.organization_id)
+            if not actor.is_admin:  # a member is not shown the organization's users
+                raise NotFound(f"no user {ref!r} in organization {org.name}")
             users = [u.email for u in self.store.list_users(actor.organization_id)]
             raise not_found("user", ref, f"organization {org.name}", users, "users")
         return found
