@@ -180,6 +180,14 @@ async def test_channel_owners_presets_and_rights(api: Api) -> None:
     assert_problem(await jane.post("/v1/channels", json={"name": "y", "preset": "aol"}), 422)
     for_joe = {"name": "z", "host": "h.acme.test", "owner": {"user": "joe@acme.test"}}
     assert_problem(await jane.post("/v1/channels", json=for_joe), 403)
+    # Not found says where it looked; the organization's users only to an admin.
+    for_nobody = for_joe | {"owner": {"user": "usr_nobody"}}
+    hidden = await jane.post("/v1/channels", json=for_nobody)
+    assert_problem(hidden, 404, "no user 'usr_nobody' in organization acme")
+    assert "@" not in hidden.json()["detail"]
+    shown = await boss.post("/v1/channels", json=for_nobody)
+    assert_problem(shown, 404, "no user 'usr_nobody' in organization acme; its users: ")
+    assert "jane@acme.test" in shown.json()["detail"]
     plain = {"name": "p", "host": "mail.example.com", "security": "none", "auth": "none"}
     assert_problem(await jane.post("/v1/channels", json=plain), 422)
     presets = (await jane.get("/v1/presets")).json()["data"]

@@ -29,6 +29,8 @@ Each ingress maps these in one place: HTTP status, SMTP reply, CLI exit code.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from mailvia.domain.replies import Reply
 
 
@@ -77,6 +79,17 @@ class CannotCarry(InvalidInput):
 
 class NotFound(MailviaError):
     """No such object, or one the caller may not see (never tells which)."""
+
+
+def not_found(what: str, ref: str, where: str, existing: Iterable[str], kinds: str) -> NotFound:
+    """`no channel 'jane-mailbox' in organization acme; its channels: a, b`: where it looked
+    and what is there (only what the caller may see; the first ten, sorted)."""
+    names = sorted(set(existing))
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    there = f"its {kinds}: {shown}" if names else f"it has no {kinds}"
+    if where.startswith("any "):
+        there = f"the {kinds}: {shown}" if names else f"there are no {kinds}"
+    return NotFound(f"no {what} {ref!r} in {where}; {there}")
 
 
 class Forbidden(MailviaError):

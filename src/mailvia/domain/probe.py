@@ -11,6 +11,7 @@ None), then by failure kind. Provider rows cite their source; see
 from __future__ import annotations
 
 import datetime
+import re
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,21 @@ _M365_OAUTH = (
 
 HintKey = tuple[int, str | None] | ProbeFailure
 
+# One message for every reason the address guard refuses a host, so that neither the probe
+# nor a held message maps private networks (research (c)): it names the setting, not why.
+REFUSED_HOST = (
+    "mailvia does not connect to local, private or reserved addresses. For your own relay, "
+    "an operator can allow its network with MAILVIA_ALLOW_PRIVATE_HOSTS, in the environment "
+    "of the process that connects: mailvia serve or mailvia worker, which deliver (restart it, "
+    "then reconnect the channel), and the command that adds or tests the channel."
+)
+# RFC 4954 §6 "530 5.7.0 Authentication required": the channel signs in with nothing.
+SIGN_IN_NEEDED = (
+    "This channel needs a sign-in: the server requires one before it takes mail. Give the "
+    "channel a user name and password, or connect it with OAuth (mailvia channel edit NAME, "
+    "or Edit on the channel's page)."
+)
+
 HINTS: dict[HintKey, str] = {
     # RFC 4954 §6 "535 5.7.8 Authentication credentials invalid"; Gmail answers
     # "535-5.7.8 Username and Password not accepted" (https://support.google.com/mail/?p=BadCredentials).
@@ -144,8 +160,8 @@ HINTS: dict[HintKey, str] = {
         "in first (auth plain or login with the mailbox's user name and password)."
     ),
     # RFC 4954 §6 "530 5.7.0 Authentication required".
-    (530, "5.7.0"): "The server requires signing in before sending: set the channel's auth.",
-    (530, None): "The server requires signing in before sending: set the channel's auth.",
+    (530, "5.7.0"): SIGN_IN_NEEDED,
+    (530, None): SIGN_IN_NEEDED,
     # RFC 4954 §6 "538 5.7.11 Encryption required for requested authentication mechanism".
     (538, "5.7.11"): "The server requires encryption for this sign-in: use starttls or tls.",
     # RFC 4954 §6 "454 4.7.0 Temporary authentication failure"; Gmail also sends it for
@@ -170,10 +186,9 @@ HINTS: dict[HintKey, str] = {
         "Gmail: smtp.gmail.com)."
     ),
     # One message for every reason, so the probe cannot map private networks (research (c)).
-    ProbeFailure.REFUSED_TARGET: (
-        "mailvia does not connect to local, private or reserved addresses. For your own relay, "
-        "an operator can allow its network with MAILVIA_ALLOW_PRIVATE_HOSTS."
-    ),
+    ProbeFailure.REFUSED_TARGET: REFUSED_HOST,
+    # The same refusal met while delivering (transport/smtp_errors.py REFUSED_REPLY).
+    (550, "5.4.4"): REFUSED_HOST,
     ProbeFailure.CONNECTION_REFUSED: (
         "Connection refused: nothing listens on this port. Check the port (587 for starttls, "
         "465 for tls) and that the server is running."
@@ -259,6 +274,29 @@ def hint_for(reply: Reply | None = None, failure: ProbeFailure | None = None) ->
     if found is not None:
         return found
     return _TEMPORARY if reply.code < 500 else _PERMANENT
+
+
+# Replies that no retry mends: someone must change a setting or the channel (the others'
+# hints are about one recipient or a passing problem).
+_NEEDS_A_FIX = frozenset({530, 534, 535, 538})
+
+
+def fix_for(reply: Reply | None) -> str | None:
+    """What to change when a delivery met this reply: mailvia's refusal of a private host,
+    or the server refusing the channel's sign-in (None: nothing to change). Pure."""
+    if reply is None:
+        return None
+    if (reply.code, reply.enhanced) in ((550, "5.4.4"), (550, "5.7.30")):
+        return hint_for(reply)
+    return hint_for(reply) if reply.code in _NEEDS_A_FIX else None
+
+
+def fix_for_reason(reason: str | None) -> str | None:
+    """`fix_for` the reply a channel's `state_reason` records (`530 5.7.0 ...`), if it is one."""
+    coded = re.match(r"^([2-5]\d\d)(?:[ -](.*))?$", (reason or "").strip(), re.DOTALL)
+    if coded is None:
+        return None
+    return fix_for(Reply.parse(int(coded.group(1)), coded.group(2) or ""))
 
 
 REFUSED_BY_SERVER: dict[str, str] = {

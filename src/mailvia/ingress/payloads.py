@@ -7,7 +7,7 @@ from typing import Any
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.clock import to_iso
-from mailvia.domain.probe import ProbeReport
+from mailvia.domain.probe import ProbeReport, fix_for, fix_for_reason
 from mailvia.domain.replies import Reply
 from mailvia.domain.routing import Route
 from mailvia.outbox.oauth.mailboxes import MailboxStatus
@@ -45,6 +45,7 @@ def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> di
         "max_connections": channel.max_connections,
         "state": str(channel.state),
         "state_reason": channel.state_reason,
+        "state_hint": fix_for_reason(channel.state_reason),
         "state_changed_at": to_iso(channel.state_changed_at),
         "transport": str(channel.transport),
         "oauth": _oauth_payload(channel, status),
@@ -64,7 +65,8 @@ def _oauth_payload(channel: Channel, status: MailboxStatus | None) -> dict[str, 
 def reply_payload(reply: Reply | None) -> dict[str, Any] | None:
     if reply is None:
         return None
-    return {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text}
+    said = {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text}
+    return said | {"hint": fix_for(reply)}
 
 
 def receipt_payload(receipt: Receipt) -> dict[str, Any]:

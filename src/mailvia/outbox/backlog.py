@@ -1,7 +1,8 @@
 """What waits in the outbox and how much of each channel's budgets is used now: the counts
 per channel and state, each budgeted channel's ledger as it counts at `now`, and a channel's
-last 24 hours of sending, hour by hour. Read by the pages (banners, Activity, a channel's
-page), `mailvia queue` and the metrics gauges. Reads only."""
+last 24 hours of sending, hour by hour; and why one message waits (`mailvia send --wait`).
+Read by the pages (banners, Activity, a channel's page), `mailvia queue`, `send --wait` and
+the metrics gauges. Reads only."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Protocol
 from mailvia.domain.channel import Budget, Channel
 from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
-from mailvia.domain.shaping import UseLog
-from mailvia.outbox.ports import Ledger
-from mailvia.outbox.records import HourOfUse
+from mailvia.domain.shaping import UseLog, next_fit
+from mailvia.domain.waiting import ALIVE_WITHIN, Waiting, why_waiting
+from mailvia.outbox.ports import Ledger, WorkerView
+from mailvia.outbox.records import HourOfUse, MessageView
 
 Counts = dict[str, dict[State, int]]  # channel id -> state -> messages
 HOUR = 3600.0
@@ -27,6 +29,7 @@ class BacklogStore(Protocol):
     def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
     def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger: ...
     def hours_of_use(self, channel_id: str, *, until: float, hours: int) -> list[HourOfUse]: ...
+    def list_workers(self) -> list[WorkerView]: ...
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,30 @@ class Backlog:
         channels = self._store.list_channels(organization_id)
         use = {c.id: log for c in channels if (log := self.use(c, now)) is not None}
         return Snapshot(now, counts, channels, use)
+
+    def delivering(self, now: Instant) -> bool:
+        """Whether a dispatcher (serve's, or a worker) has beaten lately."""
+        return any(w.beat_at >= now - ALIVE_WITHIN for w in self._store.list_workers())
+
+    def waiting(self, message: MessageView, now: Instant) -> Waiting | None:
+        """Why this message has not left yet, and whether anything will move it without
+        someone acting (None: it is finished)."""
+        if message.state.terminal:
+            return None
+        channels = self._store.list_channels(message.organization_id)
+        channel = next((c for c in channels if c.id == message.channel_id), None)
+        log = self.use(channel, now) if channel is not None else None
+        free_at = None
+        if channel is not None and log is not None:
+            free_at = next_fit(channel.budgets, log, now, len(message.recipients) or 1)
+        replies = [r for r in message.recipients if r.reply is not None and not r.state.terminal]
+        last = max(replies, key=lambda r: r.updated_at).reply if replies else None
+        return why_waiting(
+            message.state,
+            channel=channel,
+            last_reply=last,
+            next_attempt_at=message.next_attempt_at,
+            budget_free_at=free_at,
+            delivering=self.delivering(now),
+            now=now,
+        )

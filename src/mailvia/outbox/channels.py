@@ -28,11 +28,11 @@ from mailvia.domain.channel import (
     check_channel,
 )
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import Forbidden, InvalidChannel, MailviaError, NotFound
+from mailvia.domain.errors import Forbidden, InvalidChannel, MailviaError, NotFound, not_found
 from mailvia.domain.ids import make_id
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.retry import RetryPolicy
-from mailvia.domain.tenancy import Team, User, identity_covers
+from mailvia.domain.tenancy import Organization, Team, User, identity_covers
 from mailvia.outbox.addresses import check_address
 from mailvia.outbox.ports import Credentials, Vault
 
@@ -66,6 +66,9 @@ class ChannelStore(Protocol):
     def get_channel(self, channel_id: str) -> Channel: ...
     def find_channel(self, org_id: str, name: str) -> Channel | None: ...
     def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
+    def get_organization(self, org_id: str) -> Organization: ...
+    def list_teams(self, org_id: str) -> list[Team]: ...
+    def list_users(self, org_id: str) -> list[User]: ...
     def channel_secret(self, channel_id: str) -> bytes | None: ...
     def update_channel(self, channel: Channel, secret: bytes | None) -> Channel: ...
     def remove_channel(self, channel_id: str) -> None: ...
@@ -227,7 +230,9 @@ class Channels:
             raise Forbidden("only admins create team (domain-scoped) channels")
         team = self.store.find_team(actor.organization_id, spec.team_name or "default")
         if team is None:
-            raise NotFound(f"no team named {spec.team_name!r}")
+            teams = [t.name for t in self.store.list_teams(actor.organization_id)]
+            where = self.where(actor)
+            raise not_found("team", spec.team_name or "default", where, teams, "teams")
         domains = tuple(sorted({d.strip().lower().lstrip("@") for d in spec.domains}))
         for domain in domains:
             if self.store.domain_organization(domain) != actor.organization_id:
@@ -241,8 +246,13 @@ class Channels:
             raise Forbidden("members connect channels only for themselves")
         user = self.store.find_user(email)
         if user is None or user.organization_id != actor.organization_id:
-            raise NotFound(f"no user {email}")
+            users = [u.email for u in self.store.list_users(actor.organization_id)]
+            raise not_found("user", email, self.where(actor), users, "users")
         return user
+
+    def where(self, actor: User) -> str:
+        """`organization acme`: where a lookup for the actor looked (for "not found")."""
+        return f"organization {self.store.get_organization(actor.organization_id).name}"
 
     def visible(self, actor: User) -> list[Channel]:
         """Admins see the organization's channels; members their own and their team's."""
@@ -253,7 +263,8 @@ class Channels:
         """A channel by id or name; NotFound for channels the actor may not see."""
         found = channel_in(self.store, actor.organization_id, ref)
         if found is None or not _may_see(actor, found):
-            raise NotFound(f"no channel {ref!r}")
+            names = [c.name for c in self.visible(actor)]
+            raise not_found("channel", ref, self.where(actor), names, "channels")
         return found
 
     def manageable(self, actor: User, ref: str) -> Channel:

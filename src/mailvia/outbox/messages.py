@@ -61,7 +61,8 @@ class Messages:
         except NotFound:
             view = None
         if view is None or not may_see(actor, view):
-            raise NotFound(f"no message {message_id!r}")
+            where = self._channels.where(actor)
+            raise NotFound(f"no message {message_id!r} among those you may see in {where}")
         return view
 
     def page(
@@ -108,7 +109,12 @@ class Messages:
     def for_operator(self, message_id: str) -> MessageView:
         """Any message, for the operator (the CLI opens the store as its owner). Raises
         NotFound."""
-        return self._store.get_message(message_id)
+        try:
+            return self._store.get_message(message_id)
+        except NotFound:
+            raise NotFound(
+                f"no message {message_id!r} in the outbox (of any organization)"
+            ) from None
 
     def events(
         self, actor: User, *, cursor: str | None, limit: int

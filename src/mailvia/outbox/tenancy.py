@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 
 from mailvia.domain.channel import Channel, shared_refusal
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from mailvia.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, not_found
 from mailvia.domain.ids import make_id
 from mailvia.domain.tenancy import (
     Fallback,
@@ -71,6 +71,7 @@ class TenancyStore(Protocol):
     def senders_for(self, org_id: str, address: str) -> list[User]: ...
     def find_channel(self, org_id: str, name: str) -> Channel | None: ...
     def get_channel(self, channel_id: str) -> Channel: ...
+    def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
 
 
 def new_password() -> str:
@@ -109,14 +110,27 @@ class Tenancy:
     def organization(self, name: str) -> Organization:
         org = self.store.find_organization(name)
         if org is None:
-            raise NotFound(f"no organization named {name!r}")
+            names = ", ".join(sorted(self.store.organization_names()))
+            there = f"the organizations: {names}" if names else "there are no organizations"
+            raise NotFound(f"no organization named {name!r}; {there}")
         return org
 
     def user(self, email: str) -> User:
         user = self.store.find_user(email)
         if user is None:
-            raise NotFound(f"no user {email}")
+            raise self._no_user(email)
         return user
+
+    def _no_user(self, email: str) -> NotFound:
+        """No such user in any organization: the users of the organization that the address's
+        domain belongs to, else the organizations (the operator sees everything)."""
+        org_id = self.store.domain_organization(email.rpartition("@")[2].lower())
+        if org_id is None:
+            names = ", ".join(sorted(self.store.organization_names()))
+            return NotFound(f"no user {email!r} in any organization (the organizations: {names})")
+        org = self.store.get_organization(org_id)
+        users = [u.email for u in self.store.list_users(org_id)]
+        return not_found("user", email, f"organization {org.name}", users, "users")
 
     def member(self, actor: User, ref: str) -> User:
         """A user of the actor's organization, by login email or id; NotFound for anyone
@@ -130,7 +144,11 @@ class Tenancy:
             except NotFound:
                 found = None
         if found is None or found.organization_id != actor.organization_id:
-            raise NotFound(f"no user {ref}")
+            org = self.store.get_organization(actor.organization_id)
+            if not actor.is_admin:  # a member is not shown the organization's users
+                raise NotFound(f"no user {ref!r} in organization {org.name}")
+            users = [u.email for u in self.store.list_users(actor.organization_id)]
+            raise not_found("user", ref, f"organization {org.name}", users, "users")
         return found
 
     def members(self, actor: User) -> list[Member]:
@@ -157,12 +175,43 @@ class Tenancy:
         at that domain), in the order they were granted."""
         return sendable_addresses(user.email, self.store.identities(user.id))
 
-    def operator(self, org_name: str) -> User:
-        """Who the CLI acts as: an admin of the named organization (in its team `default`,
-        when it has one). Raises NotFound for an unknown organization."""
-        org = self.organization(org_name)
+    def operator(
+        self, org_name: str | None, *, user_email: str | None = None, channel: str | None = None
+    ) -> User:
+        """Who the CLI acts as: an admin of the organization meant (`meant`; in its team
+        `default`, when it has one). Raises NotFound for an unknown organization or user,
+        InvalidInput when the organization must be named."""
+        org = self.meant(org_name, user_email=user_email, channel=channel)
         team = self.store.find_team(org.id, "default")
         return User("operator", org.id, team.id if team else "", "operator", Role.ADMIN)
+
+    def meant(
+        self, name: str | None, *, user_email: str | None = None, channel: str | None = None
+    ) -> Organization:
+        """The organization a command means when `--org` may be left out: the named one; else
+        the user's (a user belongs to one); else the only one with a channel of that name;
+        else the only one with a sending domain; else `default`. Raises NotFound (no such
+        organization or user), InvalidInput when several fit."""
+        if name is not None:
+            return self.organization(name)
+        if user_email is not None:
+            return self.store.get_organization(self.user(user_email).organization_id)
+        orgs = [self.organization(n) for n in sorted(self.store.organization_names())]
+        if channel is not None:
+            having = [o for o in orgs if channel_in(self.store, o.id, channel) is not None]
+            if len(having) == 1:
+                return having[0]
+            if having:
+                names = ", ".join(o.name for o in having)
+                raise InvalidInput(f"channel {channel!r} is in organizations {names}: give --org")
+        sending = [o for o in orgs if self.store.list_domains(o.id)]
+        if channel is not None and len(sending) > 1:
+            every = [f"{c.name} ({o.name})" for o in orgs for c in self.store.list_channels(o.id)]
+            raise not_found("channel", channel, "any organization", every, "channels")
+        if len(sending) > 1:
+            names = ", ".join(o.name for o in sending)
+            raise InvalidInput(f"several organizations ({names}): give --org")
+        return sending[0] if sending else self.organization("default")
 
     def ready(self) -> None:
         """Read the store once (the health check): raises StoreUnavailable when it cannot."""
@@ -231,7 +280,8 @@ class Tenancy:
     def _default(self, org: Organization, ref: str) -> str:
         channel = channel_in(self.store, org.id, ref)
         if channel is None:
-            raise NotFound(f"no channel {ref!r} in {org.name}")
+            names = [c.name for c in self.store.list_channels(org.id)]
+            raise not_found("channel", ref, f"organization {org.name}", names, "channels")
         refusal = shared_refusal(channel)
         if refusal is not None:
             raise InvalidInput(refusal)
@@ -251,7 +301,9 @@ class Tenancy:
     def team(self, org_id: str, name: str) -> Team:
         team = self.store.find_team(org_id, name)
         if team is None:
-            raise NotFound(f"no team named {name!r} in this organization")
+            org = self.store.get_organization(org_id)
+            teams = [t.name for t in self.store.list_teams(org_id)]
+            raise not_found("team", name, f"organization {org.name}", teams, "teams")
         return team
 
     def create_user(

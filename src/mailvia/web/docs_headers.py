@@ -1,11 +1,10 @@
 """The security headers of the pages (SECURITY_HEADERS), given to the API's documentation too:
-`/docs` (Swagger UI), its OAuth redirect page, `/redoc` and `/openapi.json`, which the API
-serves and which no page may frame either.
+`/docs` (Swagger UI), its OAuth redirect page, `/redoc`, `/openapi.json` and their assets
+under `/docs/assets/`, which the API serves and which no page may frame either.
 
 Their content security policies differ from the pages' only by what each documentation page
-loads: Swagger UI and ReDoc come from the jsDelivr CDN (until they are served from here), with
-fonts and the favicon from their own hosts, and each inline script is allowed by its SHA-256
-alone, worked out from the page as it is sent.
+loads: Swagger UI and ReDoc come from this server (`ingress/api/docs.py`), never a CDN, and
+each inline script is allowed by its SHA-256 alone, worked out from the page as it is sent.
 """
 
 from __future__ import annotations
@@ -20,17 +19,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailvia.web import SECURITY_HEADERS
 
-_CDN = "https://cdn.jsdelivr.net"
-_FAVICON = "https://fastapi.tiangolo.com"
+ASSETS = "/docs/assets/"
 _CLOSED = "frame-ancestors 'none'; base-uri 'none'; object-src 'none'; form-action 'none'"
 # What each documentation page may load; {scripts} becomes the hashes of its inline scripts.
+# The bundles' own code sets inline styles (Swagger UI's attributes, ReDoc's styled
+# components), and ReDoc searches in a worker it starts from a blob.
 POLICIES = {
-    "/docs": f"script-src {_CDN} {{scripts}}; style-src {_CDN} 'unsafe-inline'; "
-    f"img-src 'self' data: {_FAVICON}; connect-src 'self'",
+    "/docs": "script-src 'self' {scripts}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'",
     "/docs/oauth2-redirect": "script-src {scripts}; connect-src 'self'",
-    "/redoc": f"script-src {_CDN} {{scripts}}; style-src 'unsafe-inline' "
-    "https://fonts.googleapis.com; font-src https://fonts.gstatic.com; "
-    f"img-src 'self' data: {_FAVICON}; connect-src 'self'; worker-src blob:",
+    "/redoc": "script-src 'self' {scripts}; style-src 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; worker-src blob:",
     "/openapi.json": "",
 }
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
@@ -49,7 +48,11 @@ class DocsHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        allowed = POLICIES.get(scope.get("path", "")) if scope["type"] == "http" else None
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith(ASSETS):
+            await self.app(scope, receive, _asset_headers(send))
+            return
+        allowed = POLICIES.get(path) if scope["type"] == "http" else None
         if allowed is None:
             await self.app(scope, receive, send)
             return
@@ -73,6 +76,20 @@ class DocsHeaders:
                 await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+def _asset_headers(send: Send) -> Send:
+    """The pages' headers on a script, style sheet or icon (sent as they stream)."""
+
+    async def with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(raw=list(message.get("headers", [])))
+            for name, value in SECURITY_HEADERS.items():
+                headers[name] = value
+            message = {**message, "headers": headers.raw}
+        await send(message)
+
+    return with_headers
 
 
 def policy(allowed: str, page: bytes) -> str:

@@ -13,7 +13,6 @@ from mailvia.domain.channel import (
     Auth,
     Budget,
     Channel,
-    ChannelState,
     Kind,
     Scope,
     Security,
@@ -26,6 +25,9 @@ from mailvia.domain.replies import Outcome, Reply
 from mailvia.domain.routing import Route
 from mailvia.domain.shaping import UseLog, window_words
 from mailvia.domain.tenancy import User
+from mailvia.domain.waiting import CHANNEL_STATES as CHANNEL_STATES
+from mailvia.domain.waiting import STATES as STATES
+from mailvia.domain.waiting import Words as Words
 from mailvia.outbox.channels import ADDRESS_SCOPE_NOT_SHARED
 from mailvia.outbox.services import Services
 
@@ -132,40 +134,7 @@ def preset_choices() -> list[Preset]:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Words:
-    """A state in plain words: a short label for a badge, and a sentence."""
-
-    label: str
-    sentence: str
-
-
-STATES: dict[State, Words] = {
-    State.QUEUED: Words("Waiting", "Waiting for its turn to be sent."),
-    State.HELD: Words("On hold", "On hold: its channel needs attention first. Nothing is lost."),
-    State.SENDING: Words("Sending", "Being handed to the channel right now."),
-    State.DEFERRED: Words(
-        "Trying again", "Not delivered yet: a temporary problem, mailvia tries again by itself."
-    ),
-    State.DELIVERED: Words("Delivered", "Delivered: the receiving server accepted it."),
-    State.BOUNCED: Words("Not delivered", "Not delivered: the receiving server refused it."),
-    State.EXPIRED: Words(
-        "Gave up", "Not delivered: mailvia kept trying until the retry period ran out."
-    ),
-    State.CANCELLED: Words("Cancelled", "Cancelled before it was sent."),
-}
-
-CHANNEL_STATES: dict[ChannelState, Words] = {
-    ChannelState.ACTIVE: Words("Working", "Working: this channel is active and sends mail."),
-    ChannelState.DISCONNECTED: Words(
-        "Disconnected",
-        "Disconnected: the server stopped accepting this channel's sign-in. Its mail is held "
-        "until someone reconnects it.",
-    ),
-    ChannelState.PAUSED: Words(
-        "Paused", "Paused: its mail is held until the channel's owner or an admin resumes it."
-    ),
-}
+# Words, STATES and CHANNEL_STATES: domain/waiting.py (the CLI says them too).
 
 OUTCOMES: dict[Outcome, str] = {
     Outcome.DELIVERED: "Delivered",
@@ -296,6 +265,8 @@ def _own_words(reply: Reply) -> str | None:
         return "mailvia could not reach the server or lost the connection. It tries again."
     if reply.enhanced == "5.7.10":
         return "A secure connection could not be set up, so mailvia sent nothing."
+    if reply.enhanced == "5.4.4":  # the address guard's one refusal: which setting allows it
+        return hint_for(reply)
     return None
 
 

@@ -31,6 +31,7 @@ from mailvia.ingress.api import (
     webhooks,
 )
 from mailvia.ingress.api.channel_schemas import TestFailed
+from mailvia.ingress.api.docs import serve_docs
 from mailvia.ingress.api.errors import Problem, document_rate_limit
 from mailvia.ingress.api.limits import BodyLimit, body_limit, document_limits
 from mailvia.ingress.api.params import refuse_unknown_query
@@ -86,7 +87,10 @@ def create_api(services: Services, *, clock: Callable[[], float] = time.monotoni
         version=__version__,
         description=DESCRIPTION,
         dependencies=[Depends(refuse_unknown_query)],
+        docs_url=None,
+        redoc_url=None,
     )
+    serve_docs(app)
     app.state.services = services
     app.state.rate_limit = TokenRateLimit(
         services.api.rate_limit, recipients=services.api.recipient_limit, clock=clock

@@ -201,6 +201,9 @@ class ChannelOut(BaseModel):
     max_connections: int
     state: ChannelState
     state_reason: str | None
+    state_hint: str | None = Field(
+        default=None, description="What to change to mend the reply in `state_reason`."
+    )
     state_changed_at: Timestamp | None
     transport: TransportKind
     oauth: OAuthOut | None = Field(description="Set for a mailbox connected by OAuth.")

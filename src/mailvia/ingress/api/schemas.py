@@ -135,6 +135,11 @@ class Reply(BaseModel):
     code: int
     enhanced: str | None
     text: str
+    hint: str | None = Field(
+        default=None,
+        description="What to change when no retry mends it: the setting that lets mailvia "
+        "reach a private host, or the sign-in the channel needs.",
+    )
 
 
 class RecipientOut(BaseModel):

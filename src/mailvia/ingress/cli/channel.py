@@ -30,9 +30,9 @@ from mailvia.settings import Settings
 
 ORG_OPTION = click.option(
     "--org",
-    default="default",
-    show_default=True,
-    help="The organization (for team channels and names).",
+    default=None,
+    help="The organization. Left out: the --user's, else the one with a channel of that "
+    "name, else the only one with a sending domain, else `default`.",
 )
 
 
@@ -83,7 +83,7 @@ def add(
     ctx: Context,
     name: str,
     settings: Settings,
-    org: str,
+    org: str | None,
     as_json: bool,
     preset: str | None,
     host: str | None,
@@ -125,7 +125,8 @@ def add(
     )
 
     def action(s: Services) -> None:
-        created, warnings = s.channels.add(s.tenancy.operator(org), spec, time.time())
+        actor = s.tenancy.operator(org, user_email=user_email)
+        created, warnings = s.channels.add(actor, spec, time.time())
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
         emit(
@@ -142,7 +143,7 @@ def add(
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
-def list_(ctx: Context, as_json: bool, org: str, settings: Settings) -> None:
+def list_(ctx: Context, as_json: bool, org: str | None, settings: Settings) -> None:
     """List the organization's channels."""
 
     def action(s: Services) -> None:
@@ -169,11 +170,11 @@ def _table(channels: list[Channel]) -> None:
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
-def show(ctx: Context, name: str, as_json: bool, org: str, settings: Settings) -> None:
+def show(ctx: Context, name: str, as_json: bool, org: str | None, settings: Settings) -> None:
     """Show one channel (the password is never shown)."""
 
     def action(s: Services) -> None:
-        actor = s.tenancy.operator(org)
+        actor = s.tenancy.operator(org, channel=name)
         found = s.channels.get(actor, name)
         statuses = s.mailboxes.statuses(actor.organization_id)
         view = channel_payload(found, statuses.get(found.id))
@@ -188,9 +189,9 @@ def _state_command(verb: str) -> None:
     @ORG_OPTION
     @settings_options(*STORE_SETTINGS)
     @pass_context
-    def command(ctx: Context, name: str, org: str, settings: Settings) -> None:
+    def command(ctx: Context, name: str, org: str | None, settings: Settings) -> None:
         def action(s: Services) -> None:
-            actor = s.tenancy.operator(org)
+            actor = s.tenancy.operator(org, channel=name)
             change = s.channels.pause if verb == "pause" else s.channels.resume
             changed, count = change(actor, name, time.time())
             moved = "held" if verb == "pause" else "released"
@@ -233,7 +234,7 @@ def probe_command(
     password_stdin: bool,
     password_env: str | None,
     as_json: bool,
-    org: str,
+    org: str | None,
     settings: Settings,
 ) -> None:
     """Test a channel step by step: resolve, connect, TLS, EHLO, AUTH (and a test message).
@@ -243,7 +244,7 @@ def probe_command(
     password = read_password(password_stdin, password_env)
 
     def action(s: Services) -> ProbeReport:
-        actor, now = s.tenancy.operator(org), time.time()
+        actor, now = s.tenancy.operator(org, channel=name), time.time()
         tester = s.tester
         if to is not None:  # the operator sends as a user, as `mailvia send --user` does
             sender = s.tenancy.user(user_email) if user_email else tester.owner(actor, name)
@@ -270,7 +271,7 @@ def reconnect(
     password_stdin: bool,
     password_env: str | None,
     as_json: bool,
-    org: str,
+    org: str | None,
     settings: Settings,
 ) -> None:
     """Test a channel with a new password (or the stored one); when every step passes, save
@@ -278,7 +279,7 @@ def reconnect(
     password = read_password(password_stdin, password_env)
 
     def action(s: Services) -> bool:
-        actor, now = s.tenancy.operator(org), time.time()
+        actor, now = s.tenancy.operator(org, channel=name), time.time()
         done = asyncio.run(s.tester.reconnect(actor, name, password=password, now=now))
         view = report_payload(done.report) | {
             "reconnected": done.reconnected,

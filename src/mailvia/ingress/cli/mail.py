@@ -15,6 +15,7 @@ from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.shaping import describe_use
 from mailvia.domain.tenancy import User
+from mailvia.domain.waiting import Waiting
 from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
@@ -25,6 +26,7 @@ from mailvia.ingress.cli.root import (
 )
 from mailvia.ingress.payloads import message_payload, receipt_payload, route_payload
 from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
+from mailvia.outbox.records import MessageView
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission
 from mailvia.settings import Settings
@@ -76,7 +78,7 @@ def send(
 
     failures = ctx.using(settings, action)
     if failures:
-        raise SystemExit(1)
+        raise SystemExit(NOTHING_DELIVERS if failures == NOTHING_DELIVERS else 1)
 
 
 def _send_files(
@@ -107,12 +109,20 @@ def _send_files(
             except MailviaError as exc:
                 failures += 1
                 click.echo(f"mailvia: {path}: {exc}", err=True)
-    return failures + _report(s, receipts, wait=wait, timeout=timeout, as_json=as_json)
+    reported = _report(s, receipts, wait=wait, timeout=timeout, as_json=as_json)
+    return reported if reported == NOTHING_DELIVERS else min(failures + reported, 1)
+
+
+# `send --wait`: a message that nothing will deliver until someone acts (held, its channel
+# paused or disconnected, or no process delivering): the explanation, then this exit code.
+NOTHING_DELIVERS = 6
 
 
 def _report(
     s: Services, receipts: list[Receipt], *, wait: bool, timeout: float, as_json: bool
 ) -> int:
+    """Print the receipts (or, with `wait`, each message once it stops waiting); the exit
+    code: 0, 1 (a recipient not delivered) or NOTHING_DELIVERS."""
     for receipt in receipts:
         for warning in receipt.warnings:
             click.echo(f"warning: {warning.message}", err=True)
@@ -123,23 +133,49 @@ def _report(
             text="\n".join(r.id for r in receipts),
         )
         return 0
-    deadline = time.monotonic() + timeout
-    views = []
-    for receipt in receipts:
-        view = s.messages.for_operator(receipt.id)
-        while not view.state.terminal and view.state is not State.HELD:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-            view = s.messages.for_operator(receipt.id)
-        views.append(view)
+    views, stuck = _wait(s, [r.id for r in receipts], timeout)
     emit(
         [message_payload(v) for v in views],
         as_json=as_json,
         text="\n".join(f"{v.id} {v.state}" for v in views),
     )
+    for message_id, waiting in stuck.items():
+        click.echo(f"mailvia: {message_id} is not being delivered: {waiting.sentence}", err=True)
+    if stuck:
+        return NOTHING_DELIVERS
     # Exit 1 unless every recipient of every message was delivered.
-    return sum(1 for v in views if any(r.state is not State.DELIVERED for r in v.recipients))
+    return int(any(r.state is not State.DELIVERED for v in views for r in v.recipients))
+
+
+def _wait(
+    s: Services, ids: list[str], timeout: float
+) -> tuple[list[MessageView], dict[str, Waiting]]:
+    """Wait until each message is finished, or nothing will deliver it, or `timeout` passes;
+    on stderr, what each waits for whenever that changes. The messages as they are then, and
+    those that nothing delivers with why."""
+    deadline = time.monotonic() + timeout
+    views = {i: s.messages.for_operator(i) for i in ids}
+    said: dict[str, str] = {}
+    stuck: dict[str, Waiting] = {}
+    while True:
+        pending = False
+        for message_id in ids:
+            if message_id in stuck:
+                continue
+            views[message_id] = view = s.messages.for_operator(message_id)
+            waiting = s.backlog.waiting(view, time.time())
+            if waiting is None:
+                continue
+            if waiting.stuck:  # said once, when the wait ends
+                stuck[message_id] = waiting
+                continue
+            pending = True
+            if said.get(message_id) != waiting.sentence:
+                said[message_id] = waiting.sentence
+                click.echo(f"{message_id}: {waiting.sentence}", err=True)
+        if not pending or time.monotonic() > deadline:
+            return [views[i] for i in ids], stuck
+        time.sleep(0.2)
 
 
 @cli.command("queue")
@@ -224,6 +260,8 @@ def _print_message(view: dict[str, object]) -> None:
         reply = r["reply"]
         said = f"{reply['code']} {reply['enhanced'] or ''} {reply['text']}" if reply else ""
         click.echo(f"  {r['address']:30} {r['state']:10} {said}")
+        if reply and reply.get("hint"):
+            click.echo(f"  {'':30} {'':10} {reply['hint']}")
     click.echo("attempts:")
     for a in view["attempts"]:  # type: ignore[attr-defined]
         click.echo(

@@ -39,7 +39,7 @@ def remove(
     cancel_mail: bool,
     move_mail_to: str | None,
     as_json: bool,
-    org: str,
+    org: str | None,
     settings: Settings,
 ) -> None:
     """Remove a channel; an OAuth mailbox's grant is revoked where the provider allows.
@@ -52,7 +52,7 @@ def remove(
     mail = MailChoice.CANCEL if cancel_mail else MailChoice.MOVE if move_mail_to else None
 
     def action(s: Services) -> bool:
-        actor = s.tenancy.operator(org)
+        actor = s.tenancy.operator(org, channel=name)
         done = asyncio.run(s.mend.remove(actor, name, mail=mail, to=move_mail_to, now=time.time()))
         view = {
             "removed": done.removed,
@@ -84,12 +84,12 @@ def remove(
 @settings_options(*STORE_SETTINGS)
 @pass_context
 def cancel_mail_command(
-    ctx: Context, name: str, as_json: bool, org: str, settings: Settings
+    ctx: Context, name: str, as_json: bool, org: str | None, settings: Settings
 ) -> None:
     """Cancel a channel's waiting (queued, deferred, held) mail; mail being sent finishes."""
 
     def action(s: Services) -> None:
-        count = s.mend.cancel_mail(s.tenancy.operator(org), name, time.time())
+        count = s.mend.cancel_mail(s.tenancy.operator(org, channel=name), name, time.time())
         emit({"cancelled": count}, as_json=as_json, text=f"{count} messages cancelled")
 
     ctx.using(settings, action)
@@ -129,7 +129,7 @@ def edit(
     max_recipients: int | None,
     no_test: bool,
     as_json: bool,
-    org: str,
+    org: str | None,
     settings: Settings,
 ) -> None:
     """Change a channel's fields; only those given change (--budget replaces every budget).
@@ -152,7 +152,7 @@ def edit(
     )
 
     def action(s: Services) -> bool:
-        actor, now = s.tenancy.operator(org), time.time()
+        actor, now = s.tenancy.operator(org, channel=name), time.time()
         done = asyncio.run(s.mend.edit(actor, name, changes, test=not no_test, now=now))
         view = {
             "saved": done.saved,

@@ -1,0 +1,133 @@
+"""Why a message waits, in words (domain/waiting.py), and what to change when a reply needs a
+fix (domain/probe.py fix_for): pure, table-driven, time passed in."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mailvia.domain.channel import Auth, Budget, Channel, ChannelState, Kind, Owner, Scope, Security
+from mailvia.domain.message import State
+from mailvia.domain.probe import SIGN_IN_NEEDED, fix_for, fix_for_reason
+from mailvia.domain.replies import Reply
+from mailvia.domain.waiting import NOBODY_DELIVERING, why_waiting
+from mailvia.web.wording import reply_words
+
+NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+REFUSED = Reply(550, "5.4.4", "mailvia: will not connect to this host")
+SETTING = "MAILVIA_ALLOW_PRIVATE_HOSTS"
+BOX = Channel(
+    id="ch_1",
+    organization_id="org_1",
+    name="jane-mailbox",
+    kind=Kind.SMTP,
+    host="127.0.0.1",
+    port=2525,
+    security=Security.NONE,
+    auth=Auth.NONE,
+    scope=Scope.ADDRESS,
+    owner=Owner(user_id="usr_1"),
+    address="jane@acme.test",
+    budgets=(Budget(30, 60),),
+)
+
+
+def waits(state: State, channel: Channel | None = BOX, **facts: object) -> tuple[str, bool]:
+    found = why_waiting(
+        state,
+        channel=channel,
+        last_reply=facts.get("last_reply"),  # type: ignore[arg-type]
+        next_attempt_at=facts.get("next_attempt_at"),  # type: ignore[arg-type]
+        budget_free_at=facts.get("budget_free_at"),  # type: ignore[arg-type]
+        delivering=facts.get("delivering", True),  # type: ignore[arg-type]
+        now=NOW,
+    )
+    assert found is not None
+    return found.sentence, found.stuck
+
+
+def test_refused_host_and_missing_sign_in_point_to_the_fix() -> None:
+    refused = fix_for(REFUSED)
+    assert refused and SETTING in refused and "mailvia serve" in refused
+    assert "mailvia worker" in refused and "reconnect the channel" in refused
+    assert fix_for(Reply(530, "5.7.0", "Authentication required")) == SIGN_IN_NEEDED
+    assert "mailvia channel edit" in SIGN_IN_NEEDED and "OAuth" in SIGN_IN_NEEDED
+    assert fix_for_reason("530 5.7.0 Authentication required") == SIGN_IN_NEEDED
+    for passing in (Reply(451, "4.3.0", "busy"), Reply(550, "5.1.1", "no such user"), None):
+        assert fix_for(passing) is None
+    assert fix_for_reason("paused by jane") is None and fix_for_reason(None) is None
+
+
+def test_the_pages_name_the_setting_for_a_refused_host() -> None:
+    said = reply_words(REFUSED)
+    assert SETTING in said.sentence and said.code == str(REFUSED)
+    assert "no way to the recipient" not in said.sentence
+
+
+@pytest.mark.parametrize(
+    ("state", "channel", "facts", "expected", "stuck"),
+    [
+        (State.HELD, BOX, {}, "jane-mailbox is disconnected", True),
+        (
+            State.QUEUED,
+            replace(BOX, state=ChannelState.DISCONNECTED, state_reason=str(REFUSED)),
+            {},
+            SETTING,
+            True,
+        ),
+        (
+            State.HELD,
+            replace(BOX, state=ChannelState.DISCONNECTED, state_reason="530 5.7.0 Auth required"),
+            {},
+            "This channel needs a sign-in",
+            True,
+        ),
+        (
+            State.HELD,
+            replace(BOX, state=ChannelState.PAUSED, state_reason="paused by jane"),
+            {},
+            "mailvia channel resume jane-mailbox",
+            True,
+        ),
+        (State.QUEUED, BOX, {"delivering": False}, NOBODY_DELIVERING, True),
+        (State.DEFERRED, BOX, {"delivering": False}, NOBODY_DELIVERING, True),
+        (
+            State.DEFERRED,
+            BOX,
+            {"last_reply": Reply(451, "4.3.0", "busy"), "next_attempt_at": NOW + 90},
+            'the last reply was "451 4.3.0 busy"; the next attempt is at 08:01:30 UTC.',
+            False,
+        ),
+        (
+            State.QUEUED,
+            BOX,
+            {"budget_free_at": NOW + 30},
+            "behind channel jane-mailbox's sending limit until 08:00:30 UTC",
+            False,
+        ),
+        (State.QUEUED, BOX, {"budget_free_at": NOW}, "its turn on channel jane-mailbox", False),
+        (State.SENDING, BOX, {}, "Being handed to channel jane-mailbox", False),
+    ],
+)
+def test_why_a_message_waits(
+    state: State, channel: Channel, facts: dict[str, object], expected: str, stuck: bool
+) -> None:
+    sentence, is_stuck = waits(state, channel, **facts)
+    assert expected in sentence and is_stuck is stuck, sentence
+
+
+def test_a_finished_message_waits_for_nothing() -> None:
+    for state in (State.DELIVERED, State.BOUNCED, State.EXPIRED, State.CANCELLED):
+        assert (
+            why_waiting(
+                state,
+                channel=BOX,
+                last_reply=None,
+                next_attempt_at=None,
+                budget_free_at=None,
+                delivering=False,
+                now=NOW,
+            )
+            is None
+        )
