@@ -41,7 +41,7 @@ def closed_port() -> int:
 
 
 async def deliver(api: Api) -> None:
-    await api.world.services.dispatcher.run_once(time.time())
+    await api.world.services.dispatcher.run_once(time.time)
 
 
 def subject(content: bytes) -> str:

@@ -60,7 +60,7 @@ def closed_port() -> int:
 
 
 def deliver(world: World) -> None:
-    asyncio.run(world.services.dispatcher.run_once(time.time()))
+    asyncio.run(world.services.dispatcher.run_once(time.time))
 
 
 def state_of(world: World, message_id: str) -> State:

@@ -99,7 +99,7 @@ async def test_a_rep_fixes_the_port_then_the_sign_in_on_the_page_and_the_mail_le
     async with TestServer(tls_cert=certs.cert, tls_key=certs.key, auth={"jane": RIGHT}) as smtp:
         channel = world.channel(closed_port(), certs=certs, auth=Auth.NONE, max_connections=1)
         sent = world.send(count=2)
-        await world.services.dispatcher.run_once(time.time())
+        await world.services.dispatcher.run_once(time.time)
         assert world.store.get_message(sent[0].id).state is State.DEFERRED
         jane = await browser(world, "jane@acme.test")
         url = f"/channels/{channel.id}"
@@ -115,7 +115,7 @@ async def test_a_rep_fixes_the_port_then_the_sign_in_on_the_page_and_the_mail_le
         fixed = await jane.post(url + "/edit", form | {"port": str(smtp.port)})
         assert fixed.status_code == 303 and fixed.headers["location"].endswith("notice=edited")
         assert world.store.get_channel(channel.id).port == smtp.port
-        await world.services.dispatcher.run_once(time.time())  # due now: 530, sign-in needed
+        await world.services.dispatcher.run_once(time.time)  # due now: 530, sign-in needed
         assert world.store.get_channel(channel.id).state is ChannelState.DISCONNECTED
 
         form = edit_form((await jane.get(url)).text)
@@ -124,7 +124,7 @@ async def test_a_rep_fixes_the_port_then_the_sign_in_on_the_page_and_the_mail_le
         assert back.status_code == 303 and back.headers["location"].endswith("reconnected")
         shown = await jane.get(back.headers["location"])
         assert "held mail is released" in text_of(shown) and RIGHT not in shown.text
-        await world.services.dispatcher.run_once(time.time())
+        await world.services.dispatcher.run_once(time.time)
         assert [world.store.get_message(r.id).state for r in sent] == [State.DELIVERED] * 2
         assert len(smtp.received) == 2
 
