@@ -1,6 +1,6 @@
 """Shaping through the dispatcher: budgets hold exactly with a driven clock over a simulated
-day (on the memory store, the logic alone), over a simulated hour on SQLite (its budget
-ledger), and in real time against the real test server."""
+day (on the memory store, the logic alone), over a simulated half hour on SQLite and
+PostgreSQL (their budget ledger), and in real time against the real test server."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.replies import Reply, Stage
-from mailvia.outbox.compose import Composed, Draft, compose
+from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.dispatch import Dispatcher
 from mailvia.outbox.dispatch_ports import DispatchStore
 from mailvia.outbox.ports import Credentials
@@ -133,24 +133,38 @@ async def test_microsoft365_day_of_limits_with_a_driven_clock() -> None:
     assert counts[State.BOUNCED] == counts[State.EXPIRED] == 0
 
 
-async def test_the_sql_budget_ledger_holds_over_a_simulated_hour(world: World) -> None:
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_the_sql_budget_ledger_holds_over_a_simulated_half_hour(
+    fast_dir: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     """The same shaping on SQLite, where the ledger keeps its windows' running sums in
-    tables: 10 a minute and 100 recipients in 20 minutes over an hour, 600 messages of
-    one or two recipients waiting."""
-    budgets = (Budget(10, 60, Unit.MESSAGES), Budget(100, 1200, Unit.RECIPIENTS))
+    tables: 10 a minute and 60 recipients in 10 minutes over half an hour, 300 messages of
+    one or two recipients waiting; on SQLite and PostgreSQL."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    world = World(fast_dir, db_url=url)
+    try:
+        await sql_hour(world)
+    finally:
+        await world.close()
+
+
+async def sql_hour(world: World) -> None:
+    budgets = (Budget(10, 60, Unit.MESSAGES), Budget(60, 600, Unit.RECIPIENTS))
     t0 = 1_800_000_000.0
     clock = SteppingClock(t0)
     transport = InstantTransport(clock)
     world.services.dispatcher.transport = transport
     channel = world.channel(2525, budgets=budgets, max_connections=3)
-    world.send(count=300, now=t0)
-    world.send(count=300, to=("bob@example.com", "carol@example.net"), now=t0)
-    end = t0 + 3600
+    world.send(count=150, now=t0)
+    world.send(count=150, to=("bob@example.com", "carol@example.net"), now=t0)
+    end = t0 + 1800
     await drive(world.services.dispatcher, world.store, clock, end)
     starts = [s for s in transport.starts if s[0] <= end]
     assert max_in_window(starts, 60, recipients=False) <= 10
-    assert max_in_window(starts, 1200, recipients=True) <= 100
-    assert sum(r for _, r in starts) >= 0.97 * 300  # three windows of 100 recipients
+    assert max_in_window(starts, 600, recipients=True) <= 60
+    assert sum(r for _, r in starts) >= 0.97 * 180  # three windows of 60 recipients
     assert_no_idle_window(starts, 60, budgets[1])
     counts = world.store.queue_counts(world.jane.organization_id)[channel.id]
     assert counts[State.DELIVERED] == len(transport.starts)
@@ -282,15 +296,20 @@ async def test_a_restart_mid_window_sends_no_excess(fast_dir: Path) -> None:
     assert max_in_window(transport.starts, 60, recipients=False) <= 30
 
 
-async def test_forecast_and_the_bulk_warning_on_a_mailbox_channel(world: World) -> None:
-    world.channel(2525, preset="microsoft365")
+async def test_forecast_and_the_bulk_warning_on_a_mailbox_channel() -> None:
+    """The forecast is logic over the budgets and the backlog: on the memory store."""
     t0 = 1_800_000_000.0
-    [first] = world.send(now=t0)
-    assert first.expected_at == t0 and first.queued_ahead == 0 and not first.warnings
-    one = Composed(
-        Envelope("jane@acme.test", ("bob@example.com",)), "jane@acme.test", world.sent[first.id]
+    clock = SteppingClock(t0)
+    world = MemoryWorld(InstantTransport(clock), clock)
+    world.channel(preset="microsoft365")
+    one = compose(
+        Draft(from_="Jane <jane@acme.test>", to=["bob@example.com"], subject="hi", text="hi"),
+        now=t0,
+        max_size=10**6,
     )
-    receipts = world.services.submitter.submit(world.jane, [Submission(one)] * 10_500, now=t0)
+    [first] = world.submitter.submit(world.jane, [Submission(one)], now=t0)
+    assert first.expected_at == t0 and first.queued_ahead == 0 and not first.warnings
+    receipts = world.submitter.submit(world.jane, [Submission(one)] * 10_500, now=t0)
     assert receipts[28].expected_at == t0  # 30 a minute: the first 30 go at once
     assert receipts[29].expected_at == t0 + 60
     assert receipts[-1].queued_ahead == 10_500

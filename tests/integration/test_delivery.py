@@ -343,8 +343,11 @@ class SteppedTransport:
         return None
 
 
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
 async def test_a_run_claims_more_as_its_queue_runs_low_but_not_again_soon_after_a_short_claim(
-    tmp_path: Path,
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """One run_once: a channel run claims more (refills) when its queue runs low, and after a
     claim that came back short (the outbox is drained) claims again only REFILL_PAUSE later:
@@ -353,7 +356,8 @@ async def test_a_run_claims_more_as_its_queue_runs_low_but_not_again_soon_after_
     from mailvia.outbox.channel_run import REFILL_PAUSE
 
     assert REFILL_PAUSE == 0.05
-    world = World(tmp_path / "data", claim_batch=8)  # a refill below 8 // 4 = 2 in the queue
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    world = World(tmp_path / "data", db_url=url, claim_batch=8)  # refills below 8 // 4 = 2
     try:
         world.channel(9, max_connections=1)
         t0 = time.time()

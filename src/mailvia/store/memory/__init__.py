@@ -46,4 +46,21 @@ class MemoryStore(
         return "MemoryStore()"
 
 
+def _implements(store: MemoryStore) -> tuple[object, ...]:
+    """The ports the memory store stands in for, checked by mypy (never called)."""
+    from mailvia.outbox.channels import ChannelStore
+    from mailvia.outbox.dispatch_ports import DispatchStore
+    from mailvia.outbox.messages import MessageStore
+    from mailvia.outbox.notices import NoticeStore
+    from mailvia.outbox.ports import WorkerRegistry
+    from mailvia.outbox.submit import SubmitStore
+    from mailvia.outbox.tenancy import TenancyStore
+    from mailvia.outbox.tokens import ApiTokenStore
+
+    dispatch: tuple[DispatchStore, WorkerRegistry, NoticeStore] = (store, store, store)
+    intake: tuple[SubmitStore, MessageStore] = (store, store)
+    tenancy: tuple[TenancyStore, ChannelStore, ApiTokenStore] = (store, store, store)
+    return (*dispatch, *intake, *tenancy)
+
+
 __all__ = ["MemoryStore"]
