@@ -20,6 +20,7 @@ from mailvia.store.rows import chunks, event_id
 from mailvia.store.tables import attempts, messages, recipients
 
 GAVE_UP = (451, "4.4.7", "mailvia: gave up after the retry period")  # RFC 3463 X.4.7
+_GAVE_UP_TEXT = " ".join(str(part) for part in GAVE_UP)  # the reason its event gives
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
 _EXPIRABLE = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
 _TERMINAL = sorted(s.value for s in TERMINAL)
@@ -202,7 +203,8 @@ class SettleStore:
         """Expire queued, deferred and held messages whose give-up time has come, at most
         `limit` of each state (soonest first; call again while a full batch came back):
         they and their unfinished recipients become `expired` (with a reply saying so).
-        Returns and records one `message.expired` event per message. (`events_for` is the
+        Returns and records one `message.expired` event per message, with the state and the
+        reason (the owner's webhooks and activity say why it never went). (`events_for` is the
         caller's label and changes nothing.)"""
         with self._db.write() as conn:
             rows = sorted(
@@ -227,7 +229,7 @@ class SettleStore:
                     row.organization_id,
                     "message.expired",
                     now,
-                    {"message_id": row.id},
+                    {"message_id": row.id, "state": State.EXPIRED.value, "reason": _GAVE_UP_TEXT},
                 )
                 for row in rows
             ]
