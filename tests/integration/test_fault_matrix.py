@@ -11,6 +11,7 @@ to show that timeout firing while another channel keeps delivering.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.submit import Receipt, Submission
 from mailvia.testserver import TestServer
+from support.receiver import Receiver
 from support.reconcile import Reconciliation, message_id_of, reconcile
 from support.world import SHORT, Certs, World, make_certs
 
@@ -495,18 +497,15 @@ async def test_a_provider_throttle_pauses_the_channel_and_bounces_nothing(
 # -- a message past its give-up time ----------------------------------------------------------
 
 
-async def test_a_message_past_its_give_up_time_expires_with_the_reason_and_an_event(
-    world: World, certs: Certs, tmp_path: Path
-) -> None:
-    """Deferred until the give-up time (the last reply is the reason), and held on a
-    disconnected channel past it (mailvia's own 4.4.7 reason): both end `expired`, each with a
-    `message.expired` event for the owner's webhooks and activity page."""
-    maildir = tmp_path / "caught"
+async def expire_two(
+    world: World, certs: Certs, maildir: Path, now: float
+) -> tuple[list[Receipt], list[Receipt]]:
+    """One message deferred by a 4xx until its give-up time, and one held on a disconnected
+    channel past it; returns (deferred, held)."""
     policy = RetryPolicy(first_delay=60, max_delay=60, give_up_after=200)
     async with tls_server(certs, maildir, faults=[f"rcpt={TEMPORARY}"]) as server:
         world.channel(server.port, certs=certs, retry=policy)
-        deferred = world.send()
-        now = time.time()
+        deferred = world.send(now=now)
         for step in (0, 70, 140, 210):
             await world.services.dispatcher.run_once(now + step)
         assert not server.received
@@ -533,25 +532,35 @@ async def test_a_message_past_its_give_up_time_expires_with_the_reason_and_an_ev
         await world.services.dispatcher.run_once(now)
         assert world.store.get_message(held[0].id).state is State.HELD
         await world.services.dispatcher.run_once(now + 201)
+    return deferred, held
+
+
+async def test_a_message_past_its_give_up_time_expires_and_the_owner_is_told_why(
+    world: World, certs: Certs, tmp_path: Path
+) -> None:
+    """Deferred until its give-up time, or held on a disconnected channel past it: either ends
+    `expired` with mailvia's 4.4.7 reason (the server's last reply stays in the attempts), and
+    a `message.expired` event saying why reaches the organization's webhook."""
+    maildir = tmp_path / "caught"
+    now = time.time()
+    webhooks = world.services.webhook_dispatcher
+    assert webhooks is not None
+    with Receiver() as hooks:
+        world.services.webhooks.add(world.admin, hooks.url(), ["message.expired"], now - 1)
+        deferred, held = await expire_two(world, certs, maildir, now)
+        assert await webhooks.run_once(now + 202) == 2
+        posted = [json.loads(r.body) for r in hooks.wait_for(2)]
     first = world.store.get_message(deferred[0].id)
-    assert first.state is State.EXPIRED
-    [recipient] = first.recipients
-    assert recipient.state is State.EXPIRED and recipient.reply is not None
-    assert (recipient.reply.code, recipient.reply.enhanced) == (451, "4.4.7")
     assert str(first.attempts[-1].reply) == TEMPORARY  # the server's last word is kept
-    second = world.store.get_message(held[0].id)
-    [recipient] = second.recipients
-    assert second.state is State.EXPIRED and recipient.state is State.EXPIRED
-    assert recipient.reply is not None and (recipient.reply.code, recipient.reply.enhanced) == (
-        451,
-        "4.4.7",
-    )
-    assert "gave up" in recipient.reply.text
-    events, _ = world.store.list_events(world.jane.organization_id, cursor=None, limit=100)
-    expired = {e.data["message_id"]: e for e in events if e.type == "message.expired"}
-    assert set(expired) == {deferred[0].id, held[0].id}
-    for message in (deferred[0], held[0]):
-        data = expired[message.id].data
-        assert data["state"] == "expired"
-        assert data["reason"] == "451 4.4.7 mailvia: gave up after the retry period"
+    for message in (first, world.store.get_message(held[0].id)):
+        [recipient] = message.recipients
+        assert message.state is State.EXPIRED and recipient.state is State.EXPIRED
+        assert recipient.reply is not None
+        assert (recipient.reply.code, recipient.reply.enhanced) == (451, "4.4.7")
+        assert "gave up" in recipient.reply.text
+    assert {p["data"]["message_id"] for p in posted} == {deferred[0].id, held[0].id}
+    for payload in posted:
+        assert payload["type"] == "message.expired"
+        assert payload["data"]["state"] == "expired"
+        assert payload["data"]["reason"] == "451 4.4.7 mailvia: gave up after the retry period"
     settled(world, deferred + held, maildir, expired=2)
