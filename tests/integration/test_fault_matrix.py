@@ -22,7 +22,7 @@ import pytest
 
 from mailvia.domain.channel import Auth, Channel, ChannelState, Security
 from mailvia.domain.message import State
-from mailvia.domain.retry import RetryPolicy
+from mailvia.domain.retry import LAST_TRY_GRACE, RetryPolicy
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.submit import Receipt, Submission
@@ -500,15 +500,15 @@ async def test_a_provider_throttle_pauses_the_channel_and_bounces_nothing(
 async def expire_two(
     world: World, certs: Certs, maildir: Path, now: float
 ) -> tuple[list[Receipt], list[Receipt]]:
-    """One message deferred by a 4xx until its give-up time, and one held on a disconnected
-    channel past it; returns (deferred, held)."""
+    """One message deferred by a 4xx until its give-up time, its last try at that time, and
+    one held on a disconnected channel past it; returns (deferred, held)."""
     policy = RetryPolicy(first_delay=60, max_delay=60, give_up_after=200)
     async with tls_server(certs, maildir, faults=[f"rcpt={TEMPORARY}"]) as server:
         world.channel(server.port, certs=certs, retry=policy)
         deferred = world.send(now=now)
-        for step in (0, 70, 140, 210):
-            await world.services.dispatcher.run_once(now + step)
-        assert not server.received
+        for step in (0, 70, 140, 200):  # the last try is due at the give-up time
+            assert await world.services.dispatcher.run_once(now + step) == 1
+        assert commands(server).count("RCPT") == 4 and not server.received
     async with tls_server(certs, maildir, faults=["auth=535 5.7.8 bad credentials"]) as broken:
         world.services.tenancy.grant("jane@acme.test", "sales@acme.test", now)
         spec = ChannelSpec(
@@ -538,9 +538,9 @@ async def expire_two(
 async def test_a_message_past_its_give_up_time_expires_and_the_owner_is_told_why(
     world: World, certs: Certs, tmp_path: Path
 ) -> None:
-    """Deferred until its give-up time, or held on a disconnected channel past it: either ends
-    `expired` with mailvia's 4.4.7 reason (the server's last reply stays in the attempts), and
-    a `message.expired` event saying why reaches the organization's webhook."""
+    """Deferred until its give-up time (the last try's reply is the reason), or held on a
+    disconnected channel past it (mailvia's 4.4.7 reason): either ends `expired`, and a
+    `message.expired` event saying why reaches the organization's webhook."""
     maildir = tmp_path / "caught"
     now = time.time()
     webhooks = world.services.webhook_dispatcher
@@ -550,17 +550,40 @@ async def test_a_message_past_its_give_up_time_expires_and_the_owner_is_told_why
         deferred, held = await expire_two(world, certs, maildir, now)
         assert await webhooks.run_once(now + 202) == 2
         posted = [json.loads(r.body) for r in hooks.wait_for(2)]
-    first = world.store.get_message(deferred[0].id)
-    assert str(first.attempts[-1].reply) == TEMPORARY  # the server's last word is kept
-    for message in (first, world.store.get_message(held[0].id)):
+    first, second = (world.store.get_message(m[0].id) for m in (deferred, held))
+    reasons = {first.id: TEMPORARY, second.id: "451 4.4.7 mailvia: gave up after the retry period"}
+    for message in (first, second):
         [recipient] = message.recipients
         assert message.state is State.EXPIRED and recipient.state is State.EXPIRED
-        assert recipient.reply is not None
-        assert (recipient.reply.code, recipient.reply.enhanced) == (451, "4.4.7")
-        assert "gave up" in recipient.reply.text
-    assert {p["data"]["message_id"] for p in posted} == {deferred[0].id, held[0].id}
+        assert str(recipient.reply) == reasons[message.id]
+    assert {p["data"]["message_id"] for p in posted} == set(reasons)
     for payload in posted:
-        assert payload["type"] == "message.expired"
-        assert payload["data"]["state"] == "expired"
-        assert payload["data"]["reason"] == "451 4.4.7 mailvia: gave up after the retry period"
+        data = payload["data"]
+        assert payload["type"] == "message.expired" and data["state"] == "expired"
+        reason = data.get("reason") or data["recipients"][0]["reply"]
+        assert reason == reasons[data["message_id"]]
     settled(world, deferred + held, maildir, expired=2)
+
+
+async def test_a_last_try_that_cannot_happen_expires_after_the_grace(
+    world: World, certs: Certs, tmp_path: Path
+) -> None:
+    """The last try is due at the give-up time; a channel that cannot make it (throttled
+    here) has LAST_TRY_GRACE more seconds, and then the sweep expires the message unsent."""
+    maildir = tmp_path / "caught"
+    policy = RetryPolicy(first_delay=60, max_delay=60, give_up_after=200)
+    async with tls_server(certs, maildir, faults=[f"rcpt={TEMPORARY}"]) as server:
+        channel = world.channel(server.port, certs=certs, retry=policy)
+        now = time.time()
+        receipts = world.send(now=now)
+        for step in (0, 70, 140):
+            await world.services.dispatcher.run_once(now + step)
+        view = world.store.get_message(receipts[0].id)
+        assert view.next_attempt_at == view.expires_at == pytest.approx(now + 200, abs=1)
+        world.store.set_channel_throttle(channel.id, now + 10_000, 1)
+        assert await world.services.dispatcher.run_once(now + 200 + LAST_TRY_GRACE - 5) == 0
+        assert world.store.get_message(receipts[0].id).state is State.DEFERRED
+        assert await world.services.dispatcher.run_once(now + 200 + LAST_TRY_GRACE + 1) == 0
+    view = world.store.get_message(receipts[0].id)
+    assert view.state is State.EXPIRED and len(view.attempts) == 3
+    settled(world, receipts, maildir, expired=1)

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput
 
+# The last try is due at the give-up time; the expiry sweep leaves it this long to happen (a
+# throttled or busy channel may not get to it at once) before it expires the message unsent.
+LAST_TRY_GRACE = 600.0  # seconds
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
