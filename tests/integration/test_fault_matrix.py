@@ -502,7 +502,7 @@ async def expire_two(
 ) -> tuple[list[Receipt], list[Receipt]]:
     """One message deferred by a 4xx until its give-up time, its last try at that time, and
     one held on a disconnected channel past it; returns (deferred, held)."""
-    policy = RetryPolicy(first_delay=60, max_delay=60, give_up_after=200)
+    policy = RetryPolicy(first_delay=60, max_delay=60, give_up_after=200, jitter=0)
     async with tls_server(certs, maildir, faults=[f"rcpt={TEMPORARY}"]) as server:
         world.channel(server.port, certs=certs, retry=policy)
         deferred = world.send(now=now)
@@ -571,7 +571,7 @@ async def test_a_last_try_that_cannot_happen_expires_after_the_grace(
     """The last try is due at the give-up time; a channel that cannot make it (throttled
     here) has LAST_TRY_GRACE more seconds, and then the sweep expires the message unsent."""
     maildir = tmp_path / "caught"
-    policy = RetryPolicy(first_delay=60, max_delay=60, give_up_after=200)
+    policy = RetryPolicy(first_delay=60, max_delay=60, give_up_after=200, jitter=0)
     async with tls_server(certs, maildir, faults=[f"rcpt={TEMPORARY}"]) as server:
         channel = world.channel(server.port, certs=certs, retry=policy)
         now = time.time()
