@@ -275,7 +275,7 @@ STALLS = {
     "body": ("body=stall", "data_block", "data", "DATA"),
     "data-end": ("data-end=noreply", "data_end", "data-end", "DATA"),
 }
-FIRES = 1.5  # the stalled phase's timeout
+FIRES = 2.0  # the stalled phase's timeout
 SOON = RetryPolicy(first_delay=1, max_delay=1)
 BIG = 16_000_000  # bytes: more than loopback's socket buffers, so a body stall blocks writes
 
@@ -337,28 +337,21 @@ async def test_a_stalled_phase_times_out_while_another_channel_keeps_its_pace(
         stop = asyncio.Event()
         task = asyncio.create_task(world.services.dispatcher.run_forever(time.time, stop))
         others: list[Receipt] = []
-        lags: list[float] = []
         started = time.time()
         stalled_at: float | None = None
         try:
             while not world.store.get_message(receipts[0].id).attempts:
-                assert time.time() - started < FIRES + 8, "the stalled phase never timed out"
-                if stalled_at is None:
-                    if reached(stalled, verb):
-                        stalled_at = time.time()
-                    await asyncio.sleep(0.02)
-                    continue
-                # While the phase stalls, another channel's mail, five every 0.2 s: each
-                # batch arrives at once.
-                sent_at = time.time()
-                others += send_other(world, 5, f"b{len(others)}")
-                await fine.wait_for(len(others), timeout=5)
-                lags.append(time.time() - sent_at)
-                await asyncio.sleep(0.2)
-            ended = time.time()
+                assert time.time() - started < FIRES + 10, "the stalled phase never timed out"
+                if stalled_at is None and reached(stalled, verb):
+                    stalled_at = time.time()
+                if stalled_at is not None:
+                    # While the phase stalls, another channel's mail, five every 0.2 s.
+                    others += send_other(world, 5, f"b{len(others)}")
+                await asyncio.sleep(0.2 if stalled_at is not None else 0.02)
             stalled.set_faults([])  # the server recovers; the retry (1 s later) goes through
             view = world.store.get_message(receipts[0].id)
             await stalled.wait_for(1, timeout=30)
+            await fine.wait_for(len(others), timeout=30)
         finally:
             stop.set()
             await task
@@ -369,9 +362,15 @@ async def test_a_stalled_phase_times_out_while_another_channel_keeps_its_pace(
             "4.4.2",
         )
         assert view.state is State.DEFERRED
-        # The configured timeout fired (not a later one: the others are 5 s).
-        assert stalled_at is not None and FIRES - 0.2 < ended - stalled_at < FIRES + 2
-        assert len(lags) >= 3 and max(lags) < 0.8, lags
+        # The configured timeout fired, not a later one (the others are 5 s): from the
+        # connection's opening to the attempt's end.
+        opened = stalled.sessions[0]["opened_at"]
+        assert FIRES - 0.05 <= attempt.at - opened < 4.9, attempt.at - opened
+        # Meanwhile the other channel kept delivering: two batches or more arrived while the
+        # phase stalled (a dispatcher held up by the stall would deliver none before its end).
+        assert stalled_at is not None
+        during = [g for g in fine.received if stalled_at < g["received_at"] < attempt.at]
+        assert len(during) >= 10, (len(during), len(others))
         # Only after the final dot is the outcome unknown.
         assert view.possible_duplicate is (phase == "data-end")
         assert world.store.get_channel(channel.id).state is ChannelState.ACTIVE
