@@ -88,27 +88,35 @@ def free_port() -> int:
 async def test_connection_refused_backs_off_then_delivers_once_the_server_is_up(
     world: World, tmp_path: Path
 ) -> None:
+    """The message whose connection was refused waits for its retry; the channel's other mail
+    is not tried against the dead server: the channel waits 60 s (doubling while it stays
+    down), then its mail goes."""
     port = free_port()
-    world.channel(port, security=Security.NONE, auth=Auth.NONE)
-    receipts = world.send(count=3)
+    channel = world.channel(port, security=Security.NONE, auth=Auth.NONE, max_connections=1)
+    receipts = world.send(count=5)
     now = time.time()
-    await world.services.dispatcher.run_once(now)
-    for receipt in receipts:
-        view = world.store.get_message(receipt.id)
-        assert view.state is State.DEFERRED and not view.possible_duplicate
-        [attempt] = view.attempts
-        assert (attempt.stage, attempt.reply.code, attempt.reply.enhanced) == (
-            "connect",
-            451,
-            "4.4.2",
-        )
-        assert view.next_attempt_at is not None and view.next_attempt_at >= now + 239
-    # No tight loop: nothing is tried again before the backoff time.
-    assert await world.services.dispatcher.run_once(now + 60) == 0
+    assert await world.services.dispatcher.run_once(now) == 1  # one try, not five
+    first, *rest = (world.store.get_message(r.id) for r in receipts)
+    assert first.state is State.DEFERRED and not first.possible_duplicate
+    [attempt] = first.attempts
+    assert (attempt.stage, attempt.reply.code, attempt.reply.enhanced) == ("connect", 451, "4.4.2")
+    assert first.next_attempt_at is not None and first.next_attempt_at >= now + 239
+    assert [(v.state, v.attempts) for v in rest] == [(State.QUEUED, ())] * 4
+    paused = world.store.get_channel(channel.id)
+    assert paused.throttled_until == pytest.approx(now + 60, abs=2)
+    # No tight loop: nothing is tried while the channel waits.
+    assert await world.services.dispatcher.run_once(now + 30) == 0
+    # Still down after the wait: one more try, and the wait doubles.
+    assert await world.services.dispatcher.run_once(now + 61) == 1
+    paused = world.store.get_channel(channel.id)
+    assert paused.throttle_level == 2
+    assert paused.throttled_until == pytest.approx(now + 61 + 120, abs=2)
     async with TestServer(port=port, maildir=tmp_path / "caught") as server:
-        assert await world.services.dispatcher.run_once(now + LATER) == 3
-        await server.wait_for(3)
-    settled(world, receipts, tmp_path / "caught", delivered=3, duplicates=0)
+        assert await world.services.dispatcher.run_once(now + 182) == 3
+        assert world.store.get_channel(channel.id).throttle_level == 0
+        assert await world.services.dispatcher.run_once(now + 61 + LATER) == 2
+        await server.wait_for(5)
+    settled(world, receipts, tmp_path / "caught", delivered=5, duplicates=0)
 
 
 # -- 421 at the greeting and mid-session ------------------------------------------------------

@@ -46,6 +46,9 @@ THROTTLE_DAILY = 3600.0  # a daily-quota reply when the channel has no budget to
 # before every message would hold the write lock that intake needs.
 REFILL_PAUSE = 0.05  # seconds
 
+# Effects that pause the whole channel for a while (an unreachable server as a throttle).
+_PAUSES = (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY, ChannelEffect.UNREACHABLE)
+
 _EVENT_FOR = {
     State.DELIVERED: "message.delivered",
     State.BOUNCED: "message.bounced",
@@ -337,7 +340,7 @@ class ChannelRun:
             return
         if leftovers:
             self.store.unclaim(leftovers, state=State.QUEUED, now=now)
-        if self.effect in (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY):
+        if self.effect in _PAUSES:
             self._throttle(now)
         elif self.delivered_any and self.channel.throttle_level:
             self.store.set_channel_throttle(self.channel.id, None, 0)
@@ -362,7 +365,9 @@ class ChannelRun:
 
     def _throttle(self, now: Instant) -> None:
         """Pause the channel: for exactly as long as the provider said (Retry-After), else
-        60 s doubling with each consecutive throttle; a daily quota waits for its window."""
+        60 s doubling with each consecutive throttle (or connection that could not be made:
+        the rest of the claimed mail is not tried against a dead server); a daily quota waits
+        for its window. A delivery ends the pause's doubling."""
         level = self.channel.throttle_level + 1
         pause = min(THROTTLE_FIRST * 2 ** (level - 1), THROTTLE_MAX)
         if self.effect_wait is not None:
@@ -370,9 +375,8 @@ class ChannelRun:
         if self.effect is ChannelEffect.THROTTLE_DAILY:
             pause = max(pause, self._daily_wait(now))
         self.store.set_channel_throttle(self.channel.id, now + pause, level)
-        log.warning(
-            "channel %s throttled for %.0f s: %s", self.channel.id, pause, self.effect_reply
-        )
+        why = "unreachable" if self.effect is ChannelEffect.UNREACHABLE else "throttled"
+        log.warning("channel %s %s for %.0f s: %s", self.channel.id, why, pause, self.effect_reply)
 
     def _daily_wait(self, now: Instant) -> float:
         """A daily-quota reply: wait until the oldest start of the last 24 h ages out."""
