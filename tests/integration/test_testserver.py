@@ -398,6 +398,46 @@ async def test_stall_and_noreply_keep_quiet_until_the_client_leaves(action: str)
         await until(lambda: srv.sessions[0]["closed_at"] is not None)
 
 
+async def test_body_stall_says_354_then_reads_nothing() -> None:
+    async with stage_server("body=stall") as srv:
+        raw, reply = await stage_reply(srv, "data")
+        assert reply.startswith("354")
+        # The server stops reading: what the client writes piles up until its writes block.
+        written = 0
+        with pytest.raises(TimeoutError):
+            while written < 64_000_000:
+                raw.writer.write(b"y" * 998 + b"\r\n")
+                written += 1000
+                await asyncio.wait_for(raw.writer.drain(), 0.5)
+        assert await raw.silent_for(0.1)
+        assert srv.received == []
+        # Reading nothing, the server cannot see the client leave: stopping it closes it.
+    await raw.close()
+
+
+async def test_body_drop_hangs_up_after_the_first_line() -> None:
+    async with stage_server("body*1=drop") as srv:
+        raw, reply = await stage_reply(srv, "data")
+        assert reply.startswith("354")
+        await raw.send("Subject: x")
+        assert await raw.closed()
+        await raw.close()
+        assert srv.received == []
+
+
+async def test_badtls_answers_220_and_then_no_tls() -> None:
+    async with stage_server("starttls*1=badtls") as srv:
+        raw = await open_until(srv, "starttls")
+        assert await raw.cmd("STARTTLS") == "220 2.0.0 Ready to start TLS"
+        with pytest.raises(ssl.SSLError):
+            await raw.starttls(client_context(srv))
+        await raw.close()
+        # Only the first STARTTLS: the next connection's handshake succeeds.
+        raw = await open_until(srv, "auth")
+        await raw.cmd(COMMAND["auth"], expect="235")
+        await raw.close()
+
+
 async def test_star_n_counts_over_the_servers_life() -> None:
     async with TestServer(faults=["rcpt*1=451 4.3.0 Try again later", "mail*2=drop"]) as srv:
         for _ in range(2):

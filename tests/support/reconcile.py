@@ -4,7 +4,9 @@ server; and every copy the server got twice is of a message flagged possible_dup
 
 What the server got is read from the project's test server's `received.jsonl` (each line
 names the stored file) by Message-ID; what the store says is read from its tables (the
-Message-ID from each message's stored bytes).
+Message-ID from each message's stored bytes). A copy is a duplicate only when it went to a
+recipient that already had one: a message whose recipients were accepted in two
+transactions (one deferred at RCPT, sent later) arrives twice, each once per recipient.
 """
 
 from __future__ import annotations
@@ -31,16 +33,32 @@ def message_id_of(content: bytes) -> str:
 def received_ids(maildir: Path) -> Counter[str]:
     """How often the test server stored each Message-ID (from its received.jsonl)."""
     counts: Counter[str] = Counter()
+    for message_id, _ in _received(maildir):
+        counts[message_id] += 1
+    return counts
+
+
+def received_copies(maildir: Path) -> Counter[tuple[str, str]]:
+    """How many copies each (Message-ID, recipient) got at the test server."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for message_id, rcpt_to in _received(maildir):
+        for address in rcpt_to:
+            counts[(message_id, address.lower())] += 1
+    return counts
+
+
+def _received(maildir: Path) -> list[tuple[str, list[str]]]:
     log = maildir / "received.jsonl"
     if not log.exists():
-        return counts
+        return []
+    found = []
     for line in log.read_text().splitlines():
         if line.strip():
             entry = json.loads(line)
             path = Path(entry["file"])
             path = path if path.is_absolute() else maildir / path
-            counts[message_id_of(path.read_bytes())] += 1
-    return counts
+            found.append((message_id_of(path.read_bytes()), list(entry["rcpt_to"])))
+    return found
 
 
 @dataclass(frozen=True)
@@ -75,7 +93,7 @@ class Reconciliation:
     expired: int
     pending: int
     received: int  # copies at the server
-    duplicates: int  # copies beyond the first
+    duplicates: int  # copies beyond the first, per recipient
     flagged: int  # accepted messages flagged possible_duplicate
     problems: list[str] = field(default_factory=list)
 
@@ -95,6 +113,7 @@ def reconcile(accepted: Iterable[str], db_url: str, maildir: Path) -> Reconcilia
     ids = list(accepted)
     stored = stored_messages(db_url)
     got = received_ids(maildir)
+    copies = received_copies(maildir)
     states = Counter(stored[i].state if i in stored else "missing" for i in ids)
     result = Reconciliation(
         accepted=len(ids),
@@ -103,7 +122,7 @@ def reconcile(accepted: Iterable[str], db_url: str, maildir: Path) -> Reconcilia
         expired=states["expired"],
         pending=sum(states[s] for s in PENDING),
         received=sum(got.values()),
-        duplicates=sum(n - 1 for n in got.values() if n > 1),
+        duplicates=sum(n - 1 for n in copies.values() if n > 1),
         flagged=sum(1 for i in ids if i in stored and stored[i].possible_duplicate),
     )
     counted = result.delivered + result.bounced + result.expired + result.pending
@@ -113,10 +132,13 @@ def reconcile(accepted: Iterable[str], db_url: str, maildir: Path) -> Reconcilia
     for message in by_message_id.values():
         if message.state == "delivered" and not got[message.message_id]:
             result.problems.append(f"lost: {message.id} is delivered but never arrived")
-    for message_id, copies in got.items():
-        message = by_message_id.get(message_id)
-        if message is None:
+    for message_id in got:
+        if message_id not in by_message_id:
             result.problems.append(f"arrived but never accepted: {message_id}")
-        elif copies > 1 and not message.possible_duplicate:
-            result.problems.append(f"unflagged duplicate: {message.id} arrived {copies} times")
+    for (message_id, address), n in copies.items():
+        message = by_message_id.get(message_id)
+        if message is not None and n > 1 and not message.possible_duplicate:
+            result.problems.append(
+                f"unflagged duplicate: {message.id} arrived {n} times for {address}"
+            )
     return result

@@ -4,6 +4,7 @@ certificates from a test CA (trustme)."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,32 @@ class World:
     """Services plus the acme tenant (and, for tests only, the store, vault and transport)."""
 
     def __init__(self, data_dir: Path, db_url: str | None = None, **settings: object) -> None:
+        self._open(data_dir, db_url, settings)
+        now = time.time()
+        t = self.services.tenancy
+        t.create_org("acme", now)
+        t.create_team("sales", "acme", now)
+        t.add_domain("acme", "acme.test", now)
+        self.jane: User = t.create_user(
+            "jane@acme.test", org_name="acme", team_name="sales", admin=False, now=now
+        )[0]
+        self.admin: User = t.create_user(
+            "boss@acme.test", org_name="acme", team_name="sales", admin=True, now=now
+        )[0]
+
+    @classmethod
+    def copied(cls, template: Path, data_dir: Path) -> World:
+        """A world on a copy of `template`, the SQLite data folder of another (closed) World:
+        the same tenants in about 0.15 s, without migrations and password hashing (~3 s)."""
+        shutil.copytree(template, data_dir, ignore=shutil.ignore_patterns("*.lock"))
+        world = cls.__new__(cls)
+        world._open(data_dir, None, {})
+        jane, admin = (world.store.find_user(e) for e in ("jane@acme.test", "boss@acme.test"))
+        assert jane is not None and admin is not None, "the template is not a World's folder"
+        world.jane, world.admin = jane, admin
+        return world
+
+    def _open(self, data_dir: Path, db_url: str | None, settings: dict[str, object]) -> None:
         self.settings = Settings.load(
             {},
             {
@@ -66,17 +93,6 @@ class World:
         # The adapters behind the services, for tests that look at or arrange stored state.
         self.store, self.vault, self.transport = wired.store, wired.vault, wired.transport
         self.sent: dict[str, bytes] = {}  # message id -> the exact bytes submitted
-        now = time.time()
-        t = self.services.tenancy
-        t.create_org("acme", now)
-        t.create_team("sales", "acme", now)
-        t.add_domain("acme", "acme.test", now)
-        self.jane: User = t.create_user(
-            "jane@acme.test", org_name="acme", team_name="sales", admin=False, now=now
-        )[0]
-        self.admin: User = t.create_user(
-            "boss@acme.test", org_name="acme", team_name="sales", admin=True, now=now
-        )[0]
 
     def channel(
         self,

@@ -44,6 +44,10 @@ def test_network_failure_defers_all() -> None:
     s = run(TransactionResult(Stage.CONNECT, network_failure("connection refused")))
     assert {r.outcome for r in s.recipients} == {Outcome.RETRY}
     assert {r.state for r in s.recipients} == {State.DEFERRED}
+    # No connection at all: the channel waits too (its other mail would fail the same way).
+    assert s.channel_effect is ChannelEffect.UNREACHABLE and s.counts_as_failure
+    lost = run(TransactionResult(Stage.DATA, network_failure("connection lost at data")))
+    assert lost.channel_effect is ChannelEffect.NONE  # that server was there: only a retry
 
 
 def test_timeout_after_dot_is_retried_and_flagged() -> None:

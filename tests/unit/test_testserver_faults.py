@@ -8,6 +8,7 @@ import pytest
 
 from mailvia.testserver.faults import (
     Action,
+    BadTls,
     Drop,
     FaultBook,
     FaultRule,
@@ -48,6 +49,9 @@ from mailvia.testserver.faults import (
         ),
         (" rcpt * 2 = drop ", FaultRule("rcpt", Drop(), 2)),
         ("mail=421", FaultRule("mail", Reply(421, "421"))),
+        ("body=stall", FaultRule("body", Stall())),
+        ("body*1=drop", FaultRule("body", Drop(), 1)),
+        ("starttls*2=badtls", FaultRule("starttls", BadTls(), 2)),
     ],
 )
 def test_parse_fault(spec: str, rule: FaultRule) -> None:
@@ -60,6 +64,9 @@ def test_parse_fault(spec: str, rule: FaultRule) -> None:
         ("rcpt", "expected STAGE=ACTION"),
         ("helo=drop", "unknown stage"),
         ("rcpt=explode", "bad fault action"),
+        ("body=stall:2", "stage body takes drop or stall"),
+        ("body=451 4.3.0 no", "stage body takes drop or stall"),
+        ("mail=badtls", "only stage starttls takes badtls"),
         ("rcpt=250 2.1.5 ok", "only 4xx/5xx"),
         ("data-end=354 go on", "3xx"),
         ("rcpt*0=drop", "N >= 1"),

@@ -38,6 +38,9 @@ class ChannelEffect(StrEnum):
     THROTTLE = "throttle"
     THROTTLE_DAILY = "throttle_daily"
     DISCONNECT = "disconnect"
+    # The server could not be reached at all (refused, unreachable, timed out at connect):
+    # every message would fail the same way, so the channel waits, as for a throttle.
+    UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True)
@@ -150,4 +153,8 @@ def _channel_effect(
         if verdict.outcome is Outcome.THROTTLED:
             daily = ChannelEffect.THROTTLE_DAILY if verdict.daily else ChannelEffect.THROTTLE
             return daily, reply
+    if verdicts and all(
+        v.outcome is Outcome.RETRY and stage is Stage.CONNECT for _, v, _, stage in verdicts
+    ):
+        return ChannelEffect.UNREACHABLE, verdicts[0][2]
     return ChannelEffect.NONE, None

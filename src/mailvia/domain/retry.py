@@ -13,8 +13,12 @@ from mailvia.domain.errors import InvalidInput
 
 # The reply an expired message's unfinished recipients are left with (RFC 3463 X.4.7).
 GAVE_UP = (451, "4.4.7", "mailvia: gave up after the retry period")
+GAVE_UP_TEXT = " ".join(str(part) for part in GAVE_UP)  # the reason its event gives
 # The reply a cancelled recipient shows (mailvia's own words, as for an expired one).
 CANCELLED = (550, "5.0.0")
+# The last try is due at the give-up time; the expiry sweep leaves it this long to happen (a
+# throttled or busy channel may not get to it at once) before it expires the message unsent.
+LAST_TRY_GRACE = 600.0  # seconds
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # before every message would hold the write lock that intake needs.
 REFILL_PAUSE = 0.05  # seconds
 
+# Effects that pause the whole channel for a while (an unreachable server as a throttle).
+_PAUSES = (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY, ChannelEffect.UNREACHABLE)
+
 _EVENT_FOR = {
     State.DELIVERED: "message.delivered",
     State.BOUNCED: "message.bounced",
@@ -359,7 +362,7 @@ class ChannelRun:
             return
         if leftovers:
             self.store.unclaim(leftovers, state=State.QUEUED, now=now)
-        if self.effect in (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY):
+        if self.effect in _PAUSES:
             self._throttle(now)
         elif self.delivered_any and self.channel.throttle_level:
             self.store.set_channel_throttle(self.channel.id, None, 0)
@@ -383,7 +386,9 @@ class ChannelRun:
         log.warning("channel %s disconnected: %s", channel.id, self.effect_reply)
 
     def _throttle(self, now: Instant) -> None:
-        """Pause the channel as domain/throttle.py escalates it."""
+        """Pause the channel as domain/throttle.py escalates it (a server that could not be
+        reached at all pauses it as a throttle: the rest of the claimed mail is not tried
+        against a dead server)."""
         daily = None
         if self.effect is ChannelEffect.THROTTLE_DAILY:
             starts = None if self.ledger is None else self.ledger.log(now).times
@@ -391,6 +396,7 @@ class ChannelRun:
         level, wait = self.channel.throttle_level, self.effect_wait
         pause = escalate(level, retry_after=wait, daily_wait=daily)
         self.store.set_channel_throttle(self.channel.id, now + pause.seconds, pause.level)
+        why = "unreachable" if self.effect is ChannelEffect.UNREACHABLE else "throttled"
         log.warning(
-            "channel %s throttled for %.0f s: %s", self.channel.id, pause.seconds, self.effect_reply
+            "channel %s %s for %.0f s: %s", self.channel.id, why, pause.seconds, self.effect_reply
         )

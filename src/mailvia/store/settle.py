@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import TERMINAL, State
-from mailvia.domain.retry import GAVE_UP
+from mailvia.domain.retry import GAVE_UP, GAVE_UP_TEXT, LAST_TRY_GRACE
 from mailvia.outbox.ports import AttemptRecord
 from mailvia.outbox.records import Event, MessageView
 from mailvia.store.engine import Database
@@ -154,6 +154,17 @@ def _expire(conn: sa.Connection, seqs: Sequence[int], now: Instant) -> None:
     )
 
 
+def _not_last_try(state: str, now: Instant) -> sa.ColumnElement[bool]:
+    """Not a deferred message whose last try, at its give-up time, is still to come."""
+    if state != State.DEFERRED.value:
+        return sa.true()
+    return sa.or_(
+        m.next_attempt_at.is_(None),
+        m.next_attempt_at < m.expires_at,
+        m.expires_at <= now - LAST_TRY_GRACE,
+    )
+
+
 class SettleStore:
     """State-changing methods of the Store port."""
 
@@ -203,8 +214,12 @@ class SettleStore:
         """Expire queued, deferred and held messages whose give-up time has come, at most
         `limit` of each state (soonest first; call again while a full batch came back):
         they and their unfinished recipients become `expired` (with a reply saying so).
-        Returns and records one `message.expired` event per message. (`events_for` is the
-        caller's label and changes nothing.)"""
+        Returns and records one `message.expired` event per message, with the state and the
+        reason (the owner's webhooks and activity say why it never went). (`events_for` is the
+        caller's label and changes nothing.)
+
+        A deferred message whose last try is due at its give-up time (the retry schedule puts
+        it there) is left to that try for LAST_TRY_GRACE seconds: the try settles it."""
         with self._db.write() as conn:
             rows = sorted(
                 (
@@ -212,7 +227,7 @@ class SettleStore:
                     for state in _EXPIRABLE
                     for row in conn.execute(
                         sa.select(m.seq, m.id, m.organization_id)
-                        .where(m.state == state, m.expires_at <= now)
+                        .where(m.state == state, m.expires_at <= now, _not_last_try(state, now))
                         .order_by(m.expires_at)
                         .limit(limit)
                         .with_for_update()
@@ -228,7 +243,7 @@ class SettleStore:
                     row.organization_id,
                     "message.expired",
                     now,
-                    {"message_id": row.id},
+                    {"message_id": row.id, "state": State.EXPIRED.value, "reason": GAVE_UP_TEXT},
                 )
                 for row in rows
             ]

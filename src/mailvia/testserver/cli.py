@@ -164,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
         description="A fault-injecting SMTP server for tests; with --fake-providers, also "
         "fake Google and Microsoft (OAuth, Gmail API, Graph) on --listen-http.",
         epilog=f"SMTP STAGE: {', '.join(STAGES)}; ACTION: 'CODE ENHANCED text', drop, stall, "
-        f"stall:SECONDS, noreply. HTTP STAGE: {', '.join(HTTP_STAGES)}; ACTION: "
+        f"stall:SECONDS, noreply (body: drop or stall only; starttls also badtls). "
+        f"HTTP STAGE: {', '.join(HTTP_STAGES)}; ACTION: "
         "'CODE [REASON] [retry-after=N]', REASON (e.g. invalid_grant), drop, stall, "
         "stall:SECONDS. STAGE*N=ACTION applies to the first N commands or requests only.",
     )

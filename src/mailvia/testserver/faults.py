@@ -24,8 +24,12 @@ STAGES: tuple[str, ...] = (
     "mail",
     "rcpt",
     "data",
+    "body",
     "data-end",
 )
+# `body` is the message text after 354: only `drop` (read a line, hang up) and `stall` (stop
+# reading) apply there. `badtls` applies only to `starttls`.
+_BODY_ACTIONS = "drop or stall"
 # The fake providers' stages (`testserver/fake/`): `refresh` is the token endpoint's
 # refresh_token grant, `token` its authorization_code grant.
 HTTP_STAGES: tuple[str, ...] = (
@@ -75,6 +79,12 @@ class NoReply:
 
 
 @dataclass(frozen=True)
+class BadTls:
+    """Answer STARTTLS with 220, then send bytes that are not TLS and close: the client's
+    handshake fails."""
+
+
+@dataclass(frozen=True)
 class HttpFault:
     """Answer with the provider's own error body for `status` and/or `reason` (at least one).
 
@@ -87,7 +97,7 @@ class HttpFault:
     retry_after: int | None = None
 
 
-Action = Reply | Drop | Stall | NoReply | HttpFault
+Action = Reply | Drop | Stall | NoReply | BadTls | HttpFault
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,16 @@ def parse_action(stage: str, text: str) -> Action:
     text = _unquote(text.strip())
     if stage in HTTP_STAGES:
         return parse_http_action(text)
+    if stage == "body":
+        if text == "drop":
+            return Drop()
+        if text == "stall":
+            return Stall()
+        raise ValueError(f"bad fault action {text!r}: stage body takes {_BODY_ACTIONS}")
+    if text == "badtls":
+        if stage != "starttls":
+            raise ValueError(f"bad fault action {text!r}: only stage starttls takes badtls")
+        return BadTls()
     if text == "drop":
         return Drop()
     if text == "noreply":
@@ -116,7 +136,7 @@ def parse_action(stage: str, text: str) -> Action:
     if reply is None or "\r" in text or "\n" in text:
         raise ValueError(
             f"bad fault action {text!r}: expected 'CODE ENHANCED text', drop, stall, "
-            "stall:SECONDS or noreply"
+            "stall:SECONDS, noreply or (starttls only) badtls"
         )
     code = int(reply.group("code"))
     if code < 400 and stage not in _POSITIVE_OK:

@@ -22,6 +22,7 @@ from mailvia.testserver.capture import Capture, SessionRecord
 from mailvia.testserver.faults import (
     RECIPIENT_REPLIES,
     Action,
+    BadTls,
     Drop,
     FaultBook,
     FaultsFile,
@@ -39,6 +40,8 @@ IDENT = "mailvia testserver"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 AUTH_DISABLED = "502 5.5.1 Authentication not enabled"
 DATA_GO_AHEAD = "354 End data with <CR><LF>.<CR><LF>"
+TLS_GO_AHEAD = "220 2.0.0 Ready to start TLS"
+NOT_TLS = b"this is not TLS\r\n" * 4
 
 
 @dataclass
@@ -261,7 +264,10 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
     async def _fault_before(self, verb: str, arg: str | None) -> bool:
         """Faults of commands aiosmtpd has no early hook for; True when the command is done."""
         if verb == "STARTTLS" and not arg and self.tls_context and self._tls_protocol is None:
-            reply = await self.perform(self.take("starttls"))
+            action = self.take("starttls")
+            if isinstance(action, BadTls):
+                await self._fail_handshake()
+            reply = await self.perform(action)
         elif verb == "DATA" and not arg and isinstance(self.envelope, FaultEnvelope):
             reply = await self._data_fault(self.envelope)
         else:
@@ -278,15 +284,39 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
         if isinstance(action, Drop):
             await self._drop_during_body()
         reply = await self.perform(action)
-        if reply is None and envelope.drop_in_data:
+        if reply is not None:
+            return reply
+        body = self.take("body")
+        if isinstance(body, Drop) or envelope.drop_in_data:
             await self._drop_during_body()
-        return reply
+        if isinstance(body, Stall):
+            await self._stall_during_body()
+        return None
 
     async def _drop_during_body(self) -> NoReturn:
         await super().push(DATA_GO_AHEAD)
         with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             await self._reader.readuntil(b"\r\n")
         await self.hang_up()
+
+    async def _stall_during_body(self) -> NoReturn:
+        """Say 354, then read nothing more: a client's writes back up until it gives up."""
+        await super().push(DATA_GO_AHEAD)
+        if isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.pause_reading()
+        await self.hold()
+
+    async def _fail_handshake(self) -> NoReturn:
+        """Say 220 to STARTTLS, answer the client's TLS hello with plain text, and wait for
+        the client to give up (closing first could reset the connection before it reads)."""
+        await super().push(TLS_GO_AHEAD)
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reader.read(4096), 5.0)  # the client's hello
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.write(NOT_TLS)
+        await self.swallow()
 
     async def push(self, status: Any) -> None:
         if not self._greeted:

@@ -14,7 +14,7 @@ from mailvia.domain.errors import Conflict, InvalidInput, NotFound
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import State
 from mailvia.domain.replies import Reply
-from mailvia.domain.retry import GAVE_UP
+from mailvia.domain.retry import GAVE_UP, GAVE_UP_TEXT, LAST_TRY_GRACE
 from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
 from mailvia.outbox.records import AttemptView, Event, MessageView
 from mailvia.store.memory.data import WAITING, Data, Message, Recipient, locked
@@ -228,7 +228,9 @@ class MemoryOutbox:
             msg = d.messages[seq]
             if msg.state.terminal:
                 continue  # settled since: forget it here
-            if msg.state in taken and len(taken[msg.state]) < limit:
+            if _last_try_to_come(msg, now):
+                kept.append((expires_at, seq))
+            elif msg.state in taken and len(taken[msg.state]) < limit:
                 taken[msg.state].append(msg)
             else:
                 kept.append((expires_at, seq))
@@ -248,7 +250,7 @@ class MemoryOutbox:
                 m.organization_id,
                 "message.expired",
                 now,
-                {"message_id": m.id},
+                {"message_id": m.id, "state": State.EXPIRED.value, "reason": GAVE_UP_TEXT},
             )
             for m in expired
         ]
@@ -269,6 +271,18 @@ class MemoryOutbox:
             raise Conflict(f"the message is already {msg.state}")
         cancel(self._d, [msg], now, reason)
         return view(msg, with_attempts=True)
+
+
+def _last_try_to_come(msg: Message, now: Instant) -> bool:
+    """A deferred message whose last try, at its give-up time, is still to come (the SQL
+    store's `_not_last_try`): expiry leaves it to that try for LAST_TRY_GRACE seconds."""
+    due = msg.next_attempt_at
+    return (
+        msg.state is State.DEFERRED
+        and due is not None
+        and due >= msg.expires_at
+        and msg.expires_at > now - LAST_TRY_GRACE
+    )
 
 
 def _message(seq: int, msg: NewMessage) -> Message:
