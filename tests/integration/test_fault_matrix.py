@@ -3,7 +3,7 @@ each fault injected by the project's test server on 127.0.0.1, delivered through
 dispatcher, transport and SQLite store, and every test ends with the reconciliation
 (accepted = delivered + bounced + expired + pending, no unexplained duplicate).
 
-Time is driven with run_once(now) where the fault is about what happens next; the stall rows
+Time is driven with run_once(at(now)) where the fault is about what happens next; the stall rows
 run the dispatcher for real (run_forever) with the stalled phase's timeout cut to a second,
 to show that timeout firing while another channel keeps delivering.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from mailvia.domain.channel import Auth, Channel, ChannelState, Security
+from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
 from mailvia.domain.retry import LAST_TRY_GRACE, RetryPolicy
 from mailvia.outbox.channels import ChannelSpec
@@ -30,6 +31,8 @@ from mailvia.testserver import TestServer
 from support.receiver import Receiver
 from support.reconcile import Reconciliation, message_id_of, reconcile
 from support.world import SHORT, Certs, World, make_certs
+
+at = SteppingClock  # the dispatcher's clock, standing at a given time
 
 LATER = 400.0  # past the first retry (5 min +-20 %)
 
@@ -95,7 +98,7 @@ async def test_connection_refused_backs_off_then_delivers_once_the_server_is_up(
     channel = world.channel(port, security=Security.NONE, auth=Auth.NONE, max_connections=1)
     receipts = world.send(count=5)
     now = time.time()
-    assert await world.services.dispatcher.run_once(now) == 1  # one try, not five
+    assert await world.services.dispatcher.run_once(at(now)) == 1  # one try, not five
     first, *rest = (world.store.get_message(r.id) for r in receipts)
     assert first.state is State.DEFERRED and not first.possible_duplicate
     [attempt] = first.attempts
@@ -105,16 +108,16 @@ async def test_connection_refused_backs_off_then_delivers_once_the_server_is_up(
     paused = world.store.get_channel(channel.id)
     assert paused.throttled_until == pytest.approx(now + 60, abs=2)
     # No tight loop: nothing is tried while the channel waits.
-    assert await world.services.dispatcher.run_once(now + 30) == 0
+    assert await world.services.dispatcher.run_once(at(now + 30)) == 0
     # Still down after the wait: one more try, and the wait doubles.
-    assert await world.services.dispatcher.run_once(now + 61) == 1
+    assert await world.services.dispatcher.run_once(at(now + 61)) == 1
     paused = world.store.get_channel(channel.id)
     assert paused.throttle_level == 2
     assert paused.throttled_until == pytest.approx(now + 61 + 120, abs=2)
     async with TestServer(port=port, maildir=tmp_path / "caught") as server:
-        assert await world.services.dispatcher.run_once(now + 182) == 3
+        assert await world.services.dispatcher.run_once(at(now + 182)) == 3
         assert world.store.get_channel(channel.id).throttle_level == 0
-        assert await world.services.dispatcher.run_once(now + 61 + LATER) == 2
+        assert await world.services.dispatcher.run_once(at(now + 61 + LATER)) == 2
         await server.wait_for(5)
     settled(world, receipts, tmp_path / "caught", delivered=5, duplicates=0)
 
@@ -132,13 +135,13 @@ async def test_a_421_closes_the_session_and_the_message_is_retried(
         channel = world.channel(server.port, certs=certs)
         receipts = world.send()
         now = time.time()
-        assert await world.services.dispatcher.run_once(now) == 1
+        assert await world.services.dispatcher.run_once(at(now)) == 1
         view = world.store.get_message(receipts[0].id)
         assert view.state is State.DEFERRED and not view.possible_duplicate
         assert (view.attempts[0].stage, view.attempts[0].reply.code) == (stage, 421)
         assert world.store.get_channel(channel.id).state is ChannelState.ACTIVE
         assert [s["closed_at"] is not None for s in server.sessions] == [True]  # hung up
-        assert await world.services.dispatcher.run_once(now + LATER) == 1
+        assert await world.services.dispatcher.run_once(at(now + LATER)) == 1
         await server.wait_for(1)
         assert len(server.sessions) == 2  # a new connection for the retry
     settled(world, receipts, maildir, delivered=1, duplicates=0)
@@ -170,14 +173,14 @@ async def test_a_4xx_at_each_command_defers_and_the_retry_delivers_once(
         channel = world.channel(server.port, certs=certs)
         receipts = world.send()
         now = time.time()
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(at(now))
         view = world.store.get_message(receipts[0].id)
         assert view.state is State.DEFERRED
         attempt = view.attempts[0]
         assert (attempt.stage, attempt.outcome, str(attempt.reply)) == (stage, "retry", TEMPORARY)
         assert view.next_attempt_at is not None and view.next_attempt_at >= now + 239
         assert world.store.get_channel(channel.id).state is ChannelState.ACTIVE
-        assert await world.services.dispatcher.run_once(now + LATER) == 1
+        assert await world.services.dispatcher.run_once(at(now + LATER)) == 1
         await server.wait_for(1)
     settled(world, receipts, maildir, delivered=1, duplicates=0)
 
@@ -190,11 +193,11 @@ async def test_a_4xx_after_the_final_dot_defers_and_the_retry_delivers_once(
         world.channel(server.port, certs=certs)
         receipts = world.send()
         now = time.time()
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(at(now))
         view = world.store.get_message(receipts[0].id)
         assert view.state is State.DEFERRED and not view.possible_duplicate  # a reply came
         assert server.received == []
-        await world.services.dispatcher.run_once(now + LATER)
+        await world.services.dispatcher.run_once(at(now + LATER))
         await server.wait_for(1)
     settled(world, receipts, maildir, delivered=1, duplicates=0)
 
@@ -208,7 +211,7 @@ async def test_a_5xx_at_each_command_bounces_the_message_or_holds_the_channel(
         channel = world.channel(server.port, certs=certs)
         receipts = world.send(count=2)
         now = time.time()
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(at(now))
         views = [world.store.get_message(r.id) for r in receipts]
         assert server.received == []
         got = world.store.get_channel(channel.id)
@@ -219,7 +222,7 @@ async def test_a_5xx_at_each_command_bounces_the_message_or_holds_the_channel(
                 assert str(recipient.reply) == reply  # the server's own words are kept
             assert got.state is ChannelState.ACTIVE
             # Terminal: never tried again.
-            assert await world.services.dispatcher.run_once(now + LATER) == 0
+            assert await world.services.dispatcher.run_once(at(now + LATER)) == 0
             settled(world, receipts, maildir, bounced=2)
             return
         # Refused before any message went: the channel is disconnected, its mail held.
@@ -230,7 +233,7 @@ async def test_a_5xx_at_each_command_bounces_the_message_or_holds_the_channel(
         events, _ = world.store.list_events(world.jane.organization_id, cursor=None, limit=100)
         [disconnected] = [e for e in events if e.type == "channel.disconnected"]
         assert disconnected.data["held"] == 2
-        assert await world.services.dispatcher.run_once(now + LATER) == 0  # held stays held
+        assert await world.services.dispatcher.run_once(at(now + LATER)) == 0  # held stays held
         settled(world, receipts, maildir, pending=2)
         # Fixed at the server and reconnected: the held mail goes, once.
         server.set_faults([])
@@ -239,7 +242,7 @@ async def test_a_5xx_at_each_command_bounces_the_message_or_holds_the_channel(
             world.jane, channel.name, password=None, now=time.time()
         )
         assert done.reconnected and done.released == 2
-        await world.services.dispatcher.run_once(time.time())
+        await world.services.dispatcher.run_once(time.time)
         await server.wait_for(2)
     settled(world, receipts, maildir, delivered=2, duplicates=0)
 
@@ -253,7 +256,7 @@ async def test_a_4xx_for_one_recipient_defers_only_that_one(
         world.channel(server.port, certs=certs)
         receipts = world.send(to=("tempfail+1@example.com", "ok@example.com"))
         now = time.time()
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(at(now))
         view = world.store.get_message(receipts[0].id)
         assert view.state is State.DEFERRED
         states = {r.address: r.state for r in view.recipients}
@@ -261,7 +264,7 @@ async def test_a_4xx_for_one_recipient_defers_only_that_one(
             "tempfail+1@example.com": State.DEFERRED,
             "ok@example.com": State.DELIVERED,
         }
-        await world.services.dispatcher.run_once(now + LATER)
+        await world.services.dispatcher.run_once(at(now + LATER))
         got = await server.wait_for(2)
     assert [g["rcpt_to"] for g in got] == [["ok@example.com"], ["tempfail+1@example.com"]]
     assert message_id_of(got[0]["content"]) == message_id_of(got[1]["content"])
@@ -400,12 +403,12 @@ async def test_no_reply_after_the_dot_is_retried_flagged_with_the_same_message_i
         world.channel(server.port, certs=certs, timeouts=quick)
         receipts = world.send()
         now = time.time()
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(at(now))
         view = world.store.get_message(receipts[0].id)
         assert view.state is State.DEFERRED and view.possible_duplicate
         assert "may have been delivered" in view.attempts[0].reply.text
         await server.wait_for(1)  # it did arrive, after mailvia stopped waiting
-        await world.services.dispatcher.run_once(now + LATER)
+        await world.services.dispatcher.run_once(at(now + LATER))
         first, second = await server.wait_for(2)
     assert first["content"] == second["content"] == world.sent[receipts[0].id]
     assert message_id_of(first["content"]) == message_id_of(second["content"]) != ""
@@ -437,7 +440,7 @@ async def test_tls_that_fails_never_falls_back_to_plaintext(
             server.port, certs=None if case == "self-signed" else certs, security=security
         )
         receipts = world.send(count=2)
-        await world.services.dispatcher.run_once(time.time())
+        await world.services.dispatcher.run_once(time.time)
         seen = commands(server)
         sessions = server.sessions
     # Nothing after the failed handshake: no EHLO again, no AUTH, no MAIL FROM in clear.
@@ -480,7 +483,7 @@ async def test_a_provider_throttle_pauses_the_channel_and_bounces_nothing(
         channel = world.channel(server.port, certs=certs)
         receipts = world.send(count=3)
         now = time.time()
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(at(now))
         views = [world.store.get_message(r.id) for r in receipts]
         assert State.BOUNCED not in {v.state for v in views}
         throttled = [v for v in views if v.attempts]
@@ -492,10 +495,10 @@ async def test_a_provider_throttle_pauses_the_channel_and_bounces_nothing(
         # A throttle does not advance the message's retry: it stays due, the channel waits.
         assert all(v.next_attempt_at is not None and v.next_attempt_at < now + 5 for v in views)
         sessions = len(server.sessions)
-        assert await world.services.dispatcher.run_once(now + pause - 5) == 0
+        assert await world.services.dispatcher.run_once(at(now + pause - 5)) == 0
         assert len(server.sessions) == sessions  # not even a connection while paused
         server.set_faults([])
-        assert await world.services.dispatcher.run_once(now + pause + 1) == 3
+        assert await world.services.dispatcher.run_once(at(now + pause + 1)) == 3
         await server.wait_for(3)
         assert world.store.get_channel(channel.id).throttle_level == 0
     settled(world, receipts, maildir, delivered=3, duplicates=0)
@@ -514,7 +517,7 @@ async def expire_two(
         world.channel(server.port, certs=certs, retry=policy)
         deferred = world.send(now=now)
         for step in (0, 70, 140, 200):  # the last try is due at the give-up time
-            assert await world.services.dispatcher.run_once(now + step) == 1
+            assert await world.services.dispatcher.run_once(at(now + step)) == 1
         assert commands(server).count("RCPT") == 4 and not server.received
     async with tls_server(certs, maildir, faults=["auth=535 5.7.8 bad credentials"]) as broken:
         world.services.tenancy.grant("jane@acme.test", "sales@acme.test", now)
@@ -536,9 +539,9 @@ async def expire_two(
         held = world.services.submitter.submit(
             world.jane, [Submission(compose(draft, now=now, max_size=10**6))], now=now
         )
-        await world.services.dispatcher.run_once(now)
+        await world.services.dispatcher.run_once(at(now))
         assert world.store.get_message(held[0].id).state is State.HELD
-        await world.services.dispatcher.run_once(now + 201)
+        await world.services.dispatcher.run_once(at(now + 201))
     return deferred, held
 
 
@@ -555,7 +558,7 @@ async def test_a_message_past_its_give_up_time_expires_and_the_owner_is_told_why
     with Receiver() as hooks:
         world.services.webhooks.add(world.admin, hooks.url(), ["message.expired"], now - 1)
         deferred, held = await expire_two(world, certs, maildir, now)
-        assert await webhooks.run_once(now + 202) == 2
+        assert await webhooks.run_once(at(now + 202)) == 2
         posted = [json.loads(r.body) for r in hooks.wait_for(2)]
     first, second = (world.store.get_message(m[0].id) for m in (deferred, held))
     reasons = {first.id: TEMPORARY, second.id: "451 4.4.7 mailvia: gave up after the retry period"}
@@ -584,13 +587,13 @@ async def test_a_last_try_that_cannot_happen_expires_after_the_grace(
         now = time.time()
         receipts = world.send(now=now)
         for step in (0, 70, 140):
-            await world.services.dispatcher.run_once(now + step)
+            await world.services.dispatcher.run_once(at(now + step))
         view = world.store.get_message(receipts[0].id)
         assert view.next_attempt_at == view.expires_at == pytest.approx(now + 200, abs=1)
         world.store.set_channel_throttle(channel.id, now + 10_000, 1)
-        assert await world.services.dispatcher.run_once(now + 200 + LAST_TRY_GRACE - 5) == 0
+        assert await world.services.dispatcher.run_once(at(now + 200 + LAST_TRY_GRACE - 5)) == 0
         assert world.store.get_message(receipts[0].id).state is State.DEFERRED
-        assert await world.services.dispatcher.run_once(now + 200 + LAST_TRY_GRACE + 1) == 0
+        assert await world.services.dispatcher.run_once(at(now + 200 + LAST_TRY_GRACE + 1)) == 0
     view = world.store.get_message(receipts[0].id)
     assert view.state is State.EXPIRED and len(view.attempts) == 3
     settled(world, receipts, maildir, expired=1)
