@@ -141,7 +141,7 @@ def test_a_server_that_wants_a_sign_in_says_the_channel_needs_one(cli: Cli, tmp_
     assert "sign-in" in view["recipients"][0]["reply"]["hint"]
 
 
-def test_with_nothing_delivering_send_wait_says_so_at_once(cli: Cli, tmp_path: Path) -> None:
+def test_with_nothing_delivering_send_wait_says_so(cli: Cli, tmp_path: Path) -> None:
     with ThreadedTestServer(maildir=tmp_path / "caught") as smtp:
         add_channel(cli, smtp.port)
         sent = send_and_wait(cli, timeout="60")

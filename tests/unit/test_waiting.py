@@ -131,3 +131,13 @@ def test_a_finished_message_waits_for_nothing() -> None:
             )
             is None
         )
+
+
+def test_only_a_missing_dispatcher_is_marked_as_such() -> None:
+    """`send --wait` gives a `serve` or `worker` just started a moment to beat, and only
+    for this reason."""
+    facts = {"last_reply": None, "next_attempt_at": None, "budget_free_at": None, "now": NOW}
+    nobody = why_waiting(State.QUEUED, channel=BOX, delivering=False, **facts)  # type: ignore[arg-type]
+    held = why_waiting(State.HELD, channel=BOX, delivering=False, **facts)  # type: ignore[arg-type]
+    assert nobody is not None and nobody.stuck and nobody.nobody_delivering
+    assert held is not None and held.stuck and not held.nobody_delivering

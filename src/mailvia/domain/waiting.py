@@ -65,6 +65,7 @@ class Waiting:
 
     sentence: str
     stuck: bool
+    nobody_delivering: bool = False  # stuck only because no dispatcher has beaten lately
 
 
 def clock_time(at: Instant) -> str:
@@ -88,7 +89,8 @@ def why_waiting(
     if state is State.HELD or (channel is not None and channel.state is not ChannelState.ACTIVE):
         return Waiting(_held(channel), stuck=True)
     if not delivering:
-        return Waiting(f"{STATES[state].sentence} {NOBODY_DELIVERING}", stuck=True)
+        sentence = f"{STATES[state].sentence} {NOBODY_DELIVERING}"
+        return Waiting(sentence, stuck=True, nobody_delivering=True)
     name = channel.name if channel is not None else "its channel"
     if state is State.SENDING:
         return Waiting(f"Being handed to channel {name} right now.", stuck=False)

@@ -15,7 +15,7 @@ from mailvia.domain.message import Envelope, State
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.shaping import describe_use
 from mailvia.domain.tenancy import User
-from mailvia.domain.waiting import Waiting
+from mailvia.domain.waiting import ALIVE_WITHIN, Waiting
 from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
@@ -116,6 +116,9 @@ def _send_files(
 # `send --wait`: a message that nothing will deliver until someone acts (held, its channel
 # paused or disconnected, or no process delivering): the explanation, then this exit code.
 NOTHING_DELIVERS = 6
+# A `serve` or `worker` just started beats within seconds: no dispatcher is believed gone
+# before this long into the wait.
+STARTING = ALIVE_WITHIN
 
 
 def _report(
@@ -153,7 +156,8 @@ def _wait(
     """Wait until each message is finished, or nothing will deliver it, or `timeout` passes;
     on stderr, what each waits for whenever that changes. The messages as they are then, and
     those that nothing delivers with why."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     views = {i: s.messages.for_operator(i) for i in ids}
     said: dict[str, str] = {}
     stuck: dict[str, Waiting] = {}
@@ -166,7 +170,8 @@ def _wait(
             waiting = s.backlog.waiting(view, time.time())
             if waiting is None:
                 continue
-            if waiting.stuck:  # said once, when the wait ends
+            starting = waiting.nobody_delivering and time.monotonic() - started < STARTING
+            if waiting.stuck and not starting:  # said once, when the wait ends
                 stuck[message_id] = waiting
                 continue
             pending = True
