@@ -11,6 +11,7 @@ import binascii
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -53,9 +54,16 @@ def canonical(body: BaseModel) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def composed(services: Services, user: User, body: MessageIn, now: float) -> Composed:
+def composed(
+    services: Services,
+    user: User,
+    body: MessageIn,
+    now: float,
+    check_sender: Callable[[User, str], None] | None = None,
+) -> Composed:
     """Validate one message as every intake does. Raises InvalidInput (422), MessageTooLarge
-    (413), Forbidden (an envelope sender that is not the caller's)."""
+    (413), Forbidden (an envelope sender that is not the caller's). `check_sender`: the
+    request's remembered checks (`Submitter.sender_checks`), else the Submitter's own."""
     try:
         result = _compose(body, now, services.max_message_size)
     except MailviaError:
@@ -68,17 +76,22 @@ def composed(services: Services, user: User, body: MessageIn, now: float) -> Com
     mail_from = result.envelope.mail_from
     if mail_from and mail_from.lower() != result.from_address.lower():
         try:
-            services.submitter.check_sender(user, mail_from)
+            (check_sender or services.submitter.check_sender)(user, mail_from)
         except Forbidden as exc:
             raise Forbidden(f"envelope mail_from: {exc}") from None
     return result
 
 
 def submission(
-    services: Services, user: User, body: MessageIn, now: float, key: Idempotency | None
+    services: Services,
+    user: User,
+    body: MessageIn,
+    now: float,
+    key: Idempotency | None,
+    check_sender: Callable[[User, str], None] | None = None,
 ) -> Submission:
     return Submission(
-        composed(services, user, body, now),
+        composed(services, user, body, now, check_sender),
         idempotency_key=key.key if key else None,
         request_hash=key.digest if key else None,
     )
