@@ -72,9 +72,9 @@ def _one(
     take(recipients_of(body))
     now = time.time()
     key = idempotency(key_header, user, "message", canonical(body))
-    receipt = services.submitter.submit(
-        user, [submission(services, user, body, now, key)], now=now
-    )[0]
+    with services.submitter.reads():  # the envelope sender's rights: one read transaction
+        message = submission(services, user, body, now, key)
+    receipt = services.submitter.submit(user, [message], now=now)[0]
     answer = ReceiptOut.model_validate(receipt_payload(receipt))
     return _json(answer, 202 if receipt.created else 200)
 
