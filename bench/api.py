@@ -16,8 +16,12 @@ For each run and each history size H (`--history 0,1000000`):
    envelope, as bench/deliver.py does) through `Submitter.submit` in batches of B, in this
    process, on the same store while serve runs: msg/s.
 3. HTTP: the same N messages as `raw` with the same envelope in `POST /v1/messages/batch`
-   requests of B from one httpx client keeping its connection: msg/s, and its ratio to 2.
-4. singles while delivering: the throttle is lifted, so serve delivers the 2N messages
+   requests of B from one httpx client keeping its connection: msg/s, and its ratio to 2;
+   also the CPU seconds per message of this process in 2 against serve's in 3 (the "CPU
+   ratio": less sensitive to other load on a shared machine than the rates).
+4. singles, idle: `--singles` messages posted one at a time to `POST /v1/messages` while
+   nothing is delivered (the HTTP path's own latency): p50 and p99.
+5. singles while delivering: the throttle is lifted, so serve delivers the 2N messages
    queued by 2 and 3 to the sink; meanwhile one client (keeping its connection) posts
    `--singles` messages one at a time to `POST /v1/messages`: p50, p90, p99 and max
    latency, and how many messages the sink took during that time (delivery must overlap).
@@ -198,6 +202,9 @@ class Series:
     in_process: list[float] = field(default_factory=list)
     http: list[float] = field(default_factory=list)
     ratio: list[float] = field(default_factory=list)
+    cpu_ratio: list[float] = field(default_factory=list)
+    idle_p50: list[float] = field(default_factory=list)
+    idle_p99: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p90: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
@@ -247,10 +254,13 @@ def one(
 
             busy = wait_quiet()
             c0 = cpu_snap()
+            own0 = time.process_time()
             local = submit_in_process(outbox, msg, args.n, args.batch)
+            local_cpu = time.process_time() - own0
             rate_local = rec.record(
                 c0, cpu_snap(), "mailvia_submit", f"in-process, batches of {args.batch} ({label})",
                 run_no, args.n, local, "msg/s", busy_before_pct=busy,
+                cpu_ms_per_msg=round(1000 * local_cpu / args.n, 3),
             )  # fmt: skip
 
             busy = wait_quiet()
@@ -266,11 +276,26 @@ def one(
                 serve_cpu_ms_per_msg=round(1000 * serve_cpu / args.n, 3),
             )  # fmt: skip
             ratio = rate_http / rate_local
+            cpu_ratio = local_cpu / serve_cpu
             print(
-                f"    HTTP / in-process = {ratio:.2f}; serve CPU "
-                f"{1000 * serve_cpu / args.n:.2f} ms per message",
+                f"    HTTP / in-process = {ratio:.2f}; CPU per message: serve "
+                f"{1000 * serve_cpu / args.n:.2f} ms over HTTP, {1000 * local_cpu / args.n:.2f} "
+                f"ms in-process (ratio {cpu_ratio:.2f})",
                 flush=True,
             )
+
+            busy = wait_quiet()
+            c0 = cpu_snap()
+            t0 = time.perf_counter()
+            idle = post_singles(client, msg, args.singles)
+            secs = time.perf_counter() - t0
+            i50, i99 = pct(idle, 50), pct(idle, 99)
+            rec.record(
+                c0, cpu_snap(), "mailvia_api", f"single POST, not delivering ({label})",
+                run_no, args.singles, secs, "req/s", busy_before_pct=busy,
+                p50_ms=round(i50, 2), p99_ms=round(i99, 2), max_ms=round(max(idle), 2),
+            )  # fmt: skip
+            print(f"    single POST, idle: p50 {i50:.1f} ms, p99 {i99:.1f} ms", flush=True)
 
             busy = wait_quiet()
             before = sink.count()
@@ -299,6 +324,9 @@ def one(
         out.in_process.append(rate_local)
         out.http.append(rate_http)
         out.ratio.append(ratio)
+        out.cpu_ratio.append(cpu_ratio)
+        out.idle_p50.append(i50)
+        out.idle_p99.append(i99)
         out.p50.append(p50)
         out.p90.append(p90)
         out.p99.append(p99)
@@ -324,13 +352,16 @@ def table(args: argparse.Namespace, results: dict[int, Series]) -> str:
         f"{args.db}, " + ("serve delivering" if args.workers == 0 else f"{args.workers} worker(s)"),
         "",
         "| history (delivered) | in-process msg/s | HTTP batch msg/s | ratio (goal ≥ 0.8) "
-        "| single p50 ms (≤ 5) | p90 ms | p99 ms (≤ 20) | delivered meanwhile msg/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU ratio | single, idle: p50 / p99 ms | single, delivering: p50 ms (≤ 5) | p90 ms "
+        "| p99 ms (≤ 20) | delivered meanwhile msg/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for history, s in results.items():
         lines.append(
             f"| {history:,} | {fmt_range(s.in_process)} | {fmt_range(s.http)} | "
-            f"{fmt_range(s.ratio, 2)} | {fmt_range(s.p50, 1)} | {fmt_range(s.p90, 1)} | "
+            f"{fmt_range(s.ratio, 2)} | {fmt_range(s.cpu_ratio, 2)} | "
+            f"{fmt_range(s.idle_p50, 1)} / {fmt_range(s.idle_p99, 1)} | "
+            f"{fmt_range(s.p50, 1)} | {fmt_range(s.p90, 1)} | "
             f"{fmt_range(s.p99, 1)} | {fmt_range(s.delivered_during)} |"
         )
         for failure in s.failures:

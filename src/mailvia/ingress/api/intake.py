@@ -38,14 +38,16 @@ class Idempotency:
     digest: str
 
 
-def idempotency(key: str | None, user: User, kind: str, canonical: bytes) -> Idempotency | None:
+def idempotency(key: str | None, user: User, kind: str, body: BaseModel) -> Idempotency | None:
     """Check the header and hash the request (the user is part of it: a key names one
-    caller's request). Raises InvalidInput for a key that is not 1-255 visible ASCII."""
+    caller's request). Raises InvalidInput for a key that is not 1-255 visible ASCII. The
+    body is made canonical only when there is a key (for a batch it costs as much as
+    reading it)."""
     if key is None:
         return None
     if not _KEY.match(key):
         raise InvalidInput("Idempotency-Key: 1 to 255 visible ASCII characters")
-    return Idempotency(key, request_hash(kind.encode(), user.id.encode(), canonical))
+    return Idempotency(key, request_hash(kind.encode(), user.id.encode(), canonical(body)))
 
 
 def canonical(body: BaseModel) -> bytes:

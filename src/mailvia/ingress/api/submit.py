@@ -27,7 +27,7 @@ from mailvia.ingress.api.bodies import (
     recipients_of,
 )
 from mailvia.ingress.api.errors import problem_for, problems
-from mailvia.ingress.api.intake import Idempotency, canonical, idempotency, submission
+from mailvia.ingress.api.intake import Idempotency, idempotency, submission
 from mailvia.ingress.api.params import IdempotencyKey
 from mailvia.ingress.api.rejections import count_rejected
 from mailvia.ingress.api.schemas import BatchIn, BatchOut, MessageIn
@@ -71,7 +71,7 @@ def _one(
     body = message_body(raw)
     take(recipients_of(body))
     now = time.time()
-    key = idempotency(key_header, user, "message", canonical(body))
+    key = idempotency(key_header, user, "message", body)
     with services.submitter.reads():  # the envelope sender's rights: one read transaction
         message = submission(services, user, body, now, key)
     receipt = services.submitter.submit(user, [message], now=now)[0]
@@ -107,7 +107,7 @@ def _batch(
     batch = batch_body(raw, services.api.caps)
     take(batch.recipients)
     now = time.time()
-    key = idempotency(key_header, user, "batch", canonical(batch.body))
+    key = idempotency(key_header, user, "batch", batch.body)
     items: list[tuple[User, Submission] | Exception] = []
     senders = services.submitter.sender_checks()
     for index, message in enumerate(batch.body.messages):
