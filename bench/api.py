@@ -20,8 +20,10 @@ For each run and each history size H (`--history 0,1000000`):
    requests of B from one httpx client keeping its connection: msg/s, and its ratio to 2;
    also the CPU seconds per message of this process in 2 against serve's in 3 (the "CPU
    ratio": less sensitive to other load on a shared machine than the rates).
-4. singles, idle: `--singles` messages posted one at a time to `POST /v1/messages` while
-   nothing is delivered (the HTTP path's own latency): p50 and p99.
+4. singles, idle: `--singles` messages submitted one at a time in this process (the store's
+   own latency: a commit each), then as many posted one at a time to `POST /v1/messages`
+   while nothing is delivered (the HTTP path's latency): p50 and p99, and serve's CPU per
+   request.
 5. singles while delivering: the throttle is lifted, so serve delivers the 2N messages
    queued by 2 and 3 to the sink; meanwhile one client (keeping its connection) posts
    `--singles` messages one at a time to `POST /v1/messages`: p50, p90, p99 and max
@@ -207,7 +209,9 @@ class Series:
     http: list[float] = field(default_factory=list)
     ratio: list[float] = field(default_factory=list)
     cpu_ratio: list[float] = field(default_factory=list)
+    alone_p50: list[float] = field(default_factory=list)
     idle_p50: list[float] = field(default_factory=list)
+    single_cpu: list[float] = field(default_factory=list)
     idle_p99: list[float] = field(default_factory=list)
     p50: list[float] = field(default_factory=list)
     p90: list[float] = field(default_factory=list)
@@ -289,17 +293,28 @@ def one(
             )
 
             busy = wait_quiet()
+            alone = [1000 * submit_in_process(outbox, msg, 1, 1) for _ in range(args.singles)]
+            a50, a99 = pct(alone, 50), pct(alone, 99)
+            print(f"    single in-process submit: p50 {a50:.1f} ms, p99 {a99:.1f} ms", flush=True)
             c0 = cpu_snap()
+            serve0 = run.serve_cpu()
             t0 = time.perf_counter()
             idle = post_singles(client, msg, args.singles)
             secs = time.perf_counter() - t0
+            single_cpu = 1000 * (run.serve_cpu() - serve0) / args.singles
             i50, i99 = pct(idle, 50), pct(idle, 99)
             rec.record(
                 c0, cpu_snap(), "mailvia_api", f"single POST, not delivering ({label})",
                 run_no, args.singles, secs, "req/s", busy_before_pct=busy,
                 p50_ms=round(i50, 2), p99_ms=round(i99, 2), max_ms=round(max(idle), 2),
+                serve_cpu_ms_per_request=round(single_cpu, 3),
+                in_process_p50_ms=round(a50, 2), in_process_p99_ms=round(a99, 2),
             )  # fmt: skip
-            print(f"    single POST, idle: p50 {i50:.1f} ms, p99 {i99:.1f} ms", flush=True)
+            print(
+                f"    single POST, idle: p50 {i50:.1f} ms, p99 {i99:.1f} ms; serve CPU "
+                f"{single_cpu:.2f} ms per request",
+                flush=True,
+            )
 
             busy = wait_quiet()
             before = sink.count()
@@ -329,7 +344,9 @@ def one(
         out.http.append(rate_http)
         out.ratio.append(ratio)
         out.cpu_ratio.append(cpu_ratio)
+        out.alone_p50.append(a50)
         out.idle_p50.append(i50)
+        out.single_cpu.append(single_cpu)
         out.idle_p99.append(i99)
         out.p50.append(p50)
         out.p90.append(p90)
@@ -356,15 +373,18 @@ def table(args: argparse.Namespace, results: dict[int, Series]) -> str:
         f"{args.db}, " + ("serve delivering" if args.workers == 0 else f"{args.workers} worker(s)"),
         "",
         "| history (delivered) | in-process msg/s | HTTP batch msg/s | ratio (goal ≥ 0.8) "
-        "| CPU ratio | single, idle: p50 / p99 ms | single, delivering: p50 ms (≤ 5) | p90 ms "
-        "| p99 ms (≤ 20) | delivered meanwhile msg/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU ratio | single in-process p50 ms | single, idle: p50 / p99 ms "
+        "| serve CPU ms per single "
+        "| single, delivering: p50 ms (≤ 5) | p90 ms | p99 ms (≤ 20) | delivered meanwhile msg/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for history, s in results.items():
         lines.append(
             f"| {history:,} | {fmt_range(s.in_process)} | {fmt_range(s.http)} | "
             f"{fmt_range(s.ratio, 2)} | {fmt_range(s.cpu_ratio, 2)} | "
+            f"{fmt_range(s.alone_p50, 1)} | "
             f"{fmt_range(s.idle_p50, 1)} / {fmt_range(s.idle_p99, 1)} | "
+            f"{fmt_range(s.single_cpu, 2)} | "
             f"{fmt_range(s.p50, 1)} | {fmt_range(s.p90, 1)} | "
             f"{fmt_range(s.p99, 1)} | {fmt_range(s.delivered_during)} |"
         )
