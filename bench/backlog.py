@@ -74,7 +74,8 @@ def prepare(
 ) -> Backlog:
     import asyncio
 
-    from mailvia.app import build
+    from benchlib import build
+
     from mailvia.domain.channel import Auth, Security
     from mailvia.domain.message import Envelope
     from mailvia.outbox.channels import ChannelSpec

@@ -173,6 +173,29 @@ def wait_quiet() -> float | None:
             return busy
 
 
+# --------------------------------------------------------------------------- the product
+
+
+class Built:
+    """What the composition root built (its Services), with the store beside it: Services
+    has no store field (the doors reach it through use cases), a benchmark sets up through
+    both."""
+
+    def __init__(self, wired: Any) -> None:
+        self._services = wired.services
+        self.store = wired.store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._services, name)
+
+
+def build(settings: Any, *, create_key: bool = False) -> Any:
+    """`mailvia.app.wire`'s services with `.store` (see Built)."""
+    from mailvia.app import wire
+
+    return Built(wire(settings, create_key=create_key))
+
+
 # --------------------------------------------------------------------------- smtp-sink
 
 

@@ -97,7 +97,8 @@ def prepare(
     pg: Postgres | None,
     per_worker: int,
 ) -> Queue:
-    from mailvia.app import build
+    from benchlib import build
+
     from mailvia.domain.channel import Auth, Security, Timeouts
     from mailvia.domain.message import Envelope
     from mailvia.outbox.channels import ChannelSpec

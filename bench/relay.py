@@ -128,7 +128,8 @@ class Outbox:
 
 
 def prepare(args: argparse.Namespace, scratch: Path, sink_port: int, pg: Postgres | None) -> Outbox:
-    from mailvia.app import build
+    from benchlib import build
+
     from mailvia.domain.channel import Auth, Scope, Security, Timeouts
     from mailvia.outbox.channels import ChannelSpec
     from mailvia.settings import Settings
@@ -162,7 +163,7 @@ def prepare(args: argparse.Namespace, scratch: Path, sink_port: int, pg: Postgre
         timeouts=long,
     )
     services.channels.add(user, spec, now)
-    token = tenancy.create_token(ENV_FROM, "bench", now)
+    token = services.tokens.create(ENV_FROM, "bench", now)
     return Outbox(services, data_dir, settings.database_url, token, db_name)
 
 

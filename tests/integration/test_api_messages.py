@@ -359,3 +359,17 @@ async def test_over_a_real_socket_with_uvicorn(api: Api) -> None:
         await serving
         sock.close()
     assert len(await stored(api)) == 1
+
+
+async def test_an_unknown_query_parameter_is_refused_and_known_ones_work(api: Api) -> None:
+    """`?stat=queued` (a typo) must not silently list everything; checked without a thread
+    switch when there is no query, and off the event loop when there is one."""
+    jane = api.client("jane")
+    assert (await jane.post("/v1/messages", json=message())).status_code == 202
+    refused = await jane.get("/v1/messages", params={"stat": "queued"})
+    assert_problem(refused, 422, "unknown query parameter: stat")
+    refused = await jane.post("/v1/messages", params={"dry": "1"}, json=message())
+    assert_problem(refused, 422, "unknown query parameter: dry")
+    listed = await jane.get("/v1/messages", params={"state": "queued", "limit": 1})
+    assert listed.status_code == 200 and len(listed.json()["data"]) == 1
+    assert len(await stored(api)) == 1

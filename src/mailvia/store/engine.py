@@ -185,6 +185,7 @@ class Database:
             if self.dialect == "postgresql"
             else self.engine
         )
+        self._pinned = threading.local()  # this thread's open snapshot(), if any
 
     @property
     def dialect(self) -> str:
@@ -206,12 +207,33 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """One read-only transaction (a consistent snapshot on SQLite)."""
+        """One read-only transaction (a consistent snapshot on SQLite); inside `snapshot()`,
+        that snapshot's transaction."""
+        pinned: Connection | None = getattr(self._pinned, "conn", None)
         try:
+            if pinned is not None:
+                yield pinned
+                return
             with self._reader.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise map_error(exc, conflict="conflict", missing="not found") from None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every `read()` of this thread inside it shares one read transaction: a request's
+        several lookups (its sender's rights, routes, backlog) pay for one BEGIN and COMMIT,
+        and see one consistent state. Writes are not affected (they have their own
+        transaction, and are best made after the snapshot ends). Nested: the outer one."""
+        if getattr(self._pinned, "conn", None) is not None:
+            yield
+            return
+        with self.read() as conn:
+            self._pinned.conn = conn
+            try:
+                yield
+            finally:
+                self._pinned.conn = None
 
     def dispose(self) -> None:
         """Close every pooled connection."""

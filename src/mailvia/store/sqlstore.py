@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager
 
 from mailvia.domain.cursors import CursorSeal
 from mailvia.store.budgets import BudgetStore
@@ -46,6 +47,10 @@ class SqlStore(
         """Seal list cursors with `key` (derived from the master key, so that every process
         agrees); until then a random key of this store's own."""
         self._cursors = CursorSeal(key)
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """The reads of this thread inside it share one read transaction (Database.snapshot)."""
+        return self._db.snapshot()
 
     @property
     def dialect(self) -> str:

@@ -1,5 +1,10 @@
 """Who is calling: the services of this app and the user behind the bearer API token, held
-to the token's rate limit."""
+to the token's rate limit.
+
+Dependencies that only read the app's state are `async def`: FastAPI runs a plain `def`
+dependency in its thread pool, and each such hop costs a request a thread switch (several
+per request added milliseconds under load). `get_caller` reads the store, so it is a plain
+`def` and runs in the pool."""
 
 from __future__ import annotations
 
@@ -22,14 +27,14 @@ bearer = HTTPBearer(
 )
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return cast(Services, request.app.state.services)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_rate_limit(request: Request) -> TokenRateLimit | None:
+async def get_rate_limit(request: Request) -> TokenRateLimit | None:
     return cast(TokenRateLimit | None, request.app.state.rate_limit)
 
 
@@ -52,7 +57,7 @@ CallerDep = Annotated[User, Depends(get_caller)]
 RecipientLimit = Callable[[int], None]
 
 
-def get_recipient_limit(
+async def get_recipient_limit(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     rate_limit: Annotated[TokenRateLimit | None, Depends(get_rate_limit)],
 ) -> RecipientLimit:

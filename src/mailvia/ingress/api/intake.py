@@ -11,6 +11,7 @@ import binascii
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -37,14 +38,16 @@ class Idempotency:
     digest: str
 
 
-def idempotency(key: str | None, user: User, kind: str, canonical: bytes) -> Idempotency | None:
+def idempotency(key: str | None, user: User, kind: str, body: BaseModel) -> Idempotency | None:
     """Check the header and hash the request (the user is part of it: a key names one
-    caller's request). Raises InvalidInput for a key that is not 1-255 visible ASCII."""
+    caller's request). Raises InvalidInput for a key that is not 1-255 visible ASCII. The
+    body is made canonical only when there is a key (for a batch it costs as much as
+    reading it)."""
     if key is None:
         return None
     if not _KEY.match(key):
         raise InvalidInput("Idempotency-Key: 1 to 255 visible ASCII characters")
-    return Idempotency(key, request_hash(kind.encode(), user.id.encode(), canonical))
+    return Idempotency(key, request_hash(kind.encode(), user.id.encode(), canonical(body)))
 
 
 def canonical(body: BaseModel) -> bytes:
@@ -53,9 +56,16 @@ def canonical(body: BaseModel) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def composed(services: Services, user: User, body: MessageIn, now: float) -> Composed:
+def composed(
+    services: Services,
+    user: User,
+    body: MessageIn,
+    now: float,
+    check_sender: Callable[[User, str], None] | None = None,
+) -> Composed:
     """Validate one message as every intake does. Raises InvalidInput (422), MessageTooLarge
-    (413), Forbidden (an envelope sender that is not the caller's)."""
+    (413), Forbidden (an envelope sender that is not the caller's). `check_sender`: the
+    request's remembered checks (`Submitter.sender_checks`), else the Submitter's own."""
     try:
         result = _compose(body, now, services.max_message_size)
     except MailviaError:
@@ -68,17 +78,22 @@ def composed(services: Services, user: User, body: MessageIn, now: float) -> Com
     mail_from = result.envelope.mail_from
     if mail_from and mail_from.lower() != result.from_address.lower():
         try:
-            services.submitter.check_sender(user, mail_from)
+            (check_sender or services.submitter.check_sender)(user, mail_from)
         except Forbidden as exc:
             raise Forbidden(f"envelope mail_from: {exc}") from None
     return result
 
 
 def submission(
-    services: Services, user: User, body: MessageIn, now: float, key: Idempotency | None
+    services: Services,
+    user: User,
+    body: MessageIn,
+    now: float,
+    key: Idempotency | None,
+    check_sender: Callable[[User, str], None] | None = None,
 ) -> Submission:
     return Submission(
-        composed(services, user, body, now),
+        composed(services, user, body, now, check_sender),
         idempotency_key=key.key if key else None,
         request_hash=key.digest if key else None,
     )

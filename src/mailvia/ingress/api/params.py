@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Header, Path, Query, Request
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import InvalidInput
 
@@ -31,13 +32,18 @@ Limit = Annotated[int, Query(ge=1, le=200, description="Page size, at most 200."
 ChannelFilter = Annotated[str | None, Query(pattern=PRINTABLE, description="A channel id or name.")]
 
 
-def refuse_unknown_query(request: Request) -> None:
+async def refuse_unknown_query(request: Request) -> None:
     """Raise InvalidInput for a query parameter the route does not take (like unknown JSON
     fields: a typo such as `?stat=queued` must not silently list everything). The names
-    come from the OpenAPI document, which FastAPI builds from the routes."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or not request.query_params:
+    come from the OpenAPI document, which FastAPI builds from the routes (the first time in
+    the thread pool, off the event loop). A request without a query costs no thread switch."""
+    if not request.query_params or not isinstance(request.scope.get("route"), APIRoute):
         return
+    await run_in_threadpool(_refuse_unknown_query, request)
+
+
+def _refuse_unknown_query(request: Request) -> None:
+    route = request.scope["route"]
     operation = request.app.openapi()["paths"][route.path_format][request.method.lower()]
     known = {p["name"] for p in operation.get("parameters", ()) if p["in"] == "query"}
     unknown = sorted(set(request.query_params) - known)

@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import MailviaError
@@ -26,7 +27,7 @@ from mailvia.ingress.api.bodies import (
     recipients_of,
 )
 from mailvia.ingress.api.errors import problem_for, problems
-from mailvia.ingress.api.intake import Idempotency, canonical, idempotency, submission
+from mailvia.ingress.api.intake import Idempotency, idempotency, submission
 from mailvia.ingress.api.params import IdempotencyKey
 from mailvia.ingress.api.rejections import count_rejected
 from mailvia.ingress.api.schemas import BatchIn, BatchOut, MessageIn
@@ -56,7 +57,7 @@ async def submit_message(
     user: CallerDep,
     recipients: RecipientLimitDep,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """Validate, route and commit one message: 202 once it is in the outbox (200 when an
     Idempotency-Key replays an earlier one). Its recipients count against the token's
     recipient limit."""
@@ -66,16 +67,16 @@ async def submit_message(
 
 def _one(
     services: Services, user: User, take: RecipientLimit, raw: bytes, key_header: str | None
-) -> JSONResponse:
+) -> Response:
     body = message_body(raw)
     take(recipients_of(body))
     now = time.time()
-    key = idempotency(key_header, user, "message", canonical(body))
-    receipt = services.submitter.submit(
-        user, [submission(services, user, body, now, key)], now=now
-    )[0]
-    answer = ReceiptOut.model_validate(receipt_payload(receipt)).model_dump(mode="json")
-    return JSONResponse(answer, status_code=202 if receipt.created else 200)
+    key = idempotency(key_header, user, "message", body)
+    with services.submitter.reads():  # the envelope sender's rights: one read transaction
+        message = submission(services, user, body, now, key)
+    receipt = services.submitter.submit(user, [message], now=now)[0]
+    answer = ReceiptOut.model_validate(receipt_payload(receipt))
+    return _json(answer, 202 if receipt.created else 200)
 
 
 @router.post(
@@ -91,7 +92,7 @@ async def submit_batch(
     user: CallerDep,
     recipients: RecipientLimitDep,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """One result per message, in order: a receipt, or the problem that kept it out (the
     others are committed together). A body that does not fit the schema fails as a whole;
     one over the request's caps is 413, and one whose recipients do not fit the token's
@@ -102,22 +103,29 @@ async def submit_batch(
 
 def _batch(
     services: Services, user: User, take: RecipientLimit, raw: bytes, key_header: str | None
-) -> JSONResponse:
+) -> Response:
     batch = batch_body(raw, services.api.caps)
     take(batch.recipients)
     now = time.time()
-    key = idempotency(key_header, user, "batch", canonical(batch.body))
+    key = idempotency(key_header, user, "batch", batch.body)
     items: list[tuple[User, Submission] | Exception] = []
+    senders = services.submitter.sender_checks()
     for index, message in enumerate(batch.body.messages):
         item_key = Idempotency(f"{key.key}#{index}", key.digest) if key else None
         try:
-            items.append((user, submission(services, user, message, now, item_key)))
+            items.append((user, submission(services, user, message, now, item_key, senders)))
         except MailviaError as exc:
             items.append(exc)
     results = services.submitter.submit_each(items, now=now)
     count_rejected(services.metrics, (r for r in results if isinstance(r, MailviaError)))
     answer = BatchOut.model_validate({"data": [_result(result) for result in results]})
-    return JSONResponse(answer.model_dump(mode="json"))
+    return _json(answer, 200)
+
+
+def _json(answer: BaseModel, status: int) -> Response:
+    """The answer's JSON, written by pydantic in one pass (the same document as dumping it
+    to Python objects and then to JSON, at a fraction of the cost for a batch)."""
+    return Response(answer.model_dump_json(), status_code=status, media_type="application/json")
 
 
 def _result(result: Receipt | Exception) -> dict[str, Any]:

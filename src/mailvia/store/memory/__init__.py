@@ -10,6 +10,8 @@ webhooks and OAuth tokens are the SQL store's alone.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from mailvia.domain.cursors import CursorSeal
 from mailvia.store.memory.budgets import MemoryBudgets, Usage
@@ -38,6 +40,13 @@ class MemoryStore(
 
     def use_cursor_key(self, key: bytes) -> None:
         self._cursors = CursorSeal(key)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads that see one state (the SQL store's one read transaction): the store's lock,
+        held for the block."""
+        with self._d.lock:
+            yield
 
     def close(self) -> None:
         """Nothing to close (the SQL store's counterpart disposes of its connections)."""
