@@ -25,7 +25,7 @@ from mailvia.domain.delivery import (
     TransactionResult,
     settle,
 )
-from mailvia.domain.errors import CredentialsFailed
+from mailvia.domain.errors import CredentialsFailed, StoreUnavailable
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State, message_state
 from mailvia.domain.oauth import refused_after_renewal
@@ -100,6 +100,7 @@ class ChannelRun:
         self.turns = Turns(channel.max_connections + 1)
         # seq -> the group commit marking it started, and its place in the group
         self.marks: dict[int, tuple[asyncio.Future[list[bool]], int]] = {}
+        self.store_down = False  # the store failed: send nothing more this run
 
     def now(self, fixed: Instant) -> Instant:
         return fixed if self.clock is None else self.clock()
@@ -107,7 +108,10 @@ class ChannelRun:
     @property
     def stopped(self) -> bool:
         return (
-            self.effect is not ChannelEffect.NONE or self.budget_wait is not None or self.d.stopping
+            self.effect is not ChannelEffect.NONE
+            or self.budget_wait is not None
+            or self.d.stopping
+            or self.store_down
         )
 
     async def go(self, now: Instant) -> int:
@@ -118,7 +122,7 @@ class ChannelRun:
             await asyncio.gather(*(self._work(now) for _ in range(workers)))
         finally:
             try:
-                self._flush()
+                await self._when_back(self._flush)
                 await self._apply_effect(self.now(now))
             finally:
                 self.d.liveness.holding.difference_update(self.claimed)
@@ -157,13 +161,16 @@ class ChannelRun:
             if not self.queue or self.stopped:
                 return
             claim = self.queue.popleft()
-            if self.clock is not None:
-                self._refill(self.clock())
             position = self.turns.take()
             try:
+                if self.clock is not None:
+                    self._refill(self.clock())
                 record = await self._attempt(claim, fixed)
             except _LeaseLost:
                 continue  # another worker holds it now; it is theirs to send and record
+            except StoreUnavailable:
+                record = None  # raised before its transaction started: it goes back unsent
+                self.store_down = True
             finally:
                 self.turns.done(position)
             if record is None:
@@ -172,12 +179,25 @@ class ChannelRun:
             self.attempts += 1
             self.records.append(record)
             if len(self.records) >= self.d.options.flush_every:
-                self._flush()
+                try:
+                    self._flush()
+                except StoreUnavailable:
+                    self.store_down = True  # kept in hand; `go` records them when it is back
 
     def _flush(self) -> None:
+        """Record the attempts in hand; on StoreUnavailable they stay in hand."""
         if self.records:
-            records, self.records = self.records, []
-            self.store.record_attempts(records)
+            self.store.record_attempts(self.records)
+            self.records = []
+
+    async def _when_back(self, step: Callable[[], None]) -> None:
+        """A store step that must not be dropped (recording what was sent, giving claims
+        back): while the store is gone, wait for it (outbox/outage.py), until the shutdown's
+        bound passes. run_once (a fixed time) does not wait."""
+        if self.clock is None:
+            step()
+            return
+        await self.d.outage.until_back(step, self.clock, give_up=self.d.past_shutdown)
 
     async def _attempt(self, claim: Claim, fixed: Instant) -> AttemptRecord | None:
         settlements: list[Settlement] = []
@@ -186,7 +206,12 @@ class ChannelRun:
         chunks = [claim.pending[i : i + size] for i in range(0, len(claim.pending), size)]
         for chunk in chunks:
             first = None if settlements else claim
-            taken = None if self.stopped else self._take_budget(len(chunk), fixed, first)
+            try:
+                taken = None if self.stopped else self._take_budget(len(chunk), fixed, first)
+            except StoreUnavailable:
+                if not settlements:
+                    raise
+                taken, self.store_down = None, True  # a later chunk: left for the next try
             if taken is None:
                 if not settlements:
                     return None
@@ -200,7 +225,7 @@ class ChannelRun:
             result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started
             if self.ledger is not None and taken:
-                self.ledger.finish([(taken, self.now(fixed))])
+                self._finish_budget(taken, self.now(fixed))
             settlement = settle(
                 result,
                 pending=chunk,
@@ -275,6 +300,15 @@ class ChannelRun:
             _lost(first)
         return taken
 
+    def _finish_budget(self, taken: int, now: Instant) -> None:
+        """End the ledger's in-flight row; after the transaction, so a store outage now must
+        not lose what was sent (the row then ends on its own, at its stale time)."""
+        try:
+            assert self.ledger is not None
+            self.ledger.finish([(taken, now)])
+        except StoreUnavailable as exc:
+            log.info("channel %s: budget use not ended (%s)", self.channel.id, exc)
+
     def _note_effect(self, settlement: Settlement) -> None:
         if any(r.state is State.DELIVERED for r in settlement.recipients):
             self.delivered_any = True
@@ -336,7 +370,9 @@ class ChannelRun:
             await self._disconnect(leftovers, now)
             return
         if leftovers:
-            self.store.unclaim(leftovers, state=State.QUEUED, now=now)
+            await self._when_back(
+                lambda: self.store.unclaim(leftovers, state=State.QUEUED, now=now)
+            )
         if self.effect in (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY):
             self._throttle(now)
         elif self.delivered_any and self.channel.throttle_level:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
 from mailvia.outbox.channel_run import ChannelRun, new_event
 from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.metrics import NO_METRICS
+from mailvia.outbox.outage import Outage
 from mailvia.outbox.ports import CredentialSource, Store, Transport, WorkerRegistry
 from mailvia.outbox.webhook_ports import Metrics
 
@@ -73,9 +75,11 @@ class Dispatcher:
         self.notify_disconnected = notify_disconnected
         self.metrics = metrics
         self.stopping = False
+        self.shutdown_at: float | None = None  # monotonic: in-flight work gives up then
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expired_at: Instant | None = None
+        self.outage = Outage("delivery", rand=rand)
         self.liveness = Liveness(
             workers,
             worker=options.worker,
@@ -83,6 +87,10 @@ class Dispatcher:
             host=options.host,
             pid=options.pid,
         )
+
+    def past_shutdown(self) -> bool:
+        """Whether a stop's bound for in-flight work has passed."""
+        return self.shutdown_at is not None and time.monotonic() >= self.shutdown_at
 
     def wake(self) -> None:
         """Look for work now (called after a submission in this process, from any thread)."""
@@ -113,10 +121,13 @@ class Dispatcher:
                 if not started:
                     self.liveness.start(clock())
                     started = True
+                if self.outage.down:  # beat, a write: reads alone succeed on a full disk
+                    self.liveness.beaten_at = None
                 self.liveness.beat(clock())
                 wait = self._start_due(clock, running)
+                self.outage.worked(clock())
             except StoreUnavailable as exc:
-                log.warning("store unavailable, retrying: %s", exc)
+                wait = self.outage.failed(clock(), exc)  # logged once an outage
             await _wait_any(self._wake, stop, running.values(), wait)
             _reap(running)
         self.stopping = True
@@ -168,6 +179,8 @@ def _reap(running: dict[str, asyncio.Task[int]]) -> None:
             del running[channel_id]
             if not task.cancelled() and task.exception() is not None:
                 exc = task.exception()
+                if isinstance(exc, StoreUnavailable):
+                    continue  # the outage is logged once, by the loop (outbox/outage.py)
                 level = logging.WARNING if isinstance(exc, MailviaError) else logging.ERROR
                 log.log(level, "delivery on channel %s failed: %r", channel_id, exc)
 

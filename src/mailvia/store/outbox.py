@@ -207,7 +207,8 @@ class OutboxStore:
 
     def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
         """Give claimed messages back unsent: they and their `sending` recipients become
-        `state` (queued, deferred or held), due now, lease cleared. Only messages still leased
+        `state` (queued, deferred or held), lease cleared, keeping their place in the queue
+        (due when they were due, now at the latest). Only messages still leased
         to the claim's worker change (one re-claimed after its lease expired is left alone)."""
         if State(state) not in (State.QUEUED, State.DEFERRED, State.HELD):
             raise InvalidInput(f"unclaim: cannot put messages back as {state}")
@@ -355,7 +356,8 @@ def _give_back(
         .where(m.seq.in_(held))
         .values(
             state=state.value,
-            next_attempt_at=now,
+            # they keep their place in the queue (due when they were due, now at the latest)
+            next_attempt_at=sa.case((m.next_attempt_at <= now, m.next_attempt_at), else_=now),
             lease_owner=None,
             lease_expires_at=None,
             started_at=None,
