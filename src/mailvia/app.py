@@ -142,6 +142,7 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         options=DispatchOptions(
             worker=worker,
             lease_seconds=settings.lease_seconds,
+            shutdown_seconds=settings.shutdown_seconds,
             batch=settings.claim_batch,
             host=socket.gethostname(),
             pid=os.getpid(),

@@ -42,6 +42,7 @@ Notifier = Callable[[Channel, str, Instant], Awaitable[None]]
 class DispatchOptions:
     worker: str
     lease_seconds: float = 30.0  # how long a claim outlives its worker's last beat
+    shutdown_seconds: float = 30.0  # a stop lets transactions in flight finish this long
     batch: int = 200
     flush_every: int = 100
     host: str = ""  # shown in the worker's heartbeat row
@@ -136,12 +137,28 @@ class Dispatcher:
     async def _finish(
         self, running: dict[str, asyncio.Task[int]], clock: Callable[[], Instant]
     ) -> None:
-        """Let in-flight transactions finish (beating meanwhile), then sign off."""
-        while running:
-            await asyncio.wait(running.values(), timeout=self.liveness.every)
+        """Let in-flight transactions finish (beating meanwhile) for up to `shutdown_seconds`;
+        each channel run gives back the claims it did not start. Past the bound the runs are
+        cancelled: a message cut off in its transaction keeps its lease (marked started) until
+        the lease runs out or this worker starts again, and whoever takes it flags it
+        possible_duplicate. Then sign off."""
+        self.shutdown_at = time.monotonic() + self.options.shutdown_seconds
+        while running and not self.past_shutdown():
+            left = max(self.shutdown_at - time.monotonic(), 0.0)
+            await asyncio.wait(running.values(), timeout=min(self.liveness.every, left))
             _reap(running)
             with contextlib.suppress(StoreUnavailable):
                 self.liveness.beat(clock())
+        if running:
+            log.warning(
+                "stopping: %d channel runs cut off after %.0f s",
+                len(running),
+                self.options.shutdown_seconds,
+            )
+            for task in running.values():
+                task.cancel()
+            await asyncio.wait(running.values())
+            _reap(running)
         with contextlib.suppress(StoreUnavailable):
             self.liveness.stop()
 

@@ -68,6 +68,7 @@ SERVE_SETTINGS = (
     "api_batch_max_messages",
     "api_request_max_recipients",
     "worker_id",
+    "shutdown_seconds",
     "metrics_listen",
     "dispatch",
     *OAUTH_SETTINGS,
@@ -197,13 +198,22 @@ async def _serve(
     metrics: socket.socket | None = None,
     *,
     dispatch_here: bool = True,
+    shutdown_seconds: float = 30.0,
 ) -> None:
+    """Serve until SIGTERM or SIGINT; then stop taking mail first (HTTP stops listening and
+    finishes its requests, submission answers 421 4.3.2), let the work in flight finish for
+    up to `shutdown_seconds`, and return."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
     await _start_submission(services, submission, smtp)
     host, port = sock.getsockname()[:2]
     app = services.http_app(f"http://{Listen(host, port)}")  # redirect URIs: see PUBLIC_URL
-    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=max(int(shutdown_seconds), 1),
+    )
     server = uvicorn.Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]))
     dispatch = (
@@ -216,10 +226,18 @@ async def _serve(
     await stop.wait()
     server.should_exit = True
     if submission is not None:
-        await submission.stop()
+        await submission.stop(grace=shutdown_seconds)
     tasks = [http, *([dispatch] if dispatch else []), *beside]
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await _bounded(tasks, shutdown_seconds)
     await services.aclose()
+
+
+async def _bounded(tasks: Sequence[asyncio.Task[None]], seconds: float) -> None:
+    """Wait for `tasks` (each bounds itself by `seconds`); a little after, cancel the rest."""
+    _, late = await asyncio.wait(tasks, timeout=seconds + 5)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @cli.command("serve")
@@ -256,7 +274,17 @@ def serve(ctx: Context, settings: Settings) -> None:
     # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
     # a commit's many small waits short (measured: about 10% more mail through submission).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    asyncio.run(_serve(services, sock, submission, smtp, metrics, dispatch_here=settings.dispatch))
+    asyncio.run(
+        _serve(
+            services,
+            sock,
+            submission,
+            smtp,
+            metrics,
+            dispatch_here=settings.dispatch,
+            shutdown_seconds=settings.shutdown_seconds,
+        )
+    )
 
 
 async def _work(services: Services) -> None:
@@ -270,7 +298,7 @@ async def _work(services: Services) -> None:
 
 
 @cli.command("worker")
-@settings_options(*STORE_SETTINGS, "worker_id", *OAUTH_SETTINGS[1:])
+@settings_options(*STORE_SETTINGS, "worker_id", "shutdown_seconds", *OAUTH_SETTINGS[1:])
 @pass_context
 def worker(ctx: Context, settings: Settings) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
