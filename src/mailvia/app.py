@@ -139,6 +139,7 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         notify_disconnected=notices.channel_disconnected,
         metrics=metrics,
         workers=store,
+        slots=store,
         options=DispatchOptions(
             worker=worker,
             lease_seconds=settings.lease_seconds,

@@ -115,9 +115,20 @@ class ChannelRun:
         )
 
     async def go(self, now: Instant) -> int:
+        connections = self.d.connections.take(self.channel, now)  # across every worker
+        try:
+            if connections:
+                return await self._go(now, connections)
+            if self.clock is not None:  # every slot is another worker's: not again at once
+                await asyncio.sleep(self.d.connections.retry_after())
+            return 0
+        finally:
+            self.d.connections.done(self.channel.id, keep=self.clock is not None)
+
+    async def _go(self, now: Instant, connections: int) -> int:
         if not self._claim(now):
             return 0
-        workers = min(self.channel.max_connections, len(self.queue))
+        workers = min(connections, len(self.queue))
         try:
             await asyncio.gather(*(self._work(now) for _ in range(workers)))
         finally:

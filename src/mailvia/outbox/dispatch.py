@@ -25,6 +25,7 @@ from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.metrics import NO_METRICS
 from mailvia.outbox.outage import Outage
 from mailvia.outbox.ports import CredentialSource, Store, Transport, WorkerRegistry
+from mailvia.outbox.slots import Connections, LocalConnections, SharedConnections, SlotStore
 from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Dispatcher:
         rand: Callable[[], float] = random.random,
         notify_disconnected: Notifier = _no_notice,
         metrics: Metrics = NO_METRICS,
+        slots: SlotStore | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -81,6 +83,18 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expired_at: Instant | None = None
         self.outage = Outage("delivery", rand=rand)
+        # max_connections across every worker (slots in the store), or per process
+        self.connections: Connections = (
+            LocalConnections()
+            if slots is None
+            else SharedConnections(
+                slots,
+                worker=options.worker,
+                lease_seconds=options.lease_seconds,
+                close_idle=transport.forget,
+                rand=rand,
+            )
+        )
         self.liveness = Liveness(
             workers,
             worker=options.worker,
@@ -159,6 +173,7 @@ class Dispatcher:
                 task.cancel()
             await asyncio.wait(running.values())
             _reap(running)
+        await self.connections.aclose()
         with contextlib.suppress(StoreUnavailable):
             self.liveness.stop()
 
