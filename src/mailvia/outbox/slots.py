@@ -127,12 +127,10 @@ class SharedConnections:
         return RETRY_SECONDS * (0.5 + self.rand())
 
     def done(self, channel_id: str, *, keep: bool) -> None:
-        """The run of the channel ended: keep its slots for a while (`keep`, in the event
-        loop of run_forever), or give them back now."""
-        if not keep:
-            self._give(channel_id)
-            return
-        if channel_id in self.held:
+        """The run of the channel ended: keep its slots for `hold` seconds (`keep`: in the
+        event loop of run_forever), or until the next run (run_once, which tests drive with
+        a fixed time: one dispatcher, and no store call per pass)."""
+        if keep and channel_id in self.held:
             self._release[channel_id] = asyncio.ensure_future(self._later(channel_id))
 
     async def _later(self, channel_id: str) -> None:
