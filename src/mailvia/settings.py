@@ -71,6 +71,7 @@ class Settings:
     worker_id: str | None = None
     lease_seconds: float = 30.0  # a claim lasts this long after its worker's last beat
     claim_batch: int = 200
+    shutdown_seconds: float = 30.0  # a stop's bound for the work in flight (SIGTERM, SIGINT)
     dispatch: bool = True  # `serve` also runs the dispatcher; off: run `mailvia worker`s
     # Mailbox providers' HTTP APIs: the operator's, like the pool relay (no address guard).
     gmail_api_url: str = "https://gmail.googleapis.com"
@@ -137,6 +138,12 @@ def _listen_or_off(raw: str) -> Listen | None:
 
 def _rate_or_off(raw: str) -> RequestRate | None:
     return None if raw.strip().lower() == "off" else RequestRate.parse(raw)
+
+
+def _non_negative(value: float) -> float:
+    if not value >= 0:
+        raise ValueError("must be 0 or more")
+    return value
 
 
 def _positive(raw: str) -> int:
@@ -214,6 +221,7 @@ _PARSERS: dict[str, Any] = {
     "submission_max_connections_per_client": _positive,
     "lease_seconds": float,
     "claim_batch": int,
+    "shutdown_seconds": lambda raw: _non_negative(float(raw)),
     "dispatch": _on_off,
     "gmail_api_url": _api_url,
     "graph_api_url": _api_url,

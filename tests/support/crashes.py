@@ -40,6 +40,7 @@ class CrashRun:
         worker: bool = False,
         connections: int = 10,
         db_url: str | None = None,
+        sink_args: tuple[str, ...] = (),
         **env: str,
     ) -> None:
         self.folder = folder
@@ -51,7 +52,9 @@ class CrashRun:
         self.kills: list[int] = []  # messages in a transaction at each kill
         self.serve: LongRunning | None = None
         self.dispatcher: LongRunning | None = None
-        self.sink = self.cli.start("testserver", "--maildir", str(self.maildir), log_dir=folder)
+        self.sink = self.cli.start(
+            "testserver", "--maildir", str(self.maildir), *sink_args, log_dir=folder
+        )
         port = self.sink.wait_for_line(SMTP_LINE)[1]
         self.token = self._setup(int(port), connections)
         self.url = ""

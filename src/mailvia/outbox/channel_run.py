@@ -25,7 +25,7 @@ from mailvia.domain.delivery import (
     TransactionResult,
     settle,
 )
-from mailvia.domain.errors import CredentialsFailed
+from mailvia.domain.errors import CredentialsFailed, StoreUnavailable
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State, message_state
 from mailvia.domain.oauth import refused_after_renewal
@@ -34,6 +34,7 @@ from mailvia.domain.throttle import daily_quota_wait, escalate
 from mailvia.outbox.dispatch_ports import DispatchOptions, DispatchStore, Notifier
 from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.order import Turns
+from mailvia.outbox.outage import Outage
 from mailvia.outbox.ports import (
     AttemptRecord,
     Claim,
@@ -43,6 +44,7 @@ from mailvia.outbox.ports import (
     Ledger,
     Transport,
 )
+from mailvia.outbox.slots import Connections
 from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,12 @@ class RunContext:
     rand: Callable[[], float]  # retry jitter
     metrics: Metrics
     notify_disconnected: Notifier
+    connections: Connections  # max_connections across every worker (outbox/slots.py)
+    outage: Outage  # the store's outages, logged once (outbox/outage.py)
+    past_shutdown: Callable[[], bool]  # a stop's bound for work in flight has passed
+    # In service (run_forever): a run waits for the store to come back and for a free
+    # connection slot; run_once neither waits nor keeps slots afterwards.
+    in_service: bool
 
 
 class ChannelRun:
@@ -122,6 +130,7 @@ class ChannelRun:
         self.turns = Turns(channel.max_connections + 1)
         # seq -> the group commit marking it started, and its place in the group
         self.marks: dict[int, tuple[asyncio.Future[list[bool]], int]] = {}
+        self.store_down = False  # the store failed: send nothing more this run
 
     @property
     def stopped(self) -> bool:
@@ -129,17 +138,29 @@ class ChannelRun:
             self.effect is not ChannelEffect.NONE
             or self.budget_wait is not None
             or self.ctx.stopping()
+            or self.store_down
         )
 
     async def go(self) -> int:
+        connections = self.ctx.connections.take(self.channel, self.clock())  # every worker's
+        try:
+            if connections:
+                return await self._go(connections)
+            if self.ctx.in_service:  # every slot is another worker's: not again at once
+                await asyncio.sleep(self.ctx.connections.retry_after())
+            return 0
+        finally:
+            self.ctx.connections.done(self.channel.id, keep=self.ctx.in_service)
+
+    async def _go(self, connections: int) -> int:
         if not self._claim(self.clock()):
             return 0
-        workers = min(self.channel.max_connections, len(self.queue))
+        workers = min(connections, len(self.queue))
         try:
             await asyncio.gather(*(self._work() for _ in range(workers)))
         finally:
             try:
-                self._flush()
+                await self._when_back(self._flush)
                 await self._apply_effect(self.clock())
             finally:
                 self.ctx.liveness.holding.difference_update(self.claimed)
@@ -189,6 +210,9 @@ class ChannelRun:
                 record = await self._attempt(claim)
             except _LeaseLost:
                 continue  # another worker holds it now; it is theirs to send and record
+            except StoreUnavailable:
+                record = None  # raised before its transaction started: it goes back unsent
+                self.store_down = True
             finally:
                 self.turns.done(position)
             if record is None:
@@ -197,12 +221,25 @@ class ChannelRun:
             self.attempts += 1
             self.records.append(record)
             if len(self.records) >= self.ctx.options.flush_every:
-                self._flush()
+                try:
+                    self._flush()
+                except StoreUnavailable:
+                    self.store_down = True  # kept in hand; `go` records them when it is back
 
     def _flush(self) -> None:
+        """Record the attempts in hand; on StoreUnavailable they stay in hand."""
         if self.records:
-            records, self.records = self.records, []
-            self.store.record_attempts(records)
+            self.store.record_attempts(self.records)
+            self.records = []
+
+    async def _when_back(self, step: Callable[[], None]) -> None:
+        """A store step that must not be dropped (recording what was sent, giving claims
+        back): while the store is gone, wait for it (outbox/outage.py), until the shutdown's
+        bound passes. Outside service (run_once) it does not wait."""
+        if not self.ctx.in_service:
+            step()
+            return
+        await self.ctx.outage.until_back(step, self.clock, give_up=self.ctx.past_shutdown)
 
     async def _attempt(self, claim: Claim) -> AttemptRecord | None:
         settlements: list[Settlement] = []
@@ -211,7 +248,12 @@ class ChannelRun:
         chunks = [claim.pending[i : i + size] for i in range(0, len(claim.pending), size)]
         for chunk in chunks:
             first = None if settlements else claim
-            taken = None if self.stopped else self._take_budget(len(chunk), first)
+            try:
+                taken = None if self.stopped else self._take_budget(len(chunk), first)
+            except StoreUnavailable:
+                if not settlements:
+                    raise
+                taken, self.store_down = None, True  # a later chunk: left for the next try
             if taken is None:
                 if not settlements:
                     return None
@@ -225,7 +267,7 @@ class ChannelRun:
             result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started
             if self.ledger is not None and taken:
-                self.ledger.finish([(taken, self.clock())])
+                self._finish_budget(taken, self.clock())
             settlement = settle(
                 result,
                 pending=chunk,
@@ -300,6 +342,15 @@ class ChannelRun:
             _lost(first)
         return taken
 
+    def _finish_budget(self, taken: int, now: Instant) -> None:
+        """End the ledger's in-flight row; after the transaction, so a store outage now must
+        not lose what was sent (the row then ends on its own, at its stale time)."""
+        try:
+            assert self.ledger is not None
+            self.ledger.finish([(taken, now)])
+        except StoreUnavailable as exc:
+            log.info("channel %s: budget use not ended (%s)", self.channel.id, exc)
+
     def _note_effect(self, settlement: Settlement) -> None:
         if any(r.state is State.DELIVERED for r in settlement.recipients):
             self.delivered_any = True
@@ -361,7 +412,9 @@ class ChannelRun:
             await self._disconnect(leftovers, now)
             return
         if leftovers:
-            self.store.unclaim(leftovers, state=State.QUEUED, now=now)
+            await self._when_back(
+                lambda: self.store.unclaim(leftovers, state=State.QUEUED, now=now)
+            )
         if self.effect in _PAUSES:
             self._throttle(now)
         elif self.delivered_any and self.channel.throttle_level:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,7 +26,9 @@ from mailvia.outbox.channel_run import ChannelRun, RunContext, new_event
 from mailvia.outbox.dispatch_ports import DispatchOptions, DispatchStore, Notifier
 from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.metrics import NO_METRICS
+from mailvia.outbox.outage import Outage
 from mailvia.outbox.ports import CredentialSource, Transport, WorkerRegistry
+from mailvia.outbox.slots import Connections, LocalConnections, SharedConnections, SlotStore
 from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class Dispatcher:
         rand: Callable[[], float] = random.random,
         notify_disconnected: Notifier = _no_notice,
         metrics: Metrics = NO_METRICS,
+        slots: SlotStore | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -64,9 +68,23 @@ class Dispatcher:
         self.notify_disconnected = notify_disconnected
         self.metrics = metrics
         self.stopping = False
+        self.shutdown_at: float | None = None  # monotonic: in-flight work gives up then
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._expired_at: Instant | None = None
+        self.outage = Outage("delivery", rand=rand)
+        # max_connections across every worker (slots in the store), or per process
+        self.connections: Connections = (
+            LocalConnections()
+            if slots is None
+            else SharedConnections(
+                slots,
+                worker=options.worker,
+                lease_seconds=options.lease_seconds,
+                close_idle=transport.forget,
+                rand=rand,
+            )
+        )
         self.liveness = Liveness(
             workers,
             worker=options.worker,
@@ -74,6 +92,10 @@ class Dispatcher:
             host=options.host,
             pid=options.pid,
         )
+
+    def past_shutdown(self) -> bool:
+        """Whether a stop's bound for in-flight work has passed."""
+        return self.shutdown_at is not None and time.monotonic() >= self.shutdown_at
 
     def wake(self) -> None:
         """Look for work now (called after a submission in this process, from any thread)."""
@@ -106,22 +128,42 @@ class Dispatcher:
                 if not started:
                     self.liveness.start(clock())
                     started = True
+                if self.outage.down:  # beat, a write: reads alone succeed on a full disk
+                    self.liveness.beaten_at = None
                 self.liveness.beat(clock())
                 wait = self._start_due(clock, running)
+                self.outage.worked(clock())
             except StoreUnavailable as exc:
-                log.warning("store unavailable, retrying: %s", exc)
+                wait = self.outage.failed(clock(), exc)  # logged once an outage
             await _wait_any(self._wake, stop, running.values(), wait)
             _reap(running)
         self.stopping = True
         await self._finish(running, clock)
 
     async def _finish(self, running: dict[str, asyncio.Task[int]], clock: Clock) -> None:
-        """Let in-flight transactions finish (beating meanwhile), then sign off."""
-        while running:
-            await asyncio.wait(running.values(), timeout=self.liveness.every)
+        """Let in-flight transactions finish (beating meanwhile) for up to `shutdown_seconds`;
+        each channel run gives back the claims it did not start. Past the bound the runs are
+        cancelled: a message cut off in its transaction keeps its lease (marked started) until
+        the lease runs out or this worker starts again, and whoever takes it flags it
+        possible_duplicate. Then sign off."""
+        self.shutdown_at = time.monotonic() + self.options.shutdown_seconds
+        while running and not self.past_shutdown():
+            left = max(self.shutdown_at - time.monotonic(), 0.0)
+            await asyncio.wait(running.values(), timeout=min(self.liveness.every, left))
             _reap(running)
             with contextlib.suppress(StoreUnavailable):
                 self.liveness.beat(clock())
+        if running:
+            log.warning(
+                "stopping: %d channel runs cut off after %.0f s",
+                len(running),
+                self.options.shutdown_seconds,
+            )
+            for task in running.values():
+                task.cancel()
+            await asyncio.wait(running.values())
+            _reap(running)
+        await self.connections.aclose()
         with contextlib.suppress(StoreUnavailable):
             self.liveness.stop()
 
@@ -133,22 +175,23 @@ class Dispatcher:
             self._expired_at = None if len(expired) >= EXPIRE_BATCH else now
         for channel_id in self.store.channels_due(now):
             if channel_id not in running:
-                running[channel_id] = asyncio.create_task(self._drain(channel_id, clock))
+                run = self._drain(channel_id, clock, in_service=True)
+                running[channel_id] = asyncio.create_task(run)
         next_due = self.store.next_due_at()
         if next_due is None or next_due <= now:
             return IDLE_POLL  # nothing waiting, or all of it is being worked on
         return min(next_due - now, IDLE_POLL)
 
-    async def _drain(self, channel_id: str, clock: Clock) -> int:
+    async def _drain(self, channel_id: str, clock: Clock, *, in_service: bool = False) -> int:
         try:
             channel = self.store.get_channel(channel_id)
         except NotFound:
             return 0
         if channel.state is not ChannelState.ACTIVE:
             return 0
-        return await ChannelRun(self.context(clock), channel).go()
+        return await ChannelRun(self.context(clock, in_service=in_service), channel).go()
 
-    def context(self, clock: Clock) -> RunContext:
+    def context(self, clock: Clock, *, in_service: bool = False) -> RunContext:
         """What a channel run works with (read afresh each run: tests swap the transport)."""
         return RunContext(
             store=self.store,
@@ -161,6 +204,10 @@ class Dispatcher:
             rand=self.rand,
             metrics=self.metrics,
             notify_disconnected=self.notify_disconnected,
+            connections=self.connections,
+            outage=self.outage,
+            past_shutdown=self.past_shutdown,
+            in_service=in_service,
         )
 
 
@@ -170,6 +217,8 @@ def _reap(running: dict[str, asyncio.Task[int]]) -> None:
             del running[channel_id]
             if not task.cancelled() and task.exception() is not None:
                 exc = task.exception()
+                if isinstance(exc, StoreUnavailable):
+                    continue  # the outage is logged once, by the loop (outbox/outage.py)
                 level = logging.WARNING if isinstance(exc, MailviaError) else logging.ERROR
                 log.log(level, "delivery on channel %s failed: %r", channel_id, exc)
 

@@ -23,6 +23,7 @@ class DispatchOptions:
 
     worker: str
     lease_seconds: float = 30.0  # how long a claim outlives its worker's last beat
+    shutdown_seconds: float = 30.0  # a stop lets transactions in flight finish this long
     batch: int = 200  # messages per claim (CLAIM_BATCH)
     flush_every: int = 100  # attempts recorded per transaction
     host: str = ""  # shown in the worker's heartbeat row

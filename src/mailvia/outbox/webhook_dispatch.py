@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 
 from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.errors import MailviaError, StoreUnavailable
 from mailvia.outbox.metrics import NO_METRICS
+from mailvia.outbox.outage import Outage
 from mailvia.outbox.ports import Vault
 from mailvia.outbox.webhook_ports import (
     Metrics,
@@ -74,16 +76,19 @@ class WebhookDispatcher:
     async def run_forever(self, clock: Clock, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then let the POSTs in flight finish."""
         running: dict[str, asyncio.Task[int]] = {}
+        outage = Outage("webhook delivery", rand=random.random)
         while not stop.is_set():
+            wait = IDLE_POLL
             try:
                 self._start_due(clock, running)
+                outage.worked(clock())
             except StoreUnavailable as exc:
-                log.warning("store unavailable, retrying: %s", exc)
+                wait = outage.failed(clock(), exc)  # logged once an outage
             stopped = asyncio.ensure_future(stop.wait())
             try:
                 await asyncio.wait(
                     [stopped, *running.values()],
-                    timeout=IDLE_POLL,
+                    timeout=wait,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
@@ -165,6 +170,6 @@ def _reap(running: dict[str, asyncio.Task[int]]) -> None:
         if task.done():
             del running[webhook_id]
             exc = None if task.cancelled() else task.exception()
-            if exc is not None:
+            if exc is not None and not isinstance(exc, StoreUnavailable):  # logged by the loop
                 level = logging.WARNING if isinstance(exc, MailviaError) else logging.ERROR
                 log.log(level, "webhook %s: delivery failed: %r", webhook_id, exc)

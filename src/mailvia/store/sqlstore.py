@@ -17,6 +17,7 @@ from mailvia.store.oauth import OAuthStore
 from mailvia.store.outbox import OutboxStore
 from mailvia.store.sessions import WebSessionStore
 from mailvia.store.settle import SettleStore
+from mailvia.store.slots import SlotStore
 from mailvia.store.tenancy import TenancyStore
 from mailvia.store.webhooks import WebhookStore
 from mailvia.store.workers import WorkerStore
@@ -35,6 +36,7 @@ class SqlStore(
     OAuthStore,
     WebSessionStore,
     WorkerStore,
+    SlotStore,
 ):
     """The outbox and everything it refers to. Every public method is one transaction and
     raises domain errors only (NotFound, Conflict, InvalidInput, StoreUnavailable)."""

@@ -236,6 +236,17 @@ workers = sa.Table(
     sa.Column("beat_at", Time, nullable=False),
 )
 
+# 0011: connection caps shared by every worker: one row per connection a worker may hold
+# open to a channel (store/slots.py).
+connection_slots = sa.Table(
+    "connection_slots",
+    metadata,
+    sa.Column("channel_id", sa.Text, primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True),
+    sa.Column("worker", sa.Text, nullable=False, index=True),
+    sa.Column("taken_at", Time, nullable=False),
+)
+
 # 0003: webhooks. `last_event_seq` is how far in the events table the webhook has been
 # queued; the signing secret is sealed by the vault, never stored in clear.
 webhooks = sa.Table(

@@ -18,6 +18,7 @@ from mailvia.domain.message import State
 from mailvia.outbox.ports import WorkerView
 from mailvia.store.engine import Database
 from mailvia.store.rows import chunks
+from mailvia.store.slots import forget_slots
 from mailvia.store.tables import messages, workers
 
 m, wk = messages.c, workers.c
@@ -46,6 +47,7 @@ class WorkerStore:
         flags those whose transaction had started). Returns how many were given back."""
         with self._db.write() as conn:
             _upsert(conn, worker, now, host=host, pid=pid, restart=True)
+            forget_slots(conn, worker)  # its previous run's connections are gone
             given = conn.execute(
                 messages.update()
                 .where(m.state == _SENDING, m.lease_owner == worker)
@@ -83,6 +85,7 @@ class WorkerStore:
         """The worker stopped cleanly (its claims were given back): forget its row."""
         with self._db.write() as conn:
             conn.execute(workers.delete().where(wk.id == worker))
+            forget_slots(conn, worker)
 
     def list_workers(self) -> list[WorkerView]:
         """Every worker row, most recent beat first."""

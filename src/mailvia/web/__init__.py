@@ -12,6 +12,7 @@ and the OAuth connect flow (`/oauth/{provider}/start`, `/oauth/go/{id}`,
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
@@ -50,6 +51,7 @@ from mailvia.web.common import (
 )
 from mailvia.web.csrf import CsrfRefused, csrf_guard
 
+log = logging.getLogger("mailvia.web")
 STATIC = files("mailvia.web") / "static"
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -128,6 +130,8 @@ def _install_errors(app: FastAPI) -> None:
     async def mailvia(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, MailviaError)
         status = status_for(exc)
+        if status == 503:
+            return _unavailable(request, exc)
         return render(request, "error.html", status=status, title=_TITLES[status], detail=str(exc))
 
     async def http(request: Request, exc: Exception) -> Response:
@@ -145,6 +149,25 @@ def _install_errors(app: FastAPI) -> None:
     app.add_exception_handler(MailviaError, mailvia)
     app.add_exception_handler(HTTPException, http)
     app.add_exception_handler(RequestValidationError, invalid)
+
+
+RETRY_AFTER_SECONDS = "30"
+
+
+def _unavailable(request: Request, exc: MailviaError) -> Response:
+    """The store (or the master key) cannot be used right now: a short page that says so,
+    never the cause (the log has it), and no banners or nav, which would ask the store."""
+    log.warning("page %s unavailable: %s", request.url.path, exc)
+    request.state.user = None
+    response = render(
+        request,
+        "error.html",
+        status=503,
+        title="Temporarily unavailable",
+        detail="mailvia cannot reach its database right now. Try again in a minute.",
+    )
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
 
 
 _TITLES = {

@@ -69,6 +69,7 @@ SERVE_SETTINGS = (
     "api_batch_max_messages",
     "api_request_max_recipients",
     "worker_id",
+    "shutdown_seconds",
     "metrics_listen",
     "dispatch",
     *OAUTH_SETTINGS,
@@ -208,13 +209,23 @@ async def _serve(
     *,
     dispatch_here: bool = True,
     proxies: tuple[Network, ...] = (),
+    shutdown_seconds: float = 30.0,
 ) -> None:
+    """Serve until SIGTERM or SIGINT; then stop taking mail first (HTTP stops listening and
+    finishes its requests, submission answers 421 4.3.2), let the work in flight finish for
+    up to `shutdown_seconds`, and return."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
     await _start_submission(services, submission, smtp)
     host, port = sock.getsockname()[:2]
     app = services.http_app(f"http://{Listen(host, port)}")  # redirect URIs: see PUBLIC_URL
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", **proxy_options(proxies))
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=max(int(shutdown_seconds), 1),
+        **proxy_options(proxies),
+    )
     server = uvicorn.Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]))
     dispatch = (
@@ -227,10 +238,18 @@ async def _serve(
     await stop.wait()
     server.should_exit = True
     if submission is not None:
-        await submission.stop()
+        await submission.stop(grace=shutdown_seconds)
     tasks = [http, *([dispatch] if dispatch else []), *beside]
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await _bounded(tasks, shutdown_seconds)
     await services.aclose()
+
+
+async def _bounded(tasks: Sequence[asyncio.Task[None]], seconds: float) -> None:
+    """Wait for `tasks` (each bounds itself by `seconds`); a little after, cancel the rest."""
+    _, late = await asyncio.wait(tasks, timeout=seconds + 5)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @cli.command("serve")
@@ -276,6 +295,7 @@ def serve(ctx: Context, settings: Settings) -> None:
             metrics,
             dispatch_here=settings.dispatch,
             proxies=settings.trusted_proxies,
+            shutdown_seconds=settings.shutdown_seconds,
         )
     )
 
@@ -291,7 +311,7 @@ async def _work(services: Services) -> None:
 
 
 @cli.command("worker")
-@settings_options(*STORE_SETTINGS, "worker_id", *OAUTH_SETTINGS[1:])
+@settings_options(*STORE_SETTINGS, "worker_id", "shutdown_seconds", *OAUTH_SETTINGS[1:])
 @pass_context
 def worker(ctx: Context, settings: Settings) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""

@@ -24,6 +24,7 @@ log = logging.getLogger("mailvia.submission")
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 LOCKED_OUT = "454 4.7.0 Too many failed logins, try again later"
 TOO_MANY_RECIPIENTS = f"452 4.5.3 Too many recipients (at most {MAX_RECIPIENTS} a message)"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"  # RFC 3463 4.3.2
 UNAVAILABLE = "451 4.3.0 Temporarily unable to accept mail, try again later"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure, try again later"  # RFC 4954
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")

@@ -31,6 +31,7 @@ from mailvia.ingress.smtp.intake import Arrived, Intake
 from mailvia.ingress.smtp.replies import (
     AUTH_REQUIRED,
     LOCKED_OUT,
+    SHUTTING_DOWN,
     TOO_MANY_RECIPIENTS,
     Command,
     reply_for,
@@ -100,6 +101,7 @@ class SubmissionServer:
         self._servers: list[asyncio.Server] = []
         self._pending: set[asyncio.Future[Any]] = set()
         self._accepting = 0  # messages handed to the group commit and not yet answered
+        self.stopping = False  # `stop` has begun: no new connection, no new transaction
         self.intake = Intake(services, clock)
         self.group: GroupCommit[Arrived, Receipt] = GroupCommit(self.intake.commit, self.run)
 
@@ -126,13 +128,23 @@ class SubmissionServer:
         return server
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop listening, let messages already received be committed and answered (up to
-        `grace` seconds: the running group commit and those waiting for it), then close
-        every connection."""
+        """Stop taking mail: stop listening; tell each connection between transactions that
+        the service is shutting down (421 4.3.2) and close it; let those in a transaction
+        finish it (a next MAIL is told the same; QUIT still gets its 221) and the messages
+        already received be committed and answered (the running group commit and those
+        waiting for it), up to `grace` seconds; then close every connection."""
+        self.stopping = True
         for server in self._servers:
             server.close()
-        deadline = asyncio.get_running_loop().time() + grace
-        while (self._pending or self._accepting) and asyncio.get_running_loop().time() < deadline:
+        for connection in list(self.live):
+            if not connection.in_transaction:
+                connection.shut()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while loop.time() < deadline:
+            busy = any(c.in_transaction for c in self.live)
+            if not (busy or self._pending or self._accepting):
+                break
             await asyncio.sleep(0.01)
         for connection in list(self.live):
             connection.close_now()
@@ -286,9 +298,33 @@ class SubmissionSMTP(Capped, SMTP):  # type: ignore[misc]
         return self.submission.connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.submission.stopping and self.client is None:
+            self.refused = True  # Capped then passes nothing on; never admitted
+            cast(asyncio.WriteTransport, transport).write(f"{SHUTTING_DOWN}\r\n".encode())
+            transport.close()
+            return
         super().connection_made(transport)
         if not self.refused:
             self.submission.live.add(self)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Between MAIL and the reply to DATA (or RSET)."""
+        envelope = self.envelope
+        return envelope is not None and envelope.mail_from is not None
+
+    def shut(self) -> None:
+        """Tell the client the service is shutting down (421 4.3.2), and close."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            cast(asyncio.WriteTransport, transport).write(f"{SHUTTING_DOWN}\r\n".encode())
+        self.close_now()
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        if self.submission.stopping:
+            self.shut()
+            return
+        await super().smtp_MAIL(arg)
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)

@@ -1,0 +1,163 @@
+"""A channel's `max_connections` across every worker process and machine: connection slots
+in the store, one per connection a worker may hold open.
+
+A channel run takes slots before it claims (none free: it claims nothing and the dispatcher
+looks again on a later pass) and uses one connection per slot. When the run ends its slots
+are kept `HOLD_SECONDS` with the pool's idle connections, so the next run of the channel
+here reuses both; then the idle connections are closed and the slots given back. Slots are
+tied to the worker's heartbeat: a worker that stops beating loses them with its claims, and
+a restarted or stopped worker holds none (store/workers.py). See docs/architecture.md
+("Connection caps across workers").
+
+Side effects: slot rows in the store; closes the channel's idle connections (the transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from mailvia.domain.channel import Channel
+from mailvia.domain.clock import Instant
+from mailvia.domain.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+HOLD_SECONDS = 2.0  # slots (and idle connections) kept after a run for the next one
+RETRY_SECONDS = 0.5  # a run that found no free slot ends after about this long (jittered)
+
+
+class SlotStore(Protocol):
+    """The store side (store/slots.py)."""
+
+    def take_slots(
+        self,
+        channel_id: str,
+        worker: str,
+        *,
+        want: int,
+        limit: int,
+        now: Instant,
+        alive_after: Instant,
+    ) -> list[int]: ...
+
+    def give_slots(self, channel_id: str, worker: str, slots: Sequence[int]) -> None: ...
+
+
+class Connections(Protocol):
+    """How many connections a channel run may open (the dispatcher's `connections`)."""
+
+    def take(self, channel: Channel, now: Instant) -> int: ...
+
+    def retry_after(self) -> float: ...
+
+    def done(self, channel_id: str, *, keep: bool) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalConnections:
+    """Each process on its own: `max_connections` per process (no store)."""
+
+    def take(self, channel: Channel, now: Instant) -> int:
+        return channel.max_connections
+
+    def retry_after(self) -> float:
+        return RETRY_SECONDS
+
+    def done(self, channel_id: str, *, keep: bool) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class SharedConnections:
+    """Connection slots shared through the store by every worker."""
+
+    def __init__(
+        self,
+        store: SlotStore,
+        *,
+        worker: str,
+        lease_seconds: float,
+        close_idle: Callable[[str], Awaitable[None]],
+        hold: float = HOLD_SECONDS,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.rand = rand
+        self.store = store
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+        self.close_idle = close_idle
+        self.hold = hold
+        self.held: dict[str, list[int]] = {}  # channel id -> slots, in a run or kept
+        self._release: dict[str, asyncio.Task[None]] = {}  # kept slots' pending release
+
+    def take(self, channel: Channel, now: Instant) -> int:
+        """Slots for a run of `channel` (those kept from its last run, and more up to its
+        `max_connections` among every worker). Returns how many; 0: every slot is another
+        worker's for now. Raises StoreUnavailable."""
+        release = self._release.pop(channel.id, None)
+        if release is not None:
+            release.cancel()
+        slots = self.held.setdefault(channel.id, [])
+        want = channel.max_connections - len(slots)
+        if want > 0:
+            slots += self.store.take_slots(
+                channel.id,
+                self.worker,
+                want=want,
+                limit=channel.max_connections,
+                now=now,
+                alive_after=now - self.lease_seconds,
+            )
+        elif want < 0:  # the channel's cap was lowered
+            extra, self.held[channel.id] = slots[want:], slots[:want]
+            self.store.give_slots(channel.id, self.worker, extra)
+        return len(self.held[channel.id])
+
+    def retry_after(self) -> float:
+        """Seconds before a channel whose slots were all taken is tried again (so the
+        dispatcher does not ask the store in a busy loop), jittered among workers."""
+        return RETRY_SECONDS * (0.5 + self.rand())
+
+    def done(self, channel_id: str, *, keep: bool) -> None:
+        """The run of the channel ended: keep its slots for `hold` seconds (`keep`: in the
+        event loop of run_forever), or until the next run (run_once, which tests drive with
+        a fixed time: one dispatcher, and no store call per pass)."""
+        if keep and channel_id in self.held:
+            self._release[channel_id] = asyncio.ensure_future(self._later(channel_id))
+
+    async def _later(self, channel_id: str) -> None:
+        await asyncio.sleep(self.hold)
+        self._release.pop(channel_id, None)
+        await self._close_and_give(channel_id)
+
+    async def _close_and_give(self, channel_id: str) -> None:
+        # The idle connections close first: no connection stays open without its slot.
+        await self.close_idle(channel_id)
+        self._give(channel_id)
+
+    def _give(self, channel_id: str) -> None:
+        slots = self.held.pop(channel_id, [])
+        try:
+            self.store.give_slots(channel_id, self.worker, slots)
+        except StoreUnavailable as exc:
+            # Still ours in the store: freed when this worker stops or starts again, or
+            # when it stops beating. Take them back into hand so the next run uses them.
+            log.info("channel %s: connection slots not given back (%s)", channel_id, exc)
+            self.held.setdefault(channel_id, []).extend(slots)
+
+    async def aclose(self) -> None:
+        """At a stop: close the idle connections and give every kept slot back."""
+        for task in self._release.values():
+            task.cancel()
+        self._release.clear()
+        for channel_id in list(self.held):
+            with contextlib.suppress(StoreUnavailable):
+                await self._close_and_give(channel_id)

@@ -1,0 +1,70 @@
+"""Connection slots in the store (store/slots.py), on SQLite and PostgreSQL: a channel's
+max_connections shared by every worker, each within its fair share; a worker that stopped
+beating loses its slots; a start or a clean stop drops the worker's own. And a given-back
+claim keeps its place in the queue (outbox `unclaim`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_store_contract import T0, grab, new, store  # noqa: F401
+
+from mailvia.domain.message import State
+from mailvia.store import SqlStore
+
+LEASE = 30.0
+
+
+def take(s: SqlStore, worker: str, want: int, *, now: float = T0, limit: int = 4) -> list[int]:
+    return s.take_slots("ch_a", worker, want=want, limit=limit, now=now, alive_after=now - LEASE)
+
+
+def beat(s: SqlStore, worker: str, now: float = T0) -> None:
+    s.beat(worker, now, lease_until=now + LEASE, seqs=[], host="h", pid=1)
+
+
+@pytest.fixture
+def slots(store: SqlStore) -> Iterator[SqlStore]:  # noqa: F811
+    beat(store, "w1")
+    beat(store, "w2")
+    yield store
+
+
+def test_two_live_workers_share_a_channel_within_its_limit(slots: SqlStore) -> None:
+    assert take(slots, "w1", 4) == [0, 1]  # its fair share: 4 among 2 live workers
+    assert take(slots, "w2", 4) == [2, 3]
+    assert take(slots, "w1", 2) == []  # all four are taken
+    slots.give_slots("ch_a", "w2", [2])
+    assert take(slots, "w1", 2) == []  # w1 already holds its share
+    assert take(slots, "w2", 1) == [2]
+
+
+def test_a_lone_worker_takes_the_whole_limit(store: SqlStore) -> None:  # noqa: F811
+    beat(store, "w1")
+    assert take(store, "w1", 9) == [0, 1, 2, 3]
+
+
+def test_a_worker_that_stopped_beating_loses_its_slots(slots: SqlStore) -> None:
+    assert take(slots, "w1", 4) == [0, 1]
+    later = T0 + LEASE + 1
+    beat(slots, "w2", later)  # w1 beat last at T0: dead by now
+    assert take(slots, "w2", 4, now=later) == [0, 1, 2, 3]
+
+
+def test_a_start_or_a_clean_stop_drops_the_workers_own_slots(slots: SqlStore) -> None:
+    assert take(slots, "w1", 4) == [0, 1]
+    slots.start_worker("w1", T0 + 1, host="h", pid=2)  # its previous run's connections are gone
+    assert take(slots, "w2", 4) == [0, 1]
+    slots.stop_worker("w2")
+    assert take(slots, "w1", 4, now=T0 + 2) == [0, 1, 2, 3]  # alone now: the whole limit
+
+
+def test_a_given_back_claim_keeps_its_place_in_the_queue(store: SqlStore) -> None:  # noqa: F811
+    store.add_messages([new("m1", at=T0), new("m2", at=T0 + 1)])
+    [first, second] = grab(store, now=T0 + 10, limit=2)
+    store.unclaim([first], state=State.QUEUED, now=T0 + 20)
+    store.add_messages([new("m3", at=T0 + 15)])
+    store.unclaim([second], state=State.QUEUED, now=T0 + 20)
+    order = [c.message_id for c in grab(store, now=T0 + 30, limit=3)]
+    assert order == ["m1", "m2", "m3"]  # not behind m3, submitted after they were claimed
