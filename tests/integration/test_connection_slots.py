@@ -6,6 +6,7 @@ claim keeps its place in the queue (outbox `unclaim`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_store_contract import T0, grab, new, store  # noqa: F401
@@ -14,6 +15,14 @@ from mailvia.domain.message import State
 from mailvia.store import SqlStore
 
 LEASE = 30.0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The databases only: slots are the SQL store's (the memory store serves one process)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'mailvia.db'}"
+    return str(request.getfixturevalue("pg_url"))
 
 
 def take(s: SqlStore, worker: str, want: int, *, now: float = T0, limit: int = 4) -> list[int]:

@@ -588,8 +588,11 @@ def test_a_channels_waiting_mail_is_cancelled_or_moved_and_its_deferred_mail_ret
     waiting = s.waiting_mail("ch_a")
     assert [w.id for w in waiting] == ["m0", "m2", "m3", "m4"]  # submission order
     assert waiting[0].user_id == "usr_1" and waiting[0].head == b"Subject: hi"
+    s.set_channel_throttle("ch_a", T0 + 60, 1)  # e.g. unreachable on a wrong port
     assert s.retry_channel_now("ch_a", T0 + 5) == 1
     assert s.get_message("m0").next_attempt_at == T0 + 5
+    retried = s.get_channel("ch_a")  # its settings changed: the old pause is over too
+    assert (retried.throttled_until, retried.throttle_level) == (None, 0)
     assert s.move_mail("ch_a", ["m0", "m1", "m2"], "ch_b", held=False, now=T0 + 6) == 2
     assert [s.get_message(m).channel_id for m in ("m0", "m1", "m2")] == ["ch_b", "ch_a", "ch_b"]
     assert s.get_message("m0").state is State.QUEUED

@@ -20,7 +20,7 @@ from mailvia.outbox.records import Event, WaitingMail
 from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.rows import chunks, event_id
-from mailvia.store.tables import messages, recipients
+from mailvia.store.tables import channels, messages, recipients
 
 WAITING = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
 m, r = messages.c, recipients.c
@@ -122,9 +122,15 @@ class MendingStore:
             return len(seqs)
 
     def retry_channel_now(self, channel_id: str, now: Instant) -> int:
-        """Make the channel's deferred messages due now (after its settings changed, the
-        back-off earned with the old ones no longer applies). Returns how many."""
+        """Make the channel's deferred messages due now and end its pause (after its
+        settings changed, the back-off earned with the old ones, a wrong port's
+        `unreachable` pause among them, no longer applies). Returns how many messages."""
         with self._db.write() as conn:
+            conn.execute(
+                channels.update()
+                .where(channels.c.id == channel_id)
+                .values(throttled_until=None, throttle_level=0)
+            )
             result = conn.execute(
                 messages.update()
                 .where(

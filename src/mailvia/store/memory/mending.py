@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 from mailvia.domain.clock import Instant
 from mailvia.domain.ids import make_id
@@ -96,6 +97,9 @@ class MemoryMending:
 
     @locked
     def retry_channel_now(self, channel_id: str, now: Instant) -> int:
+        channel = self._d.channels.get(channel_id)
+        if channel is not None:
+            self._d.channels[channel_id] = replace(channel, throttled_until=None, throttle_level=0)
         retried = 0
         for msg in self._waiting(channel_id):
             due = msg.next_attempt_at
