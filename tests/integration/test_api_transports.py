@@ -207,7 +207,7 @@ async def test_gmail_daily_limit_waits_for_the_window(world: World, fake: FakePr
 async def test_gmail_invalid_argument_bounces_with_the_providers_words(
     world: World, fake: FakeProviders
 ) -> None:
-    mailbox(world, fake, GMAIL)
+    mailbox(world, fake, GMAIL, max_connections=1)  # one at a time: the fault is the first's
     fake.set_faults(["gmail_send*1=400 invalidArgument"])
     bad, good = submit(world, "bad")[0], submit(world, "good")[0]
     await world.services.dispatcher.run_once(time.time)
