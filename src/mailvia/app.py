@@ -155,6 +155,7 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
     tenancy = Tenancy(store, hash_password=hash_password, tokens=tokens)
 
     async def close() -> None:
+        await dispatcher.connections.aclose()  # slots kept between passes go back
         await transport.aclose()
         await sender.aclose()
         store.close()
