@@ -6,15 +6,13 @@ whether an index can serve). Full-size timings: bench/backlog.py."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy import event
 from test_store_contract import T0, channel, new
 
 from mailvia.domain.message import State
 from mailvia.store import SqlStore, migrate, open_store
+from support.plans import statements, whole_table_reads
 
 
 @pytest.fixture
@@ -34,44 +32,6 @@ def store(store_url: str) -> Iterator[SqlStore]:
     s.close()
 
 
-def statements(store: SqlStore, call: Callable[[], object]) -> list[tuple[str, Any]]:
-    engine = store._db.engine
-    seen: list[tuple[str, Any]] = []
-
-    def grab(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")) and not many:
-            seen.append((statement, params))
-
-    event.listen(engine, "before_cursor_execute", grab)
-    try:
-        call()
-    finally:
-        event.remove(engine, "before_cursor_execute", grab)
-    return seen
-
-
-def whole_table_reads(store: SqlStore, seen: list[tuple[str, Any]]) -> list[str]:
-    engine: sa.Engine = store._db.engine
-    found = []
-    with engine.connect() as conn:
-        sqlite = engine.dialect.name == "sqlite"
-        if not sqlite:
-            conn.exec_driver_sql("SET enable_seqscan = off")
-        for statement, params in seen:
-            prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-            plan = [str(row[-1]) for row in conn.exec_driver_sql(prefix + statement, params)]
-            bad = [
-                step
-                for step in plan
-                if (sqlite and step.strip().startswith("SCAN messages"))
-                or (not sqlite and "Seq Scan on messages" in step)
-            ]
-            if bad:
-                found.append(f"{' '.join(statement.split())[:120]}: {bad}")
-        conn.rollback()
-    return found
-
-
 @pytest.mark.parametrize("name", ["channels_due", "next_due_at", "claim", "expire_due", "unclaim"])
 def test_the_dispatchers_queries_read_index_ranges(store: SqlStore, name: str) -> None:
     now = T0 + 100
@@ -87,4 +47,4 @@ def test_the_dispatchers_queries_read_index_ranges(store: SqlStore, name: str) -
     }
     seen = statements(store, calls[name])
     assert seen, "no statement ran"
-    assert whole_table_reads(store, seen) == []
+    assert whole_table_reads(store, seen, ("messages",)) == []

@@ -7,8 +7,7 @@ still shows whether an index can serve). Full-size timings: bench/api.py --histo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +21,7 @@ from mailvia.outbox.compose import inspect_raw
 from mailvia.outbox.submit import Submission, Submitter, request_hash
 from mailvia.outbox.tokens import ApiTokens
 from mailvia.store import SqlStore, migrate, open_store
+from support.plans import statements, whole_table_reads
 
 # The tables that grow with every message delivered.
 HISTORY = ("messages", "recipients", "attempts", "events", "channel_usage", "budget_windows")
@@ -53,46 +53,6 @@ def store(store_url: str) -> Iterator[SqlStore]:
     s.close()
 
 
-def statements(store: SqlStore, call: Callable[[], object]) -> list[tuple[str, Any]]:
-    engine = store._db.engine
-    seen: list[tuple[str, Any]] = []
-
-    def grab(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
-            seen.append((statement, params[0] if many else params))
-
-    event.listen(engine, "before_cursor_execute", grab)
-    try:
-        call()
-    finally:
-        event.remove(engine, "before_cursor_execute", grab)
-    return seen
-
-
-def history_scans(store: SqlStore, seen: list[tuple[str, Any]]) -> list[str]:
-    """The statements whose plan reads a history table whole."""
-    engine: sa.Engine = store._db.engine
-    sqlite = engine.dialect.name == "sqlite"
-    found = []
-    with engine.connect() as conn:
-        if not sqlite:
-            conn.exec_driver_sql("SET enable_seqscan = off")
-        for statement, params in seen:
-            prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-            plan = [str(row[-1]) for row in conn.exec_driver_sql(prefix + statement, params)]
-            bad = [
-                step
-                for step in plan
-                for table in HISTORY
-                if (sqlite and step.strip().split(" ")[:2] == ["SCAN", table])
-                or (not sqlite and f"Seq Scan on {table} " in step + " ")
-            ]
-            if bad:
-                found.append(f"{' '.join(statement.split())[:140]}: {bad}")
-        conn.rollback()
-    return found
-
-
 def submitter(store: SqlStore) -> Submitter:
     return Submitter(store, pool=lambda: None)
 
@@ -119,7 +79,7 @@ def test_accepting_a_message_reads_index_ranges(store: SqlStore) -> None:
     assert any("idempotency_key" in s for s, _ in seen), "the key lookup did not run"
     assert any("count(" in s.lower() for s, _ in seen), "the backlog count did not run"
     assert any("budget_end" in s for s, _ in seen), "the budget window was not read"
-    assert history_scans(store, seen) == []
+    assert whole_table_reads(store, seen, HISTORY) == []
 
 
 def test_settling_a_message_reads_index_ranges(store: SqlStore) -> None:
@@ -141,7 +101,7 @@ def test_settling_a_message_reads_index_ranges(store: SqlStore) -> None:
 
     seen = statements(store, settle)
     assert any("channel_usage" in s for s, _ in seen), "the ledger did not run"
-    assert history_scans(store, seen) == []
+    assert whole_table_reads(store, seen, HISTORY) == []
 
 
 def test_a_submit_looks_everything_up_in_one_read_transaction(store: SqlStore) -> None:
