@@ -20,7 +20,7 @@ import pytest
 
 from mailvia.settings import Settings
 from mailvia.testserver import ThreadedTestServer
-from support.browser import check_page, chromium
+from support.browser import check_page, chromium, desktop_page
 from support.cli import poll
 from support.pages import Site, press, send, serving, sign_in
 from support.reconcile import reconcile
@@ -52,13 +52,8 @@ def smtp(site: Site, tmp_path: Path) -> Iterator[ThreadedTestServer]:
 
 @pytest.fixture
 def page() -> Iterator[Any]:
-    with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(20_000)
-        try:
-            yield context.new_page()
-        finally:
-            context.close()
+    with chromium() as browser, desktop_page(browser) as tab:
+        yield tab
 
 
 def closed_port() -> int:

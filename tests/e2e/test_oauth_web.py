@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from support.browser import check_page, chromium
+from support.browser import check_page, chromium, desktop_page
 from support.cli import poll
 from support.fake_process import FakeProcess, fake_process
 from support.pages import Account, Site, press, send, serving, sign_in
@@ -57,12 +57,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with desktop_page(browser) as tab:
+        yield tab
 
 
 def test_admin_enters_the_google_app_on_the_team_page(site: Site, page: Any) -> None:

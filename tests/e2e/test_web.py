@@ -19,7 +19,15 @@ import httpx
 import pytest
 
 from mailvia.testserver import ThreadedTestServer
-from support.browser import PHONE, WIDE, assert_reading_order, check_page, chromium, tab_stops
+from support.browser import (
+    PHONE,
+    WIDE,
+    assert_reading_order,
+    check_page,
+    chromium,
+    desktop_page,
+    tab_stops,
+)
 from support.cli import poll
 from support.pages import (
     Account,
@@ -54,12 +62,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(20_000)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    with desktop_page(browser) as tab:
+        yield tab
 
 
 @pytest.fixture

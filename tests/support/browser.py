@@ -45,6 +45,17 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+@contextmanager
+def desktop_page(browser: Any) -> Iterator[Any]:
+    """A tab in a fresh context at 1280 x 900, waiting at most 20 s for anything; closed after."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
 def violations(page: Any) -> list[str]:
     """axe-core's serious and critical violations on the page as it is now."""
     from axe_playwright_python.sync_playwright import Axe
