@@ -61,6 +61,13 @@ def test_org_is_inferred_from_the_user_and_from_the_only_sending_organization(cl
     )
 
 
+def test_the_only_organization_is_meant_even_before_it_has_a_domain(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "alone")
+    cli.ok("admin", "create-org", "acme")  # no `default`: the data folder's only organization
+    missing = stderr_line(cli.run("channel", "show", "nosuch"), 3)
+    assert missing == "mailvia: no channel 'nosuch' in organization acme; it has no channels"
+
+
 def test_with_several_organizations_the_channel_name_decides_or_org_is_asked_for(
     cli: Cli,
 ) -> None:

@@ -190,8 +190,8 @@ class Tenancy:
     ) -> Organization:
         """The organization a command means when `--org` may be left out: the named one; else
         the user's (a user belongs to one); else the only one with a channel of that name;
-        else the only one with a sending domain; else `default`. Raises NotFound (no such
-        organization or user), InvalidInput when several fit."""
+        else the only one with a sending domain; else the only one; else `default`. Raises
+        NotFound (no such organization or user), InvalidInput when several fit."""
         if name is not None:
             return self.organization(name)
         if user_email is not None:
@@ -211,7 +211,9 @@ class Tenancy:
         if len(sending) > 1:
             names = ", ".join(o.name for o in sending)
             raise InvalidInput(f"several organizations ({names}): give --org")
-        return sending[0] if sending else self.organization("default")
+        if sending:
+            return sending[0]
+        return orgs[0] if len(orgs) == 1 else self.organization("default")
 
     def ready(self) -> None:
         """Read the store once (the health check): raises StoreUnavailable when it cannot."""

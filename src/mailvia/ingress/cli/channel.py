@@ -32,7 +32,7 @@ ORG_OPTION = click.option(
     "--org",
     default=None,
     help="The organization. Left out: the --user's, else the one with a channel of that "
-    "name, else the only one with a sending domain, else `default`.",
+    "name, else the only one with a sending domain, else the only one, else `default`.",
 )
 
 
