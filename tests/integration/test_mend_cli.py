@@ -189,3 +189,21 @@ def test_cancel_a_channels_mail_and_one_message(world: World, cli: Cli) -> None:
     assert [state_of(world, m) for m in (second, third)] == [State.CANCELLED] * 2
     shown = cli.ok("message", "show", second).stdout
     assert "mailvia: cancelled: by operator" in shown
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("--port", "0"),
+        ("--port", "65536"),
+        ("--max-connections", "0"),
+        ("--max-connections", "101"),
+        ("--max-recipients", "1001"),
+    ],
+)
+def test_add_and_edit_take_the_same_bounds(world: World, cli: Cli, bad: tuple[str, str]) -> None:
+    world.channel(closed_port())
+    add = ("channel", "add", "box3", "--host", "127.0.0.1", "--security", "none")
+    assert cli.run(*add, "--auth", "none", "--user", "jane@acme.test", *bad, *ORG).code == 2
+    assert cli.run("channel", "edit", "jane-box", *bad, *ORG).code == 2
+    assert [c.name for c in world.store.list_channels()] == ["jane-box"]

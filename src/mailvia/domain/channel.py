@@ -169,13 +169,19 @@ class Channel:
         return self.name
 
 
+# What any intake accepts for a channel's sizes (API, pages, CLI): beyond these a figure is a
+# typo, not a provider's limit (the largest preset allows 500 recipients and 4 connections).
+PORT_RANGE = (1, 65535)
+MAX_CONNECTIONS_RANGE = (1, 100)
+MAX_RECIPIENTS_RANGE = (1, 1000)
+
+
 def check_channel(channel: Channel) -> None:
     """Raise InvalidChannel when the fields do not fit together (host policy is checked
     by the outbound guard, which can resolve names)."""
     if not channel.host or any(c in channel.host for c in "\r\n\0 /"):
         raise InvalidChannel("host: a host name or address is required")
-    if not 0 < channel.port < 65536:
-        raise InvalidChannel("port: must be between 1 and 65535")
+    _check_range("port", channel.port, PORT_RANGE)
     if channel.security is Security.NONE and channel.auth is not Auth.NONE:
         raise InvalidChannel(
             "security none sends in clear: it is allowed only with auth none "
@@ -188,8 +194,16 @@ def check_channel(channel: Channel) -> None:
     if channel.scope is Scope.DOMAIN and not channel.domains and channel.kind is Kind.SMTP:
         raise InvalidChannel("scope domain: at least one domain is required")
     _check_oauth(channel)
-    if channel.max_connections < 1 or channel.max_recipients_per_message < 1:
-        raise InvalidChannel("max_connections and max_recipients_per_message must be >= 1")
+    _check_range("max_connections", channel.max_connections, MAX_CONNECTIONS_RANGE)
+    _check_range(
+        "max_recipients_per_message", channel.max_recipients_per_message, MAX_RECIPIENTS_RANGE
+    )
+
+
+def _check_range(name: str, value: int, bounds: tuple[int, int]) -> None:
+    low, high = bounds
+    if not low <= value <= high:
+        raise InvalidChannel(f"{name}: must be between {low} and {high}")
 
 
 def _check_oauth(channel: Channel) -> None:

@@ -21,6 +21,9 @@ from pydantic import (
 )
 
 from mailvia.domain.channel import (
+    MAX_CONNECTIONS_RANGE,
+    MAX_RECIPIENTS_RANGE,
+    PORT_RANGE,
     Auth,
     ChannelState,
     Kind,
@@ -99,8 +102,11 @@ class TeamOwner(BaseModel):
 
 
 Budgets = Annotated[list[BudgetIn], Field(max_length=20)]
-MaxRecipients = Annotated[StrictInt, Field(ge=1, le=1000)]
-MaxConnections = Annotated[StrictInt, Field(ge=1, le=100)]
+MaxRecipients = Annotated[StrictInt, Field(ge=MAX_RECIPIENTS_RANGE[0], le=MAX_RECIPIENTS_RANGE[1])]
+MaxConnections = Annotated[
+    StrictInt, Field(ge=MAX_CONNECTIONS_RANGE[0], le=MAX_CONNECTIONS_RANGE[1])
+]
+Port = Annotated[StrictInt, Field(ge=PORT_RANGE[0], le=PORT_RANGE[1])]
 
 
 class ChannelIn(Input):
@@ -109,7 +115,7 @@ class ChannelIn(Input):
     name: Name
     preset: PresetName | None = None
     host: Host | None = None
-    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    port: Port | None = None
     security: Security | None = None
     auth: Auth | None = None
     username: Annotated[Line, Field(max_length=320)] | None = None
@@ -136,7 +142,7 @@ class ChannelPatch(Input):
 
     name: Name | None = None
     host: Host | None = None
-    port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    port: Port | None = None
     security: Security | None = None
     auth: Auth | None = None
     username: Annotated[Line, Field(max_length=320)] | None = Field(

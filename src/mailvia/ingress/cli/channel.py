@@ -11,7 +11,16 @@ from typing import TextIO
 
 import click
 
-from mailvia.domain.channel import Auth, Budget, Channel, Scope, Security
+from mailvia.domain.channel import (
+    MAX_CONNECTIONS_RANGE,
+    MAX_RECIPIENTS_RANGE,
+    PORT_RANGE,
+    Auth,
+    Budget,
+    Channel,
+    Scope,
+    Security,
+)
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.probe import ProbeReport
@@ -41,6 +50,12 @@ def channel() -> None:
     """Delivery channels: one way out for mail."""
 
 
+# The channel's sizes as the domain bounds them; `add` and `edit` take the same.
+PORT = click.IntRange(*PORT_RANGE)
+MAX_CONNECTIONS = click.IntRange(*MAX_CONNECTIONS_RANGE)
+MAX_RECIPIENTS = click.IntRange(*MAX_RECIPIENTS_RANGE)
+
+
 def read_password(stdin: bool, env: str | None) -> str | None:
     """A password never comes from the command line itself."""
     if stdin:
@@ -60,7 +75,7 @@ def read_password(stdin: bool, env: str | None) -> str | None:
 @click.argument("name")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Provider preset.")
 @click.option("--host")
-@click.option("--port", type=int)
+@click.option("--port", type=PORT)
 @click.option("--security", type=click.Choice([s.value for s in Security]))
 @click.option("--auth", "auth", type=click.Choice([a.value for a in Auth]))
 @click.option("--username")
@@ -73,8 +88,8 @@ def read_password(stdin: bool, env: str | None) -> str | None:
 @click.option("--user", "user_email", help="Owner (address scope).")
 @click.option("--team", "team_name", help="Owning team (domain scope).")
 @click.option("--budget", "budgets", multiple=True, metavar="N/SECONDS[:UNIT]")
-@click.option("--max-connections", type=int)
-@click.option("--max-recipients", "max_recipients", type=int)
+@click.option("--max-connections", type=MAX_CONNECTIONS)
+@click.option("--max-recipients", "max_recipients", type=MAX_RECIPIENTS)
 @click.option("--json", "as_json", is_flag=True)
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)

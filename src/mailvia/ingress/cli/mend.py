@@ -12,7 +12,15 @@ import click
 
 from mailvia.domain.channel import Auth, Budget, Security
 from mailvia.domain.errors import InvalidInput
-from mailvia.ingress.cli.channel import ORG_OPTION, channel, print_report, read_password
+from mailvia.ingress.cli.channel import (
+    MAX_CONNECTIONS,
+    MAX_RECIPIENTS,
+    ORG_OPTION,
+    PORT,
+    channel,
+    print_report,
+    read_password,
+)
 from mailvia.ingress.cli.root import STORE_SETTINGS, Context, emit, pass_context, settings_options
 from mailvia.ingress.payloads import channel_payload, report_payload
 from mailvia.outbox.channels import ChannelChanges
@@ -99,15 +107,15 @@ def cancel_mail_command(
 @click.argument("name")
 @click.option("--name", "new_name", help="A new name.")
 @click.option("--host")
-@click.option("--port", type=click.IntRange(1, 65535))
+@click.option("--port", type=PORT)
 @click.option("--security", type=click.Choice([s.value for s in Security]))
 @click.option("--auth", "auth", type=click.Choice([a.value for a in Auth]))
 @click.option("--username", help="The sign-in name ('' clears it, with --auth none).")
 @click.option("--password-stdin", is_flag=True, help="Read a new password from standard input.")
 @click.option("--password-env", metavar="VAR", help="Read a new password from this variable.")
 @click.option("--budget", "budgets", multiple=True, metavar="N/SECONDS[:UNIT]")
-@click.option("--max-connections", type=click.IntRange(1, 100))
-@click.option("--max-recipients", "max_recipients", type=click.IntRange(1, 1000))
+@click.option("--max-connections", type=MAX_CONNECTIONS)
+@click.option("--max-recipients", "max_recipients", type=MAX_RECIPIENTS)
 @click.option("--no-test", is_flag=True, help="Save connection changes without testing them.")
 @click.option("--json", "as_json", is_flag=True)
 @ORG_OPTION
