@@ -4,8 +4,12 @@ messages table is rebuilt under its recipients' foreign keys)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from mailvia.domain.errors import Conflict
 from mailvia.domain.message import Envelope, State
@@ -96,3 +100,23 @@ def test_0007_goes_back_to_keys_per_organization(store_url: str) -> None:
     engine.dispose()
     assert [tuple(row) for row in keys] == [("msg_1", None), ("msg_2", None)]
     assert recipients == 3
+
+
+def test_a_start_on_a_current_schema_reads_no_table_whole(tmp_path: Path) -> None:
+    """The foreign-key check reads every table (seconds with a million messages): it runs
+    after a migration, not on every start."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    seen: list[str] = []
+
+    def grab(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+        seen.append(statement)
+
+    event.listen(sa.engine.Engine, "before_cursor_execute", grab)
+    try:
+        migrate(url)
+        assert any("foreign_key_check" in s for s in seen)
+        seen.clear()
+        migrate(url)
+    finally:
+        event.remove(sa.engine.Engine, "before_cursor_execute", grab)
+    assert seen and not any("foreign_key_check" in s for s in seen)

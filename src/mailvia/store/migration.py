@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -41,13 +42,20 @@ def migrate(url: str, *, revision: str = "head", downgrade: bool = False) -> Non
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
             config.attributes["connection"] = conn
+            before = _revision(conn)
             (command.downgrade if downgrade else command.upgrade)(config, revision)
-            if conn.dialect.name == "sqlite":
+            # The check reads every table: seconds with a million messages, so only when a
+            # migration ran (a start on a current schema is a no-op).
+            if conn.dialect.name == "sqlite" and _revision(conn) != before:
                 _check_foreign_keys(conn)
     except SQLAlchemyError as exc:
         raise map_error(exc, conflict="the schema changed underneath", missing="") from None
     finally:
         engine.dispose()
+
+
+def _revision(conn: sa.Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
 
 
 def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
