@@ -48,7 +48,9 @@ class Concurrency:
     def at(self, limit: int, now: Instant) -> Concurrency:
         """As it stands at `now` for a channel of `limit` (max_connections): a step back up
         per RECOVER_SECONDS since it last changed, never above `limit`."""
-        if self.allowed >= limit:
+        if self.allowed == limit:
+            return self  # full width (deliveries are counted only below it)
+        if self.allowed > limit:  # max_connections was lowered
             return Concurrency(limit)
         steps = int((now - self.changed_at) // RECOVER_SECONDS)
         if steps <= 0:

@@ -1,5 +1,6 @@
 """One channel's share of a dispatch pass: deliver its claimed mail over up to
-`max_connections` connections, within its budgets, and settle what came back.
+`max_connections` connections (fewer at once after a 421: its concurrency,
+outbox/concurrency.py), within its budgets, and settle what came back.
 
 Side effects: claims, settles and gives back messages in the store; records budget use;
 disconnects, throttles or budget-waits the channel; records events.

@@ -66,12 +66,17 @@ class Gate:
     def __init__(self, limit: int) -> None:
         self.limit = max(limit, 1)
         self.inside = 0
+        self.waiting = 0
         self._moved = asyncio.Event()
 
     async def enter(self) -> None:
         while self.inside >= self.limit:
             moved = self._moved
-            await moved.wait()
+            self.waiting += 1
+            try:
+                await moved.wait()
+            finally:
+                self.waiting -= 1
         self.inside += 1
 
     def leave(self) -> None:
@@ -83,5 +88,7 @@ class Gate:
         self._signal()
 
     def _signal(self) -> None:
+        if not self.waiting:
+            return  # the common case, at full width: nobody to wake
         moved, self._moved = self._moved, asyncio.Event()
         moved.set()
