@@ -79,6 +79,8 @@ class Concurrency:
         recipient taken, no 421), or as it stands."""
         if service_closing(settlement):
             return self.closing(limit, now)
+        if self.allowed == limit:
+            return self  # full width: nothing to count (the common case, once per message)
         if any(r.state is State.DELIVERED for r in settlement.recipients):
             return self.delivered(limit, now)
         return self.at(limit, now)

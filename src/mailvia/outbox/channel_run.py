@@ -207,7 +207,8 @@ class ChannelRun:
     async def _work(self) -> None:
         while self.queue and not self.stopped:
             await self.turns.wait()  # no more than max_connections ahead of the oldest
-            await self.gate.enter()  # no more connections at once than the concurrency
+            if not self.gate.enter_now():  # no more connections at once than the concurrency
+                await self.gate.enter()
             if not self.queue or self.stopped:
                 self.gate.leave()
                 return
@@ -291,7 +292,8 @@ class ChannelRun:
             outcomes = [str(r.outcome) for r in settlement.recipients]
             self.ctx.metrics.attempt(self.channel.id, seconds, outcomes)
             self._note_effect(settlement)
-            await self._pace(settlement, now)
+            if self._pace(settlement, now):
+                await self.ctx.transport.forget(self.channel.id)
         return self._record(claim, settlements, untried, self.clock())
 
     async def _mark_started(self, claim: Claim) -> None:
@@ -373,14 +375,16 @@ class ChannelRun:
             self.effect_reply = str(settlement.channel_reply)
             self.effect_wait = settlement.wait
 
-    async def _pace(self, settlement: Settlement, now: Instant) -> None:
-        """Move the run's gate with the channel's concurrency; when a 421 lowered it, close
-        the channel's idle connections now (busy ones close as their transaction ends), so
-        the server sees fewer sessions, not idle ones kept open."""
+    def _pace(self, settlement: Settlement, now: Instant) -> bool:
+        """Move the run's gate with the channel's concurrency. True when a 421 lowered it:
+        the caller then closes the channel's idle connections (busy ones close as their
+        transaction ends), so the server sees fewer sessions, not idle ones kept open."""
         allowed = self.ctx.concurrency.settled(self.channel, settlement, now)
-        if allowed < self.gate.limit:
-            await self.ctx.transport.forget(self.channel.id)
+        if allowed == self.gate.limit:
+            return False
+        lowered = allowed < self.gate.limit
         self.gate.resize(allowed)
+        return lowered
 
     def _record(
         self, claim: Claim, settlements: Sequence[Settlement], untried: Sequence[str], now: Instant

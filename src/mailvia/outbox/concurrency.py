@@ -40,6 +40,8 @@ class ConcurrencyBook:
         grown by a clean delivery); returns it."""
         before = self._get(channel)
         after = before.after(settlement, channel.max_connections, now)
+        if after is before:
+            return after.allowed  # unchanged (full width): nothing to store or report
         if after.allowed < before.allowed:
             log.warning(
                 "channel %s: the server is closing sessions (421); %d connections at once",
@@ -70,6 +72,8 @@ class Gate:
         self._moved = asyncio.Event()
 
     async def enter(self) -> None:
+        """Wait for room, then go in (callers try `enter_now` first: no coroutine when there
+        is room, the common case)."""
         while self.inside >= self.limit:
             moved = self._moved
             self.waiting += 1
@@ -78,6 +82,13 @@ class Gate:
             finally:
                 self.waiting -= 1
         self.inside += 1
+
+    def enter_now(self) -> bool:
+        """Go in if there is room now; False: call `enter`."""
+        if self.inside >= self.limit:
+            return False
+        self.inside += 1
+        return True
 
     def leave(self) -> None:
         self.inside -= 1
