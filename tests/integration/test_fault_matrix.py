@@ -16,12 +16,14 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from mailvia.domain.channel import Auth, Channel, ChannelState, Security
 from mailvia.domain.clock import SteppingClock
+from mailvia.domain.concurrency import RECOVER_DELIVERIES
 from mailvia.domain.message import State
 from mailvia.domain.retry import LAST_TRY_GRACE, RetryPolicy
 from mailvia.outbox.channels import ChannelSpec
@@ -145,6 +147,57 @@ async def test_a_421_closes_the_session_and_the_message_is_retried(
         await server.wait_for(1)
         assert len(server.sessions) == 2  # a new connection for the retry
     settled(world, receipts, maildir, delivered=1, duplicates=0)
+
+
+def open_at_each_delivery(server: TestServer) -> list[int]:
+    """For each message the server stored, in order, how many connections it had open then
+    (idle ones included)."""
+    sessions = server.sessions
+    counts = []
+    for message in server.received:
+        t = message["received_at"]
+        counts.append(
+            sum(
+                1
+                for s in sessions
+                if s["opened_at"] <= t and (s["closed_at"] is None or s["closed_at"] > t)
+            )
+        )
+    return counts
+
+
+async def test_a_421_lowers_the_channels_concurrency_which_then_grows_back(
+    world: World, certs: Certs, tmp_path: Path
+) -> None:
+    """Row 12's "lower concurrency for that channel; the metric drops, then recovers": five
+    connections, two of them told 421 at MAIL; the channel goes down to one connection at
+    once (2 -> 1: halved twice) and back up one per RECOVER_DELIVERIES deliveries."""
+    maildir = tmp_path / "caught"
+    total, limit = 70, 5
+    # Every transaction waits a little after its final dot, so the connections overlap.
+    faults = ["mail*2=421 4.3.2 Service shutting down", "data-end=stall:0.05"]
+    async with tls_server(certs, maildir, faults=faults) as server:
+        channel = world.channel(server.port, certs=certs, max_connections=limit)
+        receipts = world.send(count=total)
+        now = time.time()
+        dispatcher = world.services.dispatcher
+        assert await dispatcher.run_once(at(now)) == total
+        assert dispatcher.concurrency.allowed(channel, now) == limit  # back to full width
+        await server.wait_for(total - 2)
+        counts = open_at_each_delivery(server)
+        refused = [s for s in server.sessions if "MAIL" in " ".join(s["commands"][-1:])]
+        assert len(refused) == 2
+        assert max(counts[:3]) >= 3  # several at once before the 421s
+        low = counts.index(1)  # down to one connection after them (the others closed) ...
+        assert counts[low : low + 5] == [1] * 5, counts
+        # ... then one more at a time (the deliveries in flight at the 421s count towards the
+        # first step), back to five by the end.
+        firsts = [counts.index(n, low) for n in range(1, limit + 1)]
+        assert firsts == sorted(firsts) and counts[-1] == limit, counts
+        assert all(b - a >= RECOVER_DELIVERIES - 1 for a, b in pairwise(firsts[1:])), counts
+        assert await dispatcher.run_once(at(now + LATER)) == 2  # the two refused, retried
+        await server.wait_for(total)
+    settled(world, receipts, maildir, delivered=total, duplicates=0)
 
 
 # -- 4xx and 5xx at each command --------------------------------------------------------------

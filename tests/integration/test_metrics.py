@@ -123,3 +123,23 @@ async def test_the_metrics_listener_app_needs_no_token(api: Api) -> None:
         assert response.status_code == 200
         assert value(samples(response.text), "mailvia_store_up") == 1.0
         assert (await client.get("/v1/messages")).status_code == 404
+
+
+async def test_a_421_lowers_the_channels_concurrency_gauge(api: Api, tmp_path: Path) -> None:
+    """Row 12 of the fault matrix: "concurrency metric drops, then recovers"."""
+    certs = make_certs(tmp_path / "certs")
+    faults = ["mail*1=421 4.3.2 Service shutting down"]
+    server = TestServer(
+        tls_cert=certs.cert, tls_key=certs.key, auth={"jane": "secret"}, faults=faults
+    )
+    async with server as smtp:
+        channel = api.jane_channel(smtp.port, certs=certs, max_connections=4)
+        api.world.send()
+        now = time.time()
+        dispatcher = api.world.services.dispatcher
+        assert await dispatcher.run_once(SteppingClock(now)) == 1  # the 421
+        gauge = "mailvia_channel_concurrency"
+        assert value(await scrape(api), gauge, channel=channel.id) == 2.0
+        # A connection back per minute without another 421 (domain/concurrency.py): full again.
+        assert await dispatcher.run_once(SteppingClock(now + 400)) == 1
+        assert value(await scrape(api), gauge, channel=channel.id) == 4.0

@@ -15,6 +15,9 @@ apps in one process (tests) never share or clash.
     mailvia_channel_state{channel,state}             1 for a channel's state, 0 for the others
     mailvia_budget_used{channel,unit,window}         what each budget's window holds now
     mailvia_budget_limit{channel,unit,window}        each budget's count
+    mailvia_channel_concurrency{channel}             connections a channel may have in a
+                                                     transaction at once in this process
+                                                     (lowered by a 421, grown back)
     mailvia_store_up                                 whether the scrape could read the store
 """
 
@@ -24,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -130,6 +133,13 @@ class PrometheusMetrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        self._concurrency = Gauge(
+            "mailvia_channel_concurrency",
+            "Connections a channel may have in a transaction at once in this process: its"
+            " max_connections, lowered after a 421 (service closing) and grown back.",
+            ["channel"],
+            registry=r,
+        )
         r.register(BacklogCollector(backlog, clock))
 
     def attempt(self, channel_id: str, seconds: float, outcomes: Sequence[str]) -> None:
@@ -143,6 +153,9 @@ class PrometheusMetrics:
     def webhook_attempt(self, outcome: str, seconds: float) -> None:
         self._webhooks.labels(outcome).inc()
         self._webhook_latency.observe(seconds)
+
+    def concurrency(self, channel_id: str, allowed: int) -> None:
+        self._concurrency.labels(channel_id).set(allowed)
 
     def exposition(self) -> bytes:
         """The text format of every metric (reads the backlog)."""

@@ -1,5 +1,6 @@
 """One channel's share of a dispatch pass: deliver its claimed mail over up to
-`max_connections` connections, within its budgets, and settle what came back.
+`max_connections` connections (fewer at once after a 421: its concurrency,
+outbox/concurrency.py), within its budgets, and settle what came back.
 
 Side effects: claims, settles and gives back messages in the store; records budget use;
 disconnects, throttles or budget-waits the channel; records events.
@@ -31,6 +32,7 @@ from mailvia.domain.message import Envelope, State, message_state
 from mailvia.domain.oauth import refused_after_renewal
 from mailvia.domain.replies import Stage, credentials_rejected
 from mailvia.domain.throttle import daily_quota_wait, escalate
+from mailvia.outbox.concurrency import ConcurrencyBook, Gate
 from mailvia.outbox.dispatch_ports import DispatchOptions, DispatchStore, Notifier
 from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.order import Turns
@@ -95,6 +97,7 @@ class RunContext:
     metrics: Metrics
     notify_disconnected: Notifier
     connections: Connections  # max_connections across every worker (outbox/slots.py)
+    concurrency: ConcurrencyBook  # how many of them at once, lowered by a 421
     outage: Outage  # the store's outages, logged once (outbox/outage.py)
     past_shutdown: Callable[[], bool]  # a stop's bound for work in flight has passed
     # In service (run_forever): a run waits for the store to come back and for a free
@@ -128,6 +131,7 @@ class ChannelRun:
         self.drained_at: Instant | None = None  # when a claim last came back short
         self.claimed: list[int] = []  # seqs this run claimed (in the worker's hand until done)
         self.turns = Turns(channel.max_connections + 1)
+        self.gate = Gate(channel.max_connections)  # its concurrency (outbox/concurrency.py)
         # seq -> the group commit marking it started, and its place in the group
         self.marks: dict[int, tuple[asyncio.Future[list[bool]], int]] = {}
         self.store_down = False  # the store failed: send nothing more this run
@@ -142,7 +146,9 @@ class ChannelRun:
         )
 
     async def go(self) -> int:
-        connections = self.ctx.connections.take(self.channel, self.clock())  # every worker's
+        now = self.clock()
+        connections = self.ctx.connections.take(self.channel, now)  # every worker's
+        self.gate.resize(self.ctx.concurrency.allowed(self.channel, now))
         try:
             if connections:
                 return await self._go(connections)
@@ -201,7 +207,10 @@ class ChannelRun:
     async def _work(self) -> None:
         while self.queue and not self.stopped:
             await self.turns.wait()  # no more than max_connections ahead of the oldest
+            if not self.gate.enter_now():  # no more connections at once than the concurrency
+                await self.gate.enter()
             if not self.queue or self.stopped:
+                self.gate.leave()
                 return
             claim = self.queue.popleft()
             self._refill(self.clock())
@@ -215,6 +224,7 @@ class ChannelRun:
                 self.store_down = True
             finally:
                 self.turns.done(position)
+                self.gate.leave()
             if record is None:
                 self.queue.appendleft(claim)  # not started: the budget is spent for now
                 return
@@ -268,12 +278,13 @@ class ChannelRun:
             seconds = time.perf_counter() - started
             if self.ledger is not None and taken:
                 self._finish_budget(taken, self.clock())
+            now = self.clock()
             settlement = settle(
                 result,
                 pending=chunk,
                 failures=claim.failures,
                 policy=self.channel.retry,
-                now=self.clock(),
+                now=now,
                 expires_at=claim.expires_at,
                 rand=self.ctx.rand(),
             )
@@ -281,6 +292,8 @@ class ChannelRun:
             outcomes = [str(r.outcome) for r in settlement.recipients]
             self.ctx.metrics.attempt(self.channel.id, seconds, outcomes)
             self._note_effect(settlement)
+            if self._pace(settlement, now):
+                await self.ctx.transport.forget(self.channel.id)
         return self._record(claim, settlements, untried, self.clock())
 
     async def _mark_started(self, claim: Claim) -> None:
@@ -361,6 +374,17 @@ class ChannelRun:
             self.effect = effect
             self.effect_reply = str(settlement.channel_reply)
             self.effect_wait = settlement.wait
+
+    def _pace(self, settlement: Settlement, now: Instant) -> bool:
+        """Move the run's gate with the channel's concurrency. True when a 421 lowered it:
+        the caller then closes the channel's idle connections (busy ones close as their
+        transaction ends), so the server sees fewer sessions, not idle ones kept open."""
+        allowed = self.ctx.concurrency.settled(self.channel, settlement, now)
+        if allowed == self.gate.limit:
+            return False
+        lowered = allowed < self.gate.limit
+        self.gate.resize(allowed)
+        return lowered
 
     def _record(
         self, claim: Claim, settlements: Sequence[Settlement], untried: Sequence[str], now: Instant

@@ -23,6 +23,7 @@ from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
 from mailvia.outbox.channel_run import ChannelRun, RunContext, new_event
+from mailvia.outbox.concurrency import ConcurrencyBook
 from mailvia.outbox.dispatch_ports import DispatchOptions, DispatchStore, Notifier
 from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.metrics import NO_METRICS
@@ -85,6 +86,7 @@ class Dispatcher:
                 rand=rand,
             )
         )
+        self.concurrency = ConcurrencyBook(metrics)  # lowered by a 421, per process
         self.liveness = Liveness(
             workers,
             worker=options.worker,
@@ -205,6 +207,7 @@ class Dispatcher:
             metrics=self.metrics,
             notify_disconnected=self.notify_disconnected,
             connections=self.connections,
+            concurrency=self.concurrency,
             outage=self.outage,
             past_shutdown=self.past_shutdown,
             in_service=in_service,

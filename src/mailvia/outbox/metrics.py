@@ -62,5 +62,8 @@ class NoMetrics:
     def webhook_attempt(self, outcome: str, seconds: float) -> None:
         return None
 
+    def concurrency(self, channel_id: str, allowed: int) -> None:
+        return None
+
 
 NO_METRICS = NoMetrics()

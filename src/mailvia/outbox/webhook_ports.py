@@ -119,6 +119,10 @@ class Metrics(Protocol):
         """One POST to a webhook: `delivered`, `retry` or `failed`."""
         ...
 
+    def concurrency(self, channel_id: str, allowed: int) -> None:
+        """A channel's concurrency in this process changed (outbox/concurrency.py)."""
+        ...
+
 
 __all__ = [
     "Metrics",
