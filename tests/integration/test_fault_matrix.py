@@ -16,7 +16,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -190,11 +189,12 @@ async def test_a_421_lowers_the_channels_concurrency_which_then_grows_back(
         assert max(counts[:3]) >= 3  # several at once before the 421s
         low = counts.index(1)  # down to one connection after them (the others closed) ...
         assert counts[low : low + 5] == [1] * 5, counts
-        # ... then one more at a time (the deliveries in flight at the 421s count towards the
-        # first step), back to five by the end.
-        firsts = [counts.index(n, low) for n in range(1, limit + 1)]
-        assert firsts == sorted(firsts) and counts[-1] == limit, counts
-        assert all(b - a >= RECOVER_DELIVERIES - 1 for a, b in pairwise(firsts[1:])), counts
+        # ... then one more at a time, never faster than one per RECOVER_DELIVERIES (the
+        # server sees a connection a moment after the gate lets it in, and the deliveries in
+        # flight at the 421s count towards the first step: one of slack), back to five.
+        for i in range(low, len(counts)):
+            assert counts[i] <= 2 + (i - low) // RECOVER_DELIVERIES, (i, counts)
+        assert counts[-1] == limit, counts
         assert await dispatcher.run_once(at(now + LATER)) == 2  # the two refused, retried
         await server.wait_for(total)
     settled(world, receipts, maildir, delivered=total, duplicates=0)
