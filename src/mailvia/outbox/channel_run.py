@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from itertools import islice
 from typing import NoReturn, TypeVar
 
 from mailvia.domain.channel import Channel, ChannelState
@@ -343,13 +344,23 @@ class ChannelRun:
     async def _mark_started(self, claim: Claim) -> None:
         """Commit that this message's transaction starts (before MAIL or the API call): if
         this worker dies now, whoever takes the message over flags it possible_duplicate.
-        The marks go ahead by up to max_connections messages (the next ones in the queue,
-        in one group), so that one commit serves many transactions; a budgeted channel's
-        ledger marks each exactly as it takes the budget. Raises _LeaseLost when another
-        worker has it."""
-        if claim.seq not in self.marks:
-            ahead = [c.seq for c in self.queue if c.seq not in self.marks]
-            group = (claim.seq, *ahead[: self.channel.max_connections - 1])
+        The marks go ahead of the connections by max_connections to 2 x max_connections
+        messages (the next ones in the queue, a group at a time), so that one commit serves
+        many transactions and is made before they need it; a budgeted channel's ledger marks
+        each exactly as it takes the budget. Raises _LeaseLost when another worker has it."""
+        size = self.channel.max_connections
+        marked = 0  # marks are made in queue order: the marked messages lead the queue
+        for queued in self.queue:
+            if queued.seq not in self.marks:
+                break
+            marked += 1
+        own = () if claim.seq in self.marks else (claim.seq,)
+        group: tuple[int, ...] = ()
+        if own or marked < size:
+            wanted = max(2 * size - marked - len(own), 0)
+            ahead = islice((c.seq for c in self.queue if c.seq not in self.marks), wanted)
+            group = (*own, *ahead)
+        if group:
             marking = asyncio.ensure_future(self.ctx.liveness.started(group, self.clock()))
             self.marks.update((seq, (marking, i)) for i, seq in enumerate(group))
         pending, index = self.marks.pop(claim.seq)
