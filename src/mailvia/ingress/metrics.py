@@ -141,11 +141,22 @@ class PrometheusMetrics:
             registry=r,
         )
         r.register(BacklogCollector(backlog, clock))
+        self._latencies: dict[str, Histogram] = {}
+        self._counters: dict[tuple[str, str], Counter] = {}
 
     def attempt(self, channel_id: str, seconds: float, outcomes: Sequence[str]) -> None:
-        self._latency.labels(channel_id).observe(seconds)
+        # The labelled children are kept: labels() takes a lock and builds its key on every
+        # call, and this runs for every attempt.
+        latency = self._latencies.get(channel_id)
+        if latency is None:
+            latency = self._latencies[channel_id] = self._latency.labels(channel_id)
+        latency.observe(seconds)
         for outcome in outcomes:
-            self._deliveries.labels(channel_id, outcome).inc()
+            counter = self._counters.get((channel_id, outcome))
+            if counter is None:
+                counter = self._deliveries.labels(channel_id, outcome)
+                self._counters[(channel_id, outcome)] = counter
+            counter.inc()
 
     def rejected(self, intake: str, reason: str) -> None:
         self._rejections.labels(intake, reason).inc()

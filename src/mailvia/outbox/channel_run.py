@@ -15,7 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import NoReturn
+from itertools import islice
+from typing import NoReturn, TypeVar
 
 from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Clock, Instant
@@ -50,6 +51,7 @@ from mailvia.outbox.slots import Connections
 from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # After a claim came back short (the queue is drained), wait this long before claiming again
 # while mail trickles in: each claim is a write transaction, and twenty connections claiming
 # before every message would hold the write lock that intake needs.
@@ -74,6 +76,12 @@ class _LeaseLost(Exception):
 def _lost(claim: Claim) -> NoReturn:
     log.warning("message %s: its lease was lost before sending; not sent", claim.message_id)
     raise _LeaseLost
+
+
+async def _in_thread(call: Callable[[], T]) -> T:
+    """A store call in a worker thread: the store's own locks (SQLite's writer queue, the
+    memory store's lock, PostgreSQL's row locks) keep its transactions apart."""
+    return await asyncio.to_thread(call)
 
 
 def new_event(org_id: str, type_: str, now: Instant, data: dict[str, object]) -> Event:
@@ -135,6 +143,12 @@ class ChannelRun:
         # seq -> the group commit marking it started, and its place in the group
         self.marks: dict[int, tuple[asyncio.Future[list[bool]], int]] = {}
         self.store_down = False  # the store failed: send nothing more this run
+        # The store's claims and records run in a thread (`_in_thread`), one of each at a
+        # time, so the event loop keeps every connection going meanwhile (SQLite's fsync,
+        # PostgreSQL's round trips).
+        self.claiming: asyncio.Task[None] | None = None
+        self.flushing: asyncio.Task[None] | None = None
+        self.fault: Exception | None = None  # a claim's or record's error, raised by `go`
 
     @property
     def stopped(self) -> bool:
@@ -143,6 +157,7 @@ class ChannelRun:
             or self.budget_wait is not None
             or self.ctx.stopping()
             or self.store_down
+            or self.fault is not None
         )
 
     async def go(self) -> int:
@@ -159,20 +174,30 @@ class ChannelRun:
             self.ctx.connections.done(self.channel.id, keep=self.ctx.in_service)
 
     async def _go(self, connections: int) -> int:
-        if not self._claim(self.clock()):
+        if not await self._claim(self.clock()):
             return 0
         workers = min(connections, len(self.queue))
         try:
             await asyncio.gather(*(self._work() for _ in range(workers)))
         finally:
             try:
+                await self._in_flight()
                 await self._when_back(self._flush)
                 await self._apply_effect(self.clock())
             finally:
                 self.ctx.liveness.holding.difference_update(self.claimed)
+        if self.fault is not None:
+            raise self.fault
         return self.attempts
 
-    def _claim(self, now: Instant) -> bool:
+    async def _in_flight(self) -> None:
+        """Wait for the claim and the records in flight (their claims join the leftovers;
+        records the store refused are back in hand)."""
+        for task in (self.claiming, self.flushing):
+            if task is not None:
+                await asyncio.shield(task)
+
+    async def _claim(self, now: Instant) -> bool:
         """Claim up to a batch, and no more than the budgets let start now beyond what is in
         hand (at least one when nothing is: its turn finds out when the budget frees up)."""
         opts = self.ctx.options
@@ -183,12 +208,14 @@ class ChannelRun:
             if wanted < 1 and self.queue:
                 return False  # the claims in hand use up what the budgets allow
             limit = min(limit, max(wanted, 1))
-        claims = self.store.claim(
-            channel_id=self.channel.id,
-            now=now,
-            limit=limit,
-            lease_until=now + opts.lease_seconds,
-            worker=opts.worker,
+        claims = await _in_thread(
+            lambda: self.store.claim(
+                channel_id=self.channel.id,
+                now=now,
+                limit=limit,
+                lease_until=now + opts.lease_seconds,
+                worker=opts.worker,
+            )
         )
         self.queue.extend(claims)
         self.claimed.extend(c.seq for c in claims)
@@ -197,21 +224,37 @@ class ChannelRun:
         return bool(claims)
 
     def _refill(self, now: Instant) -> None:
-        """Claim more before the queue runs dry, unless the outbox was just found drained."""
+        """Claim more before the queue runs dry, unless the outbox was just found drained or
+        a claim is already on its way."""
+        if self.claiming is not None and not self.claiming.done():
+            return
         if len(self.queue) >= self.ctx.options.batch // 4:
             return
         if self.drained_at is not None and now - self.drained_at < REFILL_PAUSE:
             return
-        self._claim(now)
+        self.claiming = asyncio.ensure_future(self._claim_more(now))
+
+    async def _claim_more(self, now: Instant) -> None:
+        try:
+            await self._claim(now)
+        except Exception as exc:  # StoreUnavailable or a fault: the run stops, `go` raises it
+            self.fault = exc
+
+    async def _next(self) -> bool:
+        """Whether there is a claim to take: when the queue is empty, the claim on its way
+        (if any) is waited for."""
+        while not self.queue and self.claiming is not None and not self.claiming.done():
+            await asyncio.shield(self.claiming)
+        return bool(self.queue) and not self.stopped
 
     async def _work(self) -> None:
-        while self.queue and not self.stopped:
+        while await self._next():
             await self.turns.wait()  # no more than max_connections ahead of the oldest
             if not self.gate.enter_now():  # no more connections at once than the concurrency
                 await self.gate.enter()
             if not self.queue or self.stopped:
                 self.gate.leave()
-                return
+                continue  # `_next` says whether a claim on its way brings more
             claim = self.queue.popleft()
             self._refill(self.clock())
             position = self.turns.take()
@@ -231,10 +274,25 @@ class ChannelRun:
             self.attempts += 1
             self.records.append(record)
             if len(self.records) >= self.ctx.options.flush_every:
-                try:
-                    self._flush()
-                except StoreUnavailable:
-                    self.store_down = True  # kept in hand; `go` records them when it is back
+                self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Record the attempts in hand in a thread, unless a record is already on its way
+        (then the next one takes what gathered meanwhile)."""
+        if self.flushing is not None and not self.flushing.done():
+            return
+        records, self.records = self.records, []
+        self.flushing = asyncio.ensure_future(self._record_in_thread(records))
+
+    async def _record_in_thread(self, records: list[AttemptRecord]) -> None:
+        try:
+            await _in_thread(lambda: self.store.record_attempts(records))
+        except Exception as exc:
+            self.records[:0] = records  # kept in hand; `go` records them when it is back
+            if isinstance(exc, StoreUnavailable):
+                self.store_down = True
+            else:
+                self.fault = exc  # a fault, not an outage: the run stops, `go` raises it
 
     def _flush(self) -> None:
         """Record the attempts in hand; on StoreUnavailable they stay in hand."""
@@ -299,13 +357,23 @@ class ChannelRun:
     async def _mark_started(self, claim: Claim) -> None:
         """Commit that this message's transaction starts (before MAIL or the API call): if
         this worker dies now, whoever takes the message over flags it possible_duplicate.
-        The marks go ahead by up to max_connections messages (the next ones in the queue,
-        in one group), so that one commit serves many transactions; a budgeted channel's
-        ledger marks each exactly as it takes the budget. Raises _LeaseLost when another
-        worker has it."""
-        if claim.seq not in self.marks:
-            ahead = [c.seq for c in self.queue if c.seq not in self.marks]
-            group = (claim.seq, *ahead[: self.channel.max_connections - 1])
+        The marks go ahead of the connections by max_connections to 2 x max_connections
+        messages (the next ones in the queue, a group at a time), so that one commit serves
+        many transactions and is made before they need it; a budgeted channel's ledger marks
+        each exactly as it takes the budget. Raises _LeaseLost when another worker has it."""
+        size = self.channel.max_connections
+        marked = 0  # marks are made in queue order: the marked messages lead the queue
+        for queued in self.queue:
+            if queued.seq not in self.marks:
+                break
+            marked += 1
+        own = () if claim.seq in self.marks else (claim.seq,)
+        group: tuple[int, ...] = ()
+        if own or marked < size:
+            wanted = max(2 * size - marked - len(own), 0)
+            ahead = islice((c.seq for c in self.queue if c.seq not in self.marks), wanted)
+            group = (*own, *ahead)
+        if group:
             marking = asyncio.ensure_future(self.ctx.liveness.started(group, self.clock()))
             self.marks.update((seq, (marking, i)) for i, seq in enumerate(group))
         pending, index = self.marks.pop(claim.seq)

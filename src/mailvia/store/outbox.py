@@ -21,7 +21,7 @@ from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
-from mailvia.store.rows import chunks
+from mailvia.store.rows import among, chunks
 from mailvia.store.tables import channels, messages, recipients
 
 IDEMPOTENCY_WINDOW = 86400.0  # SURFACE.md: an Idempotency-Key is kept for 24 h
@@ -182,7 +182,7 @@ class OutboxStore:
                 conn.execute(
                     messages.update()
                     .where(
-                        m.seq.in_(part),
+                        among(m.seq, part),
                         m.state == State.SENDING.value,
                         m.started_at.is_not(None),
                     )
@@ -190,7 +190,7 @@ class OutboxStore:
                 )
                 conn.execute(
                     messages.update()
-                    .where(m.seq.in_(part))
+                    .where(among(m.seq, part))
                     .values(
                         state=State.SENDING.value,
                         lease_owner=worker,
@@ -200,7 +200,7 @@ class OutboxStore:
                 )
                 conn.execute(
                     recipients.update()
-                    .where(r.message_seq.in_(part), r.state.not_in(_TERMINAL))
+                    .where(among(r.message_seq, part), r.state.not_in(_TERMINAL))
                     .values(state=State.SENDING.value, updated_at=now)
                 )
             return _claims(conn, seqs, worker)
@@ -309,11 +309,11 @@ def _claims(conn: sa.Connection, seqs: list[int], worker: str) -> list[Claim]:
     settled: dict[int, list[State]] = defaultdict(list)
     rows: dict[int, Any] = {}
     for part in chunks(seqs):
-        for row in conn.execute(sa.select(messages).where(m.seq.in_(part))):
+        for row in conn.execute(sa.select(messages).where(among(m.seq, part))):
             rows[row.seq] = row
         query = (
             sa.select(r.message_seq, r.address, r.state)
-            .where(r.message_seq.in_(part))
+            .where(among(r.message_seq, part))
             .order_by(r.message_seq, r.position)
         )
         for seq, address, state in conn.execute(query):
@@ -346,7 +346,7 @@ def _give_back(
 ) -> None:
     mine = (
         sa.select(m.seq)
-        .where(m.seq.in_(seqs), m.state == State.SENDING.value, m.lease_owner == worker)
+        .where(among(m.seq, seqs), m.state == State.SENDING.value, m.lease_owner == worker)
         .with_for_update()
     )
     held = list(conn.execute(mine).scalars())
@@ -354,7 +354,7 @@ def _give_back(
         return
     conn.execute(
         messages.update()
-        .where(m.seq.in_(held))
+        .where(among(m.seq, held))
         .values(
             state=state.value,
             # Never pushed past now: a run that gives back claims (at shutdown, or its budget
@@ -373,6 +373,6 @@ def _give_back(
     )
     conn.execute(
         recipients.update()
-        .where(r.message_seq.in_(held), r.state == State.SENDING.value)
+        .where(among(r.message_seq, held), r.state == State.SENDING.value)
         .values(state=state.value, updated_at=now)
     )

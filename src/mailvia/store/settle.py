@@ -18,7 +18,7 @@ from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.mending import cancel_seqs
 from mailvia.store.message_reads import read_message
-from mailvia.store.rows import chunks, event_id
+from mailvia.store.rows import among, chunks, event_id
 from mailvia.store.tables import attempts, messages, recipients
 
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
@@ -59,6 +59,62 @@ _UPDATE_LEFTOVERS = (
 )
 
 
+# On PostgreSQL the two bulk UPDATEs take arrays: one statement whose text never changes
+# (psycopg prepares it once), instead of a pipelined executemany that psycopg walks row by row.
+_PG_UPDATE_MESSAGES = sa.text(
+    "UPDATE messages SET state = v.state, next_attempt_at = v.next, failures = v.failures,"
+    " possible_duplicate = v.duplicate, lease_owner = NULL, lease_expires_at = NULL,"
+    " started_at = NULL"
+    " FROM unnest(CAST(:seqs AS bigint[]), CAST(:states AS text[]),"
+    " CAST(:nexts AS double precision[]), CAST(:failures AS integer[]),"
+    " CAST(:duplicates AS boolean[])) AS v(seq, state, next, failures, duplicate)"
+    " WHERE messages.seq = v.seq"
+)
+_PG_UPDATE_RECIPIENTS = sa.text(
+    "UPDATE recipients SET state = v.state, last_code = v.code, last_enhanced = v.enhanced,"
+    " last_text = v.text, updated_at = v.at"
+    " FROM unnest(CAST(:seqs AS bigint[]), CAST(:addresses AS text[]),"
+    " CAST(:states AS text[]), CAST(:codes AS integer[]), CAST(:enhanced AS text[]),"
+    " CAST(:texts AS text[]), CAST(:ats AS double precision[]))"
+    " AS v(seq, address, state, code, enhanced, text, at)"
+    " WHERE recipients.message_seq = v.seq AND recipients.address = v.address"
+)
+
+
+def _columns(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, list[Any]]:
+    """Row dicts as one list per column, renamed (`names`: row key -> parameter name)."""
+    return {param: [row[key] for row in rows] for key, param in names.items()}
+
+
+def _update_settled(
+    conn: sa.Connection, messages_rows: list[dict[str, Any]], rcpt_rows: list[dict[str, Any]]
+) -> None:
+    """The messages' new states and their recipients' replies, in bulk."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(_UPDATE_MESSAGE, messages_rows)
+        _execute_many(conn, _UPDATE_RECIPIENT, rcpt_rows)
+        return
+    names = {
+        "b_seq": "seqs",
+        "b_state": "states",
+        "b_next": "nexts",
+        "b_failures": "failures",
+        "b_duplicate": "duplicates",
+    }
+    conn.execute(_PG_UPDATE_MESSAGES, _columns(messages_rows, names))
+    if rcpt_rows:
+        names = {
+            "b_seq": "seqs",
+            "b_address": "addresses",
+            "b_state": "states",
+            "b_code": "codes",
+            "b_enhanced": "enhanced",
+            "b_text": "texts",
+            "b_at": "ats",
+        }
+        conn.execute(_PG_UPDATE_RECIPIENTS, _columns(rcpt_rows, names))
+
+
 def _live(conn: sa.Connection, records: Sequence[AttemptRecord]) -> dict[int, bool]:
     """seq -> possible_duplicate of the messages still leased to their record's worker
     (locked until commit on PostgreSQL)."""
@@ -67,7 +123,7 @@ def _live(conn: sa.Connection, records: Sequence[AttemptRecord]) -> dict[int, bo
     for part in chunks(seqs):
         query = (
             sa.select(m.seq, m.lease_owner, m.possible_duplicate)
-            .where(m.seq.in_(part))
+            .where(among(m.seq, part))
             .with_for_update()
         )
         for seq, owner, duplicate in conn.execute(query):
@@ -185,8 +241,11 @@ class SettleStore:
             kept = [rec for rec in records if rec.claim.seq in live]
             if not kept:
                 return
-            conn.execute(_UPDATE_MESSAGE, [_message_params(rec, live) for rec in kept])
-            _execute_many(conn, _UPDATE_RECIPIENT, [p for rec in kept for p in _rcpt_params(rec)])
+            _update_settled(
+                conn,
+                [_message_params(rec, live) for rec in kept],
+                [p for rec in kept for p in _rcpt_params(rec)],
+            )
             leftovers = [
                 {"b_seq": rec.claim.seq, "b_state": _after(rec).value, "b_at": rec.at}
                 for rec in kept

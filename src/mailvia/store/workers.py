@@ -17,7 +17,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
 from mailvia.outbox.ports import WorkerView
 from mailvia.store.engine import Database
-from mailvia.store.rows import chunks
+from mailvia.store.rows import among, chunks
 from mailvia.store.slots import forget_slots
 from mailvia.store.tables import messages, workers
 
@@ -75,7 +75,7 @@ class WorkerStore:
             for part in chunks(sorted(set(seqs))):
                 done = conn.execute(
                     messages.update()
-                    .where(m.seq.in_(part), m.state == _SENDING, m.lease_owner == worker)
+                    .where(among(m.seq, part), m.state == _SENDING, m.lease_owner == worker)
                     .values(lease_expires_at=lease_until)
                 )
                 kept += int(done.rowcount or 0)
@@ -110,7 +110,7 @@ def mark_started(conn: sa.Connection, seqs: Sequence[int], worker: str, now: Ins
     """Set started_at on the messages still leased to `worker`; returns their seqs."""
     held: set[int] = set()
     for part in chunks(sorted(set(seqs))):
-        mine = sa.and_(m.seq.in_(part), m.state == _SENDING, m.lease_owner == worker)
+        mine = sa.and_(among(m.seq, part), m.state == _SENDING, m.lease_owner == worker)
         marked = messages.update().where(mine).values(started_at=now).returning(m.seq)
         held.update(conn.execute(marked).scalars())
     return held

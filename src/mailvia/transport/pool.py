@@ -9,7 +9,8 @@ session. A pool holds at most `channel.max_connections` connections open; more c
 sends wait for a free one. Between transactions a reused connection gets RSET; one that
 errored or got a 421 is dropped; one idle for `idle_timeout` seconds is closed with QUIT.
 
-Side effects: opens and closes SMTP connections; schedules timers on the running loop.
+Side effects: opens and closes SMTP connections; schedules a timer per pool on the running
+loop.
 """
 
 from __future__ import annotations
@@ -31,15 +32,24 @@ from mailvia.transport.guard import OutboundGuard
 from mailvia.transport.session import Session, SessionFailed, open_session
 
 IDLE_TIMEOUT = 60.0
+_TIMER_SLACK = 0.005  # a timer may fire this much early (the loop's clock resolution)
 
 
 class _ChannelPool:
     """The connections of one channel under one fingerprint."""
 
-    def __init__(self, fingerprint: str, max_connections: int) -> None:
+    def __init__(
+        self, fingerprint: str, max_connections: int, key: tuple[Channel, Credentials | None]
+    ) -> None:
         self.fingerprint = fingerprint
+        # The (frozen) channel and credentials the fingerprint was taken of: while a run
+        # sends with these very objects, the fingerprint needs no new HMAC.
+        self.key = key
         self.slots = asyncio.Semaphore(max_connections)
-        self.idle: list[tuple[Session, asyncio.TimerHandle]] = []
+        self.idle: list[tuple[Session, float]] = []  # and since when (the loop's time)
+        # One timer per pool closes the connections idle too long (a timer per connection
+        # given back would be made and cancelled for every message).
+        self.sweep: asyncio.TimerHandle | None = None
         self.retired = False
 
 
@@ -129,21 +139,24 @@ class SmtpTransport:
         return hmac.new(self._salt, data, hashlib.sha256).hexdigest()
 
     def _pool(self, channel: Channel, credentials: Credentials | None) -> _ChannelPool:
-        fingerprint = self._fingerprint(channel, credentials)
         pool = self._pools.get(channel.id)
+        if pool is not None and pool.key[0] is channel and pool.key[1] is credentials:
+            return pool
+        fingerprint = self._fingerprint(channel, credentials)
         if pool is None or pool.fingerprint != fingerprint:
             if pool is not None:
                 self._retire(pool)
-            pool = _ChannelPool(fingerprint, channel.max_connections)
+            pool = _ChannelPool(fingerprint, channel.max_connections, (channel, credentials))
             self._pools[channel.id] = pool
+        else:
+            pool.key = (channel, credentials)
         return pool
 
     async def _lease(self, pool: _ChannelPool) -> Session | None:
         """The most recently used idle connection that still works, if any: one whose last
         transaction just ended cleanly is reused as it is; an older one must answer RSET."""
         while pool.idle:
-            session, timer = pool.idle.pop()
-            timer.cancel()
+            session, _ = pool.idle.pop()
             try:
                 if session.usable and (session.fresh() or await session.reset()):
                     return session
@@ -160,19 +173,29 @@ class SmtpTransport:
             self._quit_later(session)
         else:
             loop = asyncio.get_running_loop()
-            timer = loop.call_later(self._idle_timeout, self._expire, pool, session)
-            pool.idle.append((session, timer))
+            pool.idle.append((session, loop.time()))
+            if pool.sweep is None:
+                pool.sweep = loop.call_later(self._idle_timeout, self._sweep, pool)
 
-    def _expire(self, pool: _ChannelPool, session: Session) -> None:
-        pool.idle = [(s, t) for s, t in pool.idle if s is not session]
-        self._quit_later(session)
+    def _sweep(self, pool: _ChannelPool) -> None:
+        """Close the pool's connections idle for `idle_timeout`; come back when the next
+        one will be."""
+        loop = asyncio.get_running_loop()
+        pool.sweep = None
+        due = loop.time() - self._idle_timeout + _TIMER_SLACK
+        for session, _ in [(s, at) for s, at in pool.idle if at <= due]:
+            self._quit_later(session)
+        pool.idle = [(s, at) for s, at in pool.idle if at > due]
+        if pool.idle:
+            oldest = min(at for _, at in pool.idle)
+            pool.sweep = loop.call_at(oldest + self._idle_timeout, self._sweep, pool)
 
     def _retire(self, pool: _ChannelPool) -> list[asyncio.Task[None]]:
         pool.retired = True
-        tasks = []
-        for session, timer in pool.idle:
-            timer.cancel()
-            tasks.append(self._quit_later(session))
+        if pool.sweep is not None:
+            pool.sweep.cancel()
+            pool.sweep = None
+        tasks = [self._quit_later(session) for session, _ in pool.idle]
         pool.idle.clear()
         return tasks
 

@@ -35,6 +35,7 @@ from aiosmtplib import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.protocol import SMTPProtocol
 
 from mailvia.domain.channel import Auth, Channel, Kind, Security
 from mailvia.domain.delivery import TransactionResult
@@ -65,6 +66,8 @@ _QUIT_TIMEOUT = 5.0
 def encode_data(content: bytes) -> bytes:
     """The DATA payload without the final dot: every line ending CRLF (bare CR and LF
     included, so `\\n.\\n` or `\\r.\\r` can never end DATA early), lines dot-stuffed."""
+    if _clean(content):  # the usual case: already CRLF throughout, no line starts with a dot
+        return content if content.endswith(b"\r\n") else content + b"\r\n"
     # bytes.replace rather than regular expressions: the same output, ~4x faster (it is on
     # the hot path of every message; bench/deliver.py --experiment fastencode).
     body = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
@@ -72,6 +75,16 @@ def encode_data(content: bytes) -> bytes:
         body += b"\r\n"
     body = body.replace(b"\r\n.", b"\r\n..")
     return b"." + body if body.startswith(b".") else body
+
+
+def _clean(content: bytes) -> bool:
+    """Whether encode_data would change nothing but a missing final CRLF: no line starts with
+    a dot and every CR and LF is part of a CRLF pair (none is left once the pairs are taken
+    out). About 12 us for 6 KB, against 18 us for the replacements, which copy thrice."""
+    if content.startswith(b".") or b"\r\n." in content:
+        return False
+    rest = b"".join(content.split(b"\r\n"))
+    return b"\r" not in rest and b"\n" not in rest
 
 
 @dataclass
@@ -389,7 +402,7 @@ class Session:
         return Reply.parse(response.code, response.message)
 
     async def _data(self, content: bytes, progress: _Progress) -> TransactionResult:
-        """DATA, the body in chunks (each bounded by data_block), the final dot, its reply."""
+        """DATA, the body and the final dot (a large body in chunks), the final reply."""
         timeouts = self.channel.timeouts
         replies = progress.rcpt_replies
         response = await self.smtp.execute_command(b"DATA", timeout=timeouts.data_init)
@@ -399,12 +412,13 @@ class Session:
         if protocol is None:
             raise SMTPServerDisconnected("connection lost")
         payload = encode_data(content)
-        drain = getattr(protocol, "_drain_helper", None)  # flow control, if aiosmtplib has it
-        for start in range(0, len(payload), _CHUNK):
-            protocol.write(payload[start : start + _CHUNK])
-            if drain is not None:
-                await asyncio.wait_for(drain(), timeouts.data_block)
-        protocol.write(b".\r\n")
+        if len(payload) <= _CHUNK:
+            # One write with the final dot: a syscall less, and a small trailing segment never
+            # waits for a delayed ACK. (Nothing is buffered before it, so no flow control.)
+            protocol.write(payload + b".\r\n")
+        else:
+            await self._write_chunks(protocol, payload)
+            protocol.write(b".\r\n")
         progress.after_dot = True
         progress.stage = Stage.DATA_END
         response = await protocol.read_response(timeout=timeouts.data_end)
@@ -414,3 +428,13 @@ class Session:
         if response.code == 421:
             self.close()
         return TransactionResult(Stage.DATA_END, reply, dict(replies))
+
+    async def _write_chunks(self, protocol: SMTPProtocol, payload: bytes) -> None:
+        """A large body in chunks, each waited out under flow control (bounded by data_block):
+        the wait also yields to the loop, so a server that hung up mid-body is noticed before
+        the final dot is written."""
+        drain = getattr(protocol, "_drain_helper", None)  # flow control, if aiosmtplib has it
+        for start in range(0, len(payload), _CHUNK):
+            protocol.write(payload[start : start + _CHUNK])
+            if drain is not None:
+                await asyncio.wait_for(drain(), self.channel.timeouts.data_block)

@@ -317,6 +317,9 @@ def worker(ctx: Context, settings: Settings) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
     services = ctx.services(with_worker_id(settings), create_key=False)
     tell(services.startup_notes)
+    # A channel run's claims, records and started marks commit in threads beside the busy
+    # event loop (as serve's submission port does): the same short switch interval.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_work(services))
 

@@ -1,0 +1,76 @@
+"""Started marks under the dispatcher (on the memory store, the real channel run): every
+transaction starts marked, the marks are asked for in groups of about max_connections, and
+fewer than 3 x max_connections marked messages wait unstarted (those marked ahead, and those a
+connection took: the bound on what a crash flags possible_duplicate without having sent it)."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from mailvia.domain.channel import Channel
+from mailvia.domain.clock import Instant, SteppingClock
+from mailvia.domain.delivery import TransactionResult
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.replies import Reply, Stage
+from mailvia.outbox.compose import Draft, compose
+from mailvia.outbox.ports import Credentials
+from mailvia.outbox.submit import Submission
+from support.memory_world import MemoryWorld
+
+OK = Reply(250, "2.0.0", "ok")
+CONNECTIONS = 4
+MESSAGES = 120
+
+
+class CountingTransport:
+    """Accepts everything; at each transaction's start notes how many messages had been asked
+    to be marked started so far (the spied liveness) against how many transactions started."""
+
+    def __init__(self) -> None:
+        self.marked: set[int] = set()
+        self.started = 0
+        self.waiting_marked: list[int] = []  # per start: marked messages not started yet
+
+    async def send(
+        self, channel: Channel, credentials: Credentials | None, envelope: Envelope, content: bytes
+    ) -> TransactionResult:
+        self.started += 1
+        self.waiting_marked.append(len(self.marked) - self.started)
+        return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
+
+    async def forget(self, channel_id: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_marks_go_ahead_in_groups_and_within_twice_the_connections() -> None:
+    clock = SteppingClock(1_800_000_000.0)
+    transport = CountingTransport()
+    world = MemoryWorld(transport, clock)
+    store = world.store
+    groups: list[tuple[int, ...]] = []  # the marks asked for (each goes in a group commit)
+    liveness = world.dispatcher.liveness
+    started = liveness.started
+
+    def spied(seqs: tuple[int, ...], now: Instant) -> Coroutine[Any, Any, list[bool]]:
+        groups.append(seqs)  # noted when asked for, not when its task first runs
+        transport.marked.update(seqs)
+        return started(seqs, now)
+
+    liveness.started = spied  # type: ignore[method-assign]
+    world.channel(max_connections=CONNECTIONS)
+    draft = Draft(from_="jane@acme.test", to=["bob@example.com"], subject="hi", text="hi")
+    one = compose(draft, now=clock.now, max_size=10**6)
+    receipts = world.submitter.submit(world.jane, [Submission(one)] * MESSAGES, now=clock.now)
+
+    assert await world.dispatcher.run_once(clock) == MESSAGES
+    assert all(store.get_message(r.id).state is State.DELIVERED for r in receipts)
+    assert transport.started == MESSAGES
+    assert len(transport.marked) == MESSAGES  # every transaction started marked
+    assert max(transport.waiting_marked) <= 3 * CONNECTIONS - 1  # ahead, and taken not started
+    # One commit serves about max_connections transactions (not one commit each).
+    assert len(groups) <= MESSAGES // CONNECTIONS + 2
+    assert all(len(group) <= 2 * CONNECTIONS for group in groups)
