@@ -76,3 +76,13 @@ def test_the_whole_path_takes_plain_batches_and_steps_aside_for_the_rest() -> No
     for raw in (BODIES[2], BODIES[4], BODIES[5], BODIES[8], BODIES[20]):
         assert _whole_batch(raw, caps) is None
     assert _whole_batch(BODIES[21], RequestCaps(recipients=170)) is None
+
+
+def test_a_body_with_more_commas_than_the_recipient_cap_is_not_validated_whole() -> None:
+    """The bound that keeps the whole path's work within the caps: every listed recipient but
+    a list's first follows a comma."""
+    body = dumps({"messages": [ENVELOPED] * 3})
+    assert _whole_batch(body, RequestCaps()) is not None
+    commas = body.count(b",") + body.count(b"[")
+    assert _whole_batch(body, RequestCaps(recipients=commas - 1)) is None
+    assert _whole_batch(body, RequestCaps(recipients=commas)) is not None
