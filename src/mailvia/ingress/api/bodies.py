@@ -12,7 +12,6 @@ JSON cannot be read), and RequestTooLarge (413) over a cap.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.ratelimit import RequestCaps
+from mailvia.ingress.api import base64s
 from mailvia.ingress.api.schemas import BatchIn, MessageIn
 from mailvia.outbox.compose import header_recipient_count
 
@@ -65,7 +65,7 @@ def recipients_of(message: MessageIn) -> int:
     if message.envelope is not None:
         return len(message.envelope.rcpt_to)
     try:
-        return header_recipient_count(base64.b64decode(message.raw, validate=True))
+        return header_recipient_count(base64s.decode(message.raw))
     except (InvalidInput, binascii.Error, ValueError):
         return 1  # refused later, with its own error
 

@@ -6,7 +6,6 @@ Nothing here writes: the Submitter commits.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import logging
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError
 from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
+from mailvia.ingress.api import base64s
 from mailvia.ingress.api.schemas import MessageIn
 from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
 from mailvia.outbox.services import Services
@@ -130,6 +130,6 @@ def _compose(body: MessageIn, now: float, max_size: int) -> Composed:
 
 def _decode(raw: str) -> bytes:
     try:
-        return base64.b64decode(raw, validate=True)
+        return base64s.decode(raw)
     except (binascii.Error, ValueError):
         raise InvalidInput("raw: not valid base64") from None

@@ -49,8 +49,10 @@ class Intake:
         """Each message's receipt or refusal, in order: the submit use case's `submit_each`,
         as the API's batch uses it."""
         senders: Remembered[tuple[str, str], User] = Remembered()
-        prepared = [self._prepare(item, senders) for item in group]
-        return [*self.services.submitter.submit_each(prepared, now=self.clock())]
+        submitter = self.services.submitter
+        with submitter.reads():  # the trusted networks' senders: one read transaction
+            prepared = [self._prepare(item, senders) for item in group]
+        return [*submitter.submit_each(prepared, now=self.clock())]
 
     def _prepare(
         self, item: Arrived, senders: Remembered[tuple[str, str], User]

@@ -27,6 +27,7 @@ from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.ingress.smtp.auth import OneAtATime
 from mailvia.ingress.smtp.connections import Capped, ConnectionLimit
+from mailvia.ingress.smtp.data import ChunkedData
 from mailvia.ingress.smtp.intake import Arrived, Intake
 from mailvia.ingress.smtp.replies import (
     AUTH_REQUIRED,
@@ -269,9 +270,9 @@ class QuietSession(Session):  # type: ignore[misc]
         self._login_data = value
 
 
-class SubmissionSMTP(Capped, SMTP):  # type: ignore[misc]
+class SubmissionSMTP(Capped, ChunkedData, SMTP):  # type: ignore[misc]
     """One submission connection: aiosmtpd's protocol with our AUTH check and replies, held
-    to the connection caps (`Capped`)."""
+    to the connection caps (`Capped`), reading DATA in chunks (`ChunkedData`)."""
 
     def __init__(self, server: SubmissionServer, *, implicit_tls: bool) -> None:
         super().__init__(
