@@ -14,7 +14,7 @@ import pytest
 from standardwebhooks import Webhook as Verifier
 
 from mailvia.testserver import ThreadedTestServer
-from support.cli import Cli, require_console_script
+from support.cli import Cli, poll, require_console_script
 from support.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(90)
@@ -43,6 +43,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
 def sink(tmp_path: Path) -> Iterator[ThreadedTestServer]:
     with ThreadedTestServer("127.0.0.1", 0, maildir=tmp_path / "caught") as server:
         yield server
+
+
+def scrape(http: httpx.Client, wanted: str) -> httpx.Response | None:
+    """The token-guarded /metrics, once it has `wanted` (None before)."""
+    scraped = http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    return scraped if scraped.status_code != 200 or wanted in scraped.text else None
 
 
 def test_serve_posts_events_to_webhooks_and_serves_metrics(
@@ -75,8 +81,9 @@ def test_serve_posts_events_to_webhooks_and_serves_metrics(
             assert payload["data"]["message_id"] == sent.json()["id"]
 
             assert http.get("/metrics").status_code == 401
-            scraped = http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-            assert scraped.status_code == 200 and "mailvia_deliveries_total{" in scraped.text
+            # counted by serve's worker process, which writes them for serve every second
+            scraped = poll(lambda: scrape(http, "mailvia_deliveries_total{"), timeout=5)
+            assert scraped.status_code == 200, scraped.text
             own = httpx.get(metrics_url, trust_env=False)
             assert own.status_code == 200 and "mailvia_webhook_attempts_total{" in own.text
     finally:
