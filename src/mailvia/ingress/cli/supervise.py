@@ -33,7 +33,7 @@ from mailvia.settings import Settings, environment
 RESTART_FIRST = 1.0  # seconds before the second start in a row of a child that keeps dying
 RESTART_MAX = 60.0
 HEALTHY_AFTER = 60.0  # a child that ran this long restarts at once
-STOP_MARGIN = 5.0  # seconds past SHUTDOWN_SECONDS before a stopping child is killed
+STOP_MARGIN = 3.0  # seconds past SHUTDOWN_SECONDS before a stopping child is killed
 METRICS_EVERY = 1.0  # seconds between writes of the child's delivery metrics
 
 
@@ -101,7 +101,17 @@ class DeliveryProcess:
         return self.process.pid
 
     async def supervise(self, stop: asyncio.Event) -> None:
-        """Keep a child running until `stop`, then stop it (see the module's text)."""
+        """Keep a child running until `stop`, then stop it (see the module's text); cancelled,
+        kill it."""
+        try:
+            await self._keep(stop)
+        finally:
+            process = self.process
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+
+    async def _keep(self, stop: asyncio.Event) -> None:
         delay = 0.0
         while not stop.is_set():
             started = time.monotonic()
@@ -137,26 +147,28 @@ class DeliveryProcess:
 
     async def stop(self) -> None:
         """SIGTERM the child; SIGKILL it past SHUTDOWN_SECONDS and a margin."""
-        process = self.process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), self.shutdown_seconds + STOP_MARGIN)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-            if process.returncode != 0:
-                click.echo(
-                    f"mailvia: delivery worker process {process.pid} exited "
-                    f"({_how(process.returncode)}) while stopping",
-                    err=True,
-                )
+        if self.process is not None and self.process.returncode is None:
+            await self._end(self.process)
         with self._lock:
             pipe, self._pipe = self._pipe, None
         if pipe is not None:
             os.close(pipe)
+
+    async def _end(self, process: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(process.wait(), self.shutdown_seconds + STOP_MARGIN)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            code = await process.wait()
+        if code != 0:
+            click.echo(
+                f"mailvia: delivery worker process {process.pid} exited ({_how(code)}) "
+                "while stopping",
+                err=True,
+            )
 
 
 def _how(code: int) -> str:
