@@ -163,7 +163,7 @@ class DeliveryProcess:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             code = await process.wait()
-        if code != 0:
+        if code not in (0, -signal.SIGTERM):  # SIGTERM's default: it had not started yet
             click.echo(
                 f"mailvia: delivery worker process {process.pid} exited ({_how(code)}) "
                 "while stopping",
