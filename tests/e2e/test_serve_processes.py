@@ -68,10 +68,10 @@ def test_serve_delivers_in_a_worker_process_of_its_own_by_default(tmp_path: Path
         submit_by_smtp(run, "over smtp")
         run.wait_received(2, timeout=20)
         assert run.count("state = 'delivered'") == 2
-        # Submissions wake the child: without, it would look every second (IDLE_POLL).
-        took = [delivered_within(run, f"idle {i}") for i in range(5)]
-        assert statistics.median(took) < 0.3, took
-        assert max(took) < 1.0, took
+        # Submissions wake the child: without, it would look every second (IDLE_POLL), and
+        # a message posted just after a delivery would wait most of that second.
+        took = [delivered_within(run, f"idle {i}") for i in range(7)]
+        assert statistics.median(took) < 0.5, took
 
         assert run.serve.stop() == 0, run.serve.stderr
         assert gone_or_zombie(child)
