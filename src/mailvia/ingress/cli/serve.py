@@ -331,7 +331,8 @@ async def _work(services: Services, settings: Settings, *, supervised: bool) -> 
     beside = []
     if supervised:  # by serve: see ingress/cli/supervise.py
         supervise.watch_serve(stop, services.dispatcher.wake)
-        if isinstance(services.metrics, PrometheusMetrics):
+        served = settings.metrics_listen or settings.metrics_token  # serve's /metrics
+        if served and isinstance(services.metrics, PrometheusMetrics):
             file = supervise.delivery_metrics_file(settings.data_dir)
             text = services.metrics.delivery_text
             beside.append(asyncio.create_task(supervise.write_delivery_metrics(text, file, done)))
