@@ -115,17 +115,21 @@ class DeliveryProcess:
         delay = 0.0
         while not stop.is_set():
             started = time.monotonic()
-            pid = await self.start()
-            click.echo(f"delivery: worker process {pid}")
-            sys.stdout.flush()
-            code = await self._exit_or(stop)
-            if code is None:
-                break
+            try:
+                pid = await self.start()
+            except OSError as exc:  # e.g. too many processes: try again as after a crash
+                what = f"could not start: {exc}"
+            else:
+                click.echo(f"delivery: worker process {pid}")
+                sys.stdout.flush()
+                code = await self._exit_or(stop)
+                if code is None:
+                    break
+                what = f"{pid} exited ({_how(code)})"
             if time.monotonic() - started >= HEALTHY_AFTER:
                 delay = 0.0
             click.echo(
-                f"mailvia: delivery worker process {pid} exited ({_how(code)}); "
-                f"starting another in {delay:g} s",
+                f"mailvia: delivery worker process {what}; starting another in {delay:g} s",
                 err=True,
             )
             with contextlib.suppress(TimeoutError):
