@@ -56,7 +56,8 @@ def test_serve_posts_events_to_webhooks_and_serves_metrics(
 ) -> None:
     data_dir, jane, boss = template
     shutil.copytree(data_dir, tmp_path / "data")
-    cli = Cli(tmp_path / "data", MAILVIA_METRICS_TOKEN=TOKEN)
+    # delivery in serve's worker process: its counters reach serve's /metrics through a file
+    cli = Cli(tmp_path / "data", MAILVIA_METRICS_TOKEN=TOKEN, MAILVIA_DISPATCH="process")
     cli.ok(
         "channel", "add", "jane-box", "--org", "acme", "--user", JANE, "--host", "127.0.0.1",
         "--port", str(sink.port), "--security", "none", "--auth", "none",
@@ -81,7 +82,7 @@ def test_serve_posts_events_to_webhooks_and_serves_metrics(
             assert payload["data"]["message_id"] == sent.json()["id"]
 
             assert http.get("/metrics").status_code == 401
-            # counted by serve's worker process, which writes them for serve every second
+            # counted by the worker process, which writes them for serve every second
             scraped = poll(lambda: scrape(http, "mailvia_deliveries_total{"), timeout=5)
             assert scraped.status_code == 200, scraped.text
             own = httpx.get(metrics_url, trust_env=False)
