@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Crash recovery at full size: N messages (20,000 by default) posted to `mailvia serve`,
-the dispatching process (serve, or `mailvia worker` with --worker) killed with SIGKILL at
+the dispatching process (serve with DISPATCH=inline, serve's worker process with --child, or
+`mailvia worker` with --worker) killed with SIGKILL at
 random moments while it delivers and restarted each time on the same data folder.
 
 Reports: lost (accepted messages neither delivered nor pending once drained: must be 0, and
@@ -13,8 +14,8 @@ tests' own (tests/support/crashes.py, tests/support/reconcile.py), at a size CI 
 One JSON line per run goes to the results file (bench/benchlib.py's format). Every server binds
 127.0.0.1; every process is stopped by its PID; scratch folders and databases are removed.
 
-usage: .venv/bin/python bench/crash.py [--n 20000] [--kills 5] [--worker] [--db sqlite|postgresql]
-       [--seed S]
+usage: .venv/bin/python bench/crash.py [--n 20000] [--kills 5] [--worker | --child]
+       [--db sqlite|postgresql] [--seed S]
 """
 
 from __future__ import annotations
@@ -45,8 +46,18 @@ from support.crashes import CrashRun, kill_points
 from support.reconcile import reconcile
 
 
+def dispatching(args: argparse.Namespace) -> str:
+    return "worker" if args.worker else "child" if args.child else "serve"
+
+
 def one_run(args: argparse.Namespace, folder: Path, db_url: str | None, rec: Recorder) -> int:
-    run = CrashRun(folder, worker=args.worker, connections=args.connections, db_url=db_url)
+    run = CrashRun(
+        folder,
+        worker=args.worker,
+        child=args.child,
+        connections=args.connections,
+        db_url=db_url,
+    )
     try:
         run.start()
         started = time.monotonic()
@@ -70,7 +81,7 @@ def one_run(args: argparse.Namespace, folder: Path, db_url: str | None, rec: Rec
         c0,
         cpu_snap(),
         "mailvia_crash_drain",
-        f"{args.db}, {'worker' if args.worker else 'serve'}",
+        f"{args.db}, {dispatching(args)}",
         1,
         result.accepted,
         drained,
@@ -97,6 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=20000, help="messages (20,000)")
     parser.add_argument("--kills", type=int, default=5, help="SIGKILLs during delivery (5)")
     parser.add_argument("--worker", action="store_true", help="kill a `mailvia worker`")
+    parser.add_argument("--child", action="store_true", help="kill serve's worker process")
     parser.add_argument("--connections", type=int, default=10, help="channel connections (10)")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--pg-url", default=os.environ.get("MAILVIA_BENCH_PG_URL", DEFAULT_PG_URL))
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="crash-", dir=args.work_dir))
     pg = Postgres(args.pg_url) if args.db == "postgresql" else None
     print(
-        f"== crash: n={args.n:,} kills={args.kills} {'worker' if args.worker else 'serve'} "
+        f"== crash: n={args.n:,} kills={args.kills} {dispatching(args)} "
         f"db={args.db} seed={args.seed}; mailvia {rec.rev}; scratch {folder}",
         flush=True,
     )

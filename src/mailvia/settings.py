@@ -72,7 +72,9 @@ class Settings:
     lease_seconds: float = 30.0  # a claim lasts this long after its worker's last beat
     claim_batch: int = 200
     shutdown_seconds: float = 30.0  # a stop's bound for the work in flight (SIGTERM, SIGINT)
-    dispatch: bool = True  # `serve` also runs the dispatcher; off: run `mailvia worker`s
+    # where `serve` delivers: auto (process with 2+ CPUs, else inline), process (a child
+    # `mailvia worker`), inline (its own event loop), off (the operator runs `mailvia worker`s)
+    dispatch: str = "auto"
     # Mailbox providers' HTTP APIs: the operator's, like the pool relay (no address guard).
     gmail_api_url: str = "https://gmail.googleapis.com"
     graph_api_url: str = "https://graph.microsoft.com/v1.0"
@@ -125,6 +127,29 @@ class Settings:
         return replace(cls(), **values)
 
 
+def environment(settings: Settings) -> dict[str, str]:
+    """The MAILVIA_* variables that give `settings` back through `Settings.load` (the ones
+    not at their default), for a child process: secrets among them, never on a command line."""
+    default = Settings()
+    env = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if value != getattr(default, f.name):
+            env[f"MAILVIA_{f.name.upper()}"] = _text(value)
+    return env
+
+
+def _text(value: Any) -> str:
+    """A setting's value as its variable's text (what `_parse` reads back)."""
+    if value is None:
+        return "off"  # only the settings that take off have None away from their default
+    if isinstance(value, tuple):
+        return ",".join(
+            f"{item[0]}={item[1]}" if isinstance(item, tuple) else str(item) for item in value
+        )
+    return str(value)
+
+
 def _parse(name: str, raw: str) -> Any:
     try:
         return _PARSERS.get(name, str)(raw)
@@ -153,13 +178,19 @@ def _positive(raw: str) -> int:
     return value
 
 
-def _on_off(raw: str) -> bool:
+DISPATCH_MODES = ("auto", "process", "inline", "off")
+
+
+def _dispatch(raw: str) -> str:
+    """auto, process, inline or off; on (and yes, true, 1) is auto, as before these modes."""
     value = raw.strip().lower()
     if value in {"on", "yes", "true", "1"}:
-        return True
-    if value in {"off", "no", "false", "0"}:
-        return False
-    raise ValueError(f"{raw!r}: expected on or off")
+        return "auto"
+    if value in {"no", "false", "0"}:
+        return "off"
+    if value not in DISPATCH_MODES:
+        raise ValueError(f"{raw!r}: expected {', '.join(DISPATCH_MODES)}")
+    return value
 
 
 def _networks(raw: str) -> tuple[Network, ...]:
@@ -222,7 +253,7 @@ _PARSERS: dict[str, Any] = {
     "lease_seconds": float,
     "claim_batch": int,
     "shutdown_seconds": lambda raw: _non_negative(float(raw)),
-    "dispatch": _on_off,
+    "dispatch": _dispatch,
     "gmail_api_url": _api_url,
     "graph_api_url": _api_url,
     "gmail_api_max_size": int,

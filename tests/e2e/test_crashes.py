@@ -1,9 +1,9 @@
-"""Nothing lost, nothing stuck: `mailvia serve` (or a `mailvia worker`) killed with SIGKILL
-while it delivers, several times, then restarted on the same data folder. Every accepted
-message is delivered soon after the last restart; duplicates at the receiving server are no
-more than the messages that were in a transaction at the kills, and each is flagged
-possible_duplicate. The receiving side is the project's test server, which logs each
-message it stores. Full-size runs: bench/crash.py.
+"""Nothing lost, nothing stuck: `mailvia serve` (DISPATCH=inline), its own worker process, or a
+`mailvia worker` killed with SIGKILL while it delivers, several times, then restarted on the
+same data folder. Every accepted message is delivered soon after the last restart; duplicates
+at the receiving server are no more than the messages that were in a transaction at the kills,
+and each is flagged possible_duplicate. The receiving side is the project's test server, which
+logs each message it stores. Full-size runs: bench/crash.py.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def assert_reconciled(run: CrashRun, accepted: list[str]) -> Reconciliation:
 
 
 def test_a_restart_after_sigkill_sends_the_in_flight_mail_within_seconds(tmp_path: Path) -> None:
-    """The issue's reproduction: 1,500 messages, serve killed twice while delivering. With
+    """The issue's reproduction: 1,500 messages, serve (DISPATCH=inline) killed twice while
+    delivering. With
     leases of 30 minutes (the old default) only the restarted worker's taking back its own
     claims can deliver everything within seconds."""
     require_console_script()
@@ -60,10 +61,29 @@ def test_a_restart_after_sigkill_sends_the_in_flight_mail_within_seconds(tmp_pat
     assert took < 20 and result.pending == 0
 
 
-@pytest.mark.parametrize("dispatching", ["serve", "worker"])
+def test_serve_restarts_its_killed_worker_process_at_once(tmp_path: Path) -> None:
+    """serve's own worker process (DISPATCH=process) killed twice while delivering: serve
+    starts another each time, which takes its predecessor's claims back at once (same worker
+    id slot; leases here last 30 minutes), with nobody restarting anything by hand."""
+    require_console_script()
+    with crash_run(tmp_path, child=True, MAILVIA_LEASE_SECONDS="1800") as run:
+        took = crash_and_recover(run, 1500, 2, settle_within=20)
+        result = assert_reconciled(run, run.accepted)  # type: ignore[attr-defined]
+        assert run.serve is not None and run.serve.process.poll() is None
+        assert len(set(_child_pids(run))) == 3, run.serve.lines
+    assert took < 20 and result.pending == 0
+
+
+def _child_pids(run: CrashRun) -> list[str]:
+    assert run.serve is not None
+    return [line for line in run.serve.drain() if line.startswith("delivery: worker process")]
+
+
+@pytest.mark.parametrize("dispatching", ["serve", "worker", "child"])
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, dispatching: str) -> None:
     require_console_script()
-    with crash_run(tmp_path, worker=dispatching == "worker") as run:
+    options = {"worker": dispatching == "worker", "child": dispatching == "child"}
+    with crash_run(tmp_path, **options) as run:
         took = crash_and_recover(run, 5000, 3, settle_within=60)
         result = assert_reconciled(run, run.accepted)  # type: ignore[attr-defined]
     print(f"seed {SEED}: {result}; kills {run.kills}; drained {took:.1f} s after the restart")

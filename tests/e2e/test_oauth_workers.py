@@ -24,7 +24,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 async def world(tmp_path: Path, fake_providers: FakeProviders, pg_url: str) -> AsyncIterator[World]:
-    w = oauth_world(tmp_path / "data", fake_providers, db_url=pg_url, dispatch=False)
+    w = oauth_world(tmp_path / "data", fake_providers, db_url=pg_url, dispatch="off")
     yield w
     await w.close()
 

@@ -37,10 +37,11 @@ def workers(run: TroubleRun) -> int:
         engine.dispose()
 
 
-def slow_run(tmp_path: Path, *, worker: bool, **env: str) -> TroubleRun:
+def slow_run(tmp_path: Path, dispatching: str, **env: str) -> TroubleRun:
     return TroubleRun(
         tmp_path,
-        worker=worker,
+        worker=dispatching == "worker",
+        child=dispatching == "child",
         connections=2,
         sink_args=("--fault", f"data-end=stall:{STALL}"),
         MAILVIA_LEASE_SECONDS="1800",
@@ -71,10 +72,12 @@ def intakes_stop(run: TroubleRun, session: smtplib.SMTP) -> list[str]:
     return late
 
 
-@pytest.mark.parametrize("dispatching", ["serve", "worker"])
+@pytest.mark.parametrize("dispatching", ["serve", "worker", "child"])
 def test_sigterm_with_mail_in_flight(tmp_path: Path, dispatching: str) -> None:
+    """`serve` delivering itself (DISPATCH=inline) or in its worker process (`child`: SIGTERM
+    to serve stops the intakes, then the child), or a `mailvia worker`."""
     require_console_script()
-    with slow_run(tmp_path, worker=dispatching == "worker") as run:
+    with slow_run(tmp_path, dispatching) as run:
         run.start()
         accepted = run.submit(TOTAL)
         session = run.smtp()
@@ -83,7 +86,7 @@ def test_sigterm_with_mail_in_flight(tmp_path: Path, dispatching: str) -> None:
         process = run.delivering
         stopped_at = time.monotonic()
         process.process.send_signal(signal.SIGTERM)
-        if dispatching == "serve":
+        if dispatching != "worker":
             accepted += intakes_stop(run, session)
         total = len(accepted)
         assert process.process.wait(timeout=30) == 0, process.stderr
@@ -98,8 +101,10 @@ def test_sigterm_with_mail_in_flight(tmp_path: Path, dispatching: str) -> None:
         # ... keeping its place: due when it was submitted, not pushed behind by the stop
         assert run.count("state = 'queued' AND next_attempt_at > created_at") == 0
         assert run.count("possible_duplicate") == 0
-        if dispatching == "worker":
+        if dispatching != "serve":
             assert workers(run) == 0  # signed off
+        if dispatching == "child":  # ... and exited 0: serve says when it does not
+            assert "exited" not in process.stderr, process.stderr
         assert took < STALL + 10
 
         run.start()  # the next start sends the rest at once (leases are 30 minutes here)
@@ -109,13 +114,16 @@ def test_sigterm_with_mail_in_flight(tmp_path: Path, dispatching: str) -> None:
     assert result.delivered == total and result.duplicates == 0 and result.flagged == 0
 
 
-def test_sigterm_stops_within_shutdown_seconds(tmp_path: Path) -> None:
-    """Transactions that take longer than MAILVIA_SHUTDOWN_SECONDS are cut off: serve still
-    exits 0 in time; they stay claimed, unrecorded (they may have been sent), and the next
-    start takes them back at once and sends them again, flagged possible_duplicate."""
+@pytest.mark.parametrize("dispatching", ["serve", "child"])
+def test_sigterm_stops_within_shutdown_seconds(tmp_path: Path, dispatching: str) -> None:
+    """Transactions that take longer than MAILVIA_SHUTDOWN_SECONDS are cut off: serve (and its
+    worker process) still exits 0 in time; they stay claimed, unrecorded (they may have been
+    sent), and the next start takes them back at once and sends them again, flagged
+    possible_duplicate."""
     require_console_script()
     with TroubleRun(
         tmp_path,
+        child=dispatching == "child",
         connections=2,
         sink_args=("--fault", "data-end*2=stall:20"),  # the first two transactions only
         MAILVIA_SHUTDOWN_SECONDS="1",

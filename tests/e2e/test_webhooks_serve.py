@@ -14,7 +14,7 @@ import pytest
 from standardwebhooks import Webhook as Verifier
 
 from mailvia.testserver import ThreadedTestServer
-from support.cli import Cli, require_console_script
+from support.cli import Cli, poll, require_console_script
 from support.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(90)
@@ -45,12 +45,19 @@ def sink(tmp_path: Path) -> Iterator[ThreadedTestServer]:
         yield server
 
 
+def scrape(http: httpx.Client, wanted: str) -> httpx.Response | None:
+    """The token-guarded /metrics, once it has `wanted` (None before)."""
+    scraped = http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    return scraped if scraped.status_code != 200 or wanted in scraped.text else None
+
+
 def test_serve_posts_events_to_webhooks_and_serves_metrics(
     tmp_path: Path, template: tuple[Path, str, str], sink: ThreadedTestServer
 ) -> None:
     data_dir, jane, boss = template
     shutil.copytree(data_dir, tmp_path / "data")
-    cli = Cli(tmp_path / "data", MAILVIA_METRICS_TOKEN=TOKEN)
+    # delivery in serve's worker process: its counters reach serve's /metrics through a file
+    cli = Cli(tmp_path / "data", MAILVIA_METRICS_TOKEN=TOKEN, MAILVIA_DISPATCH="process")
     cli.ok(
         "channel", "add", "jane-box", "--org", "acme", "--user", JANE, "--host", "127.0.0.1",
         "--port", str(sink.port), "--security", "none", "--auth", "none",
@@ -75,8 +82,9 @@ def test_serve_posts_events_to_webhooks_and_serves_metrics(
             assert payload["data"]["message_id"] == sent.json()["id"]
 
             assert http.get("/metrics").status_code == 401
-            scraped = http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
-            assert scraped.status_code == 200 and "mailvia_deliveries_total{" in scraped.text
+            # counted by the worker process, which writes them for serve every second
+            scraped = poll(lambda: scrape(http, "mailvia_deliveries_total{"), timeout=5)
+            assert scraped.status_code == 200, scraped.text
             own = httpx.get(metrics_url, trust_env=False)
             assert own.status_code == 200 and "mailvia_webhook_attempts_total{" in own.text
     finally:

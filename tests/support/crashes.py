@@ -6,13 +6,17 @@ SIGKILL at chosen moments and restarted on the same data folder.
 test server) with the CLI; `start()` starts the dispatching processes; `submit(n)` posts
 messages over HTTP and returns the ids answered 202; `kill()` SIGKILLs the dispatching
 process and notes how many messages were in a transaction at that moment (marked started,
-not yet recorded). Every process is stopped by its PID. Used by tests/e2e/test_crashes.py and
-bench/crash.py.
+not yet recorded). The dispatching process is `serve` itself (DISPATCH=inline), a `mailvia
+worker` beside it (`worker=True`, DISPATCH=off), or serve's own worker process (`child=True`,
+DISPATCH=process: serve starts another when it dies). Every process is stopped by its PID.
+Used by tests/e2e/test_crashes.py and bench/crash.py.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -28,6 +32,7 @@ from support.reconcile import PENDING
 JANE = "jane@acme.test"
 HTTP_LINE = r"^listening http (http://127\.0\.0\.1:\d+)$"
 SMTP_LINE = r"^listening smtp://127\.0\.0\.1:(\d+)$"
+CHILD_LINE = r"^delivery: worker process (\d+)$"
 
 
 class CrashRun:
@@ -38,6 +43,8 @@ class CrashRun:
         folder: Path,
         *,
         worker: bool = False,
+        child: bool = False,
+        default_dispatch: bool = False,
         connections: int = 10,
         db_url: str | None = None,
         sink_args: tuple[str, ...] = (),
@@ -45,6 +52,9 @@ class CrashRun:
     ) -> None:
         self.folder = folder
         self.worker = worker  # deliver with `mailvia worker` (serve --dispatch off)
+        # serve's worker process delivers (--dispatch process, or DISPATCH's default)
+        self.child = child or default_dispatch
+        self.default_dispatch = default_dispatch
         extra = {"MAILVIA_DB_URL": db_url} if db_url else {}
         self.cli = Cli(folder / "data", **extra, **env)
         self.db_url = db_url or f"sqlite:///{(folder / 'data' / 'mailvia.db').resolve()}"
@@ -75,21 +85,41 @@ class CrashRun:
     def start(self) -> None:
         """Start serve (and the worker) unless running."""
         if self.serve is None or self.serve.process.poll() is not None:
-            flags = ("--dispatch", "off") if self.worker else ()
             self.serve = self.cli.start(
-                "serve", "--http-listen", "127.0.0.1:0", "--submission-listen", "off", *flags,
-                log_dir=self.folder,
+                "serve", "--http-listen", "127.0.0.1:0", "--submission-listen", "off",
+                *self.dispatch_flags(), log_dir=self.folder,
             )  # fmt: skip
             self.url = self.serve.wait_for_line(HTTP_LINE)[1]
+        self.start_worker()
+
+    def dispatch_flags(self) -> tuple[str, ...]:
+        if self.default_dispatch:
+            return ()
+        mode = "off" if self.worker else "process" if self.child else "inline"
+        return ("--dispatch", mode)
+
+    def start_worker(self) -> None:
+        """Start the `mailvia worker` unless running (worker=True), or wait for serve's."""
+        if self.child:
+            assert self.serve is not None
+            self.serve.wait_for_line(r"^worker \S+ delivering$")
         if self.worker and (self.dispatcher is None or self.dispatcher.process.poll() is not None):
             self.dispatcher = self.cli.start("worker", log_dir=self.folder)
             self.dispatcher.wait_for_line(r"delivering")
 
     @property
     def delivering(self) -> LongRunning:
+        """The process whose output tells about delivery (serve for its worker process)."""
         process = self.dispatcher if self.worker else self.serve
         assert process is not None, "start() first"
         return process
+
+    def child_pid(self) -> int:
+        """The PID of serve's worker process (the last one serve started)."""
+        lines = self.delivering.drain()
+        pids = [int(m[1]) for m in (re.search(CHILD_LINE, line) for line in lines) if m]
+        assert pids, "\n".join(lines)
+        return pids[-1]
 
     def submit(self, count: int, *, batch: int = 1000, tag: str = "m") -> list[str]:
         """Post `count` messages (jane to buyer@example.com); the ids answered 202."""
@@ -119,9 +149,12 @@ class CrashRun:
     def kill(self) -> int:
         """SIGKILL the dispatching process; returns (and notes) how many messages were in a
         transaction (marked started, not yet recorded) when it died."""
-        process = self.delivering.process
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+        if self.child:
+            kill_child(self.child_pid())
+        else:
+            process = self.delivering.process
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
         in_transaction = self.count("state = 'sending' AND started_at IS NOT NULL")
         self.kills.append(in_transaction)
         return in_transaction
@@ -165,6 +198,25 @@ class CrashRun:
         for process in (self.dispatcher, self.serve, self.sink):
             if process is not None:
                 process.stop()
+
+
+def kill_child(pid: int, timeout: float = 30.0) -> None:
+    """SIGKILL a process that is not ours (serve's child) and wait until it is gone (serve
+    has reaped it)."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while not gone_or_zombie(pid):
+        assert time.monotonic() < deadline, f"process {pid} still there"
+        time.sleep(0.01)
+
+
+def gone_or_zombie(pid: int) -> bool:
+    """Whether process `pid` has exited (gone, or a zombie not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 @contextmanager

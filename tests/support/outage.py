@@ -41,16 +41,13 @@ class TroubleRun(CrashRun):
 
     def start(self) -> None:
         if self.serve is None or self.serve.process.poll() is not None:
-            flags = ("--dispatch", "off") if self.worker else ()
             self.serve = self.cli.start(
-                "serve", "--http-listen", "127.0.0.1:0",
-                "--submission-listen", "127.0.0.1:0", *flags, log_dir=self.folder,
+                "serve", "--http-listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0",
+                *self.dispatch_flags(), log_dir=self.folder,
             )  # fmt: skip
             self.submission_port = int(self.serve.wait_for_line(SUBMISSION_LINE)[1])
             self.url = self.serve.wait_for_line(HTTP_LINE)[1]
-        if self.worker and (self.dispatcher is None or self.dispatcher.process.poll() is not None):
-            self.dispatcher = self.cli.start("worker", log_dir=self.folder)
-            self.dispatcher.wait_for_line(r"delivering")
+        self.start_worker()
 
     def api(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"}

@@ -4,7 +4,11 @@ backlog use case at each scrape. They are served by ingress/metrics_http.py; ref
 submissions are counted by ingress/api/rejections.py.
 
 Each PrometheusMetrics has its own registry, never the process-wide default one, so several
-apps in one process (tests) never share or clash.
+apps in one process (tests) never share or clash. The delivery metrics (the first two, and
+the concurrency gauge) are counted where the dispatcher runs: with `serve`'s delivery in a
+worker process (DISPATCH=process) that process writes them to a file every second
+(`delivery_text`) and serve's registry reads them from it at each scrape (`deliveries_from`);
+the child's restart resets them, as a restart of serve does.
 
     mailvia_deliveries_total{channel,outcome}        recipients' outcomes of SMTP attempts
     mailvia_attempt_seconds{channel}                 SMTP transaction latency (histogram)
@@ -26,10 +30,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from mailvia.domain.channel import ChannelState
@@ -99,25 +105,56 @@ class BacklogCollector(Collector):
         return [states, used, limit]
 
 
+class DeliveryCollector(Collector):
+    """The delivery metrics: this process's own, or the ones a worker process wrote to a file
+    (none until it has written it)."""
+
+    def __init__(self, own: CollectorRegistry) -> None:
+        self.own = own
+        self.file: Path | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        if self.file is None:
+            return self.own.collect()
+        try:
+            text = self.file.read_text()
+        except OSError:
+            return []
+        return text_string_to_metric_families(text)
+
+
 class PrometheusMetrics:
     """The Metrics port on prometheus-client, with its own registry."""
 
     def __init__(self, backlog: Backlog, *, clock: Callable[[], Instant] = time.time) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
+        self._delivery = CollectorRegistry(auto_describe=False)
         self._deliveries = Counter(
             "mailvia_deliveries",
             "Recipients' outcomes of SMTP attempts, by channel.",
             ["channel", "outcome"],
-            registry=r,
+            registry=self._delivery,
         )
         self._latency = Histogram(
             "mailvia_attempt_seconds",
             "How long each SMTP transaction took, by channel.",
             ["channel"],
             buckets=SMTP_BUCKETS,
-            registry=r,
+            registry=self._delivery,
         )
+        self._concurrency = Gauge(
+            "mailvia_channel_concurrency",
+            "Connections a channel may have in a transaction at once in this process: its"
+            " max_connections, lowered after a 421 (service closing) and grown back.",
+            ["channel"],
+            registry=self._delivery,
+        )
+        self._delivery_source = DeliveryCollector(self._delivery)
+        r.register(self._delivery_source)
         self._rejections = Counter(
             "mailvia_intake_rejections",
             "Messages an intake refused, by intake (api, smtp) and reason.",
@@ -131,13 +168,6 @@ class PrometheusMetrics:
             "mailvia_webhook_attempt_seconds",
             "How long each POST to a webhook took.",
             buckets=HTTP_BUCKETS,
-            registry=r,
-        )
-        self._concurrency = Gauge(
-            "mailvia_channel_concurrency",
-            "Connections a channel may have in a transaction at once in this process: its"
-            " max_connections, lowered after a 421 (service closing) and grown back.",
-            ["channel"],
             registry=r,
         )
         r.register(BacklogCollector(backlog, clock))
@@ -167,6 +197,15 @@ class PrometheusMetrics:
 
     def concurrency(self, channel_id: str, allowed: int) -> None:
         self._concurrency.labels(channel_id).set(allowed)
+
+    def delivery_text(self) -> bytes:
+        """This process's delivery metrics, in the text format (what a worker process writes
+        for serve)."""
+        return generate_latest(self._delivery)
+
+    def deliveries_from(self, file: Path) -> None:
+        """Serve the delivery metrics a worker process writes to `file`, not this process's."""
+        self._delivery_source.file = file
 
     def exposition(self) -> bytes:
         """The text format of every metric (reads the backlog)."""

@@ -98,7 +98,7 @@ class Submitter:
     ) -> None:
         self._store = store
         self._pool = pool
-        self._on_submit = on_submit
+        self.on_submit = on_submit  # after a commit: wake delivery (here, or serve's worker)
         self._api_limits = api_limits
 
     def explain(self, sender: User, from_address: str) -> Route:
@@ -226,7 +226,7 @@ class Submitter:
             receipt = self._receipt(message, channel, message_id, is_new, state, now)
             receipts.append(forecasts.complete(receipt, message))
         if any(is_new for _, is_new in created):
-            self._on_submit()
+            self.on_submit()
         return receipts
 
     def _route(

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import uvicorn
 
+from mailvia.ingress.cli import supervise
 from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
@@ -25,6 +26,7 @@ from mailvia.ingress.cli.root import (
     pass_context,
     settings_options,
 )
+from mailvia.ingress.metrics import PrometheusMetrics
 from mailvia.ingress.smtp.connections import ConnectionLimit
 from mailvia.ingress.smtp.server import SubmissionServer
 from mailvia.ingress.smtp.tls import fingerprint, submission_tls
@@ -208,12 +210,14 @@ async def _serve(
     metrics: socket.socket | None = None,
     *,
     dispatch_here: bool = True,
+    child: supervise.DeliveryProcess | None = None,
     proxies: tuple[Network, ...] = (),
     shutdown_seconds: float = 30.0,
 ) -> None:
     """Serve until SIGTERM or SIGINT; then stop taking mail first (HTTP stops listening and
     finishes its requests, submission answers 421 4.3.2), let the work in flight finish for
-    up to `shutdown_seconds`, and return."""
+    up to `shutdown_seconds` (the delivery `child` too: ingress/cli/supervise.py), and
+    return."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
     await _start_submission(services, submission, smtp)
@@ -235,8 +239,12 @@ async def _serve(
     )
     beside = _beside(services, stop, metrics)
     announce("http", f"http://{Listen(host, port)}")
+    stop_child = asyncio.Event()
+    if child is not None:  # after the intakes: mail can come in while it starts
+        beside.append(asyncio.create_task(child.supervise(stop_child)))
     await stop.wait()
     server.should_exit = True
+    stop_child.set()  # runs once submission.stop below has closed the listeners
     if submission is not None:
         await submission.stop(grace=shutdown_seconds)
     tasks = [http, *([dispatch] if dispatch else []), *beside]
@@ -256,8 +264,8 @@ async def _bounded(tasks: Sequence[asyncio.Task[None]], seconds: float) -> None:
 @settings_options(*SERVE_SETTINGS)
 @pass_context
 def serve(ctx: Context, settings: Settings) -> None:
-    """Run the service: the HTTP API, SMTP submission and the dispatcher (SQLite in DATA_DIR
-    by default)."""
+    """Run the service: the HTTP API, SMTP submission and delivery (in a worker process of
+    its own with 2 or more CPUs; see DISPATCH). SQLite in DATA_DIR by default."""
     sock = _bind(settings.http_listen)
     smtp = [
         (implicit_tls, _bind(listen))
@@ -268,7 +276,8 @@ def serve(ctx: Context, settings: Settings) -> None:
         if listen is not None
     ]
     metrics = _bind(settings.metrics_listen) if settings.metrics_listen else None
-    if settings.dispatch:
+    mode = supervise.dispatch_mode(settings.dispatch)
+    if mode == "inline":
         settings = with_worker_id(settings)
     services = ctx.services(settings, create_key=True)
     tell(services.startup_notes)
@@ -280,8 +289,11 @@ def serve(ctx: Context, settings: Settings) -> None:
         click.echo(f"both written to {path} (mode 0600)")
     submission = _submission_server(services, settings) if smtp else None
     click.echo(f"data in {settings.data_dir.resolve()}")
-    if not settings.dispatch:
+    child = _delivery_child(services, settings) if mode == "process" else None
+    if mode == "off":
         click.echo("dispatch off: run `mailvia worker` to deliver")
+    elif mode == "inline":
+        click.echo("delivery: in this process")
     # The submission port's commits run in a thread beside a busy event loop; each SQLite
     # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
     # a commit's many small waits short (measured: about 10% more mail through submission).
@@ -293,35 +305,61 @@ def serve(ctx: Context, settings: Settings) -> None:
             submission,
             smtp,
             metrics,
-            dispatch_here=settings.dispatch,
+            dispatch_here=mode == "inline",
+            child=child,
             proxies=settings.trusted_proxies,
             shutdown_seconds=settings.shutdown_seconds,
         )
     )
 
 
-async def _work(services: Services) -> None:
-    stop = asyncio.Event()
+def _delivery_child(services: Services, settings: Settings) -> supervise.DeliveryProcess:
+    """Delivery in a worker process: serve's submissions wake it, its delivery metrics are
+    served here (ingress/cli/supervise.py)."""
+    child = supervise.DeliveryProcess(settings)
+    services.submitter.on_submit = child.wake
+    file = supervise.delivery_metrics_file(settings.data_dir)
+    file.unlink(missing_ok=True)  # a previous run's
+    if isinstance(services.metrics, PrometheusMetrics):
+        services.metrics.deliveries_from(file)
+    return child
+
+
+async def _work(services: Services, settings: Settings, *, supervised: bool) -> None:
+    stop, done = asyncio.Event(), asyncio.Event()
     _stop_on_signals(stop)
+    beside = []
+    if supervised:  # by serve: see ingress/cli/supervise.py
+        supervise.watch_serve(stop, services.dispatcher.wake)
+        served = settings.metrics_listen or settings.metrics_token  # serve's /metrics
+        if served and isinstance(services.metrics, PrometheusMetrics):
+            file = supervise.delivery_metrics_file(settings.data_dir)
+            text = services.metrics.delivery_text
+            beside.append(asyncio.create_task(supervise.write_delivery_metrics(text, file, done)))
     # Said once SIGTERM is handled: whoever waits for this line may stop the worker at once.
     click.echo(f"worker {services.dispatcher.options.worker} delivering")
     sys.stdout.flush()
     await services.dispatcher.run_forever(time.time, stop)
+    done.set()
+    await asyncio.gather(*beside)
     await services.aclose()
 
 
 @cli.command("worker")
 @settings_options(*STORE_SETTINGS, "worker_id", "shutdown_seconds", *OAUTH_SETTINGS[1:])
+@click.option("--supervised", is_flag=True, hidden=True)  # started by serve
 @pass_context
-def worker(ctx: Context, settings: Settings) -> None:
+def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
-    services = ctx.services(with_worker_id(settings), create_key=False)
-    tell(services.startup_notes)
+    settings = with_worker_id(settings)
+    services = ctx.services(settings, create_key=False)
+    if not supervised:  # serve has said them
+        tell(services.startup_notes)
     # A channel run's claims, records and started marks commit in threads beside the busy
     # event loop (as serve's submission port does): the same short switch interval.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_work(services))
+        asyncio.run(_work(services, settings, supervised=supervised))
 
 
 @cli.command("migrate")

@@ -1,0 +1,5 @@
+"""`python -m mailvia`: the same as the `mailvia` command."""
+
+from mailvia.app import main
+
+main()
