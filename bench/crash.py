@@ -63,7 +63,8 @@ def one_run(args: argparse.Namespace, folder: Path, db_url: str | None, rec: Rec
         started = time.monotonic()
         accepted = run.submit(args.n)
         print(f"  {len(accepted):,} accepted in {time.monotonic() - started:.1f} s", flush=True)
-        for point in kill_points(args.seed, args.kills, args.n):
+        # Delivery runs while the mail is posted: the kills fall in what is left after that.
+        for point in kill_points(args.seed, args.kills, args.n, after=run.received()):
             run.wait_received(point, timeout=args.timeout)
             in_transaction = run.kill()
             print(f"  killed at {run.received():,} received: {in_transaction} in a transaction")

@@ -15,7 +15,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from mailvia.ingress.cli.supervise import cpus
 from support.cli import poll, require_console_script
@@ -28,15 +27,6 @@ pytestmark = pytest.mark.timeout(120)
 def children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as listed:
         return [int(child) for child in listed.read().split()]
-
-
-def workers(run: TroubleRun) -> int:
-    engine = sa.create_engine(run.db_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM workers")).scalar_one())
-    finally:
-        engine.dispose()
 
 
 def submit_by_smtp(run: TroubleRun, subject: str) -> None:
@@ -75,7 +65,7 @@ def test_serve_delivers_in_a_worker_process_of_its_own_by_default(tmp_path: Path
 
         assert run.serve.stop() == 0, run.serve.stderr
         assert gone_or_zombie(child)
-        assert workers(run) == 0  # the child signed off: stopped gracefully, not killed
+        assert run.workers() == 0  # the child signed off: stopped gracefully, not killed
         assert "exited" not in run.serve.stderr, run.serve.stderr
 
 
@@ -87,13 +77,13 @@ def test_a_killed_serve_leaves_no_worker_process_behind(tmp_path: Path) -> None:
         run.start()
         assert run.serve is not None
         child = int(run.serve.wait_for_line(CHILD_LINE)[1])
-        poll(lambda: workers(run) == 1, timeout=10)
+        poll(lambda: run.workers() == 1, timeout=10)
         run.serve.process.send_signal(signal.SIGKILL)
         run.serve.process.wait(timeout=10)
         killed = time.monotonic()
         poll(lambda: gone_or_zombie(child), timeout=5, interval=0.02)
         assert time.monotonic() - killed < 5
-        assert workers(run) == 0
+        assert run.workers() == 0
         assert "serve is gone" in run.serve.stderr
 
 

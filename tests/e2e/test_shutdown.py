@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from support.cli import poll, require_console_script
 from support.outage import TroubleRun
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.timeout(150)
 STALL = 3  # seconds the test server waits after the final dot of every message
 TOTAL = 12
 IN_TRANSACTION = "state = 'sending' AND started_at IS NOT NULL"
-
-
-def workers(run: TroubleRun) -> int:
-    engine = sa.create_engine(run.db_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM workers")).scalar_one())
-    finally:
-        engine.dispose()
 
 
 def slow_run(tmp_path: Path, dispatching: str, **env: str) -> TroubleRun:
@@ -102,7 +92,7 @@ def test_sigterm_with_mail_in_flight(tmp_path: Path, dispatching: str) -> None:
         assert run.count("state = 'queued' AND next_attempt_at > created_at") == 0
         assert run.count("possible_duplicate") == 0
         if dispatching != "serve":
-            assert workers(run) == 0  # signed off
+            assert run.workers() == 0  # signed off
         if dispatching == "child":  # ... and exited 0: serve says when it does not
             assert "exited" not in process.stderr, process.stderr
         assert took < STALL + 10

@@ -60,6 +60,7 @@ class CrashRun:
         self.db_url = db_url or f"sqlite:///{(folder / 'data' / 'mailvia.db').resolve()}"
         self.maildir = folder / "caught"
         self.kills: list[int] = []  # messages in a transaction at each kill
+        self.killed_children: set[int] = set()  # serve's worker processes this run killed
         self.serve: LongRunning | None = None
         self.dispatcher: LongRunning | None = None
         self.sink = self.cli.start(
@@ -114,12 +115,17 @@ class CrashRun:
         assert process is not None, "start() first"
         return process
 
-    def child_pid(self) -> int:
-        """The PID of serve's worker process (the last one serve started)."""
-        lines = self.delivering.drain()
-        pids = [int(m[1]) for m in (re.search(CHILD_LINE, line) for line in lines) if m]
-        assert pids, "\n".join(lines)
-        return pids[-1]
+    def child_pid(self, timeout: float = 30.0) -> int:
+        """The PID of serve's worker process: the last one serve started, once it is not one
+        this run killed (serve starts the next after its backoff)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.delivering.drain()
+            pids = [int(m[1]) for m in (re.search(CHILD_LINE, line) for line in lines) if m]
+            if pids and pids[-1] not in self.killed_children:
+                return pids[-1]
+            assert time.monotonic() < deadline, "no new worker process\n" + "\n".join(lines)
+            time.sleep(0.05)
 
     def submit(self, count: int, *, batch: int = 1000, tag: str = "m") -> list[str]:
         """Post `count` messages (jane to buyer@example.com); the ids answered 202."""
@@ -150,7 +156,9 @@ class CrashRun:
         """SIGKILL the dispatching process; returns (and notes) how many messages were in a
         transaction (marked started, not yet recorded) when it died."""
         if self.child:
-            kill_child(self.child_pid())
+            pid = self.child_pid()
+            kill_child(pid)
+            self.killed_children.add(pid)
         else:
             process = self.delivering.process
             process.send_signal(signal.SIGKILL)
@@ -228,8 +236,9 @@ def crash_run(folder: Path, **options: object) -> Iterator[CrashRun]:
         run.stop()
 
 
-def kill_points(rng_seed: int, count: int, total: int) -> list[int]:
-    """`count` received-message counts, spread at random over the first 90% of `total`,
-    at which to kill (ascending, distinct)."""
+def kill_points(rng_seed: int, count: int, total: int, *, after: int = 0) -> list[int]:
+    """`count` received-message counts, spread at random over the first 90% of `total` past
+    `after` (what was received already), at which to kill (ascending, distinct)."""
     rng = random.Random(rng_seed)
-    return sorted(rng.sample(range(max(total // 20, 1), int(total * 0.9)), count))
+    low = max(total // 20, after + 1)
+    return sorted(rng.sample(range(low, max(int(total * 0.9), low + count)), count))

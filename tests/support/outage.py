@@ -14,6 +14,7 @@ import ssl
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from support.crashes import HTTP_LINE, JANE, CrashRun
 
@@ -83,6 +84,15 @@ class TroubleRun(CrashRun):
         assert self.serve is not None
         value = resource.RLIM_INFINITY if limit is None else limit
         resource.prlimit(self.serve.pid, resource.RLIMIT_FSIZE, (value, resource.RLIM_INFINITY))
+
+    def workers(self) -> int:
+        """How many workers have a row: a worker that stopped cleanly signed off (no row)."""
+        engine = sa.create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text("SELECT count(*) FROM workers")).scalar_one())
+        finally:
+            engine.dispose()
 
     def log_lines(self, pattern: str) -> list[str]:
         assert self.serve is not None
