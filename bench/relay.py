@@ -571,8 +571,10 @@ def one_round(
 
 
 def table(args: argparse.Namespace, r: Results) -> str:
+    # Issue 15: ahead of Postfix by a fifth on SQLite, level with it on PostgreSQL.
+    target = 1.2 if args.db == "sqlite" else 1.0
     goal = statistics.median(r.smtp_ratio_deliver) if r.smtp_ratio_deliver else None
-    verdict = "-" if goal is None else ("met" if goal >= 1.0 else "missed")
+    verdict = "-" if goal is None else ("met" if goal >= target else "missed")
     procs = "serve delivering" if args.workers == 0 else f"serve + {args.workers} worker(s)"
     return "\n".join(
         [
@@ -588,7 +590,7 @@ def table(args: argparse.Namespace, r: Results) -> str:
             f"| mailvia, HTTP batches of {args.http_batch} | {fmt_range(r.http.accepted)} | "
             f"{fmt_range(r.http.delivered)} |",
             f"| ratio mailvia SMTP / Postfix | {fmt_range(r.smtp_ratio_accept, 2)} | "
-            f"{fmt_range(r.smtp_ratio_deliver, 2)} (goal ≥ 1.0: {verdict}) |",
+            f"{fmt_range(r.smtp_ratio_deliver, 2)} (goal ≥ {target}: {verdict}) |",
         ]
     )
 
