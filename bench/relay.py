@@ -60,6 +60,7 @@ from benchlib import (
     Postgres,
     Recorder,
     Sink,
+    children,
     cpu_snap,
     exit_on_signal,
     finish_py_spy,
@@ -180,7 +181,8 @@ class Mailvia:
     http_port: int = 0
 
     def cpu(self) -> float:
-        return sum(proc_cpu(p.pid) for p in self.procs)
+        """Every mailvia process's CPU seconds, serve's own worker process included."""
+        return sum(proc_cpu(p.pid) + sum(map(proc_cpu, children(p.pid))) for p in self.procs)
 
     def serve_cpu(self) -> float:
         return proc_cpu(self.procs[0].pid)
