@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import click
@@ -27,6 +28,7 @@ from mailvia.domain.probe import ProbeReport
 from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
+    F,
     cli,
     emit,
     pass_context,
@@ -50,10 +52,33 @@ def channel() -> None:
     """Delivery channels: one way out for mail."""
 
 
-# The channel's sizes as the domain bounds them; `add` and `edit` take the same.
-PORT = click.IntRange(*PORT_RANGE)
-MAX_CONNECTIONS = click.IntRange(*MAX_CONNECTIONS_RANGE)
-MAX_RECIPIENTS = click.IntRange(*MAX_RECIPIENTS_RANGE)
+def _together(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options as one decorator, in the order given."""
+
+    def apply(command: F) -> F:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+# The options `add` and `edit` share, written once (the sizes as the domain bounds them).
+CONNECTION_OPTIONS = _together(
+    click.option("--host"),
+    click.option("--port", type=click.IntRange(*PORT_RANGE)),
+    click.option("--security", type=click.Choice([s.value for s in Security])),
+    click.option("--auth", "auth", type=click.Choice([a.value for a in Auth])),
+)
+PASSWORD_OPTIONS = _together(
+    click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
+    click.option("--password-env", metavar="VAR", help="Read the password from this variable."),
+)
+LIMIT_OPTIONS = _together(
+    click.option("--budget", "budgets", multiple=True, metavar="N/SECONDS[:UNIT]"),
+    click.option("--max-connections", type=click.IntRange(*MAX_CONNECTIONS_RANGE)),
+    click.option("--max-recipients", "max_recipients", type=click.IntRange(*MAX_RECIPIENTS_RANGE)),
+)
 
 
 def read_password(stdin: bool, env: str | None) -> str | None:
@@ -74,22 +99,16 @@ def read_password(stdin: bool, env: str | None) -> str | None:
 @channel.command("add")
 @click.argument("name")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Provider preset.")
-@click.option("--host")
-@click.option("--port", type=PORT)
-@click.option("--security", type=click.Choice([s.value for s in Security]))
-@click.option("--auth", "auth", type=click.Choice([a.value for a in Auth]))
+@CONNECTION_OPTIONS
 @click.option("--username")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@click.option("--password-env", metavar="VAR", help="Read the password from this variable.")
+@PASSWORD_OPTIONS
 @click.option("--ca-file", type=click.File("r"), help="A PEM CA added to the trust store.")
 @click.option("--scope", type=click.Choice([s.value for s in Scope]))
 @click.option("--address", help="The From address (address scope).")
 @click.option("--domain", "domains", multiple=True, help="A domain (domain scope); repeat.")
 @click.option("--user", "user_email", help="Owner (address scope).")
 @click.option("--team", "team_name", help="Owning team (domain scope).")
-@click.option("--budget", "budgets", multiple=True, metavar="N/SECONDS[:UNIT]")
-@click.option("--max-connections", type=MAX_CONNECTIONS)
-@click.option("--max-recipients", "max_recipients", type=MAX_RECIPIENTS)
+@LIMIT_OPTIONS
 @click.option("--json", "as_json", is_flag=True)
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)

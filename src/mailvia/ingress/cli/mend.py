@@ -13,10 +13,10 @@ import click
 from mailvia.domain.channel import Auth, Budget, Security
 from mailvia.domain.errors import InvalidInput
 from mailvia.ingress.cli.channel import (
-    MAX_CONNECTIONS,
-    MAX_RECIPIENTS,
+    CONNECTION_OPTIONS,
+    LIMIT_OPTIONS,
     ORG_OPTION,
-    PORT,
+    PASSWORD_OPTIONS,
     channel,
     print_report,
     read_password,
@@ -106,16 +106,10 @@ def cancel_mail_command(
 @channel.command("edit")
 @click.argument("name")
 @click.option("--name", "new_name", help="A new name.")
-@click.option("--host")
-@click.option("--port", type=PORT)
-@click.option("--security", type=click.Choice([s.value for s in Security]))
-@click.option("--auth", "auth", type=click.Choice([a.value for a in Auth]))
+@CONNECTION_OPTIONS
 @click.option("--username", help="The sign-in name ('' clears it, with --auth none).")
-@click.option("--password-stdin", is_flag=True, help="Read a new password from standard input.")
-@click.option("--password-env", metavar="VAR", help="Read a new password from this variable.")
-@click.option("--budget", "budgets", multiple=True, metavar="N/SECONDS[:UNIT]")
-@click.option("--max-connections", type=MAX_CONNECTIONS)
-@click.option("--max-recipients", "max_recipients", type=MAX_RECIPIENTS)
+@PASSWORD_OPTIONS
+@LIMIT_OPTIONS
 @click.option("--no-test", is_flag=True, help="Save connection changes without testing them.")
 @click.option("--json", "as_json", is_flag=True)
 @ORG_OPTION
