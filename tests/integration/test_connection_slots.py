@@ -5,6 +5,7 @@ claim keeps its place in the queue (outbox `unclaim`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +78,35 @@ def test_a_given_back_claim_keeps_its_place_in_the_queue(store: SqlStore) -> Non
     store.unclaim([second], state=State.QUEUED, now=T0 + 20)
     order = [c.message_id for c in grab(store, now=T0 + 30, limit=3)]
     assert order == ["m1", "m2", "m3"]  # not behind m3, submitted after they were claimed
+
+
+async def test_a_run_that_starts_while_kept_slots_are_given_back_keeps_its_own(
+    store: SqlStore,  # noqa: F811
+) -> None:
+    """The kept slots leave hand before their idle connections are closed: a run of the
+    channel that starts during that wait takes slots of its own from the store, and the
+    give-back that follows does not give those away."""
+    from test_store_contract import channel
+
+    from mailvia.outbox.slots import SharedConnections
+
+    beat(store, "w1")
+    closing, go_on = asyncio.Event(), asyncio.Event()
+
+    async def close_idle(_channel_id: str) -> None:
+        closing.set()
+        await go_on.wait()
+
+    shared = SharedConnections(
+        store, worker="w1", lease_seconds=LEASE, close_idle=close_idle, hold=0.0
+    )
+    box = channel("ch_a", "relay", max_connections=2)
+    assert shared.take(box, T0) == 2
+    shared.done(box.id, keep=True)
+    await closing.wait()  # the kept slots are on their way back
+    shared.take(box, T0)  # a new run meanwhile (none yet: they are still ours in the store)
+    mine = list(shared.held.get(box.id, []))
+    go_on.set()
+    await asyncio.sleep(0.05)
+    assert shared.held.get(box.id, []) == mine  # what the run holds stays in hand ...
+    assert set(take(store, "w2", 2)) <= {0, 1} - set(mine)  # ... and nobody else's

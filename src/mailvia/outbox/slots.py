@@ -130,7 +130,9 @@ class SharedConnections:
         """The run of the channel ended: keep its slots for `hold` seconds (`keep`: in the
         event loop of run_forever), or until the next run (run_once, which tests drive with
         a fixed time: one dispatcher, and no store call per pass)."""
-        if keep and channel_id in self.held:
+        if not self.held.get(channel_id):
+            self.held.pop(channel_id, None)  # a run that got none: nothing to keep
+        elif keep:
             self._release[channel_id] = asyncio.ensure_future(self._later(channel_id))
 
     async def _later(self, channel_id: str) -> None:
@@ -139,12 +141,14 @@ class SharedConnections:
         await self._close_and_give(channel_id)
 
     async def _close_and_give(self, channel_id: str) -> None:
-        # The idle connections close first: no connection stays open without its slot.
-        await self.close_idle(channel_id)
-        self._give(channel_id)
-
-    def _give(self, channel_id: str) -> None:
+        # Out of hand before the wait: a run that starts meanwhile must not take these (they
+        # are about to be given back) but ask the store for its own. The idle connections
+        # close first: no connection stays open without its slot.
         slots = self.held.pop(channel_id, [])
+        await self.close_idle(channel_id)
+        self._give(channel_id, slots)
+
+    def _give(self, channel_id: str, slots: list[int]) -> None:
         try:
             self.store.give_slots(channel_id, self.worker, slots)
         except StoreUnavailable as exc:
