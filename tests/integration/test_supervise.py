@@ -45,7 +45,10 @@ def test_a_worker_process_stopped_on_time_says_nothing(
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", shutdown_seconds=1)
     asyncio.run(build(settings, create_key=True).aclose())  # as serve does before
-    asyncio.run(supervise_for(DeliveryProcess(settings), 4.0))
+    delivery = DeliveryProcess(settings)
+    asyncio.run(supervise_for(delivery, 4.0))
     out, err = capsys.readouterr()
     assert out.count("delivery: worker process") == 1, (out, err)
     assert "exited" not in err, err
+    # It stopped itself on SIGTERM (its handler ran), not killed by the signal's default.
+    assert delivery.process is not None and delivery.process.returncode == 0, err

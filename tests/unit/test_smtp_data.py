@@ -198,13 +198,26 @@ def streams(rng: random.Random) -> list[bytes]:
 
 
 async def test_chunked_data_answers_as_aiosmtpds_loop_does(
-    both: list[tuple[asyncio.Server, Keep]],
+    both: list[tuple[asyncio.Server, Keep]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert CHUNKED, "asyncio.StreamReader changed: ChunkedData falls back to aiosmtpd's loop"
+    from mailvia.ingress.smtp.data import DataScan
+
+    fed = [0]  # the chunked reader ran for our server, and only for ours
+    feed = DataScan.feed
+
+    def counted(scan: DataScan, chunk: bytes | bytearray) -> int:
+        fed[0] += 1
+        return feed(scan, chunk)
+
+    monkeypatch.setattr(DataScan, "feed", counted)
     rng = random.Random(1509)
     (theirs, their_keep), (ours, our_keep) = both
     for data in streams(rng):
         pieces = rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 4)))
+        before = fed[0]
         expected = await exchange(theirs, data, pieces)
+        assert fed[0] == before
         assert await exchange(ours, data, pieces) == expected, data
+        assert fed[0] > before
         assert our_keep.contents == their_keep.contents
