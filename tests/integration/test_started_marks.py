@@ -29,6 +29,7 @@ class CountingTransport:
 
     def __init__(self) -> None:
         self.marked: set[int] = set()
+        self.committed: set[int] = set()  # marks whose commit has finished
         self.started = 0
         self.waiting_marked: list[int] = []  # per start: marked messages not started yet
 
@@ -36,6 +37,8 @@ class CountingTransport:
         self, channel: Channel, credentials: Credentials | None, envelope: Envelope, content: bytes
     ) -> TransactionResult:
         self.started += 1
+        # Sent in queue order, as marked: no transaction begins before its mark's commit.
+        assert len(self.committed) >= self.started, (len(self.committed), self.started)
         self.waiting_marked.append(len(self.marked) - self.started)
         return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
 
@@ -46,7 +49,7 @@ class CountingTransport:
         return None
 
 
-async def test_marks_go_ahead_in_groups_and_within_twice_the_connections() -> None:
+async def test_marks_are_committed_ahead_in_groups_and_within_three_times_the_connections() -> None:
     clock = SteppingClock(1_800_000_000.0)
     transport = CountingTransport()
     world = MemoryWorld(transport, clock)
@@ -58,7 +61,13 @@ async def test_marks_go_ahead_in_groups_and_within_twice_the_connections() -> No
     def spied(seqs: tuple[int, ...], now: Instant) -> Coroutine[Any, Any, list[bool]]:
         groups.append(seqs)  # noted when asked for, not when its task first runs
         transport.marked.update(seqs)
-        return started(seqs, now)
+
+        async def commit() -> list[bool]:
+            done = await started(seqs, now)
+            transport.committed.update(seqs)
+            return done
+
+        return commit()
 
     liveness.started = spied  # type: ignore[method-assign]
     world.channel(max_connections=CONNECTIONS)
@@ -70,6 +79,7 @@ async def test_marks_go_ahead_in_groups_and_within_twice_the_connections() -> No
     assert all(store.get_message(r.id).state is State.DELIVERED for r in receipts)
     assert transport.started == MESSAGES
     assert len(transport.marked) == MESSAGES  # every transaction started marked
+    assert min(transport.waiting_marked) >= 0
     assert max(transport.waiting_marked) <= 3 * CONNECTIONS - 1  # ahead, and taken not started
     # One commit serves about max_connections transactions (not one commit each).
     assert len(groups) <= MESSAGES // CONNECTIONS + 2
