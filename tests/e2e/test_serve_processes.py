@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import statistics
 import time
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from mailvia.ingress.cli.supervise import cpus
 from support.cli import poll, require_console_script
 from support.crashes import CHILD_LINE, JANE, gone_or_zombie
-from support.outage import TroubleRun
+from support.outage import TroubleRun, message
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,11 +29,8 @@ def children(pid: int) -> list[int]:
 
 
 def submit_by_smtp(run: TroubleRun, subject: str) -> None:
-    message = EmailMessage()
-    message["From"], message["To"], message["Subject"] = JANE, "buyer@example.com", subject
-    message.set_content(subject)
     with run.smtp() as session:
-        session.send_message(message)
+        session.sendmail(JANE, ["buyer@example.com"], message(subject))
 
 
 def delivered_within(run: TroubleRun, subject: str) -> float:
@@ -73,16 +69,14 @@ def test_a_killed_serve_leaves_no_worker_process_behind(tmp_path: Path) -> None:
     """SIGKILL to serve: its child sees the pipe from serve close and stops as on SIGTERM,
     well within SHUTDOWN_SECONDS (its claims given back: it signs off)."""
     require_console_script()
-    with TroubleRun(tmp_path, child=True, MAILVIA_SHUTDOWN_SECONDS="5") as run:
+    with TroubleRun(tmp_path, child=True, MAILVIA_SHUTDOWN_SECONDS="30") as run:
         run.start()
         assert run.serve is not None
         child = int(run.serve.wait_for_line(CHILD_LINE)[1])
         poll(lambda: run.workers() == 1, timeout=10)
         run.serve.process.send_signal(signal.SIGKILL)
         run.serve.process.wait(timeout=10)
-        killed = time.monotonic()
         poll(lambda: gone_or_zombie(child), timeout=5, interval=0.02)
-        assert time.monotonic() - killed < 5
         assert run.workers() == 0
         assert "serve is gone" in run.serve.stderr
 
@@ -96,6 +90,8 @@ def test_inline_delivers_in_serve_and_off_starts_no_child(tmp_path: Path) -> Non
         assert children(run.serve.pid) == []
         assert run.post("inline").status_code == 202
         run.wait_received(1, timeout=20)
+        assert children(run.serve.pid) == []  # delivered by serve itself
+        assert not any("delivery: worker process" in line for line in run.serve.drain())
         assert run.serve.stop() == 0, run.serve.stderr
 
         run.worker = True  # --dispatch off (and no `mailvia worker`)
@@ -105,4 +101,5 @@ def test_inline_delivers_in_serve_and_off_starts_no_child(tmp_path: Path) -> Non
         assert run.post("nobody delivers").status_code == 202
         time.sleep(2)
         assert children(run.serve.pid) == [] and run.received() == 1
+        assert run.count("state = 'queued'") == 1  # not even claimed
         assert not any("delivery: worker process" in line for line in run.serve.drain())
