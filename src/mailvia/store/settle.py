@@ -27,30 +27,62 @@ _TERMINAL = sorted(s.value for s in TERMINAL)
 m, r = messages.c, recipients.c
 _b = sa.bindparam
 
-_UPDATE_MESSAGE = (
-    messages.update()
-    .where(m.seq == _b("b_seq"))
-    .values(
-        state=_b("b_state"),
-        next_attempt_at=_b("b_next"),
-        failures=_b("b_failures"),
-        possible_duplicate=_b("b_duplicate"),
-        lease_owner=None,
-        lease_expires_at=None,
-        started_at=None,
-    )
+# What settling sets, written once: (column, bind parameter, PostgreSQL type). Each table's
+# UPDATE is built from it twice: one row per execute (SQLite), and on PostgreSQL one statement
+# over arrays (unnest), whose text never changes so psycopg prepares it once, instead of a
+# pipelined executemany that psycopg walks row by row.
+_Column = tuple[str, str, str]
+_MESSAGE_KEY: tuple[_Column, ...] = (("seq", "b_seq", "bigint"),)
+_MESSAGE_SET: tuple[_Column, ...] = (
+    ("state", "b_state", "text"),
+    ("next_attempt_at", "b_next", "double precision"),
+    ("failures", "b_failures", "integer"),
+    ("possible_duplicate", "b_duplicate", "boolean"),
 )
-_UPDATE_RECIPIENT = (
-    recipients.update()
-    .where(r.message_seq == _b("b_seq"), r.address == _b("b_address"))
-    .values(
-        state=_b("b_state"),
-        last_code=_b("b_code"),
-        last_enhanced=_b("b_enhanced"),
-        last_text=_b("b_text"),
-        updated_at=_b("b_at"),
-    )
+_MESSAGE_CLEARED = ("lease_owner", "lease_expires_at", "started_at")
+_RECIPIENT_KEY: tuple[_Column, ...] = (
+    ("message_seq", "b_seq", "bigint"),
+    ("address", "b_address", "text"),
 )
+_RECIPIENT_SET: tuple[_Column, ...] = (
+    ("state", "b_state", "text"),
+    ("last_code", "b_code", "integer"),
+    ("last_enhanced", "b_enhanced", "text"),
+    ("last_text", "b_text", "text"),
+    ("updated_at", "b_at", "double precision"),
+)
+
+
+def _update(
+    table: sa.Table, key: tuple[_Column, ...], values: tuple[_Column, ...], cleared: tuple[str, ...]
+) -> sa.Update:
+    """One row's UPDATE, by bind parameters."""
+    return (
+        table.update()
+        .where(*(table.c[column] == _b(bind) for column, bind, _ in key))
+        .values(**{column: _b(bind) for column, bind, _ in values}, **dict.fromkeys(cleared))
+    )
+
+
+def _update_unnest(
+    table: sa.Table, key: tuple[_Column, ...], values: tuple[_Column, ...], cleared: tuple[str, ...]
+) -> sa.TextClause:
+    """The same UPDATE for many rows on PostgreSQL: each bind parameter an array."""
+    sets = [f"{column} = v.{bind}" for column, bind, _ in values]
+    sets += [f"{column} = NULL" for column in cleared]
+    arrays = ", ".join(f"CAST(:{bind} AS {kind}[])" for _, bind, kind in (*key, *values))
+    names = ", ".join(bind for _, bind, _ in (*key, *values))
+    match = " AND ".join(f"{table.name}.{column} = v.{bind}" for column, bind, _ in key)
+    return sa.text(
+        f"UPDATE {table.name} SET {', '.join(sets)} FROM unnest({arrays}) AS v({names})"
+        f" WHERE {match}"
+    )
+
+
+_UPDATE_MESSAGE = _update(messages, _MESSAGE_KEY, _MESSAGE_SET, _MESSAGE_CLEARED)
+_UPDATE_RECIPIENT = _update(recipients, _RECIPIENT_KEY, _RECIPIENT_SET, ())
+_PG_UPDATE_MESSAGES = _update_unnest(messages, _MESSAGE_KEY, _MESSAGE_SET, _MESSAGE_CLEARED)
+_PG_UPDATE_RECIPIENTS = _update_unnest(recipients, _RECIPIENT_KEY, _RECIPIENT_SET, ())
 # Recipients the attempt left untouched (never tried) follow the message's new state.
 _UPDATE_LEFTOVERS = (
     recipients.update()
@@ -59,31 +91,9 @@ _UPDATE_LEFTOVERS = (
 )
 
 
-# On PostgreSQL the two bulk UPDATEs take arrays: one statement whose text never changes
-# (psycopg prepares it once), instead of a pipelined executemany that psycopg walks row by row.
-_PG_UPDATE_MESSAGES = sa.text(
-    "UPDATE messages SET state = v.state, next_attempt_at = v.next, failures = v.failures,"
-    " possible_duplicate = v.duplicate, lease_owner = NULL, lease_expires_at = NULL,"
-    " started_at = NULL"
-    " FROM unnest(CAST(:seqs AS bigint[]), CAST(:states AS text[]),"
-    " CAST(:nexts AS double precision[]), CAST(:failures AS integer[]),"
-    " CAST(:duplicates AS boolean[])) AS v(seq, state, next, failures, duplicate)"
-    " WHERE messages.seq = v.seq"
-)
-_PG_UPDATE_RECIPIENTS = sa.text(
-    "UPDATE recipients SET state = v.state, last_code = v.code, last_enhanced = v.enhanced,"
-    " last_text = v.text, updated_at = v.at"
-    " FROM unnest(CAST(:seqs AS bigint[]), CAST(:addresses AS text[]),"
-    " CAST(:states AS text[]), CAST(:codes AS integer[]), CAST(:enhanced AS text[]),"
-    " CAST(:texts AS text[]), CAST(:ats AS double precision[]))"
-    " AS v(seq, address, state, code, enhanced, text, at)"
-    " WHERE recipients.message_seq = v.seq AND recipients.address = v.address"
-)
-
-
-def _columns(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, list[Any]]:
-    """Row dicts as one list per column, renamed (`names`: row key -> parameter name)."""
-    return {param: [row[key] for row in rows] for key, param in names.items()}
+def _arrays(rows: list[dict[str, Any]], columns: tuple[_Column, ...]) -> dict[str, list[Any]]:
+    """Row dicts as one list per bind parameter."""
+    return {bind: [row[bind] for row in rows] for _, bind, _ in columns}
 
 
 def _update_settled(
@@ -94,25 +104,10 @@ def _update_settled(
         conn.execute(_UPDATE_MESSAGE, messages_rows)
         _execute_many(conn, _UPDATE_RECIPIENT, rcpt_rows)
         return
-    names = {
-        "b_seq": "seqs",
-        "b_state": "states",
-        "b_next": "nexts",
-        "b_failures": "failures",
-        "b_duplicate": "duplicates",
-    }
-    conn.execute(_PG_UPDATE_MESSAGES, _columns(messages_rows, names))
+    conn.execute(_PG_UPDATE_MESSAGES, _arrays(messages_rows, (*_MESSAGE_KEY, *_MESSAGE_SET)))
     if rcpt_rows:
-        names = {
-            "b_seq": "seqs",
-            "b_address": "addresses",
-            "b_state": "states",
-            "b_code": "codes",
-            "b_enhanced": "enhanced",
-            "b_text": "texts",
-            "b_at": "ats",
-        }
-        conn.execute(_PG_UPDATE_RECIPIENTS, _columns(rcpt_rows, names))
+        columns = (*_RECIPIENT_KEY, *_RECIPIENT_SET)
+        conn.execute(_PG_UPDATE_RECIPIENTS, _arrays(rcpt_rows, columns))
 
 
 def _live(conn: sa.Connection, records: Sequence[AttemptRecord]) -> dict[int, bool]:
