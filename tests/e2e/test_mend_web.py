@@ -22,12 +22,12 @@ from mailvia.settings import Settings
 from mailvia.testserver import ThreadedTestServer
 from support.browser import check_page, chromium, desktop_page
 from support.cli import poll
-from support.pages import Site, press, send, serving, sign_in
+from support.pages import JANE_PASSWORD, Site, mailbox_server, press, send, serving, sign_in
 from support.reconcile import reconcile
 
 pytestmark = [pytest.mark.chromium, pytest.mark.timeout(300)]
 
-RIGHT = "Corr3ct-Horse-Battery"  # the test server's password for user jane
+RIGHT = JANE_PASSWORD
 COUNT = 3
 
 
@@ -39,14 +39,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 @pytest.fixture
 def smtp(site: Site, tmp_path: Path) -> Iterator[ThreadedTestServer]:
-    with ThreadedTestServer(
-        "127.0.0.1",
-        0,
-        tls_cert=site.certs.cert,
-        tls_key=site.certs.key,
-        auth={"jane": RIGHT},
-        maildir=tmp_path / "caught",
-    ) as server:
+    with mailbox_server(site, tmp_path) as server:
         yield server
 
 

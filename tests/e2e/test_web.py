@@ -30,10 +30,12 @@ from support.browser import (
 )
 from support.cli import poll
 from support.pages import (
+    JANE_PASSWORD,
     Account,
     Site,
     activity_shows,
     fill_smtp,
+    mailbox_server,
     press,
     reloaded,
     report,
@@ -45,7 +47,7 @@ from support.pages import (
 pytestmark = [pytest.mark.chromium, pytest.mark.timeout(300)]
 
 FAULT_535 = "auth=535 5.7.8 Authentication credentials invalid"
-RIGHT = "Corr3ct-Horse-Battery"  # the test server's password for user jane
+RIGHT = JANE_PASSWORD
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +70,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def smtp(site: Site, tmp_path: Path) -> Iterator[ThreadedTestServer]:
-    """The test SMTP server: STARTTLS with the test CA's certificate; user jane."""
-    with ThreadedTestServer(
-        "127.0.0.1",
-        0,
-        tls_cert=site.certs.cert,
-        tls_key=site.certs.key,
-        auth={"jane": RIGHT},
-        maildir=tmp_path / "caught",
-    ) as server:
+    with mailbox_server(site, tmp_path) as server:
         yield server
 
 

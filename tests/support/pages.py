@@ -43,6 +43,24 @@ class Site:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
+JANE_PASSWORD = "Corr3ct-Horse-Battery"  # jane's password at the site's mailbox server
+
+
+@contextmanager
+def mailbox_server(site: Site, folder: Path) -> Iterator[ThreadedTestServer]:
+    """The test SMTP server a rep's channel points at: STARTTLS with the site's test CA's
+    certificate, user jane (JANE_PASSWORD), what it takes kept in `folder`/caught."""
+    with ThreadedTestServer(
+        "127.0.0.1",
+        0,
+        tls_cert=site.certs.cert,
+        tls_key=site.certs.key,
+        auth={"jane": JANE_PASSWORD},
+        maildir=folder / "caught",
+    ) as server:
+        yield server
+
+
 @contextmanager
 def serving(root: Path, *flags: str, **env: str) -> Iterator[Site]:
     """`mailvia serve` on a free port with the users above; stopped (SIGTERM) at the end.
