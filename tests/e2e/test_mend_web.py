@@ -11,7 +11,6 @@ saved): the channel comes back and the held mail is delivered, none lost, none t
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from mailvia.testserver import ThreadedTestServer
 from support.browser import check_page, chromium, desktop_page
 from support.cli import poll
 from support.pages import JANE_PASSWORD, Site, mailbox_server, press, send, serving, sign_in
+from support.ports import closed_port
 from support.reconcile import reconcile
 
 pytestmark = [pytest.mark.chromium, pytest.mark.timeout(300)]
@@ -47,12 +47,6 @@ def smtp(site: Site, tmp_path: Path) -> Iterator[ThreadedTestServer]:
 def page() -> Iterator[Any]:
     with chromium() as browser, desktop_page(browser) as tab:
         yield tab
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def states(site: Site, ids: list[str]) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -29,6 +28,7 @@ from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.submit import Receipt, Submission
 from mailvia.testserver import TestServer
+from support.ports import closed_port
 from support.receiver import Receiver
 from support.reconcile import Reconciliation, message_id_of, reconcile
 from support.world import SHORT, Certs, World, make_certs
@@ -80,12 +80,6 @@ def commands(server: TestServer) -> list[str]:
     return [c for s in server.sessions for c in s["commands"]]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 # -- connection refused ----------------------------------------------------------------------
 
 
@@ -95,7 +89,7 @@ async def test_connection_refused_backs_off_then_delivers_once_the_server_is_up(
     """The message whose connection was refused waits for its retry; the channel's other mail
     is not tried against the dead server: the channel waits 60 s (doubling while it stays
     down), then its mail goes."""
-    port = free_port()
+    port = closed_port()
     channel = world.channel(port, security=Security.NONE, auth=Auth.NONE, max_connections=1)
     receipts = world.send(count=5)
     now = time.time()

@@ -6,7 +6,6 @@ the dispatcher driven by `run_once`."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import AsyncIterator
 from email.parser import BytesParser
@@ -19,6 +18,7 @@ from mailvia.domain.channel import Auth, ChannelState
 from mailvia.domain.message import State
 from mailvia.testserver import TestServer
 from support.api import Api, assert_problem, open_api
+from support.ports import closed_port
 from support.world import Certs, make_certs
 
 
@@ -31,13 +31,6 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
 @pytest.fixture
 def certs(tmp_path: Path) -> Certs:
     return make_certs(tmp_path / "certs")
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 where nothing listens."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def deliver(api: Api) -> None:

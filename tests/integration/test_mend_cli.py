@@ -7,7 +7,6 @@ key), a real test SMTP server in a thread, the dispatcher driven in process by `
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.submit import Submission
 from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, require_console_script
+from support.ports import closed_port
 from support.world import Certs, World, make_certs
 
 ORG = ("--org", "acme")
@@ -51,12 +51,6 @@ def smtp(certs: Certs, tmp_path: Path) -> Iterator[ThreadedTestServer]:
         "127.0.0.1", 0, tls_cert=certs.cert, tls_key=certs.key, auth={"jane": RIGHT}
     ) as server:
         yield server
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def deliver(world: World) -> None:

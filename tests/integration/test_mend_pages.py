@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import re
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from mailvia.domain.message import State
 from mailvia.passwords import hash_password
 from mailvia.testserver import TestServer
 from mailvia.web import create_web
+from support.ports import closed_port
 from support.world import Certs, World, make_certs
 
 PASSWORD = "a-password-of-my-own"
@@ -43,12 +43,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 @pytest.fixture
 def certs(tmp_path: Path) -> Certs:
     return make_certs(tmp_path / "certs")
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Browser:

@@ -7,7 +7,6 @@ import asyncio
 import email
 import ipaddress
 import re
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -25,6 +24,7 @@ from mailvia.outbox.probe import ChannelTester
 from mailvia.testserver import TestServer
 from mailvia.transport.guard import REFUSED_MESSAGE, OutboundGuard
 from mailvia.transport.probe import Prober
+from support.ports import closed_port
 from support.world import SHORT, Certs, World, make_certs
 
 LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
@@ -67,12 +67,6 @@ def channel(port: int, certs: Certs | None = None, **changes: Any) -> Channel:
         timeouts=SHORT,
     )
     return replace(base, **changes)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def names(report: ProbeReport) -> list[str]:
