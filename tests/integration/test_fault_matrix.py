@@ -160,13 +160,16 @@ def open_at_each_delivery(server: TestServer) -> list[int]:
 
 
 async def test_a_421_lowers_the_channels_concurrency_which_then_grows_back(
-    world: World, certs: Certs, tmp_path: Path
+    world: World, certs: Certs, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Row 12's "lower concurrency for that channel; the metric drops, then recovers": five
-    connections, two of them told 421 at MAIL; the channel goes down to one connection at
-    once (2 -> 1: halved twice) and back up one per RECOVER_DELIVERIES deliveries."""
+    connections, two of them told 421 at MAIL in one burst; the channel goes down to two
+    connections at once (halved once: both transactions started before the cut, one cohort)
+    and back up one per RECOVER_DELIVERIES deliveries. Only the connections above the new
+    width close: the two told 421, and one of the three whose transaction was in flight, which
+    ends it first; the other two are reused, and only the growth back opens new ones."""
     maildir = tmp_path / "caught"
-    total, limit = 70, 5
+    total, limit, cut = 70, 5, 2
     # Every transaction waits a little after its final dot, so the connections overlap.
     faults = ["mail*2=421 4.3.2 Service shutting down", "data-end=stall:0.05"]
     async with tls_server(certs, maildir, faults=faults) as server:
@@ -176,19 +179,25 @@ async def test_a_421_lowers_the_channels_concurrency_which_then_grows_back(
         dispatcher = world.services.dispatcher
         assert await dispatcher.run_once(at(now)) == total
         assert dispatcher.concurrency.allowed(channel, now) == limit  # back to full width
+        cuts = [r.getMessage() for r in caplog.records if "(421)" in r.getMessage()]
+        assert [c.rsplit("; ", 1)[1] for c in cuts] == [f"{cut} connections at once"], cuts
         await server.wait_for(total - 2)
         counts = open_at_each_delivery(server)
         refused = [s for s in server.sessions if "MAIL" in " ".join(s["commands"][-1:])]
         assert len(refused) == 2
+        assert all(s["closed_at"] is not None for s in refused)  # the server said so
         assert max(counts[:3]) >= 3  # several at once before the 421s
-        low = counts.index(1)  # down to one connection after them (the others closed) ...
-        assert counts[low : low + 5] == [1] * 5, counts
+        low = counts.index(cut)  # down to two connections after them (one cut, not two) ...
+        assert counts[low : low + 5] == [cut] * 5, counts
+        assert min(counts[low:]) == cut, counts
         # ... then one more at a time, never faster than one per RECOVER_DELIVERIES (the
         # server sees a connection a moment after the gate lets it in, and the deliveries in
         # flight at the 421s count towards the first step: one of slack), back to five.
         for i in range(low, len(counts)):
-            assert counts[i] <= 2 + (i - low) // RECOVER_DELIVERIES, (i, counts)
+            assert counts[i] <= cut + 1 + (i - low) // RECOVER_DELIVERIES, (i, counts)
         assert counts[-1] == limit, counts
+        # The five first, then one new connection per step back up (the pool was not retired).
+        assert len(server.sessions) == limit + (limit - cut), len(server.sessions)
         assert await dispatcher.run_once(at(now + LATER)) == 2  # the two refused, retried
         await server.wait_for(total)
     settled(world, receipts, maildir, delivered=total, duplicates=0)

@@ -45,6 +45,9 @@ class CountingTransport:
     async def forget(self, channel_id: str) -> None:
         return None
 
+    def narrow(self, channel_id: str, width: int) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 

@@ -217,6 +217,31 @@ async def test_forget_closes_the_channels_connections(transport: SmtpTransport, 
         assert len(srv.sessions) == 2
 
 
+async def test_narrow_closes_only_the_connections_above_the_width(
+    transport: SmtpTransport, tls: Tls
+) -> None:
+    """After a cut in the channel's concurrency: idle connections above the new width close
+    at once, busy ones finish their transaction and the first to end it closes too; the rest
+    stay open and are reused (the pool is not retired, as `forget` would)."""
+    async with server(tls, faults=["data-end*2=stall:0.5"]) as srv:
+        ch = channel(srv.port, ca_pem=tls.ca_pem, max_connections=4)
+        sends = [
+            asyncio.ensure_future(transport.send(ch, CREDS, envelope(), MESSAGE)) for _ in range(4)
+        ]
+        await poll(lambda: sum(t.done() for t in sends) == 2)  # two idle, two in DATA
+        transport.narrow(ch.id, 1)
+        closed = lambda: sum(s["closed_at"] is not None for s in srv.sessions)  # noqa: E731
+        await poll(lambda: closed() == 2)  # the two idle ones, with QUIT
+        assert sum(t.done() for t in sends) == 2  # the busy ones are not cut ...
+        results = await asyncio.gather(*sends)
+        assert [r.reply.code if r.reply else None for r in results] == [250] * 4  # ... they end
+        await poll(lambda: closed() == 3)  # the first to end its transaction closes
+        assert [s["commands"][-1] for s in srv.sessions if s["closed_at"]] == ["QUIT"] * 3
+        await transport.send(ch, CREDS, envelope(), MESSAGE)
+        assert len(srv.sessions) == 4  # the one left open is reused
+        assert closed() == 3
+
+
 # -- TLS fails closed ------------------------------------------------------------------------
 
 

@@ -7,16 +7,24 @@ back: the reliability matrix says "Retry; lower concurrency for that channel" an
 row 12, and (e): "421 4.x.x (generic) | Service closing | RETRY, lower concurrency"). As
 Postfix's queue manager does for a destination that fails (concurrency feedback,
 https://www.postfix.org/SCHEDULER_README.html), it is cut at once and grown back slowly,
-the way TCP shares a link: halve on a 421 (at least 1, so several 421s in a row keep it at
-1 and mail still moves), then one more connection per `RECOVER_DELIVERIES` clean
-deliveries, or per `RECOVER_SECONDS` without a 421, back up to `max_connections`.
+the way TCP shares a link: halve on a 421 (at least 1, so mail still moves), then one more
+connection per `RECOVER_DELIVERIES` clean deliveries, or per `RECOVER_SECONDS` without a
+421, back up to `max_connections`.
+
+A burst counts once. Each cut opens a new *cohort* (`cohort`, a count of cuts): a
+transaction belongs to the cohort in which it started, and only a 421 to a transaction of
+the current cohort cuts again. The 421s of transactions already in flight when the width
+was cut (five connections told 421 together, say) answer the width that was just cut, so
+20 connections go to 10, not to 1; a 421 to a transaction started after the cut is the
+server pushing back at the lower width, and halves it again. (Postfix likewise lowers a
+destination's concurrency once per cohort of failures, not per failure.)
 
 Pure: the time is a parameter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailvia.domain.clock import Instant
 from mailvia.domain.delivery import Settlement
@@ -39,11 +47,13 @@ RECOVER_SECONDS = 60.0
 @dataclass(frozen=True)
 class Concurrency:
     """A channel's concurrency now: `allowed` connections in a transaction at once,
-    `deliveries` clean deliveries since it last changed, at `changed_at`."""
+    `deliveries` clean deliveries since it last changed, at `changed_at`; `cohort`: how
+    many times it was cut (the cohort the transactions starting now belong to)."""
 
     allowed: int
     deliveries: int = 0
     changed_at: Instant = 0.0
+    cohort: int = 0
 
     def at(self, limit: int, now: Instant) -> Concurrency:
         """As it stands at `now` for a channel of `limit` (max_connections): a step back up
@@ -51,18 +61,27 @@ class Concurrency:
         if self.allowed == limit:
             return self  # full width (deliveries are counted only below it)
         if self.allowed > limit:  # max_connections was lowered
-            return Concurrency(limit)
+            return self._full(limit)
         steps = int((now - self.changed_at) // RECOVER_SECONDS)
         if steps <= 0:
             return self
         if self.allowed + steps >= limit:
-            return Concurrency(limit)
-        return Concurrency(self.allowed + steps, 0, self.changed_at + steps * RECOVER_SECONDS)
+            return self._full(limit)
+        return replace(
+            self,
+            allowed=self.allowed + steps,
+            deliveries=0,
+            changed_at=self.changed_at + steps * RECOVER_SECONDS,
+        )
 
-    def closing(self, limit: int, now: Instant) -> Concurrency:
-        """After a generic 421: halved, at least 1."""
+    def closing(self, limit: int, now: Instant, *, started_in: int) -> Concurrency:
+        """After a generic 421 to a transaction started in cohort `started_in`: halved (at
+        least 1) when that is the current cohort; otherwise as it stands (the cut that
+        opened the current cohort already answered it)."""
         current = self.at(limit, now)
-        return Concurrency(max(current.allowed // CUT_DIVISOR, 1), 0, now)
+        if started_in < self.cohort:
+            return current
+        return Concurrency(max(current.allowed // CUT_DIVISOR, 1), 0, now, self.cohort + 1)
 
     def delivered(self, limit: int, now: Instant) -> Concurrency:
         """After a clean delivery: one step up every RECOVER_DELIVERIES of them."""
@@ -71,19 +90,27 @@ class Concurrency:
             return current
         if current.deliveries + 1 >= RECOVER_DELIVERIES:
             allowed = current.allowed + 1
-            return Concurrency(limit) if allowed >= limit else Concurrency(allowed, 0, now)
-        return Concurrency(current.allowed, current.deliveries + 1, current.changed_at)
+            if allowed >= limit:
+                return current._full(limit)
+            return replace(current, allowed=allowed, deliveries=0, changed_at=now)
+        return replace(current, deliveries=current.deliveries + 1)
 
-    def after(self, settlement: Settlement, limit: int, now: Instant) -> Concurrency:
-        """After one transaction's settlement: closing (a generic 421), delivered (a
-        recipient taken, no 421), or as it stands."""
+    def after(
+        self, settlement: Settlement, limit: int, now: Instant, *, started_in: int
+    ) -> Concurrency:
+        """After one transaction's settlement (the transaction started in cohort
+        `started_in`): closing (a generic 421), delivered (a recipient taken, no 421), or as
+        it stands."""
         if service_closing(settlement):
-            return self.closing(limit, now)
+            return self.closing(limit, now, started_in=started_in)
         if self.allowed == limit:
             return self  # full width: nothing to count (the common case, once per message)
         if any(r.state is State.DELIVERED for r in settlement.recipients):
             return self.delivered(limit, now)
         return self.at(limit, now)
+
+    def _full(self, limit: int) -> Concurrency:
+        return Concurrency(limit, cohort=self.cohort)
 
 
 def service_closing(settlement: Settlement) -> bool:

@@ -331,6 +331,7 @@ class ChannelRun:
                 await self._mark_started(claim)
                 if self.stopped:  # another connection disconnected or throttled meanwhile
                     return None
+            cohort = self.ctx.concurrency.cohort(self.channel)
             started = time.perf_counter()
             result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started
@@ -350,8 +351,7 @@ class ChannelRun:
             outcomes = [str(r.outcome) for r in settlement.recipients]
             self.ctx.metrics.attempt(self.channel.id, seconds, outcomes)
             self._note_effect(settlement)
-            if self._pace(settlement, now):
-                await self.ctx.transport.forget(self.channel.id)
+            self._pace(settlement, now, cohort)
         return self._record(claim, settlements, untried, self.clock())
 
     async def _mark_started(self, claim: Claim) -> None:
@@ -443,16 +443,18 @@ class ChannelRun:
             self.effect_reply = str(settlement.channel_reply)
             self.effect_wait = settlement.wait
 
-    def _pace(self, settlement: Settlement, now: Instant) -> bool:
-        """Move the run's gate with the channel's concurrency. True when a 421 lowered it:
-        the caller then closes the channel's idle connections (busy ones close as their
-        transaction ends), so the server sees fewer sessions, not idle ones kept open."""
-        allowed = self.ctx.concurrency.settled(self.channel, settlement, now)
+    def _pace(self, settlement: Settlement, now: Instant, cohort: int) -> None:
+        """Move the run's gate with the channel's concurrency (`cohort`: the one the
+        transaction started in). When a 421 lowered it, the channel's connections above the
+        new width close (idle ones now, busy ones as their transaction ends; the one told
+        421 is closed already), so the server sees fewer sessions, not idle ones kept open,
+        and no transaction in flight is cut."""
+        allowed = self.ctx.concurrency.settled(self.channel, settlement, now, started_in=cohort)
         if allowed == self.gate.limit:
-            return False
-        lowered = allowed < self.gate.limit
+            return
+        if allowed < self.gate.limit:
+            self.ctx.transport.narrow(self.channel.id, allowed)
         self.gate.resize(allowed)
-        return lowered
 
     def _record(
         self, claim: Claim, settlements: Sequence[Settlement], untried: Sequence[str], now: Instant

@@ -35,11 +35,18 @@ class ConcurrencyBook:
         """How many of the channel's connections may be in a transaction at once now."""
         return self._set(channel, self._get(channel).at(channel.max_connections, now))
 
-    def settled(self, channel: Channel, settlement: Settlement, now: Instant) -> int:
-        """The concurrency after one transaction's settlement (lowered by a generic 421,
-        grown by a clean delivery); returns it."""
+    def cohort(self, channel: Channel) -> int:
+        """The cohort a transaction of the channel starting now belongs to (a 421 to it
+        lowers the concurrency only if no cut came in between: domain/concurrency.py)."""
+        return self._get(channel).cohort
+
+    def settled(
+        self, channel: Channel, settlement: Settlement, now: Instant, *, started_in: int
+    ) -> int:
+        """The concurrency after one transaction's settlement (lowered by a generic 421 to
+        a transaction of the current cohort, grown by a clean delivery); returns it."""
         before = self._get(channel)
-        after = before.after(settlement, channel.max_connections, now)
+        after = before.after(settlement, channel.max_connections, now, started_in=started_in)
         if after is before:
             return after.allowed  # unchanged (full width): nothing to store or report
         if after.allowed < before.allowed:

@@ -173,6 +173,11 @@ class Transport(Protocol):
         """Close the channel's pooled connections (its settings or credentials changed)."""
         ...
 
+    def narrow(self, channel_id: str, width: int) -> None:
+        """Keep no more than `width` of the channel's connections open (its concurrency was
+        cut): idle ones above it close now, busy ones as their transaction ends."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -108,6 +108,9 @@ class MailApiTransport:
     async def forget(self, channel_id: str) -> None:
         await self.clients.forget(channel_id)
 
+    def narrow(self, channel_id: str, width: int) -> None:
+        """Nothing to narrow: an API's 421 ("misdirected request") does not cut concurrency."""
+
     async def aclose(self) -> None:
         await self.clients.aclose()
 

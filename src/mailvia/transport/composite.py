@@ -33,6 +33,9 @@ class Transports:
         await self.smtp.forget(channel_id)
         await self.apis.forget(channel_id)
 
+    def narrow(self, channel_id: str, width: int) -> None:
+        self.smtp.narrow(channel_id, width)  # an HTTP API has no 421 that cuts concurrency
+
     async def aclose(self) -> None:
         await self.smtp.aclose()
         await self.apis.aclose()

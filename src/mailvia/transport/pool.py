@@ -8,6 +8,8 @@ at once and its busy ones when their transaction ends, so new credentials never 
 session. A pool holds at most `channel.max_connections` connections open; more concurrent
 sends wait for a free one. Between transactions a reused connection gets RSET; one that
 errored or got a 421 is dropped; one idle for `idle_timeout` seconds is closed with QUIT.
+When the channel's concurrency is cut (a 421, outbox/concurrency.py), `narrow` closes only
+the connections above the new width: idle ones at once, busy ones as their transaction ends.
 
 Side effects: opens and closes SMTP connections; schedules a timer per pool on the running
 loop.
@@ -51,6 +53,8 @@ class _ChannelPool:
         # given back would be made and cancelled for every message).
         self.sweep: asyncio.TimerHandle | None = None
         self.retired = False
+        self.busy = 0  # connections being opened or in a transaction
+        self.excess = 0  # busy connections to close when their transaction ends (`narrow`)
 
 
 class SmtpTransport:
@@ -86,25 +90,57 @@ class SmtpTransport:
         the result says where the attempt ended and with which replies."""
         pool = self._pool(channel, credentials)
         async with pool.slots:
-            session = await self._lease(pool)
-            if session is None:
-                try:
-                    session = await open_session(
-                        channel,
-                        credentials,
-                        guard=self._guard,
-                        helo_name=await self._helo(),
-                        fingerprint=pool.fingerprint,
-                    )
-                except SessionFailed as failed:
-                    return scrubbed(failed.result, credentials)
+            pool.busy += 1
             try:
-                result = await session.transact(envelope, content)
-            except BaseException:
-                session.close()  # cancelled or a bug mid-transaction: the state is unknown
-                raise
-            self._give_back(pool, session)
+                result = await self._transact(pool, channel, credentials, envelope, content)
+            finally:
+                pool.busy -= 1
         return scrubbed(result, credentials)
+
+    async def _transact(
+        self,
+        pool: _ChannelPool,
+        channel: Channel,
+        credentials: Credentials | None,
+        envelope: Envelope,
+        content: bytes,
+    ) -> TransactionResult:
+        session = await self._lease(pool)
+        if session is None:
+            try:
+                session = await open_session(
+                    channel,
+                    credentials,
+                    guard=self._guard,
+                    helo_name=await self._helo(),
+                    fingerprint=pool.fingerprint,
+                )
+            except SessionFailed as failed:
+                self._left(pool)
+                return failed.result
+        try:
+            result = await session.transact(envelope, content)
+        except BaseException:
+            session.close()  # cancelled or a bug mid-transaction: the state is unknown
+            self._left(pool)
+            raise
+        self._give_back(pool, session)
+        return result
+
+    def narrow(self, channel_id: str, width: int) -> None:
+        """Keep no more than `width` of the channel's connections open: the idle ones above
+        it (least recently used first) are closed now, with QUIT, and busy ones above it as
+        their transaction ends; the others stay for reuse. For a cut in the channel's
+        concurrency (a 421): the server sees fewer sessions, and no transaction is cut."""
+        pool = self._pools.get(channel_id)
+        if pool is None:
+            return
+        over = pool.busy + len(pool.idle) - max(width, 0)
+        closing = min(max(over, 0), len(pool.idle))
+        for session, _ in pool.idle[:closing]:
+            self._quit_later(session)
+        del pool.idle[:closing]
+        pool.excess = max(over - closing, 0)
 
     async def forget(self, channel_id: str) -> None:
         """Close the channel's pooled connections (its settings or credentials changed)."""
@@ -166,11 +202,19 @@ class SmtpTransport:
             session.close()
         return None
 
+    def _left(self, pool: _ChannelPool) -> None:
+        """A busy connection is gone (closed, or never opened): one fewer to close."""
+        pool.excess = max(pool.excess - 1, 0)
+
     def _give_back(self, pool: _ChannelPool, session: Session) -> None:
         if not session.usable:
             session.close()
+            self._left(pool)
         elif pool.retired or self._closed:
             self._quit_later(session)
+        elif pool.excess:
+            pool.excess -= 1
+            self._quit_later(session)  # above the channel's narrowed width
         else:
             loop = asyncio.get_running_loop()
             pool.idle.append((session, loop.time()))
