@@ -6,14 +6,21 @@ claim keeps its place in the queue (outbox `unclaim`)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from test_store_contract import T0, grab, new, store  # noqa: F401
+from test_store_contract import T0, channel, grab, new, store  # noqa: F401
 
+from mailvia.domain.channel import Auth, Security
 from mailvia.domain.message import State
+from mailvia.outbox.slots import SharedConnections
 from mailvia.store import SqlStore
+from mailvia.testserver import TestServer
+from support.world import World
 
 LEASE = 30.0
 
@@ -86,10 +93,6 @@ async def test_a_run_that_starts_while_kept_slots_are_given_back_keeps_its_own(
     """The kept slots leave hand before their idle connections are closed: a run of the
     channel that starts during that wait takes slots of its own from the store, and the
     give-back that follows does not give those away."""
-    from test_store_contract import channel
-
-    from mailvia.outbox.slots import SharedConnections
-
     beat(store, "w1")
     closing, go_on = asyncio.Event(), asyncio.Event()
 
@@ -101,12 +104,86 @@ async def test_a_run_that_starts_while_kept_slots_are_given_back_keeps_its_own(
         store, worker="w1", lease_seconds=LEASE, close_idle=close_idle, hold=0.0
     )
     box = channel("ch_a", "relay", max_connections=2)
-    assert shared.take(box, T0) == 2
+    assert await shared.take(box, T0) == 2
     shared.done(box.id, keep=True)
     await closing.wait()  # the kept slots are on their way back
-    shared.take(box, T0)  # a new run meanwhile (none yet: they are still ours in the store)
+    await shared.take(box, T0)  # a new run meanwhile (none yet: they are still ours in the store)
     mine = list(shared.held.get(box.id, []))
     go_on.set()
     await asyncio.sleep(0.05)
     assert shared.held.get(box.id, []) == mine  # what the run holds stays in hand ...
     assert set(take(store, "w2", 2)) <= {0, 1} - set(mine)  # ... and nobody else's
+
+
+async def test_taking_slots_writes_in_a_thread_while_the_loop_goes_on(
+    store: SqlStore,  # noqa: F811
+) -> None:
+    """The store's write for a run's slots is made off the event loop: while it waits (a
+    busy SQLite writer, a PostgreSQL round trip), the loop keeps every other connection
+    going."""
+    beat(store, "w1")
+    loop_thread, writers = threading.get_ident(), []
+    go_on = threading.Event()
+
+    class SlowSlots:
+        def take_slots(self, *args: Any, **kwargs: Any) -> list[int]:
+            writers.append(threading.get_ident())
+            assert go_on.wait(5)
+            return store.take_slots(*args, **kwargs)
+
+        def give_slots(self, *args: Any) -> None:
+            store.give_slots(*args)
+
+    async def close_idle(_channel_id: str) -> None:
+        return None
+
+    shared = SharedConnections(SlowSlots(), worker="w1", lease_seconds=LEASE, close_idle=close_idle)
+    taking = asyncio.ensure_future(shared.take(channel("ch_a", "relay", max_connections=2), T0))
+    for _ in range(500):  # the loop runs on while the write waits
+        if writers:
+            break
+        await asyncio.sleep(0.01)
+    assert writers and writers[0] != loop_thread
+    assert not taking.done()
+    go_on.set()
+    assert await taking == 2
+
+
+async def test_a_clean_stop_drops_the_slots_in_one_write(tmp_path: Path) -> None:
+    """At a clean stop the kept slots are not given back channel by channel and then forgotten
+    again by the stop: the stop's one write (`stop_worker`) drops them all."""
+    world = World(tmp_path / "data")
+    given: list[tuple[str, list[int]]] = []
+    give_slots = world.store.give_slots
+
+    def counted(channel_id: str, worker: str, slots: Any) -> None:
+        given.append((channel_id, list(slots)))
+        give_slots(channel_id, worker, slots)
+
+    world.store.give_slots = counted  # type: ignore[method-assign]
+    try:
+        async with TestServer(maildir=tmp_path / "caught") as server:
+            channel = world.channel(server.port, security=Security.NONE, auth=Auth.NONE)
+            world.send(count=3)
+            stop = asyncio.Event()
+            dispatcher = world.services.dispatcher
+            task = asyncio.create_task(dispatcher.run_forever(time.time, stop))
+            await server.wait_for(3)
+            assert dispatcher.connections.held[channel.id]  # in a run, or kept 2 s after it
+            stop.set()
+            await task
+        assert given == []  # no give-back of its own ...
+        worker = dispatcher.options.worker
+        limit = channel.max_connections
+        assert take_for(world.store, channel.id, "w9", limit) == list(range(limit))
+        assert worker not in {w.id for w in world.store.list_workers()}  # ... the stop's
+    finally:
+        await world.close()
+
+
+def take_for(s: SqlStore, channel_id: str, worker: str, limit: int) -> list[int]:
+    now = time.time()
+    beat(s, worker, now)
+    return s.take_slots(
+        channel_id, worker, want=limit, limit=limit, now=now, alive_after=now - LEASE
+    )

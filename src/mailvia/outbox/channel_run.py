@@ -162,7 +162,7 @@ class ChannelRun:
 
     async def go(self) -> int:
         now = self.clock()
-        connections = self.ctx.connections.take(self.channel, now)  # every worker's
+        connections = await self.ctx.connections.take(self.channel, now)  # every worker's
         self.gate.resize(self.ctx.concurrency.allowed(self.channel, now))
         try:
             if connections:

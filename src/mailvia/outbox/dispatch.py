@@ -165,7 +165,7 @@ class Dispatcher:
                 task.cancel()
             await asyncio.wait(running.values())
             _reap(running)
-        await self.connections.aclose()
+        await self.connections.aclose(give_back=False)  # the stop drops them all at once
         with contextlib.suppress(StoreUnavailable):
             self.liveness.stop()
 

@@ -51,19 +51,19 @@ class SlotStore(Protocol):
 class Connections(Protocol):
     """How many connections a channel run may open (the dispatcher's `connections`)."""
 
-    def take(self, channel: Channel, now: Instant) -> int: ...
+    async def take(self, channel: Channel, now: Instant) -> int: ...
 
     def retry_after(self) -> float: ...
 
     def done(self, channel_id: str, *, keep: bool) -> None: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, *, give_back: bool = True) -> None: ...
 
 
 class LocalConnections:
     """Each process on its own: `max_connections` per process (no store)."""
 
-    def take(self, channel: Channel, now: Instant) -> int:
+    async def take(self, channel: Channel, now: Instant) -> int:
         return channel.max_connections
 
     def retry_after(self) -> float:
@@ -72,7 +72,7 @@ class LocalConnections:
     def done(self, channel_id: str, *, keep: bool) -> None:
         return None
 
-    async def aclose(self) -> None:
+    async def aclose(self, *, give_back: bool = True) -> None:
         return None
 
 
@@ -98,17 +98,20 @@ class SharedConnections:
         self.held: dict[str, list[int]] = {}  # channel id -> slots, in a run or kept
         self._release: dict[str, asyncio.Task[None]] = {}  # kept slots' pending release
 
-    def take(self, channel: Channel, now: Instant) -> int:
+    async def take(self, channel: Channel, now: Instant) -> int:
         """Slots for a run of `channel` (those kept from its last run, and more up to its
         `max_connections` among every worker). Returns how many; 0: every slot is another
-        worker's for now. Raises StoreUnavailable."""
+        worker's for now. The store's write runs in a thread (the event loop keeps every
+        other channel's connections going meanwhile); what is in hand is settled on the
+        loop, before it. Raises StoreUnavailable."""
         release = self._release.pop(channel.id, None)
         if release is not None:
-            release.cancel()
+            release.cancel()  # the kept slots serve this run
         slots = self.held.setdefault(channel.id, [])
         want = channel.max_connections - len(slots)
         if want > 0:
-            slots += self.store.take_slots(
+            taken = await asyncio.to_thread(
+                self.store.take_slots,
                 channel.id,
                 self.worker,
                 want=want,
@@ -116,10 +119,11 @@ class SharedConnections:
                 now=now,
                 alive_after=now - self.lease_seconds,
             )
+            self.held.setdefault(channel.id, []).extend(taken)
         elif want < 0:  # the channel's cap was lowered
             extra, self.held[channel.id] = slots[want:], slots[:want]
-            self.store.give_slots(channel.id, self.worker, extra)
-        return len(self.held[channel.id])
+            await asyncio.to_thread(self.store.give_slots, channel.id, self.worker, extra)
+        return len(self.held.get(channel.id, ()))
 
     def retry_after(self) -> float:
         """Seconds before a channel whose slots were all taken is tried again (so the
@@ -157,11 +161,18 @@ class SharedConnections:
             log.info("channel %s: connection slots not given back (%s)", channel_id, exc)
             self.held.setdefault(channel_id, []).extend(slots)
 
-    async def aclose(self) -> None:
-        """At a stop: close the idle connections and give every kept slot back."""
+    async def aclose(self, *, give_back: bool = True) -> None:
+        """Close the idle connections and let go of every kept slot: given back to the
+        store (`give_back`), or not when the caller's clean stop is about to drop every slot
+        of this worker in one write (`stop_worker`; if that fails, they go with the worker's
+        heartbeat), so as not to write each channel's twice."""
         for task in self._release.values():
             task.cancel()
         self._release.clear()
         for channel_id in list(self.held):
-            with contextlib.suppress(StoreUnavailable):
-                await self._close_and_give(channel_id)
+            if give_back:
+                with contextlib.suppress(StoreUnavailable):
+                    await self._close_and_give(channel_id)
+            else:
+                self.held.pop(channel_id, None)
+                await self.close_idle(channel_id)
