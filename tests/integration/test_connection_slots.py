@@ -16,6 +16,7 @@ import pytest
 from test_store_contract import T0, channel, grab, new, store  # noqa: F401
 
 from mailvia.domain.channel import Auth, Security
+from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
 from mailvia.outbox.slots import SharedConnections
 from mailvia.store import SqlStore
@@ -75,6 +76,28 @@ def test_a_start_or_a_clean_stop_drops_the_workers_own_slots(slots: SqlStore) ->
     assert take(slots, "w2", 4) == [0, 1]
     slots.stop_worker("w2")
     assert take(slots, "w1", 4, now=T0 + 2) == [0, 1, 2, 3]  # alone now: the whole limit
+
+
+def grow(s: SqlStore, worker: str, want: int, *, now: float = T0, limit: int = 4) -> list[int]:
+    return s.take_slots(
+        "ch_a", worker, want=want, limit=limit, now=now, alive_after=now - LEASE, growing=True
+    )
+
+
+def test_a_growing_run_counts_only_the_workers_that_hold_slots(slots: SqlStore) -> None:
+    """w2 is alive but has no mail for the channel (it holds none of its slots): a run of w1
+    with more mail than connections grows past its first share to the whole limit."""
+    assert take(slots, "w1", 4) == [0, 1]  # a run's start: any live worker may ask
+    assert grow(slots, "w1", 2) == [2, 3]
+
+
+def test_a_growing_run_leaves_a_worker_with_slots_its_share(slots: SqlStore) -> None:
+    assert take(slots, "w1", 4) == [0, 1]
+    assert take(slots, "w2", 1) == [2]  # w2 wants the channel too
+    assert grow(slots, "w1", 2) == []  # 4 among the 2 holding slots: w1 has its 2
+    beat(slots, "w3")
+    assert take(slots, "w3", 4) == [3]  # the cap holds across every worker
+    assert grow(slots, "w1", 2) == grow(slots, "w2", 3) == []
 
 
 def test_a_given_back_claim_keeps_its_place_in_the_queue(store: SqlStore) -> None:  # noqa: F811
@@ -187,3 +210,23 @@ def take_for(s: SqlStore, channel_id: str, worker: str, limit: int) -> list[int]
     return s.take_slots(
         channel_id, worker, want=limit, limit=limit, now=now, alive_after=now - LEASE
     )
+
+
+async def test_a_run_alone_with_the_mail_grows_to_max_connections(tmp_path: Path) -> None:
+    """Another worker is alive but takes none of the channel's mail: the run starts with its
+    share (2 of 4), then, its mail waiting for more connections, grows to all 4."""
+    world = World(tmp_path / "data")
+    try:
+        async with TestServer(
+            maildir=tmp_path / "caught", faults=["data-end=stall:0.02"]
+        ) as server:
+            world.channel(server.port, security=Security.NONE, auth=Auth.NONE, max_connections=4)
+            world.send(count=60)
+            now = time.time()
+            beat(world.store, "w2", now)
+            clock = SteppingClock(now, step=0.02)  # GROW_SECONDS pass as the run reads it
+            assert await world.services.dispatcher.run_once(clock) == 60
+            await server.wait_for(60)
+            assert len(server.sessions) == 4, len(server.sessions)
+    finally:
+        await world.close()

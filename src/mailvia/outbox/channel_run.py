@@ -47,7 +47,7 @@ from mailvia.outbox.ports import (
     Ledger,
     Transport,
 )
-from mailvia.outbox.slots import Connections
+from mailvia.outbox.slots import GROW_SECONDS, Connections
 from mailvia.outbox.webhook_ports import Metrics
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,13 @@ class ChannelRun:
         # PostgreSQL's round trips).
         self.claiming: asyncio.Task[None] | None = None
         self.flushing: asyncio.Task[None] | None = None
+        # Its connection slots (outbox/slots.py), one connection each; while it has more mail
+        # than connections it asks for more every GROW_SECONDS (`growing`).
+        self.slots = 0
+        self.working: list[asyncio.Task[None]] = []  # one per connection
+        self.growing: asyncio.Task[None] | None = None
+        self.grown_at: Instant = 0.0
+        self.ending = False  # its connections are done: no more are added
         self.fault: Exception | None = None  # a claim's or record's error, raised by `go`
 
     @property
@@ -174,12 +181,15 @@ class ChannelRun:
             self.ctx.connections.done(self.channel.id, keep=self.ctx.in_service)
 
     async def _go(self, connections: int) -> int:
-        if not await self._claim(self.clock()):
+        self.slots, self.grown_at = connections, self.clock()
+        if not await self._claim(self.grown_at):
             return 0
         workers = min(connections, len(self.queue))
+        self.working = [asyncio.ensure_future(self._work()) for _ in range(workers)]
         try:
-            await asyncio.gather(*(self._work() for _ in range(workers)))
+            await self._all_working()
         finally:
+            self.ending = True
             try:
                 await self._in_flight()
                 await self._when_back(self._flush)
@@ -190,10 +200,48 @@ class ChannelRun:
             raise self.fault
         return self.attempts
 
+    async def _all_working(self) -> None:
+        """Wait for every connection of the run, those added as it grows too."""
+        waited = 0
+        try:
+            while waited < len(self.working):
+                batch = self.working[waited:]
+                await asyncio.gather(*batch)
+                waited += len(batch)
+        except asyncio.CancelledError:
+            for task in self.working:  # those added after the gather began too
+                task.cancel()
+            raise
+
+    def _grow_soon(self, now: Instant) -> None:
+        """Ask for more connection slots in a task, every GROW_SECONDS while more mail is
+        waiting than the run has connections (another worker that wants the channel keeps
+        its share: store/slots.py)."""
+        if self.slots >= self.channel.max_connections or not self.queue:
+            return
+        if self.growing is not None and not self.growing.done():
+            return
+        if now - self.grown_at < GROW_SECONDS:
+            return
+        self.grown_at = now
+        self.growing = asyncio.ensure_future(self._grow(now))
+
+    async def _grow(self, now: Instant) -> None:
+        try:
+            slots = await self.ctx.connections.grow(self.channel, now)
+        except StoreUnavailable:
+            return  # the run goes on with the connections it has
+        except Exception as exc:  # a fault: the run stops, `go` raises it
+            self.fault = exc
+            return
+        more, self.slots = slots - self.slots, max(slots, self.slots)
+        if more > 0 and not (self.stopped or self.ending):
+            self.working += [asyncio.ensure_future(self._work()) for _ in range(more)]
+
     async def _in_flight(self) -> None:
-        """Wait for the claim and the records in flight (their claims join the leftovers;
-        records the store refused are back in hand)."""
-        for task in (self.claiming, self.flushing):
+        """Wait for the claim, the records and the slots asked for in flight (their claims
+        join the leftovers; records the store refused are back in hand)."""
+        for task in (self.claiming, self.flushing, self.growing):
             if task is not None:
                 await asyncio.shield(task)
 
@@ -256,7 +304,9 @@ class ChannelRun:
                 self.gate.leave()
                 continue  # `_next` says whether a claim on its way brings more
             claim = self.queue.popleft()
-            self._refill(self.clock())
+            now = self.clock()
+            self._refill(now)
+            self._grow_soon(now)
             position = self.turns.take()
             try:
                 record = await self._attempt(claim)

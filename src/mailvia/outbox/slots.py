@@ -2,7 +2,11 @@
 in the store, one per connection a worker may hold open.
 
 A channel run takes slots before it claims (none free: it claims nothing and the dispatcher
-looks again on a later pass) and uses one connection per slot. When the run ends its slots
+looks again on a later pass) and uses one connection per slot. Its first take is its fair
+share among the live workers (any of them may be about to ask); while it has more mail than
+connections it asks again every `GROW_SECONDS`, then counted among the workers that hold
+slots of the channel, so a worker alone with the channel's mail grows to `max_connections`
+while two with mail keep a share each. When the run ends its slots
 are kept `HOLD_SECONDS` with the pool's idle connections, so the next run of the channel
 here reuses both; then the idle connections are closed and the slots given back. Slots are
 tied to the worker's heartbeat: a worker that stops beating loses them with its claims, and
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 HOLD_SECONDS = 2.0  # slots (and idle connections) kept after a run for the next one
 RETRY_SECONDS = 0.5  # a run that found no free slot ends after about this long (jittered)
+# A run with more mail than connections asks for more slots this often. Longer than a
+# dispatcher's look for mail from other processes (IDLE_POLL, 1 s), so that another worker
+# with mail for the channel has asked (and holds its share) before a run grows past it.
+GROW_SECONDS = 2.0
 
 
 class SlotStore(Protocol):
@@ -43,6 +51,7 @@ class SlotStore(Protocol):
         limit: int,
         now: Instant,
         alive_after: Instant,
+        growing: bool = False,
     ) -> list[int]: ...
 
     def give_slots(self, channel_id: str, worker: str, slots: Sequence[int]) -> None: ...
@@ -52,6 +61,8 @@ class Connections(Protocol):
     """How many connections a channel run may open (the dispatcher's `connections`)."""
 
     async def take(self, channel: Channel, now: Instant) -> int: ...
+
+    async def grow(self, channel: Channel, now: Instant) -> int: ...
 
     def retry_after(self) -> float: ...
 
@@ -64,6 +75,9 @@ class LocalConnections:
     """Each process on its own: `max_connections` per process (no store)."""
 
     async def take(self, channel: Channel, now: Instant) -> int:
+        return channel.max_connections
+
+    async def grow(self, channel: Channel, now: Instant) -> int:
         return channel.max_connections
 
     def retry_after(self) -> float:
@@ -110,20 +124,34 @@ class SharedConnections:
         slots = self.held.setdefault(channel.id, [])
         want = channel.max_connections - len(slots)
         if want > 0:
-            taken = await asyncio.to_thread(
-                self.store.take_slots,
-                channel.id,
-                self.worker,
-                want=want,
-                limit=channel.max_connections,
-                now=now,
-                alive_after=now - self.lease_seconds,
-            )
-            self.held.setdefault(channel.id, []).extend(taken)
+            await self._more(channel, want, now, growing=False)
         elif want < 0:  # the channel's cap was lowered
             extra, self.held[channel.id] = slots[want:], slots[:want]
             await asyncio.to_thread(self.store.give_slots, channel.id, self.worker, extra)
         return len(self.held.get(channel.id, ()))
+
+    async def grow(self, channel: Channel, now: Instant) -> int:
+        """More slots for a run of `channel` that has more mail than connections, up to its
+        `max_connections`, this worker's share now counted among the workers holding slots
+        of the channel (store/slots.py). Returns how many the run holds now. Raises
+        StoreUnavailable."""
+        want = channel.max_connections - len(self.held.get(channel.id, ()))
+        if want > 0:
+            await self._more(channel, want, now, growing=True)
+        return len(self.held.get(channel.id, ()))
+
+    async def _more(self, channel: Channel, want: int, now: Instant, *, growing: bool) -> None:
+        taken = await asyncio.to_thread(
+            self.store.take_slots,
+            channel.id,
+            self.worker,
+            want=want,
+            limit=channel.max_connections,
+            now=now,
+            alive_after=now - self.lease_seconds,
+            growing=growing,
+        )
+        self.held.setdefault(channel.id, []).extend(taken)
 
     def retry_after(self) -> float:
         """Seconds before a channel whose slots were all taken is tried again (so the
