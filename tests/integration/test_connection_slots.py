@@ -172,10 +172,10 @@ async def test_taking_slots_writes_in_a_thread_while_the_loop_goes_on(
     assert await taking == 2
 
 
-async def test_a_clean_stop_drops_the_slots_in_one_write(tmp_path: Path) -> None:
+async def test_a_clean_stop_drops_the_slots_in_one_write(tmp_path: Path, backend: str) -> None:
     """At a clean stop the kept slots are not given back channel by channel and then forgotten
     again by the stop: the stop's one write (`stop_worker`) drops them all."""
-    world = World(tmp_path / "data")
+    world = World(tmp_path / "data", None if backend.startswith("sqlite") else backend)
     given: list[tuple[str, list[int]]] = []
     give_slots = world.store.give_slots
 
@@ -212,10 +212,12 @@ def take_for(s: SqlStore, channel_id: str, worker: str, limit: int) -> list[int]
     )
 
 
-async def test_a_run_alone_with_the_mail_grows_to_max_connections(tmp_path: Path) -> None:
+async def test_a_run_alone_with_the_mail_grows_to_max_connections(
+    tmp_path: Path, backend: str
+) -> None:
     """Another worker is alive but takes none of the channel's mail: the run starts with its
     share (2 of 4), then, its mail waiting for more connections, grows to all 4."""
-    world = World(tmp_path / "data")
+    world = World(tmp_path / "data", None if backend.startswith("sqlite") else backend)
     try:
         async with TestServer(
             maildir=tmp_path / "caught", faults=["data-end=stall:0.02"]
