@@ -42,6 +42,7 @@ async def test_the_greeting_and_single_commands_read_as_with_aiosmtplib() -> Non
     reading = asyncio.ensure_future(protocol.execute_command(b"EHLO", b"x", timeout=1))
     await asyncio.sleep(0)
     protocol.data_received(b"250-first\r\n250-PIPE")
+    await asyncio.sleep(0)  # the read, woken by part of a reply, waits on
     protocol.data_received(b"LINING\r\n250 last\r\n")
     reply = await reading
     assert (reply.code, reply.message) == (250, "first\nPIPELINING\nlast")

@@ -71,7 +71,8 @@ class ReplyQueue(SMTPProtocol):
             del self._buffer[:]
             self._wanted = 0
             self._replies.append(error)
-        self._wake()
+        if self._replies:
+            self._wake()
 
     def _take_replies(self) -> None:
         while self._wanted:
@@ -108,9 +109,6 @@ class ReplyQueue(SMTPProtocol):
         Raises SMTPServerDisconnected, SMTPReadTimeoutError, or SMTPResponseException for a
         malformed reply."""
         if not self._replies:
-            if self.transport is None:
-                raise SMTPServerDisconnected("Connection lost")
-            self._response_pending = True  # a read not preceded by a write: the greeting
             await self._arrived(timeout)
         reply = self._replies.popleft()
         if isinstance(reply, Exception):
@@ -118,11 +116,15 @@ class ReplyQueue(SMTPProtocol):
         return reply
 
     async def _arrived(self, timeout: float | None) -> None:
-        arrival = self._loop.create_future()
-        self._arrival = arrival
+        """Wait until a reply (or the connection's end) is queued."""
         try:
             async with asyncio.timeout(timeout):
-                await arrival
+                while not self._replies:  # woken by part of a reply only: wait on
+                    if self.transport is None:
+                        raise SMTPServerDisconnected("Connection lost")
+                    self._response_pending = True  # also a read without a write: the greeting
+                    self._arrival = self._loop.create_future()
+                    await self._arrival
         except TimeoutError as exc:
             raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
         finally:
