@@ -4,6 +4,11 @@ The session drives aiosmtplib's command-level calls itself (never `sendmail`), s
 the stage of every failure and keeps each recipient's reply. Failures are values: every
 aiosmtplib, socket and ssl exception is mapped at this edge (smtp_errors.py's table).
 
+When the server offers PIPELINING (RFC 2920), a transaction's MAIL, RCPTs and DATA go in one
+write (pipelining.py makes the lines; replyqueue.py's protocol keeps every reply) and the
+replies are read in order; the body waits for DATA's 354. Each failure ends with the stage
+and replies the one-command-at-a-time path gives it.
+
 Security `starttls` is mandatory STARTTLS: aiosmtplib's `connect` runs with `start_tls=False`
 and this module sends STARTTLS itself, failing when it is not offered (the same guarantee as
 `start_tls=True`, with the stage known). Its default `None`, which an attacker can strip, is
