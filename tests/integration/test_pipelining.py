@@ -331,3 +331,16 @@ async def test_a_non_ascii_recipient_without_smtputf8_is_refused_locally(
             "RCPT TO:<b@example.test>",
             "DATA",
         ]
+
+
+@BOTH
+async def test_no_sendable_recipient_at_all_ends_at_rcpt_and_keeps_the_connection(
+    transport: SmtpTransport, pipelining: bool
+) -> None:
+    async with TestServer(pipelining=pipelining) as srv:
+        result = await send(transport, srv.port, "b\x7f@example.test")
+        unsendable = Reply(553, "5.1.3", "mailvia: the address cannot be sent")
+        assert result == TransactionResult(Stage.RCPT, None, {"b\x7f@example.test": unsendable})
+        assert "RCPT" not in srv.sessions[0]["commands"]
+        again = await send(transport, srv.port)
+        assert again.reply is not None and again.reply.code == 250 and len(srv.sessions) == 1
