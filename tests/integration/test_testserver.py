@@ -206,6 +206,35 @@ async def test_ehlo_advertises_extensions_and_no_auth_without_users() -> None:
         await raw.close()
 
 
+async def test_pipelining_can_be_left_out_of_the_ehlo_reply() -> None:
+    async with TestServer(pipelining=False) as srv:
+        raw = await Raw.connect(srv.port)
+        await raw.reply()
+        ehlo = await raw.cmd("EHLO client.test", expect="250")
+        assert "PIPELINING" not in ehlo and "8BITMIME" in ehlo
+        await raw.close()
+
+
+async def test_the_session_log_tells_which_commands_came_before_the_previous_reply() -> None:
+    async with TestServer() as srv:
+        raw = await Raw.connect(srv.port)
+        await raw.reply()
+        await raw.cmd("EHLO client.test", expect="250")
+        await raw.send("MAIL FROM:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nDATA")
+        assert [(await raw.reply())[:3] for _ in range(4)] == ["250", "250", "250", "354"]
+        await raw.send("Subject: hi\r\n\r\nHello.\r\n.")
+        assert (await raw.reply()).startswith("250")
+        await raw.cmd("MAIL FROM:<a@x.test>", expect="250")  # one at a time: not early
+        await raw.cmd("RCPT TO:<b@x.test>", expect="250")
+        await raw.send("DATA\r\nSubject: too soon\r\n\r\n.")  # text before the 354
+        assert (await raw.reply()).startswith("354") and (await raw.reply()).startswith("250")
+        await raw.cmd("QUIT", expect="221")
+        await raw.close()
+        await until(lambda: srv.sessions[0]["closed_at"] is not None)
+        [session] = srv.sessions
+        assert session["early"] == ["RCPT", "RCPT", "DATA", "BODY"]
+
+
 # -- TLS and AUTH ----------------------------------------------------------------------------
 
 

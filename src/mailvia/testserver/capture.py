@@ -27,6 +27,9 @@ class SessionRecord:
     auth_user: str | None = None
     closed_at: float | None = None
     commands: list[str] = field(default_factory=list)
+    # Commands that arrived before the reply to the command before them (PIPELINING), and
+    # "BODY" when message text was already waiting as DATA was read (before its 354).
+    early: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape written to `sessions.jsonl` (a copy, safe to keep)."""
@@ -36,6 +39,7 @@ class SessionRecord:
             "tls": self.tls,
             "auth_user": self.auth_user,
             "commands": list(self.commands),
+            "early": list(self.early),
         }
 
 

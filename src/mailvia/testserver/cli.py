@@ -41,6 +41,7 @@ class Options:
     self_signed: bool = False
     starttls: bool = True
     implicit_tls: bool = False
+    pipelining: bool = True
     auth: tuple[tuple[str, str], ...] = ()
     faults: tuple[str, ...] = ()
     faults_file: Path | None = None
@@ -92,6 +93,7 @@ def _smtp_options(options: Options) -> ServerOptions:
         starttls=options.starttls,
         implicit_tls=options.implicit_tls,
         auth=dict(options.auth) or None,
+        pipelining=options.pipelining,
     )
 
 
@@ -117,6 +119,7 @@ def _server(options: Options) -> TestServer:
         starttls=options.starttls,
         implicit_tls=options.implicit_tls,
         auth=dict(options.auth) or None,
+        pipelining=options.pipelining,
         faults=options.faults,
         faults_file=options.faults_file,
         maildir=options.maildir,
@@ -181,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--self-signed", action="store_true", help="make a CA and a 127.0.0.1 certificate")
     add("--no-starttls", action="store_true", help="do not offer STARTTLS")
     add("--implicit-tls", action="store_true", help="TLS from the first byte (smtps)")
+    add("--no-pipelining", action="store_true", help="do not offer PIPELINING")
     add("--auth", action="append", default=[], metavar="USER:PASS", help="require AUTH")
     add("--fault", action="append", default=[], metavar="STAGE=ACTION")
     add("--faults-file", type=Path, metavar="F", help="re-read for each connection or request")
@@ -290,6 +294,7 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
         self_signed=args.self_signed,
         starttls=not args.no_starttls,
         implicit_tls=args.implicit_tls,
+        pipelining=not args.no_pipelining,
         auth=tuple(auth),
         faults=tuple(args.fault),
         faults_file=args.faults_file,

@@ -54,6 +54,7 @@ class ServerState:
     users: dict[str, str] | None
     implicit_tls: bool
     xoauth2: Xoauth2Check | None = None
+    pipelining: bool = True  # offer PIPELINING in the EHLO reply
     recipients: RecipientCounter = field(default_factory=RecipientCounter)
     live: set[FaultySMTP] = field(default_factory=set)
     pending: set[asyncio.Future[str]] = field(default_factory=set)
@@ -125,6 +126,7 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
         self._file_book: FaultBook | None = None
         self.oauth_account: str | None = None  # the mailbox an XOAUTH2 token opened
         self._greeted = False
+        self._next_early = False  # the next command was already waiting (see `_note`)
         self._smtp_methods = {
             verb: self._logged(verb, method) for verb, method in self._smtp_methods.items()
         }
@@ -245,14 +247,25 @@ class FaultySMTP(SMTP):  # type: ignore[misc]
     ) -> Callable[[str | None], Awaitable[None]]:
         @functools.wraps(method)
         async def run(arg: str | None) -> None:
-            if self.record is not None:
-                self.record.commands.append(verb)
+            self._note(verb)
             if not await self._fault_before(verb, arg):
                 await method(arg)
                 if verb == "STARTTLS":
                     self._check_handshake()
 
         return run
+
+    def _note(self, verb: str) -> None:
+        """Log the command, and whether it came before the previous command's reply: the
+        input still unread when a command is taken up arrived before its reply."""
+        waiting = bool(getattr(self._reader, "_buffer", b""))
+        if self.record is not None:
+            self.record.commands.append(verb)
+            if self._next_early:
+                self.record.early.append(verb)
+            if verb == "DATA" and waiting:
+                self.record.early.append("BODY")
+        self._next_early = waiting and verb != "DATA"
 
     def _check_handshake(self) -> None:
         # A client that leaves during the handshake makes asyncio report success without ever
@@ -371,7 +384,9 @@ class Handler:
             return [reply]
         session.host_name = hostname
         lines = [line for line in responses[:-1] if _keep_ehlo_line(server, line)]
-        return [*lines, "250-PIPELINING", responses[-1]]
+        if server.state.pipelining:
+            lines.append("250-PIPELINING")
+        return [*lines, responses[-1]]
 
     async def handle_HELO(
         self, server: FaultySMTP, session: Session, envelope: Envelope, hostname: str

@@ -39,6 +39,7 @@ class ServerOptions(TypedDict, total=False):
     maildir: Path | None
     keep_maildir: bool
     xoauth2: Xoauth2Check | None
+    pipelining: bool
 
 
 class TestServer:
@@ -67,6 +68,7 @@ class TestServer:
         maildir: Path | None = None,
         keep_maildir: bool = False,
         xoauth2: Xoauth2Check | None = None,
+        pipelining: bool = True,
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
@@ -84,6 +86,7 @@ class TestServer:
         self.implicit_tls = implicit_tls
         self._users = dict(auth) if auth else None
         self._xoauth2 = xoauth2
+        self._pipelining = pipelining
         self._book = FaultBook(parse_faults(faults))
         self._faults_file = faults_file
         self._maildir_given = maildir
@@ -126,6 +129,7 @@ class TestServer:
             users=self._users,
             implicit_tls=self.implicit_tls,
             xoauth2=self._xoauth2,
+            pipelining=self._pipelining,
         )
         starttls = context if context is not None and self._starttls else None
         if self.implicit_tls:

@@ -4,6 +4,11 @@ The session drives aiosmtplib's command-level calls itself (never `sendmail`), s
 the stage of every failure and keeps each recipient's reply. Failures are values: every
 aiosmtplib, socket and ssl exception is mapped at this edge (smtp_errors.py's table).
 
+When the server offers PIPELINING (RFC 2920), a transaction's MAIL, RCPTs and DATA go in one
+write (pipelining.py makes the lines; replyqueue.py's protocol keeps every reply) and the
+replies are read in order; the body waits for DATA's 354. Each failure ends with the stage
+and replies the one-command-at-a-time path gives it.
+
 Security `starttls` is mandatory STARTTLS: aiosmtplib's `connect` runs with `start_tls=False`
 and this module sends STARTTLS itself, failing when it is not offered (the same guarantee as
 `start_tls=True`, with the stage known). Its default `None`, which an attacker can strip, is
@@ -45,6 +50,8 @@ from mailvia.domain.replies import Reply, Stage, tls_refused
 from mailvia.outbox.ports import Credentials
 from mailvia.transport.guard import OutboundGuard
 from mailvia.transport.observe import NO_OBSERVER, Observer
+from mailvia.transport.pipelining import Batch, batch, mail_refused, rcpt_reply
+from mailvia.transport.replyqueue import Client, ReplyQueue
 from mailvia.transport.smtp_errors import (
     BAD_SENDER,
     NO_CREDENTIALS,
@@ -169,9 +176,10 @@ async def _connect(
 def _client(
     channel: Channel, sock: socket.socket, helo_name: str, context: ssl.SSLContext | None
 ) -> SMTP:
-    """An aiosmtplib client over the checked socket; it takes the socket over."""
+    """An aiosmtplib client over the checked socket (reading replies with a ReplyQueue, so
+    commands can be pipelined); it takes the socket over."""
     try:
-        return SMTP(
+        return Client(
             hostname=channel.host,  # the TLS server name and the certificate's host
             sock=sock,
             local_hostname=helo_name,
@@ -351,6 +359,11 @@ class Session:
     ) -> TransactionResult:
         options, utf8 = self._mail_options(envelope, content)
         encoding = "utf-8" if utf8 else "ascii"
+        protocol = self.smtp.protocol
+        if self.smtp.supports_extension("pipelining") and isinstance(protocol, ReplyQueue):
+            commands = batch(envelope, options, encoding)
+            if commands is not None:
+                return await self._pipelined(protocol, commands, envelope, content, progress)
         try:
             await self.smtp.mail(
                 envelope.mail_from,
@@ -373,6 +386,67 @@ class Session:
             return TransactionResult(Stage.RCPT, None, dict(progress.rcpt_replies))
         progress.stage = Stage.DATA
         return await self._data(content, progress)
+
+    async def _pipelined(
+        self,
+        protocol: ReplyQueue,
+        commands: Batch,
+        envelope: Envelope,
+        content: bytes,
+        progress: _Progress,
+    ) -> TransactionResult:
+        """MAIL, the RCPTs and DATA in one write (RFC 2920), their replies read in order, each
+        within its phase's timeout; the body only after DATA's 354. It ends as the sequential
+        path ends: the same stage, the same replies per recipient, the same exceptions."""
+        timeouts = self.channel.timeouts
+        protocol.expect(commands.replies)
+        protocol.write(commands.commands)
+        response = await protocol.read_response(timeout=timeouts.command)
+        refused = mail_refused(response, envelope.mail_from)
+        if refused is not None:
+            if 400 <= refused.code < 600 and refused.code != 421:
+                await self._settle_batch(protocol, commands.sent + 1)
+            raise refused
+        progress.stage = Stage.RCPT
+        replies = progress.rcpt_replies
+        for address, local in commands.recipients:
+            if local is None:
+                response = await protocol.read_response(timeout=timeouts.command)
+                local = rcpt_reply(response, address)
+            replies[address] = local
+            if local.code == 421:
+                self.close()
+                return TransactionResult(Stage.RCPT, local, dict(replies))
+        if not any(reply.positive for reply in replies.values()):
+            await self._settle_batch(protocol, 1)
+            if self.usable and not await self.reset():
+                self.close()
+            return TransactionResult(Stage.RCPT, None, dict(replies))
+        progress.stage = Stage.DATA
+        response = await protocol.read_response(timeout=timeouts.data_init)
+        if response.code != 354:
+            raise SMTPResponseException(response.code, response.message)
+        return await self._body(protocol, content, progress)
+
+    async def _settle_batch(self, protocol: ReplyQueue, count: int) -> None:
+        """Read the `count` replies a failed batch is still owed, the last being DATA's (RFC
+        2920 §3.1: check every reply; a DATA accepted anyway gets a single dot, whose reply
+        is read too). The connection is closed when one does not come or says 421."""
+        timeouts = self.channel.timeouts
+        try:
+            for left in range(count, 0, -1):
+                timeout = timeouts.command if left > 1 else timeouts.data_init
+                response = await protocol.read_response(timeout=timeout)
+                if response.code == 421:
+                    break
+            if response.code == 354:
+                protocol.write(b".\r\n")
+                response = await protocol.read_response(timeout=timeouts.data_end)
+        except (SMTPException, OSError, TimeoutError):
+            self.close()
+            return
+        if response.code == 421:
+            self.close()
 
     def _mail_options(self, envelope: Envelope, content: bytes) -> tuple[list[str], bool]:
         """ESMTP options for MAIL: SMTPUTF8 for non-ASCII addresses, 8BITMIME for 8-bit
@@ -402,15 +476,20 @@ class Session:
         return Reply.parse(response.code, response.message)
 
     async def _data(self, content: bytes, progress: _Progress) -> TransactionResult:
-        """DATA, the body and the final dot (a large body in chunks), the final reply."""
-        timeouts = self.channel.timeouts
-        replies = progress.rcpt_replies
-        response = await self.smtp.execute_command(b"DATA", timeout=timeouts.data_init)
+        """DATA, then the body."""
+        response = await self.smtp.execute_command(b"DATA", timeout=self.channel.timeouts.data_init)
         if response.code != 354:
             raise SMTPResponseException(response.code, response.message)
         protocol = self.smtp.protocol
         if protocol is None:
             raise SMTPServerDisconnected("connection lost")
+        return await self._body(protocol, content, progress)
+
+    async def _body(
+        self, protocol: SMTPProtocol, content: bytes, progress: _Progress
+    ) -> TransactionResult:
+        """After 354: the body and the final dot (a large body in chunks), the final reply."""
+        timeouts = self.channel.timeouts
         payload = encode_data(content)
         if len(payload) <= _CHUNK:
             # One write with the final dot: a syscall less, and a small trailing segment never
@@ -427,7 +506,7 @@ class Session:
         reply = Reply.parse(response.code, response.message)
         if response.code == 421:
             self.close()
-        return TransactionResult(Stage.DATA_END, reply, dict(replies))
+        return TransactionResult(Stage.DATA_END, reply, dict(progress.rcpt_replies))
 
     async def _write_chunks(self, protocol: SMTPProtocol, payload: bytes) -> None:
         """A large body in chunks, each waited out under flow control (bounded by data_block):
