@@ -306,11 +306,14 @@ def one(
             alone = [1000 * submit_in_process(outbox, msg, 1, 1) for _ in range(args.singles)]
             a50, a99 = pct(alone, 50), pct(alone, 99)
             print(f"    single in-process submit: p50 {a50:.1f} ms, p99 {a99:.1f} ms", flush=True)
+            spies = spy_serve(args, run.procs[0].pid, f"idle-h{history}-run{run_no}")
             c0 = cpu_snap()
             serve0 = run.serve_cpu()
             t0 = time.perf_counter()
             idle = post_singles(client, msg, args.singles)
             secs = time.perf_counter() - t0
+            for spy in spies:
+                finish_py_spy(spy)
             single_cpu = 1000 * (run.serve_cpu() - serve0) / args.singles
             i50, i99 = pct(idle, 50), pct(idle, 99)
             rec.record(
