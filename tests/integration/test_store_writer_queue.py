@@ -122,7 +122,7 @@ def test_an_intake_goes_before_the_writers_queued_behind_the_running_one(
     worker's next ones too (nor another worker's): each queue here stands for a process (its
     own open files), each thread for one of its writers."""
     db_file = tmp_path / "mailvia.db"
-    worker, other_worker, serve = (WriterQueue(db_file) for _ in range(3))
+    worker, other_worker, serve = (WriterQueue(db_file, give_way=2.0) for _ in range(3))
     for _ in range(5):
         order = writes_while_one_runs(
             worker, [(serve, "intake"), (worker, "worker"), (other_worker, "other worker")]
@@ -192,3 +192,35 @@ def test_an_intake_of_the_same_process_does_not_wait_for_its_own_give_way(
     assert order == ["first", "intake", "ordinary"]
     assert time.monotonic() - started < 1.0
     queue.close()
+
+
+def test_under_a_stream_of_intakes_the_other_writers_take_turns_with_them(
+    tmp_path: Path,
+) -> None:
+    """Two intake threads of serve keep a sign up without a break (the submission port's
+    group commits under load); the worker gives way to one intake turn at a time, not for
+    its whole bound each time, so delivery goes on at the intakes' pace."""
+    db_file = tmp_path / "mailvia.db"
+    serve, worker = WriterQueue(db_file), WriterQueue(db_file, give_way=0.5)
+    stop = threading.Event()
+
+    def intakes() -> None:
+        while not stop.is_set():
+            with serve.turn(intake=True):
+                time.sleep(0.005)
+
+    streams = [threading.Thread(target=intakes) for _ in range(2)]
+    for stream in streams:
+        stream.start()
+    wait_for(worker.intake_waiting)
+    started = time.monotonic()
+    for _ in range(10):
+        with worker.turn():
+            time.sleep(0.005)
+    took = time.monotonic() - started
+    stop.set()
+    for stream in streams:
+        stream.join(10)
+    assert took < 2.0, took  # giving way for the whole bound each time: 5 s or more
+    serve.close()
+    worker.close()
