@@ -172,14 +172,21 @@ class WriterQueue:
     def _passes(self) -> int:
         """How many intake turns the lock file has counted (bytes 8-15: a counter that intakes
         raise while they hold the `flock`, so the other writers can tell that one went)."""
-        fd = self._fd
-        if fd is None:
-            return 0
-        return int.from_bytes(os.pread(fd, 8, 8) or b"\0", "big")
+        with self._signs:  # not while close() closes it
+            fd = self._fd
+            try:
+                return 0 if fd is None else int.from_bytes(os.pread(fd, 8, 8) or b"\0", "big")
+            except OSError:
+                return 0
 
     def _passed(self, fd: int) -> None:
-        count = int.from_bytes(os.pread(fd, 8, 8) or b"\0", "big")
-        os.pwrite(fd, ((count + 1) % 2**63).to_bytes(8, "big"), 8)
+        """Count an intake's turn (this one holds the `flock`). Only a hint for the others: an
+        error here must not keep the turn from being given back."""
+        try:
+            count = int.from_bytes(os.pread(fd, 8, 8) or b"\0", "big")
+            os.pwrite(fd, ((count + 1) % 2**63).to_bytes(8, "big"), 8)
+        except OSError:
+            pass
 
     def intake_waiting(self) -> bool:
         """Whether an intake of any process waits for its turn or holds it."""
