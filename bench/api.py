@@ -195,6 +195,16 @@ def post_singles(client: Any, msg: bytes, count: int) -> list[float]:
     return took
 
 
+def spy_serve(args: argparse.Namespace, pid: int, label: str) -> list[Any]:
+    """py-spy on serve, and with --py-spy-children on each of its child processes (its
+    worker process) too, each into its own file."""
+    spies = [start_py_spy(args, pid, label)]
+    if args.py_spy and args.py_spy_children:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        spies += [start_py_spy(args, int(child), f"{label}-child{child}") for child in children]
+    return spies
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -296,11 +306,14 @@ def one(
             alone = [1000 * submit_in_process(outbox, msg, 1, 1) for _ in range(args.singles)]
             a50, a99 = pct(alone, 50), pct(alone, 99)
             print(f"    single in-process submit: p50 {a50:.1f} ms, p99 {a99:.1f} ms", flush=True)
+            spies = spy_serve(args, run.procs[0].pid, f"idle-h{history}-run{run_no}")
             c0 = cpu_snap()
             serve0 = run.serve_cpu()
             t0 = time.perf_counter()
             idle = post_singles(client, msg, args.singles)
             secs = time.perf_counter() - t0
+            for spy in spies:
+                finish_py_spy(spy)
             single_cpu = 1000 * (run.serve_cpu() - serve0) / args.singles
             i50, i99 = pct(idle, 50), pct(idle, 99)
             rec.record(
@@ -320,13 +333,14 @@ def one(
             before = sink.count()
             services.store.set_channel_throttle(channel.id, None, 0)  # deliver
             post_singles(client, msg, 1)  # wakes the dispatcher
-            spy = start_py_spy(args, run.procs[0].pid, f"singles-h{history}-run{run_no}")
+            spies = spy_serve(args, run.procs[0].pid, f"singles-h{history}-run{run_no}")
             c0 = cpu_snap()
             t0 = time.perf_counter()
             took = post_singles(client, msg, args.singles)
             secs = time.perf_counter() - t0
             during = sink.count() - before
-            finish_py_spy(spy)
+            for spy in spies:
+                finish_py_spy(spy)
             p50, p90, p99 = (pct(took, p) for p in (50, 90, 99))
             rec.record(
                 c0, cpu_snap(), "mailvia_api", f"single POST while delivering ({label})",
@@ -413,6 +427,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--py-spy-rate", type=int, default=250)
     p.add_argument("--py-spy-format", default="raw")
     p.add_argument("--py-spy-nonblocking", action="store_true")
+    p.add_argument(
+        "--py-spy-children", action="store_true", help="profile serve's worker process too"
+    )
     p.add_argument("--keep", action="store_true")
     p.add_argument("--work-dir", default=None)
     return p.parse_args(argv)

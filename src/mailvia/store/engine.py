@@ -3,12 +3,9 @@ and the mapping of driver errors to domain errors (the only place that sees them
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -20,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 
 from mailvia.domain.errors import Conflict, MailviaError, NotFound, StoreUnavailable
+from mailvia.store.writer_queue import WriterQueue
 
 log = logging.getLogger(__name__)
 
@@ -93,64 +91,6 @@ def map_error(exc: SQLAlchemyError, *, conflict: str, missing: str) -> MailviaEr
     return StoreUnavailable(f"the database is unavailable: {_first_line(cause)}")
 
 
-class WriterQueue:
-    """Writers to one SQLite file wait their turn here rather than in SQLite's busy handler.
-
-    SQLite's handler sleeps (1 ms growing to 100 ms) and retries, so with several writers, e.g.
-    `serve` taking mail in while a `worker` claims it, most time goes to sleeping and the order
-    is unfair. Here a thread lock queues the writers of this process, and an exclusive `flock`
-    on `<database>.lock`, tried every 0.2 ms growing to 2 ms, the processes. Like SQLite's own
-    wait it gives up after BUSY_TIMEOUT_MS (StoreUnavailable), so a stalled process cannot
-    freeze the others. Correctness does not depend on it: BEGIN IMMEDIATE still takes SQLite's
-    lock."""
-
-    def __init__(self, db_file: Path, *, timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-        self._fd: int | None = os.open(f"{db_file}.lock", flags, 0o600)
-        self._threads = threading.RLock()
-        self._timeout = timeout
-
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        if not self._threads.acquire(timeout=self._timeout):
-            raise StoreUnavailable(_BUSY)
-        try:
-            fd = self._fd
-            if fd is None:  # closed (the store is shutting down): SQLite's lock alone
-                yield
-                return
-            self._lock(fd, time.monotonic() + self._timeout)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            self._threads.release()
-
-    @staticmethod
-    def _lock(fd: int, deadline: float) -> None:
-        pause = 0.0002
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StoreUnavailable(_BUSY) from None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.002)
-
-    def close(self) -> None:
-        """Close the lock file once no writer of this process holds it."""
-        with self._threads:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-
-
-_BUSY = "the database is busy: another writer has held it too long"
-
-
 def _writer_queue(engine: Engine) -> WriterQueue | None:
     """A WriterQueue for a SQLite file; none for PostgreSQL, an in-memory database, a URI
     filename, or when the lock file cannot be opened (e.g. a read-only folder: SQLite's own
@@ -163,7 +103,7 @@ def _writer_queue(engine: Engine) -> WriterQueue | None:
     if engine.url.query.get("uri") or engine.url.query.get("mode"):
         return None
     try:
-        return WriterQueue(Path(database))
+        return WriterQueue(Path(database), timeout=BUSY_TIMEOUT_MS / 1000)
     except OSError as exc:
         log.warning("no writer queue for %s (%s): SQLite's busy handler alone", database, exc)
         return None
@@ -197,10 +137,14 @@ class Database:
         *,
         conflict: str = "this conflicts with existing data",
         missing: str = "a referenced object does not exist",
+        intake: bool = False,
     ) -> Iterator[Connection]:
-        """One write transaction (on SQLite it holds the write lock from its first statement)."""
+        """One write transaction (on SQLite it holds the write lock from its first statement).
+        `intake`: a message being accepted, its caller waiting: on SQLite it goes before the
+        other writers waiting (store/writer_queue.py)."""
+        turn = self._queue.turn(intake=intake) if self._queue else nullcontext()
         try:
-            with self._queue.turn() if self._queue else nullcontext(), self._writer.begin() as conn:
+            with turn, self._writer.begin() as conn:
                 yield conn
         except SQLAlchemyError as exc:
             raise map_error(exc, conflict=conflict, missing=missing) from None

@@ -77,7 +77,9 @@ class OutboxStore:
         """
         if not msgs:
             return []
-        with self._db.write(conflict="a message id or idempotency key is already in use") as conn:
+        with self._db.write(
+            conflict="a message id or idempotency key is already in use", intake=True
+        ) as conn:
             seen = _known_keys(conn, msgs)
             results: list[tuple[str, bool]] = []
             fresh: list[NewMessage] = []
@@ -168,7 +170,9 @@ class OutboxStore:
         had started (`mark_started`), not when it was merely claimed.
 
         Returns nothing when the channel is not active or is throttled. Atomic across
-        processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED.
+        processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED. The claims'
+        contents are read after the commit, in a read transaction (the write lock is held for
+        the leasing alone): nothing but their worker changes leased messages.
         """
         if limit < 1:
             return []
@@ -203,6 +207,7 @@ class OutboxStore:
                     .where(among(r.message_seq, part), r.state.not_in(_TERMINAL))
                     .values(state=State.SENDING.value, updated_at=now)
                 )
+        with self._db.read() as conn:
             return _claims(conn, seqs, worker)
 
     def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
