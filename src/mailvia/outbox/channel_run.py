@@ -303,11 +303,15 @@ class ChannelRun:
     async def _when_back(self, step: Callable[[], None]) -> None:
         """A store step that must not be dropped (recording what was sent, giving claims
         back): while the store is gone, wait for it (outbox/outage.py), until the shutdown's
-        bound passes. Outside service (run_once) it does not wait."""
+        bound passes. Outside service (run_once) it does not wait. The step runs in a thread,
+        like the claims and records during the run: on PostgreSQL it is several round trips
+        that would otherwise hold up every other channel's connections on the event loop."""
         if not self.ctx.in_service:
-            step()
+            await _in_thread(step)
             return
-        await self.ctx.outage.until_back(step, self.clock, give_up=self.ctx.past_shutdown)
+        await self.ctx.outage.until_back(
+            lambda: _in_thread(step), self.clock, give_up=self.ctx.past_shutdown
+        )
 
     async def _attempt(self, claim: Claim) -> AttemptRecord | None:
         settlements: list[Settlement] = []
