@@ -137,6 +137,7 @@ class ChannelRun:
         self.held = 0  # messages this run moved to held
         self.delivered_any = False
         self.drained_at: Instant | None = None  # when a claim last came back short
+        self.trickling = False  # the last claim brought mail, though short of a batch
         self.claimed: list[int] = []  # seqs this run claimed (in the worker's hand until done)
         self.turns = Turns(channel.max_connections + 1)
         self.gate = Gate(channel.max_connections)  # its concurrency (outbox/concurrency.py)
@@ -221,6 +222,7 @@ class ChannelRun:
         self.claimed.extend(c.seq for c in claims)
         self.ctx.liveness.holding.update(c.seq for c in claims)
         self.drained_at = now if len(claims) < limit else None
+        self.trickling = 0 < len(claims) < limit
         return bool(claims)
 
     def _refill(self, now: Instant) -> None:
@@ -242,10 +244,21 @@ class ChannelRun:
 
     async def _next(self) -> bool:
         """Whether there is a claim to take: when the queue is empty, the claim on its way
-        (if any) is waited for."""
-        while not self.queue and self.claiming is not None and not self.claiming.done():
-            await asyncio.shield(self.claiming)
-        return bool(self.queue) and not self.stopped
+        (if any) is waited for. In service, while mail trickles in (the last claim brought
+        some), an empty queue is claimed for again REFILL_PAUSE later, the attempts in hand
+        recorded meanwhile: the run goes on until a claim comes back empty, rather than end
+        and have the dispatcher look for due channels, read the channel and start a new run
+        for every few messages."""
+        while True:
+            while not self.queue and self.claiming is not None and not self.claiming.done():
+                await asyncio.shield(self.claiming)
+            if self.queue or self.stopped or not self.ctx.in_service or not self.trickling:
+                return bool(self.queue) and not self.stopped
+            if self.records:
+                self._flush_soon()
+            await asyncio.sleep(REFILL_PAUSE)
+            if not self.queue and (self.claiming is None or self.claiming.done()):
+                self.claiming = asyncio.ensure_future(self._claim_more(self.clock()))
 
     async def _work(self) -> None:
         while await self._next():

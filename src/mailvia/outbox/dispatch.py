@@ -35,6 +35,9 @@ from mailvia.outbox.webhook_ports import Metrics
 log = logging.getLogger(__name__)
 
 IDLE_POLL = 1.0  # seconds between looks for mail submitted by other processes
+# While channel runs are going on, a wake-up looks for other due channels at most this
+# often after the previous look (the runs claim their own channel's new mail themselves).
+LOOK_GAP = 0.05  # seconds
 # run_forever looks for mail past its give-up time at most this often: each look is a write
 # transaction, and passes come many times a second while mail trickles in.
 EXPIRE_EVERY = 10.0  # seconds
@@ -137,8 +140,17 @@ class Dispatcher:
                 self.outage.worked(clock())
             except StoreUnavailable as exc:
                 wait = self.outage.failed(clock(), exc)  # logged once an outage
+            looked = time.monotonic()
             await _wait_any(self._wake, stop, running.values(), wait)
             _reap(running)
+            if running and self._wake.is_set() and not stop.is_set():
+                # Woken by a submission while runs go on: they claim the mail of their own
+                # channels as it comes; the look for other channels is made at most every
+                # LOOK_GAP (serve wakes this loop after every group commit).
+                gap = looked + LOOK_GAP - time.monotonic()
+                if gap > 0:
+                    await _wait_any(asyncio.Event(), stop, running.values(), gap)
+                    _reap(running)
         self.stopping = True
         await self._finish(running, clock)
 
