@@ -12,7 +12,6 @@ from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput
 from mailvia.outbox.records import Event
 from mailvia.store.engine import Database
-from mailvia.store.rows import insert_many
 from mailvia.store.tables import events
 
 _CURSOR = "evt"
@@ -26,17 +25,19 @@ def insert_events(conn: sa.Connection, items: Sequence[Event]) -> None:
     if items:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_EVENTS_LOCK)))
-        rows = [
-            {
-                "id": e.id,
-                "organization_id": e.organization_id,
-                "type": e.type,
-                "created_at": e.created_at,
-                "data": json.dumps(dict(e.data), default=str),
-            }
-            for e in items
-        ]
-        insert_many(conn, events, rows)
+        conn.execute(
+            events.insert(),
+            [
+                {
+                    "id": e.id,
+                    "organization_id": e.organization_id,
+                    "type": e.type,
+                    "created_at": e.created_at,
+                    "data": json.dumps(dict(e.data), default=str),
+                }
+                for e in items
+            ],
+        )
 
 
 def _event(row: Any) -> Event:

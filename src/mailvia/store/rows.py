@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from functools import cache
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -35,50 +34,6 @@ def among(column: sa.ColumnElement[Any], seqs: Sequence[int]) -> sa.ColumnElemen
         "seqs", values, expanding=True, literal_execute=True, unique=True
     )
     return column.in_(listed)
-
-
-def _pg_type(column: sa.Column[Any]) -> str:
-    """PostgreSQL's name for the column's type (those the bulk inserts write)."""
-    kind = column.type
-    if isinstance(kind, sa.BigInteger):
-        return "bigint"
-    if isinstance(kind, sa.Integer):
-        return "integer"
-    if isinstance(kind, sa.Float):
-        return "double precision"
-    if isinstance(kind, sa.String):
-        return "text"
-    raise TypeError(f"no array type for {column}")
-
-
-@cache
-def _insert_unnest(table: sa.Table, columns: tuple[str, ...]) -> sa.TextClause:
-    """INSERT of many rows on PostgreSQL over arrays, one per column, in the arrays' order:
-    its text never changes, so psycopg prepares it once (an executemany is a statement per
-    row that psycopg walks in Python; a multi-row VALUES list is new text for every count)."""
-    kinds = [_pg_type(table.c[name]) for name in columns]
-    arrays = ", ".join(
-        f"CAST(:{name} AS {kind}[])" for name, kind in zip(columns, kinds, strict=True)
-    )
-    names = ", ".join(columns)
-    return sa.text(
-        f"INSERT INTO {table.name} ({names}) SELECT {names} FROM unnest({arrays})"
-        f" WITH ORDINALITY AS v({names}, _n) ORDER BY _n"  # in order: serial keys follow it
-    )
-
-
-def insert_many(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert the rows (dicts with the same keys) in one statement: over arrays on PostgreSQL,
-    an executemany on SQLite."""
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql":
-        conn.execute(table.insert(), list(rows))
-        return
-    columns = tuple(rows[0])
-    conn.execute(
-        _insert_unnest(table, columns), {name: [row[name] for row in rows] for name in columns}
-    )
 
 
 def reply_of(code: int | None, enhanced: str | None, text: str | None) -> Reply | None:

@@ -18,7 +18,7 @@ from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.mending import cancel_seqs
 from mailvia.store.message_reads import read_message
-from mailvia.store.rows import among, chunks, event_id, insert_many
+from mailvia.store.rows import among, chunks, event_id
 from mailvia.store.tables import attempts, messages, recipients
 
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
@@ -247,7 +247,7 @@ class SettleStore:
                 if not _after(rec).terminal
             ]
             _execute_many(conn, _UPDATE_LEFTOVERS, leftovers)
-            insert_many(conn, attempts, [p for rec in kept for p in _attempt_rows(rec)])
+            _execute_many(conn, attempts.insert(), [p for rec in kept for p in _attempt_rows(rec)])
             insert_events(conn, [e for rec in kept for e in rec.events])
 
     def hold_channel(self, channel_id: str, now: Instant) -> int:
