@@ -56,6 +56,9 @@ T = TypeVar("T")
 # while mail trickles in: each claim is a write transaction, and twenty connections claiming
 # before every message would hold the write lock that intake needs.
 REFILL_PAUSE = 0.05  # seconds
+# In service a run goes on claiming mail that trickles in (`_next`) for at most this long;
+# then it ends, and the next run reads its channel (settings, credentials) afresh.
+TRICKLE_RUN = 5.0  # seconds
 
 # Effects that pause the whole channel for a while (an unreachable server as a throttle).
 _PAUSES = (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY, ChannelEffect.UNREACHABLE)
@@ -138,6 +141,7 @@ class ChannelRun:
         self.delivered_any = False
         self.drained_at: Instant | None = None  # when a claim last came back short
         self.trickling = False  # the last claim brought mail, though short of a batch
+        self.began = time.monotonic()
         self.claimed: list[int] = []  # seqs this run claimed (in the worker's hand until done)
         self.turns = Turns(channel.max_connections + 1)
         self.gate = Gate(channel.max_connections)  # its concurrency (outbox/concurrency.py)
@@ -246,19 +250,25 @@ class ChannelRun:
         """Whether there is a claim to take: when the queue is empty, the claim on its way
         (if any) is waited for. In service, while mail trickles in (the last claim brought
         some), an empty queue is claimed for again REFILL_PAUSE later, the attempts in hand
-        recorded meanwhile: the run goes on until a claim comes back empty, rather than end
-        and have the dispatcher look for due channels, read the channel and start a new run
-        for every few messages."""
+        recorded meanwhile: the run goes on until a claim comes back empty (or for
+        TRICKLE_RUN seconds: a steady stream still sees its channel's changes), rather than
+        end and have the dispatcher look for due channels, read the channel and start a new
+        run for every few messages."""
         while True:
             while not self.queue and self.claiming is not None and not self.claiming.done():
                 await asyncio.shield(self.claiming)
-            if self.queue or self.stopped or not self.ctx.in_service or not self.trickling:
+            if self.queue or self.stopped or not self._goes_on():
                 return bool(self.queue) and not self.stopped
             if self.records:
                 self._flush_soon()
             await asyncio.sleep(REFILL_PAUSE)
             if not self.queue and (self.claiming is None or self.claiming.done()):
                 self.claiming = asyncio.ensure_future(self._claim_more(self.clock()))
+
+    def _goes_on(self) -> bool:
+        """In service, with mail trickling in, for up to TRICKLE_RUN seconds."""
+        young = time.monotonic() - self.began < TRICKLE_RUN
+        return self.ctx.in_service and self.trickling and young
 
     async def _work(self) -> None:
         while await self._next():
