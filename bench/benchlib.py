@@ -454,6 +454,8 @@ def start_py_spy(args: argparse.Namespace, pid: int, label: str) -> tuple[Any, P
     cmd += ["--format", args.py_spy_format, "--output", str(out), "--idle", "--threads"]
     if args.py_spy_nonblocking:
         cmd.append("--nonblocking")
+    if getattr(args, "py_spy_subprocesses", False):
+        cmd.append("--subprocesses")  # serve's worker process too
     proc = PROCS.start(cmd, out_dir / f"{label}.py-spy.log")
     time.sleep(1.0)  # let it attach
     return proc, out
@@ -489,6 +491,8 @@ def summarize_collapsed(path: Path, top: int = 30, thread: str = "MainThread") -
             continue
         count = int(count_text)
         parts = stack.split(";")
+        if parts[0].startswith("process "):  # recorded with --subprocesses
+            parts = parts[1:]
         if parts[0].startswith("thread ("):
             name = parts[0].split(": ", 1)[-1]
             threads[name] += count

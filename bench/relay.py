@@ -623,6 +623,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--py-spy-format", choices=("raw", "speedscope"), default="raw")
     p.add_argument("--py-spy-rate", type=int, default=100, help="samples/s (100)")
     p.add_argument("--py-spy-nonblocking", action="store_true")
+    p.add_argument(
+        "--py-spy-subprocesses", action="store_true", help="profile serve's worker process too"
+    )
     p.add_argument("--keep", action="store_true", help="keep scratch folders (logs)")
     return p.parse_args(argv)
 

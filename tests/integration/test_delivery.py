@@ -308,7 +308,7 @@ async def test_a_running_dispatcher_expires_held_mail_but_looks_at_most_every_10
     start = time.time()
     dispatcher = world.services.dispatcher
     for offset in (0, 1, 5, 9.9, 31, 35, 41.5):
-        dispatcher._start_due(lambda t=start + offset: t, {})
+        await dispatcher._start_due(lambda t=start + offset: t, {})
     assert [round(t - start, 1) for t in looks] == [0, 31, 41.5]
     assert EXPIRE_EVERY == 10.0
     assert store.get_message(receipt.id).state is State.EXPIRED

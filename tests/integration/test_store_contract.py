@@ -665,6 +665,17 @@ def test_events_read_in_order_from_a_cursor(store: SqlStore) -> None:
         s.add_events(events[:1])
 
 
+def test_a_batch_of_events_keeps_its_order(store: SqlStore) -> None:
+    """One bulk insert (over arrays on PostgreSQL): the stream is in the batch's order, not
+    the ids' nor the times'."""
+    events = [
+        Event(f"evt_{999 - i:03}", "org_1", "message.delivered", T0 + (i % 7), {"n": i})
+        for i in range(300)
+    ]
+    store.add_events(events)
+    assert store.list_events("org_1", cursor=None, limit=500)[0] == events
+
+
 def test_recording_a_large_batch_is_quick(store: SqlStore) -> None:
     count = 2000
     store.add_messages([new(f"m{i:05}", "a@x.test", "b@x.test") for i in range(count)])

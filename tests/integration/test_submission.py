@@ -30,7 +30,7 @@ from mailvia.domain.tenancy import User
 from mailvia.ingress.smtp.server import SubmissionServer
 from mailvia.outbox.records import MessageFilter
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Receipt, Submission, Submitter
+from mailvia.outbox.submit import EachPlan, Receipt, Submission, Submitter
 from mailvia.testserver import TestServer
 from support.world import Certs, World, make_certs
 
@@ -393,6 +393,9 @@ class BrokenSubmitter(Submitter):
     ) -> list[Receipt | Exception]:
         raise self.error
 
+    def commit_each(self, plan: EachPlan) -> list[Receipt | Exception]:
+        raise self.error
+
 
 @pytest.mark.parametrize(
     "error", [StoreUnavailable("database is locked"), RuntimeError("secret internals")]
@@ -642,11 +645,9 @@ class CountingSubmitter(Submitter):
         super().__init__(world.store, pool=world.services.pool)
         self.groups: list[int] = []
 
-    def submit_each(
-        self, items: Sequence[tuple[User, Submission] | Exception], *, now: float
-    ) -> list[Receipt | Exception]:
-        self.groups.append(len(items))
-        return super().submit_each(items, now=now)
+    def commit_each(self, plan: EachPlan) -> list[Receipt | Exception]:
+        self.groups.append(len(plan.results))
+        return super().commit_each(plan)
 
 
 async def test_concurrent_sessions_commit_together_and_a_refusal_stays_its_own(rig: Rig) -> None:
@@ -688,12 +689,10 @@ class SlowSubmitter(CountingSubmitter):
         super().__init__(world)
         self.started: list[int] = []
 
-    def submit_each(
-        self, items: Sequence[tuple[User, Submission] | Exception], *, now: float
-    ) -> list[Receipt | Exception]:
-        self.started.append(len(items))
+    def commit_each(self, plan: EachPlan) -> list[Receipt | Exception]:
+        self.started.append(len(plan.results))
         time.sleep(1.0)
-        return super().submit_each(items, now=now)
+        return super().commit_each(plan)
 
 
 async def test_stopping_answers_every_message_already_received(rig: Rig) -> None:

@@ -56,6 +56,9 @@ T = TypeVar("T")
 # while mail trickles in: each claim is a write transaction, and twenty connections claiming
 # before every message would hold the write lock that intake needs.
 REFILL_PAUSE = 0.05  # seconds
+# In service a run goes on claiming mail that trickles in (`_next`) for at most this long;
+# then it ends, and the next run reads its channel (settings, credentials) afresh.
+TRICKLE_RUN = 5.0  # seconds
 
 # Effects that pause the whole channel for a while (an unreachable server as a throttle).
 _PAUSES = (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY, ChannelEffect.UNREACHABLE)
@@ -137,6 +140,8 @@ class ChannelRun:
         self.held = 0  # messages this run moved to held
         self.delivered_any = False
         self.drained_at: Instant | None = None  # when a claim last came back short
+        self.trickling = False  # the last claim brought mail, though short of a batch
+        self.began = time.monotonic()
         self.claimed: list[int] = []  # seqs this run claimed (in the worker's hand until done)
         self.turns = Turns(channel.max_connections + 1)
         self.gate = Gate(channel.max_connections)  # its concurrency (outbox/concurrency.py)
@@ -269,6 +274,7 @@ class ChannelRun:
         self.claimed.extend(c.seq for c in claims)
         self.ctx.liveness.holding.update(c.seq for c in claims)
         self.drained_at = now if len(claims) < limit else None
+        self.trickling = 0 < len(claims) < limit
         return bool(claims)
 
     def _refill(self, now: Instant) -> None:
@@ -290,10 +296,27 @@ class ChannelRun:
 
     async def _next(self) -> bool:
         """Whether there is a claim to take: when the queue is empty, the claim on its way
-        (if any) is waited for."""
-        while not self.queue and self.claiming is not None and not self.claiming.done():
-            await asyncio.shield(self.claiming)
-        return bool(self.queue) and not self.stopped
+        (if any) is waited for. In service, while mail trickles in (the last claim brought
+        some), an empty queue is claimed for again REFILL_PAUSE later, the attempts in hand
+        recorded meanwhile: the run goes on until a claim comes back empty (or for
+        TRICKLE_RUN seconds: a steady stream still sees its channel's changes), rather than
+        end and have the dispatcher look for due channels, read the channel and start a new
+        run for every few messages."""
+        while True:
+            while not self.queue and self.claiming is not None and not self.claiming.done():
+                await asyncio.shield(self.claiming)
+            if self.queue or self.stopped or not self._goes_on():
+                return bool(self.queue) and not self.stopped
+            if self.records:
+                self._flush_soon()
+            await asyncio.sleep(REFILL_PAUSE)
+            if not self.queue and (self.claiming is None or self.claiming.done()):
+                self.claiming = asyncio.ensure_future(self._claim_more(self.clock()))
+
+    def _goes_on(self) -> bool:
+        """In service, with mail trickling in, for up to TRICKLE_RUN seconds."""
+        young = time.monotonic() - self.began < TRICKLE_RUN
+        return self.ctx.in_service and self.trickling and young
 
     async def _work(self) -> None:
         while await self._next():
@@ -353,11 +376,15 @@ class ChannelRun:
     async def _when_back(self, step: Callable[[], None]) -> None:
         """A store step that must not be dropped (recording what was sent, giving claims
         back): while the store is gone, wait for it (outbox/outage.py), until the shutdown's
-        bound passes. Outside service (run_once) it does not wait."""
+        bound passes. Outside service (run_once) it does not wait. The step runs in a thread,
+        like the claims and records during the run: on PostgreSQL it is several round trips
+        that would otherwise hold up every other channel's connections on the event loop."""
         if not self.ctx.in_service:
-            step()
+            await _in_thread(step)
             return
-        await self.ctx.outage.until_back(step, self.clock, give_up=self.ctx.past_shutdown)
+        await self.ctx.outage.until_back(
+            lambda: _in_thread(step), self.clock, give_up=self.ctx.past_shutdown
+        )
 
     async def _attempt(self, claim: Claim) -> AttemptRecord | None:
         settlements: list[Settlement] = []

@@ -35,6 +35,9 @@ from mailvia.outbox.webhook_ports import Metrics
 log = logging.getLogger(__name__)
 
 IDLE_POLL = 1.0  # seconds between looks for mail submitted by other processes
+# While channel runs are going on, a wake-up looks for other due channels at most this
+# often after the previous look (the runs claim their own channel's new mail themselves).
+LOOK_GAP = 0.05  # seconds
 # run_forever looks for mail past its give-up time at most this often: each look is a write
 # transaction, and passes come many times a second while mail trickles in.
 EXPIRE_EVERY = 10.0  # seconds
@@ -133,12 +136,21 @@ class Dispatcher:
                 if self.outage.down:  # beat, a write: reads alone succeed on a full disk
                     self.liveness.beaten_at = None
                 self.liveness.beat(clock())
-                wait = self._start_due(clock, running)
+                wait = await self._start_due(clock, running)
                 self.outage.worked(clock())
             except StoreUnavailable as exc:
                 wait = self.outage.failed(clock(), exc)  # logged once an outage
+            looked = time.monotonic()
             await _wait_any(self._wake, stop, running.values(), wait)
             _reap(running)
+            if running and self._wake.is_set() and not stop.is_set():
+                # Woken by a submission while runs go on: they claim the mail of their own
+                # channels as it comes; the look for other channels is made at most every
+                # LOOK_GAP (serve wakes this loop after every group commit).
+                gap = looked + LOOK_GAP - time.monotonic()
+                if gap > 0:
+                    await _wait_any(asyncio.Event(), stop, running.values(), gap)
+                    _reap(running)
         self.stopping = True
         await self._finish(running, clock)
 
@@ -169,24 +181,37 @@ class Dispatcher:
         with contextlib.suppress(StoreUnavailable):
             self.liveness.stop()
 
-    def _start_due(self, clock: Clock, running: dict[str, asyncio.Task[int]]) -> float:
+    async def _start_due(self, clock: Clock, running: dict[str, asyncio.Task[int]]) -> float:
         now = clock()
-        if self._expired_at is None or not 0 <= now - self._expired_at < EXPIRE_EVERY:
-            expired = self.store.expire_due(now, self.options.worker, limit=EXPIRE_BATCH)
+        expire = self._expired_at is None or not 0 <= now - self._expired_at < EXPIRE_EVERY
+        # In a thread: on PostgreSQL each look is round trips that would otherwise hold up
+        # every connection of the runs in progress (serve wakes this loop after every commit).
+        expired, due, next_due = await asyncio.to_thread(self._look, now, expire=expire)
+        if expire:
             # A full batch: look again on the next pass rather than hold the loop now.
-            self._expired_at = None if len(expired) >= EXPIRE_BATCH else now
-        for channel_id in self.store.channels_due(now):
+            self._expired_at = None if expired >= EXPIRE_BATCH else now
+        for channel_id in due:
             if channel_id not in running:
                 run = self._drain(channel_id, clock, in_service=True)
                 running[channel_id] = asyncio.create_task(run)
-        next_due = self.store.next_due_at()
         if next_due is None or next_due <= now:
             return IDLE_POLL  # nothing waiting, or all of it is being worked on
         return min(next_due - now, IDLE_POLL)
 
+    def _look(self, now: Instant, *, expire: bool) -> tuple[int, list[str], Instant | None]:
+        """Expire what is past its give-up time (when `expire`), then the channels due and the
+        next due time, read in one transaction. Returns how many expired and those two."""
+        expired = (
+            len(self.store.expire_due(now, self.options.worker, limit=EXPIRE_BATCH))
+            if expire
+            else 0
+        )
+        with self.store.snapshot():
+            return expired, self.store.channels_due(now), self.store.next_due_at()
+
     async def _drain(self, channel_id: str, clock: Clock, *, in_service: bool = False) -> int:
         try:
-            channel = self.store.get_channel(channel_id)
+            channel = await asyncio.to_thread(self.store.get_channel, channel_id)
         except NotFound:
             return 0
         if channel.state is not ChannelState.ACTIVE:

@@ -5,6 +5,7 @@ store implement it (store/sqlstore.py, store/memory/)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +34,10 @@ class DispatchOptions:
 class DispatchStore(Protocol):
     """Finding due mail, claiming it, settling it, and the channel's state as delivery
     changes it. Each method is one transaction."""
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """The reads of this thread inside it share one read transaction."""
+        ...
 
     def expire_due(self, now: Instant, events_for: str, *, limit: int = 1000) -> list[Event]:
         """Give up on waiting and held mail past its give-up time (up to `limit` per state)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from mailvia.domain.clock import Instant
@@ -62,16 +62,16 @@ class Outage:
 
     async def until_back(
         self,
-        attempt: Callable[[], T],
+        attempt: Callable[[], Awaitable[T]],
         clock: Callable[[], Instant],
         *,
         give_up: Callable[[], bool],
     ) -> T:
-        """`attempt()` until it does not raise StoreUnavailable, waiting between tries.
+        """`await attempt()` until it does not raise StoreUnavailable, waiting between tries.
         Raises the last StoreUnavailable once `give_up()` is true."""
         while True:
             try:
-                result = attempt()
+                result = await attempt()
             except StoreUnavailable as exc:
                 if give_up():
                     raise

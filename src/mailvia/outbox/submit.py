@@ -141,7 +141,7 @@ class Submitter:
     def reads(self) -> AbstractContextManager[None]:
         """The store's reads inside it (this thread's) share one read transaction: for an
         intake that looks several things up before it submits. Never around a submit's
-        commit (submit and submit_each take their own)."""
+        commit (submit, submit_each and commit_each take their own)."""
         return self._store.snapshot()
 
     def submit(
@@ -189,7 +189,14 @@ class Submitter:
         commit). A refused one gets its error in its place and does not hold up the others;
         an item the intake already refused (an Exception) keeps its place as it is; the
         accepted ones are committed together in one transaction. Raises only what the commit
-        itself raises (e.g. StoreUnavailable)."""
+        itself raises (e.g. StoreUnavailable). The two steps: `plan_each`, `commit_each`."""
+        return self.commit_each(self.plan_each(items, now=now))
+
+    def plan_each(
+        self, items: Sequence[tuple[User, Submission] | Exception], *, now: Instant
+    ) -> EachPlan:
+        """submit_each's look-ups, in one read transaction (the caller's, inside `reads()`:
+        an intake that looked its senders up shares it): each item's channel or refusal."""
         routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
@@ -212,8 +219,13 @@ class Submitter:
                 results.append(None)
                 planned.append((self._message(sender, submission, channel, now), channel))
             forecasts.plan_all(planned)
-        receipts = iter(self._commit(planned, forecasts))
-        return [result if result is not None else next(receipts) for result in results]
+        return EachPlan(results, planned, forecasts)
+
+    def commit_each(self, plan: EachPlan) -> list[Receipt | Exception]:
+        """Commit what `plan_each` accepted (outside `reads()`); each item's receipt or
+        refusal, in order."""
+        receipts = iter(self._commit(plan.planned, plan.forecasts))
+        return [result if result is not None else next(receipts) for result in plan.results]
 
     def _commit(
         self, planned: list[tuple[NewMessage, Channel]], forecasts: Forecasts
@@ -320,6 +332,16 @@ class Remembered(Generic[K, V]):
             except Exception as exc:
                 self._found[key] = exc
         return self._found[key]
+
+
+@dataclass(frozen=True)
+class EachPlan:
+    """What `Submitter.plan_each` worked out: per item its refusal, or None where it is to be
+    committed (`planned`, in order), and the forecasts."""
+
+    results: list[Receipt | Exception | None]
+    planned: list[tuple[NewMessage, Channel]]
+    forecasts: Forecasts
 
 
 class Forecasts:

@@ -4,6 +4,8 @@ and the mapping of driver errors to domain errors (the only place that sees them
 from __future__ import annotations
 
 import logging
+import os
+import select
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -14,7 +16,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DisconnectionError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
 
 from mailvia.domain.errors import Conflict, MailviaError, NotFound, StoreUnavailable
 from mailvia.store.writer_queue import WriterQueue
@@ -45,6 +53,23 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _still_open(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """A pooled PostgreSQL connection is checked out only if the server has not hung up on it.
+
+    An idle connection has nothing to read; one the server closed (a restart, an idle timeout,
+    pg_terminate_backend) has its FATAL notice or end of file waiting. A look at the socket,
+    with no round trip: SQLAlchemy's pre-ping would send a `SELECT 1` and wait for it before
+    every transaction. Raising DisconnectionError makes the pool replace the connection."""
+    if dbapi_connection.closed or dbapi_connection.broken:
+        raise DisconnectionError("the connection is closed")
+    try:
+        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        raise DisconnectionError("the connection's socket is gone") from None
+    if readable:
+        raise DisconnectionError("the server closed the connection")
+
+
 def create_engine(url: str) -> Engine:
     """An engine for `url` (SQLite or `postgresql+psycopg`). Raises StoreUnavailable for a URL
     it cannot use; does not connect."""
@@ -55,7 +80,9 @@ def create_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_connect)
             event.listen(engine, "begin", _sqlite_begin)
             return engine
-        return sa.create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        engine = sa.create_engine(parsed, connect_args={"connect_timeout": 5})
+        event.listen(engine, "checkout", _still_open)
+        return engine
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise StoreUnavailable(f"cannot use the database URL: {exc}") from None
 

@@ -170,9 +170,10 @@ class OutboxStore:
         had started (`mark_started`), not when it was merely claimed.
 
         Returns nothing when the channel is not active or is throttled. Atomic across
-        processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED. The claims'
-        contents are read after the commit, in a read transaction (the write lock is held for
-        the leasing alone): nothing but their worker changes leased messages.
+        processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED. The messages'
+        rows come back from the leasing UPDATE; their recipients are read after the commit,
+        in a read transaction (the write lock is held for the leasing alone): nothing but
+        their worker changes leased messages.
         """
         if limit < 1:
             return []
@@ -180,35 +181,32 @@ class OutboxStore:
             seqs = _claimable_seqs(conn, channel_id, now, limit)
             if not seqs:
                 return []
+            rows: dict[int, Any] = {}
             for part in chunks(seqs):
                 # A lease that ran out while its transaction had started: the worker that held
-                # it may have sent the message. One merely claimed was never sent.
-                conn.execute(
-                    messages.update()
-                    .where(
-                        among(m.seq, part),
-                        m.state == State.SENDING.value,
-                        m.started_at.is_not(None),
-                    )
-                    .values(possible_duplicate=True)
-                )
-                conn.execute(
+                # it may have sent the message. One merely claimed was never sent. (SET reads
+                # the row as it was before the UPDATE, on both databases.)
+                taken_over = sa.and_(m.state == State.SENDING.value, m.started_at.is_not(None))
+                leased = (
                     messages.update()
                     .where(among(m.seq, part))
                     .values(
+                        possible_duplicate=sa.or_(m.possible_duplicate, taken_over),
                         state=State.SENDING.value,
                         lease_owner=worker,
                         lease_expires_at=lease_until,
                         started_at=None,
                     )
+                    .returning(*messages.c)
                 )
+                rows.update((row.seq, row) for row in conn.execute(leased))
                 conn.execute(
                     recipients.update()
                     .where(among(r.message_seq, part), r.state.not_in(_TERMINAL))
                     .values(state=State.SENDING.value, updated_at=now)
                 )
         with self._db.read() as conn:
-            return _claims(conn, seqs, worker)
+            return _claims(conn, seqs, worker, rows)
 
     def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
         """Give claimed messages back unsent: they and their `sending` recipients become
@@ -308,14 +306,19 @@ def _claimable_seqs(conn: sa.Connection, channel_id: str, now: Instant, limit: i
     return [seq for _, seq in candidates[:limit]]
 
 
-def _claims(conn: sa.Connection, seqs: list[int], worker: str) -> list[Claim]:
-    """Claims for leased messages, in the order of `seqs` (two queries, however many)."""
+def _claims(
+    conn: sa.Connection, seqs: list[int], worker: str, rows: dict[int, Any] | None = None
+) -> list[Claim]:
+    """Claims for leased messages, in the order of `seqs`: their rows (read here unless given,
+    by seq) and their recipients (one query per BATCH, however many)."""
     pending: dict[int, list[str]] = defaultdict(list)
     settled: dict[int, list[State]] = defaultdict(list)
-    rows: dict[int, Any] = {}
+    read = rows is None
+    rows = {} if rows is None else rows
     for part in chunks(seqs):
-        for row in conn.execute(sa.select(messages).where(among(m.seq, part))):
-            rows[row.seq] = row
+        if read:
+            for row in conn.execute(sa.select(messages).where(among(m.seq, part))):
+                rows[row.seq] = row
         query = (
             sa.select(r.message_seq, r.address, r.state)
             .where(among(r.message_seq, part))
