@@ -4,7 +4,6 @@ and the mapping of driver errors to domain errors (the only place that sees them
 from __future__ import annotations
 
 import logging
-import os
 import select
 import sqlite3
 import threading
