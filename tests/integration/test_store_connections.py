@@ -4,6 +4,8 @@ one is handed out without a round trip (no `SELECT 1` before each transaction)."
 
 from __future__ import annotations
 
+import os
+
 import sqlalchemy as sa
 
 from mailvia.store.engine import Database
@@ -69,3 +71,20 @@ def test_a_live_connection_is_checked_out_without_a_query(pg_url: str) -> None:
         assert len(sent) == 3
     finally:
         db.dispose()
+
+
+def test_a_connection_on_a_descriptor_above_1023_is_kept(pg_url: str) -> None:
+    """A busy serve has many sockets open: the check must not refuse (and so replace at every
+    checkout) a connection whose descriptor select() could not watch."""
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    db = Database(pg_url)
+    try:
+        with db.read() as conn:
+            first = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            assert conn.connection.dbapi_connection.fileno() > 1023  # type: ignore[union-attr]
+        with db.read() as conn:
+            assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one() == first
+    finally:
+        db.dispose()
+        for fd in filler:
+            os.close(fd)

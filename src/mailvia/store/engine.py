@@ -62,10 +62,12 @@ def _still_open(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     if dbapi_connection.closed or dbapi_connection.broken:
         raise DisconnectionError("the connection is closed")
     try:
-        readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+        look = select.poll()  # not select.select: a descriptor above 1023 is fine here
+        look.register(dbapi_connection.fileno(), select.POLLIN)
+        waiting = look.poll(0)
     except (OSError, ValueError):
         raise DisconnectionError("the connection's socket is gone") from None
-    if readable:
+    if waiting:
         raise DisconnectionError("the server closed the connection")
 
 
