@@ -142,21 +142,18 @@ async def test_a_421_closes_the_session_and_the_message_is_retried(
     settled(world, receipts, maildir, delivered=1, duplicates=0)
 
 
+def open_at(server: TestServer, t: float) -> int:
+    """How many connections the server had open at `t` (idle ones included)."""
+    return sum(
+        1
+        for s in server.sessions
+        if s["opened_at"] <= t and (s["closed_at"] is None or s["closed_at"] > t)
+    )
+
+
 def open_at_each_delivery(server: TestServer) -> list[int]:
-    """For each message the server stored, in order, how many connections it had open then
-    (idle ones included)."""
-    sessions = server.sessions
-    counts = []
-    for message in server.received:
-        t = message["received_at"]
-        counts.append(
-            sum(
-                1
-                for s in sessions
-                if s["opened_at"] <= t and (s["closed_at"] is None or s["closed_at"] > t)
-            )
-        )
-    return counts
+    """For each message the server stored, in order, how many connections it had open then."""
+    return [open_at(server, message["received_at"]) for message in server.received]
 
 
 async def test_a_421_lowers_the_channels_concurrency_which_then_grows_back(
@@ -186,7 +183,9 @@ async def test_a_421_lowers_the_channels_concurrency_which_then_grows_back(
         refused = [s for s in server.sessions if "MAIL" in " ".join(s["commands"][-1:])]
         assert len(refused) == 2
         assert all(s["closed_at"] is not None for s in refused)  # the server said so
-        assert max(counts[:3]) >= 3  # several at once before the 421s
+        # Several at once before the 421s (counted when each connection opened: at the first
+        # deliveries a connection still in its TLS handshake on a busy machine is not open yet).
+        assert max(open_at(server, s["opened_at"]) for s in server.sessions[:limit]) >= 3
         low = counts.index(cut)  # down to two connections after them (one cut, not two) ...
         assert counts[low : low + 5] == [cut] * 5, counts
         assert min(counts[low:]) == cut, counts
