@@ -1,4 +1,5 @@
-"""One SMTP connection to a channel's server: connect, TLS, EHLO, AUTH, then transactions.
+"""One SMTP connection to a channel's server: opened (connect, TLS, EHLO, AUTH: handshake.py),
+then carrying transactions one at a time.
 
 The session drives aiosmtplib's command-level calls itself (never `sendmail`), so it knows
 the stage of every failure and keeps each recipient's reply. Failures are values: every
@@ -10,7 +11,7 @@ replies are read in order; the body waits for DATA's 354. Each failure ends with
 and replies the one-command-at-a-time path gives it.
 
 Security `starttls` is mandatory STARTTLS: aiosmtplib's `connect` runs with `start_tls=False`
-and this module sends STARTTLS itself, failing when it is not offered (the same guarantee as
+and handshake.py sends STARTTLS itself, failing when it is not offered (the same guarantee as
 `start_tls=True`, with the stage known). Its default `None`, which an attacker can strip, is
 never used. Credentials are never sent on a connection without TLS, nor with a mechanism the
 server does not offer, and never appear in a reply's text.
@@ -26,88 +27,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import ssl
 import time
-from dataclasses import dataclass, field
 
 from aiosmtplib import (
     SMTP,
-    SMTPConnectError,
     SMTPException,
     SMTPRecipientRefused,
     SMTPResponseException,
     SMTPServerDisconnected,
-    SMTPTimeoutError,
 )
 from aiosmtplib.protocol import SMTPProtocol
 
-from mailvia.domain.channel import Auth, Channel, Kind, Security
+from mailvia.domain.channel import Channel
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.message import Envelope
-from mailvia.domain.probe import ProbeFailure, Step
-from mailvia.domain.replies import Reply, Stage, tls_refused
+from mailvia.domain.probe import Step
+from mailvia.domain.replies import Reply, Stage
 from mailvia.outbox.ports import Credentials
+from mailvia.transport.data import encode_data
 from mailvia.transport.guard import OutboundGuard
+from mailvia.transport.handshake import Progress, authenticate, client, connect, greet, secure
 from mailvia.transport.observe import NO_OBSERVER, Observer
 from mailvia.transport.pipelining import Batch, batch, mail_refused, rcpt_reply
-from mailvia.transport.replyqueue import Client, ReplyQueue
+from mailvia.transport.replyqueue import ReplyQueue
 from mailvia.transport.smtp_errors import (
     BAD_SENDER,
-    NO_CREDENTIALS,
     NO_SMTPUTF8,
     StepRefused,
-    first_line,
     map_error,
-)
-from mailvia.transport.tls import (
-    client_context,
-    describe_tls,
 )
 
 _CHUNK = 64 * 1024
 _FRESH = 2.0  # seconds a cleanly ended connection is reused without RSET
 _QUIT_TIMEOUT = 5.0
-
-
-def encode_data(content: bytes) -> bytes:
-    """The DATA payload without the final dot: every line ending CRLF (bare CR and LF
-    included, so `\\n.\\n` or `\\r.\\r` can never end DATA early), lines dot-stuffed."""
-    if _clean(content):  # the usual case: already CRLF throughout, no line starts with a dot
-        return content if content.endswith(b"\r\n") else content + b"\r\n"
-    # bytes.replace rather than regular expressions: the same output, ~4x faster (it is on
-    # the hot path of every message; bench/deliver.py --experiment fastencode).
-    body = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    body = body.replace(b"\r\n.", b"\r\n..")
-    return b"." + body if body.startswith(b".") else body
-
-
-def _clean(content: bytes) -> bool:
-    """Whether encode_data would change nothing but a missing final CRLF: no line starts with
-    a dot and every CR and LF is part of a CRLF pair (none is left once the pairs are taken
-    out). About 12 us for 6 KB, against 18 us for the replacements, which copy thrice."""
-    if content.startswith(b".") or b"\r\n." in content:
-        return False
-    rest = b"".join(content.split(b"\r\n"))
-    return b"\r" not in rest and b"\n" not in rest
-
-
-@dataclass
-class _Progress:
-    """How far a session or transaction got, for mapping the failure that stops it."""
-
-    stage: Stage
-    observer: Observer = NO_OBSERVER
-    after_dot: bool = False
-    rcpt_replies: dict[str, Reply] = field(default_factory=dict)
-    ehlo: str | None = None  # the last EHLO reply's first line
-    where: str = ""  # "connected to ADDRESS port N"
-
-    def step(self, stage: Stage, step: Step, detail: str = "") -> None:
-        self.stage = stage
-        self.observer.begin(step, detail)
 
 
 class SessionFailed(Exception):
@@ -130,14 +82,14 @@ async def open_session(
     """Connect to the channel's server, secure the connection as the channel demands, EHLO
     and authenticate, telling `observer` each step. Raises SessionFailed (with the stage and
     reply) on any failure."""
-    progress = _Progress(Stage.CONNECT, observer)
+    progress = Progress(Stage.CONNECT, observer)
     smtp: SMTP | None = None
     try:
-        sock, context = await _connect(channel, guard, progress)
-        smtp = _client(channel, sock, helo_name, context)
-        await _greet(smtp, channel, progress)
-        await _secure(smtp, channel, progress)
-        await _authenticate(smtp, channel, credentials, progress)
+        sock, context = await connect(channel, guard, progress)
+        smtp = client(channel, sock, helo_name, context)
+        await greet(smtp, channel, progress)
+        await secure(smtp, channel, progress)
+        await authenticate(smtp, channel, credentials, progress)
     except BaseException as error:
         if smtp is not None:
             smtp.close()
@@ -147,143 +99,6 @@ async def open_session(
         observer.failed(error)
         raise SessionFailed(TransactionResult(progress.stage, failure.reply)) from error
     return Session(smtp, channel, fingerprint)
-
-
-async def _connect(
-    channel: Channel, guard: OutboundGuard, progress: _Progress
-) -> tuple[socket.socket, ssl.SSLContext | None]:
-    """Resolve the host, check every address (the pool, the operator's relay, skips the
-    check) and open TCP to the first checked address that answers, within the connect
-    timeout; the TLS context is made on the way (a bad CA fails here)."""
-    host, port, check = channel.host, channel.port, channel.kind is not Kind.POOL
-    progress.step(Stage.CONNECT, Step.RESOLVE)
-    async with asyncio.timeout(channel.timeouts.connect):
-        addresses = await guard.resolve(host, port)
-        if check:
-            guard.check(addresses)
-        found = ", ".join(str(a) for a in addresses)
-        progress.observer.passed(Step.RESOLVE, f"{host} resolves to {found}")
-        progress.step(Stage.CONNECT, Step.CONNECT)
-        context = None
-        if channel.security is not Security.NONE:
-            context = await asyncio.to_thread(client_context, channel.ca_pem)
-        sock, address = await guard.connect_first(addresses, port)
-    progress.where = f"connected to {address} port {port}"
-    progress.step(Stage.CONNECT, Step.CONNECT, progress.where)
-    return sock, context
-
-
-def _client(
-    channel: Channel, sock: socket.socket, helo_name: str, context: ssl.SSLContext | None
-) -> SMTP:
-    """An aiosmtplib client over the checked socket (reading replies with a ReplyQueue, so
-    commands can be pipelined); it takes the socket over."""
-    try:
-        return Client(
-            hostname=channel.host,  # the TLS server name and the certificate's host
-            sock=sock,
-            local_hostname=helo_name,
-            use_tls=channel.security is Security.TLS,
-            start_tls=False,  # STARTTLS is sent (and required) by _secure below
-            tls_context=context,
-            timeout=channel.timeouts.command,
-        )
-    except BaseException:
-        sock.close()
-        raise
-
-
-def _extensions(smtp: SMTP) -> str:
-    found = ", ".join(
-        f"{name.upper()} {params}".strip() for name, params in smtp.esmtp_extensions.items()
-    )
-    return f"extensions: {found or 'none'}"
-
-
-async def _greet(smtp: SMTP, channel: Channel, progress: _Progress) -> None:
-    """Set up the socket (the TLS handshake for implicit TLS), read the greeting, EHLO."""
-    observer = progress.observer
-    progress.stage = Stage.CONNECT if channel.security is Security.TLS else Stage.GREETING
-    try:
-        greeting = await smtp.connect(timeout=channel.timeouts.greeting)
-    except SMTPConnectError as error:
-        # Connected (and handshaken), then the greeting was refused, lost or late.
-        cause = error.__cause__
-        if isinstance(error, SMTPResponseException) or isinstance(
-            cause, SMTPServerDisconnected | SMTPTimeoutError
-        ):
-            progress.stage = Stage.GREETING
-        raise
-    observer.passed(Step.CONNECT, progress.where, first_line(greeting))
-    if channel.security is Security.TLS:
-        observer.passed(Step.TLS, describe_tls(smtp.get_transport_info("ssl_object")))
-    elif channel.security is Security.NONE:
-        observer.passed(Step.TLS, "skipped: security none sends in clear (allowed networks only)")
-    progress.step(Stage.EHLO, Step.EHLO)
-    response = await smtp.ehlo(timeout=channel.timeouts.command)
-    progress.ehlo = first_line(response)
-    if channel.security is not Security.STARTTLS:
-        observer.passed(Step.EHLO, _extensions(smtp), progress.ehlo)
-
-
-async def _secure(smtp: SMTP, channel: Channel, progress: _Progress) -> None:
-    if channel.security is not Security.STARTTLS:
-        return
-    progress.step(Stage.STARTTLS, Step.TLS)
-    if not smtp.supports_extension("starttls"):
-        raise StepRefused(
-            tls_refused("the server does not offer STARTTLS"),
-            ProbeFailure.NO_STARTTLS,
-            server_reply=progress.ehlo,
-        )
-    response = await smtp.starttls(server_hostname=channel.host, timeout=channel.timeouts.command)
-    progress.observer.passed(
-        Step.TLS, describe_tls(smtp.get_transport_info("ssl_object")), first_line(response)
-    )
-    progress.step(Stage.EHLO, Step.EHLO)  # RFC 3207 §4.2: forget what was learnt before TLS
-    response = await smtp.ehlo(timeout=channel.timeouts.command)
-    progress.observer.passed(Step.EHLO, _extensions(smtp), first_line(response))
-
-
-async def _authenticate(
-    smtp: SMTP, channel: Channel, credentials: Credentials | None, progress: _Progress
-) -> None:
-    progress.step(Stage.AUTH, Step.AUTH)
-    if channel.auth is Auth.NONE:
-        detail = "skipped: the channel sends without signing in (auth none)"
-        progress.observer.passed(Step.AUTH, detail)
-        return
-    _check_auth(smtp, channel, credentials)
-    assert credentials is not None  # _check_auth refused the session otherwise
-    user, secret, timeout = credentials.username, credentials.password, channel.timeouts.command
-    if channel.auth is Auth.PLAIN:
-        response = await smtp.auth_plain(user, secret, timeout=timeout)
-    elif channel.auth is Auth.LOGIN:
-        response = await smtp.auth_login(user, secret, timeout=timeout)
-    else:  # XOAUTH2: the caller passes a fresh access token as the password
-        response = await smtp.auth_xoauth2(user, secret, timeout=timeout)
-    mechanism = str(channel.auth).upper()
-    detail = f"signed in as {user} with {mechanism}"
-    progress.observer.passed(Step.AUTH, detail, first_line(response))
-
-
-def _check_auth(smtp: SMTP, channel: Channel, credentials: Credentials | None) -> None:
-    """Refuse to sign in without credentials, without TLS, or with a mechanism the server
-    does not offer (RFC 4954 §4: 504 5.5.4 for an unsupported mechanism)."""
-    if credentials is None:
-        raise StepRefused(NO_CREDENTIALS, ProbeFailure.NO_CREDENTIALS)
-    if smtp.get_transport_info("sslcontext") is None:
-        reply = tls_refused("credentials are never sent without TLS")
-        raise StepRefused(reply, ProbeFailure.NO_STARTTLS)
-    mechanism, offered = str(channel.auth), smtp.server_auth_methods
-    if not offered:
-        reply = Reply(504, "5.5.4", "mailvia: the server does not offer AUTH")
-        raise StepRefused(reply, ProbeFailure.AUTH_NOT_OFFERED)
-    if mechanism not in offered:
-        detail = f"the server offers {' '.join(offered).upper()}, not {mechanism.upper()}"
-        raise StepRefused(
-            Reply(504, "5.5.4", f"mailvia: {detail}"), ProbeFailure.MECHANISM_NOT_OFFERED
-        )
 
 
 class Session:
@@ -332,7 +147,7 @@ class Session:
     ) -> TransactionResult:
         """Run one mail transaction: MAIL, RCPT per recipient, DATA. Never raises for a
         delivery failure; a connection that errored is closed (`usable` turns false)."""
-        progress = _Progress(Stage.MAIL, observer)
+        progress = Progress(Stage.MAIL, observer)
         progress.step(Stage.MAIL, Step.MESSAGE)
         self._clean_at = None
         try:
@@ -355,7 +170,7 @@ class Session:
             )
 
     async def _transact(
-        self, envelope: Envelope, content: bytes, progress: _Progress
+        self, envelope: Envelope, content: bytes, progress: Progress
     ) -> TransactionResult:
         options, utf8 = self._mail_options(envelope, content)
         encoding = "utf-8" if utf8 else "ascii"
@@ -393,7 +208,7 @@ class Session:
         commands: Batch,
         envelope: Envelope,
         content: bytes,
-        progress: _Progress,
+        progress: Progress,
     ) -> TransactionResult:
         """MAIL, the RCPTs and DATA in one write (RFC 2920), their replies read in order, each
         within its phase's timeout; the body only after DATA's 354. It ends as the sequential
@@ -475,7 +290,7 @@ class Session:
             return Reply(553, "5.1.3", "mailvia: the address cannot be sent")
         return Reply.parse(response.code, response.message)
 
-    async def _data(self, content: bytes, progress: _Progress) -> TransactionResult:
+    async def _data(self, content: bytes, progress: Progress) -> TransactionResult:
         """DATA, then the body."""
         response = await self.smtp.execute_command(b"DATA", timeout=self.channel.timeouts.data_init)
         if response.code != 354:
@@ -486,7 +301,7 @@ class Session:
         return await self._body(protocol, content, progress)
 
     async def _body(
-        self, protocol: SMTPProtocol, content: bytes, progress: _Progress
+        self, protocol: SMTPProtocol, content: bytes, progress: Progress
     ) -> TransactionResult:
         """After 354: the body and the final dot (a large body in chunks), the final reply."""
         timeouts = self.channel.timeouts

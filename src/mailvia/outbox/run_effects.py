@@ -1,0 +1,79 @@
+"""What a channel run's replies do to its channel at the run's end: a disconnect holds its
+mail and tells the owner; a throttle (or an unreachable server) pauses it as
+domain/throttle.py escalates; a delivery clears an earlier throttle. The claims left in hand
+are given back.
+
+Side effects: gives claims back, sets the channel's state or throttle, holds its mail and
+records the event in the store; forgets the channel's connections; notifies.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mailvia.domain.channel import ChannelState
+from mailvia.domain.clock import Instant
+from mailvia.domain.delivery import ChannelEffect
+from mailvia.domain.message import State
+from mailvia.domain.throttle import daily_quota_wait, escalate
+from mailvia.outbox.ports import Claim
+from mailvia.outbox.run_context import new_event
+from mailvia.outbox.run_records import RunRecords
+
+log = logging.getLogger(__name__)
+
+# Effects that pause the whole channel for a while (an unreachable server as a throttle).
+_PAUSES = (ChannelEffect.THROTTLE, ChannelEffect.THROTTLE_DAILY, ChannelEffect.UNREACHABLE)
+
+
+class RunEffects(RunRecords):
+    """The effects of a channel run on its channel."""
+
+    async def _apply_effect(self, now: Instant) -> None:
+        leftovers = list(self.queue)
+        self.queue.clear()
+        if self.effect is ChannelEffect.DISCONNECT:
+            await self._disconnect(leftovers, now)
+            return
+        if leftovers:
+            await self._when_back(
+                lambda: self.store.unclaim(leftovers, state=State.QUEUED, now=now)
+            )
+        if self.effect in _PAUSES:
+            self._throttle(now)
+        elif self.delivered_any and self.channel.throttle_level:
+            self.store.set_channel_throttle(self.channel.id, None, 0)
+
+    async def _disconnect(self, leftovers: list[Claim], now: Instant) -> None:
+        channel = self.channel
+        self.store.set_channel_state(channel.id, ChannelState.DISCONNECTED, self.effect_reply, now)
+        if leftovers:
+            self.store.unclaim(leftovers, state=State.HELD, now=now)
+        held = self.store.hold_channel(channel.id, now)
+        data: dict[str, object] = {
+            "channel_id": channel.id,
+            "reason": self.effect_reply,
+            "held": held + len(leftovers) + self.held,
+        }
+        self.store.add_events(
+            [new_event(channel.organization_id, "channel.disconnected", now, data)]
+        )
+        await self.ctx.transport.forget(channel.id)
+        await self.ctx.notify_disconnected(channel, self.effect_reply or "", now)
+        log.warning("channel %s disconnected: %s", channel.id, self.effect_reply)
+
+    def _throttle(self, now: Instant) -> None:
+        """Pause the channel as domain/throttle.py escalates it (a server that could not be
+        reached at all pauses it as a throttle: the rest of the claimed mail is not tried
+        against a dead server)."""
+        daily = None
+        if self.effect is ChannelEffect.THROTTLE_DAILY:
+            starts = None if self.ledger is None else self.ledger.log(now).times
+            daily = daily_quota_wait(starts, now)
+        level, wait = self.channel.throttle_level, self.effect_wait
+        pause = escalate(level, retry_after=wait, daily_wait=daily)
+        self.store.set_channel_throttle(self.channel.id, now + pause.seconds, pause.level)
+        why = "unreachable" if self.effect is ChannelEffect.UNREACHABLE else "throttled"
+        log.warning(
+            "channel %s %s for %.0f s: %s", self.channel.id, why, pause.seconds, self.effect_reply
+        )
