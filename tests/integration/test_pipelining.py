@@ -10,54 +10,32 @@ not give (354 to a DATA with no recipient, no SMTPUTF8) a scripted server in thi
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security, Timeouts
+from mailvia.domain.channel import Auth, Channel, Security
 from mailvia.domain.delivery import TransactionResult
-from mailvia.domain.message import Envelope
 from mailvia.domain.replies import Reply, Stage
 from mailvia.outbox.ports import Credentials
 from mailvia.testserver import TestServer
-from mailvia.transport import OutboundGuard, SmtpTransport
+from mailvia.transport import SmtpTransport
+from support.smtp_client import FAST, envelope, loopback_transport, relay_channel
 
-LOOPBACK = [ipaddress.ip_network("127.0.0.0/8")]
-FAST = Timeouts(connect=5, greeting=5, command=5, data_init=5, data_block=5, data_end=5)
 MESSAGE = b"From: rep@example.test\r\nTo: a@example.test\r\nSubject: hi\r\n\r\nHello.\r\n"
 BOTH = pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "sequential"])
 
 
 def channel(port: int, **changes: Any) -> Channel:
-    base = Channel(
-        id="ch-1",
-        organization_id="org-1",
-        name="relay",
-        kind=Kind.SMTP,
-        host="127.0.0.1",
-        port=port,
-        security=Security.NONE,
-        auth=Auth.NONE,
-        scope=Scope.DOMAIN,
-        owner=Owner(team_id="team-1"),
-        domains=("example.test",),
-        timeouts=FAST,
-    )
-    return replace(base, **changes)
-
-
-def envelope(*rcpt: str) -> Envelope:
-    return Envelope("rep@example.test", rcpt or ("a@example.test",))
+    return relay_channel(port, **changes)
 
 
 @pytest.fixture
 async def transport() -> AsyncIterator[SmtpTransport]:
-    smtp = SmtpTransport(guard=OutboundGuard(LOOPBACK), helo_name="mailvia.test")
-    yield smtp
-    await smtp.aclose()
+    async with loopback_transport() as smtp:
+        yield smtp
 
 
 async def send(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import ipaddress
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,17 +14,15 @@ from typing import Any
 import pytest
 import trustme
 
-from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security, Timeouts
-from mailvia.domain.message import Envelope
+from mailvia.domain.channel import Auth, Channel, Kind, Security
 from mailvia.domain.replies import Reply, Stage
 from mailvia.outbox.ports import Credentials
 from mailvia.testserver import TestServer
 from mailvia.transport import OutboundGuard, SmtpTransport
 from mailvia.transport.pool import scrubbed
 from mailvia.transport.session import encode_data
+from support.smtp_client import FAST, LOOPBACK, envelope, loopback_transport, relay_channel
 
-LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
-FAST = Timeouts(connect=5, greeting=5, command=5, data_init=5, data_block=5, data_end=5)
 USER, PASSWORD = "rep@example.test", "s3cret-pass"
 CREDS = Credentials(USER, PASSWORD)
 _DAY = datetime.timedelta(days=1)
@@ -65,34 +62,21 @@ def tls(ca: trustme.CA, tmp_path: Path) -> Tls:
 
 
 def channel(port: int, **changes: Any) -> Channel:
-    base = Channel(
-        id="ch-1",
-        organization_id="org-1",
-        name="relay",
-        kind=Kind.SMTP,
-        host="localhost",
-        port=port,
-        security=Security.STARTTLS,
-        auth=Auth.PLAIN,
-        scope=Scope.DOMAIN,
-        owner=Owner(team_id="team-1"),
-        username=USER,
-        has_password=True,
-        domains=("example.test",),
-        timeouts=FAST,
-    )
-    return replace(base, **changes)
-
-
-def envelope(*rcpt: str) -> Envelope:
-    return Envelope("rep@example.test", rcpt or ("a@example.test",))
+    """The relay with STARTTLS and AUTH PLAIN, as localhost (the test certificate's name)."""
+    secured: dict[str, Any] = {
+        "host": "localhost",
+        "security": Security.STARTTLS,
+        "auth": Auth.PLAIN,
+        "username": USER,
+        "has_password": True,
+    }
+    return relay_channel(port, **{**secured, **changes})
 
 
 @pytest.fixture
 async def transport() -> AsyncIterator[SmtpTransport]:
-    smtp = SmtpTransport(guard=OutboundGuard(LOOPBACK), helo_name="mailvia.test")
-    yield smtp
-    await smtp.aclose()
+    async with loopback_transport() as smtp:
+        yield smtp
 
 
 def server(tls: Tls, **options: Any) -> TestServer:
