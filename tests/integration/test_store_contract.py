@@ -41,6 +41,7 @@ from mailvia.domain.tenancy import Fallback, Role, User
 from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
 from mailvia.outbox.records import Event, MessageFilter
 from mailvia.store import KEEP, SqlStore, migrate, open_store
+from mailvia.store import outbox as store_outbox
 from mailvia.store.memory import MemoryStore
 from mailvia.store.tables import metadata
 
@@ -372,6 +373,30 @@ def test_claims_go_by_due_time_then_submission_and_hold_a_lease(store: SqlStore)
     assert grab(s, now=T0 + 200, worker="w3") == []  # every lease still holds
     again = grab(s, now=T0 + 305, worker="w3")
     assert [c.message_id for c in again] == ["m2", "m3", "m1"]  # m4's lease holds until +400
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_claim_whose_read_fails_gives_its_messages_back(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease commits, then the read of the claims fails (the database went away between
+    the two): the worker never learns of them, so they go back to the queue at once, not at
+    the lease's end, and unflagged (none had started)."""
+    store.add_messages([new("m1"), new("m2")])
+
+    def gone(*_: object) -> list[Claim]:
+        raise StoreUnavailable("the database is unavailable: the test ended it")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store_outbox, "_claims", gone)
+        with pytest.raises(StoreUnavailable):
+            grab(store)
+    assert store.get_message("m1").state is State.QUEUED
+    again = grab(store, worker="w2")
+    assert [c.message_id for c in again] == ["m1", "m2"]
+    assert not any(c.possible_duplicate for c in again)
 
 
 def test_only_active_unthrottled_channels_are_due(store: SqlStore) -> None:

@@ -7,6 +7,7 @@ has expired (its worker died), and its channel is active and not throttled.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,13 +17,15 @@ import sqlalchemy as sa
 
 from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import Conflict, InvalidInput
+from mailvia.domain.errors import Conflict, InvalidInput, StoreUnavailable
 from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
 from mailvia.store.rows import among, chunks
 from mailvia.store.tables import channels, messages, recipients
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = 86400.0  # SURFACE.md: an Idempotency-Key is kept for 24 h
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
@@ -205,8 +208,25 @@ class OutboxStore:
                     .where(among(r.message_seq, part), r.state.not_in(_TERMINAL))
                     .values(state=State.SENDING.value, updated_at=now)
                 )
-        with self._db.read() as conn:
-            return _claims(conn, seqs, worker, rows)
+        try:
+            with self._db.read() as conn:
+                return _claims(conn, seqs, worker, rows)
+        except StoreUnavailable:
+            self._give_back_unread(seqs, worker, now)
+            raise
+
+    def _give_back_unread(self, seqs: list[int], worker: str, now: Instant) -> None:
+        """The claim's read failed after its lease committed: the worker never learns of
+        these messages, so give them back now (best effort) rather than leave them leased
+        until their lease runs out. None had started: no possible_duplicate."""
+        try:
+            with self._db.write() as conn:
+                for part in chunks(seqs):
+                    _give_back(conn, worker, list(part), State.QUEUED, now)
+        except StoreUnavailable:
+            log.warning(
+                "claimed %d message(s) could not be given back: due at lease end", len(seqs)
+            )
 
     def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
         """Give claimed messages back unsent: they and their `sending` recipients become
