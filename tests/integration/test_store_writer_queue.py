@@ -224,3 +224,29 @@ def test_under_a_stream_of_intakes_the_other_writers_take_turns_with_them(
     assert took < 2.0, took  # giving way for the whole bound each time: 5 s or more
     serve.close()
     worker.close()
+
+
+def test_a_free_lock_is_tried_once_more_at_the_deadline_while_giving_way(tmp_path: Path) -> None:
+    """An intake that spent most of its time waiting for this process's other writer, then
+    lets another process's writer owed its turn go first, past its deadline: the lock is
+    free (that writer never comes), so it is taken (one last try), not refused as busy."""
+    db_file = tmp_path / "mailvia.db"
+    queue = WriterQueue(db_file, timeout=0.2, give_way=0.1)
+    stuck = WriterQueue(db_file)
+    stuck._sign_owed(True)  # another process's writer, owed the next turn and never coming
+    first_in = threading.Event()
+
+    def first() -> None:
+        with queue.turn():  # this process's other writer, ahead: 0.15 s of the intake's 0.2
+            first_in.set()
+            time.sleep(0.15)
+
+    ahead = threading.Thread(target=first)
+    ahead.start()
+    first_in.wait()
+    with queue.turn(intake=True):  # waits for it, then gives way past its deadline
+        pass
+    ahead.join()
+    stuck._sign_owed(False)
+    for q in (queue, stuck):
+        q.close()

@@ -145,13 +145,14 @@ class WriterQueue:
             while True:
                 if way is not None and not owed and self._passes() != way[1]:
                     owed = self._sign_owed(True)  # an intake went meanwhile: next is ours
-                if self._may_try(way, until):
+                late = time.monotonic() >= deadline  # then one last try, giving way or not
+                if late or self._may_try(way, until):
                     try:
                         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         break
                     except BlockingIOError:
                         pass
-                if time.monotonic() >= deadline:
+                if late:
                     raise StoreUnavailable(_BUSY)
                 time.sleep(pause)
                 pause = min(pause * 2, longest)
