@@ -10,13 +10,13 @@ not give (354 to a DATA with no recipient, no SMTPUTF8) a scripted server in thi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from mailvia.domain.channel import Auth, Channel, Security
+from mailvia.domain.channel import Auth, Security
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.replies import Reply, Stage
 from mailvia.outbox.ports import Credentials
@@ -28,10 +28,6 @@ MESSAGE = b"From: rep@example.test\r\nTo: a@example.test\r\nSubject: hi\r\n\r\nH
 BOTH = pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "sequential"])
 
 
-def channel(port: int, **changes: Any) -> Channel:
-    return relay_channel(port, **changes)
-
-
 @pytest.fixture
 async def transport() -> AsyncIterator[SmtpTransport]:
     async with loopback_transport() as smtp:
@@ -41,17 +37,11 @@ async def transport() -> AsyncIterator[SmtpTransport]:
 async def send(
     transport: SmtpTransport, port: int, *rcpt: str, **changes: Any
 ) -> TransactionResult:
-    return await transport.send(channel(port, **changes), None, envelope(*rcpt), MESSAGE)
+    return await transport.send(relay_channel(port, **changes), None, envelope(*rcpt), MESSAGE)
 
 
 def early(server: TestServer) -> list[str]:
     return [verb for session in server.sessions for verb in session["early"]]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 # -- the batch -------------------------------------------------------------------------------
@@ -72,7 +62,7 @@ async def test_mail_every_rcpt_and_data_go_before_any_reply(transport: SmtpTrans
 async def test_pipelining_after_starttls_and_auth(transport: SmtpTransport) -> None:
     async with TestServer(self_signed=True, auth={"jane": "secret"}) as srv:
         assert srv.ca_cert_path is not None
-        ch = channel(
+        ch = relay_channel(
             srv.port,
             security=Security.STARTTLS,
             auth=Auth.PLAIN,
@@ -122,6 +112,7 @@ async def test_mail_refused_with_rcpts_following_keeps_the_connection(
 ) -> None:
     async with TestServer(pipelining=pipelining, faults=["mail*1=550 5.7.1 not you"]) as srv:
         first = await send(transport, srv.port, "a@example.test", "b@example.test")
+        assert (early(srv) != []) is pipelining  # the path under test ran
         assert first == TransactionResult(Stage.MAIL, Reply(550, "5.7.1", "not you"), {})
         # The refused batch's other replies (503s) were read: the next one pairs correctly.
         second = await send(transport, srv.port, "c@example.test")
@@ -136,6 +127,7 @@ async def test_all_recipients_refused_resets_and_keeps_the_connection(
 ) -> None:
     async with TestServer(pipelining=pipelining) as srv:
         first = await send(transport, srv.port, "permfail@example.test", "tempfail@example.test")
+        assert (early(srv) != []) is pipelining  # the path under test ran
         assert first.stage is Stage.RCPT and first.reply is None
         assert [r.code for r in first.rcpt_replies.values()] == [550, 451]
         commands = srv.sessions[0]["commands"]
@@ -151,6 +143,7 @@ async def test_421_mid_batch_closes_the_connection(
 ) -> None:
     async with TestServer(pipelining=pipelining, faults=["rcpt*1=421 4.3.2 going down"]) as srv:
         first = await send(transport, srv.port, "a@example.test", "b@example.test")
+        assert (early(srv) != []) is pipelining  # the path under test ran
         bye = Reply(421, "4.3.2", "going down")
         assert first == TransactionResult(Stage.RCPT, bye, {"a@example.test": bye})
         second = await send(transport, srv.port)
@@ -165,6 +158,8 @@ async def test_a_disconnect_mid_batch_is_a_network_failure_at_its_stage(
 ) -> None:
     async with TestServer(pipelining=pipelining, faults=[fault]) as srv:
         result = await send(transport, srv.port, "a@example.test", "b@example.test")
+        if fault.startswith("rcpt"):  # dropped at MAIL, the server read nothing further
+            assert (early(srv) != []) is pipelining  # the path under test ran
         assert result.stage is Stage(fault.split("=")[0].removesuffix("*1"))
         assert result.reply is not None and result.rcpt_replies == {}  # none was answered
         assert (result.reply.code, result.reply.enhanced) == (451, "4.4.2")
@@ -184,6 +179,7 @@ async def test_a_stalled_recipient_times_out_at_rcpt_with_the_replies_before_it(
             "c@example.test",
             timeouts=replace(FAST, command=0.3),
         )
+        assert (early(srv) != []) is pipelining  # the path under test ran
         assert result.stage is Stage.RCPT and result.reply is not None
         assert (result.reply.code, result.reply.enhanced) == (451, "4.4.2")
         assert {a: r.code for a, r in result.rcpt_replies.items()} == {"a@example.test": 250}
@@ -199,6 +195,7 @@ async def test_data_refused(
 ) -> None:
     async with TestServer(pipelining=pipelining, faults=[fault]) as srv:
         result = await send(transport, srv.port, "a@example.test")
+        assert (early(srv) != []) is pipelining  # the path under test ran
         assert result.stage is Stage.DATA and result.reply is not None
         assert result.reply.code == code and result.rcpt_replies["a@example.test"].code == 250
         assert srv.received == []
@@ -211,6 +208,7 @@ async def test_data_timeout_then_no_reply_after_the_dot(
     short = replace(FAST, data_init=0.3, data_end=0.3)
     async with TestServer(pipelining=pipelining, faults=["data*1=stall"]) as srv:
         result = await send(transport, srv.port, timeouts=short)
+        assert (early(srv) != []) is pipelining  # the path under test ran
         assert result.stage is Stage.DATA and result.reply is not None
         assert result.reply.code == 451 and not result.possible_duplicate
         srv.set_faults(["data-end=stall:2"])
@@ -226,6 +224,7 @@ async def test_an_unsendable_recipient_is_refused_before_anything_is_written(
     async with TestServer(pipelining=pipelining) as srv:
         rcpt = ("a@example.test", "b\x7f@example.test")
         result = await send(transport, srv.port, *rcpt)
+        assert (early(srv) != []) is pipelining  # the path under test ran
         assert result.reply is not None and result.reply.code == 250
         assert result.rcpt_replies["b\x7f@example.test"] == Reply(
             553, "5.1.3", "mailvia: the address cannot be sent"

@@ -37,7 +37,11 @@ class Batch:
 
     commands: bytes
     recipients: tuple[tuple[str, Reply | None], ...]
-    sent: int  # how many RCPTs are in the batch
+
+    @property
+    def sent(self) -> int:
+        """How many RCPTs are in the batch."""
+        return sum(1 for _, refusal in self.recipients if refusal is None)
 
     @property
     def replies(self) -> int:
@@ -62,11 +66,10 @@ def batch(envelope: Envelope, options: list[str], encoding: str) -> Batch | None
             recipients.append((address, UNSENDABLE))
         else:
             recipients.append((address, None))
-    sent = len(lines) - 1
-    if not sent:
+    if len(lines) == 1:  # MAIL alone
         return None
     lines.append(_DATA)
-    return Batch(b"".join(lines), tuple(recipients), sent)
+    return Batch(b"".join(lines), tuple(recipients))
 
 
 def _line(verb: bytes, prefix: bytes, address: str, options: list[str], encoding: str) -> bytes:

@@ -124,8 +124,6 @@ class SmtpTransport:
             session.close()  # cancelled or a bug mid-transaction: the state is unknown
             self._left(pool)
             raise
-        if session.usable and _closing(result):
-            session.close()  # the server said it is closing this session (the session does too)
         self._give_back(pool, session)
         return result
 
@@ -257,13 +255,6 @@ class SmtpTransport:
             usable = name.isascii() and name.strip() and not any(c.isspace() for c in name)
             self._helo_name = name if usable else "localhost"
         return self._helo_name
-
-
-def _closing(result: TransactionResult) -> bool:
-    """Whether the server answered 421 (closing the session) anywhere in the transaction."""
-    if result.reply is not None and result.reply.code == 421:
-        return True
-    return any(reply.code == 421 for reply in result.rcpt_replies.values())
 
 
 async def _wait(tasks: list[asyncio.Task[None]]) -> None:

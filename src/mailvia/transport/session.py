@@ -48,7 +48,7 @@ from mailvia.transport.data import encode_data
 from mailvia.transport.guard import OutboundGuard
 from mailvia.transport.handshake import Progress, authenticate, client, connect, greet, secure
 from mailvia.transport.observe import NO_OBSERVER, Observer
-from mailvia.transport.pipelining import Batch, batch, mail_refused, rcpt_reply
+from mailvia.transport.pipelining import UNSENDABLE, Batch, batch, mail_refused, rcpt_reply
 from mailvia.transport.replyqueue import ReplyQueue
 from mailvia.transport.smtp_errors import (
     BAD_SENDER,
@@ -287,7 +287,7 @@ class Session:
         except UnicodeEncodeError:
             return NO_SMTPUTF8
         except ValueError:
-            return Reply(553, "5.1.3", "mailvia: the address cannot be sent")
+            return UNSENDABLE
         return Reply.parse(response.code, response.message)
 
     async def _data(self, content: bytes, progress: Progress) -> TransactionResult:
