@@ -356,7 +356,7 @@ async def test_a_run_claims_more_as_its_queue_runs_low_but_not_again_soon_after_
     claim that came back short (the outbox is drained) claims again only REFILL_PAUSE later:
     each claim is a write that intake would queue behind. Mail that arrives meanwhile goes
     in the same run."""
-    from mailvia.outbox.channel_run import REFILL_PAUSE
+    from mailvia.outbox.run_claims import REFILL_PAUSE
 
     assert REFILL_PAUSE == 0.05
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else None

@@ -22,15 +22,12 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import StoreUnavailable
 from mailvia.outbox.run_attempts import LeaseLost, RunAttempts
 from mailvia.outbox.run_claims import REFILL_PAUSE, RunClaims
-from mailvia.outbox.run_context import RunContext, new_event
 from mailvia.outbox.run_effects import RunEffects
 from mailvia.outbox.slots import GROW_SECONDS
 
 # In service a run goes on claiming mail that trickles in (`_next`) for at most this long;
 # then it ends, and the next run reads its channel (settings, credentials) afresh.
 TRICKLE_RUN = 5.0  # seconds
-
-__all__ = ["REFILL_PAUSE", "TRICKLE_RUN", "ChannelRun", "RunContext", "new_event"]
 
 
 class ChannelRun(RunAttempts, RunClaims, RunEffects):

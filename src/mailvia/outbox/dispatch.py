@@ -22,13 +22,14 @@ from typing import Any
 from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
-from mailvia.outbox.channel_run import ChannelRun, RunContext, new_event
+from mailvia.outbox.channel_run import ChannelRun
 from mailvia.outbox.concurrency import ConcurrencyBook
 from mailvia.outbox.dispatch_ports import DispatchOptions, DispatchStore, Notifier
 from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.metrics import NO_METRICS
 from mailvia.outbox.outage import Outage
 from mailvia.outbox.ports import CredentialSource, Transport, WorkerRegistry
+from mailvia.outbox.run_context import RunContext, new_event
 from mailvia.outbox.slots import Connections, LocalConnections, SharedConnections, SlotStore
 from mailvia.outbox.webhook_ports import Metrics
 

@@ -178,11 +178,11 @@ class SharedConnections:
         # close first: no connection stays open without its slot.
         slots = self.held.pop(channel_id, [])
         await self.close_idle(channel_id)
-        self._give(channel_id, slots)
+        await self._give(channel_id, slots)
 
-    def _give(self, channel_id: str, slots: list[int]) -> None:
-        try:
-            self.store.give_slots(channel_id, self.worker, slots)
+    async def _give(self, channel_id: str, slots: list[int]) -> None:
+        try:  # a store write: off the loop, like taking them
+            await asyncio.to_thread(self.store.give_slots, channel_id, self.worker, slots)
         except StoreUnavailable as exc:
             # Still ours in the store: freed when this worker stops or starts again, or
             # when it stops beating. Take them back into hand so the next run uses them.

@@ -30,9 +30,9 @@ from mailvia.domain.ids import make_id
 from mailvia.domain.message import State, message_state
 from mailvia.domain.replies import Stage, network_failure
 from mailvia.domain.tenancy import User, domain_of
-from mailvia.outbox.channel_run import new_event
 from mailvia.outbox.compose import Composed, Draft, compose
 from mailvia.outbox.ports import AttemptRecord, Claim, Ledger, NewMessage
+from mailvia.outbox.run_context import new_event
 
 SUBJECT = "mailvia test message"
 TEXT = "This is a test message from mailvia: the channel works.\n"

@@ -113,7 +113,7 @@ class WriterQueue:
                 raise StoreUnavailable(_BUSY)
             # An intake of this process that came meanwhile waits for this thread lock: let
             # it have it (it would otherwise wait for this writer's whole transaction).
-            if way is None or not self._intakes or not self._giving(way, signed=True):
+            if way is None or not self._intakes or not self._giving(way):
                 return
             self._threads.release()
 
@@ -121,14 +121,14 @@ class WriterQueue:
         """An ordinary writer's give-way: until when at most, and the intakes' turns so far."""
         return time.monotonic() + self._give_way, self._passes()
 
-    def _giving(self, way: tuple[float, int], *, signed: bool | None = None) -> bool:
+    def _giving(self, way: tuple[float, int]) -> bool:
         """Whether an ordinary writer still gives way: before its bound, while an intake is
         signed, and only until one intake has had its turn (then the writer goes before the
         next: under a stream of intake commits, they and the others take turns)."""
         until, passes = way
         if time.monotonic() >= until or self._passes() != passes:
             return False
-        return self.intake_waiting() if signed is None else signed
+        return self.intake_waiting()
 
     def _wait_unsigned(self, way: tuple[float, int]) -> None:
         pause = 0.0002
