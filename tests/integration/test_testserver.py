@@ -427,6 +427,21 @@ async def test_stall_and_noreply_keep_quiet_until_the_client_leaves(action: str)
         await until(lambda: srv.sessions[0]["closed_at"] is not None)
 
 
+async def test_rset_stage_stalls_or_replaces_the_reply_between_transactions() -> None:
+    """`rset` acts on the RSET a client sends before reusing a connection: `stall:SECONDS`
+    answers 250 late, a code replaces the reply, `stall` keeps quiet."""
+    async with stage_server("rset*1=stall:0.2", "rset*1=451 4.3.0 Not now", "rset=stall") as srv:
+        raw, _ = await stage_reply(srv, "data-end")
+        started = time.monotonic()
+        assert (await raw.cmd("RSET")).startswith("250")
+        assert time.monotonic() - started >= 0.19
+        assert await raw.cmd("RSET") == "451 4.3.0 Not now"
+        await raw.send("RSET")
+        assert await raw.silent_for(0.3)
+        await raw.close()
+        assert len(srv.received) == 1
+
+
 async def test_body_stall_says_354_then_reads_nothing() -> None:
     async with stage_server("body=stall") as srv:
         raw, reply = await stage_reply(srv, "data")

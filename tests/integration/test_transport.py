@@ -226,6 +226,38 @@ async def test_narrow_closes_only_the_connections_above_the_width(
         assert closed() == 3
 
 
+@pytest.mark.parametrize("stage", ["rset", "greeting"])
+async def test_a_connection_above_the_width_cancelled_before_its_transaction_counts(
+    transport: SmtpTransport, tls: Tls, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    """Narrowed while two sends are still getting their connection ready (RSET on an idle
+    one, or the greeting of a new one): the one cancelled then is the connection above the
+    width, so the other, once its transaction ends, stays open and is reused (no churn)."""
+    monkeypatch.setattr("mailvia.transport.session._FRESH", 0.0)  # every reuse sends RSET
+    async with server(tls, faults=[f"{stage}*2=stall:1"]) as srv:
+        ch = channel(srv.port, ca_pem=tls.ca_pem, max_connections=2)
+        if stage == "rset":  # two idle connections to reuse
+            first = [transport.send(ch, CREDS, envelope(), MESSAGE) for _ in range(2)]
+            await asyncio.gather(*first)
+            assert len(srv.sessions) == 2
+        sends = [
+            asyncio.ensure_future(transport.send(ch, CREDS, envelope(), MESSAGE)) for _ in range(2)
+        ]
+        if stage == "rset":
+            await poll(lambda: all("RSET" in s["commands"] for s in srv.sessions))
+        else:
+            await poll(lambda: len(srv.sessions) == 2)
+        transport.narrow(ch.id, 1)  # both busy: one of them is to close
+        sends[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sends[0]
+        result = await sends[1]
+        assert result.reply is not None and result.reply.code == 250
+        await transport.send(ch, CREDS, envelope(), MESSAGE)
+        assert len(srv.sessions) == 2  # the one left was reused, not closed and opened again
+        assert sum("QUIT" in s["commands"] for s in srv.sessions) == 0
+
+
 # -- TLS fails closed ------------------------------------------------------------------------
 
 

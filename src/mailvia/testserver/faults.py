@@ -26,7 +26,9 @@ STAGES: tuple[str, ...] = (
     "data",
     "body",
     "data-end",
+    "rset",
 )
+# `rset` is the RSET a client sends before reusing a connection (aiosmtpd's own 250 otherwise).
 # `body` is the message text after 354: only `drop` (read a line, hang up) and `stall` (stop
 # reading) apply there. `badtls` applies only to `starttls`.
 _BODY_ACTIONS = "drop or stall"

@@ -436,6 +436,10 @@ class Handler:
             return MISSING
         return RECIPIENT_REPLIES.get(fault.kind, MISSING)
 
+    async def handle_RSET(self, server: FaultySMTP, session: Session, envelope: Envelope) -> object:
+        reply = await server.perform(server.take("rset"))
+        return reply if reply is not None else MISSING
+
     async def handle_DATA(self, server: FaultySMTP, session: Session, envelope: Envelope) -> str:
         action = server.take("data-end")
         if isinstance(action, Stall) and action.seconds is not None:

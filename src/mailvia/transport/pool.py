@@ -9,7 +9,8 @@ session. A pool holds at most `channel.max_connections` connections open; more c
 sends wait for a free one. Between transactions a reused connection gets RSET; one that
 errored or got a 421 is dropped; one idle for `idle_timeout` seconds is closed with QUIT.
 When the channel's concurrency is cut (a 421, outbox/concurrency.py), `narrow` closes only
-the connections above the new width: idle ones at once, busy ones as their transaction ends.
+the connections above the new width: idle ones at once, busy ones as their transaction ends
+(or when cancelled before it, in RSET or while opening).
 
 Side effects: opens and closes SMTP connections; schedules a timer per pool on the running
 loop.
@@ -105,19 +106,20 @@ class SmtpTransport:
         envelope: Envelope,
         content: bytes,
     ) -> TransactionResult:
-        session = await self._lease(pool)
-        if session is None:
-            try:
-                session = await open_session(
-                    channel,
-                    credentials,
-                    guard=self._guard,
-                    helo_name=await self._helo(),
-                    fingerprint=pool.fingerprint,
-                )
-            except SessionFailed as failed:
-                self._left(pool)
-                return failed.result
+        try:
+            session = await self._lease(pool) or await open_session(
+                channel,
+                credentials,
+                guard=self._guard,
+                helo_name=await self._helo(),
+                fingerprint=pool.fingerprint,
+            )
+        except SessionFailed as failed:
+            self._left(pool)
+            return failed.result
+        except BaseException:
+            self._left(pool)  # cancelled mid-RSET or while opening: that connection is closed
+            raise
         try:
             result = await session.transact(envelope, content)
         except BaseException:
