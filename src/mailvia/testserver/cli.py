@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from mailvia.testserver.fake import ClientApp, FakeOptions, FakeProviders
 from mailvia.testserver.faults import HTTP_STAGES, STAGES
@@ -161,8 +162,23 @@ def _stop_on_signals() -> asyncio.Event:
     return stopping
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that suggests the option meant for a mistyped one (`--no-pipelinig`)."""
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            known = [name for name in self._option_string_actions if name.startswith("--")]
+            for word in message[len(prefix) :].split():
+                guess = difflib.get_close_matches(word.partition("=")[0], known, n=1)
+                if word.startswith("--") and guess:
+                    message += f" (did you mean {guess[0]}?)"
+                    break
+        super().error(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mailvia testserver",
         description="A fault-injecting SMTP server for tests; with --fake-providers, also "
         "fake Google and Microsoft (OAuth, Gmail API, Graph) on --listen-http.",
