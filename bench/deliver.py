@@ -95,7 +95,7 @@ def prepare(
     sink_port: int,
     msg: bytes,
     pg: Postgres | None,
-    per_worker: int,
+    connections: int,
 ) -> Queue:
     from benchlib import build
 
@@ -137,7 +137,7 @@ def prepare(
         security=Security.NONE,
         auth=Auth.NONE,
         address=FROM_ADDRESS,
-        max_connections=per_worker,
+        max_connections=connections,
         timeouts=long,
     )
     channel, _ = services.channels.add(user, spec, now)
@@ -515,10 +515,9 @@ def one_run(
     sink = Sink(scratch, "mailvia", args.timeout * 3 + 600)
     queue: Queue | None = None
     try:
-        per_worker = args.connections
-        if workers > 1 and not args.no_split:  # max_connections is per process
-            per_worker = -(-args.connections // workers)
-        queue = prepare(args, backend, scratch, sink.port, msg, pg, per_worker)
+        # The channel's max_connections is C for every run: with several workers their
+        # connection slots (outbox/slots.py) share C among them, as in service.
+        queue = prepare(args, backend, scratch, sink.port, msg, pg, args.connections)
         pair.submit.append(
             rec.record(
                 None,
@@ -561,7 +560,7 @@ def one_run(
             sink_seconds=round(result.sink_secs, 4),
             sink_rate=round(args.n / result.sink_secs, 1) if result.sink_secs > 0 else None,
             worker_cpu_ms_per_msg=round(per_msg, 3),
-            channel_max_connections=per_worker,
+            channel_max_connections=args.connections,
             sink_sessions=sink.sessions(),
             profiled=bool(args.py_spy),
             **result.extra,
@@ -647,12 +646,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=300.0, help="limit per timed section, seconds (300)"
     )
     parser.add_argument("--skip-bare", action="store_true", help="no baseline loop")
-    parser.add_argument(
-        "--no-split",
-        action="store_true",
-        help="with several workers give each the channel's C connections (a channel's "
-        "max_connections is per process), instead of C / workers each",
-    )
     parser.add_argument(
         "--quiet-threshold",
         type=float,
