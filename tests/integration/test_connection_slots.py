@@ -1,6 +1,8 @@
 """Connection slots in the store (store/slots.py), on SQLite and PostgreSQL: a channel's
 max_connections shared by every worker, each within its fair share; a worker that stopped
-beating loses its slots; a start or a clean stop drops the worker's own. And a given-back
+beating loses its slots; a start or a clean stop drops the worker's own; a worker refused
+below its share asks, and one holding more than its share then gives the excess back (at
+the end of its run, which ends early for it). And a given-back
 claim keeps its place in the queue (outbox `unclaim`)."""
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from test_store_contract import T0, channel, grab, new, store  # noqa: F401
 from mailvia.domain.channel import Auth, Security
 from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
-from mailvia.outbox.slots import SharedConnections
+from mailvia.outbox.slots import ASK_SECONDS, SharedConnections
 from mailvia.store import SqlStore
 from mailvia.testserver import TestServer
 from support.world import World
@@ -80,7 +82,14 @@ def test_a_start_or_a_clean_stop_drops_the_workers_own_slots(slots: SqlStore) ->
 
 def grow(s: SqlStore, worker: str, want: int, *, now: float = T0, limit: int = 4) -> list[int]:
     return s.take_slots(
-        "ch_a", worker, want=want, limit=limit, now=now, alive_after=now - LEASE, growing=True
+        "ch_a",
+        worker,
+        want=want,
+        limit=limit,
+        now=now,
+        alive_after=now - LEASE,
+        growing=True,
+        asked_after=now - ASK_SECONDS,
     )
 
 
@@ -98,6 +107,72 @@ def test_a_growing_run_leaves_a_worker_with_slots_its_share(slots: SqlStore) -> 
     beat(slots, "w3")
     assert take(slots, "w3", 4) == [3]  # the cap holds across every worker
     assert grow(slots, "w1", 2) == grow(slots, "w2", 3) == []
+
+
+def excess(s: SqlStore, worker: str, *, now: float = T0, limit: int = 4) -> int:
+    return s.excess_slots(
+        "ch_a", worker, limit=limit, alive_after=now - LEASE, asked_after=now - ASK_SECONDS
+    )
+
+
+def test_a_worker_refused_below_its_share_asks_and_the_one_above_it_sees_its_excess(
+    slots: SqlStore,
+) -> None:
+    assert take(slots, "w1", 4) == [0, 1]
+    assert grow(slots, "w1", 2) == [2, 3]  # w2 had not asked: w1 grew to the whole limit
+    assert excess(slots, "w1") == 0  # nobody asks
+    assert take(slots, "w2", 4, now=T0 + 1) == []  # refused below its share: it asks
+    assert excess(slots, "w1", now=T0 + 1) == 2  # 4 among the two that want the channel
+    assert excess(slots, "w2", now=T0 + 1) == 0
+    assert excess(slots, "w1", now=T0 + 1 + ASK_SECONDS + 1) == 0  # an ask left long ago
+    beat(slots, "w1", T0 + 1)
+    gone = dict(limit=4, alive_after=T0 + 0.5, asked_after=T0)  # w2 last beat at T0
+    assert slots.excess_slots("ch_a", "w1", **gone) == 0  # a worker that stopped beating
+    slots.give_slots("ch_a", "w1", [2, 3])
+    assert take(slots, "w2", 4, now=T0 + 2) == [2, 3]  # its share: the ask is gone ...
+    assert excess(slots, "w1", now=T0 + 2) == 0
+    beat(slots, "w3")
+    assert take(slots, "w3", 4, now=T0 + 2) == []  # ... and the cap holds with asks about
+    assert grow(slots, "w1", 2, now=T0 + 2) == grow(slots, "w2", 2, now=T0 + 2) == []
+
+
+def test_a_growing_run_leaves_a_worker_that_asks_its_share(slots: SqlStore) -> None:
+    """w2 asked while the slots were another's: they come free, and w1, growing, leaves
+    w2's share to it (without the ask w2 holds none and w1 would take all four)."""
+    beat(slots, "w3")
+    assert take(slots, "w1", 2) == [0, 1]
+    assert take(slots, "w3", 2) == [2, 3]
+    assert take(slots, "w2", 2) == []  # asks
+    slots.give_slots("ch_a", "w3", [2, 3])
+    assert grow(slots, "w1", 2) == []  # 4 among w1 and w2 (the one that asked)
+    assert take(slots, "w2", 2) == [2, 3]
+
+
+async def test_a_worker_above_its_share_gives_the_excess_back_at_its_next_run(
+    slots: SqlStore,
+) -> None:
+    """w1 grew to the whole limit and keeps its slots across back-to-back runs; w2 starts
+    wanting the channel: refused, it asks, and w1's next run closes its idle connections and
+    gives back what is beyond its share, which w2 then takes. The cap holds throughout."""
+    closed: list[str] = []
+
+    async def close_idle(channel_id: str) -> None:
+        closed.append(channel_id)
+
+    def shared(worker: str) -> SharedConnections:
+        return SharedConnections(slots, worker=worker, lease_seconds=LEASE, close_idle=close_idle)
+
+    w1, w2 = shared("w1"), shared("w2")
+    box = channel("ch_a", "relay", max_connections=4)
+    assert await w1.take(box, T0) == 2  # its share among the two live workers
+    assert await w1.grow(box, T0) == 4  # w2 has no mail for the channel yet
+    w1.done(box.id, keep=False)  # kept for its next run
+    assert await w2.take(box, T0 + 1) == 0  # all four are w1's: w2 asks
+    w2.done(box.id, keep=False)
+    assert await w1.take(box, T0 + 2) == 2 and closed == [box.id]
+    assert await w2.take(box, T0 + 2) == 2
+    assert sorted(w1.held[box.id] + w2.held[box.id]) == [0, 1, 2, 3]
+    assert await w1.excess(box, T0 + 3) == await w2.excess(box, T0 + 3) == 0
 
 
 def test_a_given_back_claim_keeps_its_place_in_the_queue(store: SqlStore) -> None:  # noqa: F811
@@ -204,8 +279,10 @@ async def test_a_clean_stop_drops_the_slots_in_one_write(tmp_path: Path, backend
         await world.close()
 
 
-def take_for(s: SqlStore, channel_id: str, worker: str, limit: int) -> list[int]:
-    now = time.time()
+def take_for(
+    s: SqlStore, channel_id: str, worker: str, limit: int, now: float | None = None
+) -> list[int]:
+    now = time.time() if now is None else now
     beat(s, worker, now)
     return s.take_slots(
         channel_id, worker, want=limit, limit=limit, now=now, alive_after=now - LEASE
@@ -230,5 +307,67 @@ async def test_a_run_alone_with_the_mail_grows_to_max_connections(
             assert await world.services.dispatcher.run_once(clock) == 60
             await server.wait_for(60)
             assert len(server.sessions) == 4, len(server.sessions)
+    finally:
+        await world.close()
+
+
+async def test_a_run_above_its_share_ends_when_another_worker_asks(
+    tmp_path: Path, backend: str
+) -> None:
+    """w1's run grew to all 4 slots; w2 starts wanting the channel and asks: the run starts
+    no more attempts and ends (the claims in its hand go back to the queue, none lost), and
+    w1's next run gives back what is beyond its share, so w2 gets 2 slots at once."""
+    world = World(tmp_path / "data", None if backend.startswith("sqlite") else backend)
+    try:
+        async with TestServer(
+            maildir=tmp_path / "caught", faults=["data-end=stall:0.02"]
+        ) as server:
+            channel = world.channel(
+                server.port, security=Security.NONE, auth=Auth.NONE, max_connections=4
+            )
+            world.send(count=300)
+            clock = SteppingClock(time.time(), step=0.02)  # GROW_SECONDS pass as runs read it
+            beat(world.store, "w2", clock.now)
+            dispatcher = world.services.dispatcher
+            held = dispatcher.connections.held  # type: ignore[attr-defined]
+
+            async def w2_asks() -> None:
+                now = clock.now
+                beat(world.store, dispatcher.options.worker, now)  # both alive
+                refused = await asyncio.to_thread(take_for, world.store, channel.id, "w2", 4, now)
+                assert refused == []  # all four are w1's: w2 asks (again on each retry)
+
+            async def once_grown() -> None:
+                for _ in range(1000):
+                    if len(held.get(channel.id, ())) == 4:
+                        return await w2_asks()
+                    await asyncio.sleep(0.005)
+                raise AssertionError("w1 did not grow to 4 slots")
+
+            asking = asyncio.ensure_future(once_grown())
+            first = await world.services.dispatcher.run_once(clock)
+            await asking
+            assert 0 < first < 300  # the run ended early ...
+            assert len(held[channel.id]) == 4  # ... its slots kept for its next run
+            await w2_asks()
+
+            async def w2_takes() -> list[int]:  # as soon as w1's next run gave them back
+                for _ in range(1000):
+                    if len(held.get(channel.id, ())) == 2:
+                        now = clock.now
+                        beat(world.store, dispatcher.options.worker, now)
+                        return await asyncio.to_thread(
+                            take_for, world.store, channel.id, "w2", 4, now
+                        )
+                    await asyncio.sleep(0.002)
+                raise AssertionError("w1 did not give back the slots beyond its share")
+
+            taking = asyncio.ensure_future(w2_takes())
+            second = await world.services.dispatcher.run_once(clock)
+            assert len(await taking) == 2  # w2's share, at once
+            assert len(held[channel.id]) == 2  # w1 did not grow back past it
+            assert first + second == 300
+            await server.wait_for(300)
+            assert len(server.received) == 300
     finally:
         await world.close()

@@ -34,6 +34,11 @@ class ChannelRun(RunAttempts, RunClaims, RunEffects):
     """Delivers one channel's claimed mail; `go()` returns the number of attempts. Every
     time it acts on is read from the context's clock as it goes."""
 
+    # Another worker asks for slots of the channel while this run holds more than its share:
+    # the run starts no more attempts and ends (the claims in hand go back to the queue);
+    # the next run gives the excess back (outbox/slots.py).
+    yielding = False
+
     async def go(self) -> int:
         now = self.clock()
         connections = await self.ctx.connections.take(self.channel, now)  # every worker's
@@ -83,8 +88,9 @@ class ChannelRun(RunAttempts, RunClaims, RunEffects):
     def _grow_soon(self, now: Instant) -> None:
         """Ask for more connection slots in a task, every GROW_SECONDS while more mail is
         waiting than the run has connections (another worker that wants the channel keeps
-        its share: store/slots.py)."""
-        if self.slots >= self.channel.max_connections or not self.queue:
+        its share: store/slots.py); or, when it cannot grow, whether another worker asks
+        for the slots it holds beyond its share."""
+        if not self.queue:
             return
         if self.growing is not None and not self.growing.done():
             return
@@ -96,6 +102,9 @@ class ChannelRun(RunAttempts, RunClaims, RunEffects):
     async def _grow(self, now: Instant) -> None:
         try:
             slots = await self.ctx.connections.grow(self.channel, now)
+            if slots <= self.slots and await self.ctx.connections.excess(self.channel, now):
+                self.yielding = True
+                return
         except StoreUnavailable:
             return  # the run goes on with the connections it has
         except Exception as exc:  # a fault: the run stops, `go` raises it
@@ -121,6 +130,8 @@ class ChannelRun(RunAttempts, RunClaims, RunEffects):
         end and have the dispatcher look for due channels, read the channel and start a new
         run for every few messages."""
         while True:
+            if self.yielding:
+                return False
             while not self.queue and self.claiming is not None and not self.claiming.done():
                 await asyncio.shield(self.claiming)
             if self.queue or self.stopped or not self._goes_on():

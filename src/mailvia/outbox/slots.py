@@ -6,7 +6,11 @@ looks again on a later pass) and uses one connection per slot. Its first take is
 share among the live workers (any of them may be about to ask); while it has more mail than
 connections it asks again every `GROW_SECONDS`, then counted among the workers that hold
 slots of the channel, so a worker alone with the channel's mail grows to `max_connections`
-while two with mail keep a share each. When the run ends its slots
+while two with mail keep a share each. A worker refused below its share leaves an ask in the
+store; then a worker holding more than its share (among the workers that hold or ask) ends
+its run (`excess`, checked every GROW_SECONDS) and, as the next run starts, closes its idle
+connections and gives the excess back, so a second worker gets slots within seconds
+rather than when the first one's stream pauses. When the run ends its slots
 are kept `HOLD_SECONDS` with the pool's idle connections, so the next run of the channel
 here reuses both; then the idle connections are closed and the slots given back. Slots are
 tied to the worker's heartbeat: a worker that stops beating loses them with its claims, and
@@ -37,6 +41,9 @@ RETRY_SECONDS = 0.5  # a run that found no free slot ends after about this long 
 # dispatcher's look for mail from other processes (IDLE_POLL, 1 s), so that another worker
 # with mail for the channel has asked (and holds its share) before a run grows past it.
 GROW_SECONDS = 2.0
+# A worker refused slots asks again on the dispatcher's next pass (RETRY_SECONDS, then up to
+# IDLE_POLL): an ask older than this is from a worker that no longer wants the channel.
+ASK_SECONDS = 3.0
 
 
 class SlotStore(Protocol):
@@ -52,7 +59,18 @@ class SlotStore(Protocol):
         now: Instant,
         alive_after: Instant,
         growing: bool = False,
+        asked_after: Instant | None = None,
     ) -> list[int]: ...
+
+    def excess_slots(
+        self,
+        channel_id: str,
+        worker: str,
+        *,
+        limit: int,
+        alive_after: Instant,
+        asked_after: Instant,
+    ) -> int: ...
 
     def give_slots(self, channel_id: str, worker: str, slots: Sequence[int]) -> None: ...
 
@@ -63,6 +81,8 @@ class Connections(Protocol):
     async def take(self, channel: Channel, now: Instant) -> int: ...
 
     async def grow(self, channel: Channel, now: Instant) -> int: ...
+
+    async def excess(self, channel: Channel, now: Instant) -> int: ...
 
     def retry_after(self) -> float: ...
 
@@ -79,6 +99,9 @@ class LocalConnections:
 
     async def grow(self, channel: Channel, now: Instant) -> int:
         return channel.max_connections
+
+    async def excess(self, channel: Channel, now: Instant) -> int:
+        return 0
 
     def retry_after(self) -> float:
         return RETRY_SECONDS
@@ -123,6 +146,8 @@ class SharedConnections:
             release.cancel()  # the kept slots serve this run
         slots = self.held.setdefault(channel.id, [])
         want = channel.max_connections - len(slots)
+        if slots and await self._give_excess(channel, now):
+            return len(self.held[channel.id])  # another worker asks: this run keeps its share
         if want > 0:
             await self._more(channel, want, now, growing=False)
         elif want < 0:  # the channel's cap was lowered
@@ -140,6 +165,32 @@ class SharedConnections:
             await self._more(channel, want, now, growing=True)
         return len(self.held.get(channel.id, ()))
 
+    async def excess(self, channel: Channel, now: Instant) -> int:
+        """How many of the channel's slots this worker holds beyond its share while another
+        worker asks for some (0 if none asks). A read, in a thread. Raises StoreUnavailable."""
+        if len(self.held.get(channel.id, ())) < 2:
+            return 0  # a share is at least one slot
+        return await asyncio.to_thread(
+            self.store.excess_slots,
+            channel.id,
+            self.worker,
+            limit=channel.max_connections,
+            alive_after=now - self.lease_seconds,
+            asked_after=now - ASK_SECONDS,
+        )
+
+    async def _give_excess(self, channel: Channel, now: Instant) -> bool:
+        """Between runs, give back the slots beyond this worker's share that another worker
+        asks for, its idle connections closed first. Whether any were given back."""
+        excess = await self.excess(channel, now)
+        if not excess:
+            return False
+        slots = self.held[channel.id]
+        extra, self.held[channel.id] = slots[-excess:], slots[:-excess]
+        await self.close_idle(channel.id)  # no connection stays open without its slot
+        await self._give(channel.id, extra)
+        return True
+
     async def _more(self, channel: Channel, want: int, now: Instant, *, growing: bool) -> None:
         taken = await asyncio.to_thread(
             self.store.take_slots,
@@ -150,6 +201,7 @@ class SharedConnections:
             now=now,
             alive_after=now - self.lease_seconds,
             growing=growing,
+            asked_after=now - ASK_SECONDS,
         )
         self.held.setdefault(channel.id, []).extend(taken)
 

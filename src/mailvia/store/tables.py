@@ -245,7 +245,8 @@ workers = sa.Table(
 )
 
 # 0011: connection caps shared by every worker: one row per connection a worker may hold
-# open to a channel (store/slots.py).
+# open to a channel, and a row with a negative slot number per worker asking for one
+# (store/slots.py).
 connection_slots = sa.Table(
     "connection_slots",
     metadata,
