@@ -44,9 +44,10 @@ class SlowTransport:
         return None
 
 
-async def _trickle(world: World, bursts: int) -> dict[str, int]:
-    """Run the dispatcher while `bursts` of 3 messages come 20 ms apart, each submit waking
-    it; returns how often it read the channel (once a run) and looked for due channels."""
+async def _trickle(world: World, bursts: int, queued: int = 0) -> dict[str, int]:
+    """Run the dispatcher on `queued` messages while `bursts` of 3 messages come 20 ms
+    apart, each submit waking it; returns how often it read the channel (once a run) and
+    looked for due channels."""
     world.channel(9, security=Security.NONE, auth=Auth.NONE, max_connections=4)
     dispatcher = world.services.dispatcher
     transport = SlowTransport(0.01)
@@ -65,19 +66,22 @@ async def _trickle(world: World, bursts: int) -> dict[str, int]:
 
     for name in calls:
         setattr(store, name, counted(name))
+    if queued:
+        world.send(count=queued)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run_forever(time.time, stop))
     for _ in range(bursts):
         world.send(count=3)
         await asyncio.sleep(0.02)
+    total = queued + 3 * bursts
     deadline = time.monotonic() + 20
-    while transport.sent < 3 * bursts and time.monotonic() < deadline:
+    while transport.sent < total and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     stop.set()
     await asyncio.wait_for(task, 20)
     counts = store.queue_counts(world.jane.organization_id)
-    assert [c[State.DELIVERED] for c in counts.values()] == [3 * bursts]
-    assert transport.sent == 3 * bursts
+    assert [c[State.DELIVERED] for c in counts.values()] == [total]
+    assert transport.sent == total
     return calls
 
 
@@ -104,12 +108,29 @@ async def test_a_trickling_run_ends_after_trickle_run_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A steady stream does not keep one run (and its copy of the channel) going for ever."""
-    from mailvia.outbox import channel_run
+    from mailvia.outbox import run_context
 
-    monkeypatch.setattr(channel_run, "TRICKLE_RUN", 0.1)
+    monkeypatch.setattr(run_context, "RUN_SECONDS", 0.1)
     world = World(tmp_path / "data")
     try:
         calls = await _trickle(world, 25)  # 0.5 s of mail
         assert calls["get_channel"] >= 3, calls
+    finally:
+        await world.close()
+
+
+async def test_a_backlog_does_not_keep_one_run_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run on a backlog stops claiming more after RUN_SECONDS and ends with what it holds;
+    the next run reads the channel afresh (before, a run refilled for as long as mail was
+    queued: 1,000 messages, one run)."""
+    from mailvia.outbox import run_context
+
+    monkeypatch.setattr(run_context, "RUN_SECONDS", 0.1)
+    world = World(tmp_path / "data")
+    try:
+        calls = await _trickle(world, 0, queued=1000)  # 2.5 s over 4 connections
+        assert calls["get_channel"] >= 4, calls  # claims of 200: five runs or more
     finally:
         await world.close()

@@ -16,7 +16,6 @@ disconnects, throttles or budget-waits the channel; records events.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import StoreUnavailable
@@ -24,10 +23,6 @@ from mailvia.outbox.run_attempts import LeaseLost, RunAttempts
 from mailvia.outbox.run_claims import REFILL_PAUSE, RunClaims
 from mailvia.outbox.run_effects import RunEffects
 from mailvia.outbox.slots import GROW_SECONDS
-
-# In service a run goes on claiming mail that trickles in (`_next`) for at most this long;
-# then it ends, and the next run reads its channel (settings, credentials) afresh.
-TRICKLE_RUN = 5.0  # seconds
 
 
 class ChannelRun(RunAttempts, RunClaims, RunEffects):
@@ -126,7 +121,7 @@ class ChannelRun(RunAttempts, RunClaims, RunEffects):
         (if any) is waited for. In service, while mail trickles in (the last claim brought
         some), an empty queue is claimed for again REFILL_PAUSE later, the attempts in hand
         recorded meanwhile: the run goes on until a claim comes back empty (or for
-        TRICKLE_RUN seconds: a steady stream still sees its channel's changes), rather than
+        RUN_SECONDS: a steady stream still sees its channel's changes), rather than
         end and have the dispatcher look for due channels, read the channel and start a new
         run for every few messages."""
         while True:
@@ -143,9 +138,8 @@ class ChannelRun(RunAttempts, RunClaims, RunEffects):
                 self.claiming = asyncio.ensure_future(self._claim_more(self.clock()))
 
     def _goes_on(self) -> bool:
-        """In service, with mail trickling in, for up to TRICKLE_RUN seconds."""
-        young = time.monotonic() - self.began < TRICKLE_RUN
-        return self.ctx.in_service and self.trickling and young
+        """In service, with mail trickling in, for up to RUN_SECONDS."""
+        return self.ctx.in_service and self.trickling and self.young()
 
     async def _work(self) -> None:
         while await self._next():

@@ -49,9 +49,12 @@ class RunClaims(RunState):
         return bool(claims)
 
     def _refill(self, now: Instant) -> None:
-        """Claim more before the queue runs dry, unless the outbox was just found drained or
-        a claim is already on its way."""
+        """Claim more before the queue runs dry, unless the outbox was just found drained, a
+        claim is already on its way, or the run is RUN_SECONDS old (it ends with what it
+        holds: a backlog does not keep one run, with its copy of the channel, for ever)."""
         if self.claiming is not None and not self.claiming.done():
+            return
+        if not self.young():
             return
         if len(self.queue) >= self.ctx.options.batch // 4:
             return

@@ -38,6 +38,10 @@ from mailvia.outbox.ports import (
 from mailvia.outbox.slots import Connections
 from mailvia.outbox.webhook_ports import Metrics
 
+# A run claims more (a backlog, or mail trickling in) for at most this long; then it ends with
+# what it holds, and the next run reads its channel (settings, credentials) afresh.
+RUN_SECONDS = 5.0
+
 T = TypeVar("T")
 
 
@@ -121,6 +125,10 @@ class RunState:
         self.grown_at: Instant = 0.0
         self.ending = False  # its connections are done: no more are added
         self.fault: Exception | None = None  # a claim's or record's error, raised by `go`
+
+    def young(self) -> bool:
+        """Whether the run may still claim more (RUN_SECONDS since it began)."""
+        return time.monotonic() - self.began < RUN_SECONDS
 
     @property
     def stopped(self) -> bool:
