@@ -74,6 +74,7 @@ SERVE_SETTINGS = (
     "shutdown_seconds",
     "metrics_listen",
     "dispatch",
+    "delivery_store",
     *OAUTH_SETTINGS,
 )
 # (implicit TLS?, listening socket) for each submission port
@@ -346,7 +347,9 @@ async def _work(services: Services, settings: Settings, *, supervised: bool) -> 
 
 
 @cli.command("worker")
-@settings_options(*STORE_SETTINGS, "worker_id", "shutdown_seconds", *OAUTH_SETTINGS[1:])
+@settings_options(
+    *STORE_SETTINGS, "worker_id", "shutdown_seconds", "delivery_store", *OAUTH_SETTINGS[1:]
+)
 @click.option("--supervised", is_flag=True, hidden=True)  # started by serve
 @pass_context
 def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
