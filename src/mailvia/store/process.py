@@ -20,7 +20,6 @@ Side effects: a child process; the calls' own (claims, marks, records, in the da
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -28,7 +27,10 @@ import multiprocessing.process
 import os
 import pickle
 import signal
+import socket
+import sys
 import threading
+import types
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -50,9 +52,10 @@ EXIT_CHILD_GONE = 70  # the worker's exit status when its store process died (EX
 
 
 def _child_main(conn: Connection, url: str) -> None:
-    """The child: answer calls on `store` until the worker says stop or its end of the pipe
-    closes. Signals to the whole group (Ctrl-C, systemd's SIGTERM) are the worker's to act
-    on: it stops its delivery, recording what it sent through here, then this process."""
+    """The child: answer calls on `store` until the worker's end of the pipe closes (shut by
+    `StoreProcess.close`, or by the kernel when the worker dies, however it died). Signals
+    to the whole group (Ctrl-C, systemd's SIGTERM) are the worker's to act on: it stops its
+    delivery, recording what it sent through here, then this process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     store = SqlStore(url)
@@ -74,8 +77,6 @@ def _child_main(conn: Connection, url: str) -> None:
                 number, name, args, kwargs = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 break  # the worker is gone: stop
-            if name is None:
-                break  # the worker stops: answer the calls under way, then stop
             pool.submit(answer, number, name, args, kwargs)
     finally:
         pool.shutdown(wait=True)
@@ -109,6 +110,7 @@ class StoreProcess:
         self._waiting: dict[int, Future[Any]] = {}
         self._numbers = itertools.count(1)
         self._closing = False
+        self._answered = False  # the child has answered a call: it is up
         self._gone: Exception | None = None
         self.process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -124,7 +126,14 @@ class StoreProcess:
             process = context.Process(
                 target=_child_main, args=(theirs, self._url), name="mailvia-store", daemon=True
             )
-            process.start()
+            main = sys.modules["__main__"]
+            # What the child needs is in this module: without this it would import the
+            # command's own __main__ (all of mailvia.app, the web framework too) first.
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                process.start()
+            finally:
+                sys.modules["__main__"] = main
             theirs.close()  # the child holds the only other end: EOF there when this one closes
             self.process, self._conn = process, mine
             reader = threading.Thread(target=self._read, args=(mine,), name="store-answers")
@@ -158,6 +167,7 @@ class StoreProcess:
                 number, ok, value = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 break
+            self._answered = True
             future = self._waiting.pop(number)
             if ok:
                 future.set_result(value)
@@ -172,13 +182,15 @@ class StoreProcess:
             self._on_gone()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the child once the calls under way are answered."""
+        """Stop the child. Every call has been answered by then (callers wait for their
+        answers), so the child has nothing left to do: it exits at the end of the pipe. One
+        still starting, or stuck, is killed (nothing it did can be lost: see the module)."""
         self._closing = True
         if self.process is None or self._conn is None:
             return
-        with self._sending, contextlib.suppress(OSError):
-            self._conn.send_bytes(pickle.dumps((0, None, (), {})))  # stop
-        self.process.join(timeout)
+        with socket.socket(fileno=os.dup(self._conn.fileno())) as end:
+            end.shutdown(socket.SHUT_RDWR)  # the end of the pipe, here and in the child
+        self.process.join(timeout if self._answered else 0.5)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()

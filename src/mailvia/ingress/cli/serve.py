@@ -280,7 +280,8 @@ def serve(ctx: Context, settings: Settings) -> None:
     mode = supervise.dispatch_mode(settings.dispatch)
     if mode == "inline":
         settings = with_worker_id(settings)
-    services = ctx.services(settings, create_key=True)
+    # DELIVERY_STORE is its worker process's (inline is for one CPU: threads, as before)
+    services = ctx.services(replace(settings, delivery_store="thread"), create_key=True)
     tell(services.startup_notes)
     boot = services.tenancy.bootstrap(time.time())
     if boot is not None:
