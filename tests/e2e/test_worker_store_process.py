@@ -15,6 +15,7 @@ import pytest
 
 from support.cli import Cli, LongRunning, require_console_script
 from support.crashes import gone_or_zombie
+from support.outage import TroubleRun
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -100,3 +101,16 @@ def test_the_worker_stops_when_its_store_process_dies(tmp_path: Path) -> None:
         _store_process(again)
     finally:
         assert again.stop() == 0
+
+
+def test_serve_delivering_inline_keeps_its_store_calls_in_threads(tmp_path: Path) -> None:
+    """DISPATCH=inline is for one CPU: DELIVERY_STORE is its worker process's setting."""
+    require_console_script()
+    with TroubleRun(tmp_path, MAILVIA_DELIVERY_STORE="process") as run:  # --dispatch inline
+        run.start()
+        assert run.serve is not None
+        run.serve.wait_for_line(r"^delivery: in this process$")
+        assert run.post("inline").status_code == 202
+        run.wait_received(1, timeout=20)
+        assert _children(run.serve.pid) == []
+        assert run.serve.stop() == 0, run.serve.stderr
