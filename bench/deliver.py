@@ -56,6 +56,7 @@ from benchlib import (
     Postgres,
     Recorder,
     Sink,
+    children,
     cpu_snap,
     exit_on_signal,
     finish_py_spy,
@@ -330,6 +331,8 @@ def deliver_workers(
         env["MAILVIA_CLAIM_BATCH"] = str(args.claim_batch)
     if args.lease_seconds:
         env["MAILVIA_LEASE_SECONDS"] = str(args.lease_seconds)
+    if args.delivery_store:
+        env["MAILVIA_DELIVERY_STORE"] = args.delivery_store
     procs: list[Any] = []
     logs: list[Path] = []
     spies: list[tuple[Any, Path] | None] = []
@@ -373,7 +376,13 @@ def deliver_workers(
             return ""
 
         def cpu() -> dict[str, float]:
-            snap = {"worker_cpu_s": sum(proc_cpu(p.pid) for p in procs), "sink_cpu_s": sink.cpu()}
+            # the workers' own child processes too (DELIVERY_STORE=process), also apart
+            kids = sum(proc_cpu(kid) for p in procs for kid in children(p.pid))
+            snap = {
+                "worker_cpu_s": sum(proc_cpu(p.pid) for p in procs) + kids,
+                "worker_children_cpu_s": kids,
+                "sink_cpu_s": sink.cpu(),
+            }
             if queue.db_name:
                 snap["postgres_cpu_s"] = postgres_cpu()
             return snap
@@ -636,6 +645,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--claim-batch", type=int, default=None, help="MAILVIA_CLAIM_BATCH")
     parser.add_argument("--lease-seconds", type=float, default=None, help="lease length")
     parser.add_argument(
+        "--delivery-store", choices=("thread", "process"), help="MAILVIA_DELIVERY_STORE"
+    )
+    parser.add_argument(
         "--pg-url",
         default=os.environ.get("MAILVIA_BENCH_PG_URL", DEFAULT_PG_URL),
         help="PostgreSQL server (a scratch database is created there and dropped)",
@@ -668,6 +680,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--py-spy-format", choices=("raw", "speedscope"), default="raw")
     parser.add_argument("--py-spy-rate", type=int, default=100, help="samples/s (100)")
     parser.add_argument("--py-spy-nonblocking", action="store_true")
+    parser.add_argument(
+        "--py-spy-subprocesses", action="store_true", help="the workers' store processes too"
+    )
     parser.add_argument(
         "--py-spy-submit", action="store_true", help="also profile the submit phase (with --py-spy)"
     )

@@ -55,6 +55,7 @@ from mailvia.secrets import Vault, load_master_key
 from mailvia.settings import Settings
 from mailvia.shared_pool import ensure_pool, parse_relay
 from mailvia.store import SqlStore, make_private, migrate, open_store
+from mailvia.store.process import ChildStore, StoreProcess
 from mailvia.transport import OutboundGuard, SmtpTransport
 from mailvia.transport.apis import MailApiTransport
 from mailvia.transport.composite import Transports
@@ -133,13 +134,15 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
     )
     credentials = credential_source(settings, channels, oauth)
     notices = Notices(store, pool=lambda: pool, notice_from=settings.notice_from or "")
+    child = StoreProcess(settings.database_url) if settings.delivery_store == "process" else None
+    delivering = store if child is None else ChildStore(store, child)
     dispatcher = Dispatcher(
-        store,
+        delivering,
         transport,
         credentials=credentials,
         notify_disconnected=notices.channel_disconnected,
         metrics=metrics,
-        workers=store,
+        workers=delivering,
         slots=store,
         options=DispatchOptions(
             worker=worker,
@@ -158,6 +161,8 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         await dispatcher.connections.aclose()  # slots kept between passes go back
         await transport.aclose()
         await sender.aclose()
+        if child is not None:
+            child.close()  # after the dispatcher's last record
         store.close()
 
     def http_app(url: str) -> FastAPI:

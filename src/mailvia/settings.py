@@ -75,6 +75,9 @@ class Settings:
     # where `serve` delivers: auto (process with 2+ CPUs, else inline), process (a child
     # `mailvia worker`), inline (its own event loop), off (the operator runs `mailvia worker`s)
     dispatch: str = "auto"
+    # where a dispatcher's claims, started marks and records run: thread (threads of its own
+    # process) or process (a child process of its own: store/process.py)
+    delivery_store: str = "thread"
     # Mailbox providers' HTTP APIs: the operator's, like the pool relay (no address guard).
     gmail_api_url: str = "https://gmail.googleapis.com"
     graph_api_url: str = "https://graph.microsoft.com/v1.0"
@@ -193,6 +196,16 @@ def _dispatch(raw: str) -> str:
     return value
 
 
+DELIVERY_STORES = ("thread", "process")
+
+
+def _delivery_store(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in DELIVERY_STORES:
+        raise ValueError(f"{raw!r}: expected {', '.join(DELIVERY_STORES)}")
+    return value
+
+
 def _networks(raw: str) -> tuple[Network, ...]:
     return tuple(
         ipaddress.ip_network(part.strip(), strict=False)
@@ -254,6 +267,7 @@ _PARSERS: dict[str, Any] = {
     "claim_batch": int,
     "shutdown_seconds": lambda raw: _non_negative(float(raw)),
     "dispatch": _dispatch,
+    "delivery_store": _delivery_store,
     "gmail_api_url": _api_url,
     "graph_api_url": _api_url,
     "gmail_api_max_size": int,

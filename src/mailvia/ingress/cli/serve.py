@@ -74,6 +74,7 @@ SERVE_SETTINGS = (
     "shutdown_seconds",
     "metrics_listen",
     "dispatch",
+    "delivery_store",
     *OAUTH_SETTINGS,
 )
 # (implicit TLS?, listening socket) for each submission port
@@ -279,7 +280,8 @@ def serve(ctx: Context, settings: Settings) -> None:
     mode = supervise.dispatch_mode(settings.dispatch)
     if mode == "inline":
         settings = with_worker_id(settings)
-    services = ctx.services(settings, create_key=True)
+    # DELIVERY_STORE is its worker process's (inline is for one CPU: threads, as before)
+    services = ctx.services(replace(settings, delivery_store="thread"), create_key=True)
     tell(services.startup_notes)
     boot = services.tenancy.bootstrap(time.time())
     if boot is not None:
@@ -346,7 +348,9 @@ async def _work(services: Services, settings: Settings, *, supervised: bool) -> 
 
 
 @cli.command("worker")
-@settings_options(*STORE_SETTINGS, "worker_id", "shutdown_seconds", *OAUTH_SETTINGS[1:])
+@settings_options(
+    *STORE_SETTINGS, "worker_id", "shutdown_seconds", "delivery_store", *OAUTH_SETTINGS[1:]
+)
 @click.option("--supervised", is_flag=True, hidden=True)  # started by serve
 @pass_context
 def worker(ctx: Context, settings: Settings, supervised: bool) -> None:

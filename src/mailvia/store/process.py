@@ -1,0 +1,283 @@
+"""The delivery's hot store calls in a process of their own (`DELIVERY_STORE=process`).
+
+A worker's event loop drives its SMTP sessions; its claims, started marks and records are
+SQLAlchemy work of about 0.2 ms per message that, in threads of the same process, share the
+GIL with the loop. `StoreProcess` starts a child process (spawned, so it shares nothing but
+the database) that opens the same store and runs those calls; `ChildStore` is the
+dispatcher's store (DispatchStore and WorkerRegistry): the calls in `IN_CHILD` go to the
+child over a pipe (pickled, one request and one answer per call, several calls at once), every
+other one runs here on the local store as before.
+
+Guarantees: a call returns only when the child's call returned, i.e. after its transaction
+committed; an exception raised in the child is raised to the caller as the same exception (a
+RuntimeError naming it when it does not pickle). When the child dies the worker cannot go on
+(its claims and records go nowhere): it logs and exits at once, like a crash, and its leases
+bring its mail back (serve starts its worker again). The child stops when the worker's end
+of the pipe closes, however the worker ended (a kill -9 too).
+
+Side effects: a child process; the calls' own (claims, marks, records, in the database).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+import types
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from multiprocessing.connection import Connection
+from typing import Any, cast
+
+from mailvia.domain.channel import Budget, Channel, ChannelState
+from mailvia.domain.clock import Instant
+from mailvia.domain.message import State
+from mailvia.outbox.ports import AttemptRecord, Claim, Event, Ledger
+from mailvia.store.sqlstore import SqlStore
+
+log = logging.getLogger(__name__)
+
+# The calls of a channel run's hot path, made in the child.
+IN_CHILD = frozenset({"claim", "unclaim", "record_attempts", "mark_started"})
+CHILD_THREADS = 4  # calls at once in the child (a claim, a record, a mark, a give-back)
+EXIT_CHILD_GONE = 70  # the worker's exit status when its store process died (EX_SOFTWARE)
+
+
+def _child_main(conn: Connection, url: str) -> None:
+    """The child: answer calls on `store` until the worker's end of the pipe closes (shut by
+    `StoreProcess.close`, or by the kernel when the worker dies, however it died). Signals
+    to the whole group (Ctrl-C, systemd's SIGTERM) are the worker's to act on: it stops its
+    delivery, recording what it sent through here, then this process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    store = SqlStore(url)
+    sending = threading.Lock()
+    pool = ThreadPoolExecutor(CHILD_THREADS, thread_name_prefix="store-call")
+
+    def answer(number: int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            reply: tuple[int, bool, Any] = (number, True, getattr(store, name)(*args, **kwargs))
+        except Exception as exc:
+            reply = (number, False, _portable(exc))
+        data = pickle.dumps(reply, pickle.HIGHEST_PROTOCOL)
+        with sending:
+            conn.send_bytes(data)
+
+    try:
+        while True:
+            try:
+                number, name, args, kwargs = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                break  # the worker is gone: stop
+            pool.submit(answer, number, name, args, kwargs)
+    finally:
+        pool.shutdown(wait=True)
+        store.close()
+        conn.close()
+
+
+def _portable(exc: Exception) -> Exception:
+    """`exc` if it crosses the pipe as itself, else a RuntimeError naming it."""
+    try:
+        pickle.loads(pickle.dumps(exc, pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        return RuntimeError(f"in the store process: {exc!r}")
+    return exc
+
+
+def _exit_child_gone() -> None:
+    log.error("the store process died: the worker stops (its leases bring its mail back)")
+    logging.shutdown()
+    os._exit(EXIT_CHILD_GONE)
+
+
+class StoreProcess:
+    """The child process and the pipe to it. `call(name, ...)` runs `store.name(...)` there,
+    from any thread, and returns its result or raises its exception."""
+
+    def __init__(self, url: str, *, on_gone: Callable[[], None] = _exit_child_gone) -> None:
+        self._url = url
+        self._on_gone = on_gone
+        self._sending = threading.Lock()
+        self._waiting: dict[int, Future[Any]] = {}
+        self._numbers = itertools.count(1)
+        self._closing = False
+        self._answered = False  # the child has answered a call: it is up
+        self._gone: Exception | None = None
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    def start(self) -> None:
+        """Start the child (once; the first call does it too). It opens its store while the
+        worker goes on."""
+        with self._sending:
+            if self.process is not None:
+                return
+            context = multiprocessing.get_context("spawn")
+            mine, theirs = context.Pipe()
+            process = context.Process(
+                target=_child_main, args=(theirs, self._url), name="mailvia-store", daemon=True
+            )
+            main = sys.modules["__main__"]
+            # What the child needs is in this module: without this it would import the
+            # command's own __main__ (all of mailvia.app, the web framework too) first.
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                process.start()
+            finally:
+                sys.modules["__main__"] = main
+            theirs.close()  # the child holds the only other end: EOF there when this one closes
+            self.process, self._conn = process, mine
+            reader = threading.Thread(target=self._read, args=(mine,), name="store-answers")
+            reader.daemon = True
+            reader.start()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.process is None:
+            self.start()
+        number = next(self._numbers)
+        data = pickle.dumps((number, name, args, kwargs), pickle.HIGHEST_PROTOCOL)
+        future: Future[Any] = Future()
+        with self._sending:
+            if self._gone is not None:
+                raise self._gone
+            self._waiting[number] = future
+            try:
+                cast(Connection, self._conn).send_bytes(data)
+            except OSError as exc:
+                self._waiting.pop(number, None)
+                raise RuntimeError("the store process is gone") from exc
+        return future.result()
+
+    def _read(self, conn: Connection) -> None:
+        while True:
+            try:
+                number, ok, value = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                break
+            self._answered = True
+            future = self._waiting.pop(number)
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        with self._sending:
+            self._gone = RuntimeError("the store process is gone")
+            waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            future.set_exception(self._gone)
+        if not self._closing:
+            self._on_gone()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the child. Every call has been answered by then (callers wait for their
+        answers), so the child has nothing left to do: it exits at the end of the pipe. One
+        still starting, or stuck, is killed (nothing it did can be lost: see the module)."""
+        self._closing = True
+        if self.process is None or self._conn is None:
+            return
+        with socket.socket(fileno=os.dup(self._conn.fileno())) as end:
+            end.shutdown(socket.SHUT_RDWR)  # the end of the pipe, here and in the child
+        self.process.join(timeout if self._answered else 0.5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self._conn.close()
+
+
+class ChildStore:
+    """The dispatcher's store with the hot calls (`IN_CHILD`) made in the store process and
+    the others on `local` (one transaction each, as DispatchStore and WorkerRegistry say)."""
+
+    def __init__(self, local: SqlStore, child: StoreProcess) -> None:
+        self.local = local
+        self.child = child
+
+    # In the child: a channel run's claims, records, give-backs and started marks.
+    def claim(
+        self, *, channel_id: str, now: Instant, limit: int, lease_until: Instant, worker: str
+    ) -> list[Claim]:
+        return cast(
+            list[Claim],
+            self.child.call(
+                "claim",
+                channel_id=channel_id,
+                now=now,
+                limit=limit,
+                lease_until=lease_until,
+                worker=worker,
+            ),
+        )
+
+    def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
+        self.child.call("unclaim", list(claims), state=state, now=now)
+
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
+        self.child.call("record_attempts", list(records))
+
+    def mark_started(self, seqs: Sequence[int], worker: str, now: Instant) -> list[bool]:
+        return cast(list[bool], self.child.call("mark_started", list(seqs), worker, now))
+
+    # Here: the looks, the channel's state, the heartbeats.
+    def snapshot(self) -> AbstractContextManager[None]:
+        return self.local.snapshot()
+
+    def expire_due(self, now: Instant, events_for: str, *, limit: int = 1000) -> list[Event]:
+        return self.local.expire_due(now, events_for, limit=limit)
+
+    def channels_due(self, now: Instant) -> list[str]:
+        return self.local.channels_due(now)
+
+    def next_due_at(self) -> Instant | None:
+        return self.local.next_due_at()
+
+    def get_channel(self, channel_id: str) -> Channel:
+        return self.local.get_channel(channel_id)
+
+    def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger:
+        return self.local.budget_ledger(channel_id, budgets)
+
+    def set_channel_state(
+        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
+    ) -> Channel:
+        return self.local.set_channel_state(channel_id, state, reason, now)
+
+    def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None:
+        self.local.set_channel_throttle(channel_id, until, level)
+
+    def hold_channel(self, channel_id: str, now: Instant) -> int:
+        return self.local.hold_channel(channel_id, now)
+
+    def add_events(self, events: Sequence[Event]) -> None:
+        self.local.add_events(events)
+
+    def start_worker(self, worker: str, now: Instant, *, host: str, pid: int) -> int:
+        self.child.start()  # the dispatcher's first call: the child opens its store meanwhile
+        return self.local.start_worker(worker, now, host=host, pid=pid)
+
+    def beat(
+        self,
+        worker: str,
+        now: Instant,
+        *,
+        lease_until: Instant,
+        seqs: Sequence[int],
+        host: str,
+        pid: int,
+    ) -> int:
+        return self.local.beat(worker, now, lease_until=lease_until, seqs=seqs, host=host, pid=pid)
+
+    def stop_worker(self, worker: str) -> None:
+        self.local.stop_worker(worker)

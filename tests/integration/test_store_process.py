@@ -1,0 +1,145 @@
+"""DELIVERY_STORE=process: a dispatcher's claims, started marks, records and give-backs run
+in a child process of its own (store/process.py). Delivery through it to the real test
+server, on SQLite and PostgreSQL; the child's exceptions raised here as themselves; its death
+noticed at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailvia.domain.channel import Auth, Security
+from mailvia.domain.clock import SteppingClock
+from mailvia.domain.errors import NotFound, StoreUnavailable
+from mailvia.domain.message import State
+from mailvia.store import migrate
+from mailvia.store.process import ChildStore, StoreProcess, _portable
+from mailvia.testserver import TestServer
+from support.world import World
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("called in the worker's own process")
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_mail_is_claimed_sent_and_recorded_through_the_store_process(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    world = World(tmp_path / "data", db_url=url, delivery_store="process")
+    try:
+        dispatcher = world.services.dispatcher
+        assert isinstance(dispatcher.store, ChildStore)
+        for name in ("claim", "record_attempts", "mark_started", "unclaim"):
+            setattr(world.store, name, _refuse)  # the worker's own store: not these
+        async with TestServer(maildir=tmp_path / "caught") as server:
+            world.channel(server.port, security=Security.NONE, auth=Auth.NONE)
+            receipts = world.send(count=30)
+            now = time.time()
+            dispatcher.liveness.start(now)  # starts the store process, as run_forever does
+            assert await dispatcher.run_once(SteppingClock(now)) == 30
+            got = await server.wait_for(30)
+        assert sorted(e["content"] for e in got) == sorted(world.sent[r.id] for r in receipts)
+        states = {world.store.get_message(r.id).state for r in receipts}
+        assert states == {State.DELIVERED}
+        child = dispatcher.store.child
+        assert child.process is not None and child.process.is_alive()
+    finally:
+        await world.close()
+    assert child.process.exitcode == 0  # stopped with the services, after the last record
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'mailvia.db'}"
+    migrate(url)
+    return url
+
+
+def test_an_error_raised_in_the_store_process_is_raised_here_as_itself(sqlite_url: str) -> None:
+    child = StoreProcess(sqlite_url)
+    try:
+        with pytest.raises(NotFound):
+            child.call("get_channel", "chn_nothing")
+        with pytest.raises(TypeError):  # a bad call too, and the child goes on
+            child.call("claim", "positional")
+        assert child.call("channels_due", time.time()) == []
+    finally:
+        child.close()
+
+
+def test_the_store_being_unavailable_in_the_child_is_store_unavailable_here(
+    tmp_path: Path,
+) -> None:
+    """What the dispatcher treats as an outage (waits for the store to come back) stays one."""
+    missing = tmp_path / "no such folder" / "mailvia.db"
+    child = StoreProcess(f"sqlite:///{missing}")
+    try:
+        with pytest.raises(StoreUnavailable):
+            child.call("channels_due", time.time())
+    finally:
+        child.close()
+
+
+class _Unpicklable(Exception):
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what}: {why}")
+
+
+def test_an_exception_that_cannot_cross_the_pipe_becomes_a_runtime_error_naming_it() -> None:
+    crossed = _portable(_Unpicklable("claim", "odd"))
+    assert type(crossed) is RuntimeError and "_Unpicklable" in str(crossed)
+    same = NotFound("no such channel")
+    assert _portable(same) is same
+
+
+def test_the_store_process_dying_is_noticed_at_once(sqlite_url: str) -> None:
+    gone = threading.Event()
+    child = StoreProcess(sqlite_url, on_gone=gone.set)
+    try:
+        child.start()
+        assert child.call("next_due_at") is None
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        assert gone.wait(10), "the worker did not notice"
+        with pytest.raises(RuntimeError, match="store process is gone"):
+            child.call("next_due_at")
+    finally:
+        child.close()
+
+
+def test_a_call_under_way_when_the_store_process_dies_raises(sqlite_url: str) -> None:
+    """No caller waits for ever on an answer that cannot come."""
+    gone = threading.Event()
+    child = StoreProcess(sqlite_url, on_gone=gone.set)
+    try:
+        child.start()
+        child.call("next_due_at")
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGSTOP)  # the next call is taken but never answered
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                child.call("next_due_at")
+            except BaseException as exc:
+                errors.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.2)
+        os.kill(child.pid, signal.SIGKILL)
+        caller.join(10)
+        assert not caller.is_alive() and gone.is_set()
+        assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    finally:
+        child.close()
