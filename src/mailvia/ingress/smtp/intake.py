@@ -48,12 +48,16 @@ class Intake:
     def commit(self, group: list[Arrived]) -> list[Receipt | BaseException]:
         """Each message's receipt or refusal, in order: the submit use case's `submit_each`,
         as the API's batch uses it, in its two steps so that the senders' look-ups share the
-        routes' read transaction (on PostgreSQL a BEGIN and a COMMIT fewer per group)."""
+        routes' read transaction (on PostgreSQL a BEGIN and a COMMIT fewer per group). A
+        trusted network's sender found for a From is not checked for it again, and no
+        forecast is read: the 250 tells neither when the message leaves nor what is ahead."""
         senders: Remembered[tuple[str, str], User] = Remembered()
         submitter = self.services.submitter
         with submitter.reads():  # the trusted networks' senders and the routes: one read
             prepared = [self._prepare(item, senders) for item in group]
-            plan = submitter.plan_each(prepared, now=self.clock())
+            found = senders.found()
+            checked = {(user.id, sent_as) for (_, sent_as), user in found if isinstance(user, User)}
+            plan = submitter.plan_each(prepared, now=self.clock(), checked=checked, forecast=False)
         return [*submitter.commit_each(plan)]
 
     def _prepare(
