@@ -6,8 +6,9 @@ own thread fighting for the write lock. Here one commit at a time runs in a work
 what arrived meanwhile forms the next group, so groups grow exactly as fast as commits slow
 down, and a lone message never waits for a timer.
 
-Used by the submission port (messages in) and the dispatcher (the marks of transactions
-about to start, see outbox/started.py).
+`GroupCommit` is used by the dispatcher (the marks of transactions about to start, see
+outbox/liveness.py); `PlannedGroupCommit`, the same in two steps whose reads overlap the
+previous group's write, by the submission port (messages in, see ingress/smtp/intake.py).
 """
 
 from __future__ import annotations
