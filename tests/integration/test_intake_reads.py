@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mailvia.domain.channel import Auth, Security
+from mailvia.domain.errors import Forbidden
 from mailvia.domain.message import Envelope, State
 from mailvia.ingress.smtp.intake import Arrived, Intake
 from mailvia.outbox.submit import Receipt
@@ -58,5 +59,44 @@ async def test_a_group_reads_its_senders_and_routes_in_one_transaction(tmp_path:
         assert writes_inside[0] == 0  # the commit after it
         counts = store.queue_counts(world.jane.organization_id)
         assert [c[State.QUEUED] for c in counts.values()] == [3]
+    finally:
+        await world.close()
+
+
+async def test_a_group_looks_its_trusted_sender_up_once_and_reads_no_forecast(
+    tmp_path: Path,
+) -> None:
+    """The trusted network's sender found for a From is that From's right: the route does
+    not look the domain and identities up again; and the 250 tells no forecast, so the
+    channel's backlog is not counted. A Sender header of someone else is still checked."""
+    world = World(tmp_path / "data")
+    try:
+        world.channel(9, security=Security.NONE, auth=Auth.NONE)
+        store = world.store
+        calls: dict[str, int] = {}
+        for name in ("domain_organization", "identities", "senders_for", "waiting_count"):
+            original = getattr(store, name)
+
+            def counted(*args, _name=name, _original=original):  # type: ignore[no-untyped-def]
+                calls[_name] = calls.get(_name, 0) + 1
+                return _original(*args)
+
+            setattr(store, name, counted)
+        intake = Intake(world.services, time.time)
+        envelope = Envelope("jane@acme.test", ("bob@example.com",))
+        group = [
+            Arrived(intake.compose(RAW, envelope), None, world.jane.organization_id)
+            for _ in range(3)
+        ]
+        receipts = intake.commit(group)
+        assert all(isinstance(r, Receipt) and r.state is State.QUEUED for r in receipts)
+        assert calls == {"domain_organization": 1, "senders_for": 1}
+
+        on_behalf = RAW.replace(b"Subject:", b"Sender: eve@elsewhere.test\r\nSubject:")
+        calls.clear()
+        [refused] = intake.commit(
+            [Arrived(intake.compose(on_behalf, envelope), None, world.jane.organization_id)]
+        )
+        assert isinstance(refused, Forbidden) and "Sender header" in str(refused)
     finally:
         await world.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
@@ -193,10 +193,21 @@ class Submitter:
         return self.commit_each(self.plan_each(items, now=now))
 
     def plan_each(
-        self, items: Sequence[tuple[User, Submission] | Exception], *, now: Instant
+        self,
+        items: Sequence[tuple[User, Submission] | Exception],
+        *,
+        now: Instant,
+        checked: Collection[tuple[str, str]] = (),
+        forecast: bool = True,
     ) -> EachPlan:
         """submit_each's look-ups, in one read transaction (the caller's, inside `reads()`:
-        an intake that looked its senders up shares it): each item's channel or refusal."""
+        an intake that looked its senders up shares it): each item's channel or refusal.
+
+        `checked`: the (user id, lower-cased address) pairs the caller found, in that same
+        read transaction, to be the user's right to send From (`Tenancy.sender_for`): not
+        looked up again. `forecast=False`: an intake whose answer does not tell when the
+        message leaves (SMTP's 250) skips the channels' backlog and budget reads; its
+        receipts have no `queued_ahead`, and `expected_at` is `now` for a queued message."""
         routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
@@ -207,7 +218,7 @@ class Submitter:
                     results.append(item)
                     continue
                 sender, submission = item
-                channel = self._route(routes, sender, submission.composed)
+                channel = self._route(routes, sender, submission.composed, checked)
                 if not isinstance(channel, Exception):
                     try:
                         self.check_carried(channel, submission.composed)
@@ -218,7 +229,8 @@ class Submitter:
                     continue
                 results.append(None)
                 planned.append((self._message(sender, submission, channel, now), channel))
-            forecasts.plan_all(planned)
+            if forecast:
+                forecasts.plan_all(planned)
         return EachPlan(results, planned, forecasts)
 
     def commit_each(self, plan: EachPlan) -> list[Receipt | Exception]:
@@ -242,14 +254,21 @@ class Submitter:
         return receipts
 
     def _route(
-        self, routes: Remembered[tuple[str, str, str], Channel], sender: User, composed: Composed
+        self,
+        routes: Remembered[tuple[str, str, str], Channel],
+        sender: User,
+        composed: Composed,
+        checked: Collection[tuple[str, str]] = (),
     ) -> Channel | Exception:
         """The channel for the message's From, once its sender may use its From and Sender
-        (worked out once per distinct pair)."""
+        (worked out once per distinct pair; a From in `checked` is known to be the sender's)."""
         from_address, on_behalf = composed.from_address, composed.sender_address or ""
 
         def work_out() -> Channel:
-            channel = self._channel_for(sender, from_address)
+            if (sender.id, from_address.lower()) in checked:
+                channel = self._channel_of(sender, from_address)
+            else:
+                channel = self._channel_for(sender, from_address)
             if on_behalf and on_behalf.lower() != from_address.lower():
                 try:
                     self.check_sender(sender, on_behalf)
@@ -261,6 +280,10 @@ class Submitter:
 
     def _channel_for(self, sender: User, from_address: str) -> Channel:
         self.check_sender(sender, from_address)
+        return self._channel_of(sender, from_address)
+
+    def _channel_of(self, sender: User, from_address: str) -> Channel:
+        """The channel for a From the sender may use."""
         channel = self.explain(sender, from_address).channel
         if channel is None:
             raise Forbidden(
@@ -332,6 +355,10 @@ class Remembered(Generic[K, V]):
             except Exception as exc:
                 self._found[key] = exc
         return self._found[key]
+
+    def found(self) -> list[tuple[K, V | Exception]]:
+        """Each key worked out so far, with its value or exception."""
+        return list(self._found.items())
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What the submission port does with a message once DATA is over: check the client's bytes
 (`compose`, on the event loop), then find its sender and submit it with the messages that
-arrived at the same time (`commit`, a group commit in a worker thread, see outbox/group_commit.py;
-the store is synchronous)."""
+arrived at the same time (a group commit in two steps, `plan` and `write`, each in a worker
+thread, see outbox/group_commit.py; the store is synchronous)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Receipt, Remembered, Submission
+from mailvia.outbox.submit import EachPlan, Receipt, Remembered, Submission
 
 
 def refuse_bare_line_ends(content: bytes) -> None:
@@ -46,15 +46,26 @@ class Intake:
         return inspect_raw(content, envelope=envelope, max_size=self.services.max_message_size)
 
     def commit(self, group: list[Arrived]) -> list[Receipt | BaseException]:
-        """Each message's receipt or refusal, in order: the submit use case's `submit_each`,
-        as the API's batch uses it, in its two steps so that the senders' look-ups share the
-        routes' read transaction (on PostgreSQL a BEGIN and a COMMIT fewer per group)."""
+        """Each message's receipt or refusal, in order: `plan`, then `write`."""
+        return self.write(self.plan(group))
+
+    def plan(self, group: list[Arrived]) -> EachPlan:
+        """The group's look-ups: the submit use case's `plan_each`, as the API's batch uses
+        it, in one read transaction with the trusted networks' senders (on PostgreSQL a BEGIN
+        and a COMMIT fewer per group). A trusted network's sender found for a From is not
+        checked for it again, and no forecast is read: the 250 tells neither when the
+        message leaves nor what is ahead of it."""
         senders: Remembered[tuple[str, str], User] = Remembered()
         submitter = self.services.submitter
-        with submitter.reads():  # the trusted networks' senders and the routes: one read
+        with submitter.reads():
             prepared = [self._prepare(item, senders) for item in group]
-            plan = submitter.plan_each(prepared, now=self.clock())
-        return [*submitter.commit_each(plan)]
+            found = senders.found()
+            checked = {(user.id, sent_as) for (_, sent_as), user in found if isinstance(user, User)}
+            return submitter.plan_each(prepared, now=self.clock(), checked=checked, forecast=False)
+
+    def write(self, plan: EachPlan) -> list[Receipt | BaseException]:
+        """Commit what `plan` accepted: each message's receipt or refusal, in order."""
+        return [*self.services.submitter.commit_each(plan)]
 
     def _prepare(
         self, item: Arrived, senders: Remembered[tuple[str, str], User]

@@ -39,10 +39,10 @@ from mailvia.ingress.smtp.replies import (
 )
 from mailvia.outbox.addresses import check_address
 from mailvia.outbox.compose import MAX_RECIPIENTS
-from mailvia.outbox.group_commit import GroupCommit
+from mailvia.outbox.group_commit import PlannedGroupCommit
 from mailvia.outbox.metrics import rejection_reason
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Receipt
+from mailvia.outbox.submit import EachPlan, Receipt
 from mailvia.settings import Network
 
 log = logging.getLogger("mailvia.submission")
@@ -104,7 +104,9 @@ class SubmissionServer:
         self._accepting = 0  # messages handed to the group commit and not yet answered
         self.stopping = False  # `stop` has begun: no new connection, no new transaction
         self.intake = Intake(services, clock)
-        self.group: GroupCommit[Arrived, Receipt] = GroupCommit(self.intake.commit, self.run)
+        self.group: PlannedGroupCommit[Arrived, EachPlan, Receipt] = PlannedGroupCommit(
+            self.intake.plan, self.intake.write, self.run
+        )
 
     async def start(
         self,
