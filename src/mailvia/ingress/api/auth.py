@@ -63,6 +63,13 @@ async def get_recipient_limit(
 ) -> RecipientLimit:
     """Counts the recipients a request submits against its token's recipient limit (thread-safe):
     raises RateLimited (429) or RequestTooLarge (413). Declare it after the caller."""
+    return recipient_limit(credentials, rate_limit)
+
+
+def recipient_limit(
+    credentials: HTTPAuthorizationCredentials | None, rate_limit: TokenRateLimit | None
+) -> RecipientLimit:
+    """`get_recipient_limit`'s counter, for a caller outside FastAPI's dependencies."""
 
     def take(count: int) -> None:
         if rate_limit is not None and credentials is not None:

@@ -37,10 +37,14 @@ _JSON = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.I)
 async def read_body(request: Request) -> bytes:
     """The request's body (held to the body limit by the BodyLimit middleware). Raises
     InvalidInput when it is declared as something other than JSON."""
-    declared = request.headers.get("content-type")
+    check_json(request.headers.get("content-type"))
+    return await request.body()
+
+
+def check_json(declared: str | None) -> None:
+    """Raises InvalidInput when a body is declared as something other than JSON."""
     if declared is not None and not _JSON.match(declared):
         raise InvalidInput("the body must be JSON (Content-Type: application/json)")
-    return await request.body()
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -4,6 +4,11 @@ Each request is held to its caps and its token's recipient limit before the work
 checking its messages, and all of that work (reading the JSON, validating it, composing,
 checking addresses, committing, writing the answer) runs in a worker thread, so that other
 callers keep their latency.
+
+Both routes are `IntakeRoute`s (intake_route.py): the endpoints below declare each operation
+(its OpenAPI document) and are what plain FastAPI would run; the route runs `_one` and
+`_batch` itself, with the same checks in the same order, without FastAPI's dependency
+solving and, for a small body, in one worker-thread call.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from mailvia.ingress.api.bodies import (
 )
 from mailvia.ingress.api.errors import problem_for, problems
 from mailvia.ingress.api.intake import Idempotency, idempotency, submission
+from mailvia.ingress.api.intake_route import IntakeRoute, handled_by
 from mailvia.ingress.api.params import IdempotencyKey
 from mailvia.ingress.api.rejections import count_rejected
 from mailvia.ingress.api.schemas import BatchIn, BatchOut, MessageIn
@@ -36,33 +42,11 @@ from mailvia.ingress.payloads import receipt_payload
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import Receipt, Submission
 
-router = APIRouter(prefix="/v1", tags=["messages"])
+router = APIRouter(prefix="/v1", tags=["messages"], route_class=IntakeRoute)
 
 _REPLAYED: dict[int | str, dict[str, Any]] = {
     200: {"model": ReceiptOut, "description": "An Idempotency-Key replay: the earlier message."}
 }
-
-
-@router.post(
-    "/messages",
-    status_code=202,
-    response_model=ReceiptOut,
-    responses=_REPLAYED | problems(400, 401, 403, 409, 413, 422, 503),
-    summary="Submit a message",
-    openapi_extra=json_body(MessageIn),
-)
-async def submit_message(
-    request: Request,
-    services: ServicesDep,
-    user: CallerDep,
-    recipients: RecipientLimitDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
-    """Validate, route and commit one message: 202 once it is in the outbox (200 when an
-    Idempotency-Key replays an earlier one). Its recipients count against the token's
-    recipient limit."""
-    raw = await read_body(request)
-    return await run_in_threadpool(_one, services, user, recipients, raw, idempotency_key)
 
 
 def _one(
@@ -77,28 +61,6 @@ def _one(
     receipt = services.submitter.submit(user, [message], now=now)[0]
     answer = ReceiptOut.model_validate(receipt_payload(receipt))
     return _json(answer, 202 if receipt.created else 200)
-
-
-@router.post(
-    "/messages/batch",
-    response_model=BatchOut,
-    responses=problems(400, 401, 409, 413, 422, 503),
-    summary="Submit a batch of messages",
-    openapi_extra=json_body(BatchIn),
-)
-async def submit_batch(
-    request: Request,
-    services: ServicesDep,
-    user: CallerDep,
-    recipients: RecipientLimitDep,
-    idempotency_key: IdempotencyKey = None,
-) -> Response:
-    """One result per message, in order: a receipt, or the problem that kept it out (the
-    others are committed together). A body that does not fit the schema fails as a whole;
-    one over the request's caps is 413, and one whose recipients do not fit the token's
-    recipient limit 429, before any of its messages is checked."""
-    raw = await read_body(request)
-    return await run_in_threadpool(_batch, services, user, recipients, raw, idempotency_key)
 
 
 def _batch(
@@ -120,6 +82,52 @@ def _batch(
     count_rejected(services.metrics, (r for r in results if isinstance(r, MailviaError)))
     answer = BatchOut.model_validate({"data": [_result(result) for result in results]})
     return _json(answer, 200)
+
+
+@router.post(
+    "/messages",
+    status_code=202,
+    response_model=ReceiptOut,
+    responses=_REPLAYED | problems(400, 401, 403, 409, 413, 422, 503),
+    summary="Submit a message",
+    openapi_extra=json_body(MessageIn),
+)
+@handled_by(_one)
+async def submit_message(
+    request: Request,
+    services: ServicesDep,
+    user: CallerDep,
+    recipients: RecipientLimitDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Validate, route and commit one message: 202 once it is in the outbox (200 when an
+    Idempotency-Key replays an earlier one). Its recipients count against the token's
+    recipient limit."""
+    raw = await read_body(request)
+    return await run_in_threadpool(_one, services, user, recipients, raw, idempotency_key)
+
+
+@router.post(
+    "/messages/batch",
+    response_model=BatchOut,
+    responses=problems(400, 401, 409, 413, 422, 503),
+    summary="Submit a batch of messages",
+    openapi_extra=json_body(BatchIn),
+)
+@handled_by(_batch)
+async def submit_batch(
+    request: Request,
+    services: ServicesDep,
+    user: CallerDep,
+    recipients: RecipientLimitDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """One result per message, in order: a receipt, or the problem that kept it out (the
+    others are committed together). A body that does not fit the schema fails as a whole;
+    one over the request's caps is 413, and one whose recipients do not fit the token's
+    recipient limit 429, before any of its messages is checked."""
+    raw = await read_body(request)
+    return await run_in_threadpool(_batch, services, user, recipients, raw, idempotency_key)
 
 
 def _json(answer: BaseModel, status: int) -> Response:
