@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from base64 import b32encode
-
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
-# RFC 4648's base32 alphabet to Crockford's: base64.b32encode (in C) does the bit work.
-_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+# Two characters (10 bits) at a time: half the steps of one character at a time.
+_PAIRS = tuple(first + second for first in _ALPHABET for second in _ALPHABET)
+_MILLIS_SHIFTS = tuple(range(40, -1, -10))  # 50 bits: 10 characters
+_ENTROPY_SHIFTS = tuple(range(70, -1, -10))  # 80 bits: 16 characters
 _MILLIS = (1 << 50) - 1
 
 
@@ -16,13 +16,12 @@ def _b32(value: int, length: int) -> str:
 
 
 def make_id(prefix: str, now: float, entropy: bytes) -> str:
-    """`prefix_` + 10 characters of milliseconds + 16 of randomness (needs 10 bytes).
-
-    The same characters as `_b32(millis, 10) + _b32(entropy, 16)`: both 80-bit halves are
-    base32-encoded at once, and the millisecond half's first 6 characters (30 zero bits) cut.
-    """
+    """`prefix_` + 10 characters of milliseconds + 16 of randomness (needs 10 bytes): the
+    same characters as `_b32(millis, 10) + _b32(entropy, 16)`, made two at a time."""
     if len(entropy) < 10:
         raise ValueError("make_id needs 10 bytes of entropy")
     millis = int(now * 1000) & _MILLIS
-    text = b32encode(millis.to_bytes(10, "big") + entropy[:10]).translate(_CROCKFORD)
-    return f"{prefix}_{text[6:].decode()}"
+    random = int.from_bytes(entropy[:10], "big")
+    pairs = [_PAIRS[(millis >> shift) & 1023] for shift in _MILLIS_SHIFTS]
+    pairs += [_PAIRS[(random >> shift) & 1023] for shift in _ENTROPY_SHIFTS]
+    return f"{prefix}_{''.join(pairs)}"
