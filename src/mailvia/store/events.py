@@ -30,7 +30,7 @@ def insert_events(conn: sa.Connection, items: Sequence[Event]) -> None:
     if not items:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_EVENTS_LOCK)))
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_EVENTS_LOCK})")
     rows = [
         (e.id, e.organization_id, e.type, e.created_at, json.dumps(dict(e.data), default=str))
         for e in items
