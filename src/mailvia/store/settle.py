@@ -25,7 +25,6 @@ _WAITING = (State.QUEUED.value, State.DEFERRED.value)
 _EXPIRABLE = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
 _TERMINAL = sorted(s.value for s in TERMINAL)
 m, r = messages.c, recipients.c
-_b = sa.bindparam
 
 # What settling sets, written once: (column, bind parameter, PostgreSQL type). Each table's
 # UPDATE is built from it twice: driver SQL with one row per execute (SQLite), and on
