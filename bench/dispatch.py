@@ -1,9 +1,10 @@
 """The dispatcher's own CPU per message, without SMTP: N queued messages (one recipient each)
 delivered by `Dispatcher.run_once` through a transport that accepts at once, on a fresh
 SQLite file or PostgreSQL scratch database. Prints the process CPU per message and, per
-store call (`claim`, `record_attempts`), its calls, CPU (of the thread that ran it) and
-wall time per message. What it leaves out is the SMTP work `bench/deliver.py` measures;
-what it keeps is what a worker adds on top of a bare client loop.
+store call (`claim`, `record_attempts`, `mark_started`), its calls, CPU (of the thread that
+ran it) and wall time per message, and the event loop thread's own CPU per message. What it
+leaves out is the SMTP work `bench/deliver.py` measures; what it keeps is what a worker adds
+on top of a bare client loop.
 
     .venv/bin/python bench/dispatch.py --n 3000 --db sqlite,postgresql --runs 3
 
@@ -39,7 +40,7 @@ OK = Reply(250, "2.0.0", "ok")
 PG_SERVER = os.environ.get(
     "MAILVIA_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-CALLS = ("claim", "record_attempts")
+CALLS = ("claim", "record_attempts", "mark_started")
 
 
 class Instant:
@@ -89,11 +90,12 @@ async def _run(db: str, n: int) -> dict[str, float]:
         totals = {call: [0.0, 0.0, 0.0] for call in CALLS}
         for call in CALLS:
             _timed(world.store, call, totals)
-        cpu, wall = time.process_time(), time.perf_counter()
+        cpu, wall, loop = time.process_time(), time.perf_counter(), time.thread_time()
         sent = await dispatcher.run_once(SteppingClock(time.time()))
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        loop = time.thread_time() - loop
         assert sent == n, sent
-        result = {"cpu_ms": cpu / n * 1e3, "wall_s": wall}
+        result = {"cpu_ms": cpu / n * 1e3, "wall_s": wall, "loop_cpu_ms": loop / n * 1e3}
         for call, (c, w, calls) in totals.items():
             result[f"{call}_cpu_ms"] = c / n * 1e3
             result[f"{call}_wall_ms"] = w / n * 1e3
@@ -122,6 +124,7 @@ def main() -> None:
 
         print(f"{db}, {args.n} messages, median (min-max) of {args.runs} runs:")
         print(f"  dispatcher CPU per message: {med('cpu_ms')} ms; wall {med('wall_s')} s")
+        print(f"  event loop thread's CPU per message: {med('loop_cpu_ms')} ms")
         for call in CALLS:
             print(
                 f"  {call}: {runs[0][f'{call}_calls']:.0f} calls, CPU {med(f'{call}_cpu_ms')}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,8 +52,31 @@ async def in_thread(call: Callable[[], T]) -> T:
     return await asyncio.to_thread(call)
 
 
+class _Entropy(threading.local):
+    """os.urandom's bytes fetched ENTROPY_POOL at a time (one system call for hundreds of
+    event ids, not one per delivered message), per thread; a forked child starts afresh so
+    it never reuses its parent's bytes."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.pool, self.at = b"", 0
+
+    def take(self, size: int) -> bytes:
+        if self.at + size > len(self.pool):
+            self.pool, self.at = os.urandom(ENTROPY_POOL), 0
+        self.at += size
+        return self.pool[self.at - size : self.at]
+
+
+ENTROPY_POOL = 4000
+_entropy = _Entropy()
+os.register_at_fork(after_in_child=_entropy.reset)
+
+
 def new_event(org_id: str, type_: str, now: Instant, data: dict[str, object]) -> Event:
-    return Event(make_id("evt", now, os.urandom(10)), org_id, type_, now, data)
+    return Event(make_id("evt", now, _entropy.take(10)), org_id, type_, now, data)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput
 from mailvia.outbox.records import Event
 from mailvia.store.engine import Database
+from mailvia.store.rows import insert_sql, marker
 from mailvia.store.tables import events
 
 _CURSOR = "evt"
@@ -20,24 +21,21 @@ _CURSOR = "evt"
 _EVENTS_LOCK = 0x6D61696C76696101
 
 
+_COLUMNS = ("id", "organization_id", "type", "created_at", "data")
+
+
 def insert_events(conn: sa.Connection, items: Sequence[Event]) -> None:
-    """Append events inside the caller's transaction (one bulk statement)."""
-    if items:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_EVENTS_LOCK)))
-        conn.execute(
-            events.insert(),
-            [
-                {
-                    "id": e.id,
-                    "organization_id": e.organization_id,
-                    "type": e.type,
-                    "created_at": e.created_at,
-                    "data": json.dumps(dict(e.data), default=str),
-                }
-                for e in items
-            ],
-        )
+    """Append events inside the caller's transaction (one bulk statement, its rows as tuples
+    straight to the driver)."""
+    if not items:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_EVENTS_LOCK})")
+    rows = [
+        (e.id, e.organization_id, e.type, e.created_at, json.dumps(dict(e.data), default=str))
+        for e in items
+    ]
+    conn.exec_driver_sql(insert_sql(conn, events, _COLUMNS, marker(conn)), rows)
 
 
 def _event(row: Any) -> Event:

@@ -349,24 +349,51 @@ def _claims(
                 settled[seq].append(State(state))
             else:
                 pending[seq].append(address)
-    return [
-        Claim(
-            message_id=row.id,
-            seq=row.seq,
-            organization_id=row.organization_id,
-            channel_id=row.channel_id,
-            mail_from=row.mail_from,
-            pending=tuple(pending[row.seq]),
-            settled=tuple(settled[row.seq]),
-            content=bytes(row.content),
-            failures=row.failures,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            possible_duplicate=bool(row.possible_duplicate),
-            worker=worker,
-        )
-        for row in (rows[seq] for seq in seqs)
-    ]
+    return [_claim(tuple(rows[seq]), pending, settled, worker) for seq in seqs]
+
+
+# Where each column sits in a messages row: a claim reads its row as a plain tuple (a Row's
+# attribute look-up by name costs about half a microsecond each, 13 per claimed message).
+_AT = {name: index for index, name in enumerate(messages.c.keys())}
+_ID, _SEQ, _ORG, _CHANNEL, _FROM, _CONTENT, _FAILURES, _CREATED, _EXPIRES, _DUPLICATE = (
+    _AT[name]
+    for name in (
+        "id",
+        "seq",
+        "organization_id",
+        "channel_id",
+        "mail_from",
+        "content",
+        "failures",
+        "created_at",
+        "expires_at",
+        "possible_duplicate",
+    )
+)
+
+
+def _claim(
+    row: tuple[Any, ...],
+    pending: dict[int, list[str]],
+    settled: dict[int, list[State]],
+    worker: str,
+) -> Claim:
+    seq = row[_SEQ]
+    return Claim(
+        message_id=row[_ID],
+        seq=seq,
+        organization_id=row[_ORG],
+        channel_id=row[_CHANNEL],
+        mail_from=row[_FROM],
+        pending=tuple(pending[seq]),
+        settled=tuple(settled[seq]),
+        content=bytes(row[_CONTENT]),
+        failures=row[_FAILURES],
+        created_at=row[_CREATED],
+        expires_at=row[_EXPIRES],
+        possible_duplicate=bool(row[_DUPLICATE]),
+        worker=worker,
+    )
 
 
 def _give_back(

@@ -36,6 +36,31 @@ def among(column: sa.ColumnElement[Any], seqs: Sequence[int]) -> sa.ColumnElemen
     return column.in_(listed)
 
 
+_MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # pysqlite's, psycopg's
+
+
+def marker(conn: sa.Connection) -> str:
+    """The driver's positional parameter marker, for statements the hot path sends as driver
+    SQL with rows as tuples (`exec_driver_sql`): no SQLAlchemy parameter processing per row,
+    which for a settlement's bulk statements cost about as much as the statements."""
+    return _MARKERS[conn.dialect.paramstyle]
+
+
+def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str], mark: str) -> str:
+    """`INSERT INTO table (columns) VALUES (mark, ...)`: one row's values, in `columns`' order
+    (names quoted as the dialect needs)."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(table.c[column].name) for column in columns)
+    marks = ", ".join([mark] * len(columns))
+    return f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
+
+
+def literal_seqs(seqs: Sequence[int]) -> str:
+    """Integer keys as an SQL list `(1, 2, 3)` (ints only: nothing to escape), for driver SQL
+    (see `among`)."""
+    return f"({', '.join([str(int(seq)) for seq in seqs])})"
+
+
 def reply_of(code: int | None, enhanced: str | None, text: str | None) -> Reply | None:
     """A reply from its stored columns (None when nothing was ever recorded)."""
     if code is None:

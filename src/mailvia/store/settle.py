@@ -18,19 +18,19 @@ from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.mending import cancel_seqs
 from mailvia.store.message_reads import read_message
-from mailvia.store.rows import among, chunks, event_id
+from mailvia.store.rows import chunks, event_id, insert_sql, literal_seqs, marker
 from mailvia.store.tables import attempts, messages, recipients
 
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
 _EXPIRABLE = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
 _TERMINAL = sorted(s.value for s in TERMINAL)
 m, r = messages.c, recipients.c
-_b = sa.bindparam
 
 # What settling sets, written once: (column, bind parameter, PostgreSQL type). Each table's
-# UPDATE is built from it twice: one row per execute (SQLite), and on PostgreSQL one statement
-# over arrays (unnest), whose text never changes so psycopg prepares it once, instead of a
-# pipelined executemany that psycopg walks row by row.
+# UPDATE is built from it twice: driver SQL with one row per execute (SQLite), and on
+# PostgreSQL one statement over arrays (unnest), whose text never changes so psycopg prepares
+# it once, instead of a pipelined executemany that psycopg walks row by row. The rows are
+# tuples handed to the driver as they are (no SQLAlchemy parameter processing per row).
 _Column = tuple[str, str, str]
 _MESSAGE_KEY: tuple[_Column, ...] = (("seq", "b_seq", "bigint"),)
 _MESSAGE_SET: tuple[_Column, ...] = (
@@ -53,15 +53,21 @@ _RECIPIENT_SET: tuple[_Column, ...] = (
 )
 
 
-def _update(
-    table: sa.Table, key: tuple[_Column, ...], values: tuple[_Column, ...], cleared: tuple[str, ...]
-) -> sa.Update:
-    """One row's UPDATE, by bind parameters."""
-    return (
-        table.update()
-        .where(*(table.c[column] == _b(bind) for column, bind, _ in key))
-        .values(**{column: _b(bind) for column, bind, _ in values}, **dict.fromkeys(cleared))
-    )
+def _set_sql(
+    conn: sa.Connection,
+    table: sa.Table,
+    key: tuple[_Column, ...],
+    values: tuple[_Column, ...],
+    cleared: tuple[str, ...],
+    mark: str,
+) -> str:
+    """One row's UPDATE as driver SQL: the values' markers, then the key's (a row's tuple
+    lists them in that order)."""
+    quote = conn.dialect.identifier_preparer.quote
+    sets = [f"{quote(column)} = {mark}" for column, _, _ in values]
+    sets += [f"{quote(column)} = NULL" for column in cleared]
+    match = " AND ".join(f"{quote(column)} = {mark}" for column, _, _ in key)
+    return f"UPDATE {quote(table.name)} SET {', '.join(sets)} WHERE {match}"
 
 
 def _update_unnest(
@@ -79,35 +85,99 @@ def _update_unnest(
     )
 
 
-_UPDATE_MESSAGE = _update(messages, _MESSAGE_KEY, _MESSAGE_SET, _MESSAGE_CLEARED)
-_UPDATE_RECIPIENT = _update(recipients, _RECIPIENT_KEY, _RECIPIENT_SET, ())
 _PG_UPDATE_MESSAGES = _update_unnest(messages, _MESSAGE_KEY, _MESSAGE_SET, _MESSAGE_CLEARED)
 _PG_UPDATE_RECIPIENTS = _update_unnest(recipients, _RECIPIENT_KEY, _RECIPIENT_SET, ())
-# Recipients the attempt left untouched (never tried) follow the message's new state.
-_UPDATE_LEFTOVERS = (
-    recipients.update()
-    .where(r.message_seq == _b("b_seq"), r.state == State.SENDING.value)
-    .values(state=_b("b_state"), updated_at=_b("b_at"))
+# Recipients the attempt left untouched (never tried, still `sending`) follow the message's
+# new state.
+_LEFTOVERS_KEY: tuple[_Column, ...] = (("message_seq", "b_seq", "bigint"),)
+_LEFTOVERS_SET: tuple[_Column, ...] = (
+    ("state", "b_state", "text"),
+    ("updated_at", "b_at", "double precision"),
 )
+_ATTEMPT_COLUMNS = (
+    "message_seq",
+    "channel_id",
+    "recipient",
+    "at",
+    "stage",
+    "code",
+    "enhanced",
+    "text",
+    "outcome",
+    "worker",
+)
+# A row of each statement, as a tuple in its driver SQL's order (values, then key).
+_Row = tuple[Any, ...]
+_STATE_VALUES: dict[str, str] = {state: state.value for state in State}
+_TERMINAL_VALUES = frozenset(_TERMINAL)
+_SENDING, _DEFERRED = State.SENDING.value, State.DEFERRED.value
 
 
-def _arrays(rows: list[dict[str, Any]], columns: tuple[_Column, ...]) -> dict[str, list[Any]]:
-    """Row dicts as one list per bind parameter."""
-    return {bind: [row[bind] for row in rows] for _, bind, _ in columns}
+def _state_value(state: State | str) -> str:
+    value = _STATE_VALUES.get(state)
+    return State(state).value if value is None else value
 
 
-def _update_settled(
-    conn: sa.Connection, messages_rows: list[dict[str, Any]], rcpt_rows: list[dict[str, Any]]
-) -> None:
-    """The messages' new states and their recipients' replies, in bulk."""
-    if conn.dialect.name != "postgresql":
-        conn.execute(_UPDATE_MESSAGE, messages_rows)
-        _execute_many(conn, _UPDATE_RECIPIENT, rcpt_rows)
-        return
-    conn.execute(_PG_UPDATE_MESSAGES, _arrays(messages_rows, (*_MESSAGE_KEY, *_MESSAGE_SET)))
-    if rcpt_rows:
-        columns = (*_RECIPIENT_KEY, *_RECIPIENT_SET)
-        conn.execute(_PG_UPDATE_RECIPIENTS, _arrays(rcpt_rows, columns))
+def _arrays(rows: list[_Row], columns: tuple[_Column, ...]) -> dict[str, Any]:
+    """Row tuples as one list per bind parameter (`columns` in the tuples' order)."""
+    lists = list(zip(*rows, strict=True)) or [() for _ in columns]
+    return {bind: list(values) for (_, bind, _), values in zip(columns, lists, strict=True)}
+
+
+class _Settled:
+    """A record's rows for every statement, built in one pass over the kept records."""
+
+    def __init__(self, kept: Sequence[AttemptRecord], live: dict[int, bool]) -> None:
+        self.messages: list[_Row] = []  # _MESSAGE_SET, then seq
+        self.recipients: list[_Row] = []  # _RECIPIENT_SET, then seq and address
+        self.leftovers: list[_Row] = []  # state, updated_at, then seq
+        self.attempts: list[_Row] = []  # _ATTEMPT_COLUMNS
+        for rec in kept:
+            self._add(rec, live)
+
+    def _add(self, rec: AttemptRecord, live: dict[int, bool]) -> None:
+        claim = rec.claim
+        seq, at, worker, channel, stage = claim.seq, rec.at, rec.worker, claim.channel_id, rec.stage
+        # Without a lease nothing would ever pick a `sending` message up again.
+        after = _state_value(rec.message_state)
+        if after == _SENDING:
+            after = _DEFERRED
+        duplicate = live[seq] or rec.possible_duplicate
+        self.messages.append((after, rec.next_attempt_at, rec.failures, duplicate, seq))
+        if after not in _TERMINAL_VALUES:
+            self.leftovers.append((after, at, seq))
+        for s in rec.recipients:
+            code, enhanced, text = s.reply.code, s.reply.enhanced, s.reply.text
+            state = _state_value(s.state)
+            self.recipients.append((state, code, enhanced, text, at, seq, s.address))
+            outcome = str(s.outcome)
+            self.attempts.append(
+                (seq, channel, s.address, at, stage, code, enhanced, text, outcome, worker)
+            )
+
+    def write(self, conn: sa.Connection) -> None:
+        """The messages' new states, their recipients' replies, the untried recipients and
+        the attempt rows, in bulk."""
+        mark = marker(conn)
+        if conn.dialect.name == "postgresql":
+            columns = (*_MESSAGE_SET, *_MESSAGE_KEY)
+            conn.execute(_PG_UPDATE_MESSAGES, _arrays(self.messages, columns))
+            if self.recipients:
+                columns = (*_RECIPIENT_SET, *_RECIPIENT_KEY)
+                conn.execute(_PG_UPDATE_RECIPIENTS, _arrays(self.recipients, columns))
+        else:
+            update = _set_sql(conn, messages, _MESSAGE_KEY, _MESSAGE_SET, _MESSAGE_CLEARED, mark)
+            conn.exec_driver_sql(update, self.messages)
+            update = _set_sql(conn, recipients, _RECIPIENT_KEY, _RECIPIENT_SET, (), mark)
+            _driver_many(conn, update, self.recipients)
+        leftovers = _set_sql(conn, recipients, _LEFTOVERS_KEY, _LEFTOVERS_SET, (), mark)
+        _driver_many(conn, f"{leftovers} AND state = '{_SENDING}'", self.leftovers)
+        _driver_many(conn, insert_sql(conn, attempts, _ATTEMPT_COLUMNS, mark), self.attempts)
+
+
+def _driver_many(conn: sa.Connection, sql: str, rows: list[_Row]) -> None:
+    if rows:
+        conn.exec_driver_sql(sql, rows)
 
 
 def _live(conn: sa.Connection, records: Sequence[AttemptRecord]) -> dict[int, bool]:
@@ -115,74 +185,19 @@ def _live(conn: sa.Connection, records: Sequence[AttemptRecord]) -> dict[int, bo
     (locked until commit on PostgreSQL)."""
     owners: dict[int, tuple[str | None, bool]] = {}
     seqs = sorted({rec.claim.seq for rec in records})
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     for part in chunks(seqs):
         query = (
-            sa.select(m.seq, m.lease_owner, m.possible_duplicate)
-            .where(among(m.seq, part))
-            .with_for_update()
+            "SELECT seq, lease_owner, possible_duplicate FROM messages"
+            f" WHERE seq IN {literal_seqs(part)}{lock}"
         )
-        for seq, owner, duplicate in conn.execute(query):
+        for seq, owner, duplicate in conn.exec_driver_sql(query):
             owners[seq] = (owner, bool(duplicate))
     return {
         rec.claim.seq: owners[rec.claim.seq][1]
         for rec in records
         if rec.claim.seq in owners and owners[rec.claim.seq][0] == rec.worker
     }
-
-
-def _attempt_rows(rec: AttemptRecord) -> list[dict[str, Any]]:
-    return [
-        {
-            "message_seq": rec.claim.seq,
-            "channel_id": rec.claim.channel_id,
-            "recipient": s.address,
-            "at": rec.at,
-            "stage": rec.stage,
-            "code": s.reply.code,
-            "enhanced": s.reply.enhanced,
-            "text": s.reply.text,
-            "outcome": str(s.outcome),
-            "worker": rec.worker,
-        }
-        for s in rec.recipients
-    ]
-
-
-def _after(rec: AttemptRecord) -> State:
-    # Without a lease nothing would ever pick a `sending` message up again.
-    return State.DEFERRED if rec.message_state == State.SENDING else State(rec.message_state)
-
-
-def _message_params(rec: AttemptRecord, live: dict[int, bool]) -> dict[str, Any]:
-    return {
-        "b_seq": rec.claim.seq,
-        "b_state": _after(rec).value,
-        "b_next": rec.next_attempt_at,
-        "b_failures": rec.failures,
-        "b_duplicate": live[rec.claim.seq] or rec.possible_duplicate,
-    }
-
-
-def _rcpt_params(rec: AttemptRecord) -> list[dict[str, Any]]:
-    return [
-        {
-            "b_seq": rec.claim.seq,
-            "b_address": s.address,
-            "b_state": State(s.state).value,
-            "b_code": s.reply.code,
-            "b_enhanced": s.reply.enhanced,
-            "b_text": s.reply.text,
-            "b_at": rec.at,
-        }
-        for s in rec.recipients
-    ]
-
-
-def _execute_many(
-    conn: sa.Connection, statement: sa.Executable, rows: list[dict[str, Any]]
-) -> None:
-    if rows:
-        conn.execute(statement, rows)
 
 
 def _expire(conn: sa.Connection, seqs: Sequence[int], now: Instant) -> None:
@@ -236,18 +251,7 @@ class SettleStore:
             kept = [rec for rec in records if rec.claim.seq in live]
             if not kept:
                 return
-            _update_settled(
-                conn,
-                [_message_params(rec, live) for rec in kept],
-                [p for rec in kept for p in _rcpt_params(rec)],
-            )
-            leftovers = [
-                {"b_seq": rec.claim.seq, "b_state": _after(rec).value, "b_at": rec.at}
-                for rec in kept
-                if not _after(rec).terminal
-            ]
-            _execute_many(conn, _UPDATE_LEFTOVERS, leftovers)
-            _execute_many(conn, attempts.insert(), [p for rec in kept for p in _attempt_rows(rec)])
+            _Settled(kept, live).write(conn)
             insert_events(conn, [e for rec in kept for e in rec.events])
 
     def hold_channel(self, channel_id: str, now: Instant) -> int:

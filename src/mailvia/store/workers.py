@@ -17,7 +17,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
 from mailvia.outbox.ports import WorkerView
 from mailvia.store.engine import Database
-from mailvia.store.rows import among, chunks
+from mailvia.store.rows import among, chunks, literal_seqs, marker
 from mailvia.store.slots import forget_slots
 from mailvia.store.tables import messages, workers
 
@@ -107,10 +107,14 @@ class WorkerStore:
 
 
 def mark_started(conn: sa.Connection, seqs: Sequence[int], worker: str, now: Instant) -> set[int]:
-    """Set started_at on the messages still leased to `worker`; returns their seqs."""
+    """Set started_at on the messages still leased to `worker`; returns their seqs. (Driver
+    SQL: a statement per group of marks, made for every few messages sent.)"""
     held: set[int] = set()
+    mark = marker(conn)
     for part in chunks(sorted(set(seqs))):
-        mine = sa.and_(among(m.seq, part), m.state == _SENDING, m.lease_owner == worker)
-        marked = messages.update().where(mine).values(started_at=now).returning(m.seq)
-        held.update(conn.execute(marked).scalars())
+        marked = (
+            f"UPDATE messages SET started_at = {mark} WHERE seq IN {literal_seqs(part)}"
+            f" AND state = '{_SENDING}' AND lease_owner = {mark} RETURNING seq"
+        )
+        held.update(seq for (seq,) in conn.exec_driver_sql(marked, (now, worker)))
     return held
