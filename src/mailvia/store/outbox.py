@@ -23,14 +23,14 @@ from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
 from mailvia.store.rows import among, chunks
-from mailvia.store.tables import channels, messages, recipients
+from mailvia.store.tables import channels, message_contents, messages, recipients
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = 86400.0  # SURFACE.md: an Idempotency-Key is kept for 24 h
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
 _TERMINAL = sorted(s.value for s in TERMINAL)
-m, r, c = messages.c, recipients.c, channels.c
+m, r, c, mc = messages.c, recipients.c, channels.c, message_contents.c
 
 
 def _channel_open(now: Instant) -> sa.ColumnElement[bool]:
@@ -48,7 +48,6 @@ def _message_row(msg: NewMessage) -> dict[str, Any]:
         "user_id": msg.user_id,
         "channel_id": msg.channel_id,
         "mail_from": msg.envelope.mail_from,
-        "content": msg.content,
         "size": len(msg.content),
         "state": State(msg.state).value,
         "created_at": msg.created_at,
@@ -174,9 +173,9 @@ class OutboxStore:
 
         Returns nothing when the channel is not active or is throttled. Atomic across
         processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED. The messages'
-        rows come back from the leasing UPDATE; their recipients are read after the commit,
-        in a read transaction (the write lock is held for the leasing alone): nothing but
-        their worker changes leased messages.
+        rows come back from the leasing UPDATE; their recipients and contents are read after
+        the commit, in a read transaction (the write lock is held for the leasing alone):
+        nothing but their worker changes leased messages.
         """
         if limit < 1:
             return []
@@ -286,6 +285,10 @@ def _insert(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
         return []
     statement = messages.insert().returning(m.seq, sort_by_parameter_order=True)
     seqs = conn.execute(statement, [_message_row(x) for x in msgs]).scalars().all()
+    contents = [
+        {"message_seq": seq, "content": msg.content} for seq, msg in zip(seqs, msgs, strict=True)
+    ]
+    conn.execute(message_contents.insert(), contents)
     rows = [
         {
             "message_seq": seq,
@@ -330,15 +333,17 @@ def _claims(
     conn: sa.Connection, seqs: list[int], worker: str, rows: dict[int, Any] | None = None
 ) -> list[Claim]:
     """Claims for leased messages, in the order of `seqs`: their rows (read here unless given,
-    by seq) and their recipients (one query per BATCH, however many)."""
+    by seq), their recipients and their contents (one query each per BATCH, however many)."""
     pending: dict[int, list[str]] = defaultdict(list)
     settled: dict[int, list[State]] = defaultdict(list)
+    contents: dict[int, bytes] = {}
     read = rows is None
     rows = {} if rows is None else rows
     for part in chunks(seqs):
         if read:
             for row in conn.execute(sa.select(messages).where(among(m.seq, part))):
                 rows[row.seq] = row
+        contents.update(_contents(conn, part))
         query = (
             sa.select(r.message_seq, r.address, r.state)
             .where(among(r.message_seq, part))
@@ -358,7 +363,7 @@ def _claims(
             mail_from=row.mail_from,
             pending=tuple(pending[row.seq]),
             settled=tuple(settled[row.seq]),
-            content=bytes(row.content),
+            content=contents[row.seq],
             failures=row.failures,
             created_at=row.created_at,
             expires_at=row.expires_at,
@@ -367,6 +372,12 @@ def _claims(
         )
         for row in (rows[seq] for seq in seqs)
     ]
+
+
+def _contents(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, bytes]:
+    """The messages' bytes, by seq."""
+    query = sa.select(mc.message_seq, mc.content).where(among(mc.message_seq, seqs))
+    return {seq: bytes(content) for seq, content in conn.execute(query)}
 
 
 def _give_back(
