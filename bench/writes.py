@@ -2,9 +2,10 @@
 """What a message's life writes: the store's own transactions on the shared 6 KiB message,
 without SMTP or a dispatcher. N messages are submitted (`add_messages`, batches of 500), then
 claimed 200 at a time, marked started 20 at a time and settled (delivered) 100 at a time, as
-one worker does. Per kind of transaction: its wall time, and what it wrote to the log (on
-SQLite the WAL's size after it, the WAL emptied by a checkpoint before it; on PostgreSQL the
-WAL position's advance, which counts other sessions' writes on the server too).
+one worker does. Per kind of transaction: its wall time, the CPU time of the thread that ran
+it (SQLite's work included, PostgreSQL's not), and what it wrote to the log (on SQLite the
+WAL's size after it, the WAL emptied by a checkpoint before it; on PostgreSQL the WAL
+position's advance, which counts other sessions' writes on the server too).
 
     .venv/bin/python bench/writes.py --n 2000 --db sqlite,postgresql
 
@@ -52,11 +53,12 @@ class Log:
         self.engine = None if self.sqlite else sa.create_engine(url, isolation_level="AUTOCOMMIT")
 
     @contextmanager
-    def measure(self, into: list[tuple[float, int]]) -> Iterator[None]:
+    def measure(self, into: list[tuple[float, float, int]]) -> Iterator[None]:
         before = self._empty()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         yield
-        into.append((time.perf_counter() - started, self._written(before)))
+        spent = time.thread_time() - cpu
+        into.append((time.perf_counter() - started, spent, self._written(before)))
 
     def _empty(self) -> int:
         if self.sqlite:
@@ -66,7 +68,9 @@ class Log:
             return 0
         assert self.engine is not None
         with self.engine.connect() as conn:
-            return int(conn.exec_driver_sql("SELECT pg_current_wal_insert_lsn() - '0/0'").scalar())
+            return int(
+                conn.exec_driver_sql("SELECT pg_current_wal_insert_lsn() - '0/0'").scalar_one()
+            )
 
     def _written(self, before: int) -> int:
         if self.sqlite:
@@ -98,10 +102,10 @@ def world(url: str) -> Any:
     return store
 
 
-def life(url: str, n: int, content: bytes) -> dict[str, list[tuple[float, int]]]:
+def life(url: str, n: int, content: bytes) -> dict[str, list[tuple[float, float, int]]]:
     """One message's life for n messages; the measurements per kind of transaction."""
     store, log = world(url), Log(url)
-    seen: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    seen: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
     try:
         for start in range(0, n, 500):
             batch = [
@@ -183,7 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     content, _ = load_message(Path(tempfile.mkdtemp()))
     for db in args.db.split(","):
-        seen: dict[str, list[tuple[float, int]]] = defaultdict(list)
+        seen: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
         for _ in range(args.runs):
             with database(db, args.pg_url) as url:
                 for kind, values in life(url, args.n, content).items():
@@ -192,11 +196,12 @@ def main() -> None:
         for kind, values in seen.items():
             each = int(kind.split()[-1])
             ms: Callable[[float], str] = lambda q: f"{q * 1000:.1f}"  # noqa: E731
-            times = sorted(t for t, _ in values)
+            times = sorted(t for t, _, _ in values)
+            cpu = statistics.median(c for _, c, _ in values)
             print(
                 f"  {kind:11s} x{len(values):4d}: wall p50 {ms(statistics.median(times))} ms,"
-                f" max {ms(times[-1])} ms;"
-                f" log {statistics.median(b for _, b in values) / each / 1024:.1f} KiB/message"
+                f" max {ms(times[-1])} ms; CPU p50 {ms(cpu)} ms;"
+                f" log {statistics.median(b for _, _, b in values) / each / 1024:.1f} KiB/message"
             )
 
 
