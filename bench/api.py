@@ -106,12 +106,21 @@ def seed_history(url: str, message_id: str, count: int, days: float) -> float:
                     f"WHERE i < {count}) SELECT i FROM g) AS g"
                 )
             at = f"({now - days * DAY} + g.i * {step})"
+            # Since 0013 a message's bytes live in message_contents (main's older snapshots
+            # kept them in messages.content): seed whichever schema is there.
+            apart = sa.inspect(conn).has_table("message_contents")
+            content = ("", "") if apart else (", content", f", {stub}")
             conn.exec_driver_sql(
-                f"INSERT INTO messages (id, {cols}, content, state, created_at, expires_at, "
+                f"INSERT INTO messages (id, {cols}{content[0]}, state, created_at, expires_at, "
                 "next_attempt_at, possible_duplicate, test) "
-                f"SELECT 'msg_hist' || g.i, {cols}, {stub}, 'delivered', {at}, {at} + 432000, "
-                f"NULL, false, false FROM messages, {series} WHERE seq = {seed}"
+                f"SELECT 'msg_hist' || g.i, {cols}{content[1]}, 'delivered', {at}, "
+                f"{at} + 432000, NULL, false, false FROM messages, {series} WHERE seq = {seed}"
             )
+            if apart:
+                conn.exec_driver_sql(
+                    "INSERT INTO message_contents (message_seq, content) "
+                    f"SELECT seq, {stub} FROM messages WHERE seq > {top}"
+                )
             conn.exec_driver_sql(
                 "INSERT INTO recipients (message_seq, position, address, state, last_code, "
                 "last_enhanced, last_text, updated_at) "

@@ -133,11 +133,16 @@ def copy_message(url: str, message_id: str, copies: int) -> None:
 
     engine = sa.create_engine(url)
     cols = (
-        "organization_id, user_id, channel_id, mail_from, content, size, state, created_at, "
+        "organization_id, user_id, channel_id, mail_from, size, state, created_at, "
         "expires_at, next_attempt_at, failures, possible_duplicate"
     )
     try:
         with engine.begin() as conn:
+            # Since 0013 a message's bytes live in message_contents (main's older snapshots
+            # kept them in messages.content): copy them wherever the schema keeps them.
+            apart = sa.inspect(conn).has_table("message_contents")
+            if not apart:
+                cols += ", content"
             seed = conn.execute(
                 sa.text("SELECT seq FROM messages WHERE id = :id"), {"id": message_id}
             ).scalar_one()
@@ -158,6 +163,12 @@ def copy_message(url: str, message_id: str, copies: int) -> None:
                 f"SELECT m.seq, 0, r.address, 'queued', r.updated_at FROM messages m, "
                 f"recipients r WHERE m.seq > {seed} AND r.message_seq = {seed}"
             )
+            if apart:
+                conn.exec_driver_sql(
+                    "INSERT INTO message_contents (message_seq, content) SELECT m.seq, "
+                    f"c.content FROM messages m, message_contents c WHERE m.seq > {seed} "
+                    f"AND c.message_seq = {seed}"
+                )
             conn.exec_driver_sql("ANALYZE")
     finally:
         engine.dispose()

@@ -75,7 +75,10 @@ def stored_messages(db_url: str) -> dict[str, Stored]:
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.text("SELECT id, state, possible_duplicate, content FROM messages")
+                sa.text(
+                    "SELECT id, state, possible_duplicate, content FROM messages"
+                    " JOIN message_contents ON message_seq = seq"
+                )
             ).all()
     finally:
         engine.dispose()

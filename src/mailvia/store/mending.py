@@ -20,7 +20,7 @@ from mailvia.outbox.records import Event, WaitingMail
 from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.rows import chunks, event_id
-from mailvia.store.tables import channels, messages, recipients
+from mailvia.store.tables import channels, message_contents, messages, recipients
 
 WAITING = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
 m, r = messages.c, recipients.c
@@ -78,7 +78,8 @@ class MendingStore:
         """The channel's queued, deferred and held messages, in submission order, each with
         its sender and the head of its content (where its From is)."""
         query = (
-            sa.select(m.id, m.user_id, m.content)
+            sa.select(m.id, m.user_id, message_contents.c.content)
+            .join(message_contents, message_contents.c.message_seq == m.seq)
             .where(m.channel_id == channel_id, m.state.in_(WAITING))
             .order_by(m.seq)
         )

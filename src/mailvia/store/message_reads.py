@@ -23,17 +23,21 @@ from mailvia.outbox.records import (
 )
 from mailvia.store.engine import Database
 from mailvia.store.rows import reply_of
-from mailvia.store.tables import attempts, channels, messages, recipients
+from mailvia.store.tables import attempts, channels, message_contents, messages, recipients
 
 _CURSOR = "msg"
 m, r, a = messages.c, recipients.c, attempts.c
 HEAD_BYTES = 8192  # where a message stored before 0010 has its Subject, as good as always
-# A message's columns but its bytes; for one stored before 0010, the head of its bytes.
+# A message's columns; for one stored before 0010, the head of its bytes.
+_OLD_HEAD = (
+    sa.select(sa.func.substr(message_contents.c.content, 1, HEAD_BYTES))
+    .where(message_contents.c.message_seq == m.seq)
+    .scalar_subquery()
+)
 _HEAD = [
-    *(col for col in messages.c if col.name != "content"),
+    *messages.c,
     sa.type_coerce(
-        sa.case((m.subject.is_(None), sa.func.substr(m.content, 1, HEAD_BYTES)), else_=sa.null()),
-        sa.LargeBinary,
+        sa.case((m.subject.is_(None), _OLD_HEAD), else_=sa.null()), sa.LargeBinary
     ).label("head"),
 ]
 HOUR = 3600.0

@@ -23,14 +23,14 @@ from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
 from mailvia.store.rows import among, chunks
-from mailvia.store.tables import channels, messages, recipients
+from mailvia.store.tables import channels, message_contents, messages, recipients
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = 86400.0  # SURFACE.md: an Idempotency-Key is kept for 24 h
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
 _TERMINAL = sorted(s.value for s in TERMINAL)
-m, r, c = messages.c, recipients.c, channels.c
+m, r, c, mc = messages.c, recipients.c, channels.c, message_contents.c
 
 
 def _channel_open(now: Instant) -> sa.ColumnElement[bool]:
@@ -48,7 +48,6 @@ def _message_row(msg: NewMessage) -> dict[str, Any]:
         "user_id": msg.user_id,
         "channel_id": msg.channel_id,
         "mail_from": msg.envelope.mail_from,
-        "content": msg.content,
         "size": len(msg.content),
         "state": State(msg.state).value,
         "created_at": msg.created_at,
@@ -174,9 +173,9 @@ class OutboxStore:
 
         Returns nothing when the channel is not active or is throttled. Atomic across
         processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED. The messages'
-        rows come back from the leasing UPDATE; their recipients are read after the commit,
-        in a read transaction (the write lock is held for the leasing alone): nothing but
-        their worker changes leased messages.
+        rows come back from the leasing UPDATE; their recipients and contents are read after
+        the commit, in a read transaction (the write lock is held for the leasing alone):
+        nothing but their worker changes leased messages.
         """
         if limit < 1:
             return []
@@ -286,6 +285,10 @@ def _insert(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
         return []
     statement = messages.insert().returning(m.seq, sort_by_parameter_order=True)
     seqs = conn.execute(statement, [_message_row(x) for x in msgs]).scalars().all()
+    contents = [
+        {"message_seq": seq, "content": msg.content} for seq, msg in zip(seqs, msgs, strict=True)
+    ]
+    conn.execute(message_contents.insert(), contents)
     rows = [
         {
             "message_seq": seq,
@@ -330,15 +333,17 @@ def _claims(
     conn: sa.Connection, seqs: list[int], worker: str, rows: dict[int, Any] | None = None
 ) -> list[Claim]:
     """Claims for leased messages, in the order of `seqs`: their rows (read here unless given,
-    by seq) and their recipients (one query per BATCH, however many)."""
+    by seq), their recipients and their contents (one query each per BATCH, however many)."""
     pending: dict[int, list[str]] = defaultdict(list)
     settled: dict[int, list[State]] = defaultdict(list)
+    contents: dict[int, bytes] = {}
     read = rows is None
     rows = {} if rows is None else rows
     for part in chunks(seqs):
         if read:
             for row in conn.execute(sa.select(messages).where(among(m.seq, part))):
                 rows[row.seq] = row
+        contents.update(_contents(conn, part))
         query = (
             sa.select(r.message_seq, r.address, r.state)
             .where(among(r.message_seq, part))
@@ -349,13 +354,13 @@ def _claims(
                 settled[seq].append(State(state))
             else:
                 pending[seq].append(address)
-    return [_claim(tuple(rows[seq]), pending, settled, worker) for seq in seqs]
+    return [_claim(tuple(rows[seq]), pending, settled, contents, worker) for seq in seqs]
 
 
 # Where each column sits in a messages row: a claim reads its row as a plain tuple (a Row's
 # attribute look-up by name costs about half a microsecond each, 13 per claimed message).
 _AT = {name: index for index, name in enumerate(messages.c.keys())}
-_ID, _SEQ, _ORG, _CHANNEL, _FROM, _CONTENT, _FAILURES, _CREATED, _EXPIRES, _DUPLICATE = (
+_ID, _SEQ, _ORG, _CHANNEL, _FROM, _FAILURES, _CREATED, _EXPIRES, _DUPLICATE = (
     _AT[name]
     for name in (
         "id",
@@ -363,7 +368,6 @@ _ID, _SEQ, _ORG, _CHANNEL, _FROM, _CONTENT, _FAILURES, _CREATED, _EXPIRES, _DUPL
         "organization_id",
         "channel_id",
         "mail_from",
-        "content",
         "failures",
         "created_at",
         "expires_at",
@@ -376,6 +380,7 @@ def _claim(
     row: tuple[Any, ...],
     pending: dict[int, list[str]],
     settled: dict[int, list[State]],
+    contents: dict[int, bytes],
     worker: str,
 ) -> Claim:
     seq = row[_SEQ]
@@ -387,13 +392,19 @@ def _claim(
         mail_from=row[_FROM],
         pending=tuple(pending[seq]),
         settled=tuple(settled[seq]),
-        content=bytes(row[_CONTENT]),
+        content=contents[seq],
         failures=row[_FAILURES],
         created_at=row[_CREATED],
         expires_at=row[_EXPIRES],
         possible_duplicate=bool(row[_DUPLICATE]),
         worker=worker,
     )
+
+
+def _contents(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, bytes]:
+    """The messages' bytes, by seq."""
+    query = sa.select(mc.message_seq, mc.content).where(among(mc.message_seq, seqs))
+    return {seq: bytes(content) for seq, content in conn.execute(query)}
 
 
 def _give_back(

@@ -129,7 +129,6 @@ messages = sa.Table(
     sa.Column("user_id", sa.Text, nullable=False),
     sa.Column("channel_id", sa.Text, nullable=False),
     sa.Column("mail_from", sa.Text, nullable=False),
-    sa.Column("content", sa.LargeBinary, nullable=False),
     sa.Column("size", sa.Integer, nullable=False),
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("created_at", Time, nullable=False),
@@ -160,6 +159,23 @@ messages = sa.Table(
         sqlite_where=sa.text("state = 'sending'"),
         postgresql_where=sa.text("state = 'sending'"),
     ),
+)
+
+# 0013: each message's bytes (its `content`, in messages until 0012), written once with the
+# message and read by the claim that sends it. Kept apart from the message's row, which its
+# lease, started mark and settlement each update: SQLite rewrites a whole record on UPDATE,
+# kilobytes of content included. A message's content goes when the message goes.
+message_contents = sa.Table(
+    "message_contents",
+    metadata,
+    sa.Column(
+        "message_seq",
+        Seq,
+        sa.ForeignKey("messages.seq", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("content", sa.LargeBinary, nullable=False),
 )
 
 recipients = sa.Table(
