@@ -151,18 +151,30 @@ async def test_a_small_body_takes_one_thread_call(
         await api.aclose()
 
 
-async def test_a_large_body_is_not_read_before_the_token_is_accepted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "declared",
+    [
+        [(b"content-length", str(SMALL_BODY * 2).encode())],
+        [(b"content-length", b"2000"), (b"expect", b"100-continue")],
+    ],
+    ids=["large", "small-expecting-100-continue"],
+)
+async def test_a_body_held_back_is_not_read_before_the_token_is_accepted(
+    tmp_path: Path, declared: list[tuple[bytes, bytes]]
+) -> None:
+    """A large body, or one whose client waits for 100 Continue (sent when the app first
+    reads): a wrong token gets its 401 without the body asked for."""
     api = Api(World(tmp_path / "data"))
     try:
-        assert await _post_large(api, "wrong") == (401, False)
-        status, read = await _post_large(api, api.tokens["jane"])
+        assert await _post_held(api, "wrong", declared) == (401, False)
+        status, read = await _post_held(api, api.tokens["jane"], declared)
         assert status != 401 and read
     finally:
         await api.aclose()
 
 
-async def _post_large(api: Api, token: str) -> tuple[int, bool]:
-    """POST /v1/messages declaring a body over SMALL_BODY: the status, and whether the app
+async def _post_held(api: Api, token: str, declared: list[tuple[bytes, bytes]]) -> tuple[int, bool]:
+    """POST /v1/messages with the `declared` headers: the status, and whether the app
     asked for the body."""
     received: list[str] = []
     sent: list[dict[str, Any]] = []
@@ -179,7 +191,7 @@ async def _post_large(api: Api, token: str) -> tuple[int, bool]:
         (b"host", b"api.test"),
         (b"authorization", f"Bearer {token}".encode()),
         (b"content-type", b"application/json"),
-        (b"content-length", str(SMALL_BODY * 2).encode()),
+        *declared,
     ]
     await asyncio.wait_for(api.app(_scope("/v1/messages", headers), receive, send), 30)
     return sent[0]["status"], bool(received)

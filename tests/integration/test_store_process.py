@@ -143,3 +143,39 @@ def test_a_call_under_way_when_the_store_process_dies_raises(sqlite_url: str) ->
         assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
     finally:
         child.close()
+
+
+def test_give_backs_and_records_cross_the_pipe_without_the_messages_bytes() -> None:
+    """The child never reads a claim's content when it gives back or records: it is not
+    pickled to it again (a 30 MB message would cross twice more)."""
+    from mailvia.outbox.ports import AttemptRecord, Claim
+
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+
+    class Child:
+        def call(self, name: str, *args: Any, **kwargs: Any) -> None:
+            sent.append((name, args))
+
+    claim = Claim(
+        "m1",
+        1,
+        "o1",
+        "c1",
+        "a@example.com",
+        ("b@example.com",),
+        (),
+        b"x" * 1000,
+        0,
+        0.0,
+        10.0,
+        False,
+        "w1",
+    )
+    record = AttemptRecord(claim, "w1", 1.0, "data_end", (), State.DELIVERED, None, 0, False)
+    store = ChildStore(local=None, child=Child())  # type: ignore[arg-type]
+    store.unclaim([claim], state=State.QUEUED, now=1.0)
+    store.record_attempts([record])
+    (_, (claims,)), (_, (records,)) = sent
+    assert [c.content for c in claims] == [b""] and claims[0].seq == 1
+    assert [r.claim.content for r in records] == [b""] and records[0].claim.message_id == "m1"
+    assert claim.content == b"x" * 1000  # the caller's own claim is untouched

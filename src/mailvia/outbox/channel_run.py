@@ -29,11 +29,6 @@ class ChannelRun(RunAttempts, RunClaims, RunEffects):
     """Delivers one channel's claimed mail; `go()` returns the number of attempts. Every
     time it acts on is read from the context's clock as it goes."""
 
-    # Another worker asks for slots of the channel while this run holds more than its share:
-    # the run starts no more attempts and ends (the claims in hand go back to the queue);
-    # the next run gives the excess back (outbox/slots.py).
-    yielding = False
-
     async def go(self) -> int:
         now = self.clock()
         connections = await self.ctx.connections.take(self.channel, now)  # every worker's

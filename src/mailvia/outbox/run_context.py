@@ -148,6 +148,10 @@ class RunState:
         self.growing: asyncio.Task[None] | None = None
         self.grown_at: Instant = 0.0
         self.ending = False  # its connections are done: no more are added
+        # Another worker asks for slots of the channel while this run holds more than its
+        # share: the run starts no more attempts and ends (the claims in hand go back to the
+        # queue); the next run gives the excess back (outbox/slots.py).
+        self.yielding = False
         self.fault: Exception | None = None  # a claim's or record's error, raised by `go`
 
     def young(self) -> bool:

@@ -20,6 +20,7 @@ Side effects: a child process; the calls' own (claims, marks, records, in the da
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import multiprocessing
@@ -30,6 +31,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -168,7 +170,10 @@ class StoreProcess:
             except (EOFError, OSError):
                 break
             self._answered = True
-            future = self._waiting.pop(number)
+            future = self._waiting.pop(number, None)
+            if future is None:  # not a call of ours: the pipe is out of step, give up on it
+                log.error("the store process answered call %s, which was not made", number)
+                break
             if ok:
                 future.set_result(value)
             else:
@@ -182,12 +187,15 @@ class StoreProcess:
             self._on_gone()
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the child. Every call has been answered by then (callers wait for their
-        answers), so the child has nothing left to do: it exits at the end of the pipe. One
-        still starting, or stuck, is killed (nothing it did can be lost: see the module)."""
+        """Stop the child once the calls made are answered (up to `timeout`: a record still
+        committing is not cut off); it exits at the end of the pipe. One still starting, or
+        stuck, is killed (nothing it did can be lost: see the module)."""
         self._closing = True
         if self.process is None or self._conn is None:
             return
+        deadline = time.monotonic() + timeout
+        while self._waiting and self._gone is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         with socket.socket(fileno=os.dup(self._conn.fileno())) as end:
             end.shutdown(socket.SHUT_RDWR)  # the end of the pipe, here and in the child
         self.process.join(timeout if self._answered else 0.5)
@@ -222,10 +230,11 @@ class ChildStore:
         )
 
     def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
-        self.child.call("unclaim", list(claims), state=state, now=now)
+        self.child.call("unclaim", [_bare(c) for c in claims], state=state, now=now)
 
     def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        self.child.call("record_attempts", list(records))
+        bare = [dataclasses.replace(r, claim=_bare(r.claim)) for r in records]
+        self.child.call("record_attempts", bare)
 
     def mark_started(self, seqs: Sequence[int], worker: str, now: Instant) -> list[bool]:
         return cast(list[bool], self.child.call("mark_started", list(seqs), worker, now))
@@ -281,3 +290,9 @@ class ChildStore:
 
     def stop_worker(self, worker: str) -> None:
         self.local.stop_worker(worker)
+
+
+def _bare(claim: Claim) -> Claim:
+    """A claim without its message's bytes: giving back and recording never read them, and
+    they would cross the pipe again (a 30 MB message, twice more)."""
+    return dataclasses.replace(claim, content=b"")

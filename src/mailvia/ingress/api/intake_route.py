@@ -15,8 +15,10 @@ and handles a request itself, in the same order with the same answers:
 
 A body whose Content-Length is at most `SMALL_BODY` (what uvicorn reads ahead of the app
 anyway) is taken first, and steps 2-5 run in one worker-thread call, the token still
-checked before the body is looked at; a larger or chunked body is read only after the
-token is accepted, as before (2 in a thread, then 3-4, the body, and 5 in a thread).
+checked before the body is looked at; a larger or chunked body, or one the client holds
+back until told to go on (`Expect: 100-continue`: uvicorn sends the 100 when the app first
+reads), is read only after the token is accepted, as before (2 in a thread, then 3-4, the
+body, and 5 in a thread).
 """
 
 from __future__ import annotations
@@ -136,5 +138,13 @@ class _Call:
 
 
 def _small(request: Request) -> bool:
+    """A body sent whole, at most SMALL_BODY (ASCII digits only: `int` takes others)."""
+    if "expect" in request.headers:
+        return False  # held back until the app reads: the token first
     declared = request.headers.get("content-length")
-    return declared is not None and declared.isdigit() and int(declared) <= SMALL_BODY
+    return (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) <= SMALL_BODY
+    )

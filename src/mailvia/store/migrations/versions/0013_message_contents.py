@@ -1,14 +1,18 @@
-"""Each message's bytes in a table of their own, `message_contents` (keyed by the message's
-seq), out of the messages row that every lease, started mark and settlement updates: SQLite
-rewrites a whole record on UPDATE, overflow pages included, so each state change of a 6 KB
-message wrote 6 KB, three times or more per delivery, while intakes waited for the writer.
+"""Each message's bytes in a table of their own, `message_contents` (keyed by the message's seq),
+out of the messages row that every lease, started mark and settlement updates: SQLite rewrites
+a whole record on UPDATE, overflow pages included, so each state change of a 6 KB message wrote
+6 KB, three times or more per delivery, while intakes waited for the writer.
 
 Upgrade copies every message's content across, then drops `messages.content` (SQLite 3.35+
-drops it in place, rewriting each row once; PostgreSQL only marks it dropped, and its space
-comes back as rows are updated and vacuumed). Downgrade copies the contents back, makes the
-column NOT NULL again (on SQLite by rebuilding the table: migrate() turns the foreign keys off
-meanwhile and checks them before it commits) and drops the table. Either way every byte is
-written once more: minutes for millions of messages, in the one migration transaction.
+drops it in place, rewriting each row once; PostgreSQL only marks it dropped). Neither gives
+the old bytes' space back by itself: the data needs room for the contents twice over during the
+upgrade, and afterwards SQLite keeps the freed pages for new data (`VACUUM` returns them to the
+file system) while on PostgreSQL rows never updated again (delivered mail) keep their old bytes
+until `VACUUM FULL messages` rewrites the table (docs/cli.md, `migrate`). Downgrade copies the
+contents back, makes the column NOT NULL again (on SQLite by rebuilding the table: migrate()
+turns the foreign keys off meanwhile and checks them before it commits) and drops the table.
+Either way every byte is written once more: minutes for millions of messages, in the one
+migration transaction.
 
 Revision ID: 0013
 Revises: 0012
@@ -42,8 +46,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("message_seq", name="pk_message_contents"),
     )
     op.execute(
-        "INSERT INTO message_contents (message_seq, content) "
-        "SELECT seq, content FROM messages ORDER BY seq"
+        "INSERT INTO message_contents (message_seq, content) SELECT seq, content FROM messages"
     )
     op.drop_column("messages", "content")
 
