@@ -19,6 +19,8 @@ SOURCE = ROOT / "src" / "mailvia"
 UNIMPORTED = {
     "psycopg": "SQLAlchemy's PostgreSQL driver, chosen by the `postgresql+psycopg` URL",
     "python-multipart": "FastAPI's parser of the pages' form posts",
+    "httptools": "uvicorn's HTTP/1.1 parser in C, which serve's uvicorn picks when installed",
+    "h11": "uvicorn's h11 protocol, which the test server's fake HTTP server names",
 }
 
 
