@@ -48,12 +48,7 @@ async def test_a_group_reads_its_senders_and_routes_in_one_transaction(tmp_path:
         store.snapshot = counted  # type: ignore[method-assign]
         store.add_messages = add  # type: ignore[method-assign]
         intake = Intake(world.services, time.time)
-        envelope = Envelope("jane@acme.test", ("bob@example.com",))
-        group = [
-            Arrived(intake.compose(RAW, envelope), None, world.jane.organization_id)
-            for _ in range(3)
-        ]
-        receipts = intake.commit(group)
+        receipts = intake.commit(_arrived(world, intake, RAW, 3))
         assert all(isinstance(r, Receipt) and r.state is State.QUEUED for r in receipts)
         assert outermost[0] == 1  # senders and routes: one read transaction
         assert writes_inside[0] == 0  # the commit after it
@@ -83,20 +78,20 @@ async def test_a_group_looks_its_trusted_sender_up_once_and_reads_no_forecast(
 
             setattr(store, name, counted)
         intake = Intake(world.services, time.time)
-        envelope = Envelope("jane@acme.test", ("bob@example.com",))
-        group = [
-            Arrived(intake.compose(RAW, envelope), None, world.jane.organization_id)
-            for _ in range(3)
-        ]
-        receipts = intake.commit(group)
+        receipts = intake.commit(_arrived(world, intake, RAW, 3))
         assert all(isinstance(r, Receipt) and r.state is State.QUEUED for r in receipts)
         assert calls == {"domain_organization": 1, "senders_for": 1}
 
         on_behalf = RAW.replace(b"Subject:", b"Sender: eve@elsewhere.test\r\nSubject:")
         calls.clear()
-        [refused] = intake.commit(
-            [Arrived(intake.compose(on_behalf, envelope), None, world.jane.organization_id)]
-        )
+        [refused] = intake.commit(_arrived(world, intake, on_behalf, 1))
         assert isinstance(refused, Forbidden) and "Sender header" in str(refused)
     finally:
         await world.close()
+
+
+def _arrived(world: World, intake: Intake, raw: bytes, count: int) -> list[Arrived]:
+    """`count` copies of `raw` from jane to bob, as the submission port hands them over."""
+    envelope = Envelope("jane@acme.test", ("bob@example.com",))
+    org = world.jane.organization_id
+    return [Arrived(intake.compose(raw, envelope), None, org) for _ in range(count)]
