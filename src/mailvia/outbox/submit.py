@@ -25,6 +25,7 @@ from mailvia.domain.presets import PRESETS
 from mailvia.domain.routing import Route, route
 from mailvia.domain.shaping import UseLog, forecast
 from mailvia.domain.tenancy import Organization, User, domain_of, identity_covers
+from mailvia.outbox.ahead import QueuedAhead
 from mailvia.outbox.compose import Composed
 from mailvia.outbox.ports import Ledger, NewMessage
 from mailvia.outbox.records import MessageView
@@ -100,6 +101,8 @@ class Submitter:
         self._pool = pool
         self.on_submit = on_submit  # after a commit: wake delivery (here, or serve's worker)
         self._api_limits = api_limits
+        # The forecast's backlog per channel, counted at most once a second (ahead.py).
+        self._ahead = QueuedAhead(lambda channel_id: self._store.waiting_count(channel_id))
 
     def explain(self, sender: User, from_address: str) -> Route:
         """Which channel mail From this address would take, and why (no checks of rights)."""
@@ -154,7 +157,7 @@ class Submitter:
         store's Conflict (idempotency key reused with another body)."""
         routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         planned = []
-        forecasts = Forecasts(self._store, now)
+        forecasts = Forecasts(self._store, now, self._ahead)
         with self._store.snapshot():  # the lookups: one read transaction
             for submission in submissions:
                 channel = self._route(routes, sender, submission.composed)
@@ -211,7 +214,7 @@ class Submitter:
         routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
-        forecasts = Forecasts(self._store, now)
+        forecasts = Forecasts(self._store, now, self._ahead)
         with self._store.snapshot():  # the lookups: one read transaction
             for item in items:
                 if isinstance(item, Exception):
@@ -249,6 +252,8 @@ class Submitter:
             state = message.state if is_new else self._store.get_message(message_id).state
             receipt = self._receipt(message, channel, message_id, is_new, state, now)
             receipts.append(forecasts.complete(receipt, message))
+            if is_new and state is State.QUEUED:
+                self._ahead.added(channel.id)
         if any(is_new for _, is_new in created):
             self.on_submit()
         return receipts
@@ -373,11 +378,13 @@ class EachPlan:
 
 class Forecasts:
     """When each message of a batch should leave, given its channel's budgets and backlog;
-    a batch that would take more than a day on a mailbox channel gets a warning."""
+    a batch that would take more than a day on a mailbox channel gets a warning. The
+    backlog ahead comes from `queued`: counted in the store at most a second ago (ahead.py)."""
 
-    def __init__(self, store: SubmitStore, now: Instant) -> None:
+    def __init__(self, store: SubmitStore, now: Instant, queued: QueuedAhead) -> None:
         self.store = store
         self.now = now
+        self.queued = queued
         self.ahead: dict[str, int] = {}
         self.logs: dict[str, UseLog] = {}
         self.when: dict[str, tuple[int, Instant | None]] = {}  # message id -> (ahead, at)
@@ -389,7 +396,7 @@ class Forecasts:
 
     def plan(self, channel: Channel, message: NewMessage) -> None:
         if channel.id not in self.ahead:
-            self.ahead[channel.id] = self.store.waiting_count(channel.id)
+            self.ahead[channel.id] = self.queued.waiting(channel.id, self.now)
             if channel.budgets:
                 ledger = self.store.budget_ledger(channel.id, channel.budgets)
                 self.logs[channel.id] = ledger.log(self.now)

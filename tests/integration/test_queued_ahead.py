@@ -1,0 +1,65 @@
+"""A receipt's `queued_ahead` without a COUNT per submit: the submitter counts a channel's
+waiting messages in the store at most once a second, and adds what it commits itself in
+between; another process's submissions and the deliveries show at the next count. On
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from test_intake_plans import submission
+from test_store_contract import T0, channel, record, sent
+
+from mailvia.domain.message import State
+from mailvia.domain.tenancy import Role, User
+from mailvia.outbox.submit import Submitter
+from mailvia.store import SqlStore, migrate, open_store
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[SqlStore]:
+    migrate(store_url)
+    s = open_store(store_url)
+    s.create_organization("org_1", "acme", T0)
+    s.create_team("team_1", "org_1", "sales", T0)
+    s.create_user(
+        User("usr_1", "org_1", "team_1", "jane@acme.test", Role.ADMIN), password_hash="h", now=T0
+    )
+    s.add_domain("org_1", "acme.test", T0)
+    s.grant_identity("usr_1", "@acme.test", T0)
+    s.add_channel(channel("ch_a", "relay"), None, T0)
+    yield s
+    s.close()
+
+
+def test_queued_ahead_counts_once_a_second_and_sees_others_at_the_next_count(
+    store: SqlStore,
+) -> None:
+    counts: list[str] = []
+    waiting_count = store.waiting_count
+
+    def counted(channel_id: str) -> int:
+        counts.append(channel_id)
+        return waiting_count(channel_id)
+
+    store.waiting_count = counted  # type: ignore[method-assign]
+    user = store.get_user("usr_1")
+    serve, other = Submitter(store, pool=lambda: None), Submitter(store, pool=lambda: None)
+    ahead = [r.queued_ahead for r in serve.submit(user, [submission()] * 3, now=T0)]
+    assert ahead == [0, 1, 2]
+    [fourth] = serve.submit(user, [submission()], now=T0 + 0.5)
+    assert fourth.queued_ahead == 3 and counts == ["ch_a"]  # its own three, not counted again
+
+    other.submit(user, [submission()] * 2, now=T0 + 0.6)  # another process: 2 more
+    [fifth] = serve.submit(user, [submission()], now=T0 + 0.9)
+    assert fifth.queued_ahead == 4  # not seen yet
+    [sixth] = serve.submit(user, [submission()], now=T0 + 1.0)
+    assert sixth.queued_ahead == 7 and len(counts) == 3  # counted: 4 + 2 + its fifth
+
+    claims = store.claim(channel_id="ch_a", now=T0 + 2, limit=5, lease_until=T0 + 60, worker="w1")
+    store.record_attempts(
+        [record(c, sent("bob@example.test"), state=State.DELIVERED, at=T0 + 2) for c in claims]
+    )
+    [seventh] = serve.submit(user, [submission()], now=T0 + 2.5)
+    assert seventh.queued_ahead == 8 - 5  # the five delivered left the queue
