@@ -1,6 +1,8 @@
 """A request's sender checks (`Submitter.sender_checks`): each (user, address) is worked out
 once, so a batch of 1,000 messages with one envelope sender reads that sender's rights once,
-and every message still gets the same answer (a refusal each time)."""
+and every message still gets the same answer (a refusal each time); each domain's owner and
+each user's identities are read once per request (a message whose envelope sender and From
+share a domain reads them once, not twice)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ JOE = User("usr_joe", "org_1", "team_1", "joe@acme.test", Role.MEMBER)
 class Rights:
     """Only what check_sender reads: domains and identities, counting the reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, jane: tuple[str, ...] = ("jane@acme.test",)) -> None:
         self.reads: Counter[str] = Counter()
+        self.jane = list(jane)
 
     def domain_organization(self, domain: str) -> str | None:
         self.reads["domain"] += 1
@@ -29,11 +32,11 @@ class Rights:
 
     def identities(self, user_id: str) -> list[str]:
         self.reads["identities"] += 1
-        return ["jane@acme.test"] if user_id == JANE.id else ["joe@acme.test"]
+        return self.jane if user_id == JANE.id else ["joe@acme.test"]
 
 
-def checks() -> tuple[Any, Rights]:
-    rights = Rights()
+def checks(rights: Rights | None = None) -> tuple[Any, Rights]:
+    rights = rights or Rights()
     submitter = Submitter(cast(SubmitStore, rights), pool=lambda: None)
     return submitter.sender_checks(), rights
 
@@ -44,8 +47,15 @@ def test_each_sender_and_address_is_read_once() -> None:
         check(JANE, "jane@acme.test")
     check(JANE, "Jane@ACME.test")  # addresses compare without case
     assert rights.reads == Counter(domain=1, identities=1)
-    check(JOE, "joe@acme.test")  # another user: his own rights
-    assert rights.reads == Counter(domain=2, identities=2)
+    check(JOE, "joe@acme.test")  # another user: his own identities, the domain's owner known
+    assert rights.reads == Counter(domain=1, identities=2)
+
+
+def test_an_envelope_sender_and_a_from_of_one_domain_read_the_rights_once() -> None:
+    check, rights = checks(Rights(jane=("@acme.test",)))
+    check(JANE, "bounces@acme.test")  # the envelope sender
+    check(JANE, "jane@acme.test")  # the From
+    assert rights.reads == Counter(domain=1, identities=1)
 
 
 def test_a_refusal_is_remembered_and_raised_every_time() -> None:
