@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from mailvia.domain.channel import Auth, Security
-from support.api import Api, raw_message
+from support.api import Api, assert_problem, raw_message
 from support.world import World
 
 RAW = (
@@ -63,3 +63,16 @@ async def test_a_single_post_reads_once_after_its_token_then_commits(api: Api) -
     assert answer.json()["forecast"]["queued_ahead"] == 0
     assert begun == ["read", "read", "write"]  # the token; the rest; the commit
     assert reads == Counter(domain_organization=1, identities=1)
+
+
+async def test_a_revoked_token_is_refused_on_its_next_post(api: Api) -> None:
+    """The token is looked up on every request (its statement built once, nothing cached)."""
+    jane = api.client("jane")
+    body = raw_message(
+        RAW, envelope={"mail_from": "jane@acme.test", "rcpt_to": ["bob@example.com"]}
+    )
+    assert (await jane.post("/v1/messages", json=body)).status_code == 202
+    tokens = api.world.services.tokens
+    [view] = tokens.of(api.world.jane)
+    tokens.revoke(api.world.jane, view.id, time.time())
+    assert_problem(await jane.post("/v1/messages", json=body), 401, "revoked")

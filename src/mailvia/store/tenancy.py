@@ -13,6 +13,23 @@ from mailvia.outbox.records import TokenView
 from mailvia.store.engine import Database
 from mailvia.store.tables import api_tokens, domains, identities, organizations, teams, users
 
+# The intake's reads, built once: each API request runs them (building a statement costs
+# about as much as running it on SQLite); `sa.bindparam` takes the value at execution.
+_ORGANIZATION = organizations.select().where(organizations.c.id == sa.bindparam("org_id"))
+_DOMAIN_OWNER = sa.select(domains.c.organization_id).where(
+    domains.c.domain == sa.bindparam("domain")
+)
+_IDENTITIES = (
+    sa.select(identities.c.identity)
+    .where(identities.c.user_id == sa.bindparam("user_id"))
+    .order_by(identities.c.created_at, identities.c.identity)
+)
+_TOKEN_USER = (
+    sa.select(users)
+    .join(api_tokens, api_tokens.c.user_id == users.c.id)
+    .where(api_tokens.c.token_hash == sa.bindparam("token_hash"), api_tokens.c.revoked_at.is_(None))
+)
+
 
 def _organization(row: Any) -> Organization:
     return Organization(row.id, row.name, row.default_channel_id, Fallback(row.fallback))
@@ -47,7 +64,7 @@ class TenancyStore:
     def get_organization(self, org_id: str) -> Organization:
         """The organization. Raises NotFound."""
         with self._db.read() as conn:
-            row = conn.execute(organizations.select().where(organizations.c.id == org_id)).first()
+            row = conn.execute(_ORGANIZATION, {"org_id": org_id}).first()
         if row is None:
             raise NotFound(f"no organization {org_id!r}")
         return _organization(row)
@@ -225,9 +242,7 @@ class TenancyStore:
     def domain_organization(self, domain: str) -> str | None:
         """The id of the organization the domain (any case) is assigned to, or None."""
         with self._db.read() as conn:
-            owner = conn.execute(
-                sa.select(domains.c.organization_id).where(domains.c.domain == domain.lower())
-            ).scalar_one_or_none()
+            owner = conn.execute(_DOMAIN_OWNER, {"domain": domain.lower()}).scalar_one_or_none()
         return None if owner is None else str(owner)
 
     def grant_identity(self, user_id: str, identity: str, now: Instant) -> None:
@@ -248,11 +263,7 @@ class TenancyStore:
     def identities(self, user_id: str) -> list[str]:
         """The user's identities, oldest grant first."""
         with self._db.read() as conn:
-            rows = conn.execute(
-                sa.select(identities.c.identity)
-                .where(identities.c.user_id == user_id)
-                .order_by(identities.c.created_at, identities.c.identity)
-            )
+            rows = conn.execute(_IDENTITIES, {"user_id": user_id})
             return [str(identity) for identity in rows.scalars()]
 
     def add_token(
@@ -282,13 +293,8 @@ class TenancyStore:
 
     def user_for_token(self, token_hash: str) -> User | None:
         """The user an unrevoked token belongs to, or None."""
-        query = (
-            sa.select(users)
-            .join(api_tokens, api_tokens.c.user_id == users.c.id)
-            .where(api_tokens.c.token_hash == token_hash, api_tokens.c.revoked_at.is_(None))
-        )
         with self._db.read() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_TOKEN_USER, {"token_hash": token_hash}).first()
         return None if row is None else user_of(row)
 
     def senders_for(self, org_id: str, address: str) -> list[User]:
