@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pydantic_core
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import MailviaError
@@ -59,8 +59,7 @@ def _one(
     with services.submitter.reads():  # the envelope sender's rights: one read transaction
         message = submission(services, user, body, now, key)
     receipt = services.submitter.submit(user, [message], now=now)[0]
-    answer = ReceiptOut.model_validate(receipt_payload(receipt))
-    return _json(answer, 202 if receipt.created else 200)
+    return _json(receipt_payload(receipt), 202 if receipt.created else 200)
 
 
 def _batch(
@@ -80,8 +79,7 @@ def _batch(
             items.append(exc)
     results = services.submitter.submit_each(items, now=now)
     count_rejected(services.metrics, (r for r in results if isinstance(r, MailviaError)))
-    answer = BatchOut.model_validate({"data": [_result(result) for result in results]})
-    return _json(answer, 200)
+    return _json({"data": [_result(result) for result in results]}, 200)
 
 
 @router.post(
@@ -130,17 +128,24 @@ async def submit_batch(
     return await run_in_threadpool(_batch, services, user, recipients, raw, idempotency_key)
 
 
-def _json(answer: BaseModel, status: int) -> Response:
-    """The answer's JSON, written by pydantic in one pass (the same document as dumping it
-    to Python objects and then to JSON, at a fraction of the cost for a batch)."""
-    return Response(answer.model_dump_json(), status_code=status, media_type="application/json")
+def _json(payload: dict[str, Any], status: int) -> Response:
+    """The answer's JSON, written from its payload as it is by pydantic-core's writer. Each
+    payload holds its response model's fields (`ReceiptOut`, `BatchOut`) in their order, so
+    the document is the one the model would write, without validating our own output into
+    it first (for a batch of 1,000, 9 ms of the thread's time and 5,000 objects); tests/unit/
+    test_submit_answers.py compares the two."""
+    return Response(
+        pydantic_core.to_json(payload), status_code=status, media_type="application/json"
+    )
 
 
 def _result(result: Receipt | Exception) -> dict[str, Any]:
-    """One message's entry in a batch's answer: its receipt or the problem that kept it out."""
+    """One message's entry in a batch's answer (`BatchResult`'s fields): its receipt or the
+    problem that kept it out."""
     if isinstance(result, Receipt):
-        return {"status": 202 if result.created else 200, "receipt": receipt_payload(result)}
+        status = 202 if result.created else 200
+        return {"status": status, "receipt": receipt_payload(result), "problem": None}
     if not isinstance(result, MailviaError):
         raise result  # a fault, not a refusal: the whole request fails (500, logged)
     problem = problem_for(result)
-    return {"status": problem.status, "problem": problem}
+    return {"status": problem.status, "receipt": None, "problem": problem.model_dump(mode="json")}
