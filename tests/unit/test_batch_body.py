@@ -46,6 +46,7 @@ VALID = [
     b'{"messages": [{"from": "jane@acme.test", "subject": "a", "subject": "b", "text": "x"}]}',
     b'{"messages": [{"\\u0066rom": "jane@acme.test", "text": "x"}]}',  # an escaped key
     b'{"messages": [{"from": "jane@acme.test", "text": "\\ud83d\\ude00 \\u00e9 \\/ \\n"}]}',
+    batch(fields(text="a, " * 800)),  # more commas than read whole: read piecewise
 ]
 
 REFUSED = [
@@ -59,6 +60,7 @@ REFUSED = [
     batch(1, {"to": 3}),
     batch(fields(bogus=1)),
     batch(fields(text="a\x00b")),
+    b'{"messages": [' + b",".join([b"{}"] * 1000) + b"]}",  # many small values: not parsed whole
     batch(),
     json.dumps({"messages": [fields()], "extra": 1}).encode(),
     b'{"messages": [{"from": "jane@acme.test", "text": "x"}], "messages": [{"text": "y"}]}',
@@ -122,3 +124,16 @@ def _comparable(error: dict[str, Any]) -> dict[str, Any]:
     """An error with its `ctx` exception as its type and text (exceptions compare by id)."""
     ctx = {k: repr(v) if isinstance(v, Exception) else v for k, v in error.get("ctx", {}).items()}
     return {**error, "ctx": ctx}
+
+
+def test_a_body_of_many_small_values_is_not_parsed_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More commas than the caps' messages may hold: the piecewise reading refuses it after
+    one message past the cap, without the whole body parsed first."""
+
+    def parse(raw: bytes) -> Any:
+        raise AssertionError("parsed whole")
+
+    monkeypatch.setattr(bodies.pydantic_core, "from_json", parse)
+    raw = b'{"messages": [' + b",".join([b"{}"] * 1000) + b"]}"
+    assert outcome(batch_body, raw) == ("RequestTooLarge", "a request may carry at most 3 messages")
+    assert outcome(batch_body, VALID[-1])[0] == "batch"

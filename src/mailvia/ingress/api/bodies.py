@@ -44,6 +44,11 @@ _JSON = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.I)
 # A `\u` escape of a character from U+0060 to U+007F: the only way a JSON key other than
 # the literal `"messages"` can say `messages` (its letters are U+0061-U+0073).
 _LETTER_ESCAPE = re.compile(rb"\\u00[67]")
+# Commas a batch read whole may hold per message of its cap (text fields hold theirs): any
+# JSON value but the first of an array or object follows one, so this bounds what the
+# whole reading parses before it counts the messages (a body of many small values would
+# take seconds); a batch over it is read piecewise, refused after one message past a cap.
+_COMMAS_PER_MESSAGE = 256
 
 
 async def read_body(request: Request) -> bytes:
@@ -105,7 +110,10 @@ def _whole(raw: bytes, caps: RequestCaps) -> Batch | None:
     else (`_piecewise` then reads it and gives the answer). Where pydantic-core's parser
     takes a text, it reads it as the standard library's does (duplicate keys: the last one;
     tests/unit/test_batch_body.py); only a `messages` given twice is told apart, by the
-    piecewise reading: a body that may hold it twice is not read whole."""
+    piecewise reading: a body that may hold it twice is not read whole, nor one with more
+    commas than its cap's messages may hold (`_COMMAS_PER_MESSAGE`)."""
+    if raw.count(b",") > _COMMAS_PER_MESSAGE * caps.messages:
+        return None
     if raw.count(b'"messages"') != 1 or (b"\\" in raw and _LETTER_ESCAPE.search(raw)):
         return None
     try:
@@ -113,10 +121,10 @@ def _whole(raw: bytes, caps: RequestCaps) -> Batch | None:
     except ValueError:
         return None
     found = fields.get("messages") if isinstance(fields, dict) else None
-    if not isinstance(found, list):
+    if not isinstance(found, list) or len(found) > caps.messages:
         return None
     recipients = sum(_listed(value) for value in found)
-    if len(found) > caps.messages or recipients > caps.recipients:
+    if recipients > caps.recipients:
         return None
     try:
         body = BatchIn.model_validate(fields)
