@@ -132,8 +132,8 @@ def _json(payload: dict[str, Any], status: int) -> Response:
     """The answer's JSON, written from its payload as it is by pydantic-core's writer. Each
     payload holds its response model's fields (`ReceiptOut`, `BatchOut`) in their order, so
     the document is the one the model would write, without validating our own output into
-    it first (for a batch of 1,000, 9 ms of the thread's time and 5,000 objects); tests/unit/
-    test_submit_answers.py compares the two."""
+    it first (for a batch of 1,000: 5 of the answer's 8 ms, and 5,000 models for the garbage
+    collector to walk); tests/unit/test_submit_answers.py compares the two."""
     return Response(
         pydantic_core.to_json(payload), status_code=status, media_type="application/json"
     )
