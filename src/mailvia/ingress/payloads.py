@@ -3,6 +3,7 @@ the HTTP API: each field named as SURFACE.md names it, never a secret."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from mailvia.domain.channel import Channel
@@ -69,6 +70,10 @@ def reply_payload(reply: Reply | None) -> dict[str, Any] | None:
     return said | {"hint": fix_for(reply)}
 
 
+# A batch's receipts mostly share their forecast's instant: rendered once, not per receipt.
+_forecast_iso = lru_cache(maxsize=256)(to_iso)
+
+
 def receipt_payload(receipt: Receipt) -> dict[str, Any]:
     return {
         "id": receipt.id,
@@ -79,7 +84,7 @@ def receipt_payload(receipt: Receipt) -> dict[str, Any]:
             "rcpt_to": list(receipt.envelope.rcpt_to),
         },
         "forecast": {
-            "expected_at": to_iso(receipt.expected_at),
+            "expected_at": _forecast_iso(receipt.expected_at),
             "queued_ahead": receipt.queued_ahead,
         },
         "warnings": [{"code": w.code, "message": w.message} for w in receipt.warnings],

@@ -2,9 +2,17 @@
 
 FastAPI would parse and validate a body on the event loop before the token is even checked;
 the submit routes take the bytes instead (after the token and its rate limit) and hand them
-here, in a worker thread. A batch is read one message at a time and counted as it goes
-(messages, then the recipients each one names), so a request over a cap is refused after at
-most one message past it, never after reading and validating all of it.
+here, in a worker thread. A batch is counted against the caps (its messages, and the
+recipients each one lists) before its messages are validated, so a request over a cap is
+refused without validating all of it (a raw message's header recipients are counted once it
+is valid).
+
+A batch is first read whole (pydantic-core's JSON parser, then one validation of all its
+messages): the common case, a valid batch within the caps, in two thirds of the time and
+with fewer objects for the garbage collector (docs/benchmarks.md, branch `batch`). Anything
+else (a cap exceeded, a field at fault, JSON that parser refuses, a `messages` key that may be
+given twice) is read again one message at a time as before, and that reading gives the
+answer: the same errors, in the same order, as ever.
 
 Errors are FastAPI's: RequestValidationError (a 422 with the fields at fault; a 400 when the
 JSON cannot be read), and RequestTooLarge (413) over a cap.
@@ -19,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic_core
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -32,6 +41,14 @@ from mailvia.outbox.compose import header_recipient_count
 _BLANKS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 _JSON = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.I)
+# A `\u` escape of a character from U+0060 to U+007F: the only way a JSON key other than
+# the literal `"messages"` can say `messages` (its letters are U+0061-U+0073).
+_LETTER_ESCAPE = re.compile(rb"\\u00[67]")
+# Commas a batch read whole may hold per message of its cap (text fields hold theirs): any
+# JSON value but the first of an array or object follows one, so this bounds what the
+# whole reading parses before it counts the messages (a body of many small values would
+# take seconds); a batch over it is read piecewise, refused after one message past a cap.
+_COMMAS_PER_MESSAGE = 256
 
 
 async def read_body(request: Request) -> bytes:
@@ -83,8 +100,50 @@ class Batch:
 
 
 def batch_body(raw: bytes, caps: RequestCaps) -> Batch:
-    """A batch, read one message at a time and counted against `caps` as it goes. Raises
+    """A batch, counted against `caps` before its messages are validated. Raises
     RequestTooLarge over a cap, RequestValidationError."""
+    return _whole(raw, caps) or _piecewise(raw, caps)
+
+
+def _whole(raw: bytes, caps: RequestCaps) -> Batch | None:
+    """A valid batch within the caps, read and validated in one pass each; None for anything
+    else (`_piecewise` then reads it and gives the answer). Where pydantic-core's parser
+    takes a text, it reads it as the standard library's does (duplicate keys: the last one;
+    tests/unit/test_batch_body.py); only a `messages` given twice is told apart, by the
+    piecewise reading: a body that may hold it twice is not read whole, nor one with more
+    commas than its cap's messages may hold (`_COMMAS_PER_MESSAGE`)."""
+    if raw.count(b",") > _COMMAS_PER_MESSAGE * caps.messages:
+        return None
+    if raw.count(b'"messages"') != 1 or (b"\\" in raw and _LETTER_ESCAPE.search(raw)):
+        return None
+    try:
+        fields = pydantic_core.from_json(raw)
+    except ValueError:
+        return None
+    found = fields.get("messages") if isinstance(fields, dict) else None
+    if not isinstance(found, list) or len(found) > caps.messages:
+        return None
+    recipients = sum(_listed(value) for value in found)
+    if recipients > caps.recipients:
+        return None
+    try:
+        body = BatchIn.model_validate(fields)
+    except ValidationError:
+        return None
+    recipients += sum(
+        recipients_of(message)
+        for message in body.messages
+        if message.raw is not None and message.envelope is None
+    )
+    if recipients > caps.recipients:
+        return None
+    return Batch(body, recipients)
+
+
+def _piecewise(raw: bytes, caps: RequestCaps) -> Batch:
+    """A batch read one message at a time and counted against `caps` as it goes, so a
+    request over a cap is refused after at most one message past it. Raises
+    RequestTooLarge, RequestValidationError."""
     counted = _Counted(caps)
     try:
         fields = _Json(raw).batch(counted.message)

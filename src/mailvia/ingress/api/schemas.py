@@ -99,7 +99,13 @@ class EnvelopeOut(BaseModel):
 
 class Forecast(BaseModel):
     expected_at: Timestamp | None = Field(description="When delivery is first tried.")
-    queued_ahead: int | None = Field(description="Not computed yet: always null.")
+    queued_ahead: int | None = Field(
+        description=(
+            "How many of the channel's messages were waiting (queued, deferred or sending) "
+            "ahead of this one, counted at most a second earlier; null for an "
+            "Idempotency-Key replay."
+        )
+    )
 
 
 class WarningOut(BaseModel):

@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pydantic_core
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import MailviaError
@@ -66,8 +66,7 @@ def _one(
     [receipt] = submitter.commit_each(plan)  # after the reads, in its own transaction
     if isinstance(receipt, Exception):
         raise receipt
-    answer = ReceiptOut.model_validate(receipt_payload(receipt))
-    return _json(answer, 202 if receipt.created else 200)
+    return _json(receipt_payload(receipt), 202 if receipt.created else 200)
 
 
 def _batch(
@@ -87,8 +86,7 @@ def _batch(
             items.append(exc)
     results = services.submitter.submit_each(items, now=now)
     count_rejected(services.metrics, (r for r in results if isinstance(r, MailviaError)))
-    answer = BatchOut.model_validate({"data": [_result(result) for result in results]})
-    return _json(answer, 200)
+    return _json({"data": [_result(result) for result in results]}, 200)
 
 
 @router.post(
@@ -137,17 +135,24 @@ async def submit_batch(
     return await run_in_threadpool(_batch, services, user, recipients, raw, idempotency_key)
 
 
-def _json(answer: BaseModel, status: int) -> Response:
-    """The answer's JSON, written by pydantic in one pass (the same document as dumping it
-    to Python objects and then to JSON, at a fraction of the cost for a batch)."""
-    return Response(answer.model_dump_json(), status_code=status, media_type="application/json")
+def _json(payload: dict[str, Any], status: int) -> Response:
+    """The answer's JSON, written from its payload as it is by pydantic-core's writer. Each
+    payload holds its response model's fields (`ReceiptOut`, `BatchOut`) in their order, so
+    the document is the one the model would write, without validating our own output into
+    it first (for a batch of 1,000: 5 of the answer's 8 ms, and 5,000 models for the garbage
+    collector to walk); tests/unit/test_submit_answers.py compares the two."""
+    return Response(
+        pydantic_core.to_json(payload), status_code=status, media_type="application/json"
+    )
 
 
 def _result(result: Receipt | Exception) -> dict[str, Any]:
-    """One message's entry in a batch's answer: its receipt or the problem that kept it out."""
+    """One message's entry in a batch's answer (`BatchResult`'s fields): its receipt or the
+    problem that kept it out."""
     if isinstance(result, Receipt):
-        return {"status": 202 if result.created else 200, "receipt": receipt_payload(result)}
+        status = 202 if result.created else 200
+        return {"status": status, "receipt": receipt_payload(result), "problem": None}
     if not isinstance(result, MailviaError):
         raise result  # a fault, not a refusal: the whole request fails (500, logged)
     problem = problem_for(result)
-    return {"status": problem.status, "problem": problem}
+    return {"status": problem.status, "receipt": None, "problem": problem.model_dump(mode="json")}
