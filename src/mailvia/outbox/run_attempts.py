@@ -90,8 +90,11 @@ class RunAttempts(RunRecords):
         this worker dies now, whoever takes the message over flags it possible_duplicate.
         The marks go ahead of the connections by max_connections to 2 x max_connections
         messages (the next ones in the queue, a group at a time), so that one commit serves
-        many transactions and is made before they need it; a budgeted channel's ledger marks
-        each exactly as it takes the budget. Raises LeaseLost when another worker has it."""
+        many transactions and is made before they need it; while a commit of marks is under
+        way, each transaction tops them up to 2 x max_connections again (those join the next
+        commit: the slower the commits, the larger their groups, and the lead never runs
+        out between two of them). A budgeted channel's ledger marks each exactly as it takes
+        the budget. Raises LeaseLost when another worker has it."""
         size = self.channel.max_connections
         marked = 0  # marks are made in queue order: the marked messages lead the queue
         for queued in self.queue:
@@ -100,7 +103,7 @@ class RunAttempts(RunRecords):
             marked += 1
         own = () if claim.seq in self.marks else (claim.seq,)
         group: tuple[int, ...] = ()
-        if own or marked < size:
+        if own or marked < size or self.ctx.liveness.marking:
             wanted = max(2 * size - marked - len(own), 0)
             ahead = islice((c.seq for c in self.queue if c.seq not in self.marks), wanted)
             group = (*own, *ahead)
