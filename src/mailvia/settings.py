@@ -76,8 +76,9 @@ class Settings:
     # `mailvia worker`), inline (its own event loop), off (the operator runs `mailvia worker`s)
     dispatch: str = "auto"
     # where a dispatcher's claims, started marks and records run: thread (threads of its own
-    # process) or process (a child process of its own: store/process.py)
-    delivery_store: str = "thread"
+    # process) or process (a child process of its own: store/process.py); serve delivering
+    # inline always uses threads
+    delivery_store: str = "process"
     # Mailbox providers' HTTP APIs: the operator's, like the pool relay (no address guard).
     gmail_api_url: str = "https://gmail.googleapis.com"
     graph_api_url: str = "https://graph.microsoft.com/v1.0"

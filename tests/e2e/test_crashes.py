@@ -99,14 +99,13 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, dispatching: st
 
 
 @pytest.mark.parametrize("dispatching", ["worker", "child"])
-def test_sigkill_with_the_store_in_a_process_of_its_own_loses_nothing(
-    tmp_path: Path, dispatching: str
-) -> None:
-    """DELIVERY_STORE=process (store/process.py): the killed worker's store process goes with
-    it, and its successor delivers everything, duplicates flagged, as with threads."""
+def test_sigkill_with_the_store_in_threads_loses_nothing(tmp_path: Path, dispatching: str) -> None:
+    """DELIVERY_STORE=thread (the store calls in the worker's own threads; the default,
+    `process`, is what the test above kills): its successor delivers everything, duplicates
+    flagged, as with the store process."""
     require_console_script()
     options = {"worker": dispatching == "worker", "child": dispatching == "child"}
-    with crash_run(tmp_path, MAILVIA_DELIVERY_STORE="process", **options) as run:  # type: ignore[arg-type]
+    with crash_run(tmp_path, MAILVIA_DELIVERY_STORE="thread", **options) as run:  # type: ignore[arg-type]
         took = crash_and_recover(run, 3000, 3, settle_within=60)
         result = assert_reconciled(run, run.accepted)  # type: ignore[attr-defined]
     print(f"seed {SEED}: {result}; kills {run.kills}; drained {took:.1f} s after the restart")

@@ -1,7 +1,8 @@
 """Started marks under the dispatcher (on the memory store, the real channel run): every
-transaction starts marked, the marks are asked for in groups of about max_connections, and
-fewer than 3 x max_connections marked messages wait unstarted (those marked ahead, and those a
-connection took: the bound on what a crash flags possible_duplicate without having sent it)."""
+transaction starts marked, the marks are committed in groups of about max_connections or
+more, and fewer than (MARKS_AHEAD + 1) x max_connections marked messages wait unstarted
+(those marked ahead, and those a connection took: the bound on what a crash flags
+possible_duplicate without having sent it)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Reply, Stage
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.ports import Credentials
+from mailvia.outbox.run_attempts import MARKS_AHEAD
 from mailvia.outbox.submit import Submission
 from support.memory_world import MemoryWorld
 
@@ -52,7 +54,7 @@ class CountingTransport:
         return None
 
 
-async def test_marks_are_committed_ahead_in_groups_and_within_three_times_the_connections() -> None:
+async def test_marks_are_committed_ahead_in_groups_and_within_the_bound() -> None:
     clock = SteppingClock(1_800_000_000.0)
     transport = CountingTransport()
     world = MemoryWorld(transport, clock)
@@ -73,6 +75,14 @@ async def test_marks_are_committed_ahead_in_groups_and_within_three_times_the_co
         return commit()
 
     liveness.started = spied  # type: ignore[method-assign]
+    commits: list[int] = []  # the seqs of each commit of marks
+    mark_started = store.mark_started
+
+    def counted(seqs: list[int], worker: str, now: Instant) -> list[bool]:
+        commits.append(len(seqs))
+        return mark_started(seqs, worker, now)
+
+    store.mark_started = counted  # type: ignore[method-assign]
     world.channel(max_connections=CONNECTIONS)
     draft = Draft(from_="jane@acme.test", to=["bob@example.com"], subject="hi", text="hi")
     one = compose(draft, now=clock.now, max_size=10**6)
@@ -83,7 +93,11 @@ async def test_marks_are_committed_ahead_in_groups_and_within_three_times_the_co
     assert transport.started == MESSAGES
     assert len(transport.marked) == MESSAGES  # every transaction started marked
     assert min(transport.waiting_marked) >= 0
-    assert max(transport.waiting_marked) <= 3 * CONNECTIONS - 1  # ahead, and taken not started
-    # One commit serves about max_connections transactions (not one commit each).
-    assert len(groups) <= MESSAGES // CONNECTIONS + 2
-    assert all(len(group) <= 2 * CONNECTIONS for group in groups)
+    # ahead, and taken not started: the bound on what a crash flags without having sent it
+    assert max(transport.waiting_marked) <= (MARKS_AHEAD + 1) * CONNECTIONS - 1
+    assert max(transport.waiting_marked) >= MARKS_AHEAD * CONNECTIONS - 1  # as far ahead
+    # One commit serves about max_connections transactions (not one commit each); marks
+    # asked for while a commit is under way (topping the lead up) go together in the next.
+    assert sum(commits) == MESSAGES
+    assert len(commits) <= MESSAGES // CONNECTIONS + 2, commits
+    assert all(len(group) <= MARKS_AHEAD * CONNECTIONS for group in groups)

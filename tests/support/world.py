@@ -85,6 +85,9 @@ class World:
                 "allow_private_hosts": "127.0.0.0/8,::1/128",
                 "worker_id": "test-worker",
                 "lease_seconds": 60.0,
+                # the store calls in threads of this process, where tests arrange and look at
+                # them (tests/integration/test_store_process.py passes `process`)
+                "delivery_store": "thread",
                 **settings,
             },
         )

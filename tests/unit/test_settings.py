@@ -125,7 +125,7 @@ EVERY_FIELD_AWAY_FROM_ITS_DEFAULT = {
     "api_request_max_recipients": "8", "submission_max_connections": "9",
     "submission_max_connections_per_client": "3", "worker_id": "w-1", "lease_seconds": "2.5",
     "claim_batch": "11", "shutdown_seconds": "0.5", "dispatch": "inline",
-    "delivery_store": "process",
+    "delivery_store": "thread",
     "gmail_api_url": "http://127.0.0.1:1", "graph_api_url": "http://127.0.0.1:2",
     "gmail_api_max_size": "12", "graph_api_max_size": "13", "public_url": "https://mail.x",
     "oauth_google_client_id": "g", "oauth_google_client_secret": "g-secret",
@@ -151,8 +151,8 @@ def test_a_child_process_environment_gives_the_same_settings() -> None:
     assert environment(Settings()) == {}  # defaults stay unset
 
 
-def test_delivery_store_is_threads_unless_set_to_a_process() -> None:
-    assert Settings.load({}).delivery_store == "thread"
-    assert Settings.load({"MAILVIA_DELIVERY_STORE": " Process "}).delivery_store == "process"
+def test_delivery_store_is_a_process_unless_set_to_threads() -> None:
+    assert Settings.load({}).delivery_store == "process"
+    assert Settings.load({"MAILVIA_DELIVERY_STORE": " Thread "}).delivery_store == "thread"
     with pytest.raises(InvalidInput, match="thread, process"):
         Settings.load({"MAILVIA_DELIVERY_STORE": "fork"})

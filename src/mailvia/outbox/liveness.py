@@ -87,6 +87,11 @@ class Liveness:
         """A clean stop, after every claim was settled or given back."""
         self.registry.stop_worker(self.worker)
 
+    @property
+    def marking(self) -> bool:
+        """A commit of marks is under way (marks asked for now go in the next one)."""
+        return self._marks is not None and not self._marks.idle
+
     async def started(self, seqs: tuple[int, ...], now: Instant) -> list[bool]:
         """Mark these messages' transactions as started, committed before this returns (with
         the other marks of the moment in one transaction). Per seq, False: the lease was

@@ -27,6 +27,14 @@ from mailvia.outbox.run_records import RunRecords
 
 log = logging.getLogger(__name__)
 
+# How far the started marks go ahead of a channel's connections, in max_connections: one
+# commit of marks (a pipe to the store process, a thread, SQLite's fsync or PostgreSQL's
+# round trips) takes several ms, and with 20 connections at ~5,000 msg/s a lead of 40
+# messages (2) ran out before it came back: the connections waited for marks ~40% of their
+# time (branch `worker`, docs/benchmarks.md). At a crash fewer than MARKS_AHEAD + 1 times
+# max_connections unsent messages are flagged possible_duplicate.
+MARKS_AHEAD = 4
+
 
 class LeaseLost(Exception):
     """The worker no longer holds the claim's lease."""
@@ -88,10 +96,13 @@ class RunAttempts(RunRecords):
     async def _mark_started(self, claim: Claim) -> None:
         """Commit that this message's transaction starts (before MAIL or the API call): if
         this worker dies now, whoever takes the message over flags it possible_duplicate.
-        The marks go ahead of the connections by max_connections to 2 x max_connections
-        messages (the next ones in the queue, a group at a time), so that one commit serves
-        many transactions and is made before they need it; a budgeted channel's ledger marks
-        each exactly as it takes the budget. Raises LeaseLost when another worker has it."""
+        The marks go ahead of the connections by max_connections to MARKS_AHEAD x
+        max_connections messages (the next ones in the queue, a group at a time), so that
+        one commit serves many transactions and is made before they need it; while a commit
+        of marks is under way, each transaction tops them up to MARKS_AHEAD x
+        max_connections again (those join the next commit: the slower the commits, the
+        larger their groups). A budgeted channel's ledger marks each exactly as it takes
+        the budget. Raises LeaseLost when another worker has it."""
         size = self.channel.max_connections
         marked = 0  # marks are made in queue order: the marked messages lead the queue
         for queued in self.queue:
@@ -100,8 +111,8 @@ class RunAttempts(RunRecords):
             marked += 1
         own = () if claim.seq in self.marks else (claim.seq,)
         group: tuple[int, ...] = ()
-        if own or marked < size:
-            wanted = max(2 * size - marked - len(own), 0)
+        if own or marked < size or self.ctx.liveness.marking:
+            wanted = max(MARKS_AHEAD * size - marked - len(own), 0)
             ahead = islice((c.seq for c in self.queue if c.seq not in self.marks), wanted)
             group = (*own, *ahead)
         if group:
