@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -61,6 +62,17 @@ OAUTH_SETTINGS = (
     "oauth_microsoft_tenant",
 )
 GIL_SWITCH_INTERVAL = 0.001  # seconds (Python's default is 0.005)
+
+
+def settle_heap() -> None:
+    """Keep what starting made (modules, the app, the tables, the wiring) out of every later
+    collection: a full collection then walks what requests and runs made, not the whole
+    heap (serve's took ~36 ms every two or three batches of 1,000; docs/benchmarks.md,
+    branch `batch`). Called once, just before the event loop starts."""
+    gc.collect()
+    gc.freeze()
+
+
 SERVE_SETTINGS = (
     *STORE_SETTINGS,
     "http_listen",
@@ -300,6 +312,7 @@ def serve(ctx: Context, settings: Settings) -> None:
     # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
     # a commit's many small waits short (measured: about 10% more mail through submission).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    settle_heap()
     asyncio.run(
         _serve(
             services,
@@ -362,6 +375,7 @@ def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
     # A channel run's claims, records and started marks commit in threads beside the busy
     # event loop (as serve's submission port does): the same short switch interval.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    settle_heap()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_work(services, settings, supervised=supervised))
 
