@@ -22,6 +22,7 @@ from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
+from mailvia.store.message_inserts import insert_group
 from mailvia.store.rows import among, chunks
 from mailvia.store.tables import channels, message_contents, messages, recipients
 
@@ -94,7 +95,10 @@ class OutboxStore:
                     seen[(msg.user_id, msg.idempotency_key)] = (msg.id, msg.request_hash)
                 results.append((msg.id, True))
                 fresh.append(msg)
-            _insert(conn, fresh)
+            if conn.dialect.name == "postgresql":
+                insert_group(conn, fresh)  # one statement, one round trip
+            else:
+                _insert(conn, fresh)
         return results
 
     def add_leased(self, msg: NewMessage, *, worker: str, lease_until: Instant) -> Claim:

@@ -1,0 +1,99 @@
+"""A group of new messages into the outbox's three tables (messages, message_contents,
+recipients) on PostgreSQL in one statement: one round trip instead of three.
+
+The statement inserts the messages from arrays (unnest, in the group's order, so their seqs
+rise in that order as with a multi-row INSERT), and its data-modifying CTEs insert each
+one's content and recipients with the seq the first INSERT gave it; it returns the seqs in
+the group's order. Its text never changes, so psycopg prepares it once. SQLite (in-process,
+no round trips) keeps the three INSERTs: store/outbox.py `_insert`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailvia.domain.message import State
+from mailvia.outbox.headers import subject_of
+from mailvia.outbox.ports import NewMessage
+
+# The messages' columns filled from the group: (column, PostgreSQL type).
+_MESSAGE_COLUMNS = (
+    ("id", "text"),
+    ("organization_id", "text"),
+    ("user_id", "text"),
+    ("channel_id", "text"),
+    ("mail_from", "text"),
+    ("size", "integer"),
+    ("state", "text"),
+    ("created_at", "double precision"),
+    ("expires_at", "double precision"),
+    ("idempotency_key", "text"),
+    ("request_hash", "text"),
+    ("test", "boolean"),
+    ("subject", "text"),
+    ("content", "bytea"),
+)
+_RECIPIENT_COLUMNS = (("n", "bigint"), ("position", "integer"), ("address", "text"))
+_STORED = [name for name, _ in _MESSAGE_COLUMNS if name != "content"]
+
+
+def _unnest(columns: tuple[tuple[str, str], ...], prefix: str) -> str:
+    arrays = ", ".join(f"CAST(:{prefix}{name} AS {kind}[])" for name, kind in columns)
+    return f"unnest({arrays})"
+
+
+_INSERT_GROUP = sa.text(
+    f"WITH v AS (SELECT * FROM {_unnest(_MESSAGE_COLUMNS, 'm_')} WITH ORDINALITY"
+    f" AS v({', '.join(name for name, _ in _MESSAGE_COLUMNS)}, n)),"
+    f" new AS (INSERT INTO messages ({', '.join(_STORED)}, next_attempt_at, failures,"
+    f" possible_duplicate) SELECT {', '.join(_STORED)}, created_at, 0, false FROM v ORDER BY n"
+    " RETURNING seq, id),"
+    " numbered AS (SELECT new.seq, v.n, v.content, v.state, v.created_at"
+    " FROM new JOIN v ON v.id = new.id),"
+    " contents AS (INSERT INTO message_contents (message_seq, content)"
+    " SELECT seq, content FROM numbered),"
+    " rcpts AS (INSERT INTO recipients (message_seq, position, address, state, updated_at)"
+    " SELECT numbered.seq, x.position, x.address, numbered.state, numbered.created_at"
+    f" FROM {_unnest(_RECIPIENT_COLUMNS, 'r_')} AS x(n, position, address)"
+    " JOIN numbered ON numbered.n = x.n)"
+    " SELECT seq FROM numbered ORDER BY n"
+)
+
+
+def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
+    """Insert the messages, their contents and recipients (PostgreSQL, one statement); their
+    seqs, in order."""
+    if not msgs:
+        return []
+    values: dict[str, list[Any]] = {f"m_{name}": [] for name, _ in _MESSAGE_COLUMNS}
+    values.update({f"r_{name}": [] for name, _ in _RECIPIENT_COLUMNS})
+    for n, msg in enumerate(msgs, start=1):
+        row = (
+            msg.id,
+            msg.organization_id,
+            msg.user_id,
+            msg.channel_id,
+            msg.envelope.mail_from,
+            len(msg.content),
+            State(msg.state).value,
+            msg.created_at,
+            msg.expires_at,
+            msg.idempotency_key,
+            msg.request_hash,
+            msg.test,
+            subject_of(msg.content),
+            msg.content,
+        )
+        for (name, _), value in zip(_MESSAGE_COLUMNS, row, strict=True):
+            values[f"m_{name}"].append(value)
+        for position, address in enumerate(msg.envelope.rcpt_to):
+            values["r_n"].append(n)
+            values["r_position"].append(position)
+            values["r_address"].append(address)
+    seqs = list(conn.execute(_INSERT_GROUP, values).scalars())
+    if len(seqs) != len(msgs):  # cannot happen: every row inserted or an error raised
+        raise RuntimeError(f"{len(seqs)} seqs back for {len(msgs)} messages")
+    return seqs
