@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
 
 from mailvia.domain.message import State
 from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import NewMessage
+from mailvia.store.engine import Database, map_error
 
 # The messages' columns filled from the group: (column, PostgreSQL type).
 _MESSAGE_COLUMNS = (
@@ -97,3 +99,14 @@ def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
     if len(seqs) != len(msgs):  # cannot happen: every row inserted or an error raised
         raise RuntimeError(f"{len(seqs)} seqs back for {len(msgs)} messages")
     return seqs
+
+
+def commit_group(db: Database, msgs: Sequence[NewMessage], *, conflict: str) -> list[int]:
+    """`insert_group` as a transaction of its own (PostgreSQL): one statement is atomic, so it
+    runs in autocommit, committed when it returns, with no BEGIN and COMMIT round trips.
+    Raises Conflict for a taken message id (nothing inserted), StoreUnavailable otherwise."""
+    try:
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return insert_group(conn, msgs)
+    except SQLAlchemyError as exc:
+        raise map_error(exc, conflict=conflict, missing="a referenced object does not exist") from None

@@ -22,7 +22,7 @@ from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
-from mailvia.store.message_inserts import insert_group
+from mailvia.store.message_inserts import commit_group, insert_group
 from mailvia.store.rows import among, chunks
 from mailvia.store.tables import channels, message_contents, messages, recipients
 
@@ -80,6 +80,9 @@ class OutboxStore:
         """
         if not msgs:
             return []
+        if self._db.dialect == "postgresql" and not any(x.idempotency_key for x in msgs):
+            commit_group(self._db, msgs, conflict="a message id is already in use")
+            return [(x.id, True) for x in msgs]  # no keys: each message is new
         with self._db.write(
             conflict="a message id or idempotency key is already in use", intake=True
         ) as conn:
