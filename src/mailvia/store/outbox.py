@@ -98,10 +98,7 @@ class OutboxStore:
                     seen[(msg.user_id, msg.idempotency_key)] = (msg.id, msg.request_hash)
                 results.append((msg.id, True))
                 fresh.append(msg)
-            if conn.dialect.name == "postgresql":
-                insert_group(conn, fresh)  # one statement, one round trip
-            else:
-                _insert(conn, fresh)
+            insert_group(conn, fresh)
         return results
 
     def add_leased(self, msg: NewMessage, *, worker: str, lease_until: Instant) -> Claim:
