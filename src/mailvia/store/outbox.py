@@ -22,6 +22,7 @@ from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
+from mailvia.store.message_inserts import commit_group, insert_group
 from mailvia.store.rows import among, chunks
 from mailvia.store.tables import channels, message_contents, messages, recipients
 
@@ -79,6 +80,9 @@ class OutboxStore:
         """
         if not msgs:
             return []
+        if self._db.dialect == "postgresql" and not any(x.idempotency_key for x in msgs):
+            commit_group(self._db, msgs, conflict="a message id is already in use")
+            return [(x.id, True) for x in msgs]  # no keys: each message is new
         with self._db.write(
             conflict="a message id or idempotency key is already in use", intake=True
         ) as conn:
@@ -94,7 +98,7 @@ class OutboxStore:
                     seen[(msg.user_id, msg.idempotency_key)] = (msg.id, msg.request_hash)
                 results.append((msg.id, True))
                 fresh.append(msg)
-            _insert(conn, fresh)
+            insert_group(conn, fresh)
         return results
 
     def add_leased(self, msg: NewMessage, *, worker: str, lease_until: Instant) -> Claim:
