@@ -124,6 +124,26 @@ async def test_a_body_declared_as_something_else_than_json_is_refused(api: Api) 
     assert_problem(malformed, 400, "JSON")
 
 
+@pytest.mark.parametrize(
+    "value",
+    [b"1" * 5000, b"[" * 5000 + b"]" * 5000],
+    ids=["a number of 5,000 digits", "arrays nested 5,000 deep"],
+)
+async def test_json_the_decoder_will_not_read_is_a_400_not_a_500(api: Api, value: bytes) -> None:
+    # the standard library refuses both with ValueError and RecursionError, not JSONDecodeError
+    body = b'{"messages": [{"from": "jane@example.com", "to": ' + value + b"}]}"
+    jane = api.client("jane")
+    for path in ("/v1/messages/batch", "/v1/messages"):
+        raw = body if path.endswith("batch") else b'{"subject": ' + value + b"}"
+        response = await jane.post(path, content=raw, headers={"content-type": "application/json"})
+        assert response.status_code in (400, 422), (path, response.status_code, response.text)
+    batch = await jane.post(
+        "/v1/messages/batch", content=body, headers={"content-type": "application/json"}
+    )
+    assert_problem(batch, 400, "JSON")
+    assert await stored(api) == 0
+
+
 def test_bad_limits_are_refused_with_a_clear_message(tmp_path: Path) -> None:
     from mailvia.domain.errors import InvalidInput
 

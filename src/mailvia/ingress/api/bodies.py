@@ -255,7 +255,15 @@ class _Json:
 
     def _value(self) -> Any:
         self._skip()
-        value, self.at = _DECODER.raw_decode(self.text, self.at)
+        try:
+            value, self.at = _DECODER.raw_decode(self.text, self.at)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:  # a number of more digits than int() converts (4,300)
+            reason = "a number with too many digits"
+            raise json.JSONDecodeError(reason, self.text, self.at) from None
+        except RecursionError:  # arrays or objects nested deeper than the decoder goes
+            raise json.JSONDecodeError("nested too deeply", self.text, self.at) from None
         return value
 
     def _value_to_end(self) -> Any:
