@@ -89,7 +89,8 @@ class Liveness:
 
     @property
     def marking(self) -> bool:
-        """A commit of marks is under way (marks asked for now go in the next one)."""
+        """A commit of marks is under way, any channel's: the worker's marks share one
+        commit (marks asked for now go in the next one)."""
         return self._marks is not None and not self._marks.idle
 
     async def started(self, seqs: tuple[int, ...], now: Instant) -> list[bool]:

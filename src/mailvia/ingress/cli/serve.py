@@ -68,7 +68,8 @@ def settle_heap() -> None:
     """Keep what starting made (modules, the app, the tables, the wiring) out of every later
     collection: a full collection then walks what requests and runs made, not the whole
     heap (serve's took ~36 ms every two or three batches of 1,000; docs/benchmarks.md,
-    branch `batch`). Called once, just before the event loop starts."""
+    branch `batch`). Called once, just before the event loop starts. Cyclic garbage among what
+    was frozen is never freed: what starting made and later dropped, bounded and made once."""
     gc.collect()
     gc.freeze()
 
