@@ -7,6 +7,7 @@ all or nothing."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -174,6 +175,21 @@ def test_a_group_over_the_byte_cap_goes_row_by_row_in_a_transaction(
     for claim, sent in zip(claims, group, strict=True):
         assert claim.content == sent.content and claim.pending == sent.envelope.rcpt_to
     assert store.get_message("msg_1").subject == "big"
+
+
+def test_large_contents_past_the_real_cap_arrive_byte_exact(
+    store: SqlStore, autocommit: list[bool]
+) -> None:
+    size = message_inserts.ONE_STATEMENT_BYTES // 2 + 1  # two of them pass the cap
+    group = [
+        replace(message(n, f"r{n}@x.test"), content=b"Subject: s\r\n\r\n" + os.urandom(size))
+        for n in (1, 2)
+    ]
+    autocommit.clear()
+    assert store.add_messages(group) == [(m.id, True) for m in group]
+    assert not any(autocommit)
+    claims = store.claim(channel_id="ch_a", now=T0 + 10, limit=10, lease_until=T0 + 99, worker="w")
+    assert [c.content for c in claims] == [m.content for m in group]
 
 
 def test_an_empty_idempotency_key_is_still_a_key(store: SqlStore) -> None:
