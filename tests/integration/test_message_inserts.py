@@ -1,11 +1,15 @@
 """A group of new messages goes into messages, message_contents and recipients: on PostgreSQL
-in one statement (store/message_inserts.py), on SQLite in four whatever the group's size.
-Both keep the group's order (seqs rise with it: claims come back in submission order), each
-message's own content and recipients, and all or nothing."""
+in one statement (store/message_inserts.py), in autocommit when it has no idempotency key, or
+row by row in a transaction when its contents pass the byte cap; on SQLite in four statements
+in a write transaction whatever the group's size. All keep the group's order (seqs rise with
+it: claims come back in submission order), each message's own content and recipients, and
+all or nothing."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +21,7 @@ from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.ports import NewMessage
-from mailvia.store import SqlStore, migrate, open_store
+from mailvia.store import SqlStore, message_inserts, migrate, open_store
 
 pytestmark = pytest.mark.timeout(60)
 T0 = 1_700_000_000.0
@@ -85,8 +89,24 @@ def statements(store: SqlStore) -> Iterator[list[str]]:
     event.remove(store._db.engine, "before_cursor_execute", count)
 
 
+@pytest.fixture
+def autocommit(store: SqlStore) -> Iterator[list[bool]]:
+    """Per statement sent, whether the driver ran it in autocommit. psycopg's own BEGIN and
+    COMMIT never reach `before_cursor_execute`: its autocommit state tells whether it sent
+    them. (pysqlite runs with transaction control taken away: the BEGIN shows as a statement.)"""
+    states: list[bool] = []
+
+    def look(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        dbapi = conn.connection.dbapi_connection
+        states.append(bool(dbapi.autocommit) if store._db.dialect == "postgresql" else False)
+
+    event.listen(store._db.engine, "before_cursor_execute", look)
+    yield states
+    event.remove(store._db.engine, "before_cursor_execute", look)
+
+
 def test_a_group_keeps_its_order_contents_and_recipients(
-    store: SqlStore, statements: list[str]
+    store: SqlStore, statements: list[str], autocommit: list[bool]
 ) -> None:
     group = [
         message(1, "a@x.test"),
@@ -95,11 +115,13 @@ def test_a_group_keeps_its_order_contents_and_recipients(
         message(4, "f@x.test", "g@x.test"),
     ]
     statements.clear()
+    autocommit.clear()
     assert store.add_messages(group) == [(m.id, True) for m in group]
     if store._db.dialect == "postgresql":
         assert statements == [statements[0]]  # messages, contents, recipients: one statement
+        assert autocommit == [True]  # and no BEGIN and COMMIT
     else:  # BEGIN IMMEDIATE; the messages, their seqs, contents, recipients: not one per row
-        assert len(statements) == 5
+        assert len(statements) == 5 and statements[0] == "BEGIN IMMEDIATE"
     held = store.get_message("msg_3")
     assert held.state is State.HELD and held.envelope.rcpt_to == ("e@x.test",)
     assert held.subject == "number 3" and held.next_attempt_at == T0 + 3
@@ -115,10 +137,81 @@ def test_a_group_keeps_its_order_contents_and_recipients(
     assert [r.state for r in view.recipients] == [State.SENDING] * 3
 
 
+def test_a_group_with_an_idempotency_key_runs_in_a_transaction(
+    store: SqlStore, statements: list[str], autocommit: list[bool]
+) -> None:
+    keyed = replace(message(2, "b@x.test"), idempotency_key="k1", request_hash="h1")
+    group = [message(1, "a@x.test"), keyed]
+    statements.clear()
+    autocommit.clear()
+    assert store.add_messages(group) == [("msg_1", True), ("msg_2", True)]
+    assert autocommit and not any(autocommit)  # the key's look-up and the inserts: one BEGIN
+    if store._db.dialect == "sqlite":
+        assert statements[0] == "BEGIN IMMEDIATE"
+    again = replace(keyed, id="msg_3")
+    assert store.add_messages([again]) == [("msg_2", False)]
+
+
+def test_a_group_over_the_byte_cap_goes_row_by_row_in_a_transaction(
+    store: SqlStore, statements: list[str], autocommit: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(message_inserts, "ONE_STATEMENT_BYTES", 100)
+    big = b"Subject: big\r\n\r\n" + bytes(range(256)) * 4 + b"\r\n"
+    group = [
+        replace(message(1, "a@x.test"), content=big),
+        message(2, "b@x.test", "c@x.test"),
+        replace(message(3, "d@x.test"), content=big[::-1]),
+    ]
+    assert sum(len(x.content) for x in group) > 100 > len(group[1].content)
+    statements.clear()
+    autocommit.clear()
+    assert store.add_messages(group) == [(m.id, True) for m in group]
+    assert not any(autocommit) and not any("unnest" in s for s in statements)
+    if store._db.dialect == "sqlite":
+        assert statements[0] == "BEGIN IMMEDIATE"
+    claims = store.claim(channel_id="ch_a", now=T0 + 10, limit=10, lease_until=T0 + 99, worker="w")
+    assert [c.message_id for c in claims] == ["msg_1", "msg_2", "msg_3"]
+    assert [c.seq for c in claims] == sorted(c.seq for c in claims)
+    for claim, sent in zip(claims, group, strict=True):
+        assert claim.content == sent.content and claim.pending == sent.envelope.rcpt_to
+    assert store.get_message("msg_1").subject == "big"
+
+
+def test_large_contents_past_the_real_cap_arrive_byte_exact(
+    store: SqlStore, autocommit: list[bool]
+) -> None:
+    size = message_inserts.ONE_STATEMENT_BYTES // 2 + 1  # two of them pass the cap
+    group = [
+        replace(message(n, f"r{n}@x.test"), content=b"Subject: s\r\n\r\n" + os.urandom(size))
+        for n in (1, 2)
+    ]
+    autocommit.clear()
+    assert store.add_messages(group) == [(m.id, True) for m in group]
+    assert not any(autocommit)
+    claims = store.claim(channel_id="ch_a", now=T0 + 10, limit=10, lease_until=T0 + 99, worker="w")
+    assert [c.content for c in claims] == [m.content for m in group]
+
+
+def test_an_empty_idempotency_key_is_still_a_key(store: SqlStore) -> None:
+    first = replace(message(1, "a@x.test"), idempotency_key="", request_hash="h1")
+    assert store.add_messages([first]) == [("msg_1", True)]
+    assert store.add_messages([replace(first, id="msg_2")]) == [("msg_1", False)]
+    with pytest.raises(NotFound):
+        store.get_message("msg_2")
+
+
+def test_times_may_mix_ints_and_floats(store: SqlStore) -> None:
+    whole = replace(message(1, "a@x.test"), created_at=1_700_000_001, expires_at=1_700_086_401)
+    group = [whole, message(2, "b@x.test")]
+    assert store.add_messages(group) == [("msg_1", True), ("msg_2", True)]
+    assert store.get_message("msg_1").next_attempt_at == 1_700_000_001.0
+
+
 def test_a_group_with_a_taken_id_commits_nothing(store: SqlStore) -> None:
     store.add_messages([message(1, "a@x.test")])
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as taken:
         store.add_messages([message(2, "b@x.test"), message(1, "c@x.test")])
+    assert str(taken.value) == "a message id or idempotency key is already in use"  # any path
     with pytest.raises(NotFound):
         store.get_message("msg_2")
     with store._db.read() as conn:

@@ -19,10 +19,9 @@ from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput, StoreUnavailable
 from mailvia.domain.message import TERMINAL, State
-from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
-from mailvia.store.message_inserts import commit_group, insert_group
+from mailvia.store.message_inserts import insert_group, write_group
 from mailvia.store.rows import among, chunks
 from mailvia.store.tables import channels, message_contents, messages, recipients
 
@@ -42,27 +41,6 @@ def _channel_open(now: Instant) -> sa.ColumnElement[bool]:
     )
 
 
-def _message_row(msg: NewMessage) -> dict[str, Any]:
-    return {
-        "id": msg.id,
-        "organization_id": msg.organization_id,
-        "user_id": msg.user_id,
-        "channel_id": msg.channel_id,
-        "mail_from": msg.envelope.mail_from,
-        "size": len(msg.content),
-        "state": State(msg.state).value,
-        "created_at": msg.created_at,
-        "expires_at": msg.expires_at,
-        "next_attempt_at": msg.created_at,
-        "failures": 0,
-        "possible_duplicate": False,
-        "idempotency_key": msg.idempotency_key,
-        "request_hash": msg.request_hash,
-        "test": msg.test,
-        "subject": subject_of(msg.content),
-    }
-
-
 class OutboxStore:
     """Intake and lease methods of the Store port."""
 
@@ -80,25 +58,25 @@ class OutboxStore:
         """
         if not msgs:
             return []
-        if self._db.dialect == "postgresql" and not any(x.idempotency_key for x in msgs):
-            commit_group(self._db, msgs, conflict="a message id is already in use")
-            return [(x.id, True) for x in msgs]  # no keys: each message is new
-        with self._db.write(
-            conflict="a message id or idempotency key is already in use", intake=True
-        ) as conn:
+        results = [(x.id, True) for x in msgs]  # without keys, each message is new
+        if all(x.idempotency_key is None for x in msgs):
+            write_group(self._db, msgs)
+            return results
+
+        def screen(conn: sa.Connection) -> list[NewMessage]:
             seen = _known_keys(conn, msgs)
-            results: list[tuple[str, bool]] = []
             fresh: list[NewMessage] = []
-            for msg in msgs:
+            for i, msg in enumerate(msgs):
                 earlier = _match_key(seen, msg)
                 if earlier is not None:
-                    results.append((earlier, False))
+                    results[i] = (earlier, False)
                     continue
                 if msg.idempotency_key is not None:
                     seen[(msg.user_id, msg.idempotency_key)] = (msg.id, msg.request_hash)
-                results.append((msg.id, True))
                 fresh.append(msg)
-            insert_group(conn, fresh)
+            return fresh
+
+        write_group(self._db, msgs, screen=screen)
         return results
 
     def add_leased(self, msg: NewMessage, *, worker: str, lease_until: Instant) -> Claim:
@@ -109,7 +87,7 @@ class OutboxStore:
         flagged possible_duplicate."""
         leased = replace(msg, state=State.SENDING)
         with self._db.write(conflict="a message id is already in use") as conn:
-            [seq] = _insert(conn, [leased])
+            [seq] = insert_group(conn, [leased])
             conn.execute(
                 messages.update()
                 .where(m.seq == seq)
@@ -253,7 +231,7 @@ def _known_keys(
 ) -> dict[tuple[str, str], tuple[str, str | None]]:
     """The users' live idempotency keys among these messages' keys, after forgetting keys
     older than the window; by (user id, key)."""
-    wanted = {(x.user_id, x.idempotency_key) for x in msgs if x.idempotency_key}
+    wanted = {(x.user_id, x.idempotency_key) for x in msgs if x.idempotency_key is not None}
     found: dict[tuple[str, str], tuple[str, str | None]] = {}
     horizon = min(x.created_at for x in msgs) - IDEMPOTENCY_WINDOW
     for user_id in {user for user, _ in wanted}:
@@ -282,31 +260,6 @@ def _match_key(seen: dict[tuple[str, str], tuple[str, str | None]], msg: NewMess
             f"idempotency key {msg.idempotency_key!r} was already used with another request"
         )
     return earlier[0]
-
-
-def _insert(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
-    if not msgs:
-        return []
-    statement = messages.insert().returning(m.seq, sort_by_parameter_order=True)
-    seqs = conn.execute(statement, [_message_row(x) for x in msgs]).scalars().all()
-    contents = [
-        {"message_seq": seq, "content": msg.content} for seq, msg in zip(seqs, msgs, strict=True)
-    ]
-    conn.execute(message_contents.insert(), contents)
-    rows = [
-        {
-            "message_seq": seq,
-            "position": position,
-            "address": address,
-            "state": State(msg.state).value,
-            "updated_at": msg.created_at,
-        }
-        for seq, msg in zip(seqs, msgs, strict=True)
-        for position, address in enumerate(msg.envelope.rcpt_to)
-    ]
-    if rows:
-        conn.execute(recipients.insert(), rows)
-    return list(seqs)
 
 
 def _claimable_seqs(conn: sa.Connection, channel_id: str, now: Instant, limit: int) -> list[int]:

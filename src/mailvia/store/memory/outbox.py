@@ -38,7 +38,7 @@ class MemoryOutbox:
         results: list[tuple[str, bool]] = []
         fresh: list[NewMessage] = []
         for msg in msgs:
-            key = (msg.user_id, msg.idempotency_key) if msg.idempotency_key else None
+            key = (msg.user_id, msg.idempotency_key) if msg.idempotency_key is not None else None
             earlier = seen.get(key) if key else None
             if key and earlier is not None:
                 if earlier[1] != msg.request_hash:
