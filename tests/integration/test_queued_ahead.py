@@ -8,13 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from test_intake_plans import submission
-from test_store_contract import T0, channel, record, sent
 
 from mailvia.domain.message import State
 from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.submit import Submitter
 from mailvia.store import SqlStore, migrate, open_store
+from support.rows import T0, channel, record, sent, submission
 
 
 @pytest.fixture
