@@ -59,7 +59,7 @@ class Forecasts:
 
     def plan(self, channel: Channel, message: NewMessage) -> None:
         if channel.id not in self.ahead:
-            self.ahead[channel.id] = self.queued.waiting(channel.id, self.now)
+            self.ahead[channel.id] = self.queued.waiting(channel.id)
             if channel.budgets:
                 ledger = self.store.budget_ledger(channel.id, channel.budgets)
                 self.logs[channel.id] = ledger.log(self.now)

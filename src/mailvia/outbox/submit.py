@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from typing import Protocol
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits, refusal
 from mailvia.domain.channel import Budget, Channel, ChannelState, TransportKind, may_send_as
-from mailvia.domain.clock import Instant
+from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.errors import CannotCarry, Forbidden
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State
@@ -93,13 +94,17 @@ class Submitter:
         pool: Callable[[], Channel | None],
         on_submit: Callable[[], None] = lambda: None,
         api_limits: Mapping[TransportKind, ApiLimits] = DEFAULT_LIMITS,
+        ahead_clock: Clock = time.monotonic,
     ) -> None:
         self._store = store
         self._pool = pool
         self.on_submit = on_submit  # after a commit: wake delivery (here, or serve's worker)
         self._api_limits = api_limits
-        # The forecast's backlog per channel, counted at most once a second (ahead.py).
-        self._ahead = QueuedAhead(lambda channel_id: self._store.waiting_count(channel_id))
+        # The forecast's backlog per channel, counted at most once a second (ahead.py) on
+        # `ahead_clock` (monotonic: not a request's `now`).
+        self._ahead = QueuedAhead(
+            lambda channel_id: self._store.waiting_count(channel_id), clock=ahead_clock
+        )
 
     def explain(self, sender: User, from_address: str) -> Route:
         """Which channel mail From this address would take, and why (no checks of rights)."""
