@@ -156,6 +156,31 @@ class Submitter:
             forecasts.plan_all(planned)
         return self._commit(planned, forecasts)
 
+    def submit_one(
+        self,
+        sender: User,
+        make: Callable[[Callable[[User, str], None]], Submission],
+        *,
+        now: Instant,
+    ) -> Receipt:
+        """One message of an intake that answers for it alone (the API's single POST): `make`
+        builds it inside the read transaction, given the request's `sender_checks` (its
+        envelope sender's checks read the rights once for the From's too); then its From's
+        check, its route and forecast there, and its commit after, in its own transaction.
+
+        Raises what `make` raises, Forbidden, CannotCarry and the commit's errors (Conflict,
+        StoreUnavailable), in that order."""
+        checks = self.sender_checks()
+        with self.reads():
+            submission = make(checks)
+            checks(sender, submission.composed.from_address)
+            checked = {checked_pair(sender, submission.composed.from_address)}
+            plan = self.plan_each([(sender, submission)], now=now, checked=checked)
+        [receipt] = self.commit_each(plan)
+        if isinstance(receipt, Exception):
+            raise receipt
+        return receipt
+
     def check_carried(self, channel: Channel, composed: Composed) -> None:
         """Raise CannotCarry when the channel's provider API cannot carry the message to
         exactly these recipients as stored (SMTP channels carry anything)."""
