@@ -12,20 +12,18 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
-from test_store_contract import T0, channel, new, record, sent
 
 from mailvia.domain.channel import Budget, Unit
-from mailvia.domain.message import Envelope, State
+from mailvia.domain.message import State
 from mailvia.domain.tenancy import Role, User
-from mailvia.outbox.compose import inspect_raw
-from mailvia.outbox.submit import Submission, Submitter, request_hash
+from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tokens import ApiTokens
 from mailvia.store import SqlStore, migrate, open_store
 from support.plans import statements, whole_table_reads
+from support.rows import T0, channel, new, record, sent, submission
 
 # The tables that grow with every message delivered.
 HISTORY = ("messages", "recipients", "attempts", "events", "channel_usage", "budget_windows")
-RAW = b"From: jane@acme.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
 BUDGETS = (Budget(10_000, 86_400.0), Budget(500, 3_600.0, Unit.RECIPIENTS))
 
 
@@ -55,13 +53,6 @@ def store(store_url: str) -> Iterator[SqlStore]:
 
 def submitter(store: SqlStore) -> Submitter:
     return Submitter(store, pool=lambda: None)
-
-
-def submission(key: str | None = None) -> Submission:
-    envelope = Envelope("jane@acme.test", ("bob@example.test",))
-    composed = inspect_raw(RAW, envelope=envelope, max_size=1_000_000)
-    digest = request_hash(b"message", key.encode()) if key else None
-    return Submission(composed, idempotency_key=key, request_hash=digest)
 
 
 def test_accepting_a_message_reads_index_ranges(store: SqlStore) -> None:

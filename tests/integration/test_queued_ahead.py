@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from test_intake_plans import submission
-from test_store_contract import T0, channel, record, sent
 
+from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
 from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.submit import Submitter
 from mailvia.store import SqlStore, migrate, open_store
+from support.rows import T0, channel, record, sent, submission
 
 
 @pytest.fixture
@@ -45,15 +45,21 @@ def test_queued_ahead_counts_once_a_second_and_sees_others_at_the_next_count(
 
     store.waiting_count = counted  # type: ignore[method-assign]
     user = store.get_user("usr_1")
-    serve, other = Submitter(store, pool=lambda: None), Submitter(store, pool=lambda: None)
+    clock = SteppingClock(0.0)  # the submitters' monotonic clock: a count's age
+    serve = Submitter(store, pool=lambda: None, ahead_clock=clock)
+    other = Submitter(store, pool=lambda: None, ahead_clock=clock)
     ahead = [r.queued_ahead for r in serve.submit(user, [submission()] * 3, now=T0)]
     assert ahead == [0, 1, 2]
+    clock.at(0.5)
     [fourth] = serve.submit(user, [submission()], now=T0 + 0.5)
     assert fourth.queued_ahead == 3 and counts == ["ch_a"]  # its own three, not counted again
 
+    clock.at(0.6)
     other.submit(user, [submission()] * 2, now=T0 + 0.6)  # another process: 2 more
+    clock.at(0.9)
     [fifth] = serve.submit(user, [submission()], now=T0 + 0.9)
     assert fifth.queued_ahead == 4  # not seen yet
+    clock.at(1.0)
     [sixth] = serve.submit(user, [submission()], now=T0 + 1.0)
     assert sixth.queued_ahead == 7 and len(counts) == 3  # counted: 4 + 2 + its fifth
 
@@ -61,5 +67,6 @@ def test_queued_ahead_counts_once_a_second_and_sees_others_at_the_next_count(
     store.record_attempts(
         [record(c, sent("bob@example.test"), state=State.DELIVERED, at=T0 + 2) for c in claims]
     )
+    clock.at(2.5)
     [seventh] = serve.submit(user, [submission()], now=T0 + 2.5)
     assert seventh.queued_ahead == 8 - 5  # the five delivered left the queue

@@ -19,14 +19,12 @@ from mailvia.domain.channel import (
     Budget,
     Channel,
     ChannelState,
-    Kind,
     Owner,
     Scope,
     Security,
     Timeouts,
     Unit,
 )
-from mailvia.domain.delivery import RecipientSettlement
 from mailvia.domain.errors import (
     Conflict,
     InvalidCursor,
@@ -34,22 +32,17 @@ from mailvia.domain.errors import (
     NotFound,
     StoreUnavailable,
 )
-from mailvia.domain.message import Envelope, State
+from mailvia.domain.message import State
 from mailvia.domain.replies import Outcome, Reply
 from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import Fallback, Role, User
-from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
+from mailvia.outbox.ports import Claim
 from mailvia.outbox.records import Event, MessageFilter
 from mailvia.store import KEEP, SqlStore, migrate, open_store
 from mailvia.store import outbox as store_outbox
 from mailvia.store.memory import MemoryStore
 from mailvia.store.tables import metadata
-
-T0 = 1_700_000_000.0
-DAY = 86400.0
-OK = Reply(250, "2.0.0", "ok")
-LATER = Reply(451, "4.3.0", "try later")
-NO_SUCH = Reply(550, "5.1.1", "no such user")
+from support.rows import DAY, LATER, NO_SUCH, OK, T0, channel, new, record, sent
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -80,41 +73,6 @@ def store(backend: str) -> Iterator[SqlStore]:
     s.close()
 
 
-def channel(channel_id: str, name: str, **changes: object) -> Channel:
-    base = Channel(
-        id=channel_id,
-        organization_id="org_1",
-        name=name,
-        kind=Kind.SMTP,
-        host="smtp.acme.test",
-        port=587,
-        security=Security.STARTTLS,
-        auth=Auth.PLAIN,
-        scope=Scope.DOMAIN,
-        owner=Owner(team_id="team_1"),
-        username="relay",
-        has_password=True,
-        domains=("acme.test",),
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
-
-
-def new(msg_id: str, *rcpts: str, at: float = T0, ch: str = "ch_a", **kw: object) -> NewMessage:
-    fields: dict[str, object] = {
-        "id": msg_id,
-        "organization_id": "org_1",
-        "user_id": "usr_1",
-        "channel_id": ch,
-        "envelope": Envelope("jane@acme.test", rcpts or ("bob@example.test",)),
-        "content": b"Subject: hi\r\n\r\nhello\r\n",
-        "state": State.QUEUED,
-        "created_at": at,
-        "expires_at": at + 5 * DAY,
-    }
-    fields.update(kw)
-    return NewMessage(**fields)  # type: ignore[arg-type]
-
-
 def grab(
     s: SqlStore,
     now: float = T0,
@@ -126,39 +84,10 @@ def grab(
     return s.claim(channel_id=ch, now=now, limit=limit, lease_until=now + lease, worker=worker)
 
 
-def record(
-    claim: Claim,
-    *settled: tuple[str, Outcome, Reply, State],
-    state: State,
-    worker: str = "w1",
-    at: float = T0 + 1,
-    next_at: float | None = None,
-    failures: int = 0,
-    duplicate: bool = False,
-    events: tuple[Event, ...] = (),
-) -> AttemptRecord:
-    return AttemptRecord(
-        claim=claim,
-        worker=worker,
-        at=at,
-        stage="data-end",
-        recipients=tuple(RecipientSettlement(*s) for s in settled),
-        message_state=state,
-        next_attempt_at=next_at,
-        failures=failures,
-        possible_duplicate=duplicate,
-        events=events,
-    )
-
-
 @pytest.fixture
 def reopen(store: SqlStore, backend: str) -> Callable[[], SqlStore]:
     """Another handle on the same data: a new connection pool, or the memory store itself."""
     return (lambda: store) if backend == "memory" else (lambda: open_store(backend))
-
-
-def sent(address: str) -> tuple[str, Outcome, Reply, State]:
-    return (address, Outcome.DELIVERED, OK, State.DELIVERED)
 
 
 def later(address: str) -> tuple[str, Outcome, Reply, State]:

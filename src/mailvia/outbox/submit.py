@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits, refusal
 from mailvia.domain.channel import Budget, Channel, ChannelState, TransportKind, may_send_as
-from mailvia.domain.clock import Instant, to_iso
+from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.errors import CannotCarry, Forbidden
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import Envelope, State
-from mailvia.domain.presets import PRESETS
 from mailvia.domain.routing import Route, route
-from mailvia.domain.shaping import UseLog, forecast
-from mailvia.domain.tenancy import Organization, User, domain_of, identity_covers
+from mailvia.domain.tenancy import Organization, User
 from mailvia.outbox.ahead import QueuedAhead
 from mailvia.outbox.compose import Composed
+from mailvia.outbox.forecasts import Forecast, Forecasts, Remembered
 from mailvia.outbox.ports import Ledger, NewMessage
 from mailvia.outbox.records import MessageView
-
-K = TypeVar("K")
-V = TypeVar("V")
+from mailvia.outbox.senders import check_sender, checked_pair, sender_checks
 
 
 class SubmitStore(Protocol):
@@ -96,13 +94,17 @@ class Submitter:
         pool: Callable[[], Channel | None],
         on_submit: Callable[[], None] = lambda: None,
         api_limits: Mapping[TransportKind, ApiLimits] = DEFAULT_LIMITS,
+        ahead_clock: Clock = time.monotonic,
     ) -> None:
         self._store = store
         self._pool = pool
         self.on_submit = on_submit  # after a commit: wake delivery (here, or serve's worker)
         self._api_limits = api_limits
-        # The forecast's backlog per channel, counted at most once a second (ahead.py).
-        self._ahead = QueuedAhead(lambda channel_id: self._store.waiting_count(channel_id))
+        # The forecast's backlog per channel, counted at most once a second (ahead.py) on
+        # `ahead_clock` (monotonic: not a request's `now`).
+        self._ahead = QueuedAhead(
+            lambda channel_id: self._store.waiting_count(channel_id), clock=ahead_clock
+        )
 
     def explain(self, sender: User, from_address: str) -> Route:
         """Which channel mail From this address would take, and why (no checks of rights)."""
@@ -118,36 +120,14 @@ class Submitter:
 
     def check_sender(self, sender: User, from_address: str) -> None:
         """Raise Forbidden unless `sender` may send From this address."""
-        _check_sender(sender, from_address, self._store.domain_organization, self._store.identities)
+        check_sender(sender, from_address, self._store.domain_organization, self._store.identities)
 
     def sender_checks(self) -> Callable[[User, str], None]:
         """`check_sender`, each (sender, address) worked out once, and each domain's owner and
         each sender's identities read once: for one request's messages (a batch of 1,000 with
         one envelope sender reads its rights once, not 1,000 times; a message whose envelope
         sender and From share a domain reads them once, not twice)."""
-        found: Remembered[tuple[str, str], None] = Remembered()
-        owners: dict[str, str | None] = {}
-        held: dict[str, list[str]] = {}
-
-        def owner(domain: str) -> str | None:
-            if domain not in owners:
-                owners[domain] = self._store.domain_organization(domain)
-            return owners[domain]
-
-        def identities(user_id: str) -> list[str]:
-            if user_id not in held:
-                held[user_id] = self._store.identities(user_id)
-            return held[user_id]
-
-        def check(sender: User, from_address: str) -> None:
-            outcome = found.get(
-                (sender.id, from_address.lower()),
-                lambda: _check_sender(sender, from_address, owner, identities),
-            )
-            if isinstance(outcome, Exception):
-                raise outcome
-
-        return check
+        return sender_checks(self._store.domain_organization, self._store.identities)
 
     def reads(self) -> AbstractContextManager[None]:
         """The store's reads inside it (this thread's) share one read transaction: for an
@@ -165,7 +145,7 @@ class Submitter:
         store's Conflict (idempotency key reused with another body)."""
         routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         planned = []
-        forecasts = Forecasts(self._store, now, self._ahead)
+        forecasts = Forecasts(self._store, now=now, queued=self._ahead)
         with self._store.snapshot():  # the lookups: one read transaction
             for submission in submissions:
                 channel = self._route(routes, sender, submission.composed)
@@ -175,6 +155,31 @@ class Submitter:
                 planned.append((self._message(sender, submission, channel, now), channel))
             forecasts.plan_all(planned)
         return self._commit(planned, forecasts)
+
+    def submit_one(
+        self,
+        sender: User,
+        make: Callable[[Callable[[User, str], None]], Submission],
+        *,
+        now: Instant,
+    ) -> Receipt:
+        """One message of an intake that answers for it alone (the API's single POST): `make`
+        builds it inside the read transaction, given the request's `sender_checks` (its
+        envelope sender's checks read the rights once for the From's too); then its From's
+        check, its route and forecast there, and its commit after, in its own transaction.
+
+        Raises what `make` raises, Forbidden, CannotCarry and the commit's errors (Conflict,
+        StoreUnavailable), in that order."""
+        checks = self.sender_checks()
+        with self.reads():
+            submission = make(checks)
+            checks(sender, submission.composed.from_address)
+            checked = {checked_pair(sender, submission.composed.from_address)}
+            plan = self.plan_each([(sender, submission)], now=now, checked=checked)
+        [receipt] = self.commit_each(plan)
+        if isinstance(receipt, Exception):
+            raise receipt
+        return receipt
 
     def check_carried(self, channel: Channel, composed: Composed) -> None:
         """Raise CannotCarry when the channel's provider API cannot carry the message to
@@ -222,7 +227,7 @@ class Submitter:
         routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
-        forecasts = Forecasts(self._store, now, self._ahead)
+        forecasts = Forecasts(self._store, now=now, queued=self._ahead)
         with self._store.snapshot():  # the lookups: one read transaction
             for item in items:
                 if isinstance(item, Exception):
@@ -259,7 +264,7 @@ class Submitter:
         for (message, channel), (message_id, is_new) in zip(planned, created, strict=True):
             state = message.state if is_new else self._store.get_message(message_id).state
             receipt = self._receipt(message, channel, message_id, is_new, state, now)
-            receipts.append(forecasts.complete(receipt, message))
+            receipts.append(_forecast(receipt, forecasts.of(message, channel)))
             if is_new and state is State.QUEUED:
                 self._ahead.added(channel.id)
         if any(is_new for _, is_new in created):
@@ -278,7 +283,7 @@ class Submitter:
         from_address, on_behalf = composed.from_address, composed.sender_address or ""
 
         def work_out() -> Channel:
-            if (sender.id, from_address.lower()) in checked:
+            if checked_pair(sender, from_address) in checked:
                 channel = self._channel_of(sender, from_address)
             else:
                 channel = self._channel_for(sender, from_address)
@@ -353,40 +358,6 @@ class Submitter:
         )
 
 
-def _check_sender(
-    sender: User,
-    from_address: str,
-    owner: Callable[[str], str | None],
-    identities: Callable[[str], list[str]],
-) -> None:
-    domain = domain_of(from_address)
-    if owner(domain) != sender.organization_id:
-        raise Forbidden(f"{from_address}: the domain {domain} is not assigned to your organization")
-    if not any(identity_covers(i, from_address) for i in identities(sender.id)):
-        raise Forbidden(f"{from_address} is not one of your sender identities")
-
-
-class Remembered(Generic[K, V]):
-    """Each key's value, or the exception working it out raised, worked out once (one batch's
-    routes, one group's senders). A MailviaError refuses; any other exception is a fault,
-    kept to the items with that key."""
-
-    def __init__(self) -> None:
-        self._found: dict[K, V | Exception] = {}
-
-    def get(self, key: K, work_out: Callable[[], V]) -> V | Exception:
-        if key not in self._found:
-            try:
-                self._found[key] = work_out()
-            except Exception as exc:
-                self._found[key] = exc
-        return self._found[key]
-
-    def found(self) -> list[tuple[K, V | Exception]]:
-        """Each key worked out so far, with its value or exception."""
-        return list(self._found.items())
-
-
 @dataclass(frozen=True)
 class EachPlan:
     """What `Submitter.plan_each` worked out: per item its refusal, or None where it is to be
@@ -397,66 +368,14 @@ class EachPlan:
     forecasts: Forecasts
 
 
-class Forecasts:
-    """When each message of a batch should leave, given its channel's budgets and backlog;
-    a batch that would take more than a day on a mailbox channel gets a warning. The
-    backlog ahead comes from `queued`: counted in the store at most a second ago (ahead.py)."""
-
-    def __init__(self, store: SubmitStore, now: Instant, queued: QueuedAhead) -> None:
-        self.store = store
-        self.now = now
-        self.queued = queued
-        self.ahead: dict[str, int] = {}
-        self.logs: dict[str, UseLog] = {}
-        self.when: dict[str, tuple[int, Instant | None]] = {}  # message id -> (ahead, at)
-        self.last: dict[str, Instant] = {}  # channel id -> the batch's last expected time
-
-    def plan_all(self, planned: Sequence[tuple[NewMessage, Channel]]) -> None:
-        for message, channel in planned:
-            self.plan(channel, message)
-
-    def plan(self, channel: Channel, message: NewMessage) -> None:
-        if channel.id not in self.ahead:
-            self.ahead[channel.id] = self.queued.waiting(channel.id, self.now)
-            if channel.budgets:
-                ledger = self.store.budget_ledger(channel.id, channel.budgets)
-                self.logs[channel.id] = ledger.log(self.now)
-        ahead = self.ahead[channel.id]
-        self.ahead[channel.id] = ahead + 1
-        at: Instant | None = None
-        if message.state is State.QUEUED:
-            log = self.logs.get(channel.id)
-            recipients = len(message.envelope.rcpt_to)
-            at = (
-                forecast(channel.budgets, log, self.now, ahead, recipients)
-                if log is not None
-                else self.now
-            )
-            self.last[channel.id] = max(self.last.get(channel.id, at), at)
-        self.when[message.id] = (ahead, at)
-
-    def complete(self, receipt: Receipt, message: NewMessage) -> Receipt:
-        if not receipt.created or message.id not in self.when:
-            return receipt
-        ahead, at = self.when[message.id]
-        warnings = list(receipt.warnings)
-        channel = receipt.channel
-        preset = PRESETS.get(channel.preset or "")
-        last = self.last.get(channel.id)
-        if (
-            preset is not None
-            and preset.mailbox
-            and last is not None
-            and (last - self.now >= 86_400)
-        ):
-            warnings.append(
-                Warning_(
-                    "mailbox_bulk",
-                    f"{preset.title} mailboxes are not for bulk mail: at {channel.name}'s limits "
-                    f"this batch finishes around {to_iso(last)}",
-                )
-            )
-        return replace(receipt, expected_at=at, queued_ahead=ahead, warnings=tuple(warnings))
+def _forecast(receipt: Receipt, told: Forecast | None) -> Receipt:
+    """The receipt of a new message, with its forecast and the batch's bulk warning."""
+    if not receipt.created or told is None:
+        return receipt
+    warnings = receipt.warnings
+    if told.bulk is not None:
+        warnings += (Warning_("mailbox_bulk", told.bulk),)
+    return replace(receipt, expected_at=told.at, queued_ahead=told.ahead, warnings=warnings)
 
 
 def request_hash(*parts: bytes) -> str:

@@ -56,16 +56,9 @@ def _one(
     take(recipients_of(body))
     now = time.time()
     key = idempotency(key_header, user, "message", body)
-    submitter = services.submitter
-    checks = submitter.sender_checks()  # the envelope sender's and the From's: one read each
-    with submitter.reads():  # the rights, the route and the forecast: one read transaction
-        message = submission(services, user, body, now, key, checks)
-        checks(user, message.composed.from_address)
-        checked = {(user.id, message.composed.from_address.lower())}
-        plan = submitter.plan_each([(user, message)], now=now, checked=checked)
-    [receipt] = submitter.commit_each(plan)  # after the reads, in its own transaction
-    if isinstance(receipt, Exception):
-        raise receipt
+    receipt = services.submitter.submit_one(
+        user, lambda checks: submission(services, user, body, now, key, checks), now=now
+    )
     return _json(receipt_payload(receipt), 202 if receipt.created else 200)
 
 

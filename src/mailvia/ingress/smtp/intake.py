@@ -12,8 +12,9 @@ from mailvia.domain.errors import Forbidden, InvalidInput
 from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
+from mailvia.outbox.forecasts import Remembered
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import EachPlan, Receipt, Remembered, Submission
+from mailvia.outbox.submit import EachPlan, Receipt, Submission
 
 
 def refuse_bare_line_ends(content: bytes) -> None:

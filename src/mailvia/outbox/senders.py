@@ -1,0 +1,64 @@
+"""A sender's right to a From (or Sender) address: its domain is its organization's, and
+one of its sender identities covers it (the checks `Submitter` runs before it routes).
+
+Side effects: none (reads through `owner` and `identities`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mailvia.domain.errors import Forbidden
+from mailvia.domain.tenancy import User, domain_of, identity_covers
+from mailvia.outbox.forecasts import Remembered
+
+
+def check_sender(
+    sender: User,
+    from_address: str,
+    owner: Callable[[str], str | None],
+    identities: Callable[[str], list[str]],
+) -> None:
+    """Raise Forbidden unless `sender` may send From this address: `owner` gives a domain's
+    organization, `identities` a user's sender identities."""
+    domain = domain_of(from_address)
+    if owner(domain) != sender.organization_id:
+        raise Forbidden(f"{from_address}: the domain {domain} is not assigned to your organization")
+    if not any(identity_covers(i, from_address) for i in identities(sender.id)):
+        raise Forbidden(f"{from_address} is not one of your sender identities")
+
+
+def checked_pair(sender: User, address: str) -> tuple[str, str]:
+    """The key of a (sender, address) check: the user id and the lower-cased address (a
+    `checked` pair of `Submitter.plan_each`)."""
+    return (sender.id, address.lower())
+
+
+def sender_checks(
+    owner: Callable[[str], str | None], identities: Callable[[str], list[str]]
+) -> Callable[[User, str], None]:
+    """`check_sender`, each (sender, address) worked out once, and each domain's owner and
+    each sender's identities read once: for one request's messages."""
+    found: Remembered[tuple[str, str], None] = Remembered()
+    owners: dict[str, str | None] = {}
+    held: dict[str, list[str]] = {}
+
+    def owner_of(domain: str) -> str | None:
+        if domain not in owners:
+            owners[domain] = owner(domain)
+        return owners[domain]
+
+    def identities_of(user_id: str) -> list[str]:
+        if user_id not in held:
+            held[user_id] = identities(user_id)
+        return held[user_id]
+
+    def check(sender: User, from_address: str) -> None:
+        outcome = found.get(
+            checked_pair(sender, from_address),
+            lambda: check_sender(sender, from_address, owner_of, identities_of),
+        )
+        if isinstance(outcome, Exception):
+            raise outcome
+
+    return check

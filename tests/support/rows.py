@@ -1,0 +1,96 @@
+"""Rows the store and submit tests share: a channel, a new message, an attempt's record and
+its recipients' settlements, a submission (with the times and replies they use)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
+from mailvia.domain.delivery import RecipientSettlement
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.replies import Outcome, Reply
+from mailvia.outbox.compose import inspect_raw
+from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
+from mailvia.outbox.records import Event
+from mailvia.outbox.submit import Submission, request_hash
+
+T0 = 1_700_000_000.0
+DAY = 86400.0
+OK = Reply(250, "2.0.0", "ok")
+LATER = Reply(451, "4.3.0", "try later")
+NO_SUCH = Reply(550, "5.1.1", "no such user")
+
+
+def channel(channel_id: str, name: str, **changes: object) -> Channel:
+    base = Channel(
+        id=channel_id,
+        organization_id="org_1",
+        name=name,
+        kind=Kind.SMTP,
+        host="smtp.acme.test",
+        port=587,
+        security=Security.STARTTLS,
+        auth=Auth.PLAIN,
+        scope=Scope.DOMAIN,
+        owner=Owner(team_id="team_1"),
+        username="relay",
+        has_password=True,
+        domains=("acme.test",),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def new(msg_id: str, *rcpts: str, at: float = T0, ch: str = "ch_a", **kw: object) -> NewMessage:
+    fields: dict[str, object] = {
+        "id": msg_id,
+        "organization_id": "org_1",
+        "user_id": "usr_1",
+        "channel_id": ch,
+        "envelope": Envelope("jane@acme.test", rcpts or ("bob@example.test",)),
+        "content": b"Subject: hi\r\n\r\nhello\r\n",
+        "state": State.QUEUED,
+        "created_at": at,
+        "expires_at": at + 5 * DAY,
+    }
+    fields.update(kw)
+    return NewMessage(**fields)  # type: ignore[arg-type]
+
+
+def record(
+    claim: Claim,
+    *settled: tuple[str, Outcome, Reply, State],
+    state: State,
+    worker: str = "w1",
+    at: float = T0 + 1,
+    next_at: float | None = None,
+    failures: int = 0,
+    duplicate: bool = False,
+    events: tuple[Event, ...] = (),
+) -> AttemptRecord:
+    return AttemptRecord(
+        claim=claim,
+        worker=worker,
+        at=at,
+        stage="data-end",
+        recipients=tuple(RecipientSettlement(*s) for s in settled),
+        message_state=state,
+        next_attempt_at=next_at,
+        failures=failures,
+        possible_duplicate=duplicate,
+        events=events,
+    )
+
+
+def sent(address: str) -> tuple[str, Outcome, Reply, State]:
+    return (address, Outcome.DELIVERED, OK, State.DELIVERED)
+
+
+RAW = b"From: jane@acme.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+def submission(key: str | None = None) -> Submission:
+    """A message From jane@acme.test to bob@example.test, with its idempotency key if any."""
+    envelope = Envelope("jane@acme.test", ("bob@example.test",))
+    composed = inspect_raw(RAW, envelope=envelope, max_size=1_000_000)
+    digest = request_hash(b"message", key.encode()) if key else None
+    return Submission(composed, idempotency_key=key, request_hash=digest)
