@@ -15,33 +15,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.ports import NewMessage
 from mailvia.store import SqlStore, message_inserts, migrate, open_store
+from support.rows import channel
 
 pytestmark = pytest.mark.timeout(60)
 T0 = 1_700_000_000.0
-
-
-def channel(channel_id: str, name: str) -> Channel:
-    return Channel(
-        id=channel_id,
-        organization_id="org_1",
-        name=name,
-        kind=Kind.SMTP,
-        host="smtp.acme.test",
-        port=587,
-        security=Security.STARTTLS,
-        auth=Auth.PLAIN,
-        scope=Scope.DOMAIN,
-        owner=Owner(team_id="team_1"),
-        username="relay",
-        has_password=True,
-        domains=("acme.test",),
-    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 
-from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
 from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import Envelope, State
 from mailvia.outbox.ahead import QueuedAhead
 from mailvia.outbox.forecasts import Forecasts
 from mailvia.outbox.ports import NewMessage
+from support.rows import channel
 
 T0 = 1_700_000_000.0
 
@@ -50,24 +50,6 @@ def test_additions_to_a_channel_never_counted_are_not_kept() -> None:
     assert ahead.waiting("ch_a") == 7
 
 
-def channel() -> Channel:
-    return Channel(
-        id="ch_a",
-        organization_id="org_1",
-        name="relay",
-        kind=Kind.SMTP,
-        host="smtp.acme.test",
-        port=587,
-        security=Security.STARTTLS,
-        auth=Auth.PLAIN,
-        scope=Scope.DOMAIN,
-        owner=Owner(team_id="team_1"),
-        username="relay",
-        has_password=True,
-        domains=("acme.test",),
-    )
-
-
 def message(msg_id: str, now: float) -> NewMessage:
     return NewMessage(
         id=msg_id,
@@ -90,7 +72,9 @@ def test_requests_reaching_the_count_out_of_their_now_order_do_not_count_again()
     later, earlier = T0 + 0.9, T0 + 0.2
     for now in (later, earlier, later, earlier):
         forecasts = Forecasts(None, now=now, queued=ahead)  # type: ignore[arg-type]
-        forecasts.plan(channel(), message(f"msg_{now}", now))  # no budgets: no ledger read
+        forecasts.plan(
+            channel("ch_a", "relay"), message(f"msg_{now}", now)
+        )  # no budgets: no ledger read
         clock.advance(0.1)
     assert store.calls == ["ch_a"]
 
