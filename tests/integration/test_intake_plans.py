@@ -15,12 +15,11 @@ from sqlalchemy import event
 
 from mailvia.domain.channel import Budget, Unit
 from mailvia.domain.message import State
-from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.submit import Submitter
 from mailvia.outbox.tokens import ApiTokens
-from mailvia.store import SqlStore, migrate, open_store
+from mailvia.store import SqlStore
 from support.plans import statements, whole_table_reads
-from support.rows import T0, channel, new, record, sent, submission
+from support.rows import T0, channel, new, record, seeded, sent, submission
 
 # The tables that grow with every message delivered.
 HISTORY = ("messages", "recipients", "attempts", "events", "channel_usage", "budget_windows")
@@ -29,16 +28,7 @@ BUDGETS = (Budget(10_000, 86_400.0), Budget(500, 3_600.0, Unit.RECIPIENTS))
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[SqlStore]:
-    migrate(store_url)
-    s = open_store(store_url)
-    s.create_organization("org_1", "acme", T0)
-    s.create_team("team_1", "org_1", "sales", T0)
-    s.create_user(
-        User("usr_1", "org_1", "team_1", "jane@acme.test", Role.ADMIN), password_hash="h", now=T0
-    )
-    s.add_domain("org_1", "acme.test", T0)
-    s.grant_identity("usr_1", "@acme.test", T0)
-    s.add_channel(channel("ch_a", "relay", budgets=BUDGETS), None, T0)
+    s = seeded(store_url, channel("ch_a", "relay", budgets=BUDGETS))
     # A history: delivered messages with idempotency keys, their attempts and events.
     s.add_messages(
         [new(f"old{i}", at=T0 + i, idempotency_key=f"k{i}", request_hash="h") for i in range(200)]

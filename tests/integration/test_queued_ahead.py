@@ -11,24 +11,14 @@ import pytest
 
 from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
-from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.submit import Submitter
-from mailvia.store import SqlStore, migrate, open_store
-from support.rows import T0, channel, record, sent, submission
+from mailvia.store import SqlStore
+from support.rows import T0, channel, record, seeded, sent, submission
 
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[SqlStore]:
-    migrate(store_url)
-    s = open_store(store_url)
-    s.create_organization("org_1", "acme", T0)
-    s.create_team("team_1", "org_1", "sales", T0)
-    s.create_user(
-        User("usr_1", "org_1", "team_1", "jane@acme.test", Role.ADMIN), password_hash="h", now=T0
-    )
-    s.add_domain("org_1", "acme.test", T0)
-    s.grant_identity("usr_1", "@acme.test", T0)
-    s.add_channel(channel("ch_a", "relay"), None, T0)
+    s = seeded(store_url, channel("ch_a", "relay"))
     yield s
     s.close()
 

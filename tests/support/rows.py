@@ -1,5 +1,6 @@
 """Rows the store and submit tests share: a channel, a new message, an attempt's record and
-its recipients' settlements, a submission (with the times and replies they use)."""
+its recipients' settlements, a submission (with the times and replies they use), and a
+store with jane's organization in it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
 from mailvia.domain.delivery import RecipientSettlement
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Outcome, Reply
+from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.compose import inspect_raw
 from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
 from mailvia.outbox.records import Event
 from mailvia.outbox.submit import Submission, request_hash
+from mailvia.store import SqlStore, migrate, open_store
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -94,3 +97,19 @@ def submission(key: str | None = None) -> Submission:
     composed = inspect_raw(RAW, envelope=envelope, max_size=1_000_000)
     digest = request_hash(b"message", key.encode()) if key else None
     return Submission(composed, idempotency_key=key, request_hash=digest)
+
+
+def seeded(url: str, *channels: Channel) -> SqlStore:
+    """A migrated store with acme (org_1, its team_1, the domain acme.test), jane (usr_1, an
+    admin who may send as @acme.test), and these channels."""
+    migrate(url)
+    store = open_store(url)
+    store.create_organization("org_1", "acme", T0)
+    store.create_team("team_1", "org_1", "sales", T0)
+    jane = User("usr_1", "org_1", "team_1", "jane@acme.test", Role.ADMIN)
+    store.create_user(jane, password_hash="h", now=T0)
+    store.add_domain("org_1", "acme.test", T0)
+    store.grant_identity("usr_1", "@acme.test", T0)
+    for each in channels:
+        store.add_channel(each, None, T0)
+    return store

@@ -73,7 +73,7 @@ class QueuedAhead:
                     known = self._counts[channel_id] = _Count(asked_at=now)
                 known.asked_at = now
                 if known.waiting is not None and (
-                    known.counting or 0 <= now - known.counted_at < self._fresh_for
+                    known.counting or now - known.counted_at < self._fresh_for
                 ):
                     return known.waiting
                 if not known.counting:

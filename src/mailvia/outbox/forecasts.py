@@ -1,5 +1,5 @@
 """A batch's forecast: when each message should leave, given its channel's budgets and the
-backlog ahead of it (ahead.py); and `Remembered`, each key's answer worked out once.
+backlog ahead of it (ahead.py).
 
 Side effects: none (reads the budgets' use through the store, the backlog through
 `QueuedAhead`).
@@ -7,9 +7,9 @@ Side effects: none (reads the budgets' use through the store, the backlog throug
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from mailvia.domain.channel import Budget, Channel
 from mailvia.domain.clock import Instant, to_iso
@@ -18,9 +18,6 @@ from mailvia.domain.presets import PRESETS
 from mailvia.domain.shaping import UseLog, forecast
 from mailvia.outbox.ahead import QueuedAhead
 from mailvia.outbox.ports import Ledger, NewMessage
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 class BudgetReads(Protocol):
@@ -91,24 +88,3 @@ class Forecasts:
                 f"this batch finishes around {to_iso(last)}"
             )
         return Forecast(ahead, at, bulk)
-
-
-class Remembered(Generic[K, V]):
-    """Each key's value, or the exception working it out raised, worked out once (one batch's
-    routes, one group's senders). A MailviaError refuses; any other exception is a fault,
-    kept to the items with that key."""
-
-    def __init__(self) -> None:
-        self._found: dict[K, V | Exception] = {}
-
-    def get(self, key: K, work_out: Callable[[], V]) -> V | Exception:
-        if key not in self._found:
-            try:
-                self._found[key] = work_out()
-            except Exception as exc:
-                self._found[key] = exc
-        return self._found[key]
-
-    def found(self) -> list[tuple[K, V | Exception]]:
-        """Each key worked out so far, with its value or exception."""
-        return list(self._found.items())

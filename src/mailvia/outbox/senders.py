@@ -7,10 +7,11 @@ Side effects: none (reads through `owner` and `identities`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 from mailvia.domain.errors import Forbidden
 from mailvia.domain.tenancy import User, domain_of, identity_covers
-from mailvia.outbox.forecasts import Remembered
+from mailvia.outbox.remembered import Remembered
 
 
 def check_sender(
@@ -40,18 +41,7 @@ def sender_checks(
     """`check_sender`, each (sender, address) worked out once, and each domain's owner and
     each sender's identities read once: for one request's messages."""
     found: Remembered[tuple[str, str], None] = Remembered()
-    owners: dict[str, str | None] = {}
-    held: dict[str, list[str]] = {}
-
-    def owner_of(domain: str) -> str | None:
-        if domain not in owners:
-            owners[domain] = owner(domain)
-        return owners[domain]
-
-    def identities_of(user_id: str) -> list[str]:
-        if user_id not in held:
-            held[user_id] = identities(user_id)
-        return held[user_id]
+    owner_of, identities_of = cache(owner), cache(identities)  # this request's: read once
 
     def check(sender: User, from_address: str) -> None:
         outcome = found.get(

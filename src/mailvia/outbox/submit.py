@@ -26,9 +26,10 @@ from mailvia.domain.routing import Route, route
 from mailvia.domain.tenancy import Organization, User
 from mailvia.outbox.ahead import QueuedAhead
 from mailvia.outbox.compose import Composed
-from mailvia.outbox.forecasts import Forecast, Forecasts, Remembered
+from mailvia.outbox.forecasts import Forecast, Forecasts
 from mailvia.outbox.ports import Ledger, NewMessage
 from mailvia.outbox.records import MessageView
+from mailvia.outbox.remembered import Remembered
 from mailvia.outbox.senders import check_sender, checked_pair, sender_checks
 
 

@@ -116,12 +116,9 @@ def channel_of(row: Any) -> Channel:
 
 
 _COLUMNS = [c for c in channels.c if c.name != "secret"]
-# An organization's channels, read by every submit's route: the statement built once.
-_ORG_CHANNELS = (
-    sa.select(*_COLUMNS)
-    .where(channels.c.organization_id == sa.bindparam("org_id"))
-    .order_by(channels.c.name, channels.c.id)
-)
+# Every channel, and an organization's (read by every submit's route): built once.
+_ALL_CHANNELS = sa.select(*_COLUMNS).order_by(channels.c.name, channels.c.id)
+_ORG_CHANNELS = _ALL_CHANNELS.where(channels.c.organization_id == sa.bindparam("org_id"))
 _RUNTIME = ("state", "state_reason", "state_changed_at", "throttled_until", "throttle_level")
 _NONTERMINAL = sorted(s.value for s in PENDING)
 
@@ -182,12 +179,11 @@ class ChannelStore:
 
     def list_channels(self, org_id: str | None = None) -> list[Channel]:
         """The organization's channels (every channel when None), by name."""
-        if org_id is None:
-            query = sa.select(*_COLUMNS).order_by(channels.c.name, channels.c.id)
-            with self._db.read() as conn:
-                return [channel_of(row) for row in conn.execute(query)]
-        with self._db.read() as conn:  # every API request: the statement built once
-            return [channel_of(row) for row in conn.execute(_ORG_CHANNELS, {"org_id": org_id})]
+        query, values = (
+            (_ALL_CHANNELS, {}) if org_id is None else (_ORG_CHANNELS, {"org_id": org_id})
+        )
+        with self._db.read() as conn:
+            return [channel_of(row) for row in conn.execute(query, values)]
 
     def channel_secret(self, channel_id: str) -> bytes | None:
         """The channel's sealed secret (None when it has none). Raises NotFound."""

@@ -1,6 +1,6 @@
 """A group of new messages into the outbox's three tables (messages, message_contents,
 recipients), their seqs rising in the group's order (a claim takes mail in seq order), in a
-write transaction of its own (`write_group`) or the caller's (`insert_group`).
+write transaction (`insert_group`, inside the caller's: `add_messages`, `add_leased`).
 
 Driver SQL with the rows as tuples (no SQLAlchemy parameter processing per row; each content
 its own binary parameter): one executemany per table and a read of the seqs, four statements
@@ -14,7 +14,7 @@ session's merges").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from mailvia.domain.message import State
 from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import NewMessage
-from mailvia.store.engine import Database
 from mailvia.store.rows import chunks, insert_sql, marker
 from mailvia.store.tables import message_contents, messages, recipients
 
@@ -48,22 +47,6 @@ _STORED = (
 )
 _CONTENT_COLUMNS = ("message_seq", "content")
 _RECIPIENT_ROW = ("message_seq", "position", "address", "state", "updated_at")
-
-
-def write_group(
-    db: Database,
-    msgs: Sequence[NewMessage],
-    *,
-    screen: Callable[[sa.Connection], Sequence[NewMessage]] | None = None,
-) -> None:
-    """Write the group as a transaction of its own, committed when it returns. `screen`, if
-    given, runs first inside the transaction and returns the messages to insert (those whose
-    idempotency key was used before left out). Raises Conflict for a taken message id or key
-    (nothing inserted), StoreUnavailable otherwise."""
-    if not msgs:
-        return
-    with db.write(conflict=CONFLICT, intake=True) as conn:
-        insert_group(conn, msgs if screen is None else screen(conn))
 
 
 def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:

@@ -21,7 +21,7 @@ from mailvia.domain.errors import Conflict, InvalidInput, StoreUnavailable
 from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database
-from mailvia.store.message_inserts import insert_group, write_group
+from mailvia.store.message_inserts import CONFLICT, insert_group
 from mailvia.store.rows import among, chunks
 from mailvia.store.tables import channels, message_contents, messages, recipients
 
@@ -58,13 +58,9 @@ class OutboxStore:
         """
         if not msgs:
             return []
-        results = [(x.id, True) for x in msgs]  # without keys, each message is new
-        if all(x.idempotency_key is None for x in msgs):
-            write_group(self._db, msgs)
-            return results
-
-        def screen(conn: sa.Connection) -> list[NewMessage]:
-            seen = _known_keys(conn, msgs)
+        results = [(x.id, True) for x in msgs]
+        with self._db.write(conflict=CONFLICT, intake=True) as conn:
+            seen = _known_keys(conn, msgs)  # no statement when no message has a key
             fresh: list[NewMessage] = []
             for i, msg in enumerate(msgs):
                 earlier = _match_key(seen, msg)
@@ -74,9 +70,7 @@ class OutboxStore:
                 if msg.idempotency_key is not None:
                     seen[(msg.user_id, msg.idempotency_key)] = (msg.id, msg.request_hash)
                 fresh.append(msg)
-            return fresh
-
-        write_group(self._db, msgs, screen=screen)
+            insert_group(conn, fresh)
         return results
 
     def add_leased(self, msg: NewMessage, *, worker: str, lease_until: Instant) -> Claim:

@@ -12,7 +12,7 @@ from mailvia.domain.errors import Forbidden, InvalidInput
 from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
-from mailvia.outbox.forecasts import Remembered
+from mailvia.outbox.remembered import Remembered
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import EachPlan, Receipt, Submission
 

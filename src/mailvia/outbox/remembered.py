@@ -1,0 +1,34 @@
+"""`Remembered`: each key's answer worked out once (a batch's routes, a request's sender
+checks, a group's senders).
+
+Side effects: none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Remembered(Generic[K, V]):
+    """Each key's value, or the exception working it out raised, worked out once (one batch's
+    routes, one group's senders). A MailviaError refuses; any other exception is a fault,
+    kept to the items with that key."""
+
+    def __init__(self) -> None:
+        self._found: dict[K, V | Exception] = {}
+
+    def get(self, key: K, work_out: Callable[[], V]) -> V | Exception:
+        if key not in self._found:
+            try:
+                self._found[key] = work_out()
+            except Exception as exc:
+                self._found[key] = exc
+        return self._found[key]
+
+    def found(self) -> list[tuple[K, V | Exception]]:
+        """Each key worked out so far, with its value or exception."""
+        return list(self._found.items())
