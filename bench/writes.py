@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import DEFAULT_PG_URL, load_message
+from benchlib import DEFAULT_PG_URL, Postgres, load_message
 
 from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
 from mailvia.domain.delivery import RecipientSettlement
@@ -166,16 +165,11 @@ def database(db: str, pg_server: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as folder:
             yield f"sqlite:///{folder}/writes.db"
         return
-    server = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
-    name = f"mailvia_bench_{uuid.uuid4().hex[:8]}"
-    with server.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    server = Postgres(pg_server)
     try:
-        yield sa.make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+        yield server.create()[1]
     finally:
-        with server.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-        server.dispose()
+        server.drop_all()
 
 
 def main() -> None:
