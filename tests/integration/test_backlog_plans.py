@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from test_store_contract import T0, channel, new
 
 from mailvia.domain.message import State
 from mailvia.store import SqlStore, migrate, open_store
 from support.plans import statements, whole_table_reads
+from support.rows import T0, channel, new
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_store_contract import T0, channel, grab, new, store  # noqa: F401
 
 from mailvia.domain.channel import Auth, Security
 from mailvia.domain.clock import SteppingClock
@@ -23,6 +22,7 @@ from mailvia.domain.message import State
 from mailvia.outbox.slots import ASK_SECONDS, SharedConnections
 from mailvia.store import SqlStore
 from mailvia.testserver import TestServer
+from support.rows import T0, channel, grab, new, seeded
 from support.world import World
 
 LEASE = 30.0
@@ -36,6 +36,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_url"))
 
 
+@pytest.fixture
+def store(backend: str) -> Iterator[SqlStore]:
+    s = seeded(backend, channel("ch_a", "relay"), channel("ch_b", "backup"))
+    yield s
+    s.close()
+
+
 def take(s: SqlStore, worker: str, want: int, *, now: float = T0, limit: int = 4) -> list[int]:
     return s.take_slots("ch_a", worker, want=want, limit=limit, now=now, alive_after=now - LEASE)
 
@@ -45,7 +52,7 @@ def beat(s: SqlStore, worker: str, now: float = T0) -> None:
 
 
 @pytest.fixture
-def slots(store: SqlStore) -> Iterator[SqlStore]:  # noqa: F811
+def slots(store: SqlStore) -> Iterator[SqlStore]:
     beat(store, "w1")
     beat(store, "w2")
     yield store
@@ -60,7 +67,7 @@ def test_two_live_workers_share_a_channel_within_its_limit(slots: SqlStore) -> N
     assert take(slots, "w2", 1) == [2]
 
 
-def test_a_lone_worker_takes_the_whole_limit(store: SqlStore) -> None:  # noqa: F811
+def test_a_lone_worker_takes_the_whole_limit(store: SqlStore) -> None:
     beat(store, "w1")
     assert take(store, "w1", 9) == [0, 1, 2, 3]
 
@@ -175,7 +182,7 @@ async def test_a_worker_above_its_share_gives_the_excess_back_at_its_next_run(
     assert await w1.excess(box, T0 + 3) == await w2.excess(box, T0 + 3) == 0
 
 
-def test_a_given_back_claim_keeps_its_place_in_the_queue(store: SqlStore) -> None:  # noqa: F811
+def test_a_given_back_claim_keeps_its_place_in_the_queue(store: SqlStore) -> None:
     store.add_messages([new("m1", at=T0), new("m2", at=T0 + 1)])
     [first, second] = grab(store, now=T0 + 10, limit=2)
     store.unclaim([first], state=State.QUEUED, now=T0 + 20)
@@ -186,7 +193,7 @@ def test_a_given_back_claim_keeps_its_place_in_the_queue(store: SqlStore) -> Non
 
 
 async def test_a_run_that_starts_while_kept_slots_are_given_back_keeps_its_own(
-    store: SqlStore,  # noqa: F811
+    store: SqlStore,
 ) -> None:
     """The kept slots leave hand before their idle connections are closed: a run of the
     channel that starts during that wait takes slots of its own from the store, and the
@@ -214,7 +221,7 @@ async def test_a_run_that_starts_while_kept_slots_are_given_back_keeps_its_own(
 
 
 async def test_taking_slots_writes_in_a_thread_while_the_loop_goes_on(
-    store: SqlStore,  # noqa: F811
+    store: SqlStore,
 ) -> None:
     """The store's write for a run's slots is made off the event loop: while it waits (a
     busy SQLite writer, a PostgreSQL round trip), the loop keeps every other connection

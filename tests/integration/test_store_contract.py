@@ -42,7 +42,7 @@ from mailvia.store import KEEP, SqlStore, migrate, open_store
 from mailvia.store import outbox as store_outbox
 from mailvia.store.memory import MemoryStore
 from mailvia.store.tables import metadata
-from support.rows import DAY, LATER, NO_SUCH, OK, T0, channel, new, record, sent
+from support.rows import DAY, LATER, NO_SUCH, OK, T0, channel, grab, new, record, sent
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -71,17 +71,6 @@ def store(backend: str) -> Iterator[SqlStore]:
     s.add_channel(channel("ch_b", "backup"), None, T0)
     yield s
     s.close()
-
-
-def grab(
-    s: SqlStore,
-    now: float = T0,
-    limit: int = 10,
-    worker: str = "w1",
-    ch: str = "ch_a",
-    lease: float = 300.0,
-) -> list[Claim]:
-    return s.claim(channel_id=ch, now=now, limit=limit, lease_until=now + lease, worker=worker)
 
 
 @pytest.fixture

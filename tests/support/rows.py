@@ -1,6 +1,6 @@
 """Rows the store and submit tests share: a channel, a new message, an attempt's record and
-its recipients' settlements, a submission (with the times and replies they use), and a
-store with jane's organization in it."""
+its recipients' settlements, a submission (with the times and replies they use), a
+store with jane's organization in it, and a claim of a channel's queued mail (`grab`)."""
 
 from __future__ import annotations
 
@@ -113,3 +113,14 @@ def seeded(url: str, *channels: Channel) -> SqlStore:
     for each in channels:
         store.add_channel(each, None, T0)
     return store
+
+
+def grab(
+    s: SqlStore,
+    now: float = T0,
+    limit: int = 10,
+    worker: str = "w1",
+    ch: str = "ch_a",
+    lease: float = 300.0,
+) -> list[Claim]:
+    return s.claim(channel_id=ch, now=now, limit=limit, lease_until=now + lease, worker=worker)
