@@ -17,8 +17,8 @@ composed ahead (a message given as fields takes the request's `now` for its Date
 The work done ahead is bounded as the whole reading bounds its own: no more messages than
 the request's caps allow, no more recipients than its caps and than its token may submit
 now (peeked, not taken), and it stops at the first message that does not fit the schema
-(the batch will be refused). Every few messages it yields the interpreter (`time.sleep(0)`),
-so the event loop receiving the body is not held up for a switch interval (5 ms).
+(the batch will be refused). Between messages it yields the interpreter (`time.sleep(0)`),
+so the event loop receiving the body is not held up for a switch interval.
 """
 
 from __future__ import annotations
@@ -46,10 +46,6 @@ Refusal = InvalidInput | Forbidden
 Made = Composed | Refusal
 # Read what has arrived first once this much has (a few messages' worth).
 _FIRST_READ = 64 * 1024
-# Messages composed between two hand-overs of the interpreter to the event loop (a few
-# hundred microseconds' work: the loop waits no longer to take the next part of the body;
-# each hand-over costs some tens of microseconds of CPU on a busy host).
-_YIELD_EVERY = 8
 
 
 class Arriving:
@@ -126,8 +122,7 @@ class Arriving:
         while self._next < len(complete) and not self._stopped:
             self._one(self._next, complete[self._next])
             self._next += 1
-            if self._next % _YIELD_EVERY == 0:
-                time.sleep(0)  # let the event loop take the interpreter: it receives the body
+            time.sleep(0)  # let the event loop take the interpreter: it receives the body
 
     def _one(self, index: int, value: Any) -> None:
         self._recipients += listed_recipients(value)
