@@ -71,14 +71,13 @@ class RateLimiter:
         if cost > self.rate.count:
             return math.inf
         self._sweep(now)
-        level = self.level(key, now)
+        level = self._level(key, now)
         if level < cost:
             return (cost - level) / self.rate.per_second
         self._buckets[key] = _Bucket(level - cost, now)
         return 0.0
 
-    def level(self, key: str, now: Instant) -> float:
-        """What `key`'s bucket holds at `now` (taking nothing)."""
+    def _level(self, key: str, now: Instant) -> float:
         bucket = self._buckets.get(key)
         if bucket is None:
             return float(self.rate.count)
@@ -89,7 +88,7 @@ class RateLimiter:
         if now - self._swept_at < self.rate.per_seconds:
             return
         self._swept_at = now
-        full = [key for key in self._buckets if self.level(key, now) >= self.rate.count]
+        full = [key for key in self._buckets if self._level(key, now) >= self.rate.count]
         for key in full:
             del self._buckets[key]
 

@@ -8,7 +8,6 @@ per request added milliseconds under load). `get_caller` reads the store, so it 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Annotated, cast
 
@@ -77,19 +76,6 @@ def recipient_limit(
             rate_limit.take_recipients(credentials.credentials, count)
 
     return take
-
-
-def recipients_left(
-    credentials: HTTPAuthorizationCredentials | None, rate_limit: TokenRateLimit | None
-) -> Callable[[], float]:
-    """The recipients the request's token may submit now, counted by nobody (a peek)."""
-
-    def left() -> float:
-        if rate_limit is None or credentials is None:
-            return math.inf
-        return rate_limit.recipients_left(credentials.credentials)
-
-    return left
 
 
 RecipientLimitDep = Annotated[RecipientLimit, Depends(get_recipient_limit)]

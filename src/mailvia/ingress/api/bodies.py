@@ -123,7 +123,7 @@ def _whole(raw: bytes, caps: RequestCaps) -> Batch | None:
     found = fields.get("messages") if isinstance(fields, dict) else None
     if not isinstance(found, list) or len(found) > caps.messages:
         return None
-    recipients = sum(listed_recipients(value) for value in found)
+    recipients = sum(_listed(value) for value in found)
     if recipients > caps.recipients:
         return None
     try:
@@ -170,7 +170,7 @@ class _Counted:
 
     def message(self, index: int, value: Any) -> Any:
         self.messages += 1
-        self.recipients += listed_recipients(value)
+        self.recipients += _listed(value)
         self.caps.check(messages=self.messages, recipients=self.recipients)
         try:
             message = MessageIn.model_validate(value)
@@ -183,7 +183,7 @@ class _Counted:
         return message
 
 
-def listed_recipients(value: Any) -> int:
+def _listed(value: Any) -> int:
     """The recipients a message's JSON lists (to, cc, bcc, envelope.rcpt_to), unchecked."""
     if not isinstance(value, dict):
         return 0

@@ -91,12 +91,9 @@ def submission(
     now: float,
     key: Idempotency | None,
     check_sender: Callable[[User, str], None] | None = None,
-    *,
-    made: Composed | None = None,
 ) -> Submission:
-    """The message composed (`made`: already, by `arriving.Arriving`) with its key."""
     return Submission(
-        made or composed(services, user, body, now, check_sender),
+        composed(services, user, body, now, check_sender),
         idempotency_key=key.key if key else None,
         request_hash=key.digest if key else None,
     )

@@ -18,16 +18,12 @@ anyway) is taken first, and steps 2-5 run in one worker-thread call, the token s
 checked before the body is looked at; a larger or chunked body, or one the client holds
 back until told to go on (`Expect: 100-continue`: uvicorn sends the 100 when the app first
 reads), is read only after the token is accepted, as before (2 in a thread, then 3-4, the
-body, and 5 in a thread). The batch route takes such a body chunk by chunk, its raw messages
-composed in a worker thread while the rest arrives (arriving.py); its work then uses them
-only where the whole body holds the same messages.
+body, and 5 in a thread).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine, Sequence
-from functools import partial
 from typing import Any
 
 from fastapi import Request, Response
@@ -38,13 +34,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.tenancy import User
-from mailvia.ingress.api.arriving import Arriving
-from mailvia.ingress.api.auth import (
-    bearer,
-    get_caller,
-    recipient_limit,
-    recipients_left,
-)
+from mailvia.ingress.api.auth import RecipientLimit, bearer, get_caller, recipient_limit
 from mailvia.ingress.api.bodies import check_json
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
@@ -54,21 +44,16 @@ from mailvia.outbox.services import Services
 # high-water mark), so taking a body this small before the token changes nothing held.
 SMALL_BODY = 64 * 1024
 
-IntakeWork = Callable[..., Response]
-StartArriving = Callable[[Services, User, Callable[[], float]], Arriving]
-_WORK: dict[Callable[..., Any], tuple[IntakeWork, StartArriving | None]] = {}
+IntakeWork = Callable[[Services, User, RecipientLimit, bytes, "str | None"], Response]
+_WORK: dict[Callable[..., Any], IntakeWork] = {}
 
 
-def handled_by(
-    work: IntakeWork, *, arriving: StartArriving | None = None
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def handled_by(work: IntakeWork) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Mark a submit endpoint: `IntakeRoute` runs `work(services, user, take, body, key)`
-    for it (the endpoint itself declares the operation). With `arriving`, a large body is
-    received through `arriving(services, user, recipients_left)` and `work` gets it too, as
-    its last argument (arriving.py)."""
+    for it (the endpoint itself declares the operation)."""
 
     def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-        _WORK[endpoint] = (work, arriving)
+        _WORK[endpoint] = work
         return endpoint
 
     return mark
@@ -79,17 +64,13 @@ class IntakeRoute(APIRoute):
     `_Intake` instead of FastAPI's dependency solving (the module's docstring)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        work, arriving = _WORK[self.endpoint]
-        intake = _Intake(work, arriving, header_fields=self.dependant.header_params)
+        intake = _Intake(_WORK[self.endpoint], header_fields=self.dependant.header_params)
         return intake.handle
 
 
 class _Intake:
-    def __init__(
-        self, work: IntakeWork, arriving: StartArriving | None, *, header_fields: Sequence[Any]
-    ) -> None:
+    def __init__(self, work: IntakeWork, *, header_fields: Sequence[Any]) -> None:
         self.work = work
-        self.arriving = arriving
         self.header_fields = header_fields
 
     async def handle(self, request: Request) -> Response:
@@ -105,12 +86,6 @@ class _Intake:
             return await run_in_threadpool(self._whole, call, await request.body())
         user = await run_in_threadpool(call.caller)
         call.check()
-        if self.arriving is not None:
-            arriving = self.arriving(call.services, user, call.left)
-            await _receive(request, arriving)
-            work = partial(self.work, arriving=arriving)
-            raw = arriving.whole()
-            return await run_in_threadpool(work, call.services, user, call.take, raw, call.key)
         raw = await request.body()
         return await run_in_threadpool(self.work, call.services, user, call.take, raw, call.key)
 
@@ -146,7 +121,6 @@ class _Call:
         self.values, self.errors = headers
         self.content_type = content_type
         self.take = recipient_limit(credentials, rate_limit)
-        self.left = recipients_left(credentials, rate_limit)
 
     @property
     def key(self) -> str | None:
@@ -161,22 +135,6 @@ class _Call:
         if self.errors:
             raise RequestValidationError(self.errors)
         check_json(self.content_type)
-
-
-async def _receive(request: Request, arriving: Arriving) -> None:
-    """The body into `arriving`, chunk by chunk as it comes, with `arriving.advance` run in
-    a worker thread meanwhile whenever there is enough new to read (one call at a time:
-    no thread waits on the network). Raises what reading the body raises (BodyTooLarge, a
-    client's disconnect) once the call under way is done."""
-    ahead: asyncio.Task[None] | None = None
-    try:
-        async for chunk in request.stream():
-            arriving.add(chunk)
-            if (ahead is None or ahead.done()) and arriving.worth_advancing:
-                ahead = asyncio.ensure_future(run_in_threadpool(arriving.advance))
-    finally:
-        if ahead is not None:
-            await ahead
 
 
 def _small(request: Request) -> bool:

@@ -67,15 +67,6 @@ class TokenRateLimit:
                 retry_after=wait,
             )
 
-    def recipients_left(self, token: str) -> float:
-        """The recipients this token may submit now (infinity without a recipient limit),
-        taking nothing: what a request may do ahead of its count (arriving.py)."""
-        if self._recipients is None:
-            return math.inf
-        key = hashlib.sha256(token.encode()).hexdigest()
-        with self._lock:
-            return self._recipients.level(key, self._clock())
-
     def _take(self, limiter: RateLimiter, token: str, cost: int) -> float:
         key = hashlib.sha256(token.encode()).hexdigest()
         with self._lock:

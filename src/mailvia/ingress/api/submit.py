@@ -14,7 +14,6 @@ solving and, for a small body, in one worker-thread call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pydantic_core
@@ -24,7 +23,6 @@ from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import MailviaError
 from mailvia.domain.tenancy import User
-from mailvia.ingress.api.arriving import Arriving
 from mailvia.ingress.api.auth import CallerDep, RecipientLimit, RecipientLimitDep, ServicesDep
 from mailvia.ingress.api.bodies import (
     batch_body,
@@ -34,7 +32,7 @@ from mailvia.ingress.api.bodies import (
     recipients_of,
 )
 from mailvia.ingress.api.errors import problem_for, problems
-from mailvia.ingress.api.intake import Idempotency, composed, idempotency, submission
+from mailvia.ingress.api.intake import Idempotency, idempotency, submission
 from mailvia.ingress.api.intake_route import IntakeRoute, handled_by
 from mailvia.ingress.api.params import IdempotencyKey
 from mailvia.ingress.api.rejections import count_rejected
@@ -65,41 +63,23 @@ def _one(
 
 
 def _batch(
-    services: Services,
-    user: User,
-    take: RecipientLimit,
-    raw: bytes,
-    key_header: str | None,
-    arriving: Arriving | None = None,
+    services: Services, user: User, take: RecipientLimit, raw: bytes, key_header: str | None
 ) -> Response:
     batch = batch_body(raw, services.api.caps)
     take(batch.recipients)
     now = time.time()
     key = idempotency(key_header, user, "batch", batch.body)
     items: list[tuple[User, Submission] | Exception] = []
-    senders = arriving.senders if arriving else services.submitter.sender_checks()
+    senders = services.submitter.sender_checks()
     for index, message in enumerate(batch.body.messages):
         item_key = Idempotency(f"{key.key}#{index}", key.digest) if key else None
         try:
-            made = arriving.take(index, message) if arriving else None
-            sub = submission(services, user, message, now, item_key, senders, made=made)
-            items.append((user, sub))
+            items.append((user, submission(services, user, message, now, item_key, senders)))
         except MailviaError as exc:
             items.append(exc)
     results = services.submitter.submit_each(items, now=now)
     count_rejected(services.metrics, (r for r in results if isinstance(r, MailviaError)))
     return _json({"data": [_result(result) for result in results]}, 200)
-
-
-def _arriving(services: Services, user: User, left: Callable[[], float]) -> Arriving:
-    """The batch's raw messages composed while its body arrives (arriving.py)."""
-    senders = services.submitter.sender_checks()
-    return Arriving(
-        lambda message: composed(services, user, message, time.time(), senders),
-        senders=senders,
-        caps=services.api.caps,
-        recipients_left=left,
-    )
 
 
 @router.post(
@@ -132,7 +112,7 @@ async def submit_message(
     summary="Submit a batch of messages",
     openapi_extra=json_body(BatchIn),
 )
-@handled_by(_batch, arriving=_arriving)
+@handled_by(_batch)
 async def submit_batch(
     request: Request,
     services: ServicesDep,
