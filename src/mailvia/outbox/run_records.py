@@ -2,7 +2,8 @@
 state, its next attempt, its events), and the records written to the store in the background
 as they gather, or at the run's end, waiting for the store to come back if it is gone.
 
-Side effects: records attempts and their events in the store (in a worker thread).
+Side effects: records attempts and their events in the store (with the worker's started
+marks, in a worker thread).
 """
 
 from __future__ import annotations
@@ -30,16 +31,17 @@ class RunRecords(RunState):
     """Recording for a channel run."""
 
     def _flush_soon(self) -> None:
-        """Record the attempts in hand in a thread, unless a record is already on its way
-        (then the next one takes what gathered meanwhile)."""
+        """Record the attempts in hand in the background, unless a record is already on its
+        way (then the next one takes what gathered meanwhile). They go in the worker's next
+        commit of started marks (outbox/liveness.py): one transaction for both."""
         if self.flushing is not None and not self.flushing.done():
             return
         records, self.records = self.records, []
-        self.flushing = asyncio.ensure_future(self._record_in_thread(records))
+        self.flushing = asyncio.ensure_future(self._record_with_marks(records))
 
-    async def _record_in_thread(self, records: list[AttemptRecord]) -> None:
+    async def _record_with_marks(self, records: list[AttemptRecord]) -> None:
         try:
-            await in_thread(lambda: self.store.record_attempts(records))
+            await self.ctx.liveness.record(records)
         except Exception as exc:
             self.records[:0] = records  # kept in hand; `go` records them when it is back
             if isinstance(exc, StoreUnavailable):
