@@ -128,6 +128,22 @@ async def _under_way(registry: HeldRegistry) -> tuple[Liveness, asyncio.Future[l
     return liveness, first
 
 
+async def test_records_finding_no_commit_under_way_wait_before_one_of_their_own() -> None:
+    registry = HeldRegistry()
+    registry.entered.set()  # no commit held
+    registry.commits.append(([], []))
+    liveness = Liveness(registry, worker="w1", lease_seconds=60.0)  # type: ignore[arg-type]
+    records = [record(c, sent("bob@example.test"), state=State.DELIVERED) for c in seeded_claims()]
+    recorded = asyncio.ensure_future(liveness.record(records))  # nothing under way: it waits
+    await asyncio.sleep(0)
+    assert await liveness.started((3,), T0) == [True]  # starts a commit, alone
+    await recorded
+    assert registry.commits[1:] == [([3], []), ([], records)]  # the records: the next one
+    # ... and on their own once RIDE_WAIT has passed with no marks
+    await liveness.record(records)
+    assert registry.commits[-1] == ([], records)
+
+
 async def test_records_go_with_the_next_commit_of_marks() -> None:
     registry = HeldRegistry()
     liveness, first = await _under_way(registry)

@@ -27,6 +27,11 @@ from mailvia.outbox.ports import AttemptRecord, WorkerRegistry
 log = logging.getLogger(__name__)
 
 BEAT_EVERY = 5.0  # seconds between beats (at most; a sixth of the lease when that is shorter)
+# Records that find no commit of marks under way wait this long for one to start, so that
+# they go in the commit after it with the marks asked for meanwhile, not in one of their own
+# that the next marks would wait for (records have no one waiting for them; at a crash the
+# records in hand are re-sent, flagged, as before).
+RIDE_WAIT = 0.01  # seconds
 
 Mark = tuple[tuple[int, ...], Instant]  # (message seqs, when their transactions start)
 # What one commit of the worker's bookkeeping takes: marks, and the runs' records of attempts.
@@ -107,7 +112,10 @@ class Liveness:
         """Record a run's attempts, committed before this returns, in the same transaction
         as the marks of the moment: one commit (an fsync on SQLite, a BEGIN and COMMIT on
         PostgreSQL) for both, and the marks never wait for a records' commit at the write
-        lock. Raises StoreUnavailable (the records are then not recorded)."""
+        lock. When no commit is under way they wait RIDE_WAIT for one to start. Raises
+        StoreUnavailable (the records are then not recorded)."""
+        if not self.marking:
+            await asyncio.sleep(RIDE_WAIT)
         await self._put(records)
 
     async def _put(self, entry: Entry) -> list[bool]:
