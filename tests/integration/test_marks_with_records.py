@@ -22,7 +22,7 @@ from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Reply, Stage
-from mailvia.outbox.liveness import Liveness
+from mailvia.outbox.liveness import Liveness, Rider
 from mailvia.outbox.ports import AttemptRecord, Claim, Credentials
 from mailvia.store import SqlStore
 from support.rows import T0, channel, new, record, seeded, sent
@@ -134,13 +134,15 @@ async def test_records_finding_no_commit_under_way_wait_before_one_of_their_own(
     registry.commits.append(([], []))
     liveness = Liveness(registry, worker="w1", lease_seconds=60.0)  # type: ignore[arg-type]
     records = [record(c, sent("bob@example.test"), state=State.DELIVERED) for c in seeded_claims()]
-    recorded = asyncio.ensure_future(liveness.record(records))  # nothing under way: it waits
+    recorded = asyncio.ensure_future(
+        liveness.record(Rider(lambda: records))
+    )  # nothing under way: it waits
     await asyncio.sleep(0)
     assert await liveness.started((3,), T0) == [True]  # starts a commit, alone
     await recorded
     assert registry.commits[1:] == [([3], []), ([], records)]  # the records: the next one
     # ... and on their own once RIDE_WAIT has passed with no marks
-    await liveness.record(records)
+    await liveness.record(Rider(lambda: records))
     assert registry.commits[-1] == ([], records)
 
 
@@ -149,21 +151,30 @@ async def test_records_go_with_the_next_commit_of_marks() -> None:
     liveness, first = await _under_way(registry)
     claims = seeded_claims()
     records = [record(c, sent("bob@example.test"), state=State.DELIVERED) for c in claims]
-    recorded = asyncio.ensure_future(liveness.record(records))
+    hand = records[:1]  # the run's records in hand
+
+    def take() -> list[AttemptRecord]:
+        taken = hand[:]
+        hand.clear()
+        return taken
+
+    recorded = asyncio.ensure_future(liveness.record(Rider(take)))
     marked = asyncio.ensure_future(liveness.started((3,), T0 + 1))
     await asyncio.sleep(0.01)
+    hand.append(records[1])  # gathered while the commit of marks before was under way
     registry.release.set()
     assert await first == [True, True]
     assert await marked == [True]
     await recorded
     assert registry.commits == [([1, 2], []), ([3], records)]  # one commit for both
+    assert hand == []
 
 
 async def test_an_outage_fails_the_records_and_the_marks_of_its_commit() -> None:
     registry = HeldRegistry(fail=True)
     liveness, first = await _under_way(registry)
     records = [record(c, sent("bob@example.test"), state=State.DELIVERED) for c in seeded_claims()]
-    recorded = asyncio.ensure_future(liveness.record(records))
+    recorded = asyncio.ensure_future(liveness.record(Rider(lambda: records)))
     marked = asyncio.ensure_future(liveness.started((3,), T0 + 1))
     await asyncio.sleep(0.01)
     registry.release.set()

@@ -34,11 +34,26 @@ BEAT_EVERY = 5.0  # seconds between beats (at most; a sixth of the lease when th
 RIDE_WAIT = 0.01  # seconds
 
 Mark = tuple[tuple[int, ...], Instant]  # (message seqs, when their transactions start)
+
+
+class Rider:
+    """A channel run's records of attempts in a commit of marks: `take` hands over the records
+    the run has in hand when the commit starts (on the event loop), so those that gathered
+    while it waited go too; `taken` is what it handed over."""
+
+    def __init__(self, take: Callable[[], list[AttemptRecord]]) -> None:
+        self.take = take
+        self.taken: list[AttemptRecord] = []
+
+
 # What one commit of the worker's bookkeeping takes: marks, and the runs' records of attempts.
-Entry = Mark | list[AttemptRecord]
+Entry = Mark | Rider
 
 
 async def _in_thread(commit: Callable[[list[Entry]], list[Any]], items: list[Entry]) -> list[Any]:
+    for item in items:  # on the event loop, as the commit starts: the records in hand now
+        if isinstance(item, Rider):
+            item.taken = item.take()
     return await asyncio.to_thread(commit, items)
 
 
@@ -108,15 +123,16 @@ class Liveness:
         StoreUnavailable."""
         return await self._put((seqs, now))
 
-    async def record(self, records: list[AttemptRecord]) -> None:
-        """Record a run's attempts, committed before this returns, in the same transaction
-        as the marks of the moment: one commit (an fsync on SQLite, a BEGIN and COMMIT on
-        PostgreSQL) for both, and the marks never wait for a records' commit at the write
-        lock. When no commit is under way they wait RIDE_WAIT for one to start. Raises
-        StoreUnavailable (the records are then not recorded)."""
+    async def record(self, rider: Rider) -> None:
+        """Record a run's attempts (those `rider.take` hands over as the commit starts),
+        committed before this returns, in the same transaction as the marks of the moment:
+        one commit (an fsync on SQLite, a BEGIN and COMMIT on PostgreSQL) for both, and the
+        marks never wait for a records' commit at the write lock. When no commit is under way
+        it waits RIDE_WAIT for one to start. Raises StoreUnavailable (`rider.taken` are then
+        not recorded)."""
         if not self.marking:
             await asyncio.sleep(RIDE_WAIT)
-        await self._put(records)
+        await self._put(rider)
 
     async def _put(self, entry: Entry) -> list[bool]:
         if self._marks is None:
@@ -125,7 +141,7 @@ class Liveness:
 
     def _commit(self, items: list[Entry]) -> list[list[bool] | BaseException]:
         marks = [item for item in items if isinstance(item, tuple)]
-        records = [rec for item in items if isinstance(item, list) for rec in item]
+        records = [rec for item in items if isinstance(item, Rider) for rec in item.taken]
         now = max((at for _, at in marks), default=0.0)
         seqs = [seq for group, _ in marks for seq in group]
         held = iter(self.registry.mark_started(seqs, self.worker, now, records=records))

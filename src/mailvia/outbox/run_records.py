@@ -15,6 +15,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.delivery import ChannelEffect, RecipientSettlement, Settlement
 from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.message import State, message_state
+from mailvia.outbox.liveness import Rider
 from mailvia.outbox.ports import AttemptRecord, Claim, Event
 from mailvia.outbox.run_context import RunState, in_thread, new_event
 
@@ -33,17 +34,21 @@ class RunRecords(RunState):
     def _flush_soon(self) -> None:
         """Record the attempts in hand in the background, unless a record is already on its
         way (then the next one takes what gathered meanwhile). They go in the worker's next
-        commit of started marks (outbox/liveness.py): one transaction for both."""
+        commit of started marks (outbox/liveness.py): one transaction for both, with the
+        attempts gathered until that commit starts."""
         if self.flushing is not None and not self.flushing.done():
             return
-        records, self.records = self.records, []
-        self.flushing = asyncio.ensure_future(self._record_with_marks(records))
+        self.flushing = asyncio.ensure_future(self._record_with_marks(Rider(self._take)))
 
-    async def _record_with_marks(self, records: list[AttemptRecord]) -> None:
+    def _take(self) -> list[AttemptRecord]:
+        records, self.records = self.records, []
+        return records
+
+    async def _record_with_marks(self, rider: Rider) -> None:
         try:
-            await self.ctx.liveness.record(records)
+            await self.ctx.liveness.record(rider)
         except Exception as exc:
-            self.records[:0] = records  # kept in hand; `go` records them when it is back
+            self.records[:0] = rider.taken  # kept in hand; `go` records them when it is back
             if isinstance(exc, StoreUnavailable):
                 self.store_down = True
             else:
