@@ -1,12 +1,12 @@
 """Started marks under the dispatcher (on the memory store, the real channel run): every
 transaction starts marked, the marks are committed in groups of about max_connections or
-more, and fewer than (MARKS_AHEAD + 1) x max_connections marked messages wait unstarted
-(those marked ahead, and those a connection took: the bound on what a crash flags
-possible_duplicate without having sent it)."""
+more (the run's records of attempts in the same commits), and fewer than (MARKS_AHEAD + 1)
+x max_connections marked messages wait unstarted (those marked ahead, and those a connection
+took: the bound on what a crash flags possible_duplicate without having sent it)."""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from mailvia.domain.channel import Channel
@@ -15,14 +15,15 @@ from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Reply, Stage
 from mailvia.outbox.compose import Draft, compose
-from mailvia.outbox.ports import Credentials
+from mailvia.outbox.ports import AttemptRecord, Credentials
 from mailvia.outbox.run_attempts import MARKS_AHEAD
 from mailvia.outbox.submit import Submission
 from support.memory_world import MemoryWorld
 
 OK = Reply(250, "2.0.0", "ok")
 CONNECTIONS = 4
-MESSAGES = 120
+MESSAGES = 400
+WORLD_FLUSH_EVERY = 100  # DispatchOptions.flush_every, the memory world's
 
 
 class CountingTransport:
@@ -76,13 +77,31 @@ async def test_marks_are_committed_ahead_in_groups_and_within_the_bound() -> Non
 
     liveness.started = spied  # type: ignore[method-assign]
     commits: list[int] = []  # the seqs of each commit of marks
+    recorded: list[int] = []  # the records of each commit of marks (records ride along)
+    inside: list[bool] = []
     mark_started = store.mark_started
 
-    def counted(seqs: list[int], worker: str, now: Instant) -> list[bool]:
+    def counted(
+        seqs: list[int], worker: str, now: Instant, *, records: Sequence[AttemptRecord] = ()
+    ) -> list[bool]:
         commits.append(len(seqs))
-        return mark_started(seqs, worker, now)
+        recorded.append(len(records))
+        inside.append(True)
+        try:
+            return mark_started(seqs, worker, now, records=records)
+        finally:
+            inside.pop()
 
     store.mark_started = counted  # type: ignore[method-assign]
+    alone: list[int] = []  # records committed on their own (the run's last, at its end)
+    record_attempts = store.record_attempts
+
+    def counted_records(records: Sequence[AttemptRecord]) -> None:
+        if not inside:  # the memory store's mark_started records through it too
+            alone.append(len(records))
+        record_attempts(records)
+
+    store.record_attempts = counted_records  # type: ignore[method-assign]
     world.channel(max_connections=CONNECTIONS)
     draft = Draft(from_="jane@acme.test", to=["bob@example.com"], subject="hi", text="hi")
     one = compose(draft, now=clock.now, max_size=10**6)
@@ -99,5 +118,9 @@ async def test_marks_are_committed_ahead_in_groups_and_within_the_bound() -> Non
     # One commit serves about max_connections transactions (not one commit each); marks
     # asked for while a commit is under way (topping the lead up) go together in the next.
     assert sum(commits) == MESSAGES
-    assert len(commits) <= MESSAGES // CONNECTIONS + 2, commits
+    # The records go in the commits of marks (no commit of their own during the run): at
+    # most the run's last few are recorded alone, at its end.
+    assert sum(recorded) + sum(alone) == MESSAGES and len(alone) <= 1, (recorded, alone)
+    assert sum(recorded) >= MESSAGES - WORLD_FLUSH_EVERY
+    assert len(commits) <= MESSAGES // CONNECTIONS + 2 + MESSAGES // WORLD_FLUSH_EVERY, commits
     assert all(len(group) <= MARKS_AHEAD * CONNECTIONS for group in groups)

@@ -9,7 +9,8 @@ once. Before a transaction starts (SMTP MAIL, or the API call), its message is m
 started by a small group commit; a taken-over claim is flagged `possible_duplicate` only if
 it was. See docs/architecture.md ("Crash recovery").
 
-Side effects: the worker's row, leases and `started_at` marks in the store.
+Side effects: the worker's row, leases and `started_at` marks in the store, and the channel
+runs' records of attempts (committed with the marks).
 """
 
 from __future__ import annotations
@@ -21,16 +22,38 @@ from typing import Any
 
 from mailvia.domain.clock import Instant
 from mailvia.outbox.group_commit import GroupCommit
-from mailvia.outbox.ports import WorkerRegistry
+from mailvia.outbox.ports import AttemptRecord, WorkerRegistry
 
 log = logging.getLogger(__name__)
 
 BEAT_EVERY = 5.0  # seconds between beats (at most; a sixth of the lease when that is shorter)
+# Records that find no commit of marks under way wait this long for one to start, so that
+# they go in the commit after it with the marks asked for meanwhile, not in one of their own
+# that the next marks would wait for (records have no one waiting for them; at a crash the
+# records in hand are re-sent, flagged, as before).
+RIDE_WAIT = 0.01  # seconds
 
 Mark = tuple[tuple[int, ...], Instant]  # (message seqs, when their transactions start)
 
 
-async def _in_thread(commit: Callable[[list[Mark]], list[Any]], items: list[Mark]) -> list[Any]:
+class Rider:
+    """A channel run's records of attempts in a commit of marks: `take` hands over the records
+    the run has in hand when the commit starts (on the event loop), so those that gathered
+    while it waited go too; `taken` is what it handed over."""
+
+    def __init__(self, take: Callable[[], list[AttemptRecord]]) -> None:
+        self.take = take
+        self.taken: list[AttemptRecord] = []
+
+
+# What one commit of the worker's bookkeeping takes: marks, and the runs' records of attempts.
+Entry = Mark | Rider
+
+
+async def _in_thread(commit: Callable[[list[Entry]], list[Any]], items: list[Entry]) -> list[Any]:
+    for item in items:  # on the event loop, as the commit starts: the records in hand now
+        if isinstance(item, Rider):
+            item.taken = item.take()
     return await asyncio.to_thread(commit, items)
 
 
@@ -55,7 +78,7 @@ class Liveness:
         self.every = min(BEAT_EVERY, lease_seconds / 6)
         self.holding: set[int] = set()
         self.beaten_at: Instant | None = None
-        self._marks: GroupCommit[Mark, list[bool]] | None = None
+        self._marks: GroupCommit[Entry, list[bool]] | None = None
 
     def start(self, now: Instant) -> int:
         """Announce this worker; its previous incarnation's claims become claimable now.
@@ -95,14 +118,31 @@ class Liveness:
 
     async def started(self, seqs: tuple[int, ...], now: Instant) -> list[bool]:
         """Mark these messages' transactions as started, committed before this returns (with
-        the other marks of the moment in one transaction). Per seq, False: the lease was
-        lost to another worker, and the message must not be sent. Raises StoreUnavailable."""
+        the other marks and records of the moment in one transaction). Per seq, False: the
+        lease was lost to another worker, and the message must not be sent. Raises
+        StoreUnavailable."""
+        return await self._put((seqs, now))
+
+    async def record(self, rider: Rider) -> None:
+        """Record a run's attempts (those `rider.take` hands over as the commit starts),
+        committed before this returns, in the same transaction as the marks of the moment:
+        one commit (an fsync on SQLite, a BEGIN and COMMIT on PostgreSQL) for both, and the
+        marks never wait for a records' commit at the write lock. When no commit is under way
+        it waits RIDE_WAIT for one to start. Raises StoreUnavailable (`rider.taken` are then
+        not recorded)."""
+        if not self.marking:
+            await asyncio.sleep(RIDE_WAIT)
+        await self._put(rider)
+
+    async def _put(self, entry: Entry) -> list[bool]:
         if self._marks is None:
             self._marks = GroupCommit(self._commit, _in_thread)
-        return await self._marks.put((seqs, now))
+        return await self._marks.put(entry)
 
-    def _commit(self, items: list[Mark]) -> list[list[bool] | BaseException]:
-        now = max(at for _, at in items)
-        seqs = [seq for group, _ in items for seq in group]
-        held = iter(self.registry.mark_started(seqs, self.worker, now))
-        return [[next(held) for _ in group] for group, _ in items]
+    def _commit(self, items: list[Entry]) -> list[list[bool] | BaseException]:
+        marks = [item for item in items if isinstance(item, tuple)]
+        records = [rec for item in items if isinstance(item, Rider) for rec in item.taken]
+        now = max((at for _, at in marks), default=0.0)
+        seqs = [seq for group, _ in marks for seq in group]
+        held = iter(self.registry.mark_started(seqs, self.worker, now, records=records))
+        return [[next(held) for _ in item[0]] if isinstance(item, tuple) else [] for item in items]

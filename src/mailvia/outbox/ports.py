@@ -153,8 +153,16 @@ class WorkerRegistry(Protocol):
         """Stopped cleanly (claims given back): forget the worker."""
         ...
 
-    def mark_started(self, seqs: Sequence[int], worker: str, now: Instant) -> list[bool]:
-        """Transactions for these messages start now; per seq, whether it is still held."""
+    def mark_started(
+        self,
+        seqs: Sequence[int],
+        worker: str,
+        now: Instant,
+        *,
+        records: Sequence[AttemptRecord] = (),
+    ) -> list[bool]:
+        """Transactions for these messages start now; per seq, whether it is still held.
+        `records` are recorded in the same transaction (as DispatchStore.record_attempts)."""
         ...
 
 

@@ -2,7 +2,8 @@
 state, its next attempt, its events), and the records written to the store in the background
 as they gather, or at the run's end, waiting for the store to come back if it is gone.
 
-Side effects: records attempts and their events in the store (in a worker thread).
+Side effects: records attempts and their events in the store (with the worker's started
+marks, in a worker thread).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.delivery import ChannelEffect, RecipientSettlement, Settlement
 from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.message import State, message_state
+from mailvia.outbox.liveness import Rider
 from mailvia.outbox.ports import AttemptRecord, Claim, Event
 from mailvia.outbox.run_context import RunState, in_thread, new_event
 
@@ -30,18 +32,23 @@ class RunRecords(RunState):
     """Recording for a channel run."""
 
     def _flush_soon(self) -> None:
-        """Record the attempts in hand in a thread, unless a record is already on its way
-        (then the next one takes what gathered meanwhile)."""
+        """Record the attempts in hand in the background, unless a record is already on its
+        way (then the next one takes what gathered meanwhile). They go in the worker's next
+        commit of started marks (outbox/liveness.py): one transaction for both, with the
+        attempts gathered until that commit starts."""
         if self.flushing is not None and not self.flushing.done():
             return
-        records, self.records = self.records, []
-        self.flushing = asyncio.ensure_future(self._record_in_thread(records))
+        self.flushing = asyncio.ensure_future(self._record_with_marks(Rider(self._take)))
 
-    async def _record_in_thread(self, records: list[AttemptRecord]) -> None:
+    def _take(self) -> list[AttemptRecord]:
+        records, self.records = self.records, []
+        return records
+
+    async def _record_with_marks(self, rider: Rider) -> None:
         try:
-            await in_thread(lambda: self.store.record_attempts(records))
+            await self.ctx.liveness.record(rider)
         except Exception as exc:
-            self.records[:0] = records  # kept in hand; `go` records them when it is back
+            self.records[:0] = rider.taken  # kept in hand; `go` records them when it is back
             if isinstance(exc, StoreUnavailable):
                 self.store_down = True
             else:

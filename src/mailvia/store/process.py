@@ -236,8 +236,17 @@ class ChildStore:
         bare = [dataclasses.replace(r, claim=_bare(r.claim)) for r in records]
         self.child.call("record_attempts", bare)
 
-    def mark_started(self, seqs: Sequence[int], worker: str, now: Instant) -> list[bool]:
-        return cast(list[bool], self.child.call("mark_started", list(seqs), worker, now))
+    def mark_started(
+        self,
+        seqs: Sequence[int],
+        worker: str,
+        now: Instant,
+        *,
+        records: Sequence[AttemptRecord] = (),
+    ) -> list[bool]:
+        bare = [dataclasses.replace(r, claim=_bare(r.claim)) for r in records]
+        held = self.child.call("mark_started", list(seqs), worker, now, records=bare)
+        return cast(list[bool], held)
 
     # Here: the looks, the channel's state, the heartbeats.
     def snapshot(self) -> AbstractContextManager[None]:

@@ -200,6 +200,15 @@ def _live(conn: sa.Connection, records: Sequence[AttemptRecord]) -> dict[int, bo
     }
 
 
+def record_in(conn: sa.Connection, records: Sequence[AttemptRecord]) -> None:
+    """`record_attempts`'s writes, in the caller's write transaction."""
+    live = _live(conn, records)
+    kept = [rec for rec in records if rec.claim.seq in live]
+    if kept:
+        _Settled(kept, live).write(conn)
+        insert_events(conn, [e for rec in kept for e in rec.events])
+
+
 def _expire(conn: sa.Connection, seqs: Sequence[int], now: Instant) -> None:
     code, enhanced, text = GAVE_UP
     conn.execute(
@@ -247,12 +256,7 @@ class SettleStore:
         if not records:
             return
         with self._db.write() as conn:
-            live = _live(conn, records)
-            kept = [rec for rec in records if rec.claim.seq in live]
-            if not kept:
-                return
-            _Settled(kept, live).write(conn)
-            insert_events(conn, [e for rec in kept for e in rec.events])
+            record_in(conn, records)
 
     def hold_channel(self, channel_id: str, now: Instant) -> int:
         """Hold the channel's queued and deferred messages (and their unfinished recipients)

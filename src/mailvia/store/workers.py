@@ -15,9 +15,10 @@ import sqlalchemy as sa
 
 from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
-from mailvia.outbox.ports import WorkerView
+from mailvia.outbox.ports import AttemptRecord, WorkerView
 from mailvia.store.engine import Database
 from mailvia.store.rows import among, chunks, literal_seqs, marker
+from mailvia.store.settle import record_in
 from mailvia.store.slots import forget_slots
 from mailvia.store.tables import messages, workers
 
@@ -95,14 +96,25 @@ class WorkerStore:
         with self._db.read() as conn:
             return [WorkerView(*row) for row in conn.execute(query)]
 
-    def mark_started(self, seqs: Sequence[int], worker: str, now: Instant) -> list[bool]:
+    def mark_started(
+        self,
+        seqs: Sequence[int],
+        worker: str,
+        now: Instant,
+        *,
+        records: Sequence[AttemptRecord] = (),
+    ) -> list[bool]:
         """Mark that `worker` is about to start a transaction for each message (before SMTP
-        MAIL or the API call), in one transaction. Returns, per seq, whether the worker still
-        holds the message's lease (if not, another worker has it: do not send)."""
-        if not seqs:
+        MAIL or the API call), in one transaction, with `records` recorded in it too (as
+        `record_attempts` does: one commit for a worker's marks and its records of the
+        moment). Returns, per seq, whether the worker still holds the message's lease (if
+        not, another worker has it: do not send)."""
+        if not seqs and not records:
             return []
         with self._db.write() as conn:
-            held = mark_started(conn, seqs, worker, now)
+            if records:
+                record_in(conn, records)
+            held = mark_started(conn, seqs, worker, now) if seqs else set()
         return [seq in held for seq in seqs]
 
 

@@ -11,7 +11,7 @@ from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import Conflict, InvalidInput, NotFound
 from mailvia.domain.message import Envelope, State
 from mailvia.outbox.headers import subject_of
-from mailvia.outbox.ports import WorkerView
+from mailvia.outbox.ports import AttemptRecord, WorkerView
 from mailvia.outbox.records import Event, MessageFilter, MessageView, RecipientView
 from mailvia.store.memory.data import Data, Message, locked
 
@@ -137,6 +137,8 @@ class MemoryReads:
 class MemoryWorkers:
     _d: Data
 
+    def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...  # the outbox part's
+
     def _upsert(self, worker: str, now: Instant, *, host: str, pid: int, restart: bool) -> None:
         old = self._d.workers.get(worker)
         started = now if restart or old is None else old.started_at
@@ -193,7 +195,16 @@ class MemoryWorkers:
         return sorted(every, key=lambda w: w.beat_at, reverse=True)
 
     @locked
-    def mark_started(self, seqs: Sequence[int], worker: str, now: Instant) -> list[bool]:
+    def mark_started(
+        self,
+        seqs: Sequence[int],
+        worker: str,
+        now: Instant,
+        *,
+        records: Sequence[AttemptRecord] = (),
+    ) -> list[bool]:
+        if records:
+            self.record_attempts(records)  # the same lock: one transaction with the marks
         held = set()
         for seq in set(seqs):
             msg = self._d.messages.get(seq)
