@@ -1,13 +1,16 @@
-"""The submission port's group commit reads in one transaction: the trusted network's senders
-and the routes share one snapshot (on PostgreSQL each read transaction is a BEGIN and a COMMIT,
-two round trips), and the commit comes after it, in its own write transaction."""
+"""The submission port's group reads a trusted network's From once, with what its route
+needs, in one statement (`Tenancy.trusted_sender`; on PostgreSQL in autocommit: one round
+trip where a BEGIN, four look-ups and a COMMIT took six), reads no forecast, and commits
+after, in its own write transaction. A Sender header of someone else is still checked."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
+from sqlalchemy import event
 
 from mailvia.domain.channel import Auth, Security
 from mailvia.domain.errors import Forbidden
@@ -16,78 +19,85 @@ from mailvia.ingress.smtp.intake import Arrived, Intake
 from mailvia.outbox.submit import Receipt
 from support.world import World
 
+pytestmark = pytest.mark.timeout(60)
 RAW = (
     b"From: Jane <jane@acme.test>\r\nTo: bob@example.com\r\nSubject: hi\r\n"
     b"Message-ID: <m@acme.test>\r\nDate: Sun, 06 Dec 2026 10:00:00 +0000\r\n\r\nhello\r\n"
 )
+READS = (
+    "domain_organization",
+    "identities",
+    "senders_for",
+    "get_organization",
+    "list_channels",
+    "waiting_count",
+    "trusted_sender",
+)
 
 
-async def test_a_group_reads_its_senders_and_routes_in_one_transaction(tmp_path: Path) -> None:
-    world = World(tmp_path / "data")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
+    url = None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    w = World(tmp_path / "data", url)
+    w.channel(9, security=Security.NONE, auth=Auth.NONE)
+    yield w
+    await w.close()
+
+
+def test_a_group_reads_its_trusted_sender_and_route_in_one_statement(world: World) -> None:
+    store = world.store
+    calls: dict[str, int] = {}
+    for name in READS:
+        original = getattr(store, name)
+
+        def counted(*args, _name=name, _original=original):  # type: ignore[no-untyped-def]
+            calls[_name] = calls.get(_name, 0) + 1
+            return _original(*args)
+
+        setattr(store, name, counted)
+    sent: list[tuple[str, bool]] = []
+    postgresql = store._db.dialect == "postgresql"
+
+    def look(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        dbapi = conn.connection.dbapi_connection
+        sent.append((statement, bool(dbapi.autocommit) if postgresql else False))
+
+    intake = Intake(world.services, time.time)
+    group = _arrived(world, intake, RAW, 3)
+    event.listen(store._db.engine, "before_cursor_execute", look)
     try:
-        world.channel(9, security=Security.NONE, auth=Auth.NONE)
-        store = world.store
-        snapshot = store.snapshot
-        depth, outermost, writes_inside = [0], [0], [0]
-        add_messages = store.add_messages
-
-        @contextmanager
-        def counted() -> Iterator[None]:
-            depth[0] += 1
-            outermost[0] += depth[0] == 1
-            try:
-                with snapshot():
-                    yield
-            finally:
-                depth[0] -= 1
-
-        def add(msgs):  # type: ignore[no-untyped-def]
-            writes_inside[0] += depth[0] > 0
-            return add_messages(msgs)
-
-        store.snapshot = counted  # type: ignore[method-assign]
-        store.add_messages = add  # type: ignore[method-assign]
-        intake = Intake(world.services, time.time)
-        receipts = intake.commit(_arrived(world, intake, RAW, 3))
-        assert all(isinstance(r, Receipt) and r.state is State.QUEUED for r in receipts)
-        assert outermost[0] == 1  # senders and routes: one read transaction
-        assert writes_inside[0] == 0  # the commit after it
-        counts = store.queue_counts(world.jane.organization_id)
-        assert [c[State.QUEUED] for c in counts.values()] == [3]
+        plan = intake.plan(group)
+        planned = list(sent)
+        receipts = intake.write(plan)
     finally:
-        await world.close()
+        event.remove(store._db.engine, "before_cursor_execute", look)
+    assert all(isinstance(r, Receipt) and r.state is State.QUEUED for r in receipts)
+    # one look-up for the group's From: no domain, senders, organization or channels read
+    # again, no identities (the trusted sender holds the From), no forecast's backlog
+    assert calls == {"trusted_sender": 1}
+    if postgresql:  # one statement, in autocommit: psycopg sends no BEGIN and no COMMIT
+        assert len(planned) == 1 and planned[0][1]
+    else:  # the empty read transaction of plan_each begins nothing
+        assert planned[0][0] == "BEGIN" and len(planned) == 2
+    assert len(sent) > len(planned)  # the write after the plan
+    counts = store.queue_counts(world.jane.organization_id)
+    assert [c[State.QUEUED] for c in counts.values()] == [3]
 
 
-async def test_a_group_looks_its_trusted_sender_up_once_and_reads_no_forecast(
-    tmp_path: Path,
-) -> None:
-    """The trusted network's sender found for a From is that From's right: the route does
-    not look the domain and identities up again; and the 250 tells no forecast, so the
-    channel's backlog is not counted. A Sender header of someone else is still checked."""
-    world = World(tmp_path / "data")
-    try:
-        world.channel(9, security=Security.NONE, auth=Auth.NONE)
-        store = world.store
-        calls: dict[str, int] = {}
-        for name in ("domain_organization", "identities", "senders_for", "waiting_count"):
-            original = getattr(store, name)
+def test_a_sender_header_of_someone_else_is_still_checked(world: World) -> None:
+    intake = Intake(world.services, time.time)
+    on_behalf = RAW.replace(b"Subject:", b"Sender: eve@elsewhere.test\r\nSubject:")
+    [refused] = intake.commit(_arrived(world, intake, on_behalf, 1))
+    assert isinstance(refused, Forbidden) and "Sender header" in str(refused)
 
-            def counted(*args, _name=name, _original=original):  # type: ignore[no-untyped-def]
-                calls[_name] = calls.get(_name, 0) + 1
-                return _original(*args)
 
-            setattr(store, name, counted)
-        intake = Intake(world.services, time.time)
-        receipts = intake.commit(_arrived(world, intake, RAW, 3))
-        assert all(isinstance(r, Receipt) and r.state is State.QUEUED for r in receipts)
-        assert calls == {"domain_organization": 1, "senders_for": 1}
-
-        on_behalf = RAW.replace(b"Subject:", b"Sender: eve@elsewhere.test\r\nSubject:")
-        calls.clear()
-        [refused] = intake.commit(_arrived(world, intake, on_behalf, 1))
-        assert isinstance(refused, Forbidden) and "Sender header" in str(refused)
-    finally:
-        await world.close()
+def test_a_from_nobody_of_the_organization_holds_is_refused(world: World) -> None:
+    intake = Intake(world.services, time.time)
+    other = RAW.replace(b"From: Jane <jane@acme.test>", b"From: <nobody@acme.test>")
+    envelope = Envelope("nobody@acme.test", ("bob@example.com",))
+    org = world.jane.organization_id
+    refused = intake.commit([Arrived(intake.compose(other, envelope), None, org)] * 2)
+    assert all(isinstance(r, Forbidden) and "sender identity" in str(r) for r in refused)
 
 
 def _arrived(world: World, intake: Intake, raw: bytes, count: int) -> list[Arrived]:

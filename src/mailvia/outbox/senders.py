@@ -1,5 +1,6 @@
 """A sender's right to a From (or Sender) address: its domain is its organization's, and
-one of its sender identities covers it (the checks `Submitter` runs before it routes).
+one of its sender identities covers it (the checks `Submitter` runs before it routes); and
+`TrustedSender`, what a trusted network's From needs read at once.
 
 Side effects: none (reads through `owner` and `identities`).
 """
@@ -7,11 +8,27 @@ Side effects: none (reads through `owner` and `identities`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 
+from mailvia.domain.channel import Channel
 from mailvia.domain.errors import Forbidden
-from mailvia.domain.tenancy import User, domain_of, identity_covers
+from mailvia.domain.tenancy import Organization, User, domain_of, identity_covers
 from mailvia.outbox.remembered import Remembered
+
+
+@dataclass(frozen=True)
+class TrustedSender:
+    """What mail From `address` without a login, from a trusted network of `organization`,
+    needs, read together (one statement, one snapshot): `user`, the organization's user who
+    may send as the address (the address's domain is the organization's and the user holds
+    the address, else its `@domain`; by email among equals), None when nobody may; and the
+    organization with its channels, by name: what the route is worked out from."""
+
+    address: str  # lower-cased
+    user: User | None
+    organization: Organization
+    channels: tuple[Channel, ...]
 
 
 def check_sender(

@@ -30,7 +30,7 @@ from mailvia.outbox.forecasts import Forecast, Forecasts
 from mailvia.outbox.ports import Ledger, NewMessage
 from mailvia.outbox.records import MessageView
 from mailvia.outbox.remembered import Remembered
-from mailvia.outbox.senders import check_sender, checked_pair, sender_checks
+from mailvia.outbox.senders import TrustedSender, check_sender, checked_pair, sender_checks
 
 
 class SubmitStore(Protocol):
@@ -107,10 +107,16 @@ class Submitter:
             lambda channel_id: self._store.waiting_count(channel_id), clock=ahead_clock
         )
 
-    def explain(self, sender: User, from_address: str) -> Route:
-        """Which channel mail From this address would take, and why (no checks of rights)."""
-        organization = self._store.get_organization(sender.organization_id)
-        channels = self._store.list_channels(sender.organization_id)
+    def explain(
+        self, sender: User, from_address: str, *, read: TrustedSender | None = None
+    ) -> Route:
+        """Which channel mail From this address would take, and why (no checks of rights).
+        `read`: the sender's organization and channels, read already (else they are read)."""
+        if read is not None and read.organization.id == sender.organization_id:
+            organization, channels = read.organization, list(read.channels)
+        else:
+            organization = self._store.get_organization(sender.organization_id)
+            channels = self._store.list_channels(sender.organization_id)
         return route(
             sender=sender,
             from_address=from_address,
@@ -216,6 +222,7 @@ class Submitter:
         now: Instant,
         checked: Collection[tuple[str, str]] = (),
         forecast: bool = True,
+        trusted: Collection[TrustedSender] = (),
     ) -> EachPlan:
         """submit_each's look-ups, in one read transaction (the caller's, inside `reads()`:
         an intake that looked its senders up shares it): each item's channel or refusal.
@@ -224,7 +231,12 @@ class Submitter:
         read transaction, to be the user's right to send From (`Tenancy.sender_for`): not
         looked up again. `forecast=False`: an intake whose answer does not tell when the
         message leaves (SMTP's 250) skips the channels' backlog and budget reads; its
-        receipts have no `queued_ahead`, and `expected_at` is `now` for a queued message."""
+        receipts have no `queued_ahead`, and `expected_at` is `now` for a queued message.
+        `trusted`: what the caller read with `Tenancy.trusted_sender` (outside `reads()`,
+        each in one statement): each one's user may send From its address (as `checked`),
+        and its organization and channels are the route's inputs, not read again."""
+        known = {t.organization.id: t for t in trusted}
+        checked = {*checked, *(checked_pair(t.user, t.address) for t in trusted if t.user)}
         routes: Remembered[tuple[str, str, str], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
@@ -235,7 +247,7 @@ class Submitter:
                     results.append(item)
                     continue
                 sender, submission = item
-                channel = self._route(routes, sender, submission.composed, checked)
+                channel = self._route(routes, sender, submission.composed, checked, known)
                 if not isinstance(channel, Exception):
                     try:
                         self.check_carried(channel, submission.composed)
@@ -278,16 +290,19 @@ class Submitter:
         sender: User,
         composed: Composed,
         checked: Collection[tuple[str, str]] = (),
+        known: Mapping[str, TrustedSender] | None = None,
     ) -> Channel | Exception:
         """The channel for the message's From, once its sender may use its From and Sender
-        (worked out once per distinct pair; a From in `checked` is known to be the sender's)."""
+        (worked out once per distinct pair; a From in `checked` is known to be the sender's;
+        `known`: organizations and channels read already, by organization id)."""
         from_address, on_behalf = composed.from_address, composed.sender_address or ""
+        read = (known or {}).get(sender.organization_id)
 
         def work_out() -> Channel:
             if checked_pair(sender, from_address) in checked:
-                channel = self._channel_of(sender, from_address)
+                channel = self._channel_of(sender, from_address, read)
             else:
-                channel = self._channel_for(sender, from_address)
+                channel = self._channel_for(sender, from_address, read)
             if on_behalf and on_behalf.lower() != from_address.lower():
                 try:
                     self.check_sender(sender, on_behalf)
@@ -297,13 +312,17 @@ class Submitter:
 
         return routes.get((sender.id, from_address.lower(), on_behalf.lower()), work_out)
 
-    def _channel_for(self, sender: User, from_address: str) -> Channel:
+    def _channel_for(
+        self, sender: User, from_address: str, read: TrustedSender | None = None
+    ) -> Channel:
         self.check_sender(sender, from_address)
-        return self._channel_of(sender, from_address)
+        return self._channel_of(sender, from_address, read)
 
-    def _channel_of(self, sender: User, from_address: str) -> Channel:
+    def _channel_of(
+        self, sender: User, from_address: str, read: TrustedSender | None = None
+    ) -> Channel:
         """The channel for a From the sender may use."""
-        channel = self.explain(sender, from_address).channel
+        channel = self.explain(sender, from_address, read=read).channel
         if channel is None:
             raise Forbidden(
                 f"no channel may send as {from_address}: connect a channel for it, "

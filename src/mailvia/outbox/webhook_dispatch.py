@@ -80,7 +80,7 @@ class WebhookDispatcher:
         while not stop.is_set():
             wait = IDLE_POLL
             try:
-                self._start_due(clock, running)
+                await self._start_due(clock, running)
                 outage.worked(clock())
             except StoreUnavailable as exc:
                 wait = outage.failed(clock(), exc)  # logged once an outage
@@ -100,12 +100,18 @@ class WebhookDispatcher:
         if running:
             await asyncio.wait(running.values())
 
-    def _start_due(self, clock: Clock, running: dict[str, asyncio.Task[int]]) -> None:
-        now = clock()
-        self.store.queue_webhook_events(now, limit=QUEUE_LIMIT, backlog=BACKLOG)
-        for webhook_id in self.store.webhooks_due(now):
+    async def _start_due(self, clock: Clock, running: dict[str, asyncio.Task[int]]) -> None:
+        """Queue new events and start each due webhook's drain. The poll's store calls run
+        in a thread: on the event loop they held up every connection of the process (the
+        submission port's sessions too) for their round trips, once a second."""
+        due = await asyncio.to_thread(self._queue_and_find_due, clock())
+        for webhook_id in due:
             if webhook_id not in running:
                 running[webhook_id] = asyncio.create_task(self._drain(webhook_id, clock))
+
+    def _queue_and_find_due(self, now: Instant) -> list[str]:
+        self.store.queue_webhook_events(now, limit=QUEUE_LIMIT, backlog=BACKLOG)
+        return self.store.webhooks_due(now)
 
     async def _drain(self, webhook_id: str, clock: Clock) -> int:
         """Deliver the webhook's due deliveries, `in_flight` at a time, until none is due."""

@@ -13,6 +13,7 @@ from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
 from mailvia.outbox.remembered import Remembered
+from mailvia.outbox.senders import TrustedSender
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import EachPlan, Receipt, Submission
 
@@ -52,24 +53,25 @@ class Intake:
 
     def plan(self, group: list[Arrived]) -> EachPlan:
         """The group's look-ups: the submit use case's `plan_each`, as the API's batch uses
-        it, in one read transaction with the trusted networks' senders (on PostgreSQL a BEGIN
-        and a COMMIT fewer per group). A trusted network's sender found for a From is not
-        checked for it again, and no forecast is read: the 250 tells neither when the
-        message leaves nor what is ahead of it."""
-        senders: Remembered[tuple[str, str], User] = Remembered()
-        submitter = self.services.submitter
-        with submitter.reads():
-            prepared = [self._prepare(item, senders) for item in group]
-            found = senders.found()
-            checked = {(user.id, sent_as) for (_, sent_as), user in found if isinstance(user, User)}
-            return submitter.plan_each(prepared, now=self.clock(), checked=checked, forecast=False)
+        it. A trusted network's From is read once per group with what its route needs
+        (`Tenancy.trusted_sender`: its user, the organization and its channels in one
+        statement, on PostgreSQL one round trip without BEGIN and COMMIT), so neither the
+        sender's right to it nor the route is read again; a logged-in user's checks and
+        routes are read in `plan_each`'s one read transaction. No forecast is read: the 250
+        tells neither when the message leaves nor what is ahead of it."""
+        senders: Remembered[tuple[str, str], TrustedSender] = Remembered()
+        prepared = [self._prepare(item, senders) for item in group]
+        trusted = [found for _, found in senders.found() if isinstance(found, TrustedSender)]
+        return self.services.submitter.plan_each(
+            prepared, now=self.clock(), forecast=False, trusted=trusted
+        )
 
     def write(self, plan: EachPlan) -> list[Receipt | BaseException]:
         """Commit what `plan` accepted: each message's receipt or refusal, in order."""
         return [*self.services.submitter.commit_each(plan)]
 
     def _prepare(
-        self, item: Arrived, senders: Remembered[tuple[str, str], User]
+        self, item: Arrived, senders: Remembered[tuple[str, str], TrustedSender]
     ) -> tuple[User, Submission] | Exception:
         user: User | Exception | None = item.user
         if user is None:
@@ -79,12 +81,19 @@ class Intake:
         return user, Submission(item.composed)
 
     def _sender(
-        self, organization_id: str | None, address: str, senders: Remembered[tuple[str, str], User]
+        self,
+        organization_id: str | None,
+        address: str,
+        senders: Remembered[tuple[str, str], TrustedSender],
     ) -> User | Exception:
-        """The trusted network's user for this From (looked up once per group)."""
+        """The trusted network's user for this From (read once per group)."""
         if organization_id is None:
             return Forbidden("authentication required")
-        lookup = self.services.tenancy.sender_for
-        return senders.get(
+        lookup = self.services.tenancy.trusted_sender
+        found = senders.get(
             (organization_id, address.lower()), lambda: lookup(organization_id, address)
         )
+        if isinstance(found, Exception):
+            return found
+        assert found.user is not None  # trusted_sender raises Forbidden for nobody
+        return found.user
