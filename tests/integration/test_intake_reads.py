@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from mailvia.domain.channel import Auth, Security
 from mailvia.domain.errors import Forbidden
 from mailvia.domain.message import Envelope, State
 from mailvia.ingress.smtp.intake import Arrived, Intake
+from mailvia.outbox.senders import TrustedSender
 from mailvia.outbox.submit import Receipt
 from support.world import World
 
@@ -98,6 +100,30 @@ def test_a_from_nobody_of_the_organization_holds_is_refused(world: World) -> Non
     org = world.jane.organization_id
     refused = intake.commit([Arrived(intake.compose(other, envelope), None, org)] * 2)
     assert all(isinstance(r, Forbidden) and "sender identity" in str(r) for r in refused)
+
+
+def test_each_message_is_routed_from_its_own_read(world: World) -> None:
+    """Two trusted Froms of one organization, and a logged-in user, in one group: each route
+    is worked out from its own message's read (boss's read, arranged to have no channels,
+    is nobody else's route)."""
+    store, intake = world.store, Intake(world.services, time.time)
+    original = store.trusted_sender
+
+    def without_channels_for_boss(org_id: str, address: str) -> TrustedSender:
+        found = original(org_id, address)
+        return replace(found, channels=()) if address.startswith("boss@") else found
+
+    store.trusted_sender = without_channels_for_boss  # type: ignore[method-assign]
+    boss = RAW.replace(b"From: Jane <jane@acme.test>", b"From: <boss@acme.test>")
+    org = world.jane.organization_id
+    envelope = Envelope("jane@acme.test", ("bob@example.com",))
+    jane_trusted = Arrived(intake.compose(RAW, envelope), None, org)
+    boss_trusted = Arrived(intake.compose(boss, envelope), None, org)
+    jane_logged_in = Arrived(intake.compose(RAW, envelope), world.jane, None)
+    for group in ([jane_trusted, boss_trusted], [boss_trusted, jane_logged_in]):
+        queued, refused = intake.commit(group)[:: 1 if group[0] is jane_trusted else -1]
+        assert isinstance(queued, Receipt) and queued.state is State.QUEUED
+        assert isinstance(refused, Forbidden) and "no channel" in str(refused)
 
 
 def _arrived(world: World, intake: Intake, raw: bytes, count: int) -> list[Arrived]:

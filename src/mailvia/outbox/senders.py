@@ -46,6 +46,11 @@ def check_sender(
         raise Forbidden(f"{from_address} is not one of your sender identities")
 
 
+def nobody_sends_as(address: str) -> Forbidden:
+    """The refusal of a trusted network's From that no user of its organization may use."""
+    return Forbidden(f"{address} is not a sender identity of this network's organization")
+
+
 def checked_pair(sender: User, address: str) -> tuple[str, str]:
     """The key of a (sender, address) check: the user id and the lower-cased address (a
     `checked` pair of `Submitter.plan_each`)."""

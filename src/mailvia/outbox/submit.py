@@ -78,11 +78,14 @@ class Receipt:
 
 @dataclass(frozen=True)
 class Submission:
-    """One message to submit, with the caller's idempotency key if any."""
+    """One message to submit, with the caller's idempotency key if any; `trusted`: what a
+    trusted network's From was read with (`Tenancy.trusted_sender`): its user may send From
+    it, and its organization and channels are this message's route inputs, not read again."""
 
     composed: Composed
     idempotency_key: str | None = None
     request_hash: str | None = None
+    trusted: TrustedSender | None = None
 
 
 class Submitter:
@@ -108,12 +111,12 @@ class Submitter:
         )
 
     def explain(
-        self, sender: User, from_address: str, *, read: TrustedSender | None = None
+        self, sender: User, from_address: str, *, known: TrustedSender | None = None
     ) -> Route:
         """Which channel mail From this address would take, and why (no checks of rights).
-        `read`: the sender's organization and channels, read already (else they are read)."""
-        if read is not None and read.organization.id == sender.organization_id:
-            organization, channels = read.organization, list(read.channels)
+        `known`: the sender's organization and channels, read already (else they are read)."""
+        if known is not None and known.organization.id == sender.organization_id:
+            organization, channels = known.organization, list(known.channels)
         else:
             organization = self._store.get_organization(sender.organization_id)
             channels = self._store.list_channels(sender.organization_id)
@@ -150,7 +153,7 @@ class Submitter:
         Raises Forbidden (From or Sender not the sender's, or no channel may send as the
         From), CannotCarry (the channel's API cannot carry a message as stored) and the
         store's Conflict (idempotency key reused with another body)."""
-        routes: Remembered[tuple[str, str, str], Channel] = Remembered()
+        routes: Remembered[tuple[str, str, str, bool], Channel] = Remembered()
         planned = []
         forecasts = Forecasts(self._store, now=now, queued=self._ahead)
         with self._store.snapshot():  # the lookups: one read transaction
@@ -222,22 +225,19 @@ class Submitter:
         now: Instant,
         checked: Collection[tuple[str, str]] = (),
         forecast: bool = True,
-        trusted: Collection[TrustedSender] = (),
     ) -> EachPlan:
-        """submit_each's look-ups, in one read transaction (the caller's, inside `reads()`:
-        an intake that looked its senders up shares it): each item's channel or refusal.
+        """submit_each's look-ups, in one read transaction (its own, or the caller's when it
+        runs inside `reads()`: an intake that looked its senders up there shares it): each
+        item's channel or refusal.
 
         `checked`: the (user id, lower-cased address) pairs the caller found, in that same
-        read transaction, to be the user's right to send From (`Tenancy.sender_for`): not
-        looked up again. `forecast=False`: an intake whose answer does not tell when the
-        message leaves (SMTP's 250) skips the channels' backlog and budget reads; its
-        receipts have no `queued_ahead`, and `expected_at` is `now` for a queued message.
-        `trusted`: what the caller read with `Tenancy.trusted_sender` (outside `reads()`,
-        each in one statement): each one's user may send From its address (as `checked`),
-        and its organization and channels are the route's inputs, not read again."""
-        known = {t.organization.id: t for t in trusted}
-        checked = {*checked, *(checked_pair(t.user, t.address) for t in trusted if t.user)}
-        routes: Remembered[tuple[str, str, str], Channel] = Remembered()
+        read transaction, to be the user's right to send From: not looked up again. An
+        item's `Submission.trusted` is its own read of its From (the user's right to it, the
+        organization and channels its route is worked out from). `forecast=False`: an intake
+        whose answer does not tell when the message leaves (SMTP's 250) skips the channels'
+        backlog and budget reads; its receipts have no `queued_ahead`, and `expected_at` is
+        `now` for a queued message."""
+        routes: Remembered[tuple[str, str, str, bool], Channel] = Remembered()
         results: list[Receipt | Exception | None] = []
         planned = []
         forecasts = Forecasts(self._store, now=now, queued=self._ahead)
@@ -247,7 +247,9 @@ class Submitter:
                     results.append(item)
                     continue
                 sender, submission = item
-                channel = self._route(routes, sender, submission.composed, checked, known)
+                channel = self._route(
+                    routes, sender, submission.composed, checked, submission.trusted
+                )
                 if not isinstance(channel, Exception):
                     try:
                         self.check_carried(channel, submission.composed)
@@ -286,23 +288,23 @@ class Submitter:
 
     def _route(
         self,
-        routes: Remembered[tuple[str, str, str], Channel],
+        routes: Remembered[tuple[str, str, str, bool], Channel],
         sender: User,
         composed: Composed,
         checked: Collection[tuple[str, str]] = (),
-        known: Mapping[str, TrustedSender] | None = None,
+        trusted: TrustedSender | None = None,
     ) -> Channel | Exception:
         """The channel for the message's From, once its sender may use its From and Sender
-        (worked out once per distinct pair; a From in `checked` is known to be the sender's;
-        `known`: organizations and channels read already, by organization id)."""
+        (worked out once per distinct pair and read; a From in `checked` is known to be the
+        sender's; `trusted`: this message's read of its From, see `Submission`)."""
         from_address, on_behalf = composed.from_address, composed.sender_address or ""
-        read = (known or {}).get(sender.organization_id)
+        known = trusted if trusted is not None and _holds(trusted, sender, from_address) else None
 
         def work_out() -> Channel:
-            if checked_pair(sender, from_address) in checked:
-                channel = self._channel_of(sender, from_address, read)
+            if known is not None or checked_pair(sender, from_address) in checked:
+                channel = self._channel_of(sender, from_address, known)
             else:
-                channel = self._channel_for(sender, from_address, read)
+                channel = self._channel_for(sender, from_address)
             if on_behalf and on_behalf.lower() != from_address.lower():
                 try:
                     self.check_sender(sender, on_behalf)
@@ -310,19 +312,18 @@ class Submitter:
                     raise Forbidden(f"Sender header: {exc}") from None
             return channel
 
-        return routes.get((sender.id, from_address.lower(), on_behalf.lower()), work_out)
+        key = (sender.id, from_address.lower(), on_behalf.lower(), known is not None)
+        return routes.get(key, work_out)
 
-    def _channel_for(
-        self, sender: User, from_address: str, read: TrustedSender | None = None
-    ) -> Channel:
+    def _channel_for(self, sender: User, from_address: str) -> Channel:
         self.check_sender(sender, from_address)
-        return self._channel_of(sender, from_address, read)
+        return self._channel_of(sender, from_address)
 
     def _channel_of(
-        self, sender: User, from_address: str, read: TrustedSender | None = None
+        self, sender: User, from_address: str, known: TrustedSender | None = None
     ) -> Channel:
         """The channel for a From the sender may use."""
-        channel = self.explain(sender, from_address, read=read).channel
+        channel = self.explain(sender, from_address, known=known).channel
         if channel is None:
             raise Forbidden(
                 f"no channel may send as {from_address}: connect a channel for it, "
@@ -386,6 +387,11 @@ class EachPlan:
     results: list[Receipt | Exception | None]
     planned: list[tuple[NewMessage, Channel]]
     forecasts: Forecasts
+
+
+def _holds(trusted: TrustedSender, sender: User, from_address: str) -> bool:
+    """Whether `trusted` is the read of this sender's right to this From."""
+    return trusted.user == sender and trusted.address == from_address.lower()
 
 
 def _forecast(receipt: Receipt, told: Forecast | None) -> Receipt:

@@ -32,7 +32,7 @@ from mailvia.domain.tenancy import (
 )
 from mailvia.outbox.addresses import check_address, check_login
 from mailvia.outbox.channels import channel_in
-from mailvia.outbox.senders import TrustedSender
+from mailvia.outbox.senders import TrustedSender, nobody_sends_as
 from mailvia.outbox.tokens import ApiTokens
 
 
@@ -371,7 +371,7 @@ class Tenancy:
             senders = self.store.senders_for(organization_id, address)
             if senders:
                 return senders[0]
-        raise Forbidden(f"{address} is not a sender identity of this network's organization")
+        raise nobody_sends_as(address)
 
     def trusted_sender(self, organization_id: str, address: str) -> TrustedSender:
         """`sender_for` with what the route needs (the organization and its channels) read
@@ -380,7 +380,7 @@ class Tenancy:
         organization)."""
         found = self.store.trusted_sender(organization_id, address)
         if found.user is None:
-            raise Forbidden(f"{address} is not a sender identity of this network's organization")
+            raise nobody_sends_as(address)
         return found
 
     def bootstrap(self, now: Instant) -> Bootstrap | None:

@@ -13,7 +13,7 @@ from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
 from mailvia.outbox.remembered import Remembered
-from mailvia.outbox.senders import TrustedSender
+from mailvia.outbox.senders import TrustedSender, nobody_sends_as
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import EachPlan, Receipt, Submission
 
@@ -61,10 +61,7 @@ class Intake:
         tells neither when the message leaves nor what is ahead of it."""
         senders: Remembered[tuple[str, str], TrustedSender] = Remembered()
         prepared = [self._prepare(item, senders) for item in group]
-        trusted = [found for _, found in senders.found() if isinstance(found, TrustedSender)]
-        return self.services.submitter.plan_each(
-            prepared, now=self.clock(), forecast=False, trusted=trusted
-        )
+        return self.services.submitter.plan_each(prepared, now=self.clock(), forecast=False)
 
     def write(self, plan: EachPlan) -> list[Receipt | BaseException]:
         """Commit what `plan` accepted: each message's receipt or refusal, in order."""
@@ -73,27 +70,25 @@ class Intake:
     def _prepare(
         self, item: Arrived, senders: Remembered[tuple[str, str], TrustedSender]
     ) -> tuple[User, Submission] | Exception:
-        user: User | Exception | None = item.user
-        if user is None:
-            user = self._sender(item.organization_id, item.composed.from_address, senders)
-        if isinstance(user, Exception):
-            return user
-        return user, Submission(item.composed)
+        if item.user is not None:
+            return item.user, Submission(item.composed)
+        found = self._sender(item.organization_id, item.composed.from_address, senders)
+        if isinstance(found, Exception):
+            return found
+        if found.user is None:  # trusted_sender raises Forbidden for nobody: belt and braces
+            return nobody_sends_as(found.address)
+        return found.user, Submission(item.composed, trusted=found)
 
     def _sender(
         self,
         organization_id: str | None,
         address: str,
         senders: Remembered[tuple[str, str], TrustedSender],
-    ) -> User | Exception:
-        """The trusted network's user for this From (read once per group)."""
+    ) -> TrustedSender | Exception:
+        """The trusted network's read of this From (once per group)."""
         if organization_id is None:
             return Forbidden("authentication required")
         lookup = self.services.tenancy.trusted_sender
-        found = senders.get(
+        return senders.get(
             (organization_id, address.lower()), lambda: lookup(organization_id, address)
         )
-        if isinstance(found, Exception):
-            return found
-        assert found.user is not None  # trusted_sender raises Forbidden for nobody
-        return found.user
