@@ -67,9 +67,7 @@ class WebhookDispatcher:
     async def run_once(self, clock: Clock) -> int:
         """Queue new events, then deliver each webhook's due deliveries, webhooks side by
         side. Returns the number of attempts."""
-        now = clock()
-        self.store.queue_webhook_events(now, limit=QUEUE_LIMIT, backlog=BACKLOG)
-        due = self.store.webhooks_due(now)
+        due = await asyncio.to_thread(self._queue_and_find_due, clock())
         counts = await asyncio.gather(*(self._drain(wid, clock) for wid in due))
         return sum(counts)
 
@@ -118,13 +116,17 @@ class WebhookDispatcher:
         attempts = 0
         while not self.stopping:
             at = clock()
-            jobs = self.store.claim_webhook_deliveries(
-                webhook_id, now=at, limit=self.in_flight, lease_until=at + self.lease_seconds
+            jobs = await asyncio.to_thread(  # the store, off the event loop (as the poll)
+                self.store.claim_webhook_deliveries,
+                webhook_id,
+                now=at,
+                limit=self.in_flight,
+                lease_until=at + self.lease_seconds,
             )
             if not jobs:
                 break
             done = await asyncio.gather(*(self._deliver(job, at, clock) for job in jobs))
-            self.store.record_webhook_attempts(done)
+            await asyncio.to_thread(self.store.record_webhook_attempts, done)
             attempts += len(done)
         return attempts
 
