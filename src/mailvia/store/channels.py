@@ -115,9 +115,10 @@ def channel_of(row: Any) -> Channel:
     )
 
 
-_COLUMNS = [c for c in channels.c if c.name != "secret"]
+# A channel's columns but its sealed secret (store/trusted_senders.py reads them too).
+CHANNEL_COLUMNS = [c for c in channels.c if c.name != "secret"]
 # Every channel, and an organization's (read by every submit's route): built once.
-_ALL_CHANNELS = sa.select(*_COLUMNS).order_by(channels.c.name, channels.c.id)
+_ALL_CHANNELS = sa.select(*CHANNEL_COLUMNS).order_by(channels.c.name, channels.c.id)
 _ORG_CHANNELS = _ALL_CHANNELS.where(channels.c.organization_id == sa.bindparam("org_id"))
 _RUNTIME = ("state", "state_reason", "state_changed_at", "throttled_until", "throttle_level")
 _NONTERMINAL = sorted(s.value for s in PENDING)
@@ -170,7 +171,7 @@ class ChannelStore:
 
     def find_channel(self, org_id: str, name: str) -> Channel | None:
         """The organization's channel with this name, or None."""
-        query = sa.select(*_COLUMNS).where(
+        query = sa.select(*CHANNEL_COLUMNS).where(
             channels.c.organization_id == org_id, channels.c.name == name
         )
         with self._db.read() as conn:
@@ -256,7 +257,7 @@ class ChannelStore:
 
 
 def _read(conn: sa.Connection, channel_id: str) -> Channel:
-    row = conn.execute(sa.select(*_COLUMNS).where(channels.c.id == channel_id)).first()
+    row = conn.execute(sa.select(*CHANNEL_COLUMNS).where(channels.c.id == channel_id)).first()
     if row is None:
         raise NotFound(f"no channel {channel_id!r}")
     return channel_of(row)

@@ -31,7 +31,7 @@ _TOKEN_USER = (
 )
 
 
-def _organization(row: Any) -> Organization:
+def organization_of(row: Any) -> Organization:
     return Organization(row.id, row.name, row.default_channel_id, Fallback(row.fallback))
 
 
@@ -43,6 +43,18 @@ def user_of(row: Any) -> User:
         email=row.email,
         role=Role(row.role),
         must_change_password=bool(row.must_change_password),
+    )
+
+
+def holders_of(org_id: Any, address: Any, at_domain: Any) -> sa.Select[Any]:
+    """The organization's users with an identity `address` or `at_domain` (lower-cased
+    values or bind parameters): those holding the address itself first, then by email (the
+    order of the sender rule, `senders_for` and `trusted_sender`)."""
+    return (
+        sa.select(users)
+        .join(identities, identities.c.user_id == users.c.id)
+        .where(users.c.organization_id == org_id, identities.c.identity.in_([address, at_domain]))
+        .order_by(sa.case((identities.c.identity == address, 0), else_=1), users.c.email)
     )
 
 
@@ -67,13 +79,13 @@ class TenancyStore:
             row = conn.execute(_ORGANIZATION, {"org_id": org_id}).first()
         if row is None:
             raise NotFound(f"no organization {org_id!r}")
-        return _organization(row)
+        return organization_of(row)
 
     def find_organization(self, name: str) -> Organization | None:
         """The organization with this name, or None."""
         with self._db.read() as conn:
             row = conn.execute(organizations.select().where(organizations.c.name == name)).first()
-        return None if row is None else _organization(row)
+        return None if row is None else organization_of(row)
 
     def organization_names(self) -> list[str]:
         """Every organization's name (the platform's `_platform` too), by name."""
@@ -90,7 +102,7 @@ class TenancyStore:
             if result.rowcount == 0:
                 raise NotFound(f"no organization {org_id!r}")
             row = conn.execute(organizations.select().where(organizations.c.id == org_id)).one()
-        return _organization(row)
+        return organization_of(row)
 
     def update_organization(
         self, org_id: str, *, default_channel_id: str | None, fallback: Fallback
@@ -105,7 +117,7 @@ class TenancyStore:
             if result.rowcount == 0:
                 raise NotFound(f"no organization {org_id!r}")
             row = conn.execute(organizations.select().where(organizations.c.id == org_id)).one()
-        return _organization(row)
+        return organization_of(row)
 
     def create_team(self, team_id: str, org_id: str, name: str, now: Instant) -> Team:
         """Insert a team. Raises Conflict if the organization has a team of that name, NotFound
@@ -301,14 +313,7 @@ class TenancyStore:
         """The organization's users with an identity covering `address` (any case): those
         holding the address itself first, then those holding its `@domain`; by email."""
         address = address.lower()
-        domain = "@" + address.rpartition("@")[2]
-        exact_first = sa.case((identities.c.identity == address, 0), else_=1)
-        query = (
-            sa.select(users)
-            .join(identities, identities.c.user_id == users.c.id)
-            .where(users.c.organization_id == org_id, identities.c.identity.in_([address, domain]))
-            .order_by(exact_first, users.c.email)
-        )
+        query = holders_of(org_id, address, "@" + address.rpartition("@")[2])
         with self._db.read() as conn:
             return [user_of(row) for row in conn.execute(query)]
 

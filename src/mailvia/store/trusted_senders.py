@@ -9,51 +9,41 @@ Side effects: reads the database.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 
 from mailvia.domain.errors import NotFound
-from mailvia.domain.tenancy import Fallback, Organization, Role, User, domain_of
+from mailvia.domain.tenancy import domain_of
 from mailvia.outbox.senders import TrustedSender
-from mailvia.store.channels import channel_of
+from mailvia.store.channels import CHANNEL_COLUMNS, channel_of
 from mailvia.store.engine import Database
-from mailvia.store.tables import channels, domains, identities, organizations, users
+from mailvia.store.tables import channels, domains, organizations
+from mailvia.store.tenancy import holders_of, organization_of, user_of
 
 _ADDRESS: Any = sa.bindparam("address")
-_AT_DOMAIN: Any = sa.bindparam("at_domain")
-_DOMAIN: Any = sa.bindparam("domain")
 _ORG: Any = sa.bindparam("org_id")
 # The user who may send as the address: the organization owns its domain, and the user
 # holds the address itself (first) or its @domain; by email among equals (senders_for's order).
 _SENDER = (
-    sa.select(
-        users.c.id.label("sender_id"),
-        users.c.team_id.label("sender_team_id"),
-        users.c.email.label("sender_email"),
-        users.c.role.label("sender_role"),
-        users.c.must_change_password.label("sender_must_change_password"),
-    )
-    .join(identities, identities.c.user_id == users.c.id)
+    holders_of(_ORG, _ADDRESS, sa.bindparam("at_domain"))
     .where(
-        users.c.organization_id == _ORG,
-        identities.c.identity.in_([_ADDRESS, _AT_DOMAIN]),
-        sa.exists().where(domains.c.domain == _DOMAIN, domains.c.organization_id == _ORG),
+        sa.exists().where(
+            domains.c.domain == sa.bindparam("domain"), domains.c.organization_id == _ORG
+        )
     )
-    .order_by(sa.case((identities.c.identity == _ADDRESS, 0), else_=1), users.c.email)
     .limit(1)
     .subquery("sender")
 )
-_CHANNEL_COLUMNS = [c for c in channels.c if c.name != "secret"]
 # One row per channel of the organization (one with the channel's columns NULL when it has
-# none), each with the organization's columns and the sender's (NULL when nobody may).
+# none), each with the organization's columns (org_...) and the sender's (sender_..., NULL
+# when nobody may).
 _TRUSTED_SENDER = (
     sa.select(
-        organizations.c.name.label("org_name"),
-        organizations.c.default_channel_id.label("org_default_channel_id"),
-        organizations.c.fallback.label("org_fallback"),
-        *_SENDER.c,
-        *_CHANNEL_COLUMNS,
+        *(c.label("org_" + c.name) for c in organizations.c),
+        *(c.label("sender_" + c.name) for c in _SENDER.c),
+        *CHANNEL_COLUMNS,
     )
     .select_from(organizations)
     .outerjoin(_SENDER, sa.true())
@@ -79,25 +69,17 @@ class TrustedSenderStore:
             rows = conn.execute(_TRUSTED_SENDER, {**values, "domain": domain}).all()
         if not rows:
             raise NotFound(f"no organization {org_id!r}")
-        first = rows[0]
+        sender = _prefixed(rows[0], "sender_")
         return TrustedSender(
             address=address,
-            user=_sender(first, org_id),
-            organization=Organization(
-                org_id, first.org_name, first.org_default_channel_id, Fallback(first.org_fallback)
-            ),
+            user=None if sender.id is None else user_of(sender),
+            organization=organization_of(_prefixed(rows[0], "org_")),
             channels=tuple(channel_of(row) for row in rows if row.id is not None),
         )
 
 
-def _sender(row: Any, org_id: str) -> User | None:
-    if row.sender_id is None:
-        return None
-    return User(
-        id=row.sender_id,
-        organization_id=org_id,
-        team_id=row.sender_team_id,
-        email=row.sender_email,
-        role=Role(row.sender_role),
-        must_change_password=bool(row.sender_must_change_password),
-    )
+def _prefixed(row: Any, prefix: str) -> SimpleNamespace:
+    """The columns of `row` labelled `prefix`..., by their own names (for `user_of` and
+    `organization_of`)."""
+    items = row._mapping.items()
+    return SimpleNamespace(**{k[len(prefix) :]: v for k, v in items if k.startswith(prefix)})
