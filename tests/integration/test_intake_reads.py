@@ -1,5 +1,5 @@
 """The submission port's group reads a trusted network's From once, with what its route
-needs, in one statement (`Tenancy.trusted_sender`; on PostgreSQL in autocommit: one round
+needs, in one statement (`Tenancy.trusted_from`; on PostgreSQL in autocommit: one round
 trip where a BEGIN, four look-ups and a COMMIT took six), reads no forecast, and commits
 after, in its own write transaction. A Sender header of someone else is still checked."""
 
@@ -17,7 +17,7 @@ from mailvia.domain.channel import Auth, Security
 from mailvia.domain.errors import Forbidden
 from mailvia.domain.message import Envelope, State
 from mailvia.ingress.smtp.intake import Arrived, Intake
-from mailvia.outbox.senders import TrustedSender
+from mailvia.outbox.senders import TrustedFrom
 from mailvia.outbox.submit import Receipt
 from support.world import World
 
@@ -33,7 +33,7 @@ READS = (
     "get_organization",
     "list_channels",
     "waiting_count",
-    "trusted_sender",
+    "trusted_from",
 )
 
 
@@ -76,7 +76,7 @@ def test_a_group_reads_its_trusted_sender_and_route_in_one_statement(world: Worl
     assert all(isinstance(r, Receipt) and r.state is State.QUEUED for r in receipts)
     # one look-up for the group's From: no domain, senders, organization or channels read
     # again, no identities (the trusted sender holds the From), no forecast's backlog
-    assert calls == {"trusted_sender": 1}
+    assert calls == {"trusted_from": 1}
     if postgresql:  # one statement, in autocommit: psycopg sends no BEGIN and no COMMIT
         assert len(planned) == 1 and planned[0][1]
     else:  # the empty read transaction of plan_each begins nothing
@@ -107,13 +107,13 @@ def test_each_message_is_routed_from_its_own_read(world: World) -> None:
     is worked out from its own message's read (boss's read, arranged to have no channels,
     is nobody else's route)."""
     store, intake = world.store, Intake(world.services, time.time)
-    original = store.trusted_sender
+    original = store.trusted_from
 
-    def without_channels_for_boss(org_id: str, address: str) -> TrustedSender:
+    def without_channels_for_boss(org_id: str, address: str) -> TrustedFrom:
         found = original(org_id, address)
         return replace(found, channels=()) if address.startswith("boss@") else found
 
-    store.trusted_sender = without_channels_for_boss  # type: ignore[method-assign]
+    store.trusted_from = without_channels_for_boss  # type: ignore[method-assign]
     boss = RAW.replace(b"From: Jane <jane@acme.test>", b"From: <boss@acme.test>")
     org = world.jane.organization_id
     envelope = Envelope("jane@acme.test", ("bob@example.com",))

@@ -1,4 +1,4 @@
-"""`trusted_sender` (store/trusted_senders.py): a trusted network's From, read in one
+"""`trusted_from` (store/trusted_senders.py): a trusted network's From, read in one
 statement: the organization's user who may send as it (holding the address before holding
 its @domain, by email among equals; nobody when the domain is another organization's or
 no identity covers it), the organization and its channels by name; on PostgreSQL in
@@ -78,11 +78,11 @@ def _seeded(s: SqlStore) -> SqlStore:
 def test_the_holder_of_the_address_comes_before_the_holders_of_its_domain(
     store: SqlStore,
 ) -> None:
-    exact = store.trusted_sender("org_1", "Sales@ACME.test")
+    exact = store.trusted_from("org_1", "Sales@ACME.test")
     assert exact.address == "sales@acme.test"
     assert exact.user is not None and exact.user.id == "usr_a"
     assert exact.user.organization_id == "org_1" and exact.user.role is Role.MEMBER
-    domain = store.trusted_sender("org_1", "anyone@acme.test")
+    domain = store.trusted_from("org_1", "anyone@acme.test")
     assert domain.user is not None and domain.user.email == "bea@acme.test"  # by email
     assert [store.senders_for("org_1", a)[0] for a in ("sales@acme.test", "x@acme.test")] == [
         exact.user,
@@ -91,14 +91,14 @@ def test_the_holder_of_the_address_comes_before_the_holders_of_its_domain(
 
 
 def test_the_organization_and_its_channels_come_with_it(store: SqlStore) -> None:
-    found = store.trusted_sender("org_1", "sales@acme.test")
+    found = store.trusted_from("org_1", "sales@acme.test")
     assert found.organization == store.get_organization("org_1")
     assert found.organization.default_channel_id == "ch_b"
     assert found.organization.fallback is Fallback.NEXT
     assert list(found.channels) == store.list_channels("org_1")
     assert [c.name for c in found.channels] == ["backup", "relay"]
     assert found.channels[0].state is ChannelState.PAUSED
-    bare = store.trusted_sender("org_2", "olga@other.test")  # no channels
+    bare = store.trusted_from("org_2", "olga@other.test")  # no channels
     assert bare.user is not None and bare.user.id == "usr_o" and bare.channels == ()
 
 
@@ -106,19 +106,19 @@ def test_nobody_for_another_organizations_domain_or_an_address_nobody_holds(
     store: SqlStore,
 ) -> None:
     # usr_o holds @acme.test, but acme.test is org_1's: org_2 may not send as it
-    assert store.trusted_sender("org_2", "sales@acme.test").user is None
-    assert store.trusted_sender("org_1", "olga@other.test").user is None
+    assert store.trusted_from("org_2", "sales@acme.test").user is None
+    assert store.trusted_from("org_1", "olga@other.test").user is None
     store.add_domain("org_1", "acme.example", T0)
-    found = store.trusted_sender("org_1", "someone@acme.example")  # owned, but not held
+    found = store.trusted_from("org_1", "someone@acme.example")  # owned, but not held
     assert found.user is None and found.organization.name == "acme"
     assert [c.id for c in found.channels] == ["ch_a", "ch_b"]
 
 
 def test_an_unknown_organization_or_a_non_address_is_refused(store: SqlStore) -> None:
     with pytest.raises(NotFound):
-        store.trusted_sender("org_9", "sales@acme.test")
+        store.trusted_from("org_9", "sales@acme.test")
     with pytest.raises(InvalidAddress):
-        store.trusted_sender("org_1", "not-an-address")
+        store.trusted_from("org_1", "not-an-address")
 
 
 def test_it_is_one_statement_and_on_postgresql_in_autocommit(sql_store: SqlStore) -> None:
@@ -132,7 +132,7 @@ def test_it_is_one_statement_and_on_postgresql_in_autocommit(sql_store: SqlStore
 
     event.listen(store._db.engine, "before_cursor_execute", look)
     try:
-        store.trusted_sender("org_1", "sales@acme.test")
+        store.trusted_from("org_1", "sales@acme.test")
     finally:
         event.remove(store._db.engine, "before_cursor_execute", look)
     if store._db.dialect == "postgresql":

@@ -1,6 +1,6 @@
 """A sender's right to a From (or Sender) address: its domain is its organization's, and
 one of its sender identities covers it (the checks `Submitter` runs before it routes); and
-`TrustedSender`, what a trusted network's From needs read at once.
+`TrustedFrom`, what a trusted network's From needs read at once.
 
 Side effects: none (reads through `owner` and `identities`).
 """
@@ -18,12 +18,13 @@ from mailvia.outbox.remembered import Remembered
 
 
 @dataclass(frozen=True)
-class TrustedSender:
+class TrustedFrom:
     """What mail From `address` without a login, from a trusted network of `organization`,
-    needs, read together (one statement, one snapshot): `user`, the organization's user who
-    may send as the address (the address's domain is the organization's and the user holds
-    the address, else its `@domain`; by email among equals), None when nobody may; and the
-    organization with its channels, by name: what the route is worked out from."""
+    needs, read together (one statement, one snapshot): `user`, its trusted sender (the
+    organization's user who may send as the address: the address's domain is the
+    organization's and the user holds the address, else its `@domain`; by email among
+    equals), None when nobody may; and the organization with its channels, by name: what the
+    route is worked out from."""
 
     address: str  # lower-cased
     user: User | None

@@ -30,7 +30,7 @@ from mailvia.outbox.forecasts import Forecast, Forecasts
 from mailvia.outbox.ports import Ledger, NewMessage
 from mailvia.outbox.records import MessageView
 from mailvia.outbox.remembered import Remembered
-from mailvia.outbox.senders import TrustedSender, check_sender, checked_pair, sender_checks
+from mailvia.outbox.senders import TrustedFrom, check_sender, checked_pair, sender_checks
 
 
 class SubmitStore(Protocol):
@@ -79,13 +79,13 @@ class Receipt:
 @dataclass(frozen=True)
 class Submission:
     """One message to submit, with the caller's idempotency key if any; `trusted`: what a
-    trusted network's From was read with (`Tenancy.trusted_sender`): its user may send From
+    trusted network's From was read with (`Tenancy.trusted_from`): its user may send From
     it, and its organization and channels are this message's route inputs, not read again."""
 
     composed: Composed
     idempotency_key: str | None = None
     request_hash: str | None = None
-    trusted: TrustedSender | None = None
+    trusted: TrustedFrom | None = None
 
 
 class Submitter:
@@ -111,7 +111,7 @@ class Submitter:
         )
 
     def explain(
-        self, sender: User, from_address: str, *, known: TrustedSender | None = None
+        self, sender: User, from_address: str, *, known: TrustedFrom | None = None
     ) -> Route:
         """Which channel mail From this address would take, and why (no checks of rights).
         `known`: the sender's organization and channels, read already (else they are read)."""
@@ -138,12 +138,6 @@ class Submitter:
         one envelope sender reads its rights once, not 1,000 times; a message whose envelope
         sender and From share a domain reads them once, not twice)."""
         return sender_checks(self._store.domain_organization, self._store.identities)
-
-    def reads(self) -> AbstractContextManager[None]:
-        """The store's reads inside it (this thread's) share one read transaction: for an
-        intake that looks several things up before it submits. Never around a submit's
-        commit (submit, submit_each and commit_each take their own)."""
-        return self._store.snapshot()
 
     def submit(
         self, sender: User, submissions: Sequence[Submission], *, now: Instant
@@ -181,7 +175,7 @@ class Submitter:
         Raises what `make` raises, Forbidden, CannotCarry and the commit's errors (Conflict,
         StoreUnavailable), in that order."""
         checks = self.sender_checks()
-        with self.reads():
+        with self._store.snapshot():  # make's reads and the plan's: one read transaction
             submission = make(checks)
             checks(sender, submission.composed.from_address)
             checked = {checked_pair(sender, submission.composed.from_address)}
@@ -226,9 +220,8 @@ class Submitter:
         checked: Collection[tuple[str, str]] = (),
         forecast: bool = True,
     ) -> EachPlan:
-        """submit_each's look-ups, in one read transaction (its own, or the caller's when it
-        runs inside `reads()`: an intake that looked its senders up there shares it): each
-        item's channel or refusal.
+        """submit_each's look-ups, in one read transaction (its own, or the caller's store
+        snapshot it runs in: `submit_one`'s): each item's channel or refusal.
 
         `checked`: the (user id, lower-cased address) pairs the caller found, in that same
         read transaction, to be the user's right to send From: not looked up again. An
@@ -265,8 +258,8 @@ class Submitter:
         return EachPlan(results, planned, forecasts)
 
     def commit_each(self, plan: EachPlan) -> list[Receipt | Exception]:
-        """Commit what `plan_each` accepted (outside `reads()`); each item's receipt or
-        refusal, in order."""
+        """Commit what `plan_each` accepted (outside any store snapshot, in its own write
+        transaction); each item's receipt or refusal, in order."""
         receipts = iter(self._commit(plan.planned, plan.forecasts))
         return [result if result is not None else next(receipts) for result in plan.results]
 
@@ -292,7 +285,7 @@ class Submitter:
         sender: User,
         composed: Composed,
         checked: Collection[tuple[str, str]] = (),
-        trusted: TrustedSender | None = None,
+        trusted: TrustedFrom | None = None,
     ) -> Channel | Exception:
         """The channel for the message's From, once its sender may use its From and Sender
         (worked out once per distinct pair and read; a From in `checked` is known to be the
@@ -320,7 +313,7 @@ class Submitter:
         return self._channel_of(sender, from_address)
 
     def _channel_of(
-        self, sender: User, from_address: str, known: TrustedSender | None = None
+        self, sender: User, from_address: str, known: TrustedFrom | None = None
     ) -> Channel:
         """The channel for a From the sender may use."""
         channel = self.explain(sender, from_address, known=known).channel
@@ -389,7 +382,7 @@ class EachPlan:
     forecasts: Forecasts
 
 
-def _holds(trusted: TrustedSender, sender: User, from_address: str) -> bool:
+def _holds(trusted: TrustedFrom, sender: User, from_address: str) -> bool:
     """Whether `trusted` is the read of this sender's right to this From."""
     return trusted.user == sender and trusted.address == from_address.lower()
 

@@ -32,7 +32,7 @@ from mailvia.domain.tenancy import (
 )
 from mailvia.outbox.addresses import check_address, check_login
 from mailvia.outbox.channels import channel_in
-from mailvia.outbox.senders import TrustedSender, nobody_sends_as
+from mailvia.outbox.senders import TrustedFrom, nobody_sends_as
 from mailvia.outbox.tokens import ApiTokens
 
 
@@ -70,7 +70,7 @@ class TenancyStore(Protocol):
     def grant_identity(self, user_id: str, identity: str, now: Instant) -> None: ...
     def identities(self, user_id: str) -> list[str]: ...
     def senders_for(self, org_id: str, address: str) -> list[User]: ...
-    def trusted_sender(self, org_id: str, address: str) -> TrustedSender:
+    def trusted_from(self, org_id: str, address: str) -> TrustedFrom:
         """`sender_for`'s user (or None) with the organization and its channels, read
         together (one statement, one snapshot)."""
         ...
@@ -373,12 +373,12 @@ class Tenancy:
                 return senders[0]
         raise nobody_sends_as(address)
 
-    def trusted_sender(self, organization_id: str, address: str) -> TrustedSender:
+    def trusted_from(self, organization_id: str, address: str) -> TrustedFrom:
         """`sender_for` with what the route needs (the organization and its channels) read
         with it, in one statement: for the submission port's mail from trusted networks.
         Raises Forbidden (as `sender_for`), InvalidAddress, NotFound (no such
         organization)."""
-        found = self.store.trusted_sender(organization_id, address)
+        found = self.store.trusted_from(organization_id, address)
         if found.user is None:
             raise nobody_sends_as(address)
         return found

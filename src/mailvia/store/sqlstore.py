@@ -19,14 +19,14 @@ from mailvia.store.sessions import WebSessionStore
 from mailvia.store.settle import SettleStore
 from mailvia.store.slots import SlotStore
 from mailvia.store.tenancy import TenancyStore
-from mailvia.store.trusted_senders import TrustedSenderStore
+from mailvia.store.trusted_senders import TrustedFromStore
 from mailvia.store.webhooks import WebhookStore
 from mailvia.store.workers import WorkerStore
 
 
 class SqlStore(
     TenancyStore,
-    TrustedSenderStore,
+    TrustedFromStore,
     ChannelStore,
     OutboxStore,
     SettleStore,

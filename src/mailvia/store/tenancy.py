@@ -49,7 +49,7 @@ def user_of(row: Any) -> User:
 def holders_of(org_id: Any, address: Any, at_domain: Any) -> sa.Select[Any]:
     """The organization's users with an identity `address` or `at_domain` (lower-cased
     values or bind parameters): those holding the address itself first, then by email (the
-    order of the sender rule, `senders_for` and `trusted_sender`)."""
+    order of the sender rule, `senders_for` and `trusted_from`)."""
     return (
         sa.select(users)
         .join(identities, identities.c.user_id == users.c.id)

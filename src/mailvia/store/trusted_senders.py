@@ -1,4 +1,4 @@
-"""A trusted network's From in one statement (`trusted_sender`): the organization's user who
+"""A trusted network's From in one statement (`trusted_from`): the organization's user who
 may send as the address, the organization and its channels. The submission port reads it
 once per From and group; on PostgreSQL in autocommit, one round trip where the four reads it
 replaces (the domain's owner, the senders, the organization, its channels) took six with
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from mailvia.domain.errors import NotFound
 from mailvia.domain.tenancy import domain_of
-from mailvia.outbox.senders import TrustedSender
+from mailvia.outbox.senders import TrustedFrom
 from mailvia.store.channels import CHANNEL_COLUMNS, channel_of
 from mailvia.store.engine import Database
 from mailvia.store.tables import channels, domains, organizations
@@ -53,12 +53,12 @@ _TRUSTED_SENDER = (
 )
 
 
-class TrustedSenderStore:
-    """`trusted_sender` of the Store port."""
+class TrustedFromStore:
+    """`trusted_from` of the Store port."""
 
     _db: Database
 
-    def trusted_sender(self, org_id: str, address: str) -> TrustedSender:
+    def trusted_from(self, org_id: str, address: str) -> TrustedFrom:
         """The user of the organization who may send as `address` (None: nobody), the
         organization and its channels, in one statement. Raises NotFound for an unknown
         organization, InvalidAddress for something that is not an address."""
@@ -70,7 +70,7 @@ class TrustedSenderStore:
         if not rows:
             raise NotFound(f"no organization {org_id!r}")
         sender = _prefixed(rows[0], "sender_")
-        return TrustedSender(
+        return TrustedFrom(
             address=address,
             user=None if sender.id is None else user_of(sender),
             organization=organization_of(_prefixed(rows[0], "org_")),

@@ -13,7 +13,7 @@ from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
 from mailvia.outbox.remembered import Remembered
-from mailvia.outbox.senders import TrustedSender, nobody_sends_as
+from mailvia.outbox.senders import TrustedFrom, nobody_sends_as
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import EachPlan, Receipt, Submission
 
@@ -54,12 +54,12 @@ class Intake:
     def plan(self, group: list[Arrived]) -> EachPlan:
         """The group's look-ups: the submit use case's `plan_each`, as the API's batch uses
         it. A trusted network's From is read once per group with what its route needs
-        (`Tenancy.trusted_sender`: its user, the organization and its channels in one
+        (`Tenancy.trusted_from`: its user, the organization and its channels in one
         statement, on PostgreSQL one round trip without BEGIN and COMMIT), so neither the
         sender's right to it nor the route is read again; a logged-in user's checks and
         routes are read in `plan_each`'s one read transaction. No forecast is read: the 250
         tells neither when the message leaves nor what is ahead of it."""
-        senders: Remembered[tuple[str, str], TrustedSender] = Remembered()
+        senders: Remembered[tuple[str, str], TrustedFrom] = Remembered()
         prepared = [self._prepare(item, senders) for item in group]
         return self.services.submitter.plan_each(prepared, now=self.clock(), forecast=False)
 
@@ -68,14 +68,14 @@ class Intake:
         return [*self.services.submitter.commit_each(plan)]
 
     def _prepare(
-        self, item: Arrived, senders: Remembered[tuple[str, str], TrustedSender]
+        self, item: Arrived, senders: Remembered[tuple[str, str], TrustedFrom]
     ) -> tuple[User, Submission] | Exception:
         if item.user is not None:
             return item.user, Submission(item.composed)
         found = self._sender(item.organization_id, item.composed.from_address, senders)
         if isinstance(found, Exception):
             return found
-        if found.user is None:  # trusted_sender raises Forbidden for nobody: belt and braces
+        if found.user is None:  # trusted_from raises Forbidden for nobody: belt and braces
             return nobody_sends_as(found.address)
         return found.user, Submission(item.composed, trusted=found)
 
@@ -83,12 +83,12 @@ class Intake:
         self,
         organization_id: str | None,
         address: str,
-        senders: Remembered[tuple[str, str], TrustedSender],
-    ) -> TrustedSender | Exception:
+        senders: Remembered[tuple[str, str], TrustedFrom],
+    ) -> TrustedFrom | Exception:
         """The trusted network's read of this From (once per group)."""
         if organization_id is None:
             return Forbidden("authentication required")
-        lookup = self.services.tenancy.trusted_sender
+        lookup = self.services.tenancy.trusted_from
         return senders.get(
             (organization_id, address.lower()), lambda: lookup(organization_id, address)
         )

@@ -12,7 +12,7 @@ from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import PENDING
 from mailvia.domain.tenancy import Fallback, Organization, Team, User, domain_of
 from mailvia.outbox.records import TokenView
-from mailvia.outbox.senders import TrustedSender
+from mailvia.outbox.senders import TrustedFrom
 from mailvia.store.keep import KEEP, Keep
 from mailvia.store.memory.data import Account, Data, Token, locked
 
@@ -174,14 +174,14 @@ class MemoryTenancy:
         return [user for *_, user in sorted(found, key=lambda f: (f[0], f[1]))]
 
     @locked
-    def trusted_sender(self, org_id: str, address: str) -> TrustedSender:
+    def trusted_from(self, org_id: str, address: str) -> TrustedFrom:
         organization = self.get_organization(org_id)
         owned = self.domain_organization(domain_of(address)) == org_id
         senders = self.senders_for(org_id, address) if owned else []
         user = senders[0] if senders else None
         mine = (c for c in self._d.channels.values() if c.organization_id == org_id)
         channels = tuple(sorted(mine, key=lambda c: (c.name, c.id)))
-        return TrustedSender(address.lower(), user, organization, channels)
+        return TrustedFrom(address.lower(), user, organization, channels)
 
     @locked
     def add_token(
