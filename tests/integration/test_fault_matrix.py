@@ -26,7 +26,8 @@ from mailvia.domain.message import State
 from mailvia.domain.retry import LAST_TRY_GRACE, RetryPolicy
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
-from mailvia.outbox.submit import Receipt, Submission
+from mailvia.outbox.receipts import Receipt
+from mailvia.outbox.submit import Submission
 from mailvia.testserver import TestServer
 from support.ports import closed_port
 from support.receiver import Receiver

@@ -17,8 +17,8 @@ from mailvia.domain.channel import Auth, Security
 from mailvia.domain.errors import Forbidden
 from mailvia.domain.message import Envelope, State
 from mailvia.ingress.smtp.intake import Arrived, Intake
+from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.senders import TrustedFrom
-from mailvia.outbox.submit import Receipt
 from support.world import World
 
 pytestmark = pytest.mark.timeout(60)

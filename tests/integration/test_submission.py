@@ -28,9 +28,10 @@ from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.ingress.smtp.server import SubmissionServer
+from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.records import MessageFilter
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import EachPlan, Receipt, Submission, Submitter
+from mailvia.outbox.submit import EachPlan, Submission, Submitter
 from mailvia.testserver import TestServer
 from support.world import Certs, World, make_certs
 

@@ -18,8 +18,9 @@ from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
+from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Receipt, Submission
+from mailvia.outbox.submit import Submission
 from mailvia.settings import Settings
 
 SHORT = Timeouts(connect=5, greeting=5, command=5, data_init=5, data_block=5, data_end=5)

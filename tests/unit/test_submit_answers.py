@@ -15,7 +15,7 @@ from mailvia.ingress.api import submit
 from mailvia.ingress.api.schemas import BatchOut
 from mailvia.ingress.api.schemas import Receipt as ReceiptOut
 from mailvia.ingress.payloads import receipt_payload
-from mailvia.outbox.submit import Receipt, Warning_
+from mailvia.outbox.receipts import Receipt, Warning_
 from support.smtp_client import relay_channel
 
 CHANNEL = relay_channel(2525)

@@ -12,8 +12,8 @@ from mailvia.domain.probe import ProbeReport, fix_for, fix_for_reason
 from mailvia.domain.replies import Reply
 from mailvia.domain.routing import Route
 from mailvia.outbox.oauth.mailboxes import MailboxStatus
+from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.records import MessageView
-from mailvia.outbox.submit import Receipt
 
 
 def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> dict[str, Any]:

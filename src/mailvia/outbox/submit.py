@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits, refusal
@@ -21,13 +21,14 @@ from mailvia.domain.channel import Budget, Channel, ChannelState, TransportKind,
 from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.errors import CannotCarry, Forbidden
 from mailvia.domain.ids import make_id
-from mailvia.domain.message import Envelope, State
+from mailvia.domain.message import State
 from mailvia.domain.routing import Route, route
 from mailvia.domain.tenancy import Organization, User
 from mailvia.outbox.ahead import QueuedAhead
 from mailvia.outbox.compose import Composed
-from mailvia.outbox.forecasts import Forecast, Forecasts
+from mailvia.outbox.forecasts import Forecasts
 from mailvia.outbox.ports import Ledger, NewMessage
+from mailvia.outbox.receipts import Receipt, receipt_of, with_forecast
 from mailvia.outbox.records import MessageView
 from mailvia.outbox.remembered import Remembered
 from mailvia.outbox.senders import TrustedFrom, check_sender, checked_pair, sender_checks
@@ -54,26 +55,6 @@ class SubmitStore(Protocol):
     def snapshot(self) -> AbstractContextManager[None]:
         """The reads of this thread inside it share one read transaction."""
         ...
-
-
-@dataclass(frozen=True)
-class Warning_:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """What an intake tells its caller: the message is committed."""
-
-    id: str
-    state: State
-    channel: Channel
-    envelope: Envelope
-    created: bool
-    expected_at: Instant | None
-    warnings: tuple[Warning_, ...] = ()
-    queued_ahead: int | None = None
 
 
 @dataclass(frozen=True)
@@ -271,8 +252,8 @@ class Submitter:
         receipts = []
         for (message, channel), (message_id, is_new) in zip(planned, created, strict=True):
             state = message.state if is_new else self._store.get_message(message_id).state
-            receipt = self._receipt(message, channel, message_id, is_new, state, now)
-            receipts.append(_forecast(receipt, forecasts.of(message, channel)))
+            receipt = receipt_of(message, channel, message_id, is_new, state, now)
+            receipts.append(with_forecast(receipt, forecasts.of(message, channel)))
             if is_new and state is State.QUEUED:
                 self._ahead.added(channel.id)
         if any(is_new for _, is_new in created):
@@ -343,34 +324,6 @@ class Submitter:
             request_hash=submission.request_hash,
         )
 
-    def _receipt(
-        self,
-        message: NewMessage,
-        channel: Channel,
-        message_id: str,
-        is_new: bool,
-        state: State,
-        now: Instant,
-    ) -> Receipt:
-        warnings: list[Warning_] = []
-        if state is State.HELD:
-            warnings.append(
-                Warning_(
-                    "channel_" + str(channel.state),
-                    f"{channel.name} is {channel.state}: the message is held until it is "
-                    "reconnected or resumed",
-                )
-            )
-        return Receipt(
-            id=message_id,
-            state=state,
-            channel=channel,
-            envelope=message.envelope,
-            created=is_new,
-            expected_at=now if state is State.QUEUED else None,
-            warnings=tuple(warnings),
-        )
-
 
 @dataclass(frozen=True)
 class EachPlan:
@@ -385,16 +338,6 @@ class EachPlan:
 def _holds(trusted: TrustedFrom, sender: User, from_address: str) -> bool:
     """Whether `trusted` is the read of this sender's right to this From."""
     return trusted.user == sender and trusted.address == from_address.lower()
-
-
-def _forecast(receipt: Receipt, told: Forecast | None) -> Receipt:
-    """The receipt of a new message, with its forecast and the batch's bulk warning."""
-    if not receipt.created or told is None:
-        return receipt
-    warnings = receipt.warnings
-    if told.bulk is not None:
-        warnings += (Warning_("mailbox_bulk", told.bulk),)
-    return replace(receipt, expected_at=told.at, queued_ahead=told.ahead, warnings=warnings)
 
 
 def request_hash(*parts: bytes) -> str:

@@ -39,8 +39,9 @@ from mailvia.ingress.api.rejections import count_rejected
 from mailvia.ingress.api.schemas import BatchIn, BatchOut, MessageIn
 from mailvia.ingress.api.schemas import Receipt as ReceiptOut
 from mailvia.ingress.payloads import receipt_payload
+from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Receipt, Submission
+from mailvia.outbox.submit import Submission
 
 router = APIRouter(prefix="/v1", tags=["messages"], route_class=IntakeRoute)
 

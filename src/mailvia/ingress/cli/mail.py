@@ -26,9 +26,10 @@ from mailvia.ingress.cli.root import (
 )
 from mailvia.ingress.payloads import message_payload, receipt_payload, route_payload
 from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
+from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.records import MessageView
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Receipt, Submission
+from mailvia.outbox.submit import Submission
 from mailvia.settings import Settings
 
 

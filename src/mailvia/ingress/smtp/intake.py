@@ -12,10 +12,11 @@ from mailvia.domain.errors import Forbidden, InvalidInput
 from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
+from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.remembered import Remembered
 from mailvia.outbox.senders import TrustedFrom, nobody_sends_as
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import EachPlan, Receipt, Submission
+from mailvia.outbox.submit import EachPlan, Submission
 
 
 def refuse_bare_line_ends(content: bytes) -> None:

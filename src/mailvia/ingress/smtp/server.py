@@ -41,8 +41,9 @@ from mailvia.outbox.addresses import check_address
 from mailvia.outbox.compose import MAX_RECIPIENTS
 from mailvia.outbox.group_commit import PlannedGroupCommit
 from mailvia.outbox.metrics import rejection_reason
+from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.services import Services
-from mailvia.outbox.submit import EachPlan, Receipt
+from mailvia.outbox.submit import EachPlan
 from mailvia.settings import Network
 
 log = logging.getLogger("mailvia.submission")
