@@ -2,7 +2,10 @@
 every message's mark is committed, as another connection to the database sees it, before
 its transaction starts (through the store process, on SQLite and PostgreSQL); records that
 arrive while a commit of marks is under way go in the next one with the marks asked for
-meanwhile; an outage fails both, and a message no longer leased is neither marked nor
+meanwhile, in one write transaction (marks that fail roll the records back); an outage fails
+both (the records go back in hand and are recorded once, at the run's end), a fault of one
+run's records is that run's alone, and a connection's fault stops its run with what the
+other connections sent recorded; a message no longer leased is neither marked nor
 recorded."""
 
 from __future__ import annotations
@@ -388,3 +391,45 @@ async def test_records_of_an_outage_go_back_in_hand_and_are_recorded_once_at_the
     states = [store.get_message(r.id).state for r in receipts]
     assert states.count(State.DELIVERED) == attempts
     assert all(s in (State.DELIVERED, State.QUEUED) for s in states)
+
+
+class SlowTransport(AcceptingTransport):
+    """Accepts everything after a moment: connections are mid-transaction when another fails."""
+
+    async def send(
+        self, channel: Channel, credentials: Credentials | None, envelope: Envelope, content: bytes
+    ) -> TransactionResult:
+        await asyncio.sleep(0.002)
+        return await super().send(channel, credentials, envelope, content)
+
+
+async def test_a_connections_fault_stops_its_run_and_what_the_others_sent_is_recorded() -> None:
+    clock = SteppingClock(1_800_000_000.0)
+    transport = SlowTransport()
+    world = MemoryWorld(transport, clock)
+    store = world.store
+    mark_started = store.mark_started
+    commits: list[int] = []
+
+    def faulty(
+        seqs: list[int], worker: str, now: Instant, *, records: Sequence[AttemptRecord] = ()
+    ) -> list[bool]:
+        commits.append(len(seqs))
+        if len(commits) == 4 and seqs:
+            raise RuntimeError("the store process broke")  # a fault, not an outage
+        return mark_started(seqs, worker, now, records=records)
+
+    store.mark_started = faulty  # type: ignore[method-assign]
+    world.channel(max_connections=4)
+    draft = Draft(from_="jane@acme.test", to=["bob@example.com"], subject="hi", text="hi")
+    one = compose(draft, now=clock.now, max_size=10**6)
+    receipts = world.submitter.submit(world.jane, [Submission(one)] * 60, now=clock.now)
+
+    with pytest.raises(RuntimeError):
+        await world.dispatcher.run_once(clock)
+    sent = transport.started
+    await asyncio.sleep(0.05)
+    assert transport.started == sent > 0  # no connection of the run goes on after it
+    states = [store.get_message(r.id).state for r in receipts]
+    assert states.count(State.DELIVERED) == sent  # every message sent is recorded
+    assert set(states) <= {State.DELIVERED, State.QUEUED, State.SENDING}
