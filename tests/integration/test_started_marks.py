@@ -23,7 +23,6 @@ from support.memory_world import MemoryWorld
 OK = Reply(250, "2.0.0", "ok")
 CONNECTIONS = 4
 MESSAGES = 400
-WORLD_FLUSH_EVERY = 100  # DispatchOptions.flush_every, the memory world's
 
 
 class CountingTransport:
@@ -121,6 +120,7 @@ async def test_marks_are_committed_ahead_in_groups_and_within_the_bound() -> Non
     # The records go in the commits of marks (no commit of their own during the run): at
     # most the run's last few are recorded alone, at its end.
     assert sum(recorded) + sum(alone) == MESSAGES and len(alone) <= 1, (recorded, alone)
-    assert sum(recorded) >= MESSAGES - WORLD_FLUSH_EVERY
-    assert len(commits) <= MESSAGES // CONNECTIONS + 2 + MESSAGES // WORLD_FLUSH_EVERY, commits
+    flush_every = world.dispatcher.options.flush_every
+    assert sum(recorded) >= MESSAGES - flush_every
+    assert len(commits) <= MESSAGES // CONNECTIONS + 2 + MESSAGES // flush_every, commits
     assert all(len(group) <= MARKS_AHEAD * CONNECTIONS for group in groups)

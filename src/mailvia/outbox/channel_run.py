@@ -54,7 +54,7 @@ class ChannelRun(RunAttempts, RunClaims, RunEffects):
             self.ending = True
             try:
                 await self._in_flight()
-                await self._when_back(self._flush)
+                await self._flush()
                 await self._apply_effect(self.clock())
             finally:
                 self.ctx.liveness.holding.difference_update(self.claimed)
@@ -63,17 +63,29 @@ class ChannelRun(RunAttempts, RunClaims, RunEffects):
         return self.attempts
 
     async def _all_working(self) -> None:
-        """Wait for every connection of the run, those added as it grows too."""
+        """Wait for every connection of the run, those added as it grows too. A connection
+        that fails (a fault: not a lost lease or an outage, which it handles) stops the run:
+        its error becomes the run's fault (`go` raises it), and the others end the attempt
+        they are in, so that what they sent is recorded. At a cancellation, or any other
+        error here, every connection is cancelled and waited for before this returns."""
         waited = 0
         try:
             while waited < len(self.working):
                 batch = self.working[waited:]
-                await asyncio.gather(*batch)
+                for task in batch:
+                    task.add_done_callback(self._connection_done)
+                await asyncio.gather(*batch, return_exceptions=True)
                 waited += len(batch)
-        except asyncio.CancelledError:
+        except BaseException:
             for task in self.working:  # those added after the gather began too
                 task.cancel()
+            await asyncio.gather(*self.working, return_exceptions=True)
             raise
+
+    def _connection_done(self, task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, Exception) and self.fault is None:
+            self.fault = error  # the run stops at once: its other connections see `stopped`
 
     def _grow_soon(self, now: Instant) -> None:
         """Ask for more connection slots in a task, every GROW_SECONDS while more mail is

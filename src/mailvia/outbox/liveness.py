@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailvia.domain.clock import Instant
+from mailvia.domain.errors import StoreUnavailable
 from mailvia.outbox.group_commit import GroupCommit
 from mailvia.outbox.ports import AttemptRecord, WorkerRegistry
 
@@ -120,16 +121,20 @@ class Liveness:
         """Mark these messages' transactions as started, committed before this returns (with
         the other marks and records of the moment in one transaction). Per seq, False: the
         lease was lost to another worker, and the message must not be sent. Raises
-        StoreUnavailable."""
+        StoreUnavailable, or a fault of the marks' own (when a commit with records fails for
+        another reason, the marks are committed again without them: a fault of the records
+        is the records' run's, never the marks')."""
         return await self._put((seqs, now))
 
     async def record(self, rider: Rider) -> None:
         """Record a run's attempts (those `rider.take` hands over as the commit starts),
         committed before this returns, in the same transaction as the marks of the moment:
-        one commit (an fsync on SQLite, a BEGIN and COMMIT on PostgreSQL) for both, and the
-        marks never wait for a records' commit at the write lock. When no commit is under way
-        it waits RIDE_WAIT for one to start. Raises StoreUnavailable (`rider.taken` are then
-        not recorded)."""
+        one commit (an fsync on SQLite, a BEGIN and COMMIT on PostgreSQL) for both. When no
+        commit is under way it waits RIDE_WAIT for one to start; when none started meanwhile,
+        the records are committed alone (and marks asked for then wait for that commit).
+        Raises StoreUnavailable, or a fault of these records' own (a commit that fails for
+        another reason is made again apart: the marks, then each run's records); either way
+        `rider.taken` are then not recorded."""
         if not self.marking:
             await asyncio.sleep(RIDE_WAIT)
         await self._put(rider)
@@ -141,8 +146,53 @@ class Liveness:
 
     def _commit(self, items: list[Entry]) -> list[list[bool] | BaseException]:
         marks = [item for item in items if isinstance(item, tuple)]
-        records = [rec for item in items if isinstance(item, Rider) for rec in item.taken]
+        riders = [item for item in items if isinstance(item, Rider)]
+        records = [rec for rider in riders for rec in rider.taken]
+        try:
+            held = self._mark(marks, records)
+        except StoreUnavailable:
+            raise  # an outage: every entry's (the runs' records go back in hand)
+        except Exception:
+            if bool(marks) + sum(bool(rider.taken) for rider in riders) < 2:
+                raise  # one entry's, or the marks' only: theirs
+            # A fault of one run's records must not fail the marks or the other runs' records.
+            log.exception("worker %s: marks with records failed; again apart", self.worker)
+            return self._apart(items)
+        return _results(items, held)
+
+    def _apart(self, items: list[Entry]) -> list[list[bool] | BaseException]:
+        """The marks in one commit, then each run's records in one of their own: each entry
+        gets its own outcome."""
+        marks = [item for item in items if isinstance(item, tuple)]
+        outcome: list[list[bool] | BaseException] = []
+        held: list[bool] | BaseException = []
+        try:
+            if marks:
+                held = self._mark(marks, [])
+        except Exception as exc:
+            held = exc
+        flags = iter(held) if isinstance(held, list) else None
+        for item in items:
+            if isinstance(item, tuple):
+                outcome.append([next(flags) for _ in item[0]] if flags is not None else held)
+                continue
+            try:
+                if item.taken:
+                    self._mark([], item.taken)
+                outcome.append([])
+            except Exception as exc:
+                outcome.append(exc)
+        return outcome
+
+    def _mark(self, marks: list[Mark], records: list[AttemptRecord]) -> list[bool]:
+        # `now` is when the marked transactions start; with no marks the store does not use
+        # it (records carry their own times).
         now = max((at for _, at in marks), default=0.0)
         seqs = [seq for group, _ in marks for seq in group]
-        held = iter(self.registry.mark_started(seqs, self.worker, now, records=records))
-        return [[next(held) for _ in item[0]] if isinstance(item, tuple) else [] for item in items]
+        return self.registry.mark_started(seqs, self.worker, now, records=records)
+
+
+def _results(items: list[Entry], held: list[bool]) -> list[list[bool] | BaseException]:
+    """Per entry, in order: a mark's held flags (one per seq), a rider's nothing."""
+    flags = iter(held)
+    return [[next(flags) for _ in item[0]] if isinstance(item, tuple) else [] for item in items]

@@ -54,11 +54,19 @@ class RunRecords(RunState):
             else:
                 self.fault = exc  # a fault, not an outage: the run stops, `go` raises it
 
-    def _flush(self) -> None:
-        """Record the attempts in hand; on StoreUnavailable they stay in hand."""
-        if self.records:
-            self.store.record_attempts(self.records)
-            self.records = []
+    async def _flush(self) -> None:
+        """Record the attempts in hand at the run's end (waiting for the store while it is
+        gone: `_when_back`). They are taken out of hand here, on the event loop, and the
+        store is given that list in a thread; if it is not recorded they are put back in
+        front of any gathered meanwhile (and the error raised)."""
+        if not self.records:
+            return
+        records, self.records = self.records, []
+        try:
+            await self._when_back(lambda: self.store.record_attempts(records))
+        except BaseException:
+            self.records[:0] = records
+            raise
 
     async def _when_back(self, step: Callable[[], None]) -> None:
         """A store step that must not be dropped (recording what was sent, giving claims

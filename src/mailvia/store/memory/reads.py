@@ -5,6 +5,7 @@ the same answers as store/message_reads.py, store/events.py and store/workers.py
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mailvia.domain.clock import Instant
 from mailvia.domain.cursors import CursorSeal
@@ -137,7 +138,9 @@ class MemoryReads:
 class MemoryWorkers:
     _d: Data
 
-    def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...  # the outbox part's
+    if TYPE_CHECKING:  # MemoryOutbox's (store/memory/outbox.py), in the same store
+
+        def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
 
     def _upsert(self, worker: str, now: Instant, *, host: str, pid: int, restart: bool) -> None:
         old = self._d.workers.get(worker)
