@@ -149,6 +149,7 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
             lease_seconds=settings.lease_seconds,
             shutdown_seconds=settings.shutdown_seconds,
             batch=settings.claim_batch,
+            records_with_marks=store.dialect != "postgresql",
             host=socket.gethostname(),
             pid=os.getpid(),
         ),

@@ -7,6 +7,7 @@ took: the bound on what a crash flags possible_duplicate without having sent it)
 from __future__ import annotations
 
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
 from mailvia.domain.channel import Channel
@@ -124,3 +125,33 @@ async def test_marks_are_committed_ahead_in_groups_and_within_the_bound() -> Non
     assert sum(recorded) >= MESSAGES - flush_every
     assert len(commits) <= MESSAGES // CONNECTIONS + 2 + MESSAGES // flush_every, commits
     assert all(len(group) <= MARKS_AHEAD * CONNECTIONS for group in groups)
+
+
+async def test_without_records_with_marks_the_records_commit_on_their_own() -> None:
+    """PostgreSQL's setting (app.wire): the marks' commits carry no records; every record
+    is committed in a transaction of its own, and every message is delivered."""
+    clock = SteppingClock(1_800_000_000.0)
+    transport = CountingTransport()
+    world = MemoryWorld(transport, clock)
+    dispatcher, store = world.dispatcher, world.store
+    dispatcher.options = replace(dispatcher.options, records_with_marks=False)
+    riding: list[int] = []
+    mark_started = store.mark_started
+
+    def counted(
+        seqs: list[int], worker: str, now: Instant, *, records: Sequence[AttemptRecord] = ()
+    ) -> list[bool]:
+        riding.append(len(records))
+        held = mark_started(seqs, worker, now, records=records)
+        transport.committed.update(seqs)
+        return held
+
+    store.mark_started = counted  # type: ignore[method-assign]
+    world.channel(max_connections=CONNECTIONS)
+    draft = Draft(from_="jane@acme.test", to=["bob@example.com"], subject="hi", text="hi")
+    one = compose(draft, now=clock.now, max_size=10**6)
+    receipts = world.submitter.submit(world.jane, [Submission(one)] * MESSAGES, now=clock.now)
+
+    assert await dispatcher.run_once(clock) == MESSAGES
+    assert all(store.get_message(r.id).state is State.DELIVERED for r in receipts)
+    assert riding and not any(riding), riding  # marks were committed, never with records

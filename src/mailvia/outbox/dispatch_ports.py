@@ -27,6 +27,11 @@ class DispatchOptions:
     shutdown_seconds: float = 30.0  # a stop lets transactions in flight finish this long
     batch: int = 200  # messages per claim (CLAIM_BATCH)
     flush_every: int = 100  # attempts recorded per transaction
+    # Records of attempts ride in the commits of started marks (outbox/liveness.py): on
+    # SQLite, where every commit queues at the one write lock, one commit for both is ahead;
+    # on PostgreSQL, where records commit on a connection of their own beside the marks, it
+    # was behind (docs/benchmarks.md, "Issue 15 after the seventh session's merges").
+    records_with_marks: bool = True
     host: str = ""  # shown in the worker's heartbeat row
     pid: int = 0
 

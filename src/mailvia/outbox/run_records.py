@@ -33,9 +33,10 @@ class RunRecords(RunState):
 
     def _flush_soon(self) -> None:
         """Record the attempts in hand in the background, unless a record is already on its
-        way (then the next one takes what gathered meanwhile). They go in the worker's next
-        commit of started marks (outbox/liveness.py): one transaction for both, with the
-        attempts gathered until that commit starts."""
+        way (then the next one takes what gathered meanwhile). With `records_with_marks`
+        they go in the worker's next commit of started marks (outbox/liveness.py): one
+        transaction for both, with the attempts gathered until that commit starts; without
+        it, in a transaction of their own in a thread."""
         if self.flushing is not None and not self.flushing.done():
             return
         self.flushing = asyncio.ensure_future(self._record_with_marks(Rider(self._take)))
@@ -46,7 +47,11 @@ class RunRecords(RunState):
 
     async def _record_with_marks(self, rider: Rider) -> None:
         try:
-            await self.ctx.liveness.record(rider)
+            if self.ctx.options.records_with_marks:
+                await self.ctx.liveness.record(rider)
+            else:
+                rider.taken = rider.take()
+                await in_thread(lambda: self.store.record_attempts(rider.taken))
         except Exception as exc:
             self.records[:0] = rider.taken  # kept in hand; `go` records them when it is back
             if isinstance(exc, StoreUnavailable):
