@@ -27,13 +27,14 @@ from mailvia.outbox.ports import Credentials
 from mailvia.outbox.submit import Submission
 from mailvia.testserver import TestServer
 from support.memory_world import MemoryWorld
+from support.transports import QuietTransport
 from support.world import World
 
 OK = Reply(250, "2.0.0", "OK")
 M365 = PRESETS["microsoft365"].budgets
 
 
-class InstantTransport:
+class InstantTransport(QuietTransport):
     """A transport that accepts everything at once and notes when each transaction started
     on the test's clock (the shaping tests are about timing, not SMTP; SMTP is covered
     against the test server)."""
@@ -47,15 +48,6 @@ class InstantTransport:
     ) -> TransactionResult:
         self.starts.append((self.clock.now, len(envelope.rcpt_to)))
         return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
-
-    async def forget(self, channel_id: str) -> None:
-        return None
-
-    def narrow(self, channel_id: str, width: int) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 @pytest.fixture

@@ -27,13 +27,14 @@ from mailvia.domain.errors import CredentialsFailed
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.replies import Reply, Stage
 from mailvia.outbox.ports import Credentials
+from support.transports import QuietTransport
 from support.world import World
 
 OK = Reply(250, "2.0.0", "OK")
 REFUSED = Reply(535, "5.7.8", "Username and Password not accepted")
 
 
-class TokenServer:
+class TokenServer(QuietTransport):
     """Accepts only the token named `good`, as Gmail's XOAUTH2 would; notes what it saw."""
 
     def __init__(self, good: str) -> None:
@@ -48,15 +49,6 @@ class TokenServer:
         if token != self.good:
             return TransactionResult(Stage.AUTH, REFUSED)
         return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
-
-    async def forget(self, channel_id: str) -> None:
-        return None
-
-    def narrow(self, channel_id: str, width: int) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 class Source:

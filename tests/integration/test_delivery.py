@@ -21,6 +21,7 @@ from mailvia.domain.replies import Reply, Stage
 from mailvia.outbox import run_claims
 from mailvia.outbox.ports import Claim, Credentials
 from mailvia.testserver import TestServer
+from support.transports import QuietTransport
 from support.world import Certs, World, make_certs
 
 OK = Reply(250, "2.0.0", "OK")
@@ -316,7 +317,7 @@ async def test_a_running_dispatcher_expires_held_mail_but_looks_at_most_every_10
     assert store.get_message(receipt.id).state is State.EXPIRED
 
 
-class SteppedTransport:
+class SteppedTransport(QuietTransport):
     """Accepts every transaction, each taking `seconds` on the stepping clock; after the
     `arrive_after`-th it submits three more messages (mail arriving while a run goes on)."""
 
@@ -338,15 +339,6 @@ class SteppedTransport:
         if self.sent == self.arrive_after:
             self.world.send(count=3, now=self.clock.now)
         return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
-
-    async def forget(self, channel_id: str) -> None:
-        return None
-
-    def narrow(self, channel_id: str, width: int) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 @pytest.mark.parametrize(

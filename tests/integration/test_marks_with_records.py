@@ -35,6 +35,7 @@ from mailvia.store import SqlStore
 from mailvia.store import workers as workers_module
 from support.memory_world import MemoryWorld
 from support.rows import T0, channel, new, record, seeded, sent
+from support.transports import QuietTransport
 from support.world import World
 
 OK = Reply(250, "2.0.0", "ok")
@@ -327,7 +328,7 @@ def test_marks_that_fail_roll_their_records_back_on_sql(
     assert attempts == 0
 
 
-class AcceptingTransport:
+class AcceptingTransport(QuietTransport):
     """Accepts everything; counts the transactions."""
 
     def __init__(self) -> None:
@@ -338,15 +339,6 @@ class AcceptingTransport:
     ) -> TransactionResult:
         self.started += 1
         return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
-
-    async def forget(self, channel_id: str) -> None:
-        return None
-
-    def narrow(self, channel_id: str, width: int) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 async def test_records_of_an_outage_go_back_in_hand_and_are_recorded_once_at_the_end() -> None:

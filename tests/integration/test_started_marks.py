@@ -20,13 +20,14 @@ from mailvia.outbox.ports import AttemptRecord, Credentials
 from mailvia.outbox.run_attempts import MARKS_AHEAD
 from mailvia.outbox.submit import Submission
 from support.memory_world import MemoryWorld
+from support.transports import QuietTransport
 
 OK = Reply(250, "2.0.0", "ok")
 CONNECTIONS = 4
 MESSAGES = 400
 
 
-class CountingTransport:
+class CountingTransport(QuietTransport):
     """Accepts everything; at each transaction's start notes how many messages had been asked
     to be marked started so far (the spied liveness) against how many transactions started."""
 
@@ -44,15 +45,6 @@ class CountingTransport:
         assert len(self.committed) >= self.started, (len(self.committed), self.started)
         self.waiting_marked.append(len(self.marked) - self.started)
         return TransactionResult(Stage.DATA_END, OK, dict.fromkeys(envelope.rcpt_to, OK))
-
-    async def forget(self, channel_id: str) -> None:
-        return None
-
-    def narrow(self, channel_id: str, width: int) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 async def test_marks_are_committed_ahead_in_groups_and_within_the_bound() -> None:
