@@ -136,7 +136,9 @@ class SubmissionServer:
         the service is shutting down (421 4.3.2) and close it; let those in a transaction
         finish it (a next MAIL is told the same; QUIT still gets its 221) and the messages
         already received be committed and answered (the running group commit and those
-        waiting for it), up to `grace` seconds; then close every connection."""
+        waiting for it), up to `grace` seconds; then tell every connection left the same and
+        close it (a client whose transaction ended a moment ago reads 421 4.3.2 at its next
+        command, not a dropped connection)."""
         self.stopping = True
         for server in self._servers:
             server.close()
@@ -151,7 +153,7 @@ class SubmissionServer:
                 break
             await asyncio.sleep(0.01)
         for connection in list(self.live):
-            connection.close_now()
+            connection.shut()  # one that ended its transaction meanwhile is told too
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
