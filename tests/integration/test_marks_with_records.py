@@ -75,14 +75,10 @@ class CheckingTransport:
         self.engine.dispose()
 
 
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
 async def test_every_mark_is_committed_before_its_transaction_starts(
-    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+    tmp_path: Path, store_url: str
 ) -> None:
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
-    world = World(tmp_path / "data", db_url=url, delivery_store="process")
+    world = World(tmp_path / "data", db_url=store_url, delivery_store="process")
     try:
         world.channel(2525, security=Security.NONE, auth=Auth.NONE, max_connections=20)
         receipts = world.send(count=MESSAGES)
@@ -91,7 +87,7 @@ async def test_every_mark_is_committed_before_its_transaction_starts(
         dispatcher = world.services.dispatcher
         dispatcher.transport = transport
         # app.wire: records ride with the marks on SQLite only (commit on their own on PG)
-        assert dispatcher.options.records_with_marks is (backend == "sqlite")
+        assert dispatcher.options.records_with_marks is store_url.startswith("sqlite")
         now = time.time()
         dispatcher.liveness.start(now)
         assert await dispatcher.run_once(SteppingClock(now)) == MESSAGES

@@ -5,7 +5,6 @@ back and leaves the thread free for a fresh one, and `read_one()` inside it read
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -22,14 +21,10 @@ class Boom(Exception):
     pass
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'mailvia.db'}"
-    else:
-        url = str(request.getfixturevalue("pg_url"))
-    migrate(url)
-    store = open_store(url)
+@pytest.fixture
+def db(store_url: str) -> Iterator[Database]:
+    migrate(store_url)
+    store = open_store(store_url)
     yield store._db
     store.close()
 

@@ -39,13 +39,13 @@ class RunRecords(RunState):
         it, in a transaction of their own in a thread."""
         if self.flushing is not None and not self.flushing.done():
             return
-        self.flushing = asyncio.ensure_future(self._record_with_marks(Rider(self._take)))
+        self.flushing = asyncio.ensure_future(self._record_soon(Rider(self._take)))
 
     def _take(self) -> list[AttemptRecord]:
         records, self.records = self.records, []
         return records
 
-    async def _record_with_marks(self, rider: Rider) -> None:
+    async def _record_soon(self, rider: Rider) -> None:
         try:
             if self.ctx.options.records_with_marks:
                 await self.ctx.liveness.record(rider)

@@ -373,15 +373,15 @@ class Tenancy:
                 return senders[0]
         raise nobody_sends_as(address)
 
-    def trusted_from(self, organization_id: str, address: str) -> TrustedFrom:
-        """`sender_for` with what the route needs (the organization and its channels) read
-        with it, in one statement: for the submission port's mail from trusted networks.
-        Raises Forbidden (as `sender_for`), InvalidAddress, NotFound (no such
+    def trusted_from(self, organization_id: str, address: str) -> tuple[User, TrustedFrom]:
+        """`sender_for`'s user with what the route needs (the organization and its channels)
+        read with it, in one statement: for the submission port's mail from trusted
+        networks. Raises Forbidden (as `sender_for`), InvalidAddress, NotFound (no such
         organization)."""
         found = self.store.trusted_from(organization_id, address)
         if found.user is None:
             raise nobody_sends_as(address)
-        return found
+        return found.user, found
 
     def bootstrap(self, now: Instant) -> Bootstrap | None:
         """On an empty database: organization and team `default`, admin `admin@localhost`."""

@@ -14,7 +14,7 @@ from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
 from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.remembered import Remembered
-from mailvia.outbox.senders import TrustedFrom, nobody_sends_as
+from mailvia.outbox.senders import TrustedFrom
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import EachPlan, Submission
 
@@ -60,7 +60,7 @@ class Intake:
         sender's right to it nor the route is read again; a logged-in user's checks and
         routes are read in `plan_each`'s one read transaction. No forecast is read: the 250
         tells neither when the message leaves nor what is ahead of it."""
-        senders: Remembered[tuple[str, str], TrustedFrom] = Remembered()
+        senders: Remembered[tuple[str, str], tuple[User, TrustedFrom]] = Remembered()
         prepared = [self._prepare(item, senders) for item in group]
         return self.services.submitter.plan_each(prepared, now=self.clock(), forecast=False)
 
@@ -69,23 +69,22 @@ class Intake:
         return [*self.services.submitter.commit_each(plan)]
 
     def _prepare(
-        self, item: Arrived, senders: Remembered[tuple[str, str], TrustedFrom]
+        self, item: Arrived, senders: Remembered[tuple[str, str], tuple[User, TrustedFrom]]
     ) -> tuple[User, Submission] | Exception:
         if item.user is not None:
             return item.user, Submission(item.composed)
         found = self._sender(item.organization_id, item.composed.from_address, senders)
         if isinstance(found, Exception):
             return found
-        if found.user is None:  # trusted_from raises Forbidden for nobody: belt and braces
-            return nobody_sends_as(found.address)
-        return found.user, Submission(item.composed, trusted=found)
+        user, trusted = found
+        return user, Submission(item.composed, trusted=trusted)
 
     def _sender(
         self,
         organization_id: str | None,
         address: str,
-        senders: Remembered[tuple[str, str], TrustedFrom],
-    ) -> TrustedFrom | Exception:
+        senders: Remembered[tuple[str, str], tuple[User, TrustedFrom]],
+    ) -> tuple[User, TrustedFrom] | Exception:
         """The trusted network's read of this From (once per group)."""
         if organization_id is None:
             return Forbidden("authentication required")
