@@ -1,8 +1,10 @@
-"""`trusted_from` (store/trusted_senders.py): a trusted network's From, read in one
-statement: the organization's user who may send as it (holding the address before holding
-its @domain, by email among equals; nobody when the domain is another organization's or
-no identity covers it), the organization and its channels by name; on PostgreSQL in
-autocommit (no BEGIN, no COMMIT: one round trip). The same answers from the memory store."""
+"""`trusted_from` and `user_from` (store/trusted_senders.py): a From read in one statement:
+its domain's owner, the organization and its channels by name, and the organization's user
+holding it (holding the address before holding its @domain, by email among equals) or the
+logged-in user's identities; on PostgreSQL in autocommit (no BEGIN, no COMMIT: one round
+trip). The same answers from the memory store. What the reads allow is outbox/senders.py's
+rule (`trusted_of`: nobody when the domain is another organization's or no identity covers
+it; `user_of_read`: `check_sender`'s answers), the same as `sender_for`'s and the API's."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import pytest
 from sqlalchemy import event
 
 from mailvia.domain.channel import ChannelState
-from mailvia.domain.errors import InvalidAddress, NotFound
+from mailvia.domain.errors import Forbidden, InvalidAddress, NotFound
 from mailvia.domain.tenancy import Fallback, Role, User
+from mailvia.outbox.senders import check_sender, trusted_of, user_of_read
+from mailvia.outbox.tenancy import Tenancy
 from mailvia.store import SqlStore, migrate, open_store
 from mailvia.store.memory import MemoryStore
 from support.rows import channel
@@ -78,16 +82,17 @@ def _seeded(s: SqlStore) -> SqlStore:
 def test_the_holder_of_the_address_comes_before_the_holders_of_its_domain(
     store: SqlStore,
 ) -> None:
-    exact = store.trusted_from("org_1", "Sales@ACME.test")
+    exact = trusted_of(store.trusted_from("org_1", "Sales@ACME.test"), "org_1")
     assert exact.address == "sales@acme.test"
     assert exact.user is not None and exact.user.id == "usr_a"
     assert exact.user.organization_id == "org_1" and exact.user.role is Role.MEMBER
-    domain = store.trusted_from("org_1", "anyone@acme.test")
+    domain = trusted_of(store.trusted_from("org_1", "anyone@acme.test"), "org_1")
     assert domain.user is not None and domain.user.email == "bea@acme.test"  # by email
     assert [store.senders_for("org_1", a)[0] for a in ("sales@acme.test", "x@acme.test")] == [
         exact.user,
         domain.user,
     ]
+    assert store.trusted_from("org_1", "sales@acme.test").owner == "org_1"
 
 
 def test_the_organization_and_its_channels_come_with_it(store: SqlStore) -> None:
@@ -99,29 +104,37 @@ def test_the_organization_and_its_channels_come_with_it(store: SqlStore) -> None
     assert [c.name for c in found.channels] == ["backup", "relay"]
     assert found.channels[0].state is ChannelState.PAUSED
     bare = store.trusted_from("org_2", "olga@other.test")  # no channels
-    assert bare.user is not None and bare.user.id == "usr_o" and bare.channels == ()
+    assert bare.holder is not None and bare.holder.id == "usr_o" and bare.channels == ()
+    mine = store.user_from("org_1", "usr_a", "x@acme.test")
+    assert mine.organization == found.organization and mine.channels == found.channels
 
 
 def test_nobody_for_another_organizations_domain_or_an_address_nobody_holds(
     store: SqlStore,
 ) -> None:
     # usr_o holds @acme.test, but acme.test is org_1's: org_2 may not send as it
-    assert store.trusted_from("org_2", "sales@acme.test").user is None
-    assert store.trusted_from("org_1", "olga@other.test").user is None
+    theirs = store.trusted_from("org_2", "sales@acme.test")
+    assert theirs.owner == "org_1" and theirs.holder is not None and theirs.holder.id == "usr_o"
+    assert trusted_of(theirs, "org_2").user is None
+    assert trusted_of(store.trusted_from("org_1", "olga@other.test"), "org_1").user is None
     store.add_domain("org_1", "acme.example", T0)
-    found = store.trusted_from("org_1", "someone@acme.example")  # owned, but not held
-    assert found.user is None and found.organization.name == "acme"
+    found = trusted_of(store.trusted_from("org_1", "someone@acme.example"), "org_1")
+    assert found.user is None and found.organization.name == "acme"  # owned, not held
     assert [c.id for c in found.channels] == ["ch_a", "ch_b"]
 
 
 def test_an_unknown_organization_or_a_non_address_is_refused(store: SqlStore) -> None:
-    with pytest.raises(NotFound):
-        store.trusted_from("org_9", "sales@acme.test")
-    with pytest.raises(InvalidAddress):
-        store.trusted_from("org_1", "not-an-address")
+    for read in (store.trusted_from, lambda org, a: store.user_from(org, "usr_a", a)):
+        with pytest.raises(NotFound):
+            read("org_9", "sales@acme.test")
+        with pytest.raises(InvalidAddress):
+            read("org_1", "not-an-address")
 
 
-def test_it_is_one_statement_and_on_postgresql_in_autocommit(sql_store: SqlStore) -> None:
+@pytest.mark.parametrize("kind", ["trusted", "user"])
+def test_it_is_one_statement_and_on_postgresql_in_autocommit(
+    sql_store: SqlStore, kind: str
+) -> None:
     store = sql_store
     sent: list[tuple[str, bool]] = []
 
@@ -132,7 +145,10 @@ def test_it_is_one_statement_and_on_postgresql_in_autocommit(sql_store: SqlStore
 
     event.listen(store._db.engine, "before_cursor_execute", look)
     try:
-        store.trusted_from("org_1", "sales@acme.test")
+        if kind == "trusted":
+            store.trusted_from("org_1", "sales@acme.test")
+        else:
+            store.user_from("org_1", "usr_a", "sales@acme.test")
     finally:
         event.remove(store._db.engine, "before_cursor_execute", look)
     if store._db.dialect == "postgresql":
@@ -140,3 +156,84 @@ def test_it_is_one_statement_and_on_postgresql_in_autocommit(sql_store: SqlStore
         assert len(sent) == 1 and sent[0][1]
     else:
         assert sent[0][0] == "BEGIN" and len(sent) == 2
+
+
+def test_a_users_read_has_their_identities_and_the_domains_owner(store: SqlStore) -> None:
+    found = store.user_from("org_1", "usr_a", "Sales@ACME.test")
+    assert found.address == "sales@acme.test" and found.owner == "org_1"
+    assert found.identities == ("sales@acme.test",) and found.holder is None
+    store.grant_identity("usr_a", "@acme.test", T0 + 1)
+    store.grant_identity("usr_a", "amy@acme.test", T0 + 2)
+    again = store.user_from("org_1", "usr_a", "x@other.test")
+    assert sorted(again.identities) == sorted(store.identities("usr_a"))
+    assert again.owner == "org_2"
+    assert store.user_from("org_1", "usr_nobody", "x@nowhere.test").identities == ()
+    assert store.user_from("org_1", "usr_a", "x@nowhere.test").owner is None
+
+
+# (user, From): each logged-in sender's right as the API judges it (check_sender, read by
+# its own statements) and as the submission port's one read does: allowed ones and refused
+# ones (domain not theirs; no identity covering it), with the same answer.
+CASES = [
+    ("usr_a", "sales@acme.test"),  # the address held
+    ("usr_a", "SALES@acme.TEST"),  # any case
+    ("usr_a", "other@acme.test"),  # refused: not one of amy's identities
+    ("usr_b", "anyone@acme.test"),  # the @domain held
+    ("usr_o", "anyone@acme.test"),  # refused: holds @acme.test, but the domain is org_1's
+    ("usr_o", "olga@other.test"),
+    ("usr_a", "x@nowhere.test"),  # refused: the domain is nobody's
+    ("usr_b", "b@other.test"),  # refused: another organization's domain
+]
+
+
+@pytest.mark.parametrize(("user_id", "address"), CASES)
+def test_a_users_read_allows_and_refuses_what_check_sender_does(
+    store: SqlStore, user_id: str, address: str
+) -> None:
+    user = store.get_user(user_id)
+    try:
+        check_sender(user, address, store.domain_organization, store.identities)
+        expected: Exception | None = None
+    except Forbidden as refused:
+        expected = refused
+    try:
+        found = user_of_read(user, store.user_from(user.organization_id, user.id, address))
+    except Forbidden as refused:
+        assert expected is not None and str(refused) == str(expected)
+    else:
+        assert expected is None and found.user == user and found.address == address.lower()
+    assert (expected is None) == (address.lower() in ALLOWED.get(user_id, ()))
+
+
+ALLOWED = {
+    "usr_a": ("sales@acme.test",),
+    "usr_b": ("anyone@acme.test",),
+    "usr_o": ("olga@other.test",),
+}
+
+
+# (organization, From) of a trusted network: MAIL's check (`sender_for`, two short reads)
+# and DATA's one statement (`trusted_from`) judged by the same rule give the same answer.
+NETWORK_CASES = [
+    ("org_1", "sales@acme.test", "usr_a"),
+    ("org_1", "anyone@ACME.test", "usr_b"),
+    ("org_2", "sales@acme.test", None),  # usr_o holds @acme.test: the domain is org_1's
+    ("org_2", "olga@other.test", "usr_o"),
+    ("org_1", "olga@other.test", None),  # another organization's domain
+    ("org_1", "x@nowhere.test", None),  # nobody's domain
+]
+
+
+@pytest.mark.parametrize(("org_id", "address", "expected"), NETWORK_CASES)
+def test_mail_and_data_judge_a_trusted_from_alike(
+    store: SqlStore, org_id: str, address: str, expected: str | None
+) -> None:
+    tenancy = Tenancy(store, hash_password=str, tokens=None)  # type: ignore[arg-type]
+    answers = []
+    for read in (tenancy.sender_for, lambda o, a: tenancy.trusted_from(o, a)[0]):
+        try:
+            answers.append(read(org_id, address).id)
+        except Forbidden as refused:
+            answers.append(str(refused))
+    assert answers[0] == answers[1]
+    assert answers[0] == expected or (expected is None and "sender identity" in answers[0])

@@ -1,6 +1,7 @@
-"""A sender's right to a From (or Sender) address: its domain is its organization's, and
-one of its sender identities covers it (the checks `Submitter` runs before it routes); and
-`TrustedFrom`, what a trusted network's From needs read at once.
+"""A sender's right to a From (or Sender) address: its domain is its organization's (the
+domain rule, written once: `domain_is_theirs`), and one of its sender identities covers it
+(the checks `Submitter` runs before it routes); `FromRead`, a From's rights and route inputs
+read in one statement, and `TrustedFrom`, what it is found to allow.
 
 Side effects: none (reads through `owner` and `identities`).
 """
@@ -18,18 +19,59 @@ from mailvia.outbox.remembered import Remembered
 
 
 @dataclass(frozen=True)
+class FromRead:
+    """A From's facts read together (one statement, one snapshot), for the rules below to
+    judge: `owner`, the organization its domain is assigned to (None: nobody's); `holder`, a
+    trusted network's read: the organization's first user holding the address, else its
+    `@domain` (by email among equals), whoever owns the domain; `identities`, a logged-in
+    user's read: that user's sender identities; and the organization with its channels, by
+    name: what the route is worked out from."""
+
+    address: str  # lower-cased
+    owner: str | None
+    organization: Organization
+    channels: tuple[Channel, ...]
+    holder: User | None = None
+    identities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TrustedFrom:
-    """What mail From `address` without a login, from a trusted network of `organization`,
-    needs, read together (one statement, one snapshot): `user`, its trusted sender (the
-    organization's user who may send as the address: the address's domain is the
-    organization's and the user holds the address, else its `@domain`; by email among
-    equals), None when nobody may; and the organization with its channels, by name: what the
-    route is worked out from."""
+    """A From found to be `user`'s to send as (a trusted network's From: the organization's
+    user who may send as it, None when nobody may; a logged-in user's From: that user), with
+    the organization and its channels read with it: what the route is worked out from."""
 
     address: str  # lower-cased
     user: User | None
     organization: Organization
     channels: tuple[Channel, ...]
+
+
+def domain_is_theirs(owner: str | None, organization_id: str) -> bool:
+    """The domain rule: mail From an address needs its domain (whose organization is
+    `owner`) assigned to the sender's organization. Every sender check asks it here."""
+    return owner is not None and owner == organization_id
+
+
+def trusted_sender(organization_id: str, owner: str | None, holders: list[User]) -> User | None:
+    """Who of a trusted network's organization may send as an address, given its domain's
+    `owner` and the organization's users holding it in order (`holders`): the first, when
+    the domain is the organization's; None: nobody may."""
+    return holders[0] if holders and domain_is_theirs(owner, organization_id) else None
+
+
+def trusted_of(found: FromRead, organization_id: str) -> TrustedFrom:
+    """What a trusted network's read allows: its user (or None) with the route's inputs."""
+    holders = [found.holder] if found.holder is not None else []
+    user = trusted_sender(organization_id, found.owner, holders)
+    return TrustedFrom(found.address, user, found.organization, found.channels)
+
+
+def user_of_read(user: User, found: FromRead) -> TrustedFrom:
+    """What a logged-in user's read allows: raises Forbidden (`check_sender`'s answers)
+    unless the user may send as its From; else the user with the route's inputs."""
+    check_sender(user, found.address, lambda _: found.owner, lambda _: list(found.identities))
+    return TrustedFrom(found.address, user, found.organization, found.channels)
 
 
 def check_sender(
@@ -41,7 +83,7 @@ def check_sender(
     """Raise Forbidden unless `sender` may send From this address: `owner` gives a domain's
     organization, `identities` a user's sender identities."""
     domain = domain_of(from_address)
-    if owner(domain) != sender.organization_id:
+    if not domain_is_theirs(owner(domain), sender.organization_id):
         raise Forbidden(f"{from_address}: the domain {domain} is not assigned to your organization")
     if not any(identity_covers(i, from_address) for i in identities(sender.id)):
         raise Forbidden(f"{from_address} is not one of your sender identities")

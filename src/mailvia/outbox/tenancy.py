@@ -1,6 +1,6 @@
 """Tenancy use cases: organizations (their name and default channel), teams, users, domains
-(assigned by the operator, or from the pages while the install has one organization),
-identities, the CLI's operator, bootstrap.
+(assigned by the operator, or from the pages while the install has one organization), the
+CLI's operator, bootstrap; sender identities and rights in outbox/sender_rights.py.
 
 One-time passwords (and bootstrap's token) are shown once; the store keeps only their hashes.
 """
@@ -28,11 +28,10 @@ from mailvia.domain.tenancy import (
     may_add_domains,
     require_admin,
     reserved_organization,
-    sendable_addresses,
 )
 from mailvia.outbox.addresses import check_address, check_login
 from mailvia.outbox.channels import channel_in
-from mailvia.outbox.senders import TrustedFrom, nobody_sends_as
+from mailvia.outbox.sender_rights import SenderRights, SenderRightsStore
 from mailvia.outbox.tokens import ApiTokens
 
 
@@ -45,7 +44,7 @@ UNCHANGED = _Unchanged.UNCHANGED  # leave the organization's default channel as 
 DefaultChoice = str | None | Literal[_Unchanged.UNCHANGED]
 
 
-class TenancyStore(Protocol):
+class TenancyStore(SenderRightsStore, Protocol):
     """What tenancy needs from the store; each method is one transaction."""
 
     def create_organization(self, org_id: str, name: str, now: Instant) -> Organization: ...
@@ -66,15 +65,6 @@ class TenancyStore(Protocol):
     def count_users(self) -> int: ...
     def add_domain(self, org_id: str, domain: str, now: Instant) -> None: ...
     def list_domains(self, org_id: str) -> list[str]: ...
-    def domain_organization(self, domain: str) -> str | None: ...
-    def grant_identity(self, user_id: str, identity: str, now: Instant) -> None: ...
-    def identities(self, user_id: str) -> list[str]: ...
-    def senders_for(self, org_id: str, address: str) -> list[User]: ...
-    def trusted_from(self, org_id: str, address: str) -> TrustedFrom:
-        """`sender_for`'s user (or None) with the organization and its channels, read
-        together (one statement, one snapshot)."""
-        ...
-
     def find_channel(self, org_id: str, name: str) -> Channel | None: ...
     def get_channel(self, channel_id: str) -> Channel: ...
     def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
@@ -103,8 +93,10 @@ class Bootstrap:
     token: str
 
 
-class Tenancy:
-    """Operator and admin actions on tenants."""
+class Tenancy(SenderRights):
+    """Operator and admin actions on tenants; who may send as what: `SenderRights`."""
+
+    store: TenancyStore
 
     def __init__(
         self, store: TenancyStore, *, hash_password: Callable[[str], str], tokens: ApiTokens
@@ -171,15 +163,6 @@ class Tenancy:
     def teams(self, actor: User) -> list[Team]:
         """The teams of the actor's organization."""
         return self.store.list_teams(actor.organization_id)
-
-    def identities(self, user: User) -> list[str]:
-        """The user's sender identities (`jane@acme.test`, `@acme.test`), as granted."""
-        return self.store.identities(user.id)
-
-    def addresses(self, user: User) -> list[str]:
-        """The addresses the user may send From (an `@domain` identity: their own local part
-        at that domain), in the order they were granted."""
-        return sendable_addresses(user.email, self.store.identities(user.id))
 
     def operator(
         self, org_name: str | None, *, user_email: str | None = None, channel: str | None = None
@@ -347,41 +330,6 @@ class Tenancy:
             raise Conflict(f"{domain} is assigned to another organization")
         self.store.add_domain(org.id, domain, now)
         return domain
-
-    def grant(self, email: str, identity: str, now: Instant) -> str:
-        """Let a user send From an address, or from a whole domain (`@domain`)."""
-        user = self.user(email)
-        identity = identity.strip().lower()
-        domain = identity[1:] if identity.startswith("@") else domain_of(identity)
-        check_address(f"postmaster@{domain}" if identity.startswith("@") else identity)
-        if self.store.domain_organization(domain) != user.organization_id:
-            raise InvalidInput(
-                f"{domain} is not assigned to the user's organization "
-                "(the operator assigns it with: mailvia admin add-domain ORG DOMAIN)"
-            )
-        self.store.grant_identity(user.id, identity, now)
-        return identity
-
-    def sender_for(self, organization_id: str, address: str) -> User:
-        """The user of this organization who may send as `address` (one holding the address
-        itself before one holding its domain), for mail that comes without a login (trusted
-        networks). Raises Forbidden when no user of the organization has such an identity,
-        InvalidAddress for something that is not an address."""
-        if self.store.domain_organization(domain_of(address)) == organization_id:
-            senders = self.store.senders_for(organization_id, address)
-            if senders:
-                return senders[0]
-        raise nobody_sends_as(address)
-
-    def trusted_from(self, organization_id: str, address: str) -> tuple[User, TrustedFrom]:
-        """`sender_for`'s user with what the route needs (the organization and its channels)
-        read with it, in one statement: for the submission port's mail from trusted
-        networks. Raises Forbidden (as `sender_for`), InvalidAddress, NotFound (no such
-        organization)."""
-        found = self.store.trusted_from(organization_id, address)
-        if found.user is None:
-            raise nobody_sends_as(address)
-        return found.user, found
 
     def bootstrap(self, now: Instant) -> Bootstrap | None:
         """On an empty database: organization and team `default`, admin `admin@localhost`."""

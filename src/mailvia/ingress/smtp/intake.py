@@ -54,14 +54,14 @@ class Intake:
 
     def plan(self, group: list[Arrived]) -> EachPlan:
         """The group's look-ups: the submit use case's `plan_each`, as the API's batch uses
-        it. A trusted network's From is read once per group with what its route needs
-        (`Tenancy.trusted_from`: its user, the organization and its channels in one
-        statement, on PostgreSQL one round trip without BEGIN and COMMIT), so neither the
-        sender's right to it nor the route is read again; a logged-in user's checks and
-        routes are read in `plan_each`'s one read transaction. No forecast is read: the 250
-        tells neither when the message leaves nor what is ahead of it."""
-        senders: Remembered[tuple[str, str], tuple[User, TrustedFrom]] = Remembered()
-        prepared = [self._prepare(item, senders) for item in group]
+        it. Each distinct From of the group is read once with what its route needs, in one
+        statement (on PostgreSQL one round trip, without BEGIN and COMMIT): a trusted
+        network's by `Tenancy.trusted_from` (its user, the organization and its channels), a
+        logged-in user's by `Tenancy.user_from` (the user's right to it, the organization and
+        its channels), so neither the sender's right nor the route is read again. No
+        forecast is read: the 250 tells neither when the message leaves nor what is ahead."""
+        reads: Remembered[tuple[str, str, str], tuple[User, TrustedFrom]] = Remembered()
+        prepared = [self._prepare(item, reads) for item in group]
         return self.services.submitter.plan_each(prepared, now=self.clock(), forecast=False)
 
     def write(self, plan: EachPlan) -> list[Receipt | BaseException]:
@@ -69,26 +69,29 @@ class Intake:
         return [*self.services.submitter.commit_each(plan)]
 
     def _prepare(
-        self, item: Arrived, senders: Remembered[tuple[str, str], tuple[User, TrustedFrom]]
+        self, item: Arrived, reads: Remembered[tuple[str, str, str], tuple[User, TrustedFrom]]
     ) -> tuple[User, Submission] | Exception:
-        if item.user is not None:
-            return item.user, Submission(item.composed)
-        found = self._sender(item.organization_id, item.composed.from_address, senders)
+        found = self._from(item, reads)
         if isinstance(found, Exception):
             return found
-        user, trusted = found
-        return user, Submission(item.composed, trusted=trusted)
+        user, read = found
+        return user, Submission(item.composed, trusted=read)
 
-    def _sender(
-        self,
-        organization_id: str | None,
-        address: str,
-        senders: Remembered[tuple[str, str], tuple[User, TrustedFrom]],
+    def _from(
+        self, item: Arrived, reads: Remembered[tuple[str, str, str], tuple[User, TrustedFrom]]
     ) -> tuple[User, TrustedFrom] | Exception:
-        """The trusted network's read of this From (once per group)."""
+        """This message's read of its From (once per group and sender): its user, or the
+        refusal of its From (the same Forbidden as every intake's)."""
+        address, tenancy = item.composed.from_address, self.services.tenancy
+        user, organization_id = item.user, item.organization_id
+        if user is not None:
+            return reads.get(
+                ("user", user.id, address.lower()),
+                lambda: (user, tenancy.user_from(user, address)),
+            )
         if organization_id is None:
             return Forbidden("authentication required")
-        lookup = self.services.tenancy.trusted_from
-        return senders.get(
-            (organization_id, address.lower()), lambda: lookup(organization_id, address)
+        return reads.get(
+            ("network", organization_id, address.lower()),
+            lambda: tenancy.trusted_from(organization_id, address),
         )

@@ -5,6 +5,7 @@ Names and addresses compare lower-cased."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
@@ -12,7 +13,7 @@ from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import PENDING
 from mailvia.domain.tenancy import Fallback, Organization, Team, User, domain_of
 from mailvia.outbox.records import TokenView
-from mailvia.outbox.senders import TrustedFrom
+from mailvia.outbox.senders import FromRead
 from mailvia.store.keep import KEEP, Keep
 from mailvia.store.memory.data import Account, Data, Token, locked
 
@@ -174,14 +175,20 @@ class MemoryTenancy:
         return [user for *_, user in sorted(found, key=lambda f: (f[0], f[1]))]
 
     @locked
-    def trusted_from(self, org_id: str, address: str) -> TrustedFrom:
+    def trusted_from(self, org_id: str, address: str) -> FromRead:
+        holders = self.senders_for(org_id, address)
+        return self._from_read(org_id, address, holder=holders[0] if holders else None)
+
+    @locked
+    def user_from(self, org_id: str, user_id: str, address: str) -> FromRead:
+        return self._from_read(org_id, address, identities=tuple(self.identities(user_id)))
+
+    def _from_read(self, org_id: str, address: str, **read: Any) -> FromRead:
         organization = self.get_organization(org_id)
-        owned = self.domain_organization(domain_of(address)) == org_id
-        senders = self.senders_for(org_id, address) if owned else []
-        user = senders[0] if senders else None
+        owner = self.domain_organization(domain_of(address))
         mine = (c for c in self._d.channels.values() if c.organization_id == org_id)
         channels = tuple(sorted(mine, key=lambda c: (c.name, c.id)))
-        return TrustedFrom(address.lower(), user, organization, channels)
+        return FromRead(address.lower(), owner, organization, channels, **read)
 
     @locked
     def add_token(
