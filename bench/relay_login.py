@@ -16,7 +16,7 @@ Bounded: N messages, at most --timeout seconds per timed section; every server b
 127.0.0.1 and is stopped by PID; scratch folders and databases are removed.
 
 usage: .venv/bin/python bench/relay_login.py [--n 4000] [--runs 1] [--sessions 20]
-       [--db sqlite|postgresql] [--plan-groups 300] [--group-size 10]
+       [--db sqlite|postgresql] [--plan-groups 300] [--group-size 10] [--py-spy DIR]
 """
 
 from __future__ import annotations
@@ -193,8 +193,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet-wait", type=float, default=10.0, help="...at most this long (10 s)")
     p.add_argument("--raw", type=Path, default=results_file(), help="results JSON lines")
     p.add_argument("--work-dir", type=Path, default=None, help="scratch parent folder")
+    p.add_argument("--py-spy", metavar="DIR", default=None, help="profile serve (raw, 100/s)")
     args = p.parse_args(argv)
-    args.py_spy = None  # bench/relay.py's measure() takes these
+    # bench/relay.py's measure() takes these
+    args.py_spy_format, args.py_spy_rate, args.py_spy_nonblocking = "raw", 100, False
     args.py_spy_subprocesses = False
     return args
 
