@@ -66,6 +66,7 @@ from benchlib import (
     load_message,
     results_file,
     start_py_spy,
+    thread_cpu,
     wait_quiet,
 )
 from relay import Mailvia, Outbox, prepare, start_mailvia
@@ -318,23 +319,30 @@ def one(
             spies = spy_serve(args, run.procs[0].pid, f"idle-h{history}-run{run_no}")
             c0 = cpu_snap()
             serve0 = run.serve_cpu()
+            threads0 = thread_cpu(run.procs[0].pid)
             t0 = time.perf_counter()
             idle = post_singles(client, msg, args.singles)
             secs = time.perf_counter() - t0
             for spy in spies:
                 finish_py_spy(spy)
             single_cpu = 1000 * (run.serve_cpu() - serve0) / args.singles
+            threads1 = thread_cpu(run.procs[0].pid)
+            by_thread = {
+                name: round(1000 * (spent - threads0.get(name, 0.0)) / args.singles, 2)
+                for name, spent in threads1.items()
+            }
             i50, i99 = pct(idle, 50), pct(idle, 99)
             rec.record(
                 c0, cpu_snap(), "mailvia_api", f"single POST, not delivering ({label})",
                 run_no, args.singles, secs, "req/s", busy_before_pct=busy,
                 p50_ms=round(i50, 2), p99_ms=round(i99, 2), max_ms=round(max(idle), 2),
                 serve_cpu_ms_per_request=round(single_cpu, 3),
+                serve_cpu_ms_per_request_by_thread=by_thread,
                 in_process_p50_ms=round(a50, 2), in_process_p99_ms=round(a99, 2),
             )  # fmt: skip
             print(
                 f"    single POST, idle: p50 {i50:.1f} ms, p99 {i99:.1f} ms; serve CPU "
-                f"{single_cpu:.2f} ms per request",
+                f"{single_cpu:.2f} ms per request (by thread: {by_thread})",
                 flush=True,
             )
 

@@ -114,6 +114,22 @@ def proc_cpu(pid: int) -> float:
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads: its main thread's (serve's event loop) and the
+    others' together, each as user and system time ("main user", "others system", ...)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            data = (task / "stat").read_text()
+        except OSError:
+            continue
+        who = "main" if task.name == str(pid) else "others"
+        rest = data.rsplit(")", 1)[1].split()
+        for kind, value in (("user", rest[11]), ("system", rest[12])):
+            out[f"{who} {kind}"] = out.get(f"{who} {kind}", 0.0) + int(value) / CLK_TCK
+    return out
+
+
 def children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()

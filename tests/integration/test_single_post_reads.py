@@ -1,7 +1,8 @@
-"""A single `POST /v1/messages` reads in one transaction after its token's: the envelope
-sender's and the From's rights (one domain's owner and the sender's identities read once
-between them), the route and the forecast; then the commit, in its own transaction. On
-SQLite each read transaction is a pool checkout, a BEGIN and a COMMIT per request."""
+"""A single `POST /v1/messages` reads in one transaction, its token's read included: the
+token, the envelope sender's and the From's rights (one domain's owner and the sender's
+identities read once between them), the route and the forecast; then the commit, in its own
+transaction. On SQLite each read transaction is a pool checkout, a BEGIN and a COMMIT per
+request. The token is still read on every request: a revoked one is refused at once."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     await api.aclose()
 
 
-async def test_a_single_post_reads_once_after_its_token_then_commits(api: Api) -> None:
+async def test_a_single_post_reads_once_with_its_token_then_commits(api: Api) -> None:
     store: Any = api.world.store
     begun: list[str] = []
     reads: Counter[str] = Counter()
@@ -61,12 +62,13 @@ async def test_a_single_post_reads_once_after_its_token_then_commits(api: Api) -
         event.remove(store._db.engine, "begin", begin)
     assert answer.status_code == 202, answer.text
     assert answer.json()["forecast"]["queued_ahead"] == 0
-    assert begun == ["read", "read", "write"]  # the token; the rest; the commit
+    assert begun == ["read", "write"]  # the token and the rest; the commit
     assert reads == Counter(domain_organization=1, identities=1)
 
 
 async def test_a_revoked_token_is_refused_on_its_next_post(api: Api) -> None:
-    """The token is looked up on every request (its statement built once, nothing cached)."""
+    """The token is looked up on every request, inside the request's read transaction (its
+    statement built once, nothing cached)."""
     jane = api.client("jane")
     body = raw_message(
         RAW, envelope={"mail_from": "jane@acme.test", "rcpt_to": ["bob@example.com"]}

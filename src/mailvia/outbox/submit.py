@@ -143,21 +143,22 @@ class Submitter:
 
     def submit_one(
         self,
-        sender: User,
-        make: Callable[[Callable[[User, str], None]], Submission],
+        make: Callable[[Callable[[User, str], None]], tuple[User, Submission]],
         *,
         now: Instant,
     ) -> Receipt:
         """One message of an intake that answers for it alone (the API's single POST): `make`
-        builds it inside the read transaction, given the request's `sender_checks` (its
-        envelope sender's checks read the rights once for the From's too); then its From's
-        check, its route and forecast there, and its commit after, in its own transaction.
+        finds its sender and builds it inside the read transaction, given the request's
+        `sender_checks` (its envelope sender's checks read the rights once for the From's
+        too), so the sender's own read (the API token's) shares that transaction; then its
+        From's check, its route and forecast there, and its commit after, in its own
+        transaction.
 
         Raises what `make` raises, Forbidden, CannotCarry and the commit's errors (Conflict,
         StoreUnavailable), in that order."""
         checks = self.sender_checks()
         with self._store.snapshot():  # make's reads and the plan's: one read transaction
-            submission = make(checks)
+            sender, submission = make(checks)
             checks(sender, submission.composed.from_address)
             checked = {checked_pair(sender, submission.composed.from_address)}
             plan = self.plan_each([(sender, submission)], now=now, checked=checked)

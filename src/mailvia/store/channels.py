@@ -4,7 +4,11 @@ sealed secret, which only `channel_secret`/`channel_secrets` ever read back."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import operator
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -78,7 +82,30 @@ def channel_values(channel: Channel) -> dict[str, Any]:
 
 
 def channel_of(row: Any) -> Channel:
-    """A Channel from its row."""
+    """A Channel from its row (a SQLAlchemy Row), made once per distinct row: a Channel is
+    immutable and every single POST reads its organization's channels for its route, where
+    making each (its JSON columns, enums and dataclasses) cost about as much as the read.
+    Any change to any column is another row, so what comes back is always made from what
+    was read."""
+    values = _picker(row._fields)(row)  # its own columns only
+    try:
+        return _made(values)
+    except TypeError:  # a value that cannot be hashed: made from it as it is
+        return _channel_from(row)
+
+
+@functools.lru_cache(maxsize=64)
+def _picker(fields: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A row's channel columns, in `_CHANNEL_NAMES`' order, for rows with these fields."""
+    return operator.itemgetter(*[fields.index(name) for name in _CHANNEL_NAMES])
+
+
+@functools.lru_cache(maxsize=1024)
+def _made(values: tuple[Any, ...]) -> Channel:
+    return _channel_from(SimpleNamespace(**dict(zip(_CHANNEL_NAMES, values, strict=True))))
+
+
+def _channel_from(row: Any) -> Channel:
     budgets = tuple(
         Budget(int(b["count"]), float(b["per_seconds"]), Unit(b.get("unit", "messages")))
         for b in json.loads(row.budgets)
@@ -117,6 +144,7 @@ def channel_of(row: Any) -> Channel:
 
 # A channel's columns but its sealed secret (store/trusted_senders.py reads them too).
 CHANNEL_COLUMNS = [c for c in channels.c if c.name != "secret"]
+_CHANNEL_NAMES = tuple(c.name for c in CHANNEL_COLUMNS)
 # Every channel, and an organization's (read by every submit's route): built once.
 _ALL_CHANNELS = sa.select(*CHANNEL_COLUMNS).order_by(channels.c.name, channels.c.id)
 _ORG_CHANNELS = _ALL_CHANNELS.where(channels.c.organization_id == sa.bindparam("org_id"))

@@ -15,10 +15,11 @@ and handles a request itself, in the same order with the same answers:
 
 A body whose Content-Length is at most `SMALL_BODY` (what uvicorn reads ahead of the app
 anyway) is taken first, and steps 2-5 run in one worker-thread call, the token still
-checked before the body is looked at; a larger or chunked body, or one the client holds
-back until told to go on (`Expect: 100-continue`: uvicorn sends the 100 when the app first
-reads), is read only after the token is accepted, as before (2 in a thread, then 3-4, the
-body, and 5 in a thread).
+checked before the body is looked at (the work calls the checks first: a single POST does
+so inside its one read transaction, so the token's read is not a transaction of its own);
+a larger or chunked body, or one the client holds back until told to go on (`Expect:
+100-continue`: uvicorn sends the 100 when the app first reads), is read only after the
+token is accepted, as before (2 in a thread, then 3-4, the body, and 5 in a thread).
 """
 
 from __future__ import annotations
@@ -44,13 +45,18 @@ from mailvia.outbox.services import Services
 # high-water mark), so taking a body this small before the token changes nothing held.
 SMALL_BODY = 64 * 1024
 
-IntakeWork = Callable[[Services, User, RecipientLimit, bytes, "str | None"], Response]
+# The request's caller, checked: the token's user (401, 429), then the header parameters and
+# the Content-Type (422). Called first by the work, in its thread (a single POST's: inside
+# its one read transaction).
+Caller = Callable[[], User]
+IntakeWork = Callable[[Services, Caller, RecipientLimit, bytes, "str | None"], Response]
 _WORK: dict[Callable[..., Any], IntakeWork] = {}
 
 
 def handled_by(work: IntakeWork) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Mark a submit endpoint: `IntakeRoute` runs `work(services, user, take, body, key)`
-    for it (the endpoint itself declares the operation)."""
+    """Mark a submit endpoint: `IntakeRoute` runs `work(services, caller, take, body, key)`
+    for it (the endpoint itself declares the operation); the work calls `caller()` before
+    it looks at the body."""
 
     def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         _WORK[endpoint] = work
@@ -87,7 +93,9 @@ class _Intake:
         user = await run_in_threadpool(call.caller)
         call.check()
         raw = await request.body()
-        return await run_in_threadpool(self.work, call.services, user, call.take, raw, call.key)
+        return await run_in_threadpool(
+            self.work, call.services, lambda: user, call.take, raw, call.key
+        )
 
     def _headers(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         """The header parameters' values and FastAPI's errors for them (none sent, none
@@ -98,9 +106,7 @@ class _Intake:
         return {field.name: field.default for field in fields}, []
 
     def _whole(self, call: _Call, raw: bytes) -> Response:
-        user = call.caller()
-        call.check()
-        return self.work(call.services, user, call.take, raw, call.key)
+        return self.work(call.services, call.checked, call.take, raw, call.key)
 
 
 class _Call:
@@ -129,6 +135,12 @@ class _Call:
 
     def caller(self) -> User:
         return get_caller(self.services, self.credentials, self.rate_limit)
+
+    def checked(self) -> User:
+        """The caller, then the checks (`_whole`'s order: the token before the rest)."""
+        user = self.caller()
+        self.check()
+        return user
 
     def check(self) -> None:
         """After the caller: the header parameters, then the Content-Type."""

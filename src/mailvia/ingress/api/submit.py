@@ -14,6 +14,7 @@ solving and, for a small body, in one worker-thread call.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pydantic_core
@@ -33,7 +34,7 @@ from mailvia.ingress.api.bodies import (
 )
 from mailvia.ingress.api.errors import problem_for, problems
 from mailvia.ingress.api.intake import Idempotency, idempotency, submission
-from mailvia.ingress.api.intake_route import IntakeRoute, handled_by
+from mailvia.ingress.api.intake_route import Caller, IntakeRoute, handled_by
 from mailvia.ingress.api.params import IdempotencyKey
 from mailvia.ingress.api.rejections import count_rejected
 from mailvia.ingress.api.schemas import BatchIn, BatchOut, MessageIn
@@ -51,21 +52,24 @@ _REPLAYED: dict[int | str, dict[str, Any]] = {
 
 
 def _one(
-    services: Services, user: User, take: RecipientLimit, raw: bytes, key_header: str | None
+    services: Services, caller: Caller, take: RecipientLimit, raw: bytes, key_header: str | None
 ) -> Response:
-    body = message_body(raw)
-    take(recipients_of(body))
+    def make(checks: Callable[[User, str], None]) -> tuple[User, Submission]:
+        user = caller()  # the token's read opens the request's one read transaction
+        body = message_body(raw)
+        take(recipients_of(body))
+        key = idempotency(key_header, user, "message", body)
+        return user, submission(services, user, body, now, key, checks)
+
     now = time.time()
-    key = idempotency(key_header, user, "message", body)
-    receipt = services.submitter.submit_one(
-        user, lambda checks: submission(services, user, body, now, key, checks), now=now
-    )
+    receipt = services.submitter.submit_one(make, now=now)
     return _json(receipt_payload(receipt), 202 if receipt.created else 200)
 
 
 def _batch(
-    services: Services, user: User, take: RecipientLimit, raw: bytes, key_header: str | None
+    services: Services, caller: Caller, take: RecipientLimit, raw: bytes, key_header: str | None
 ) -> Response:
+    user = caller()
     batch = batch_body(raw, services.api.caps)
     take(batch.recipients)
     now = time.time()
@@ -103,7 +107,7 @@ async def submit_message(
     Idempotency-Key replays an earlier one). Its recipients count against the token's
     recipient limit."""
     raw = await read_body(request)
-    return await run_in_threadpool(_one, services, user, recipients, raw, idempotency_key)
+    return await run_in_threadpool(_one, services, lambda: user, recipients, raw, idempotency_key)
 
 
 @router.post(
@@ -126,7 +130,7 @@ async def submit_batch(
     one over the request's caps is 413, and one whose recipients do not fit the token's
     recipient limit 429, before any of its messages is checked."""
     raw = await read_body(request)
-    return await run_in_threadpool(_batch, services, user, recipients, raw, idempotency_key)
+    return await run_in_threadpool(_batch, services, lambda: user, recipients, raw, idempotency_key)
 
 
 def _json(payload: dict[str, Any], status: int) -> Response:
