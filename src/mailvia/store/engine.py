@@ -217,6 +217,22 @@ class Database:
             raise map_error(exc, conflict="conflict", missing="not found") from None
 
     @contextmanager
+    def write_one(self) -> Iterator[Connection]:
+        """For a write of ONE statement, atomic by itself: on PostgreSQL in autocommit (the
+        statement is its own transaction, committed before its answer comes back: one round
+        trip, no BEGIN and no COMMIT); elsewhere `write()`. Statements made in it commit
+        one by one: never for two that must commit together."""
+        if self._one_statement is None:
+            with self.write() as conn:
+                yield conn
+            return
+        try:
+            with self._one_statement.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise map_error(exc, conflict="conflict", missing="not found") from None
+
+    @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Every `read()` of this thread inside it shares one read transaction: a request's
         several lookups (its sender's rights, routes, backlog) pay for one BEGIN and COMMIT,
