@@ -51,7 +51,7 @@ def insert_events(conn: sa.Connection, items: Sequence[Event]) -> None:
             "e_created": [e.created_at for e in items],
             "e_data": data,
         }
-        conn.execute(_PG_INSERT, columns)
+        conn.exec_driver_sql(_PG_INSERT, columns)
         return
     rows = [
         (e.id, e.organization_id, e.type, e.created_at, text)

@@ -19,7 +19,7 @@ from mailvia.store.events import insert_events
 from mailvia.store.mending import cancel_seqs
 from mailvia.store.message_reads import read_message
 from mailvia.store.rows import chunks, event_id, insert_sql, literal_seqs, marker
-from mailvia.store.settle_pg import Column, arrays, insert_unnest, settle_leased
+from mailvia.store.settle_pg import Column, arrays, insert_unnest, settle_leased, unnest_arrays
 from mailvia.store.tables import attempts, messages, recipients
 
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
@@ -75,17 +75,14 @@ def _set_sql(
 
 def _update_unnest(
     table: sa.Table, key: tuple[_Column, ...], values: tuple[_Column, ...], cleared: tuple[str, ...]
-) -> sa.TextClause:
-    """The same UPDATE for many rows on PostgreSQL: each bind parameter an array."""
+) -> str:
+    """The same UPDATE for many rows on PostgreSQL (driver SQL): each bind parameter an
+    array, sent in binary (store/settle_pg.py)."""
     sets = [f"{column} = v.{bind}" for column, bind, _ in values]
     sets += [f"{column} = NULL" for column in cleared]
-    arrays = ", ".join(f"CAST(:{bind} AS {kind}[])" for _, bind, kind in (*key, *values))
-    names = ", ".join(bind for _, bind, _ in (*key, *values))
+    unnest, names = unnest_arrays((*key, *values))
     match = " AND ".join(f"{table.name}.{column} = v.{bind}" for column, bind, _ in key)
-    return sa.text(
-        f"UPDATE {table.name} SET {', '.join(sets)} FROM unnest({arrays}) AS v({names})"
-        f" WHERE {match}"
-    )
+    return f"UPDATE {table.name} SET {', '.join(sets)} FROM {unnest} AS v({names}) WHERE {match}"
 
 
 _PG_UPDATE_RECIPIENTS = _update_unnest(recipients, _RECIPIENT_KEY, _RECIPIENT_SET, ())
@@ -108,8 +105,8 @@ _ATTEMPT_COLUMNS = (
     "outcome",
     "worker",
 )
-_PG_UPDATE_LEFTOVERS = sa.text(
-    f"{_update_unnest(recipients, _LEFTOVERS_KEY, _LEFTOVERS_SET, ()).text}"
+_PG_UPDATE_LEFTOVERS = (
+    f"{_update_unnest(recipients, _LEFTOVERS_KEY, _LEFTOVERS_SET, ())}"
     f" AND recipients.state = '{State.SENDING.value}'"
 )
 _PG_ATTEMPT_COLUMNS: tuple[Column, ...] = (
@@ -182,12 +179,13 @@ class _Settled:
         if conn.dialect.name == "postgresql":
             if self.recipients:
                 columns = (*_RECIPIENT_SET, *_RECIPIENT_KEY)
-                conn.execute(_PG_UPDATE_RECIPIENTS, arrays(self.recipients, columns))
+                conn.exec_driver_sql(_PG_UPDATE_RECIPIENTS, arrays(self.recipients, columns))
             if self.leftovers:
                 columns = (*_LEFTOVERS_SET, *_LEFTOVERS_KEY)
-                conn.execute(_PG_UPDATE_LEFTOVERS, arrays(self.leftovers, columns))
+                conn.exec_driver_sql(_PG_UPDATE_LEFTOVERS, arrays(self.leftovers, columns))
             if self.attempts:
-                conn.execute(_PG_INSERT_ATTEMPTS, arrays(self.attempts, _PG_ATTEMPT_COLUMNS))
+                rows = arrays(self.attempts, _PG_ATTEMPT_COLUMNS)
+                conn.exec_driver_sql(_PG_INSERT_ATTEMPTS, rows)
             return
         mark = marker(conn)
         update = _set_sql(conn, recipients, _RECIPIENT_KEY, _RECIPIENT_SET, (), mark)
