@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.message import State
 from mailvia.outbox.records import Event
 from mailvia.store import SqlStore
@@ -87,3 +88,31 @@ def test_records_are_a_few_statements_over_arrays_whatever_their_number(pg_url: 
     assert not store.get_message("m04").possible_duplicate
     assert store.get_message("m05").state is State.QUEUED
     assert store.get_message("m05").attempts == ()
+
+
+def test_a_claim_reads_its_contents_in_binary_as_the_stored_bytes(pg_url: str) -> None:
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    raw = bytes(range(256)) * 30  # every byte value, 7.5 KB
+    store.add_messages([new("m1", content=raw), new("m2")])
+    with statements(store) as sent_:
+        first, second = store.claim(
+            channel_id="ch_a", now=T0, limit=2, lease_until=T0 + 60, worker="w1"
+        )
+    assert (first.content, second.content) == (raw, b"Subject: hi\r\n\r\nhello\r\n")
+    # read on psycopg's own cursor, in binary: not one of SQLAlchemy's statements
+    assert not any("message_contents" in sql for sql, _, _ in sent_)
+
+
+def test_a_failing_binary_read_is_an_outage_and_the_claim_is_given_back(pg_url: str) -> None:
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new("m1")])
+    with store._db.write() as conn:
+        conn.exec_driver_sql("ALTER TABLE message_contents RENAME TO message_contents_gone")
+    with pytest.raises(StoreUnavailable):
+        store.claim(channel_id="ch_a", now=T0, limit=1, lease_until=T0 + 60, worker="w1")
+    with store._db.write() as conn:
+        given = conn.exec_driver_sql("SELECT state, lease_owner FROM messages").all()
+        conn.exec_driver_sql("ALTER TABLE message_contents_gone RENAME TO message_contents")
+    assert given == [("queued", None)]  # given back at once
+    (claim,) = store.claim(channel_id="ch_a", now=T0, limit=1, lease_until=T0 + 60, worker="w1")
+    assert claim.content == b"Subject: hi\r\n\r\nhello\r\n"

