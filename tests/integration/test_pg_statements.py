@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -94,13 +95,21 @@ def test_a_claim_reads_its_contents_in_binary_as_the_stored_bytes(pg_url: str) -
     store = seeded(pg_url, channel("ch_a", "relay"))
     raw = bytes(range(256)) * 30  # every byte value, 7.5 KB
     store.add_messages([new("m1", content=raw), new("m2")])
-    with statements(store) as sent_:
+    formats: list[tuple[str, Any]] = []
+
+    def before(_conn: Any, cursor: Any, sql: str, *_rest: Any) -> None:
+        formats.append((sql, cursor.format))
+
+    event.listen(store._db.engine, "before_cursor_execute", before)
+    try:
         first, second = store.claim(
             channel_id="ch_a", now=T0, limit=2, lease_until=T0 + 60, worker="w1"
         )
+    finally:
+        event.remove(store._db.engine, "before_cursor_execute", before)
     assert (first.content, second.content) == (raw, b"Subject: hi\r\n\r\nhello\r\n")
-    # read on psycopg's own cursor, in binary: not one of SQLAlchemy's statements
-    assert not any("message_contents" in sql for sql, _, _ in sent_)
+    reads = [fmt for sql, fmt in formats if "message_contents" in sql]
+    assert reads == [psycopg.pq.Format.BINARY]  # not hex text, encoded there, decoded here
 
 
 def test_a_failing_binary_read_is_an_outage_and_the_claim_is_given_back(pg_url: str) -> None:

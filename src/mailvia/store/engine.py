@@ -131,6 +131,8 @@ def binary_rows(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
     driver = conn.connection.dbapi_connection
     try:
         with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+            # SQLAlchemy's listeners see it as any statement (counts, tests, tracing).
+            conn.dispatch.before_cursor_execute(conn, cursor, sql, (), None, False)
             cursor.execute(sql)
             rows: list[tuple[Any, ...]] = cursor.fetchall()
             return rows
