@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import (
     ArgumentError,
+    DBAPIError,
     DisconnectionError,
     IntegrityError,
     NoSuchModuleError,
@@ -119,6 +120,26 @@ def map_error(exc: SQLAlchemyError, *, conflict: str, missing: str) -> MailviaEr
     return StoreUnavailable(f"the database is unavailable: {_first_line(cause)}")
 
 
+def binary_rows(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of one query (driver SQL) on PostgreSQL, with psycopg asked for them in
+    binary: a `bytea` comes as its bytes, not hex text the server encodes and psycopg decodes
+    (a claim's 200 contents of 6 KB: 1.0 ms of the store process's CPU against 3.4 ms, and a
+    quarter of the wait). In `conn`'s transaction; the driver's errors are raised as
+    SQLAlchemy's, so `Database` maps them as any other."""
+    import psycopg  # PostgreSQL's driver: only where its dialect is in use
+
+    driver = conn.connection.dbapi_connection
+    try:
+        with driver.cursor(binary=True) as cursor:  # type: ignore[union-attr]
+            # SQLAlchemy's listeners see it as any statement (counts, tests, tracing).
+            conn.dispatch.before_cursor_execute(conn, cursor, sql, (), None, False)
+            cursor.execute(sql)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+
+
 def _writer_queue(engine: Engine) -> WriterQueue | None:
     """A WriterQueue for a SQLite file; none for PostgreSQL, an in-memory database, a URI
     filename, or when the lock file cannot be opened (e.g. a read-only folder: SQLite's own
@@ -208,6 +229,22 @@ class Database:
         or inside `snapshot()`, `read()`. Never for two statements that must agree."""
         if self._one_statement is None or getattr(self._pinned, "opened", None) is not None:
             with self.read() as conn:
+                yield conn
+            return
+        try:
+            with self._one_statement.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise map_error(exc, conflict="conflict", missing="not found") from None
+
+    @contextmanager
+    def write_one(self) -> Iterator[Connection]:
+        """For a write of ONE statement, atomic by itself: on PostgreSQL in autocommit (the
+        statement is its own transaction, committed before its answer comes back: one round
+        trip, no BEGIN and no COMMIT); elsewhere `write()`. Statements made in it commit
+        one by one: never for two that must commit together."""
+        if self._one_statement is None:
+            with self.write() as conn:
                 yield conn
             return
         try:

@@ -13,6 +13,7 @@ from mailvia.domain.errors import InvalidInput
 from mailvia.outbox.records import Event
 from mailvia.store.engine import Database
 from mailvia.store.rows import insert_sql, marker
+from mailvia.store.settle_pg import insert_unnest
 from mailvia.store.tables import events
 
 _CURSOR = "evt"
@@ -22,18 +23,39 @@ _EVENTS_LOCK = 0x6D61696C76696101
 
 
 _COLUMNS = ("id", "organization_id", "type", "created_at", "data")
+# On PostgreSQL the rows go as one statement over arrays, in order (their seqs rise in it).
+_PG_INSERT = insert_unnest(
+    "events",
+    (
+        ("id", "e_id", "text"),
+        ("organization_id", "e_organization", "text"),
+        ("type", "e_type", "text"),
+        ("created_at", "e_created", "double precision"),
+        ("data", "e_data", "text"),
+    ),
+)
 
 
 def insert_events(conn: sa.Connection, items: Sequence[Event]) -> None:
-    """Append events inside the caller's transaction (one bulk statement, its rows as tuples
-    straight to the driver)."""
+    """Append events inside the caller's transaction, in order: on PostgreSQL one statement
+    over arrays, elsewhere one executemany with the rows as tuples straight to the driver."""
     if not items:
         return
+    data = [json.dumps(dict(e.data), default=str) for e in items]
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_EVENTS_LOCK})")
+        columns = {
+            "e_id": [e.id for e in items],
+            "e_organization": [e.organization_id for e in items],
+            "e_type": [e.type for e in items],
+            "e_created": [e.created_at for e in items],
+            "e_data": data,
+        }
+        conn.exec_driver_sql(_PG_INSERT, columns)
+        return
     rows = [
-        (e.id, e.organization_id, e.type, e.created_at, json.dumps(dict(e.data), default=str))
-        for e in items
+        (e.id, e.organization_id, e.type, e.created_at, text)
+        for e, text in zip(items, data, strict=True)
     ]
     conn.exec_driver_sql(insert_sql(conn, events, _COLUMNS, marker(conn)), rows)
 

@@ -20,9 +20,9 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput, StoreUnavailable
 from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.ports import Claim, NewMessage
-from mailvia.store.engine import Database
+from mailvia.store.engine import Database, binary_rows
 from mailvia.store.message_inserts import CONFLICT, insert_group
-from mailvia.store.rows import among, chunks
+from mailvia.store.rows import among, chunks, literal_seqs
 from mailvia.store.tables import channels, message_contents, messages, recipients
 
 log = logging.getLogger(__name__)
@@ -353,7 +353,11 @@ def _claim(
 
 
 def _contents(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, bytes]:
-    """The messages' bytes, by seq."""
+    """The messages' bytes, by seq (on PostgreSQL read in binary: `binary_rows`)."""
+    if conn.dialect.name == "postgresql":
+        sql = "SELECT message_seq, content FROM message_contents WHERE message_seq IN "
+        sql += literal_seqs(seqs)
+        return {seq: bytes(content) for seq, content in binary_rows(conn, sql)}
     query = sa.select(mc.message_seq, mc.content).where(among(mc.message_seq, seqs))
     return {seq: bytes(content) for seq, content in conn.execute(query)}
 

@@ -19,6 +19,7 @@ from mailvia.store.events import insert_events
 from mailvia.store.mending import cancel_seqs
 from mailvia.store.message_reads import read_message
 from mailvia.store.rows import chunks, event_id, insert_sql, literal_seqs, marker
+from mailvia.store.settle_pg import Column, arrays, insert_unnest, settle_leased, unnest_arrays
 from mailvia.store.tables import attempts, messages, recipients
 
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
@@ -29,9 +30,11 @@ m, r = messages.c, recipients.c
 # What settling sets, written once: (column, bind parameter, PostgreSQL type). Each table's
 # UPDATE is built from it twice: driver SQL with one row per execute (SQLite), and on
 # PostgreSQL one statement over arrays (unnest), whose text never changes so psycopg prepares
-# it once, instead of a pipelined executemany that psycopg walks row by row. The rows are
-# tuples handed to the driver as they are (no SQLAlchemy parameter processing per row).
-_Column = tuple[str, str, str]
+# it once, instead of a pipelined executemany that the server runs row by row (the messages'
+# UPDATE, which also checks the leases, and the attempts' INSERT are in store/settle_pg.py).
+# The rows are tuples handed to the driver as they are (no SQLAlchemy parameter processing
+# per row).
+_Column = Column
 _MESSAGE_KEY: tuple[_Column, ...] = (("seq", "b_seq", "bigint"),)
 _MESSAGE_SET: tuple[_Column, ...] = (
     ("state", "b_state", "text"),
@@ -72,20 +75,16 @@ def _set_sql(
 
 def _update_unnest(
     table: sa.Table, key: tuple[_Column, ...], values: tuple[_Column, ...], cleared: tuple[str, ...]
-) -> sa.TextClause:
-    """The same UPDATE for many rows on PostgreSQL: each bind parameter an array."""
+) -> str:
+    """The same UPDATE for many rows on PostgreSQL (driver SQL): each bind parameter an
+    array, sent in binary (store/settle_pg.py)."""
     sets = [f"{column} = v.{bind}" for column, bind, _ in values]
     sets += [f"{column} = NULL" for column in cleared]
-    arrays = ", ".join(f"CAST(:{bind} AS {kind}[])" for _, bind, kind in (*key, *values))
-    names = ", ".join(bind for _, bind, _ in (*key, *values))
+    unnest, names = unnest_arrays((*key, *values))
     match = " AND ".join(f"{table.name}.{column} = v.{bind}" for column, bind, _ in key)
-    return sa.text(
-        f"UPDATE {table.name} SET {', '.join(sets)} FROM unnest({arrays}) AS v({names})"
-        f" WHERE {match}"
-    )
+    return f"UPDATE {table.name} SET {', '.join(sets)} FROM {unnest} AS v({names}) WHERE {match}"
 
 
-_PG_UPDATE_MESSAGES = _update_unnest(messages, _MESSAGE_KEY, _MESSAGE_SET, _MESSAGE_CLEARED)
 _PG_UPDATE_RECIPIENTS = _update_unnest(recipients, _RECIPIENT_KEY, _RECIPIENT_SET, ())
 # Recipients the attempt left untouched (never tried, still `sending`) follow the message's
 # new state.
@@ -106,6 +105,23 @@ _ATTEMPT_COLUMNS = (
     "outcome",
     "worker",
 )
+_PG_UPDATE_LEFTOVERS = (
+    f"{_update_unnest(recipients, _LEFTOVERS_KEY, _LEFTOVERS_SET, ())}"
+    f" AND recipients.state = '{State.SENDING.value}'"
+)
+_PG_ATTEMPT_COLUMNS: tuple[Column, ...] = (
+    ("message_seq", "a_seq", "bigint"),
+    ("channel_id", "a_channel", "text"),
+    ("recipient", "a_recipient", "text"),
+    ("at", "a_at", "double precision"),
+    ("stage", "a_stage", "text"),
+    ("code", "a_code", "integer"),
+    ("enhanced", "a_enhanced", "text"),
+    ("text", "a_text", "text"),
+    ("outcome", "a_outcome", "text"),
+    ("worker", "a_worker", "text"),
+)
+_PG_INSERT_ATTEMPTS = insert_unnest("attempts", _PG_ATTEMPT_COLUMNS)
 # A row of each statement, as a tuple in its driver SQL's order (values, then key).
 _Row = tuple[Any, ...]
 _STATE_VALUES: dict[str, str] = {state: state.value for state in State}
@@ -118,32 +134,34 @@ def _state_value(state: State | str) -> str:
     return State(state).value if value is None else value
 
 
-def _arrays(rows: list[_Row], columns: tuple[_Column, ...]) -> dict[str, Any]:
-    """Row tuples as one list per bind parameter (`columns` in the tuples' order)."""
-    lists = list(zip(*rows, strict=True)) or [() for _ in columns]
-    return {bind: list(values) for (_, bind, _), values in zip(columns, lists, strict=True)}
+def _message_row(rec: AttemptRecord, stored_duplicate: bool) -> _Row:
+    """The message's new values (_MESSAGE_SET, then seq): without a lease nothing would ever
+    pick a `sending` message up again, so it is deferred; possible_duplicate once true stays
+    true (`stored_duplicate`, the flag as stored)."""
+    after = _state_value(rec.message_state)
+    if after == _SENDING:
+        after = _DEFERRED
+    duplicate = stored_duplicate or rec.possible_duplicate
+    return (after, rec.next_attempt_at, rec.failures, duplicate, rec.claim.seq)
 
 
 class _Settled:
-    """A record's rows for every statement, built in one pass over the kept records."""
+    """A record's rows for the recipients and attempts, built in one pass over the kept
+    records (their messages' rows are written first: `_message_row`)."""
 
-    def __init__(self, kept: Sequence[AttemptRecord], live: dict[int, bool]) -> None:
-        self.messages: list[_Row] = []  # _MESSAGE_SET, then seq
+    def __init__(self, kept: Sequence[AttemptRecord]) -> None:
         self.recipients: list[_Row] = []  # _RECIPIENT_SET, then seq and address
         self.leftovers: list[_Row] = []  # state, updated_at, then seq
         self.attempts: list[_Row] = []  # _ATTEMPT_COLUMNS
         for rec in kept:
-            self._add(rec, live)
+            self._add(rec)
 
-    def _add(self, rec: AttemptRecord, live: dict[int, bool]) -> None:
+    def _add(self, rec: AttemptRecord) -> None:
         claim = rec.claim
         seq, at, worker, channel, stage = claim.seq, rec.at, rec.worker, claim.channel_id, rec.stage
-        # Without a lease nothing would ever pick a `sending` message up again.
         after = _state_value(rec.message_state)
         if after == _SENDING:
             after = _DEFERRED
-        duplicate = live[seq] or rec.possible_duplicate
-        self.messages.append((after, rec.next_attempt_at, rec.failures, duplicate, seq))
         if after not in _TERMINAL_VALUES:
             self.leftovers.append((after, at, seq))
         for s in rec.recipients:
@@ -156,20 +174,22 @@ class _Settled:
             )
 
     def write(self, conn: sa.Connection) -> None:
-        """The messages' new states, their recipients' replies, the untried recipients and
-        the attempt rows, in bulk."""
-        mark = marker(conn)
+        """The recipients' replies, the untried recipients and the attempt rows, in bulk: on
+        PostgreSQL one statement over arrays each."""
         if conn.dialect.name == "postgresql":
-            columns = (*_MESSAGE_SET, *_MESSAGE_KEY)
-            conn.execute(_PG_UPDATE_MESSAGES, _arrays(self.messages, columns))
             if self.recipients:
                 columns = (*_RECIPIENT_SET, *_RECIPIENT_KEY)
-                conn.execute(_PG_UPDATE_RECIPIENTS, _arrays(self.recipients, columns))
-        else:
-            update = _set_sql(conn, messages, _MESSAGE_KEY, _MESSAGE_SET, _MESSAGE_CLEARED, mark)
-            conn.exec_driver_sql(update, self.messages)
-            update = _set_sql(conn, recipients, _RECIPIENT_KEY, _RECIPIENT_SET, (), mark)
-            _driver_many(conn, update, self.recipients)
+                conn.exec_driver_sql(_PG_UPDATE_RECIPIENTS, arrays(self.recipients, columns))
+            if self.leftovers:
+                columns = (*_LEFTOVERS_SET, *_LEFTOVERS_KEY)
+                conn.exec_driver_sql(_PG_UPDATE_LEFTOVERS, arrays(self.leftovers, columns))
+            if self.attempts:
+                rows = arrays(self.attempts, _PG_ATTEMPT_COLUMNS)
+                conn.exec_driver_sql(_PG_INSERT_ATTEMPTS, rows)
+            return
+        mark = marker(conn)
+        update = _set_sql(conn, recipients, _RECIPIENT_KEY, _RECIPIENT_SET, (), mark)
+        _driver_many(conn, update, self.recipients)
         leftovers = _set_sql(conn, recipients, _LEFTOVERS_KEY, _LEFTOVERS_SET, (), mark)
         _driver_many(conn, f"{leftovers} AND state = '{_SENDING}'", self.leftovers)
         _driver_many(conn, insert_sql(conn, attempts, _ATTEMPT_COLUMNS, mark), self.attempts)
@@ -182,14 +202,13 @@ def _driver_many(conn: sa.Connection, sql: str, rows: list[_Row]) -> None:
 
 def _live(conn: sa.Connection, records: Sequence[AttemptRecord]) -> dict[int, bool]:
     """seq -> possible_duplicate of the messages still leased to their record's worker
-    (locked until commit on PostgreSQL)."""
+    (SQLite: its write transaction holds the write lock already)."""
     owners: dict[int, tuple[str | None, bool]] = {}
     seqs = sorted({rec.claim.seq for rec in records})
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
     for part in chunks(seqs):
         query = (
             "SELECT seq, lease_owner, possible_duplicate FROM messages"
-            f" WHERE seq IN {literal_seqs(part)}{lock}"
+            f" WHERE seq IN {literal_seqs(part)}"
         )
         for seq, owner, duplicate in conn.exec_driver_sql(query):
             owners[seq] = (owner, bool(duplicate))
@@ -201,11 +220,20 @@ def _live(conn: sa.Connection, records: Sequence[AttemptRecord]) -> dict[int, bo
 
 
 def record_in(conn: sa.Connection, records: Sequence[AttemptRecord]) -> None:
-    """`record_attempts`'s writes, in the caller's write transaction."""
-    live = _live(conn, records)
-    kept = [rec for rec in records if rec.claim.seq in live]
+    """`record_attempts`'s writes, in the caller's write transaction: the messages still
+    leased to their record's worker (on PostgreSQL the messages' UPDATE checks the lease
+    itself: store/settle_pg.py), then their recipients, attempts and events."""
+    if conn.dialect.name == "postgresql":
+        kept = settle_leased(conn, records, [_message_row(rec, False) for rec in records])
+    else:
+        live = _live(conn, records)
+        kept = [rec for rec in records if rec.claim.seq in live]
+        update = _set_sql(
+            conn, messages, _MESSAGE_KEY, _MESSAGE_SET, _MESSAGE_CLEARED, marker(conn)
+        )
+        _driver_many(conn, update, [_message_row(rec, live[rec.claim.seq]) for rec in kept])
     if kept:
-        _Settled(kept, live).write(conn)
+        _Settled(kept).write(conn)
         insert_events(conn, [e for rec in kept for e in rec.events])
 
 
