@@ -8,7 +8,13 @@ from collections.abc import Generator
 
 import pytest
 
-from support.databases import pg_url, store_url  # noqa: F401
+from support.databases import (  # noqa: F401
+    migrated_pg_url,
+    migrated_store_url,
+    pg_template,
+    pg_url,
+    store_url,
+)
 from support.fake_providers import fake_providers, fake_providers_smtp  # noqa: F401
 
 IN_CI = os.environ.get("MAILVIA_CI") == "1"

@@ -17,11 +17,11 @@ from support.rows import T0, channel, new
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
+def store(migrated_store_url: str) -> Iterator[SqlStore]:
     from mailvia.domain.tenancy import Role, User
 
-    migrate(store_url)
-    s = open_store(store_url)
+    migrate(migrated_store_url)
+    s = open_store(migrated_store_url)
     s.create_organization("org_1", "acme", T0)
     s.create_team("team_1", "org_1", "sales", T0)
     s.create_user(

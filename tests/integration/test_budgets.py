@@ -137,7 +137,7 @@ async def test_the_sql_budget_ledger_holds_over_a_simulated_half_hour(
     """The same shaping on SQLite, where the ledger keeps its windows' running sums in
     tables: 10 a minute and 60 recipients in 10 minutes over half an hour, 300 messages of
     one or two recipients waiting; on SQLite and PostgreSQL."""
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    url = request.getfixturevalue("migrated_pg_url") if backend == "postgresql" else None
     world = World(fast_dir, db_url=url)
     try:
         await sql_hour(world)

@@ -22,6 +22,7 @@ from mailvia.domain.message import State
 from mailvia.outbox.slots import ASK_SECONDS, SharedConnections
 from mailvia.store import SqlStore
 from mailvia.testserver import TestServer
+from support.databases import migrated_sqlite_file
 from support.rows import T0, channel, grab, new, seeded
 from support.world import World
 
@@ -32,8 +33,8 @@ LEASE = 30.0
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The databases only: slots are the SQL store's (the memory store serves one process)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'mailvia.db'}"
-    return str(request.getfixturevalue("pg_url"))
+        return f"sqlite:///{migrated_sqlite_file(tmp_path / 'mailvia.db')}"
+    return str(request.getfixturevalue("migrated_pg_url"))
 
 
 @pytest.fixture

@@ -354,7 +354,7 @@ async def test_a_run_claims_more_as_its_queue_runs_low_but_not_again_soon_after_
     from mailvia.outbox.run_claims import REFILL_PAUSE
 
     assert REFILL_PAUSE == 0.05
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    url = request.getfixturevalue("migrated_pg_url") if backend == "postgresql" else None
     world = World(tmp_path / "data", db_url=url, claim_batch=8)  # refills below 8 // 2 = 4
 
     async def inline(call: Callable[[], Any]) -> Any:

@@ -27,8 +27,8 @@ BUDGETS = (Budget(10_000, 86_400.0), Budget(500, 3_600.0, Unit.RECIPIENTS))
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
-    s = seeded(store_url, channel("ch_a", "relay", budgets=BUDGETS))
+def store(migrated_store_url: str) -> Iterator[SqlStore]:
+    s = seeded(migrated_store_url, channel("ch_a", "relay", budgets=BUDGETS))
     # A history: delivered messages with idempotency keys, their attempts and events.
     s.add_messages(
         [new(f"old{i}", at=T0 + i, idempotency_key=f"k{i}", request_hash="h") for i in range(200)]

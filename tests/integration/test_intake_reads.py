@@ -43,7 +43,7 @@ READS = (
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
-    url = None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    url = None if request.param == "sqlite" else str(request.getfixturevalue("migrated_pg_url"))
     w = World(tmp_path / "data", url)
     w.channel(9, security=Security.NONE, auth=Auth.NONE)
     yield w

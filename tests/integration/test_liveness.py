@@ -15,9 +15,9 @@ from support.world import World
 
 
 async def test_a_beating_dispatcher_keeps_its_claims_and_a_silent_one_loses_them(
-    tmp_path: Path, store_url: str
+    tmp_path: Path, migrated_store_url: str
 ) -> None:
-    world = World(tmp_path / "data", db_url=store_url)
+    world = World(tmp_path / "data", db_url=migrated_store_url)
     other = wire(replace(world.settings, worker_id="other"))
     try:
         channel = world.channel(9, security=Security.NONE, auth=Auth.NONE)

@@ -76,9 +76,9 @@ class CheckingTransport:
 
 
 async def test_every_mark_is_committed_before_its_transaction_starts(
-    tmp_path: Path, store_url: str
+    tmp_path: Path, migrated_store_url: str
 ) -> None:
-    world = World(tmp_path / "data", db_url=store_url, delivery_store="process")
+    world = World(tmp_path / "data", db_url=migrated_store_url, delivery_store="process")
     try:
         world.channel(2525, security=Security.NONE, auth=Auth.NONE, max_connections=20)
         receipts = world.send(count=MESSAGES)
@@ -87,7 +87,7 @@ async def test_every_mark_is_committed_before_its_transaction_starts(
         dispatcher = world.services.dispatcher
         dispatcher.transport = transport
         # app.wire: records ride with the marks on SQLite only (commit on their own on PG)
-        assert dispatcher.options.records_with_marks is store_url.startswith("sqlite")
+        assert dispatcher.options.records_with_marks is migrated_store_url.startswith("sqlite")
         now = time.time()
         dispatcher.liveness.start(now)
         assert await dispatcher.run_once(SteppingClock(now)) == MESSAGES
@@ -268,8 +268,8 @@ def seeded_claims() -> list[Claim]:
     ]
 
 
-def test_marks_and_records_in_one_transaction_on_sql(store_url: str) -> None:
-    store: SqlStore = seeded(store_url, channel("ch_a", "relay"))
+def test_marks_and_records_in_one_transaction_on_sql(migrated_store_url: str) -> None:
+    store: SqlStore = seeded(migrated_store_url, channel("ch_a", "relay"))
     store.add_messages([new("m1"), new("m2"), new("m3")])
     claims = store.claim(channel_id="ch_a", now=T0, limit=3, lease_until=T0 + 60, worker="w1")
     done, lost, ahead = claims
@@ -300,9 +300,9 @@ def test_marks_and_records_in_one_transaction_on_sql(store_url: str) -> None:
 
 
 def test_marks_that_fail_roll_their_records_back_on_sql(
-    store_url: str, monkeypatch: pytest.MonkeyPatch
+    migrated_store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store: SqlStore = seeded(store_url, channel("ch_a", "relay"))
+    store: SqlStore = seeded(migrated_store_url, channel("ch_a", "relay"))
     store.add_messages([new("m1"), new("m2")])
     done, ahead = store.claim(channel_id="ch_a", now=T0, limit=2, lease_until=T0 + 60, worker="w1")
     store.mark_started([done.seq], "w1", T0)

@@ -20,6 +20,7 @@ from mailvia.domain.message import Envelope, State
 from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.ports import NewMessage
 from mailvia.store import SqlStore, message_inserts, migrate, open_store
+from support.databases import migrated_sqlite_file
 from support.rows import channel
 
 pytestmark = pytest.mark.timeout(60)
@@ -29,9 +30,9 @@ T0 = 1_700_000_000.0
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'mailvia.db'}"
+        url = f"sqlite:///{migrated_sqlite_file(tmp_path / 'mailvia.db')}"
     else:
-        url = str(request.getfixturevalue("pg_url"))
+        url = str(request.getfixturevalue("migrated_pg_url"))
     migrate(url)
     s = open_store(url)
     s.create_organization("org_1", "acme", T0)

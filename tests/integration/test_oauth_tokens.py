@@ -32,9 +32,9 @@ JANE = "jane@acme.test"
 
 @pytest.fixture
 async def world(
-    tmp_path: Path, fake_providers: FakeProviders, store_url: str
+    tmp_path: Path, fake_providers: FakeProviders, migrated_store_url: str
 ) -> AsyncIterator[World]:
-    w = oauth_world(tmp_path / "data", fake_providers, db_url=store_url, worker_id="one")
+    w = oauth_world(tmp_path / "data", fake_providers, db_url=migrated_store_url, worker_id="one")
     yield w
     await w.close()
 

@@ -17,8 +17,8 @@ from support.rows import T0, channel, record, seeded, sent, submission
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
-    s = seeded(store_url, channel("ch_a", "relay"))
+def store(migrated_store_url: str) -> Iterator[SqlStore]:
+    s = seeded(migrated_store_url, channel("ch_a", "relay"))
     yield s
     s.close()
 

@@ -22,9 +22,9 @@ class Boom(Exception):
 
 
 @pytest.fixture
-def db(store_url: str) -> Iterator[Database]:
-    migrate(store_url)
-    store = open_store(store_url)
+def db(migrated_store_url: str) -> Iterator[Database]:
+    migrate(migrated_store_url)
+    store = open_store(migrated_store_url)
     yield store._db
     store.close()
 

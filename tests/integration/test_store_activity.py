@@ -28,9 +28,9 @@ LATER = Reply(451, "4.2.0", "try later")
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
-    migrate(store_url)
-    s = open_store(store_url)
+def store(migrated_store_url: str) -> Iterator[SqlStore]:
+    migrate(migrated_store_url)
+    s = open_store(migrated_store_url)
     s.create_organization("org_1", "acme", T0)
     s.create_team("team_1", "org_1", "sales", T0)
     jane = User("usr_1", "org_1", "team_1", "jane@acme.test", Role.ADMIN)
@@ -99,11 +99,11 @@ def test_subjects_are_kept_decoded_and_searched_with_recipients(store: SqlStore)
 
 
 def test_a_message_stored_before_0010_shows_its_subject_from_its_bytes(
-    store: SqlStore, store_url: str
+    store: SqlStore, migrated_store_url: str
 ) -> None:
     s = store
     s.add_messages([new("old", b"from before")])
-    engine = sa.create_engine(store_url)
+    engine = sa.create_engine(migrated_store_url)
     with engine.begin() as conn:  # as a message stored before migration 0010 is
         conn.execute(messages.update().values(subject=None))
     engine.dispose()

@@ -42,6 +42,7 @@ from mailvia.store import KEEP, SqlStore, migrate, open_store
 from mailvia.store import outbox as store_outbox
 from mailvia.store.memory import MemoryStore
 from mailvia.store.tables import metadata
+from support.databases import migrated_sqlite_file
 from support.rows import DAY, LATER, NO_SUCH, OK, T0, channel, grab, new, record, sent
 
 
@@ -51,8 +52,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
         return "memory"
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'mailvia.db'}"
-    return str(request.getfixturevalue("pg_url"))
+        return f"sqlite:///{migrated_sqlite_file(tmp_path / 'mailvia.db')}"
+    return str(request.getfixturevalue("migrated_pg_url"))
 
 
 @pytest.fixture

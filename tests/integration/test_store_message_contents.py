@@ -148,9 +148,9 @@ def test_0013_moves_each_messages_bytes_to_their_own_table_and_back(store_url: s
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
-    _world(store_url)
-    s = open_store(store_url)
+def store(migrated_store_url: str) -> Iterator[SqlStore]:
+    _world(migrated_store_url)
+    s = open_store(migrated_store_url)
     yield s
     s.close()
 
@@ -201,19 +201,19 @@ def test_a_claim_reads_the_contents_it_leased_after_its_commit(store: SqlStore) 
 
 
 def test_a_message_and_its_content_are_written_and_removed_together(
-    store: SqlStore, store_url: str
+    store: SqlStore, migrated_store_url: str
 ) -> None:
     store.add_messages([_new("msg_1", OLD, key="k", digest="h1")])
     with pytest.raises(Conflict):  # the whole transaction is refused: no content stays behind
         store.add_messages([_new("msg_2", OTHER), _new("msg_3", OTHER, key="k", digest="h2")])
     assert store.add_messages([_new("msg_4", OTHER, key="k", digest="h1")]) == [("msg_1", False)]
-    assert _scalars(store_url, "SELECT content FROM message_contents") == [OLD]
+    assert _scalars(migrated_store_url, "SELECT content FROM message_contents") == [OLD]
 
-    engine = create_engine(store_url)  # the store's own settings: SQLite's foreign keys on
+    engine = create_engine(migrated_store_url)  # the store's own settings: SQLite's foreign keys on
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql("DELETE FROM recipients")
             conn.exec_driver_sql("DELETE FROM messages")
     finally:
         engine.dispose()
-    assert _scalars(store_url, "SELECT count(*) FROM message_contents") == [0]
+    assert _scalars(migrated_store_url, "SELECT count(*) FROM message_contents") == [0]

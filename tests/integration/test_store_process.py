@@ -34,7 +34,7 @@ def _refuse(*args: Any, **kwargs: Any) -> Any:
 async def test_mail_is_claimed_sent_and_recorded_through_the_store_process(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    url = request.getfixturevalue("migrated_pg_url") if backend == "postgresql" else None
     world = World(tmp_path / "data", db_url=url, delivery_store="process")
     try:
         dispatcher = world.services.dispatcher

@@ -19,9 +19,9 @@ BOSS = User("usr_boss", "org_1", "team_1", "boss@acme.test", Role.ADMIN)
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
-    migrate(store_url)
-    s = open_store(store_url)
+def store(migrated_store_url: str) -> Iterator[SqlStore]:
+    migrate(migrated_store_url)
+    s = open_store(migrated_store_url)
     s.create_organization("org_1", "acme", T0)
     s.create_team("team_1", "org_1", "sales", T0)
     for user in (JANE, BOSS):
@@ -92,9 +92,11 @@ def test_a_request_touches_the_row_at_most_once_a_minute(store: SqlStore) -> Non
     assert store.find_session(key).seen_at == T0 + 61  # type: ignore[union-attr]
 
 
-def test_sign_out_and_password_change_end_sessions_for_every_process(store_url: str) -> None:
-    migrate(store_url)
-    one, two = open_store(store_url), open_store(store_url)
+def test_sign_out_and_password_change_end_sessions_for_every_process(
+    migrated_store_url: str,
+) -> None:
+    migrate(migrated_store_url)
+    one, two = open_store(migrated_store_url), open_store(migrated_store_url)
     try:
         one.create_organization("org_1", "acme", T0)
         one.create_team("team_1", "org_1", "sales", T0)

@@ -16,9 +16,9 @@ T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
-    migrate(store_url)
-    s = open_store(store_url)
+def store(migrated_store_url: str) -> Iterator[SqlStore]:
+    migrate(migrated_store_url)
+    s = open_store(migrated_store_url)
     s.create_organization("org_1", "acme", T0)
     s.create_organization("org_2", "globex", T0)
     yield s
@@ -146,11 +146,11 @@ def test_an_attempt_for_a_removed_webhook_is_ignored(store: SqlStore) -> None:
     assert store.list_webhook_attempts("wh_1", cursor=None, limit=10) == ([], None)
 
 
-def test_two_stores_never_claim_the_same_delivery(store: SqlStore, store_url: str) -> None:
+def test_two_stores_never_claim_the_same_delivery(store: SqlStore, migrated_store_url: str) -> None:
     store.add_webhook(hook("wh_1"), b"s")
     events(store, *["message.delivered"] * 20, at=T0 + 1)
     store.queue_webhook_events(T0 + 1, limit=100, backlog=100)
-    other = open_store(store_url)
+    other = open_store(migrated_store_url)
     try:
         seen: list[str] = []
         for _ in range(10):

@@ -91,7 +91,7 @@ async def _trickle(world: World, bursts: int, queued: int = 0) -> dict[str, int]
 async def test_a_run_goes_on_while_mail_trickles_in(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    url = request.getfixturevalue("migrated_pg_url") if backend == "postgresql" else None
     world = World(tmp_path / "data", db_url=url)
     try:
         bursts = 20

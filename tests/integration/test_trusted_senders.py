@@ -21,6 +21,7 @@ from mailvia.outbox.senders import check_sender, trusted_of, user_of_read
 from mailvia.outbox.tenancy import Tenancy
 from mailvia.store import SqlStore, migrate, open_store
 from mailvia.store.memory import MemoryStore
+from support.databases import migrated_sqlite_file
 from support.rows import channel
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,9 +47,9 @@ def sql_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlSto
 
 def _opened(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> SqlStore:
     url = (
-        f"sqlite:///{tmp_path / 'mailvia.db'}"
+        f"sqlite:///{migrated_sqlite_file(tmp_path / 'mailvia.db')}"
         if kind == "sqlite"
-        else str(request.getfixturevalue("pg_url"))
+        else str(request.getfixturevalue("migrated_pg_url"))
     )
     migrate(url)
     return open_store(url)

@@ -21,8 +21,8 @@ from support.world import World
 
 
 @pytest.fixture
-async def world(tmp_path: Path, pg_url: str) -> AsyncIterator[World]:
-    w = World(tmp_path / "data", db_url=pg_url)
+async def world(tmp_path: Path, migrated_pg_url: str) -> AsyncIterator[World]:
+    w = World(tmp_path / "data", db_url=migrated_pg_url)
     yield w
     await w.close()
 
