@@ -12,8 +12,8 @@ from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput
 from mailvia.outbox.records import Event
 from mailvia.store.engine import Database
+from mailvia.store.pg_arrays import insert_unnest
 from mailvia.store.rows import insert_sql, marker
-from mailvia.store.settle_pg import insert_unnest
 from mailvia.store.tables import events
 
 _CURSOR = "evt"

@@ -18,8 +18,9 @@ from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.mending import cancel_seqs
 from mailvia.store.message_reads import read_message
+from mailvia.store.pg_arrays import Column, arrays, insert_unnest, unnest_arrays
 from mailvia.store.rows import chunks, event_id, insert_sql, literal_seqs, marker
-from mailvia.store.settle_pg import Column, arrays, insert_unnest, settle_leased, unnest_arrays
+from mailvia.store.settle_pg import settle_leased
 from mailvia.store.tables import attempts, messages, recipients
 
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
@@ -31,23 +32,23 @@ m, r = messages.c, recipients.c
 # UPDATE is built from it twice: driver SQL with one row per execute (SQLite), and on
 # PostgreSQL one statement over arrays (unnest), whose text never changes so psycopg prepares
 # it once, instead of a pipelined executemany that the server runs row by row (the messages'
-# UPDATE, which also checks the leases, and the attempts' INSERT are in store/settle_pg.py).
+# UPDATE, which also checks the leases, is in store/settle_pg.py; the array helpers in
+# store/pg_arrays.py).
 # The rows are tuples handed to the driver as they are (no SQLAlchemy parameter processing
 # per row).
-_Column = Column
-_MESSAGE_KEY: tuple[_Column, ...] = (("seq", "b_seq", "bigint"),)
-_MESSAGE_SET: tuple[_Column, ...] = (
+_MESSAGE_KEY: tuple[Column, ...] = (("seq", "b_seq", "bigint"),)
+_MESSAGE_SET: tuple[Column, ...] = (
     ("state", "b_state", "text"),
     ("next_attempt_at", "b_next", "double precision"),
     ("failures", "b_failures", "integer"),
     ("possible_duplicate", "b_duplicate", "boolean"),
 )
 _MESSAGE_CLEARED = ("lease_owner", "lease_expires_at", "started_at")
-_RECIPIENT_KEY: tuple[_Column, ...] = (
+_RECIPIENT_KEY: tuple[Column, ...] = (
     ("message_seq", "b_seq", "bigint"),
     ("address", "b_address", "text"),
 )
-_RECIPIENT_SET: tuple[_Column, ...] = (
+_RECIPIENT_SET: tuple[Column, ...] = (
     ("state", "b_state", "text"),
     ("last_code", "b_code", "integer"),
     ("last_enhanced", "b_enhanced", "text"),
@@ -59,8 +60,8 @@ _RECIPIENT_SET: tuple[_Column, ...] = (
 def _set_sql(
     conn: sa.Connection,
     table: sa.Table,
-    key: tuple[_Column, ...],
-    values: tuple[_Column, ...],
+    key: tuple[Column, ...],
+    values: tuple[Column, ...],
     cleared: tuple[str, ...],
     mark: str,
 ) -> str:
@@ -74,10 +75,10 @@ def _set_sql(
 
 
 def _update_unnest(
-    table: sa.Table, key: tuple[_Column, ...], values: tuple[_Column, ...], cleared: tuple[str, ...]
+    table: sa.Table, key: tuple[Column, ...], values: tuple[Column, ...], cleared: tuple[str, ...]
 ) -> str:
     """The same UPDATE for many rows on PostgreSQL (driver SQL): each bind parameter an
-    array, sent in binary (store/settle_pg.py)."""
+    array, sent in binary (store/pg_arrays.py)."""
     sets = [f"{column} = v.{bind}" for column, bind, _ in values]
     sets += [f"{column} = NULL" for column in cleared]
     unnest, names = unnest_arrays((*key, *values))
@@ -88,8 +89,8 @@ def _update_unnest(
 _PG_UPDATE_RECIPIENTS = _update_unnest(recipients, _RECIPIENT_KEY, _RECIPIENT_SET, ())
 # Recipients the attempt left untouched (never tried, still `sending`) follow the message's
 # new state.
-_LEFTOVERS_KEY: tuple[_Column, ...] = (("message_seq", "b_seq", "bigint"),)
-_LEFTOVERS_SET: tuple[_Column, ...] = (
+_LEFTOVERS_KEY: tuple[Column, ...] = (("message_seq", "b_seq", "bigint"),)
+_LEFTOVERS_SET: tuple[Column, ...] = (
     ("state", "b_state", "text"),
     ("updated_at", "b_at", "double precision"),
 )

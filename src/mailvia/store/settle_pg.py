@@ -20,36 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailvia.outbox.ports import AttemptRecord
-
-Column = tuple[str, str, str]  # (column, bind parameter, PostgreSQL type)
-
-
-def unnest_arrays(columns: Sequence[Column]) -> tuple[str, str]:
-    """`unnest(CAST(%(b)b AS type[]), ...)` (driver SQL, for `exec_driver_sql` with a dict of
-    lists) and its columns' names (`v(b, ...)`'s). `%(b)b`: psycopg sends the list in
-    binary; in text (`%(b)s`) its array dumper escapes every element with a regular
-    expression, about 25 us per row of an attempt or an event, most of the store process's
-    CPU for a record."""
-    arrays = ", ".join(f"CAST(%({bind})b AS {kind}[])" for _, bind, kind in columns)
-    return f"unnest({arrays})", ", ".join(bind for _, bind, _ in columns)
-
-
-def insert_unnest(table: str, columns: Sequence[Column]) -> str:
-    """INSERT of many rows (driver SQL), each column's values one array, in the arrays'
-    order (rows get their serial keys in that order)."""
-    arrays, names = unnest_arrays(columns)
-    targets = ", ".join(column for column, _, _ in columns)
-    return (
-        f"INSERT INTO {table} ({targets}) SELECT {names} FROM {arrays}"
-        f" WITH ORDINALITY AS v({names}, n) ORDER BY n"
-    )
-
-
-def arrays(rows: Sequence[tuple[Any, ...]], columns: Sequence[Column]) -> dict[str, Any]:
-    """Row tuples (in `columns`' order) as one list per bind parameter."""
-    lists = list(zip(*rows, strict=True)) or [() for _ in columns]
-    return {bind: list(values) for (_, bind, _), values in zip(columns, lists, strict=True)}
-
+from mailvia.store.pg_arrays import Column, arrays, unnest_arrays
 
 _LEASED: tuple[Column, ...] = (
     ("seq", "b_seq", "bigint"),
