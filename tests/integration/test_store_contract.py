@@ -397,6 +397,52 @@ def test_recording_attempts_settles_each_recipient(store: SqlStore) -> None:
     assert s.list_events("org_1", cursor=None, limit=10)[0] == [done]
 
 
+def test_a_time_given_as_an_int_among_floats_is_stored_not_refused(store: SqlStore) -> None:
+    """A whole number of seconds is a time like any other: a group of records (the attempts'
+    and recipients' times, the messages' next attempt, the events') or of events with one
+    int among floats is stored (PostgreSQL's binary arrays refuse a list of mixed types:
+    the records would have been an outage, retried for ever)."""
+    s = store
+    s.add_messages([new("m1", "a@x.test", "b@x.test"), new("m2", "a@x.test", "b@x.test")])
+    c1, c2 = grab(s)
+    whole = int(T0) + 2  # an int
+    s.record_attempts(
+        [
+            record(
+                claim,
+                sent("a@x.test"),
+                state=State.DEFERRED,
+                at=at,
+                next_at=at + 300,
+                failures=1,
+                events=(Event(f"evt_{i}", "org_1", "message.deferred", at, {}),),
+            )
+            for i, (claim, at) in enumerate([(c1, T0 + 1), (c2, whole)])
+        ]
+    )
+    s.add_events(
+        [
+            Event("evt_a", "org_1", "message.held", T0 + 3, {}),
+            Event("evt_b", "org_1", "x", whole, {}),
+        ]
+    )
+    view = s.get_message("m2")
+    assert (view.state, view.next_attempt_at) == (State.DEFERRED, whole + 300)
+    assert [(r.address, r.state) for r in view.recipients] == [
+        ("a@x.test", State.DELIVERED),
+        ("b@x.test", State.DEFERRED),
+    ]
+    assert [a.at for a in view.attempts] == [whole]
+    assert s.get_message("m1").next_attempt_at == T0 + 301
+    stream = s.list_events("org_1", cursor=None, limit=10)[0]
+    assert [(e.id, e.created_at) for e in stream] == [
+        ("evt_0", T0 + 1),
+        ("evt_1", whole),
+        ("evt_a", T0 + 3),
+        ("evt_b", whole),
+    ]
+
+
 def test_possible_duplicate_is_sticky_and_settled_recipients_stay_settled(store: SqlStore) -> None:
     s = store
     s.add_messages([new("m1", "ok@x.test", "slow@x.test")])

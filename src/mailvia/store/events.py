@@ -12,7 +12,7 @@ from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput
 from mailvia.outbox.records import Event
 from mailvia.store.engine import Database
-from mailvia.store.pg_arrays import insert_unnest
+from mailvia.store.pg_arrays import Column, arrays, insert_unnest
 from mailvia.store.rows import insert_sql, marker
 from mailvia.store.tables import events
 
@@ -22,18 +22,17 @@ _CURSOR = "evt"
 _EVENTS_LOCK = 0x6D61696C76696101
 
 
-_COLUMNS = ("id", "organization_id", "type", "created_at", "data")
-# On PostgreSQL the rows go as one statement over arrays, in order (their seqs rise in it).
-_PG_INSERT = insert_unnest(
-    "events",
-    (
-        ("id", "e_id", "text"),
-        ("organization_id", "e_organization", "text"),
-        ("type", "e_type", "text"),
-        ("created_at", "e_created", "double precision"),
-        ("data", "e_data", "text"),
-    ),
+# (column, bind parameter, PostgreSQL type): on PostgreSQL the rows go as one statement over
+# arrays, in order (their seqs rise in it).
+_PG_COLUMNS: tuple[Column, ...] = (
+    ("id", "e_id", "text"),
+    ("organization_id", "e_organization", "text"),
+    ("type", "e_type", "text"),
+    ("created_at", "e_created", "double precision"),
+    ("data", "e_data", "text"),
 )
+_PG_INSERT = insert_unnest("events", _PG_COLUMNS)
+_COLUMNS = tuple(column for column, _, _ in _PG_COLUMNS)
 
 
 def insert_events(conn: sa.Connection, items: Sequence[Event]) -> None:
@@ -41,22 +40,14 @@ def insert_events(conn: sa.Connection, items: Sequence[Event]) -> None:
     over arrays, elsewhere one executemany with the rows as tuples straight to the driver."""
     if not items:
         return
-    data = [json.dumps(dict(e.data), default=str) for e in items]
+    rows = [
+        (e.id, e.organization_id, e.type, e.created_at, json.dumps(dict(e.data), default=str))
+        for e in items
+    ]
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_EVENTS_LOCK})")
-        columns = {
-            "e_id": [e.id for e in items],
-            "e_organization": [e.organization_id for e in items],
-            "e_type": [e.type for e in items],
-            "e_created": [e.created_at for e in items],
-            "e_data": data,
-        }
-        conn.exec_driver_sql(_PG_INSERT, columns)
+        conn.exec_driver_sql(_PG_INSERT, arrays(rows, _PG_COLUMNS))
         return
-    rows = [
-        (e.id, e.organization_id, e.type, e.created_at, text)
-        for e, text in zip(items, data, strict=True)
-    ]
     conn.exec_driver_sql(insert_sql(conn, events, _COLUMNS, marker(conn)), rows)
 
 

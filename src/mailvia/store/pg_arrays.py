@@ -35,6 +35,28 @@ def insert_unnest(table: str, columns: Sequence[Column]) -> str:
 
 
 def arrays(rows: Sequence[tuple[Any, ...]], columns: Sequence[Column]) -> dict[str, Any]:
-    """Row tuples (in `columns`' order) as one list per bind parameter."""
+    """Row tuples (in `columns`' order) as one list per bind parameter, each number column's
+    values of one type (a time of double precision all floats, an integer or bigint all
+    ints, a boolean all bools; None stays None): psycopg refuses a binary list of mixed
+    types ("cannot dump lists of mixed types"), e.g. a time given as a whole number among
+    floats, and the statement would fail as a whole."""
     lists = list(zip(*rows, strict=True)) or [() for _ in columns]
-    return {bind: list(values) for (_, bind, _), values in zip(columns, lists, strict=True)}
+    return {
+        bind: _of_one_type(values, kind)
+        for (_, bind, kind), values in zip(columns, lists, strict=True)
+    }
+
+
+_TYPES: dict[str, type] = {
+    "double precision": float,
+    "bigint": int,
+    "integer": int,
+    "boolean": bool,
+}
+
+
+def _of_one_type(values: Sequence[Any], kind: str) -> list[Any]:
+    made = _TYPES.get(kind)
+    if made is None:
+        return list(values)
+    return [v if v is None or v.__class__ is made else made(v) for v in values]
