@@ -125,3 +125,25 @@ def test_a_failing_binary_read_is_an_outage_and_the_claim_is_given_back(pg_url: 
     assert given == [("queued", None)]  # given back at once
     (claim,) = store.claim(channel_id="ch_a", now=T0, limit=1, lease_until=T0 + 60, worker="w1")
     assert claim.content == b"Subject: hi\r\n\r\nhello\r\n"
+
+
+def test_records_update_their_messages_in_seq_order_whatever_the_group_order(pg_url: str) -> None:
+    """The messages' UPDATE gets its rows sorted by seq, so it locks them in that order (as
+    the marks do): two workers' groups cannot deadlock on them."""
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new(f"m{i}") for i in range(5)])
+    claims = store.claim(channel_id="ch_a", now=T0, limit=5, lease_until=T0 + 60, worker="w1")
+    records = [record(c, sent("bob@example.test"), state=State.DELIVERED) for c in claims[::-1]]
+    updates: list[Any] = []
+
+    def before(_conn: Any, _cursor: Any, sql: str, params: Any, *_rest: Any) -> None:
+        if sql.startswith("UPDATE messages"):
+            updates.append(params["b_seq"])
+
+    event.listen(store._db.engine, "before_cursor_execute", before)
+    try:
+        store.record_attempts(records)
+    finally:
+        event.remove(store._db.engine, "before_cursor_execute", before)
+    assert updates == [sorted(c.seq for c in claims)]
+    assert all(store.get_message(f"m{i}").state is State.DELIVERED for i in range(5))

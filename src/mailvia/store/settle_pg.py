@@ -15,6 +15,7 @@ Side effects: the records' writes, in the caller's write transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,7 +54,14 @@ def settle_leased(
 ) -> list[AttemptRecord]:
     """The messages' new states (`rows`: state, next_attempt_at, failures, the record's
     possible_duplicate, then seq, one per record) where each is still leased to its
-    record's worker; the lease cleared. Returns the records whose message that was."""
-    leased = [(seq, rec.worker, *values) for (*values, seq), rec in zip(rows, records, strict=True)]
+    record's worker; the lease cleared. Returns the records whose message that was.
+
+    The rows go in seq order, so the UPDATE meets and locks the messages in that order (as
+    the read of the sorted seqs FOR UPDATE it replaced did, and as the marks go): two
+    workers' groups never wait for each other's locks in a cycle (a deadlock)."""
+    leased = sorted(
+        ((seq, rec.worker, *values) for (*values, seq), rec in zip(rows, records, strict=True)),
+        key=itemgetter(0),
+    )
     kept = {seq for (seq,) in conn.exec_driver_sql(_SETTLE_MESSAGES, arrays(leased, _LEASED))}
     return [rec for rec in records if rec.claim.seq in kept]
