@@ -80,6 +80,8 @@ def test_records_are_a_few_statements_over_arrays_whatever_their_number(pg_url: 
         store.record_attempts(records)
     assert not any(many for _, many, _ in sent_)
     assert len(sent_) <= 6  # messages, recipients, untried recipients, attempts, lock, events
+    # One transaction: none of them in autocommit (as `write_one` would send them).
+    assert sent_ and not any(autocommit for _, _, autocommit in sent_)
     events, _ = store.list_events("org_1", cursor=None, limit=100)
     assert [e.id for e in events] == [f"evt_{i:02}" for i in range(30) if i != 5]  # in order
     view = store.get_message("m00")
