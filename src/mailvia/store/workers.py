@@ -105,15 +105,27 @@ class WorkerStore:
         records: Sequence[AttemptRecord] = (),
     ) -> list[bool]:
         """Mark that `worker` is about to start a transaction for each message (before SMTP
-        MAIL or the API call), in one transaction, with `records` recorded in it too (as
-        `record_attempts` does: one commit for a worker's marks and its records of the
-        moment). Returns, per seq, whether the worker still holds the message's lease (if
-        not, another worker has it: do not send)."""
+        MAIL or the API call); committed before this returns. Returns, per seq, whether the
+        worker still holds the message's lease (if not, another worker has it: do not send).
+
+        With `records`: they and the marks in one transaction (as `record_attempts` records
+        them: one commit for a worker's marks and its records of the moment). Marks alone:
+        on SQLite one transaction; on PostgreSQL each chunk of marks (`rows.BATCH` seqs) is
+        one UPDATE in autocommit, committed by itself, so when a later chunk fails (raised
+        as StoreUnavailable) the earlier chunks' marks stay committed. That is safe: a mark
+        only says the transaction may have started, and a mark whose transaction never
+        starts is already common (marks are made ahead of the transactions: MARKS_AHEAD).
+        Such a message is not sent on this answer (its run got an error, not True: back in
+        its queue unsent); its worker later gives it back or records an attempt, either of
+        which clears the mark, or, should the worker die, its lease runs out and whoever
+        takes it over flags it possible_duplicate: a warning that may be false, never a
+        message lost or sent twice unflagged."""
         if not seqs and not records:
             return []
         if not records:
-            # Marks alone: each statement marks its part and commits it (a part's marks
-            # need not commit with another's); on PostgreSQL one round trip, not three.
+            # Marks alone: each statement marks its chunk and commits it (a chunk's marks
+            # need not commit with another's, see above); on PostgreSQL one round trip, not
+            # three.
             with self._db.write_one() as conn:
                 held = mark_started(conn, seqs, worker, now)
             return [seq in held for seq in seqs]
