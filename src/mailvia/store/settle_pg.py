@@ -1,7 +1,10 @@
 """Recording attempts on PostgreSQL: each table's writes for a group of records in one
-statement over arrays (`unnest`), so a group of 100 records is five statements, not two
-hundred (an executemany of the attempts' and the events' rows ran one INSERT per row on the
-server, each parsed, planned and executed: most of PostgreSQL's CPU for a record).
+statement over arrays (`unnest`), so a group of 100 records is six statements (the messages,
+their recipients, the untried recipients, the attempts, the events' advisory lock, the
+events), not two hundred (an executemany of the attempts' and the events' rows ran one INSERT
+per row on the server, each parsed, planned and executed: most of PostgreSQL's CPU for a
+record). This module holds the messages' UPDATE; the others are store/settle.py's and
+store/events.py's, the array helpers store/pg_arrays.py's.
 
 The lease check is the messages' UPDATE itself: it sets the new states only where the message
 is still leased to the record's worker (the rows it locks and changes are the ones whose
