@@ -86,12 +86,8 @@ def channel_of(row: Any) -> Channel:
     immutable and every single POST reads its organization's channels for its route, where
     making each (its JSON columns, enums and dataclasses) cost about as much as the read.
     Any change to any column is another row, so what comes back is always made from what
-    was read."""
-    values = _picker(row._fields)(row)  # its own columns only
-    try:
-        return _made(values)
-    except TypeError:  # a value that cannot be hashed: made from it as it is
-        return _channel_from(row)
+    was read. (Every channel column is text, a number, a boolean or NULL: hashable.)"""
+    return _made(_picker(row._fields)(row))  # its own columns only
 
 
 @functools.lru_cache(maxsize=64)
