@@ -96,6 +96,12 @@ def test_a_group_reads_its_sender_and_route_in_one_statement(world: World, logge
     [
         ("boss@acme.test", "boss@acme.test is not one of your sender identities"),
         ("jane@elsewhere.test", "the domain elsewhere.test is not assigned to your organization"),
+        # quoted as the message has it (the local part's case kept), not lower-cased
+        ("Boss@ACME.test", "Boss@acme.test is not one of your sender identities"),
+        (
+            "Someone@Example.COM",
+            "Someone@example.com: the domain example.com is not assigned to your organization",
+        ),
     ],
 )
 def test_a_from_the_logged_in_user_may_not_use_is_refused_as_before(
@@ -106,9 +112,10 @@ def test_a_from_the_logged_in_user_may_not_use_is_refused_as_before(
     intake = Intake(world.services, time.time)
     other = RAW.replace(b"From: Jane <jane@acme.test>", f"From: <{address}>".encode())
     envelope = Envelope("jane@acme.test", ("bob@example.com",))
+    composed = intake.compose(other, envelope)  # its From's domain lower-cased
     with pytest.raises(Forbidden) as api:
-        world.services.submitter.check_sender(world.jane, address)
-    refused = Arrived(intake.compose(other, envelope), world.jane, None)
+        world.services.submitter.check_sender(world.jane, composed.from_address)
+    refused = Arrived(composed, world.jane, None)
     mine = Arrived(intake.compose(RAW, envelope), world.jane, None)
     first, second, queued = intake.commit([refused, refused, mine])
     for r in (first, second):

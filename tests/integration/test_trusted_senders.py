@@ -179,6 +179,8 @@ CASES = [
     ("usr_a", "sales@acme.test"),  # the address held
     ("usr_a", "SALES@acme.TEST"),  # any case
     ("usr_a", "other@acme.test"),  # refused: not one of amy's identities
+    ("usr_a", "Other@ACME.test"),  # refused, quoted as sent
+    ("usr_a", "Someone@Example.COM"),  # refused: nobody's domain, quoted as sent
     ("usr_b", "anyone@acme.test"),  # the @domain held
     ("usr_o", "anyone@acme.test"),  # refused: holds @acme.test, but the domain is org_1's
     ("usr_o", "olga@other.test"),
@@ -198,7 +200,7 @@ def test_a_users_read_allows_and_refuses_what_check_sender_does(
     except Forbidden as refused:
         expected = refused
     try:
-        found = user_of_read(user, store.user_from(user.organization_id, user.id, address))
+        found = user_of_read(user, store.user_from(user.organization_id, user.id, address), address)
     except Forbidden as refused:
         assert expected is not None and str(refused) == str(expected)
     else:

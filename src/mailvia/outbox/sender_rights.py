@@ -102,4 +102,5 @@ class SenderRights:
         answers as the API's) with the organization and its channels read with it, in one
         statement: for the submission port's logged-in mail. Raises Forbidden,
         InvalidAddress, NotFound (no such organization)."""
-        return user_of_read(user, self.store.user_from(user.organization_id, user.id, address))
+        found = self.store.user_from(user.organization_id, user.id, address)
+        return user_of_read(user, found, address)

@@ -67,10 +67,11 @@ def trusted_of(found: FromRead, organization_id: str) -> TrustedFrom:
     return TrustedFrom(found.address, user, found.organization, found.channels)
 
 
-def user_of_read(user: User, found: FromRead) -> TrustedFrom:
-    """What a logged-in user's read allows: raises Forbidden (`check_sender`'s answers)
-    unless the user may send as its From; else the user with the route's inputs."""
-    check_sender(user, found.address, lambda _: found.owner, lambda _: list(found.identities))
+def user_of_read(user: User, found: FromRead, from_address: str) -> TrustedFrom:
+    """What a logged-in user's read of `from_address` allows: raises Forbidden
+    (`check_sender`'s answers, quoting the From as sent) unless the user may send as it;
+    else the user with the route's inputs."""
+    check_sender(user, from_address, lambda _: found.owner, lambda _: list(found.identities))
     return TrustedFrom(found.address, user, found.organization, found.channels)
 
 
