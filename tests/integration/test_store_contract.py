@@ -40,9 +40,11 @@ from mailvia.outbox.ports import Claim
 from mailvia.outbox.records import Event, MessageFilter
 from mailvia.store import KEEP, SqlStore, migrate, open_store
 from mailvia.store import outbox as store_outbox
+from mailvia.store.engine import Database
 from mailvia.store.memory import MemoryStore
 from mailvia.store.tables import metadata
 from support.databases import migrated_sqlite_file
+from support.ports import closed_port
 from support.rows import DAY, LATER, NO_SUCH, OK, T0, channel, grab, new, record, sent
 
 
@@ -689,6 +691,24 @@ def test_an_unreachable_database_is_store_unavailable(tmp_path: Path) -> None:
     )
 
 
+def test_a_write_of_one_statement_maps_an_unreachable_database_to_store_unavailable() -> None:
+    """`Database.write_one` (PostgreSQL's autocommit path, the started marks alone) maps a
+    connection that cannot be made to StoreUnavailable, as `write()` does."""
+    down = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/mailvia"
+    db = Database(down)
+
+    def one_write() -> None:
+        with db.write_one() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    try:
+        each_raises(
+            StoreUnavailable, one_write, lambda: open_store(down).mark_started([1], "w1", T0)
+        )
+    finally:
+        db.engine.dispose()
+
+
 def test_sqlite_connections_are_durable_and_wait_for_the_lock(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'pragmas.db'}"
     migrate(url)
@@ -703,7 +723,13 @@ def test_sqlite_connections_are_durable_and_wait_for_the_lock(tmp_path: Path) ->
 
 
 def test_an_unmigrated_database_is_store_unavailable(store_url: str) -> None:
-    each_raises(StoreUnavailable, lambda: open_store(store_url).count_users())
+    # mark_started alone: a statement the driver refuses in `write_one` (autocommit on
+    # PostgreSQL) is mapped as any other.
+    each_raises(
+        StoreUnavailable,
+        lambda: open_store(store_url).count_users(),
+        lambda: open_store(store_url).mark_started([1], "w1", T0),
+    )
 
 
 def test_senders_for_an_address_holders_first_then_the_domain_within_one_organization(
