@@ -16,8 +16,8 @@ from mailvia.domain.errors import InvalidInput
 from mailvia.domain.tenancy import User, domain_of, sendable_addresses
 from mailvia.outbox.addresses import check_address
 from mailvia.outbox.senders import (
+    CheckedFrom,
     FromRead,
-    TrustedFrom,
     domain_is_theirs,
     nobody_sends_as,
     trusted_of,
@@ -87,7 +87,7 @@ class SenderRights:
             raise nobody_sends_as(address)
         return user
 
-    def trusted_from(self, organization_id: str, address: str) -> tuple[User, TrustedFrom]:
+    def trusted_from(self, organization_id: str, address: str) -> tuple[User, CheckedFrom]:
         """`sender_for`'s user (the same rule, `trusted_sender`) with what the route needs
         (the organization and its channels) read with it, in one statement: for the
         submission port's mail from trusted networks. Raises Forbidden (as `sender_for`),
@@ -97,7 +97,7 @@ class SenderRights:
             raise nobody_sends_as(address)
         return found.user, found
 
-    def user_from(self, user: User, address: str) -> TrustedFrom:
+    def user_from(self, user: User, address: str) -> CheckedFrom:
         """A logged-in user's right to send as `address` (`check_sender`: the same rule and
         answers as the API's) with the organization and its channels read with it, in one
         statement: for the submission port's logged-in mail. Raises Forbidden,

@@ -1,7 +1,8 @@
 """A sender's right to a From (or Sender) address: its domain is its organization's (the
 domain rule, written once: `domain_is_theirs`), and one of its sender identities covers it
 (the checks `Submitter` runs before it routes); `FromRead`, a From's rights and route inputs
-read in one statement, and `TrustedFrom`, what it is found to allow.
+read in one statement, and `CheckedFrom`, what it is found to allow (a trusted network's
+From: `trusted_of`; a logged-in user's: `user_of_read`).
 
 Side effects: none (reads through `owner` and `identities`).
 """
@@ -36,10 +37,11 @@ class FromRead:
 
 
 @dataclass(frozen=True)
-class TrustedFrom:
-    """A From found to be `user`'s to send as (a trusted network's From: the organization's
-    user who may send as it, None when nobody may; a logged-in user's From: that user), with
-    the organization and its channels read with it: what the route is worked out from."""
+class CheckedFrom:
+    """A From checked for its sender: found to be `user`'s to send as, by the trusted
+    network's rule (`trusted_of`: the organization's user who may send as it, None when
+    nobody may) or the logged-in user's (`user_of_read`: that user), with the organization
+    and its channels read with it: what the route is worked out from, not read again."""
 
     address: str  # lower-cased
     user: User | None
@@ -60,19 +62,19 @@ def trusted_sender(organization_id: str, owner: str | None, holders: list[User])
     return holders[0] if holders and domain_is_theirs(owner, organization_id) else None
 
 
-def trusted_of(found: FromRead, organization_id: str) -> TrustedFrom:
+def trusted_of(found: FromRead, organization_id: str) -> CheckedFrom:
     """What a trusted network's read allows: its user (or None) with the route's inputs."""
     holders = [found.holder] if found.holder is not None else []
     user = trusted_sender(organization_id, found.owner, holders)
-    return TrustedFrom(found.address, user, found.organization, found.channels)
+    return CheckedFrom(found.address, user, found.organization, found.channels)
 
 
-def user_of_read(user: User, found: FromRead, from_address: str) -> TrustedFrom:
+def user_of_read(user: User, found: FromRead, from_address: str) -> CheckedFrom:
     """What a logged-in user's read of `from_address` allows: raises Forbidden
     (`check_sender`'s answers, quoting the From as sent) unless the user may send as it;
     else the user with the route's inputs."""
     check_sender(user, from_address, lambda _: found.owner, lambda _: list(found.identities))
-    return TrustedFrom(found.address, user, found.organization, found.channels)
+    return CheckedFrom(found.address, user, found.organization, found.channels)
 
 
 def check_sender(

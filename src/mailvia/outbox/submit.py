@@ -31,7 +31,7 @@ from mailvia.outbox.ports import Ledger, NewMessage
 from mailvia.outbox.receipts import Receipt, receipt_of, with_forecast
 from mailvia.outbox.records import MessageView
 from mailvia.outbox.remembered import Remembered
-from mailvia.outbox.senders import TrustedFrom, check_sender, checked_pair, sender_checks
+from mailvia.outbox.senders import CheckedFrom, check_sender, checked_pair, sender_checks
 
 
 class SubmitStore(Protocol):
@@ -59,14 +59,16 @@ class SubmitStore(Protocol):
 
 @dataclass(frozen=True)
 class Submission:
-    """One message to submit, with the caller's idempotency key if any; `trusted`: what a
-    trusted network's From was read with (`Tenancy.trusted_from`): its user may send From
-    it, and its organization and channels are this message's route inputs, not read again."""
+    """One message to submit, with the caller's idempotency key if any; `checked_from`: its
+    From read and checked already, with its route's inputs (the submission port's: a trusted
+    network's by `Tenancy.trusted_from`, a logged-in user's by `Tenancy.user_from`): its user
+    may send From it, and its organization and channels are this message's route inputs,
+    not read again."""
 
     composed: Composed
     idempotency_key: str | None = None
     request_hash: str | None = None
-    trusted: TrustedFrom | None = None
+    checked_from: CheckedFrom | None = None
 
 
 class Submitter:
@@ -92,7 +94,7 @@ class Submitter:
         )
 
     def explain(
-        self, sender: User, from_address: str, *, known: TrustedFrom | None = None
+        self, sender: User, from_address: str, *, known: CheckedFrom | None = None
     ) -> Route:
         """Which channel mail From this address would take, and why (no checks of rights).
         `known`: the sender's organization and channels, read already (else they are read)."""
@@ -207,7 +209,7 @@ class Submitter:
 
         `checked`: the (user id, lower-cased address) pairs the caller found, in that same
         read transaction, to be the user's right to send From: not looked up again. An
-        item's `Submission.trusted` is its own read of its From (the user's right to it, the
+        item's `Submission.checked_from` is its own read of its From (the user's right to it, the
         organization and channels its route is worked out from). `forecast=False`: an intake
         whose answer does not tell when the message leaves (SMTP's 250) skips the channels'
         backlog and budget reads; its receipts have no `queued_ahead`, and `expected_at` is
@@ -223,7 +225,7 @@ class Submitter:
                     continue
                 sender, submission = item
                 channel = self._route(
-                    routes, sender, submission.composed, checked, submission.trusted
+                    routes, sender, submission.composed, checked, submission.checked_from
                 )
                 if not isinstance(channel, Exception):
                     try:
@@ -267,13 +269,14 @@ class Submitter:
         sender: User,
         composed: Composed,
         checked: Collection[tuple[str, str]] = (),
-        trusted: TrustedFrom | None = None,
+        checked_from: CheckedFrom | None = None,
     ) -> Channel | Exception:
         """The channel for the message's From, once its sender may use its From and Sender
         (worked out once per distinct pair and read; a From in `checked` is known to be the
-        sender's; `trusted`: this message's read of its From, see `Submission`)."""
+        sender's; `checked_from`: this message's read of its From, see `Submission`)."""
         from_address, on_behalf = composed.from_address, composed.sender_address or ""
-        known = trusted if trusted is not None and _holds(trusted, sender, from_address) else None
+        read = checked_from
+        known = read if read is not None and _holds(read, sender, from_address) else None
 
         def work_out() -> Channel:
             if known is not None or checked_pair(sender, from_address) in checked:
@@ -295,7 +298,7 @@ class Submitter:
         return self._channel_of(sender, from_address)
 
     def _channel_of(
-        self, sender: User, from_address: str, known: TrustedFrom | None = None
+        self, sender: User, from_address: str, known: CheckedFrom | None = None
     ) -> Channel:
         """The channel for a From the sender may use."""
         channel = self.explain(sender, from_address, known=known).channel
@@ -336,9 +339,9 @@ class EachPlan:
     forecasts: Forecasts
 
 
-def _holds(trusted: TrustedFrom, sender: User, from_address: str) -> bool:
-    """Whether `trusted` is the read of this sender's right to this From."""
-    return trusted.user == sender and trusted.address == from_address.lower()
+def _holds(checked_from: CheckedFrom, sender: User, from_address: str) -> bool:
+    """Whether `checked_from` is the read of this sender's right to this From."""
+    return checked_from.user == sender and checked_from.address == from_address.lower()
 
 
 def request_hash(*parts: bytes) -> str:

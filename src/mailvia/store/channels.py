@@ -138,7 +138,7 @@ def _channel_from(row: Any) -> Channel:
     )
 
 
-# A channel's columns but its sealed secret (store/trusted_senders.py reads them too).
+# A channel's columns but its sealed secret (store/from_reads.py reads them too).
 CHANNEL_COLUMNS = [c for c in channels.c if c.name != "secret"]
 _CHANNEL_NAMES = tuple(c.name for c in CHANNEL_COLUMNS)
 # Every channel, and an organization's (read by every submit's route): built once.

@@ -11,6 +11,7 @@ from mailvia.store.budgets import BudgetStore
 from mailvia.store.channels import ChannelStore
 from mailvia.store.engine import Database
 from mailvia.store.events import EventStore
+from mailvia.store.from_reads import FromReadStore
 from mailvia.store.mending import MendingStore
 from mailvia.store.message_reads import MessageReads
 from mailvia.store.oauth import OAuthStore
@@ -19,14 +20,13 @@ from mailvia.store.sessions import WebSessionStore
 from mailvia.store.settle import SettleStore
 from mailvia.store.slots import SlotStore
 from mailvia.store.tenancy import TenancyStore
-from mailvia.store.trusted_senders import TrustedFromStore
 from mailvia.store.webhooks import WebhookStore
 from mailvia.store.workers import WorkerStore
 
 
 class SqlStore(
     TenancyStore,
-    TrustedFromStore,
+    FromReadStore,
     ChannelStore,
     OutboxStore,
     SettleStore,

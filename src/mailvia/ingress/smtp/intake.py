@@ -14,7 +14,7 @@ from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Composed, has_bare_line_ends, inspect_raw
 from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.remembered import Remembered
-from mailvia.outbox.senders import TrustedFrom
+from mailvia.outbox.senders import CheckedFrom
 from mailvia.outbox.services import Services
 from mailvia.outbox.submit import EachPlan, Submission
 
@@ -58,9 +58,10 @@ class Intake:
         statement (on PostgreSQL one round trip, without BEGIN and COMMIT): a trusted
         network's by `Tenancy.trusted_from` (its user, the organization and its channels), a
         logged-in user's by `Tenancy.user_from` (the user's right to it, the organization and
-        its channels), so neither the sender's right nor the route is read again. No
-        forecast is read: the 250 tells neither when the message leaves nor what is ahead."""
-        reads: Remembered[tuple[str, str, str], tuple[User, TrustedFrom]] = Remembered()
+        its channels), each a `CheckedFrom`, so neither the sender's right nor the route is
+        read again. No forecast is read: the 250 tells neither when the message leaves nor
+        what is ahead."""
+        reads: Remembered[tuple[str, str, str], tuple[User, CheckedFrom]] = Remembered()
         prepared = [self._prepare(item, reads) for item in group]
         return self.services.submitter.plan_each(prepared, now=self.clock(), forecast=False)
 
@@ -69,17 +70,17 @@ class Intake:
         return [*self.services.submitter.commit_each(plan)]
 
     def _prepare(
-        self, item: Arrived, reads: Remembered[tuple[str, str, str], tuple[User, TrustedFrom]]
+        self, item: Arrived, reads: Remembered[tuple[str, str, str], tuple[User, CheckedFrom]]
     ) -> tuple[User, Submission] | Exception:
         found = self._from(item, reads)
         if isinstance(found, Exception):
             return found
         user, read = found
-        return user, Submission(item.composed, trusted=read)
+        return user, Submission(item.composed, checked_from=read)
 
     def _from(
-        self, item: Arrived, reads: Remembered[tuple[str, str, str], tuple[User, TrustedFrom]]
-    ) -> tuple[User, TrustedFrom] | Exception:
+        self, item: Arrived, reads: Remembered[tuple[str, str, str], tuple[User, CheckedFrom]]
+    ) -> tuple[User, CheckedFrom] | Exception:
         """This message's read of its From (once per group and sender): its user, or the
         refusal of its From (the same Forbidden as every intake's)."""
         address, tenancy = item.composed.from_address, self.services.tenancy

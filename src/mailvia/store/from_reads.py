@@ -72,8 +72,8 @@ _TRUSTED_FROM = _with_route(*(c.label("holder_" + c.name) for c in _HOLDER.c)).o
 _USER_FROM = _with_route(_IDENTITIES)
 
 
-class TrustedFromStore:
-    """`trusted_from` and `user_from` of the Store port."""
+class FromReadStore:
+    """`trusted_from` and `user_from` of the Store port: a From read (`FromRead`)."""
 
     _db: Database
 

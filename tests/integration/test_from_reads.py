@@ -1,4 +1,4 @@
-"""`trusted_from` and `user_from` (store/trusted_senders.py): a From read in one statement:
+"""`trusted_from` and `user_from` (store/from_reads.py): a From read in one statement:
 its domain's owner, the organization and its channels by name, and the organization's user
 holding it (holding the address before holding its @domain, by email among equals) or the
 logged-in user's identities; on PostgreSQL in autocommit (no BEGIN, no COMMIT: one round
