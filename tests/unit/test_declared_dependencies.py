@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "src" / "mailvia"
 # Needed at run time though no module of mailvia imports them by name.
 UNIMPORTED = {
-    "psycopg": "SQLAlchemy's PostgreSQL driver, chosen by the `postgresql+psycopg` URL",
     "python-multipart": "FastAPI's parser of the pages' form posts",
     "httptools": "uvicorn's HTTP/1.1 parser in C, which serve's uvicorn picks when installed",
     "h11": "uvicorn's h11 protocol, which the test server's fake HTTP server names",
