@@ -205,12 +205,6 @@ class Database:
         except SQLAlchemyError as exc:
             raise map_error(exc, conflict=conflict, missing=missing) from None
 
-    def intake_waiting(self) -> bool:
-        """Whether, on SQLite, an intake (of any process) waits for the write lock or holds
-        it: a long write may then commit what it has done and let the intake go first (it
-        would otherwise wait for the whole transaction). Always False elsewhere."""
-        return self._queue is not None and self._queue.intake_waiting()
-
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """One read-only transaction (a consistent snapshot on SQLite); inside `snapshot()`,

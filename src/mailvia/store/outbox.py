@@ -22,7 +22,7 @@ from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.ports import Claim, NewMessage
 from mailvia.store.engine import Database, binary_rows
 from mailvia.store.message_inserts import CONFLICT, insert_group
-from mailvia.store.rows import BATCH, INTAKE_PART, among, chunks, literal_seqs
+from mailvia.store.rows import among, chunks, literal_seqs
 from mailvia.store.tables import channels, message_contents, messages, recipients
 
 log = logging.getLogger(__name__)
@@ -151,76 +151,44 @@ class OutboxStore:
         processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED. The messages'
         rows come back from the leasing UPDATE; their recipients and contents are read after
         the commit, in a read transaction (the write lock is held for the leasing alone):
-        nothing but their worker changes leased messages. On SQLite, when an intake waits
-        meanwhile, in several transactions (`_lease`).
+        nothing but their worker changes leased messages.
         """
         if limit < 1:
             return []
-        seqs: list[int] = []
-        rows: dict[int, Any] = {}
-        while len(seqs) < limit:
-            try:
-                with self._db.write() as conn:
-                    found = _claimable_seqs(conn, channel_id, now, limit - len(seqs))
-                    leased = self._lease(conn, found, worker, lease_until, now, rows)
-            except StoreUnavailable:
-                if seqs:  # leased by an earlier transaction of this claim
-                    self._give_back_unread(seqs, worker, now)
-                raise
-            seqs += leased
-            if len(leased) == len(found):
-                break  # all leased (an intake did not come meanwhile), or none claimable
-        if not seqs:
-            return []
+        with self._db.write() as conn:
+            seqs = _claimable_seqs(conn, channel_id, now, limit)
+            if not seqs:
+                return []
+            rows: dict[int, Any] = {}
+            for part in chunks(seqs):
+                # A lease that ran out while its transaction had started: the worker that held
+                # it may have sent the message. One merely claimed was never sent. (SET reads
+                # the row as it was before the UPDATE, on both databases.)
+                taken_over = sa.and_(m.state == State.SENDING.value, m.started_at.is_not(None))
+                leased = (
+                    messages.update()
+                    .where(among(m.seq, part))
+                    .values(
+                        possible_duplicate=sa.or_(m.possible_duplicate, taken_over),
+                        state=State.SENDING.value,
+                        lease_owner=worker,
+                        lease_expires_at=lease_until,
+                        started_at=None,
+                    )
+                    .returning(*messages.c)
+                )
+                rows.update((row.seq, row) for row in conn.execute(leased))
+                conn.execute(
+                    recipients.update()
+                    .where(among(r.message_seq, part), r.state.not_in(_TERMINAL))
+                    .values(state=State.SENDING.value, updated_at=now)
+                )
         try:
             with self._db.read() as conn:
                 return _claims(conn, seqs, worker, rows)
         except StoreUnavailable:
             self._give_back_unread(seqs, worker, now)
             raise
-
-    def _lease(
-        self,
-        conn: sa.Connection,
-        seqs: list[int],
-        worker: str,
-        lease_until: Instant,
-        now: Instant,
-        rows: dict[int, Any],
-    ) -> list[int]:
-        """Lease these messages to `worker` (their rows go to `rows`); returns the seqs leased.
-        On SQLite in parts, and it stops after a part when an intake waits: the claim then
-        commits what it leased, the intake goes first, and the claim goes on in a new
-        transaction (the intake waits for a part, not for the whole batch)."""
-        size = BATCH if self._db.dialect == "postgresql" else INTAKE_PART
-        taken = 0
-        for part in chunks(seqs, size):
-            # A lease that ran out while its transaction had started: the worker that held
-            # it may have sent the message. One merely claimed was never sent. (SET reads
-            # the row as it was before the UPDATE, on both databases.)
-            taken_over = sa.and_(m.state == State.SENDING.value, m.started_at.is_not(None))
-            leased = (
-                messages.update()
-                .where(among(m.seq, part))
-                .values(
-                    possible_duplicate=sa.or_(m.possible_duplicate, taken_over),
-                    state=State.SENDING.value,
-                    lease_owner=worker,
-                    lease_expires_at=lease_until,
-                    started_at=None,
-                )
-                .returning(*messages.c)
-            )
-            rows.update((row.seq, row) for row in conn.execute(leased))
-            conn.execute(
-                recipients.update()
-                .where(among(r.message_seq, part), r.state.not_in(_TERMINAL))
-                .values(state=State.SENDING.value, updated_at=now)
-            )
-            taken += len(part)
-            if taken < len(seqs) and self._db.intake_waiting():
-                break
-        return seqs[:taken]
 
     def _give_back_unread(self, seqs: list[int], worker: str, now: Instant) -> None:
         """The claim's read failed after its lease committed: the worker never learns of

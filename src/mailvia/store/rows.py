@@ -16,12 +16,6 @@ T = TypeVar("T")
 
 # Well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
 BATCH = 5000
-# On SQLite, how many messages a worker's long write (a claim, a settlement) changes between
-# its looks for a waiting intake (`Database.intake_waiting`): when one waits, the write
-# commits what it has done and the intake goes first.
-INTAKE_PART = 50
-# The same for a worker's records of attempts (a record changes more rows than a lease).
-RECORDS_PART = 10
 
 
 def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:

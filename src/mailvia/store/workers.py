@@ -17,7 +17,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
 from mailvia.outbox.ports import AttemptRecord, WorkerView
 from mailvia.store.engine import Database
-from mailvia.store.rows import BATCH, RECORDS_PART, among, chunks, literal_seqs, marker
+from mailvia.store.rows import among, chunks, literal_seqs, marker
 from mailvia.store.settle import record_in
 from mailvia.store.slots import forget_slots
 from mailvia.store.tables import messages, workers
@@ -117,29 +117,10 @@ class WorkerStore:
             with self._db.write_one() as conn:
                 held = mark_started(conn, seqs, worker, now)
             return [seq in held for seq in seqs]
-        rest: Sequence[AttemptRecord] = records
-        held = set()
-        while True:
-            with self._db.write() as conn:
-                rest = self._record(conn, rest)
-                if not rest:  # the marks commit with the last records
-                    held = mark_started(conn, seqs, worker, now) if seqs else set()
-            if not rest:
-                return [seq in held for seq in seqs]
-
-    def _record(
-        self, conn: sa.Connection, records: Sequence[AttemptRecord]
-    ) -> Sequence[AttemptRecord]:
-        """Record these attempts (`record_in`); returns those left unrecorded. On SQLite in
-        parts, and it stops after a part when an intake waits: the caller commits, lets
-        the intake go first, and records the rest in a new transaction."""
-        size = BATCH if self._db.dialect == "postgresql" else RECORDS_PART
-        for start in range(0, len(records), size):
-            record_in(conn, records[start : start + size])
-            left = records[start + size :]
-            if left and self._db.intake_waiting():
-                return left
-        return ()
+        with self._db.write() as conn:
+            record_in(conn, records)
+            held = mark_started(conn, seqs, worker, now) if seqs else set()
+        return [seq in held for seq in seqs]
 
 
 def mark_started(conn: sa.Connection, seqs: Sequence[int], worker: str, now: Instant) -> set[int]:
