@@ -4,16 +4,18 @@ the HTTP API: each field named as SURFACE.md names it, never a secret."""
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.clock import to_iso
 from mailvia.domain.probe import ProbeReport, fix_for, fix_for_reason
 from mailvia.domain.replies import Reply
 from mailvia.domain.routing import Route
-from mailvia.outbox.oauth.mailboxes import MailboxStatus
-from mailvia.outbox.receipts import Receipt
-from mailvia.outbox.records import MessageView
+
+if TYPE_CHECKING:
+    from mailvia.outbox.oauth.mailboxes import MailboxStatus
+    from mailvia.outbox.receipts import Receipt
+    from mailvia.outbox.records import MessageView
 
 
 def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> dict[str, Any]:

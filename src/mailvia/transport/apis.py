@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-
-import httpx
+from typing import TYPE_CHECKING
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits, as_sent, refusal
 from mailvia.domain.channel import Channel, TransportKind
@@ -35,6 +34,10 @@ from mailvia.transport.mail_api import ApiClients, error_result, http_reply
 from mailvia.transport.observe import NO_OBSERVER, Observer
 from mailvia.transport.pool import scrubbed
 from mailvia.transport.smtp_errors import NO_CREDENTIALS
+
+if TYPE_CHECKING:
+    import httpx
+
 
 GMAIL_JSON_MAX = 5 * 1024 * 1024  # bytes of a JSON body; larger messages use media upload
 GMAIL_SEND = "/gmail/v1/users/me/messages/send"

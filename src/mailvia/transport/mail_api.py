@@ -38,13 +38,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from mailvia.domain.channel import Channel, Timeouts
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.replies import Reply, Stage, network_failure, timeout_after_dot
+
+if TYPE_CHECKING:
+    import httpx
+
 
 _MAX_TEXT = 500  # characters of the provider's message kept in a reply
 
@@ -66,6 +68,8 @@ class ApiClients:
         self._closing: set[asyncio.Task[None]] = set()
 
     def client(self, channel: Channel, base_url: str) -> _Client:
+        import httpx
+
         key = (base_url, channel.max_connections, channel.timeouts)
         found = self._clients.get(channel.id)
         if found is not None and found.key == key:
@@ -126,6 +130,8 @@ class ApiClients:
 
 
 def _timeout(timeouts: Timeouts) -> httpx.Timeout:
+    import httpx
+
     return httpx.Timeout(
         connect=timeouts.connect,
         write=timeouts.data_block,
@@ -201,6 +207,8 @@ def http_reply(response: httpx.Response) -> Reply:
 
 def error_result(error: Exception) -> TransactionResult | None:
     """The result an httpx exception stands for; None when it is no delivery failure."""
+    import httpx
+
     if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
         return TransactionResult(Stage.API, network_failure("could not connect to the API"))
     if isinstance(error, httpx.WriteError | httpx.WriteTimeout):

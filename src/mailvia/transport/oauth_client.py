@@ -17,12 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
-from authlib.common.urls import url_decode
-from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_request
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from typing import TYPE_CHECKING, Any
 
 from mailvia import __version__
 from mailvia.domain.channel import Provider
@@ -31,6 +26,10 @@ from mailvia.domain.errors import ProviderRefused, ProviderUnavailable
 from mailvia.domain.oauth import MailboxConsent, OAuthApp, TokenSet
 from mailvia.outbox.oauth.ports import AuthorizationRequest
 from mailvia.transport.oauth_idtoken import IdTokenVerifier
+
+if TYPE_CHECKING:
+    import httpx
+
 
 TIMEOUT = 15.0
 USER_AGENT = f"mailvia/{__version__} (oauth)"
@@ -89,6 +88,9 @@ class OAuthClient:
         self.verifier = IdTokenVerifier(self._get_json)
 
     def authorization_url(self, app: OAuthApp, request: AuthorizationRequest) -> str:
+        from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
+        from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
         extra: dict[str, str] = {
             "code_challenge": create_s256_code_challenge(request.verifier),
             "code_challenge_method": "S256",
@@ -187,6 +189,9 @@ class OAuthClient:
     async def _token_request(self, app: OAuthApp, grant_type: str, **fields: str) -> dict[str, Any]:
         """POST to the token endpoint (the client's secret in the body: both providers take
         client_secret_post); the answer's JSON object, or ProviderRefused with its `error`."""
+        from authlib.common.urls import url_decode
+        from authlib.oauth2.rfc6749.parameters import prepare_token_request
+
         credentials = {"client_id": app.client_id}
         if app.client_secret:
             credentials["client_secret"] = app.client_secret
@@ -200,6 +205,8 @@ class OAuthClient:
         return _token_answer(app, answer)
 
     def _http(self) -> httpx.AsyncClient:
+        import httpx
+
         headers = {"user-agent": USER_AGENT}
         return httpx.AsyncClient(timeout=self.timeout, trust_env=False, headers=headers)
 
@@ -258,6 +265,8 @@ def _token_answer(app: OAuthApp, answer: httpx.Response) -> dict[str, Any]:
 @asynccontextmanager
 async def _mapped(app: OAuthApp | None) -> AsyncIterator[None]:
     """httpx's errors as ProviderRefused (a 4xx) or ProviderUnavailable (no answer, 429, 5xx)."""
+    import httpx
+
     name = app.provider.display_name if app else "the provider"
     try:
         yield
@@ -271,6 +280,8 @@ async def _mapped(app: OAuthApp | None) -> AsyncIterator[None]:
 
 
 def _host(url: str) -> str:
+    import httpx
+
     return httpx.URL(url).host or "the provider"
 
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from joserfc import jwt
-from joserfc.errors import InvalidKeyIdError, JoseError
-from joserfc.jwk import KeySet
+from typing import TYPE_CHECKING, Any
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import ProviderRefused
 from mailvia.domain.oauth import expected_issuer
+
+if TYPE_CHECKING:
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
 
 JWKS_TTL = 3600.0
 LEEWAY = 120  # seconds of clock difference allowed on exp, iat and nbf
@@ -56,6 +57,9 @@ class IdTokenVerifier:
     ) -> dict[str, Any]:
         """The token's claims once its signature and claims check out. Raises ProviderRefused
         (error `id_token`), ProviderUnavailable (the keys cannot be fetched)."""
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
         token = await self._decode(id_token, jwks_url)
         claims = dict(token.claims)
         tid = claims.get("tid") if provider is Provider.MICROSOFT else None
@@ -81,6 +85,9 @@ class IdTokenVerifier:
         return claims
 
     async def _decode(self, id_token: str, jwks_url: str) -> jwt.Token:
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
         for fresh in (False, True):
             keys = await self._key_set(jwks_url, fresh=fresh)
             try:
@@ -91,6 +98,9 @@ class IdTokenVerifier:
         raise _refused("no key")  # not reached
 
     async def _key_set(self, url: str, *, fresh: bool) -> KeySet:
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
         async with self._lock:
             cached = self._keys.get(url)
             if cached is not None and not fresh and self.clock() - cached[0] < JWKS_TTL:
@@ -109,6 +119,8 @@ _GOOGLE = "https://accounts.google.com"
 
 def _unknown_key(exc: Exception) -> bool:
     """A key id the cached set lacks: the provider rotated its keys; fetch them again."""
+    from joserfc.errors import InvalidKeyIdError
+
     return isinstance(exc, InvalidKeyIdError)
 
 

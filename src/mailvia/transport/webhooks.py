@@ -24,16 +24,18 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import httpx
-from standardwebhooks import Webhook as Signer
 
 from mailvia import __version__
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput, OutboundRefused
 from mailvia.outbox.webhook_ports import WebhookResult
 from mailvia.transport.guard import REFUSED_MESSAGE, IPAddress, OutboundGuard
+
+if TYPE_CHECKING:
+    import httpx
+
 
 TIMEOUT = 10.0
 MAX_ANSWER = 64 * 1024  # bytes of an answer read (so the connection can be reused)
@@ -44,6 +46,8 @@ def signed_headers(
     secret: str, *, message_id: str, timestamp: Instant, body: bytes
 ) -> dict[str, str]:
     """The Standard Webhooks headers for `body` sent at `timestamp`."""
+    from standardwebhooks import Webhook as Signer
+
     sent = datetime.fromtimestamp(int(timestamp), UTC)
     signature = Signer(secret).sign(message_id, sent, body.decode())
     return {
@@ -101,6 +105,8 @@ class HttpWebhookSender:
         self, url: str, *, secret: str, message_id: str, timestamp: Instant, body: bytes
     ) -> WebhookResult:
         """POST the signed body; the result has the HTTP status or why there was none."""
+        import httpx
+
         headers = {
             "content-type": "application/json",
             "user-agent": USER_AGENT,
@@ -127,6 +133,8 @@ class HttpWebhookSender:
         return WebhookResult(status, error, time.monotonic() - started)
 
     async def _post(self, url: httpx.URL, headers: dict[str, str], body: bytes) -> int:
+        import httpx
+
         port = url.port or (443 if url.scheme == "https" else 80)
         addresses = await self._guard.resolve(url.raw_host.decode("ascii"), port)
         self._guard.check(addresses)
@@ -159,6 +167,8 @@ class HttpWebhookSender:
         return response.status_code
 
     def _client(self, host: str) -> httpx.AsyncClient:
+        import httpx
+
         client = self._clients.get(host)
         if client is None:
             client = httpx.AsyncClient(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,9 +12,11 @@ from mailvia.domain.channel import Provider
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.tenancy import Fallback
 from mailvia.ingress.cli.root import STORE_SETTINGS, Context, cli, pass_context, settings_options
-from mailvia.outbox.services import Services
-from mailvia.outbox.tenancy import UNCHANGED, DefaultChoice
 from mailvia.settings import Settings
+
+if TYPE_CHECKING:
+    from mailvia.outbox.services import Services
+    from mailvia.outbox.tenancy import DefaultChoice
 
 
 @cli.group()
@@ -120,6 +123,8 @@ def set_org(
 ) -> None:
     """Set an organization's default channel and fallback policy (never an address-scoped
     channel: one person's mailbox carries only its owner's mail)."""
+
+    from mailvia.outbox.tenancy import UNCHANGED
 
     def action(s: Services) -> None:
         choice: DefaultChoice = UNCHANGED

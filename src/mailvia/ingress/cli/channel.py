@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -35,9 +35,11 @@ from mailvia.ingress.cli.root import (
     settings_options,
 )
 from mailvia.ingress.payloads import channel_payload, report_payload
-from mailvia.outbox.channels import ChannelSpec
-from mailvia.outbox.services import Services
 from mailvia.settings import Settings
+
+if TYPE_CHECKING:
+    from mailvia.outbox.services import Services
+
 
 ORG_OPTION = click.option(
     "--org",
@@ -138,6 +140,8 @@ def add(
     max_recipients: int | None,
 ) -> None:
     """Add a channel (from a preset, or by hand)."""
+    from mailvia.outbox.channels import ChannelSpec
+
     spec = ChannelSpec(
         name=name,
         preset=preset,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from click.termui import progressbar
@@ -25,12 +26,13 @@ from mailvia.ingress.cli.root import (
     settings_options,
 )
 from mailvia.ingress.payloads import message_payload, receipt_payload, route_payload
-from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
-from mailvia.outbox.receipts import Receipt
-from mailvia.outbox.records import MessageView
-from mailvia.outbox.services import Services
-from mailvia.outbox.submit import Submission
 from mailvia.settings import Settings
+
+if TYPE_CHECKING:
+    from mailvia.outbox.compose import Composed
+    from mailvia.outbox.receipts import Receipt
+    from mailvia.outbox.records import MessageView
+    from mailvia.outbox.services import Services
 
 
 @cli.command("send")
@@ -65,6 +67,8 @@ def send(
     files: tuple[Path, ...],
 ) -> None:
     """Submit a message from flags, or one per FILE.eml; prints each message id."""
+    from mailvia.outbox.compose import Draft, compose
+    from mailvia.outbox.submit import Submission
 
     def action(s: Services) -> int:
         sender = s.tenancy.user(user_email)
@@ -92,6 +96,9 @@ def _send_files(
     timeout: float,
     as_json: bool,
 ) -> int:
+    from mailvia.outbox.compose import inspect_raw
+    from mailvia.outbox.submit import Submission
+
     envelope = Envelope(from_, rcpts) if from_ and rcpts else None
     receipts: list[Receipt] = []
     failures = 0

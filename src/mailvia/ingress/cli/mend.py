@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,10 +24,10 @@ from mailvia.ingress.cli.channel import (
 )
 from mailvia.ingress.cli.root import STORE_SETTINGS, Context, emit, pass_context, settings_options
 from mailvia.ingress.payloads import channel_payload, report_payload
-from mailvia.outbox.channels import ChannelChanges
-from mailvia.outbox.mend import MailChoice
-from mailvia.outbox.services import Services
 from mailvia.settings import Settings
+
+if TYPE_CHECKING:
+    from mailvia.outbox.services import Services
 
 
 @channel.command("remove")
@@ -57,6 +58,8 @@ def remove(
     channel is then kept (exit 4)."""
     if cancel_mail and move_mail_to:
         raise InvalidInput("--cancel-mail and --move-mail-to: choose one")
+    from mailvia.outbox.mend import MailChoice
+
     mail = MailChoice.CANCEL if cancel_mail else MailChoice.MOVE if move_mail_to else None
 
     def action(s: Services) -> bool:
@@ -140,6 +143,8 @@ def edit(
     (the steps of `channel test`) and saved only when every step passes: else the report is
     printed and nothing changes (exit 1). A disconnected channel that passes becomes active
     and its held mail is released in its original order."""
+    from mailvia.outbox.channels import ChannelChanges
+
     changes = ChannelChanges(
         name=new_name,
         host=host,

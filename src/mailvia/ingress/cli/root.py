@@ -7,12 +7,11 @@ MAILVIA_* environment. Errors map to one line on stderr and an exit code (docs/c
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -30,10 +29,12 @@ from mailvia.domain.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
-from mailvia.outbox.services import Services
 from mailvia.settings import Settings
 
-Builder = Callable[..., Services]
+if TYPE_CHECKING:
+    from mailvia.outbox.services import Services
+
+Builder = Callable[..., "Services"]
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -117,6 +118,8 @@ class Context:
 
     def using(self, settings: Settings, action: Callable[[Services], T]) -> T:
         """Build the services, run `action` with them, close them."""
+        import asyncio  # here, not at the top: `--help` and the light commands need no loop
+
         services = self.services(settings, create_key=True)
         try:
             return action(services)

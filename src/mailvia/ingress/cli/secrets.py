@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from mailvia.ingress.cli.root import (
@@ -11,8 +13,10 @@ from mailvia.ingress.cli.root import (
     pass_context,
     settings_options,
 )
-from mailvia.outbox.services import Services
 from mailvia.settings import Settings
+
+if TYPE_CHECKING:
+    from mailvia.outbox.services import Services
 
 
 @cli.group()

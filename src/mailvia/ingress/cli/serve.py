@@ -1,4 +1,7 @@
-"""`mailvia serve`, `worker`, `migrate`, `testserver`: the long-running commands."""
+"""`mailvia serve`, `worker`, `migrate`, `testserver`: the long-running commands.
+
+uvicorn, the submission server and the metrics registry are imported inside the functions
+that run them: every other command registers these commands too, and must not pay for them."""
 
 from __future__ import annotations
 
@@ -13,10 +16,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import uvicorn
 
 from mailvia.ingress.cli import supervise
 from mailvia.ingress.cli.root import (
@@ -27,15 +29,15 @@ from mailvia.ingress.cli.root import (
     pass_context,
     settings_options,
 )
-from mailvia.ingress.metrics import PrometheusMetrics
-from mailvia.ingress.smtp.connections import ConnectionLimit
-from mailvia.ingress.smtp.server import SubmissionServer
-from mailvia.ingress.smtp.tls import fingerprint, submission_tls
-from mailvia.ingress.worker_id import claim_worker_id
-from mailvia.outbox.listeners import SubmissionPort, SubmissionTls
-from mailvia.outbox.services import Services
-from mailvia.outbox.tenancy import Bootstrap
 from mailvia.settings import Listen, Network, Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from mailvia.ingress.smtp.server import SubmissionServer
+    from mailvia.outbox.services import Services
+    from mailvia.outbox.tenancy import Bootstrap
+
 
 SUBMISSION_SETTINGS = (
     "submission_listen",
@@ -121,6 +123,8 @@ def with_worker_id(settings: Settings) -> Settings:
     """WORKER_ID, or one that survives restarts (see ingress/worker_id.py)."""
     if settings.worker_id:
         return settings
+    from mailvia.ingress.worker_id import claim_worker_id
+
     return replace(settings, worker_id=claim_worker_id(settings.data_dir))
 
 
@@ -149,6 +153,11 @@ def _bind(listen: Listen) -> socket.socket:
 def _submission_server(services: Services, settings: Settings) -> SubmissionServer:
     """TLS from SUBMISSION_TLS_CERT/KEY or a self-signed certificate; raises InvalidInput,
     or NotFound for an organization in TRUSTED_NETWORKS that does not exist."""
+    from mailvia.ingress.smtp.connections import ConnectionLimit
+    from mailvia.ingress.smtp.server import SubmissionServer
+    from mailvia.ingress.smtp.tls import fingerprint, submission_tls
+    from mailvia.outbox.listeners import SubmissionTls
+
     listens = (settings.submission_listen, settings.submissions_listen)
     context, cert, self_signed = submission_tls(
         cert=settings.submission_tls_cert,
@@ -176,6 +185,8 @@ async def _start_submission(
 ) -> None:
     if submission is None:
         return
+    from mailvia.outbox.listeners import SubmissionPort
+
     for implicit_tls, smtp_sock in smtp:
         await submission.start(sock=smtp_sock, implicit_tls=implicit_tls)
         host, port = smtp_sock.getsockname()[:2]
@@ -198,6 +209,8 @@ def _beside(
     webhooks = services.webhook_dispatcher.run_forever(time.time, stop)
     tasks = [asyncio.create_task(webhooks)]
     if metrics is not None:
+        import uvicorn
+
         from mailvia.ingress.metrics_http import metrics_app  # FastAPI: only when serving
 
         config = uvicorn.Config(metrics_app(services), log_level="warning", lifespan="off")
@@ -232,6 +245,8 @@ async def _serve(
     finishes its requests, submission answers 421 4.3.2), let the work in flight finish for
     up to `shutdown_seconds` (the delivery `child` too: ingress/cli/supervise.py), and
     return."""
+    import uvicorn
+
     stop = asyncio.Event()
     _stop_on_signals(stop)
     await _start_submission(services, submission, smtp)
@@ -332,6 +347,8 @@ def serve(ctx: Context, settings: Settings) -> None:
 def _delivery_child(services: Services, settings: Settings) -> supervise.DeliveryProcess:
     """Delivery in a worker process: serve's submissions wake it, its delivery metrics are
     served here (ingress/cli/supervise.py)."""
+    from mailvia.ingress.metrics import PrometheusMetrics
+
     child = supervise.DeliveryProcess(settings)
     services.submitter.on_submit = child.wake
     file = supervise.delivery_metrics_file(settings.data_dir)
@@ -342,6 +359,8 @@ def _delivery_child(services: Services, settings: Settings) -> supervise.Deliver
 
 
 async def _work(services: Services, settings: Settings, *, supervised: bool) -> None:
+    from mailvia.ingress.metrics import PrometheusMetrics
+
     stop, done = asyncio.Event(), asyncio.Event()
     _stop_on_signals(stop)
     beside = []

@@ -1,8 +1,6 @@
-"""The composition root: the only module that wires concrete parts together.
-
-`build(settings)` opens the store, the vault and the transport and hands the use cases to
-the ingresses; `main()` is the console entry point.
-"""
+"""The composition root's wiring: `build(settings)` opens the store, the vault and the
+transport and hands the use cases to the ingresses (imported only by a command that builds
+the service: it pulls in SQLAlchemy, the HTTP clients and every use case)."""
 
 from __future__ import annotations
 
@@ -391,12 +389,3 @@ def asgi_app(services: Services, settings: Settings) -> FastAPI:
     mount_beside(api, web)
     protect_docs(api)
     return api
-
-
-def main() -> None:
-    from mailvia.ingress.cli import run
-
-    # Everything mailvia creates (the database and its WAL, shared-memory and lock files, keys,
-    # certificates) is for the user running it alone: message bodies and addresses are there.
-    os.umask(0o077)
-    run(build)
