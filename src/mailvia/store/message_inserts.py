@@ -2,14 +2,12 @@
 recipients), their seqs rising in the group's order (a claim takes mail in seq order), in a
 write transaction (`insert_group`, inside the caller's: `add_messages`, `add_leased`).
 
-Driver SQL with the rows as tuples (no SQLAlchemy parameter processing per row; each content
-its own binary parameter): one executemany per table and a read of the seqs, four statements
-for any group, on SQLite and PostgreSQL alike (psycopg pipelines an executemany: one round
-trip each). SQLAlchemy's INSERT ... RETURNING in parameter order went one row per statement
-on SQLite. One statement over arrays with data-modifying CTEs (PostgreSQL, in autocommit)
-was tried and measured: it took more CPU and no less time, groups of 10 and of 500 alike (its
-contents went as one text-encoded bytea[]; docs/benchmarks.md, "Issue 15 after the sixth
-session's merges").
+On SQLite, driver SQL with the rows as tuples (no SQLAlchemy parameter processing per row):
+one executemany per table and a read of the seqs, four statements for any group.
+SQLAlchemy's INSERT ... RETURNING in parameter order went one row per statement on SQLite.
+On PostgreSQL, one statement over binary arrays per table (`message_inserts_pg`): three
+statements, each planned once, where an executemany's every row was parsed, planned and
+executed by the server (docs/benchmarks.md, "A group's INSERTs over binary arrays").
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ import sqlalchemy as sa
 from mailvia.domain.message import State
 from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import NewMessage
+from mailvia.store.message_inserts_pg import insert_arrays
 from mailvia.store.rows import chunks, insert_sql, marker
 from mailvia.store.tables import message_contents, messages, recipients
 
@@ -56,9 +55,11 @@ def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
     in order."""
     if not msgs:
         return []
+    rows = [(*_message_values(msg), float(msg.created_at), 0, False) for msg in msgs]
+    if conn.dialect.name == "postgresql":
+        return insert_arrays(conn, msgs, rows, _recipient_rows)
     mark = marker(conn)
     columns = [*_STORED, "next_attempt_at", "failures", "possible_duplicate"]
-    rows = [(*_message_values(msg), float(msg.created_at), 0, False) for msg in msgs]
     conn.exec_driver_sql(insert_sql(conn, messages, columns, mark), rows)
     ids = [msg.id for msg in msgs]
     seq_of: dict[str, int] = {}
@@ -71,15 +72,20 @@ def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
     seqs = [seq_of[message_id] for message_id in ids]
     contents = [(seq, msg.content) for seq, msg in zip(seqs, msgs, strict=True)]
     conn.exec_driver_sql(insert_sql(conn, message_contents, _CONTENT_COLUMNS, mark), contents)
-    recipient_rows = [
-        (seq, position, address, State(msg.state).value, float(msg.created_at))
-        for seq, msg in zip(seqs, msgs, strict=True)
-        for position, address in enumerate(msg.envelope.rcpt_to)
-    ]
+    recipient_rows = _recipient_rows(seqs, msgs)
     if recipient_rows:
         insert = insert_sql(conn, recipients, _RECIPIENT_ROW, mark)
         conn.exec_driver_sql(insert, recipient_rows)
     return seqs
+
+
+def _recipient_rows(seqs: Sequence[int], msgs: Sequence[NewMessage]) -> list[tuple[Any, ...]]:
+    """The messages' recipients' rows, in `_RECIPIENT_ROW`' order."""
+    return [
+        (seq, position, address, State(msg.state).value, float(msg.created_at))
+        for seq, msg in zip(seqs, msgs, strict=True)
+        for position, address in enumerate(msg.envelope.rcpt_to)
+    ]
 
 
 def _message_values(msg: NewMessage) -> tuple[Any, ...]:
