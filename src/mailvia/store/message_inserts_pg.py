@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailvia.outbox.ports import NewMessage
-from mailvia.store.settle_pg import Column, arrays, insert_unnest
+from mailvia.store.pg_arrays import Column, arrays, insert_unnest
 
 PART_BYTES = 8 * 1024 * 1024  # a part's contents, well under PostgreSQL's 1 GB bind value
 

@@ -1,6 +1,7 @@
 """PostgreSQL statements over arrays: many rows in one statement, each column's values one
 array (`unnest`), sent to psycopg in binary. Used by the records' writes (store/settle.py,
-store/settle_pg.py) and the events' INSERT (store/events.py).
+store/settle_pg.py), the events' INSERT (store/events.py) and a group of new messages'
+INSERTs (store/message_inserts_pg.py).
 
 Side effects: none (builds driver SQL and its parameters).
 """
