@@ -231,11 +231,8 @@ class Database:
             with self.read() as conn:
                 yield conn
             return
-        try:
-            with self._one_statement.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise map_error(exc, conflict="conflict", missing="not found") from None
+        with _autocommit(self._one_statement) as conn:
+            yield conn
 
     @contextmanager
     def write_one(self) -> Iterator[Connection]:
@@ -247,11 +244,8 @@ class Database:
             with self.write() as conn:
                 yield conn
             return
-        try:
-            with self._one_statement.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise map_error(exc, conflict="conflict", missing="not found") from None
+        with _autocommit(self._one_statement) as conn:
+            yield conn
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -278,3 +272,14 @@ class Database:
         self.engine.dispose()
         if self._queue is not None:
             self._queue.close()
+
+
+@contextmanager
+def _autocommit(engine: Engine) -> Iterator[Connection]:
+    """A connection of PostgreSQL's autocommit engine (`read_one`, `write_one`), its errors
+    mapped as every store call's."""
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise map_error(exc, conflict="conflict", missing="not found") from None
