@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import os
 import signal
 import socket
@@ -66,12 +67,30 @@ OAUTH_SETTINGS = (
 GIL_SWITCH_INTERVAL = 0.001  # seconds (Python's default is 0.005)
 
 
-def settle_heap() -> None:
-    """Keep what starting made (modules, the app, the tables, the wiring) out of every later
-    collection: a full collection then walks what requests and runs made, not the whole
-    heap (serve's took ~36 ms every two or three batches of 1,000; docs/benchmarks.md,
-    branch `batch`). Called once, just before the event loop starts. Cyclic garbage among what
-    was frozen is never freed: what starting made and later dropped, bounded and made once."""
+# What a long-running process imports on first use (the commands import them lazily, so a
+# short command starts fast): imported before the heap settles, so that they are frozen with
+# it and a first webhook, token exchange or mail API send does not import on the event loop.
+RUN_TIME_MODULES = (
+    "httpx",
+    "authlib.common.urls",
+    "authlib.oauth2.rfc6749.parameters",
+    "authlib.oauth2.rfc7636",
+    "joserfc.jwt",
+    "joserfc.jwk",
+    "joserfc.errors",
+    "standardwebhooks",
+)
+
+
+def settle_heap(modules: Sequence[str] = RUN_TIME_MODULES) -> None:
+    """Import `modules`, then keep what starting made (modules, the app, the tables, the
+    wiring) out of every later collection: a full collection then walks what requests and
+    runs made, not the whole heap (serve's took ~36 ms every two or three batches of 1,000;
+    docs/benchmarks.md, branch `batch`). Called once, just before the event loop starts.
+    Cyclic garbage among what was frozen is never freed: what starting made and later
+    dropped, bounded and made once."""
+    for name in modules:
+        importlib.import_module(name)
     gc.collect()
     gc.freeze()
 
@@ -328,7 +347,7 @@ def serve(ctx: Context, settings: Settings) -> None:
     # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
     # a commit's many small waits short (measured: about 10% more mail through submission).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settle_heap()
+    settle_heap((*RUN_TIME_MODULES, "uvicorn", "mailvia.ingress.smtp.server"))
     asyncio.run(
         _serve(
             services,
