@@ -11,11 +11,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from mailvia.domain.errors import Conflict
+from mailvia.domain.errors import Conflict, StoreUnavailable
 from mailvia.domain.message import Envelope, State
 from mailvia.outbox.ports import NewMessage
 from mailvia.store import migrate, open_store
 from mailvia.store.engine import create_engine
+from mailvia.store.migration import HEAD, current_revision
 
 T0 = 1_700_000_000.0
 
@@ -121,3 +122,40 @@ def test_a_start_on_a_current_schema_reads_no_table_whole(tmp_path: Path) -> Non
     finally:
         event.remove(sa.engine.Engine, "before_cursor_execute", grab)
     assert seen and not any("foreign_key_check" in s for s in seen)
+
+
+def test_a_schema_newer_than_this_mailvia_is_refused_in_words(store_url: str) -> None:
+    """A host not yet upgraded, started on a schema a newer mailvia made: a clear
+    StoreUnavailable naming both revisions, not Alembic's traceback; nothing changed."""
+    migrate(store_url)
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    try:
+        with pytest.raises(
+            StoreUnavailable, match=rf"revision 9999, newer than this mailvia's \({HEAD}\)"
+        ):
+            migrate(store_url)
+        assert current_revision(store_url) == "9999"
+    finally:
+        engine.dispose()
+
+
+def test_the_version_read_is_current_only_for_one_row_equal_to_head(store_url: str) -> None:
+    """`current_revision` answers a single row's revision; none before the schema exists, and
+    none for a table of several rows (Alembic's to judge, not a start's shortcut)."""
+    assert current_revision(store_url) is None
+    migrate(store_url)
+    assert current_revision(store_url) == HEAD
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('0001')")
+    try:
+        assert current_revision(store_url) is None
+    finally:
+        engine.dispose()
+
+
+def test_migrate_maps_an_unreachable_database_to_store_unavailable() -> None:
+    with pytest.raises(StoreUnavailable):
+        migrate("postgresql+psycopg://mailvia@127.0.0.1:9/none?connect_timeout=2")

@@ -40,8 +40,15 @@ def migrate(url: str, *, revision: str = "head", downgrade: bool = False) -> Non
     """Create or upgrade the schema at `url` to the latest revision (or to `revision`; back
     to it with `downgrade`), in one transaction; a no-op when it is current. Raises
     StoreUnavailable when the database cannot be used."""
-    if revision == "head" and not downgrade and current_revision(url) == HEAD:
-        return  # the usual start: nothing to do, and no Alembic to import
+    if revision == "head" and not downgrade:
+        current = current_revision(url)
+        if current == HEAD:
+            return  # the usual start: nothing to do, and no Alembic to import
+        if _numbered(current) and str(current) > HEAD:
+            raise StoreUnavailable(
+                f"the database's schema is revision {current}, newer than this mailvia's"
+                f" ({HEAD}): run the mailvia that made it (a host not yet upgraded?)"
+            )
     from alembic import command
 
     engine = create_engine(url)
@@ -74,13 +81,19 @@ def current_revision(url: str) -> str | None:
     try:
         with engine.connect() as conn:
             try:
-                return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+                rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
             except SQLAlchemyError:
                 return None  # a fresh database: `migrate` creates the schema
+            return str(rows[0][0]) if len(rows) == 1 else None  # several: Alembic's to judge
     except SQLAlchemyError as exc:
         raise map_error(exc, conflict="the schema changed underneath", missing="") from None
     finally:
         engine.dispose()
+
+
+def _numbered(revision: str | None) -> bool:
+    """A revision named as ours are (four digits), so comparable with HEAD as text."""
+    return revision is not None and revision.isdigit() and len(revision) == len(HEAD)
 
 
 def _revision(conn: sa.Connection) -> str | None:
