@@ -35,6 +35,7 @@ from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import Organization, Team, User, identity_covers
 from mailvia.outbox.addresses import check_address
 from mailvia.outbox.ports import Credentials, Vault
+from mailvia.outbox.senders import domain_is_theirs
 
 ADDRESS_SCOPE_NOT_SHARED = "{title} credentials sign in to one mailbox; each rep connects their own"
 TYPED_MAX_AGE = 3600.0  # seconds a sealed typed password is good for
@@ -235,7 +236,7 @@ class Channels:
             raise not_found("team", spec.team_name or "default", where, teams, "teams")
         domains = tuple(sorted({d.strip().lower().lstrip("@") for d in spec.domains}))
         for domain in domains:
-            if self.store.domain_organization(domain) != actor.organization_id:
+            if not domain_is_theirs(self.store.domain_organization(domain), actor.organization_id):
                 raise Forbidden(f"{domain} is not assigned to your organization")
         return Owner(team_id=team.id), None, domains
 

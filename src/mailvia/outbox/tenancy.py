@@ -32,6 +32,7 @@ from mailvia.domain.tenancy import (
 from mailvia.outbox.addresses import check_address, check_login
 from mailvia.outbox.channels import channel_in
 from mailvia.outbox.sender_rights import SenderRights, SenderRightsStore
+from mailvia.outbox.senders import domain_is_theirs
 from mailvia.outbox.tokens import ApiTokens
 
 
@@ -315,7 +316,7 @@ class Tenancy(SenderRights):
             must_change_password=True,
         )
         user = self.store.create_user(user, password_hash=self.hash_password(password), now=now)
-        if self.store.domain_organization(domain_of(email)) == org.id:
+        if domain_is_theirs(self.store.domain_organization(domain_of(email)), org.id):
             self.store.grant_identity(user.id, email, now)
         return user, password
 

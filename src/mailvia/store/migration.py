@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# The newest script in migrations/versions (tests/unit/test_migration_head.py keeps it in step
-# with Alembic's own view of the scripts): a new migration moves it.
-HEAD = "0013"
+# The newest script in migrations/versions, by its number (tests/unit/test_migration_head.py
+# checks it is Alembic's own single head): a new migration moves it by being there.
+HEAD = max(p.name[:4] for p in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 # Two processes starting at once must not both create the schema (SQLite: the write lock).
 _MIGRATION_LOCK = 0x6D61696C76696100
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import importlib
 import os
 import signal
 import socket
@@ -22,6 +20,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from mailvia.ingress.cli import supervise
+from mailvia.ingress.cli.long_running import (
+    GIL_SWITCH_INTERVAL,
+    RUN_TIME_MODULES,
+    SERVE_MODULES,
+    freeze_heap,
+)
 from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
@@ -64,35 +68,6 @@ OAUTH_SETTINGS = (
     "oauth_microsoft_client_id",
     "oauth_microsoft_tenant",
 )
-GIL_SWITCH_INTERVAL = 0.001  # seconds (Python's default is 0.005)
-
-
-# What a long-running process imports on first use (the commands import them lazily, so a
-# short command starts fast): imported before the heap settles, so that they are frozen with
-# it and a first webhook, token exchange or mail API send does not import on the event loop.
-RUN_TIME_MODULES = (
-    "httpx",
-    "authlib.common.urls",
-    "authlib.oauth2.rfc6749.parameters",
-    "authlib.oauth2.rfc7636",
-    "joserfc.jwt",
-    "joserfc.jwk",
-    "joserfc.errors",
-    "standardwebhooks",
-)
-
-
-def settle_heap(modules: Sequence[str] = RUN_TIME_MODULES) -> None:
-    """Import `modules`, then keep what starting made (modules, the app, the tables, the
-    wiring) out of every later collection: a full collection then walks what requests and
-    runs made, not the whole heap (serve's took ~36 ms every two or three batches of 1,000;
-    docs/benchmarks.md, branch `batch`). Called once, just before the event loop starts.
-    Cyclic garbage among what was frozen is never freed: what starting made and later
-    dropped, bounded and made once."""
-    for name in modules:
-        importlib.import_module(name)
-    gc.collect()
-    gc.freeze()
 
 
 SERVE_SETTINGS = (
@@ -347,7 +322,7 @@ def serve(ctx: Context, settings: Settings) -> None:
     # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
     # a commit's many small waits short (measured: about 10% more mail through submission).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settle_heap((*RUN_TIME_MODULES, "uvicorn", "mailvia.ingress.smtp.server"))
+    freeze_heap((*RUN_TIME_MODULES, *SERVE_MODULES))
     asyncio.run(
         _serve(
             services,
@@ -414,7 +389,7 @@ def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
     # A channel run's claims, records and started marks commit in threads beside the busy
     # event loop (as serve's submission port does): the same short switch interval.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    settle_heap()
+    freeze_heap()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_work(services, settings, supervised=supervised))
 

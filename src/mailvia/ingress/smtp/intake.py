@@ -87,7 +87,7 @@ class Intake:
         user, organization_id = item.user, item.organization_id
         if user is not None:
             return reads.get(
-                ("user", user.id, address.lower()),
+                ("user", user.id, address),  # as given: a refusal quotes it so
                 lambda: (user, tenancy.user_from(user, address)),
             )
         if organization_id is None:

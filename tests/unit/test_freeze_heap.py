@@ -6,32 +6,32 @@ import gc
 import subprocess
 import sys
 
-from mailvia.ingress.cli.serve import settle_heap
+from mailvia.ingress.cli.long_running import freeze_heap
 
 
 class Made:
     pass
 
 
-def test_settle_heap_moves_the_objects_made_so_far_out_of_collections() -> None:
+def test_freeze_heap_moves_the_objects_made_so_far_out_of_collections() -> None:
     made = Made()
     assert any(o is made for o in gc.get_objects())
     try:
-        settle_heap()
+        freeze_heap()
         assert gc.get_freeze_count() > 0
         assert not any(o is made for o in gc.get_objects())  # in no generation a collection walks
     finally:
         gc.unfreeze()
 
 
-def test_settle_heap_imports_the_run_time_modules_before_it_freezes() -> None:
+def test_freeze_heap_imports_the_run_time_modules_before_it_freezes() -> None:
     """The lazily imported HTTP and token libraries are frozen with the rest, not imported
     later on the event loop (checked in a fresh interpreter: nothing imported them yet)."""
     probe = (
         "import gc, sys\n"
-        "from mailvia.ingress.cli.serve import RUN_TIME_MODULES, settle_heap\n"
+        "from mailvia.ingress.cli.long_running import RUN_TIME_MODULES, freeze_heap\n"
         "assert 'httpx' not in sys.modules, 'imported already: the probe proves nothing'\n"
-        "settle_heap()\n"
+        "freeze_heap()\n"
         "assert all(name in sys.modules for name in RUN_TIME_MODULES)\n"
         "import httpx, standardwebhooks\n"
         "tracked = {id(o) for o in gc.get_objects()}\n"
