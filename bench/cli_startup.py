@@ -2,7 +2,7 @@
 runs, this tree against a snapshot of another (`--base DIR/src`), alternated A B A B; and with
 `--imports`, the sum of `python -X importtime`'s self times and the heavy packages loaded.
 
-    git -C /work/main archive main src | tar -x -C /tmp/base
+    mkdir -p /tmp/base && git archive main src | tar -x -C /tmp/base
     .venv/bin/python bench/cli_startup.py --base /tmp/base/src --n 10
     .venv/bin/python bench/cli_startup.py --base /tmp/base/src --n 10 --imports
 

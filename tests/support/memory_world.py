@@ -1,5 +1,5 @@
 """A world for logic tests on the memory store (store/memory/): the tenancy, channels,
-submit and dispatch use cases wired as app.py wires them, over a transport the test gives
+submit and dispatch use cases wired as app/wiring.py wires them, over a transport the test gives
 and one stepping clock. Organization `acme` with domain `acme.test`, team `sales`, rep
 `jane@acme.test`. No database, no SMTP: budgets, retries and routing run in milliseconds;
 tests/support/world.py is the same world on SQLite with the real transport."""

@@ -50,7 +50,7 @@ def test_the_doors_never_reach_the_store(path: Path) -> None:
 
 
 def test_services_are_use_cases_all_set() -> None:
-    """`Services` holds no store, and every field is set by app.py (no defaults, no None)."""
+    """`Services` holds no store, and every field is set by app/wiring.py (no defaults, no None)."""
     from dataclasses import MISSING, fields
 
     from mailvia.outbox.services import Services

@@ -5,7 +5,7 @@ Each use case takes a narrow Protocol of its own with just the store methods it 
 (`DispatchStore` in dispatch_ports.py, `TenancyStore` in tenancy.py, `MessageStore` in
 messages.py, ...); the SQL store implements them all, the memory store those of the
 outbox (store/memory/). Adapters implement these (store/, transport/,
-secrets.py); the composition root (app.py) hands concrete ones in. Store methods are
+secrets.py); the composition root (app/wiring.py) hands concrete ones in. Store methods are
 synchronous and each is one transaction; they raise domain errors (NotFound, Conflict,
 StoreUnavailable), never driver exceptions. web/ and ingress/ never import this module.
 """

@@ -41,7 +41,7 @@ class ApiOptions:
 
 @dataclass(frozen=True)
 class Services:
-    """Everything an ingress may call. Built by app.py; closed with `aclose`."""
+    """Everything an ingress may call. Built by app/wiring.py; closed with `aclose`."""
 
     tenancy: Tenancy  # organizations (their default channel), teams, users, identities
     setup: Setup  # the first run of a fresh install, the getting-started checklist
