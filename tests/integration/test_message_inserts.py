@@ -238,3 +238,26 @@ def test_a_group_in_parts_writes_the_same_rows_in_order(
         for m in group
         for i, address in enumerate(m.envelope.rcpt_to)
     ]
+
+
+def test_a_taken_id_in_a_later_part_commits_none_of_the_earlier_parts(
+    store: SqlStore, statements: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All or nothing across parts: the parts are one transaction, so a conflict in the
+    last part leaves no row of the first ones (on SQLite the group is one part)."""
+    store.add_messages([message(9, "z@x.test")])
+    monkeypatch.setattr(message_inserts_pg, "PART_BYTES", 70)
+    group = [message(1, "a@x.test"), message(2, "b@x.test"), message(3, "c@x.test")]
+    group.append(replace(message(9, "d@x.test"), content=bytes(100)))  # its own part, taken
+    statements.clear()
+    with pytest.raises(Conflict):
+        store.add_messages(group)
+    if store._db.dialect == "postgresql":
+        assert sum(sql.startswith("INSERT") for sql in statements) >= 4  # parts were written
+    for m in group[:3]:
+        with pytest.raises(NotFound):
+            store.get_message(m.id)
+    with store._db.read() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM messages")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM message_contents")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM recipients")).scalar() == 1
