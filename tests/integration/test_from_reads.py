@@ -84,11 +84,11 @@ def test_the_holder_of_the_address_comes_before_the_holders_of_its_domain(
     store: SqlStore,
 ) -> None:
     exact = trusted_of(store.trusted_from("org_1", "Sales@ACME.test"), "org_1")
-    assert exact.address == "sales@acme.test"
-    assert exact.user is not None and exact.user.id == "usr_a"
+    assert exact is not None and exact.address == "sales@acme.test"
+    assert exact.user.id == "usr_a"
     assert exact.user.organization_id == "org_1" and exact.user.role is Role.MEMBER
     domain = trusted_of(store.trusted_from("org_1", "anyone@acme.test"), "org_1")
-    assert domain.user is not None and domain.user.email == "bea@acme.test"  # by email
+    assert domain is not None and domain.user.email == "bea@acme.test"  # by email
     assert [store.senders_for("org_1", a)[0] for a in ("sales@acme.test", "x@acme.test")] == [
         exact.user,
         domain.user,
@@ -116,11 +116,12 @@ def test_nobody_for_another_organizations_domain_or_an_address_nobody_holds(
     # usr_o holds @acme.test, but acme.test is org_1's: org_2 may not send as it
     theirs = store.trusted_from("org_2", "sales@acme.test")
     assert theirs.owner == "org_1" and theirs.holder is not None and theirs.holder.id == "usr_o"
-    assert trusted_of(theirs, "org_2").user is None
-    assert trusted_of(store.trusted_from("org_1", "olga@other.test"), "org_1").user is None
+    assert trusted_of(theirs, "org_2") is None
+    assert trusted_of(store.trusted_from("org_1", "olga@other.test"), "org_1") is None
     store.add_domain("org_1", "acme.example", T0)
-    found = trusted_of(store.trusted_from("org_1", "someone@acme.example"), "org_1")
-    assert found.user is None and found.organization.name == "acme"  # owned, not held
+    found = store.trusted_from("org_1", "someone@acme.example")
+    assert trusted_of(found, "org_1") is None  # owned, not held
+    assert found.owner == "org_1" and found.holder is None and found.organization.name == "acme"
     assert [c.id for c in found.channels] == ["ch_a", "ch_b"]
 
 
@@ -233,7 +234,7 @@ def test_mail_and_data_judge_a_trusted_from_alike(
 ) -> None:
     tenancy = Tenancy(store, hash_password=str, tokens=None)  # type: ignore[arg-type]
     answers = []
-    for read in (tenancy.sender_for, lambda o, a: tenancy.trusted_from(o, a)[0]):
+    for read in (tenancy.sender_for, lambda o, a: tenancy.trusted_from(o, a).user):
         try:
             answers.append(read(org_id, address).id)
         except Forbidden as refused:

@@ -87,15 +87,15 @@ class SenderRights:
             raise nobody_sends_as(address)
         return user
 
-    def trusted_from(self, organization_id: str, address: str) -> tuple[User, CheckedFrom]:
+    def trusted_from(self, organization_id: str, address: str) -> CheckedFrom:
         """`sender_for`'s user (the same rule, `trusted_sender`) with what the route needs
         (the organization and its channels) read with it, in one statement: for the
         submission port's mail from trusted networks. Raises Forbidden (as `sender_for`),
         InvalidAddress, NotFound (no such organization)."""
         found = trusted_of(self.store.trusted_from(organization_id, address), organization_id)
-        if found.user is None:
+        if found is None:
             raise nobody_sends_as(address)
-        return found.user, found
+        return found
 
     def user_from(self, user: User, address: str) -> CheckedFrom:
         """A logged-in user's right to send as `address` (`check_sender`: the same rule and

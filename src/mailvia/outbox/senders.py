@@ -39,12 +39,12 @@ class FromRead:
 @dataclass(frozen=True)
 class CheckedFrom:
     """A From checked for its sender: found to be `user`'s to send as, by the trusted
-    network's rule (`trusted_of`: the organization's user who may send as it, None when
-    nobody may) or the logged-in user's (`user_of_read`: that user), with the organization
-    and its channels read with it: what the route is worked out from, not read again."""
+    network's rule (`trusted_of`: the organization's user who may send as it) or the
+    logged-in user's (`user_of_read`: that user), with the organization and its channels
+    read with it: what the route is worked out from, not read again."""
 
     address: str  # lower-cased
-    user: User | None
+    user: User
     organization: Organization
     channels: tuple[Channel, ...]
 
@@ -62,10 +62,13 @@ def trusted_sender(organization_id: str, owner: str | None, holders: list[User])
     return holders[0] if holders and domain_is_theirs(owner, organization_id) else None
 
 
-def trusted_of(found: FromRead, organization_id: str) -> CheckedFrom:
-    """What a trusted network's read allows: its user (or None) with the route's inputs."""
+def trusted_of(found: FromRead, organization_id: str) -> CheckedFrom | None:
+    """What a trusted network's read allows: its user with the route's inputs; None when
+    nobody may send as it."""
     holders = [found.holder] if found.holder is not None else []
     user = trusted_sender(organization_id, found.owner, holders)
+    if user is None:
+        return None
     return CheckedFrom(found.address, user, found.organization, found.channels)
 
 

@@ -275,8 +275,7 @@ class Submitter:
         (worked out once per distinct pair and read; a From in `checked` is known to be the
         sender's; `checked_from`: this message's read of its From, see `Submission`)."""
         from_address, on_behalf = composed.from_address, composed.sender_address or ""
-        read = checked_from
-        known = read if read is not None and _holds(read, sender, from_address) else None
+        known = checked_from if _holds(checked_from, sender, from_address) else None
 
         def work_out() -> Channel:
             if known is not None or checked_pair(sender, from_address) in checked:
@@ -339,9 +338,13 @@ class EachPlan:
     forecasts: Forecasts
 
 
-def _holds(checked_from: CheckedFrom, sender: User, from_address: str) -> bool:
+def _holds(checked_from: CheckedFrom | None, sender: User, from_address: str) -> bool:
     """Whether `checked_from` is the read of this sender's right to this From."""
-    return checked_from.user == sender and checked_from.address == from_address.lower()
+    return (
+        checked_from is not None
+        and checked_from.user == sender
+        and checked_from.address == from_address.lower()
+    )
 
 
 def request_hash(*parts: bytes) -> str:

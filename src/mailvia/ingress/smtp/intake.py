@@ -61,7 +61,7 @@ class Intake:
         its channels), each a `CheckedFrom`, so neither the sender's right nor the route is
         read again. No forecast is read: the 250 tells neither when the message leaves nor
         what is ahead."""
-        reads: Remembered[tuple[str, str, str], tuple[User, CheckedFrom]] = Remembered()
+        reads: Remembered[tuple[str, str, str], CheckedFrom] = Remembered()
         prepared = [self._prepare(item, reads) for item in group]
         return self.services.submitter.plan_each(prepared, now=self.clock(), forecast=False)
 
@@ -70,17 +70,16 @@ class Intake:
         return [*self.services.submitter.commit_each(plan)]
 
     def _prepare(
-        self, item: Arrived, reads: Remembered[tuple[str, str, str], tuple[User, CheckedFrom]]
+        self, item: Arrived, reads: Remembered[tuple[str, str, str], CheckedFrom]
     ) -> tuple[User, Submission] | Exception:
         found = self._from(item, reads)
         if isinstance(found, Exception):
             return found
-        user, read = found
-        return user, Submission(item.composed, checked_from=read)
+        return found.user, Submission(item.composed, checked_from=found)
 
     def _from(
-        self, item: Arrived, reads: Remembered[tuple[str, str, str], tuple[User, CheckedFrom]]
-    ) -> tuple[User, CheckedFrom] | Exception:
+        self, item: Arrived, reads: Remembered[tuple[str, str, str], CheckedFrom]
+    ) -> CheckedFrom | Exception:
         """This message's read of its From (once per group and sender): its user, or the
         refusal of its From (the same Forbidden as every intake's)."""
         address, tenancy = item.composed.from_address, self.services.tenancy
@@ -88,7 +87,7 @@ class Intake:
         if user is not None:
             return reads.get(
                 ("user", user.id, address),  # as given: a refusal quotes it so
-                lambda: (user, tenancy.user_from(user, address)),
+                lambda: tenancy.user_from(user, address),
             )
         if organization_id is None:
             return Forbidden("authentication required")
