@@ -38,3 +38,29 @@ def test_freeze_heap_imports_the_run_time_modules_before_it_freezes() -> None:
         "assert id(httpx.Client) not in tracked and id(standardwebhooks.Webhook) not in tracked\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
+
+
+def test_the_run_time_modules_cover_every_library_the_transport_imports_on_use() -> None:
+    """A library an adapter imports inside a function (so that a short command starts
+    fast) is in RUN_TIME_MODULES, or serve and worker would import it on their event loop
+    after freezing: a new lazy import that is not listed fails here."""
+    import ast
+    from pathlib import Path
+
+    import mailvia.transport
+    from mailvia.ingress.cli.long_running import RUN_TIME_MODULES
+
+    lazy: set[str] = set()
+    for path in Path(mailvia.transport.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.Import):
+                        lazy.update(alias.name for alias in inner.names)
+                    elif isinstance(inner, ast.ImportFrom) and inner.module and not inner.level:
+                        lazy.add(inner.module)
+    lazy = {name for name in lazy if not name.startswith("mailvia")}
+    assert lazy, "no lazy import found: the scan proves nothing"
+    # importing a listed module imports its parents too (`joserfc.jwt` brings `joserfc`)
+    listed = {".".join(m.split(".")[:i]) for m in RUN_TIME_MODULES for i in range(1, 8)}
+    assert sorted(lazy - listed) == []
