@@ -136,14 +136,17 @@ def _state_value(state: State | str) -> str:
 
 
 def _message_row(rec: AttemptRecord, stored_duplicate: bool) -> _Row:
-    """The message's new values (_MESSAGE_SET, then seq): without a lease nothing would ever
-    pick a `sending` message up again, so it is deferred; possible_duplicate once true stays
-    true (`stored_duplicate`, the flag as stored)."""
-    after = _state_value(rec.message_state)
-    if after == _SENDING:
-        after = _DEFERRED
+    """The message's new values (_MESSAGE_SET, then seq): its state `_after` the record;
+    possible_duplicate once true stays true (`stored_duplicate`, the flag as stored)."""
     duplicate = stored_duplicate or rec.possible_duplicate
-    return (after, rec.next_attempt_at, rec.failures, duplicate, rec.claim.seq)
+    return (_after(rec), rec.next_attempt_at, rec.failures, duplicate, rec.claim.seq)
+
+
+def _after(rec: AttemptRecord) -> str:
+    """The message's state after the record: without a lease nothing would ever pick a
+    `sending` message up again, so it is deferred."""
+    after = _state_value(rec.message_state)
+    return _DEFERRED if after == _SENDING else after
 
 
 class _Settled:
@@ -160,9 +163,7 @@ class _Settled:
     def _add(self, rec: AttemptRecord) -> None:
         claim = rec.claim
         seq, at, worker, channel, stage = claim.seq, rec.at, rec.worker, claim.channel_id, rec.stage
-        after = _state_value(rec.message_state)
-        if after == _SENDING:
-            after = _DEFERRED
+        after = _after(rec)
         if after not in _TERMINAL_VALUES:
             self.leftovers.append((after, at, seq))
         for s in rec.recipients:
@@ -225,7 +226,9 @@ def record_in(conn: sa.Connection, records: Sequence[AttemptRecord]) -> None:
     leased to their record's worker (on PostgreSQL the messages' UPDATE checks the lease
     itself: store/settle_pg.py), then their recipients, attempts and events."""
     if conn.dialect.name == "postgresql":
-        kept = settle_leased(conn, records, [_message_row(rec, False) for rec in records])
+        kept = settle_leased(
+            conn, records, [_message_row(rec, stored_duplicate=False) for rec in records]
+        )
     else:
         live = _live(conn, records)
         kept = [rec for rec in records if rec.claim.seq in live]
