@@ -149,3 +149,20 @@ def test_records_update_their_messages_in_seq_order_whatever_the_group_order(pg_
         event.remove(store._db.engine, "before_cursor_execute", before)
     assert updates == [sorted(c.seq for c in claims)]
     assert all(store.get_message(f"m{i}").state is State.DELIVERED for i in range(5))
+
+
+def test_a_connection_lost_during_a_binary_read_is_not_given_out_again(pg_url: str) -> None:
+    """The server ends the connection (a restart, a failover) while a claim reads contents
+    in binary: an outage, and the pool drops that connection, so the next call works on a
+    new one instead of failing again on the dead one."""
+    from mailvia.store.engine import binary_rows
+
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    engine = store._db.engine
+    with pytest.raises(sa.exc.DBAPIError), engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with engine.connect() as other:  # another pooled connection ends this one
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+        binary_rows(conn, "SELECT content FROM message_contents")
+    with engine.connect() as conn:  # the pool's next connection is a live one
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() != pid
