@@ -69,7 +69,7 @@ from benchlib import (
     thread_cpu,
     wait_quiet,
 )
-from relay import Mailvia, Outbox, prepare, start_mailvia
+from relay import Mailvia, Outbox, prepare, start_mailvia, tear_down
 
 DAY = 86400.0
 
@@ -389,13 +389,7 @@ def one(
         if run is not None and run.died():
             print(run.died(), flush=True)
     finally:
-        if run is not None:
-            run.stop()
-        sink.stop()
-        if outbox is not None:
-            outbox.close(pg)
-        if not args.keep:
-            shutil.rmtree(scratch, ignore_errors=True)
+        tear_down(run, sink, outbox, pg, scratch, keep=args.keep)
 
 
 def table(args: argparse.Namespace, results: dict[int, Series]) -> str:

@@ -260,6 +260,26 @@ def start_mailvia(args: argparse.Namespace, outbox: Outbox, scratch: Path) -> Ma
 # --------------------------------------------------------------------------- the clients
 
 
+def tear_down(
+    run: Mailvia | None,
+    sink: Sink,
+    outbox: Outbox | None,
+    pg: Postgres | None,
+    scratch: Path,
+    *,
+    keep: bool = False,
+) -> None:
+    """A run's end, whatever happened: mailvia and the sink stopped by PID, the outbox
+    closed (its PostgreSQL database dropped), the scratch folder removed unless `keep`."""
+    if run is not None:
+        run.stop()
+    sink.stop()
+    if outbox is not None:
+        outbox.close(pg)
+    if not keep:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def smtp_source(args: argparse.Namespace, port: int, msg_file: Path, log: Path) -> int:
     """Postfix's smtp-source, as the shared bench runs it; returns its exit code."""
     cmd = [
@@ -495,13 +515,7 @@ def run_mailvia(
         out.failures.append(str(exc).splitlines()[0])
         print(f"  FAILED: {exc}", flush=True)
     finally:
-        if run is not None:
-            run.stop()
-        sink.stop()
-        if outbox is not None:
-            outbox.close(pg)
-        if not args.keep:
-            shutil.rmtree(scratch, ignore_errors=True)
+        tear_down(run, sink, outbox, pg, scratch, keep=args.keep)
     return out
 
 

@@ -48,7 +48,7 @@ from benchlib import (
     load_message,
     results_file,
 )
-from relay import Mailvia, Outbox, measure, prepare, start_mailvia
+from relay import Mailvia, Outbox, measure, prepare, start_mailvia, tear_down
 
 
 async def _session(port: int, cafile: Path, token: str, msg: bytes, count: int) -> int:
@@ -117,12 +117,7 @@ def run_once(args: argparse.Namespace, msg: bytes, pg: Postgres | None, run_no: 
         }
         return row
     finally:
-        if run is not None:
-            run.stop()
-        sink.stop()
-        if outbox is not None:
-            outbox.close(pg)
-        shutil.rmtree(scratch, ignore_errors=True)
+        tear_down(run, sink, outbox, pg, scratch)
 
 
 def count_plans(args: argparse.Namespace, msg: bytes, pg: Postgres | None) -> dict:
