@@ -21,7 +21,6 @@ Side effects: a child process; the calls' own (claims, marks, records, in the da
 from __future__ import annotations
 
 import dataclasses
-import gc
 import itertools
 import logging
 import multiprocessing
@@ -40,6 +39,7 @@ from contextlib import AbstractContextManager
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
+from mailvia import runtime
 from mailvia.domain.channel import Budget, Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 IN_CHILD = frozenset({"claim", "unclaim", "record_attempts", "mark_started"})
 CHILD_THREADS = 4  # calls at once in the child (a claim, a record, a mark, a give-back)
 EXIT_CHILD_GONE = 70  # the worker's exit status when its store process died (EX_SOFTWARE)
-SWITCH_INTERVAL = 0.001  # seconds, the child's GIL switch interval
 
 
 def _child_main(conn: Connection, url: str) -> None:
@@ -63,14 +62,12 @@ def _child_main(conn: Connection, url: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Its reader and call threads hand each call over: a thread woken by the pipe or the
-    # database waits at most this long for the GIL (Python's default is 5 ms), as in the
-    # worker itself.
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    # database waits at most 1 ms for the GIL (Python's default is 5 ms), as in the worker.
+    runtime.shorten_switch_interval()
     store = SqlStore(url)
     # What starting made (the modules, SQLAlchemy's tables and compiled statements) is kept
     # out of every later collection: a full one then walks what the calls made, not the heap.
-    gc.collect()
-    gc.freeze()
+    runtime.freeze_heap()
     sending = threading.Lock()
     pool = ThreadPoolExecutor(CHILD_THREADS, thread_name_prefix="store-call")
 

@@ -1,18 +1,14 @@
-"""What serve and worker do once before their event loop starts: a short GIL switch interval
-(their store calls run in threads beside a busy loop), and a frozen start-up heap with the
-libraries a long run imports on first use already in it.
+"""What serve and worker import before they freeze their start-up heap (mailvia/runtime.py):
+the libraries a long run imports on first use, so that they are frozen with the rest.
 
 Side effects: `freeze_heap` imports modules and freezes the garbage collector's heap.
 """
 
 from __future__ import annotations
 
-import gc
-import importlib
 from collections.abc import Sequence
 
-GIL_SWITCH_INTERVAL = 0.001  # seconds (Python's default is 0.005)
-
+from mailvia import runtime
 
 # What a long-running process imports on first use (the commands import them lazily, so a
 # short command starts fast): imported before the heap is frozen, so that they are frozen with
@@ -39,13 +35,5 @@ SERVE_MODULES = (
 
 
 def freeze_heap(modules: Sequence[str] = RUN_TIME_MODULES) -> None:
-    """Import `modules`, then keep what starting made (modules, the app, the tables, the
-    wiring) out of every later collection: a full collection then walks what requests and
-    runs made, not the whole heap (serve's took ~36 ms every two or three batches of 1,000;
-    docs/benchmarks.md, branch `batch`). Called once, just before the event loop starts.
-    Cyclic garbage among what was frozen is never freed: what starting made and later
-    dropped, bounded and made once."""
-    for name in modules:
-        importlib.import_module(name)
-    gc.collect()
-    gc.freeze()
+    """`runtime.freeze_heap` with what a long run imports on first use (by default)."""
+    runtime.freeze_heap(modules)

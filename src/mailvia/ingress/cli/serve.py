@@ -19,13 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from mailvia import runtime
 from mailvia.ingress.cli import supervise
-from mailvia.ingress.cli.long_running import (
-    GIL_SWITCH_INTERVAL,
-    RUN_TIME_MODULES,
-    SERVE_MODULES,
-    freeze_heap,
-)
+from mailvia.ingress.cli.long_running import RUN_TIME_MODULES, SERVE_MODULES, freeze_heap
 from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
@@ -321,7 +317,7 @@ def serve(ctx: Context, settings: Settings) -> None:
     # The submission port's commits run in a thread beside a busy event loop; each SQLite
     # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
     # a commit's many small waits short (measured: about 10% more mail through submission).
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    runtime.shorten_switch_interval()
     freeze_heap((*RUN_TIME_MODULES, *SERVE_MODULES))
     asyncio.run(
         _serve(
@@ -388,7 +384,7 @@ def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
         tell(services.startup_notes)
     # A channel run's claims, records and started marks commit in threads beside the busy
     # event loop (as serve's submission port does): the same short switch interval.
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    runtime.shorten_switch_interval()
     freeze_heap()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_work(services, settings, supervised=supervised))

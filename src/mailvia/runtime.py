@@ -1,0 +1,37 @@
+"""What every long-running mailvia process (serve, worker, the worker's store process) does
+to its interpreter once, before its work starts: a short GIL switch interval, and a frozen
+start-up heap. Here, outside the layers, because the store (store/process.py) and the CLI
+(ingress/cli/long_running.py) both start such a process and may not import each other.
+
+Side effects: `shorten_switch_interval` sets the interpreter's switch interval;
+`freeze_heap` imports modules and freezes the garbage collector's heap.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import sys
+from collections.abc import Sequence
+
+GIL_SWITCH_INTERVAL = 0.001  # seconds (Python's default is 0.005)
+
+
+def shorten_switch_interval() -> None:
+    """A thread woken by a pipe, a socket or the database waits at most 1 ms for the GIL
+    (Python's default is 5 ms): these processes make their store calls in threads beside a
+    busy event loop (or a busy reader), and each call's many small waits add up."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+
+
+def freeze_heap(modules: Sequence[str] = ()) -> None:
+    """Import `modules`, then keep what starting made (modules, the app, the tables, the
+    wiring, the compiled statements) out of every later collection: a full collection then
+    walks what requests, runs and calls made, not the whole heap (serve's took ~36 ms every
+    two or three batches of 1,000; docs/benchmarks.md, branch `batch`). Called once, just
+    before the work starts. Cyclic garbage among what was frozen is never freed: what
+    starting made and later dropped, bounded and made once."""
+    for name in modules:
+        importlib.import_module(name)
+    gc.collect()
+    gc.freeze()
