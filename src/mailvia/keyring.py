@@ -8,6 +8,8 @@ sealed under the `.new` key finishes the rename.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -68,3 +70,10 @@ def rotate(store: SqlStore, vault: Vault, settings: Settings) -> Path:
     )
     os.replace(pending, settings.key_file)
     return settings.key_file
+
+
+def derived_key(settings: Settings, purpose: bytes) -> bytes:
+    """A key for one purpose, derived from the master key (every process agrees on it;
+    rotating the master key changes it)."""
+    master = load_master_key(key=settings.master_key, key_file=settings.key_file, create=False)
+    return hmac.new(master, purpose, hashlib.sha256).digest()
