@@ -143,7 +143,8 @@ def run(build: Builder) -> None:
     import mailvia.ingress.cli.mail
     import mailvia.ingress.cli.mend
     import mailvia.ingress.cli.secrets
-    import mailvia.ingress.cli.serve  # noqa: F401  (each registers its commands)
+    import mailvia.ingress.cli.serve
+    import mailvia.ingress.cli.worker  # noqa: F401  (each registers its commands)
 
     try:
         cli.main(obj=Context(build), standalone_mode=False)

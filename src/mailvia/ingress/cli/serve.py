@@ -1,4 +1,5 @@
-"""`mailvia serve`, `worker`, `migrate`, `testserver`: the long-running commands.
+"""`mailvia serve`, `migrate`, `testserver` (and `worker`: cli/worker.py): the long-running
+commands.
 
 uvicorn, the submission server and the metrics registry are imported inside the functions
 that run them: every other command registers these commands too, and must not pay for them."""
@@ -6,14 +7,13 @@ that run them: every other command registers these commands too, and must not pa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +118,7 @@ def with_worker_id(settings: Settings) -> Settings:
     return replace(settings, worker_id=claim_worker_id(settings.data_dir))
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -221,13 +221,11 @@ def proxy_options(proxies: tuple[Network, ...]) -> dict[str, Any]:
 
 async def _serve(
     services: Services,
-    sock: socket.socket,
-    submission: SubmissionServer | None = None,
-    smtp: SmtpSockets = (),
-    metrics: socket.socket | None = None,
+    sockets: Sockets,
     *,
-    dispatch_here: bool = True,
+    submission: SubmissionServer | None = None,
     child: supervise.DeliveryProcess | None = None,
+    dispatch_here: bool = True,
     proxies: tuple[Network, ...] = (),
     shutdown_seconds: float = 30.0,
 ) -> None:
@@ -235,11 +233,30 @@ async def _serve(
     finishes its requests, submission answers 421 4.3.2), let the work in flight finish for
     up to `shutdown_seconds` (the delivery `child` too: ingress/cli/supervise.py), and
     return."""
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await _start_submission(services, submission, sockets.smtp)
+    server = _http_server(services, sockets.http, proxies, shutdown_seconds)
+    tasks = _running(services, server, sockets, stop, dispatch_here=dispatch_here)
+    stop_child = asyncio.Event()
+    if child is not None:  # after the intakes: mail can come in while it starts
+        tasks.append(asyncio.create_task(child.supervise(stop_child)))
+    await stop.wait()
+    server.should_exit = True
+    stop_child.set()  # runs once submission.stop below has closed the listeners
+    if submission is not None:
+        await submission.stop(grace=shutdown_seconds)
+    await _bounded(tasks, shutdown_seconds)
+    await services.aclose()
+
+
+def _http_server(
+    services: Services, sock: socket.socket, proxies: tuple[Network, ...], shutdown_seconds: float
+) -> uvicorn.Server:
+    """The API and pages' server on `sock`, finishing its requests for up to
+    `shutdown_seconds` once told to exit."""
     import uvicorn
 
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
-    await _start_submission(services, submission, smtp)
     host, port = sock.getsockname()[:2]
     app = services.http_app(f"http://{Listen(host, port)}")  # redirect URIs: see PUBLIC_URL
     config = uvicorn.Config(
@@ -249,26 +266,26 @@ async def _serve(
         timeout_graceful_shutdown=max(int(shutdown_seconds), 1),
         **proxy_options(proxies),
     )
-    server = uvicorn.Server(config)
-    http = asyncio.create_task(server.serve(sockets=[sock]))
-    dispatch = (
-        asyncio.create_task(services.dispatcher.run_forever(time.time, stop))
-        if dispatch_here
-        else None
-    )
-    beside = _beside(services, stop, metrics)
+    return uvicorn.Server(config)
+
+
+def _running(
+    services: Services,
+    server: uvicorn.Server,
+    sockets: Sockets,
+    stop: asyncio.Event,
+    *,
+    dispatch_here: bool,
+) -> list[asyncio.Task[None]]:
+    """serve's work, started: HTTP, delivery in this process (DISPATCH=inline) until
+    `stop`, and what runs beside them; then says where HTTP listens."""
+    tasks = [asyncio.create_task(server.serve(sockets=[sockets.http]))]
+    if dispatch_here:
+        tasks.append(asyncio.create_task(services.dispatcher.run_forever(time.time, stop)))
+    tasks += _beside(services, stop, sockets.metrics)
+    host, port = sockets.http.getsockname()[:2]
     announce("http", f"http://{Listen(host, port)}")
-    stop_child = asyncio.Event()
-    if child is not None:  # after the intakes: mail can come in while it starts
-        beside.append(asyncio.create_task(child.supervise(stop_child)))
-    await stop.wait()
-    server.should_exit = True
-    stop_child.set()  # runs once submission.stop below has closed the listeners
-    if submission is not None:
-        await submission.stop(grace=shutdown_seconds)
-    tasks = [http, *([dispatch] if dispatch else []), *beside]
-    await _bounded(tasks, shutdown_seconds)
-    await services.aclose()
+    return tasks
 
 
 async def _bounded(tasks: Sequence[asyncio.Task[None]], seconds: float) -> None:
@@ -285,7 +302,48 @@ async def _bounded(tasks: Sequence[asyncio.Task[None]], seconds: float) -> None:
 def serve(ctx: Context, settings: Settings) -> None:
     """Run the service: the HTTP API, SMTP submission and delivery (in a worker process of
     its own with 2 or more CPUs; see DISPATCH). SQLite in DATA_DIR by default."""
-    sock = _bind(settings.http_listen)
+    sockets = _bind_all(settings)
+    mode = supervise.dispatch_mode(settings.dispatch)
+    if mode == "inline":
+        settings = with_worker_id(settings)
+    # DELIVERY_STORE is its worker process's (inline is for one CPU: threads, as before)
+    services = ctx.services(replace(settings, delivery_store="thread"), create_key=True)
+    tell(services.startup_notes)
+    _bootstrap(services, settings.data_dir)
+    submission = _submission_server(services, settings) if sockets.smtp else None
+    click.echo(f"data in {settings.data_dir.resolve()}")
+    child = _delivery_child(services, settings) if mode == "process" else None
+    _say_delivery(mode)
+    # The submission port's commits run in a thread beside a busy event loop; each SQLite
+    # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
+    # a commit's many small waits short (measured: about 10% more mail through submission).
+    runtime.shorten_switch_interval()
+    freeze_heap((*RUN_TIME_MODULES, *SERVE_MODULES))
+    serving = _serve(
+        services,
+        sockets,
+        submission=submission,
+        child=child,
+        dispatch_here=mode == "inline",
+        proxies=settings.trusted_proxies,
+        shutdown_seconds=settings.shutdown_seconds,
+    )
+    asyncio.run(serving)
+
+
+@dataclass(frozen=True)
+class Sockets:
+    """serve's listening sockets: HTTP, the submission ports, metrics (METRICS_LISTEN)."""
+
+    http: socket.socket
+    smtp: SmtpSockets
+    metrics: socket.socket | None
+
+
+def _bind_all(settings: Settings) -> Sockets:
+    """Every listening socket, bound before anything else starts (a port in use fails at
+    once, with one line)."""
+    http = _bind(settings.http_listen)
     smtp = [
         (implicit_tls, _bind(listen))
         for implicit_tls, listen in (
@@ -295,43 +353,27 @@ def serve(ctx: Context, settings: Settings) -> None:
         if listen is not None
     ]
     metrics = _bind(settings.metrics_listen) if settings.metrics_listen else None
-    mode = supervise.dispatch_mode(settings.dispatch)
-    if mode == "inline":
-        settings = with_worker_id(settings)
-    # DELIVERY_STORE is its worker process's (inline is for one CPU: threads, as before)
-    services = ctx.services(replace(settings, delivery_store="thread"), create_key=True)
-    tell(services.startup_notes)
+    return Sockets(http, smtp, metrics)
+
+
+def _bootstrap(services: Services, data_dir: Path) -> None:
+    """On the first start: the admin and an API token made, said once and written to
+    bootstrap.txt (mode 0600)."""
     boot = services.tenancy.bootstrap(time.time())
-    if boot is not None:
-        path = write_bootstrap(settings.data_dir, boot)
-        click.echo(f"created admin {boot.admin.email}; one-time password: {boot.password}")
-        click.echo(f"API token (shown once): {boot.token}")
-        click.echo(f"both written to {path} (mode 0600)")
-    submission = _submission_server(services, settings) if smtp else None
-    click.echo(f"data in {settings.data_dir.resolve()}")
-    child = _delivery_child(services, settings) if mode == "process" else None
+    if boot is None:
+        return
+    path = write_bootstrap(data_dir, boot)
+    click.echo(f"created admin {boot.admin.email}; one-time password: {boot.password}")
+    click.echo(f"API token (shown once): {boot.token}")
+    click.echo(f"both written to {path} (mode 0600)")
+
+
+def _say_delivery(mode: str) -> None:
+    """Where delivery runs, when not in a worker process of serve's (that one says so)."""
     if mode == "off":
         click.echo("dispatch off: run `mailvia worker` to deliver")
     elif mode == "inline":
         click.echo("delivery: in this process")
-    # The submission port's commits run in a thread beside a busy event loop; each SQLite
-    # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
-    # a commit's many small waits short (measured: about 10% more mail through submission).
-    runtime.shorten_switch_interval()
-    freeze_heap((*RUN_TIME_MODULES, *SERVE_MODULES))
-    asyncio.run(
-        _serve(
-            services,
-            sock,
-            submission,
-            smtp,
-            metrics,
-            dispatch_here=mode == "inline",
-            child=child,
-            proxies=settings.trusted_proxies,
-            shutdown_seconds=settings.shutdown_seconds,
-        )
-    )
 
 
 def _delivery_child(services: Services, settings: Settings) -> supervise.DeliveryProcess:
@@ -346,48 +388,6 @@ def _delivery_child(services: Services, settings: Settings) -> supervise.Deliver
     if isinstance(services.metrics, PrometheusMetrics):
         services.metrics.deliveries_from(file)
     return child
-
-
-async def _work(services: Services, settings: Settings, *, supervised: bool) -> None:
-    from mailvia.ingress.metrics import PrometheusMetrics
-
-    stop, done = asyncio.Event(), asyncio.Event()
-    _stop_on_signals(stop)
-    beside = []
-    if supervised:  # by serve: see ingress/cli/supervise.py
-        supervise.watch_serve(stop, services.dispatcher.wake)
-        served = settings.metrics_listen or settings.metrics_token  # serve's /metrics
-        if served and isinstance(services.metrics, PrometheusMetrics):
-            file = supervise.delivery_metrics_file(settings.data_dir)
-            text = services.metrics.delivery_text
-            beside.append(asyncio.create_task(supervise.write_delivery_metrics(text, file, done)))
-    # Said once SIGTERM is handled: whoever waits for this line may stop the worker at once.
-    click.echo(f"worker {services.dispatcher.options.worker} delivering")
-    sys.stdout.flush()
-    await services.dispatcher.run_forever(time.time, stop)
-    done.set()
-    await asyncio.gather(*beside)
-    await services.aclose()
-
-
-@cli.command("worker")
-@settings_options(
-    *STORE_SETTINGS, "worker_id", "shutdown_seconds", "delivery_store", *OAUTH_SETTINGS[1:]
-)
-@click.option("--supervised", is_flag=True, hidden=True)  # started by serve
-@pass_context
-def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
-    """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
-    settings = with_worker_id(settings)
-    services = ctx.services(settings, create_key=False)
-    if not supervised:  # serve has said them
-        tell(services.startup_notes)
-    # A channel run's claims, records and started marks commit in threads beside the busy
-    # event loop (as serve's submission port does): the same short switch interval.
-    runtime.shorten_switch_interval()
-    freeze_heap()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_work(services, settings, supervised=supervised))
 
 
 @cli.command("migrate")
