@@ -38,6 +38,7 @@ from mailvia.ingress.payloads import channel_payload, report_payload
 from mailvia.settings import Settings
 
 if TYPE_CHECKING:
+    from mailvia.outbox.channels import ChannelSpec
     from mailvia.outbox.services import Services
 
 
@@ -162,18 +163,21 @@ def add(
         max_recipients_per_message=max_recipients,
     )
 
-    def action(s: Services) -> None:
-        actor = s.tenancy.operator(org, user_email=user_email)
-        created, warnings = s.channels.add(actor, spec, time.time())
-        for warning in warnings:
-            click.echo(f"warning: {warning}", err=True)
-        emit(
-            channel_payload(created),
-            as_json=as_json,
-            text=lambda: click.echo(f"added {created.name} ({created.id})"),
-        )
+    ctx.using(settings, lambda s: _add(s, spec, org=org, as_json=as_json))
 
-    ctx.using(settings, action)
+
+def _add(s: Services, spec: ChannelSpec, *, org: str | None, as_json: bool) -> None:
+    """Add the channel `spec` asks for, as the organization's operator (or its owner's);
+    print its warnings, then the channel."""
+    actor = s.tenancy.operator(org, user_email=spec.user_email)
+    created, warnings = s.channels.add(actor, spec, time.time())
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    emit(
+        channel_payload(created),
+        as_json=as_json,
+        text=lambda: click.echo(f"added {created.name} ({created.id})"),
+    )
 
 
 @channel.command("list")

@@ -27,6 +27,7 @@ from mailvia.ingress.payloads import channel_payload, report_payload
 from mailvia.settings import Settings
 
 if TYPE_CHECKING:
+    from mailvia.outbox.mend import Edit, MailChoice, Removal
     from mailvia.outbox.services import Services
 
 
@@ -65,27 +66,32 @@ def remove(
     def action(s: Services) -> bool:
         actor = s.tenancy.operator(org, channel=name)
         done = asyncio.run(s.mend.remove(actor, name, mail=mail, to=move_mail_to, now=time.time()))
-        view = {
-            "removed": done.removed,
-            "cancelled": done.cancelled,
-            "moved": done.moved,
-            "kept": [{"id": k.id, "reason": k.reason} for k in done.kept],
-        }
-
-        def text() -> None:
-            counts = f"{done.cancelled} messages cancelled, {done.moved} moved"
-            if done.removed:
-                click.echo(f"removed {name}" + (f"; {counts}" if mail else ""))
-                return
-            click.echo(f"{name} is kept: {len(done.kept)} messages could not move; {counts}")
-            for k in done.kept:
-                click.echo(f"  {k.id} {k.reason}")
-
-        emit(view, as_json=as_json, text=text)
+        emit(_removal_view(done), as_json=as_json, text=lambda: _say_removed(done, name, mail))
         return done.removed
 
     if not ctx.using(settings, action):
         sys.exit(4)
+
+
+def _removal_view(done: Removal) -> dict[str, object]:
+    """What `channel remove --json` prints."""
+    return {
+        "removed": done.removed,
+        "cancelled": done.cancelled,
+        "moved": done.moved,
+        "kept": [{"id": k.id, "reason": k.reason} for k in done.kept],
+    }
+
+
+def _say_removed(done: Removal, name: str, mail: MailChoice | None) -> None:
+    """What `channel remove` prints: removed (and what became of its mail), or kept and why."""
+    counts = f"{done.cancelled} messages cancelled, {done.moved} moved"
+    if done.removed:
+        click.echo(f"removed {name}" + (f"; {counts}" if mail else ""))
+        return
+    click.echo(f"{name} is kept: {len(done.kept)} messages could not move; {counts}")
+    for k in done.kept:
+        click.echo(f"  {k.id} {k.reason}")
 
 
 @channel.command("cancel-mail")
@@ -161,29 +167,34 @@ def edit(
     def action(s: Services) -> bool:
         actor, now = s.tenancy.operator(org, channel=name), time.time()
         done = asyncio.run(s.mend.edit(actor, name, changes, test=not no_test, now=now))
-        view = {
-            "saved": done.saved,
-            "test": report_payload(done.report) if done.report else None,
-            "reconnected": done.reconnected,
-            "released": done.released,
-            "retried": done.retried,
-            "channel": channel_payload(done.channel),
-        }
-
-        def text() -> None:
-            if done.report is not None:
-                print_report(done.report)
-            if not done.saved:
-                failed = done.report.failed if done.report else None
-                where = f" at {failed.name}" if failed else ""
-                click.echo(f"not saved: the test failed{where}; --no-test saves anyway")
-            elif done.reconnected:
-                click.echo(f"saved; reconnected, {done.released} held messages released")
-            else:
-                click.echo(f"saved {done.channel.name} ({done.channel.state})")
-
-        emit(view, as_json=as_json, text=text)
+        emit(_edit_view(done), as_json=as_json, text=lambda: _say_edited(done))
         return done.saved
 
     if not ctx.using(settings, action):
         sys.exit(1)
+
+
+def _edit_view(done: Edit) -> dict[str, object]:
+    """What `channel edit --json` prints."""
+    return {
+        "saved": done.saved,
+        "test": report_payload(done.report) if done.report else None,
+        "reconnected": done.reconnected,
+        "released": done.released,
+        "retried": done.retried,
+        "channel": channel_payload(done.channel),
+    }
+
+
+def _say_edited(done: Edit) -> None:
+    """What `channel edit` prints: the test's report, then whether it saved."""
+    if done.report is not None:
+        print_report(done.report)
+    if not done.saved:
+        failed = done.report.failed if done.report else None
+        where = f" at {failed.name}" if failed else ""
+        click.echo(f"not saved: the test failed{where}; --no-test saves anyway")
+    elif done.reconnected:
+        click.echo(f"saved; reconnected, {done.released} held messages released")
+    else:
+        click.echo(f"saved {done.channel.name} ({done.channel.state})")
