@@ -20,7 +20,13 @@ import sqlalchemy as sa
 from mailvia.domain.message import State
 from mailvia.outbox.headers import subject_of
 from mailvia.outbox.ports import NewMessage
-from mailvia.store.message_inserts_pg import insert_arrays
+from mailvia.store.message_inserts_pg import (
+    CONTENT_COLUMNS,
+    MESSAGE_COLUMNS,
+    RECIPIENT_COLUMNS,
+    insert_arrays,
+)
+from mailvia.store.pg_arrays import names
 from mailvia.store.rows import chunks, insert_sql, marker
 from mailvia.store.tables import message_contents, messages, recipients
 
@@ -28,24 +34,11 @@ from mailvia.store.tables import message_contents, messages, recipients
 CONFLICT = "a message id or idempotency key is already in use"
 
 # The messages' columns filled from the group (the contents go into message_contents), in
-# `_message_values`' order.
-_STORED = (
-    "id",
-    "organization_id",
-    "user_id",
-    "channel_id",
-    "mail_from",
-    "size",
-    "state",
-    "created_at",
-    "expires_at",
-    "idempotency_key",
-    "request_hash",
-    "test",
-    "subject",
-)
-_CONTENT_COLUMNS = ("message_seq", "content")
-_RECIPIENT_ROW = ("message_seq", "position", "address", "state", "updated_at")
+# `_message_values`' order, then next_attempt_at, failures and possible_duplicate; each
+# table's names from its columns in message_inserts_pg.py, written once for both databases.
+_MESSAGE_ROW = names(MESSAGE_COLUMNS)
+_CONTENT_ROW = names(CONTENT_COLUMNS)
+_RECIPIENT_ROW = names(RECIPIENT_COLUMNS)
 
 
 def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
@@ -59,8 +52,7 @@ def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
     if conn.dialect.name == "postgresql":
         return insert_arrays(conn, msgs, rows, _recipient_rows)
     mark = marker(conn)
-    columns = [*_STORED, "next_attempt_at", "failures", "possible_duplicate"]
-    conn.exec_driver_sql(insert_sql(conn, messages, columns, mark), rows)
+    conn.exec_driver_sql(insert_sql(conn, messages, _MESSAGE_ROW, mark), rows)
     ids = [msg.id for msg in msgs]
     seq_of: dict[str, int] = {}
     for part in chunks(ids):
@@ -71,7 +63,7 @@ def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
         seq_of.update({message_id: int(seq) for message_id, seq in found})
     seqs = [seq_of[message_id] for message_id in ids]
     contents = [(seq, msg.content) for seq, msg in zip(seqs, msgs, strict=True)]
-    conn.exec_driver_sql(insert_sql(conn, message_contents, _CONTENT_COLUMNS, mark), contents)
+    conn.exec_driver_sql(insert_sql(conn, message_contents, _CONTENT_ROW, mark), contents)
     recipient_rows = _recipient_rows(seqs, msgs)
     if recipient_rows:
         insert = insert_sql(conn, recipients, _RECIPIENT_ROW, mark)
@@ -89,8 +81,8 @@ def _recipient_rows(seqs: Sequence[int], msgs: Sequence[NewMessage]) -> list[tup
 
 
 def _message_values(msg: NewMessage) -> tuple[Any, ...]:
-    """A message's values in `_STORED`' order (not its content). Times as floats:
-    psycopg cannot dump an array of mixed ints and floats."""
+    """A message's values in `_MESSAGE_ROW`'s order, up to its subject (not its content).
+    Times as floats: psycopg cannot dump an array of mixed ints and floats."""
     return (
         msg.id,
         msg.organization_id,

@@ -23,6 +23,8 @@ from mailvia.store.pg_arrays import Column, arrays, insert_unnest
 
 PART_BYTES = 8 * 1024 * 1024  # a part's contents, well under PostgreSQL's 1 GB bind value
 
+# Each table's columns filled from a group, in its rows' order, written once:
+# message_inserts.py's SQLite INSERTs take the column names from here.
 MESSAGE_COLUMNS: tuple[Column, ...] = (
     ("id", "b_id", "text"),
     ("organization_id", "b_org", "text"),
@@ -41,11 +43,11 @@ MESSAGE_COLUMNS: tuple[Column, ...] = (
     ("failures", "b_failures", "integer"),
     ("possible_duplicate", "b_duplicate", "boolean"),
 )
-_CONTENTS: tuple[Column, ...] = (
+CONTENT_COLUMNS: tuple[Column, ...] = (
     ("message_seq", "b_seq", "bigint"),
     ("content", "b_content", "bytea"),
 )
-_RECIPIENTS: tuple[Column, ...] = (
+RECIPIENT_COLUMNS: tuple[Column, ...] = (
     ("message_seq", "b_seq", "bigint"),
     ("position", "b_position", "integer"),
     ("address", "b_address", "text"),
@@ -53,8 +55,8 @@ _RECIPIENTS: tuple[Column, ...] = (
     ("updated_at", "b_updated", "double precision"),
 )
 _INSERT_MESSAGES = insert_unnest("messages", MESSAGE_COLUMNS) + " RETURNING id, seq"
-_INSERT_CONTENTS = insert_unnest("message_contents", _CONTENTS)
-_INSERT_RECIPIENTS = insert_unnest("recipients", _RECIPIENTS)
+_INSERT_CONTENTS = insert_unnest("message_contents", CONTENT_COLUMNS)
+_INSERT_RECIPIENTS = insert_unnest("recipients", RECIPIENT_COLUMNS)
 
 
 def insert_arrays(
@@ -65,7 +67,7 @@ def insert_arrays(
 ) -> list[int]:
     """Insert the messages (`rows`: each message's values in `MESSAGE_COLUMNS`' order),
     their contents and recipients (`recipient_rows(seqs, msgs)`: their rows in
-    `_RECIPIENTS`' order); their seqs, in order."""
+    `RECIPIENT_COLUMNS`' order); their seqs, in order."""
     seqs: list[int] = []
     for start, end in _parts(msgs):
         part = msgs[start:end]
@@ -73,10 +75,10 @@ def insert_arrays(
         seq_of = {message_id: int(seq) for message_id, seq in found}
         part_seqs = [seq_of[msg.id] for msg in part]
         contents = [(seq, msg.content) for seq, msg in zip(part_seqs, part, strict=True)]
-        conn.exec_driver_sql(_INSERT_CONTENTS, arrays(contents, _CONTENTS))
+        conn.exec_driver_sql(_INSERT_CONTENTS, arrays(contents, CONTENT_COLUMNS))
         recipients = recipient_rows(part_seqs, part)
         if recipients:
-            conn.exec_driver_sql(_INSERT_RECIPIENTS, arrays(recipients, _RECIPIENTS))
+            conn.exec_driver_sql(_INSERT_RECIPIENTS, arrays(recipients, RECIPIENT_COLUMNS))
         seqs.extend(part_seqs)
     return seqs
 

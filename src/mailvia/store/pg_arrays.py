@@ -14,6 +14,11 @@ from typing import Any
 Column = tuple[str, str, str]  # (column, bind parameter, PostgreSQL type)
 
 
+def names(columns: Sequence[Column]) -> tuple[str, ...]:
+    """The columns' names, in their order (for the same statement's SQLite form)."""
+    return tuple(column for column, _, _ in columns)
+
+
 def unnest_arrays(columns: Sequence[Column]) -> tuple[str, str]:
     """`unnest(CAST(%(b)b AS type[]), ...)` (driver SQL, for `exec_driver_sql` with a dict of
     lists) and its columns' names (`v(b, ...)`'s). `%(b)b`: psycopg sends the list in

@@ -18,9 +18,9 @@ from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.mending import cancel_seqs
 from mailvia.store.message_reads import read_message
-from mailvia.store.pg_arrays import Column, arrays, insert_unnest, unnest_arrays
+from mailvia.store.pg_arrays import Column, arrays, insert_unnest, names, unnest_arrays
 from mailvia.store.rows import chunks, event_id, insert_sql, literal_seqs, marker
-from mailvia.store.settle_pg import settle_leased
+from mailvia.store.settle_pg import MESSAGE_CLEARED, MESSAGE_KEY, MESSAGE_SET, settle_leased
 from mailvia.store.tables import attempts, messages, recipients
 
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
@@ -36,14 +36,8 @@ m, r = messages.c, recipients.c
 # store/pg_arrays.py).
 # The rows are tuples handed to the driver as they are (no SQLAlchemy parameter processing
 # per row).
-_MESSAGE_KEY: tuple[Column, ...] = (("seq", "b_seq", "bigint"),)
-_MESSAGE_SET: tuple[Column, ...] = (
-    ("state", "b_state", "text"),
-    ("next_attempt_at", "b_next", "double precision"),
-    ("failures", "b_failures", "integer"),
-    ("possible_duplicate", "b_duplicate", "boolean"),
-)
-_MESSAGE_CLEARED = ("lease_owner", "lease_expires_at", "started_at")
+# The messages' columns (MESSAGE_KEY, MESSAGE_SET, MESSAGE_CLEARED) are settle_pg.py's, whose
+# UPDATE also checks the leases.
 _RECIPIENT_KEY: tuple[Column, ...] = (
     ("message_seq", "b_seq", "bigint"),
     ("address", "b_address", "text"),
@@ -94,18 +88,6 @@ _LEFTOVERS_SET: tuple[Column, ...] = (
     ("state", "b_state", "text"),
     ("updated_at", "b_at", "double precision"),
 )
-_ATTEMPT_COLUMNS = (
-    "message_seq",
-    "channel_id",
-    "recipient",
-    "at",
-    "stage",
-    "code",
-    "enhanced",
-    "text",
-    "outcome",
-    "worker",
-)
 _PG_UPDATE_LEFTOVERS = (
     f"{_update_unnest(recipients, _LEFTOVERS_KEY, _LEFTOVERS_SET, ())}"
     f" AND recipients.state = '{State.SENDING.value}'"
@@ -123,6 +105,7 @@ _PG_ATTEMPT_COLUMNS: tuple[Column, ...] = (
     ("worker", "a_worker", "text"),
 )
 _PG_INSERT_ATTEMPTS = insert_unnest("attempts", _PG_ATTEMPT_COLUMNS)
+_ATTEMPT_COLUMNS = names(_PG_ATTEMPT_COLUMNS)  # SQLite's INSERT
 # A row of each statement, as a tuple in its driver SQL's order (values, then key).
 _Row = tuple[Any, ...]
 _STATE_VALUES: dict[str, str] = {state: state.value for state in State}
@@ -136,7 +119,7 @@ def _state_value(state: State | str) -> str:
 
 
 def _message_row(rec: AttemptRecord, stored_duplicate: bool) -> _Row:
-    """The message's new values (_MESSAGE_SET, then seq): its state `_after` the record;
+    """The message's new values (MESSAGE_SET, then seq): its state `_after` the record;
     possible_duplicate once true stays true (`stored_duplicate`, the flag as stored)."""
     duplicate = stored_duplicate or rec.possible_duplicate
     return (_after(rec), rec.next_attempt_at, rec.failures, duplicate, rec.claim.seq)
@@ -232,9 +215,7 @@ def record_in(conn: sa.Connection, records: Sequence[AttemptRecord]) -> None:
     else:
         live = _live(conn, records)
         kept = [rec for rec in records if rec.claim.seq in live]
-        update = _set_sql(
-            conn, messages, _MESSAGE_KEY, _MESSAGE_SET, _MESSAGE_CLEARED, marker(conn)
-        )
+        update = _set_sql(conn, messages, MESSAGE_KEY, MESSAGE_SET, MESSAGE_CLEARED, marker(conn))
         _driver_many(conn, update, [_message_row(rec, live[rec.claim.seq]) for rec in kept])
     if kept:
         _Settled(kept).write(conn)

@@ -26,24 +26,33 @@ import sqlalchemy as sa
 from mailvia.outbox.ports import AttemptRecord
 from mailvia.store.pg_arrays import Column, arrays, unnest_arrays
 
-_LEASED: tuple[Column, ...] = (
-    ("seq", "b_seq", "bigint"),
-    ("lease_owner", "b_worker", "text"),
+# What settling sets on a message, written once for both databases (settle.py's UPDATE on
+# SQLite is built from it too): (column, bind parameter, PostgreSQL type); a row gives the
+# values, then the key. On PostgreSQL the lease owner rides along, for the lease check.
+MESSAGE_KEY: tuple[Column, ...] = (("seq", "b_seq", "bigint"),)
+MESSAGE_SET: tuple[Column, ...] = (
     ("state", "b_state", "text"),
     ("next_attempt_at", "b_next", "double precision"),
     ("failures", "b_failures", "integer"),
     ("possible_duplicate", "b_duplicate", "boolean"),
 )
+MESSAGE_CLEARED = ("lease_owner", "lease_expires_at", "started_at")
+_LEASED: tuple[Column, ...] = (*MESSAGE_KEY, ("lease_owner", "b_worker", "text"), *MESSAGE_SET)
 
 
 def _settle_messages() -> str:
-    unnest, names = unnest_arrays(_LEASED)
+    """The messages' UPDATE over arrays; possible_duplicate once true stays true."""
+    unnest, binds = unnest_arrays(_LEASED)
+    sets = [
+        f"{column} = messages.{column} OR v.{bind}"
+        if column == "possible_duplicate"
+        else f"{column} = v.{bind}"
+        for column, bind, _ in MESSAGE_SET
+    ]
+    sets += [f"{column} = NULL" for column in MESSAGE_CLEARED]
     return (
-        "UPDATE messages SET state = v.b_state, next_attempt_at = v.b_next,"
-        " failures = v.b_failures,"
-        " possible_duplicate = messages.possible_duplicate OR v.b_duplicate,"
-        " lease_owner = NULL, lease_expires_at = NULL, started_at = NULL"
-        f" FROM {unnest} AS v({names})"
+        f"UPDATE messages SET {', '.join(sets)}"
+        f" FROM {unnest} AS v({binds})"
         " WHERE messages.seq = v.b_seq AND messages.lease_owner = v.b_worker"
         " RETURNING messages.seq"
     )
