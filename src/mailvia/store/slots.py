@@ -54,35 +54,18 @@ class SlotStore:
         rest), the worker leaves an ask; given its share, its ask goes. Returns the slot
         numbers taken (maybe none)."""
         with self._db.write() as conn:
-            conn.execute(
-                sa.select(channels.c.id).where(channels.c.id == channel_id).with_for_update()
-            )
-            alive = sa.select(wk.id).where(wk.beat_at >= alive_after)
-            conn.execute(
-                connection_slots.delete().where(
-                    cs.channel_id == channel_id, cs.worker != worker, cs.worker.not_in(alive)
-                )
-            )
+            _lock_and_sweep(conn, channel_id, worker, alive_after)
             rows = _rows(conn, channel_id)
             taken = {slot for slot, _, _ in rows if slot >= 0}
             mine = sum(1 for slot, owner, _ in rows if slot >= 0 and owner == worker)
             if growing:  # the slots of dead workers were deleted above: holders are live
                 live = len(_wanting(rows, worker, asked_after))
             else:
-                live = conn.execute(
-                    sa.select(sa.func.count()).where(wk.beat_at >= alive_after, wk.id != worker)
-                ).scalar_one()
-            share = -(-limit // (int(live) + 1))  # each live worker's fair share, rounded up
+                live = _live_others(conn, worker, alive_after)
+            share = -(-limit // (live + 1))  # each live worker's fair share, rounded up
             room = max(min(want, limit - len(taken), share - mine), 0)
             free = [n for n in range(limit) if n not in taken][:room]
-            if free:
-                conn.execute(
-                    connection_slots.insert(),
-                    [
-                        {"channel_id": channel_id, "slot": n, "worker": worker, "taken_at": now}
-                        for n in free
-                    ],
-                )
+            _insert_slots(conn, channel_id, worker, free, now)
             refused = len(free) < min(want, share - mine)
             _ask(conn, channel_id, worker, rows, now if refused else None)
             return free
@@ -172,3 +155,38 @@ def _ask(
 def forget_slots(conn: sa.Connection, worker: str) -> None:
     """Every slot of `worker` (it starts again, or stopped)."""
     conn.execute(connection_slots.delete().where(cs.worker == worker))
+
+
+def _lock_and_sweep(
+    conn: sa.Connection, channel_id: str, worker: str, alive_after: Instant
+) -> None:
+    """Lock the channel's row (PostgreSQL; SQLite's write lock is held already), then free
+    the slots of the workers that stopped beating."""
+    conn.execute(sa.select(channels.c.id).where(channels.c.id == channel_id).with_for_update())
+    alive = sa.select(wk.id).where(wk.beat_at >= alive_after)
+    conn.execute(
+        connection_slots.delete().where(
+            cs.channel_id == channel_id, cs.worker != worker, cs.worker.not_in(alive)
+        )
+    )
+
+
+def _live_others(conn: sa.Connection, worker: str, alive_after: Instant) -> int:
+    """How many other workers beat since `alive_after`."""
+    count = conn.execute(
+        sa.select(sa.func.count()).where(wk.beat_at >= alive_after, wk.id != worker)
+    ).scalar_one()
+    return int(count)
+
+
+def _insert_slots(
+    conn: sa.Connection, channel_id: str, worker: str, slots: list[int], now: Instant
+) -> None:
+    if slots:
+        conn.execute(
+            connection_slots.insert(),
+            [
+                {"channel_id": channel_id, "slot": n, "worker": worker, "taken_at": now}
+                for n in slots
+            ],
+        )
