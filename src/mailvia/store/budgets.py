@@ -124,35 +124,54 @@ class BudgetLedger:
             if not all(
                 h + need(b, recipients) <= b.count for b, h in zip(self.budgets, held, strict=True)
             ):
-                self._save(conn, windows.values())
-                wait = max(self._next_fit(conn, now, recipients, held), now + _LOOK_AGAIN)
-                conn.execute(
-                    channels.update()
-                    .where(channels.c.id == self.channel_id)
-                    .values(budget_wait_until=wait)
-                )
-                return None, wait
+                return None, self._refuse(conn, windows, now, recipients, held)
             if start is not None and not mark_started(conn, [start[0]], start[1], now):
                 return None, None
-            row = {
-                "channel_id": self.channel_id,
-                "at": now,
-                "messages": 1,
-                "recipients": recipients,
-                "budget_end": now + STALE_AFTER,
-            }
-            seq = int((conn.execute(_START, row).inserted_primary_key or (0,))[0])
-            for window in windows.values():
-                if now + STALE_AFTER > window.cursor:
-                    amount = 1 if window.unit is Unit.MESSAGES else recipients
-                    window.held += amount
-                    window.delta += amount
-            self._save(conn, windows.values())
-            self._mine[seq] = (now, recipients)
-            self._starts += 1
-            if self._starts % _PURGE_EVERY == 1:
-                self._purge(conn, now, windows)
-            return seq, None
+            return self._start(conn, windows, now, recipients), None
+
+    def _refuse(
+        self,
+        conn: sa.Connection,
+        windows: dict[tuple[float, Unit], _Window],
+        now: Instant,
+        recipients: int,
+        held: list[int],
+    ) -> Instant:
+        """Mark the channel as waiting until a transaction of `recipients` fits; when."""
+        self._save(conn, windows.values())
+        wait = max(self._next_fit(conn, now, recipients, held), now + _LOOK_AGAIN)
+        conn.execute(
+            channels.update().where(channels.c.id == self.channel_id).values(budget_wait_until=wait)
+        )
+        return wait
+
+    def _start(
+        self,
+        conn: sa.Connection,
+        windows: dict[tuple[float, Unit], _Window],
+        now: Instant,
+        recipients: int,
+    ) -> int:
+        """Record a transaction started now in the ledger and the windows; its ledger id."""
+        row = {
+            "channel_id": self.channel_id,
+            "at": now,
+            "messages": 1,
+            "recipients": recipients,
+            "budget_end": now + STALE_AFTER,
+        }
+        seq = int((conn.execute(_START, row).inserted_primary_key or (0,))[0])
+        for window in windows.values():
+            if now + STALE_AFTER > window.cursor:
+                amount = 1 if window.unit is Unit.MESSAGES else recipients
+                window.held += amount
+                window.delta += amount
+        self._save(conn, windows.values())
+        self._mine[seq] = (now, recipients)
+        self._starts += 1
+        if self._starts % _PURGE_EVERY == 1:
+            self._purge(conn, now, windows)
+        return seq
 
     def finish(self, ended: Sequence[tuple[int, Instant]]) -> None:
         """Record when transactions ended (one database transaction). Each row's budget_end
