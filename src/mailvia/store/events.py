@@ -12,7 +12,7 @@ from mailvia.domain.cursors import CursorSeal
 from mailvia.domain.errors import InvalidInput
 from mailvia.outbox.records import Event
 from mailvia.store.engine import Database
-from mailvia.store.pg_arrays import Column, arrays, insert_unnest
+from mailvia.store.pg_arrays import arrays, insert_unnest, names, typed
 from mailvia.store.rows import insert_sql, marker
 from mailvia.store.tables import events
 
@@ -24,15 +24,16 @@ _EVENTS_LOCK = 0x6D61696C76696101
 
 # (column, bind parameter, PostgreSQL type): on PostgreSQL the rows go as one statement over
 # arrays, in order (their seqs rise in it).
-_PG_COLUMNS: tuple[Column, ...] = (
-    ("id", "e_id", "text"),
-    ("organization_id", "e_organization", "text"),
-    ("type", "e_type", "text"),
-    ("created_at", "e_created", "double precision"),
-    ("data", "e_data", "text"),
+_PG_COLUMNS = typed(
+    events,
+    id="e_id",
+    organization_id="e_organization",
+    type="e_type",
+    created_at="e_created",
+    data="e_data",
 )
 _PG_INSERT = insert_unnest("events", _PG_COLUMNS)
-_COLUMNS = tuple(column for column, _, _ in _PG_COLUMNS)
+_COLUMNS = names(_PG_COLUMNS)
 
 
 def insert_events(conn: sa.Connection, items: Sequence[Event]) -> None:

@@ -19,40 +19,40 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailvia.outbox.ports import NewMessage
-from mailvia.store.pg_arrays import Column, arrays, insert_unnest
+from mailvia.store.pg_arrays import arrays, insert_unnest, typed
+from mailvia.store.tables import message_contents, messages, recipients
 
 PART_BYTES = 8 * 1024 * 1024  # a part's contents, well under PostgreSQL's 1 GB bind value
 
 # Each table's columns filled from a group, in its rows' order, written once:
 # message_inserts.py's SQLite INSERTs take the column names from here.
-MESSAGE_COLUMNS: tuple[Column, ...] = (
-    ("id", "b_id", "text"),
-    ("organization_id", "b_org", "text"),
-    ("user_id", "b_user", "text"),
-    ("channel_id", "b_channel", "text"),
-    ("mail_from", "b_from", "text"),
-    ("size", "b_size", "integer"),
-    ("state", "b_state", "text"),
-    ("created_at", "b_created", "double precision"),
-    ("expires_at", "b_expires", "double precision"),
-    ("idempotency_key", "b_key", "text"),
-    ("request_hash", "b_hash", "text"),
-    ("test", "b_test", "boolean"),
-    ("subject", "b_subject", "text"),
-    ("next_attempt_at", "b_next", "double precision"),
-    ("failures", "b_failures", "integer"),
-    ("possible_duplicate", "b_duplicate", "boolean"),
+MESSAGE_COLUMNS = typed(
+    messages,
+    id="b_id",
+    organization_id="b_org",
+    user_id="b_user",
+    channel_id="b_channel",
+    mail_from="b_from",
+    size="b_size",
+    state="b_state",
+    created_at="b_created",
+    expires_at="b_expires",
+    idempotency_key="b_key",
+    request_hash="b_hash",
+    test="b_test",
+    subject="b_subject",
+    next_attempt_at="b_next",
+    failures="b_failures",
+    possible_duplicate="b_duplicate",
 )
-CONTENT_COLUMNS: tuple[Column, ...] = (
-    ("message_seq", "b_seq", "bigint"),
-    ("content", "b_content", "bytea"),
-)
-RECIPIENT_COLUMNS: tuple[Column, ...] = (
-    ("message_seq", "b_seq", "bigint"),
-    ("position", "b_position", "integer"),
-    ("address", "b_address", "text"),
-    ("state", "b_state", "text"),
-    ("updated_at", "b_updated", "double precision"),
+CONTENT_COLUMNS = typed(message_contents, message_seq="b_seq", content="b_content")
+RECIPIENT_COLUMNS = typed(
+    recipients,
+    message_seq="b_seq",
+    position="b_position",
+    address="b_address",
+    state="b_state",
+    updated_at="b_updated",
 )
 _INSERT_MESSAGES = insert_unnest("messages", MESSAGE_COLUMNS) + " RETURNING id, seq"
 _INSERT_CONTENTS = insert_unnest("message_contents", CONTENT_COLUMNS)

@@ -11,7 +11,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.base import PGDialect
+
 Column = tuple[str, str, str]  # (column, bind parameter, PostgreSQL type)
+_POSTGRESQL = PGDialect()  # type: ignore[no-untyped-call]  # for its type names only
+
+
+def typed(table: sa.Table, **binds: str) -> tuple[Column, ...]:
+    """`table`'s columns for a statement over arrays, in the order given (column=bind
+    parameter), each with its PostgreSQL type as store/tables.py declares it: the type is
+    written once, there."""
+    return tuple(
+        (column, bind, table.c[column].type.compile(dialect=_POSTGRESQL).lower())
+        for column, bind in binds.items()
+    )
 
 
 def names(columns: Sequence[Column]) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from mailvia.store.engine import Database
 from mailvia.store.events import insert_events
 from mailvia.store.mending import cancel_seqs
 from mailvia.store.message_reads import read_message
-from mailvia.store.pg_arrays import Column, arrays, insert_unnest, names, unnest_arrays
+from mailvia.store.pg_arrays import Column, arrays, insert_unnest, names, typed, unnest_arrays
 from mailvia.store.rows import chunks, event_id, insert_sql, literal_seqs, marker
 from mailvia.store.settle_pg import MESSAGE_CLEARED, MESSAGE_KEY, MESSAGE_SET, settle_leased
 from mailvia.store.tables import attempts, messages, recipients
@@ -28,26 +28,22 @@ _EXPIRABLE = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
 _TERMINAL = sorted(s.value for s in TERMINAL)
 m, r = messages.c, recipients.c
 
-# What settling sets, written once: (column, bind parameter, PostgreSQL type). Each table's
-# UPDATE is built from it twice: driver SQL with one row per execute (SQLite), and on
-# PostgreSQL one statement over arrays (unnest), whose text never changes so psycopg prepares
-# it once, instead of a pipelined executemany that the server runs row by row (the messages'
-# UPDATE, which also checks the leases, is in store/settle_pg.py; the array helpers in
-# store/pg_arrays.py).
+# What settling sets, written once: (column, bind parameter, PostgreSQL type from the
+# table). Each table's UPDATE is built from it twice: driver SQL with one row per execute
+# (SQLite), and on PostgreSQL one statement over arrays (unnest), whose text never changes so
+# psycopg prepares it once, instead of a pipelined executemany that the server runs row by
+# row (the messages' columns and UPDATE, which also checks the leases, are in
+# store/settle_pg.py; the array helpers in store/pg_arrays.py).
 # The rows are tuples handed to the driver as they are (no SQLAlchemy parameter processing
 # per row).
-# The messages' columns (MESSAGE_KEY, MESSAGE_SET, MESSAGE_CLEARED) are settle_pg.py's, whose
-# UPDATE also checks the leases.
-_RECIPIENT_KEY: tuple[Column, ...] = (
-    ("message_seq", "b_seq", "bigint"),
-    ("address", "b_address", "text"),
-)
-_RECIPIENT_SET: tuple[Column, ...] = (
-    ("state", "b_state", "text"),
-    ("last_code", "b_code", "integer"),
-    ("last_enhanced", "b_enhanced", "text"),
-    ("last_text", "b_text", "text"),
-    ("updated_at", "b_at", "double precision"),
+_RECIPIENT_KEY = typed(recipients, message_seq="b_seq", address="b_address")
+_RECIPIENT_SET = typed(
+    recipients,
+    state="b_state",
+    last_code="b_code",
+    last_enhanced="b_enhanced",
+    last_text="b_text",
+    updated_at="b_at",
 )
 
 
@@ -83,26 +79,24 @@ def _update_unnest(
 _PG_UPDATE_RECIPIENTS = _update_unnest(recipients, _RECIPIENT_KEY, _RECIPIENT_SET, ())
 # Recipients the attempt left untouched (never tried, still `sending`) follow the message's
 # new state.
-_LEFTOVERS_KEY: tuple[Column, ...] = (("message_seq", "b_seq", "bigint"),)
-_LEFTOVERS_SET: tuple[Column, ...] = (
-    ("state", "b_state", "text"),
-    ("updated_at", "b_at", "double precision"),
-)
+_LEFTOVERS_KEY = typed(recipients, message_seq="b_seq")
+_LEFTOVERS_SET = typed(recipients, state="b_state", updated_at="b_at")
 _PG_UPDATE_LEFTOVERS = (
     f"{_update_unnest(recipients, _LEFTOVERS_KEY, _LEFTOVERS_SET, ())}"
     f" AND recipients.state = '{State.SENDING.value}'"
 )
-_PG_ATTEMPT_COLUMNS: tuple[Column, ...] = (
-    ("message_seq", "a_seq", "bigint"),
-    ("channel_id", "a_channel", "text"),
-    ("recipient", "a_recipient", "text"),
-    ("at", "a_at", "double precision"),
-    ("stage", "a_stage", "text"),
-    ("code", "a_code", "integer"),
-    ("enhanced", "a_enhanced", "text"),
-    ("text", "a_text", "text"),
-    ("outcome", "a_outcome", "text"),
-    ("worker", "a_worker", "text"),
+_PG_ATTEMPT_COLUMNS = typed(
+    attempts,
+    message_seq="a_seq",
+    channel_id="a_channel",
+    recipient="a_recipient",
+    at="a_at",
+    stage="a_stage",
+    code="a_code",
+    enhanced="a_enhanced",
+    text="a_text",
+    outcome="a_outcome",
+    worker="a_worker",
 )
 _PG_INSERT_ATTEMPTS = insert_unnest("attempts", _PG_ATTEMPT_COLUMNS)
 _ATTEMPT_COLUMNS = names(_PG_ATTEMPT_COLUMNS)  # SQLite's INSERT

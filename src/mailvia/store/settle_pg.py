@@ -24,20 +24,23 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailvia.outbox.ports import AttemptRecord
-from mailvia.store.pg_arrays import Column, arrays, unnest_arrays
+from mailvia.store.pg_arrays import arrays, typed, unnest_arrays
+from mailvia.store.tables import messages
 
 # What settling sets on a message, written once for both databases (settle.py's UPDATE on
-# SQLite is built from it too): (column, bind parameter, PostgreSQL type); a row gives the
-# values, then the key. On PostgreSQL the lease owner rides along, for the lease check.
-MESSAGE_KEY: tuple[Column, ...] = (("seq", "b_seq", "bigint"),)
-MESSAGE_SET: tuple[Column, ...] = (
-    ("state", "b_state", "text"),
-    ("next_attempt_at", "b_next", "double precision"),
-    ("failures", "b_failures", "integer"),
-    ("possible_duplicate", "b_duplicate", "boolean"),
+# SQLite is built from it too): (column, bind parameter, PostgreSQL type from the table); a
+# row gives the values, then the key. On PostgreSQL the lease owner rides along, for the
+# lease check.
+MESSAGE_KEY = typed(messages, seq="b_seq")
+MESSAGE_SET = typed(
+    messages,
+    state="b_state",
+    next_attempt_at="b_next",
+    failures="b_failures",
+    possible_duplicate="b_duplicate",
 )
 MESSAGE_CLEARED = ("lease_owner", "lease_expires_at", "started_at")
-_LEASED: tuple[Column, ...] = (*MESSAGE_KEY, ("lease_owner", "b_worker", "text"), *MESSAGE_SET)
+_LEASED = (*MESSAGE_KEY, *typed(messages, lease_owner="b_worker"), *MESSAGE_SET)
 
 
 def _settle_messages() -> str:
