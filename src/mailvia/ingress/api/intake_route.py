@@ -36,7 +36,8 @@ from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import RecipientLimit, bearer, get_caller, recipient_limit
-from mailvia.ingress.api.bodies import check_json
+from mailvia.ingress.api.bodies import Body, check_json, read_declared
+from mailvia.ingress.api.limits import body_limit
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
 from mailvia.outbox.services import Services
@@ -49,7 +50,7 @@ SMALL_BODY = 64 * 1024
 # the Content-Type (422). Called first by the work, in its thread (a single POST's: inside
 # its one read transaction).
 Caller = Callable[[], User]
-IntakeWork = Callable[[Services, Caller, RecipientLimit, bytes, "str | None"], Response]
+IntakeWork = Callable[[Services, Caller, RecipientLimit, Body, "str | None"], Response]
 _WORK: dict[Callable[..., Any], IntakeWork] = {}
 
 
@@ -92,7 +93,7 @@ class _Intake:
             return await run_in_threadpool(self._whole, call, await request.body())
         user = await run_in_threadpool(call.caller)
         call.check()
-        raw = await request.body()
+        raw = await read_declared(request, body_limit(call.services.max_message_size))
         return await run_in_threadpool(
             self.work, call.services, lambda: user, call.take, raw, call.key
         )
@@ -105,7 +106,7 @@ class _Intake:
             return request_params_to_args(fields, request.headers)
         return {field.name: field.default for field in fields}, []
 
-    def _whole(self, call: _Call, raw: bytes) -> Response:
+    def _whole(self, call: _Call, raw: Body) -> Response:
         return self.work(call.services, call.checked, call.take, raw, call.key)
 
 
