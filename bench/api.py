@@ -304,7 +304,9 @@ def one(
             c0 = cpu_snap()
             serve0 = run.serve_cpu()
             threads0 = thread_cpu(run.procs[0].pid)
+            own0 = time.process_time()
             remote = submit_http(client, msg, args.n, args.batch)
+            client_cpu = time.process_time() - own0
             serve_cpu = run.serve_cpu() - serve0
             batch_threads = per_message(threads0, thread_cpu(run.procs[0].pid), args.n)
             finish_py_spy(spy)
@@ -313,13 +315,15 @@ def one(
                 run_no, args.n, remote, "msg/s", busy_before_pct=busy,
                 serve_cpu_ms_per_msg=round(1000 * serve_cpu / args.n, 3),
                 serve_cpu_ms_per_msg_by_thread=batch_threads,
+                client_cpu_ms_per_msg=round(1000 * client_cpu / args.n, 3),
             )  # fmt: skip
             ratio = rate_http / rate_local
             cpu_ratio = local_cpu / serve_cpu
             print(
                 f"    HTTP / in-process = {ratio:.2f}; CPU per message: serve "
                 f"{1000 * serve_cpu / args.n:.3f} ms over HTTP (by thread: {batch_threads}), "
-                f"{1000 * local_cpu / args.n:.3f} ms in-process (ratio {cpu_ratio:.2f})",
+                f"{1000 * local_cpu / args.n:.3f} ms in-process (ratio {cpu_ratio:.2f}); the "
+                f"client's {1000 * client_cpu / args.n:.3f} ms",
                 flush=True,
             )
 
