@@ -169,5 +169,5 @@ def test_the_key_is_read_whole_only_when_it_occurs_once(raw: bytes, once: bool) 
 
 @pytest.mark.parametrize("raw", VALID + REFUSED, ids=lambda raw: raw[:60].decode(errors="replace"))
 def test_a_body_read_into_a_buffer_is_read_as_its_bytes(raw: bytes) -> None:
-    """`read_declared` hands the route a bytearray: the same outcome as the bytes."""
+    """`receive_body` hands the route a bytearray: the same outcome as the bytes."""
     assert outcome(batch_body, bytearray(raw)) == outcome(batch_body, raw)

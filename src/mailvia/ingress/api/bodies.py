@@ -56,26 +56,19 @@ _COMMAS_FOUND = 16
 _KEY = b'"messages"'
 
 
-# A request's body: bytes, or the bytearray `read_declared` fills (neither is changed once read).
+# A request's body: bytes, or the bytearray `receive_body` fills (neither is changed once read).
 Body = bytes | bytearray
 
 
-async def read_declared(request: Request, limit: int) -> Body:
-    """The request's body, each part copied as it arrives into one buffer the size of its
-    Content-Length (at most `limit`, past which the BodyLimit middleware refuses it; a
-    longer body grows the buffer), without Starlette's list of parts and their join: for a
-    batch of 8 MB that list, freed after each request, cost serve's event loop ~8 ms of page
-    faults per batch (docs/benchmarks.md, branch `batch`, issue 15). A body without a plain
-    Content-Length: `Request.body`. Raises ClientDisconnect, BodyTooLarge."""
-    declared = request.headers.get("content-length")
-    if declared is None or not declared.isascii() or not declared.isdigit():
-        return await request.body()
-    buffer = bytearray(min(int(declared), limit))
-    at = 0
+async def receive_body(request: Request) -> Body:
+    """The request's body, each part appended as it arrives to one buffer (held to the body
+    limit by the BodyLimit middleware), each part freed once copied: without Starlette's list
+    of all the parts and their join, which for a batch of 8 MB cost serve's event loop ~8 ms
+    of page faults per batch (the heap grown for the list, then given back; docs/benchmarks.md,
+    branch `batch`, issue 15). Raises ClientDisconnect, BodyTooLarge."""
+    buffer = bytearray()
     async for part in request.stream():
-        buffer[at : at + len(part)] = part
-        at += len(part)
-    del buffer[at:]
+        buffer += part
     return buffer
 
 

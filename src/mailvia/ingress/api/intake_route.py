@@ -36,8 +36,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import RecipientLimit, bearer, get_caller, recipient_limit
-from mailvia.ingress.api.bodies import Body, check_json, read_declared
-from mailvia.ingress.api.limits import body_limit
+from mailvia.ingress.api.bodies import Body, check_json, receive_body
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
 from mailvia.outbox.services import Services
@@ -93,7 +92,7 @@ class _Intake:
             return await run_in_threadpool(self._whole, call, await request.body())
         user = await run_in_threadpool(call.caller)
         call.check()
-        raw = await read_declared(request, body_limit(call.services.max_message_size))
+        raw = await receive_body(request)
         return await run_in_threadpool(
             self.work, call.services, lambda: user, call.take, raw, call.key
         )
