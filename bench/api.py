@@ -215,6 +215,14 @@ def spy_serve(args: argparse.Namespace, pid: int, label: str) -> list[Any]:
     return spies
 
 
+def per_message(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """CPU milliseconds per message (or request) of each of `thread_cpu`'s parts."""
+    return {
+        name: round(1000 * (spent - before.get(name, 0.0)) / count, 3)
+        for name, spent in after.items()
+    }
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -295,20 +303,27 @@ def one(
             spy = start_py_spy(args, run.procs[0].pid, f"batch-h{history}-run{run_no}")
             c0 = cpu_snap()
             serve0 = run.serve_cpu()
+            threads0 = thread_cpu(run.procs[0].pid)
+            own0 = time.process_time()
             remote = submit_http(client, msg, args.n, args.batch)
+            client_cpu = time.process_time() - own0
             serve_cpu = run.serve_cpu() - serve0
+            batch_threads = per_message(threads0, thread_cpu(run.procs[0].pid), args.n)
             finish_py_spy(spy)
             rate_http = rec.record(
                 c0, cpu_snap(), "mailvia_api", f"HTTP batches of {args.batch} ({label})",
                 run_no, args.n, remote, "msg/s", busy_before_pct=busy,
                 serve_cpu_ms_per_msg=round(1000 * serve_cpu / args.n, 3),
+                serve_cpu_ms_per_msg_by_thread=batch_threads,
+                client_cpu_ms_per_msg=round(1000 * client_cpu / args.n, 3),
             )  # fmt: skip
             ratio = rate_http / rate_local
             cpu_ratio = local_cpu / serve_cpu
             print(
                 f"    HTTP / in-process = {ratio:.2f}; CPU per message: serve "
-                f"{1000 * serve_cpu / args.n:.2f} ms over HTTP, {1000 * local_cpu / args.n:.2f} "
-                f"ms in-process (ratio {cpu_ratio:.2f})",
+                f"{1000 * serve_cpu / args.n:.3f} ms over HTTP (by thread: {batch_threads}), "
+                f"{1000 * local_cpu / args.n:.3f} ms in-process (ratio {cpu_ratio:.2f}); the "
+                f"client's {1000 * client_cpu / args.n:.3f} ms",
                 flush=True,
             )
 
@@ -326,11 +341,7 @@ def one(
             for spy in spies:
                 finish_py_spy(spy)
             single_cpu = 1000 * (run.serve_cpu() - serve0) / args.singles
-            threads1 = thread_cpu(run.procs[0].pid)
-            by_thread = {
-                name: round(1000 * (spent - threads0.get(name, 0.0)) / args.singles, 2)
-                for name, spent in threads1.items()
-            }
+            by_thread = per_message(threads0, thread_cpu(run.procs[0].pid), args.singles)
             i50, i99 = pct(idle, 50), pct(idle, 99)
             rec.record(
                 c0, cpu_snap(), "mailvia_api", f"single POST, not delivering ({label})",

@@ -137,3 +137,37 @@ def test_a_body_of_many_small_values_is_not_parsed_whole(monkeypatch: pytest.Mon
     raw = b'{"messages": [' + b",".join([b"{}"] * 1000) + b"]}"
     assert outcome(batch_body, raw) == ("RequestTooLarge", "a request may carry at most 3 messages")
     assert outcome(batch_body, VALID[-1])[0] == "batch"
+
+
+@pytest.mark.parametrize(
+    ("commas", "within"),
+    [(0, True), (48, True), (49, True), (768, True), (769, False), (5000, False)],
+)
+def test_commas_are_held_to_the_cap_found_one_by_one_or_counted(commas: int, within: bool) -> None:
+    """Up to 16 per message of the cap (3 here: 48) found one by one, past that counted:
+    either way at most 256 per message (768) may be read whole."""
+    raw = b'{"messages": [' + b"x," * commas + b"]}"
+    assert bodies._commas_within(raw, CAPS) is within
+    assert bodies._commas_within(bytearray(raw), CAPS) is within
+
+
+@pytest.mark.parametrize(
+    ("raw", "once"),
+    [
+        (b'{"messages": []}', True),
+        (b'{"messages": ["a"]}   ', True),
+        (b'{"messages": [], "messages": []}', False),
+        (b'{"messages": ["messages"]}', False),  # as a value: not told apart, read piecewise
+        (b'{"messages"messages"}', False),  # overlapping: `count` saw one, here two
+        (b'{"m": []}', False),
+        (b"", False),
+    ],
+)
+def test_the_key_is_read_whole_only_when_it_occurs_once(raw: bytes, once: bool) -> None:
+    assert bodies._once(raw) is once
+
+
+@pytest.mark.parametrize("raw", VALID + REFUSED, ids=lambda raw: raw[:60].decode(errors="replace"))
+def test_a_body_read_into_a_buffer_is_read_as_its_bytes(raw: bytes) -> None:
+    """`receive_body` hands the route a bytearray: the same outcome as the bytes."""
+    assert outcome(batch_body, bytearray(raw)) == outcome(batch_body, raw)

@@ -27,7 +27,9 @@ from mailvia.outbox.submit import Submission, request_hash
 log = logging.getLogger("mailvia.api")
 
 _KEY = re.compile(r"^[!-~]{1,255}$")
-_FIELD_MODE = ("from_", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "headers")
+_FIELD_MODE = frozenset(
+    ("from_", "to", "cc", "bcc", "reply_to", "subject", "text", "html", "headers")
+)
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def _compose(body: MessageIn, now: float, max_size: int) -> Composed:
             headers=body.headers,
         )
         return compose(draft, now=now, max_size=max_size)
-    mixed = sorted(name for name in _FIELD_MODE if name in body.model_fields_set)
+    mixed = sorted(body.model_fields_set & _FIELD_MODE)
     if mixed:
         names = ", ".join("from" if n == "from_" else n for n in mixed)
         raise InvalidInput(f"raw: give the whole message or its fields, not both ({names})")

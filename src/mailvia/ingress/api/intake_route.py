@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import RecipientLimit, bearer, get_caller, recipient_limit
-from mailvia.ingress.api.bodies import check_json
+from mailvia.ingress.api.bodies import Body, check_json, receive_body
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
 from mailvia.outbox.services import Services
@@ -49,7 +49,7 @@ SMALL_BODY = 64 * 1024
 # the Content-Type (422). Called first by the work, in its thread (a single POST's: inside
 # its one read transaction).
 Caller = Callable[[], User]
-IntakeWork = Callable[[Services, Caller, RecipientLimit, bytes, "str | None"], Response]
+IntakeWork = Callable[[Services, Caller, RecipientLimit, Body, "str | None"], Response]
 _WORK: dict[Callable[..., Any], IntakeWork] = {}
 
 
@@ -92,7 +92,7 @@ class _Intake:
             return await run_in_threadpool(self._whole, call, await request.body())
         user = await run_in_threadpool(call.caller)
         call.check()
-        raw = await request.body()
+        raw = await receive_body(request)
         return await run_in_threadpool(
             self.work, call.services, lambda: user, call.take, raw, call.key
         )
@@ -105,7 +105,7 @@ class _Intake:
             return request_params_to_args(fields, request.headers)
         return {field.name: field.default for field in fields}, []
 
-    def _whole(self, call: _Call, raw: bytes) -> Response:
+    def _whole(self, call: _Call, raw: Body) -> Response:
         return self.work(call.services, call.checked, call.take, raw, call.key)
 
 

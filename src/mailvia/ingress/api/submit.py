@@ -26,6 +26,7 @@ from mailvia.domain.errors import MailviaError
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import CallerDep, RecipientLimit, RecipientLimitDep, ServicesDep
 from mailvia.ingress.api.bodies import (
+    Body,
     batch_body,
     json_body,
     message_body,
@@ -52,7 +53,7 @@ _REPLAYED: dict[int | str, dict[str, Any]] = {
 
 
 def _one(
-    services: Services, caller: Caller, take: RecipientLimit, raw: bytes, key_header: str | None
+    services: Services, caller: Caller, take: RecipientLimit, raw: Body, key_header: str | None
 ) -> Response:
     def make(checks: Callable[[User, str], None]) -> tuple[User, Submission]:
         user = caller()  # the token's read opens the request's one read transaction
@@ -67,7 +68,7 @@ def _one(
 
 
 def _batch(
-    services: Services, caller: Caller, take: RecipientLimit, raw: bytes, key_header: str | None
+    services: Services, caller: Caller, take: RecipientLimit, raw: Body, key_header: str | None
 ) -> Response:
     user = caller()
     batch = batch_body(raw, services.api.caps)
