@@ -6,7 +6,7 @@ import gc
 import subprocess
 import sys
 
-from mailvia.ingress.cli.long_running import freeze_heap
+from mailvia.runtime import freeze_heap
 
 
 class Made:
@@ -29,9 +29,10 @@ def test_freeze_heap_imports_the_run_time_modules_before_it_freezes() -> None:
     later on the event loop (checked in a fresh interpreter: nothing imported them yet)."""
     probe = (
         "import gc, sys\n"
-        "from mailvia.ingress.cli.long_running import RUN_TIME_MODULES, freeze_heap\n"
+        "from mailvia.ingress.cli.long_running import RUN_TIME_MODULES\n"
+        "from mailvia.runtime import freeze_heap\n"
         "assert 'httpx' not in sys.modules, 'imported already: the probe proves nothing'\n"
-        "freeze_heap()\n"
+        "freeze_heap(RUN_TIME_MODULES)\n"
         "assert all(name in sys.modules for name in RUN_TIME_MODULES)\n"
         "import httpx, standardwebhooks\n"
         "tracked = {id(o) for o in gc.get_objects()}\n"

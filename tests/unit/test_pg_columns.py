@@ -13,8 +13,9 @@ LISTS: dict[str, tuple[Column, ...]] = {
     "messages (insert)": message_inserts_pg.MESSAGE_COLUMNS,
     "message_contents": message_inserts_pg.CONTENT_COLUMNS,
     "recipients (insert)": message_inserts_pg.RECIPIENT_COLUMNS,
-    "messages (settle)": (*settle_pg.MESSAGE_KEY, *settle_pg.MESSAGE_SET),
+    "messages (settle, with the lease)": settle_pg._LEASED,
     "recipients (settle)": (*settle._RECIPIENT_KEY, *settle._RECIPIENT_SET),
+    "recipients (leftovers)": (*settle._LEFTOVERS_KEY, *settle._LEFTOVERS_SET),
     "attempts": settle._PG_ATTEMPT_COLUMNS,
     "events": events._PG_COLUMNS,
 }

@@ -1,7 +1,8 @@
 """The composition root: the only package that wires concrete parts together.
 
 `wiring.py` builds the service (`build(settings)` opens the store, the vault and the
-transport and hands the use cases to the ingresses); `main()` is the console entry point.
+transport and hands the use cases to the ingresses), with `oauth.py` (the OAuth mailboxes'
+parts) and `asgi.py` (the HTTP app and where it listens); `main()` is the console entry point.
 This module stays light: `mailvia --help` and the commands that never build the service must
 not pay for importing SQLAlchemy, the HTTP clients and the use cases, so `build` and `wire`
 import `wiring` when first called.

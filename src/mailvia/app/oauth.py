@@ -81,6 +81,7 @@ def operator_apps(settings: Settings) -> dict[Provider, OAuthApp]:
 
 
 def endpoints(settings: Settings) -> Endpoints:
+    """The providers' OAuth addresses from the settings (a test points them at a fake)."""
     return Endpoints(
         google_authorize=settings.oauth_google_authorize_url,
         google_token=settings.oauth_google_token_url,

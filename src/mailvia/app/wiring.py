@@ -97,23 +97,29 @@ def build(settings: Settings, *, create_key: bool = False) -> Services:
 def wire(settings: Settings, *, create_key: bool = False) -> Wired:
     """Wire the service. Raises SecretsUnavailable when the master key does not fit, and
     StoreUnavailable when the data folder or the database cannot be made private."""
-    parts = open_adapters(settings, create_key=create_key)
-    store, vault = parts.store, parts.vault
+    adapters = open_adapters(settings, create_key=create_key)
+    store, vault = adapters.store, adapters.vault
     backlog = Backlog(store)
     metrics = prometheus(backlog)
-    webhooks = webhook_parts(store, vault, parts.guard, metrics)
+    webhooks = webhook_parts(store, vault, adapters.guard, metrics)
     channels = Channels(
         store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
     )
     worker = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
     listening = Listening(settings)
     oauth = oauth_parts(
-        store, vault, settings, channels, parts.transport, worker=worker, public_url=listening.url
+        store,
+        vault,
+        settings,
+        channels,
+        adapters.transport,
+        worker=worker,
+        public_url=listening.url,
     )
-    delivery = delivery_parts(parts, settings, channels, oauth, metrics, worker=worker)
+    delivery = delivery_parts(adapters, settings, channels, oauth, metrics, worker=worker)
     services = assemble(
         settings,
-        parts,
+        adapters,
         channels=channels,
         oauth=oauth,
         delivery=delivery,
@@ -122,14 +128,14 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
         metrics=metrics,
         listening=listening,
     )
-    return Wired(services, store, vault, parts.transport)
+    return Wired(services, store, vault, adapters.transport)
 
 
 @dataclass(frozen=True)
 class Adapters:
-    """The concrete parts the use cases are built over: the store, the vault, the shared
-    pool's channel (None: POOL_RELAY unset), the outbound address guard, each provider
-    API's limits, the transport, and what opening made private (one line each)."""
+    """What the use cases are built over: the adapters (the store, the vault, the transport,
+    the outbound address guard), with the shared pool's channel (None: POOL_RELAY unset),
+    each provider API's limits, and what opening made private (one line each)."""
 
     store: SqlStore
     vault: Vault
@@ -169,7 +175,7 @@ def transports(
 
 
 @dataclass(frozen=True)
-class Delivery:
+class DeliveryParts:
     """The delivery side of one build: the dispatcher (its hot store calls in the store
     process `child` with DELIVERY_STORE=process), the submitter that wakes it, and the
     channel tester (Test connection, a test message)."""
@@ -181,23 +187,23 @@ class Delivery:
 
 
 def delivery_parts(
-    parts: Adapters,
+    adapters: Adapters,
     settings: Settings,
     channels: Channels,
     oauth: OAuthParts,
     metrics: Metrics,
     *,
     worker: str,
-) -> Delivery:
+) -> DeliveryParts:
     """Delivery, submission and Test connection, signing in with the same credentials."""
-    store, pool = parts.store, parts.pool
+    store, pool = adapters.store, adapters.pool
     credentials = credential_source(settings, channels, oauth)
     notices = Notices(store, pool=lambda: pool, notice_from=settings.notice_from or "")
     child = StoreProcess(settings.database_url) if settings.delivery_store == "process" else None
     delivering = store if child is None else ChildStore(store, child)
     dispatcher = Dispatcher(
         delivering,
-        parts.transport,
+        adapters.transport,
         credentials=credentials,
         notify_disconnected=notices.channel_disconnected,
         metrics=metrics,
@@ -206,17 +212,17 @@ def delivery_parts(
         options=dispatch_options(settings, worker=worker, dialect=store.dialect),
     )
     submitter = Submitter(
-        store, pool=lambda: pool, on_submit=dispatcher.wake, api_limits=parts.limits
+        store, pool=lambda: pool, on_submit=dispatcher.wake, api_limits=adapters.limits
     )
     tester = ChannelTester(
         store,
         channels,
-        Prober(parts.guard, apis=parts.transport.apis),
-        transport=parts.transport,
+        Prober(adapters.guard, apis=adapters.transport.apis),
+        transport=adapters.transport,
         messages=TestMessages(store, submitter, clock=time.time),
         tokens=credentials,
     )
-    return Delivery(dispatcher, submitter, tester, child)
+    return DeliveryParts(dispatcher, submitter, tester, child)
 
 
 def dispatch_options(settings: Settings, *, worker: str, dialect: str) -> DispatchOptions:
@@ -235,18 +241,18 @@ def dispatch_options(settings: Settings, *, worker: str, dialect: str) -> Dispat
 
 def assemble(
     settings: Settings,
-    parts: Adapters,
+    adapters: Adapters,
     *,
     channels: Channels,
     oauth: OAuthParts,
-    delivery: Delivery,
+    delivery: DeliveryParts,
     webhooks: WebhookParts,
     backlog: Backlog,
     metrics: Metrics,
     listening: Listening,
 ) -> Services:
-    """The use cases an ingress gets, over the parts built before."""
-    store, vault, pool = parts.store, parts.vault, parts.pool
+    """The use cases an ingress gets, over the adapters built before."""
+    store, vault, pool = adapters.store, adapters.vault, adapters.pool
     sessions, tokens = Sessions(store), ApiTokens(store)
     tenancy = Tenancy(store, hash_password=hash_password, tokens=tokens)
 
@@ -281,24 +287,24 @@ def assemble(
         http_app=http_app,
         max_message_size=settings.max_message_size,
         api=api_options(settings),
-        startup_notes=parts.made_private,
-        close=closer(parts, delivery, webhooks.sender),
+        startup_notes=adapters.made_private,
+        close=closer(adapters, delivery, webhooks.sender),
     )
     return services
 
 
 def closer(
-    parts: Adapters, delivery: Delivery, sender: HttpWebhookSender
+    adapters: Adapters, delivery: DeliveryParts, sender: HttpWebhookSender
 ) -> Callable[[], Awaitable[None]]:
     """What `Services.aclose` does: the connections, then the store process, then the store."""
 
     async def close() -> None:
         await delivery.dispatcher.connections.aclose()  # slots kept between passes go back
-        await parts.transport.aclose()
+        await adapters.transport.aclose()
         await sender.aclose()
         if delivery.child is not None:
             delivery.child.close()  # after the dispatcher's last record
-        parts.store.close()
+        adapters.store.close()
 
     return close
 

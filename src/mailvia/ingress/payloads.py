@@ -13,6 +13,7 @@ from mailvia.domain.replies import Reply
 from mailvia.domain.routing import Route
 
 if TYPE_CHECKING:
+    from mailvia.outbox.mend import Removal
     from mailvia.outbox.oauth.mailboxes import MailboxStatus
     from mailvia.outbox.receipts import Receipt
     from mailvia.outbox.records import MessageView
@@ -161,4 +162,15 @@ def report_payload(report: ProbeReport) -> dict[str, Any]:
             {"name": str(s.name), "ok": s.ok, "detail": s.detail, "reply": s.reply, "hint": s.hint}
             for s in report.steps
         ],
+    }
+
+
+def removal_payload(done: Removal) -> dict[str, Any]:
+    """A channel's removal with its mail (`DELETE /v1/channels/{id}?mail=...`, `channel remove
+    --json`): whether it was removed, what became of its mail, and what was kept and why."""
+    return {
+        "removed": done.removed,
+        "cancelled": done.cancelled,
+        "moved": done.moved,
+        "kept": [{"id": k.id, "reason": k.reason} for k in done.kept],
     }

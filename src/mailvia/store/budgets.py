@@ -127,7 +127,7 @@ class BudgetLedger:
                 return None, self._refuse(conn, windows, now, recipients, held)
             if start is not None and not mark_started(conn, [start[0]], start[1], now):
                 return None, None
-            return self._start(conn, windows, now, recipients), None
+            return self._record_use(conn, windows, now, recipients), None
 
     def _refuse(
         self,
@@ -145,7 +145,7 @@ class BudgetLedger:
         )
         return wait
 
-    def _start(
+    def _record_use(
         self,
         conn: sa.Connection,
         windows: dict[tuple[float, Unit], _Window],

@@ -30,6 +30,9 @@ from mailvia.store.pg_arrays import names
 from mailvia.store.rows import chunks, insert_sql, marker
 from mailvia.store.tables import message_contents, messages, recipients
 
+# The columns are listed once, with their PostgreSQL types, where the PostgreSQL statements
+# are (that module is the one this one dispatches to); SQLite's INSERTs take their names.
+
 # The one wording of a 409 for a group (add_messages; add_leased has its own).
 CONFLICT = "a message id or idempotency key is already in use"
 

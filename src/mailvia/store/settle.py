@@ -23,6 +23,9 @@ from mailvia.store.rows import chunks, event_id, insert_sql, literal_seqs, marke
 from mailvia.store.settle_pg import MESSAGE_CLEARED, MESSAGE_KEY, MESSAGE_SET, settle_leased
 from mailvia.store.tables import attempts, messages, recipients
 
+# The messages' columns are listed once, with their PostgreSQL types, beside the PostgreSQL
+# statement (settle dispatches to it); SQLite's UPDATE takes their names.
+
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
 _EXPIRABLE = (State.QUEUED.value, State.DEFERRED.value, State.HELD.value)
 _TERMINAL = sorted(s.value for s in TERMINAL)

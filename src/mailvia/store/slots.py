@@ -182,6 +182,7 @@ def _live_others(conn: sa.Connection, worker: str, alive_after: Instant) -> int:
 def _insert_slots(
     conn: sa.Connection, channel_id: str, worker: str, slots: list[int], now: Instant
 ) -> None:
+    """Take the free `slots` of the channel for `worker` (none: no statement)."""
     if slots:
         conn.execute(
             connection_slots.insert(),

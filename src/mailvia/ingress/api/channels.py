@@ -38,7 +38,7 @@ from mailvia.ingress.api.channel_schemas import (
 )
 from mailvia.ingress.api.errors import PROBLEM_JSON, problem, problems
 from mailvia.ingress.api.params import PRINTABLE, Ref
-from mailvia.ingress.payloads import channel_payload, report_payload
+from mailvia.ingress.payloads import channel_payload, removal_payload, report_payload
 from mailvia.outbox.channels import ChannelChanges, ChannelSpec
 from mailvia.outbox.mend import MailChoice
 from mailvia.outbox.services import Services
@@ -230,9 +230,7 @@ async def remove_channel(
     done = await services.mend.remove(user, id, mail=mail, to=to, now=time.time())
     if mail is None:
         return Response(status_code=204)
-    kept = [{"id": k.id, "reason": k.reason} for k in done.kept]
-    data = {"removed": done.removed, "cancelled": done.cancelled, "moved": done.moved}
-    return JSONResponse(data | {"kept": kept})
+    return JSONResponse(removal_payload(done))
 
 
 @router.post(

@@ -23,7 +23,7 @@ from mailvia.ingress.cli.channel import (
     read_password,
 )
 from mailvia.ingress.cli.root import STORE_SETTINGS, Context, emit, pass_context, settings_options
-from mailvia.ingress.payloads import channel_payload, report_payload
+from mailvia.ingress.payloads import channel_payload, removal_payload, report_payload
 from mailvia.settings import Settings
 
 if TYPE_CHECKING:
@@ -66,21 +66,11 @@ def remove(
     def action(s: Services) -> bool:
         actor = s.tenancy.operator(org, channel=name)
         done = asyncio.run(s.mend.remove(actor, name, mail=mail, to=move_mail_to, now=time.time()))
-        emit(_removal_view(done), as_json=as_json, text=lambda: _say_removed(done, name, mail))
+        emit(removal_payload(done), as_json=as_json, text=lambda: _say_removed(done, name, mail))
         return done.removed
 
     if not ctx.using(settings, action):
         sys.exit(4)
-
-
-def _removal_view(done: Removal) -> dict[str, object]:
-    """What `channel remove --json` prints."""
-    return {
-        "removed": done.removed,
-        "cancelled": done.cancelled,
-        "moved": done.moved,
-        "kept": [{"id": k.id, "reason": k.reason} for k in done.kept],
-    }
 
 
 def _say_removed(done: Removal, name: str, mail: MailChoice | None) -> None:
@@ -167,14 +157,14 @@ def edit(
     def action(s: Services) -> bool:
         actor, now = s.tenancy.operator(org, channel=name), time.time()
         done = asyncio.run(s.mend.edit(actor, name, changes, test=not no_test, now=now))
-        emit(_edit_view(done), as_json=as_json, text=lambda: _say_edited(done))
+        emit(_edit_payload(done), as_json=as_json, text=lambda: _say_edited(done))
         return done.saved
 
     if not ctx.using(settings, action):
         sys.exit(1)
 
 
-def _edit_view(done: Edit) -> dict[str, object]:
+def _edit_payload(done: Edit) -> dict[str, object]:
     """What `channel edit --json` prints."""
     return {
         "saved": done.saved,

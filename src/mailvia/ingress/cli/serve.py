@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import sys
 import time
@@ -21,7 +20,14 @@ import click
 
 from mailvia import runtime
 from mailvia.ingress.cli import supervise
-from mailvia.ingress.cli.long_running import RUN_TIME_MODULES, SERVE_MODULES, freeze_heap
+from mailvia.ingress.cli.long_running import (
+    OAUTH_SETTINGS,
+    RUN_TIME_MODULES,
+    SERVE_MODULES,
+    stop_on_signals,
+    tell,
+    with_worker_id,
+)
 from mailvia.ingress.cli.root import (
     STORE_SETTINGS,
     Context,
@@ -48,21 +54,6 @@ SUBMISSION_SETTINGS = (
     "trusted_networks",
     "submission_max_connections",
     "submission_max_connections_per_client",
-)
-# The OAuth settings a flag may give (the client secrets only by environment: secrets).
-OAUTH_SETTINGS = (
-    "public_url",
-    "oauth_google_authorize_url",
-    "oauth_google_token_url",
-    "oauth_google_revoke_url",
-    "oauth_google_userinfo_url",
-    "oauth_google_jwks_url",
-    "oauth_microsoft_authorize_url",
-    "oauth_microsoft_token_url",
-    "oauth_microsoft_jwks_url",
-    "oauth_google_client_id",
-    "oauth_microsoft_client_id",
-    "oauth_microsoft_tenant",
 )
 
 
@@ -92,12 +83,6 @@ def announce(kind: str, url: str) -> None:
     sys.stdout.flush()
 
 
-def tell(notes: Sequence[str]) -> None:
-    """What starting fixed (a data folder or database made private), one line each."""
-    for note in notes:
-        click.echo(f"made private: {note}")
-
-
 def write_bootstrap(data_dir: Path, boot: Bootstrap) -> Path:
     path = data_dir / "bootstrap.txt"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -107,21 +92,6 @@ def write_bootstrap(data_dir: Path, boot: Bootstrap) -> Path:
             f"api token: {boot.token}\n"
         )
     return path
-
-
-def with_worker_id(settings: Settings) -> Settings:
-    """WORKER_ID, or one that survives restarts (see ingress/worker_id.py)."""
-    if settings.worker_id:
-        return settings
-    from mailvia.ingress.worker_id import claim_worker_id
-
-    return replace(settings, worker_id=claim_worker_id(settings.data_dir))
-
-
-def stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
 
 
 def _bind(listen: Listen) -> socket.socket:
@@ -318,7 +288,7 @@ def serve(ctx: Context, settings: Settings) -> None:
     # call gives the GIL up and must get it back, which by default can take 5 ms. 1 ms keeps
     # a commit's many small waits short (measured: about 10% more mail through submission).
     runtime.shorten_switch_interval()
-    freeze_heap((*RUN_TIME_MODULES, *SERVE_MODULES))
+    runtime.freeze_heap((*RUN_TIME_MODULES, *SERVE_MODULES))
     serving = _serve(
         services,
         sockets,

@@ -16,9 +16,14 @@ import click
 
 from mailvia import runtime
 from mailvia.ingress.cli import supervise
-from mailvia.ingress.cli.long_running import freeze_heap
+from mailvia.ingress.cli.long_running import (
+    OAUTH_SETTINGS,
+    RUN_TIME_MODULES,
+    stop_on_signals,
+    tell,
+    with_worker_id,
+)
 from mailvia.ingress.cli.root import STORE_SETTINGS, Context, cli, pass_context, settings_options
-from mailvia.ingress.cli.serve import OAUTH_SETTINGS, stop_on_signals, tell, with_worker_id
 from mailvia.settings import Settings
 
 if TYPE_CHECKING:
@@ -62,6 +67,6 @@ def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
     # A channel run's claims, records and started marks commit in threads beside the busy
     # event loop (as serve's submission port does): the same short switch interval.
     runtime.shorten_switch_interval()
-    freeze_heap()
+    runtime.freeze_heap(RUN_TIME_MODULES)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_work(services, settings, supervised=supervised))
