@@ -2,8 +2,9 @@
 locked (FOR UPDATE SKIP LOCKED, one pick per state, each on its index), the lease set on the
 oldest due of them, their unfinished recipients made `sending`, and the claims read back
 (the messages' rows, their recipients, their contents), all one statement sent in autocommit:
-one round trip, where the claim was a write transaction of six (BEGIN, the channel, three
-picks, the leasing UPDATE, the recipients' UPDATE, COMMIT) and a read transaction of four.
+one round trip, where the claim was twelve, a write transaction of eight (BEGIN, the
+channel, three picks, the leasing UPDATE, the recipients' UPDATE, COMMIT) and a read
+transaction of four (BEGIN, the recipients, the contents, COMMIT).
 The answer comes in binary (`binary_rows`): the contents as their bytes, the recipients'
 addresses as arrays.
 
@@ -45,7 +46,7 @@ def _pick(state: State, due: str, order: str) -> str:
     return (
         f"SELECT seq, {order} AS due FROM messages"
         f" WHERE channel_id = %(channel)s AND state = '{state.value}' AND {due} <= %(now)s"
-        " AND EXISTS (SELECT FROM open)"
+        " AND EXISTS (SELECT FROM channel_open)"
         f" ORDER BY {due}, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
     )
 
@@ -53,7 +54,7 @@ def _pick(state: State, due: str, order: str) -> str:
 def _claim_sql() -> str:
     waiting, late = State.QUEUED, State.DEFERRED
     return (
-        "WITH open AS ("
+        "WITH channel_open AS ("
         " SELECT id FROM channels WHERE id = %(channel)s"
         f" AND state = '{ChannelState.ACTIVE.value}'"
         " AND (throttled_until IS NULL OR throttled_until <= %(now)s)"
