@@ -172,6 +172,8 @@ def _new(msg_id: str, content: bytes, key: str | None = None, digest: str | None
 
 
 def test_a_claim_reads_the_contents_it_leased_after_its_commit(store: SqlStore) -> None:
+    """On SQLite after the lease's commit (its write lock is not held while they are read);
+    on PostgreSQL, where other claims skip the locked rows, in the claim's one statement."""
     store.add_messages([_new(f"msg_{i}", b"Subject: %d\r\n\r\nbody\r\n" % i) for i in range(5)])
     seen: list[str] = []
 
@@ -194,6 +196,9 @@ def test_a_claim_reads_the_contents_it_leased_after_its_commit(store: SqlStore) 
     ]
     reads = [i for i, sql in enumerate(seen) if "message_contents" in sql]
     assert len(reads) == 1, seen  # one statement for the claim's contents
+    if store._db.dialect == "postgresql":  # the claim is that one statement, in autocommit
+        assert seen == [seen[reads[0]]]
+        return
     assert seen.index("COMMIT") < reads[0]  # not while the lease holds the writer
     seqs = {c.seq for c in claims}
     assert all(str(seq) in seen[reads[0]] for seq in seqs)

@@ -14,12 +14,13 @@ from mailvia.store import SqlStore
 
 
 def statements(store: SqlStore, call: Callable[[], object]) -> list[tuple[str, Any]]:
-    """The SELECT, UPDATE and DELETE statements `call` runs, with their (first) parameters."""
+    """The SELECT, UPDATE and DELETE statements `call` runs (a WITH query too: PostgreSQL's
+    claim is one), with their (first) parameters."""
     engine = store._db.engine
     seen: list[tuple[str, Any]] = []
 
     def grab(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
             seen.append((statement, params[0] if many else params))
 
     event.listen(engine, "before_cursor_execute", grab)

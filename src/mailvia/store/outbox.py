@@ -20,6 +20,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput, StoreUnavailable
 from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.ports import Claim, NewMessage
+from mailvia.store.claims_pg import claim_leased
 from mailvia.store.engine import Database, binary_rows
 from mailvia.store.message_inserts import CONFLICT, insert_group
 from mailvia.store.rows import among, chunks, literal_seqs
@@ -155,6 +156,16 @@ class OutboxStore:
         """
         if limit < 1:
             return []
+        if self._db.dialect == "postgresql":  # one statement: store/claims_pg.py
+            with self._db.write_one() as conn:
+                return claim_leased(
+                    conn,
+                    channel_id=channel_id,
+                    now=now,
+                    limit=limit,
+                    lease_until=lease_until,
+                    worker=worker,
+                )
         with self._db.write() as conn:
             seqs = _claimable_seqs(conn, channel_id, now, limit)
             if not seqs:

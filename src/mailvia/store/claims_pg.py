@@ -1,0 +1,136 @@
+"""A claim on PostgreSQL in one statement: the channel's open check, the claimable messages
+locked (FOR UPDATE SKIP LOCKED, one pick per state, each on its index), the lease set on the
+oldest due of them, their unfinished recipients made `sending`, and the claims read back
+(the messages' rows, their recipients, their contents), all one statement sent in autocommit:
+one round trip, where the claim was twelve, a write transaction of eight (BEGIN, the
+channel, three picks, the leasing UPDATE, the recipients' UPDATE, COMMIT) and a read
+transaction of four (BEGIN, the recipients, the contents, COMMIT).
+The answer comes in binary (`binary_rows`): the contents as their bytes, the recipients'
+addresses as arrays.
+
+Why the answer is right although every part of one statement sees the same snapshot:
+- The picks lock the latest version of each row and check it again (READ COMMITTED); the
+  leasing UPDATE works on that locked version, so `possible_duplicate` sees a started mark
+  committed after the statement began.
+- The pending recipients are the recipients' UPDATE's own rows (RETURNING), checked again on
+  their latest version; the settled ones are read from the snapshot: a recipient becomes
+  terminal only in its message's settlement, which changes the message's row too (its state
+  no longer what the pick asked for: the message is not claimed).
+
+An error means nothing was leased (the statement is its own transaction). Only a connection
+lost after the server committed leaves the messages leased and unknown to the worker: they
+come back when the lease runs out, unflagged (none had started).
+
+Side effects: the leases and the recipients' states, committed before the claims return.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from mailvia.domain.channel import ChannelState
+from mailvia.domain.clock import Instant
+from mailvia.domain.message import TERMINAL, State
+from mailvia.outbox.ports import Claim
+from mailvia.store.engine import binary_rows
+
+_TERMINAL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
+_SENDING = State.SENDING.value
+
+
+def _pick(state: State, due: str, order: str) -> str:
+    """The channel's claimable messages in one state, oldest due first, locked; at most
+    the limit (the open check is one test for the whole statement, made before the scan)."""
+    return (
+        f"SELECT seq, {order} AS due FROM messages"
+        f" WHERE channel_id = %(channel)s AND state = '{state.value}' AND {due} <= %(now)s"
+        " AND EXISTS (SELECT FROM channel_open)"
+        f" ORDER BY {due}, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+    )
+
+
+def _claim_sql() -> str:
+    waiting, late = State.QUEUED, State.DEFERRED
+    return (
+        "WITH channel_open AS ("
+        " SELECT id FROM channels WHERE id = %(channel)s"
+        f" AND state = '{ChannelState.ACTIVE.value}'"
+        " AND (throttled_until IS NULL OR throttled_until <= %(now)s)"
+        " AND (budget_wait_until IS NULL OR budget_wait_until <= %(now)s)),"
+        f" waiting AS ({_pick(waiting, 'next_attempt_at', 'next_attempt_at')}),"
+        f" late AS ({_pick(late, 'next_attempt_at', 'next_attempt_at')}),"
+        f" expired AS ({_pick(State.SENDING, 'lease_expires_at', 'coalesce(next_attempt_at, 0)')}),"
+        " picked AS (SELECT seq, due FROM"
+        " (TABLE waiting UNION ALL TABLE late UNION ALL TABLE expired) AS c"
+        " ORDER BY due, seq LIMIT %(limit)s),"
+        # A lease that ran out while its transaction had started: the worker that held it
+        # may have sent the message. One merely claimed was never sent.
+        " leased AS (UPDATE messages SET possible_duplicate = messages.possible_duplicate"
+        f" OR (messages.state = '{_SENDING}' AND messages.started_at IS NOT NULL),"
+        f" state = '{_SENDING}', lease_owner = %(worker)s,"
+        " lease_expires_at = %(until)s, started_at = NULL"
+        " FROM picked WHERE messages.seq = picked.seq"
+        " RETURNING messages.seq, messages.id, messages.organization_id, messages.channel_id,"
+        " messages.mail_from, messages.failures, messages.created_at, messages.expires_at,"
+        " messages.possible_duplicate, picked.due),"
+        f" pending AS (UPDATE recipients SET state = '{_SENDING}', updated_at = %(now)s"
+        f" WHERE message_seq IN (SELECT seq FROM picked) AND state NOT IN ({_TERMINAL})"
+        " RETURNING message_seq, position, address)"
+        " SELECT l.seq, l.id, l.organization_id, l.channel_id, l.mail_from, l.failures,"
+        " l.created_at, l.expires_at, l.possible_duplicate, p.addresses, s.states, mc.content"
+        " FROM leased AS l"
+        " LEFT JOIN (SELECT message_seq, array_agg(address ORDER BY position) AS addresses"
+        " FROM pending GROUP BY message_seq) AS p ON p.message_seq = l.seq"
+        " LEFT JOIN (SELECT message_seq, array_agg(state ORDER BY position) AS states"
+        " FROM recipients WHERE message_seq IN (SELECT seq FROM picked)"
+        f" AND state IN ({_TERMINAL}) GROUP BY message_seq) AS s ON s.message_seq = l.seq"
+        " LEFT JOIN message_contents AS mc ON mc.message_seq = l.seq"
+        " ORDER BY l.due, l.seq"
+    )
+
+
+_CLAIM = _claim_sql()
+
+
+def claim_leased(
+    conn: sa.Connection,
+    *,
+    channel_id: str,
+    now: Instant,
+    limit: int,
+    lease_until: Instant,
+    worker: str,
+) -> list[Claim]:
+    """Lease up to `limit` claimable messages of the channel to `worker` and return their
+    claims, oldest due first (as `OutboxStore.claim` says), in one statement on `conn`
+    (an autocommit connection: the statement commits by itself)."""
+    params = {
+        "channel": channel_id,
+        "now": float(now),
+        "limit": int(limit),
+        "worker": worker,
+        "until": float(lease_until),
+    }
+    return [_claim(row, worker) for row in binary_rows(conn, _CLAIM, params)]
+
+
+def _claim(row: tuple[Any, ...], worker: str) -> Claim:
+    seq, message_id, org, channel, mail_from, failures, created, expires, duplicate = row[:9]
+    addresses, states, content = row[9:]
+    return Claim(
+        message_id=message_id,
+        seq=seq,
+        organization_id=org,
+        channel_id=channel,
+        mail_from=mail_from,
+        pending=tuple(addresses or ()),
+        settled=tuple(State(s) for s in states or ()),
+        content=bytes(content),
+        failures=failures,
+        created_at=created,
+        expires_at=expires,
+        possible_duplicate=duplicate,
+        worker=worker,
+    )

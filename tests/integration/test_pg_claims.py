@@ -1,0 +1,211 @@
+"""A claim on PostgreSQL is one statement in autocommit (store/claims_pg.py): what it sends,
+and that it keeps the claim's rules where several workers claim at once: rows another
+transaction holds are skipped without waiting, claims made at the same moment are disjoint,
+the oldest due go first whatever their state, a started lease taken over is flagged, and
+recipients already settled are left as they were."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from mailvia.domain.errors import StoreUnavailable
+from mailvia.domain.message import State
+from mailvia.domain.replies import Outcome, Reply
+from mailvia.store import open_store
+from support.rows import LATER, T0, channel, grab, new, record, seeded, sent
+
+pytestmark = pytest.mark.postgres
+
+
+def _rows(url: str, sql: str) -> list[Any]:
+    other = sa.create_engine(url)
+    try:
+        with other.connect() as conn:
+            return list(conn.exec_driver_sql(sql).all())
+    finally:
+        other.dispose()
+
+
+def test_a_claim_is_one_statement_in_autocommit_committed_when_it_returns(pg_url: str) -> None:
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new(f"m{i}") for i in range(3)])
+    sent_: list[tuple[str, bool]] = []
+
+    def before(conn: sa.Connection, _cursor: Any, sql: str, *_rest: Any) -> None:
+        sent_.append((sql, bool(conn.connection.driver_connection.autocommit)))  # type: ignore[union-attr]
+
+    event.listen(store._db.engine, "before_cursor_execute", before)
+    try:
+        claims = grab(store, limit=2)
+    finally:
+        event.remove(store._db.engine, "before_cursor_execute", before)
+    assert [c.message_id for c in claims] == ["m0", "m1"]
+    assert [autocommit for _, autocommit in sent_] == [True]  # no BEGIN, no COMMIT, no read
+    leased = "SELECT id, state, lease_owner FROM messages ORDER BY id"
+    assert _rows(pg_url, leased) == [
+        ("m0", "sending", "w1"),
+        ("m1", "sending", "w1"),
+        ("m2", "queued", None),
+    ]
+
+
+def test_a_failing_claim_leases_nothing(pg_url: str) -> None:
+    """The statement is its own transaction: it fails whole (where the lease used to commit
+    before a read that could fail, and had to be given back)."""
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new("m1")])
+    with store._db.write() as conn:
+        conn.exec_driver_sql("ALTER TABLE message_contents RENAME TO message_contents_gone")
+    with pytest.raises(StoreUnavailable):  # an outage, as any failing statement
+        grab(store)
+    assert _rows(pg_url, "SELECT state, lease_owner FROM messages") == [("queued", None)]
+    assert _rows(pg_url, "SELECT state FROM recipients") == [("queued",)]
+    with store._db.write() as conn:
+        conn.exec_driver_sql("ALTER TABLE message_contents_gone RENAME TO message_contents")
+    (claim,) = grab(store)
+    assert claim.content == b"Subject: hi\r\n\r\nhello\r\n"
+
+
+def test_rows_another_transaction_holds_are_skipped_without_waiting(pg_url: str) -> None:
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new(f"m{i}") for i in range(3)])
+    holder = sa.create_engine(pg_url)
+    got: list[list[str]] = []
+    try:
+        with holder.begin() as conn:
+            conn.exec_driver_sql("SELECT seq FROM messages WHERE id = 'm0' FOR UPDATE")
+            # In a thread: were the claim to wait for m0's lock, it would wait for ever.
+            claiming = threading.Thread(target=lambda: got.append(_ids(grab(store))))
+            claiming.start()
+            claiming.join(20)
+            assert not claiming.is_alive()
+        assert got == [["m1", "m2"]]
+        assert _ids(grab(store, worker="w2")) == ["m0"]  # free once that transaction ended
+    finally:
+        holder.dispose()
+
+
+def _ids(claims: list[Any]) -> list[str]:
+    return [c.message_id for c in claims]
+
+
+def _later(address: str) -> tuple[str, Outcome, Reply, State]:
+    return (address, Outcome.RETRY, LATER, State.DEFERRED)
+
+
+def test_claims_made_at_the_same_moment_are_disjoint(pg_url: str) -> None:
+    """Eight stores (eight connections) claim together, round after round, queued, deferred
+    and expired messages alike: no message goes to two of them, and none is left out."""
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new(f"m{i:03}") for i in range(240)])
+    grab(store, limit=40, worker="gone", lease=1)  # their leases run out at T0 + 1
+    retried = grab(store, limit=40)
+    store.record_attempts(
+        [record(c, _later(c.pending[0]), state=State.DEFERRED, next_at=T0 + 1) for c in retried]
+    )
+    stores = [open_store(pg_url) for _ in range(8)]
+    start = threading.Barrier(len(stores))
+    taken: list[list[str]] = [[] for _ in stores]
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            while True:
+                start.wait(20)  # every round begins at once
+                claims = grab(stores[index], now=T0 + 2, limit=9, worker=f"s{index}")
+                taken[index].extend(_ids(claims))
+                if not claims:
+                    start.abort()  # the others stop at their next round
+                    return
+        except threading.BrokenBarrierError:
+            return
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for s in stores:
+        s.close()
+    assert errors == []
+    assert sum(1 for ids in taken if ids) > 1  # they did claim side by side
+    # One store may find nothing while the others hold the last rows' locks: any left are
+    # still claimable.
+    every = [m for ids in taken for m in ids] + _ids(grab(store, now=T0 + 2, limit=240))
+    assert sorted(every) == [f"m{i:03}" for i in range(240)]
+
+
+def test_the_oldest_due_go_first_whatever_their_state(pg_url: str) -> None:
+    """Queued, deferred and expired `sending` messages compete by due time (a leased
+    message by its next attempt time), then by submission; a started lease taken over is
+    flagged, one merely claimed is not; a settled recipient comes back settled and is not
+    written; the others become `sending`."""
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages(
+        [
+            new("started", at=T0 + 3),
+            new("claimed", at=T0 + 3),
+            new("retry", "ok@x.test", "slow@x.test", at=T0),
+            new("fresh", at=T0 + 2),
+            new("not_yet", at=T0 + 50),
+        ]
+    )
+    (retry,) = grab(store, limit=1)
+    store.record_attempts(
+        [
+            record(
+                retry,
+                sent("ok@x.test"),
+                _later("slow@x.test"),
+                state=State.DEFERRED,
+                next_at=T0 + 4,
+                failures=1,
+            )
+        ]
+    )
+    dead = grab(store, now=T0 + 3, limit=2, worker="dead", lease=2)  # its leases end at T0 + 5
+    assert _ids(dead) == ["fresh", "started"]
+    assert store.mark_started([dead[1].seq], "dead", T0 + 3) == [True]
+    settled_row = "SELECT state, updated_at FROM recipients WHERE address = 'ok@x.test'"
+    before = _rows(pg_url, settled_row)
+
+    claims = grab(store, now=T0 + 6, worker="w2")
+
+    assert [(c.message_id, c.possible_duplicate) for c in claims] == [
+        ("fresh", False),  # expired, its next attempt at T0 + 2
+        ("started", True),  # expired, T0 + 3, seq 1
+        ("claimed", False),  # queued, T0 + 3, seq 2
+        ("retry", False),  # deferred, T0 + 4
+    ]
+    retried = claims[3]
+    assert (retried.pending, retried.settled, retried.failures) == (
+        ("slow@x.test",),
+        (State.DELIVERED,),
+        1,
+    )
+    assert _rows(pg_url, settled_row) == before == [("delivered", before[0][1])]
+    states = "SELECT m.id, r.state FROM recipients r JOIN messages m ON m.seq = r.message_seq"
+    assert sorted(_rows(pg_url, states)) == [
+        ("claimed", "sending"),
+        ("fresh", "sending"),
+        ("not_yet", "queued"),
+        ("retry", "delivered"),
+        ("retry", "sending"),
+        ("started", "sending"),
+    ]
+    owners = "SELECT id, lease_owner, lease_expires_at, started_at FROM messages ORDER BY id"
+    assert _rows(pg_url, owners) == [
+        ("claimed", "w2", T0 + 306, None),
+        ("fresh", "w2", T0 + 306, None),
+        ("not_yet", None, None, None),
+        ("retry", "w2", T0 + 306, None),
+        ("started", "w2", T0 + 306, None),
+    ]
