@@ -5,9 +5,12 @@ started. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mailvia.app import wire
 from mailvia.domain.channel import Auth, Security
@@ -58,4 +61,43 @@ async def test_a_beating_dispatcher_keeps_its_claims_and_a_silent_one_loses_them
         assert row.beat_at == last
     finally:
         await other.services.aclose()
+        await world.close()
+
+
+async def test_a_beat_leaves_the_event_loop_to_the_connections(tmp_path: Path) -> None:
+    """The dispatcher's beat is a write (on SQLite it waits for the write lock, which the
+    store process's claims and marks hold for ms at a time, and for an fsync): it goes in a
+    thread, so the connections on the event loop go on meanwhile. Here a beat takes 0.3 s and
+    a task on the loop keeps ticking through it (on the loop it ticked not once)."""
+    world = World(tmp_path / "data")
+    dispatcher = world.services.dispatcher
+    beat = world.store.beat
+    beating = threading.Event()
+    slow = threading.Event()  # set once a slow beat has been seen through by the ticker
+    ticks: list[int] = []
+
+    def slow_beat(*args: Any, **kwargs: Any) -> int:
+        beating.set()
+        time.sleep(0.3)
+        beating.clear()
+        return beat(*args, **kwargs)
+
+    async def ticker() -> None:
+        while not slow.is_set():
+            await asyncio.sleep(0.01)
+            if beating.is_set():
+                ticks.append(1)
+                if len(ticks) >= 5:
+                    slow.set()
+
+    world.store.beat = slow_beat  # type: ignore[method-assign]
+    dispatcher.liveness.every = 0.0  # a beat every pass
+    stop = asyncio.Event()
+    try:
+        task = asyncio.create_task(dispatcher.run_forever(time.time, stop))
+        await asyncio.wait_for(ticker(), timeout=10)
+        stop.set()
+        await task
+        assert len(ticks) >= 5
+    finally:
         await world.close()

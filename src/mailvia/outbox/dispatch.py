@@ -136,7 +136,7 @@ class Dispatcher:
                     started = True
                 if self.outage.down:  # beat, a write: reads alone succeed on a full disk
                     self.liveness.beaten_at = None
-                self.liveness.beat(clock())
+                await self.liveness.beat_aside(clock())
                 wait = await self._start_due(clock, running)
                 self.outage.worked(clock())
             except StoreUnavailable as exc:
@@ -167,7 +167,7 @@ class Dispatcher:
             await asyncio.wait(running.values(), timeout=min(self.liveness.every, left))
             _reap(running)
             with contextlib.suppress(StoreUnavailable):
-                self.liveness.beat(clock())
+                await self.liveness.beat_aside(clock())
         if running:
             log.warning(
                 "stopping: %d channel runs cut off after %.0f s",

@@ -93,19 +93,38 @@ class Liveness:
     def beat(self, now: Instant) -> bool:
         """Beat when the last beat is `every` seconds old (or the clock went back). Returns
         whether it beat. Raises StoreUnavailable (the caller tries again on its next pass)."""
-        last = self.beaten_at
-        if last is not None and 0 <= now - last < self.every:
+        if not self._due(now):
             return False
+        self._beat(now, sorted(self.holding))
+        return True
+
+    async def beat_aside(self, now: Instant) -> bool:
+        """`beat`, its write in a thread: the event loop goes on with every connection
+        meanwhile (on SQLite the beat waits for the write lock, which the store process's
+        claims and commits of marks hold for ms at a time, and for its fsync; in the loop
+        that held up all of a worker's connections every few seconds). The claims in hand
+        are read here, on the loop that changes them; a claim settled or given back
+        meanwhile is not extended (the store extends only leases still `sending`)."""
+        if not self._due(now):
+            return False
+        seqs = sorted(self.holding)
+        await asyncio.to_thread(self._beat, now, seqs)
+        return True
+
+    def _due(self, now: Instant) -> bool:
+        last = self.beaten_at
+        return last is None or not 0 <= now - last < self.every
+
+    def _beat(self, now: Instant, seqs: list[int]) -> None:
         self.registry.beat(
             self.worker,
             now,
             lease_until=now + self.lease_seconds,
-            seqs=sorted(self.holding),
+            seqs=seqs,
             host=self.host,
             pid=self.pid,
         )
         self.beaten_at = now
-        return True
 
     def stop(self) -> None:
         """A clean stop, after every claim was settled or given back."""
