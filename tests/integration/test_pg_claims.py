@@ -209,3 +209,110 @@ def test_the_oldest_due_go_first_whatever_their_state(pg_url: str) -> None:
         ("retry", "w2", T0 + 306, None),
         ("started", "w2", T0 + 306, None),
     ]
+
+
+def _slowed_claim(store: Any, *, now: float) -> tuple[threading.Thread, dict[str, list[Any]]]:
+    """A claim by worker B whose statement takes its snapshot, then waits 1 s before its
+    picks (pg_sleep in the open check), in a thread: what commits meanwhile lands between
+    the snapshot and the locks. (The same statement as claims_pg's, but for the sleep.)"""
+    from mailvia.store import claims_pg
+    from mailvia.store.engine import binary_rows
+
+    slow = claims_pg._CLAIM.replace(
+        "SELECT id FROM channels WHERE", "SELECT id FROM channels, pg_sleep(1) WHERE", 1
+    )
+    assert slow != claims_pg._CLAIM
+    params = {"channel": "ch_a", "now": now, "limit": 10, "worker": "B", "until": now + 300}
+
+    def claim() -> None:
+        with store._db.write_one() as conn:
+            out["b"] = [claims_pg._claim(row, "B") for row in binary_rows(conn, slow, params)]
+
+    out: dict[str, list[Any]] = {}
+    thread = threading.Thread(target=claim)
+    thread.start()
+    return thread, out
+
+
+def test_recipients_settled_after_the_statement_began_come_back_settled(pg_url: str) -> None:
+    """Another worker claims the message, delivers one recipient and defers it again, all
+    between this claim's snapshot and its pick: the claim takes the message (its latest row
+    is claimable) and must see that recipient as delivered, not lose it (a claim with one
+    pending and nothing settled would make a later bounce of the other bounce the message)."""
+    import time
+
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new("m1", "ok@x.test", "slow@x.test")])
+    (first,) = grab(store, worker="A")
+    store.record_attempts(
+        [
+            record(
+                first,
+                _later("ok@x.test"),
+                _later("slow@x.test"),
+                state=State.DEFERRED,
+                next_at=T0 + 2,
+                worker="A",
+            )
+        ]
+    )
+    thread, out = _slowed_claim(store, now=T0 + 6)
+    time.sleep(0.4)
+    (second,) = grab(store, T0 + 3, worker="C")
+    store.record_attempts(
+        [
+            record(
+                second,
+                sent("ok@x.test"),
+                _later("slow@x.test"),
+                state=State.DEFERRED,
+                next_at=T0 + 4,
+                worker="C",
+            )
+        ]
+    )
+    thread.join(10)
+    (claim,) = out["b"]
+    assert claim.pending == ("slow@x.test",)
+    assert claim.settled == (State.DELIVERED,)
+    assert _rows(pg_url, "SELECT address, state FROM recipients ORDER BY position") == [
+        ("ok@x.test", "delivered"),
+        ("slow@x.test", "sending"),
+    ]
+
+
+def test_a_lease_marked_started_after_the_statement_began_is_flagged(pg_url: str) -> None:
+    """The expired lease's holder marks the message started between this claim's snapshot
+    and its pick: the leasing UPDATE sees the mark (the latest row) and flags the message."""
+    import time
+
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new("m1")])
+    (first,) = grab(store, worker="A", lease=5)
+    thread, out = _slowed_claim(store, now=T0 + 6)
+    time.sleep(0.4)
+    store.mark_started([first.seq], "A", T0 + 5.5)
+    thread.join(10)
+    (claim,) = out["b"]
+    assert claim.possible_duplicate
+
+
+@pytest.mark.parametrize(
+    "shut",
+    [
+        {"state": "paused"},
+        {"state": "disconnected"},
+        {"budget_wait_until": T0 + 60},
+        {"throttled_until": T0 + 60},
+    ],
+    ids=["paused", "disconnected", "budget-waiting", "throttled"],
+)
+def test_a_channel_not_open_gives_no_claim(pg_url: str, shut: dict[str, Any]) -> None:
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new("m1")])
+    with store._db.write() as conn:
+        conn.execute(sa.text("UPDATE channels SET " + ", ".join(f"{k} = :{k}" for k in shut)), shut)
+    assert grab(store) == []
+    assert _rows(pg_url, "SELECT state, lease_owner FROM messages") == [("queued", None)]
+    if "state" not in shut:  # a wait that has passed opens it again
+        assert _ids(grab(store, T0 + 61)) == ["m1"]

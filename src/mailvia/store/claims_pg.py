@@ -12,10 +12,11 @@ Why the answer is right although every part of one statement sees the same snaps
 - The picks lock the latest version of each row and check it again (READ COMMITTED); the
   leasing UPDATE works on that locked version, so `possible_duplicate` sees a started mark
   committed after the statement began.
-- The pending recipients are the recipients' UPDATE's own rows (RETURNING), checked again on
-  their latest version; the settled ones are read from the snapshot: a recipient becomes
-  terminal only in its message's settlement, which changes the message's row too (its state
-  no longer what the pick asked for: the message is not claimed).
+- The recipients, pending and settled, are all the recipients' UPDATE's own rows (RETURNING),
+  each on its latest version: the settled ones are written unchanged to be read so. (Read
+  from the snapshot, a recipient that another worker's claim and settlement had delivered
+  between this statement's start and its pick, its message deferred again, came back as
+  neither pending nor settled: tests/integration/test_pg_claims.py.)
 
 An error means nothing was leased (the statement is its own transaction). Only a connection
 lost after the server committed leaves the messages leased and unknown to the worker: they
@@ -75,17 +76,21 @@ def _claim_sql() -> str:
         " RETURNING messages.seq, messages.id, messages.organization_id, messages.channel_id,"
         " messages.mail_from, messages.failures, messages.created_at, messages.expires_at,"
         " messages.possible_duplicate, picked.due),"
-        f" pending AS (UPDATE recipients SET state = '{_SENDING}', updated_at = %(now)s"
-        f" WHERE message_seq IN (SELECT seq FROM picked) AND state NOT IN ({_TERMINAL})"
-        " RETURNING message_seq, position, address)"
+        # Every recipient of the picked messages, on its latest version: the unfinished made
+        # `sending`, the settled left as they are (a no-op write) and read back as they are.
+        f" touched AS (UPDATE recipients SET state = CASE WHEN state IN ({_TERMINAL})"
+        f" THEN state ELSE '{_SENDING}' END, updated_at = CASE WHEN state IN ({_TERMINAL})"
+        " THEN updated_at ELSE %(now)s END"
+        " WHERE message_seq IN (SELECT seq FROM picked)"
+        " RETURNING message_seq, position, address, state)"
         " SELECT l.seq, l.id, l.organization_id, l.channel_id, l.mail_from, l.failures,"
-        " l.created_at, l.expires_at, l.possible_duplicate, p.addresses, s.states, mc.content"
+        " l.created_at, l.expires_at, l.possible_duplicate, t.addresses, t.states, mc.content"
         " FROM leased AS l"
-        " LEFT JOIN (SELECT message_seq, array_agg(address ORDER BY position) AS addresses"
-        " FROM pending GROUP BY message_seq) AS p ON p.message_seq = l.seq"
-        " LEFT JOIN (SELECT message_seq, array_agg(state ORDER BY position) AS states"
-        " FROM recipients WHERE message_seq IN (SELECT seq FROM picked)"
-        f" AND state IN ({_TERMINAL}) GROUP BY message_seq) AS s ON s.message_seq = l.seq"
+        " LEFT JOIN (SELECT message_seq,"
+        " array_agg(address ORDER BY position)"
+        f" FILTER (WHERE state NOT IN ({_TERMINAL})) AS addresses,"
+        f" array_agg(state ORDER BY position) FILTER (WHERE state IN ({_TERMINAL})) AS states"
+        " FROM touched GROUP BY message_seq) AS t ON t.message_seq = l.seq"
         " LEFT JOIN message_contents AS mc ON mc.message_seq = l.seq"
         " ORDER BY l.due, l.seq"
     )
