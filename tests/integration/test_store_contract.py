@@ -307,7 +307,7 @@ def test_a_claim_whose_read_fails_gives_its_messages_back(
     the lease's end, and unflagged (none had started)."""
     store.add_messages([new("m1"), new("m2")])
 
-    def gone(*_: object) -> list[Claim]:
+    def gone(*_: object, **__: object) -> list[Claim]:
         raise StoreUnavailable("the database is unavailable: the test ended it")
 
     with monkeypatch.context() as patched:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput, StoreUnavailable
 from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.ports import Claim, NewMessage
+from mailvia.store.claim_sqlite import LEASED, Lease, lease_still_claimable, recipients_sending
 from mailvia.store.engine import Database, binary_rows
 from mailvia.store.message_inserts import CONFLICT, insert_group
 from mailvia.store.rows import among, chunks, literal_seqs
@@ -151,10 +153,15 @@ class OutboxStore:
         processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED. The messages'
         rows come back from the leasing UPDATE; their recipients and contents are read after
         the commit, in a read transaction (the write lock is held for the leasing alone):
-        nothing but their worker changes leased messages.
+        nothing but their worker changes leased messages. On SQLite the messages are chosen
+        before, in a read snapshot (`_lease_chosen`).
         """
         if limit < 1:
             return []
+        if self._db.dialect == "sqlite":
+            lease = Lease(worker, channel_id, now, lease_until)
+            seqs, chosen = self._lease_chosen(lease, limit)
+            return self._read_claims(seqs, worker, chosen, now, at=_LEASED_AT) if seqs else []
         with self._db.write() as conn:
             seqs = _claimable_seqs(conn, channel_id, now, limit)
             if not seqs:
@@ -183,9 +190,42 @@ class OutboxStore:
                     .where(among(r.message_seq, part), r.state.not_in(_TERMINAL))
                     .values(state=State.SENDING.value, updated_at=now)
                 )
+        return self._read_claims(seqs, worker, rows, now)
+
+    def _lease_chosen(self, lease: Lease, limit: int) -> tuple[list[int], dict[int, Any]]:
+        """SQLite: choose up to `limit` messages in a read snapshot, outside the write lock
+        (an intake waits for no selection), then lease those still claimable under it
+        (store/claim_sqlite.py). When another process took some meanwhile, the claim chooses
+        again under the lock, as many as it lacks: it comes back as full as one made wholly
+        under the lock. The seqs leased in claim order, and their rows by seq."""
+        with self._db.read() as conn:
+            chosen = _claimable_seqs(conn, lease.channel_id, lease.now, limit)
+        if not chosen:
+            return [], {}
+        with self._db.write() as conn:
+            rows = lease_still_claimable(conn, chosen, lease)
+            seqs = [seq for seq in chosen if seq in rows]
+            if len(seqs) < len(chosen):
+                more = _claimable_seqs(conn, lease.channel_id, lease.now, limit - len(seqs))
+                rows.update(lease_still_claimable(conn, more, lease))
+                seqs += [seq for seq in more if seq in rows]
+            recipients_sending(conn, seqs, lease.now)
+        return seqs, rows
+
+    def _read_claims(
+        self,
+        seqs: list[int],
+        worker: str,
+        rows: dict[int, Any],
+        now: Instant,
+        *,
+        at: Callable[[Any], tuple[Any, ...]] | None = None,
+    ) -> list[Claim]:
+        """The leased messages' claims, read after the lease's commit; should the read fail,
+        the messages are given back."""
         try:
             with self._db.read() as conn:
-                return _claims(conn, seqs, worker, rows)
+                return _claims(conn, seqs, worker, rows, at=at)
         except StoreUnavailable:
             self._give_back_unread(seqs, worker, now)
             raise
@@ -281,10 +321,16 @@ def _claimable_seqs(conn: sa.Connection, channel_id: str, now: Instant, limit: i
 
 
 def _claims(
-    conn: sa.Connection, seqs: list[int], worker: str, rows: dict[int, Any] | None = None
+    conn: sa.Connection,
+    seqs: list[int],
+    worker: str,
+    rows: dict[int, Any] | None = None,
+    *,
+    at: Callable[[Any], tuple[Any, ...]] | None = None,
 ) -> list[Claim]:
     """Claims for leased messages, in the order of `seqs`: their rows (read here unless given,
-    by seq), their recipients and their contents (one query each per BATCH, however many)."""
+    by seq: whole rows, or what `at` picks the LEASED columns from), their recipients and
+    their contents (one query each per BATCH, however many)."""
     pending: dict[int, list[str]] = defaultdict(list)
     settled: dict[int, list[State]] = defaultdict(list)
     contents: dict[int, bytes] = {}
@@ -305,26 +351,15 @@ def _claims(
                 settled[seq].append(State(state))
             else:
                 pending[seq].append(address)
-    return [_claim(tuple(rows[seq]), pending, settled, contents, worker) for seq in seqs]
+    pick = at or _FULL_AT
+    return [_claim(pick(rows[seq]), pending, settled, contents, worker) for seq in seqs]
 
 
-# Where each column sits in a messages row: a claim reads its row as a plain tuple (a Row's
-# attribute look-up by name costs about half a microsecond each, 13 per claimed message).
-_AT = {name: index for index, name in enumerate(messages.c.keys())}
-_ID, _SEQ, _ORG, _CHANNEL, _FROM, _FAILURES, _CREATED, _EXPIRES, _DUPLICATE = (
-    _AT[name]
-    for name in (
-        "id",
-        "seq",
-        "organization_id",
-        "channel_id",
-        "mail_from",
-        "failures",
-        "created_at",
-        "expires_at",
-        "possible_duplicate",
-    )
-)
+# A claim reads its row's LEASED columns as a plain tuple (a Row's attribute look-up by name
+# costs about half a microsecond each, 13 per claimed message): picked from a whole messages
+# row, or a SQLite lease's row, which has them alone.
+_FULL_AT = itemgetter(*(messages.c.keys().index(name) for name in LEASED))
+_LEASED_AT = itemgetter(*range(len(LEASED)))
 
 
 def _claim(
@@ -334,20 +369,21 @@ def _claim(
     contents: dict[int, bytes],
     worker: str,
 ) -> Claim:
-    seq = row[_SEQ]
+    message_id, seq, organization_id, channel_id, mail_from, *rest = row
+    failures, created_at, expires_at, possible_duplicate = rest
     return Claim(
-        message_id=row[_ID],
+        message_id=message_id,
         seq=seq,
-        organization_id=row[_ORG],
-        channel_id=row[_CHANNEL],
-        mail_from=row[_FROM],
+        organization_id=organization_id,
+        channel_id=channel_id,
+        mail_from=mail_from,
         pending=tuple(pending[seq]),
         settled=tuple(settled[seq]),
         content=contents[seq],
-        failures=row[_FAILURES],
-        created_at=row[_CREATED],
-        expires_at=row[_EXPIRES],
-        possible_duplicate=bool(row[_DUPLICATE]),
+        failures=failures,
+        created_at=created_at,
+        expires_at=expires_at,
+        possible_duplicate=bool(possible_duplicate),
         worker=worker,
     )
 
