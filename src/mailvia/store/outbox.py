@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from operator import itemgetter
 from typing import Any
@@ -21,7 +21,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput, StoreUnavailable
 from mailvia.domain.message import TERMINAL, State
 from mailvia.outbox.ports import Claim, NewMessage
-from mailvia.store.claim_sqlite import LEASED, Lease, lease_still_claimable, recipients_sending
+from mailvia.store.claim_sqlite import Lease, lease_still_claimable, recipients_sending
 from mailvia.store.engine import Database, binary_rows
 from mailvia.store.message_inserts import CONFLICT, insert_group
 from mailvia.store.rows import among, chunks, literal_seqs
@@ -154,14 +154,15 @@ class OutboxStore:
         rows come back from the leasing UPDATE; their recipients and contents are read after
         the commit, in a read transaction (the write lock is held for the leasing alone):
         nothing but their worker changes leased messages. On SQLite the messages are chosen
-        before, in a read snapshot (`_lease_chosen`).
+        before, in a read snapshot, and their rows too are read after the commit
+        (`_lease_chosen`).
         """
         if limit < 1:
             return []
         if self._db.dialect == "sqlite":
             lease = Lease(worker, channel_id, now, lease_until)
-            seqs, chosen = self._lease_chosen(lease, limit)
-            return self._read_claims(seqs, worker, chosen, now, at=_LEASED_AT) if seqs else []
+            seqs = self._lease_chosen(lease, limit)
+            return self._read_claims(seqs, worker, None, now) if seqs else []
         with self._db.write() as conn:
             seqs = _claimable_seqs(conn, channel_id, now, limit)
             if not seqs:
@@ -192,40 +193,38 @@ class OutboxStore:
                 )
         return self._read_claims(seqs, worker, rows, now)
 
-    def _lease_chosen(self, lease: Lease, limit: int) -> tuple[list[int], dict[int, Any]]:
+    def _lease_chosen(self, lease: Lease, limit: int) -> list[int]:
         """SQLite: choose up to `limit` messages in a read snapshot, outside the write lock
         (an intake waits for no selection), then lease those still claimable under it
         (store/claim_sqlite.py). When another process took some meanwhile, the claim chooses
         again under the lock, as many as it lacks: it comes back as full as one made wholly
-        under the lock. The seqs leased in claim order, and their rows by seq."""
+        under the lock. The seqs leased, in claim order (their rows are read after the
+        commit, with their recipients and contents)."""
         with self._db.read() as conn:
             chosen = _claimable_seqs(conn, lease.channel_id, lease.now, limit)
         if not chosen:
-            return [], {}
+            return []
         with self._db.write() as conn:
-            rows = lease_still_claimable(conn, chosen, lease)
-            seqs = [seq for seq in chosen if seq in rows]
+            seqs = lease_still_claimable(conn, chosen, lease)
             if len(seqs) < len(chosen):
                 more = _claimable_seqs(conn, lease.channel_id, lease.now, limit - len(seqs))
-                rows.update(lease_still_claimable(conn, more, lease))
-                seqs += [seq for seq in more if seq in rows]
+                leased = set(seqs)
+                seqs += lease_still_claimable(conn, [s for s in more if s not in leased], lease)
             recipients_sending(conn, seqs, lease.now)
-        return seqs, rows
+        return seqs
 
     def _read_claims(
         self,
         seqs: list[int],
         worker: str,
-        rows: dict[int, Any],
+        rows: dict[int, Any] | None,
         now: Instant,
-        *,
-        at: Callable[[Any], tuple[Any, ...]] | None = None,
     ) -> list[Claim]:
         """The leased messages' claims, read after the lease's commit; should the read fail,
         the messages are given back."""
         try:
             with self._db.read() as conn:
-                return _claims(conn, seqs, worker, rows, at=at)
+                return _claims(conn, seqs, worker, rows)
         except StoreUnavailable:
             self._give_back_unread(seqs, worker, now)
             raise
@@ -325,12 +324,10 @@ def _claims(
     seqs: list[int],
     worker: str,
     rows: dict[int, Any] | None = None,
-    *,
-    at: Callable[[Any], tuple[Any, ...]] | None = None,
 ) -> list[Claim]:
-    """Claims for leased messages, in the order of `seqs`: their rows (read here unless given,
-    by seq: whole rows, or what `at` picks the LEASED columns from), their recipients and
-    their contents (one query each per BATCH, however many)."""
+    """Claims for leased messages, in the order of `seqs`: their rows (whole rows by seq, or
+    read here: the LEASED columns alone), their recipients and their contents (one query each
+    per BATCH, however many)."""
     pending: dict[int, list[str]] = defaultdict(list)
     settled: dict[int, list[State]] = defaultdict(list)
     contents: dict[int, bytes] = {}
@@ -338,7 +335,7 @@ def _claims(
     rows = {} if rows is None else rows
     for part in chunks(seqs):
         if read:
-            for row in conn.execute(sa.select(messages).where(among(m.seq, part))):
+            for row in conn.execute(sa.select(*_LEASED_COLUMNS).where(among(m.seq, part))):
                 rows[row.seq] = row
         contents.update(_contents(conn, part))
         query = (
@@ -351,13 +348,25 @@ def _claims(
                 settled[seq].append(State(state))
             else:
                 pending[seq].append(address)
-    pick = at or _FULL_AT
+    pick = _LEASED_AT if read else _FULL_AT
     return [_claim(pick(rows[seq]), pending, settled, contents, worker) for seq in seqs]
 
 
-# A claim reads its row's LEASED columns as a plain tuple (a Row's attribute look-up by name
-# costs about half a microsecond each, 13 per claimed message): picked from a whole messages
-# row, or a SQLite lease's row, which has them alone.
+# What a claim reads of a leased message's row, as a plain tuple (a Row's attribute look-up
+# by name costs about half a microsecond each, 13 per claimed message): picked from a whole
+# messages row (PostgreSQL's lease returns them), or read alone.
+LEASED = (
+    "id",
+    "seq",
+    "organization_id",
+    "channel_id",
+    "mail_from",
+    "failures",
+    "created_at",
+    "expires_at",
+    "possible_duplicate",
+)
+_LEASED_COLUMNS = [messages.c[name] for name in LEASED]
 _FULL_AT = itemgetter(*(messages.c.keys().index(name) for name in LEASED))
 _LEASED_AT = itemgetter(*range(len(LEASED)))
 
