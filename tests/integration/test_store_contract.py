@@ -306,11 +306,11 @@ def test_a_claim_whose_read_fails_gives_its_messages_back(
     are one statement: tests/integration/test_pg_claims.py.)"""
     store.add_messages([new("m1"), new("m2")])
 
-    def gone(*_: object) -> list[Claim]:
+    def gone(*_: object, **__: object) -> list[Claim]:
         raise StoreUnavailable("the database is unavailable: the test ended it")
 
     with monkeypatch.context() as patched:
-        patched.setattr(store_outbox, "_claims", gone)
+        patched.setattr(store_outbox, "read_claims", gone)
         with pytest.raises(StoreUnavailable):
             grab(store)
     assert store.get_message("m1").state is State.QUEUED

@@ -18,20 +18,21 @@ import sqlalchemy as sa
 from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput, StoreUnavailable
-from mailvia.domain.message import TERMINAL, State
+from mailvia.domain.message import State
 from mailvia.outbox.ports import Claim, NewMessage
+from mailvia.store.claim_reads import read_claims
+from mailvia.store.claim_sqlite import Lease, lease_still_claimable, recipients_sending
 from mailvia.store.claims_pg import claim_leased
-from mailvia.store.engine import Database, binary_rows
+from mailvia.store.engine import Database
 from mailvia.store.message_inserts import CONFLICT, insert_group
-from mailvia.store.rows import among, chunks, literal_seqs
-from mailvia.store.tables import channels, message_contents, messages, recipients
+from mailvia.store.rows import among, chunks
+from mailvia.store.tables import channels, messages, recipients
 
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = 86400.0  # SURFACE.md: an Idempotency-Key is kept for 24 h
 _WAITING = (State.QUEUED.value, State.DEFERRED.value)
-_TERMINAL = sorted(s.value for s in TERMINAL)
-m, r, c, mc = messages.c, recipients.c, channels.c, message_contents.c
+m, r, c = messages.c, recipients.c, channels.c
 
 
 def _channel_open(now: Instant) -> sa.ColumnElement[bool]:
@@ -88,7 +89,7 @@ class OutboxStore:
                 .where(m.seq == seq)
                 .values(lease_owner=worker, lease_expires_at=lease_until, started_at=msg.created_at)
             )
-            return _claims(conn, [seq], worker)[0]
+            return read_claims(conn, [seq], worker)[0]
 
     def channels_due(self, now: Instant) -> list[str]:
         """Ids of active, unthrottled channels with at least one claimable message. Each
@@ -149,10 +150,12 @@ class OutboxStore:
         had started (`mark_started`), not when it was merely claimed.
 
         Returns nothing when the channel is not active or is throttled. Atomic across
-        processes: SQLite's write lock, or PostgreSQL's FOR UPDATE SKIP LOCKED. The messages'
-        rows come back from the leasing UPDATE; their recipients and contents are read after
-        the commit, in a read transaction (the write lock is held for the leasing alone):
-        nothing but their worker changes leased messages.
+        processes. On PostgreSQL one statement in autocommit (FOR UPDATE SKIP LOCKED; the
+        claims come back with it: store/claims_pg.py). On SQLite the messages are chosen in a
+        read snapshot, leased under the write lock by an UPDATE that checks each is still
+        claimable (`_lease_chosen`, store/claim_sqlite.py), and their rows, recipients and
+        contents read after the commit, in a read transaction: nothing but their worker
+        changes leased messages.
         """
         if limit < 1:
             return []
@@ -166,37 +169,36 @@ class OutboxStore:
                     lease_until=lease_until,
                     worker=worker,
                 )
+        lease = Lease(worker, channel_id, now, lease_until)  # SQLite
+        seqs = self._lease_chosen(lease, limit)
+        return self._read_claims(seqs, worker, now) if seqs else []
+
+    def _lease_chosen(self, lease: Lease, limit: int) -> list[int]:
+        """SQLite: choose up to `limit` messages in a read snapshot, outside the write lock
+        (an intake waits for no selection), then lease those still claimable under it
+        (store/claim_sqlite.py). When another process took some meanwhile, the claim chooses
+        again under the lock, as many as it lacks: it comes back as full as one made wholly
+        under the lock. The seqs leased, in claim order (their rows are read after the
+        commit, with their recipients and contents)."""
+        with self._db.read() as conn:
+            chosen = _claimable_seqs(conn, lease.channel_id, lease.now, limit)
+        if not chosen:
+            return []
         with self._db.write() as conn:
-            seqs = _claimable_seqs(conn, channel_id, now, limit)
-            if not seqs:
-                return []
-            rows: dict[int, Any] = {}
-            for part in chunks(seqs):
-                # A lease that ran out while its transaction had started: the worker that held
-                # it may have sent the message. One merely claimed was never sent. (SET reads
-                # the row as it was before the UPDATE, on both databases.)
-                taken_over = sa.and_(m.state == State.SENDING.value, m.started_at.is_not(None))
-                leased = (
-                    messages.update()
-                    .where(among(m.seq, part))
-                    .values(
-                        possible_duplicate=sa.or_(m.possible_duplicate, taken_over),
-                        state=State.SENDING.value,
-                        lease_owner=worker,
-                        lease_expires_at=lease_until,
-                        started_at=None,
-                    )
-                    .returning(*messages.c)
-                )
-                rows.update((row.seq, row) for row in conn.execute(leased))
-                conn.execute(
-                    recipients.update()
-                    .where(among(r.message_seq, part), r.state.not_in(_TERMINAL))
-                    .values(state=State.SENDING.value, updated_at=now)
-                )
+            seqs = lease_still_claimable(conn, chosen, lease)
+            if len(seqs) < len(chosen):
+                more = _claimable_seqs(conn, lease.channel_id, lease.now, limit - len(seqs))
+                leased = set(seqs)
+                seqs += lease_still_claimable(conn, [s for s in more if s not in leased], lease)
+            recipients_sending(conn, seqs, lease.now)
+        return seqs
+
+    def _read_claims(self, seqs: list[int], worker: str, now: Instant) -> list[Claim]:
+        """The leased messages' claims, read after the lease's commit; should the read fail,
+        the messages are given back."""
         try:
             with self._db.read() as conn:
-                return _claims(conn, seqs, worker, rows)
+                return read_claims(conn, seqs, worker)
         except StoreUnavailable:
             self._give_back_unread(seqs, worker, now)
             raise
@@ -268,7 +270,8 @@ def _match_key(seen: dict[tuple[str, str], tuple[str, str | None]], msg: NewMess
 
 
 def _claimable_seqs(conn: sa.Connection, channel_id: str, now: Instant, limit: int) -> list[int]:
-    """Lock and return the seqs to claim. One query per state keeps each on the index."""
+    """The seqs to claim (SQLite: chosen in a read snapshot, or under the write lock for what
+    another claim took meanwhile). One query per state keeps each on the index."""
     channel = conn.execute(sa.select(c.id).where(c.id == channel_id, _channel_open(now))).first()
     if channel is None:
         return []
@@ -284,93 +287,10 @@ def _claimable_seqs(conn: sa.Connection, channel_id: str, now: Instant, limit: i
             .where(m.channel_id == channel_id, m.state == state.value, due <= now)
             .order_by(due, m.seq)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
         candidates.extend((float(at), int(seq)) for at, seq in conn.execute(query))
     candidates.sort()
     return [seq for _, seq in candidates[:limit]]
-
-
-def _claims(
-    conn: sa.Connection, seqs: list[int], worker: str, rows: dict[int, Any] | None = None
-) -> list[Claim]:
-    """Claims for leased messages, in the order of `seqs`: their rows (read here unless given,
-    by seq), their recipients and their contents (one query each per BATCH, however many)."""
-    pending: dict[int, list[str]] = defaultdict(list)
-    settled: dict[int, list[State]] = defaultdict(list)
-    contents: dict[int, bytes] = {}
-    read = rows is None
-    rows = {} if rows is None else rows
-    for part in chunks(seqs):
-        if read:
-            for row in conn.execute(sa.select(messages).where(among(m.seq, part))):
-                rows[row.seq] = row
-        contents.update(_contents(conn, part))
-        query = (
-            sa.select(r.message_seq, r.address, r.state)
-            .where(among(r.message_seq, part))
-            .order_by(r.message_seq, r.position)
-        )
-        for seq, address, state in conn.execute(query):
-            if state in _TERMINAL:
-                settled[seq].append(State(state))
-            else:
-                pending[seq].append(address)
-    return [_claim(tuple(rows[seq]), pending, settled, contents, worker) for seq in seqs]
-
-
-# Where each column sits in a messages row: a claim reads its row as a plain tuple (a Row's
-# attribute look-up by name costs about half a microsecond each, 13 per claimed message).
-_AT = {name: index for index, name in enumerate(messages.c.keys())}
-_ID, _SEQ, _ORG, _CHANNEL, _FROM, _FAILURES, _CREATED, _EXPIRES, _DUPLICATE = (
-    _AT[name]
-    for name in (
-        "id",
-        "seq",
-        "organization_id",
-        "channel_id",
-        "mail_from",
-        "failures",
-        "created_at",
-        "expires_at",
-        "possible_duplicate",
-    )
-)
-
-
-def _claim(
-    row: tuple[Any, ...],
-    pending: dict[int, list[str]],
-    settled: dict[int, list[State]],
-    contents: dict[int, bytes],
-    worker: str,
-) -> Claim:
-    seq = row[_SEQ]
-    return Claim(
-        message_id=row[_ID],
-        seq=seq,
-        organization_id=row[_ORG],
-        channel_id=row[_CHANNEL],
-        mail_from=row[_FROM],
-        pending=tuple(pending[seq]),
-        settled=tuple(settled[seq]),
-        content=contents[seq],
-        failures=row[_FAILURES],
-        created_at=row[_CREATED],
-        expires_at=row[_EXPIRES],
-        possible_duplicate=bool(row[_DUPLICATE]),
-        worker=worker,
-    )
-
-
-def _contents(conn: sa.Connection, seqs: Sequence[int]) -> dict[int, bytes]:
-    """The messages' bytes, by seq (on PostgreSQL read in binary: `binary_rows`)."""
-    if conn.dialect.name == "postgresql":
-        sql = "SELECT message_seq, content FROM message_contents WHERE message_seq IN "
-        sql += literal_seqs(seqs)
-        return {seq: bytes(content) for seq, content in binary_rows(conn, sql)}
-    query = sa.select(mc.message_seq, mc.content).where(among(mc.message_seq, seqs))
-    return {seq: bytes(content) for seq, content in conn.execute(query)}
 
 
 def _give_back(
