@@ -289,6 +289,7 @@ def serve(ctx: Context, settings: Settings) -> None:
     # a commit's many small waits short (measured: about 10% more mail through submission).
     runtime.shorten_switch_interval()
     runtime.freeze_heap((*RUN_TIME_MODULES, *SERVE_MODULES))
+    runtime.collect_young_less_often()  # a batch's objects, walked once (runtime.py)
     serving = _serve(
         services,
         sockets,
