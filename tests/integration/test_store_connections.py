@@ -5,6 +5,7 @@ one is handed out without a round trip (no `SELECT 1` before each transaction)."
 from __future__ import annotations
 
 import os
+import time
 
 import sqlalchemy as sa
 
@@ -24,6 +25,15 @@ def _terminate_others(url: str) -> int:
                 ),
                 {"name": name},
             ).scalar_one()
+            # pg_terminate_backend only signals: wait until those backends have gone (and
+            # closed their sockets), as a connection the server had ended would be.
+            others = sa.text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = :name AND pid <> pg_backend_pid()"
+            )
+            deadline = time.monotonic() + 10
+            while conn.execute(others, {"name": name}).scalar_one() and time.monotonic() < deadline:
+                time.sleep(0.01)
         return int(ended)
     finally:
         admin.dispose()
