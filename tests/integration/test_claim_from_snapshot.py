@@ -15,10 +15,11 @@ import sqlalchemy as sa
 
 from mailvia.domain.channel import ChannelState
 from mailvia.domain.message import State
+from mailvia.domain.replies import Outcome
 from mailvia.store import SqlStore, open_store
 from mailvia.store import outbox as store_outbox
 from mailvia.store.tables import messages
-from support.rows import T0, channel, grab, new, seeded
+from support.rows import LATER, T0, channel, grab, new, record, seeded
 
 
 @pytest.fixture
@@ -41,16 +42,16 @@ def two(url: str) -> Iterator[tuple[SqlStore, SqlStore]]:
 def between(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) -> None:
     """Run `action` once, right after the next claim chose its messages and before it leases
     them."""
-    choose = store_outbox._claimable_seqs
+    choose = store_outbox._claimable
     pending = [action]
 
-    def chosen_then(*args: object) -> list[int]:
-        seqs = choose(*args)  # type: ignore[arg-type]
+    def chosen_then(*args: object) -> list[tuple[float, int]]:
+        chosen = choose(*args)  # type: ignore[arg-type]
         if pending:
             pending.pop()()
-        return seqs
+        return chosen
 
-    monkeypatch.setattr(store_outbox, "_claimable_seqs", chosen_then)
+    monkeypatch.setattr(store_outbox, "_claimable", chosen_then)
 
 
 def owners(store: SqlStore, ids: list[str]) -> list[tuple[State, str | None]]:
@@ -95,7 +96,12 @@ def test_an_expired_lease_taken_over_meanwhile_is_not_taken_again(
     assert owners(first, ["m1"]) == [(State.SENDING, "w2")]
 
 
-@pytest.mark.parametrize("meanwhile", ["cancel", "hold", "pause", "throttle"])
+def _budget_wait(store: SqlStore, until: float) -> None:
+    with store._db.write() as conn:
+        conn.execute(sa.text("UPDATE channels SET budget_wait_until = :t"), {"t": until})
+
+
+@pytest.mark.parametrize("meanwhile", ["cancel", "hold", "pause", "throttle", "budget"])
 def test_mail_that_stopped_being_claimable_meanwhile_is_not_leased(
     two: tuple[SqlStore, SqlStore], monkeypatch: pytest.MonkeyPatch, meanwhile: str
 ) -> None:
@@ -106,6 +112,7 @@ def test_mail_that_stopped_being_claimable_meanwhile_is_not_leased(
         "hold": lambda: second.hold_channel("ch_a", T0 + 1),
         "pause": lambda: second.set_channel_state("ch_a", ChannelState.PAUSED, None, T0 + 1),
         "throttle": lambda: second.set_channel_throttle("ch_a", T0 + 60, 1),
+        "budget": lambda: _budget_wait(second, T0 + 60),
     }
     between(monkeypatch, actions[meanwhile])
     claims = grab(first, now=T0 + 2)
@@ -165,3 +172,64 @@ def test_two_processes_claiming_at_once_never_share_a_message(url: str) -> None:
     leased = {message_id: f"w{k}" for k, mine in enumerate(taken) for message_id in mine}
     assert owners(store, ids) == [(State.SENDING, leased[m]) for m in ids]
     store.close()
+
+
+def test_an_overlapping_claim_of_the_same_worker_and_lease_end_is_not_mistaken_for_this_one(
+    two: tuple[SqlStore, SqlStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another claim by the same worker, with the same lease end, leases what this one chose:
+    this one leased none of them and must not hand them out again (reading the leases back
+    would find them "mine")."""
+    first, second = two
+    first.add_messages([new("m1"), new("m2")])
+    taken: list[str] = []
+    between(monkeypatch, lambda: taken.extend(c.message_id for c in grab(second, T0 + 9)))
+    assert grab(first, T0 + 9) == []
+    assert taken == ["m1", "m2"]
+
+
+def test_what_is_chosen_again_under_the_lock_keeps_the_oldest_due_first(
+    two: tuple[SqlStore, SqlStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = two
+    first.add_messages([new("m5", at=T0 + 5), new("m6", at=T0 + 6)])
+
+    def meanwhile() -> None:
+        assert [c.message_id for c in grab(second, T0 + 9, 1, "w2")] == ["m5"]
+        second.add_messages([new("m_early", at=T0 + 1)])
+
+    between(monkeypatch, meanwhile)
+    assert [c.message_id for c in grab(first, T0 + 9, 2)] == ["m_early", "m6"]
+
+
+def test_a_message_deferred_to_later_meanwhile_is_not_leased_early(
+    two: tuple[SqlStore, SqlStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = two
+    first.add_messages([new("m1", "b@x.test")])
+
+    def meanwhile() -> None:
+        (claim,) = grab(second, T0 + 1, worker="w2")
+        later = ("b@x.test", Outcome.RETRY, LATER, State.DEFERRED)
+        second.record_attempts(
+            [record(claim, later, state=State.DEFERRED, next_at=T0 + 600, worker="w2")]
+        )
+
+    between(monkeypatch, meanwhile)
+    assert grab(first, T0 + 9) == []
+    assert owners(first, ["m1"]) == [(State.DEFERRED, None)]
+
+
+def test_a_lease_taken_over_is_no_longer_marked_started(url: str) -> None:
+    store = open_store(url)
+    try:
+        store.add_messages([new("m1")])
+        (gone,) = grab(store, T0, worker="w0", lease=10)
+        assert store.mark_started([gone.seq], "w0", T0 + 1) == [True]
+        (claim,) = grab(store, T0 + 20, worker="w1")
+        assert claim.possible_duplicate
+        with store._db.read() as conn:
+            started = conn.execute(sa.select(messages.c.started_at)).scalar_one()
+        assert started is None  # its new holder has not started it
+    finally:
+        store.close()

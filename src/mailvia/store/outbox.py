@@ -181,15 +181,16 @@ class OutboxStore:
         under the lock. The seqs leased, in claim order (their rows are read after the
         commit, with their recipients and contents)."""
         with self._db.read() as conn:
-            chosen = _claimable_seqs(conn, lease.channel_id, lease.now, limit)
+            chosen = _claimable(conn, lease.channel_id, lease.now, limit)
         if not chosen:
             return []
         with self._db.write() as conn:
-            seqs = lease_still_claimable(conn, chosen, lease)
+            seqs = lease_still_claimable(conn, [seq for _, seq in chosen], lease)
             if len(seqs) < len(chosen):
-                more = _claimable_seqs(conn, lease.channel_id, lease.now, limit - len(seqs))
-                leased = set(seqs)
-                seqs += lease_still_claimable(conn, [s for s in more if s not in leased], lease)
+                more = _claimable(conn, lease.channel_id, lease.now, limit - len(seqs))
+                seqs += lease_still_claimable(conn, [seq for _, seq in more], lease)
+                due = {seq: at for at, seq in (*chosen, *more)}
+                seqs.sort(key=lambda seq: (due[seq], seq))  # oldest due first, as one choice
             recipients_sending(conn, seqs, lease.now)
         return seqs
 
@@ -269,9 +270,12 @@ def _match_key(seen: dict[tuple[str, str], tuple[str, str | None]], msg: NewMess
     return earlier[0]
 
 
-def _claimable_seqs(conn: sa.Connection, channel_id: str, now: Instant, limit: int) -> list[int]:
-    """The seqs to claim (SQLite: chosen in a read snapshot, or under the write lock for what
-    another claim took meanwhile). One query per state keeps each on the index."""
+def _claimable(
+    conn: sa.Connection, channel_id: str, now: Instant, limit: int
+) -> list[tuple[float, int]]:
+    """The messages to claim, oldest due first, as (due, seq) (SQLite: chosen in a read
+    snapshot, or under the write lock for what another claim took meanwhile). One query per
+    state keeps each on the index."""
     channel = conn.execute(sa.select(c.id).where(c.id == channel_id, _channel_open(now))).first()
     if channel is None:
         return []
@@ -290,7 +294,7 @@ def _claimable_seqs(conn: sa.Connection, channel_id: str, now: Instant, limit: i
         )
         candidates.extend((float(at), int(seq)) for at, seq in conn.execute(query))
     candidates.sort()
-    return [seq for _, seq in candidates[:limit]]
+    return candidates[:limit]
 
 
 def _give_back(
