@@ -5,6 +5,7 @@ noticed at once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -179,3 +180,73 @@ def test_give_backs_and_records_cross_the_pipe_without_the_messages_bytes() -> N
     assert [c.content for c in claims] == [b""] and claims[0].seq == 1
     assert [r.claim.content for r in records] == [b""] and records[0].claim.message_id == "m1"
     assert claim.content == b"x" * 1000  # the caller's own claim is untouched
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_started_marks_are_awaited_on_the_event_loop_not_in_a_thread(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """The commits of marks go to the child from the event loop (`call_awaited`): the
+    threaded `mark_started` is never called, and the mail is delivered and recorded."""
+    url = request.getfixturevalue("migrated_pg_url") if backend == "postgresql" else None
+    world = World(tmp_path / "data", db_url=url, delivery_store="process")
+    try:
+        dispatcher = world.services.dispatcher
+        store = dispatcher.store
+        assert isinstance(store, ChildStore)
+        store.mark_started = _refuse  # type: ignore[method-assign]
+        awaited: list[str] = []
+        call_awaited = store.child.call_awaited
+
+        async def noted(name: str, *args: Any, **kwargs: Any) -> Any:
+            awaited.append(name)
+            assert threading.current_thread() is threading.main_thread()
+            return await call_awaited(name, *args, **kwargs)
+
+        store.child.call_awaited = noted  # type: ignore[method-assign]
+        async with TestServer(maildir=tmp_path / "caught") as server:
+            world.channel(server.port, security=Security.NONE, auth=Auth.NONE)
+            receipts = world.send(count=30)
+            now = time.time()
+            dispatcher.liveness.start(now)
+            assert await dispatcher.run_once(SteppingClock(now)) == 30
+            await server.wait_for(30)
+        assert "mark_started" in awaited
+        assert {world.store.get_message(r.id).state for r in receipts} == {State.DELIVERED}
+    finally:
+        await world.close()
+
+
+async def test_an_awaited_call_raises_the_childs_exception_as_itself(sqlite_url: str) -> None:
+    child = StoreProcess(sqlite_url)
+    try:
+        with pytest.raises(NotFound):
+            await child.call_awaited("get_channel", "chn_nothing")
+        assert await child.call_awaited("channels_due", time.time()) == []
+    finally:
+        child.close()
+
+
+async def test_an_awaited_call_under_way_when_the_store_process_dies_raises(
+    sqlite_url: str,
+) -> None:
+    """No coroutine waits for ever on an answer that cannot come; the death is noticed."""
+    gone = threading.Event()
+    child = StoreProcess(sqlite_url, on_gone=gone.set)
+    try:
+        assert await child.call_awaited("next_due_at") is None
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGSTOP)  # the next call is taken but never answered
+        waiting = asyncio.ensure_future(child.call_awaited("next_due_at"))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        os.kill(child.pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="store process is gone"):
+            await asyncio.wait_for(waiting, 10)
+        assert gone.is_set()
+        with pytest.raises(RuntimeError, match="store process is gone"):
+            await child.call_awaited("next_due_at")
+    finally:
+        child.close()

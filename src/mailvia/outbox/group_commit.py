@@ -27,13 +27,14 @@ MAX_GROUP = 100  # items per commit
 class GroupCommit(Generic[Item, Result]):
     """`await put(item)` returns the item's own result or raises its own error.
 
-    `commit(items)` (synchronous) returns one result or exception per item, in order; an
-    exception it raises fails every item of its group. `run(commit, items)` runs it in a thread
-    and must let it finish even if the waiting caller goes away (SubmissionServer.run does)."""
+    `commit(items)` returns one result or exception per item, in order; an exception it raises
+    fails every item of its group. `run(commit, items)` runs it (a synchronous one in a
+    thread; the marks' is a coroutine function, awaited on the loop) and must let it finish
+    even if the waiting caller goes away (SubmissionServer.run does)."""
 
     def __init__(
         self,
-        commit: Callable[[list[Item]], list[Result | BaseException]],
+        commit: Callable[[list[Item]], Any],
         run: Callable[..., Coroutine[Any, Any, list[Result | BaseException]]],
         *,
         max_group: int = MAX_GROUP,

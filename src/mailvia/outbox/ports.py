@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.clock import Instant
@@ -163,6 +163,24 @@ class WorkerRegistry(Protocol):
     ) -> list[bool]:
         """Transactions for these messages start now; per seq, whether it is still held.
         `records` are recorded in the same transaction (as DispatchStore.record_attempts)."""
+        ...
+
+
+@runtime_checkable
+class AwaitedMarks(Protocol):
+    """A WorkerRegistry whose started marks can be awaited on the event loop without a
+    thread (the store process's: the request is written on the loop and the answer set
+    there). Another registry's marks run in a thread."""
+
+    async def mark_started_awaited(
+        self,
+        seqs: Sequence[int],
+        worker: str,
+        now: Instant,
+        *,
+        records: Sequence[AttemptRecord] = (),
+    ) -> list[bool]:
+        """WorkerRegistry.mark_started, awaited."""
         ...
 
 
