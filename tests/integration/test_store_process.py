@@ -6,6 +6,7 @@ noticed at once."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import threading
@@ -248,5 +249,78 @@ async def test_an_awaited_call_under_way_when_the_store_process_dies_raises(
         assert gone.is_set()
         with pytest.raises(RuntimeError, match="store process is gone"):
             await child.call_awaited("next_due_at")
+    finally:
+        child.close()
+
+
+class _NoThreads(concurrent.futures.ThreadPoolExecutor):
+    """An executor that refuses work: a call that hops through a thread fails on it."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a thread was asked for")
+
+
+async def test_an_awaited_call_takes_no_thread_from_the_loop(sqlite_url: str) -> None:
+    """`call_awaited` is answered on the loop by the pipe's reader, not by a call made in the
+    loop's executor (as `asyncio.to_thread(call, ...)` would be)."""
+    child = StoreProcess(sqlite_url)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(_NoThreads())
+    try:
+        assert await child.call_awaited("next_due_at") is None
+        assert await child.call_awaited("channels_due", time.time()) == []
+    finally:
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
+        child.close()
+
+
+async def test_a_cancelled_awaited_call_is_answered_into_the_void_and_the_pipe_goes_on(
+    sqlite_url: str,
+) -> None:
+    """Its caller went away, the child still answers: the answer is dropped, the worker is
+    not told the store process is gone (the pipe is not out of step), the next call works."""
+    gone = threading.Event()
+    child = StoreProcess(sqlite_url, on_gone=gone.set)
+    try:
+        assert await child.call_awaited("next_due_at") is None
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGSTOP)  # the call is taken, answered once resumed
+        waiting = asyncio.ensure_future(child.call_awaited("next_due_at"))
+        await asyncio.sleep(0)
+        assert child._waiting  # written to the pipe
+        waiting.cancel()
+        os.kill(child.pid, signal.SIGCONT)
+        assert await asyncio.wait_for(child.call_awaited("channels_due", time.time()), 10) == []
+        assert not child._waiting and not gone.is_set()
+    finally:
+        child.close()
+
+
+async def test_threaded_and_awaited_calls_at_once_each_get_their_own_answer(
+    sqlite_url: str,
+) -> None:
+    child = StoreProcess(sqlite_url)
+    names = [f"chn_{i}" for i in range(40)]
+
+    def threaded(name: str) -> str:
+        try:
+            child.call("get_channel", name)
+        except NotFound as exc:
+            return str(exc)
+        return "found"
+
+    async def awaited(name: str) -> str:
+        try:
+            await child.call_awaited("get_channel", name)
+        except NotFound as exc:
+            return str(exc)
+        return "found"
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            threads = [asyncio.wrap_future(pool.submit(threaded, n)) for n in names]
+            on_loop = [awaited(n) for n in names]
+            answers = await asyncio.gather(*threads, *on_loop)
+        assert all(n in answer for n, answer in zip(names + names, answers, strict=True))
     finally:
         child.close()

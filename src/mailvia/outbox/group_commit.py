@@ -2,9 +2,10 @@
 
 An intake that takes many concurrent messages (the submission port with twenty sessions)
 would otherwise run one database transaction, and one disk flush, per message, each in its
-own thread fighting for the write lock. Here one commit at a time runs in a worker thread;
-what arrived meanwhile forms the next group, so groups grow exactly as fast as commits slow
-down, and a lone message never waits for a timer.
+own thread fighting for the write lock. Here one commit at a time runs (in a worker thread,
+or awaited on the loop: the worker's marks with its store process); what arrived meanwhile
+forms the next group, so groups grow exactly as fast as commits slow down, and a lone
+message never waits for a timer.
 
 `GroupCommit` is used by the dispatcher (the marks of transactions about to start, see
 outbox/liveness.py); `PlannedGroupCommit`, the same in two steps whose reads overlap the

@@ -118,7 +118,11 @@ class StoreProcess:
     from any thread, and returns its result or raises its exception; `call_awaited` the same
     from the event loop, without a thread: the request is written on the loop, and the pipe's
     reader hands the answer straight to the loop (one thread hop less each way than
-    `asyncio.to_thread(call, ...)`)."""
+    `asyncio.to_thread(call, ...)`). Both write under one lock, so requests never interleave.
+    The loop's write blocks the loop while the pipe is full: the child's reader only hands
+    each call to its threads, so the pipe fills only when the child stops reading while
+    alive (stopped by a signal, frozen, swapping hard), and then the worker's connections
+    wait with it, as they would for their marks."""
 
     def __init__(self, url: str, *, on_gone: Callable[[], None] = _exit_child_gone) -> None:
         self._url = url
@@ -248,8 +252,11 @@ def _answer_on(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> 
             return
         if ok:
             future.set_result(value)
-        else:
+            return
+        try:
             future.set_exception(value)
+        except TypeError:  # asyncio refuses a StopIteration: the caller still gets an error
+            future.set_exception(RuntimeError(f"in the store process: {value!r}"))
 
     def answer(ok: bool, value: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: no one waits any more
