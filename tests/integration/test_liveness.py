@@ -41,8 +41,8 @@ async def test_a_beating_dispatcher_keeps_its_claims_and_a_silent_one_loses_them
         every = mine.liveness.every
         for beat in range(1, int(2 * lease / every) + 1):  # beats for twice the lease
             now = t0 + beat * every
-            assert not mine.liveness.beat(now - every / 2)  # not yet due
-            assert mine.liveness.beat(now)
+            assert not await mine.liveness.beat_aside(now - every / 2)  # not yet due
+            assert await mine.liveness.beat_aside(now)
             last = now
             assert other.store.channels_due(now) == []
         assert other.store.channels_due(last + lease - 0.01) == []  # the last beat holds

@@ -111,21 +111,15 @@ class Liveness:
         self.beaten_at = now
         return given
 
-    def beat(self, now: Instant) -> bool:
-        """Beat when the last beat is `every` seconds old (or the clock went back). Returns
-        whether it beat. Raises StoreUnavailable (the caller tries again on its next pass)."""
-        if not self._due(now):
-            return False
-        self._beat(now, sorted(self.holding))
-        return True
-
     async def beat_aside(self, now: Instant) -> bool:
-        """`beat`, its write in a thread: the event loop goes on with every connection
-        meanwhile (on SQLite the beat waits for the write lock, which the store process's
-        claims and commits of marks hold for ms at a time, and for its fsync; in the loop
-        that held up all of a worker's connections every few seconds). The claims in hand
-        are read here, on the loop that changes them; a claim settled or given back
-        meanwhile is not extended (the store extends only leases still `sending`)."""
+        """Beat when the last beat is `every` seconds old (or the clock went back); whether it
+        beat. Raises StoreUnavailable (the caller tries again on its next pass). Its write is
+        made in a thread: the event loop goes on with every connection meanwhile (on SQLite
+        the beat waits for the write lock, which the store process's claims and commits of
+        marks hold for ms at a time, and for its fsync; in the loop that held up all of a
+        worker's connections every few seconds). The claims in hand are read here, on the
+        loop that changes them; a claim settled or given back meanwhile is not extended (the
+        store extends only leases still `sending`)."""
         if not self._due(now):
             return False
         seqs = sorted(self.holding)

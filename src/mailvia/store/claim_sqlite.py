@@ -1,10 +1,10 @@
 """A claim's leasing on SQLite, the part made under the write lock: messages chosen earlier,
-in a read snapshot (`OutboxStore.claim`), leased to a worker by an UPDATE that re-checks
+in a read snapshot (`OutboxStore._lease_chosen`), leased to a worker by an UPDATE that re-checks
 each one is still claimable, and their unfinished recipients made `sending`.
 
 Why in two steps: an intake (a message being accepted, its caller waiting) waits for the
 write transaction under way, and a claim that chose its messages under the lock held it
-~2 ms longer (three indexed queries) for every claim (docs/benchmarks.md, branch
+~2 ms longer (the channel's check and a query per state) for every claim (docs/benchmarks.md, branch
 `claimlock`). Choosing in a snapshot is safe because the UPDATE's WHERE is the claim's rule
 itself, checked on each row as it is now: a message another process leased, settled, held
 or cancelled meanwhile is skipped, never leased twice (SQLite's write lock makes the UPDATE

@@ -64,8 +64,9 @@ def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
     services = ctx.services(settings, create_key=False)
     if not supervised:  # serve has said them
         tell(services.startup_notes)
-    # A channel run's claims, records and started marks commit in threads beside the busy
-    # event loop (as serve's submission port does): the same short switch interval.
+    # A channel run's claims, records and beats commit in threads beside the busy event loop
+    # (as serve's submission port does; the started marks too with DELIVERY_STORE=thread):
+    # the same short switch interval.
     runtime.shorten_switch_interval()
     runtime.freeze_heap(RUN_TIME_MODULES)
     with contextlib.suppress(KeyboardInterrupt):
