@@ -212,14 +212,14 @@ def test_the_oldest_due_go_first_whatever_their_state(pg_url: str) -> None:
 
 
 def _slowed_claim(store: Any, *, now: float) -> tuple[threading.Thread, dict[str, list[Any]]]:
-    """A claim by worker B whose statement takes its snapshot, then waits 1 s before its
+    """A claim by worker B whose statement takes its snapshot, then waits 2 s before its
     picks (pg_sleep in the open check), in a thread: what commits meanwhile lands between
     the snapshot and the locks. (The same statement as claims_pg's, but for the sleep.)"""
     from mailvia.store import claims_pg
     from mailvia.store.engine import binary_rows
 
     slow = claims_pg._CLAIM.replace(
-        "SELECT id FROM channels WHERE", "SELECT id FROM channels, pg_sleep(1) WHERE", 1
+        "SELECT id FROM channels WHERE", "SELECT id FROM channels, pg_sleep(2) WHERE", 1
     )
     assert slow != claims_pg._CLAIM
     params = {"channel": "ch_a", "now": now, "limit": 10, "worker": "B", "until": now + 300}
