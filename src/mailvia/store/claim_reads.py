@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,11 +45,12 @@ def read_claims(conn: sa.Connection, seqs: list[int], worker: str) -> list[Claim
                 settled[seq].append(State(state))
             else:
                 pending[seq].append(address)
-    return [_claim(_LEASED_AT(rows[seq]), pending, settled, contents, worker) for seq in seqs]
+    return [claim_of(rows[seq], pending[seq], settled[seq], contents[seq], worker) for seq in seqs]
 
 
-# What a claim reads of a leased message's row, as a plain tuple (a Row's attribute look-up
-# by name costs about half a microsecond each, 13 per claimed message).
+# What a claim reads of a leased message's row, in this order (here, and in PostgreSQL's claim
+# statement, store/claims_pg.py), unpacked as a tuple (a Row's attribute look-up by name costs
+# about half a microsecond each, 13 per claimed message).
 LEASED = (
     "id",
     "seq",
@@ -63,16 +63,19 @@ LEASED = (
     "possible_duplicate",
 )
 _LEASED_COLUMNS = [messages.c[name] for name in LEASED]
-_LEASED_AT = itemgetter(*range(len(LEASED)))
+# The terminal states as an SQL list, for the claims' statements written as text.
+TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
 
 
-def _claim(
-    row: tuple[Any, ...],
-    pending: dict[int, list[str]],
-    settled: dict[int, list[State]],
-    contents: dict[int, bytes],
+def claim_of(
+    row: Sequence[Any],
+    pending: Sequence[str],
+    settled: Sequence[State],
+    content: bytes,
     worker: str,
 ) -> Claim:
+    """A leased message's claim: its row's LEASED columns, in that order, its pending
+    addresses and settled recipients' states (by position), its contents."""
     message_id, seq, organization_id, channel_id, mail_from, *rest = row
     failures, created_at, expires_at, possible_duplicate = rest
     return Claim(
@@ -81,9 +84,9 @@ def _claim(
         organization_id=organization_id,
         channel_id=channel_id,
         mail_from=mail_from,
-        pending=tuple(pending[seq]),
-        settled=tuple(settled[seq]),
-        content=contents[seq],
+        pending=tuple(pending),
+        settled=tuple(settled),
+        content=content,
         failures=failures,
         created_at=created_at,
         expires_at=expires_at,

@@ -22,12 +22,12 @@ import sqlalchemy as sa
 
 from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
-from mailvia.domain.message import TERMINAL, State
+from mailvia.domain.message import State
+from mailvia.store.claim_reads import TERMINAL_SQL
 from mailvia.store.rows import chunks, literal_seqs
 
 _SENDING, _QUEUED, _DEFERRED = State.SENDING.value, State.QUEUED.value, State.DEFERRED.value
 _ACTIVE = ChannelState.ACTIVE.value
-_TERMINAL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
 
 # Claimable now: waiting and due, or `sending` under a lease that ran out; its channel active
 # and not throttled or waiting for its budget. The `+` keeps SQLite on the seqs' rowids: with
@@ -52,7 +52,7 @@ _LEASE = (
 )
 _RECIPIENTS = (
     f"UPDATE recipients SET state = '{_SENDING}', updated_at = :now"
-    f" WHERE message_seq IN %s AND state NOT IN ({_TERMINAL})"
+    f" WHERE message_seq IN %s AND state NOT IN ({TERMINAL_SQL})"
 )
 
 

@@ -33,12 +33,14 @@ import sqlalchemy as sa
 
 from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
-from mailvia.domain.message import TERMINAL, State
+from mailvia.domain.message import State
 from mailvia.outbox.ports import Claim
+from mailvia.store.claim_reads import LEASED, TERMINAL_SQL, claim_of
 from mailvia.store.engine import binary_rows
 
-_TERMINAL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL, key=lambda s: s.value))
 _SENDING = State.SENDING.value
+_RETURNED = ", ".join(f"messages.{name}" for name in LEASED)
+_ANSWERED = ", ".join(f"l.{name}" for name in LEASED)
 
 
 def _pick(state: State, due: str, order: str) -> str:
@@ -73,23 +75,20 @@ def _claim_sql() -> str:
         f" state = '{_SENDING}', lease_owner = %(worker)s,"
         " lease_expires_at = %(until)s, started_at = NULL"
         " FROM picked WHERE messages.seq = picked.seq"
-        " RETURNING messages.seq, messages.id, messages.organization_id, messages.channel_id,"
-        " messages.mail_from, messages.failures, messages.created_at, messages.expires_at,"
-        " messages.possible_duplicate, picked.due),"
+        f" RETURNING {_RETURNED}, picked.due),"
         # Every recipient of the picked messages, on its latest version: the unfinished made
         # `sending`, the settled left as they are (a no-op write) and read back as they are.
-        f" touched AS (UPDATE recipients SET state = CASE WHEN state IN ({_TERMINAL})"
-        f" THEN state ELSE '{_SENDING}' END, updated_at = CASE WHEN state IN ({_TERMINAL})"
+        f" touched AS (UPDATE recipients SET state = CASE WHEN state IN ({TERMINAL_SQL})"
+        f" THEN state ELSE '{_SENDING}' END, updated_at = CASE WHEN state IN ({TERMINAL_SQL})"
         " THEN updated_at ELSE %(now)s END"
         " WHERE message_seq IN (SELECT seq FROM picked)"
         " RETURNING message_seq, position, address, state)"
-        " SELECT l.seq, l.id, l.organization_id, l.channel_id, l.mail_from, l.failures,"
-        " l.created_at, l.expires_at, l.possible_duplicate, t.addresses, t.states, mc.content"
+        f" SELECT {_ANSWERED}, t.addresses, t.states, mc.content"
         " FROM leased AS l"
         " LEFT JOIN (SELECT message_seq,"
         " array_agg(address ORDER BY position)"
-        f" FILTER (WHERE state NOT IN ({_TERMINAL})) AS addresses,"
-        f" array_agg(state ORDER BY position) FILTER (WHERE state IN ({_TERMINAL})) AS states"
+        f" FILTER (WHERE state NOT IN ({TERMINAL_SQL})) AS addresses,"
+        f" array_agg(state ORDER BY position) FILTER (WHERE state IN ({TERMINAL_SQL})) AS states"
         " FROM touched GROUP BY message_seq) AS t ON t.message_seq = l.seq"
         " LEFT JOIN message_contents AS mc ON mc.message_seq = l.seq"
         " ORDER BY l.due, l.seq"
@@ -122,20 +121,8 @@ def claim_leased(
 
 
 def _claim(row: tuple[Any, ...], worker: str) -> Claim:
-    seq, message_id, org, channel, mail_from, failures, created, expires, duplicate = row[:9]
-    addresses, states, content = row[9:]
-    return Claim(
-        message_id=message_id,
-        seq=seq,
-        organization_id=org,
-        channel_id=channel,
-        mail_from=mail_from,
-        pending=tuple(addresses or ()),
-        settled=tuple(State(s) for s in states or ()),
-        content=bytes(content),
-        failures=failures,
-        created_at=created,
-        expires_at=expires,
-        possible_duplicate=duplicate,
-        worker=worker,
-    )
+    """A row of the answer: the LEASED columns, then the pending addresses, the settled
+    states and the contents."""
+    addresses, states, content = row[len(LEASED) :]
+    settled = [State(state) for state in states or ()]
+    return claim_of(row[: len(LEASED)], addresses or (), settled, bytes(content), worker)
