@@ -7,6 +7,7 @@ recipients already settled are left as they were."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -239,8 +240,6 @@ def test_recipients_settled_after_the_statement_began_come_back_settled(pg_url: 
     between this claim's snapshot and its pick: the claim takes the message (its latest row
     is claimable) and must see that recipient as delivered, not lose it (a claim with one
     pending and nothing settled would make a later bounce of the other bounce the message)."""
-    import time
-
     store = seeded(pg_url, channel("ch_a", "relay"))
     store.add_messages([new("m1", "ok@x.test", "slow@x.test")])
     (first,) = grab(store, worker="A")
@@ -284,8 +283,6 @@ def test_recipients_settled_after_the_statement_began_come_back_settled(pg_url: 
 def test_a_lease_marked_started_after_the_statement_began_is_flagged(pg_url: str) -> None:
     """The expired lease's holder marks the message started between this claim's snapshot
     and its pick: the leasing UPDATE sees the mark (the latest row) and flags the message."""
-    import time
-
     store = seeded(pg_url, channel("ch_a", "relay"))
     store.add_messages([new("m1")])
     (first,) = grab(store, worker="A", lease=5)
