@@ -707,7 +707,16 @@ async def test_stopping_answers_every_message_already_received(rig: Rig) -> None
     [server] = rig.servers
 
     def session(k: int) -> Callable[[smtplib.SMTP], tuple[int, str]]:
-        return login_and_send(rig.token, message(f"stop {k}"))
+        send_it = login_and_send(rig.token, message(f"stop {k}"))
+
+        def action(client: smtplib.SMTP) -> tuple[int, str]:
+            reply = send_it(client)
+            # Once every message is answered the server tells each connection left that it
+            # is shutting down: a QUIT sent after that reads 421 4.3.2, not 221.
+            assert client.quit()[0] in (221, 421)
+            return reply
+
+        return action
 
     with ThreadPoolExecutor(4) as threads:
         clients = [asyncio.ensure_future(rig.client(port, session(0), threads=threads))]
