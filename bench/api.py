@@ -17,7 +17,8 @@ For each run and each history size H (`--history 0,1000000`):
    envelope, as bench/deliver.py does) through `Submitter.submit` in batches of B, in this
    process, on the same store while serve runs: msg/s.
 3. HTTP: the same N messages as `raw` with the same envelope in `POST /v1/messages/batch`
-   requests of B from one httpx client keeping its connection: msg/s, and its ratio to 2;
+   requests of B from one httpx client keeping its connection (`--client stdlib`: the
+   standard library's http.client on its own kept connection, leaner): msg/s, and its ratio to 2;
    also the CPU seconds per message of this process in 2 against serve's in 3 (the "CPU
    ratio": less sensitive to other load on a shared machine than the rates).
 4. singles, idle: `--singles` messages submitted one at a time in this process (the store's
@@ -192,6 +193,50 @@ def submit_http(client: Any, msg: bytes, n: int, batch: int) -> float:
     return time.perf_counter() - started
 
 
+class KeptConnection:
+    """`--client stdlib`: the standard library's HTTP/1.1 client on one kept connection, for
+    the batches only. It sends each body as given (headers, then the body, no copy) and reads
+    each answer whole (its Content-Length); `submit_http` parses and checks every answer as
+    with httpx. Leaner than httpx (h11 and its models): the client's own CPU is inside the
+    timed rate and on a 2-core host not overlapped with serve's."""
+
+    def __init__(self, port: int, headers: dict[str, str], timeout: float) -> None:
+        import http.client
+
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.headers = headers
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.connection.request("POST", path, body=body, headers=self.headers)
+        answer = self.connection.getresponse()
+        content = answer.read()
+        if answer.will_close:
+            raise RuntimeError(f"{path}: the server closed the connection")
+        return answer.status, content
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def submit_stdlib(client: KeptConnection, msg: bytes, n: int, batch: int) -> float:
+    """`submit_http` with `KeptConnection`: every answer read, parsed and checked."""
+    bodies = {
+        size: json.dumps({"messages": [item(msg)] * size}).encode()
+        for size in {min(batch, n - first) for first in range(0, n, batch)}
+    }
+    started = time.perf_counter()
+    for first in range(0, n, batch):
+        size = min(batch, n - first)
+        status, content = client.post("/v1/messages/batch", bodies[size])
+        if status != 200:
+            raise RuntimeError(f"batch: HTTP {status}: {content[:300]!r}")
+        data = json.loads(content)["data"]
+        bad = [r for r in data if r["status"] != 202]
+        if bad or len(data) != size:
+            raise RuntimeError(f"batch: {len(bad)} refused of {len(data)}: {bad[:1]}")
+    return time.perf_counter() - started
+
+
 def post_singles(client: Any, msg: bytes, count: int) -> list[float]:
     """Milliseconds per `POST /v1/messages`, one at a time on one kept connection."""
     body = json.dumps(item(msg)).encode()
@@ -299,14 +344,25 @@ def one(
                 cpu_ms_per_msg=round(1000 * local_cpu / args.n, 3),
             )  # fmt: skip
 
+            lean = None
+            if args.client == "stdlib":
+                lean = KeptConnection(run.http_port, headers, args.timeout)
+                status, _ = lean.post("/v1/messages", json.dumps(item(msg)).encode())  # warm
+                if status != 202:
+                    raise RuntimeError(f"single: HTTP {status}")
             busy = wait_quiet()
             spy = start_py_spy(args, run.procs[0].pid, f"batch-h{history}-run{run_no}")
             c0 = cpu_snap()
             serve0 = run.serve_cpu()
             threads0 = thread_cpu(run.procs[0].pid)
             own0 = time.process_time()
-            remote = submit_http(client, msg, args.n, args.batch)
+            if lean is not None:
+                remote = submit_stdlib(lean, msg, args.n, args.batch)
+            else:
+                remote = submit_http(client, msg, args.n, args.batch)
             client_cpu = time.process_time() - own0
+            if lean is not None:
+                lean.close()
             serve_cpu = run.serve_cpu() - serve0
             batch_threads = per_message(threads0, thread_cpu(run.procs[0].pid), args.n)
             finish_py_spy(spy)
@@ -323,7 +379,7 @@ def one(
                 f"    HTTP / in-process = {ratio:.2f}; CPU per message: serve "
                 f"{1000 * serve_cpu / args.n:.3f} ms over HTTP (by thread: {batch_threads}), "
                 f"{1000 * local_cpu / args.n:.3f} ms in-process (ratio {cpu_ratio:.2f}); the "
-                f"client's {1000 * client_cpu / args.n:.3f} ms",
+                f"client's ({args.client}) {1000 * client_cpu / args.n:.3f} ms",
                 flush=True,
             )
 
@@ -451,6 +507,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--py-spy-nonblocking", action="store_true")
     p.add_argument(
         "--py-spy-children", action="store_true", help="profile serve's worker process too"
+    )
+    p.add_argument(
+        "--client",
+        choices=["httpx", "stdlib"],
+        default="httpx",
+        help="the batches' client: httpx (as ever), or http.client on a kept connection",
     )
     p.add_argument("--keep", action="store_true")
     p.add_argument("--work-dir", default=None)

@@ -1,17 +1,19 @@
-"""The submit routes write their answers from the payloads as they are (ingress/api/submit.py
-`_json`), without validating them into the response models: every answer here is, byte for
-byte, the JSON the model would write (`ReceiptOut` for a single POST, `BatchOut` for a
-batch), with its status."""
+"""The submit routes write their answers without validating them into the response models
+(ingress/api/submit.py `_json` from a single POST's payload; a batch's directly, answers.py):
+every answer here is, byte for byte, the JSON the model would write (`ReceiptOut` for a
+single POST, `BatchOut` for a batch), with its status."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError, MessageTooLarge
 from mailvia.domain.message import Envelope, State
-from mailvia.ingress.api import submit
+from mailvia.ingress.api import answers, submit
+from mailvia.ingress.api.errors import problem_for
 from mailvia.ingress.api.schemas import BatchOut
 from mailvia.ingress.api.schemas import Receipt as ReceiptOut
 from mailvia.ingress.payloads import receipt_payload
@@ -43,8 +45,22 @@ def test_a_single_posts_answer_is_the_models_json(receipt: Receipt) -> None:
 
 
 def test_a_batchs_answer_is_the_models_json() -> None:
-    results: list[Receipt | Exception] = [RECEIPTS[0], REFUSALS[0], RECEIPTS[1], *REFUSALS[1:]]
-    answer = submit._json({"data": [submit._result(r) for r in results]}, 200)
+    # Values shared between receipts are written once per answer: the same channel,
+    # envelope, instant and warnings again, and each of them once changed.
+    again = [
+        replace(RECEIPTS[0], id="msg_3", queued_ahead=7),
+        replace(RECEIPTS[1], id="msg_4", state=State.QUEUED, created=True),
+        replace(RECEIPTS[0], id="msg_5", channel=RECEIPTS[1].channel, expected_at=None),
+        replace(RECEIPTS[1], id="msg_6", envelope=RECEIPTS[0].envelope, warnings=()),
+        replace(RECEIPTS[0], id="msg_7", expected_at=1_800_000_001.5, created=False),
+        replace(RECEIPTS[1], id="msg_8", warnings=RECEIPTS[1].warnings[:1]),
+        replace(RECEIPTS[0], id="msg_9", envelope=Envelope("x@example.test", ("y@example.net",))),
+        replace(RECEIPTS[0], id="msg_10", channel=replace(CHANNEL, name="renamed")),
+    ]
+    results: list[Receipt | Exception] = [
+        RECEIPTS[0], REFUSALS[0], RECEIPTS[1], *again, *REFUSALS[1:], RECEIPTS[0]
+    ]  # fmt: skip
+    answer = answers.batch_answer(results)
     data: list[dict[str, Any]] = []
     for result in results:
         if isinstance(result, Receipt):
@@ -52,12 +68,12 @@ def test_a_batchs_answer_is_the_models_json() -> None:
                 {"status": 202 if result.created else 200, "receipt": receipt_payload(result)}
             )
         else:
-            problem = submit.problem_for(result)  # type: ignore[arg-type]
+            problem = problem_for(result)  # type: ignore[arg-type]
             data.append({"status": problem.status, "problem": problem})
-    assert answer.body == BatchOut.model_validate({"data": data}).model_dump_json().encode()
-    assert b'"problem":null' in answer.body and b'"receipt":null' in answer.body
+    assert answer == BatchOut.model_validate({"data": data}).model_dump_json().encode()
+    assert b'"problem":null' in answer and b'"receipt":null' in answer
 
 
 def test_a_fault_in_a_batch_fails_the_request() -> None:
     with pytest.raises(RuntimeError):
-        submit._result(RuntimeError("a fault"))
+        answers.batch_answer([RECEIPTS[0], RuntimeError("a fault")])
