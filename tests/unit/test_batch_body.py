@@ -171,3 +171,15 @@ def test_the_key_is_read_whole_only_when_it_occurs_once(raw: bytes, once: bool) 
 def test_a_body_read_into_a_buffer_is_read_as_its_bytes(raw: bytes) -> None:
     """`receive_body` hands the route a bytearray: the same outcome as the bytes."""
     assert outcome(batch_body, bytearray(raw)) == outcome(batch_body, raw)
+
+
+@pytest.mark.parametrize("name", ["to", "cc", "bcc", "rcpt_to"])
+def test_every_list_of_recipients_counts_against_the_cap(name: str) -> None:
+    nine = [f"r{i}@example.com" for i in range(9)]  # CAPS: 8 recipients
+    if name == "rcpt_to":
+        message = {"raw": RAW, "envelope": {**ENVELOPE, "rcpt_to": nine}}
+    else:
+        message = {**fields(), "to": [], name: nine}
+    with pytest.raises(MailviaError, match="recipients"):
+        batch_body(batch(message), CAPS)
+    assert bodies._listed(message) == 9
