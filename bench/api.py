@@ -344,13 +344,13 @@ def one(
                 cpu_ms_per_msg=round(1000 * local_cpu / args.n, 3),
             )  # fmt: skip
 
+            busy = wait_quiet()
             lean = None
-            if args.client == "stdlib":
+            if args.client == "stdlib":  # connected now: serve closes a connection idle 5 s
                 lean = KeptConnection(run.http_port, headers, args.timeout)
                 status, _ = lean.post("/v1/messages", json.dumps(item(msg)).encode())  # warm
                 if status != 202:
                     raise RuntimeError(f"single: HTTP {status}")
-            busy = wait_quiet()
             spy = start_py_spy(args, run.procs[0].pid, f"batch-h{history}-run{run_no}")
             c0 = cpu_snap()
             serve0 = run.serve_cpu()
