@@ -158,3 +158,31 @@ def test_fields_are_held_to_the_same_rule_once_composed(from_: str) -> None:
     draft = Draft(from_=from_, to=["a@b.test"], text="hi")
     with pytest.raises(MisleadingHeader, match=SHOWS_ANOTHER):
         compose(draft, now=0, max_size=100_000)
+
+
+def test_a_good_from_is_remembered_and_a_refused_one_judged_each_time_in_its_words() -> None:
+    from mailvia.outbox import headers as module
+
+    module._MAILBOXES.clear()
+    good = "Jane Doe <Jane@Mine.test>"
+    assert module.mailbox(good, "From header") == "Jane@mine.test"
+    assert dict(module._MAILBOXES) == {good: "Jane@mine.test"}
+    assert module.mailbox(good, "Sender header") == "Jane@mine.test"
+    two = "a@mine.test, b@mine.test"
+    for what in ("From header", "Sender header", "From header"):
+        with pytest.raises(InvalidInput, match=f"the {what} must name exactly one address"):
+            module.mailbox(two, what)
+    shows = '"b@other.test" <a@mine.test>'
+    for _ in range(2):
+        with pytest.raises(MisleadingHeader, match="shows another address"):
+            module.mailbox(shows, "From header")
+    assert set(module._MAILBOXES) == {good}
+
+
+def test_the_remembered_froms_are_bounded() -> None:
+    from mailvia.outbox import headers as module
+
+    module._MAILBOXES.clear()
+    for n in range(module._MAILBOXES_KEPT + 10):
+        assert module.mailbox(f"u{n}@mine.test", "From header") == f"u{n}@mine.test"
+    assert 0 < len(module._MAILBOXES) <= module._MAILBOXES_KEPT

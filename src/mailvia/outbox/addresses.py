@@ -7,7 +7,12 @@ from __future__ import annotations
 import functools
 import re
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import EmailNotValidError, ValidatedEmail, validate_email
+from email_validator.rfc_constants import (
+    CASE_INSENSITIVE_MAILBOX_NAMES,
+    DOT_ATOM_TEXT,
+    EMAIL_MAX_LENGTH,
+)
 
 from mailvia.domain.errors import InvalidAddress, InvalidHeader
 
@@ -44,15 +49,61 @@ def check_address(address: str, what: str = "address") -> str:
 @functools.lru_cache(maxsize=8192)
 def _normalised(address: str) -> str | EmailNotValidError:
     """email-validator's verdict, remembered: an address is checked at MAIL or RCPT and again
-    with the message, and the same senders come back all day."""
+    with the message, and the same senders come back all day. A plain ASCII local part
+    (`_plain_normalised`) takes its domain's verdict, remembered too: a new recipient at a
+    known domain costs a regular expression, not email-validator's whole parse."""
+    plain = _plain_normalised(address)
+    if plain is not None:
+        return plain
     try:
-        # test_environment: `.test` domains are allowed (RFC 6761), for demos and tests.
-        result = validate_email(
-            address, check_deliverability=False, allow_smtputf8=True, test_environment=True
-        )
+        return str(_validated(address).normalized)
     except EmailNotValidError as exc:
         return exc
-    return str(result.normalized)
+
+
+def _validated(address: str) -> ValidatedEmail:
+    # test_environment: `.test` domains are allowed (RFC 6761), for demos and tests.
+    return validate_email(
+        address, check_deliverability=False, allow_smtputf8=True, test_environment=True
+    )
+
+
+def _plain_normalised(address: str) -> str | None:
+    """email-validator's normalised address when the local part is a plain ASCII dot-atom
+    (kept as given, as email-validator keeps it) and its domain is valid, from the domain's
+    remembered verdict; None when the full check must decide (another local part, a refused
+    domain, an address over the length limit), so refusals keep email-validator's words.
+    email-validator splits at the first @ when the local part is a dot-atom, judges the
+    domain on its own, then the whole length as given, normalised and in IDNA ASCII."""
+    local, at, domain = address.partition("@")
+    if not at or len(local) > _LOCAL_MOST or not DOT_ATOM_TEXT.match(local):
+        return None
+    if local.lower() in _MAILBOX_NAMES:
+        return None
+    known = _domain(domain)
+    if known is None:
+        return None
+    shown, ascii_domain = known
+    longest = max(len(domain.encode()), len(shown.encode()), len(ascii_domain))
+    if len(local) + 1 + longest > EMAIL_MAX_LENGTH:
+        return None
+    return f"{local}@{shown}"
+
+
+_MAILBOX_NAMES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)  # email-validator lowercases them
+# A longer local part is judged whole: email-validator before 2.3 refuses it, 2.3 on do not.
+_LOCAL_MOST = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain(domain: str) -> tuple[str, str] | None:
+    """A domain's normalised and IDNA ASCII forms, judged as email-validator judges the part
+    after the @ (with a one-letter local part before it); None if it refuses it."""
+    try:
+        checked = _validated(f"a@{domain}")
+    except EmailNotValidError:
+        return None
+    return str(checked.domain), str(checked.ascii_domain)
 
 
 def check_login(email: str) -> str:

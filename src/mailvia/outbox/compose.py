@@ -171,12 +171,16 @@ def has_bare_line_ends(content: bytes) -> bool:
     return content.count(b"\n") != crlf or content.count(b"\r") != crlf
 
 
-def inspect_raw(content: bytes, *, envelope: Envelope | None, max_size: int) -> Composed:
+def inspect_raw(
+    content: bytes, *, envelope: Envelope | None, max_size: int, crlf_only: bool = False
+) -> Composed:
     """Take a client's own RFC 5322 bytes: keep them (headers are added only at the top),
-    derive the envelope from the headers when none is given. Raises InvalidInput and its
-    kinds (see `headers.read_headers`)."""
+    derive the envelope from the headers when none is given. `crlf_only`: the caller has
+    already refused bare LF and CR (`has_bare_line_ends`), so there is nothing to
+    normalise. Raises InvalidInput and its kinds (see `headers.read_headers`)."""
     _checked_size(content, max_size)
-    content = normalise_crlf(content)
+    if not crlf_only:
+        content = normalise_crlf(content)
     headers = read_headers(content)
     if envelope is None:
         envelope = _envelope_from_headers(headers)

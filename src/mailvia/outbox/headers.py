@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.utils import getaddresses
+from typing import NamedTuple
 
 from mailvia.domain.errors import InvalidHeader, InvalidInput, MisleadingHeader
 from mailvia.outbox.addresses import check_address, check_clean
@@ -35,10 +36,10 @@ _FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:")
 _ADDRESS_LIKE = re.compile(r"[^\s<>\"]+@[^\s<>\"]+")
 
 
-@dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     """One header field: its name in lower case and its value unfolded (without the blank
-    after the colon), read as UTF-8 (undecodable bytes kept as surrogates)."""
+    after the colon), read as UTF-8 (undecodable bytes kept as surrogates). A named tuple:
+    a message has a dozen or more, made for each message an intake takes."""
 
     name: str
     value: str
@@ -93,7 +94,8 @@ def header_fields(content: bytes) -> tuple[Field, ...]:
 def _field(name: re.Match[bytes], lines: list[bytes]) -> Field:
     if sum(map(len, lines)) + 2 * (len(lines) - 1) > MAX_HEADER_FIELD:
         raise InvalidHeader(f"a header field is over {MAX_HEADER_FIELD} bytes")
-    value = b"".join(lines)[name.end() :].decode("utf-8", "surrogateescape").lstrip(" \t")
+    whole = lines[0] if len(lines) == 1 else b"".join(lines)
+    value = whole[name.end() :].decode("utf-8", "surrogateescape").lstrip(" \t")
     return Field(name.group(1).decode("ascii").lower(), value)
 
 
@@ -119,7 +121,23 @@ def _sender_address(fields: Sequence[Field]) -> str | None:
 
 def mailbox(value: str, what: str) -> str:
     """The one address of a From or Sender value, read as mail programs show it: the shown
-    text may not show another address or hide a line break."""
+    text may not show another address or hide a line break. A value found good is
+    remembered (the check is pure, and the same From values come back all day); a refused
+    one is judged again each time."""
+    known = _MAILBOXES.get(value)
+    if known is None:
+        known = _mailbox(value, what)
+        if len(_MAILBOXES) >= _MAILBOXES_KEPT:
+            _MAILBOXES.clear()
+        _MAILBOXES[value] = known
+    return known
+
+
+_MAILBOXES: dict[str, str] = {}  # a good From or Sender value -> its address
+_MAILBOXES_KEPT = 4096
+
+
+def _mailbox(value: str, what: str) -> str:
     shown = check_clean(_decoded_words(value), what)
     try:
         found = getaddresses([value])
@@ -138,6 +156,8 @@ def mailbox(value: str, what: str) -> str:
 def as_read(text: str) -> str:
     """Text as a reader takes it in: compatibility forms folded (fullwidth ＠ and small ﹫
     are @), format characters that show nothing (zero-width spaces, direction marks) dropped."""
+    if text.isascii():
+        return text  # NFKC leaves ASCII as it is, and no ASCII character is a format one
     folded = unicodedata.normalize("NFKC", text)
     return "".join(c for c in folded if unicodedata.category(c) != "Cf")
 

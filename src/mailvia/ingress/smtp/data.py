@@ -98,9 +98,7 @@ class DataScan:
 def fault(stuffed: bytes, size_limit: int | None, line_limit: int) -> Fault | None:
     """aiosmtpd's verdict on DATA's lines (`stuffed` ends with CRLF, or is empty): the first
     line that is too long or takes the count past `size_limit`, in its order of checks."""
-    if (not size_limit or len(stuffed) <= size_limit) and (
-        max(map(len, stuffed.split(b"\r\n"))) + 2 <= line_limit
-    ):
+    if (not size_limit or len(stuffed) <= size_limit) and _lines_within(stuffed, line_limit - 2):
         return None
     count = 0
     for line in stuffed.split(b"\r\n")[:-1]:
@@ -112,6 +110,19 @@ def fault(stuffed: bytes, size_limit: int | None, line_limit: int) -> Fault | No
         if len(line) + 2 > line_limit:
             return Fault.TOO_LONG
     return None
+
+
+def _lines_within(stuffed: bytes, longest: int) -> bool:
+    """Whether each line of `stuffed` (up to its CRLF) is at most `longest` bytes, without
+    splitting it: from each line's start, the last CRLF within `longest` + 2 bytes ends a
+    line no longer than that; none there is a longer line (or an unended tail)."""
+    start, end = 0, len(stuffed)
+    while start < end:
+        last = stuffed.rfind(b"\r\n", start, start + longest + 2)
+        if last < 0:
+            return False
+        start = last + 2
+    return True
 
 
 def unstuff(stuffed: bytes) -> bytes:

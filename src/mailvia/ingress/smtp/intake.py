@@ -46,7 +46,9 @@ class Intake:
         """Check the client's bytes (no I/O, on the event loop: it keeps this work out of the
         one-at-a-time commits). Raises InvalidInput and its kinds."""
         refuse_bare_line_ends(content)
-        return inspect_raw(content, envelope=envelope, max_size=self.services.max_message_size)
+        return inspect_raw(
+            content, envelope=envelope, max_size=self.services.max_message_size, crlf_only=True
+        )
 
     def commit(self, group: list[Arrived]) -> list[Receipt | BaseException]:
         """Each message's receipt or refusal, in order: `plan`, then `write`."""

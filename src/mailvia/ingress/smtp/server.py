@@ -28,6 +28,7 @@ from mailvia.domain.tenancy import User
 from mailvia.ingress.smtp.auth import OneAtATime
 from mailvia.ingress.smtp.connections import Capped, ConnectionLimit
 from mailvia.ingress.smtp.data import ChunkedData
+from mailvia.ingress.smtp.idle import LazyIdleTimer
 from mailvia.ingress.smtp.intake import Arrived, Intake
 from mailvia.ingress.smtp.replies import (
     AUTH_REQUIRED,
@@ -275,9 +276,10 @@ class QuietSession(Session):  # type: ignore[misc]
         self._login_data = value
 
 
-class SubmissionSMTP(Capped, ChunkedData, SMTP):  # type: ignore[misc]
+class SubmissionSMTP(Capped, ChunkedData, LazyIdleTimer, SMTP):  # type: ignore[misc]
     """One submission connection: aiosmtpd's protocol with our AUTH check and replies, held
-    to the connection caps (`Capped`), reading DATA in chunks (`ChunkedData`)."""
+    to the connection caps (`Capped`), reading DATA in chunks (`ChunkedData`), its idle
+    timer moved rather than set again at each command (`LazyIdleTimer`)."""
 
     def __init__(self, server: SubmissionServer, *, implicit_tls: bool) -> None:
         super().__init__(
