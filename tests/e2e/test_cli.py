@@ -489,7 +489,7 @@ def test_send_over_starttls_with_auth_to_the_testserver_command(cli: Cli, tmp_pa
             )  # fmt: skip
             assert sent.code == 0, str(sent)
             assert sent.json()[0]["state"] == "delivered", sent.stdout
-            poll(lambda: received_log(maildir), timeout=10)
+            poll(lambda: received_log(maildir), timeout=30)
     finally:
         code = server.stop()
     assert code == 0, server.stderr
