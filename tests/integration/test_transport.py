@@ -234,7 +234,9 @@ async def test_a_connection_above_the_width_cancelled_before_its_transaction_cou
     one, or the greeting of a new one): the one cancelled then is the connection above the
     width, so the other, once its transaction ends, stays open and is reused (no churn)."""
     monkeypatch.setattr("mailvia.transport.session._FRESH", 0.0)  # every reuse sends RSET
-    async with server(tls, faults=[f"{stage}*2=stall:1"]) as srv:
+    # Both stay stalled while the test sees them there and cancels one: 1 s was not always
+    # enough for that on a loaded machine (the send was over before it was cancelled).
+    async with server(tls, faults=[f"{stage}*2=stall:3"]) as srv:
         ch = channel(srv.port, ca_pem=tls.ca_pem, max_connections=2)
         if stage == "rset":  # two idle connections to reuse
             first = [transport.send(ch, CREDS, envelope(), MESSAGE) for _ in range(2)]
@@ -248,6 +250,7 @@ async def test_a_connection_above_the_width_cancelled_before_its_transaction_cou
         else:
             await poll(lambda: len(srv.sessions) == 2)
         transport.narrow(ch.id, 1)  # both busy: one of them is to close
+        assert not sends[0].done()
         sends[0].cancel()
         with pytest.raises(asyncio.CancelledError):
             await sends[0]
