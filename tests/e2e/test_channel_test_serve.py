@@ -16,7 +16,7 @@ import pytest
 from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, require_console_script
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 JANE, BOSS, MALLORY = "jane@acme.test", "boss@acme.test", "mallory@partner.test"
 LISTENING = r"^listening http (http://127\.0\.0\.1:\d+)$"

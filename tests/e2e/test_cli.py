@@ -27,7 +27,7 @@ import pytest
 from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, LongRunning, Result, poll, require_console_script
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 ORG = ("--org", "acme")
 JANE = "jane@acme.test"

@@ -21,7 +21,7 @@ import pytest
 from mailvia.testserver import ThreadedTestServer
 from support.world import Certs, make_certs
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 MAILVIA = Path(sys.executable).parent / "mailvia"
 PASSWORD = "Corr3ct-Horse-Battery"

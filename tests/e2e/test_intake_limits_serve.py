@@ -22,7 +22,7 @@ import pytest
 from support.cli import Cli, require_console_script
 from support.served import Served, serving, tenants
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 JANE = "jane@acme.test"
 PROBLEM_JSON = "application/problem+json"

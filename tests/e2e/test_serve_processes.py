@@ -20,7 +20,7 @@ from support.cli import poll, require_console_script
 from support.crashes import CHILD_LINE, JANE, gone_or_zombie
 from support.outage import TroubleRun, message
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 
 
 def children(pid: int) -> list[int]:

@@ -17,7 +17,7 @@ import pytest
 from support.cli import Cli, poll, require_console_script
 from support.served import Served, serving, tenants
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, poll, require_console_script
 from support.receiver import Receiver
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 JANE, BOSS = "jane@acme.test", "boss@acme.test"
 TOKEN = "e2e-metrics-token"
