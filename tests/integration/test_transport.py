@@ -234,12 +234,8 @@ async def test_a_connection_above_the_width_cancelled_before_its_transaction_cou
     one, or the greeting of a new one): the one cancelled then is the connection above the
     width, so the other, once its transaction ends, stays open and is reused (no churn)."""
     monkeypatch.setattr("mailvia.transport.session._FRESH", 0.0)  # every reuse sends RSET
-    # Both stay stalled while the test sees them there and cancels one: 1 s, then 3 s, were
-    # not always enough for that on a loaded machine (a cancel that comes as the stall ends
-    # can be lost in Python 3.11's wait_for: the send then ends without CancelledError).
-    async with server(tls, faults=[f"{stage}*2=stall:6"]) as srv:
-        patient = replace(FAST, greeting=30, command=30)
-        ch = channel(srv.port, ca_pem=tls.ca_pem, max_connections=2, timeouts=patient)
+    async with server(tls, faults=[f"{stage}*2=stall:1"]) as srv:
+        ch = channel(srv.port, ca_pem=tls.ca_pem, max_connections=2)
         if stage == "rset":  # two idle connections to reuse
             first = [transport.send(ch, CREDS, envelope(), MESSAGE) for _ in range(2)]
             await asyncio.gather(*first)
@@ -261,6 +257,31 @@ async def test_a_connection_above_the_width_cancelled_before_its_transaction_cou
         await transport.send(ch, CREDS, envelope(), MESSAGE)
         assert len(srv.sessions) == 2  # the one left was reused, not closed and opened again
         assert sum("QUIT" in s["commands"] for s in srv.sessions) == 0
+
+
+async def test_a_send_cancelled_as_its_connection_is_made_is_cancelled(
+    transport: SmtpTransport, tls: Tls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that comes just as the connection is set up (the narrowed-while-getting-ready
+    test's cancel, on a loaded machine) ends the send: it is not lost, the send does not go
+    on to deliver the message and answer 250 to a caller that had cancelled it (Python
+    3.11's asyncio.wait_for returns the inner result when that is ready at the cancel)."""
+    loop = asyncio.get_running_loop()
+    create_connection = loop.create_connection
+    sending: list[asyncio.Task[Any]] = []
+
+    async def cancelled_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        made = await create_connection(*args, **kwargs)
+        sending[0].cancel()  # the caller gives up as the connection is made
+        return made
+
+    monkeypatch.setattr(loop, "create_connection", cancelled_meanwhile)
+    async with server(tls) as srv:
+        ch = channel(srv.port, ca_pem=tls.ca_pem)
+        sending.append(asyncio.ensure_future(transport.send(ch, CREDS, envelope(), MESSAGE)))
+        with pytest.raises(asyncio.CancelledError):
+            await sending[0]
+        assert srv.received == []
 
 
 # -- TLS fails closed ------------------------------------------------------------------------
