@@ -16,7 +16,7 @@ import pytest
 from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, require_console_script
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 JANE, BOSS, MALLORY = "jane@acme.test", "boss@acme.test", "mallory@partner.test"
 LISTENING = r"^listening http (http://127\.0\.0\.1:\d+)$"
@@ -80,7 +80,7 @@ def test_a_test_message_is_a_message(
 
             own = test(jane, "team-relay", "bob@example.com")
             assert own.status_code == 200 and own.json()["ok"] is True, own.text
-            [got] = sink.wait_for(1)
+            [got] = sink.wait_for(1, timeout=30)
             assert got["mail_from"] == JANE and got["rcpt_to"] == ["bob@example.com"]
 
             listed = http.get("/v1/messages", headers={"Authorization": f"Bearer {jane}"})

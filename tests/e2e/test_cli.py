@@ -27,7 +27,7 @@ import pytest
 from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, LongRunning, Result, poll, require_console_script
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 ORG = ("--org", "acme")
 JANE = "jane@acme.test"
@@ -489,7 +489,7 @@ def test_send_over_starttls_with_auth_to_the_testserver_command(cli: Cli, tmp_pa
             )  # fmt: skip
             assert sent.code == 0, str(sent)
             assert sent.json()[0]["state"] == "delivered", sent.stdout
-            poll(lambda: received_log(maildir), timeout=10)
+            poll(lambda: received_log(maildir), timeout=30)
     finally:
         code = server.stop()
     assert code == 0, server.stderr

@@ -13,7 +13,7 @@ import pytest
 from support.cli import Cli, Result, require_console_script
 from support.served import HTTP
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 JANE = "jane@acme.test"
 

@@ -21,7 +21,7 @@ import pytest
 from mailvia.testserver import ThreadedTestServer
 from support.world import Certs, make_certs
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 MAILVIA = Path(sys.executable).parent / "mailvia"
 PASSWORD = "Corr3ct-Horse-Battery"
@@ -143,7 +143,7 @@ def test_channel_test_passes_and_fails_with_the_hint(
     assert with_message.code == 0, with_message
     report = with_message.json()
     assert report["ok"] and [s["name"] for s in report["steps"]][-1] == "message"
-    assert server.wait_for(1)[0]["rcpt_to"] == ["bob@example.com"]
+    assert server.wait_for(1, timeout=30)[0]["rcpt_to"] == ["bob@example.com"]
 
     wrong = mailvia("channel", "test", "box", *ORG, "--password-stdin", input=WRONG + "\n")
     assert wrong.code == 1, wrong

@@ -26,7 +26,7 @@ import pytest
 from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, LongRunning, Result, require_console_script
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 JANE = "jane@acme.test"
 ORG = ("--org", "acme")

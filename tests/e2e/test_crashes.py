@@ -19,7 +19,7 @@ from support.cli import require_console_script
 from support.crashes import CrashRun, crash_run, kill_points
 from support.reconcile import Reconciliation, reconcile
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 
 SEED = int(os.environ.get("MAILVIA_CRASH_SEED", "0")) or random.randrange(1, 10**6)
 

@@ -20,7 +20,7 @@ import pytest
 from support.cli import Cli, poll, require_console_script
 from support.served import Served, serving, tenants
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 JANE = "jane@acme.test"
 OLD_STYLE = re.compile(rb"^[a-z]{3}:\d+$")  # what cursors were: base64 of `msg:1234`

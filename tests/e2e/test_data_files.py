@@ -11,7 +11,7 @@ import pytest
 
 from support.cli import Cli, poll
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 HTTP = r"^listening http (http://\S+)$"
 
 

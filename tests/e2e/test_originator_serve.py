@@ -17,7 +17,7 @@ import pytest
 from support.cli import Cli, require_console_script
 from support.served import Served, serving, tenants
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 JANE = "jane@acme.test"
 TAIL = "To: buyer@example.com\r\nSubject: quote\r\n\r\nhello\r\n"

@@ -164,7 +164,7 @@ def test_try_it_without_a_real_mail_server(shells: Terminals) -> None:
     done = shells.run(blocks[2], {})
     assert re.search(r"^msg_\w+ delivered$", done.stdout, re.M), done.stdout
     caught = shells.folder / "caught"
-    poll(lambda: (caught / "received.jsonl").exists(), timeout=10)
+    poll(lambda: (caught / "received.jsonl").exists(), timeout=30)
     (received,) = [
         json.loads(line) for line in (caught / "received.jsonl").read_text().split("\n") if line
     ]
@@ -196,7 +196,7 @@ def test_connect_gmail_against_the_fake_provider(shells: Terminals) -> None:
     sent = shells.run(blocks[3], {})
     assert re.search(r"^msg_\w+ delivered$", sent.stdout, re.M), sent.stdout
     log = shells.folder / "fake-mail" / "received.jsonl"
-    poll(lambda: log.exists() and log.read_text().strip(), timeout=10)
+    poll(lambda: log.exists() and log.read_text().strip(), timeout=30)
     (received,) = [json.loads(line) for line in log.read_text().splitlines() if line]
     assert received["via"] == "gmail_api" and received["rcpt_to"] == ["bob@example.com"]
 

@@ -20,7 +20,7 @@ from support.cli import poll, require_console_script
 from support.crashes import CHILD_LINE, JANE, gone_or_zombie
 from support.outage import TroubleRun, message
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 
 
 def children(pid: int) -> list[int]:
@@ -38,7 +38,7 @@ def delivered_within(run: TroubleRun, subject: str) -> float:
     before = run.received()
     started = time.monotonic()
     assert run.post(subject).status_code == 202
-    poll(lambda: run.received() > before, timeout=10, interval=0.002)
+    poll(lambda: run.received() > before, timeout=30, interval=0.002)
     return time.monotonic() - started
 
 
@@ -54,7 +54,7 @@ def test_serve_delivers_in_a_worker_process_of_its_own_by_default(tmp_path: Path
         submit_by_smtp(run, "over smtp")
         run.wait_received(2, timeout=20)
         # The test server has the bytes before the child's settlement commits.
-        poll(lambda: run.count("state = 'delivered'") == 2, timeout=10)
+        poll(lambda: run.count("state = 'delivered'") == 2, timeout=30)
         # Submissions wake the child: without, it would look every second (IDLE_POLL), and
         # a message posted just after a delivery would wait most of that second.
         took = [delivered_within(run, f"idle {i}") for i in range(7)]
@@ -74,10 +74,10 @@ def test_a_killed_serve_leaves_no_worker_process_behind(tmp_path: Path) -> None:
         run.start()
         assert run.serve is not None
         child = int(run.serve.wait_for_line(CHILD_LINE)[1])
-        poll(lambda: run.workers() == 1, timeout=10)
+        poll(lambda: run.workers() == 1, timeout=30)
         run.serve.process.send_signal(signal.SIGKILL)
         run.serve.process.wait(timeout=10)
-        poll(lambda: gone_or_zombie(child), timeout=5, interval=0.02)
+        poll(lambda: gone_or_zombie(child), timeout=20, interval=0.02)  # SHUTDOWN_SECONDS: 30
         assert run.workers() == 0
         assert "serve is gone" in run.serve.stderr
 

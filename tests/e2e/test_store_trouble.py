@@ -87,6 +87,7 @@ def outage(
     run.wait_received(20)
     take_away()
     try_everything_while_down(run, session, page, reads_work=reads_work)
+    poll(lambda: run.log_lines(PAUSED), timeout=30)  # delivery has noticed, and said so
     time.sleep(3)  # several passes of the dispatcher while the store is gone
     assert len(run.log_lines(PAUSED)) == 1, run.serve.stderr if run.serve else ""
     give_back()
@@ -94,7 +95,7 @@ def outage(
     session.close()
     page.close()
     run.wait_settled(60)
-    poll(lambda: run.log_lines(RESUMED), timeout=10)
+    poll(lambda: run.log_lines(RESUMED), timeout=30)
     assert len(run.log_lines(PAUSED)) == 1
     return accepted
 

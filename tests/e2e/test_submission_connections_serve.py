@@ -17,7 +17,7 @@ import pytest
 from support.cli import Cli, poll, require_console_script
 from support.served import Served, serving, tenants
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_connections_over_a_cap_are_told_421_and_closed(served: Served) -> None:
             with ExitStack() as attempt:
                 return connect(served, "127.0.0.1", attempt)[1].startswith(b"220 ")
 
-        poll(admitted, timeout=10, interval=0.05)
+        poll(admitted, timeout=30, interval=0.05)
 
     def session() -> bool:  # once the server has seen them all go, a real session works
         try:
@@ -76,4 +76,4 @@ def test_connections_over_a_cap_are_told_421_and_closed(served: Served) -> None:
         except smtplib.SMTPException:
             return False
 
-    poll(session, timeout=10, interval=0.1)
+    poll(session, timeout=30, interval=0.1)

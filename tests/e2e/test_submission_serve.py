@@ -20,7 +20,7 @@ import pytest
 from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, LongRunning, require_console_script
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 JANE = "jane@acme.test"
 LISTENING = r"^listening {kind} ({scheme}://127\.0\.0\.1:(\d+))$"

@@ -15,7 +15,7 @@ from test_signin_abuse import guess
 
 from support.pages import serving
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 
 def guesses(url: str, email: str) -> list[int]:

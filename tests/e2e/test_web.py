@@ -94,7 +94,7 @@ def test_rep_connects_a_channel_tests_it_and_sees_delivery(
     main = page.inner_text("main")
     assert "bob@example.com" in main
     assert "1 of 30 this minute" in main and "1 of 10,000 recipients in 24 h" in main
-    assert smtp.wait_for(1)[0]["rcpt_to"] == ["bob@example.com"]
+    assert smtp.wait_for(1, timeout=30)[0]["rcpt_to"] == ["bob@example.com"]
 
 
 def connect_jane(page: Any, site: Site, smtp: ThreadedTestServer) -> None:

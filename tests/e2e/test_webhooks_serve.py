@@ -17,7 +17,7 @@ from mailvia.testserver import ThreadedTestServer
 from support.cli import Cli, poll, require_console_script
 from support.receiver import Receiver
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 JANE, BOSS = "jane@acme.test", "boss@acme.test"
 TOKEN = "e2e-metrics-token"
@@ -83,7 +83,7 @@ def test_serve_posts_events_to_webhooks_and_serves_metrics(
 
             assert http.get("/metrics").status_code == 401
             # counted by the worker process, which writes them for serve every second
-            scraped = poll(lambda: scrape(http, "mailvia_deliveries_total{"), timeout=5)
+            scraped = poll(lambda: scrape(http, "mailvia_deliveries_total{"), timeout=30)
             assert scraped.status_code == 200, scraped.text
             own = httpx.get(metrics_url, trust_env=False)
             assert own.status_code == 200 and "mailvia_webhook_attempts_total{" in own.text

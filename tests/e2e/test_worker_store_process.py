@@ -17,7 +17,7 @@ from support.cli import Cli, LongRunning, require_console_script
 from support.crashes import gone_or_zombie
 from support.outage import TroubleRun
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)
 
 
 def _worker(tmp_path: Path) -> tuple[Cli, LongRunning]:

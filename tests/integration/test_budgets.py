@@ -179,12 +179,14 @@ async def test_budget_in_real_time_against_the_test_server(world: World, tmp_pat
         started = time.time()
         task = asyncio.create_task(world.services.dispatcher.run_forever(time.time, stop))
         try:
-            got = await server.wait_for(20, timeout=15)
+            got = await server.wait_for(20, timeout=30)
         finally:
             stop.set()
             await task
-    elapsed = max(g["received_at"] for g in got) - started
-    assert elapsed < 10
+    # four windows of 5: the last about 6 s after the first (the start, slow on a loaded
+    # machine, is not the budget's)
+    arrived = [g["received_at"] for g in got]
+    assert min(arrived) >= started and max(arrived) - min(arrived) < 10
     times = sorted((g["received_at"], 1) for g in got)
     assert max_in_window(times, 2.0, recipients=False) <= 5
 

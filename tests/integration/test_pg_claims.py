@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -212,27 +214,58 @@ def test_the_oldest_due_go_first_whatever_their_state(pg_url: str) -> None:
     ]
 
 
-def _slowed_claim(store: Any, *, now: float) -> tuple[threading.Thread, dict[str, list[Any]]]:
-    """A claim by worker B whose statement takes its snapshot, then waits 2 s before its
-    picks (pg_sleep in the open check), in a thread: what commits meanwhile lands between
-    the snapshot and the locks. (The same statement as claims_pg's, but for the sleep.)"""
+PAUSE_KEY = 4_815_162  # the advisory lock a paused claim waits for between snapshot and picks
+
+
+@contextmanager
+def _paused_claim(store: Any, pg_url: str, *, now: float) -> Iterator[dict[str, list[Any]]]:
+    """A claim by worker B whose statement takes its snapshot, then waits before its picks
+    (for an advisory lock this test holds, taken in the open check), in a thread: what the
+    `with` block commits lands between the snapshot and the locks. The lock is let go at the
+    block's end; B's claims are then in the dict's "b". (The same statement as claims_pg's,
+    but for the wait.)"""
     from mailvia.store import claims_pg
     from mailvia.store.engine import binary_rows
 
-    slow = claims_pg._CLAIM.replace(
-        "SELECT id FROM channels WHERE", "SELECT id FROM channels, pg_sleep(2) WHERE", 1
+    paused = claims_pg._CLAIM.replace(
+        "SELECT id FROM channels WHERE",
+        f"SELECT id FROM channels, pg_advisory_xact_lock({PAUSE_KEY}) WHERE",
+        1,
     )
-    assert slow != claims_pg._CLAIM
+    assert paused != claims_pg._CLAIM
     params = {"channel": "ch_a", "now": now, "limit": 10, "worker": "B", "until": now + 300}
+    out: dict[str, list[Any]] = {}
 
     def claim() -> None:
         with store._db.write_one() as conn:
-            out["b"] = [claims_pg._claim(row, "B") for row in binary_rows(conn, slow, params)]
+            out["b"] = [claims_pg._claim(row, "B") for row in binary_rows(conn, paused, params)]
 
-    out: dict[str, list[Any]] = {}
+    holder = sa.create_engine(pg_url)
     thread = threading.Thread(target=claim)
-    thread.start()
-    return thread, out
+    try:
+        with holder.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PAUSE_KEY})")
+            thread.start()
+            _until_waiting_for_the_lock(conn)
+            yield out
+            conn.rollback()  # B's statement goes on to its picks
+        thread.join(30)
+        assert not thread.is_alive() and "b" in out, "the paused claim did not end"
+    finally:
+        holder.dispose()
+
+
+def _until_waiting_for_the_lock(conn: sa.Connection) -> None:
+    """Return once B's statement (snapshot taken) waits for the pause's lock."""
+    waiting = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        f" AND objid = {PAUSE_KEY} AND database = (SELECT oid FROM pg_database"
+        " WHERE datname = current_database())"
+    )
+    deadline = time.monotonic() + 30
+    while not conn.exec_driver_sql(waiting).scalar_one():
+        assert time.monotonic() < deadline, "the paused claim never reached its wait"
+        time.sleep(0.01)
 
 
 def test_recipients_settled_after_the_statement_began_come_back_settled(pg_url: str) -> None:
@@ -255,22 +288,20 @@ def test_recipients_settled_after_the_statement_began_come_back_settled(pg_url: 
             )
         ]
     )
-    thread, out = _slowed_claim(store, now=T0 + 6)
-    time.sleep(0.4)
-    (second,) = grab(store, T0 + 3, worker="C")
-    store.record_attempts(
-        [
-            record(
-                second,
-                sent("ok@x.test"),
-                _later("slow@x.test"),
-                state=State.DEFERRED,
-                next_at=T0 + 4,
-                worker="C",
-            )
-        ]
-    )
-    thread.join(10)
+    with _paused_claim(store, pg_url, now=T0 + 6) as out:
+        (second,) = grab(store, T0 + 3, worker="C")
+        store.record_attempts(
+            [
+                record(
+                    second,
+                    sent("ok@x.test"),
+                    _later("slow@x.test"),
+                    state=State.DEFERRED,
+                    next_at=T0 + 4,
+                    worker="C",
+                )
+            ]
+        )
     (claim,) = out["b"]
     assert claim.pending == ("slow@x.test",)
     assert claim.settled == (State.DELIVERED,)
@@ -286,10 +317,8 @@ def test_a_lease_marked_started_after_the_statement_began_is_flagged(pg_url: str
     store = seeded(pg_url, channel("ch_a", "relay"))
     store.add_messages([new("m1")])
     (first,) = grab(store, worker="A", lease=5)
-    thread, out = _slowed_claim(store, now=T0 + 6)
-    time.sleep(0.4)
-    store.mark_started([first.seq], "A", T0 + 5.5)
-    thread.join(10)
+    with _paused_claim(store, pg_url, now=T0 + 6) as out:
+        store.mark_started([first.seq], "A", T0 + 5.5)
     (claim,) = out["b"]
     assert claim.possible_duplicate
 

@@ -239,6 +239,9 @@ async def test_timeout_when_the_greeting_never_comes(prober: Prober, certs: Cert
     assert 0.9 < elapsed < 1.5
 
 
+BUDGET = 1.0  # seconds: the steps before the stalled one take a fraction of it, even under load
+
+
 @pytest.mark.parametrize(
     ("fault", "step"),
     [
@@ -248,20 +251,20 @@ async def test_timeout_when_the_greeting_never_comes(prober: Prober, certs: Cert
         ("auth=stall", "auth"),
         ("mail=stall", "message"),
         ("data-end=stall", "message"),
-        ("greeting=stall:0.3", "ehlo"),  # slow steps add up: the budget is for them all
+        ("greeting=stall:0.6", "ehlo"),  # slow steps add up: the budget is for them all
     ],
 )
 async def test_the_whole_probe_never_takes_more_than_its_budget(
     prober: Prober, certs: Certs, fault: str, step: str
 ) -> None:
-    faults = [fault] if fault != "greeting=stall:0.3" else [fault, "ehlo=stall:0.3"]
+    faults = [fault] if fault != "greeting=stall:0.6" else [fault, "ehlo=stall:0.6"]
     async with server(certs, faults=faults) as srv:
         started = time.monotonic()
         report = await prober.probe(
-            channel(srv.port, certs), CREDS, to="bob@example.com", timeout=0.5
+            channel(srv.port, certs), CREDS, to="bob@example.com", timeout=BUDGET
         )
         elapsed = time.monotonic() - started
-    assert elapsed < 0.5 + 0.3
+    assert elapsed < BUDGET + 0.3
     failed = only_failure(report)
     assert failed.name == step and failed.hint == HINTS[ProbeFailure.TIMEOUT]
 

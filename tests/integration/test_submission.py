@@ -16,6 +16,7 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -683,16 +684,18 @@ async def test_concurrent_sessions_commit_together_and_a_refusal_stays_its_own(r
     assert sum(counting.groups) == 100 and len(counting.groups) < 100, counting.groups
 
 
-class SlowSubmitter(CountingSubmitter):
-    """Commits that take a while, so that a shutdown comes while one runs and others wait."""
+class HeldSubmitter(CountingSubmitter):
+    """Commits held until `go_on` is set, so that a shutdown comes while one runs and others
+    wait (however long the other clients take to send theirs)."""
 
     def __init__(self, world: World) -> None:
         super().__init__(world)
         self.started: list[int] = []
+        self.go_on = threading.Event()
 
     def commit_each(self, plan: EachPlan) -> list[Receipt | Exception]:
         self.started.append(len(plan.results))
-        time.sleep(1.0)
+        assert self.go_on.wait(60), "the commit was never let go on"
         return super().commit_each(plan)
 
 
@@ -701,8 +704,8 @@ async def test_stopping_answers_every_message_already_received(rig: Rig) -> None
     still gets its 250 for a stored message (none is stored unanswered, none lost)."""
     add_channel(rig)
     services = rig.world.services
-    slow = SlowSubmitter(rig.world)
-    server_services = dataclasses.replace(services, submitter=slow)
+    held = HeldSubmitter(rig.world)
+    server_services = dataclasses.replace(services, submitter=held)
     port = await rig.start(services=server_services)
     [server] = rig.servers
 
@@ -720,18 +723,22 @@ async def test_stopping_answers_every_message_already_received(rig: Rig) -> None
 
     with ThreadPoolExecutor(4) as threads:
         clients = [asyncio.ensure_future(rig.client(port, session(0), threads=threads))]
-        while not slow.started:  # the first commit is running
+        while not held.started:  # the first commit is running (held)
             await asyncio.sleep(0.01)
         clients += [asyncio.ensure_future(rig.client(port, session(k), threads=threads))
                     for k in (1, 2, 3)]  # fmt: skip
         while server._accepting < 4:  # all four received, three waiting for the next commit
             await asyncio.sleep(0.01)
-        await server.stop()
+        stopping = asyncio.ensure_future(server.stop())
+        while not server.stopping:
+            await asyncio.sleep(0.01)
+        held.go_on.set()  # the first commit ends while the server stops
+        await stopping
         replies = await asyncio.gather(*clients)
     assert [code for code, _ in replies] == [250] * 4, replies
     queued = {m[1] for _, text in replies if (m := QUEUED.match(text))}
     assert {m.id for m in rig.messages()} == queued and len(queued) == 4
-    assert slow.groups == [1, 3]
+    assert held.groups == [1, 3]
 
 
 def test_a_fault_routing_one_message_of_a_group_fails_only_that_message(rig: Rig) -> None:

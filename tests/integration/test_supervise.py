@@ -6,49 +6,97 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mailvia.app import build
-from mailvia.ingress.cli.supervise import DeliveryProcess
+from mailvia.ingress.cli.supervise import RESTART_FIRST, DeliveryProcess
 from mailvia.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def supervise_for(process: DeliveryProcess, seconds: float) -> None:
+class Watched(DeliveryProcess):
+    """Notes when each child is started and when it is seen to have exited."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.started: list[float] = []
+        self.exited: list[float] = []
+
+    async def start(self) -> int:
+        self.started.append(time.monotonic())
+        return await super().start()
+
+    async def _exit_or(self, stop: asyncio.Event) -> int | None:
+        code = await super()._exit_or(stop)
+        if code is not None:
+            self.exited.append(time.monotonic())
+        return code
+
+
+class Said:
+    """What this process and its children wrote to stdout and stderr so far."""
+
+    def __init__(self, capture: pytest.CaptureFixture[str]) -> None:
+        self.capture, self.out, self.err = capture, "", ""
+
+    def read(self) -> Said:
+        out, err = self.capture.readouterr()
+        self.out, self.err = self.out + out, self.err + err
+        return self
+
+
+async def supervise_until(
+    process: DeliveryProcess, done: Callable[[], bool], timeout: float = 40.0
+) -> float:
+    """Supervise until `done()` (however long children take to start on a loaded machine),
+    then stop; returns the seconds the stop took."""
     stop = asyncio.Event()
     task = asyncio.create_task(process.supervise(stop))
-    await asyncio.sleep(seconds)
-    stop.set()
-    await task
+    deadline = time.monotonic() + timeout
+    try:
+        while not done():
+            assert time.monotonic() < deadline, f"not done after {timeout} s"
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        stopped_at = time.monotonic()
+        await task
+    return time.monotonic() - stopped_at
 
 
 def test_a_worker_process_that_keeps_dying_is_restarted_ever_more_slowly(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", db_url="nosuchdb://x", shutdown_seconds=1)
-    started = time.monotonic()
-    asyncio.run(supervise_for(DeliveryProcess(settings), 6.0))
-    assert time.monotonic() - started < 12
-    out, err = capsys.readouterr()
-    starts = out.count("delivery: worker process")
-    # at once, then after 1 s, 2 s, 4 s: at most 4 starts in 6 s (each start takes a while)
-    assert 2 <= starts <= 4, (out, err)
-    assert err.count("exited (exit code") >= starts - 1, err
-    assert "starting another in 0 s" in err and "starting another in 1 s" in err
+    process = Watched(settings)
+    stopping = asyncio.run(supervise_until(process, lambda: len(process.exited) >= 3))
+    assert stopping < 1.5  # a stop ends the 2 s pause after the third death at once
+    said = Said(capfd).read()
+    assert said.out.count("delivery: worker process") == len(process.started) == 3, said.out
+    assert said.err.count("exited (exit code") >= 3, said.err
+    for delay in (0, 1, 2):
+        assert f"starting another in {delay} s" in said.err, said.err
+    # at once after the first death, RESTART_FIRST (1 s) after the second: never a tight loop
+    restarts = zip(process.exited[:2], process.started[1:], strict=True)
+    paused = [start - died for died, start in restarts]
+    assert paused[0] < RESTART_FIRST <= paused[1], paused
 
 
 def test_a_worker_process_stopped_on_time_says_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", shutdown_seconds=1)
     asyncio.run(build(settings, create_key=True).aclose())  # as serve does before
     delivery = DeliveryProcess(settings)
-    asyncio.run(supervise_for(delivery, 4.0))
-    out, err = capsys.readouterr()
-    assert out.count("delivery: worker process") == 1, (out, err)
-    assert "exited" not in err, err
+    said = Said(capfd)
+    # Stopped once it says it is delivering (its SIGTERM handler is in place by then)
+    asyncio.run(supervise_until(delivery, lambda: " delivering" in said.read().out))
+    said.read()
+    assert said.out.count("delivery: worker process") == 1, (said.out, said.err)
+    assert "exited" not in said.err, said.err
     # It stopped itself on SIGTERM (its handler ran), not killed by the signal's default.
-    assert delivery.process is not None and delivery.process.returncode == 0, err
+    assert delivery.process is not None and delivery.process.returncode == 0, said.err

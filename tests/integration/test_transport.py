@@ -248,6 +248,7 @@ async def test_a_connection_above_the_width_cancelled_before_its_transaction_cou
         else:
             await poll(lambda: len(srv.sessions) == 2)
         transport.narrow(ch.id, 1)  # both busy: one of them is to close
+        assert not sends[0].done()
         sends[0].cancel()
         with pytest.raises(asyncio.CancelledError):
             await sends[0]
@@ -256,6 +257,31 @@ async def test_a_connection_above_the_width_cancelled_before_its_transaction_cou
         await transport.send(ch, CREDS, envelope(), MESSAGE)
         assert len(srv.sessions) == 2  # the one left was reused, not closed and opened again
         assert sum("QUIT" in s["commands"] for s in srv.sessions) == 0
+
+
+async def test_a_send_cancelled_as_its_connection_is_made_is_cancelled(
+    transport: SmtpTransport, tls: Tls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that comes just as the connection is set up (the narrowed-while-getting-ready
+    test's cancel, on a loaded machine) ends the send: it is not lost, the send does not go
+    on to deliver the message and answer 250 to a caller that had cancelled it (Python
+    3.11's asyncio.wait_for returns the inner result when that is ready at the cancel)."""
+    loop = asyncio.get_running_loop()
+    create_connection = loop.create_connection
+    sending: list[asyncio.Task[Any]] = []
+
+    async def cancelled_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        made = await create_connection(*args, **kwargs)
+        sending[0].cancel()  # the caller gives up as the connection is made
+        return made
+
+    monkeypatch.setattr(loop, "create_connection", cancelled_meanwhile)
+    async with server(tls) as srv:
+        ch = channel(srv.port, ca_pem=tls.ca_pem)
+        sending.append(asyncio.ensure_future(transport.send(ch, CREDS, envelope(), MESSAGE)))
+        with pytest.raises(asyncio.CancelledError):
+            await sending[0]
+        assert srv.received == []
 
 
 # -- TLS fails closed ------------------------------------------------------------------------

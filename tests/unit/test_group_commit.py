@@ -93,6 +93,7 @@ class Steps:
         self.plans: list[list[int]] = []
         self.fail_plan, self.fail_write = fail_plan, fail_write
         self.writes = asyncio.Event()
+        self.held = 0  # writes waiting for `writes`
         self.written = 0
 
     def plan(self, items: list[int]) -> list[int]:
@@ -111,6 +112,7 @@ class Steps:
 
     async def run(self, func: Callable[..., Any], *args: Any) -> Any:
         if func == self.write:
+            self.held += 1
             await self.writes.wait()
         return await asyncio.to_thread(func, *args)
 
@@ -131,8 +133,7 @@ async def test_the_next_groups_plan_runs_while_a_group_writes() -> None:
     steps = Steps()
     group = planned(steps)
     first = asyncio.ensure_future(group.put(0))
-    await until(lambda: steps.plans == [[0]])
-    await asyncio.sleep(0.05)  # planned; its write waits for `writes`
+    await until(lambda: steps.held == 1)  # planned; its write waits for `writes`
     second = [asyncio.ensure_future(group.put(i)) for i in (2, 4)]
     await asyncio.sleep(0.05)
     assert steps.plans == [[0]]  # what arrives during a write waits for the next one

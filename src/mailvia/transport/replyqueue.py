@@ -149,7 +149,10 @@ class Client(SMTP):
         )
         where = f"{self.hostname} on port {self.port}"
         try:
-            transport, _ = await asyncio.wait_for(connect, timeout=timeout)
+            # Not asyncio.wait_for: on Python 3.11 it returns the connection when the cancel
+            # of the caller comes as it is made, and the send would go on as if not cancelled.
+            async with asyncio.timeout(timeout):
+                transport, _ = await connect
         except TimeoutError as exc:
             raise SMTPConnectTimeoutError(f"Timed out connecting to {where}") from exc
         except OSError as exc:
