@@ -308,7 +308,8 @@ async def _close(session: Session | None, recorder: StepRecorder, deadline: floa
     left = deadline - asyncio.get_running_loop().time()
     if not recorder.failure and session.usable and left > 0.05:
         with contextlib.suppress(SMTPException, OSError, TimeoutError):
-            await asyncio.wait_for(session.aclose(), min(_QUIT_TIMEOUT, left))
+            async with asyncio.timeout(min(_QUIT_TIMEOUT, left)):  # not wait_for: replyqueue
+                await session.aclose()
     session.close()
 
 

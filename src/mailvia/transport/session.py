@@ -330,5 +330,6 @@ class Session:
         drain = getattr(protocol, "_drain_helper", None)  # flow control, if aiosmtplib has it
         for start in range(0, len(payload), _CHUNK):
             protocol.write(payload[start : start + _CHUNK])
-            if drain is not None:
-                await asyncio.wait_for(drain(), self.channel.timeouts.data_block)
+            if drain is not None:  # asyncio.timeout, not wait_for: see replyqueue's connect
+                async with asyncio.timeout(self.channel.timeouts.data_block):
+                    await drain()
