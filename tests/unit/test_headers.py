@@ -186,3 +186,14 @@ def test_the_remembered_froms_are_bounded() -> None:
     for n in range(module._MAILBOXES_KEPT + 10):
         assert module.mailbox(f"u{n}@mine.test", "From header") == f"u{n}@mine.test"
     assert 0 < len(module._MAILBOXES) <= module._MAILBOXES_KEPT
+
+
+def test_a_long_good_from_is_read_but_not_remembered() -> None:
+    """A value of empty encoded words passes at 52 KB: the memo keeps no such value (4,096 of
+    them would hold ~256 MB)."""
+    from mailvia.outbox import headers as module
+
+    module._MAILBOXES.clear()
+    long = "=?utf-8?q??= " * 4000 + "<a@b.test>"
+    assert module.mailbox(long, "From header") == "a@b.test"
+    assert module._MAILBOXES == {}

@@ -27,7 +27,7 @@ from email.utils import getaddresses
 from typing import NamedTuple
 
 from mailvia.domain.errors import InvalidHeader, InvalidInput, MisleadingHeader
-from mailvia.outbox.addresses import check_address, check_clean
+from mailvia.outbox.addresses import MAX_HEADER_VALUE, check_address, check_clean
 
 MAX_HEADER_SECTION = 256 * 1024
 MAX_HEADER_FIELD = 64 * 1024
@@ -122,11 +122,14 @@ def _sender_address(fields: Sequence[Field]) -> str | None:
 def mailbox(value: str, what: str) -> str:
     """The one address of a From or Sender value, read as mail programs show it: the shown
     text may not show another address or hide a line break. A value found good is
-    remembered (the check is pure, and the same From values come back all day); a refused
-    one is judged again each time."""
+    remembered (the check is pure, and the same From values come back all day) if it is no
+    longer than a line may be (a value of encoded words may be 64 KiB and still pass: 4,096
+    of those would hold 256 MB); a refused one is judged again each time."""
     known = _MAILBOXES.get(value)
     if known is None:
         known = _mailbox(value, what)
+        if len(value) > MAX_HEADER_VALUE:
+            return known
         if len(_MAILBOXES) >= _MAILBOXES_KEPT:
             _MAILBOXES.clear()
         _MAILBOXES[value] = known
