@@ -77,3 +77,53 @@ def test_a_batchs_answer_is_the_models_json() -> None:
 def test_a_fault_in_a_batch_fails_the_request() -> None:
     with pytest.raises(RuntimeError):
         answers.batch_answer([RECEIPTS[0], RuntimeError("a fault")])
+
+
+_SPECIAL = ['"', "\\", "\u2028", "</script>", "\x00", "\x1f", "\x7f", "é", "😀", "\ufeff"]
+
+
+def _receipts() -> Any:
+    from hypothesis import strategies as st
+
+    text = st.lists(st.one_of(st.text(max_size=4), st.sampled_from(_SPECIAL)), max_size=4)
+    words = st.one_of(text.map("".join), st.sampled_from(["a", "b", 'x"y']))
+    return st.builds(
+        Receipt,
+        words,
+        st.sampled_from(list(State)),
+        st.builds(lambda i, n: relay_channel(25, id=i, name=n), words, words),
+        st.builds(lambda f, r: Envelope(f, tuple(r)), words, st.lists(words, max_size=3)),
+        st.booleans(),
+        st.one_of(st.none(), st.floats(min_value=0, max_value=2.5e11)),
+        st.lists(st.builds(Warning_, words, words), max_size=2).map(tuple),
+        st.one_of(st.none(), st.integers(min_value=0, max_value=2**40)),
+    )
+
+
+def test_any_batchs_answer_is_the_models_json() -> None:
+    """Random receipts and refusals, with special characters, some sharing each value (the
+    pieces written once per answer) and some not: the model's JSON each time."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    refusal = st.builds(InvalidInput, st.text(max_size=8))
+    items = st.lists(st.one_of(_receipts(), refusal), max_size=6)
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(items, st.lists(st.tuples(st.integers(0, 5), st.text(max_size=3)), max_size=6))
+    def check(base: list[Receipt | Exception], again: list[tuple[int, str]]) -> None:
+        results = list(base)
+        for k, id_ in again:  # the same values under another id: pieces reused
+            if base and isinstance(item := base[k % len(base)], Receipt):
+                results.append(replace(item, id=id_, queued_ahead=k))
+        model = BatchOut.model_validate({"data": [_model_entry(r) for r in results]})
+        assert answers.batch_answer(results) == model.model_dump_json().encode()
+
+    check()
+
+
+def _model_entry(result: Receipt | Exception) -> dict[str, Any]:
+    if isinstance(result, Receipt):
+        return {"status": 202 if result.created else 200, "receipt": receipt_payload(result)}
+    assert isinstance(result, MailviaError)
+    return {"status": problem_for(result).status, "problem": problem_for(result)}
