@@ -225,8 +225,15 @@ def show(ctx: Context, name: str, as_json: bool, org: str | None, settings: Sett
     ctx.using(settings, action)
 
 
+# Given to click when the command is made: a docstring set afterwards never reaches --help.
+_STATE_HELP = {
+    "pause": "Pause a channel: its mail is held until it is resumed.",
+    "resume": "Resume a channel and release its held mail in its original order.",
+}
+
+
 def _state_command(verb: str) -> None:
-    @channel.command(verb)
+    @channel.command(verb, help=_STATE_HELP[verb])
     @click.argument("name")
     @ORG_OPTION
     @settings_options(*STORE_SETTINGS)
@@ -240,11 +247,6 @@ def _state_command(verb: str) -> None:
             click.echo(f"{changed.name} is {changed.state}; {count} messages {moved}")
 
         ctx.using(settings, action)
-
-    command.__doc__ = {
-        "pause": "Pause a channel: its mail is held until it is resumed.",
-        "resume": "Resume a channel and release its held mail in its original order.",
-    }[verb]
 
 
 for _verb in ("pause", "resume"):
