@@ -8,7 +8,7 @@ import pytest
 
 from mailvia.domain.errors import InvalidAddress, InvalidHeader, InvalidInput, MessageTooLarge
 from mailvia.domain.message import Envelope
-from mailvia.outbox.compose import Draft, compose, inspect_raw
+from mailvia.outbox.compose import Draft, compose, inspect_raw, parse_mailbox
 
 MB = 1024 * 1024
 
@@ -168,3 +168,29 @@ def test_from_headers_as_mail_programs_write_them(field: str, address: str) -> N
 def test_from_headers_that_show_another_sender_are_refused(field: str, error: str) -> None:
     with pytest.raises(InvalidInput, match=error):
         inspect_raw(_raw_from(field), envelope=None, max_size=10_000)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bob@example.com", ("", "bob@example.com")),
+        (" bob@example.com ", ("", "bob@example.com")),
+        ("Bob <bob@example.com>", ("Bob", "bob@example.com")),
+        ('"Doe, Bob" <bob@example.com>', ("Doe, Bob", "bob@example.com")),
+        ("bob@example.com (Bob)", ("Bob", "bob@example.com")),
+    ],
+)
+def test_an_address_alone_or_with_its_name(text: str, expected: tuple[str, str]) -> None:
+    assert parse_mailbox(text, "to") == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["bob@example.com junk", "bob@example.com (Bob) x", "bob@example.com and more"]
+)
+def test_words_after_an_address_are_refused_not_glued_onto_its_domain(text: str) -> None:
+    """`bob@example.com junk` once went to bob@example.comjunk (a 202, then a bounce)."""
+    with pytest.raises(InvalidAddress, match="give one address"):
+        parse_mailbox(text, "to")
+    draft = Draft(from_="jane@acme.test", to=[text], text="hi")
+    with pytest.raises(InvalidAddress, match=r"to 'bob@example\.com"):
+        compose(draft, now=0, max_size=100_000)

@@ -87,6 +87,8 @@ def parse_mailbox(text: str, what: str) -> tuple[str, str]:
     name, address = found[0]
     if not address:
         raise InvalidAddress(f"{what} {text!r}: not an email address")
+    if address not in text:  # the parser glued words on: `a@example.com junk` → `...comjunk`
+        raise InvalidAddress(f"{what} {text!r}: give one address, alone or as Name <address>")
     return name, check_address(address, what)
 
 
