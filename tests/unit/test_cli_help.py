@@ -28,3 +28,13 @@ ALL = list(commands(cli))
 def test_every_command_has_help(path: str, command: click.Command) -> None:
     assert command.get_short_help_str(limit=80).strip(), f"{path}: no help in its group's list"
     assert (command.help or "").strip(), f"{path} --help: says nothing about what it does"
+
+
+@pytest.mark.parametrize(("path", "command"), ALL, ids=[path for path, _ in ALL])
+def test_every_option_says_what_it_takes(path: str, command: click.Command) -> None:
+    bare = [
+        p.opts[-1]
+        for p in command.params
+        if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()
+    ]
+    assert not bare, f"{path} --help: options without help: {bare}"
