@@ -194,3 +194,10 @@ def test_words_after_an_address_are_refused_not_glued_onto_its_domain(text: str)
     draft = Draft(from_="jane@acme.test", to=[text], text="hi")
     with pytest.raises(InvalidAddress, match=r"to 'bob@example\.com"):
         compose(draft, now=0, max_size=100_000)
+
+
+def test_a_refused_address_is_quoted_as_given() -> None:
+    """The parser keeps only `not` of `not an address`: the error quotes all of it."""
+    with pytest.raises(InvalidAddress) as refused:
+        parse_mailbox("not an address", "to")
+    assert str(refused.value) == "to 'not an address': An email address must have an @-sign."

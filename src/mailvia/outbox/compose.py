@@ -89,7 +89,12 @@ def parse_mailbox(text: str, what: str) -> tuple[str, str]:
         raise InvalidAddress(f"{what} {text!r}: not an email address")
     if address not in text:  # the parser glued words on: `a@example.com junk` → `...comjunk`
         raise InvalidAddress(f"{what} {text!r}: give one address, alone or as Name <address>")
-    return name, check_address(address, what)
+    try:
+        return name, check_address(address, what)
+    except InvalidAddress as exc:  # quote what was given, not the parser's part of it
+        raise InvalidAddress(
+            str(exc).replace(f"{what} {address!r}", f"{what} {text!r}", 1)
+        ) from None
 
 
 def compose(draft: Draft, *, now: float, max_size: int) -> Composed:
