@@ -270,7 +270,7 @@ _RECONNECT = ": reconnect with "
 CONSENT_GONE = (
     "mailvia's access to this mailbox no longer works: the consent was taken back in the "
     "account, expired, or the account's password changed. Reconnect with {provider} on the "
-    "channel's page (no password needed); held mail then leaves in its original order."
+    "channel's page (no password needed)."
 )
 NO_PASSWORD_STORED = (
     "mailvia has no password stored for this channel: give it one (Replace the password on "
