@@ -39,6 +39,26 @@ def test_international_addresses_are_allowed() -> None:
     assert c.envelope.rcpt_to == ("jöe@bücher.de",)
 
 
+def test_a_non_ascii_domain_is_written_as_a_labels_and_only_the_name_encoded() -> None:
+    c = compose(
+        draft(to=["Jörg <user@bücher.example>"], cc=["a@straße.de"], reply_to="r@日本.jp"),
+        now=0,
+        max_size=MB,
+    )
+    assert c.content.isascii()  # not an SMTPUTF8 message: no address needs one
+    head = c.content.partition(b"\r\n\r\n")[0].decode()
+    assert "To: =?utf-8?q?J=C3=B6rg?= <user@xn--bcher-kva.example>\r\n" in head
+    assert "Cc: a@xn--strae-oqa.de\r\n" in head and "Reply-To: r@xn--wgv71a.jp\r\n" in head
+    assert c.envelope.rcpt_to == ("user@bücher.example", "a@straße.de")  # stored in Unicode
+
+
+def test_a_non_ascii_local_part_makes_the_message_smtputf8_with_addresses_in_utf8() -> None:
+    c = compose(draft(to=["Jörg <jörg@bücher.example>", "a@bücher.example"]), now=0, max_size=MB)
+    head = c.content.partition(b"\r\n\r\n")[0].decode("utf-8")
+    assert "To: Jörg <jörg@bücher.example>, a@bücher.example\r\n" in head
+    assert "=?utf-8?" not in head
+
+
 @pytest.mark.parametrize(
     "kw",
     [
