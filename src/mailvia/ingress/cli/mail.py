@@ -154,8 +154,25 @@ def _report(
         click.echo(f"mailvia: {message_id} is not being delivered: {waiting.sentence}", err=True)
     if stuck:
         return NOTHING_DELIVERS
+    for view in views:
+        if (missed := _not_delivered(view)) is not None:
+            click.echo(f"{view.id}: {missed}", err=True)
     # Exit 1 unless every recipient of every message was delivered.
     return int(any(r.state is not State.DELIVERED for v in views for r in v.recipients))
+
+
+def _not_delivered(view: MessageView) -> str | None:
+    """`delivered to 1 of 2 recipients; bob@x.test: 550 5.1.1 No such user (bounced)`: each
+    recipient not delivered with its last reply and state; None when every one was."""
+    missed = [r for r in view.recipients if r.state is not State.DELIVERED]
+    if not missed:
+        return None
+    each = "; ".join(
+        f"{r.address}: {r.reply} ({r.state})" if r.reply else f"{r.address}: {r.state}"
+        for r in missed
+    )
+    done = len(view.recipients) - len(missed)
+    return f"delivered to {done} of {len(view.recipients)} recipients; {each}"
 
 
 def _wait(
