@@ -38,3 +38,14 @@ def test_every_option_says_what_it_takes(path: str, command: click.Command) -> N
         if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()
     ]
     assert not bare, f"{path} --help: options without help: {bare}"
+
+
+def test_every_testserver_option_says_what_it_takes() -> None:
+    from mailvia.testserver.cli import _parser  # argparse: the test server stands alone
+
+    bare = [
+        a.option_strings[-1]
+        for a in _parser()._actions
+        if a.option_strings and not (a.help or "").strip()
+    ]
+    assert not bare, f"mailvia testserver --help: options without help: {bare}"
