@@ -535,3 +535,6 @@ def test_send_wait_exits_1_when_not_every_recipient_was_delivered(
     sent = _send_to_permfail_and_good(cli, smtp)
     assert sent.json()[0]["state"] == "delivered"  # the send itself behaved as above
     assert sent.code == 1, str(sent)
+    # stderr says which recipient was not delivered and why (stdout stays the message)
+    said = f"{sent.json()[0]['id']}: delivered to 1 of 2 recipients; permfail@x.test: 550 5.1.1"
+    assert said in sent.stderr and "(bounced)" in sent.stderr, sent.stderr

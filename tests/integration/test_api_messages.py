@@ -293,6 +293,10 @@ async def test_route_explains_the_channel(api: Api) -> None:
     assert route["channel"]["name"] == "jane-box" and route["held"] is False
     assert route["steps"] and route["reason"]
     assert_problem(await jane.get("/v1/route", params={"from": "not an address"}), 422)
+    # another's address: refused as a message From it is, not explained as if it were hers
+    refused = await jane.get("/v1/route", params={"from": "joe@acme.test"})
+    sent = await jane.post("/v1/messages", json=message(**{"from": "joe@acme.test"}))
+    assert assert_problem(refused, 403)["detail"] == assert_problem(sent, 403)["detail"]
 
 
 async def test_an_unexpected_error_is_a_bare_500_problem(api: Api) -> None:

@@ -74,6 +74,13 @@ async def test_bad_app_settings_are_refused(api: Api) -> None:
     assert_problem(await boss.put(MICROSOFT, json=bad), 422, "tenant")
     assert_problem(await boss.put(MICROSOFT, json={"client_id": "a b", "client_secret": "s"}), 422)
     assert_problem(await boss.put("/v1/organization/oauth/yahoo", json=tenant), 422)
+    empty = assert_problem(
+        await boss.put(GOOGLE, json={"client_id": "", "client_secret": "s"}), 422
+    )
+    assert empty["detail"].endswith("client_id: String should have at least 1 character")
+    long = {"client_id": "x" * 501, "client_secret": "s"}
+    said = assert_problem(await boss.put(GOOGLE, json=long), 422)["detail"]
+    assert said.endswith("client_id: String should have at most 500 characters"), said
     made = await boss.put(MICROSOFT, json={"client_id": "entra-app", "client_secret": "s"})
     assert made.status_code == 200 and made.json()["tenant"] == "organizations"
 

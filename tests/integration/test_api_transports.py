@@ -34,6 +34,7 @@ from mailvia.outbox.records import MessageView
 from mailvia.outbox.submit import Submission
 from mailvia.testserver import TestServer
 from mailvia.testserver.fake import FakeOptions, FakeProviders
+from support.api import Api, message
 from support.fake_providers import CLIENT_ID, CLIENT_SECRET, connect, endpoint, running
 from support.mailboxes import TokenEndpoint, oauth_mailbox
 from support.world import World
@@ -143,6 +144,26 @@ async def test_delivered_byte_for_byte_with_bcc_carried_and_hidden(
     [attempt] = view(world, hidden[0]).attempts[:1]
     assert attempt.stage == "api" and attempt.outcome == "delivered"
     assert attempt.reply.text.startswith("HTTP 20")
+
+
+@pytest.mark.parametrize("transport", [GMAIL, GRAPH])
+async def test_an_idn_recipient_posted_to_the_api_arrives_with_its_domain_in_a_labels(
+    world: World, fake: FakeProviders, transport: TransportKind
+) -> None:
+    """Not an encoded word inside the address (which the API refused as someone else)."""
+    mailbox(world, fake, transport)
+    jane = Api(world).client("jane")
+    posted = await jane.post(
+        "/v1/messages", json=message(to=["Jörg <user@bücher.example>"], bcc=["b@straße.de"])
+    )
+    await jane.aclose()
+    assert posted.status_code == 202, posted.text
+    await deliver_all(world, [posted.json()["id"]])
+    [got] = fake.received
+    assert sorted(got["rcpt_to"]) == ["b@xn--strae-oqa.de", "user@xn--bcher-kva.example"]
+    received = email.message_from_bytes(got["content"])
+    assert received["To"] == "=?utf-8?q?J=C3=B6rg?= <user@xn--bcher-kva.example>"
+    assert view(world, posted.json()["id"]).state is State.DELIVERED
 
 
 async def test_a_large_message_goes_to_gmails_media_upload(

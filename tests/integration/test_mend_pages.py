@@ -190,3 +190,18 @@ async def test_cancelling_a_channels_mail_and_one_message_on_the_pages(world: Wo
     assert all_of_it.status_code == 303
     assert "waiting mail is cancelled" in text_of(await jane.get(all_of_it.headers["location"]))
     assert world.store.get_message(second.id).state is State.CANCELLED
+
+
+async def test_a_message_delivered_to_some_recipients_says_how_many(
+    world: World, certs: Certs
+) -> None:
+    """One recipient refused (the test server's `permfail@`), one delivered: the message is
+    `delivered`, and its page says to how many rather than "the receiving server accepted it"."""
+    async with TestServer(tls_cert=certs.cert, tls_key=certs.key) as smtp:
+        world.channel(smtp.port, certs=certs, auth=Auth.NONE, username=None, password=None)
+        (sent,) = world.send(to=("permfail@example.com", "bob@example.com"))
+        await world.services.dispatcher.run_once(time.time)
+        assert world.store.get_message(sent.id).state is State.DELIVERED
+        jane = await browser(world, "jane@acme.test")
+        shown = text_of(await jane.get(f"/activity/{sent.id}"))
+    assert "Delivered to 1 of 2 recipients" in shown and "accepted it." not in shown

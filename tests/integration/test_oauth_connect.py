@@ -126,6 +126,7 @@ async def test_a_tampered_state_is_refused_and_nothing_is_stored(
     query = allow(fake_providers, auth, JANE)
     answer = await callback(jane, "google", query | {"state": query["state"] + "x"})
     assert answer.status_code == 400 and "nothing was connected" in answer.text
+    assert '<a href="/channel">Back to My delivery channel</a>' in answer.text
     assert oauth_channels(world) == [] and token_requests(fake_providers) == []
 
 

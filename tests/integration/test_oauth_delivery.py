@@ -182,3 +182,37 @@ async def test_a_revoked_consent_at_the_api_disconnects_and_reconnect_releases(
     await connect(jane, fake, provider, JANE, channel=channel_id)
     await deliver(world)
     assert subjects(fake) == ["before 0", "held 0", "held 1"]
+
+
+async def test_test_connection_asks_the_provider_so_a_revoked_consent_fails_and_disconnects(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, pool: ThreadedTestServer
+) -> None:
+    """Test connection renews the token rather than trusting the one in hand: a valid grant
+    gets a fresh token (stored sealed), a revoked one fails with the reconnect hint and
+    disconnects the mailbox as a message would (mail held, event, the owner told)."""
+    channel_id = await connect(jane, fake, "google", JANE)
+    store, tester = world.store, world.services.tester
+    world.send(subject="before")
+    await deliver(world)  # the dispatcher's source now holds a good access token
+    before = store.oauth_tokens(channel_id)
+    passed = await tester.test(world.jane, channel_id, now=time.time())
+    assert passed.ok and refreshes(fake) == 1  # asked the provider, not the token in hand
+    after = store.oauth_tokens(channel_id)
+    assert before is not None and after is not None and after.access != before.access
+    fresh = world.services.channels.vault.open(after.access)
+    assert fresh not in after.access and fresh.decode() not in repr(passed)  # sealed, unsaid
+    fake.revoke(JANE)
+    held = world.send(subject="held")[0].id
+    failed = await tester.test(world.jane, channel_id, now=time.time())
+    [token] = failed.steps
+    assert not failed.ok and token.name == "token" and not token.ok
+    assert token.hint is not None and "Connect the mailbox again" in token.hint
+    broken = store.get_channel(channel_id)
+    assert broken.state is ChannelState.DISCONNECTED
+    assert "reconnect with Google" in (broken.state_reason or "")
+    assert store.get_message(held).state is State.HELD
+    events, _ = store.list_events(world.jane.organization_id, cursor=None, limit=100)
+    assert [e.data["held"] for e in events if e.type == "channel.disconnected"] == [1]
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
+    [notice] = pool.wait_for(1)  # the owner's notice, through the shared pool
+    assert notice["rcpt_to"] == [JANE]

@@ -294,6 +294,8 @@ async def test_auth_login_mechanism_works_too(rig: Rig) -> None:
         client.user, client.password = JANE, rig.token
         code, _ = client.auth("LOGIN", client.auth_login, initial_response_ok=False)
         assert code == 235
+        again = client.docmd("AUTH", "PLAIN")  # a second AUTH: refused with its status code
+        assert again == (503, b"5.5.1 Already authenticated"), again
         return send(client, message())
 
     code, text = await rig.client(port, session)

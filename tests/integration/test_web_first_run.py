@@ -181,12 +181,22 @@ async def test_the_checklist_ticks_from_the_real_state(install: Install) -> None
         invited = await post(client, "/users", {"email": "rep@acme.test", "team": "default"})
         assert invited.status_code == 200
         assert "http://pages/signin?email=rep%40acme.test" in invited.text
+        # no team channel yet: the way on is their own mailbox only
+        assert "Then they can connect their own mailbox" in " ".join(invited.text.split())
         assert services.setup.checklist(ada).done == {Task.DOMAIN, Task.TEAM}
         assert "2 of 4 done" in (await client.get("/start")).text
         home = await client.get("/")
         assert home.headers["location"] == "/start"  # not done: the checklist first
         invitation = await client.get("/signin?email=rep%40acme.test")
         assert 'value="rep@acme.test"' in invitation.text
+        relay = ChannelSpec(
+            name="relay", host="127.0.0.1", port=9, security=Security.NONE, auth=Auth.NONE,
+            scope=Scope.DOMAIN, domains=("acme.test",), team_name="default",
+        )  # fmt: skip
+        services.channels.add(ada, relay, time.time())
+        second = await post(client, "/users", {"email": "rep2@acme.test", "team": "default"})
+        said = " ".join(second.text.split())
+        assert "Then they can use the team channel, or connect their own mailbox" in said
 
 
 async def test_activity_pages_through_and_searches_subjects(install: Install) -> None:

@@ -36,6 +36,16 @@ def test_a_message_whose_headers_match_its_recipients_is_carried() -> None:
                    content=content) is None  # fmt: skip
 
 
+def test_an_idn_domain_in_a_labels_is_the_envelopes_unicode_one() -> None:
+    content = message("To: =?utf-8?q?J=C3=B6rg?= <user@xn--bcher-kva.example>")
+    envelope = ["user@bücher.example", "hidden@straße.de"]
+    assert refusal(GRAPH, LIMITS, recipients=envelope, content=content) is None
+    sent = as_sent(content, envelope)  # only the hidden one is added, as A-labels
+    assert sent.startswith(b"Bcc: hidden@xn--strae-oqa.de\r\nFrom:")
+    other = refusal(GRAPH, LIMITS, recipients=["user@bucher.example"], content=content)
+    assert other is not None and "user@bücher.example" in other
+
+
 def test_a_header_naming_someone_not_among_the_recipients_is_refused() -> None:
     # e.g. carol was delivered over SMTP before the channel changed to an API
     content = message("To: bob@example.com, carol@example.com")

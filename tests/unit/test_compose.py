@@ -8,7 +8,7 @@ import pytest
 
 from mailvia.domain.errors import InvalidAddress, InvalidHeader, InvalidInput, MessageTooLarge
 from mailvia.domain.message import Envelope
-from mailvia.outbox.compose import Draft, compose, inspect_raw
+from mailvia.outbox.compose import Draft, compose, inspect_raw, parse_mailbox
 
 MB = 1024 * 1024
 
@@ -37,6 +37,26 @@ def test_compose_builds_a_message_with_envelope_and_ids() -> None:
 def test_international_addresses_are_allowed() -> None:
     c = compose(draft(to=["jöe@bücher.de"]), now=0, max_size=MB)
     assert c.envelope.rcpt_to == ("jöe@bücher.de",)
+
+
+def test_a_non_ascii_domain_is_written_as_a_labels_and_only_the_name_encoded() -> None:
+    c = compose(
+        draft(to=["Jörg <user@bücher.example>"], cc=["a@straße.de"], reply_to="r@日本.jp"),
+        now=0,
+        max_size=MB,
+    )
+    assert c.content.isascii()  # not an SMTPUTF8 message: no address needs one
+    head = c.content.partition(b"\r\n\r\n")[0].decode()
+    assert "To: =?utf-8?q?J=C3=B6rg?= <user@xn--bcher-kva.example>\r\n" in head
+    assert "Cc: a@xn--strae-oqa.de\r\n" in head and "Reply-To: r@xn--wgv71a.jp\r\n" in head
+    assert c.envelope.rcpt_to == ("user@bücher.example", "a@straße.de")  # stored in Unicode
+
+
+def test_a_non_ascii_local_part_makes_the_message_smtputf8_with_addresses_in_utf8() -> None:
+    c = compose(draft(to=["Jörg <jörg@bücher.example>", "a@bücher.example"]), now=0, max_size=MB)
+    head = c.content.partition(b"\r\n\r\n")[0].decode("utf-8")
+    assert "To: Jörg <jörg@bücher.example>, a@bücher.example\r\n" in head
+    assert "=?utf-8?" not in head
 
 
 @pytest.mark.parametrize(
@@ -168,3 +188,36 @@ def test_from_headers_as_mail_programs_write_them(field: str, address: str) -> N
 def test_from_headers_that_show_another_sender_are_refused(field: str, error: str) -> None:
     with pytest.raises(InvalidInput, match=error):
         inspect_raw(_raw_from(field), envelope=None, max_size=10_000)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bob@example.com", ("", "bob@example.com")),
+        (" bob@example.com ", ("", "bob@example.com")),
+        ("Bob <bob@example.com>", ("Bob", "bob@example.com")),
+        ('"Doe, Bob" <bob@example.com>', ("Doe, Bob", "bob@example.com")),
+        ("bob@example.com (Bob)", ("Bob", "bob@example.com")),
+    ],
+)
+def test_an_address_alone_or_with_its_name(text: str, expected: tuple[str, str]) -> None:
+    assert parse_mailbox(text, "to") == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["bob@example.com junk", "bob@example.com (Bob) x", "bob@example.com and more"]
+)
+def test_words_after_an_address_are_refused_not_glued_onto_its_domain(text: str) -> None:
+    """`bob@example.com junk` once went to bob@example.comjunk (a 202, then a bounce)."""
+    with pytest.raises(InvalidAddress, match="give one address"):
+        parse_mailbox(text, "to")
+    draft = Draft(from_="jane@acme.test", to=[text], text="hi")
+    with pytest.raises(InvalidAddress, match=r"to 'bob@example\.com"):
+        compose(draft, now=0, max_size=100_000)
+
+
+def test_a_refused_address_is_quoted_as_given() -> None:
+    """The parser keeps only `not` of `not an address`: the error quotes all of it."""
+    with pytest.raises(InvalidAddress) as refused:
+        parse_mailbox("not an address", "to")
+    assert str(refused.value) == "to 'not an address': An email address must have an @-sign."

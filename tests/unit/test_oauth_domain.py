@@ -185,3 +185,13 @@ def test_replies_when_no_token_can_be_had_say_what_to_do() -> None:
     assert not_connected(Provider.GOOGLE).code == 535
     later = token_unavailable("Google answered HTTP 503")
     assert (later.code, later.enhanced) == (451, "4.4.2")
+
+
+def test_a_microsoft_tenant_refusal_names_every_kind_accepted() -> None:
+    from mailvia.outbox.oauth.apps import _check_tenant
+
+    for tenant in ("common", "organizations", "contoso.onmicrosoft.com"):
+        assert _check_tenant(Provider.MICROSOFT, tenant) == tenant
+    with pytest.raises(InvalidInput) as refused:
+        _check_tenant(Provider.MICROSOFT, "not a tenant")
+    assert "organizations or common" in str(refused.value)  # `common` was left unsaid

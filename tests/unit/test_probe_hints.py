@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from mailvia.domain.oauth import Provider, consent_refused, refused_after_renewal
 from mailvia.domain.probe import (
     HINTS,
+    NO_PASSWORD_STORED,
     ProbeFailure,
     ProbeReport,
     ProbeStep,
     describe_certificate,
+    fix_for_reason,
     hint_for,
 )
 from mailvia.domain.replies import Reply
+from mailvia.transport.smtp_errors import NO_CREDENTIALS
+from mailvia.web.wording import reply_words
 
 
 @pytest.mark.parametrize(
@@ -61,3 +66,22 @@ def test_certificate_summary() -> None:
         "valid until 2030-01-31 12:00 UTC (30 days)"
     )
     assert describe_certificate({}, now) == "certificate without a subject"
+
+
+def test_own_sign_in_refusals_do_not_blame_a_password() -> None:
+    """A revoked OAuth consent (or a channel with no password stored) is mailvia's own 535
+    5.7.8: the rep is told to reconnect, not to check a password they never gave. The API's
+    state_hint (fix_for_reason) and the pages (reply_words) both say so."""
+    revoked = consent_refused(Provider.GOOGLE, "invalid_grant")
+    for said in (
+        hint_for(revoked),
+        fix_for_reason(str(revoked)),
+        reply_words(revoked).sentence,
+        hint_for(refused_after_renewal(Provider.MICROSOFT, Reply(535, "5.7.3", "no"))),
+    ):
+        assert said is not None and "Reconnect with" in said and "password changed" in said
+        assert "Wrong user name or password" not in said and "app password" not in said
+    assert "Reconnect with Google on" in hint_for(revoked)
+    assert hint_for(NO_CREDENTIALS) == NO_PASSWORD_STORED
+    # a server's own 535 keeps the password hint
+    assert "Wrong user name or password" in hint_for(Reply(535, "5.7.8", "Bad credentials"))

@@ -11,7 +11,7 @@ from mailvia.domain.channel import Auth, Budget, Channel, ChannelState, Kind, Ow
 from mailvia.domain.message import State
 from mailvia.domain.probe import SIGN_IN_NEEDED, fix_for, fix_for_reason
 from mailvia.domain.replies import Reply
-from mailvia.domain.waiting import NOBODY_DELIVERING, why_waiting
+from mailvia.domain.waiting import NOBODY_DELIVERING, message_sentence, why_waiting
 from mailvia.web.wording import reply_words
 
 NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
@@ -141,3 +141,12 @@ def test_only_a_missing_dispatcher_is_marked_as_such() -> None:
     held = why_waiting(State.HELD, channel=BOX, delivering=False, **facts)  # type: ignore[arg-type]
     assert nobody is not None and nobody.stuck and nobody.nobody_delivering
     assert held is not None and held.stuck and not held.nobody_delivering
+
+
+def test_a_message_delivered_to_some_of_its_recipients_says_so() -> None:
+    """`delivered` once any recipient was: the page's sentence must not claim every one was."""
+    partly = message_sentence(State.DELIVERED, [State.BOUNCED, State.DELIVERED])
+    assert partly.startswith("Delivered to 1 of 2 recipients") and "accepted it" not in partly
+    every = message_sentence(State.DELIVERED, [State.DELIVERED, State.DELIVERED])
+    assert every == "Delivered: the receiving server accepted it."
+    assert message_sentence(State.BOUNCED, [State.BOUNCED]).startswith("Not delivered")

@@ -221,6 +221,7 @@ def delivery_parts(
         transport=adapters.transport,
         messages=TestMessages(store, submitter, clock=time.time),
         tokens=credentials,
+        notify_disconnected=notices.channel_disconnected,
     )
     return DeliveryParts(dispatcher, submitter, tester, child)
 

@@ -26,6 +26,7 @@ from email.policy import compat32
 from email.utils import getaddresses
 
 from mailvia.domain.channel import TransportKind
+from mailvia.domain.idn import ascii_address, unicode_address
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,22 @@ def _header_block(content: bytes) -> bytes:
     return head + sep if sep else content
 
 
+def address_key(address: str) -> str:
+    """The form addresses are compared in: lower-cased, the domain's IDNA A-labels decoded
+    (a header writes `xn--bcher-kva.example` for the envelope's `bücher.example`)."""
+    return unicode_address(address.strip().lower())
+
+
 def header_recipients(content: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(To and Cc addresses, Bcc addresses) the message's headers name, lower-cased, in
-    order, without repeats; a group's name (`undisclosed-recipients:;`) names nobody."""
+    """(To and Cc addresses, Bcc addresses) the message's headers name, as `address_key`
+    gives them, in order, without repeats; a group's name (`undisclosed-recipients:;`)
+    names nobody."""
     text = _header_block(content)
     headers = BytesHeaderParser(policy=compat32).parsebytes(text)
 
     def named(*names: str) -> tuple[str, ...]:
         values = [str(v) for name in names for v in headers.get_all(name, []) or []]
-        found = (address.strip().lower() for _, address in getaddresses(values))
+        found = (address_key(address) for _, address in getaddresses(values))
         return tuple(dict.fromkeys(a for a in found if "@" in a))
 
     return named("To", "Cc"), named("Bcc")
@@ -85,7 +93,7 @@ def refusal(
 ) -> str | None:
     """Why the API cannot carry this message to exactly `recipients` as stored; None when it
     can. `max_recipients`: the channel's own limit, when lower than the API's."""
-    wanted = {r.lower() for r in recipients}
+    wanted = {address_key(r) for r in recipients}
     shown, hidden = header_recipients(content)
     extra = [a for a in (*shown, *hidden) if a not in wanted]
     if extra:
@@ -131,14 +139,15 @@ def as_sent(content: bytes, recipients: Sequence[str]) -> bytes:
     """The bytes handed to the API: the stored ones, with one Bcc field naming the
     recipients that To and Cc do not (any Bcc field the message had is replaced by it)."""
     shown, hidden = header_recipients(content)
-    bcc = [r for r in dict.fromkeys(recipients) if r.lower() not in set(shown)]
+    bcc = [r for r in dict.fromkeys(recipients) if address_key(r) not in set(shown)]
     if not bcc and not hidden:
         return content
     stripped = without_bcc(content) if hidden else content
     if not bcc:
         return stripped
     # One address a line (folded), so no line grows past RFC 5322's 998 characters.
-    return b"Bcc: " + ",\r\n ".join(bcc).encode("utf-8") + b"\r\n" + stripped
+    written = (ascii_address(r) for r in bcc)  # A-labels: no UTF-8 where it need not be
+    return b"Bcc: " + ",\r\n ".join(written).encode("utf-8") + b"\r\n" + stripped
 
 
 __all__ = [

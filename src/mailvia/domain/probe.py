@@ -263,13 +263,39 @@ _TEMPORARY = "A temporary refusal: test again in a few minutes; the server's rep
 _PERMANENT = "The server refused this step; its reply says why."
 
 
+# mailvia's own 535s: no server refused a password, so HINTS' password rows would mislead.
+# An OAuth mailbox's consent no longer works (domain/oauth.py: "...: reconnect with Google");
+# a password channel has no password stored (transport/smtp_errors.py NO_CREDENTIALS).
+_RECONNECT = ": reconnect with "
+CONSENT_GONE = (
+    "mailvia's access to this mailbox no longer works: the consent was taken back in the "
+    "account, expired, or the account's password changed. Reconnect with {provider} on the "
+    "channel's page (no password needed)."
+)
+NO_PASSWORD_STORED = (
+    "mailvia has no password stored for this channel: give it one (Replace the password on "
+    "the channel's page, or mailvia channel reconnect NAME)."
+)
+
+
+def _own_sign_in_hint(reply: Reply) -> str | None:
+    if reply.code != 535 or not reply.text.startswith("mailvia:"):
+        return None
+    if _RECONNECT in reply.text:
+        return CONSENT_GONE.format(provider=reply.text.rpartition(_RECONNECT)[2])
+    return NO_PASSWORD_STORED
+
+
 def hint_for(reply: Reply | None = None, failure: ProbeFailure | None = None) -> str:
-    """The hint for a failed step: by failure kind, else by reply (exact row, then the code
-    alone, then the class digit). Pure."""
+    """The hint for a failed step: by failure kind, else mailvia's own sign-in refusals, else
+    by reply (exact row, then the code alone, then the class digit). Pure."""
     if failure is not None:
         return HINTS[failure]
     if reply is None:
         return _PERMANENT
+    own = _own_sign_in_hint(reply)
+    if own is not None:
+        return own
     found = HINTS.get((reply.code, reply.enhanced)) or HINTS.get((reply.code, None))
     if found is not None:
         return found

@@ -5,6 +5,7 @@ lines `mailvia send --wait` prints while it waits. Pure: time and the facts are 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +38,19 @@ STATES: dict[State, Words] = {
     ),
     State.CANCELLED: Words("Cancelled", "Cancelled before it was sent."),
 }
+
+
+def message_sentence(state: State, recipients: Sequence[State]) -> str:
+    """A message's sentence: its state's, except that a message delivered to only some of its
+    recipients (`delivered` once any was, SURFACE.md) says how many, not "accepted it"."""
+    delivered = sum(1 for r in recipients if r is State.DELIVERED)
+    if state is State.DELIVERED and delivered < len(recipients):
+        return (
+            f"Delivered to {delivered} of {len(recipients)} recipients: the others were not "
+            "delivered (each recipient's state and reply are below)."
+        )
+    return STATES[state].sentence
+
 
 CHANNEL_STATES: dict[ChannelState, Words] = {
     ChannelState.ACTIVE: Words("Working", "Working: this channel is active and sends mail."),

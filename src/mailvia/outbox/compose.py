@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, getaddresses, make_msgid
 
 from mailvia.domain.api_mail import without_bcc
@@ -26,6 +26,7 @@ from mailvia.domain.errors import (
     InvalidInput,
     MessageTooLarge,
 )
+from mailvia.domain.idn import ascii_address, needs_smtputf8
 from mailvia.domain.message import Envelope
 from mailvia.outbox.addresses import check_address, check_clean
 from mailvia.outbox.headers import Field, Headers, header_fields, read_headers
@@ -87,7 +88,14 @@ def parse_mailbox(text: str, what: str) -> tuple[str, str]:
     name, address = found[0]
     if not address:
         raise InvalidAddress(f"{what} {text!r}: not an email address")
-    return name, check_address(address, what)
+    if address not in text:  # the parser glued words on: `a@example.com junk` → `...comjunk`
+        raise InvalidAddress(f"{what} {text!r}: give one address, alone or as Name <address>")
+    try:
+        return name, check_address(address, what)
+    except InvalidAddress as exc:  # quote what was given, not the parser's part of it
+        raise InvalidAddress(
+            str(exc).replace(f"{what} {address!r}", f"{what} {text!r}", 1)
+        ) from None
 
 
 def compose(draft: Draft, *, now: float, max_size: int) -> Composed:
@@ -101,16 +109,19 @@ def compose(draft: Draft, *, now: float, max_size: int) -> Composed:
     _check_recipient_count(recipients)
     if draft.text is None and draft.html is None:
         raise InvalidInput("a message needs text, html or raw content")
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = _mailbox(from_name, from_address)
+    reply_to = parse_mailbox(draft.reply_to, "reply_to") if draft.reply_to else None
+    named = (from_address, *recipients, *([reply_to[1]] if reply_to else []))
+    utf8 = any(needs_smtputf8(a) for a in named)
+    msg = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP)
+    msg["From"] = _mailbox(from_name, from_address, utf8)
     for key in ("to", "cc"):
         if groups[key]:
-            msg[key.capitalize()] = ", ".join(_mailbox(n, a) for n, a in groups[key])
-    if draft.reply_to:
-        msg["Reply-To"] = _mailbox(*parse_mailbox(draft.reply_to, "reply_to"))
+            msg[key.capitalize()] = ", ".join(_mailbox(n, a, utf8) for n, a in groups[key])
+    if reply_to:
+        msg["Reply-To"] = _mailbox(*reply_to, utf8)
     msg["Subject"] = check_clean(draft.subject, "subject")
     msg["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
-    msg["Message-ID"] = make_msgid(domain=from_address.rpartition("@")[2])
+    msg["Message-ID"] = make_msgid(domain=ascii_address(from_address).rpartition("@")[2])
     msg["MIME-Version"] = "1.0"
     _add_headers(msg, draft.headers)
     _set_body(msg, draft.text, draft.html)
@@ -119,8 +130,12 @@ def compose(draft: Draft, *, now: float, max_size: int) -> Composed:
     return _composed(Envelope(headers.from_address, tuple(recipients)), headers, content)
 
 
-def _mailbox(name: str, address: str) -> str:
-    local, _, domain = address.rpartition("@")
+def _mailbox(name: str, address: str, utf8: bool) -> str:
+    """`Name <address>` as the header is written: in a message that is not SMTPUTF8 the
+    domain as IDNA A-labels and the name as an encoded word (never one inside the address,
+    RFC 2047 §5); in an SMTPUTF8 one (an address whose local part is not ASCII) all in
+    UTF-8 (RFC 6532)."""
+    local, _, domain = (address if utf8 else ascii_address(address)).rpartition("@")
     return str(Address(display_name=name, username=local, domain=domain))
 
 

@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Clock, Instant
 from mailvia.domain.errors import MailviaError, NotFound, StoreUnavailable
 from mailvia.outbox.channel_run import ChannelRun
 from mailvia.outbox.concurrency import ConcurrencyBook
-from mailvia.outbox.dispatch_ports import DispatchOptions, DispatchStore, Notifier
+from mailvia.outbox.dispatch_ports import DispatchOptions, DispatchStore, Notifier, no_notice
 from mailvia.outbox.liveness import Liveness
 from mailvia.outbox.metrics import NO_METRICS
 from mailvia.outbox.outage import Outage
@@ -45,10 +45,6 @@ EXPIRE_EVERY = 10.0  # seconds
 EXPIRE_BATCH = 1000  # messages of each state expired per transaction (memory stays flat)
 
 
-async def _no_notice(channel: Channel, reason: str, now: Instant) -> None:
-    return None
-
-
 class Dispatcher:
     """Delivers due mail. One per process; several may share a PostgreSQL store."""
 
@@ -61,7 +57,7 @@ class Dispatcher:
         options: DispatchOptions,
         workers: WorkerRegistry,
         rand: Callable[[], float] = random.random,
-        notify_disconnected: Notifier = _no_notice,
+        notify_disconnected: Notifier = no_notice,
         metrics: Metrics = NO_METRICS,
         slots: SlotStore | None = None,
     ) -> None:

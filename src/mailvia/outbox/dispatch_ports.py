@@ -18,6 +18,11 @@ from mailvia.outbox.records import Event
 Notifier = Callable[[Channel, str, Instant], Awaitable[None]]  # a channel, why, when
 
 
+async def no_notice(channel: Channel, reason: str, now: Instant) -> None:
+    """A Notifier that tells no one (tests, tools)."""
+    return None
+
+
 @dataclass(frozen=True)
 class DispatchOptions:
     """A dispatcher's settings (docs/settings.md)."""

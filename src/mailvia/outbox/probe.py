@@ -1,8 +1,10 @@
 """Test connection and reconnect: probe a saved or unsaved channel; bring a disconnected one back.
 
-Side effects: `test` and `test_spec` probe (one connection; an OAuth mailbox gets an access
-token first) and store nothing, not even a replacement password; but a test message through a
-saved channel is a message (test_message.py: the sender check, the budgets, a record).
+Side effects: `test` and `test_spec` probe (one connection; an OAuth mailbox gets its access
+token renewed first) and store nothing, not even a replacement password; but a test message
+through a saved channel is a message (test_message.py: the sender check, the budgets, a
+record), and a saved OAuth mailbox whose grant the provider refuses is disconnected as a
+message's refusal would disconnect it (disconnects.py: its mail held, the owner told).
 `reconnect` stores the new sealed password, makes the channel active, releases its held mail
 in its original order, records a `channel.reconnected` event and closes the transport's
 pooled connections, but only after a passing probe; a failing one changes nothing.
@@ -21,7 +23,9 @@ from mailvia.domain.probe import ProbeFailure, ProbeReport, ProbeStep, Step, hin
 from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import Channels, ChannelSpec
 from mailvia.outbox.compose import Composed, Draft, compose
+from mailvia.outbox.disconnects import disconnect
 from mailvia.outbox.dispatch import new_event
+from mailvia.outbox.dispatch_ports import Notifier, no_notice
 from mailvia.outbox.ports import (
     Credentials,
     CredentialSource,
@@ -44,6 +48,7 @@ class ReconnectStore(Protocol):
         self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
     ) -> Channel: ...
     def release_channel(self, channel_id: str, now: Instant) -> int: ...
+    def hold_channel(self, channel_id: str, now: Instant) -> int: ...
     def add_events(self, events: Sequence[Event]) -> None: ...
 
 
@@ -69,6 +74,7 @@ class ChannelTester:
         transport: Transport,
         messages: TestMessages,
         tokens: CredentialSource,
+        notify_disconnected: Notifier = no_notice,
         timeout: float = 10.0,
     ) -> None:
         self.store = store
@@ -79,6 +85,7 @@ class ChannelTester:
         self.timeout = timeout
         self.messages = messages
         self.tokens = tokens  # an OAuth mailbox's access tokens (the dispatcher's source)
+        self.notify = notify_disconnected  # tells the owner, as the dispatcher does
 
     async def test(
         self,
@@ -96,11 +103,11 @@ class ChannelTester:
         channel's budgets allow no message now)."""
         channel = self.channels.get(actor, ref)
         if to is None:
-            return await self._with_credentials(channel, password, None)
+            return await self._with_credentials(channel, password, None, now=now)
         prepared = self.messages.prepare(actor, channel, to)
         report: ProbeReport | None = None
         try:
-            report = await self._with_credentials(channel, password, prepared.composed)
+            report = await self._with_credentials(channel, password, prepared.composed, now=now)
         finally:
             self.messages.record(prepared, channel, report.delivery if report else None)
         return report
@@ -137,7 +144,7 @@ class ChannelTester:
         channel = self.channels.get(actor, ref)
         if channel.owner.user_id != actor.id and not actor.is_admin:
             raise Forbidden("only the channel's owner or an admin may reconnect it")
-        report = await self._with_credentials(channel, password, None)
+        report = await self._with_credentials(channel, password, None, now=now)
         if not report.ok:
             return Reconnection(report, channel, reconnected=False)
         if password is not None and channel.auth is not Auth.NONE:
@@ -171,18 +178,38 @@ class ChannelTester:
         return await self._with_credentials(channel, password, None)
 
     async def _with_credentials(
-        self, channel: Channel, password: str | None, message: Composed | None
+        self,
+        channel: Channel,
+        password: str | None,
+        message: Composed | None,
+        *,
+        now: Instant | None = None,
     ) -> ProbeReport:
-        """An OAuth mailbox first gets an access token from the credential source (the
-        `token` step); any other channel uses its stored password, or `password`."""
+        """An OAuth mailbox first gets an access token renewed from the provider (the `token`
+        step); any other channel uses its stored password, or `password`. With `now` (a saved
+        channel), a mailbox whose grant the provider refuses is disconnected, as a message
+        that met the refusal would disconnect it."""
         if channel.oauth is None or password is not None:
             return await self._probe(channel, self._credentials(channel, password), message)
         try:
-            token = await self.tokens(channel)
+            token = await self._renewed(channel)
         except CredentialsFailed as failed:
+            if now is not None and failed.reply.code >= 500:
+                await self._disconnect(channel, str(failed.reply), now)
             return ProbeReport.of([_token_failed(failed)])
         report = await self._probe(channel, token, message)
         return ProbeReport.of([_token_step(channel, token), *report.steps], report.delivery)
+
+    async def _disconnect(self, channel: Channel, reason: str, now: Instant) -> None:
+        if self.store.get_channel(channel.id).state is ChannelState.ACTIVE:
+            await disconnect(self.store, self.transport, self.notify, channel, reason, now)
+
+    async def _renewed(self, channel: Channel) -> Credentials | None:
+        """The mailbox's access token, renewed now, so the provider is asked whether the grant
+        still holds: the one in hand is handed back as refused, which makes the source
+        renew it as it does when a server refuses a message's token."""
+        token = await self.tokens(channel)
+        return await self.tokens(channel, rejected=token)
 
     def _credentials(self, channel: Channel, password: str | None) -> Credentials | None:
         if password is None:
@@ -209,7 +236,7 @@ class ChannelTester:
 def _token_step(channel: Channel, token: Credentials | None) -> ProbeStep:
     who = token.username if token is not None and token.username else channel.address
     provider = channel.oauth.display_name if channel.oauth else "the provider"
-    detail = f"an access token for {who} from {provider}"
+    detail = f"an access token for {who} from {provider}, renewed just now: the consent holds"
     if channel.transport is not TransportKind.SMTP:
         detail += (
             "; its send-only scope does not allow reading the mailbox's profile, so without "

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.delivery import ChannelEffect
 from mailvia.domain.message import State
 from mailvia.domain.throttle import daily_quota_wait, escalate
+from mailvia.outbox.disconnects import disconnect
 from mailvia.outbox.ports import Claim
-from mailvia.outbox.run_context import new_event
 from mailvia.outbox.run_records import RunRecords
 
 log = logging.getLogger(__name__)
@@ -45,22 +44,18 @@ class RunEffects(RunRecords):
             self.store.set_channel_throttle(self.channel.id, None, 0)
 
     async def _disconnect(self, leftovers: list[Claim], now: Instant) -> None:
-        channel = self.channel
-        self.store.set_channel_state(channel.id, ChannelState.DISCONNECTED, self.effect_reply, now)
-        if leftovers:
+        if leftovers:  # claimed by this run: held here, counted with the channel's queue
             self.store.unclaim(leftovers, state=State.HELD, now=now)
-        held = self.store.hold_channel(channel.id, now)
-        data: dict[str, object] = {
-            "channel_id": channel.id,
-            "reason": self.effect_reply,
-            "held": held + len(leftovers) + self.held,
-        }
-        self.store.add_events(
-            [new_event(channel.organization_id, "channel.disconnected", now, data)]
+        held = len(leftovers) + self.held
+        await disconnect(
+            self.store,
+            self.ctx.transport,
+            self.ctx.notify_disconnected,
+            self.channel,
+            self.effect_reply or "",
+            now,
+            held=held,
         )
-        await self.ctx.transport.forget(channel.id)
-        await self.ctx.notify_disconnected(channel, self.effect_reply or "", now)
-        log.warning("channel %s disconnected: %s", channel.id, self.effect_reply)
 
     def _throttle(self, now: Instant) -> None:
         """Pause the channel as domain/throttle.py escalates it (a server that could not be

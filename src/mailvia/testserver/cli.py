@@ -202,7 +202,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--implicit-tls", action="store_true", help="TLS from the first byte (smtps)")
     add("--no-pipelining", action="store_true", help="do not offer PIPELINING")
     add("--auth", action="append", default=[], metavar="USER:PASS", help="require AUTH")
-    add("--fault", action="append", default=[], metavar="STAGE=ACTION")
+    add(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="STAGE=ACTION",
+        help="a fault to inject (repeatable; STAGE and ACTION below)",
+    )
     add("--faults-file", type=Path, metavar="F", help="re-read for each connection or request")
     add("--maildir", type=Path, metavar="DIR", help="default: a new temporary directory")
     _add_fake_options(parser)

@@ -40,6 +40,7 @@ from aiosmtplib.protocol import SMTPProtocol
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.delivery import TransactionResult
+from mailvia.domain.idn import ascii_address, needs_smtputf8
 from mailvia.domain.message import Envelope
 from mailvia.domain.probe import Step
 from mailvia.domain.replies import Reply, Stage
@@ -181,7 +182,7 @@ class Session:
                 return await self._pipelined(protocol, commands, envelope, content, progress)
         try:
             await self.smtp.mail(
-                envelope.mail_from,
+                envelope.mail_from if utf8 else ascii_address(envelope.mail_from),
                 options=options,
                 encoding=encoding,
                 timeout=self.channel.timeouts.command,
@@ -264,10 +265,11 @@ class Session:
             self.close()
 
     def _mail_options(self, envelope: Envelope, content: bytes) -> tuple[list[str], bool]:
-        """ESMTP options for MAIL: SMTPUTF8 for non-ASCII addresses, 8BITMIME for 8-bit
+        """ESMTP options for MAIL: SMTPUTF8 for an address whose local part is not ASCII
+        (a domain alone goes as IDNA A-labels, as the headers write it), 8BITMIME for 8-bit
         content, each only when the server offers it."""
         options: list[str] = []
-        utf8 = not all(a.isascii() for a in (envelope.mail_from, *envelope.rcpt_to))
+        utf8 = any(needs_smtputf8(a) for a in (envelope.mail_from, *envelope.rcpt_to))
         utf8 = utf8 and self.smtp.supports_extension("smtputf8")
         if utf8:
             options.append("SMTPUTF8")
@@ -278,7 +280,9 @@ class Session:
     async def _rcpt(self, address: str, encoding: str) -> Reply:
         try:
             response = await self.smtp.rcpt(
-                address, encoding=encoding, timeout=self.channel.timeouts.command
+                address if encoding != "ascii" else ascii_address(address),
+                encoding=encoding,
+                timeout=self.channel.timeouts.command,
             )
         except SMTPRecipientRefused as refused:
             if not 400 <= refused.code < 600:

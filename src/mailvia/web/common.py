@@ -33,6 +33,7 @@ from mailvia.domain.message import State
 from mailvia.domain.oauth import basic_auth_off, oauth_offer
 from mailvia.domain.signins import PAGES, FailedSignIns
 from mailvia.domain.tenancy import User
+from mailvia.domain.waiting import message_sentence
 from mailvia.outbox.services import Services
 from mailvia.web.auth import current_session
 from mailvia.web.charts import hour_words
@@ -121,6 +122,7 @@ class Web:
             oauth_offer=oauth_offer,
             basic_auth_off=basic_auth_off,
             state_words=state_words,
+            message_sentence=message_sentence,
             reply_words=reply_words,
             reason_words=reason_words,
             outcome_words=lambda outcome: OUTCOMES.get(outcome, outcome),

@@ -112,6 +112,7 @@ async def callback(
             status=status_for(exc),
             title=f"{provider.display_name}: nothing was connected",
             detail=str(exc),
+            back=("/channel", "My delivery channel"),  # where connecting started
         )
     notice = "oauth_reconnected" if done.reconnected else "oauth_connected"
     return redirect(f"/channels/{done.channel.id}", notice=notice)

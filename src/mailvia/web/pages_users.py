@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from mailvia.domain.channel import Scope
 from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.tenancy import User, require_admin
 from mailvia.outbox.listeners import SubmissionPort, SubmissionTls
@@ -70,7 +71,11 @@ async def create_user(request: Request, user: UserDep, web: WebDep) -> HTMLRespo
     except MailviaError as exc:
         return users_page(request, web, user, status=status_of(exc), error=str(exc))
     link = str(request.base_url).rstrip("/") + "/signin?email=" + quote(created.email)
-    return users_page(request, web, user, created=(created, password), link=link)
+    visible = web.services.channels.visible(user)
+    team_channel = any(c.scope is Scope.DOMAIN for c in visible)  # else: only their own
+    return users_page(
+        request, web, user, created=(created, password), link=link, team_channel=team_channel
+    )
 
 
 @router.post("/users/grant", response_class=HTMLResponse)

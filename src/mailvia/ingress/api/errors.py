@@ -135,9 +135,24 @@ async def _on_mailvia_error(request: Request, exc: Exception) -> JSONResponse:
 def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     # Never echo the input: it may be a password.
     return [
-        FieldError(loc=".".join(str(part) for part in error.get("loc", ())), message=error["msg"])
+        FieldError(loc=".".join(str(part) for part in error.get("loc", ())), message=_said(error))
         for error in exc.errors()
     ]
+
+
+def _said(error: Any) -> str:
+    """Pydantic's message, but a length checked after a string's own validator (`Line`,
+    `Text`: "Value should have at least 1 item after validation") in a string's words."""
+    limits = error.get("ctx") or {}
+    if error.get("type") not in ("too_short", "too_long") or not isinstance(
+        error.get("input"), str
+    ):
+        return str(error["msg"])
+    if error["type"] == "too_short":
+        least = limits.get("min_length", 0)
+        return f"String should have at least {least} character{'s' if least != 1 else ''}"
+    most = limits.get("max_length", 0)
+    return f"String should have at most {most} character{'s' if most != 1 else ''}"
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -72,7 +72,7 @@ def cancel_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str,
 @router.get(
     "/route",
     response_model=RouteOut,
-    responses=problems(401, 422, 503),
+    responses=problems(401, 403, 422, 503),
     tags=["channels"],
     summary="Which channel mail From this address takes, and why",
 )
@@ -81,5 +81,7 @@ def explain_route(
     user: CallerDep,
     from_: Annotated[str, Query(alias="from", max_length=998)],
 ) -> dict[str, Any]:
+    """403 for an address the caller may not send From (what a message From it gets)."""
     address = check_address(from_, "from")
+    services.submitter.check_sender(user, address)
     return route_payload(services.submitter.explain(user, address))

@@ -68,19 +68,40 @@ def _together(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 # The options `add` and `edit` share, written once (the sizes as the domain bounds them).
 CONNECTION_OPTIONS = _together(
-    click.option("--host"),
-    click.option("--port", type=click.IntRange(*PORT_RANGE)),
-    click.option("--security", type=click.Choice([s.value for s in Security])),
-    click.option("--auth", "auth", type=click.Choice([a.value for a in Auth])),
+    click.option("--host", help="The SMTP server's host name."),
+    click.option("--port", type=click.IntRange(*PORT_RANGE), help="587 for starttls, 465 for tls."),
+    click.option(
+        "--security",
+        type=click.Choice([s.value for s in Security]),
+        help="none only with --auth none, to hosts MAILVIA_ALLOW_PRIVATE_HOSTS allows.",
+    ),
+    click.option(
+        "--auth", "auth", type=click.Choice([a.value for a in Auth]), help="Sign-in method."
+    ),
 )
 PASSWORD_OPTIONS = _together(
     click.option("--password-stdin", is_flag=True, help="Read the password from standard input."),
     click.option("--password-env", metavar="VAR", help="Read the password from this variable."),
 )
 LIMIT_OPTIONS = _together(
-    click.option("--budget", "budgets", multiple=True, metavar="N/SECONDS[:UNIT]"),
-    click.option("--max-connections", type=click.IntRange(*MAX_CONNECTIONS_RANGE)),
-    click.option("--max-recipients", "max_recipients", type=click.IntRange(*MAX_RECIPIENTS_RANGE)),
+    click.option(
+        "--budget",
+        "budgets",
+        multiple=True,
+        metavar="N/SECONDS[:UNIT]",
+        help="A limit, e.g. 30/60:messages or 10000/86400:recipients; repeat.",
+    ),
+    click.option(
+        "--max-connections",
+        type=click.IntRange(*MAX_CONNECTIONS_RANGE),
+        help="Connections to the server at once.",
+    ),
+    click.option(
+        "--max-recipients",
+        "max_recipients",
+        type=click.IntRange(*MAX_RECIPIENTS_RANGE),
+        help="Recipients per message the server takes (more are split).",
+    ),
 )
 
 
@@ -103,16 +124,20 @@ def read_password(stdin: bool, env: str | None) -> str | None:
 @click.argument("name")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Provider preset.")
 @CONNECTION_OPTIONS
-@click.option("--username")
+@click.option("--username", help="The sign-in name.")
 @PASSWORD_OPTIONS
 @click.option("--ca-file", type=click.File("r"), help="A PEM CA added to the trust store.")
-@click.option("--scope", type=click.Choice([s.value for s in Scope]))
+@click.option(
+    "--scope",
+    type=click.Choice([s.value for s in Scope]),
+    help="address: one sender's mailbox; domain: a team channel for whole domains.",
+)
 @click.option("--address", help="The From address (address scope).")
 @click.option("--domain", "domains", multiple=True, help="A domain (domain scope); repeat.")
 @click.option("--user", "user_email", help="Owner (address scope).")
 @click.option("--team", "team_name", help="Owning team (domain scope).")
 @LIMIT_OPTIONS
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
@@ -181,7 +206,7 @@ def _add(s: Services, spec: ChannelSpec, *, org: str | None, as_json: bool) -> N
 
 
 @channel.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
@@ -208,7 +233,7 @@ def _table(channels: list[Channel]) -> None:
 
 @channel.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
@@ -225,8 +250,15 @@ def show(ctx: Context, name: str, as_json: bool, org: str | None, settings: Sett
     ctx.using(settings, action)
 
 
+# Given to click when the command is made: a docstring set afterwards never reaches --help.
+_STATE_HELP = {
+    "pause": "Pause a channel: its mail is held until it is resumed.",
+    "resume": "Resume a channel and release its held mail in its original order.",
+}
+
+
 def _state_command(verb: str) -> None:
-    @channel.command(verb)
+    @channel.command(verb, help=_STATE_HELP[verb])
     @click.argument("name")
     @ORG_OPTION
     @settings_options(*STORE_SETTINGS)
@@ -240,11 +272,6 @@ def _state_command(verb: str) -> None:
             click.echo(f"{changed.name} is {changed.state}; {count} messages {moved}")
 
         ctx.using(settings, action)
-
-    command.__doc__ = {
-        "pause": "Pause a channel: its mail is held until it is resumed.",
-        "resume": "Resume a channel and release its held mail in its original order.",
-    }[verb]
 
 
 for _verb in ("pause", "resume"):
@@ -264,7 +291,7 @@ for _verb in ("pause", "resume"):
     "--password-stdin", is_flag=True, help="Test with this password (from stdin); not saved."
 )
 @click.option("--password-env", metavar="VAR", help="Test with the password in this variable.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
@@ -303,7 +330,7 @@ def probe_command(
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the new password from stdin.")
 @click.option("--password-env", metavar="VAR", help="Read the new password from this variable.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
@@ -358,7 +385,7 @@ def print_report(report: ProbeReport) -> None:
 
 
 @channel.command("presets")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 def presets(as_json: bool) -> None:
     """List the provider presets and what they fill in."""
     data = [

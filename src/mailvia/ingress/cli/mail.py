@@ -39,14 +39,14 @@ if TYPE_CHECKING:
 @click.option("--user", "user_email", required=True, help="The sender (a user's email).")
 @click.option("--from", "from_", help="The From address (required without files).")
 @click.option("--to", "to", multiple=True, help="A recipient; repeat.")
-@click.option("--cc", multiple=True)
-@click.option("--bcc", multiple=True)
-@click.option("--subject", default="")
+@click.option("--cc", multiple=True, help="A Cc recipient; repeat.")
+@click.option("--bcc", multiple=True, help="A Bcc recipient (not shown in the headers); repeat.")
+@click.option("--subject", default="", help="The Subject line.")
 @click.option("--text", help="The plain-text body.")
 @click.option("--html", help="The HTML body.")
 @click.option("--wait", is_flag=True, help="Wait until each message has left (or stopped).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds --wait waits.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @settings_options(*STORE_SETTINGS, "max_message_size")
 @pass_context
@@ -154,8 +154,25 @@ def _report(
         click.echo(f"mailvia: {message_id} is not being delivered: {waiting.sentence}", err=True)
     if stuck:
         return NOTHING_DELIVERS
+    for view in views:
+        if (missed := _not_delivered(view)) is not None:
+            click.echo(f"{view.id}: {missed}", err=True)
     # Exit 1 unless every recipient of every message was delivered.
     return int(any(r.state is not State.DELIVERED for v in views for r in v.recipients))
+
+
+def _not_delivered(view: MessageView) -> str | None:
+    """`delivered to 1 of 2 recipients; bob@x.test: 550 5.1.1 No such user (bounced)`: each
+    recipient not delivered with its last reply and state; None when every one was."""
+    missed = [r for r in view.recipients if r.state is not State.DELIVERED]
+    if not missed:
+        return None
+    each = "; ".join(
+        f"{r.address}: {r.reply} ({r.state})" if r.reply else f"{r.address}: {r.state}"
+        for r in missed
+    )
+    done = len(view.recipients) - len(missed)
+    return f"delivered to {done} of {len(view.recipients)} recipients; {each}"
 
 
 def _wait(
@@ -193,7 +210,7 @@ def _wait(
 
 @cli.command("queue")
 @click.option("--org", default=None, help="Only this organization.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @settings_options(*STORE_SETTINGS)
 @pass_context
 def queue(ctx: Context, org: str | None, as_json: bool, settings: Settings) -> None:
@@ -236,7 +253,7 @@ def message() -> None:
 
 @message.command("show")
 @click.argument("message_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @settings_options(*STORE_SETTINGS)
 @pass_context
 def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> None:
@@ -251,7 +268,7 @@ def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> No
 
 @message.command("cancel")
 @click.argument("message_id")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @settings_options(*STORE_SETTINGS)
 @pass_context
 def cancel(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> None:
@@ -289,9 +306,9 @@ def route() -> None:
 
 
 @route.command("explain")
-@click.option("--user", "user_email", required=True)
-@click.option("--from", "from_", required=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--user", "user_email", required=True, help="The sender (a user's email).")
+@click.option("--from", "from_", required=True, help="The From address to route.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @settings_options(*STORE_SETTINGS)
 @pass_context
 def explain(ctx: Context, user_email: str, from_: str, as_json: bool, settings: Settings) -> None:

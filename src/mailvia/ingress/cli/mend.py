@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     metavar="CHANNEL",
     help="Move its waiting mail to this channel (each message whose sender may use it).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
@@ -86,7 +86,7 @@ def _say_removed(done: Removal, name: str, mail: MailChoice | None) -> None:
 
 @channel.command("cancel-mail")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context
@@ -110,7 +110,7 @@ def cancel_mail_command(
 @PASSWORD_OPTIONS
 @LIMIT_OPTIONS
 @click.option("--no-test", is_flag=True, help="Save connection changes without testing them.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @ORG_OPTION
 @settings_options(*STORE_SETTINGS)
 @pass_context

@@ -99,6 +99,7 @@ class SubmissionServer:
             "552 Error: message size exceeds fixed maximum message size": too_big,
             "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.6 Line too long (RFC 5321 "
             "allows 998 characters)",
+            "503 Already authenticated": "503 5.5.1 Already authenticated",
         }
         self.live: set[SubmissionSMTP] = set()
         self._servers: list[asyncio.Server] = []

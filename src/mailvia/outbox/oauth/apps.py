@@ -52,7 +52,7 @@ def _check_tenant(provider: Provider, tenant: str | None) -> str | None:
     tenant = (tenant or DEFAULT_TENANT).strip()
     if not _TENANT.match(tenant):
         raise InvalidInput(
-            "tenant: a tenant id, a domain (contoso.onmicrosoft.com) or organizations"
+            "tenant: a tenant id, a domain (contoso.onmicrosoft.com), organizations or common"
         )
     return tenant
 

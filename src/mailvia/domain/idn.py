@@ -1,0 +1,50 @@
+"""Internationalised domain names in addresses (RFC 5890, RFC 6531).
+
+Addresses are stored and compared with their domain in Unicode (email-validator's normal
+form, outbox/addresses.py); a message that is not SMTPUTF8 must write them in ASCII, the
+domain as IDNA A-labels (`user@xn--bcher-kva.example`), since an encoded word is not allowed
+inside an address (RFC 2047 §5). Only an address whose local part is not ASCII needs SMTPUTF8
+(and then every address in the message is written in UTF-8, RFC 6532). The domain is already
+mapped and normalised by email-validator (UTS 46), so a label converts with Punycode
+(RFC 3492) alone, both ways. Pure.
+"""
+
+from __future__ import annotations
+
+_ACE = "xn--"
+
+
+def needs_smtputf8(address: str) -> bool:
+    """Whether the address can only be written in UTF-8 (its local part is not ASCII)."""
+    return not address.rpartition("@")[0].isascii()
+
+
+def ascii_address(address: str) -> str:
+    """The address with its domain as A-labels; as given when the domain is ASCII already,
+    or when the local part is not ASCII (SMTPUTF8: the whole address stays in UTF-8)."""
+    local, at, domain = address.rpartition("@")
+    if domain.isascii() or not local.isascii():
+        return address
+    labels = (
+        label if label.isascii() else _ACE + label.encode("punycode").decode("ascii")
+        for label in domain.split(".")
+    )
+    return local + at + ".".join(labels)
+
+
+def unicode_address(address: str) -> str:
+    """The address with its A-labels decoded (the form addresses are compared in); a label
+    that is not valid Punycode is kept as written."""
+    local, at, domain = address.rpartition("@")
+    if _ACE not in domain.lower():
+        return address
+    return local + at + ".".join(_decoded(label) for label in domain.split("."))
+
+
+def _decoded(label: str) -> str:
+    if not label.lower().startswith(_ACE):
+        return label
+    try:
+        return label[len(_ACE) :].encode("ascii").decode("punycode")
+    except (UnicodeError, ValueError):
+        return label

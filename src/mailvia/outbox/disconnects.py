@@ -1,0 +1,55 @@
+"""A channel whose sign-in no longer works is disconnected: one code path for a channel run
+that met the refusal (run_effects.py) and for Test connection that found it (probe.py).
+
+Side effects: the channel's state and reason, its queued mail held, a `channel.disconnected`
+event, its pooled connections closed, its owner told.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.clock import Instant
+from mailvia.outbox.dispatch_ports import Notifier
+from mailvia.outbox.ports import Transport
+from mailvia.outbox.records import Event
+from mailvia.outbox.run_context import new_event
+
+log = logging.getLogger(__name__)
+
+
+class DisconnectStore(Protocol):
+    """What disconnecting needs from the store."""
+
+    def set_channel_state(
+        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
+    ) -> Channel: ...
+    def hold_channel(self, channel_id: str, now: Instant) -> int: ...
+    def add_events(self, events: Sequence[Event]) -> None: ...
+
+
+async def disconnect(
+    store: DisconnectStore,
+    transport: Transport,
+    notify: Notifier,
+    channel: Channel,
+    reason: str,
+    now: Instant,
+    *,
+    held: int = 0,
+) -> int:
+    """Mark `channel` disconnected for `reason` (the reply, e.g. `535 5.7.8 ...`), hold its
+    queued mail, record `channel.disconnected` (with the count held, `held` being those the
+    caller held already), close its pooled connections and tell its owner. Returns the count
+    held in all."""
+    store.set_channel_state(channel.id, ChannelState.DISCONNECTED, reason, now)
+    held += store.hold_channel(channel.id, now)
+    data: dict[str, object] = {"channel_id": channel.id, "reason": reason, "held": held}
+    store.add_events([new_event(channel.organization_id, "channel.disconnected", now, data)])
+    await transport.forget(channel.id)
+    await notify(channel, reason, now)
+    log.warning("channel %s disconnected: %s", channel.id, reason)
+    return held
