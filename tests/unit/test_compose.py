@@ -216,6 +216,20 @@ def test_words_after_an_address_are_refused_not_glued_onto_its_domain(text: str)
         compose(draft, now=0, max_size=100_000)
 
 
+@pytest.mark.parametrize("field", ["To", "Cc", "Bcc"])
+def test_words_after_an_address_in_a_raw_messages_header_are_refused(field: str) -> None:
+    """A raw message without an envelope takes its recipients from its header fields: the
+    same gluing (`bob@example.com junk` → bob@example.comjunk) is refused there too; the
+    forms that name their addresses as written still go."""
+    raw = f"From: jane@acme.test\r\n{field}: bob@example.com junk\r\n\r\nhi\r\n".encode()
+    with pytest.raises(InvalidAddress, match=r"'bob@example\.comjunk' is not written"):
+        inspect_raw(raw, envelope=None, max_size=100_000)
+    fine = b'To: "Doe, J" <j@x.test>, k@y.test (K)\r\nCc: G: a@b.test;\r\n'
+    raw = b"From: jane@acme.test\r\n" + fine + b"\r\nhi\r\n"
+    envelope = inspect_raw(raw, envelope=None, max_size=100_000).envelope
+    assert envelope.rcpt_to == ("j@x.test", "k@y.test", "a@b.test")
+
+
 def test_a_refused_address_is_quoted_as_given() -> None:
     """The parser keeps only `not` of `not an address`: the error quotes all of it."""
     with pytest.raises(InvalidAddress) as refused:

@@ -234,7 +234,17 @@ def _header_recipients(headers: Headers | Sequence[Field]) -> list[tuple[str, st
 
 
 def _envelope_from_headers(headers: Headers) -> Envelope:
-    recipients = [check_address(a, "recipient") for _, a in _header_recipients(headers) if a]
+    written = "\n".join(f.value for f in headers.fields if f.name in ("to", "cc", "bcc"))
+    recipients = []
+    for _, address in _header_recipients(headers):
+        if not address:
+            continue
+        if address not in written:  # glued on by the parser: `a@example.com junk` → `...comjunk`
+            raise InvalidAddress(
+                f"recipient {address!r} is not written in the To, Cc or Bcc fields as read: "
+                "give each address alone or as Name <address>"
+            )
+        recipients.append(check_address(address, "recipient"))
     return Envelope(headers.from_address, tuple(dict.fromkeys(recipients)))
 
 
