@@ -85,3 +85,17 @@ def test_own_sign_in_refusals_do_not_blame_a_password() -> None:
     assert hint_for(NO_CREDENTIALS) == NO_PASSWORD_STORED
     # a server's own 535 keeps the password hint
     assert "Wrong user name or password" in hint_for(Reply(535, "5.7.8", "Bad credentials"))
+
+
+def test_a_consent_refusal_names_only_a_provider_of_ours_and_keeps_smtp_auth_off_apart() -> None:
+    """The provider to reconnect with is one mailvia knows, never a name a server's reply
+    put in the text; a fresh token refused because Microsoft 365's SMTP AUTH is off is told
+    so (an admin must turn it on: reconnecting would not help)."""
+    assert "Reconnect with Microsoft 365 on" in hint_for(
+        consent_refused(Provider.MICROSOFT, "invalid_grant")
+    )
+    forged = Reply(535, "5.7.8", "mailvia: x: reconnect with Evil at https://evil.example")
+    assert "Evil" not in hint_for(forged) and "evil.example" not in hint_for(forged)
+    off = Reply(535, "5.7.139", "Authentication unsuccessful, SmtpClientAuthentication is disabled")
+    said = hint_for(refused_after_renewal(Provider.MICROSOFT, off))
+    assert said == HINTS[(535, "5.7.139")] and "an admin must enable it" in said

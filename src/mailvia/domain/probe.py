@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mailvia.domain.channel import Provider
 from mailvia.domain.delivery import TransactionResult
+from mailvia.domain.oauth import reconnect_words
 from mailvia.domain.replies import Reply
 
 
@@ -266,7 +268,6 @@ _PERMANENT = "The server refused this step; its reply says why."
 # mailvia's own 535s: no server refused a password, so HINTS' password rows would mislead.
 # An OAuth mailbox's consent no longer works (domain/oauth.py: "...: reconnect with Google");
 # a password channel has no password stored (transport/smtp_errors.py NO_CREDENTIALS).
-_RECONNECT = ": reconnect with "
 CONSENT_GONE = (
     "mailvia's access to this mailbox no longer works: the consent was taken back in the "
     "account, expired, or the account's password changed. Reconnect with {provider} on the "
@@ -279,11 +280,25 @@ NO_PASSWORD_STORED = (
 
 
 def _own_sign_in_hint(reply: Reply) -> str | None:
+    """mailvia's own 535 (domain/oauth.py): a consent that no longer works names the provider
+    to reconnect with (one of ours, never a name the text was given by a server); a server's
+    refusal it quotes that reconnecting cannot mend (Microsoft 365's SMTP AUTH turned off)
+    gets that refusal's hint."""
     if reply.code != 535 or not reply.text.startswith("mailvia:"):
         return None
-    if _RECONNECT in reply.text:
-        return CONSENT_GONE.format(provider=reply.text.rpartition(_RECONNECT)[2])
+    quoted = _QUOTED_REPLY.search(reply.text)
+    if quoted is not None and (int(quoted[1]), quoted[2]) == _SMTP_AUTH_OFF:
+        return HINTS[_SMTP_AUTH_OFF]
+    provider = next((p for p in Provider if reply.text.endswith(": " + reconnect_words(p))), None)
+    if provider is not None:
+        return CONSENT_GONE.format(provider=provider.display_name)
     return NO_PASSWORD_STORED
+
+
+# Microsoft 365's "SmtpClientAuthentication is disabled": OAuth sign-in needs SMTP AUTH on too.
+# (Its 5.7.3 also follows a token without the right scope, which reconnecting mends.)
+_SMTP_AUTH_OFF = (535, "5.7.139")
+_QUOTED_REPLY = re.compile(r"\(([2-5]\d\d) ([245]\.\d{1,3}\.\d{1,3})\b")
 
 
 def hint_for(reply: Reply | None = None, failure: ProbeFailure | None = None) -> str:
