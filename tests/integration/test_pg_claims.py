@@ -224,6 +224,7 @@ def _slowed_claim(store: Any, *, now: float) -> tuple[threading.Thread, dict[str
     )
     assert slow != claims_pg._CLAIM
     params = {"channel": "ch_a", "now": now, "limit": 10, "worker": "B", "until": now + 300}
+    params["lease_id"] = 1
 
     def claim() -> None:
         with store._db.write_one() as conn:

@@ -18,9 +18,14 @@ Why the answer is right although every part of one statement sees the same snaps
   between this statement's start and its pick, its message deferred again, came back as
   neither pending nor settled: tests/integration/test_pg_claims.py.)
 
-An error means nothing was leased (the statement is its own transaction). Only a connection
-lost after the server committed leaves the messages leased and unknown to the worker: they
-come back when the lease runs out, unflagged (none had started).
+An error the server answered means nothing was leased (the statement is its own
+transaction). A connection lost after the server committed, before the answer was read,
+leaves the messages leased to a worker that never learns of them: each claim carries a
+number its worker picked (`lease_id`, set on every message it leases), and on such an error
+the worker gives back exactly the messages leased under it and not started
+(`give_back_lost`), on a new connection at once, or, the database out of reach, before its
+next claim (`LostClaims`). Not one of them is in the worker's hands (their claims never came
+back), so none is being sent: none is lost or sent twice.
 
 Side effects: the leases and the recipients' states, committed before the claims return.
 """
@@ -72,7 +77,7 @@ def _claim_sql() -> str:
         # may have sent the message. One merely claimed was never sent.
         " leased AS (UPDATE messages SET possible_duplicate = messages.possible_duplicate"
         f" OR (messages.state = '{_SENDING}' AND messages.started_at IS NOT NULL),"
-        f" state = '{_SENDING}', lease_owner = %(worker)s,"
+        f" state = '{_SENDING}', lease_owner = %(worker)s, lease_id = %(lease_id)s,"
         " lease_expires_at = %(until)s, started_at = NULL"
         " FROM picked WHERE messages.seq = picked.seq"
         f" RETURNING {_RETURNED}, picked.due),"
@@ -106,16 +111,18 @@ def claim_leased(
     limit: int,
     lease_until: Instant,
     worker: str,
+    lease_id: int,
 ) -> list[Claim]:
-    """Lease up to `limit` claimable messages of the channel to `worker` and return their
-    claims, oldest due first (as `OutboxStore.claim` says), in one statement on `conn`
-    (an autocommit connection: the statement commits by itself)."""
+    """Lease up to `limit` claimable messages of the channel to `worker`, under `lease_id`,
+    and return their claims, oldest due first (as `OutboxStore.claim` says), in one
+    statement on `conn` (an autocommit connection: the statement commits by itself)."""
     params = {
         "channel": channel_id,
         "now": float(now),
         "limit": int(limit),
         "worker": worker,
         "until": float(lease_until),
+        "lease_id": int(lease_id),
     }
     return [_claim(row, worker) for row in binary_rows(conn, _CLAIM, params)]
 

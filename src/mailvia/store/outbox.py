@@ -7,7 +7,9 @@ has expired (its worker died), and its channel is active and not throttled.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -24,6 +26,7 @@ from mailvia.store.claim_reads import read_claims
 from mailvia.store.claim_sqlite import Lease, lease_still_claimable, recipients_sending
 from mailvia.store.claims_pg import claim_leased
 from mailvia.store.engine import Database
+from mailvia.store.give_backs import LostClaims, give_back, give_back_lost
 from mailvia.store.message_inserts import CONFLICT, insert_group
 from mailvia.store.rows import among, chunks
 from mailvia.store.tables import channels, messages, recipients
@@ -47,6 +50,7 @@ class OutboxStore:
     """Intake and lease methods of the Store port."""
 
     _db: Database
+    _lost_claims: LostClaims  # PostgreSQL's claims whose answers were lost
 
     def add_messages(self, msgs: Sequence[NewMessage]) -> list[tuple[str, bool]]:
         """Insert the messages and their recipients (each in the message's state, due at
@@ -159,19 +163,51 @@ class OutboxStore:
         """
         if limit < 1:
             return []
+        lease = Lease(worker, channel_id, now, lease_until)
         if self._db.dialect == "postgresql":  # one statement: store/claims_pg.py
+            return self._claim_in_one(lease, limit)
+        seqs = self._lease_chosen(lease, limit)
+        return self._read_claims(seqs, worker, now) if seqs else []
+
+    def _claim_in_one(self, lease: Lease, limit: int) -> list[Claim]:
+        """PostgreSQL: the claim's one statement, under a number of its own (`lease_id`).
+        Should it fail, the connection may have dropped after the server committed it: the
+        messages leased under that number are given back at once, or, the database out of
+        reach, before the next claim (store/give_backs.py). Those of earlier such claims go
+        first; while they cannot be given back the claim fails as they did."""
+        self._give_back_lost(lease.now)
+        lease_id = secrets.randbits(63)
+        try:
             with self._db.write_one() as conn:
                 return claim_leased(
                     conn,
-                    channel_id=channel_id,
-                    now=now,
+                    channel_id=lease.channel_id,
+                    now=lease.now,
                     limit=limit,
-                    lease_until=lease_until,
-                    worker=worker,
+                    lease_until=lease.until,
+                    worker=lease.worker,
+                    lease_id=lease_id,
                 )
-        lease = Lease(worker, channel_id, now, lease_until)  # SQLite
-        seqs = self._lease_chosen(lease, limit)
-        return self._read_claims(seqs, worker, now) if seqs else []
+        except StoreUnavailable:
+            self._lost_claims.add(lease.worker, lease_id)
+            with contextlib.suppress(StoreUnavailable):  # kept for the next claim
+                self._give_back_lost(lease.now)
+            raise
+
+    def _give_back_lost(self, now: Instant) -> None:
+        """Give back the messages of this store's claims whose answers were lost (none: no
+        statement). Raises StoreUnavailable, keeping them for the next try, when it cannot."""
+        if not self._lost_claims:
+            return
+        lost = self._lost_claims.take()
+        try:
+            with self._db.write() as conn:
+                given = [give_back_lost(conn, w, sorted(ids), now) for w, ids in lost.items()]
+        except StoreUnavailable:
+            self._lost_claims.keep(lost)
+            raise
+        if count := sum(len(seqs) for seqs in given):
+            log.warning("a claim's answer was lost: the %d message(s) it leased given back", count)
 
     def _lease_chosen(self, lease: Lease, limit: int) -> list[int]:
         """SQLite: choose up to `limit` messages in a read snapshot, outside the write lock
@@ -211,7 +247,7 @@ class OutboxStore:
         try:
             with self._db.write() as conn:
                 for part in chunks(seqs):
-                    _give_back(conn, worker, list(part), State.QUEUED, now)
+                    give_back(conn, worker, among(m.seq, part), State.QUEUED, now)
         except StoreUnavailable:
             log.warning(
                 "claimed %d message(s) could not be given back: due at lease end", len(seqs)
@@ -231,7 +267,7 @@ class OutboxStore:
         with self._db.write() as conn:
             for worker, seqs in by_worker.items():
                 for part in chunks(seqs):
-                    _give_back(conn, worker, list(part), State(state), now)
+                    give_back(conn, worker, among(m.seq, part), State(state), now)
 
 
 def _known_keys(
@@ -295,40 +331,3 @@ def _claimable(
         candidates.extend((float(at), int(seq)) for at, seq in conn.execute(query))
     candidates.sort()
     return candidates[:limit]
-
-
-def _give_back(
-    conn: sa.Connection, worker: str, seqs: list[int], state: State, now: Instant
-) -> None:
-    mine = (
-        sa.select(m.seq)
-        .where(among(m.seq, seqs), m.state == State.SENDING.value, m.lease_owner == worker)
-        .with_for_update()
-    )
-    held = list(conn.execute(mine).scalars())
-    if not held:
-        return
-    conn.execute(
-        messages.update()
-        .where(among(m.seq, held))
-        .values(
-            state=state.value,
-            # Never pushed past now: a run that gives back claims (at shutdown, or its budget
-            # spent) must not put them behind mail submitted since.
-            next_attempt_at=sa.case(
-                (
-                    sa.and_(m.next_attempt_at.is_not(None), m.next_attempt_at < now),
-                    m.next_attempt_at,
-                ),
-                else_=now,
-            ),
-            lease_owner=None,
-            lease_expires_at=None,
-            started_at=None,
-        )
-    )
-    conn.execute(
-        recipients.update()
-        .where(among(r.message_seq, held), r.state == State.SENDING.value)
-        .values(state=state.value, updated_at=now)
-    )

@@ -1,0 +1,104 @@
+"""Claimed messages given back unsent: by their worker (`unclaim`), after a SQLite claim's
+read failed, and after a PostgreSQL claim whose answer was lost (`LostClaims`: the claims
+that may have leased messages their worker never learnt of, by the number each carried).
+
+Side effects: the messages' and recipients' rows (inside the caller's write transaction).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from mailvia.domain.clock import Instant
+from mailvia.domain.message import State
+from mailvia.store.rows import among, chunks
+from mailvia.store.tables import messages, recipients
+
+m, r = messages.c, recipients.c
+
+
+def give_back(
+    conn: sa.Connection, worker: str, which: sa.ColumnElement[bool], state: State, now: Instant
+) -> list[int]:
+    """Those of the messages `which` selects that are still leased to `worker` (locked,
+    then checked on their latest version) and their `sending` recipients become `state`,
+    lease cleared, due when they were or now if that was later. Returns their seqs."""
+    mine = (
+        sa.select(m.seq)
+        .where(which, m.state == State.SENDING.value, m.lease_owner == worker)
+        .with_for_update()
+    )
+    held = list(conn.execute(mine).scalars())
+    for part in chunks(held):
+        _back(conn, list(part), state, now)
+    return held
+
+
+def _back(conn: sa.Connection, seqs: list[int], state: State, now: Instant) -> None:
+    conn.execute(
+        messages.update()
+        .where(among(m.seq, seqs))
+        .values(
+            state=state.value,
+            # Never pushed past now: a run that gives back claims (at shutdown, or its budget
+            # spent) must not put them behind mail submitted since.
+            next_attempt_at=sa.case(
+                (
+                    sa.and_(m.next_attempt_at.is_not(None), m.next_attempt_at < now),
+                    m.next_attempt_at,
+                ),
+                else_=now,
+            ),
+            lease_owner=None,
+            lease_expires_at=None,
+            started_at=None,
+        )
+    )
+    conn.execute(
+        recipients.update()
+        .where(among(r.message_seq, seqs), r.state == State.SENDING.value)
+        .values(state=state.value, updated_at=now)
+    )
+
+
+def give_back_lost(
+    conn: sa.Connection, worker: str, lease_ids: Sequence[int], now: Instant
+) -> list[int]:
+    """The messages leased to `worker` by the claims `lease_ids`, whose answers were lost,
+    and not started, queued again (none was in the worker's hands: their claims never came
+    back). A message a later claim took over carries that claim's number, not one of these;
+    one marked started is left to its lease (the mark says a transaction may have begun)."""
+    which = sa.and_(m.lease_id.in_(list(lease_ids)), m.started_at.is_(None))
+    return give_back(conn, worker, which, State.QUEUED, now)
+
+
+class LostClaims:
+    """The claims of this store whose outcome is unknown (the connection was lost with the
+    statement sent), by worker, until their messages are given back. Thread-safe: a store
+    process makes several calls at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lost: dict[str, set[int]] = {}
+
+    def add(self, worker: str, lease_id: int) -> None:
+        with self._lock:
+            self._lost.setdefault(worker, set()).add(lease_id)
+
+    def take(self) -> dict[str, set[int]]:
+        """Every lost claim, now this caller's to give back (or to `keep` again)."""
+        with self._lock:
+            lost, self._lost = self._lost, {}
+        return lost
+
+    def keep(self, lost: dict[str, set[int]]) -> None:
+        """Lost claims not given back after all (the database still out of reach)."""
+        with self._lock:
+            for worker, lease_ids in lost.items():
+                self._lost.setdefault(worker, set()).update(lease_ids)
+
+    def __bool__(self) -> bool:
+        return bool(self._lost)

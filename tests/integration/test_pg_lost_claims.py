@@ -1,0 +1,117 @@
+"""A PostgreSQL claim whose answer is lost (store/claims_pg.py, store/give_backs.py): the
+connection drops after the server committed the claim's one statement, before the worker read
+its answer (a proxy, support/pg_proxy.py, swallows the answer and closes the connection). The
+worker gives back exactly the messages leased under that claim's number: at once on a new
+connection, or before its next claim when the database was out of reach meanwhile; never a
+message another claim has since taken, nor one marked started."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from mailvia.domain.errors import StoreUnavailable
+from mailvia.store import SqlStore, open_store
+from support.pg_proxy import PgProxy
+from support.rows import T0, channel, grab, new, seeded
+
+pytestmark = pytest.mark.postgres
+
+CLAIM = "WITH channel_open AS"  # the claim's statement (store/claims_pg.py)
+
+
+def _rows(url: str, sql: str) -> list[Any]:
+    other = sa.create_engine(url)
+    try:
+        with other.connect() as conn:
+            return list(conn.exec_driver_sql(sql).all())
+    finally:
+        other.dispose()
+
+
+@pytest.fixture
+def direct(pg_url: str) -> Iterator[SqlStore]:
+    """A store straight on the database, with three queued messages on ch_a."""
+    store = seeded(pg_url, channel("ch_a", "relay"))
+    store.add_messages([new(f"m{i}") for i in range(3)])
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def proxied(pg_url: str, direct: SqlStore) -> Iterator[tuple[PgProxy, SqlStore]]:
+    """A store on the same database through the proxy."""
+    with PgProxy(pg_url) as proxy:
+        store = open_store(proxy.url)
+        yield proxy, store
+        store.close()
+
+
+LEASES = "SELECT id, state, lease_owner, lease_id IS NOT NULL FROM messages ORDER BY id"
+
+
+def test_a_claim_whose_answer_is_lost_gives_its_messages_back_at_once(
+    pg_url: str, direct: SqlStore, proxied: tuple[PgProxy, SqlStore]
+) -> None:
+    proxy, store = proxied
+    proxy.cut(CLAIM)
+    with pytest.raises(StoreUnavailable):
+        grab(store, limit=2)
+    assert proxy.cuts == 1
+    # The claim had committed (its number is on the two it leased), and they are queued again.
+    assert _rows(pg_url, LEASES) == [
+        ("m0", "queued", None, True),
+        ("m1", "queued", None, True),
+        ("m2", "queued", None, False),
+    ]
+    assert _rows(pg_url, "SELECT DISTINCT state FROM recipients") == [("queued",)]
+    claims = grab(direct, limit=3, worker="w2")  # claimable at once, by anyone
+    assert [(c.message_id, c.possible_duplicate) for c in claims] == [
+        ("m0", False),
+        ("m1", False),
+        ("m2", False),
+    ]
+
+
+def test_out_of_reach_they_are_given_back_before_the_next_claim(
+    pg_url: str, proxied: tuple[PgProxy, SqlStore]
+) -> None:
+    proxy, store = proxied
+    proxy.cut(CLAIM, then_refuse=True)
+    with pytest.raises(StoreUnavailable):
+        grab(store, limit=2)
+    with pytest.raises(StoreUnavailable):  # still out of reach: the claim fails as well
+        grab(store, limit=2)
+    assert [row[:3] for row in _rows(pg_url, LEASES)] == [
+        ("m0", "sending", "w1"),
+        ("m1", "sending", "w1"),
+        ("m2", "queued", None),
+    ]
+    proxy.refusing = False
+    claims = grab(store, T0 + 1, limit=3)  # long before the lease's end (T0 + 300)
+    assert [c.message_id for c in claims] == ["m0", "m1", "m2"]
+
+
+def test_only_the_lost_claims_messages_not_started_nor_taken_since(
+    pg_url: str, direct: SqlStore, proxied: tuple[PgProxy, SqlStore]
+) -> None:
+    """The lost claim leased m0, m1 and m2 to w1. Before the database is back in reach, m0's
+    lease runs out and the same worker's next claim (elsewhere) takes it under a number of its
+    own, and m1 is marked started by w1 (as a worker does for a message it has in hand from
+    an earlier claim whose lease had run out). Only m2 is given back."""
+    proxy, store = proxied
+    proxy.cut(CLAIM, then_refuse=True)
+    with pytest.raises(StoreUnavailable):
+        grab(store, limit=3, lease=5)
+    (again,) = grab(direct, T0 + 6, limit=1)  # w1, another claim: m0, its lease run out
+    assert again.message_id == "m0"
+    [(m1,)] = _rows(pg_url, "SELECT seq FROM messages WHERE id = 'm1'")
+    assert direct.mark_started([m1], "w1", T0 + 6) == [True]
+    proxy.refusing = False
+    assert grab(store, T0 + 7, limit=1, ch="ch_none") == []  # the give-back, then nothing
+    rows = _rows(pg_url, "SELECT id, state, lease_owner FROM messages ORDER BY id")
+    assert rows == [("m0", "sending", "w1"), ("m1", "sending", "w1"), ("m2", "queued", None)]
+    assert direct.mark_started([again.seq], "w1", T0 + 8) == [True]  # still w1's to send
