@@ -1,8 +1,9 @@
 """The claim's rule is written several times, each where it runs (docs/architecture.md, "A claim
 chooses before it locks"): SQLAlchemy's choice (`outbox._claimable`, `_channel_open`), SQLite's
 leasing UPDATE (`claim_sqlite._STILL_CLAIMABLE`), PostgreSQL's one statement
-(`claims_pg._CLAIM`) and the due channels' query (`OutboxStore.channels_due`). The tests of each
-gate check them one by one; this one checks that they agree with each other.
+(`claims_pg._CLAIM`) and the due channels' query (`OutboxStore.channels_due`); and the memory
+store's claim and due channels. The tests of each gate check them one by one; this one checks
+that they agree with each other.
 
 It makes random states (seeded, reproducible: MAILVIA_RULE_SEED), the same on SQLite and on
 PostgreSQL: messages of several channels in every state, due, leased, started, their times in
@@ -19,7 +20,7 @@ import os
 import random
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from mailvia.domain.message import State
 from mailvia.store import SqlStore
 from mailvia.store.claim_sqlite import Lease, lease_still_claimable
 from mailvia.store.claims_pg import claim_leased
+from mailvia.store.memory import MemoryStore
 from mailvia.store.outbox import _claimable
 from mailvia.store.tables import channels, messages
 from support.rows import T0, channel, new, seeded
@@ -38,7 +40,7 @@ from support.rows import T0, channel, new, seeded
 pytestmark = pytest.mark.postgres
 
 SEED = int(os.environ.get("MAILVIA_RULE_SEED", "20261207"))
-ROUNDS = int(os.environ.get("MAILVIA_RULE_ROUNDS", "100"))
+ROUNDS = int(os.environ.get("MAILVIA_RULE_ROUNDS", "60"))
 CHANNELS = ("ch_0", "ch_1", "ch_2", "ch_3")
 PER_CHANNEL = 16
 NOW = T0 + 1000
@@ -123,9 +125,9 @@ Store = tuple[SqlStore, dict[int, str]]  # a store and its messages' ids by seq
 
 
 @pytest.fixture
-def stores(tmp_path: Path, pg_url: str) -> Iterator[tuple[Store, Store]]:
-    """A SQLite store and a PostgreSQL store with the same channels and messages (a few on a
-    channel with no row: never claimable)."""
+def stores(tmp_path: Path, pg_url: str) -> Iterator[tuple[Store, Store, MemoryStore]]:
+    """A SQLite store, a PostgreSQL store and a memory store with the same channels and
+    messages (a few on a channel with no row: never claimable)."""
     made = [channel(channel_id, channel_id) for channel_id in CHANNELS]
     lite, pg = seeded(f"sqlite:///{tmp_path / 'rule.db'}", *made), seeded(pg_url, *made)
     mail = [new(f"{ch}.{i}", ch=ch) for ch in CHANNELS for i in range(PER_CHANNEL)]
@@ -135,9 +137,46 @@ def stores(tmp_path: Path, pg_url: str) -> Iterator[tuple[Store, Store]]:
         store.add_messages(mail)
         with store._db.read() as conn:
             both.append((store, dict(conn.execute(sa.select(m.seq, m.id)).all())))
-    yield both[0], both[1]
+    yield both[0], both[1], _memory(mail)
     lite.close()
     pg.close()
+
+
+def _memory(mail: list[Any]) -> MemoryStore:
+    """The memory store with the same channels and messages."""
+    store = MemoryStore()
+    store.create_organization("org_1", "acme", T0)
+    for channel_id in CHANNELS:
+        store.add_channel(channel(channel_id, channel_id), None, T0)
+    store.add_messages(mail)
+    return store
+
+
+def _apply_in_memory(store: MemoryStore, world: World) -> None:
+    """The world's columns set on the memory store's objects (its indexes kept)."""
+    d = store._d
+    for row in world.channels:
+        shut = {"state": ChannelState(row["state"]), "throttled_until": row["throttled_until"]}
+        d.channels[row["cid"]] = replace(d.channels[row["cid"]], **shut)
+        d.budget_wait.pop(row["cid"], None)
+        if row["budget_wait_until"] is not None:
+            d.budget_wait[row["cid"]] = row["budget_wait_until"]
+    for row in world.messages:
+        msg = d.messages[d.by_id[row["mid"]]]
+        d.unindex(msg)
+        msg.state = State(row["state"])
+        msg.next_attempt_at, msg.started_at = row["next_attempt_at"], row["started_at"]
+        msg.lease_owner, msg.lease_expires_at = row["lease_owner"], row["lease_expires_at"]
+        d.reindex(msg)
+
+
+def _memory_claim(store: MemoryStore, world: World, channel_id: str, limit: int) -> list[str]:
+    """The memory store's claim, its effects undone (the world set again)."""
+    claims = store.claim(
+        channel_id=channel_id, now=NOW, limit=limit, lease_until=NOW + 30, worker="probe"
+    )
+    _apply_in_memory(store, world)
+    return [claim.message_id for claim in claims]
 
 
 @contextmanager
@@ -181,8 +220,8 @@ def _statement(probe: sa.Connection, channel_id: str, limit: int) -> list[str]:
 def _answers(
     lite: Store, pg: Store, probes: list[sa.Connection], channel_id: str, limit: int
 ) -> dict[str, Any]:
-    """Every writing's answer for one channel: which are claimable (as sets), which come first
-    under `limit` (in order), and whether the channel is due."""
+    """Every SQL writing's answer for one channel: which are claimable (as sets) and which
+    come first under `limit` (in order)."""
     return {
         "claimable": {
             "choice (SQLite)": sorted(_choice(*lite, channel_id, EVERY)),
@@ -198,6 +237,16 @@ def _answers(
     }
 
 
+def _memory_answers(
+    answers: dict[str, Any], memory: MemoryStore, world: World, channel_id: str, limit: int
+) -> None:
+    """The memory store's answers added: its claim (undone) and its due channels."""
+    claimable = sorted(_memory_claim(memory, world, channel_id, EVERY))
+    answers["claimable"]["memory store"] = claimable
+    answers["first"]["memory store"] = _memory_claim(memory, world, channel_id, limit)
+    answers["due"]["channels_due (memory)"] = channel_id in memory.channels_due(NOW)
+
+
 def _disagreements(answers: dict[str, Any]) -> list[str]:
     found = []
     for question, by_writing in answers.items():
@@ -210,13 +259,14 @@ def _disagreements(answers: dict[str, Any]) -> list[str]:
 
 
 def test_every_writing_of_the_claims_rule_picks_the_same_messages(
-    stores: tuple[Store, Store],
+    stores: tuple[Store, Store, MemoryStore],
 ) -> None:
-    lite, pg = stores
+    lite, pg, memory = stores
     rng = random.Random(SEED)
     seen_claimable = seen_shut = 0
     for number in range(ROUNDS):
         world = _world(rng, sorted(lite[1].values()))
+        _apply_in_memory(memory, world)
         with ExitStack() as round_:
             probes = []  # a transaction each, where the leasing statements are rolled back
             for store, _ in (lite, pg):
@@ -226,8 +276,10 @@ def test_every_writing_of_the_claims_rule_picks_the_same_messages(
                 round_.enter_context(probes[-1].begin())
             due = {"SQLite": lite[0].channels_due(NOW), "PostgreSQL": pg[0].channels_due(NOW)}
             for channel_id in CHANNELS:
-                answers = _answers(lite, pg, probes, channel_id, limit=rng.randint(1, 4))
+                limit = rng.randint(1, 4)
+                answers = _answers(lite, pg, probes, channel_id, limit)
                 answers["due"] = {f"channels_due ({db})": channel_id in d for db, d in due.items()}
+                _memory_answers(answers, memory, world, channel_id, limit)
                 found = _disagreements(answers)
                 assert not found, f"seed {SEED}, round {number}, channel {channel_id}: {found}"
                 if answers["claimable"]["choice (SQLite)"]:

@@ -148,8 +148,9 @@ class OutboxStore:
         self, *, channel_id: str, now: Instant, limit: int, lease_until: Instant, worker: str
     ) -> list[Claim]:
         """Lease up to `limit` claimable messages of the channel to `worker`, oldest due first
-        (next_attempt_at, then submission order): they and their unfinished recipients become
-        `sending`, with lease_owner = worker and lease_expires_at = lease_until. A message
+        (next_attempt_at, then submission order; of the leases run out, the `limit` that ran
+        out first compete, as their index gives them): they and their unfinished recipients
+        become `sending`, with lease_owner = worker and lease_expires_at = lease_until. A message
         taken over from an expired lease is flagged possible_duplicate when its transaction
         had started (`mark_started`), not when it was merely claimed.
 
