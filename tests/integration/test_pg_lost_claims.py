@@ -3,7 +3,8 @@ connection drops after the server committed the claim's one statement, before th
 its answer (a proxy, support/pg_proxy.py, swallows the answer and closes the connection). The
 worker gives back exactly the messages leased under that claim's number: at once on a new
 connection, or before its next claim when the database was out of reach meanwhile; never a
-message another claim has since taken, nor one marked started."""
+message another claim has since taken, nor one marked started, nor one the lost claim took
+over from a started lease."""
 
 from __future__ import annotations
 
@@ -115,3 +116,27 @@ def test_only_the_lost_claims_messages_not_started_nor_taken_since(
     rows = _rows(pg_url, "SELECT id, state, lease_owner FROM messages ORDER BY id")
     assert rows == [("m0", "sending", "w1"), ("m1", "sending", "w1"), ("m2", "queued", None)]
     assert direct.mark_started([again.seq], "w1", T0 + 8) == [True]  # still w1's to send
+
+
+def test_never_a_message_the_lost_claim_took_over_from_a_started_lease(
+    pg_url: str, direct: SqlStore, proxied: tuple[PgProxy, SqlStore]
+) -> None:
+    """w1 holds m0 from claim A and is sending it (marked started); A's lease runs out (its
+    beats failed); w1's next claim B takes m0 over (flagged possible_duplicate, its started
+    mark cleared) and B's answer is lost. m0 may be in w1's hands: it is not given back (it
+    would be sent again by w2 while w1 sends it), but left to B's lease."""
+    proxy, store = proxied
+    (a,) = grab(direct, limit=1, lease=5)
+    assert direct.mark_started([a.seq], "w1", T0 + 1) == [True]
+    proxy.cut(CLAIM)
+    with pytest.raises(StoreUnavailable):
+        grab(store, T0 + 6, limit=2)  # B: m0 taken over, m1 claimed; the answer lost
+    rows = _rows(
+        pg_url, "SELECT id, state, lease_owner, possible_duplicate FROM messages ORDER BY id"
+    )
+    assert rows == [
+        ("m0", "sending", "w1", True),
+        ("m1", "queued", None, False),
+        ("m2", "queued", None, False),
+    ]
+    assert [c.message_id for c in grab(direct, T0 + 7, worker="w2")] == ["m1", "m2"]

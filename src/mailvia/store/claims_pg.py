@@ -21,11 +21,10 @@ Why the answer is right although every part of one statement sees the same snaps
 An error the server answered means nothing was leased (the statement is its own
 transaction). A connection lost after the server committed, before the answer was read,
 leaves the messages leased to a worker that never learns of them: each claim carries a
-number its worker picked (`lease_id`, set on every message it leases), and on such an error
-the worker gives back exactly the messages leased under it and not started
-(`give_back_lost`), on a new connection at once, or, the database out of reach, before its
-next claim (`LostClaims`). Not one of them is in the worker's hands (their claims never came
-back), so none is being sent: none is lost or sent twice.
+number its worker picked (`lease_id`, set on every message it leases but those it takes over
+from a lease whose transaction had started: they may be in the hands of the worker that
+held them, this one too), and on such an error the worker gives back the messages still
+leased to it under that number and not marked started since (`give_back_lost`).
 
 Side effects: the leases and the recipients' states, committed before the claims return.
 """
@@ -77,7 +76,11 @@ def _claim_sql() -> str:
         # may have sent the message. One merely claimed was never sent.
         " leased AS (UPDATE messages SET possible_duplicate = messages.possible_duplicate"
         f" OR (messages.state = '{_SENDING}' AND messages.started_at IS NOT NULL),"
-        f" state = '{_SENDING}', lease_owner = %(worker)s, lease_id = %(lease_id)s,"
+        # Taken over from a started lease, it may be in its worker's hands (the same worker's
+        # too): no lease id, so never given back should this claim's answer be lost.
+        f" state = '{_SENDING}', lease_owner = %(worker)s, lease_id = CASE"
+        f" WHEN messages.state = '{_SENDING}' AND messages.started_at IS NOT NULL"
+        " THEN NULL ELSE %(lease_id)s END,"
         " lease_expires_at = %(until)s, started_at = NULL"
         " FROM picked WHERE messages.seq = picked.seq"
         f" RETURNING {_RETURNED}, picked.due),"

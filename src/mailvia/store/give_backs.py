@@ -67,10 +67,11 @@ def _back(conn: sa.Connection, seqs: list[int], state: State, now: Instant) -> N
 def give_back_lost(
     conn: sa.Connection, worker: str, lease_ids: Sequence[int], now: Instant
 ) -> list[int]:
-    """The messages leased to `worker` by the claims `lease_ids`, whose answers were lost,
-    and not started, queued again (none was in the worker's hands: their claims never came
-    back). A message a later claim took over carries that claim's number, not one of these;
-    one marked started is left to its lease (the mark says a transaction may have begun)."""
+    """The messages still leased to `worker` under the claims `lease_ids`, whose answers were
+    lost, and not marked started, queued again: none is in a worker's hands. Not one those
+    claims took over from a started lease (it may be in the hands of the worker that held
+    it: the claim set no lease id on it), nor one a later claim took (it carries that claim's
+    number), nor one marked started since (its worker held it from an earlier claim)."""
     which = sa.and_(m.lease_id.in_(list(lease_ids)), m.started_at.is_(None))
     return give_back(conn, worker, which, State.QUEUED, now)
 
