@@ -1,13 +1,15 @@
 """A PostgreSQL claim whose answer is lost (store/claims_pg.py, store/give_backs.py): the
 connection drops after the server committed the claim's one statement, before the worker read
-its answer (a proxy, support/pg_proxy.py, swallows the answer and closes the connection). The
-worker gives back exactly the messages leased under that claim's number: at once on a new
-connection, or before its next claim when the database was out of reach meanwhile; never a
+its answer (a proxy, support/pg_proxy.py, swallows the answer and closes the connection), or
+while the server still ran it. The worker gives back the messages leased under that claim's
+number: on a new connection right after, and before its later claims until the claim is seen
+committed or its lease has run out (the database out of reach, the claim committed late); never a
 message another claim has since taken, nor one marked started, nor one the lost claim took
 over from a started lease."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,7 +114,11 @@ def test_only_the_lost_claims_messages_not_started_nor_taken_since(
     [(m1,)] = _rows(pg_url, "SELECT seq FROM messages WHERE id = 'm1'")
     assert direct.mark_started([m1], "w1", T0 + 6) == [True]
     proxy.refusing = False
-    assert grab(store, T0 + 7, limit=1, ch="ch_none") == []  # the give-back, then nothing
+    # The give-back, then nothing. Dated before the lost claim's lease ends, or its number
+    # is dropped (its messages are claimable by anyone then): this store process's clock
+    # behind the other's (another claim takes a lost claim's message only once its lease
+    # has run out, by the taker's clock).
+    assert grab(store, T0 + 4, limit=1, ch="ch_none") == []
     rows = _rows(pg_url, "SELECT id, state, lease_owner FROM messages ORDER BY id")
     assert rows == [("m0", "sending", "w1"), ("m1", "sending", "w1"), ("m2", "queued", None)]
     assert direct.mark_started([again.seq], "w1", T0 + 8) == [True]  # still w1's to send
@@ -140,3 +146,30 @@ def test_never_a_message_the_lost_claim_took_over_from_a_started_lease(
         ("m2", "queued", None, False),
     ]
     assert [c.message_id for c in grab(direct, T0 + 7, worker="w2")] == ["m1", "m2"]
+
+
+def test_a_claim_that_commits_after_its_give_back_is_given_back_on_a_later_claim(
+    pg_url: str, proxied: tuple[PgProxy, SqlStore]
+) -> None:
+    """The connection drops while the server still runs the claim (it waits for a lock held
+    elsewhere): the give-back at once finds nothing; the claim then commits. Its number is
+    kept, and the messages are given back before the worker's next claim, long before the
+    lease's end."""
+    proxy, store = proxied
+    locker = sa.create_engine(pg_url)
+    try:
+        with locker.connect() as hold, hold.begin():
+            hold.exec_driver_sql("SELECT * FROM recipients FOR UPDATE").all()
+            proxy.cut(CLAIM, at_once=True)
+            with pytest.raises(StoreUnavailable):
+                grab(store, limit=2)
+            assert [row[1] for row in _rows(pg_url, LEASES)] == ["queued"] * 3
+        # The lock released, the claim goes on and commits, leasing m0 and m1 to w1.
+        deadline = time.monotonic() + 10
+        while [row[1] for row in _rows(pg_url, LEASES)][:2] != ["sending"] * 2:
+            assert time.monotonic() < deadline, _rows(pg_url, LEASES)
+            time.sleep(0.05)
+    finally:
+        locker.dispose()
+    claims = grab(store, T0 + 1, limit=3)  # the lease ends at T0 + 300
+    assert [c.message_id for c in claims] == ["m0", "m1", "m2"]

@@ -2,7 +2,8 @@
 server committed it: told to `cut` a statement (by a piece of its text), it forwards the
 statement, swallows the server's answer up to its ReadyForQuery (sent once the statement's
 implicit transaction has committed) and closes both sides, so the client reads a dropped
-connection. Meanwhile, and until told otherwise, it may `refuse` new connections (a database
+connection; or (`at_once`) drops the client's side as soon as the statement is sent, while the
+server runs it. Meanwhile, and until told otherwise, it may `refuse` new connections (a database
 out of reach). Every other byte is forwarded as it comes.
 """
 
@@ -31,6 +32,7 @@ class PgProxy:
         self.cut_text: bytes | None = None  # the next statement holding this loses its answer
         self.refusing = False  # new connections closed at once
         self._then_refuse = False
+        self._at_once = False
         self.cuts = 0  # answers lost so far
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -47,10 +49,12 @@ class PgProxy:
                 _close(sock)
         self._thread.join(5)
 
-    def cut(self, text: str, *, then_refuse: bool = False) -> None:
+    def cut(self, text: str, *, then_refuse: bool = False, at_once: bool = False) -> None:
         """Lose the answer of the next statement containing `text`; with `then_refuse`, refuse
-        connections from that moment on (until `refusing` is set back to False)."""
+        connections from that moment on (until `refusing` is set back to False); `at_once`,
+        drop the connection as soon as the statement is sent, while the server runs it."""
         self._then_refuse = then_refuse
+        self._at_once = at_once
         self.cut_text = text.encode()
 
     def _accept(self) -> None:
@@ -86,6 +90,10 @@ class _Link:
                 self.cutting.set()  # before the server can answer
             tail = data[-200:]
             self.server.sendall(data)
+            if self.cutting.is_set() and self.proxy._at_once:
+                self.proxy.cuts += 1
+                _close(self.client)  # the server goes on with the statement
+                return
         _close(self.server)
 
     def answers(self) -> None:

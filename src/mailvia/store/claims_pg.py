@@ -24,7 +24,9 @@ leaves the messages leased to a worker that never learns of them: each claim car
 number its worker picked (`lease_id`, set on every message it leases but those it takes over
 from a lease whose transaction had started: they may be in the hands of the worker that
 held them, this one too), and on such an error the worker gives back the messages still
-leased to it under that number and not marked started since (`give_back_lost`).
+leased to it under that number and not marked started since (`give_back_lost`): right
+after, and before its later claims until the claim is seen committed or its lease has run
+out (the connection may have dropped while the server still ran it: `LostClaims`).
 
 Side effects: the leases and the recipients' states, committed before the claims return.
 """

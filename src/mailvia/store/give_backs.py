@@ -8,7 +8,6 @@ Side effects: the messages' and recipients' rows (inside the caller's write tran
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 
@@ -64,42 +63,56 @@ def _back(conn: sa.Connection, seqs: list[int], state: State, now: Instant) -> N
     )
 
 
-def give_back_lost(
-    conn: sa.Connection, worker: str, lease_ids: Sequence[int], now: Instant
-) -> list[int]:
-    """The messages still leased to `worker` under the claims `lease_ids`, whose answers were
-    lost, and not marked started, queued again: none is in a worker's hands. Not one those
-    claims took over from a started lease (it may be in the hands of the worker that held
-    it: the claim set no lease id on it), nor one a later claim took (it carries that claim's
-    number), nor one marked started since (its worker held it from an earlier claim)."""
-    which = sa.and_(m.lease_id.in_(list(lease_ids)), m.started_at.is_(None))
-    return give_back(conn, worker, which, State.QUEUED, now)
+def give_back_lost(conn: sa.Connection, lost: Lost, now: Instant) -> tuple[int, Lost]:
+    """The messages still leased to their worker under the lost claims `lost`, and not marked
+    started, queued again: none is in a worker's hands. Not one those claims took over from a
+    started lease (it may be in the hands of the worker that held it: the claim set no lease
+    id on it), nor one a later claim took (it carries that claim's number), nor one marked
+    started since (its worker held it from an earlier claim). Returns how many were given
+    back, and the claims to try again: those not seen to have committed (the connection may
+    have dropped while the server still ran the claim, which may commit later)."""
+    count, again = 0, dict(lost)
+    for worker in {worker for worker, _ in lost}:
+        mine = [lease_id for each, lease_id in lost if each == worker]
+        held = sa.and_(
+            m.lease_id.in_(mine), m.state == State.SENDING.value, m.lease_owner == worker
+        )
+        # Seen before the give-back: a claim that commits between the two is tried again.
+        for lease_id in conn.execute(sa.select(m.lease_id).where(held).distinct()).scalars():
+            del again[(worker, lease_id)]
+        which = sa.and_(m.lease_id.in_(mine), m.started_at.is_(None))
+        count += len(give_back(conn, worker, which, State.QUEUED, now))
+    return count, again
+
+
+Lost = dict[tuple[str, int], Instant]  # (worker, lease id) -> when the claim's lease ends
 
 
 class LostClaims:
     """The claims of this store whose outcome is unknown (the connection was lost with the
-    statement sent), by worker, until their messages are given back. Thread-safe: a store
-    process makes several calls at once."""
+    statement maybe sent), until their messages are given back or their leases have run out
+    (the messages are then claimable by anyone). Thread-safe: a store process makes several
+    calls at once."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._lost: dict[str, set[int]] = {}
+        self._lost: Lost = {}
 
-    def add(self, worker: str, lease_id: int) -> None:
+    def add(self, worker: str, lease_id: int, until: Instant) -> None:
         with self._lock:
-            self._lost.setdefault(worker, set()).add(lease_id)
+            self._lost[(worker, lease_id)] = until
 
-    def take(self) -> dict[str, set[int]]:
-        """Every lost claim, now this caller's to give back (or to `keep` again)."""
+    def take(self, now: Instant) -> Lost:
+        """Every lost claim whose lease has not run out at `now`, now this caller's to give
+        back (or to `keep` again); the others are dropped."""
         with self._lock:
             lost, self._lost = self._lost, {}
-        return lost
+        return {claim: until for claim, until in lost.items() if until > now}
 
-    def keep(self, lost: dict[str, set[int]]) -> None:
-        """Lost claims not given back after all (the database still out of reach)."""
+    def keep(self, lost: Lost) -> None:
+        """Lost claims to try again."""
         with self._lock:
-            for worker, lease_ids in lost.items():
-                self._lost.setdefault(worker, set()).update(lease_ids)
+            self._lost.update(lost)
 
     def __bool__(self) -> bool:
         return bool(self._lost)

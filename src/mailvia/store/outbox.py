@@ -172,10 +172,10 @@ class OutboxStore:
 
     def _claim_in_one(self, lease: Lease, limit: int) -> list[Claim]:
         """PostgreSQL: the claim's one statement, under a number of its own (`lease_id`).
-        Should it fail, the connection may have dropped after the server committed it: the
-        messages leased under that number are given back at once, or, the database out of
-        reach, before the next claim (store/give_backs.py). Those of earlier such claims go
-        first; while they cannot be given back the claim fails as they did."""
+        Should it fail, the connection may have dropped after the server committed it, or
+        while it still runs it: the messages leased under that number are given back at once,
+        and again before each later claim until the claim is seen committed or its lease has
+        run out (store/give_backs.py). Those of earlier such claims go first."""
         self._give_back_lost(lease.now)
         lease_id = secrets.randbits(63)
         try:
@@ -190,7 +190,7 @@ class OutboxStore:
                     lease_id=lease_id,
                 )
         except StoreUnavailable:
-            self._lost_claims.add(lease.worker, lease_id)
+            self._lost_claims.add(lease.worker, lease_id, lease.until)
             with contextlib.suppress(StoreUnavailable):  # kept for the next claim
                 self._give_back_lost(lease.now)
             raise
@@ -200,14 +200,14 @@ class OutboxStore:
         statement). Raises StoreUnavailable, keeping them for the next try, when it cannot."""
         if not self._lost_claims:
             return
-        lost = self._lost_claims.take()
+        lost = again = self._lost_claims.take(now)
         try:
             with self._db.write() as conn:
-                given = [give_back_lost(conn, w, sorted(ids), now) for w, ids in lost.items()]
-        except StoreUnavailable:
-            self._lost_claims.keep(lost)
-            raise
-        if count := sum(len(seqs) for seqs in given):
+                count, left = give_back_lost(conn, lost, now)
+            again = left  # committed: those seen committed are done
+        finally:
+            self._lost_claims.keep(again)
+        if count:
             log.warning("a claim's answer was lost: the %d message(s) it leased given back", count)
 
     def _lease_chosen(self, lease: Lease, limit: int) -> list[int]:
