@@ -173,3 +173,38 @@ def test_a_claim_that_commits_after_its_give_back_is_given_back_on_a_later_claim
         locker.dispose()
     claims = grab(store, T0 + 1, limit=3)  # the lease ends at T0 + 300
     assert [c.message_id for c in claims] == ["m0", "m1", "m2"]
+
+
+GIVE_BACK = "SELECT DISTINCT messages.lease_id"  # give_back_lost's first statement
+
+
+def test_a_give_back_that_keeps_failing_fails_no_claim(
+    pg_url: str, proxied: tuple[PgProxy, SqlStore]
+) -> None:
+    """The lost claim's give-back loses its connection each time it is tried: the worker's
+    claims go on meanwhile (the lost claim's messages stay leased), and once it can run it
+    gives them back."""
+    proxy, store = proxied
+    proxy.cut(CLAIM, then_refuse=True)
+    with pytest.raises(StoreUnavailable):
+        grab(store, limit=2)
+    proxy.refusing = False
+    proxy.cut(GIVE_BACK)
+    assert [c.message_id for c in grab(store, T0 + 1, limit=3)] == ["m2"]
+    proxy.cut(GIVE_BACK)
+    assert grab(store, T0 + 2, limit=3) == []
+    assert proxy.cuts == 3
+    assert [c.message_id for c in grab(store, T0 + 3, limit=3)] == ["m0", "m1"]
+
+
+def test_a_refused_connection_leaves_nothing_to_give_back(
+    proxied: tuple[PgProxy, SqlStore],
+) -> None:
+    """The database out of reach, a claim that could not connect sent nothing: no give-back
+    is tried (it would double each claim's wait for the connection)."""
+    proxy, store = proxied
+    proxy.refusing = True
+    for at in (T0, T0 + 1):
+        with pytest.raises(StoreUnavailable):
+            grab(store, at, limit=2)
+    assert proxy.refused == 2  # the claims' connections, none for a give-back

@@ -34,6 +34,7 @@ class PgProxy:
         self._then_refuse = False
         self._at_once = False
         self.cuts = 0  # answers lost so far
+        self.refused = 0  # connections refused so far
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -64,6 +65,7 @@ class PgProxy:
             except OSError:
                 return  # closed
             if self.refusing:
+                self.refused += 1
                 _close(client)
                 continue
             server = socket.create_connection(self._upstream)

@@ -7,7 +7,6 @@ has expired (its worker died), and its channel is active and not throttled.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 from collections import defaultdict
@@ -172,14 +171,17 @@ class OutboxStore:
 
     def _claim_in_one(self, lease: Lease, limit: int) -> list[Claim]:
         """PostgreSQL: the claim's one statement, under a number of its own (`lease_id`).
-        Should it fail, the connection may have dropped after the server committed it, or
-        while it still runs it: the messages leased under that number are given back at once,
-        and again before each later claim until the claim is seen committed or its lease has
-        run out (store/give_backs.py). Those of earlier such claims go first."""
+        Should it fail once connected, the connection may have dropped after the server
+        committed it, or while it still runs it: the messages leased under that number are
+        given back right after, and again before each later claim until the claim is seen
+        committed or its lease has run out (store/give_backs.py). Those of earlier such claims
+        go first; a give-back that cannot run fails no claim (it is tried again)."""
         self._give_back_lost(lease.now)
         lease_id = secrets.randbits(63)
+        connected = False
         try:
             with self._db.write_one() as conn:
+                connected = True  # from here on the statement may reach the server
                 return claim_leased(
                     conn,
                     channel_id=lease.channel_id,
@@ -190,14 +192,14 @@ class OutboxStore:
                     lease_id=lease_id,
                 )
         except StoreUnavailable:
-            self._lost_claims.add(lease.worker, lease_id, lease.until)
-            with contextlib.suppress(StoreUnavailable):  # kept for the next claim
+            if connected:  # a refused connection sent nothing: nothing to give back
+                self._lost_claims.add(lease.worker, lease_id, lease.until)
                 self._give_back_lost(lease.now)
             raise
 
     def _give_back_lost(self, now: Instant) -> None:
         """Give back the messages of this store's claims whose answers were lost (none: no
-        statement). Raises StoreUnavailable, keeping them for the next try, when it cannot."""
+        statement). The database out of reach, they are kept for the next try, logged."""
         if not self._lost_claims:
             return
         lost = again = self._lost_claims.take(now)
@@ -205,6 +207,9 @@ class OutboxStore:
             with self._db.write() as conn:
                 count, left = give_back_lost(conn, lost, now)
             again = left  # committed: those seen committed are done
+        except StoreUnavailable:
+            log.warning("%d lost claim(s) not given back yet: tried again later", len(lost))
+            return
         finally:
             self._lost_claims.keep(again)
         if count:
