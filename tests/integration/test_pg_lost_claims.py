@@ -21,7 +21,11 @@ from mailvia.store import SqlStore, open_store
 from support.pg_proxy import PgProxy
 from support.rows import T0, channel, grab, new, seeded
 
-pytestmark = pytest.mark.postgres
+pytestmark = [
+    pytest.mark.postgres,
+    # The proxy's threads end quietly when a socket closes under them.
+    pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning"),
+]
 
 CLAIM = "WITH channel_open AS"  # the claim's statement (store/claims_pg.py)
 
@@ -51,6 +55,7 @@ def proxied(pg_url: str, direct: SqlStore) -> Iterator[tuple[PgProxy, SqlStore]]
         store = open_store(proxy.url)
         yield proxy, store
         store.close()
+    assert proxy.running() == []  # its sockets closed, its threads ended
 
 
 LEASES = "SELECT id, state, lease_owner, lease_id IS NOT NULL FROM messages ORDER BY id"

@@ -36,6 +36,7 @@ class PgProxy:
         self.cuts = 0  # answers lost so far
         self.refused = 0  # connections refused so far
         self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
@@ -44,11 +45,20 @@ class PgProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Every socket closed and every thread ended (each sees its socket closed)."""
         _close(self._listener)  # its shutdown wakes the accept
+        self._thread.join(5)
         with self._lock:
             for sock in self._sockets:
                 _close(sock)
-        self._thread.join(5)
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(5)
+
+    def running(self) -> list[threading.Thread]:
+        """The proxy's threads still running (none once it is closed)."""
+        with self._lock:
+            return [t for t in (self._thread, *self._threads) if t.is_alive()]
 
     def cut(self, text: str, *, then_refuse: bool = False, at_once: bool = False) -> None:
         """Lose the answer of the next statement containing `text`; with `then_refuse`, refuse
@@ -68,12 +78,20 @@ class PgProxy:
                 self.refused += 1
                 _close(client)
                 continue
-            server = socket.create_connection(self._upstream)
+            try:
+                server = socket.create_connection(self._upstream)
+            except OSError:
+                _close(client)
+                continue
+            link = _Link(self, client, server)
+            both = [
+                threading.Thread(target=run, daemon=True) for run in (link.requests, link.answers)
+            ]
             with self._lock:
                 self._sockets += [client, server]
-            link = _Link(self, client, server)
-            threading.Thread(target=link.requests, daemon=True).start()
-            threading.Thread(target=link.answers, daemon=True).start()
+                self._threads += both
+            for thread in both:
+                thread.start()
 
 
 class _Link:
@@ -91,7 +109,8 @@ class _Link:
                 self.proxy.cut_text = None
                 self.cutting.set()  # before the server can answer
             tail = data[-200:]
-            self.server.sendall(data)
+            if not _sent(self.server, data):
+                break
             if self.cutting.is_set() and self.proxy._at_once:
                 self.proxy.cuts += 1
                 _close(self.client)  # the server goes on with the statement
@@ -102,7 +121,8 @@ class _Link:
         pending = b""
         for data in _received(self.server):
             if not self.cutting.is_set():
-                self.client.sendall(data)
+                if not _sent(self.client, data):
+                    break
                 continue
             pending += data
             if _ready_for_query(pending):
@@ -136,6 +156,16 @@ def _received(sock: socket.socket) -> Iterator[bytes]:
         if not data:
             return
         yield data
+
+
+def _sent(sock: socket.socket, data: bytes) -> bool:
+    """Whether `data` went out: False once the socket is closed (by the other direction,
+    the proxy's end, or its peer)."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        return False
+    return True
 
 
 def _close(sock: socket.socket) -> None:
