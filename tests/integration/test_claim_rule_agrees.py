@@ -7,7 +7,9 @@ that they agree with each other.
 
 It makes random states (seeded, reproducible: MAILVIA_RULE_SEED), the same on SQLite and on
 PostgreSQL: messages of several channels in every state, due, leased, started, their times in
-the past, at the boundary (now) and in the future, owned by several workers; channels active,
+the past, at the boundary (now) and in the future, owned by several workers, some channels
+sparse (most of their messages due or leased until later, so that whether the channel is due
+often rests on one message); channels active,
 paused, disconnected, throttled or waiting for their budget. For each channel it asks every
 writing which messages are claimable now (the leasing UPDATE and PostgreSQL's statement in a
 transaction rolled back), and which first under a random limit (the choice and the statement,
@@ -59,8 +61,14 @@ class World:
     messages: list[dict[str, Any]]
 
 
-def _maybe(rng: random.Random, chance: float) -> float | None:
-    return rng.choice(TIMES) if rng.random() < chance else None
+# A channel's share of messages that may be claimable now (the others finished, or due or
+# leased until later): a sparse channel's being due often rests on one message.
+DENSITIES = (1.0, 0.5, 0.15, 0.05)
+LATER = (NOW + 1, NOW + 500)
+
+
+def _maybe(rng: random.Random, chance: float, times: tuple[float, ...] = TIMES) -> float | None:
+    return rng.choice(times) if rng.random() < chance else None
 
 
 def _channel_row(rng: random.Random, channel_id: str) -> dict[str, Any]:
@@ -73,25 +81,30 @@ def _channel_row(rng: random.Random, channel_id: str) -> dict[str, Any]:
     }
 
 
-def _message_row(rng: random.Random, message_id: str) -> dict[str, Any]:
+def _message_row(rng: random.Random, message_id: str, density: float) -> dict[str, Any]:
     """A message in any state. A `sending` one is always leased (an owner and an end); the
-    others mostly not, but now and then with a lease's leftovers, which must not count."""
+    others mostly not, but now and then with a lease's leftovers, which must not count.
+    Beyond the channel's `density`, its times all later than now (never claimable now)."""
     state = rng.choice([*State, State.QUEUED, State.DEFERRED, State.SENDING, State.SENDING])
     leased = state is State.SENDING or rng.random() < 0.2
+    times = TIMES if rng.random() < density else LATER
     return {
         "mid": message_id,
         "state": state.value,
-        "next_attempt_at": _maybe(rng, 1.0 if state in (State.QUEUED, State.DEFERRED) else 0.7),
+        "next_attempt_at": _maybe(
+            rng, 1.0 if state in (State.QUEUED, State.DEFERRED) else 0.7, times
+        ),
         "lease_owner": rng.choice(WORKERS) if leased else None,
-        "lease_expires_at": rng.choice(TIMES) if leased else None,
+        "lease_expires_at": rng.choice(times) if leased else None,
         "started_at": _maybe(rng, 0.4) if leased else None,
     }
 
 
 def _world(rng: random.Random, ids: list[str]) -> World:
+    density = {channel_id: rng.choice(DENSITIES) for channel_id in CHANNELS}
     return World(
         [_channel_row(rng, channel_id) for channel_id in CHANNELS],
-        [_message_row(rng, message_id) for message_id in ids],
+        [_message_row(rng, mid, density.get(mid.split(".")[0], 1.0)) for mid in ids],
     )
 
 
