@@ -9,6 +9,7 @@ over from a started lease."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -213,3 +214,18 @@ def test_a_refused_connection_leaves_nothing_to_give_back(
         with pytest.raises(StoreUnavailable):
             grab(store, at, limit=2)
     assert proxy.refused == 2  # the claims' connections, none for a give-back
+
+
+def test_the_broken_connection_is_not_put_back_in_the_pool(
+    proxied: tuple[PgProxy, SqlStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claim's statement, read in binary past SQLAlchemy (engine.binary_rows), breaks its
+    connection: it is invalidated, as SQLAlchemy does for its own statements, not returned to
+    the pool to fail its reset there."""
+    proxy, store = proxied
+    proxy.cut(CLAIM)
+    caplog.set_level(logging.WARNING, logger="sqlalchemy.pool")
+    with pytest.raises(StoreUnavailable):
+        grab(store, limit=2)
+    pool = [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.pool")]
+    assert pool == []  # not "Exception during reset or similar"
