@@ -17,6 +17,7 @@ from mailvia.store.rows import among, chunks
 from mailvia.store.tables import messages, recipients
 
 m, r = messages.c, recipients.c
+Lost = dict[tuple[str, int], Instant]  # (worker, lease id) -> when the claim's lease ends
 
 
 def give_back(
@@ -83,9 +84,6 @@ def give_back_lost(conn: sa.Connection, lost: Lost, now: Instant) -> tuple[int, 
         which = sa.and_(m.lease_id.in_(mine), m.started_at.is_(None))
         count += len(give_back(conn, worker, which, State.QUEUED, now))
     return count, again
-
-
-Lost = dict[tuple[str, int], Instant]  # (worker, lease id) -> when the claim's lease ends
 
 
 class LostClaims:

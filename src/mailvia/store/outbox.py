@@ -203,6 +203,8 @@ class OutboxStore:
         if not self._lost_claims:
             return
         lost = again = self._lost_claims.take(now)
+        if not lost:  # their leases have run out: claimable by anyone
+            return
         try:
             with self._db.write() as conn:
                 count, left = give_back_lost(conn, lost, now)
