@@ -158,7 +158,7 @@ def test_a_claim_that_commits_after_its_give_back_is_given_back_on_a_later_claim
     pg_url: str, proxied: tuple[PgProxy, SqlStore]
 ) -> None:
     """The connection drops while the server still runs the claim (it waits for a lock held
-    elsewhere): the give-back at once finds nothing; the claim then commits. Its number is
+    elsewhere): the give-back right after finds nothing; the claim then commits. Its number is
     kept, and the messages are given back before the worker's next claim, long before the
     lease's end."""
     proxy, store = proxied

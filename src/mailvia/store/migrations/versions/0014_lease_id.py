@@ -1,9 +1,11 @@
 """Which claim leased a message: `messages.lease_id`, a number the worker picks for each
 claim on PostgreSQL before sending it. The claim is one statement in autocommit; should the
-connection drop after the server committed it but before the worker read the answer, the
-worker gives back exactly the messages leased under that number, on its next connection,
-rather than leave them leased to it until the lease runs out (store/claims_pg.py). NULL for
-a message never leased so (SQLite's claims, and every message stored before).
+connection drop after the server committed it but before the worker read the answer (or while
+the server still ran it), the worker gives back the messages still leased to it under that
+number and not marked started, rather than leave them leased to it until the lease runs out
+(store/claims_pg.py). NULL for a message never leased so (SQLite's claims, every message
+stored before, and one a claim took over from a lease whose transaction had started: it may
+be in a worker's hands, and is never given back so).
 
 Revision ID: 0014
 Revises: 0013
