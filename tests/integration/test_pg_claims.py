@@ -234,6 +234,7 @@ def _paused_claim(store: Any, pg_url: str, *, now: float) -> Iterator[dict[str, 
     )
     assert paused != claims_pg._CLAIM
     params = {"channel": "ch_a", "now": now, "limit": 10, "worker": "B", "until": now + 300}
+    params["lease_id"] = 1
     out: dict[str, list[Any]] = {}
 
     def claim() -> None:

@@ -18,9 +18,15 @@ Why the answer is right although every part of one statement sees the same snaps
   between this statement's start and its pick, its message deferred again, came back as
   neither pending nor settled: tests/integration/test_pg_claims.py.)
 
-An error means nothing was leased (the statement is its own transaction). Only a connection
-lost after the server committed leaves the messages leased and unknown to the worker: they
-come back when the lease runs out, unflagged (none had started).
+An error the server answered means nothing was leased (the statement is its own
+transaction). A connection lost after the server committed, before the answer was read,
+leaves the messages leased to a worker that never learns of them: each claim carries a
+number its worker picked (`lease_id`, set on every message it leases but those it takes over
+from a lease whose transaction had started: they may be in the hands of the worker that
+held them, this one too), and on such an error the worker gives back the messages still
+leased to it under that number and not marked started since (`give_back_lost`): right
+after, and before its later claims until the claim is seen committed or its lease has run
+out (the connection may have dropped while the server still ran it: `LostClaims`).
 
 Side effects: the leases and the recipients' states, committed before the claims return.
 """
@@ -72,7 +78,11 @@ def _claim_sql() -> str:
         # may have sent the message. One merely claimed was never sent.
         " leased AS (UPDATE messages SET possible_duplicate = messages.possible_duplicate"
         f" OR (messages.state = '{_SENDING}' AND messages.started_at IS NOT NULL),"
-        f" state = '{_SENDING}', lease_owner = %(worker)s,"
+        # Taken over from a started lease, it may be in its worker's hands (the same worker's
+        # too): no lease id, so never given back should this claim's answer be lost.
+        f" state = '{_SENDING}', lease_owner = %(worker)s, lease_id = CASE"
+        f" WHEN messages.state = '{_SENDING}' AND messages.started_at IS NOT NULL"
+        " THEN NULL ELSE %(lease_id)s END,"
         " lease_expires_at = %(until)s, started_at = NULL"
         " FROM picked WHERE messages.seq = picked.seq"
         f" RETURNING {_RETURNED}, picked.due),"
@@ -106,16 +116,18 @@ def claim_leased(
     limit: int,
     lease_until: Instant,
     worker: str,
+    lease_id: int,
 ) -> list[Claim]:
-    """Lease up to `limit` claimable messages of the channel to `worker` and return their
-    claims, oldest due first (as `OutboxStore.claim` says), in one statement on `conn`
-    (an autocommit connection: the statement commits by itself)."""
+    """Lease up to `limit` claimable messages of the channel to `worker`, under `lease_id`,
+    and return their claims, oldest due first (as `OutboxStore.claim` says), in one
+    statement on `conn` (an autocommit connection: the statement commits by itself)."""
     params = {
         "channel": channel_id,
         "now": float(now),
         "limit": int(limit),
         "worker": worker,
         "until": float(lease_until),
+        "lease_id": int(lease_id),
     }
     return [_claim(row, worker) for row in binary_rows(conn, _CLAIM, params)]
 

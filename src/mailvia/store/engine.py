@@ -139,7 +139,12 @@ def binary_rows(
             rows: list[tuple[Any, ...]] = cursor.fetchall()
             return rows
     except psycopg.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+        lost = bool(driver.broken)  # type: ignore[union-attr]
+        if lost:  # as SQLAlchemy does for its own statements: the pool then drops it
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, None, exc, psycopg.Error, connection_invalidated=lost
+        ) from exc
 
 
 def _writer_queue(engine: Engine) -> WriterQueue | None:

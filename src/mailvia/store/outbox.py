@@ -8,6 +8,7 @@ has expired (its worker died), and its channel is active and not throttled.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -24,6 +25,7 @@ from mailvia.store.claim_reads import read_claims
 from mailvia.store.claim_sqlite import Lease, lease_still_claimable, recipients_sending
 from mailvia.store.claims_pg import claim_leased
 from mailvia.store.engine import Database
+from mailvia.store.give_backs import LostClaims, give_back, give_back_lost
 from mailvia.store.message_inserts import CONFLICT, insert_group
 from mailvia.store.rows import among, chunks
 from mailvia.store.tables import channels, messages, recipients
@@ -47,6 +49,7 @@ class OutboxStore:
     """Intake and lease methods of the Store port."""
 
     _db: Database
+    _lost_claims: LostClaims  # PostgreSQL's claims whose answers were lost
 
     def add_messages(self, msgs: Sequence[NewMessage]) -> list[tuple[str, bool]]:
         """Insert the messages and their recipients (each in the message's state, due at
@@ -144,8 +147,9 @@ class OutboxStore:
         self, *, channel_id: str, now: Instant, limit: int, lease_until: Instant, worker: str
     ) -> list[Claim]:
         """Lease up to `limit` claimable messages of the channel to `worker`, oldest due first
-        (next_attempt_at, then submission order): they and their unfinished recipients become
-        `sending`, with lease_owner = worker and lease_expires_at = lease_until. A message
+        (next_attempt_at, then submission order; of the leases run out, the `limit` that ran
+        out first compete, as their index gives them): they and their unfinished recipients
+        become `sending`, with lease_owner = worker and lease_expires_at = lease_until. A message
         taken over from an expired lease is flagged possible_duplicate when its transaction
         had started (`mark_started`), not when it was merely claimed.
 
@@ -159,19 +163,59 @@ class OutboxStore:
         """
         if limit < 1:
             return []
+        lease = Lease(worker, channel_id, now, lease_until)
         if self._db.dialect == "postgresql":  # one statement: store/claims_pg.py
-            with self._db.write_one() as conn:
-                return claim_leased(
-                    conn,
-                    channel_id=channel_id,
-                    now=now,
-                    limit=limit,
-                    lease_until=lease_until,
-                    worker=worker,
-                )
-        lease = Lease(worker, channel_id, now, lease_until)  # SQLite
+            return self._claim_in_one(lease, limit)
         seqs = self._lease_chosen(lease, limit)
         return self._read_claims(seqs, worker, now) if seqs else []
+
+    def _claim_in_one(self, lease: Lease, limit: int) -> list[Claim]:
+        """PostgreSQL: the claim's one statement, under a number of its own (`lease_id`).
+        Should it fail once connected, the connection may have dropped after the server
+        committed it, or while it still runs it: the messages leased under that number are
+        given back right after, and again before each later claim until the claim is seen
+        committed or its lease has run out (store/give_backs.py). Those of earlier such claims
+        go first; a give-back that cannot run fails no claim (it is tried again)."""
+        self._give_back_lost(lease.now)
+        lease_id = secrets.randbits(63)
+        connected = False
+        try:
+            with self._db.write_one() as conn:
+                connected = True  # from here on the statement may reach the server
+                return claim_leased(
+                    conn,
+                    channel_id=lease.channel_id,
+                    now=lease.now,
+                    limit=limit,
+                    lease_until=lease.until,
+                    worker=lease.worker,
+                    lease_id=lease_id,
+                )
+        except StoreUnavailable:
+            if connected:  # a refused connection sent nothing: nothing to give back
+                self._lost_claims.add(lease.worker, lease_id, lease.until)
+                self._give_back_lost(lease.now)
+            raise
+
+    def _give_back_lost(self, now: Instant) -> None:
+        """Give back the messages of this store's claims whose answers were lost (none: no
+        statement). The database out of reach, they are kept for the next try, logged."""
+        if not self._lost_claims:
+            return
+        lost = again = self._lost_claims.take(now)
+        if not lost:  # their leases have run out: claimable by anyone
+            return
+        try:
+            with self._db.write() as conn:
+                count, left = give_back_lost(conn, lost, now)
+            again = left  # committed: those seen committed are done
+        except StoreUnavailable:
+            log.warning("%d lost claim(s) not given back yet: tried again later", len(lost))
+            return
+        finally:
+            self._lost_claims.keep(again)
+        if count:
+            log.warning("a claim's answer was lost: the %d message(s) it leased given back", count)
 
     def _lease_chosen(self, lease: Lease, limit: int) -> list[int]:
         """SQLite: choose up to `limit` messages in a read snapshot, outside the write lock
@@ -211,7 +255,7 @@ class OutboxStore:
         try:
             with self._db.write() as conn:
                 for part in chunks(seqs):
-                    _give_back(conn, worker, list(part), State.QUEUED, now)
+                    give_back(conn, worker, among(m.seq, part), State.QUEUED, now)
         except StoreUnavailable:
             log.warning(
                 "claimed %d message(s) could not be given back: due at lease end", len(seqs)
@@ -231,7 +275,7 @@ class OutboxStore:
         with self._db.write() as conn:
             for worker, seqs in by_worker.items():
                 for part in chunks(seqs):
-                    _give_back(conn, worker, list(part), State(state), now)
+                    give_back(conn, worker, among(m.seq, part), State(state), now)
 
 
 def _known_keys(
@@ -295,40 +339,3 @@ def _claimable(
         candidates.extend((float(at), int(seq)) for at, seq in conn.execute(query))
     candidates.sort()
     return candidates[:limit]
-
-
-def _give_back(
-    conn: sa.Connection, worker: str, seqs: list[int], state: State, now: Instant
-) -> None:
-    mine = (
-        sa.select(m.seq)
-        .where(among(m.seq, seqs), m.state == State.SENDING.value, m.lease_owner == worker)
-        .with_for_update()
-    )
-    held = list(conn.execute(mine).scalars())
-    if not held:
-        return
-    conn.execute(
-        messages.update()
-        .where(among(m.seq, held))
-        .values(
-            state=state.value,
-            # Never pushed past now: a run that gives back claims (at shutdown, or its budget
-            # spent) must not put them behind mail submitted since.
-            next_attempt_at=sa.case(
-                (
-                    sa.and_(m.next_attempt_at.is_not(None), m.next_attempt_at < now),
-                    m.next_attempt_at,
-                ),
-                else_=now,
-            ),
-            lease_owner=None,
-            lease_expires_at=None,
-            started_at=None,
-        )
-    )
-    conn.execute(
-        recipients.update()
-        .where(among(r.message_seq, held), r.state == State.SENDING.value)
-        .values(state=state.value, updated_at=now)
-    )

@@ -12,6 +12,7 @@ from mailvia.store.channels import ChannelStore
 from mailvia.store.engine import Database
 from mailvia.store.events import EventStore
 from mailvia.store.from_reads import FromReadStore
+from mailvia.store.give_backs import LostClaims
 from mailvia.store.mending import MendingStore
 from mailvia.store.message_reads import MessageReads
 from mailvia.store.oauth import OAuthStore
@@ -46,6 +47,7 @@ class SqlStore(
     def __init__(self, url: str, *, cursor_key: bytes | None = None) -> None:
         self._db = Database(url)
         self._cursors = CursorSeal(cursor_key or os.urandom(32))
+        self._lost_claims = LostClaims()
 
     def use_cursor_key(self, key: bytes) -> None:
         """Seal list cursors with `key` (derived from the master key, so that every process

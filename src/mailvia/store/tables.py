@@ -145,6 +145,9 @@ messages = sa.Table(
     # cleared when the attempt is recorded or the lease is taken over.
     sa.Column("started_at", Time),
     sa.Column("subject", sa.Text),  # 0010: as mail programs show it (NULL: stored before)
+    # 0014: the claim that leased it, on PostgreSQL (a number its worker picked): the messages
+    # of a claim whose answer was lost are given back by it (store/claims_pg.py).
+    sa.Column("lease_id", sa.BigInteger),
     sa.UniqueConstraint("user_id", "idempotency_key"),  # a key names one user's request
     # 0009: with seq, a claim in submission order reads only the rows it takes.
     sa.Index(None, "channel_id", "state", "next_attempt_at", "seq"),

@@ -121,9 +121,11 @@ class MemoryOutbox:
         d = self._d
         waiting = d.waiting.get(channel_id, [])
         candidates = waiting[: min(limit, bisect_right(waiting, (now, float("inf"))))]
-        for seq, expiry in d.leased.get(channel_id, {}).items():
-            if expiry <= now:
-                candidates.append((d.messages[seq].next_attempt_at or 0.0, seq))
+        # Leases run out: the `limit` that ran out first, as the SQL stores pick them (in
+        # the order of their index), then by due time with the others.
+        leased = d.leased.get(channel_id, {})
+        expired = sorted((expiry, seq) for seq, expiry in leased.items() if expiry <= now)
+        candidates += [(d.messages[seq].next_attempt_at or 0.0, seq) for _, seq in expired[:limit]]
         claims = []
         for _, seq in sorted(candidates)[:limit]:
             msg = d.messages[seq]
