@@ -175,12 +175,17 @@ def item(msg: bytes) -> dict[str, Any]:
     return {"raw": raw, "envelope": {"mail_from": ENV_FROM, "rcpt_to": [ENV_TO]}}
 
 
-def submit_http(client: Any, msg: bytes, n: int, batch: int) -> float:
-    """Seconds to post n messages in batches of `batch` on one kept connection."""
-    bodies = {
+def batch_bodies(msg: bytes, n: int, batch: int) -> dict[int, bytes]:
+    """The JSON body of a batch for each batch size n messages take."""
+    return {
         size: json.dumps({"messages": [item(msg)] * size}).encode()
         for size in {min(batch, n - first) for first in range(0, n, batch)}
     }
+
+
+def submit_http(client: Any, msg: bytes, n: int, batch: int) -> float:
+    """Seconds to post n messages in batches of `batch` on one kept connection."""
+    bodies = batch_bodies(msg, n, batch)
     started = time.perf_counter()
     for first in range(0, n, batch):
         size = min(batch, n - first)
@@ -220,10 +225,7 @@ class KeptConnection:
 
 def submit_stdlib(client: KeptConnection, msg: bytes, n: int, batch: int) -> float:
     """`submit_http` with `KeptConnection`: every answer read, parsed and checked."""
-    bodies = {
-        size: json.dumps({"messages": [item(msg)] * size}).encode()
-        for size in {min(batch, n - first) for first in range(0, n, batch)}
-    }
+    bodies = batch_bodies(msg, n, batch)
     started = time.perf_counter()
     for first in range(0, n, batch):
         size = min(batch, n - first)
