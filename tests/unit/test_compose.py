@@ -59,6 +59,18 @@ def test_a_non_ascii_local_part_makes_the_message_smtputf8_with_addresses_in_utf
     assert "=?utf-8?" not in head
 
 
+def test_smtputf8_is_decided_by_the_envelope_as_the_session_decides_it() -> None:
+    """A Bcc recipient's local part makes the message SMTPUTF8 (it is in the envelope, so
+    the session sends SMTPUTF8 too); a Reply-To's alone cannot (not in the envelope: its
+    headers would go 8-bit without SMTPUTF8): refused in words."""
+    c = compose(draft(bcc=["jörg@bücher.example"]), now=0, max_size=MB)
+    assert "jörg@bücher.example" in c.envelope.rcpt_to  # the session sends SMTPUTF8 for it
+    with pytest.raises(InvalidAddress, match=r"reply_to 'jörg@bücher\.example': .* SMTPUTF8"):
+        compose(draft(reply_to="jörg@bücher.example"), now=0, max_size=MB)
+    with_it = compose(draft(to=["ünï@x.test"], reply_to="jörg@bücher.example"), now=0, max_size=MB)
+    assert "Reply-To: jörg@bücher.example\r\n" in with_it.content.decode()
+
+
 @pytest.mark.parametrize(
     "kw",
     [

@@ -42,9 +42,16 @@ def unicode_address(address: str) -> str:
 
 
 def _decoded(label: str) -> str:
-    if not label.lower().startswith(_ACE):
+    """An A-label's U-label; the label as written unless it is the canonical encoding of a
+    name that is not ASCII (`xn--example-` decodes to `example`, and would otherwise pass
+    for another name). Domains are caseless: the label is read in lower case."""
+    code = label.lower().removeprefix(_ACE)
+    if code == label.lower():
         return label
     try:
-        return label[len(_ACE) :].encode("ascii").decode("punycode")
+        decoded = code.encode("ascii").decode("punycode")
     except (UnicodeError, ValueError):
         return label
+    if decoded.isascii() or decoded.encode("punycode").decode("ascii") != code:
+        return label
+    return decoded

@@ -110,8 +110,15 @@ def compose(draft: Draft, *, now: float, max_size: int) -> Composed:
     if draft.text is None and draft.html is None:
         raise InvalidInput("a message needs text, html or raw content")
     reply_to = parse_mailbox(draft.reply_to, "reply_to") if draft.reply_to else None
-    named = (from_address, *recipients, *([reply_to[1]] if reply_to else []))
-    utf8 = any(needs_smtputf8(a) for a in named)
+    # SMTPUTF8 as the envelope decides it (the session's rule, transport/session.py): a
+    # header in UTF-8 in a message sent without it would be 8-bit where 7-bit is owed.
+    utf8 = any(needs_smtputf8(a) for a in (from_address, *recipients))
+    if reply_to and needs_smtputf8(reply_to[1]) and not utf8:
+        raise InvalidAddress(
+            f"reply_to {draft.reply_to!r}: an address whose local part is not ASCII can be "
+            "written only in a message sent with SMTPUTF8 (the sender's or a recipient's "
+            "local part not ASCII either)"
+        )
     msg = EmailMessage(policy=SMTPUTF8 if utf8 else SMTP)
     msg["From"] = _mailbox(from_name, from_address, utf8)
     for key in ("to", "cc"):
