@@ -70,10 +70,11 @@ def test_a_claim_whose_answer_is_lost_gives_its_messages_back_at_once(
     with pytest.raises(StoreUnavailable):
         grab(store, limit=2)
     assert proxy.cuts == 1
-    # The claim had committed (its number is on the two it leased), and they are queued again.
+    # The claim had committed (the proxy swallowed its answer after the server's
+    # ReadyForQuery), and the two it leased are queued again, their lease number cleared.
     assert _rows(pg_url, LEASES) == [
-        ("m0", "queued", None, True),
-        ("m1", "queued", None, True),
+        ("m0", "queued", None, False),
+        ("m1", "queued", None, False),
         ("m2", "queued", None, False),
     ]
     assert _rows(pg_url, "SELECT DISTINCT state FROM recipients") == [("queued",)]
@@ -229,3 +230,24 @@ def test_the_broken_connection_is_not_put_back_in_the_pool(
         grab(store, limit=2)
     pool = [r.getMessage() for r in caplog.records if r.name.startswith("sqlalchemy.pool")]
     assert pool == []  # not "Exception during reset or similar"
+
+
+def test_an_error_the_server_answered_leaves_nothing_to_give_back(
+    pg_url: str, direct: SqlStore
+) -> None:
+    """A claim the server itself refused (here its statement timeout, the messages'
+    recipients locked by another transaction) leased nothing: no give-back is kept for it
+    (each later claim would pay a write for it until the lease ran out)."""
+    sep = "&" if "?" in pg_url else "?"
+    store = open_store(f"{pg_url}{sep}options=-c%20statement_timeout%3D300")
+    holder = sa.create_engine(pg_url)
+    try:
+        with holder.connect() as conn:
+            conn.exec_driver_sql("SELECT 1 FROM recipients FOR UPDATE").all()
+            with pytest.raises(StoreUnavailable, match="statement timeout"):
+                grab(store, limit=2)
+        assert not store._lost_claims
+        assert [c.message_id for c in grab(store, T0 + 1, limit=3)] == ["m0", "m1", "m2"]
+    finally:
+        holder.dispose()
+        store.close()

@@ -55,6 +55,7 @@ def _back(conn: sa.Connection, seqs: list[int], state: State, now: Instant) -> N
             lease_owner=None,
             lease_expires_at=None,
             started_at=None,
+            lease_id=None,
         )
     )
     conn.execute(

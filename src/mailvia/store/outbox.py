@@ -178,21 +178,27 @@ class OutboxStore:
         go first; a give-back that cannot run fails no claim (it is tried again)."""
         self._give_back_lost(lease.now)
         lease_id = secrets.randbits(63)
-        connected = False
+        connected = answered = False
         try:
             with self._db.write_one() as conn:
                 connected = True  # from here on the statement may reach the server
-                return claim_leased(
-                    conn,
-                    channel_id=lease.channel_id,
-                    now=lease.now,
-                    limit=limit,
-                    lease_until=lease.until,
-                    worker=lease.worker,
-                    lease_id=lease_id,
-                )
+                try:
+                    return claim_leased(
+                        conn,
+                        channel_id=lease.channel_id,
+                        now=lease.now,
+                        limit=limit,
+                        lease_until=lease.until,
+                        worker=lease.worker,
+                        lease_id=lease_id,
+                    )
+                except sa.exc.DBAPIError as exc:  # the server's own error: nothing leased
+                    answered = not exc.connection_invalidated
+                    raise
         except StoreUnavailable:
-            if connected:  # a refused connection sent nothing: nothing to give back
+            # A refused connection sent nothing, an error the server answered (a statement
+            # timeout, a deadlock) leased nothing: nothing to give back in either case.
+            if connected and not answered:
                 self._lost_claims.add(lease.worker, lease_id, lease.until)
                 self._give_back_lost(lease.now)
             raise

@@ -39,7 +39,7 @@ MESSAGE_SET = typed(
     failures="b_failures",
     possible_duplicate="b_duplicate",
 )
-MESSAGE_CLEARED = ("lease_owner", "lease_expires_at", "started_at")
+MESSAGE_CLEARED = ("lease_owner", "lease_expires_at", "started_at", "lease_id")
 _LEASED = (*MESSAGE_KEY, *typed(messages, lease_owner="b_worker"), *MESSAGE_SET)
 
 
