@@ -20,18 +20,9 @@ from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.message import State
 from mailvia.domain.replies import Outcome, Reply
 from mailvia.store import open_store
-from support.rows import LATER, T0, channel, grab, new, record, seeded, sent
+from support.rows import LATER, T0, channel, grab, new, record, rows_of, seeded, sent
 
 pytestmark = pytest.mark.postgres
-
-
-def _rows(url: str, sql: str) -> list[Any]:
-    other = sa.create_engine(url)
-    try:
-        with other.connect() as conn:
-            return list(conn.exec_driver_sql(sql).all())
-    finally:
-        other.dispose()
 
 
 def test_a_claim_is_one_statement_in_autocommit_committed_when_it_returns(pg_url: str) -> None:
@@ -50,7 +41,7 @@ def test_a_claim_is_one_statement_in_autocommit_committed_when_it_returns(pg_url
     assert [c.message_id for c in claims] == ["m0", "m1"]
     assert [autocommit for _, autocommit in sent_] == [True]  # no BEGIN, no COMMIT, no read
     leased = "SELECT id, state, lease_owner FROM messages ORDER BY id"
-    assert _rows(pg_url, leased) == [
+    assert rows_of(pg_url, leased) == [
         ("m0", "sending", "w1"),
         ("m1", "sending", "w1"),
         ("m2", "queued", None),
@@ -66,8 +57,8 @@ def test_a_failing_claim_leases_nothing(pg_url: str) -> None:
         conn.exec_driver_sql("ALTER TABLE message_contents RENAME TO message_contents_gone")
     with pytest.raises(StoreUnavailable):  # an outage, as any failing statement
         grab(store)
-    assert _rows(pg_url, "SELECT state, lease_owner FROM messages") == [("queued", None)]
-    assert _rows(pg_url, "SELECT state FROM recipients") == [("queued",)]
+    assert rows_of(pg_url, "SELECT state, lease_owner FROM messages") == [("queued", None)]
+    assert rows_of(pg_url, "SELECT state FROM recipients") == [("queued",)]
     with store._db.write() as conn:
         conn.exec_driver_sql("ALTER TABLE message_contents_gone RENAME TO message_contents")
     (claim,) = grab(store)
@@ -178,7 +169,7 @@ def test_the_oldest_due_go_first_whatever_their_state(pg_url: str) -> None:
     assert _ids(dead) == ["fresh", "started"]
     assert store.mark_started([dead[1].seq], "dead", T0 + 3) == [True]
     settled_row = "SELECT state, updated_at FROM recipients WHERE address = 'ok@x.test'"
-    before = _rows(pg_url, settled_row)
+    before = rows_of(pg_url, settled_row)
 
     claims = grab(store, now=T0 + 6, worker="w2")
 
@@ -194,9 +185,9 @@ def test_the_oldest_due_go_first_whatever_their_state(pg_url: str) -> None:
         (State.DELIVERED,),
         1,
     )
-    assert _rows(pg_url, settled_row) == before == [("delivered", before[0][1])]
+    assert rows_of(pg_url, settled_row) == before == [("delivered", before[0][1])]
     states = "SELECT m.id, r.state FROM recipients r JOIN messages m ON m.seq = r.message_seq"
-    assert sorted(_rows(pg_url, states)) == [
+    assert sorted(rows_of(pg_url, states)) == [
         ("claimed", "sending"),
         ("fresh", "sending"),
         ("not_yet", "queued"),
@@ -205,7 +196,7 @@ def test_the_oldest_due_go_first_whatever_their_state(pg_url: str) -> None:
         ("started", "sending"),
     ]
     owners = "SELECT id, lease_owner, lease_expires_at, started_at FROM messages ORDER BY id"
-    assert _rows(pg_url, owners) == [
+    assert rows_of(pg_url, owners) == [
         ("claimed", "w2", T0 + 306, None),
         ("fresh", "w2", T0 + 306, None),
         ("not_yet", None, None, None),
@@ -306,7 +297,7 @@ def test_recipients_settled_after_the_statement_began_come_back_settled(pg_url: 
     (claim,) = out["b"]
     assert claim.pending == ("slow@x.test",)
     assert claim.settled == (State.DELIVERED,)
-    assert _rows(pg_url, "SELECT address, state FROM recipients ORDER BY position") == [
+    assert rows_of(pg_url, "SELECT address, state FROM recipients ORDER BY position") == [
         ("ok@x.test", "delivered"),
         ("slow@x.test", "sending"),
     ]
@@ -340,6 +331,6 @@ def test_a_channel_not_open_gives_no_claim(pg_url: str, shut: dict[str, Any]) ->
     with store._db.write() as conn:
         conn.execute(sa.text("UPDATE channels SET " + ", ".join(f"{k} = :{k}" for k in shut)), shut)
     assert grab(store) == []
-    assert _rows(pg_url, "SELECT state, lease_owner FROM messages") == [("queued", None)]
+    assert rows_of(pg_url, "SELECT state, lease_owner FROM messages") == [("queued", None)]
     if "state" not in shut:  # a wait that has passed opens it again
         assert _ids(grab(store, T0 + 61)) == ["m1"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 from mailvia.domain.errors import StoreUnavailable
 from mailvia.store import SqlStore, open_store
 from support.pg_proxy import PgProxy
-from support.rows import T0, channel, grab, new, seeded
+from support.rows import T0, channel, grab, new, rows_of, seeded
 
 pytestmark = [
     pytest.mark.postgres,
@@ -29,15 +28,6 @@ pytestmark = [
 ]
 
 CLAIM = "WITH channel_open AS"  # the claim's statement (store/claims_pg.py)
-
-
-def _rows(url: str, sql: str) -> list[Any]:
-    other = sa.create_engine(url)
-    try:
-        with other.connect() as conn:
-            return list(conn.exec_driver_sql(sql).all())
-    finally:
-        other.dispose()
 
 
 @pytest.fixture
@@ -72,12 +62,12 @@ def test_a_claim_whose_answer_is_lost_gives_its_messages_back_at_once(
     assert proxy.cuts == 1
     # The claim had committed (the proxy swallowed its answer after the server's
     # ReadyForQuery), and the two it leased are queued again, their lease number cleared.
-    assert _rows(pg_url, LEASES) == [
+    assert rows_of(pg_url, LEASES) == [
         ("m0", "queued", None, False),
         ("m1", "queued", None, False),
         ("m2", "queued", None, False),
     ]
-    assert _rows(pg_url, "SELECT DISTINCT state FROM recipients") == [("queued",)]
+    assert rows_of(pg_url, "SELECT DISTINCT state FROM recipients") == [("queued",)]
     claims = grab(direct, limit=3, worker="w2")  # claimable at once, by anyone
     assert [(c.message_id, c.possible_duplicate) for c in claims] == [
         ("m0", False),
@@ -95,7 +85,7 @@ def test_out_of_reach_they_are_given_back_before_the_next_claim(
         grab(store, limit=2)
     with pytest.raises(StoreUnavailable):  # still out of reach: the claim fails as well
         grab(store, limit=2)
-    assert [row[:3] for row in _rows(pg_url, LEASES)] == [
+    assert [row[:3] for row in rows_of(pg_url, LEASES)] == [
         ("m0", "sending", "w1"),
         ("m1", "sending", "w1"),
         ("m2", "queued", None),
@@ -118,7 +108,7 @@ def test_only_the_lost_claims_messages_not_started_nor_taken_since(
         grab(store, limit=3, lease=5)
     (again,) = grab(direct, T0 + 6, limit=1)  # w1, another claim: m0, its lease run out
     assert again.message_id == "m0"
-    [(m1,)] = _rows(pg_url, "SELECT seq FROM messages WHERE id = 'm1'")
+    [(m1,)] = rows_of(pg_url, "SELECT seq FROM messages WHERE id = 'm1'")
     assert direct.mark_started([m1], "w1", T0 + 6) == [True]
     proxy.refusing = False
     # The give-back, then nothing. Dated before the lost claim's lease ends, or its number
@@ -126,7 +116,7 @@ def test_only_the_lost_claims_messages_not_started_nor_taken_since(
     # behind the other's (another claim takes a lost claim's message only once its lease
     # has run out, by the taker's clock).
     assert grab(store, T0 + 4, limit=1, ch="ch_none") == []
-    rows = _rows(pg_url, "SELECT id, state, lease_owner FROM messages ORDER BY id")
+    rows = rows_of(pg_url, "SELECT id, state, lease_owner FROM messages ORDER BY id")
     assert rows == [("m0", "sending", "w1"), ("m1", "sending", "w1"), ("m2", "queued", None)]
     assert direct.mark_started([again.seq], "w1", T0 + 8) == [True]  # still w1's to send
 
@@ -144,7 +134,7 @@ def test_never_a_message_the_lost_claim_took_over_from_a_started_lease(
     proxy.cut(CLAIM)
     with pytest.raises(StoreUnavailable):
         grab(store, T0 + 6, limit=2)  # B: m0 taken over, m1 claimed; the answer lost
-    rows = _rows(
+    rows = rows_of(
         pg_url, "SELECT id, state, lease_owner, possible_duplicate FROM messages ORDER BY id"
     )
     assert rows == [
@@ -170,11 +160,11 @@ def test_a_claim_that_commits_after_its_give_back_is_given_back_on_a_later_claim
             proxy.cut(CLAIM, at_once=True)
             with pytest.raises(StoreUnavailable):
                 grab(store, limit=2)
-            assert [row[1] for row in _rows(pg_url, LEASES)] == ["queued"] * 3
+            assert [row[1] for row in rows_of(pg_url, LEASES)] == ["queued"] * 3
         # The lock released, the claim goes on and commits, leasing m0 and m1 to w1.
         deadline = time.monotonic() + 10
-        while [row[1] for row in _rows(pg_url, LEASES)][:2] != ["sending"] * 2:
-            assert time.monotonic() < deadline, _rows(pg_url, LEASES)
+        while [row[1] for row in rows_of(pg_url, LEASES)][:2] != ["sending"] * 2:
+            assert time.monotonic() < deadline, rows_of(pg_url, LEASES)
             time.sleep(0.05)
     finally:
         locker.dispose()

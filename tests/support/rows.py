@@ -5,6 +5,9 @@ store with jane's organization in it, and a claim of a channel's queued mail (`g
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
 
 from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
 from mailvia.domain.delivery import RecipientSettlement
@@ -124,3 +127,13 @@ def grab(
     lease: float = 300.0,
 ) -> list[Claim]:
     return s.claim(channel_id=ch, now=now, limit=limit, lease_until=now + lease, worker=worker)
+
+
+def rows_of(url: str, sql: str) -> list[Any]:
+    """The rows of `sql`, read on a connection of its own (outside any store's pool)."""
+    other = sa.create_engine(url)
+    try:
+        with other.connect() as conn:
+            return list(conn.exec_driver_sql(sql).all())
+    finally:
+        other.dispose()
