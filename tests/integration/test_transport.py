@@ -617,9 +617,13 @@ async def test_non_ascii_addresses_go_with_smtputf8(transport: SmtpTransport, tl
 async def test_a_non_ascii_domain_goes_as_a_labels_without_smtputf8(
     transport: SmtpTransport, tls: Tls, pipelining: bool
 ) -> None:
-    """Only a local part needs SMTPUTF8: a domain is written as the headers write it."""
+    """Only a local part needs SMTPUTF8: a domain is written as the headers write it, the
+    sender's (MAIL FROM) as the recipients' (RCPT TO)."""
     async with server(tls, pipelining=pipelining) as srv:
         ch = channel(srv.port, ca_pem=tls.ca_pem)
-        result = await transport.send(ch, CREDS, envelope("user@bücher.example"), MESSAGE)
+        sent = replace(envelope("user@bücher.example"), mail_from="jane@straße.test")
+        result = await transport.send(ch, CREDS, sent, MESSAGE)
+        assert result.reply is not None and result.reply.code == 250
         assert result.rcpt_replies["user@bücher.example"].code == 250
+        assert srv.received[0]["mail_from"] == "jane@xn--strae-oqa.test"
         assert srv.received[0]["rcpt_to"] == ["user@xn--bcher-kva.example"]
