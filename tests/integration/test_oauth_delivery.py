@@ -216,3 +216,20 @@ async def test_test_connection_asks_the_provider_so_a_revoked_consent_fails_and_
     await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
     [notice] = pool.wait_for(1)  # the owner's notice, through the shared pool
     assert notice["rcpt_to"] == [JANE]
+
+
+async def test_test_connection_with_the_provider_down_disconnects_nothing(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders
+) -> None:
+    """A renewal the provider could not answer (503 at its token endpoint) says nothing about
+    the grant: the test fails, the mailbox stays active and its mail queued (only a refused
+    consent disconnects)."""
+    channel_id = await connect(jane, fake, "google", JANE)
+    store, tester = world.store, world.services.tester
+    fake.set_faults(["refresh*2=503"])
+    queued = world.send(subject="queued")[0].id
+    failed = await tester.test(world.jane, channel_id, now=time.time())
+    [token] = failed.steps
+    assert not failed.ok and token.name == "token" and not token.ok
+    assert store.get_channel(channel_id).state is ChannelState.ACTIVE
+    assert store.get_message(queued).state is State.QUEUED
