@@ -233,3 +233,24 @@ async def test_test_connection_with_the_provider_down_disconnects_nothing(
     assert not failed.ok and token.name == "token" and not token.ok
     assert store.get_channel(channel_id).state is ChannelState.ACTIVE
     assert store.get_message(queued).state is State.QUEUED
+
+
+@pytest.mark.parametrize("due", [False, True], ids=["token-good", "token-due"])
+async def test_test_connection_asks_the_token_endpoint_once(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, due: bool
+) -> None:
+    """Test connection renews the token once, whether the one stored is still good or
+    already due (a source that first renews a due token, then renews that one again as
+    refused, asked the provider twice)."""
+    channel_id = await connect(jane, fake, "google", JANE)
+    store = world.store
+    if due:  # the stored token is past its time (as when no mail went for an hour)
+        stored = store.oauth_tokens(channel_id)
+        assert stored is not None
+        now = time.time()
+        assert store.lease_tokens(channel_id, "test", now, now + 30)
+        assert store.save_refreshed(replace(stored, expires_at=now - 1), "test") is not None
+    before = refreshes(fake)
+    report = await world.services.tester.test(world.jane, channel_id, now=time.time())
+    assert report.ok, report
+    assert refreshes(fake) - before == 1

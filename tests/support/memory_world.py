@@ -20,7 +20,9 @@ from mailvia.secrets import Vault
 from mailvia.store.memory import MemoryStore
 
 
-async def no_credentials(channel: Channel, *, rejected: Credentials | None = None) -> None:
+async def no_credentials(
+    channel: Channel, *, rejected: Credentials | None = None, renew: bool = False
+) -> None:
     return None
 
 

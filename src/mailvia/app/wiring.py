@@ -318,12 +318,12 @@ def credential_source(
     relay = parse_relay(settings.pool_relay) if settings.pool_relay else None
 
     async def credentials(
-        channel: Channel, *, rejected: Credentials | None = None
+        channel: Channel, *, rejected: Credentials | None = None, renew: bool = False
     ) -> Credentials | None:
         if channel.kind is Kind.POOL:
             return relay.credentials if relay else None
         if channel.oauth is not None:
-            return await oauth.tokens(channel, rejected=rejected)
+            return await oauth.tokens(channel, rejected=rejected, renew=renew)
         return channels.credentials(channel)
 
     return credentials

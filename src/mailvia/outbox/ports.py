@@ -212,11 +212,14 @@ class CredentialSource(Protocol):
     mailbox a fresh access token (renewed ahead of expiry, once per channel across workers).
 
     `rejected`: the credentials the server just refused; the source renews an OAuth token
-    unless another caller already has. Raises CredentialsFailed (with the reply to settle
-    with) when none can be had, SecretsUnavailable on a wrong master key."""
+    unless another caller already has. `renew`: an OAuth token renewed by the provider now
+    (once), whatever is in hand, so that the provider says whether the grant still holds (Test
+    connection); a token another caller had renewed meanwhile does as well. Raises
+    CredentialsFailed (with the reply to settle with) when none can be had,
+    SecretsUnavailable on a wrong master key."""
 
     async def __call__(
-        self, channel: Channel, *, rejected: Credentials | None = None
+        self, channel: Channel, *, rejected: Credentials | None = None, renew: bool = False
     ) -> Credentials | None: ...
 
 

@@ -205,11 +205,9 @@ class ChannelTester:
             await disconnect(self.store, self.transport, self.notify, channel, reason, now)
 
     async def _renewed(self, channel: Channel) -> Credentials | None:
-        """The mailbox's access token, renewed now, so the provider is asked whether the grant
-        still holds: the one in hand is handed back as refused, which makes the source
-        renew it as it does when a server refuses a message's token."""
-        token = await self.tokens(channel)
-        return await self.tokens(channel, rejected=token)
+        """The mailbox's access token, renewed now (once, whether the one in hand is due or
+        not), so the provider is asked whether the grant still holds."""
+        return await self.tokens(channel, renew=True)
 
     def _credentials(self, channel: Channel, password: str | None) -> Credentials | None:
         if password is None:

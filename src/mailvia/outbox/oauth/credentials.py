@@ -79,28 +79,39 @@ class TokenSource:
         self._held.pop(channel_id, None)
 
     async def __call__(
-        self, channel: Channel, *, rejected: Credentials | None = None
+        self, channel: Channel, *, rejected: Credentials | None = None, renew: bool = False
     ) -> Credentials | None:
+        """The token in hand while it is good, else a renewed one; with `renew`, one renewed
+        now whatever is in hand (the provider asked once: Test connection)."""
         provider = channel.oauth
         if provider is None:
             raise ValueError(f"channel {channel.id} is not an OAuth mailbox")
         async with self._locks.setdefault(channel.id, asyncio.Lock()):
             held = self._held.get(channel.id)
-            if held is not None and _usable(held, rejected, self.clock()):
+            if not renew and held is not None and _usable(held, rejected, self.clock()):
                 return held.credentials
-            return await self._renew(channel, provider, rejected)
+            return await self._renew(channel, provider, rejected, renew=renew)
 
     async def _renew(
-        self, channel: Channel, provider: Provider, rejected: Credentials | None
+        self,
+        channel: Channel,
+        provider: Provider,
+        rejected: Credentials | None,
+        *,
+        renew: bool = False,
     ) -> Credentials:
         """The stored token if it is good (another process may have renewed it), else a new
-        one: refreshed here under the lease, or by the lease holder while this waits."""
+        one: refreshed here under the lease, or by the lease holder while this waits. With
+        `renew`, the token stored when it was asked is not good: only a newer one is."""
         deadline = self.clock() + WAIT_SECONDS
         wait = 0.02
+        older: int | None = None  # with `renew`: tokens of this version or older are not good
         while True:
             held = self._stored(channel, provider)
+            if renew and older is None:
+                older = held.version
             now = self.clock()
-            if _usable(held, rejected, now):
+            if _usable(held, rejected, now, older):
                 self._held[channel.id] = held
                 return held.credentials
             if self.store.lease_tokens(channel.id, self.owner, now, now + LEASE_SECONDS):
@@ -187,8 +198,11 @@ def _opened(stored: StoredTokens, access_token: str) -> _Held:
     return _Held(stored.version, Credentials(stored.address, access_token), tokens)
 
 
-def _usable(held: _Held, rejected: Credentials | None, now: Instant) -> bool:
-    """Good to hand out: not due, and not the token the server just refused."""
-    if held.tokens.due(now):
+def _usable(
+    held: _Held, rejected: Credentials | None, now: Instant, older: int | None = None
+) -> bool:
+    """Good to hand out: not due, not the token the server just refused, and newer than
+    version `older` (when a renewal was asked for)."""
+    if held.tokens.due(now) or (older is not None and held.version <= older):
         return False
     return rejected is None or rejected.password != held.credentials.password
