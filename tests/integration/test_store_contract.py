@@ -191,17 +191,69 @@ def test_a_channel_keeps_every_field(store: SqlStore) -> None:
     assert s.list_channels("org_x") == [] and len(s.list_channels()) == 3
     changed = s.set_channel_state("ch_c", ChannelState.DISCONNECTED, "535 5.7.139", T0 + 9)
     assert changed == replace(
-        full, state=ChannelState.DISCONNECTED, state_reason="535 5.7.139", state_changed_at=T0 + 9
+        full,
+        state=ChannelState.DISCONNECTED,
+        state_reason="535 5.7.139",
+        state_changed_at=T0 + 9,
+        generation=full.generation + 1,
     )
     s.set_channel_throttle("ch_c", None, 0)
     assert s.get_channel("ch_c").throttled_until is None
     # An edit changes the settings, never the state the dispatcher recorded.
     before = s.get_channel("ch_c")
     edited = s.update_channel(replace(full, name="renamed"))
-    assert edited == replace(before, name="renamed")
+    assert edited == replace(before, name="renamed", generation=before.generation + 1)
     assert edited.state is ChannelState.DISCONNECTED
     each_raises(Conflict, lambda: s.add_channel(channel("ch_d", "relay"), None, T0))
     each_raises(Conflict, lambda: s.update_channel(replace(full, name="relay")))
+
+
+def test_of_two_that_saw_a_channel_active_one_disconnects_it(
+    store: SqlStore, reopen: Callable[[], SqlStore]
+) -> None:
+    """Two parties (a run, Test connection; here two connection pools) both read the channel
+    active and both decide to disconnect it; then both apply: the first does, the second
+    finds it changed and does nothing (its reason is not written over)."""
+    first, second = store, reopen()
+    seen_first, seen_second = first.get_channel("ch_a"), second.get_channel("ch_a")
+    done = first.disconnect_channel(seen_first, "535 5.7.8 first", T0 + 1)
+    assert done is not None and done.state is ChannelState.DISCONNECTED
+    assert second.disconnect_channel(seen_second, "535 5.7.8 second", T0 + 2) is None
+    now = store.get_channel("ch_a")
+    assert (now.state, now.state_reason, now.state_changed_at) == (
+        ChannelState.DISCONNECTED,
+        "535 5.7.8 first",
+        T0 + 1,
+    )
+    assert now == done
+
+
+@pytest.mark.parametrize("change", ["reconnected", "new password", "paused and resumed"])
+def test_a_disconnect_decided_before_a_change_does_not_apply_after_it(
+    store: SqlStore, change: str
+) -> None:
+    """A refusal met with what the channel had before it was reconnected (or its password
+    changed, or it was paused and resumed) never disconnects the channel as it is now."""
+    s = store
+    seen = s.get_channel("ch_a")  # the refusal is met with this channel's credentials
+    if change == "reconnected":
+        assert s.disconnect_channel(seen, "535 5.7.8 by another", T0 + 1) is not None
+        s.set_channel_state("ch_a", ChannelState.ACTIVE, None, T0 + 2)
+    elif change == "new password":
+        s.update_channel(seen, b"sealed-new")
+    else:
+        s.set_channel_state("ch_a", ChannelState.PAUSED, "by admin", T0 + 1)
+        s.set_channel_state("ch_a", ChannelState.ACTIVE, None, T0 + 2)
+    before = s.get_channel("ch_a")
+    assert before.state is ChannelState.ACTIVE and before.generation > seen.generation
+    assert s.disconnect_channel(seen, "535 5.7.8 stale", T0 + 3) is None
+    assert s.get_channel("ch_a") == before
+    # Seen afresh, the refusal disconnects it; a throttle in between is no change.
+    s.set_channel_throttle("ch_a", T0 + 60, 1)
+    assert s.get_channel("ch_a").generation == before.generation
+    assert s.disconnect_channel(before, "535 5.7.8 now", T0 + 4) is not None
+    assert s.get_channel("ch_a").state_reason == "535 5.7.8 now"
+    assert s.disconnect_channel(replace(seen, id="ch_gone"), "535", T0 + 5) is None
 
 
 def test_channel_secrets_are_kept_and_replaced(store: SqlStore) -> None:

@@ -160,6 +160,9 @@ class Channel:
     state_changed_at: Instant | None = None
     throttled_until: Instant | None = None  # a provider throttle pauses the whole channel
     throttle_level: int = 0  # consecutive throttles: the pause doubles with each
+    # One more at every change of its state or settings (credentials among them): a
+    # disconnect applies only to the channel as the refusal found it (outbox/disconnects.py).
+    generation: int = 0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
 

@@ -1,6 +1,12 @@
 """A channel whose sign-in no longer works is disconnected: one code path for a channel run
 that met the refusal (run_effects.py) and for Test connection that found it (probe.py).
 
+Once: the store disconnects the channel only as the party saw it when it met the refusal
+(active, in the same generation: store `disconnect_channel`, one conditional UPDATE). Of a
+run and Test connection that meet the refusal together, one disconnects, holds, records
+the event and tells the owner; the other does nothing. A refusal met before the channel was
+reconnected (or edited, paused, resumed) disconnects nothing: the next use finds out again.
+
 Side effects: the channel's state and reason, its queued mail held, a `channel.disconnected`
 event, its pooled connections closed, its owner told.
 """
@@ -24,9 +30,11 @@ log = logging.getLogger(__name__)
 class DisconnectStore(Protocol):
     """What disconnecting needs from the store."""
 
-    def set_channel_state(
-        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
-    ) -> Channel: ...
+    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
+        """Disconnect the channel if it is still in `seen`'s state and generation; returns it
+        disconnected, or None (it changed since)."""
+        ...
+
     def hold_channel(self, channel_id: str, now: Instant) -> int: ...
     def add_events(self, events: Sequence[Event]) -> None: ...
 
@@ -40,12 +48,18 @@ async def disconnect(
     now: Instant,
     *,
     held: int = 0,
-) -> int:
-    """Mark `channel` disconnected for `reason` (the reply, e.g. `535 5.7.8 ...`), hold its
-    queued mail, record `channel.disconnected` (with the count held, `held` being those the
-    caller held already), close its pooled connections and tell its owner. Returns the count
-    held in all."""
-    store.set_channel_state(channel.id, ChannelState.DISCONNECTED, reason, now)
+) -> int | None:
+    """Mark `channel` (as the refusal found it: active) disconnected for `reason` (the
+    reply, e.g. `535 5.7.8 ...`), hold its queued mail, record `channel.disconnected` (with
+    the count held, `held` being those the caller held already), close its pooled
+    connections and tell its owner. Returns the count held in all; None when it was not
+    active or has changed since (another party disconnected it, or it was reconnected):
+    then nothing is done."""
+    if channel.state is not ChannelState.ACTIVE:
+        return None
+    if store.disconnect_channel(channel, reason, now) is None:
+        log.info("channel %s changed since it met %s: not disconnected here", channel.id, reason)
+        return None
     held += store.hold_channel(channel.id, now)
     data: dict[str, object] = {"channel_id": channel.id, "reason": reason, "held": held}
     store.add_events([new_event(channel.organization_id, "channel.disconnected", now, data)])

@@ -78,7 +78,16 @@ class DispatchStore(Protocol):
     def set_channel_state(
         self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
     ) -> Channel: ...
+    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
+        """Disconnect the channel if it is still in `seen`'s state and generation; returns it
+        disconnected, or None (it changed since)."""
+        ...
+
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None: ...
+    def release_channel(self, channel_id: str, now: Instant) -> int:
+        """Queue the channel's held mail again, in its original order; returns how many."""
+        ...
+
     def hold_channel(self, channel_id: str, now: Instant) -> int:
         """Hold the channel's waiting mail; returns how many messages."""
         ...

@@ -49,6 +49,7 @@ class ReconnectStore(Protocol):
     ) -> Channel: ...
     def release_channel(self, channel_id: str, now: Instant) -> int: ...
     def hold_channel(self, channel_id: str, now: Instant) -> int: ...
+    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None: ...
     def add_events(self, events: Sequence[Event]) -> None: ...
 
 
@@ -201,8 +202,9 @@ class ChannelTester:
         return ProbeReport.of([_token_step(channel, token), *report.steps], report.delivery)
 
     async def _disconnect(self, channel: Channel, reason: str, now: Instant) -> None:
-        if self.store.get_channel(channel.id).state is ChannelState.ACTIVE:
-            await disconnect(self.store, self.transport, self.notify, channel, reason, now)
+        """Disconnect the channel as it was read before the renewal (an active one only, and
+        only if nothing changed it since: disconnects.py)."""
+        await disconnect(self.store, self.transport, self.notify, channel, reason, now)
 
     async def _renewed(self, channel: Channel) -> Credentials | None:
         """The mailbox's access token, renewed now (once, whether the one in hand is due or

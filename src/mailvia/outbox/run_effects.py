@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 
+from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.delivery import ChannelEffect
+from mailvia.domain.errors import NotFound
 from mailvia.domain.message import State
 from mailvia.domain.throttle import daily_quota_wait, escalate
 from mailvia.outbox.disconnects import disconnect
@@ -44,10 +46,15 @@ class RunEffects(RunRecords):
             self.store.set_channel_throttle(self.channel.id, None, 0)
 
     async def _disconnect(self, leftovers: list[Claim], now: Instant) -> None:
+        """Disconnect the channel (disconnects.py); the mail this run held waits with the
+        channel's queue. If the channel changed since the run read it (another party
+        disconnected it: nothing more to do; it was reconnected, resumed or edited: the
+        refusal was met with what it had then), it is not disconnected here, and if it is
+        active now the mail this run held is queued again."""
         if leftovers:  # claimed by this run: held here, counted with the channel's queue
             self.store.unclaim(leftovers, state=State.HELD, now=now)
         held = len(leftovers) + self.held
-        await disconnect(
+        done = await disconnect(
             self.store,
             self.ctx.transport,
             self.ctx.notify_disconnected,
@@ -56,6 +63,14 @@ class RunEffects(RunRecords):
             now,
             held=held,
         )
+        if done is None and held and self._active_now():
+            self.store.release_channel(self.channel.id, now)
+
+    def _active_now(self) -> bool:
+        try:
+            return self.store.get_channel(self.channel.id).state is ChannelState.ACTIVE
+        except NotFound:
+            return False
 
     def _throttle(self, now: Instant) -> None:
         """Pause the channel as domain/throttle.py escalates it (a server that could not be

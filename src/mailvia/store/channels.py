@@ -74,6 +74,7 @@ def channel_values(channel: Channel) -> dict[str, Any]:
         "state_changed_at": channel.state_changed_at,
         "throttled_until": channel.throttled_until,
         "throttle_level": channel.throttle_level,
+        "generation": channel.generation,
         "retry": json.dumps(dataclasses.asdict(channel.retry)),
         "timeouts": json.dumps(dataclasses.asdict(channel.timeouts)),
         "transport": TransportKind(channel.transport).value,
@@ -131,6 +132,7 @@ def _channel_from(row: Any) -> Channel:
         state_changed_at=row.state_changed_at,
         throttled_until=row.throttled_until,
         throttle_level=row.throttle_level,
+        generation=row.generation,
         retry=RetryPolicy(**_known(RetryPolicy, json.loads(row.retry))),
         timeouts=Timeouts(**_known(Timeouts, json.loads(row.timeouts))),
         transport=TransportKind(row.transport),
@@ -144,7 +146,14 @@ _CHANNEL_NAMES = tuple(c.name for c in CHANNEL_COLUMNS)
 # Every channel, and an organization's (read by every submit's route): built once.
 _ALL_CHANNELS = sa.select(*CHANNEL_COLUMNS).order_by(channels.c.name, channels.c.id)
 _ORG_CHANNELS = _ALL_CHANNELS.where(channels.c.organization_id == sa.bindparam("org_id"))
-_RUNTIME = ("state", "state_reason", "state_changed_at", "throttled_until", "throttle_level")
+_RUNTIME = (
+    "state",
+    "state_reason",
+    "state_changed_at",
+    "throttled_until",
+    "throttle_level",
+    "generation",
+)
 _NONTERMINAL = sorted(s.value for s in PENDING)
 
 
@@ -170,11 +179,12 @@ class ChannelStore:
     def update_channel(self, channel: Channel, secret: bytes | _Keep | None = KEEP) -> Channel:
         """Rewrite the channel's settings (and its secret unless KEEP); its state and throttle
         are left alone (they change only through set_channel_state / set_channel_throttle, so
-        an edit never undoes a disconnect the dispatcher just recorded). Raises NotFound, or
-        Conflict when the new name is taken in the organization."""
-        values = channel_values(channel)
+        an edit never undoes a disconnect the dispatcher just recorded); its generation moves
+        on. Raises NotFound, or Conflict when the new name is taken in the organization."""
+        values: dict[str, Any] = channel_values(channel)
         for runtime in _RUNTIME:
             values.pop(runtime, None)
+        values["generation"] = channels.c.generation + 1
         if secret is not KEEP:
             values["secret"] = secret
         with self._db.write(
@@ -256,16 +266,34 @@ class ChannelStore:
     def set_channel_state(
         self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
     ) -> Channel:
-        """Set the state, its reason and state_changed_at = now. Raises NotFound."""
+        """Set the state, its reason and state_changed_at = now (the generation moves on).
+        Raises NotFound."""
         with self._db.write() as conn:
             result = conn.execute(
                 channels.update()
                 .where(channels.c.id == channel_id)
-                .values(state=ChannelState(state).value, state_reason=reason, state_changed_at=now)
+                .values(**_state_values(state, reason, now))
             )
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel_id!r}")
             return _read(conn, channel_id)
+
+    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
+        """Mark the channel disconnected for `reason`, only if it is still in the state and
+        generation `seen` has (one conditional UPDATE: of two parties that saw it so, one
+        does). Returns the channel disconnected, or None: it changed since (disconnected by
+        another, reconnected, paused, edited) or is gone."""
+        with self._db.write() as conn:
+            result = conn.execute(
+                channels.update()
+                .where(
+                    channels.c.id == seen.id,
+                    channels.c.state == ChannelState(seen.state).value,
+                    channels.c.generation == seen.generation,
+                )
+                .values(**_state_values(ChannelState.DISCONNECTED, reason, now))
+            )
+            return _read(conn, seen.id) if result.rowcount == 1 else None
 
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None:
         """Pause the channel until `until` (None: not throttled) at this throttle level.
@@ -278,6 +306,15 @@ class ChannelStore:
             )
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel_id!r}")
+
+
+def _state_values(state: ChannelState, reason: str | None, now: Instant) -> dict[str, Any]:
+    return {
+        "state": ChannelState(state).value,
+        "state_reason": reason,
+        "state_changed_at": now,
+        "generation": channels.c.generation + 1,
+    }
 
 
 def _read(conn: sa.Connection, channel_id: str) -> Channel:

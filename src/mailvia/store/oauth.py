@@ -19,7 +19,14 @@ from mailvia.store.engine import Database
 from mailvia.store.tables import channels, oauth_apps, oauth_flows, oauth_tokens
 
 a, f, t = oauth_apps.c, oauth_flows.c, oauth_tokens.c
-_RUNTIME = ("state", "state_reason", "state_changed_at", "throttled_until", "throttle_level")
+_RUNTIME = (
+    "state",
+    "state_reason",
+    "state_changed_at",
+    "throttled_until",
+    "throttle_level",
+    "generation",
+)
 # (kind, key, sealed blob) of every OAuth secret, for re-sealing under a new master key.
 OAuthSecret = tuple[str, str, bytes]
 
@@ -266,7 +273,9 @@ class OAuthStore:
             conflict=f"a channel named {channel.name!r} already exists in this organization"
         ) as conn:
             updated = conn.execute(
-                channels.update().where(channels.c.id == channel.id).values(secret=None, **values)
+                channels.update()
+                .where(channels.c.id == channel.id)
+                .values(secret=None, generation=channels.c.generation + 1, **values)
             )
             if updated.rowcount == 0:
                 raise NotFound(f"no channel {channel.id!r}")

@@ -346,11 +346,17 @@ class ChildStore:
     ) -> Channel:
         return self.local.set_channel_state(channel_id, state, reason, now)
 
+    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
+        return self.local.disconnect_channel(seen, reason, now)
+
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None:
         self.local.set_channel_throttle(channel_id, until, level)
 
     def hold_channel(self, channel_id: str, now: Instant) -> int:
         return self.local.hold_channel(channel_id, now)
+
+    def release_channel(self, channel_id: str, now: Instant) -> int:
+        return self.local.release_channel(channel_id, now)
 
     def add_events(self, events: Sequence[Event]) -> None:
         self.local.add_events(events)

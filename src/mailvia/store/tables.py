@@ -116,6 +116,8 @@ channels = sa.Table(
     sa.Column("budget_wait_until", Time),  # 0002: the budgets allow nothing until then
     sa.Column("transport", sa.Text, nullable=False, server_default="smtp"),  # 0004
     sa.Column("oauth_provider", sa.Text),  # 0004: google | microsoft for an OAuth mailbox
+    # 0015: one more at every change of state or settings (a disconnect's condition)
+    sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("organization_id", "name"),
 )
 

@@ -226,7 +226,14 @@ def _name(team: Team) -> str:
     return team.name
 
 
-_RUNTIME = ("state", "state_reason", "state_changed_at", "throttled_until", "throttle_level")
+_RUNTIME = (
+    "state",
+    "state_reason",
+    "state_changed_at",
+    "throttled_until",
+    "throttle_level",
+    "generation",
+)
 
 
 class MemoryChannels:
@@ -249,6 +256,7 @@ class MemoryChannels:
         if named is not None and named.id != channel.id:
             raise Conflict(f"a channel named {channel.name!r} already exists in this organization")
         kept = replace(channel, **{name: getattr(before, name) for name in _RUNTIME})
+        kept = replace(kept, generation=before.generation + 1)
         self._d.channels[channel.id] = kept
         if not isinstance(secret, Keep):
             self._d.secrets[channel.id] = secret
@@ -305,14 +313,23 @@ class MemoryChannels:
     def set_channel_state(
         self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
     ) -> Channel:
+        before = self.get_channel(channel_id)
         changed = replace(
-            self.get_channel(channel_id),
+            before,
             state=ChannelState(state),
             state_reason=reason,
             state_changed_at=now,
+            generation=before.generation + 1,
         )
         self._d.channels[channel_id] = changed
         return changed
+
+    @locked
+    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
+        now_is = self._d.channels.get(seen.id)
+        if now_is is None or (now_is.state, now_is.generation) != (seen.state, seen.generation):
+            return None
+        return self.set_channel_state(seen.id, ChannelState.DISCONNECTED, reason, now)
 
     @locked
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None:
