@@ -60,11 +60,12 @@ class Source:
         self.renewals = 0
 
     async def __call__(
-        self, channel: Channel, *, rejected: Credentials | None = None
+        self, channel: Channel, *, rejected: Credentials | None = None, renew: bool = False
     ) -> Credentials | None:
         if self.fail is not None:
             raise CredentialsFailed(self.fail)
-        if rejected is not None and rejected.password == self.tokens[0] and len(self.tokens) > 1:
+        refused = renew or (rejected is not None and rejected.password == self.tokens[0])
+        if refused and len(self.tokens) > 1:
             self.tokens.pop(0)
             self.renewals += 1
         return Credentials("jane@acme.test", self.tokens[0])

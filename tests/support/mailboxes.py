@@ -51,7 +51,8 @@ def oauth_mailbox(world: World, transport: T, **changes: Any) -> Channel:
 
 class TokenEndpoint:
     """A credential source that refreshes access tokens at a real token endpoint: a fresh
-    token when none is held or when the one held was refused (the dispatcher's renewal)."""
+    token when none is held, when the one held was refused (the dispatcher's renewal) or
+    when one is asked for (`renew`: Test connection)."""
 
     def __init__(self, url: str, refresh_token: str, *, client_id: str, secret: str) -> None:
         self.url = url
@@ -61,9 +62,10 @@ class TokenEndpoint:
         self.renewals = 0
 
     async def __call__(
-        self, channel: Channel, *, rejected: Credentials | None = None
+        self, channel: Channel, *, rejected: Credentials | None = None, renew: bool = False
     ) -> Credentials | None:
-        if self.token is None or (rejected is not None and rejected.password == self.token):
+        refused = rejected is not None and rejected.password == self.token
+        if self.token is None or refused or renew:
             self.token = await self._refresh()
             self.renewals += rejected is not None
         return Credentials(channel.address or "", self.token)
