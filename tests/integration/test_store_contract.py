@@ -256,6 +256,16 @@ def test_a_disconnect_decided_before_a_change_does_not_apply_after_it(
     assert s.disconnect_channel(replace(seen, id="ch_gone"), "535", T0 + 5) is None
 
 
+@pytest.mark.parametrize("state", [ChannelState.PAUSED, ChannelState.DISCONNECTED])
+def test_only_an_active_channel_is_disconnected(store: SqlStore, state: ChannelState) -> None:
+    """A channel paused (or disconnected already) as the refusal found it is not
+    disconnected (again): its reason stays."""
+    seen = store.set_channel_state("ch_a", state, "by admin", T0 + 1)
+    assert store.disconnect_channel(seen, "535 5.7.8 late", T0 + 2) is None
+    now = store.get_channel("ch_a")
+    assert (now.state, now.state_reason, now.generation) == (state, "by admin", seen.generation)
+
+
 def test_channel_secrets_are_kept_and_replaced(store: SqlStore) -> None:
     s, full = store, full_channel()
     s.add_channel(full, b"\x00sealed\xff", T0)

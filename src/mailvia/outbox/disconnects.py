@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.channel import Channel
 from mailvia.domain.clock import Instant
 from mailvia.outbox.dispatch_ports import Notifier
 from mailvia.outbox.ports import Transport
@@ -31,8 +31,8 @@ class DisconnectStore(Protocol):
     """What disconnecting needs from the store."""
 
     def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
-        """Disconnect the channel if it is still in `seen`'s state and generation; returns it
-        disconnected, or None (it changed since)."""
+        """Disconnect the channel if it is active and still in `seen`'s generation; returns
+        it disconnected, or None (it is not active, or changed since)."""
         ...
 
     def hold_channel(self, channel_id: str, now: Instant) -> int: ...
@@ -55,8 +55,6 @@ async def disconnect(
     connections and tell its owner. Returns the count held in all; None when it was not
     active or has changed since (another party disconnected it, or it was reconnected):
     then nothing is done."""
-    if channel.state is not ChannelState.ACTIVE:
-        return None
     if store.disconnect_channel(channel, reason, now) is None:
         log.info("channel %s changed since it met %s: not disconnected here", channel.id, reason)
         return None

@@ -79,8 +79,8 @@ class DispatchStore(Protocol):
         self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
     ) -> Channel: ...
     def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
-        """Disconnect the channel if it is still in `seen`'s state and generation; returns it
-        disconnected, or None (it changed since)."""
+        """Disconnect the channel if it is active and still in `seen`'s generation; returns
+        it disconnected, or None (it is not active, or changed since)."""
         ...
 
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None: ...

@@ -279,16 +279,16 @@ class ChannelStore:
             return _read(conn, channel_id)
 
     def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
-        """Mark the channel disconnected for `reason`, only if it is still in the state and
+        """Mark the channel disconnected for `reason`, only if it is active and still in the
         generation `seen` has (one conditional UPDATE: of two parties that saw it so, one
-        does). Returns the channel disconnected, or None: it changed since (disconnected by
-        another, reconnected, paused, edited) or is gone."""
+        does). Returns the channel disconnected, or None: it is not active (paused, already
+        disconnected), changed since (reconnected, edited) or is gone."""
         with self._db.write() as conn:
             result = conn.execute(
                 channels.update()
                 .where(
                     channels.c.id == seen.id,
-                    channels.c.state == ChannelState(seen.state).value,
+                    channels.c.state == ChannelState.ACTIVE.value,
                     channels.c.generation == seen.generation,
                 )
                 .values(**_state_values(ChannelState.DISCONNECTED, reason, now))

@@ -327,7 +327,8 @@ class MemoryChannels:
     @locked
     def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
         now_is = self._d.channels.get(seen.id)
-        if now_is is None or (now_is.state, now_is.generation) != (seen.state, seen.generation):
+        active = (ChannelState.ACTIVE, seen.generation)
+        if now_is is None or (now_is.state, now_is.generation) != active:
             return None
         return self.set_channel_state(seen.id, ChannelState.DISCONNECTED, reason, now)
 
