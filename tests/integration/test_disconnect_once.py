@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -137,3 +138,48 @@ async def test_a_refusal_met_before_a_reconnect_leaves_the_mailbox_connected(
     assert disconnects(world) == ([], 0)
     await dispatcher.run_once(time.time)
     assert [world.store.get_message(i).state for i in held] == [State.DELIVERED] * 2
+
+
+class ReadThenDisconnected:
+    """The dispatcher's store, but once armed, another party disconnects the channel (and
+    holds its mail) just after the run reads it: between that read and the run's release."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.armed = real, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def get_channel(self, channel_id: str) -> Channel:
+        seen = self.real.get_channel(channel_id)
+        if self.armed:
+            self.armed = False
+            now = time.time()
+            assert self.real.disconnect_channel(seen, "535 5.7.8 other party", now) is not None
+            self.real.hold_channel(channel_id, now)
+        return seen
+
+
+async def test_a_disconnect_after_the_loser_read_the_channel_active_keeps_its_mail_held(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders
+) -> None:
+    """The run met a refusal before a reconnect, so it does not disconnect; it reads the
+    channel active to queue the mail it held again, and another party disconnects it just
+    then. The mail stays held with the disconnected channel (the release is one conditional
+    store call), not queued for a channel that cannot send it."""
+    channel_id = await connect(jane, fake, "google", JANE)
+    fake.revoke(JANE)
+    held = [r.id for r in world.send(subject="held", count=2)]
+    dispatcher = world.services.dispatcher
+    between = ReadThenDisconnected(dispatcher.store)
+
+    async def reconnect() -> None:
+        assert await connect(jane, fake, "google", JANE, channel=channel_id) == channel_id
+        between.armed = True
+
+    dispatcher.credentials = on_refusal(dispatcher.credentials, reconnect)
+    dispatcher.store = between
+    await dispatcher.run_once(time.time)
+    assert not between.armed
+    assert world.store.get_channel(channel_id).state is ChannelState.DISCONNECTED
+    assert [world.store.get_message(i).state for i in held] == [State.HELD] * 2

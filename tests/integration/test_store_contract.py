@@ -575,6 +575,27 @@ def test_hold_and_release_keep_submission_order(store: SqlStore) -> None:
     assert sending.message_id == "m2"
 
 
+def test_held_mail_is_released_only_while_the_channel_is_active_as_seen(
+    store: SqlStore,
+) -> None:
+    """A run that lost the disconnect queues the mail it held again only while the channel
+    is active and as it read it: disconnected (or paused) since, the mail stays held."""
+    s = store
+    s.add_messages([new("m1"), new("m2")])
+    assert s.hold_channel("ch_a", T0 + 1) == 2
+    seen = s.get_channel("ch_a")
+    assert s.disconnect_channel(seen, "535 5.7.8 another party", T0 + 2) is not None
+    assert s.release_if_active(seen, T0 + 3) is None
+    paused = s.set_channel_state("ch_a", ChannelState.PAUSED, "by admin", T0 + 4)
+    assert s.release_if_active(paused, T0 + 5) is None
+    assert s.release_if_active(replace(seen, id="ch_gone"), T0 + 5) is None
+    assert [s.get_message(i).state for i in ("m1", "m2")] == [State.HELD] * 2
+    active = s.set_channel_state("ch_a", ChannelState.ACTIVE, None, T0 + 6)
+    assert s.release_if_active(seen, T0 + 7) is None  # active again, but not as read
+    assert s.release_if_active(active, T0 + 7) == 2
+    assert [c.message_id for c in grab(s, now=T0 + 7)] == ["m1", "m2"]
+
+
 def test_mail_given_back_keeps_its_place_in_the_queue(store: SqlStore) -> None:
     """A claim given back unsent (at shutdown, or when a run's budget is spent) is due when
     it was, not pushed behind mail submitted since."""

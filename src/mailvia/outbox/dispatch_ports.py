@@ -84,8 +84,10 @@ class DispatchStore(Protocol):
         ...
 
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None: ...
-    def release_channel(self, channel_id: str, now: Instant) -> int:
-        """Queue the channel's held mail again, in its original order; returns how many."""
+    def release_if_active(self, seen: Channel, now: Instant) -> int | None:
+        """Queue the channel's held mail again (in its original order) only while the channel
+        is active and still in `seen`'s generation, in one transaction; returns how many, or
+        None (it is not active, changed since, or is gone)."""
         ...
 
     def hold_channel(self, channel_id: str, now: Instant) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 
-from mailvia.domain.channel import ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.delivery import ChannelEffect
 from mailvia.domain.errors import NotFound
@@ -63,14 +62,18 @@ class RunEffects(RunRecords):
             now,
             held=held,
         )
-        if done is None and held and self._active_now():
-            self.store.release_channel(self.channel.id, now)
+        if done is None and held:
+            self._release_if_active(now)
 
-    def _active_now(self) -> bool:
+    def _release_if_active(self, now: Instant) -> int | None:
+        """Queue the channel's held mail again if it is active now (the store releases it
+        only while the channel is as read here: a disconnect in between keeps it held).
+        Returns how many, or None when it is not active."""
         try:
-            return self.store.get_channel(self.channel.id).state is ChannelState.ACTIVE
+            seen = self.store.get_channel(self.channel.id)
         except NotFound:
-            return False
+            return None
+        return self.store.release_if_active(seen, now)
 
     def _throttle(self, now: Instant) -> None:
         """Pause the channel as domain/throttle.py escalates it (a server that could not be

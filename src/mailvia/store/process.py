@@ -358,6 +358,9 @@ class ChildStore:
     def release_channel(self, channel_id: str, now: Instant) -> int:
         return self.local.release_channel(channel_id, now)
 
+    def release_if_active(self, seen: Channel, now: Instant) -> int | None:
+        return self.local.release_if_active(seen, now)
+
     def add_events(self, events: Sequence[Event]) -> None:
         self.local.add_events(events)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import TERMINAL, State
@@ -21,7 +22,7 @@ from mailvia.store.message_reads import read_message
 from mailvia.store.pg_arrays import Column, arrays, insert_unnest, names, typed, unnest_arrays
 from mailvia.store.rows import chunks, event_id, insert_sql, literal_seqs, marker
 from mailvia.store.settle_pg import MESSAGE_CLEARED, MESSAGE_KEY, MESSAGE_SET, settle_leased
-from mailvia.store.tables import attempts, messages, recipients
+from mailvia.store.tables import attempts, channels, messages, recipients
 
 # The messages' columns are listed once, with their PostgreSQL types, beside the PostgreSQL
 # statement (settle dispatches to it); SQLite's UPDATE takes their names.
@@ -280,6 +281,27 @@ class SettleStore:
         submission order (seq) decides who goes first. Returns how many were released."""
         held = sa.and_(m.channel_id == channel_id, m.state == State.HELD.value)
         with self._db.write() as conn:
+            return _move(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
+
+    def release_if_active(self, seen: Channel, now: Instant) -> int | None:
+        """`release_channel`, only while the channel is active and still in `seen`'s
+        generation: one transaction, the channel's row locked (a disconnect between the
+        reading of `seen` and this releases nothing). Returns how many were released, or None
+        (the channel is not active, changed since, or is gone)."""
+        c = channels.c
+        held = sa.and_(m.channel_id == seen.id, m.state == State.HELD.value)
+        with self._db.write() as conn:
+            still = conn.execute(
+                sa.select(c.id)
+                .where(
+                    c.id == seen.id,
+                    c.state == ChannelState.ACTIVE.value,
+                    c.generation == seen.generation,
+                )
+                .with_for_update()
+            ).first()
+            if still is None:
+                return None
             return _move(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
 
     def expire_due(self, now: Instant, events_for: str, *, limit: int = 1000) -> list[Event]:

@@ -8,7 +8,7 @@ import os
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from mailvia.domain.channel import ChannelState
+from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput, NotFound
 from mailvia.domain.ids import make_id
@@ -195,6 +195,16 @@ class MemoryOutbox:
     @locked
     def release_channel(self, channel_id: str, now: Instant) -> int:
         return self._move(channel_id, {State.HELD}, State.QUEUED, now, due=now)
+
+    @locked
+    def release_if_active(self, seen: Channel, now: Instant) -> int | None:
+        now_is = self._d.channels.get(seen.id)
+        if now_is is None or (now_is.state, now_is.generation) != (
+            ChannelState.ACTIVE,
+            seen.generation,
+        ):
+            return None
+        return self._move(seen.id, {State.HELD}, State.QUEUED, now, due=now)
 
     def _move(
         self,
