@@ -87,12 +87,14 @@ async def test_a_run_and_test_connection_meeting_a_revoked_consent_disconnect_on
 ) -> None:
     """The run meets the refusal; before it applies it, Test connection meets it too and
     disconnects the mailbox. The run then finds the channel changed and does nothing more:
-    one event, one notice, its mail held."""
+    one event, one notice, its mail held. Every message held is accounted for in the
+    events: Test connection held none (the run had them claimed), so the run records a
+    `message.held` for each it held."""
     channel_id = await connect(jane, fake, "google", JANE)
     world.send(subject="before")
     await world.services.dispatcher.run_once(time.time)  # a token in the run's hands
     fake.revoke(JANE)
-    held = [r.id for r in world.send(subject="held", count=2)]
+    held = [r.id for r in world.send(subject="held", count=8)]  # more than its connections
     dispatcher, tester = world.services.dispatcher, world.services.tester
 
     async def test_connection() -> None:
@@ -106,7 +108,10 @@ async def test_a_run_and_test_connection_meeting_a_revoked_consent_disconnect_on
     assert "reconnect with Google" in (broken.state_reason or "")
     events, notices = disconnects(world)
     assert (len(events), notices) == (1, 1)
-    assert [world.store.get_message(i).state for i in held] == [State.HELD] * 2
+    assert [world.store.get_message(i).state for i in held] == [State.HELD] * 8
+    each, _ = world.store.list_events(world.jane.organization_id, cursor=None, limit=100)
+    held_events = sorted(e.data["message_id"] for e in each if e.type == "message.held")
+    assert (events, held_events) == ([0], sorted(held))
 
 
 @pytest.mark.parametrize("party", ["run", "test connection"])

@@ -47,9 +47,10 @@ class RunEffects(RunRecords):
     async def _disconnect(self, leftovers: list[Claim], now: Instant) -> None:
         """Disconnect the channel (disconnects.py); the mail this run held waits with the
         channel's queue. If the channel changed since the run read it (another party
-        disconnected it: nothing more to do; it was reconnected, resumed or edited: the
-        refusal was met with what it had then), it is not disconnected here, and if it is
-        active now the mail this run held is queued again."""
+        disconnected it; it was reconnected, resumed or edited: the refusal was met with
+        what it had then), it is not disconnected here: if it is active now the mail this
+        run held is queued again, else it stays held and is recorded held message by
+        message (the other party's event counted none of it)."""
         if leftovers:  # claimed by this run: held here, counted with the channel's queue
             self.store.unclaim(leftovers, state=State.HELD, now=now)
         held = len(leftovers) + self.held
@@ -62,8 +63,16 @@ class RunEffects(RunRecords):
             now,
             held=held,
         )
-        if done is None and held:
-            self._release_if_active(now)
+        if done is None and held and self._release_if_active(now) is None:
+            self._record_held(leftovers, now)
+
+    def _record_held(self, leftovers: list[Claim], now: Instant) -> None:
+        """The mail this run held stays held, but another party's `channel.disconnected`
+        did not count it (the run had it claimed then): a `message.held` for each, as the
+        messages the run tried have in their records."""
+        events = [e for claim in leftovers for e in self._events(claim, State.HELD, (), now)]
+        if events:
+            self.store.add_events(events)
 
     def _release_if_active(self, now: Instant) -> int | None:
         """Queue the channel's held mail again if it is active now (the store releases it
