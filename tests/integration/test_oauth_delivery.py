@@ -7,12 +7,14 @@ banner); reconnecting releases the held mail in order, none twice."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -88,6 +90,13 @@ def subjects(fake: FakeProviders) -> list[str]:
 
 def refreshes(fake: FakeProviders) -> int:
     return sum(fake.refresh_counts().values())
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
 
 
 async def deliver(world: World) -> None:
@@ -254,3 +263,43 @@ async def test_test_connection_asks_the_token_endpoint_once(
     report = await world.services.tester.test(world.jane, channel_id, now=time.time())
     assert report.ok, report
     assert refreshes(fake) - before == 1
+
+
+async def test_a_renewal_asked_for_takes_a_token_renewed_meanwhile(
+    tmp_path: Path, fake_providers: FakeProviders, migrated_store_url: str
+) -> None:
+    """With `renew`, a token another caller renewed meanwhile does as well (ports.py): while
+    another process holds the lease, Test connection's source waits; that process saves a
+    renewed token, and the source hands it out, asking the token endpoint nothing (a source
+    that took each token it read as the one to renew past waited on for its own)."""
+    fake = fake_providers
+    world = oauth_world(tmp_path / "data", fake, db_url=migrated_store_url, worker_id="one")
+    try:
+        async with pages(world) as jane:
+            await sign_in(jane, world, JANE)
+            channel_id = await connect(jane, fake, "google", JANE)
+        store, channel = world.store, world.store.get_channel(channel_id)
+        now = time.time()
+        assert store.lease_tokens(channel_id, "two", now, now + 30)  # "two" is renewing
+        reads = 0
+        read_tokens = store.oauth_tokens
+
+        def counted(channel_id: str) -> Any:
+            nonlocal reads
+            reads += 1
+            return read_tokens(channel_id)
+
+        store.oauth_tokens = counted  # type: ignore[method-assign]
+        before = refreshes(fake)
+        asked = asyncio.create_task(world.services.dispatcher.credentials(channel, renew=True))
+        await until(lambda: reads >= 2)  # it read the token to renew past, and waits on
+        assert not asked.done()
+        stored = read_tokens(channel_id)
+        assert stored is not None
+        renewed = replace(stored, access=world.vault.seal(b"renewed-by-two"), expires_at=now + 3600)
+        assert store.save_refreshed(renewed, "two") is not None
+        got = await asyncio.wait_for(asked, 10)
+        assert got is not None and got.password == "renewed-by-two"
+        assert refreshes(fake) == before
+    finally:
+        await world.close()
