@@ -1,6 +1,7 @@
 """Migrations on a database that holds mail, on SQLite and PostgreSQL: 0007 keeps idempotency
 keys per user (not per organization) and keeps every row, recipients included (on SQLite the
-messages table is rebuilt under its recipients' foreign keys)."""
+messages table is rebuilt under its recipients' foreign keys); 0015 (a channel's generation)
+goes down and up again keeping channels, their mail and OAuth tokens."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from mailvia.domain.channel import ChannelState, Provider
 from mailvia.domain.errors import Conflict, StoreUnavailable
 from mailvia.domain.message import Envelope, State
+from mailvia.domain.tenancy import Role, User
+from mailvia.outbox.oauth.ports import StoredTokens
 from mailvia.outbox.ports import NewMessage
 from mailvia.store import migrate, open_store
 from mailvia.store.engine import create_engine
 from mailvia.store.migration import HEAD, current_revision
+from support import rows
 
 T0 = 1_700_000_000.0
 
@@ -159,3 +164,73 @@ def test_the_version_read_is_current_only_for_one_row_equal_to_head(store_url: s
 def test_migrate_maps_an_unreachable_database_to_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         migrate("postgresql+psycopg://mailvia@127.0.0.1:9/none?connect_timeout=2")
+
+
+def seed_0015(url: str) -> None:
+    """acme's relay channel (paused and resumed: generation 2) with two messages of two
+    recipients each, and a Gmail mailbox with its stored tokens."""
+    s = open_store(url)
+    try:
+        s.create_organization("org_1", "acme", T0)
+        s.create_team("team_1", "org_1", "sales", T0)
+        s.create_user(
+            User("usr_1", "org_1", "team_1", "jane@acme.test", Role.MEMBER),
+            password_hash="h",
+            now=T0,
+        )
+        s.add_channel(rows.channel("ch_a", "relay"), b"sealed", T0)
+        s.set_channel_state("ch_a", ChannelState.PAUSED, "by admin", T0 + 1)
+        s.set_channel_state("ch_a", ChannelState.ACTIVE, None, T0 + 2)
+        assert s.get_channel("ch_a").generation == 2
+        s.add_messages([rows.new(m, "a@example.test", "b@example.test") for m in ("m1", "m2")])
+        gmail = rows.channel("ch_g", "gmail", oauth=Provider.GOOGLE, username="jane@acme.test")
+        tokens = StoredTokens(
+            "ch_g",
+            Provider.GOOGLE,
+            "client",
+            "jane@acme.test",
+            b"access",
+            b"refresh",
+            "mail",
+            T0 + 3600,
+            T0,
+        )
+        s.add_oauth_mailbox(gmail, tokens, T0)
+    finally:
+        s.close()
+
+
+def counts(url: str) -> dict[str, int]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        found = {
+            table: conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+            for table in ("channels", "messages", "recipients", "oauth_tokens")
+        }
+    engine.dispose()
+    return found
+
+
+def test_0015_goes_down_and_up_keeping_every_row(store_url: str) -> None:
+    """Down to 0014 keeps every row (on SQLite the channels table is rebuilt under its
+    messages' and tokens' foreign keys, the tokens' with ON DELETE CASCADE); up again, every
+    channel stored before is in generation 0, and a disconnect seen there applies once."""
+    migrate(store_url)
+    seed_0015(store_url)
+    before = counts(store_url)
+    assert before == {"channels": 2, "messages": 2, "recipients": 4, "oauth_tokens": 1}
+    migrate(store_url, revision="0014", downgrade=True)
+    assert current_revision(store_url) == "0014"
+    assert counts(store_url) == before
+    migrate(store_url)
+    assert counts(store_url) == before
+    s = open_store(store_url)
+    try:
+        seen = s.get_channel("ch_a")
+        assert (seen.state, seen.generation) == (ChannelState.ACTIVE, 0)
+        assert s.get_channel("ch_g").generation == 0
+        assert s.disconnect_channel(seen, "535 5.7.8", T0 + 3) is not None
+        assert s.disconnect_channel(seen, "535 5.7.8", T0 + 4) is None
+        assert s.oauth_tokens("ch_g") is not None
+    finally:
+        s.close()
