@@ -267,3 +267,16 @@ def shared_refusal(channel: Channel) -> str | None:
         f"{channel.address} and carries only its owner's own mail, so it cannot be the "
         "organization's default channel (choose a domain-scoped team channel, or none)"
     )
+
+
+# A channel's runtime fields: set by its state changes and throttles, never by an edit of its
+# settings (the store's update_channel and an OAuth reconnect leave them alone; the
+# generation moves on by one instead).
+RUNTIME_FIELDS = (
+    "state",
+    "state_reason",
+    "state_changed_at",
+    "throttled_until",
+    "throttle_level",
+    "generation",
+)

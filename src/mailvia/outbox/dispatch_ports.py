@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from mailvia.domain.channel import Budget, Channel, ChannelState
+from mailvia.domain.channel import Budget, Channel
 from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
 from mailvia.outbox.ports import AttemptRecord, Claim, Ledger
@@ -75,9 +75,6 @@ class DispatchStore(Protocol):
         ...
 
     def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
-    def set_channel_state(
-        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
-    ) -> Channel: ...
     def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
         """Disconnect the channel if it is active and still in `seen`'s generation; returns
         it disconnected, or None (it is not active, or changed since)."""

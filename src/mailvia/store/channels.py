@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from mailvia.domain.channel import (
+    RUNTIME_FIELDS,
     Auth,
     Budget,
     Channel,
@@ -146,14 +147,6 @@ _CHANNEL_NAMES = tuple(c.name for c in CHANNEL_COLUMNS)
 # Every channel, and an organization's (read by every submit's route): built once.
 _ALL_CHANNELS = sa.select(*CHANNEL_COLUMNS).order_by(channels.c.name, channels.c.id)
 _ORG_CHANNELS = _ALL_CHANNELS.where(channels.c.organization_id == sa.bindparam("org_id"))
-_RUNTIME = (
-    "state",
-    "state_reason",
-    "state_changed_at",
-    "throttled_until",
-    "throttle_level",
-    "generation",
-)
 _NONTERMINAL = sorted(s.value for s in PENDING)
 
 
@@ -182,7 +175,7 @@ class ChannelStore:
         an edit never undoes a disconnect the dispatcher just recorded); its generation moves
         on. Raises NotFound, or Conflict when the new name is taken in the organization."""
         values: dict[str, Any] = channel_values(channel)
-        for runtime in _RUNTIME:
+        for runtime in RUNTIME_FIELDS:
             values.pop(runtime, None)
         values["generation"] = channels.c.generation + 1
         if secret is not KEEP:

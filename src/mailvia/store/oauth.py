@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from mailvia.domain.channel import Channel, Provider, TransportKind
+from mailvia.domain.channel import RUNTIME_FIELDS, Channel, Provider, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import NotFound
 from mailvia.outbox.oauth.ports import PendingFlow, SealedApp, StoredTokens
@@ -19,14 +19,6 @@ from mailvia.store.engine import Database
 from mailvia.store.tables import channels, oauth_apps, oauth_flows, oauth_tokens
 
 a, f, t = oauth_apps.c, oauth_flows.c, oauth_tokens.c
-_RUNTIME = (
-    "state",
-    "state_reason",
-    "state_changed_at",
-    "throttled_until",
-    "throttle_level",
-    "generation",
-)
 # (kind, key, sealed blob) of every OAuth secret, for re-sealing under a new master key.
 OAuthSecret = tuple[str, str, bytes]
 
@@ -268,7 +260,7 @@ class OAuthStore:
             return read_channel(conn, channel.id)
 
     def connect_mailbox(self, channel: Channel, tokens: StoredTokens) -> Channel:
-        values = {k: v for k, v in channel_values(channel).items() if k not in _RUNTIME}
+        values = {k: v for k, v in channel_values(channel).items() if k not in RUNTIME_FIELDS}
         with self._db.write(
             conflict=f"a channel named {channel.name!r} already exists in this organization"
         ) as conn:

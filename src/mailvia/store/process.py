@@ -42,7 +42,7 @@ from multiprocessing.connection import Connection
 from typing import Any, cast
 
 from mailvia import runtime
-from mailvia.domain.channel import Budget, Channel, ChannelState
+from mailvia.domain.channel import Budget, Channel
 from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
 from mailvia.outbox.ports import AttemptRecord, Claim, Event, Ledger
@@ -341,11 +341,6 @@ class ChildStore:
     def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger:
         return self.local.budget_ledger(channel_id, budgets)
 
-    def set_channel_state(
-        self, channel_id: str, state: ChannelState, reason: str | None, now: Instant
-    ) -> Channel:
-        return self.local.set_channel_state(channel_id, state, reason, now)
-
     def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
         return self.local.disconnect_channel(seen, reason, now)
 
@@ -354,9 +349,6 @@ class ChildStore:
 
     def hold_channel(self, channel_id: str, now: Instant) -> int:
         return self.local.hold_channel(channel_id, now)
-
-    def release_channel(self, channel_id: str, now: Instant) -> int:
-        return self.local.release_channel(channel_id, now)
 
     def release_if_active(self, seen: Channel, now: Instant) -> int | None:
         return self.local.release_if_active(seen, now)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.channel import RUNTIME_FIELDS, Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import PENDING
@@ -226,16 +226,6 @@ def _name(team: Team) -> str:
     return team.name
 
 
-_RUNTIME = (
-    "state",
-    "state_reason",
-    "state_changed_at",
-    "throttled_until",
-    "throttle_level",
-    "generation",
-)
-
-
 class MemoryChannels:
     _d: Data
 
@@ -255,8 +245,8 @@ class MemoryChannels:
         named = self._named(channel)
         if named is not None and named.id != channel.id:
             raise Conflict(f"a channel named {channel.name!r} already exists in this organization")
-        kept = replace(channel, **{name: getattr(before, name) for name in _RUNTIME})
-        kept = replace(kept, generation=before.generation + 1)
+        runtime = {name: getattr(before, name) for name in RUNTIME_FIELDS}
+        kept = replace(channel, **(runtime | {"generation": before.generation + 1}))
         self._d.channels[channel.id] = kept
         if not isinstance(secret, Keep):
             self._d.secrets[channel.id] = secret
