@@ -8,7 +8,6 @@ DISPATCH=inline keeps delivery in serve's process; DISPATCH=off starts no child.
 
 from __future__ import annotations
 
-import os
 import signal
 import statistics
 import time
@@ -60,12 +59,6 @@ def test_serve_delivers_in_a_worker_process_of_its_own_by_default(tmp_path: Path
         # a message posted just after a delivery would wait most of that second.
         took = [delivered_within(run, f"idle {i}") for i in range(7)]
         assert statistics.median(took) < 0.5, took
-        # The child and what it started (its store process) are batch processes: their
-        # wake-ups do not preempt serve's intake. Serve itself is not.
-        started = [child, *children(child)]
-        assert len(started) >= 2, started
-        assert [os.sched_getscheduler(pid) for pid in started] == [os.SCHED_BATCH] * len(started)
-        assert os.sched_getscheduler(run.serve.pid) == os.SCHED_OTHER
 
         assert run.serve.stop() == 0, run.serve.stderr
         assert gone_or_zombie(child)

@@ -52,20 +52,6 @@ def dispatch_mode(setting: str) -> str:
     return "process" if cpus() >= 2 else "inline"
 
 
-def yield_to_intake() -> None:
-    """In a supervised worker, first: schedule this process (and the threads and the store
-    process it starts, which inherit it) as a batch process (Linux's SCHED_BATCH), so that
-    its wake-ups do not preempt serve's intake, whose caller waits for its answer. Not a
-    lower priority: the same share of the CPU as any other process, never starved, only no
-    preemption when it wakes (docs/benchmarks.md, branch `single`, session 11). Elsewhere,
-    or where refused, nothing changes."""
-    batch = getattr(os, "SCHED_BATCH", None)
-    if batch is None:
-        return
-    with contextlib.suppress(OSError):
-        os.sched_setscheduler(0, batch, os.sched_param(0))
-
-
 def delivery_metrics_file(data_dir: Path) -> Path:
     """Where a supervised worker writes its delivery metrics for serve's /metrics."""
     return data_dir / "metrics" / "delivery.prom"

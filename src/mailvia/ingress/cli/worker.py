@@ -60,8 +60,6 @@ async def _work(services: Services, settings: Settings, *, supervised: bool) -> 
 @pass_context
 def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
-    if supervised:  # by serve, beside its intake: before any thread or child process
-        supervise.yield_to_intake()
     settings = with_worker_id(settings)
     services = ctx.services(settings, create_key=False)
     if not supervised:  # serve has said them
