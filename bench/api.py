@@ -61,6 +61,7 @@ from benchlib import (
     Recorder,
     Sink,
     cpu_snap,
+    descendants_cpu,
     exit_on_signal,
     finish_py_spy,
     fmt_range,
@@ -392,6 +393,7 @@ def one(
             spies = spy_serve(args, run.procs[0].pid, f"idle-h{history}-run{run_no}")
             c0 = cpu_snap()
             serve0 = run.serve_cpu()
+            child0 = descendants_cpu(run.procs[0].pid)
             threads0 = thread_cpu(run.procs[0].pid)
             t0 = time.perf_counter()
             idle = post_singles(client, msg, args.singles)
@@ -399,6 +401,7 @@ def one(
             for spy in spies:
                 finish_py_spy(spy)
             single_cpu = 1000 * (run.serve_cpu() - serve0) / args.singles
+            child_cpu = 1000 * (descendants_cpu(run.procs[0].pid) - child0) / args.singles
             by_thread = per_message(threads0, thread_cpu(run.procs[0].pid), args.singles)
             i50, i99 = pct(idle, 50), pct(idle, 99)
             rec.record(
@@ -407,11 +410,13 @@ def one(
                 p50_ms=round(i50, 2), p99_ms=round(i99, 2), max_ms=round(max(idle), 2),
                 serve_cpu_ms_per_request=round(single_cpu, 3),
                 serve_cpu_ms_per_request_by_thread=by_thread,
+                delivery_cpu_ms_per_request=round(child_cpu, 3),
                 in_process_p50_ms=round(a50, 2), in_process_p99_ms=round(a99, 2),
             )  # fmt: skip
             print(
                 f"    single POST, idle: p50 {i50:.1f} ms, p99 {i99:.1f} ms; serve CPU "
-                f"{single_cpu:.2f} ms per request (by thread: {by_thread})",
+                f"{single_cpu:.2f} ms per request (by thread: {by_thread}); its delivery "
+                f"processes' {child_cpu:.2f} ms",
                 flush=True,
             )
 
@@ -421,10 +426,13 @@ def one(
             post_singles(client, msg, 1)  # wakes the dispatcher
             spies = spy_serve(args, run.procs[0].pid, f"singles-h{history}-run{run_no}")
             c0 = cpu_snap()
+            serve0, child0 = run.serve_cpu(), descendants_cpu(run.procs[0].pid)
             t0 = time.perf_counter()
             took = post_singles(client, msg, args.singles)
             secs = time.perf_counter() - t0
             during = sink.count() - before
+            serve_cpu = run.serve_cpu() - serve0
+            child_cpu = descendants_cpu(run.procs[0].pid) - child0
             for spy in spies:
                 finish_py_spy(spy)
             p50, p90, p99 = (pct(took, p) for p in (50, 90, 99))
@@ -433,11 +441,15 @@ def one(
                 run_no, args.singles, secs, "req/s", busy_before_pct=busy,
                 p50_ms=round(p50, 2), p90_ms=round(p90, 2), p99_ms=round(p99, 2),
                 max_ms=round(max(took), 2), sink_msgs_during=during,
+                serve_cpu_pct=round(100 * serve_cpu / secs, 1),
+                delivery_cpu_pct=round(100 * child_cpu / secs, 1),
             )  # fmt: skip
             print(
                 f"    single POST: p50 {p50:.1f} ms, p90 {p90:.1f} ms, p99 {p99:.1f} ms, "
                 f"max {max(took):.1f} ms; the sink took {during:,} messages meanwhile "
-                f"({during / secs:,.0f} msg/s)",
+                f"({during / secs:,.0f} msg/s); CPU meanwhile: serve "
+                f"{100 * serve_cpu / secs:.0f}%, its delivery processes "
+                f"{100 * child_cpu / secs:.0f}%",
                 flush=True,
             )
         out.in_process.append(rate_local)

@@ -138,6 +138,16 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def descendants_cpu(pid: int) -> float:
+    """CPU seconds of a process's children and theirs (serve's worker process and the
+    worker's store process), not its own: those any of its threads started."""
+    kids = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            kids.update(int(x) for x in (task / "children").read_text().split())
+    return sum(proc_cpu(child) + descendants_cpu(child) for child in kids)
+
+
 def postgres_cpu() -> float:
     """CPU seconds of every process named postgres (the server and its backends)."""
     total = 0.0
