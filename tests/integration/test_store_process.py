@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import os
+import pickle
 import signal
 import threading
 import time
@@ -21,7 +23,7 @@ from mailvia.domain.clock import SteppingClock
 from mailvia.domain.errors import NotFound, StoreUnavailable
 from mailvia.domain.message import State
 from mailvia.store import migrate
-from mailvia.store.process import ChildStore, StoreProcess, _portable
+from mailvia.store.process import ChildStore, StoreProcess, _portable, request_bytes
 from mailvia.testserver import TestServer
 from support.world import World
 
@@ -148,16 +150,27 @@ def test_a_call_under_way_when_the_store_process_dies_raises(sqlite_url: str) ->
         child.close()
 
 
-def test_give_backs_and_records_cross_the_pipe_without_the_messages_bytes() -> None:
-    """The child never reads a claim's content when it gives back or records: it is not
-    pickled to it again (a 30 MB message would cross twice more)."""
+def test_give_backs_records_and_marks_cross_the_pipe_without_the_messages_bytes() -> None:
+    """The child never reads a claim's content when it gives back, records or marks: it is
+    not pickled to it again (a 30 MB message would cross twice more). What goes down the
+    pipe is read back as the child reads it."""
     from mailvia.outbox.ports import AttemptRecord, Claim
 
-    sent: list[tuple[str, tuple[Any, ...]]] = []
+    sent: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
     class Child:
+        def _send(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            data = request_bytes((len(sent) + 1, name, args, kwargs))
+            assert b"x" * 1000 not in data
+            _, name, args, kwargs = pickle.loads(data)
+            sent.append((name, args, kwargs))
+
         def call(self, name: str, *args: Any, **kwargs: Any) -> None:
-            sent.append((name, args))
+            self._send(name, args, kwargs)
+
+        async def call_awaited(self, name: str, *args: Any, **kwargs: Any) -> list[bool]:
+            self._send(name, args, kwargs)
+            return [True]
 
     claim = Claim(
         "m1",
@@ -178,10 +191,18 @@ def test_give_backs_and_records_cross_the_pipe_without_the_messages_bytes() -> N
     store = ChildStore(local=None, child=Child())  # type: ignore[arg-type]
     store.unclaim([claim], state=State.QUEUED, now=1.0)
     store.record_attempts([record])
-    (_, (claims,)), (_, (records,)) = sent
-    assert [c.content for c in claims] == [b""] and claims[0].seq == 1
-    assert [r.claim.content for r in records] == [b""] and records[0].claim.message_id == "m1"
-    assert claim.content == b"x" * 1000  # the caller's own claim is untouched
+    store.mark_started([2], "w1", 1.0, records=[record])
+    asyncio.run(store.mark_started_awaited([3], "w1", 1.0, records=[record]))
+    (_, (claims,), _), (_, (records,), _), *marks = sent
+    assert [c.content for c in claims] == [b""]
+    assert claims[0] == dataclasses.replace(claim, content=b"")
+    assert [r.claim.content for r in records] == [b""]
+    assert records[0] == dataclasses.replace(record, claim=claims[0])
+    assert [(a, kw["records"]) for _, a, kw in marks] == [
+        (([2], "w1", 1.0), records),
+        (([3], "w1", 1.0), records),
+    ]
+    assert claim.content == b"x" * 1000 and record.claim is claim  # the caller's: untouched
 
 
 @pytest.mark.parametrize(

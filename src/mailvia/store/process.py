@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import copyreg
+import io
 import itertools
 import logging
 import multiprocessing
@@ -182,7 +183,7 @@ class StoreProcess:
         if self.process is None:
             self.start()
         number = next(self._numbers)
-        data = pickle.dumps((number, name, args, kwargs), pickle.HIGHEST_PROTOCOL)
+        data = request_bytes((number, name, args, kwargs))
         with self._sending:
             if self._gone is not None:
                 raise self._gone
@@ -290,11 +291,10 @@ class ChildStore:
         )
 
     def unclaim(self, claims: Sequence[Claim], *, state: State, now: Instant) -> None:
-        self.child.call("unclaim", [_bare(c) for c in claims], state=state, now=now)
+        self.child.call("unclaim", list(claims), state=state, now=now)
 
     def record_attempts(self, records: Sequence[AttemptRecord]) -> None:
-        bare = [dataclasses.replace(r, claim=_bare(r.claim)) for r in records]
-        self.child.call("record_attempts", bare)
+        self.child.call("record_attempts", list(records))
 
     def mark_started(
         self,
@@ -304,8 +304,7 @@ class ChildStore:
         *,
         records: Sequence[AttemptRecord] = (),
     ) -> list[bool]:
-        bare = [dataclasses.replace(r, claim=_bare(r.claim)) for r in records]
-        held = self.child.call("mark_started", list(seqs), worker, now, records=bare)
+        held = self.child.call("mark_started", list(seqs), worker, now, records=list(records))
         return cast(list[bool], held)
 
     async def mark_started_awaited(
@@ -318,8 +317,9 @@ class ChildStore:
     ) -> list[bool]:
         """`mark_started` from the event loop, without a thread (`StoreProcess.call_awaited`):
         the commit's cycle loses the hops to a thread and back (docs/benchmarks.md)."""
-        bare = [dataclasses.replace(r, claim=_bare(r.claim)) for r in records]
-        held = await self.child.call_awaited("mark_started", list(seqs), worker, now, records=bare)
+        held = await self.child.call_awaited(
+            "mark_started", list(seqs), worker, now, records=list(records)
+        )
         return cast(list[bool], held)
 
     # Here: the looks, the channel's state, the heartbeats.
@@ -376,7 +376,26 @@ class ChildStore:
         self.local.stop_worker(worker)
 
 
-def _bare(claim: Claim) -> Claim:
-    """A claim without its message's bytes: giving back and recording never read them, and
-    they would cross the pipe again (a 30 MB message, twice more)."""
-    return dataclasses.replace(claim, content=b"")
+def _claim_without_content(claim: Claim) -> tuple[Any, ...]:
+    """How a claim is pickled in a request to the child: as pickle's default for it (the
+    class, then its fields), with `content` empty. Giving back and recording never read a
+    message's bytes, and they would cross the pipe again (a 30 MB message, twice more).
+    Done in the pickling, not by copying each claim and record first (`dataclasses.replace`
+    twice a record, ~10 us, on the event loop for every message: docs/benchmarks.md)."""
+    state = claim.__dict__.copy()
+    state["content"] = b""
+    return (copyreg.__newobj__, (Claim,), state)  # type: ignore[attr-defined]
+
+
+_REQUESTS = copyreg.dispatch_table.copy()
+_REQUESTS[Claim] = _claim_without_content
+
+
+def request_bytes(request: tuple[int, str, tuple[Any, ...], dict[str, Any]]) -> bytes:
+    """A call to the child, pickled: every claim in it (given back, or in a record) without
+    its message's bytes; the caller's objects are untouched."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _REQUESTS
+    pickler.dump(request)
+    return buffer.getvalue()
