@@ -48,17 +48,11 @@ class GroupCommit(Generic[Item, Result]):
         self._task: asyncio.Future[list[Result | BaseException]] | None = None
 
     async def put(self, item: Item) -> Result:
-        return await self.put_soon(item)
-
-    def put_soon(self, item: Item) -> asyncio.Future[Result]:
-        """`put` without a coroutine of its own (no task for it): the item joins the next group
-        now, and the future returned gets its result or error. Cancelling the future is a
-        caller going away, as with `put`."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if not self._busy:
             self._next()
-        return future
+        return await future
 
     @property
     def idle(self) -> bool:

@@ -158,14 +158,7 @@ class Liveness:
         StoreUnavailable, or a fault of the marks' own (when a commit with records fails for
         another reason, the marks are committed again without them: a fault of the records
         is the records' run's, never the marks')."""
-        return await self.started_soon(seqs, now)
-
-    def started_soon(self, seqs: tuple[int, ...], now: Instant) -> asyncio.Future[list[bool]]:
-        """`started` without a coroutine or a task of its own: the marks join the next commit
-        now, and the future returned gets what `started` returns or raises. A channel run asks
-        for marks once per message while commits are under way; a task for each was ~5% of
-        the event loop's work (docs/benchmarks.md)."""
-        return self._group().put_soon((seqs, now))
+        return await self._put((seqs, now))
 
     async def record(self, rider: Rider) -> None:
         """Record a run's attempts (those `rider.take` hands over as the commit starts),
@@ -181,12 +174,9 @@ class Liveness:
         await self._put(rider)
 
     async def _put(self, entry: Entry) -> list[bool]:
-        return await self._group().put(entry)
-
-    def _group(self) -> GroupCommit[Entry, list[bool]]:
         if self._marks is None:
             self._marks = GroupCommit(self._commit, _begin)
-        return self._marks
+        return await self._marks.put(entry)
 
     async def _commit(self, items: list[Entry]) -> list[list[bool] | BaseException]:
         marks = [item for item in items if isinstance(item, tuple)]

@@ -9,6 +9,7 @@ the transport.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -115,7 +116,7 @@ class RunAttempts(RunRecords):
             ahead = islice((c.seq for c in self.queue if c.seq not in self.marks), wanted)
             group = (*own, *ahead)
         if group:
-            marking = self.ctx.liveness.started_soon(group, self.clock())
+            marking = asyncio.ensure_future(self.ctx.liveness.started(group, self.clock()))
             self.marks.update((seq, (marking, i)) for i, seq in enumerate(group))
         pending, index = self.marks.pop(claim.seq)
         if not (await pending)[index]:
