@@ -205,6 +205,38 @@ def test_give_backs_records_and_marks_cross_the_pipe_without_the_messages_bytes(
     assert claim.content == b"x" * 1000 and record.claim is claim  # the caller's: untouched
 
 
+def test_the_pipe_itself_carries_no_message_bytes() -> None:
+    """The bytes StoreProcess writes to its pipe (its own `_send`, threaded and awaited
+    calls) hold no claim's content: the test above pickles in a stand-in child, so it passed
+    with `_send` back on plain `pickle.dumps` (the review of branch `worker`)."""
+    from mailvia.outbox.ports import AttemptRecord, Claim
+
+    process = StoreProcess("sqlite://", on_gone=lambda: None)
+    written: list[bytes] = []
+
+    class Pipe:  # the worker's end: keeps what is written and answers at once
+        def send_bytes(self, data: bytes) -> None:
+            written.append(data)
+            process._waiting.pop(pickle.loads(data)[0])(True, [True])
+
+    process.process, process._conn = object(), Pipe()  # type: ignore[assignment]
+    content = b"x" * 1000
+    claim = Claim(
+        "m1", 1, "o1", "c1", "a@example.com", ("b@example.com",), (), content,
+        0, 0.0, 10.0, False, "w1",
+    )  # fmt: skip
+    record = AttemptRecord(claim, "w1", 1.0, "data_end", (), State.DELIVERED, None, 0, False)
+    store = ChildStore(local=None, child=process)  # type: ignore[arg-type]
+    store.unclaim([claim], state=State.QUEUED, now=1.0)
+    store.record_attempts([record])
+    store.mark_started([2], "w1", 1.0, records=[record])
+    asyncio.run(store.mark_started_awaited([3], "w1", 1.0, records=[record]))
+    assert len(written) == 4
+    assert not [data for data in written if content in data]
+    assert pickle.loads(written[0])[2] == ([dataclasses.replace(claim, content=b"")],)
+    assert claim.content == content
+
+
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
