@@ -229,6 +229,34 @@ async def test_a_batch_with_an_idempotency_key_replays_as_a_whole(api: Api) -> N
     assert len(await stored(api)) == 2
 
 
+async def test_a_batch_of_raw_messages_is_taken_with_or_without_an_idempotency_key(
+    api: Api,
+) -> None:
+    """Raw messages only: read without their models (ingress/api/raw_batch.py) unless an
+    Idempotency-Key needs them hashed; either way each message's envelope, a bad
+    one's own problem, and a replay as a whole."""
+    jane = api.client("jane")
+    mine = b"From: jane@acme.test\r\nTo: bob@example.com, carol@example.com\r\n\r\nhi\r\n"
+    envelope = {"mail_from": "jane@acme.test", "rcpt_to": ["dan@example.com"]}
+    batch = {"messages": [raw_message(mine), raw_message(mine, envelope=envelope)]}
+    results = (await jane.post("/v1/messages/batch", json=batch)).json()["data"]
+    assert [r["status"] for r in results] == [202, 202]
+    rcpt_to = [r["receipt"]["envelope"]["rcpt_to"] for r in results]
+    assert rcpt_to == [["bob@example.com", "carol@example.com"], ["dan@example.com"]]
+    forbidden = {"mail_from": "boss@acme.test", "rcpt_to": ["bob@example.com"]}
+    bad = {"messages": [raw_message(mine, envelope=forbidden), raw_message(b"\r\n")]}
+    results = (await jane.post("/v1/messages/batch", json=bad)).json()["data"]
+    assert [r["status"] for r in results] == [403, 422]
+    key = {"Idempotency-Key": "raw-batch-1"}
+    first = (await jane.post("/v1/messages/batch", json=batch, headers=key)).json()["data"]
+    again = (await jane.post("/v1/messages/batch", json=batch, headers=key)).json()["data"]
+    assert [r["status"] for r in first] == [202, 202] and [r["status"] for r in again] == [200, 200]
+    assert [r["receipt"]["id"] for r in again] == [r["receipt"]["id"] for r in first]
+    batch["messages"].reverse()
+    assert_problem(await jane.post("/v1/messages/batch", json=batch, headers=key), 409)
+    assert len(await stored(api)) == 4
+
+
 async def test_batch_limits(api: Api) -> None:
     jane = api.client("jane")
     assert_problem(await jane.post("/v1/messages/batch", json={"messages": []}), 422)

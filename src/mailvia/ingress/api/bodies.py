@@ -9,7 +9,9 @@ is valid).
 
 A batch is first read whole (pydantic-core's JSON parser, then one validation of all its
 messages): the common case, a valid batch within the caps, in two thirds of the time and
-with fewer objects for the garbage collector (docs/benchmarks.md, branch `batch`). Anything
+with fewer objects for the garbage collector (docs/benchmarks.md, branch `batch`). A batch
+of raw messages only is read from the parsed JSON without its models when they are not
+needed (`raw_batch.py`: no Idempotency-Key to hash them for; branch `batch4`). Anything
 else (a cap exceeded, a field at fault, JSON that parser refuses, a `messages` key that may be
 given twice) is read again one message at a time as before, and that reading gives the
 answer: the same errors, in the same order, as ever.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +36,8 @@ from pydantic import BaseModel, ValidationError
 
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.ratelimit import RequestCaps
-from mailvia.ingress.api import base64s
+from mailvia.ingress.api import base64s, raw_batch
+from mailvia.ingress.api.raw_batch import RawIn
 from mailvia.ingress.api.schemas import BatchIn, MessageIn
 from mailvia.outbox.compose import header_recipient_count
 
@@ -115,19 +118,33 @@ def recipients_of(message: MessageIn) -> int:
 
 @dataclass(frozen=True)
 class Batch:
-    """A batch read and validated, and the recipients its messages name in all."""
+    """A batch read and validated, its messages (models, or raw messages read without them:
+    `raw_batch.py`), and the recipients its messages name in all."""
 
-    body: BatchIn
+    messages: Sequence[MessageIn | RawIn]
     recipients: int
+    body: BatchIn | None = None  # its models, when it was read as models
+
+    @property
+    def models(self) -> BatchIn:
+        """The batch as models (an Idempotency-Key hashes them): only when read with them."""
+        if self.body is None:
+            raise RuntimeError("the batch was read without its models")
+        return self.body
 
 
-def batch_body(raw: Body, caps: RequestCaps) -> Batch:
-    """A batch, counted against `caps` before its messages are validated. Raises
-    RequestTooLarge over a cap, RequestValidationError."""
-    return _whole(raw, caps) or _piecewise(raw, caps)
+def batch_body(raw: Body, caps: RequestCaps, *, models: bool = True) -> Batch:
+    """A batch, counted against `caps` before its messages are validated; with `models`
+    False, a batch of raw messages may be read without them. Raises RequestTooLarge over a
+    cap, RequestValidationError."""
+    return _whole(raw, caps, models) or _piecewise(raw, caps)
 
 
-def _whole(raw: Body, caps: RequestCaps) -> Batch | None:
+def _models(body: BatchIn, recipients: int) -> Batch:
+    return Batch(body.messages, recipients, body)
+
+
+def _whole(raw: Body, caps: RequestCaps, models: bool = True) -> Batch | None:
     """A valid batch within the caps, read and validated in one pass each; None for anything
     else (`_piecewise` then reads it and gives the answer). Where pydantic-core's parser
     takes a text, it reads it as the standard library's does (duplicate keys: the last one;
@@ -142,6 +159,8 @@ def _whole(raw: Body, caps: RequestCaps) -> Batch | None:
         fields = pydantic_core.from_json(raw)
     except ValueError:
         return None
+    if not models and (read := raw_batch.read(fields, caps)) is not None:
+        return Batch(read.messages, read.recipients)
     found = fields.get("messages") if isinstance(fields, dict) else None
     if not isinstance(found, list) or len(found) > caps.messages:
         return None
@@ -159,7 +178,7 @@ def _whole(raw: Body, caps: RequestCaps) -> Batch | None:
     )
     if recipients > caps.recipients:
         return None
-    return Batch(body, recipients)
+    return _models(body, recipients)
 
 
 def _once(raw: Body) -> bool:
@@ -193,7 +212,7 @@ def _piecewise(raw: Body, caps: RequestCaps) -> Batch:
     if counted.errors:
         raise RequestValidationError(counted.errors)
     try:
-        return Batch(BatchIn.model_validate(fields), counted.recipients)
+        return _models(BatchIn.model_validate(fields), counted.recipients)
     except ValidationError as exc:
         raise _invalid(exc.errors(), ("body",)) from None
 

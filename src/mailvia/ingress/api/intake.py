@@ -19,6 +19,7 @@ from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError
 from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api import base64s
+from mailvia.ingress.api.raw_batch import RawIn
 from mailvia.ingress.api.schemas import MessageIn
 from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
 from mailvia.outbox.services import Services
@@ -61,7 +62,7 @@ def canonical(body: BaseModel) -> bytes:
 def composed(
     services: Services,
     user: User,
-    body: MessageIn,
+    body: MessageIn | RawIn,
     now: float,
     check_sender: Callable[[User, str], None] | None = None,
 ) -> Composed:
@@ -89,7 +90,7 @@ def composed(
 def submission(
     services: Services,
     user: User,
-    body: MessageIn,
+    body: MessageIn | RawIn,
     now: float,
     key: Idempotency | None,
     check_sender: Callable[[User, str], None] | None = None,
@@ -101,7 +102,9 @@ def submission(
     )
 
 
-def _compose(body: MessageIn, now: float, max_size: int) -> Composed:
+def _compose(body: MessageIn | RawIn, now: float, max_size: int) -> Composed:
+    if isinstance(body, RawIn):  # read and decoded by raw_batch: the raw branch below
+        return inspect_raw(body.content, envelope=body.envelope, max_size=max_size)
     if body.raw is None:
         if body.envelope is not None:
             raise InvalidInput("envelope: only with raw")

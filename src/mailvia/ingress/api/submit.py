@@ -89,12 +89,12 @@ def _submissions(
     composed, or the refusal that keeps it out. Its models are freed on return, before the
     commit: for a batch of 1,000, ~6,000 objects fewer for serve's collector to walk while it
     commits and answers (docs/benchmarks.md, branch `batch3`)."""
-    batch = batch_body(raw, services.api.caps)
+    batch = batch_body(raw, services.api.caps, models=key_header is not None)
     take(batch.recipients)
-    key = idempotency(key_header, user, "batch", batch.body)
+    key = idempotency(key_header, user, "batch", batch.models) if key_header is not None else None
     items: list[tuple[User, Submission] | Exception] = []
     senders = services.submitter.sender_checks()
-    for index, message in enumerate(batch.body.messages):
+    for index, message in enumerate(batch.messages):
         item_key = Idempotency(f"{key.key}#{index}", key.digest) if key else None
         try:
             items.append((user, submission(services, user, message, now, item_key, senders)))
