@@ -208,3 +208,17 @@ def test_what_read_takes_the_models_take_alike(value: Any) -> None:
     body = BatchIn.model_validate(value)
     assert [_meant(m) for m in body.messages] == [_meant(m) for m in read.messages]
     assert read.recipients == sum(bodies.recipients_of(m) for m in body.messages)
+
+
+def test_no_message_is_decoded_before_every_message_is_found_raw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of raw messages with one of fields last goes to the models without its raw
+    ones decoded first (they would be decoded twice)."""
+
+    def decode(text: str) -> bytes:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(base64s, "decode", decode)
+    value = {"messages": [{"raw": RAW}, {"raw": RAW, "envelope": ENVELOPE}, {"from": "a@x"}]}
+    assert raw_batch.read(value, CAPS) is None

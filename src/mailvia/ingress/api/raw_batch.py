@@ -59,7 +59,8 @@ def read(fields: Any, caps: RequestCaps) -> RawBatch | None:
     if type(found) is not list or not 1 <= len(found) <= min(MAX_MESSAGES, caps.messages):
         return None
     try:
-        messages = [_message(value) for value in found]
+        given = [_given(value) for value in found]  # all of them, before decoding any
+        messages = [RawIn(_decoded(raw), envelope) for raw, envelope in given]
     except _Unsure:
         return None
     recipients = sum(_recipients(message) for message in messages)
@@ -68,18 +69,21 @@ def read(fields: Any, caps: RequestCaps) -> RawBatch | None:
     return RawBatch(messages, recipients)
 
 
-def _message(value: Any) -> RawIn:
+def _given(value: Any) -> tuple[str, Envelope | None]:
+    """A message's raw text and envelope, if it gives only those and they are valid."""
     if type(value) is not dict:
         raise _Unsure
     raw = value.get("raw")
     if type(raw) is not str or len(value) != ("envelope" in value) + 1:
         raise _Unsure  # no raw, or another field beside raw and envelope
-    envelope = _envelope(value["envelope"]) if "envelope" in value else None
+    return raw, _envelope(value["envelope"]) if "envelope" in value else None
+
+
+def _decoded(raw: str) -> bytes:
     try:
-        content = base64s.decode(raw)
+        return base64s.decode(raw)
     except (binascii.Error, ValueError):
         raise _Unsure from None  # the message's own refusal, given by the models' reading
-    return RawIn(content, envelope)
 
 
 def _envelope(value: Any) -> Envelope | None:
