@@ -248,6 +248,14 @@ def test_rcpt_to_bounds_under_a_cap_that_allows_them(n: int) -> None:
     assert fast_read[0] == ("batch" if n <= 1000 else "422")
 
 
+@pytest.mark.parametrize("n", [1000, 1001])
+def test_messages_bounds_under_a_cap_that_allows_them(n: int) -> None:
+    caps = RequestCaps(messages=2000, recipients=1_000_000)
+    fast_read, models_read = same(body(*[{"raw": RAW}] * n), caps)
+    assert fast_read == models_read
+    assert fast_read[0] == ("batch" if n <= 1000 else "422")
+
+
 _ADDR = st.one_of(
     st.text(max_size=12),
     st.text(alphabet=st.characters(codec="utf-8"), min_size=990, max_size=1000),
@@ -328,3 +336,9 @@ def test_a_raw_message_read_without_models_composes_as_its_model(
             return type(exc).__name__, str(exc)
 
     assert composed(found.messages[0]) == composed(MessageIn.model_validate(value))
+
+
+def test_recipients_are_the_envelopes_else_the_header_fields_one_count_for_both_readings() -> None:
+    """`raw_batch.recipients` counts for the fast path and for `bodies.recipients_of`."""
+    value = batch({"raw": RAW}, {"raw": RAW, "envelope": ENVELOPE})
+    assert fast(value).recipients == models(value).recipients == 2 + 1
