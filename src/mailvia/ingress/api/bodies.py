@@ -9,7 +9,9 @@ is valid).
 
 A batch is first read whole (pydantic-core's JSON parser, then one validation of all its
 messages): the common case, a valid batch within the caps, in two thirds of the time and
-with fewer objects for the garbage collector (docs/benchmarks.md, branch `batch`). Anything
+with fewer objects for the garbage collector (docs/benchmarks.md, branch `batch`). A batch
+of raw messages only is read from the parsed JSON without its models when they are not
+needed (`raw_batch.py`: no Idempotency-Key to hash them for; branch `batch4`). Anything
 else (a cap exceeded, a field at fault, JSON that parser refuses, a `messages` key that may be
 given twice) is read again one message at a time as before, and that reading gives the
 answer: the same errors, in the same order, as ever.
@@ -34,9 +36,9 @@ from pydantic import BaseModel, ValidationError
 
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.ratelimit import RequestCaps
-from mailvia.ingress.api import base64s
+from mailvia.ingress.api import raw_batch
+from mailvia.ingress.api.raw_batch import RawBatch
 from mailvia.ingress.api.schemas import BatchIn, MessageIn
-from mailvia.outbox.compose import header_recipient_count
 
 _BLANKS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -105,30 +107,49 @@ def recipients_of(message: MessageIn) -> int:
     raw message without one: its header fields' addresses, read without checking them)."""
     if message.raw is None:
         return len(message.to) + len(message.cc) + len(message.bcc)
-    if message.envelope is not None:
-        return len(message.envelope.rcpt_to)
     try:
-        return header_recipient_count(base64s.decode(message.raw))
-    except (InvalidInput, binascii.Error, ValueError):
+        return raw_batch.recipients(raw_batch.model_raw_in(message))
+    except (binascii.Error, ValueError):
         return 1  # refused later, with its own error
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A batch read and validated, and the recipients its messages name in all."""
+    """A batch read and validated as models, and the recipients its messages name in all."""
 
     body: BatchIn
     recipients: int
 
+    @property
+    def messages(self) -> list[MessageIn]:
+        return self.body.messages
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A body's parsed JSON, when it may be read whole."""
+
+    fields: Any
+
 
 def batch_body(raw: Body, caps: RequestCaps) -> Batch:
-    """A batch, counted against `caps` before its messages are validated. Raises
+    """A batch as models, counted against `caps` before its messages are validated. Raises
     RequestTooLarge over a cap, RequestValidationError."""
     return _whole(raw, caps) or _piecewise(raw, caps)
 
 
-def _whole(raw: Body, caps: RequestCaps) -> Batch | None:
-    """A valid batch within the caps, read and validated in one pass each; None for anything
+def batch_messages(raw: Body, caps: RequestCaps) -> Batch | RawBatch:
+    """A batch, as `batch_body` reads it, or a batch of raw messages only read without its
+    models (`raw_batch.py`: for a caller that does not need them, as an Idempotency-Key
+    does). Raises RequestTooLarge over a cap, RequestValidationError."""
+    parsed = _parsed(raw, caps)
+    if parsed is not None and (read := raw_batch.read(parsed.fields, caps)) is not None:
+        return read
+    return _validated(parsed, caps) or _piecewise(raw, caps)
+
+
+def _parsed(raw: Body, caps: RequestCaps) -> _Parsed | None:
+    """The body's JSON parsed by pydantic-core, if it may be read whole; None for anything
     else (`_piecewise` then reads it and gives the answer). Where pydantic-core's parser
     takes a text, it reads it as the standard library's does (duplicate keys: the last one;
     tests/unit/test_batch_body.py); only a `messages` given twice is told apart, by the
@@ -139,9 +160,22 @@ def _whole(raw: Body, caps: RequestCaps) -> Batch | None:
     if not _commas_within(raw, caps):
         return None
     try:
-        fields = pydantic_core.from_json(raw)
+        return _Parsed(pydantic_core.from_json(raw))
     except ValueError:
         return None
+
+
+def _whole(raw: Body, caps: RequestCaps) -> Batch | None:
+    """A valid batch within the caps, read and validated in one pass each; None for anything
+    else (`_piecewise` then reads it and gives the answer)."""
+    return _validated(_parsed(raw, caps), caps)
+
+
+def _validated(parsed: _Parsed | None, caps: RequestCaps) -> Batch | None:
+    """The parsed batch, if valid within the caps, validated in one pass; else None."""
+    if parsed is None:
+        return None
+    fields = parsed.fields
     found = fields.get("messages") if isinstance(fields, dict) else None
     if not isinstance(found, list) or len(found) > caps.messages:
         return None

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from mailvia.domain.errors import Forbidden, InvalidInput, MailviaError
-from mailvia.domain.message import Envelope
 from mailvia.domain.tenancy import User
-from mailvia.ingress.api import base64s
+from mailvia.ingress.api.raw_batch import RawIn, model_raw_in
 from mailvia.ingress.api.schemas import MessageIn
 from mailvia.outbox.compose import Composed, Draft, compose, inspect_raw
 from mailvia.outbox.services import Services
@@ -61,7 +60,7 @@ def canonical(body: BaseModel) -> bytes:
 def composed(
     services: Services,
     user: User,
-    body: MessageIn,
+    body: MessageIn | RawIn,
     now: float,
     check_sender: Callable[[User, str], None] | None = None,
 ) -> Composed:
@@ -89,7 +88,7 @@ def composed(
 def submission(
     services: Services,
     user: User,
-    body: MessageIn,
+    body: MessageIn | RawIn,
     now: float,
     key: Idempotency | None,
     check_sender: Callable[[User, str], None] | None = None,
@@ -101,7 +100,9 @@ def submission(
     )
 
 
-def _compose(body: MessageIn, now: float, max_size: int) -> Composed:
+def _compose(body: MessageIn | RawIn, now: float, max_size: int) -> Composed:
+    if isinstance(body, RawIn):  # read and decoded by raw_batch
+        return _compose_raw(body, max_size)
     if body.raw is None:
         if body.envelope is not None:
             raise InvalidInput("envelope: only with raw")
@@ -123,15 +124,13 @@ def _compose(body: MessageIn, now: float, max_size: int) -> Composed:
     if mixed:
         names = ", ".join("from" if n == "from_" else n for n in mixed)
         raise InvalidInput(f"raw: give the whole message or its fields, not both ({names})")
-    content = _decode(body.raw)
-    envelope = None
-    if body.envelope is not None:
-        envelope = Envelope(body.envelope.mail_from, tuple(body.envelope.rcpt_to))
-    return inspect_raw(content, envelope=envelope, max_size=max_size)
-
-
-def _decode(raw: str) -> bytes:
     try:
-        return base64s.decode(raw)
+        message = model_raw_in(body)
     except (binascii.Error, ValueError):
         raise InvalidInput("raw: not valid base64") from None
+    return _compose_raw(message, max_size)
+
+
+def _compose_raw(message: RawIn, max_size: int) -> Composed:
+    """A raw message, decoded, inspected: the one way both readings of one are composed."""
+    return inspect_raw(message.content, envelope=message.envelope, max_size=max_size)

@@ -9,7 +9,7 @@ header folding slow.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -18,7 +18,9 @@ from pydantic import (
     Field,
     StrictStr,
     WithJsonSchema,
+    with_config,
 )
+from typing_extensions import TypedDict
 
 from mailvia.domain.message import State
 from mailvia.domain.tenancy import Fallback
@@ -49,6 +51,10 @@ HeaderName = Annotated[Line, Field(min_length=1, max_length=76)]
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 Address = Annotated[Text, Field(max_length=998)]
 Recipients = Annotated[list[Mailbox], Field(max_length=1000)]
+RcptTo = Annotated[list[Address], Field(min_length=1, max_length=1000)]
+Raw = Annotated[StrictStr, Field(description="The whole message, base64.")]
+_M = TypeVar("_M")
+Messages = Annotated[list[_M], Field(min_length=1, max_length=1000)]  # a batch's
 
 
 class Input(BaseModel):
@@ -59,7 +65,7 @@ class EnvelopeIn(Input):
     """The SMTP envelope of a raw message (default: from its From, To, Cc and Bcc)."""
 
     mail_from: Address = Field(description="The return path; empty for a null sender.")
-    rcpt_to: list[Address] = Field(min_length=1, max_length=1000)
+    rcpt_to: RcptTo
 
 
 class MessageIn(Input):
@@ -79,12 +85,32 @@ class MessageIn(Input):
         max_length=50,
         description="Extra header fields (not From, To, Subject, ...).",
     )
-    raw: Annotated[StrictStr, Field(description="The whole message, base64.")] | None = None
+    raw: Raw | None = None
     envelope: EnvelopeIn | None = None
 
 
 class BatchIn(Input):
-    messages: list[MessageIn] = Field(min_length=1, max_length=1000)
+    messages: Messages[MessageIn]
+
+
+# A batch of raw messages (each `raw`, with or without an `envelope`, nothing else) as the
+# models above take it, by their own types, read as dicts without building models
+# (`raw_batch.py`): what these take, `BatchIn` takes.
+@with_config(ConfigDict(extra="forbid"))
+class EnvelopeFields(TypedDict):
+    mail_from: Address
+    rcpt_to: RcptTo
+
+
+@with_config(ConfigDict(extra="forbid"))
+class RawMessageFields(TypedDict):
+    raw: Raw
+    envelope: NotRequired[EnvelopeFields | None]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class RawBatchFields(TypedDict):
+    messages: Messages[RawMessageFields]
 
 
 class ChannelRef(BaseModel):
