@@ -292,3 +292,22 @@ async def test_the_pages_disconnect_button_revokes_and_offers_reconnect(
     assert all(c.revoked for c in fake_providers.consents())
     forged = await jane.post(f"/channels/{google}/disconnect", data={})
     assert forged.status_code == 403  # without the session's CSRF token
+
+
+async def test_a_refused_connection_says_what_to_do_next(
+    world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
+) -> None:
+    """The rep who meets a refusal is told the next step in words, not only the provider's
+    code: Deny (or an admin approval the provider asks for) means choose Allow or ask an
+    admin; the organization's app refused at the code exchange (invalid_client: its secret
+    wrong or expired) means an admin mends it on the Team channels page."""
+    auth = await start(jane, "google")
+    query = {"state": auth.params["state"], "error": "access_denied"}
+    denied = (await callback(jane, "google", query)).text
+    assert "choose Allow" in denied and "ask an admin" in denied
+    fake_providers.set_faults(["token=401 invalid_client"])
+    auth = await start(jane, "google")
+    answer = await callback(jane, "google", allow(fake_providers, auth, JANE))
+    assert answer.status_code == 400 and "invalid_client" in answer.text
+    assert "organization&#39;s OAuth app" in answer.text and "Team channels page" in answer.text
+    assert oauth_channels(world) == []

@@ -20,6 +20,7 @@ import pytest
 from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
+from mailvia.domain.probe import fix_for_reason
 from mailvia.testserver import ThreadedTestServer
 from mailvia.testserver.fake import FakeProviders
 from support.fake_providers import running
@@ -233,3 +234,28 @@ async def test_test_connection_with_the_provider_down_disconnects_nothing(
     assert not failed.ok and token.name == "token" and not token.ok
     assert store.get_channel(channel_id).state is ChannelState.ACTIVE
     assert store.get_message(queued).state is State.QUEUED
+
+
+async def test_an_app_whose_secret_the_provider_refuses_sends_the_rep_to_an_admin(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders
+) -> None:
+    """The token endpoint refusing the organization's app itself (invalid_client: its secret
+    wrong or expired, as an Entra secret is after at most 24 months) is not the rep's consent:
+    the channel disconnects (its mail held) with a reason and hints that name the app and the
+    admin's page, never a revoked consent or a changed password, which reconnecting alone
+    would not mend."""
+    channel_id = await connect(jane, fake, "google", JANE)
+    fake.set_faults(["refresh=401 invalid_client"])
+    failed = await world.services.tester.test(world.jane, channel_id, now=time.time())
+    [token] = failed.steps
+    assert not failed.ok and token.hint is not None
+    assert "organization's OAuth app" in token.hint and "Team channels page" in token.hint
+    broken = world.store.get_channel(channel_id)
+    assert broken.state is ChannelState.DISCONNECTED
+    reason = broken.state_reason or ""
+    assert "refused the organization's OAuth app (invalid_client)" in reason
+    assert "no longer honours the consent" not in reason
+    api_hint = fix_for_reason(reason)  # the API's state_hint, `message show`, send --wait
+    assert api_hint is not None and "Team channels page" in api_hint
+    page = (await jane.get(f"/channels/{channel_id}")).text
+    assert "Team channels page" in page and "password changed" not in page

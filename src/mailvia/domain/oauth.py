@@ -127,12 +127,50 @@ def reconnect_words(provider: Provider) -> str:
 # What a credential source settles with when no token can be had (CredentialsFailed). A 5xx
 # at auth disconnects the channel and holds its mail; a 4xx is retried (domain/replies.py).
 def consent_refused(provider: Provider, error: str) -> Reply:
-    """The provider refused the refresh token (revoked consent, expired, invalid_grant)."""
+    """The provider refused the refresh token (revoked consent, expired, invalid_grant), or
+    the organization's app itself (APP_REFUSED: its secret wrong or expired)."""
     name = provider.display_name
-    return Reply(
-        535,
-        "5.7.8",
-        f"mailvia: {name} no longer honours the consent ({error}): {reconnect_words(provider)}",
+    if error in APP_REFUSED:
+        said = f"{app_refused_words(provider)} ({error})"
+    else:
+        said = f"{name} no longer honours the consent ({error})"
+    return Reply(535, "5.7.8", f"mailvia: {said}: {reconnect_words(provider)}")
+
+
+# RFC 6749 §5.2: the token endpoint refused the client (the organization's app: its id or
+# secret; an Entra secret expires after at most 24 months), not the mailbox's grant. Every
+# mailbox of the app fails alike, and reconnecting fails too until an admin mends the app.
+APP_REFUSED = frozenset({"invalid_client", "unauthorized_client"})
+
+
+def app_refused_words(provider: Provider) -> str:
+    return f"{provider.display_name} refused the organization's OAuth app"
+
+
+def app_refused(reply: Reply) -> bool:
+    """Whether mailvia's own reply says the provider refused the organization's app."""
+    return any(reply.text.startswith(f"mailvia: {app_refused_words(p)} (") for p in Provider)
+
+
+def connect_refused(provider: Provider, error: str, *, at_callback: bool) -> str:
+    """What the rep reads when a connection ends with the provider's `error`: at the callback
+    (the consent page's answer) or at the code exchange; with the next step to take."""
+    name = provider.display_name
+    if error in APP_REFUSED:
+        return (
+            f"{app_refused_words(provider)} ({error}): nothing was connected. Its client ID "
+            "or secret is wrong, or the secret has expired: ask an admin to enter the app's "
+            "current client secret on the Team channels page, then connect again."
+        )
+    if at_callback:
+        return (
+            f"{name} did not grant access ({error}): nothing was connected. If you chose "
+            f"Deny, connect again and choose Allow; if {name} said an admin must approve "
+            "the app, ask an admin of your organization's account to approve it."
+        )
+    return (
+        f"{name} refused ({error}): nothing was connected. Connect again from My delivery "
+        "channel; if it fails again, show this to an admin."
     )
 
 
@@ -183,6 +221,7 @@ def basic_auth_refused(reason: str | None) -> bool:
 
 
 __all__ = [
+    "APP_REFUSED",
     "BASIC_AUTH_OFF",
     "REFRESH_AHEAD",
     "SCOPES",
@@ -191,8 +230,11 @@ __all__ = [
     "OAuthApp",
     "Provider",
     "TokenSet",
+    "app_refused",
+    "app_refused_words",
     "basic_auth_off",
     "basic_auth_refused",
+    "connect_refused",
     "consent_refused",
     "expected_issuer",
     "not_connected",

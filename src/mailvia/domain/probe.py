@@ -20,7 +20,7 @@ from typing import Any
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.delivery import TransactionResult
-from mailvia.domain.oauth import reconnect_words
+from mailvia.domain.oauth import app_refused, reconnect_words
 from mailvia.domain.replies import Reply
 
 
@@ -273,6 +273,12 @@ CONSENT_GONE = (
     "account, expired, or the account's password changed. Reconnect with {provider} on the "
     "channel's page (no password needed)."
 )
+APP_REFUSED_HINT = (
+    "{provider} refused the organization's OAuth app itself, not this mailbox: its client ID "
+    "or secret is wrong, or the secret has expired. An admin enters the app's current client "
+    "secret on the Team channels page (or mailvia admin oauth-app); then reconnect with "
+    "{provider} on the channel's page."
+)
 NO_PASSWORD_STORED = (
     "mailvia has no password stored for this channel: give it one (Replace the password on "
     "the channel's page, or mailvia channel reconnect NAME)."
@@ -291,7 +297,8 @@ def _own_sign_in_hint(reply: Reply) -> str | None:
         return HINTS[_SMTP_AUTH_OFF]
     provider = next((p for p in Provider if reply.text.endswith(": " + reconnect_words(p))), None)
     if provider is not None:
-        return CONSENT_GONE.format(provider=provider.display_name)
+        said = APP_REFUSED_HINT if app_refused(reply) else CONSENT_GONE
+        return said.format(provider=provider.display_name)
     return NO_PASSWORD_STORED
 
 
