@@ -71,6 +71,7 @@ async def test_connect_gmail_makes_a_mailbox_with_the_providers_address(
     assert not channel.has_password and world.store.channel_secret(channel.id) is None
     page = (await jane.get(answer.headers["location"])).text
     assert "Mailbox connected" in page and "Reconnect with Google" in page
+    assert "the current one expires at 20" in page  # a time to come, never "now <time>"
     # The stored token works at the provider: the credential source hands it out.
     credentials = await world.services.dispatcher.credentials(channel)
     assert credentials is not None and credentials.username == JANE

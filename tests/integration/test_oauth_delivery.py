@@ -259,3 +259,5 @@ async def test_an_app_whose_secret_the_provider_refuses_sends_the_rep_to_an_admi
     assert api_hint is not None and "Team channels page" in api_hint
     page = (await jane.get(f"/channels/{channel_id}")).text
     assert "Team channels page" in page and "password changed" not in page
+    # the Access line says the tokens were refused, not that they are renewed
+    assert "Google refused to renew them" in page and "is renewed before" not in page
