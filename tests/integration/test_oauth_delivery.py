@@ -237,7 +237,7 @@ async def test_test_connection_with_the_provider_down_disconnects_nothing(
 
 
 async def test_an_app_whose_secret_the_provider_refuses_sends_the_rep_to_an_admin(
-    world: World, jane: httpx.AsyncClient, fake: FakeProviders
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, pool: ThreadedTestServer
 ) -> None:
     """The token endpoint refusing the organization's app itself (invalid_client: its secret
     wrong or expired, as an Entra secret is after at most 24 months) is not the rep's consent:
@@ -261,3 +261,9 @@ async def test_an_app_whose_secret_the_provider_refuses_sends_the_rep_to_an_admi
     assert "Team channels page" in page and "password changed" not in page
     # the Access line says the tokens were refused, not that they are renewed
     assert "Google refused to renew them" in page and "is renewed before" not in page
+    # the owner's notice names where the mailbox sends (the API, not the preset's SMTP host)
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
+    [notice] = pool.wait_for(1)
+    body = Path(notice["file"]).read_text().replace("=\n", "")
+    assert "(the Gmail API)" in body and "smtp.gmail.com" not in body
+    assert "ask an admin" in body and "Team channels page" in body

@@ -147,9 +147,15 @@ def app_refused_words(provider: Provider) -> str:
     return f"{provider.display_name} refused the organization's OAuth app"
 
 
-def app_refused(reply: Reply) -> bool:
-    """Whether mailvia's own reply says the provider refused the organization's app."""
-    return any(reply.text.startswith(f"mailvia: {app_refused_words(p)} (") for p in Provider)
+def app_refused(reply: Reply | str) -> bool:
+    """Whether mailvia's own reply (or a channel's state reason, `535 5.7.8 mailvia: ...`)
+    says the provider refused the organization's app."""
+    if isinstance(reply, str):
+        own = reply.partition(" mailvia: ")[2]
+        text = f"mailvia: {own}" if own else ""
+    else:
+        text = reply.text
+    return any(text.startswith(f"mailvia: {app_refused_words(p)} (") for p in Provider)
 
 
 def connect_refused(provider: Provider, error: str, *, at_callback: bool) -> str:
