@@ -60,6 +60,7 @@ async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
         await sign_in(jane, world, JANE)
         page = html.unescape((await jane.get(f"/channels/{channel.id}")).text)
         assert "Password sign-in is off for this mailbox." in page
+        assert "127.0.0.1 is not one of Microsoft 365's hosts" in page  # it dials that host
         assert f"{link}>Reconnect with Microsoft 365 (OAuth)</a>" in page
         banner = html.unescape((await jane.get("/channel")).text)
         assert "Password sign-in is off for this mailbox: reconnect it by OAuth" in banner
@@ -69,6 +70,7 @@ async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
         )
         after = (await jane.get(f"/channels/{channel.id}?notice=oauth_reconnected")).text
     assert "Reconnected: the held mail is released" in after
+    assert "is not one of Microsoft 365's hosts" not in html.unescape(after)  # Graph: no host
     mailbox = store.get_channel(channel.id)
     assert (mailbox.oauth, mailbox.transport, mailbox.auth) == (
         Provider.MICROSOFT,

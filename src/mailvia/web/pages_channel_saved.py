@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mailvia.domain.channel import Channel
+from mailvia.domain.channel import Channel, TransportKind
 from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.oauth import oauth_offer
 from mailvia.domain.presets import PRESETS
@@ -64,7 +64,12 @@ def channel_page(
         "counts": counts_list,
         "manage": channel.owner.user_id == user.id or user.is_admin,
         "not_shared": sharing(preset),
-        "host_warning": preset.host_warning(channel.host) if preset else None,
+        # an API mailbox never dials its host: no warning about it
+        "host_warning": (
+            preset.host_warning(channel.host)
+            if preset and channel.transport is TransportKind.SMTP
+            else None
+        ),
         "report": None,
         "reconnected": None,
         "error": None,
