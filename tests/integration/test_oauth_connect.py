@@ -312,3 +312,17 @@ async def test_a_refused_connection_says_what_to_do_next(
     assert answer.status_code == 400 and "invalid_client" in answer.text
     assert "organization&#39;s OAuth app" in answer.text and "Team channels page" in answer.text
     assert oauth_channels(world) == []
+
+
+async def test_an_admin_sees_who_can_reconnect_a_reps_mailbox_not_a_link_that_refuses(
+    world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
+) -> None:
+    """Only a mailbox's owner can give its consent, so a rep's mailbox page offers an admin no
+    "Reconnect with Google" (which answered "Refused") but says who can; the rep keeps it."""
+    channel_id = await connect(jane, fake_providers, "google", JANE)
+    link = f'href="/oauth/google/start?channel={channel_id}"'
+    assert link in (await jane.get(f"/channels/{channel_id}")).text
+    async with pages(world) as boss:
+        await sign_in(boss, world, world.admin.email)
+        page = (await boss.get(f"/channels/{channel_id}")).text
+    assert link not in page and f"Only {JANE} can sign in to" in " ".join(page.split())

@@ -63,6 +63,8 @@ def channel_page(
         "use": channel_use(services, channel, now()),
         "counts": counts_list,
         "manage": channel.owner.user_id == user.id or user.is_admin,
+        # only a mailbox's owner can give its consent (outbox/oauth/connect.py)
+        "consents": channel.owner.user_id == user.id,
         "not_shared": sharing(preset),
         # an API mailbox never dials its host: no warning about it
         "host_warning": (
