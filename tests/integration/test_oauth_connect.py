@@ -288,6 +288,9 @@ async def test_the_pages_disconnect_button_revokes_and_offers_reconnect(
     assert answer.headers["location"] == f"/channels/{google}?notice=oauth_revoked"
     shown = (await jane.get(answer.headers["location"])).text
     assert "the consent is revoked at Google" in shown
+    # the rep's own Disconnect: no server refused a sign-in, and no "0 messages are held"
+    assert "0 messages are held" not in shown and "No mail is waiting for it" in shown
+    assert "the server stopped accepting" not in shown
     assert f'href="/oauth/google/start?channel={google}">Reconnect with Google' in shown
     assert world.store.get_channel(google).state is ChannelState.DISCONNECTED
     assert all(c.revoked for c in fake_providers.consents())
