@@ -82,3 +82,20 @@ async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
     assert [store.get_message(i).state for i in held] == [State.QUEUED] * 3
     events, _ = store.list_events(world.jane.organization_id, cursor=None, limit=100)
     assert [e.data["released"] for e in events if e.type == "channel.reconnected"] == [3]
+
+
+async def test_without_the_app_the_password_way_says_microsoft_turns_it_off(
+    tmp_path: Path,
+) -> None:
+    """With no Microsoft app set up, My delivery channel offers the password form meanwhile;
+    it says that Microsoft turns password SMTP AUTH off by default at the end of December
+    2026, as the link beside "Connect Microsoft 365" does when the app is set up."""
+    world = World(tmp_path / "plain")
+    try:
+        async with pages(world) as jane:
+            await sign_in(jane, world, JANE)
+            page = " ".join(html.unescape((await jane.get("/channel")).text).split())
+    finally:
+        await world.close()
+    assert "Connecting by OAuth needs the organization's Microsoft 365 app" in page
+    assert "off by default at the end of December 2026, and the mailbox then waits" in page
