@@ -267,3 +267,22 @@ async def test_an_app_whose_secret_the_provider_refuses_sends_the_rep_to_an_admi
     body = Path(notice["file"]).read_text().replace("=\n", "")
     assert "(the Gmail API)" in body and "smtp.gmail.com" not in body
     assert "ask an admin" in body and "Team channels page" in body
+
+
+@pytest.mark.parametrize("error", ["deleted_client", "disabled_client", "unauthorized_client"])
+async def test_a_deleted_or_disabled_app_is_not_told_as_the_reps_revoked_consent(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, error: str
+) -> None:
+    """Google answers a refresh for a deleted OAuth client with 401 `deleted_client` (and a
+    disabled one with `disabled_client`); `unauthorized_client` is the client's too (RFC 6749
+    §5.2): the app's fault, which reconnecting alone does not mend, never the rep's revoked
+    consent or changed password."""
+    channel_id = await connect(jane, fake, "google", JANE)
+    fake.set_faults([f"refresh=401 {error}"])
+    failed = await world.services.tester.test(world.jane, channel_id, now=time.time())
+    [token] = failed.steps
+    reason = world.store.get_channel(channel_id).state_reason or ""
+    assert f"OAuth app ({error})" in reason, reason
+    assert "no longer honours the consent" not in reason
+    assert token.hint is not None and "password changed" not in token.hint
+    assert "Team channels page" in (fix_for_reason(reason) or "")

@@ -138,9 +138,14 @@ def consent_refused(provider: Provider, error: str) -> Reply:
 
 
 # RFC 6749 §5.2: the token endpoint refused the client (the organization's app: its id or
-# secret; an Entra secret expires after at most 24 months), not the mailbox's grant. Every
-# mailbox of the app fails alike, and reconnecting fails too until an admin mends the app.
-APP_REFUSED = frozenset({"invalid_client", "unauthorized_client"})
+# secret; an Entra secret expires after at most 24 months), not the mailbox's grant. Google
+# also answers 401 `deleted_client` ("The OAuth client was deleted.", r-lib/httr#687) and
+# `disabled_client` ("The OAuth client was disabled.", openpubkey/opkssh#617) at its token
+# endpoint. Every mailbox of the app fails alike, and reconnecting fails too until the app
+# is mended.
+APP_REFUSED = frozenset(
+    {"invalid_client", "unauthorized_client", "deleted_client", "disabled_client"}
+)
 
 
 def app_refused_words(provider: Provider) -> str:
