@@ -7,6 +7,7 @@ banner); reconnecting releases the held mail in order, none twice."""
 
 from __future__ import annotations
 
+import html
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,9 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.channel import Channel, ChannelState, Provider
 from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
+from mailvia.domain.oauth import AppSource
 from mailvia.domain.probe import fix_for_reason
 from mailvia.testserver import ThreadedTestServer
 from mailvia.testserver.fake import FakeProviders
@@ -244,6 +246,7 @@ async def test_an_app_whose_secret_the_provider_refuses_sends_the_rep_to_an_admi
     the channel disconnects (its mail held) with a reason and hints that name the app and the
     admin's page, never a revoked consent or a changed password, which reconnecting alone
     would not mend."""
+    own_app(world)
     channel_id = await connect(jane, fake, "google", JANE)
     fake.set_faults(["refresh=401 invalid_client"])
     failed = await world.services.tester.test(world.jane, channel_id, now=time.time())
@@ -282,7 +285,51 @@ async def test_a_deleted_or_disabled_app_is_not_told_as_the_reps_revoked_consent
     failed = await world.services.tester.test(world.jane, channel_id, now=time.time())
     [token] = failed.steps
     reason = world.store.get_channel(channel_id).state_reason or ""
-    assert f"OAuth app ({error})" in reason, reason
+    assert f"refused the operator's OAuth app ({error})" in reason, reason
     assert "no longer honours the consent" not in reason
     assert token.hint is not None and "password changed" not in token.hint
-    assert "Team channels page" in (fix_for_reason(reason) or "")
+    # the operator's app (the settings) is not the admin's to mend on the Team channels page:
+    # the hints name whoever runs mailvia, or the organization's own app set up instead
+    for hint in (token.hint, fix_for_reason(reason) or ""):
+        assert "organization's OAuth app" not in hint and "enters the app's current" not in hint
+        assert "whoever runs mailvia" in hint and "OAUTH_GOOGLE_CLIENT_ID" in hint
+        assert "sets up the organization's own app on the Team channels page" in hint
+
+
+def own_app(world: World) -> None:
+    """The organization's own Google app (the operator's client, entered by an admin)."""
+    apps = world.services.oauth_apps
+    assert apps is not None
+    operator = apps.operator[Provider.GOOGLE]
+    apps.put(
+        world.admin,
+        Provider.GOOGLE,
+        client_id=operator.client_id,
+        client_secret=operator.client_secret,
+        tenant=None,
+        now=time.time(),
+    )
+    assert apps.view(world.admin, Provider.GOOGLE).source is AppSource.ORGANIZATION
+
+
+async def test_the_operators_app_refused_sends_the_rep_to_the_operator_not_the_team_page(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, pool: ThreadedTestServer
+) -> None:
+    """With no app of its own, the organization's mailboxes use the operator's (the
+    settings): refused, the reason, the page and the owner's notice name that app and who
+    mends it, never an admin entering its secret on the Team channels page."""
+    apps = world.services.oauth_apps
+    assert apps is not None
+    assert apps.view(world.admin, Provider.GOOGLE).source is AppSource.OPERATOR
+    channel_id = await connect(jane, fake, "google", JANE)
+    fake.set_faults(["refresh=401 invalid_client"])
+    await world.services.tester.test(world.jane, channel_id, now=time.time())
+    reason = world.store.get_channel(channel_id).state_reason or ""
+    assert "refused the operator's OAuth app (invalid_client)" in reason, reason
+    page = html.unescape((await jane.get(f"/channels/{channel_id}")).text)
+    assert "whoever runs mailvia" in page and "enters the app's current" not in page
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
+    [notice] = pool.wait_for(1)
+    body = " ".join(Path(notice["file"]).read_text().replace("=\n", "").split())
+    assert "refused the operator's OAuth app, not your mailbox" in body
+    assert "whoever runs mailvia" in body and "enter its current client secret" not in body

@@ -126,19 +126,21 @@ def reconnect_words(provider: Provider) -> str:
 
 # What a credential source settles with when no token can be had (CredentialsFailed). A 5xx
 # at auth disconnects the channel and holds its mail; a 4xx is retried (domain/replies.py).
-def consent_refused(provider: Provider, error: str) -> Reply:
+def consent_refused(
+    provider: Provider, error: str, source: AppSource = AppSource.ORGANIZATION
+) -> Reply:
     """The provider refused the refresh token (revoked consent, expired, invalid_grant), or
-    the organization's app itself (APP_REFUSED: its secret wrong or expired)."""
+    the app itself (APP_REFUSED: its secret wrong or expired), whose `source` it names."""
     name = provider.display_name
     if error in APP_REFUSED:
-        said = f"{app_refused_words(provider)} ({error})"
+        said = f"{app_refused_words(provider, source)} ({error})"
     else:
         said = f"{name} no longer honours the consent ({error})"
     return Reply(535, "5.7.8", f"mailvia: {said}: {reconnect_words(provider)}")
 
 
-# RFC 6749 §5.2: the token endpoint refused the client (the organization's app: its id or
-# secret; an Entra secret expires after at most 24 months), not the mailbox's grant. Google
+# RFC 6749 §5.2: the token endpoint refused the client (the app: its id or secret; an Entra
+# secret expires after at most 24 months), not the mailbox's grant. Google
 # also answers 401 `deleted_client` ("The OAuth client was deleted.", r-lib/httr#687) and
 # `disabled_client` ("The OAuth client was disabled.", openpubkey/opkssh#617) at its token
 # endpoint. Every mailbox of the app fails alike, and reconnecting fails too until the app
@@ -147,31 +149,57 @@ APP_REFUSED = frozenset(
     {"invalid_client", "unauthorized_client", "deleted_client", "disabled_client"}
 )
 
-
-def app_refused_words(provider: Provider) -> str:
-    return f"{provider.display_name} refused the organization's OAuth app"
+_WHOSE = {AppSource.ORGANIZATION: "the organization's", AppSource.OPERATOR: "the operator's"}
 
 
-def app_refused(reply: Reply | str) -> bool:
-    """Whether mailvia's own reply (or a channel's state reason, `535 5.7.8 mailvia: ...`)
-    says the provider refused the organization's app."""
-    if isinstance(reply, str):
-        own = reply.partition(" mailvia: ")[2]
-        text = f"mailvia: {own}" if own else ""
-    else:
-        text = reply.text
-    return any(text.startswith(f"mailvia: {app_refused_words(p)} (") for p in Provider)
+def app_refused_words(provider: Provider, source: AppSource = AppSource.ORGANIZATION) -> str:
+    return f"{provider.display_name} refused {_WHOSE[source]} OAuth app"
 
 
-def connect_refused(provider: Provider, error: str, *, at_callback: bool) -> str:
+def app_fix(source: AppSource) -> str:
+    """Who mends a refused app, and where: an admin on the Team channels page for the
+    organization's own; for the operator's (the settings), whoever runs mailvia, or an admin
+    who sets up the organization's own app instead."""
+    if source is AppSource.OPERATOR:
+        return (
+            "it is the operator's app (mailvia's settings), so ask whoever runs mailvia to "
+            "mend it, or an admin sets up the organization's own app on the Team channels page"
+        )
+    return "an admin enters the app's current client secret on the Team channels page"
+
+
+def refused_app(reply: Reply | str | None) -> AppSource | None:
+    """Whose app mailvia's own reply says the provider refused, or None. Exact: only a reply
+    `consent_refused` builds for an APP_REFUSED error (a Reply, or a channel's state reason
+    as stored: `535 5.7.8 mailvia: ...`), never a text that merely contains those words."""
+    said = str(reply) if isinstance(reply, Reply) else (reply or "").strip()
+    return _APP_REFUSALS.get(said)
+
+
+def app_refused(reply: Reply | str | None) -> bool:
+    return refused_app(reply) is not None
+
+
+_APP_REFUSALS = {
+    str(consent_refused(p, e, s)): s for p in Provider for e in APP_REFUSED for s in AppSource
+}
+
+
+def connect_refused(
+    provider: Provider,
+    error: str,
+    *,
+    at_callback: bool,
+    source: AppSource = AppSource.ORGANIZATION,
+) -> str:
     """What the rep reads when a connection ends with the provider's `error`: at the callback
     (the consent page's answer) or at the code exchange; with the next step to take."""
     name = provider.display_name
     if error in APP_REFUSED:
         return (
-            f"{app_refused_words(provider)} ({error}): nothing was connected. Its client ID "
-            "or secret is wrong, or the secret has expired: ask an admin to enter the app's "
-            "current client secret on the Team channels page, then connect again."
+            f"{app_refused_words(provider, source)} ({error}): nothing was connected. Its "
+            f"client ID or secret is wrong, or the secret has expired: {app_fix(source)}; "
+            "then connect again."
         )
     if at_callback:
         return (
@@ -241,6 +269,7 @@ __all__ = [
     "OAuthApp",
     "Provider",
     "TokenSet",
+    "app_fix",
     "app_refused",
     "app_refused_words",
     "basic_auth_off",
@@ -252,6 +281,7 @@ __all__ = [
     "oauth_offer",
     "reconnect_words",
     "refused_after_renewal",
+    "refused_app",
     "scopes_for",
     "token_unavailable",
     "transport_fits",

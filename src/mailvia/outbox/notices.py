@@ -13,7 +13,13 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import State
-from mailvia.domain.oauth import app_refused, basic_auth_refused, oauth_offer
+from mailvia.domain.oauth import (
+    AppSource,
+    app_refused_words,
+    basic_auth_refused,
+    oauth_offer,
+    refused_app,
+)
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.ports import NewMessage
@@ -53,12 +59,12 @@ class Notices:
             "Reconnect the channel with new credentials (mailvia channel reconnect, or the "
             "setup page)"
         )
-        if channel.oauth is not None and app_refused(reason):
+        if channel.oauth is not None and (source := refused_app(reason)) is not None:
             name = channel.oauth.display_name
             fix = (
-                f"{name} refused the organization's OAuth app, not your mailbox: ask an admin "
-                "to enter its current client secret on the Team channels page, then sign in "
-                f'again with "Reconnect with {name}" on the setup page'
+                f"{app_refused_words(channel.oauth, source)}, not your mailbox: "
+                f'{_ASK_ADMIN[source]}, then sign in again with "Reconnect with {name}" on the '
+                "setup page"
             )
         elif channel.oauth is not None:
             name = channel.oauth.display_name
@@ -111,6 +117,14 @@ class Notices:
         [(message_id, _)] = self.store.add_messages([message])
         return message_id
 
+
+_ASK_ADMIN = {
+    AppSource.ORGANIZATION: "ask an admin to enter its current client secret on the Team "
+    "channels page",
+    AppSource.OPERATOR: "it is the operator's app (mailvia's settings), so ask an admin to "
+    "have whoever runs mailvia mend it, or to set up the organization's own app on the Team "
+    "channels page",
+}
 
 _API_NAMES = {TransportKind.GMAIL_API: "the Gmail API", TransportKind.GRAPH: "Microsoft Graph"}
 

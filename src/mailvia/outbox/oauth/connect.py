@@ -190,7 +190,7 @@ class OAuthConnect:
         except ProviderRefused as exc:
             if exc.error not in APP_REFUSED and exc.error != "invalid_grant":
                 raise
-            words = connect_refused(provider, exc.error, at_callback=False)
+            words = connect_refused(provider, exc.error, at_callback=False, source=app.source)
             raise ProviderRefused(words, error=exc.error) from None
         return await self.mailboxes.connect(actor, flow, app, consent, now)
 
