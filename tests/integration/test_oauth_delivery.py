@@ -333,3 +333,22 @@ async def test_the_operators_app_refused_sends_the_rep_to_the_operator_not_the_t
     body = " ".join(Path(notice["file"]).read_text().replace("=\n", "").split())
     assert "refused the operator's OAuth app, not your mailbox" in body
     assert "whoever runs mailvia" in body and "enter its current client secret" not in body
+
+
+async def test_the_access_line_says_the_provider_refused_only_when_it_was_asked(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders
+) -> None:
+    """The mailbox's app is no longer set up: mailvia writes the failure without asking the
+    provider, so the Access line says the tokens can no longer be renewed, not that Google
+    refused to renew them."""
+    channel_id = await connect(jane, fake, "google", JANE)
+    apps = world.services.oauth_apps
+    assert apps is not None
+    apps.operator.clear()  # the app this mailbox was connected with is gone
+    await world.services.tester.test(world.jane, channel_id, now=time.time())
+    channel = world.store.get_channel(channel_id)
+    assert channel.state is ChannelState.DISCONNECTED
+    assert "no longer set up" in (channel.state_reason or "")
+    page = (await jane.get(f"/channels/{channel_id}")).text
+    assert "Google refused to renew them" not in page
+    assert "they can no longer be renewed: reconnect to send again" in page

@@ -29,6 +29,7 @@ from mailvia.domain.oauth import (
     expected_issuer,
     not_connected,
     oauth_offer,
+    provider_refused,
     refused_after_renewal,
     refused_app,
     scopes_for,
@@ -211,3 +212,10 @@ def test_only_mailvias_own_app_refusal_is_read_as_one_and_it_names_whose_app() -
     quoted = f"535 5.7.8 the server said: {operator.text}"
     assert refused_app(quoted) is None and refused_app(f"{operator} (and more)") is None
     assert refused_app(None) is None and refused_app("") is None
+
+
+def test_the_provider_refused_only_in_the_replies_of_a_refresh_it_answered() -> None:
+    assert provider_refused(consent_refused(Provider.GOOGLE, "invalid_grant"))
+    assert provider_refused(consent_refused(Provider.MICROSOFT, "invalid_client"))
+    assert not provider_refused(not_connected(Provider.GOOGLE, "no refresh token was granted"))
+    assert not provider_refused(not_connected(Provider.MICROSOFT))

@@ -180,6 +180,20 @@ def app_refused(reply: Reply | str | None) -> bool:
     return refused_app(reply) is not None
 
 
+def provider_refused(reply: Reply) -> bool:
+    """Whether mailvia's own reply is one `consent_refused` builds: the provider was asked to
+    renew the tokens and refused (the consent or the app), as against `not_connected`, where
+    mailvia could not even ask (no app set up, no refresh token)."""
+    if app_refused(reply):
+        return True
+    for p in Provider:
+        head = f"mailvia: {p.display_name} no longer honours the consent ("
+        tail = f"): {reconnect_words(p)}"
+        if reply.code == 535 and reply.text.startswith(head) and reply.text.endswith(tail):
+            return "(" not in reply.text[len(head) : -len(tail)]
+    return False
+
+
 _APP_REFUSALS = {
     str(consent_refused(p, e, s)): s for p in Provider for e in APP_REFUSED for s in AppSource
 }
@@ -279,6 +293,7 @@ __all__ = [
     "expected_issuer",
     "not_connected",
     "oauth_offer",
+    "provider_refused",
     "reconnect_words",
     "refused_after_renewal",
     "refused_app",
