@@ -320,6 +320,14 @@ async def test_a_refused_connection_says_what_to_do_next(
     assert "Google refused the operator's OAuth app (invalid_client)" in refused
     assert "ask whoever runs mailvia to mend it" in refused
     assert "sets up the organization's own app on the Team channels page" in refused
+    # a code the provider no longer honours (invalid_grant: used, expired): connect again
+    fake_providers.set_faults(["token=400 invalid_grant"])
+    auth = await start(jane, "google")
+    answer = await callback(jane, "google", allow(fake_providers, auth, JANE))
+    spent = " ".join(html.unescape(answer.text).split())
+    assert answer.status_code == 400, answer.text
+    assert "Google refused (invalid_grant): nothing was connected." in spent
+    assert "Connect again from My delivery channel" in spent
     assert oauth_channels(world) == []
 
 
@@ -335,3 +343,34 @@ async def test_an_admin_sees_who_can_reconnect_a_reps_mailbox_not_a_link_that_re
         await sign_in(boss, world, world.admin.email)
         page = (await boss.get(f"/channels/{channel_id}")).text
     assert link not in page and f"Only {JANE} can sign in to" in " ".join(page.split())
+    # disconnected, it says who can reconnect it, and that the held mail then leaves
+    fake_providers.set_faults(["refresh=400 invalid_grant"])
+    await world.services.tester.test(world.jane, channel_id, now=time.time())
+    assert world.store.get_channel(channel_id).state is ChannelState.DISCONNECTED
+    async with pages(world) as boss:
+        await sign_in(boss, world, world.admin.email)
+        page = " ".join((await boss.get(f"/channels/{channel_id}")).text.split())
+    assert link not in page and "Reconnect with Google</a>" not in page
+    assert f"Only {JANE} can reconnect this mailbox: the consent comes from the mailbox" in page
+    assert "The held mail then leaves, in its original order." in page
+
+
+async def test_an_emptied_tenant_on_the_team_page_is_organizations_not_the_stored_one(
+    world: World,
+) -> None:
+    """The Team page's tenant field shows the stored tenant, so emptying it asks for the
+    default (`organizations`); only the API and the CLI, which may leave it out, keep it."""
+    async with pages(world) as boss:
+        await sign_in(boss, world, world.admin.email)
+
+        async def save(tenant: str, secret: str) -> str:
+            csrf = csrf_of((await boss.get("/team")).text)
+            form = {"csrf": csrf, "client_id": "entra-app", "client_secret": secret}
+            answer = await boss.post("/team/oauth/microsoft", data=form | {"tenant": tenant})
+            assert answer.status_code in (200, 303), answer.text
+            apps = world.services.oauth_apps
+            assert apps is not None
+            return apps.view(world.admin, Provider.MICROSOFT).tenant or ""
+
+        assert await save("contoso.onmicrosoft.com", "s1") == "contoso.onmicrosoft.com"
+        assert await save("", "") == "organizations"

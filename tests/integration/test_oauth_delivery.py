@@ -352,3 +352,19 @@ async def test_the_access_line_says_the_provider_refused_only_when_it_was_asked(
     page = (await jane.get(f"/channels/{channel_id}")).text
     assert "Google refused to renew them" not in page
     assert "they can no longer be renewed: reconnect to send again" in page
+
+
+async def test_a_graph_mailboxs_notice_names_microsoft_graph_not_an_smtp_host(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, pool: ThreadedTestServer
+) -> None:
+    """A Microsoft 365 mailbox sending through Graph never dials smtp.office365.com: its
+    owner's notice says it sends through Microsoft Graph."""
+    channel_id = await connect(jane, fake, "microsoft", JANE)
+    channel = world.store.get_channel(channel_id)
+    assert channel.transport == "graph" and channel.host == "smtp.office365.com"
+    fake.set_faults(["refresh=400 invalid_grant"])
+    await world.services.tester.test(world.jane, channel_id, now=time.time())
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
+    [notice] = pool.wait_for(1)
+    body = Path(notice["file"]).read_text().replace("=\n", "")
+    assert "(Microsoft Graph)" in body and "smtp.office365.com" not in body

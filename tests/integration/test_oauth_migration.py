@@ -56,6 +56,11 @@ async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
     assert (broken.state_reason or "").startswith("535 5.7.139")
     assert [store.get_message(i).state for i in held] == [State.HELD] * 3
     link = f'href="/oauth/microsoft/start?channel={channel.id}"'
+    async with pages(world) as boss:  # only the mailbox's owner can give its consent
+        await sign_in(boss, world, world.admin.email)
+        seen = " ".join(html.unescape((await boss.get(f"/channels/{channel.id}")).text).split())
+    assert link not in seen and "Reconnect with Microsoft 365 (OAuth)</a>" not in seen
+    assert f"Only {JANE} can reconnect this mailbox by OAuth" in seen
     async with pages(world) as jane:
         await sign_in(jane, world, JANE)
         page = html.unescape((await jane.get(f"/channels/{channel.id}")).text)
