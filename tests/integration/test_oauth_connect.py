@@ -374,3 +374,18 @@ async def test_an_emptied_tenant_on_the_team_page_is_organizations_not_the_store
 
         assert await save("contoso.onmicrosoft.com", "s1") == "contoso.onmicrosoft.com"
         assert await save("", "") == "organizations"
+
+
+async def test_a_disconnect_without_a_reason_blames_no_server_and_points_nowhere(
+    world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
+) -> None:
+    """A channel disconnected with no reason recorded: the banner blames no server, and the
+    state's words promise no reason "below"."""
+    channel_id = await connect(jane, fake_providers, "google", JANE)
+    world.store.set_channel_state(channel_id, ChannelState.DISCONNECTED, None, time.time())
+    banner = " ".join(html.unescape((await jane.get("/channel")).text).split())
+    assert "is disconnected" in banner and "The server refused" not in banner
+    assert "No reason was recorded: Test connection on its page" in banner
+    page = " ".join(html.unescape((await jane.get(f"/channels/{channel_id}")).text).split())
+    assert "Disconnected: this channel cannot sign in until it is reconnected." in page
+    assert "why is said below" not in page
