@@ -93,7 +93,7 @@ async def test_without_the_app_the_password_way_says_microsoft_turns_it_off(
     tmp_path: Path,
 ) -> None:
     """With no Microsoft app set up, My delivery channel offers the password form meanwhile;
-    it says that Microsoft turns password SMTP AUTH off by default at the end of December
+    it says that Microsoft turns password SMTP AUTH off by default from the end of December
     2026, as the link beside "Connect Microsoft 365" does when the app is set up."""
     world = World(tmp_path / "plain")
     try:
@@ -103,4 +103,8 @@ async def test_without_the_app_the_password_way_says_microsoft_turns_it_off(
     finally:
         await world.close()
     assert "Connecting by OAuth needs the organization's Microsoft 365 app" in page
-    assert "off by default at the end of December 2026, and the mailbox then waits" in page
+    assert (
+        "off by default from the end of December 2026, and its mail is then held until an " in page
+    )
+    assert "admin sets up the app and you reconnect by OAuth." in page
+    assert "at the end of December" not in page and "waits for the app" not in page
