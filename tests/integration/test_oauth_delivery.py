@@ -242,7 +242,7 @@ async def test_an_app_whose_secret_the_provider_refuses_sends_the_rep_to_an_admi
     world: World, jane: httpx.AsyncClient, fake: FakeProviders, pool: ThreadedTestServer
 ) -> None:
     """The token endpoint refusing the organization's app itself (invalid_client: its secret
-    wrong or expired, as an Entra secret is after at most 24 months) is not the rep's consent:
+    wrong or expired, as Entra client secrets do) is not the rep's consent:
     the channel disconnects (its mail held) with a reason and hints that name the app and the
     admin's page, never a revoked consent or a changed password, which reconnecting alone
     would not mend."""

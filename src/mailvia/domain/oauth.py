@@ -139,8 +139,8 @@ def consent_refused(
     return Reply(535, "5.7.8", f"mailvia: {said}: {reconnect_words(provider)}")
 
 
-# RFC 6749 §5.2: the token endpoint refused the client (the app: its id or secret; an Entra
-# secret expires after at most 24 months), not the mailbox's grant. Google
+# RFC 6749 §5.2: the token endpoint refused the client (the app: its id or secret; Entra
+# client secrets expire, the portal allows at most 24 months), not the mailbox's grant. Google
 # also answers 401 `deleted_client` ("The OAuth client was deleted.", r-lib/httr#687) and
 # `disabled_client` ("The OAuth client was disabled.", openpubkey/opkssh#617) at its token
 # endpoint. Every mailbox of the app fails alike, and reconnecting fails too until the app
