@@ -85,6 +85,23 @@ async def test_bad_app_settings_are_refused(api: Api) -> None:
     assert made.status_code == 200 and made.json()["tenant"] == "organizations"
 
 
+async def test_a_rotated_secret_keeps_the_apps_tenant(api: Api) -> None:
+    """Rotating the secret (`admin oauth-app ... --client-secret-stdin` without --tenant, or a
+    PUT without `tenant`) keeps a single-tenant app single-tenant: the tenant left out is the
+    stored one, as the secret left out is."""
+    boss = api.client("boss")
+    body = {"client_id": "entra-app", "client_secret": "s1", "tenant": "contoso.onmicrosoft.com"}
+    assert (await boss.put(MICROSOFT, json=body)).json()["tenant"] == "contoso.onmicrosoft.com"
+    rotated = await boss.put(MICROSOFT, json={"client_id": "entra-app", "client_secret": "s2"})
+    assert rotated.status_code == 200 and rotated.json()["tenant"] == "contoso.onmicrosoft.com"
+    apps = api.world.services.oauth_apps
+    assert apps is not None
+    app = apps.resolve(api.world.admin.organization_id, Provider.MICROSOFT)
+    assert app is not None and app.client_secret == "s2"
+    changed = {"client_id": "entra-app", "tenant": "organizations"}
+    assert (await boss.put(MICROSOFT, json=changed)).json()["tenant"] == "organizations"
+
+
 async def test_the_operators_app_stands_in(tmp_path: Path) -> None:
     world = World(
         tmp_path / "data",

@@ -7,6 +7,7 @@ refused, and nothing is stored."""
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -71,6 +72,7 @@ async def test_connect_gmail_makes_a_mailbox_with_the_providers_address(
     assert not channel.has_password and world.store.channel_secret(channel.id) is None
     page = (await jane.get(answer.headers["location"])).text
     assert "Mailbox connected" in page and "Reconnect with Google" in page
+    assert "the current one expires at 20" in page  # a time to come, never "now <time>"
     # The stored token works at the provider: the credential source hands it out.
     credentials = await world.services.dispatcher.credentials(channel)
     assert credentials is not None and credentials.username == JANE
@@ -287,8 +289,103 @@ async def test_the_pages_disconnect_button_revokes_and_offers_reconnect(
     assert answer.headers["location"] == f"/channels/{google}?notice=oauth_revoked"
     shown = (await jane.get(answer.headers["location"])).text
     assert "the consent is revoked at Google" in shown
+    # the rep's own Disconnect: no server refused a sign-in, and no "0 messages are held"
+    assert "0 messages are held" not in shown and "No mail is waiting for it" in shown
+    assert "the server stopped accepting" not in shown
     assert f'href="/oauth/google/start?channel={google}">Reconnect with Google' in shown
     assert world.store.get_channel(google).state is ChannelState.DISCONNECTED
     assert all(c.revoked for c in fake_providers.consents())
     forged = await jane.post(f"/channels/{google}/disconnect", data={})
     assert forged.status_code == 403  # without the session's CSRF token
+
+
+async def test_a_refused_connection_says_what_to_do_next(
+    world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
+) -> None:
+    """The rep who meets a refusal is told the next step in words, not only the provider's
+    code: Deny (or an admin approval the provider asks for) means choose Allow or ask an
+    admin; the organization's app refused at the code exchange (invalid_client: its secret
+    wrong or expired) means an admin mends it on the Team channels page."""
+    auth = await start(jane, "google")
+    query = {"state": auth.params["state"], "error": "access_denied"}
+    denied = (await callback(jane, "google", query)).text
+    assert "choose Allow" in denied and "ask an admin" in denied
+    fake_providers.set_faults(["token=401 invalid_client"])
+    auth = await start(jane, "google")
+    answer = await callback(jane, "google", allow(fake_providers, auth, JANE))
+    assert answer.status_code == 400 and "invalid_client" in answer.text
+    # the app in use is the operator's (the settings): whoever runs mailvia mends it, or an
+    # admin sets up the organization's own; no secret for the admin to enter on the Team page
+    refused = " ".join(html.unescape(answer.text).split())
+    assert "Google refused the operator's OAuth app (invalid_client)" in refused
+    assert "ask whoever runs mailvia to mend it" in refused
+    assert "sets up the organization's own app on the Team channels page" in refused
+    # a code the provider no longer honours (invalid_grant: used, expired): connect again
+    fake_providers.set_faults(["token=400 invalid_grant"])
+    auth = await start(jane, "google")
+    answer = await callback(jane, "google", allow(fake_providers, auth, JANE))
+    spent = " ".join(html.unescape(answer.text).split())
+    assert answer.status_code == 400, answer.text
+    assert "Google refused (invalid_grant): nothing was connected." in spent
+    assert "Connect again from My delivery channel" in spent
+    assert oauth_channels(world) == []
+
+
+async def test_an_admin_sees_who_can_reconnect_a_reps_mailbox_not_a_link_that_refuses(
+    world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
+) -> None:
+    """Only a mailbox's owner can give its consent, so a rep's mailbox page offers an admin no
+    "Reconnect with Google" (which answered "Refused") but says who can; the rep keeps it."""
+    channel_id = await connect(jane, fake_providers, "google", JANE)
+    link = f'href="/oauth/google/start?channel={channel_id}"'
+    assert link in (await jane.get(f"/channels/{channel_id}")).text
+    async with pages(world) as boss:
+        await sign_in(boss, world, world.admin.email)
+        page = (await boss.get(f"/channels/{channel_id}")).text
+    assert link not in page and f"Only {JANE} can sign in to" in " ".join(page.split())
+    # disconnected, it says who can reconnect it, and that the held mail then leaves
+    fake_providers.set_faults(["refresh=400 invalid_grant"])
+    await world.services.tester.test(world.jane, channel_id, now=time.time())
+    assert world.store.get_channel(channel_id).state is ChannelState.DISCONNECTED
+    async with pages(world) as boss:
+        await sign_in(boss, world, world.admin.email)
+        page = " ".join((await boss.get(f"/channels/{channel_id}")).text.split())
+    assert link not in page and "Reconnect with Google</a>" not in page
+    assert f"Only {JANE} can reconnect this mailbox: the consent comes from the mailbox" in page
+    assert "The held mail then leaves, in its original order." in page
+
+
+async def test_an_emptied_tenant_on_the_team_page_is_organizations_not_the_stored_one(
+    world: World,
+) -> None:
+    """The Team page's tenant field shows the stored tenant, so emptying it asks for the
+    default (`organizations`); only the API and the CLI, which may leave it out, keep it."""
+    async with pages(world) as boss:
+        await sign_in(boss, world, world.admin.email)
+
+        async def save(tenant: str, secret: str) -> str:
+            csrf = csrf_of((await boss.get("/team")).text)
+            form = {"csrf": csrf, "client_id": "entra-app", "client_secret": secret}
+            answer = await boss.post("/team/oauth/microsoft", data=form | {"tenant": tenant})
+            assert answer.status_code in (200, 303), answer.text
+            apps = world.services.oauth_apps
+            assert apps is not None
+            return apps.view(world.admin, Provider.MICROSOFT).tenant or ""
+
+        assert await save("contoso.onmicrosoft.com", "s1") == "contoso.onmicrosoft.com"
+        assert await save("", "") == "organizations"
+
+
+async def test_a_disconnect_without_a_reason_blames_no_server_and_points_nowhere(
+    world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
+) -> None:
+    """A channel disconnected with no reason recorded: the banner blames no server, and the
+    state's words promise no reason "below"."""
+    channel_id = await connect(jane, fake_providers, "google", JANE)
+    world.store.set_channel_state(channel_id, ChannelState.DISCONNECTED, None, time.time())
+    banner = " ".join(html.unescape((await jane.get("/channel")).text).split())
+    assert "is disconnected" in banner and "The server refused" not in banner
+    assert "No reason was recorded: Test connection on its page" in banner
+    page = " ".join(html.unescape((await jane.get(f"/channels/{channel_id}")).text).split())
+    assert "Disconnected: this channel cannot sign in until it is reconnected." in page
+    assert "why is said below" not in page

@@ -8,6 +8,7 @@ banner); reconnecting releases the held mail in order, none twice."""
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,9 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
-from mailvia.domain.channel import Channel, ChannelState
+from mailvia.domain.channel import Channel, ChannelState, Provider
 from mailvia.domain.clock import SteppingClock
 from mailvia.domain.message import State
+from mailvia.domain.oauth import AppSource
+from mailvia.domain.probe import fix_for_reason
 from mailvia.testserver import ThreadedTestServer
 from mailvia.testserver.fake import FakeProviders
 from support.fake_providers import running
@@ -303,3 +306,135 @@ async def test_a_renewal_asked_for_takes_a_token_renewed_meanwhile(
         assert refreshes(fake) == before
     finally:
         await world.close()
+
+
+async def test_an_app_whose_secret_the_provider_refuses_sends_the_rep_to_an_admin(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, pool: ThreadedTestServer
+) -> None:
+    """The token endpoint refusing the organization's app itself (invalid_client: its secret
+    wrong or expired, as Entra client secrets do) is not the rep's consent:
+    the channel disconnects (its mail held) with a reason and hints that name the app and the
+    admin's page, never a revoked consent or a changed password, which reconnecting alone
+    would not mend."""
+    own_app(world)
+    channel_id = await connect(jane, fake, "google", JANE)
+    fake.set_faults(["refresh=401 invalid_client"])
+    failed = await world.services.tester.test(world.jane, channel_id, now=time.time())
+    [token] = failed.steps
+    assert not failed.ok and token.hint is not None
+    assert "organization's OAuth app" in token.hint and "Team channels page" in token.hint
+    broken = world.store.get_channel(channel_id)
+    assert broken.state is ChannelState.DISCONNECTED
+    reason = broken.state_reason or ""
+    assert "refused the organization's OAuth app (invalid_client)" in reason
+    assert "no longer honours the consent" not in reason
+    api_hint = fix_for_reason(reason)  # the API's state_hint, `message show`, send --wait
+    assert api_hint is not None and "Team channels page" in api_hint
+    page = (await jane.get(f"/channels/{channel_id}")).text
+    assert "Team channels page" in page and "password changed" not in page
+    # the Access line says the tokens were refused, not that they are renewed
+    assert "Google refused to renew them" in page and "is renewed before" not in page
+    # the owner's notice names where the mailbox sends (the API, not the preset's SMTP host)
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
+    [notice] = pool.wait_for(1)
+    body = Path(notice["file"]).read_text().replace("=\n", "")
+    assert "(the Gmail API)" in body and "smtp.gmail.com" not in body
+    assert "ask an admin" in body and "Team channels page" in body
+
+
+@pytest.mark.parametrize("error", ["deleted_client", "disabled_client", "unauthorized_client"])
+async def test_a_deleted_or_disabled_app_is_not_told_as_the_reps_revoked_consent(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, error: str
+) -> None:
+    """Google answers a refresh for a deleted OAuth client with 401 `deleted_client` (and a
+    disabled one with `disabled_client`); `unauthorized_client` is the client's too (RFC 6749
+    §5.2): the app's fault, which reconnecting alone does not mend, never the rep's revoked
+    consent or changed password."""
+    channel_id = await connect(jane, fake, "google", JANE)
+    fake.set_faults([f"refresh=401 {error}"])
+    failed = await world.services.tester.test(world.jane, channel_id, now=time.time())
+    [token] = failed.steps
+    reason = world.store.get_channel(channel_id).state_reason or ""
+    assert f"refused the operator's OAuth app ({error})" in reason, reason
+    assert "no longer honours the consent" not in reason
+    assert token.hint is not None and "password changed" not in token.hint
+    # the operator's app (the settings) is not the admin's to mend on the Team channels page:
+    # the hints name whoever runs mailvia, or the organization's own app set up instead
+    for hint in (token.hint, fix_for_reason(reason) or ""):
+        assert "organization's OAuth app" not in hint and "enters the app's current" not in hint
+        assert "whoever runs mailvia" in hint and "OAUTH_GOOGLE_CLIENT_ID" in hint
+        assert "sets up the organization's own app on the Team channels page" in hint
+
+
+def own_app(world: World) -> None:
+    """The organization's own Google app (the operator's client, entered by an admin)."""
+    apps = world.services.oauth_apps
+    assert apps is not None
+    operator = apps.operator[Provider.GOOGLE]
+    apps.put(
+        world.admin,
+        Provider.GOOGLE,
+        client_id=operator.client_id,
+        client_secret=operator.client_secret,
+        tenant=None,
+        now=time.time(),
+    )
+    assert apps.view(world.admin, Provider.GOOGLE).source is AppSource.ORGANIZATION
+
+
+async def test_the_operators_app_refused_sends_the_rep_to_the_operator_not_the_team_page(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, pool: ThreadedTestServer
+) -> None:
+    """With no app of its own, the organization's mailboxes use the operator's (the
+    settings): refused, the reason, the page and the owner's notice name that app and who
+    mends it, never an admin entering its secret on the Team channels page."""
+    apps = world.services.oauth_apps
+    assert apps is not None
+    assert apps.view(world.admin, Provider.GOOGLE).source is AppSource.OPERATOR
+    channel_id = await connect(jane, fake, "google", JANE)
+    fake.set_faults(["refresh=401 invalid_client"])
+    await world.services.tester.test(world.jane, channel_id, now=time.time())
+    reason = world.store.get_channel(channel_id).state_reason or ""
+    assert "refused the operator's OAuth app (invalid_client)" in reason, reason
+    page = html.unescape((await jane.get(f"/channels/{channel_id}")).text)
+    assert "whoever runs mailvia" in page and "enters the app's current" not in page
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
+    [notice] = pool.wait_for(1)
+    body = " ".join(Path(notice["file"]).read_text().replace("=\n", "").split())
+    assert "refused the operator's OAuth app, not your mailbox" in body
+    assert "whoever runs mailvia" in body and "enter its current client secret" not in body
+
+
+async def test_the_access_line_says_the_provider_refused_only_when_it_was_asked(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders
+) -> None:
+    """The mailbox's app is no longer set up: mailvia writes the failure without asking the
+    provider, so the Access line says the tokens can no longer be renewed, not that Google
+    refused to renew them."""
+    channel_id = await connect(jane, fake, "google", JANE)
+    apps = world.services.oauth_apps
+    assert apps is not None
+    apps.operator.clear()  # the app this mailbox was connected with is gone
+    await world.services.tester.test(world.jane, channel_id, now=time.time())
+    channel = world.store.get_channel(channel_id)
+    assert channel.state is ChannelState.DISCONNECTED
+    assert "no longer set up" in (channel.state_reason or "")
+    page = (await jane.get(f"/channels/{channel_id}")).text
+    assert "Google refused to renew them" not in page
+    assert "they can no longer be renewed: reconnect to send again" in page
+
+
+async def test_a_graph_mailboxs_notice_names_microsoft_graph_not_an_smtp_host(
+    world: World, jane: httpx.AsyncClient, fake: FakeProviders, pool: ThreadedTestServer
+) -> None:
+    """A Microsoft 365 mailbox sending through Graph never dials smtp.office365.com: its
+    owner's notice says it sends through Microsoft Graph."""
+    channel_id = await connect(jane, fake, "microsoft", JANE)
+    channel = world.store.get_channel(channel_id)
+    assert channel.transport == "graph" and channel.host == "smtp.office365.com"
+    fake.set_faults(["refresh=400 invalid_grant"])
+    await world.services.tester.test(world.jane, channel_id, now=time.time())
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
+    [notice] = pool.wait_for(1)
+    body = Path(notice["file"]).read_text().replace("=\n", "")
+    assert "(Microsoft Graph)" in body and "smtp.office365.com" not in body

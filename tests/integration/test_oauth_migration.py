@@ -56,10 +56,16 @@ async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
     assert (broken.state_reason or "").startswith("535 5.7.139")
     assert [store.get_message(i).state for i in held] == [State.HELD] * 3
     link = f'href="/oauth/microsoft/start?channel={channel.id}"'
+    async with pages(world) as boss:  # only the mailbox's owner can give its consent
+        await sign_in(boss, world, world.admin.email)
+        seen = " ".join(html.unescape((await boss.get(f"/channels/{channel.id}")).text).split())
+    assert link not in seen and "Reconnect with Microsoft 365 (OAuth)</a>" not in seen
+    assert f"Only {JANE} can reconnect this mailbox by OAuth" in seen
     async with pages(world) as jane:
         await sign_in(jane, world, JANE)
         page = html.unescape((await jane.get(f"/channels/{channel.id}")).text)
         assert "Password sign-in is off for this mailbox." in page
+        assert "127.0.0.1 is not one of Microsoft 365's hosts" in page  # it dials that host
         assert f"{link}>Reconnect with Microsoft 365 (OAuth)</a>" in page
         banner = html.unescape((await jane.get("/channel")).text)
         assert "Password sign-in is off for this mailbox: reconnect it by OAuth" in banner
@@ -69,6 +75,7 @@ async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
         )
         after = (await jane.get(f"/channels/{channel.id}?notice=oauth_reconnected")).text
     assert "Reconnected: the held mail is released" in after
+    assert "is not one of Microsoft 365's hosts" not in html.unescape(after)  # Graph: no host
     mailbox = store.get_channel(channel.id)
     assert (mailbox.oauth, mailbox.transport, mailbox.auth) == (
         Provider.MICROSOFT,
@@ -80,3 +87,24 @@ async def test_a_password_mailbox_refused_for_basic_auth_becomes_an_oauth_one(
     assert [store.get_message(i).state for i in held] == [State.QUEUED] * 3
     events, _ = store.list_events(world.jane.organization_id, cursor=None, limit=100)
     assert [e.data["released"] for e in events if e.type == "channel.reconnected"] == [3]
+
+
+async def test_without_the_app_the_password_way_says_microsoft_turns_it_off(
+    tmp_path: Path,
+) -> None:
+    """With no Microsoft app set up, My delivery channel offers the password form meanwhile;
+    it says that Microsoft turns password SMTP AUTH off by default from the end of December
+    2026, as the link beside "Connect Microsoft 365" does when the app is set up."""
+    world = World(tmp_path / "plain")
+    try:
+        async with pages(world) as jane:
+            await sign_in(jane, world, JANE)
+            page = " ".join(html.unescape((await jane.get("/channel")).text).split())
+    finally:
+        await world.close()
+    assert "Connecting by OAuth needs the organization's Microsoft 365 app" in page
+    assert (
+        "off by default from the end of December 2026, and its mail is then held until an " in page
+    )
+    assert "admin sets up the app and you reconnect by OAuth." in page
+    assert "at the end of December" not in page and "waits for the app" not in page

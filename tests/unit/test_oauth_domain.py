@@ -21,6 +21,7 @@ from mailvia.domain.channel import (
 )
 from mailvia.domain.errors import InvalidChannel, InvalidInput
 from mailvia.domain.oauth import (
+    AppSource,
     TokenSet,
     basic_auth_off,
     basic_auth_refused,
@@ -28,7 +29,9 @@ from mailvia.domain.oauth import (
     expected_issuer,
     not_connected,
     oauth_offer,
+    provider_refused,
     refused_after_renewal,
+    refused_app,
     scopes_for,
     token_unavailable,
 )
@@ -195,3 +198,24 @@ def test_a_microsoft_tenant_refusal_names_every_kind_accepted() -> None:
     with pytest.raises(InvalidInput) as refused:
         _check_tenant(Provider.MICROSOFT, "not a tenant")
     assert "organizations or common" in str(refused.value)  # `common` was left unsaid
+
+
+def test_only_mailvias_own_app_refusal_is_read_as_one_and_it_names_whose_app() -> None:
+    """The decision is exact: the reply `consent_refused` builds (or the state reason it
+    becomes), never a server's text that quotes or mimics it, nor a refused consent."""
+    org = consent_refused(Provider.MICROSOFT, "invalid_client")
+    operator = consent_refused(Provider.GOOGLE, "deleted_client", AppSource.OPERATOR)
+    assert refused_app(org) is AppSource.ORGANIZATION
+    assert refused_app(str(operator)) is AppSource.OPERATOR
+    assert refused_app(f"  {operator}\n") is AppSource.OPERATOR
+    assert refused_app(consent_refused(Provider.GOOGLE, "invalid_grant")) is None
+    quoted = f"535 5.7.8 the server said: {operator.text}"
+    assert refused_app(quoted) is None and refused_app(f"{operator} (and more)") is None
+    assert refused_app(None) is None and refused_app("") is None
+
+
+def test_the_provider_refused_only_in_the_replies_of_a_refresh_it_answered() -> None:
+    assert provider_refused(consent_refused(Provider.GOOGLE, "invalid_grant"))
+    assert provider_refused(consent_refused(Provider.MICROSOFT, "invalid_client"))
+    assert not provider_refused(not_connected(Provider.GOOGLE, "no refresh token was granted"))
+    assert not provider_refused(not_connected(Provider.MICROSOFT))

@@ -126,13 +126,104 @@ def reconnect_words(provider: Provider) -> str:
 
 # What a credential source settles with when no token can be had (CredentialsFailed). A 5xx
 # at auth disconnects the channel and holds its mail; a 4xx is retried (domain/replies.py).
-def consent_refused(provider: Provider, error: str) -> Reply:
-    """The provider refused the refresh token (revoked consent, expired, invalid_grant)."""
+def consent_refused(
+    provider: Provider, error: str, source: AppSource = AppSource.ORGANIZATION
+) -> Reply:
+    """The provider refused the refresh token (revoked consent, expired, invalid_grant), or
+    the app itself (APP_REFUSED: its secret wrong or expired), whose `source` it names."""
     name = provider.display_name
-    return Reply(
-        535,
-        "5.7.8",
-        f"mailvia: {name} no longer honours the consent ({error}): {reconnect_words(provider)}",
+    if error in APP_REFUSED:
+        said = f"{app_refused_words(provider, source)} ({error})"
+    else:
+        said = f"{name} no longer honours the consent ({error})"
+    return Reply(535, "5.7.8", f"mailvia: {said}: {reconnect_words(provider)}")
+
+
+# RFC 6749 §5.2: the token endpoint refused the client (the app: its id or secret; Entra
+# client secrets expire, the portal allows at most 24 months), not the mailbox's grant. Google
+# also answers 401 `deleted_client` ("The OAuth client was deleted.", r-lib/httr#687) and
+# `disabled_client` ("The OAuth client was disabled.", openpubkey/opkssh#617) at its token
+# endpoint. Every mailbox of the app fails alike, and reconnecting fails too until the app
+# is mended.
+APP_REFUSED = frozenset(
+    {"invalid_client", "unauthorized_client", "deleted_client", "disabled_client"}
+)
+
+_WHOSE = {AppSource.ORGANIZATION: "the organization's", AppSource.OPERATOR: "the operator's"}
+
+
+def app_refused_words(provider: Provider, source: AppSource = AppSource.ORGANIZATION) -> str:
+    return f"{provider.display_name} refused {_WHOSE[source]} OAuth app"
+
+
+def app_fix(source: AppSource) -> str:
+    """Who mends a refused app, and where: an admin on the Team channels page for the
+    organization's own; for the operator's (the settings), whoever runs mailvia, or an admin
+    who sets up the organization's own app instead."""
+    if source is AppSource.OPERATOR:
+        return (
+            "it is the operator's app (mailvia's settings), so ask whoever runs mailvia to "
+            "mend it, or an admin sets up the organization's own app on the Team channels page"
+        )
+    return "an admin enters the app's current client secret on the Team channels page"
+
+
+def refused_app(reply: Reply | str | None) -> AppSource | None:
+    """Whose app mailvia's own reply says the provider refused, or None. Exact: only a reply
+    `consent_refused` builds for an APP_REFUSED error (a Reply, or a channel's state reason
+    as stored: `535 5.7.8 mailvia: ...`), never a text that merely contains those words."""
+    said = str(reply) if isinstance(reply, Reply) else (reply or "").strip()
+    return _APP_REFUSALS.get(said)
+
+
+def app_refused(reply: Reply | str | None) -> bool:
+    return refused_app(reply) is not None
+
+
+def provider_refused(reply: Reply) -> bool:
+    """Whether mailvia's own reply is one `consent_refused` builds: the provider was asked to
+    renew the tokens and refused (the consent or the app), as against `not_connected`, where
+    mailvia could not even ask (no app set up, no refresh token)."""
+    if app_refused(reply):
+        return True
+    for p in Provider:
+        head = f"mailvia: {p.display_name} no longer honours the consent ("
+        tail = f"): {reconnect_words(p)}"
+        if reply.code == 535 and reply.text.startswith(head) and reply.text.endswith(tail):
+            return "(" not in reply.text[len(head) : -len(tail)]
+    return False
+
+
+_APP_REFUSALS = {
+    str(consent_refused(p, e, s)): s for p in Provider for e in APP_REFUSED for s in AppSource
+}
+
+
+def connect_refused(
+    provider: Provider,
+    error: str,
+    *,
+    at_callback: bool,
+    source: AppSource = AppSource.ORGANIZATION,
+) -> str:
+    """What the rep reads when a connection ends with the provider's `error`: at the callback
+    (the consent page's answer) or at the code exchange; with the next step to take."""
+    name = provider.display_name
+    if error in APP_REFUSED:
+        return (
+            f"{app_refused_words(provider, source)} ({error}): nothing was connected. Its "
+            f"client ID or secret is wrong, or the secret has expired: {app_fix(source)}; "
+            "then connect again."
+        )
+    if at_callback:
+        return (
+            f"{name} did not grant access ({error}): nothing was connected. If you chose "
+            f"Deny, connect again and choose Allow; if {name} said an admin must approve "
+            "the app, ask an admin of your organization's account to approve it."
+        )
+    return (
+        f"{name} refused ({error}): nothing was connected. Connect again from My delivery "
+        "channel; if it fails again, show this to an admin."
     )
 
 
@@ -183,6 +274,7 @@ def basic_auth_refused(reason: str | None) -> bool:
 
 
 __all__ = [
+    "APP_REFUSED",
     "BASIC_AUTH_OFF",
     "REFRESH_AHEAD",
     "SCOPES",
@@ -191,14 +283,20 @@ __all__ = [
     "OAuthApp",
     "Provider",
     "TokenSet",
+    "app_fix",
+    "app_refused",
+    "app_refused_words",
     "basic_auth_off",
     "basic_auth_refused",
+    "connect_refused",
     "consent_refused",
     "expected_issuer",
     "not_connected",
     "oauth_offer",
+    "provider_refused",
     "reconnect_words",
     "refused_after_renewal",
+    "refused_app",
     "scopes_for",
     "token_unavailable",
     "transport_fits",

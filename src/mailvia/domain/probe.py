@@ -20,7 +20,7 @@ from typing import Any
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.delivery import TransactionResult
-from mailvia.domain.oauth import reconnect_words
+from mailvia.domain.oauth import AppSource, reconnect_words, refused_app
 from mailvia.domain.replies import Reply
 
 
@@ -273,6 +273,20 @@ CONSENT_GONE = (
     "account, expired, or the account's password changed. Reconnect with {provider} on the "
     "channel's page (no password needed)."
 )
+APP_REFUSED_HINT = (
+    "{provider} refused {whose} OAuth app itself, not this mailbox: its client ID or secret "
+    "is wrong, the secret has expired, or the app was deleted or disabled. {fix}; then "
+    "reconnect with {provider} on the channel's page."
+)
+_ORG_APP_FIX = (
+    "An admin enters the app's current client secret on the Team channels page (or mailvia "
+    "admin oauth-app)"
+)
+_OPERATOR_APP_FIX = (
+    "It is the operator's app, from mailvia's settings (OAUTH_{setting}_CLIENT_ID and "
+    "_CLIENT_SECRET): whoever runs mailvia mends it there, or an admin sets up the "
+    "organization's own app on the Team channels page (or mailvia admin oauth-app)"
+)
 NO_PASSWORD_STORED = (
     "mailvia has no password stored for this channel: give it one (Replace the password on "
     "the channel's page, or mailvia channel reconnect NAME)."
@@ -291,8 +305,20 @@ def _own_sign_in_hint(reply: Reply) -> str | None:
         return HINTS[_SMTP_AUTH_OFF]
     provider = next((p for p in Provider if reply.text.endswith(": " + reconnect_words(p))), None)
     if provider is not None:
-        return CONSENT_GONE.format(provider=provider.display_name)
+        source = refused_app(reply)
+        if source is None:
+            return CONSENT_GONE.format(provider=provider.display_name)
+        return _app_refused_hint(provider, source)
     return NO_PASSWORD_STORED
+
+
+def _app_refused_hint(provider: Provider, source: AppSource) -> str:
+    operator = source is AppSource.OPERATOR
+    return APP_REFUSED_HINT.format(
+        provider=provider.display_name,
+        whose="the operator's" if operator else "the organization's",
+        fix=_OPERATOR_APP_FIX.format(setting=provider.name) if operator else _ORG_APP_FIX,
+    )
 
 
 # Microsoft 365's "SmtpClientAuthentication is disabled": OAuth sign-in needs SMTP AUTH on too.

@@ -56,8 +56,8 @@ CHANNEL_STATES: dict[ChannelState, Words] = {
     ChannelState.ACTIVE: Words("Working", "Working: this channel is active and sends mail."),
     ChannelState.DISCONNECTED: Words(
         "Disconnected",
-        "Disconnected: the server stopped accepting this channel's sign-in. Its mail is held "
-        "until someone reconnects it.",
+        "Disconnected: this channel cannot sign in until it is reconnected. Its mail is held "
+        "until then.",
     ),
     ChannelState.PAUSED: Words(
         "Paused", "Paused: its mail is held until the channel's owner or an admin resumes it."

@@ -8,12 +8,18 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from mailvia.domain.channel import Channel, concerns
+from mailvia.domain.channel import Channel, TransportKind, concerns
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import State
-from mailvia.domain.oauth import basic_auth_refused, oauth_offer
+from mailvia.domain.oauth import (
+    AppSource,
+    app_refused_words,
+    basic_auth_refused,
+    oauth_offer,
+    refused_app,
+)
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.ports import NewMessage
@@ -53,7 +59,14 @@ class Notices:
             "Reconnect the channel with new credentials (mailvia channel reconnect, or the "
             "setup page)"
         )
-        if channel.oauth is not None:
+        if channel.oauth is not None and (source := refused_app(reason)) is not None:
+            name = channel.oauth.display_name
+            fix = (
+                f"{app_refused_words(channel.oauth, source)}, not your mailbox: "
+                f'{_ASK_ADMIN[source]}, then sign in again with "Reconnect with {name}" on the '
+                "setup page"
+            )
+        elif channel.oauth is not None:
             name = channel.oauth.display_name
             fix = f'Sign in again with "Reconnect with {name}" on the setup page'
         elif (offer := oauth_offer(channel)) is not None and basic_auth_refused(reason):
@@ -63,8 +76,8 @@ class Notices:
                 "and its mail"
             )
         text = (
-            f"The delivery channel {channel.name!r} ({channel.host}) was disconnected "
-            f"because the server answered:\n\n    {reason}\n\n"
+            f"The delivery channel {channel.name!r} ({_where(channel)}) was disconnected "
+            f"because of this reply:\n\n    {reason}\n\n"
             f"Mail sent through it is being held, not lost. {fix}, and the held mail "
             "is sent in its original order.\n"
         )
@@ -103,3 +116,19 @@ class Notices:
         )
         [(message_id, _)] = self.store.add_messages([message])
         return message_id
+
+
+_ASK_ADMIN = {
+    AppSource.ORGANIZATION: "ask an admin to enter its current client secret on the Team "
+    "channels page",
+    AppSource.OPERATOR: "it is the operator's app (mailvia's settings), so ask an admin to "
+    "have whoever runs mailvia mend it, or to set up the organization's own app on the Team "
+    "channels page",
+}
+
+_API_NAMES = {TransportKind.GMAIL_API: "the Gmail API", TransportKind.GRAPH: "Microsoft Graph"}
+
+
+def _where(channel: Channel) -> str:
+    """Where the channel sends: its SMTP host, or the provider's API it sends through."""
+    return _API_NAMES.get(channel.transport) or channel.host or "no host"

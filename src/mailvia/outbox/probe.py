@@ -19,6 +19,7 @@ from typing import Protocol
 from mailvia.domain.channel import Auth, Channel, ChannelState, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import CredentialsFailed, Forbidden
+from mailvia.domain.oauth import app_refused
 from mailvia.domain.probe import ProbeFailure, ProbeReport, ProbeStep, Step, hint_for
 from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import Channels, ChannelSpec
@@ -249,4 +250,5 @@ def _token_failed(failed: CredentialsFailed) -> ProbeStep:
     reply = failed.reply
     kind = ProbeFailure.TOKEN_REFUSED if reply.code >= 500 else ProbeFailure.TOKEN_UNAVAILABLE
     detail = reply.text.removeprefix("mailvia: ")
-    return ProbeStep(str(Step.TOKEN), False, detail, str(reply), hint_for(failure=kind))
+    hint = hint_for(reply) if app_refused(reply) else hint_for(failure=kind)
+    return ProbeStep(str(Step.TOKEN), False, detail, str(reply), hint)

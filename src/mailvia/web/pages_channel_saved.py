@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mailvia.domain.channel import Channel
+from mailvia.domain.channel import Channel, TransportKind
 from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.oauth import oauth_offer
 from mailvia.domain.presets import PRESETS
@@ -63,8 +63,15 @@ def channel_page(
         "use": channel_use(services, channel, now()),
         "counts": counts_list,
         "manage": channel.owner.user_id == user.id or user.is_admin,
+        # only a mailbox's owner can give its consent (outbox/oauth/connect.py)
+        "consents": channel.owner.user_id == user.id,
         "not_shared": sharing(preset),
-        "host_warning": preset.host_warning(channel.host) if preset else None,
+        # an API mailbox never dials its host: no warning about it
+        "host_warning": (
+            preset.host_warning(channel.host)
+            if preset and channel.transport is TransportKind.SMTP
+            else None
+        ),
         "report": None,
         "reconnected": None,
         "error": None,

@@ -106,7 +106,7 @@ async def save_app(request: Request, provider: Provider, user: UserDep, web: Web
             provider,
             client_id=text(form, "client_id"),
             client_secret=text(form, "client_secret") or None,
-            tenant=text(form, "tenant") or None,
+            tenant=text(form, "tenant"),  # emptied: organizations (the field shows it)
             now=now(),
         )
     except MailviaError as exc:

@@ -35,7 +35,10 @@ class OAuthAppIn(Input):
     )
     tenant: Annotated[Line, Field(max_length=255)] | None = Field(
         None,
-        description="Microsoft only: a tenant id or domain, or `organizations` (the default).",
+        description=(
+            "Microsoft only: a tenant id or domain, or `organizations` (a new app's "
+            "default); omitted, the stored one is kept."
+        ),
     )
 
 

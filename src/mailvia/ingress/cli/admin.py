@@ -152,7 +152,10 @@ def set_org(
     is_flag=True,
     help="Read the client secret from standard input (required the first time).",
 )
-@click.option("--tenant", help="Microsoft: a tenant id or domain (default organizations).")
+@click.option(
+    "--tenant",
+    help="Microsoft: a tenant id or domain (default: the stored one, else organizations).",
+)
 @settings_options(*STORE_SETTINGS)
 @pass_context
 def oauth_app(

@@ -78,11 +78,15 @@ class OAuthApps:
         now: Instant,
     ) -> AppView:
         """Set the organization's app (admins). A missing secret keeps the stored one; the
-        first time, one is required. Raises Forbidden, InvalidInput."""
+        first time, one is required. A missing tenant (None) keeps the stored one too (so a
+        secret rotated with `admin oauth-app` leaves a single-tenant app single-tenant); an
+        empty one, or none stored, is `organizations`. Raises Forbidden, InvalidInput."""
         _require_admin(actor)
         client_id = _check_client_id(client_id)
-        tenant = _check_tenant(provider, tenant)
         existing = self.store.oauth_app(actor.organization_id, provider)
+        if tenant is None and existing is not None:
+            tenant = existing.tenant
+        tenant = _check_tenant(provider, tenant)
         if client_secret is not None and (not client_secret or len(client_secret) > 4096):
             raise InvalidInput("client_secret: up to 4096 characters")
         if client_secret:

@@ -24,7 +24,13 @@ from mailvia.domain.channel import Provider, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Forbidden, InvalidInput, ProviderRefused
 from mailvia.domain.ids import make_id
-from mailvia.domain.oauth import OAuthApp, oauth_offer, scopes_for
+from mailvia.domain.oauth import (
+    APP_REFUSED,
+    OAuthApp,
+    connect_refused,
+    oauth_offer,
+    scopes_for,
+)
 from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.oauth.apps import OAuthApps
@@ -168,21 +174,24 @@ class OAuthConnect:
             raise Forbidden(ANOTHER_SESSION)
         if flow.session != _digest("session", session):
             raise Forbidden(ANOTHER_SESSION)
-        name = provider.display_name
         if error or not code or flow.verifier is None or flow.nonce is None:
             why = error or "no authorization code"
-            raise ProviderRefused(
-                f"{name} did not grant access ({why}): nothing was connected", error=why
-            )
+            raise ProviderRefused(connect_refused(provider, why, at_callback=True), error=why)
         app = self._app(actor.organization_id, provider)
-        consent = await self.client.exchange(
-            app,
-            code=code,
-            verifier=self.vault.open(flow.verifier).decode(),
-            redirect_uri=self.redirect_uri(provider),
-            nonce=flow.nonce,
-            now=now,
-        )
+        try:
+            consent = await self.client.exchange(
+                app,
+                code=code,
+                verifier=self.vault.open(flow.verifier).decode(),
+                redirect_uri=self.redirect_uri(provider),
+                nonce=flow.nonce,
+                now=now,
+            )
+        except ProviderRefused as exc:
+            if exc.error not in APP_REFUSED and exc.error != "invalid_grant":
+                raise
+            words = connect_refused(provider, exc.error, at_callback=False, source=app.source)
+            raise ProviderRefused(words, error=exc.error) from None
         return await self.mailboxes.connect(actor, flow, app, consent, now)
 
     def _new_flow(

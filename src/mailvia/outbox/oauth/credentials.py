@@ -165,7 +165,7 @@ class TokenSource:
                 app, self.vault.open(stored.refresh).decode(), now=self.clock()
             )
         except ProviderRefused as exc:
-            self._fail(channel, consent_refused(provider, exc.error))
+            self._fail(channel, consent_refused(provider, exc.error, app.source))
         except ProviderUnavailable as exc:
             self.store.release_tokens(channel.id, self.owner)
             raise CredentialsFailed(token_unavailable(str(exc))) from None

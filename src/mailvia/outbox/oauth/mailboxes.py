@@ -27,8 +27,15 @@ from mailvia.domain.channel import (
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, Forbidden, InvalidInput, MailviaError
 from mailvia.domain.ids import make_id
-from mailvia.domain.oauth import MailboxConsent, OAuthApp, oauth_offer, reconnect_words
+from mailvia.domain.oauth import (
+    MailboxConsent,
+    OAuthApp,
+    oauth_offer,
+    provider_refused,
+    reconnect_words,
+)
 from mailvia.domain.presets import PRESETS
+from mailvia.domain.replies import Reply
 from mailvia.domain.tenancy import User, identity_covers
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import new_event
@@ -73,6 +80,12 @@ class MailboxStatus:
     address: str
     expires_at: Instant
     failure: str | None
+
+    @property
+    def renewal_refused(self) -> bool:
+        """Whether the provider itself refused to renew the tokens (the consent or the app),
+        not mailvia finding them unusable without asking (no app, no refresh token)."""
+        return self.failure is not None and provider_refused(Reply(535, "5.7.8", self.failure))
 
 
 class OAuthMailboxes:
