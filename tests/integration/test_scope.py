@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailvia.domain.channel import Scope
-from mailvia.domain.errors import Forbidden
+from mailvia.domain.errors import Conflict, Forbidden
 from mailvia.domain.tenancy import Fallback
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
@@ -119,6 +119,27 @@ def test_no_organization_sends_from_anothers_domain(world: World) -> None:
         submit_from(world, "ceo@globex.test")
     with pytest.raises(Forbidden, match="not one of your sender identities"):
         submit_from(world, "boss@acme.test")  # inside the domain, but not jane's identity
+
+
+def test_a_domain_is_one_domain_whichever_spelling_is_typed(world: World) -> None:
+    """A domain's A-labels and its U-labels are one domain: stored once, in the form
+    addresses hold it (`bücher.test`), and found whichever spelling is typed."""
+    now = time.time()
+    tenancy = world.services.tenancy
+    assert tenancy.add_domain("acme", "XN--BCHER-KVA.test", now) == "bücher.test"
+    assert tenancy.add_domain("acme", "bücher.test", now) == "bücher.test"
+    assert tenancy.domains(world.admin) == ["acme.test", "bücher.test"]
+    tenancy.create_org("globex", now)
+    with pytest.raises(Conflict, match="another organization"):
+        tenancy.add_domain("globex", "xn--bcher-kva.test", now)
+    assert tenancy.grant("jane@acme.test", "@xn--bcher-kva.test", now) == "@bücher.test"
+    assert tenancy.grant("jane@acme.test", "sales@xn--bcher-kva.test", now) == "sales@bücher.test"
+    channel, _ = world.services.channels.add(
+        world.admin, team_spec("sp", "xn--bcher-kva.test"), now
+    )
+    assert channel.domains == ("bücher.test",)
+    for sender in ("jane@bücher.test", "jane@xn--bcher-kva.test", "sales@XN--BCHER-KVA.test"):
+        assert submit_from(world, sender) == "sp", sender
 
 
 def test_disconnected_channel_holds_unless_fallback_next(world: World) -> None:

@@ -46,6 +46,15 @@ def check_address(address: str, what: str = "address") -> str:
     return normalised
 
 
+def check_domain(domain: str, what: str = "domain") -> str:
+    """A domain in the form addresses hold it, the one it is stored and compared in: lower
+    case, without a leading `@`, its A-labels decoded (`xn--strae-oqa.test` is
+    `straße.test`, as email-validator's normal form writes an address's domain). Raises
+    InvalidAddress."""
+    domain = domain.strip().lower().lstrip("@")
+    return check_address(f"postmaster@{domain}", what).rpartition("@")[2].lower()
+
+
 @functools.lru_cache(maxsize=8192)
 def _normalised(address: str) -> str | EmailNotValidError:
     """email-validator's verdict, remembered: an address is checked at MAIL or RCPT and again

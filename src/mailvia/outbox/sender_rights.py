@@ -14,7 +14,7 @@ from typing import Protocol
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.tenancy import User, domain_of, sendable_addresses
-from mailvia.outbox.addresses import check_address
+from mailvia.outbox.addresses import check_address, check_domain
 from mailvia.outbox.senders import (
     CheckedFrom,
     FromRead,
@@ -63,8 +63,11 @@ class SenderRights:
         """Let a user send From an address, or from a whole domain (`@domain`)."""
         user = self.user(email)
         identity = identity.strip().lower()
-        domain = identity[1:] if identity.startswith("@") else domain_of(identity)
-        check_address(f"postmaster@{domain}" if identity.startswith("@") else identity)
+        if identity.startswith("@"):  # in the form addresses are compared in (A-labels decoded)
+            identity = "@" + check_domain(identity)
+        else:
+            identity = check_address(identity).lower()
+        domain = domain_of(identity) if not identity.startswith("@") else identity[1:]
         if not domain_is_theirs(self.store.domain_organization(domain), user.organization_id):
             raise InvalidInput(
                 f"{domain} is not assigned to the user's organization "

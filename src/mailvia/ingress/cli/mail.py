@@ -26,6 +26,7 @@ from mailvia.ingress.cli.root import (
     settings_options,
 )
 from mailvia.ingress.payloads import message_payload, receipt_payload, route_payload
+from mailvia.outbox.addresses import check_address
 from mailvia.settings import Settings
 
 if TYPE_CHECKING:
@@ -316,13 +317,14 @@ def explain(ctx: Context, user_email: str, from_: str, as_json: bool, settings: 
 
     def action(s: Services) -> None:
         sender = s.tenancy.user(user_email)
-        chosen = s.submitter.explain(sender, from_)
+        address = check_address(from_, "from")  # as a message's From is read (A-labels decoded)
+        chosen = s.submitter.explain(sender, address)
         view = route_payload(chosen)
         lines = [
             f"{i}. {st.rule}: {st.verdict} - {st.reason}" for i, st in enumerate(chosen.steps, 1)
         ]
         try:
-            s.submitter.check_sender(sender, from_)
+            s.submitter.check_sender(sender, address)
         except MailviaError as exc:
             view["refused"] = str(exc)
             lines.append(f"refused: {exc}")

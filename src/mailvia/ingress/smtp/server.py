@@ -224,8 +224,10 @@ class SubmissionServer:
     async def check_sender(self, session: Session, address: str) -> None:
         """MAIL FROM must be an identity of the logged-in user, or of a user of the trusted
         network's organization. Raises InvalidAddress, Forbidden. An address found good is
-        not looked up again on this connection (DATA checks the message's From anyway)."""
-        check_address(address, "sender")
+        not looked up again on this connection (DATA checks the message's From anyway). The
+        address is judged in its normal form, as the From is (a domain's A-labels are its
+        U-labels: `jane@xn--strae-oqa.test` is `jane@straße.test`)."""
+        address = check_address(address, "sender")
         known: set[str] = getattr(session, "senders", set())
         if address.lower() in known:
             return
