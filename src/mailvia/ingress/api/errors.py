@@ -140,9 +140,25 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     ]
 
 
+# A body's errors in JSON's words, whichever way it was validated: pydantic says them so when
+# it reads the JSON itself (a single POST), but in Python's when it validates what was parsed
+# already (a batch read piecewise, the routes FastAPI reads), naming the model's class
+# (`Input should be a valid dictionary or instance of BatchIn`), which a client never sees.
+_JSON_WORDS = {
+    "model_type": "Input should be an object",
+    "model_attributes_type": "Input should be an object",
+    "dict_type": "Input should be an object",
+    "list_type": "Input should be a valid array",
+}
+
+
 def _said(error: Any) -> str:
-    """Pydantic's message, but a length checked after a string's own validator (`Line`,
-    `Text`: "Value should have at least 1 item after validation") in a string's words."""
+    """Pydantic's message, a body's in JSON's words (`_JSON_WORDS`); a length checked after
+    a string's own validator (`Line`, `Text`: "Value should have at least 1 item after
+    validation") in a string's words."""
+    loc = error.get("loc") or ("",)
+    if loc[0] == "body" and error.get("type") in _JSON_WORDS:
+        return _JSON_WORDS[error["type"]]
     limits = error.get("ctx") or {}
     if error.get("type") not in ("too_short", "too_long") or not isinstance(
         error.get("input"), str
