@@ -32,7 +32,7 @@ from mailvia.ingress.api import (
 )
 from mailvia.ingress.api.channel_schemas import TestFailed
 from mailvia.ingress.api.docs import serve_docs
-from mailvia.ingress.api.errors import Problem, document_rate_limit
+from mailvia.ingress.api.errors import Problem, document_media_type, document_rate_limit
 from mailvia.ingress.api.limits import BodyLimit, body_limit, document_limits
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
@@ -73,6 +73,7 @@ class MailviaAPI(FastAPI):
             for name, definition in defs.get("$defs", {}).items():
                 found.setdefault(name, definition)
             document_rate_limit(schema)
+            document_media_type(schema)
             services: Services = self.state.services
             document_limits(schema, caps=services.api.caps, recipients=services.api.recipient_limit)
             self.openapi_schema = schema

@@ -36,7 +36,9 @@ from mailvia.domain.errors import (
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
+    UnsupportedMediaType,
 )
+from mailvia.ingress.api.media import check_json
 
 log = logging.getLogger("mailvia.api")
 
@@ -48,6 +50,7 @@ STATUS_FOR: tuple[tuple[type[MailviaError], int], ...] = (
     (MessageTooLarge, 413),
     (RequestTooLarge, 413),
     (InvalidCursor, 400),
+    (UnsupportedMediaType, 415),
     (InvalidInput, 422),
     (Unauthenticated, 401),
     (Forbidden, 403),
@@ -172,7 +175,11 @@ def _said(error: Any) -> str:
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 (400 for JSON that cannot be read); 415 for a body not read as JSON (`_not_json`)."""
     assert isinstance(exc, RequestValidationError)
+    refused = _not_json(request, exc)
+    if refused is not None:
+        return await _on_mailvia_error(request, refused)
     errors = _field_errors(exc)
     unparsable = any(error.get("type") == "json_invalid" for error in exc.errors())
     status = 400 if unparsable else 422
@@ -183,6 +190,27 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         else f"the request is not valid: {first.loc}: {first.message}"
     )
     return problem_response(problem(status, detail, errors))
+
+
+def _not_json(request: Request, exc: RequestValidationError) -> UnsupportedMediaType | None:
+    """The 415 for a body FastAPI did not read as JSON, and so validated as bytes (and
+    refused): one declared as something else, or one not declared at all (FastAPI's
+    `strict_content_type`; the submit routes read an undeclared body as JSON)."""
+    body = [error for error in exc.errors() if (error.get("loc") or ("",))[0] == "body"]
+    declared = request.headers.get("content-type")
+    if not body:
+        return None
+    if declared is None:
+        if any(isinstance(error.get("input"), bytes | bytearray) for error in body):
+            return UnsupportedMediaType(
+                "the body must be declared as JSON (Content-Type: application/json)"
+            )
+        return None
+    try:
+        check_json(declared)
+    except UnsupportedMediaType as refused:
+        return refused
+    return None
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -226,6 +254,8 @@ _DESCRIPTIONS = {
     409: "The request conflicts with what exists (e.g. an Idempotency-Key used for another body).",
     413: "The request body or a message is over the size limit, or the request carries more "
     "messages or recipients than one request may.",
+    415: "The body is declared as something other than JSON: send it with "
+    "`Content-Type: application/json`.",
     422: "The request is not valid (fields, addresses, header values).",
     429: "The API token sent too many requests, or too many recipients; retry after "
     "`Retry-After` seconds.",
@@ -252,6 +282,17 @@ def document_rate_limit(schema: dict[str, Any]) -> None:
             if any("apiToken" in s for s in operation.get("security", ())):
                 operation.setdefault("responses", {}).update(
                     {str(k): v for k, v in problems(429).items()}
+                )
+
+
+def document_media_type(schema: dict[str, Any]) -> None:
+    """Add the 415 answer to every operation of an OpenAPI document that takes a body (each
+    takes JSON: a body declared as anything else is refused, `check_json`)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if "requestBody" in operation:
+                operation.setdefault("responses", {}).update(
+                    {str(k): v for k, v in problems(415).items()}
                 )
 
 

@@ -1,0 +1,112 @@
+"""A body's errors, over the real app: told in the API's words, JSON's, whichever route reads
+it (never a model's class name, `BatchIn`, nor Python's `dictionary` and `list`); a body
+declared as something other than JSON is 415 on every route that takes one."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from support.api import Api, assert_problem, message
+from support.world import World
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    api = Api(World(tmp_path / "data"))
+    yield api
+    await api.aclose()
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "said"),
+    [
+        (b"[]", "body", "Input should be an object"),
+        (b'"x"', "body", "Input should be an object"),
+        (b"5", "body", "Input should be an object"),
+        (b'{"messages": 5}', "body.messages", "Input should be a valid array"),
+        (b'{"messages": [5]}', "body.messages.0", "Input should be an object"),
+    ],
+)
+async def test_a_batch_that_is_not_the_documented_shape_says_so_in_json_words(
+    api: Api, body: bytes, loc: str, said: str
+) -> None:
+    response = await api.client("jane").post(
+        "/v1/messages/batch", content=body, headers={"content-type": "application/json"}
+    )
+    problem = assert_problem(response, 422, said)
+    assert problem["errors"] == [{"loc": loc, "message": said}], problem
+
+
+async def test_a_batchs_message_is_told_as_the_single_post_tells_it(api: Api) -> None:
+    wrong = message(to="bob@example.com", headers=["X-A"], envelope=5)
+    single = await api.client("jane").post("/v1/messages", json=wrong)
+    batch = await api.client("jane").post("/v1/messages/batch", json={"messages": [wrong]})
+    singly = assert_problem(single, 422)["errors"]
+    batched = assert_problem(batch, 422)["errors"]
+    expected = [{**e, "loc": e["loc"].replace("body", "body.messages.0", 1)} for e in singly]
+    assert sorted(batched, key=str) == sorted(expected, key=str)
+    assert not any(re.search(r"[a-z]In\b|dictionary", e["message"]) for e in batched), batched
+
+
+async def test_a_body_of_another_route_that_is_not_an_object_says_so(api: Api) -> None:
+    response = await api.client("jane").post("/v1/webhooks", json=[])
+    assert assert_problem(response, 422)["errors"] == [
+        {"loc": "body", "message": "Input should be an object"}
+    ]
+
+
+BODIES = [
+    ("post", "/v1/messages"),
+    ("post", "/v1/messages/batch"),
+    ("post", "/v1/webhooks"),
+    ("post", "/v1/channels"),
+    ("post", "/v1/channels/test"),
+    ("patch", "/v1/organization"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), BODIES)
+@pytest.mark.parametrize("declared", ["text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_declared_as_something_other_than_json_is_415(
+    api: Api, method: str, path: str, declared: str
+) -> None:
+    client = api.client("boss")
+    response = await client.request(
+        method, path, content=b'{"a": 1}', headers={"content-type": declared}
+    )
+    problem = assert_problem(response, 415, "application/json", declared)
+    assert "errors" not in problem
+    unknown = await api.client().request(
+        method, path, content=b"{}", headers={"content-type": declared}
+    )
+    assert_problem(unknown, 401)  # the token first, as ever
+
+
+async def test_a_body_declared_as_json_is_read_and_an_undeclared_one_is_told_to_be(
+    api: Api,
+) -> None:
+    client = api.client("boss")
+    declared = {"content-type": "application/merge-patch+json"}
+    response = await client.patch("/v1/organization", content=b"{}", headers=declared)
+    assert response.status_code == 200, response.text
+    undeclared = await client.patch("/v1/organization", content=b"{}")
+    assert_problem(undeclared, 415, "declared as JSON", "Content-Type: application/json")
+    listed = await client.get("/v1/messages", headers={"content-type": "text/plain"})
+    assert listed.status_code == 200, listed.text  # no body taken: nothing to refuse
+
+
+async def test_the_415_is_documented_on_every_operation_that_takes_a_body(api: Api) -> None:
+    document = (await api.client().get("/openapi.json")).json()
+    operations = [
+        (f"{method} {path}", operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+    with_body = {name for name, operation in operations if "requestBody" in operation}
+    assert {f"{m} {p}" for m, p in BODIES} <= with_body
+    for name, operation in operations:
+        assert ("415" in operation["responses"]) == (name in with_body), name
