@@ -26,7 +26,6 @@ from mailvia.ingress.cli.root import (
     settings_options,
 )
 from mailvia.ingress.payloads import message_payload, receipt_payload, route_payload
-from mailvia.outbox.addresses import check_address
 from mailvia.settings import Settings
 
 if TYPE_CHECKING:
@@ -314,6 +313,8 @@ def route() -> None:
 @pass_context
 def explain(ctx: Context, user_email: str, from_: str, as_json: bool, settings: Settings) -> None:
     """Which channel mail From this address would take, and why, step by step."""
+
+    from mailvia.outbox.addresses import check_address  # email-validator: not for --help
 
     def action(s: Services) -> None:
         sender = s.tenancy.user(user_email)
