@@ -64,10 +64,11 @@ class SenderRights:
         user = self.user(email)
         identity = identity.strip().lower()
         if identity.startswith("@"):  # in the form addresses are compared in (A-labels decoded)
-            identity = "@" + check_domain(identity)
+            domain = check_domain(identity)
+            identity = "@" + domain
         else:
             identity = check_address(identity).lower()
-        domain = domain_of(identity) if not identity.startswith("@") else identity[1:]
+            domain = domain_of(identity)
         if not domain_is_theirs(self.store.domain_organization(domain), user.organization_id):
             raise InvalidInput(
                 f"{domain} is not assigned to the user's organization "

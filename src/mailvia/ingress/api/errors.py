@@ -197,9 +197,9 @@ def _not_json(request: Request, exc: RequestValidationError) -> UnsupportedMedia
     refused): one declared as something else, or one not declared at all (FastAPI's
     `strict_content_type`; the submit routes read an undeclared body as JSON)."""
     body = [error for error in exc.errors() if (error.get("loc") or ("",))[0] == "body"]
-    declared = request.headers.get("content-type")
     if not body:
         return None
+    declared = request.headers.get("content-type")
     if declared is None:
         if any(isinstance(error.get("input"), bytes | bytearray) for error in body):
             return UnsupportedMediaType(
