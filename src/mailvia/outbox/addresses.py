@@ -55,6 +55,16 @@ def check_domain(domain: str, what: str = "domain") -> str:
     return check_address(f"postmaster@{domain}", what).rpartition("@")[2].lower()
 
 
+def check_identity(identity: str) -> str:
+    """A sender identity (`jane@acme.test`, or `@acme.test` for a whole domain) in the form it
+    is stored and compared in: an address normalised and in lower case, a domain as
+    `check_domain` holds it. Raises InvalidAddress."""
+    identity = identity.strip().lower()
+    if identity.startswith("@"):
+        return "@" + check_domain(identity)
+    return check_address(identity).lower()
+
+
 @functools.lru_cache(maxsize=8192)
 def _normalised(address: str) -> str | EmailNotValidError:
     """email-validator's verdict, remembered: an address is checked at MAIL or RCPT and again

@@ -14,7 +14,7 @@ from typing import Protocol
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.tenancy import User, domain_of, sendable_addresses
-from mailvia.outbox.addresses import check_address, check_domain
+from mailvia.outbox.addresses import check_identity
 from mailvia.outbox.senders import (
     CheckedFrom,
     FromRead,
@@ -62,13 +62,8 @@ class SenderRights:
     def grant(self, email: str, identity: str, now: Instant) -> str:
         """Let a user send From an address, or from a whole domain (`@domain`)."""
         user = self.user(email)
-        identity = identity.strip().lower()
-        if identity.startswith("@"):  # in the form addresses are compared in (A-labels decoded)
-            domain = check_domain(identity)
-            identity = "@" + domain
-        else:
-            identity = check_address(identity).lower()
-            domain = domain_of(identity)
+        identity = check_identity(identity)  # as addresses are compared (A-labels decoded)
+        domain = identity.rpartition("@")[2]
         if not domain_is_theirs(self.store.domain_organization(domain), user.organization_id):
             raise InvalidInput(
                 f"{domain} is not assigned to the user's organization "
