@@ -110,3 +110,24 @@ async def test_the_415_is_documented_on_every_operation_that_takes_a_body(api: A
     assert {f"{m} {p}" for m, p in BODIES} <= with_body
     for name, operation in operations:
         assert ("415" in operation["responses"]) == (name in with_body), name
+
+
+@pytest.mark.parametrize(
+    ("domain", "said"),
+    [
+        ("bad..test", "A domain cannot have two periods in a row."),
+        ("xn--zz.test", "The domain is not valid IDNA"),
+        ("-a.test", "A domain cannot have a hyphen at its start."),
+        ("a@b.test", "not a valid domain name."),
+    ],
+)
+async def test_a_domain_refused_is_told_as_a_domain(api: Api, domain: str, said: str) -> None:
+    """Not as the made-up address it was checked as (`postmaster@bad..test`), nor in an
+    address's words (`An email address cannot ...`, `after the @-sign`)."""
+    body = {"name": "x", "host": "h.example.com", "scope": "domain", "domains": [domain]}
+    response = await api.client("boss").post(
+        "/v1/channels", json=body | {"owner": {"team": "sales"}}
+    )
+    detail = assert_problem(response, 422)["detail"]
+    assert detail.startswith(f"domain {domain!r}: {said}"), detail
+    assert "postmaster" not in detail and "email address" not in detail and "@-sign" not in detail

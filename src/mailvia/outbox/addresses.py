@@ -51,8 +51,38 @@ def check_domain(domain: str, what: str = "domain") -> str:
     case, without a leading `@`, its A-labels decoded (`xn--strae-oqa.test` is
     `straße.test`, as email-validator's normal form writes an address's domain). Raises
     InvalidAddress."""
+    check_clean(domain, what)
     domain = domain.strip().lower().lstrip("@")
-    return check_address(f"postmaster@{domain}", what).rpartition("@")[2].lower()
+    known = _domain(domain) if not _NOT_UTF8.search(domain) else None
+    if known is None:
+        raise InvalidAddress(f"{what} {domain!r}: {_refusal(domain)}")
+    return known[0].lower()
+
+
+def _refusal(domain: str) -> str:
+    """email-validator's reason for refusing `domain`, said of a domain: it speaks of an
+    address and its @-sign (`An email address cannot have two periods in a row.`)."""
+    try:
+        _validated(f"a@{domain}")
+    except EmailNotValidError as exc:
+        said = str(exc)
+    else:  # pragma: no cover - _domain refused it
+        said = ""
+    for theirs, ours in _DOMAIN_WORDS:
+        said = said.replace(theirs, ours)
+    if not said or "@" in said or "email address" in said:
+        return "not a valid domain name."
+    return said
+
+
+_DOMAIN_WORDS = (
+    ("An email address cannot", "A domain cannot"),
+    ("immediately after the @-sign or after a period", "at the start of a label"),
+    ("immediately after the @-sign", "at its start"),
+    ("The email address is too long after the @-sign", "The domain is too long"),
+    ("After the @-sign, periods cannot be separated by", "A label cannot have"),
+    ("The part after the @-sign", "The domain"),
+)
 
 
 def check_identity(identity: str) -> str:

@@ -106,7 +106,7 @@ class Setup:
 
     def _domains(self, raw: str, email: str) -> list[str]:
         # each in the form addresses hold it (`check_domain`: A-labels decoded), as the email's
-        named = [check_domain(d, f"domain {d}") for d in _SEPARATORS.split(raw) if d.strip("@ ")]
+        named = [check_domain(d) for d in _SEPARATORS.split(raw) if d.strip("@ ")]
         domains = list(dict.fromkeys(named)) or [domain_of(email)]
         if domain_of(email) not in domains:
             raise InvalidInput(
