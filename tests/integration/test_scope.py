@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailvia.domain.channel import Scope
-from mailvia.domain.errors import Conflict, Forbidden
+from mailvia.domain.errors import Conflict, Forbidden, InvalidAddress
 from mailvia.domain.tenancy import Fallback
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
@@ -119,6 +119,15 @@ def test_no_organization_sends_from_anothers_domain(world: World) -> None:
         submit_from(world, "ceo@globex.test")
     with pytest.raises(Forbidden, match="not one of your sender identities"):
         submit_from(world, "boss@acme.test")  # inside the domain, but not jane's identity
+
+
+@pytest.mark.parametrize("typed", ["@@acme.test", "@@@acme.test", "@ @acme.test"])
+def test_a_domain_identity_has_one_at_sign(world: World, typed: str) -> None:
+    """`@acme.test` is the whole domain; `@@acme.test` is no domain, not the same one."""
+    with pytest.raises(InvalidAddress, match="domain"):
+        world.services.tenancy.grant("jane@acme.test", typed, time.time())
+    with pytest.raises(InvalidAddress, match="domain"):
+        world.services.tenancy.add_domain("acme", typed, time.time())
 
 
 def test_a_domain_is_one_domain_whichever_spelling_is_typed(world: World) -> None:

@@ -48,11 +48,11 @@ def check_address(address: str, what: str = "address") -> str:
 
 def check_domain(domain: str, what: str = "domain") -> str:
     """A domain in the form addresses hold it, the one it is stored and compared in: lower
-    case, without a leading `@`, its A-labels decoded (`xn--strae-oqa.test` is
+    case, without its one leading `@`, its A-labels decoded (`xn--strae-oqa.test` is
     `straße.test`, as email-validator's normal form writes an address's domain). Raises
     InvalidAddress."""
     check_clean(domain, what)
-    domain = domain.strip().lower().lstrip("@")
+    domain = domain.strip().lower().removeprefix("@")
     known = _domain(domain) if not _NOT_UTF8.search(domain) else None
     if known is None:
         raise InvalidAddress(f"{what} {domain!r}: {_refusal(domain)}")
