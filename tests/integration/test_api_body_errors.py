@@ -131,3 +131,24 @@ async def test_a_domain_refused_is_told_as_a_domain(api: Api, domain: str, said:
     detail = assert_problem(response, 422)["detail"]
     assert detail.startswith(f"domain {domain!r}: {said}"), detail
     assert "postmaster" not in detail and "email address" not in detail and "@-sign" not in detail
+
+
+@pytest.mark.parametrize(
+    ("owner", "loc", "said"),
+    [
+        (5, "body.owner", "Input should be an object"),
+        ([1], "body.owner", "Input should be an object"),
+        ({}, "body.owner", "give exactly one of user (an email or id) or team (a name)"),
+        ({"user": "a@acme.test", "team": "sales"}, "body.owner", "give exactly one of user"),
+        ({"user": 5}, "body.owner.user", "Input should be a valid string"),
+        ({"team": "sales", "x": 1}, "body.owner.x", "Extra inputs are not permitted"),
+    ],
+)
+async def test_a_channels_owner_error_is_located_in_the_apis_words(
+    api: Api, owner: object, loc: str, said: str
+) -> None:
+    """Not by a union member's class name (`body.owner.UserOwnerIn.user`)."""
+    body = {"name": "x", "host": "h.example.com", "scope": "domain", "owner": owner}
+    response = await api.client("boss").post("/v1/channels", json=body)
+    errors = assert_problem(response, 422)["errors"]
+    assert len(errors) == 1 and errors[0]["loc"] == loc and said in errors[0]["message"], errors

@@ -29,12 +29,11 @@ from mailvia.ingress.api.channel_schemas import (
     ChannelOut,
     ChannelPatch,
     DisconnectedOut,
+    OwnerIn,
     Paused,
     PresetList,
     RemovedOut,
     Resumed,
-    TeamOwnerIn,
-    UserOwnerIn,
 )
 from mailvia.ingress.api.errors import PROBLEM_JSON, problem, problems
 from mailvia.ingress.api.params import PRINTABLE, Ref
@@ -116,13 +115,11 @@ def spec_of(services: Services, user: User, body: ChannelIn) -> ChannelSpec:
     )
 
 
-def _owner(
-    services: Services, user: User, owner: UserOwnerIn | TeamOwnerIn | None
-) -> tuple[str | None, str | None]:
+def _owner(services: Services, user: User, owner: OwnerIn | None) -> tuple[str | None, str | None]:
     """(user email, team name) from `{"user": email or id}` or `{"team": name}`."""
     if owner is None:
         return None, None
-    if isinstance(owner, TeamOwnerIn):
+    if owner.user is None:
         return None, owner.team
     if "@" in owner.user:
         return owner.user, None
