@@ -4,6 +4,7 @@ declared as something other than JSON is 415 on every route that takes one."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -86,17 +87,46 @@ async def test_a_body_declared_as_something_other_than_json_is_415(
     assert_problem(unknown, 401)  # the token first, as ever
 
 
-async def test_a_body_declared_as_json_is_read_and_an_undeclared_one_is_told_to_be(
+async def test_a_body_declared_as_json_or_undeclared_is_read_as_json_on_every_route(
     api: Api,
 ) -> None:
+    """One rule wherever the body is read: the submit routes (which read it themselves) and
+    the routes FastAPI reads alike."""
+    api.team_channel()
     client = api.client("boss")
     declared = {"content-type": "application/merge-patch+json"}
     response = await client.patch("/v1/organization", content=b"{}", headers=declared)
     assert response.status_code == 200, response.text
-    undeclared = await client.patch("/v1/organization", content=b"{}")
-    assert_problem(undeclared, 415, "declared as JSON", "Content-Type: application/json")
+    undeclared = await client.patch("/v1/organization", content=b'{"fallback": "hold"}')
+    assert undeclared.status_code == 200, undeclared.text
+    assert (await client.get("/v1/organization")).json()["fallback"] == "hold"
+    submitted = await api.client("jane").post("/v1/messages", content=json.dumps(message()))
+    assert submitted.status_code == 202, submitted.text
+    hook = await client.post("/v1/webhooks", content=b'{"url": 5}')
+    assert_problem(hook, 422, "body.url")  # read as JSON, then validated
     listed = await client.get("/v1/messages", headers={"content-type": "text/plain"})
     assert listed.status_code == 200, listed.text  # no body taken: nothing to refuse
+
+
+async def test_every_operation_that_takes_a_body_refuses_one_declared_otherwise(
+    api: Api,
+) -> None:
+    """Each operation with a request body in the OpenAPI document (not only those listed in
+    BODIES) makes the check, after the token, before its path is looked up."""
+    document = (await api.client().get("/openapi.json")).json()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if "requestBody" not in operation:
+                continue
+            url = re.sub(r"\{[^}]+\}", "x", path)
+            response = await api.client("boss").request(
+                method, url, content=b"{}", headers={"content-type": "text/plain"}
+            )
+            assert_problem(response, 415, "application/json", "text/plain")
+            unknown = await api.client().request(
+                method, url, content=b"{}", headers={"content-type": "text/plain"}
+            )
+            assert_problem(unknown, 401)
 
 
 async def test_the_415_is_documented_on_every_operation_that_takes_a_body(api: Api) -> None:

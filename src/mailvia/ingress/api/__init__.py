@@ -88,6 +88,9 @@ def create_api(services: Services, *, clock: Callable[[], float] = time.monotoni
         version=__version__,
         description=DESCRIPTION,
         dependencies=[Depends(refuse_unknown_query)],
+        # An undeclared body is read as JSON, as the submit routes read it; one declared as
+        # something else is refused by the caller's check (`get_json_caller`, `check_json`).
+        strict_content_type=False,
         docs_url=None,
         redoc_url=None,
     )

@@ -18,7 +18,7 @@ from mailvia.domain.channel import Budget, Channel
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.tenancy import User
-from mailvia.ingress.api.auth import CallerDep, ServicesDep
+from mailvia.ingress.api.auth import CallerDep, JsonCallerDep, ServicesDep
 from mailvia.ingress.api.channel_schemas import (
     BudgetIn,
     CancelledOut,
@@ -80,7 +80,7 @@ def payload(services: Services, user: User, channel: Channel) -> dict[str, Any]:
     summary="Add a channel (from a preset, or by hand)",
 )
 def add_channel(
-    body: ChannelIn, response: Response, services: ServicesDep, user: CallerDep
+    body: ChannelIn, response: Response, services: ServicesDep, user: JsonCallerDep
 ) -> dict[str, Any]:
     """Members add address-scoped channels for themselves; admins also for others, and
     domain-scoped team channels. Warnings point out a host that is not the preset provider's,
@@ -159,7 +159,7 @@ def get_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, An
     summary="Change any of a channel's fields (connection changes are tested first)",
 )
 async def update_channel(
-    id: Ref, body: ChannelPatch, services: ServicesDep, user: CallerDep
+    id: Ref, body: ChannelPatch, services: ServicesDep, user: JsonCallerDep
 ) -> Any:
     """Only the fields given change; a new password replaces the stored one (write-only). A
     change of host, port, security, auth, username or password is tested first (the steps

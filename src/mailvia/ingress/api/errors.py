@@ -38,7 +38,6 @@ from mailvia.domain.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from mailvia.ingress.api.media import check_json
 
 log = logging.getLogger("mailvia.api")
 
@@ -175,11 +174,8 @@ def _said(error: Any) -> str:
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    """422 (400 for JSON that cannot be read); 415 for a body not read as JSON (`_not_json`)."""
+    """422 (400 for JSON that cannot be read)."""
     assert isinstance(exc, RequestValidationError)
-    refused = _not_json(request, exc)
-    if refused is not None:
-        return await _on_mailvia_error(request, refused)
     errors = _field_errors(exc)
     unparsable = any(error.get("type") == "json_invalid" for error in exc.errors())
     status = 400 if unparsable else 422
@@ -190,27 +186,6 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         else f"the request is not valid: {first.loc}: {first.message}"
     )
     return problem_response(problem(status, detail, errors))
-
-
-def _not_json(request: Request, exc: RequestValidationError) -> UnsupportedMediaType | None:
-    """The 415 for a body FastAPI did not read as JSON, and so validated as bytes (and
-    refused): one declared as something else, or one not declared at all (FastAPI's
-    `strict_content_type`; the submit routes read an undeclared body as JSON)."""
-    body = [error for error in exc.errors() if (error.get("loc") or ("",))[0] == "body"]
-    if not body:
-        return None
-    declared = request.headers.get("content-type")
-    if declared is None:
-        if any(isinstance(error.get("input"), bytes | bytearray) for error in body):
-            return UnsupportedMediaType(
-                "the body must be declared as JSON (Content-Type: application/json)"
-            )
-        return None
-    try:
-        check_json(declared)
-    except UnsupportedMediaType as refused:
-        return refused
-    return None
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -287,7 +262,7 @@ def document_rate_limit(schema: dict[str, Any]) -> None:
 
 def document_media_type(schema: dict[str, Any]) -> None:
     """Add the 415 answer to every operation of an OpenAPI document that takes a body (each
-    takes JSON: a body declared as anything else is refused, `check_json`)."""
+    takes JSON: a body declared as anything else is refused, `check_json`, after the token)."""
     for item in schema.get("paths", {}).values():
         for operation in item.values():
             if "requestBody" in operation:
