@@ -130,6 +130,20 @@ def test_a_domain_identity_has_one_at_sign(world: World, typed: str) -> None:
         world.services.tenancy.add_domain("acme", typed, time.time())
 
 
+def test_a_user_is_found_whichever_spelling_of_their_domain(world: World) -> None:
+    """Logins are stored as addresses hold them (U-labels) and looked up so: the CLI's
+    --user and grant EMAIL, the web sign-in, a token's user (`find_user`)."""
+    now = time.time()
+    tenancy = world.services.tenancy
+    tenancy.add_domain("acme", "bücher.test", now)
+    tenancy.create_user(
+        "ada@xn--bcher-kva.test", org_name="acme", team_name="sales", admin=False, now=now
+    )
+    for typed in ("ada@bücher.test", "ada@xn--bcher-kva.test", " Ada@XN--BCHER-KVA.test"):
+        assert tenancy.user(typed).email == "ada@bücher.test", typed
+    assert tenancy.grant("ada@xn--bcher-kva.test", "@bücher.test", now) == "@bücher.test"
+
+
 def test_a_domain_is_one_domain_whichever_spelling_is_typed(world: World) -> None:
     """A domain's A-labels and its U-labels are one domain: stored once, in the form
     addresses hold it (`bücher.test`), and found whichever spelling is typed."""

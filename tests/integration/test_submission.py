@@ -288,6 +288,23 @@ async def test_wrong_token_or_another_users_token_gives_535(rig: Rig) -> None:
     assert [(code, text[:5]) for code, text in replies] == [(535, b"5.7.8")] * 3, replies
 
 
+async def test_a_login_is_the_same_login_whichever_spelling_of_its_domain(rig: Rig) -> None:
+    """ada's login is stored as `ada@bücher.test`; typed with its A-labels it is hers too."""
+    now = time.time()
+    rig.world.services.tenancy.add_domain("acme", "bücher.test", now)
+    rig.world.services.tenancy.create_user(
+        "ada@xn--bcher-kva.test", org_name="acme", team_name="sales", admin=False, now=now
+    )
+    token = rig.world.services.tokens.create("ada@XN--BCHER-KVA.test", "x", now)
+    port = await rig.start()
+
+    def session(client: smtplib.SMTP) -> tuple[int, bytes]:
+        return client.docmd("AUTH", auth_plain("ada@xn--bcher-kva.test", token))
+
+    code, text = await rig.client(port, session)
+    assert code == 235, text
+
+
 async def test_auth_login_mechanism_works_too(rig: Rig) -> None:
     add_channel(rig)
     port = await rig.start()

@@ -161,3 +161,13 @@ def check_login(email: str) -> str:
     if _LOGIN.match(email) and email.endswith("@localhost"):
         return email
     return check_address(email, "email").lower()
+
+
+def login_key(email: str) -> str:
+    """A sign-in email as typed, in the form users are stored in (`check_login`'s: a domain's
+    A-labels are its U-labels, `ada@xn--bcher-kva.test` is `ada@bücher.test`), to look a
+    user up by; what is not an address is only lower-cased (it matches no one)."""
+    try:
+        return check_login(email)
+    except (InvalidAddress, InvalidHeader):
+        return email.strip().lower()

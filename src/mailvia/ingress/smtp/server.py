@@ -38,7 +38,7 @@ from mailvia.ingress.smtp.replies import (
     Command,
     reply_for,
 )
-from mailvia.outbox.addresses import check_address
+from mailvia.outbox.addresses import check_address, login_key
 from mailvia.outbox.compose import MAX_RECIPIENTS
 from mailvia.outbox.group_commit import PlannedGroupCommit
 from mailvia.outbox.metrics import rejection_reason
@@ -217,7 +217,7 @@ class SubmissionServer:
 
     def _check_login(self, email: str, token: str) -> User:
         user = self.services.tokens.authenticate(token)
-        if not hmac.compare_digest(user.email.lower().encode(), email.strip().lower().encode()):
+        if not hmac.compare_digest(user.email.lower().encode(), login_key(email).encode()):
             raise Unauthenticated("the token is not this login's")
         return user
 
