@@ -244,6 +244,20 @@ def test_admin_errors_are_one_clear_line_with_the_documented_exit_code(cli: Cli)
     assert "reserved" in reserved.stderr and "Traceback" not in reserved.stderr, str(reserved)
 
 
+def test_a_domain_typed_as_a_labels_is_stored_and_found_as_addresses_hold_it(cli: Cli) -> None:
+    added = cli.ok("admin", "add-domain", "acme", "XN--BCHER-KVA.test")
+    assert added.stdout.strip() == "bücher.test now belongs to acme", str(added)
+    assert_one_line_error(
+        cli.run("admin", "add-domain", "globex", "bücher.test"), 4, "another organization"
+    )
+    granted = cli.ok("admin", "grant", JANE, "@xn--bcher-kva.test")
+    assert "@bücher.test" in granted.stdout, str(granted)
+    route = cli.ok(
+        "route", "explain", "--user", JANE, "--from", "jane@xn--bcher-kva.test", "--json"
+    ).json()
+    assert "refused" not in route, route
+
+
 # --- channels -----------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailvia.domain.channel import Scope
-from mailvia.domain.errors import Forbidden
+from mailvia.domain.errors import Conflict, Forbidden, InvalidAddress
 from mailvia.domain.tenancy import Fallback
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
@@ -119,6 +119,50 @@ def test_no_organization_sends_from_anothers_domain(world: World) -> None:
         submit_from(world, "ceo@globex.test")
     with pytest.raises(Forbidden, match="not one of your sender identities"):
         submit_from(world, "boss@acme.test")  # inside the domain, but not jane's identity
+
+
+@pytest.mark.parametrize("typed", ["@@acme.test", "@@@acme.test", "@ @acme.test"])
+def test_a_domain_identity_has_one_at_sign(world: World, typed: str) -> None:
+    """`@acme.test` is the whole domain; `@@acme.test` is no domain, not the same one."""
+    with pytest.raises(InvalidAddress, match="domain"):
+        world.services.tenancy.grant("jane@acme.test", typed, time.time())
+    with pytest.raises(InvalidAddress, match="domain"):
+        world.services.tenancy.add_domain("acme", typed, time.time())
+
+
+def test_a_user_is_found_whichever_spelling_of_their_domain(world: World) -> None:
+    """Logins are stored as addresses hold them (U-labels) and looked up so: the CLI's
+    --user and grant EMAIL, the web sign-in, a token's user (`find_user`)."""
+    now = time.time()
+    tenancy = world.services.tenancy
+    tenancy.add_domain("acme", "bücher.test", now)
+    tenancy.create_user(
+        "ada@xn--bcher-kva.test", org_name="acme", team_name="sales", admin=False, now=now
+    )
+    for typed in ("ada@bücher.test", "ada@xn--bcher-kva.test", " Ada@XN--BCHER-KVA.test"):
+        assert tenancy.user(typed).email == "ada@bücher.test", typed
+    assert tenancy.grant("ada@xn--bcher-kva.test", "@bücher.test", now) == "@bücher.test"
+
+
+def test_a_domain_is_one_domain_whichever_spelling_is_typed(world: World) -> None:
+    """A domain's A-labels and its U-labels are one domain: stored once, in the form
+    addresses hold it (`bücher.test`), and found whichever spelling is typed."""
+    now = time.time()
+    tenancy = world.services.tenancy
+    assert tenancy.add_domain("acme", "XN--BCHER-KVA.test", now) == "bücher.test"
+    assert tenancy.add_domain("acme", "bücher.test", now) == "bücher.test"
+    assert tenancy.domains(world.admin) == ["acme.test", "bücher.test"]
+    tenancy.create_org("globex", now)
+    with pytest.raises(Conflict, match="another organization"):
+        tenancy.add_domain("globex", "xn--bcher-kva.test", now)
+    assert tenancy.grant("jane@acme.test", "@xn--bcher-kva.test", now) == "@bücher.test"
+    assert tenancy.grant("jane@acme.test", "sales@xn--bcher-kva.test", now) == "sales@bücher.test"
+    channel, _ = world.services.channels.add(
+        world.admin, team_spec("sp", "xn--bcher-kva.test"), now
+    )
+    assert channel.domains == ("bücher.test",)
+    for sender in ("jane@bücher.test", "jane@xn--bcher-kva.test", "sales@XN--BCHER-KVA.test"):
+        assert submit_from(world, sender) == "sp", sender
 
 
 def test_disconnected_channel_holds_unless_fallback_next(world: World) -> None:

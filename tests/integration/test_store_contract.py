@@ -112,7 +112,12 @@ def test_organizations_teams_and_users_round_trip(store: SqlStore) -> None:
     assert s.find_team("org_1", "sales") is not None and s.find_team("org_1", "x") is None
     user = s.find_user("JANE@acme.TEST")
     assert user is not None and user.email == "jane@acme.test" and user.is_admin
-    assert s.get_user("usr_1") == user and s.count_users() == 1
+    ada = User(
+        "usr_9", "org_1", "team_1", "ada@bücher.test", Role.MEMBER
+    )  # as check_login holds it
+    s.create_user(ada, password_hash=None, now=T0)
+    assert s.find_user("Ada@XN--BCHER-KVA.test") == ada  # a domain's A-labels are its U-labels
+    assert s.get_user("usr_1") == user and s.count_users() == 2
     assert s.password_hash("usr_1") == "h"
     s.set_password("usr_1", "h2", must_change_password=True)
     assert s.password_hash("usr_1") == "h2" and s.get_user("usr_1").must_change_password

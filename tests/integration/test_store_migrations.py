@@ -1,10 +1,12 @@
 """Migrations on a database that holds mail, on SQLite and PostgreSQL: 0007 keeps idempotency
 keys per user (not per organization) and keeps every row, recipients included (on SQLite the
 messages table is rebuilt under its recipients' foreign keys); 0015 (a channel's generation)
-goes down and up again keeping channels, their mail and OAuth tokens."""
+goes down and up again keeping channels, their mail and OAuth tokens; 0016 stores a domain in
+the one form addresses hold it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +236,51 @@ def test_0015_goes_down_and_up_keeping_every_row(store_url: str) -> None:
         assert s.oauth_tokens("ch_g") is not None
     finally:
         s.close()
+
+
+def test_0016_stores_a_domain_as_addresses_hold_it_once(store_url: str) -> None:
+    """A-label rows (as add-domain, grant and team channels kept what was typed) become their
+    U-labels; where both spellings were stored, one row is left."""
+    migrate(store_url, revision="0014")
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        for statement in (
+            f"INSERT INTO organizations (id, name, fallback, created_at) "
+            f"VALUES ('org_1', 'acme', 'hold', {T0})",
+            f"INSERT INTO teams (id, organization_id, name, created_at) "
+            f"VALUES ('team_1', 'org_1', 'sales', {T0})",
+            "INSERT INTO users (id, organization_id, team_id, email, role, "
+            "must_change_password, created_at) "
+            f"VALUES ('usr_1', 'org_1', 'team_1', 'jane@acme.test', 'member', false, {T0})",
+        ):
+            conn.exec_driver_sql(statement)
+        for domain in ("xn--bcher-kva.test", "xn--strae-oqa.test", "straße.test", "xn--zz.test"):
+            conn.execute(
+                sa.text("INSERT INTO domains VALUES (:d, 'org_1', :t)"), {"d": domain, "t": T0}
+            )
+        for identity in ("@xn--bcher-kva.test", "jane@xn--strae-oqa.test", "jane@straße.test"):
+            conn.execute(
+                sa.text("INSERT INTO identities VALUES ('usr_1', :i, :t)"), {"i": identity, "t": T0}
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO channels (id, organization_id, name, kind, host, port, security, "
+                "auth, scope, owner_team_id, has_password, domains, budgets, "
+                "max_recipients_per_message, max_connections, state, throttle_level, retry, "
+                "timeouts, created_at) VALUES ('ch_1', 'org_1', 'team', 'smtp', 'h.test', 25, "
+                "'none', 'none', 'domain', 'team_1', false, :d, '[]', 100, 1, 'active', 0, "
+                "'{}', '{}', :t)"
+            ),
+            {"d": '["xn--bcher-kva.test", "b\\u00fccher.test"]', "t": T0},
+        )
+    engine.dispose()
+    migrate(store_url)
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        domains = conn.exec_driver_sql("SELECT domain FROM domains ORDER BY domain").scalars()
+        identities = conn.exec_driver_sql("SELECT identity FROM identities ORDER BY 1").scalars()
+        channel = conn.exec_driver_sql("SELECT domains FROM channels").scalar_one()
+        assert sorted(domains) == ["bücher.test", "straße.test", "xn--zz.test"]
+        assert sorted(identities) == ["@bücher.test", "jane@straße.test"]
+        assert json.loads(channel) == ["bücher.test"]
+    engine.dispose()

@@ -25,10 +25,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from mailvia.domain.channel import Auth, Scope, Security
 from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.ingress.smtp.server import SubmissionServer
+from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.records import MessageFilter
 from mailvia.outbox.services import Services
@@ -284,6 +286,23 @@ async def test_wrong_token_or_another_users_token_gives_535(rig: Rig) -> None:
 
     replies = await rig.client(port, session)
     assert [(code, text[:5]) for code, text in replies] == [(535, b"5.7.8")] * 3, replies
+
+
+async def test_a_login_is_the_same_login_whichever_spelling_of_its_domain(rig: Rig) -> None:
+    """ada's login is stored as `ada@bücher.test`; typed with its A-labels it is hers too."""
+    now = time.time()
+    rig.world.services.tenancy.add_domain("acme", "bücher.test", now)
+    rig.world.services.tenancy.create_user(
+        "ada@xn--bcher-kva.test", org_name="acme", team_name="sales", admin=False, now=now
+    )
+    token = rig.world.services.tokens.create("ada@XN--BCHER-KVA.test", "x", now)
+    port = await rig.start()
+
+    def session(client: smtplib.SMTP) -> tuple[int, bytes]:
+        return client.docmd("AUTH", auth_plain("ada@xn--bcher-kva.test", token))
+
+    code, text = await rig.client(port, session)
+    assert code == 235, text
 
 
 async def test_auth_login_mechanism_works_too(rig: Rig) -> None:
@@ -630,6 +649,51 @@ async def test_trusted_network_submits_without_auth_only_as_its_organization(rig
     assert other_header[0] == 550 and other_header[1].startswith("5.7.1"), other_header
     [stored] = rig.messages()
     assert stored.user_id == rig.world.jane.id
+
+
+def idn_domain(rig: Rig) -> str:
+    """`straße.test` for acme, jane may send from it, and a team channel carries it (its
+    domain given as A-labels, as an admin may type it)."""
+    now = time.time()
+    rig.world.services.tenancy.add_domain("acme", "straße.test", now)
+    rig.world.services.tenancy.grant(JANE, "@straße.test", now)
+    spec = ChannelSpec(
+        name="strasse",
+        host="127.0.0.1",
+        port=9,
+        security=Security.STARTTLS,
+        auth=Auth.NONE,
+        ca_pem=rig.certs.ca_pem,
+        scope=Scope.DOMAIN,
+        domains=("xn--strae-oqa.test",),
+        team_name="sales",
+    )
+    return rig.world.services.channels.add(rig.world.admin, spec, now)[0].id
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "logged-in"])
+async def test_an_a_label_sender_is_the_same_sender_at_mail_and_in_the_from(
+    rig: Rig, trusted: bool
+) -> None:
+    """MAIL FROM and the From agree on a domain written as A-labels or as U-labels."""
+    channel_id = idn_domain(rig)
+    port = await rig.start(trusted_networks=TRUST_LOCALHOST if trusted else ())
+    senders = ("jane@xn--strae-oqa.test", "jane@XN--STRAE-OQA.test")
+    froms = ("Jane <jane@xn--strae-oqa.test>", "jane@xn--strae-oqa.test")
+
+    def session(client: smtplib.SMTP) -> list[tuple[int, str]]:
+        if not trusted:
+            client.login(JANE, rig.token)
+        replies = []
+        for sender, header in zip(senders, froms, strict=True):
+            replies.append(send(client, message(sender=header), mail_from=sender))
+            client.rset()
+        return replies
+
+    replies = await rig.client(port, session, starttls=not trusted)
+    assert all(code == 250 and QUEUED.match(text) for code, text in replies), replies
+    stored = {(m.envelope.mail_from, m.channel_id) for m in rig.messages()}
+    assert stored == {("jane@straße.test", channel_id)}, stored
 
 
 async def test_untrusted_client_still_needs_auth(rig: Rig) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailvia.domain.idn import ascii_address, unicode_address
+from mailvia.domain.idn import ascii_address, command_address, unicode_address
 
 
 @pytest.mark.parametrize(
@@ -30,3 +30,10 @@ def test_a_unicode_domain_round_trips() -> None:
     for address in ("a@bücher.example", "a@日本.jp", "a@straße.de"):
         assert unicode_address(ascii_address(address)) == address
     assert ascii_address("jörg@bücher.example") == "jörg@bücher.example"  # SMTPUTF8: as is
+
+
+def test_a_command_writes_a_labels_unless_in_utf8() -> None:
+    """MAIL and RCPT, sequential or pipelined, write an address by this one rule."""
+    assert command_address("jane@straße.test", "ascii") == "jane@xn--strae-oqa.test"
+    assert command_address("jane@straße.test", "utf-8") == "jane@straße.test"
+    assert command_address("jane@plain.test", "ascii") == "jane@plain.test"

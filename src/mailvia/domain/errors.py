@@ -63,6 +63,10 @@ class RequestTooLarge(InvalidInput):
     """An API request carrying more messages or recipients than one request may."""
 
 
+class UnsupportedMediaType(InvalidInput):
+    """A request body declared as a media type the route does not take (the API takes JSON)."""
+
+
 class InvalidCursor(InvalidInput):
     """A list cursor that this list did not hand out to this caller (made up, damaged, or
     another organization's or another list's)."""

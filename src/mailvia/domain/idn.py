@@ -32,6 +32,13 @@ def ascii_address(address: str) -> str:
     return local + at + ".".join(labels)
 
 
+def command_address(address: str, encoding: str) -> str:
+    """The address as a MAIL or RCPT command writes it in `encoding`: as given in UTF-8
+    (SMTPUTF8), else its domain as A-labels (`ascii_address`). The one rule for both
+    commands, sequential or pipelined (transport/session.py, transport/pipelining.py)."""
+    return address if encoding != "ascii" else ascii_address(address)
+
+
 def unicode_address(address: str) -> str:
     """The address with its A-labels decoded (the form addresses are compared in); a label
     that is not valid Punycode is kept as written."""

@@ -46,6 +46,55 @@ def check_address(address: str, what: str = "address") -> str:
     return normalised
 
 
+def check_domain(domain: str, what: str = "domain") -> str:
+    """A domain in the form addresses hold it, the one it is stored and compared in: lower
+    case, without its one leading `@`, its A-labels decoded (`xn--strae-oqa.test` is
+    `straße.test`, as email-validator's normal form writes an address's domain). Raises
+    InvalidAddress."""
+    check_clean(domain, what)
+    domain = domain.strip().lower().removeprefix("@")
+    known = _domain(domain) if not _NOT_UTF8.search(domain) else None
+    if known is None:
+        raise InvalidAddress(f"{what} {domain!r}: {_refusal(domain)}")
+    return known[0].lower()
+
+
+def _refusal(domain: str) -> str:
+    """email-validator's reason for refusing `domain`, said of a domain: it speaks of an
+    address and its @-sign (`An email address cannot have two periods in a row.`)."""
+    try:
+        _validated(f"a@{domain}")
+    except EmailNotValidError as exc:
+        said = str(exc)
+    else:  # pragma: no cover - _domain refused it
+        said = ""
+    for theirs, ours in _DOMAIN_WORDS:
+        said = said.replace(theirs, ours)
+    if not said or "@" in said or "email address" in said:
+        return "not a valid domain name."
+    return said
+
+
+_DOMAIN_WORDS = (
+    ("An email address cannot", "A domain cannot"),
+    ("immediately after the @-sign or after a period", "at the start of a label"),
+    ("immediately after the @-sign", "at its start"),
+    ("The email address is too long after the @-sign", "The domain is too long"),
+    ("After the @-sign, periods cannot be separated by", "A label cannot have"),
+    ("The part after the @-sign", "The domain"),
+)
+
+
+def check_identity(identity: str) -> str:
+    """A sender identity (`jane@acme.test`, or `@acme.test` for a whole domain) in the form it
+    is stored and compared in: an address normalised and in lower case, a domain as
+    `check_domain` holds it. Raises InvalidAddress."""
+    identity = identity.strip().lower()
+    if identity.startswith("@"):
+        return "@" + check_domain(identity)
+    return check_address(identity).lower()
+
+
 @functools.lru_cache(maxsize=8192)
 def _normalised(address: str) -> str | EmailNotValidError:
     """email-validator's verdict, remembered: an address is checked at MAIL or RCPT and again
@@ -112,3 +161,13 @@ def check_login(email: str) -> str:
     if _LOGIN.match(email) and email.endswith("@localhost"):
         return email
     return check_address(email, "email").lower()
+
+
+def login_key(email: str) -> str:
+    """A sign-in email as typed, in the form users are stored in (`check_login`'s: a domain's
+    A-labels are its U-labels, `ada@xn--bcher-kva.test` is `ada@bücher.test`), to look a
+    user up by; what is not an address is only lower-cased (it matches no one)."""
+    try:
+        return check_login(email)
+    except (InvalidAddress, InvalidHeader):
+        return email.strip().lower()

@@ -33,7 +33,7 @@ from mailvia.domain.ids import make_id
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import Organization, Team, User, identity_covers
-from mailvia.outbox.addresses import check_address
+from mailvia.outbox.addresses import check_address, check_domain
 from mailvia.outbox.ports import Credentials, Vault
 from mailvia.outbox.senders import domain_is_theirs
 
@@ -234,7 +234,7 @@ class Channels:
             teams = [t.name for t in self.store.list_teams(actor.organization_id)]
             where = self.where(actor)
             raise not_found("team", spec.team_name or "default", where, teams, "teams")
-        domains = tuple(sorted({d.strip().lower().lstrip("@") for d in spec.domains}))
+        domains = tuple(sorted({check_domain(d) for d in spec.domains}))
         for domain in domains:
             if not domain_is_theirs(self.store.domain_organization(domain), actor.organization_id):
                 raise Forbidden(f"{domain} is not assigned to your organization")

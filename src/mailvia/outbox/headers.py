@@ -27,6 +27,7 @@ from email.utils import getaddresses
 from typing import NamedTuple
 
 from mailvia.domain.errors import InvalidHeader, InvalidInput, MisleadingHeader
+from mailvia.domain.idn import unicode_address
 from mailvia.outbox.addresses import MAX_HEADER_VALUE, check_address, check_clean
 
 MAX_HEADER_SECTION = 256 * 1024
@@ -151,7 +152,7 @@ def _mailbox(value: str, what: str) -> str:
         raise InvalidInput(f"the {what} must name exactly one address")
     address = check_address(found[0][1], what)
     for other in _ADDRESS_LIKE.findall(as_read(shown)):
-        if other.strip(".,;:'\"()[]<>").lower() != as_read(address).lower():
+        if unicode_address(other.strip(".,;:'\"()[]<>")).lower() != as_read(address).lower():
             raise MisleadingHeader(f"the {what}'s name shows another address ({other})")
     return address
 

@@ -14,7 +14,7 @@ from typing import Protocol
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.tenancy import User, domain_of, sendable_addresses
-from mailvia.outbox.addresses import check_address
+from mailvia.outbox.addresses import check_identity
 from mailvia.outbox.senders import (
     CheckedFrom,
     FromRead,
@@ -62,9 +62,8 @@ class SenderRights:
     def grant(self, email: str, identity: str, now: Instant) -> str:
         """Let a user send From an address, or from a whole domain (`@domain`)."""
         user = self.user(email)
-        identity = identity.strip().lower()
-        domain = identity[1:] if identity.startswith("@") else domain_of(identity)
-        check_address(f"postmaster@{domain}" if identity.startswith("@") else identity)
+        identity = check_identity(identity)  # as addresses are compared (A-labels decoded)
+        domain = identity.rpartition("@")[2]
         if not domain_is_theirs(self.store.domain_organization(domain), user.organization_id):
             raise InvalidInput(
                 f"{domain} is not assigned to the user's organization "

@@ -18,7 +18,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, InvalidInput
 from mailvia.domain.message import State
 from mailvia.domain.tenancy import User, domain_of, require_admin
-from mailvia.outbox.addresses import check_address, check_login
+from mailvia.outbox.addresses import check_domain, check_login
 from mailvia.outbox.records import MessageFilter, MessageView
 from mailvia.outbox.tenancy import Tenancy
 
@@ -105,10 +105,9 @@ class Setup:
         return user
 
     def _domains(self, raw: str, email: str) -> list[str]:
-        named = [d.lower().lstrip("@") for d in _SEPARATORS.split(raw) if d.strip("@ ")]
+        # each in the form addresses hold it (`check_domain`: A-labels decoded), as the email's
+        named = [check_domain(d) for d in _SEPARATORS.split(raw) if d.strip("@ ")]
         domains = list(dict.fromkeys(named)) or [domain_of(email)]
-        for domain in domains:
-            check_address(f"postmaster@{domain}", f"domain {domain}")
         if domain_of(email) not in domains:
             raise InvalidInput(
                 f"Your address {email} is not at one of the sending domains "

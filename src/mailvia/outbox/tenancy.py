@@ -29,7 +29,7 @@ from mailvia.domain.tenancy import (
     require_admin,
     reserved_organization,
 )
-from mailvia.outbox.addresses import check_address, check_login
+from mailvia.outbox.addresses import check_domain, check_login
 from mailvia.outbox.channels import channel_in
 from mailvia.outbox.sender_rights import SenderRights, SenderRightsStore
 from mailvia.outbox.senders import domain_is_theirs
@@ -322,9 +322,8 @@ class Tenancy(SenderRights):
 
     def add_domain(self, org_name: str, domain: str, now: Instant) -> str:
         """Assign a sending domain to one organization (the operator's act); returns it as
-        stored (lower case, without `@`)."""
-        domain = domain.strip().lower().lstrip("@")
-        check_address(f"postmaster@{domain}", "domain")
+        stored (`check_domain`'s form: lower case, without `@`, A-labels decoded)."""
+        domain = check_domain(domain)
         org = self.organization(org_name)
         owner = self.store.domain_organization(domain)
         if owner is not None and owner != org.id:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.tenancy import Fallback, Organization, Role, Team, User
+from mailvia.outbox.addresses import login_key
 from mailvia.outbox.records import TokenView
 from mailvia.store.engine import Database
 from mailvia.store.tables import api_tokens, domains, identities, organizations, teams, users
@@ -164,9 +165,10 @@ class TenancyStore:
         )
 
     def find_user(self, email: str) -> User | None:
-        """The user signing in with this email (any case), or None."""
+        """The user signing in with this email (any case, a domain in either spelling:
+        `login_key`), or None."""
         with self._db.read() as conn:
-            row = conn.execute(users.select().where(users.c.email == email.lower())).first()
+            row = conn.execute(users.select().where(users.c.email == login_key(email))).first()
         return None if row is None else user_of(row)
 
     def list_users(self, org_id: str) -> list[User]:

@@ -23,7 +23,7 @@ from aiosmtplib import SMTPRecipientRefused, SMTPResponse, SMTPSenderRefused
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import COMMAND_INJECTION_REGEX
 
-from mailvia.domain.idn import ascii_address
+from mailvia.domain.idn import command_address
 from mailvia.domain.message import Envelope
 from mailvia.domain.replies import Reply
 from mailvia.transport.smtp_errors import BAD_SENDER, NO_SMTPUTF8, StepRefused
@@ -84,8 +84,7 @@ def batch(envelope: Envelope, options: list[str], encoding: str) -> Batch | None
 def _line(verb: bytes, prefix: bytes, address: str, options: list[str], encoding: str) -> bytes:
     """One command line as aiosmtplib writes it. Raises ValueError (UnicodeEncodeError for
     an address the encoding cannot carry). Without SMTPUTF8 a domain goes as A-labels."""
-    written = ascii_address(address) if encoding == "ascii" else address
-    args = [verb, prefix + _quoted(written).encode(encoding)]
+    args = [verb, prefix + _quoted(command_address(address, encoding)).encode(encoding)]
     args.extend(option.encode("ascii") for option in options)
     if any(COMMAND_INJECTION_REGEX.search(arg) for arg in args):
         raise ValueError("Command arg contains a prohibited control character")

@@ -40,7 +40,7 @@ from aiosmtplib.protocol import SMTPProtocol
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.delivery import TransactionResult
-from mailvia.domain.idn import ascii_address, needs_smtputf8
+from mailvia.domain.idn import command_address, needs_smtputf8
 from mailvia.domain.message import Envelope
 from mailvia.domain.probe import Step
 from mailvia.domain.replies import Reply, Stage
@@ -182,7 +182,7 @@ class Session:
                 return await self._pipelined(protocol, commands, envelope, content, progress)
         try:
             await self.smtp.mail(
-                envelope.mail_from if utf8 else ascii_address(envelope.mail_from),
+                command_address(envelope.mail_from, encoding),
                 options=options,
                 encoding=encoding,
                 timeout=self.channel.timeouts.command,
@@ -280,7 +280,7 @@ class Session:
     async def _rcpt(self, address: str, encoding: str) -> Reply:
         try:
             response = await self.smtp.rcpt(
-                address if encoding != "ascii" else ascii_address(address),
+                command_address(address, encoding),
                 encoding=encoding,
                 timeout=self.channel.timeouts.command,
             )

@@ -32,7 +32,7 @@ from mailvia.ingress.api import (
 )
 from mailvia.ingress.api.channel_schemas import TestFailed
 from mailvia.ingress.api.docs import serve_docs
-from mailvia.ingress.api.errors import Problem, document_rate_limit
+from mailvia.ingress.api.errors import Problem, document_media_type, document_rate_limit
 from mailvia.ingress.api.limits import BodyLimit, body_limit, document_limits
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
@@ -73,6 +73,7 @@ class MailviaAPI(FastAPI):
             for name, definition in defs.get("$defs", {}).items():
                 found.setdefault(name, definition)
             document_rate_limit(schema)
+            document_media_type(schema)
             services: Services = self.state.services
             document_limits(schema, caps=services.api.caps, recipients=services.api.recipient_limit)
             self.openapi_schema = schema
@@ -87,6 +88,9 @@ def create_api(services: Services, *, clock: Callable[[], float] = time.monotoni
         version=__version__,
         description=DESCRIPTION,
         dependencies=[Depends(refuse_unknown_query)],
+        # An undeclared body is read as JSON, as the submit routes read it; one declared as
+        # something else is refused by the caller's check (`get_json_caller`, `check_json`).
+        strict_content_type=False,
         docs_url=None,
         redoc_url=None,
     )

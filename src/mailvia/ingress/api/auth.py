@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mailvia.domain.errors import Unauthenticated
 from mailvia.domain.tenancy import User
+from mailvia.ingress.api.media import check_json
 from mailvia.ingress.api.ratelimit import TokenRateLimit
 from mailvia.outbox.services import Services
 
@@ -54,6 +55,19 @@ def get_caller(
 
 
 CallerDep = Annotated[User, Depends(get_caller)]
+
+
+def get_json_caller(user: CallerDep, request: Request) -> User:
+    """The token's user (`get_caller`), then the body's media type: the one check of every
+    route FastAPI reads a JSON body for (the submit routes read theirs themselves and make
+    the same check, `check_json`, in the same order). Raises UnsupportedMediaType (415) for
+    a body declared as something other than JSON; an undeclared one is read as JSON
+    (`strict_content_type=False`, as the submit routes read it)."""
+    check_json(request.headers.get("content-type"))
+    return user
+
+
+JsonCallerDep = Annotated[User, Depends(get_json_caller)]
 RecipientLimit = Callable[[int], None]
 
 

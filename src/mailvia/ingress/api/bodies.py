@@ -34,15 +34,14 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
-from mailvia.domain.errors import InvalidInput
 from mailvia.domain.ratelimit import RequestCaps
 from mailvia.ingress.api import raw_batch
+from mailvia.ingress.api.media import check_json
 from mailvia.ingress.api.raw_batch import RawBatch
 from mailvia.ingress.api.schemas import BatchIn, MessageIn
 
 _BLANKS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
-_JSON = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.I)
 # A `\u` escape of a character from U+0060 to U+007F: the only way a JSON key other than
 # the literal `"messages"` can say `messages` (its letters are U+0061-U+0073).
 _LETTER_ESCAPE = re.compile(rb"\\u00[67]")
@@ -77,15 +76,9 @@ async def receive_body(request: Request) -> Body:
 
 async def read_body(request: Request) -> bytes:
     """The request's body (held to the body limit by the BodyLimit middleware). Raises
-    InvalidInput when it is declared as something other than JSON."""
+    UnsupportedMediaType when it is declared as something other than JSON."""
     check_json(request.headers.get("content-type"))
     return await request.body()
-
-
-def check_json(declared: str | None) -> None:
-    """Raises InvalidInput when a body is declared as something other than JSON."""
-    if declared is not None and not _JSON.match(declared):
-        raise InvalidInput("the body must be JSON (Content-Type: application/json)")
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -13,11 +13,13 @@ from typing import Annotated
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ConfigDict,
     Field,
     Strict,
     StrictInt,
     StrictStr,
     WithJsonSchema,
+    model_validator,
 )
 
 from mailvia.domain.channel import (
@@ -85,12 +87,25 @@ class Budget(BaseModel):
     unit: Unit
 
 
-class UserOwnerIn(Input):
-    user: Annotated[Line, Field(max_length=320, description="The user's email or id.")]
+# One model, not a union of a user's and a team's: pydantic locates a union member's errors
+# by its class name (`body.owner.UserOwnerIn.user`), a client's by the API's (`body.owner.user`).
+class OwnerIn(Input):
+    """Who owns the channel: exactly one of `user` or `team`."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["user"]}, {"required": ["team"]}]}
+    )
 
-class TeamOwnerIn(Input):
-    team: Annotated[Line, Field(max_length=200, description="The team's name.")]
+    user: Annotated[Line, Field(max_length=320, description="The user's email or id.")] | None = (
+        None
+    )
+    team: Annotated[Line, Field(max_length=200, description="The team's name.")] | None = None
+
+    @model_validator(mode="after")
+    def _one_owner(self) -> OwnerIn:
+        if (self.user is None) == (self.team is None):
+            raise ValueError("give exactly one of user (an email or id) or team (a name)")
+        return self
 
 
 class UserOwner(BaseModel):
@@ -126,7 +141,7 @@ class ChannelIn(Input):
     domains: list[Annotated[Line, Field(max_length=253)]] = Field(
         default_factory=list, max_length=100
     )
-    owner: UserOwnerIn | TeamOwnerIn | None = Field(
+    owner: OwnerIn | None = Field(
         None, description="Default: the caller (address scope) or team `default` (domain)."
     )
     budgets: Budgets | None = None

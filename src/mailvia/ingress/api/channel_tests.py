@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import Field
 
-from mailvia.ingress.api.auth import CallerDep, ServicesDep
+from mailvia.ingress.api.auth import JsonCallerDep, ServicesDep
 from mailvia.ingress.api.channel_schemas import ChannelIn, Password, ProbeOut
 from mailvia.ingress.api.channels import spec_of
 from mailvia.ingress.api.errors import problems
@@ -41,7 +41,7 @@ class SavedChannelTestIn(Input):
     responses=problems(400, 401, 403, 404, 413, 422, 503),
     summary="Test a channel without saving it",
 )
-async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: CallerDep) -> Any:
+async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: JsonCallerDep) -> Any:
     """Resolve, connect, TLS, EHLO, AUTH and, with `to`, a test message: each step with the
     server's reply and a hint on failure; ten seconds in all. Nothing is stored."""
     spec = spec_of(services, user, body)
@@ -56,7 +56,7 @@ async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: CallerD
     summary="Test a saved channel (optionally with a new password, not saved)",
 )
 async def test_saved(
-    id: Ref, services: ServicesDep, user: CallerDep, body: SavedChannelTestIn | None = None
+    id: Ref, services: ServicesDep, user: JsonCallerDep, body: SavedChannelTestIn | None = None
 ) -> Any:
     """The steps as for an unsaved channel (an OAuth mailbox gets an access token first).
     With `to`, a test message is a message: From the caller's own address that the channel

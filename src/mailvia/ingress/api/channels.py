@@ -18,7 +18,7 @@ from mailvia.domain.channel import Budget, Channel
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.tenancy import User
-from mailvia.ingress.api.auth import CallerDep, ServicesDep
+from mailvia.ingress.api.auth import CallerDep, JsonCallerDep, ServicesDep
 from mailvia.ingress.api.channel_schemas import (
     BudgetIn,
     CancelledOut,
@@ -29,12 +29,11 @@ from mailvia.ingress.api.channel_schemas import (
     ChannelOut,
     ChannelPatch,
     DisconnectedOut,
+    OwnerIn,
     Paused,
     PresetList,
     RemovedOut,
     Resumed,
-    TeamOwnerIn,
-    UserOwnerIn,
 )
 from mailvia.ingress.api.errors import PROBLEM_JSON, problem, problems
 from mailvia.ingress.api.params import PRINTABLE, Ref
@@ -81,7 +80,7 @@ def payload(services: Services, user: User, channel: Channel) -> dict[str, Any]:
     summary="Add a channel (from a preset, or by hand)",
 )
 def add_channel(
-    body: ChannelIn, response: Response, services: ServicesDep, user: CallerDep
+    body: ChannelIn, response: Response, services: ServicesDep, user: JsonCallerDep
 ) -> dict[str, Any]:
     """Members add address-scoped channels for themselves; admins also for others, and
     domain-scoped team channels. Warnings point out a host that is not the preset provider's,
@@ -116,13 +115,11 @@ def spec_of(services: Services, user: User, body: ChannelIn) -> ChannelSpec:
     )
 
 
-def _owner(
-    services: Services, user: User, owner: UserOwnerIn | TeamOwnerIn | None
-) -> tuple[str | None, str | None]:
+def _owner(services: Services, user: User, owner: OwnerIn | None) -> tuple[str | None, str | None]:
     """(user email, team name) from `{"user": email or id}` or `{"team": name}`."""
     if owner is None:
         return None, None
-    if isinstance(owner, TeamOwnerIn):
+    if owner.user is None:
         return None, owner.team
     if "@" in owner.user:
         return owner.user, None
@@ -162,7 +159,7 @@ def get_channel(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, An
     summary="Change any of a channel's fields (connection changes are tested first)",
 )
 async def update_channel(
-    id: Ref, body: ChannelPatch, services: ServicesDep, user: CallerDep
+    id: Ref, body: ChannelPatch, services: ServicesDep, user: JsonCallerDep
 ) -> Any:
     """Only the fields given change; a new password replaces the stored one (write-only). A
     change of host, port, security, auth, username or password is tested first (the steps

@@ -36,6 +36,7 @@ from mailvia.domain.errors import (
     SecretsUnavailable,
     StoreUnavailable,
     Unauthenticated,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger("mailvia.api")
@@ -48,6 +49,7 @@ STATUS_FOR: tuple[tuple[type[MailviaError], int], ...] = (
     (MessageTooLarge, 413),
     (RequestTooLarge, 413),
     (InvalidCursor, 400),
+    (UnsupportedMediaType, 415),
     (InvalidInput, 422),
     (Unauthenticated, 401),
     (Forbidden, 403),
@@ -140,9 +142,25 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     ]
 
 
+# A body's errors in JSON's words, whichever way it was validated: pydantic says them so when
+# it reads the JSON itself (a single POST), but in Python's when it validates what was parsed
+# already (a batch read piecewise, the routes FastAPI reads), naming the model's class
+# (`Input should be a valid dictionary or instance of BatchIn`), which a client never sees.
+_JSON_WORDS = {
+    "model_type": "Input should be an object",
+    "model_attributes_type": "Input should be an object",
+    "dict_type": "Input should be an object",
+    "list_type": "Input should be a valid array",
+}
+
+
 def _said(error: Any) -> str:
-    """Pydantic's message, but a length checked after a string's own validator (`Line`,
-    `Text`: "Value should have at least 1 item after validation") in a string's words."""
+    """Pydantic's message, a body's in JSON's words (`_JSON_WORDS`); a length checked after
+    a string's own validator (`Line`, `Text`: "Value should have at least 1 item after
+    validation") in a string's words."""
+    loc = error.get("loc") or ("",)
+    if loc[0] == "body" and error.get("type") in _JSON_WORDS:
+        return _JSON_WORDS[error["type"]]
     limits = error.get("ctx") or {}
     if error.get("type") not in ("too_short", "too_long") or not isinstance(
         error.get("input"), str
@@ -156,6 +174,7 @@ def _said(error: Any) -> str:
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 (400 for JSON that cannot be read)."""
     assert isinstance(exc, RequestValidationError)
     errors = _field_errors(exc)
     unparsable = any(error.get("type") == "json_invalid" for error in exc.errors())
@@ -210,6 +229,8 @@ _DESCRIPTIONS = {
     409: "The request conflicts with what exists (e.g. an Idempotency-Key used for another body).",
     413: "The request body or a message is over the size limit, or the request carries more "
     "messages or recipients than one request may.",
+    415: "The body is declared as something other than JSON: send it with "
+    "`Content-Type: application/json`.",
     422: "The request is not valid (fields, addresses, header values).",
     429: "The API token sent too many requests, or too many recipients; retry after "
     "`Retry-After` seconds.",
@@ -236,6 +257,17 @@ def document_rate_limit(schema: dict[str, Any]) -> None:
             if any("apiToken" in s for s in operation.get("security", ())):
                 operation.setdefault("responses", {}).update(
                     {str(k): v for k, v in problems(429).items()}
+                )
+
+
+def document_media_type(schema: dict[str, Any]) -> None:
+    """Add the 415 answer to every operation of an OpenAPI document that takes a body (each
+    takes JSON: a body declared as anything else is refused, `check_json`, after the token)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if "requestBody" in operation:
+                operation.setdefault("responses", {}).update(
+                    {str(k): v for k, v in problems(415).items()}
                 )
 
 

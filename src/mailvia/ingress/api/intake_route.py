@@ -36,7 +36,8 @@ from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import RecipientLimit, bearer, get_caller, recipient_limit
-from mailvia.ingress.api.bodies import Body, check_json, receive_body
+from mailvia.ingress.api.bodies import Body, receive_body
+from mailvia.ingress.api.media import check_json
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
 from mailvia.outbox.services import Services

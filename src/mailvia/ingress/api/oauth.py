@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from mailvia.domain.channel import Provider, TransportKind
 from mailvia.domain.clock import to_iso
 from mailvia.domain.oauth import AppSource
-from mailvia.ingress.api.auth import CallerDep, ServicesDep
+from mailvia.ingress.api.auth import CallerDep, JsonCallerDep, ServicesDep
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.schemas import Input, Line, Text, Timestamp
 from mailvia.outbox.oauth.apps import AppView
@@ -81,7 +81,7 @@ def _payload(services: Services, app: AppView) -> dict[str, Any]:
     summary="Set the organization's own OAuth app for a provider (admins)",
 )
 def put_app(
-    provider: Provider, body: OAuthAppIn, services: ServicesDep, user: CallerDep
+    provider: Provider, body: OAuthAppIn, services: ServicesDep, user: JsonCallerDep
 ) -> dict[str, Any]:
     """The client secret is sealed at rest and never returned (`has_client_secret`)."""
     app = services.oauth_apps.put(

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from mailvia.domain.errors import InvalidInput, NotFound
 from mailvia.domain.tenancy import Organization, require_admin
-from mailvia.ingress.api.auth import CallerDep, ServicesDep
+from mailvia.ingress.api.auth import CallerDep, JsonCallerDep, ServicesDep
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.schemas import OrganizationOut, OrganizationPatch
 from mailvia.outbox.tenancy import UNCHANGED, DefaultChoice
@@ -43,7 +43,7 @@ def get_organization(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     summary="Set the default channel and the fallback policy (admins)",
 )
 def update_organization(
-    body: OrganizationPatch, services: ServicesDep, user: CallerDep
+    body: OrganizationPatch, services: ServicesDep, user: JsonCallerDep
 ) -> dict[str, Any]:
     """Only the fields given change; `"default_channel_id": null` clears the default. An
     address-scoped channel (one person's mailbox) can never be the default (422)."""

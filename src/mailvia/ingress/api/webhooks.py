@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from mailvia.domain.clock import to_iso
-from mailvia.ingress.api.auth import CallerDep, ServicesDep
+from mailvia.ingress.api.auth import CallerDep, JsonCallerDep, ServicesDep
 from mailvia.ingress.api.errors import problems
 from mailvia.ingress.api.params import Cursor, Limit, Ref
 from mailvia.ingress.api.webhook_schemas import (
@@ -64,7 +64,7 @@ def list_webhooks(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     responses=problems(400, 401, 403, 413, 422, 503),
     summary="Send the organization's events to a URL (admins)",
 )
-def add_webhook(body: WebhookIn, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
+def add_webhook(body: WebhookIn, services: ServicesDep, user: JsonCallerDep) -> dict[str, Any]:
     """The answer holds the signing secret (`whsec_...`): it is never shown again. Events
     from now on are POSTed signed per the Standard Webhooks specification."""
     made = services.webhooks.add(user, body.url, body.events, time.time())

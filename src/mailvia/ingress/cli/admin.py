@@ -76,8 +76,8 @@ def add_domain(ctx: Context, org: str, domain: str, settings: Settings) -> None:
     """Assign a sending domain to one organization."""
 
     def action(s: Services) -> None:
-        s.tenancy.add_domain(org, domain, time.time())
-        click.echo(f"{domain.lower()} now belongs to {org}")
+        stored = s.tenancy.add_domain(org, domain, time.time())
+        click.echo(f"{stored} now belongs to {org}")
 
     ctx.using(settings, action)
 

@@ -314,15 +314,18 @@ def route() -> None:
 def explain(ctx: Context, user_email: str, from_: str, as_json: bool, settings: Settings) -> None:
     """Which channel mail From this address would take, and why, step by step."""
 
+    from mailvia.outbox.addresses import check_address  # email-validator: not for --help
+
     def action(s: Services) -> None:
         sender = s.tenancy.user(user_email)
-        chosen = s.submitter.explain(sender, from_)
+        address = check_address(from_, "from")  # as a message's From is read (A-labels decoded)
+        chosen = s.submitter.explain(sender, address)
         view = route_payload(chosen)
         lines = [
             f"{i}. {st.rule}: {st.verdict} - {st.reason}" for i, st in enumerate(chosen.steps, 1)
         ]
         try:
-            s.submitter.check_sender(sender, from_)
+            s.submitter.check_sender(sender, address)
         except MailviaError as exc:
             view["refused"] = str(exc)
             lines.append(f"refused: {exc}")

@@ -38,7 +38,7 @@ from mailvia.ingress.smtp.replies import (
     Command,
     reply_for,
 )
-from mailvia.outbox.addresses import check_address
+from mailvia.outbox.addresses import check_address, login_key
 from mailvia.outbox.compose import MAX_RECIPIENTS
 from mailvia.outbox.group_commit import PlannedGroupCommit
 from mailvia.outbox.metrics import rejection_reason
@@ -217,15 +217,17 @@ class SubmissionServer:
 
     def _check_login(self, email: str, token: str) -> User:
         user = self.services.tokens.authenticate(token)
-        if not hmac.compare_digest(user.email.lower().encode(), email.strip().lower().encode()):
+        if not hmac.compare_digest(user.email.lower().encode(), login_key(email).encode()):
             raise Unauthenticated("the token is not this login's")
         return user
 
     async def check_sender(self, session: Session, address: str) -> None:
         """MAIL FROM must be an identity of the logged-in user, or of a user of the trusted
         network's organization. Raises InvalidAddress, Forbidden. An address found good is
-        not looked up again on this connection (DATA checks the message's From anyway)."""
-        check_address(address, "sender")
+        not looked up again on this connection (DATA checks the message's From anyway). The
+        address is judged in its normal form, as the From is (a domain's A-labels are its
+        U-labels: `jane@xn--strae-oqa.test` is `jane@straße.test`)."""
+        address = check_address(address, "sender")
         known: set[str] = getattr(session, "senders", set())
         if address.lower() in known:
             return

@@ -12,6 +12,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import PENDING
 from mailvia.domain.tenancy import Fallback, Organization, Team, User, domain_of
+from mailvia.outbox.addresses import login_key
 from mailvia.outbox.records import TokenView
 from mailvia.outbox.senders import FromRead
 from mailvia.store.keep import KEEP, Keep
@@ -91,7 +92,7 @@ class MemoryTenancy:
 
     @locked
     def find_user(self, email: str) -> User | None:
-        email = email.lower()
+        email = login_key(email)
         return next((a.user for a in self._d.accounts.values() if a.user.email == email), None)
 
     @locked
