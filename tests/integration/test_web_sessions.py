@@ -132,6 +132,22 @@ async def test_wrong_and_unknown_accounts_look_alike_and_are_slowed(world: World
         assert slowed.status_code == 429 and "try again in" in slowed.text
 
 
+async def test_respelling_a_login_is_the_same_account_for_the_slowing(world: World) -> None:
+    """Every spelling of a login finds one user (`login_key`: fullwidth letters, ideographic
+    dots, A-labels), so the failures are counted for that one account: five wrong passwords
+    under five spellings slow the sixth try, whatever its spelling (a review found each
+    spelling counted apart, 2**len(domain) accounts' worth of guesses)."""
+    spellings = ["jane@acme.test", "jane@ａcme.test", "jane@aｃme.test", "jane@acｍe.test",
+                 "jane@acmｅ.test", "jane@acme。test"]  # fmt: skip
+    user = world.services.tenancy.user("jane@acme.test")
+    assert {world.services.tenancy.user(spelling).id for spelling in spellings} == {user.id}
+    async with client(world) as pages:
+        for spelling in spellings[:5]:
+            assert (await sign_in(pages, spelling, "nope")).status_code == 401
+        slowed = await sign_in(pages, spellings[5], "nope")
+        assert slowed.status_code == 429 and "try again in" in slowed.text
+
+
 async def test_guessing_from_many_clients_never_holds_up_the_owner(world: World) -> None:
     one_time(world, "jane@acme.test")
     user = world.services.tenancy.user("jane@acme.test")

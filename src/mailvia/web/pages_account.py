@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.errors import InvalidInput
+from mailvia.outbox.addresses import login_key
 from mailvia.web.auth import Session, current_session, replace_session
 from mailvia.web.common import UserDep, WebDep, now, redirect, render
 from mailvia.web.forms import text
@@ -45,14 +46,15 @@ async def signin(request: Request, web: WebDep) -> Response:
     email, password = text(form, "email").strip(), text(form, "password")
     target = safe_next(text(form, "next") or "/")
     client = request.client.host if request.client else "unknown"
-    verdict = web.signins.verdict(email, client, web.monotonic())
+    login = login_key(email)  # counted as looked up: every spelling of a login is one account
+    verdict = web.signins.verdict(login, client, web.monotonic())
     if verdict.locked or verdict.wait > 0:
         error = (
             "Too many failed sign-ins from this address: "
             f"try again in {max(1, math.ceil(verdict.wait))} seconds."
         )
         return render(request, "signin.html", status=429, next=target, email=email, error=error)
-    attempt = web.signins.begin(email, client, web.monotonic())
+    attempt = web.signins.begin(login, client, web.monotonic())
     try:
         # argon2 takes tens of milliseconds: off the event loop.
         user = await run_in_threadpool(web.services.accounts.sign_in, email, password)

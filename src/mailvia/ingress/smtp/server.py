@@ -195,13 +195,14 @@ class SubmissionServer:
     async def _login(
         self, connection: SubmissionSMTP, email: str, peer: str, token: bytes
     ) -> AuthResult:
-        verdict = self.signins.verdict(email, peer, self.monotonic())
+        login = login_key(email)  # counted as looked up: every spelling of a login is one
+        verdict = self.signins.verdict(login, peer, self.monotonic())
         if verdict.wait and not verdict.locked:
             await self.sleep(verdict.wait)
-            verdict = self.signins.verdict(email, peer, self.monotonic())
+            verdict = self.signins.verdict(login, peer, self.monotonic())
         if verdict.locked:
             return await connection.lock_out(email)
-        attempt = self.signins.begin(email, peer, self.monotonic())
+        attempt = self.signins.begin(login, peer, self.monotonic())
         try:
             user = await self.run(self._check_login, email, token.decode("utf-8", "replace"))
         except Unauthenticated:
