@@ -114,3 +114,30 @@ def test_a_label_that_is_not_a_canonical_a_label_is_kept_as_written(store_url: s
     assert rows(store_url, "SELECT domain FROM domains") == [("xn--zz.test",)]
     (channel,) = rows(store_url, "SELECT domains FROM channels")
     assert json.loads(str(channel[0])) == ["bücher.test", "xn--acme-.test"]
+
+
+def test_a_value_the_rule_refuses_for_any_reason_is_kept_and_the_upgrade_goes_on(
+    store_url: str,
+) -> None:
+    """A team channel's domains were stored unchecked before 0016: a value `check_domain`
+    refuses as a header value (longer than a line may be) rather than as an address is kept
+    as written too, and the upgrade does not stop on it."""
+    seed(store_url, [])
+    long = "a" * 1000 + ".test"
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO channels (id, organization_id, name, kind, host, port, security, "
+                "auth, scope, owner_team_id, has_password, domains, budgets, "
+                "max_recipients_per_message, max_connections, state, throttle_level, retry, "
+                "timeouts, created_at) VALUES ('ch_1', 'org_a', 'team', 'smtp', 'h.test', 25, "
+                "'none', 'none', 'domain', 't_org_a', false, :d, '[]', 100, 1, 'active', 0, "
+                "'{}', '{}', :t)"
+            ),
+            {"d": json.dumps([long, "xn--bcher-kva.test"]), "t": T0},
+        )
+    engine.dispose()
+    migrate(store_url)
+    (channel,) = rows(store_url, "SELECT domains FROM channels")
+    assert json.loads(str(channel[0])) == [long, "bücher.test"]

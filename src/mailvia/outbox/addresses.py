@@ -50,7 +50,7 @@ def check_domain(domain: str, what: str = "domain") -> str:
     """A domain in the form addresses hold it, the one it is stored and compared in: lower
     case, without its one leading `@`, its A-labels decoded (`xn--strae-oqa.test` is
     `straße.test`, as email-validator's normal form writes an address's domain). Raises
-    InvalidAddress."""
+    InvalidAddress, or InvalidHeader for a line break, NUL or a value longer than a line."""
     check_clean(domain, what)
     domain = domain.strip().lower().removeprefix("@")
     known = _domain(domain) if not _NOT_UTF8.search(domain) else None
