@@ -24,7 +24,7 @@ from mailvia.outbox.records import MessageFilter
 from mailvia.testserver import ThreadedTestServer
 from mailvia.testserver.fake import FakeProviders
 from support.fake_providers import running
-from support.oauth import connect, oauth_settings, pages, sign_in
+from support.oauth import connect, oauth_world, pages, sign_in
 from support.world import World
 
 JANE = "jane@acme.test"
@@ -41,10 +41,10 @@ async def world(
     tmp_path: Path, fake: FakeProviders, migrated_store_url: str
 ) -> AsyncIterator[World]:
     with ThreadedTestServer(maildir=tmp_path / "pool") as pool:
-        w = World(
+        w = oauth_world(
             tmp_path / "data",
+            fake,
             db_url=migrated_store_url,
-            **oauth_settings(fake),
             pool_relay=f"smtp://127.0.0.1:{pool.port}?security=none",
             notice_from="notices@mailvia.test",
         )
