@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from mailvia.store import migrate
 from mailvia.store.engine import create_engine
+from support.rows import rows_of
 
 T0 = 1_700_000_000.0
 NFD = "bu\u0308cher.test"  # bücher.test as typed with a combining diaeresis
@@ -46,11 +47,7 @@ def seed(url: str, domains: list[tuple[str, str, float]]) -> None:
 
 
 def rows(url: str, query: str) -> list[tuple[object, ...]]:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        found = sorted(tuple(row) for row in conn.exec_driver_sql(query).all())
-    engine.dispose()
-    return found
+    return sorted(tuple(row) for row in rows_of(url, query))
 
 
 @pytest.mark.parametrize("first", ["org_a", "org_b"])

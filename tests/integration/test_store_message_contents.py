@@ -19,6 +19,7 @@ from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.ports import NewMessage
 from mailvia.store import SqlStore, migrate, open_store
 from mailvia.store.engine import create_engine
+from support.rows import rows_of
 
 T0 = 1_700_000_000.0
 # About the size of a real message, with every byte value (bytes, not text, both ways).
@@ -91,12 +92,7 @@ def _columns(url: str, table: str) -> dict[str, bool]:
 
 
 def _scalars(url: str, sql: str) -> list[Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return list(conn.exec_driver_sql(sql).scalars())
-    finally:
-        engine.dispose()
+    return [row[0] for row in rows_of(url, sql)]
 
 
 def test_0013_moves_each_messages_bytes_to_their_own_table_and_back(store_url: str) -> None:
