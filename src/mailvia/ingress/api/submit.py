@@ -93,14 +93,13 @@ def _submissions(
     commit: for a batch of 1,000, ~6,000 objects fewer for serve's collector to walk while it
     commits and answers (docs/benchmarks.md, branch `batch3`)."""
     caps = services.api.caps
-    key: Idempotency | None = None
-    if key_header is None:  # no models to hash: a batch of raw messages is read without them
-        batch: Batch | RawBatch = batch_messages(raw, caps)
-        take(batch.recipients)
-    else:
-        batch = models = batch_body(raw, caps)
-        take(batch.recipients)
-        key = idempotency(key_header, user, "batch", models.body)
+    # Without an Idempotency-Key there are no models to hash: a batch of raw messages is
+    # read without them.
+    batch: Batch | RawBatch = (
+        batch_messages(raw, caps) if key_header is None else batch_body(raw, caps)
+    )
+    take(batch.recipients)
+    key = idempotency(key_header, user, "batch", batch.body) if isinstance(batch, Batch) else None
     items: list[tuple[User, Submission] | Exception] = []
     senders = services.submitter.sender_checks()
     messages: Sequence[MessageIn | RawIn] = batch.messages
