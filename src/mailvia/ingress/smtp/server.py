@@ -195,7 +195,7 @@ class SubmissionServer:
     async def _login(
         self, connection: SubmissionSMTP, email: str, peer: str, token: bytes
     ) -> AuthResult:
-        login = login_key(email)  # counted as looked up: every spelling of a login is one
+        login = login_key(email)  # every spelling of a login is one account, as looked up
         verdict = self.signins.verdict(login, peer, self.monotonic())
         if verdict.wait and not verdict.locked:
             await self.sleep(verdict.wait)
@@ -204,7 +204,7 @@ class SubmissionServer:
             return await connection.lock_out(email)
         attempt = self.signins.begin(login, peer, self.monotonic())
         try:
-            user = await self.run(self._check_login, email, token.decode("utf-8", "replace"))
+            user = await self.run(self._check_login, login, token.decode("utf-8", "replace"))
         except Unauthenticated:
             if self.signins.failed(attempt, self.monotonic()):
                 return await connection.lock_out(email)
@@ -216,9 +216,10 @@ class SubmissionServer:
         self.signins.forget(attempt, succeeded=True)
         return AuthResult(success=True, auth_data=user)
 
-    def _check_login(self, email: str, token: str) -> User:
+    def _check_login(self, login: str, token: str) -> User:
+        """The token's user, if `login` (as `login_key` gives it) is theirs."""
         user = self.services.tokens.authenticate(token)
-        if not hmac.compare_digest(user.email.lower().encode(), login_key(email).encode()):
+        if not hmac.compare_digest(user.email.lower().encode(), login.encode()):
             raise Unauthenticated("the token is not this login's")
         return user
 
