@@ -10,7 +10,7 @@ Side effects: none (reads through `owner` and `identities`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from mailvia.domain.channel import Channel
@@ -78,6 +78,34 @@ def user_of_read(user: User, found: FromRead, from_address: str) -> CheckedFrom:
     else the user with the route's inputs."""
     check_sender(user, from_address, lambda _: found.owner, lambda _: list(found.identities))
     return CheckedFrom(found.address, user, found.organization, found.channels)
+
+
+class FromChecks:
+    """One request's checks of a sender's addresses (its envelope sender's, then its
+    From's), each judged as `check_sender` judges it, from `user_from` reads (`FromRead`: a
+    domain's owner, the user's identities, the organization and its channels in one
+    statement), one per sender and domain: a single POST whose envelope sender and From
+    share a domain reads its rights and its route's inputs once (`checked`), where
+    `sender_checks` read the domain's owner and the identities, and the route the
+    organization and its channels: four statements."""
+
+    def __init__(self, read: Callable[[str, str, str], FromRead]) -> None:
+        self._read = read  # (organization id, user id, address): the store's `user_from`
+        self._reads: dict[tuple[str, str], FromRead] = {}
+
+    def check(self, sender: User, address: str) -> None:
+        """Raise Forbidden unless `sender` may send as `address` (`check_sender`'s
+        answers)."""
+        self.checked(sender, address)
+
+    def checked(self, sender: User, address: str) -> CheckedFrom:
+        """`address` checked for `sender` (raises Forbidden as `check_sender`), with the
+        route's inputs read with it."""
+        key = (sender.id, domain_of(address))  # raises InvalidAddress as check_sender
+        found = self._reads.get(key)
+        if found is None:
+            found = self._reads[key] = self._read(sender.organization_id, sender.id, address)
+        return user_of_read(sender, replace(found, address=address.lower()), address)
 
 
 def check_sender(

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits, refusal
@@ -31,7 +31,14 @@ from mailvia.outbox.ports import Ledger, NewMessage
 from mailvia.outbox.receipts import Receipt, receipt_of, with_forecast
 from mailvia.outbox.records import MessageView
 from mailvia.outbox.remembered import Remembered
-from mailvia.outbox.senders import CheckedFrom, check_sender, checked_pair, sender_checks
+from mailvia.outbox.senders import (
+    CheckedFrom,
+    FromChecks,
+    FromRead,
+    check_sender,
+    checked_pair,
+    sender_checks,
+)
 
 
 class SubmitStore(Protocol):
@@ -42,6 +49,7 @@ class SubmitStore(Protocol):
     def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
     def domain_organization(self, domain: str) -> str | None: ...
     def identities(self, user_id: str) -> list[str]: ...
+    def user_from(self, org_id: str, user_id: str, address: str) -> FromRead: ...
     def waiting_count(self, channel_id: str) -> int: ...
     def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger: ...
 
@@ -61,7 +69,8 @@ class SubmitStore(Protocol):
 class Submission:
     """One message to submit, with the caller's idempotency key if any; `checked_from`: its
     From read and checked already, with its route's inputs (the submission port's: a trusted
-    network's by `Tenancy.trusted_from`, a logged-in user's by `Tenancy.user_from`): its user
+    network's by `Tenancy.trusted_from`, a logged-in user's by `Tenancy.user_from`; the API's
+    single POST's by `submit_one`'s `FromChecks`): its user
     may send From it, and its organization and channels are this message's route inputs,
     not read again."""
 
@@ -151,19 +160,21 @@ class Submitter:
     ) -> Receipt:
         """One message of an intake that answers for it alone (the API's single POST): `make`
         finds its sender and builds it inside the read transaction, given the request's
-        `sender_checks` (its envelope sender's checks read the rights once for the From's
-        too), so the sender's own read (the API token's) shares that transaction; then its
-        From's check, its route and forecast there, and its commit after, in its own
-        transaction.
+        sender check (`FromChecks.check`: its envelope sender's), so the sender's own read
+        (the API token's) shares that transaction; then its From's check, its route and
+        forecast there, and its commit after, in its own transaction. The sender's rights to
+        an address and the route's inputs (the organization and its channels) are read in
+        one statement per domain (`FromChecks`), as the submission port reads a logged-in
+        user's From: an envelope sender and a From of one domain, one read.
 
         Raises what `make` raises, Forbidden, CannotCarry and the commit's errors (Conflict,
         StoreUnavailable), in that order."""
-        checks = self.sender_checks()
+        checks = FromChecks(self._store.user_from)
         with self._store.snapshot():  # make's reads and the plan's: one read transaction
-            sender, submission = make(checks)
-            checks(sender, submission.composed.from_address)
-            checked = {checked_pair(sender, submission.composed.from_address)}
-            plan = self.plan_each([(sender, submission)], now=now, checked=checked)
+            sender, submission = make(checks.check)
+            known = checks.checked(sender, submission.composed.from_address)
+            item = (sender, replace(submission, checked_from=known))
+            plan = self.plan_each([item], now=now)
         [receipt] = self.commit_each(plan)
         if isinstance(receipt, Exception):
             raise receipt
