@@ -50,7 +50,7 @@ def marker(conn: sa.Connection) -> str:
 def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str], mark: str) -> str:
     """`INSERT INTO table (columns) VALUES (mark, ...)`: one row's values, in `columns`' order
     (names quoted as the dialect needs). Made once per dialect and statement: every intake's
-    commit sends three (a single POST's made them anew, ~5% of its request thread's CPU)."""
+    commit sends three (made anew, ~5% of a single POST's request thread in a profile)."""
     return _insert_sql(conn.dialect.identifier_preparer, table, tuple(columns), mark)
 
 
