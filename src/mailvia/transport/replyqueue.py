@@ -7,6 +7,9 @@ before writing n commands in one write, then `read_response` n times. A single c
 as before (aiosmtplib marks one reply expected before each write); data nobody waits for is
 still dropped, as aiosmtplib drops it, so a stray reply is never paired with a later command.
 A disconnect is queued after the replies that came before it, so they are still read.
+Each read waits up to its own timeout, but the reads' deadlines share one timer per
+connection (`_arrived`), moved only when a read's deadline comes before it: an
+`asyncio.timeout` per read cost a timer and a cancel scope per reply.
 
 `Client` is aiosmtplib's `SMTP` over a connected socket, with a `ReplyQueue` as its protocol;
 connect, TLS, STARTTLS, EHLO and AUTH stay aiosmtplib's. Written against aiosmtplib 5.1 (its
@@ -129,20 +132,24 @@ class ReplyQueue(SMTPProtocol):
         a read usually ends long before its timeout, and the next one's deadline is later, so
         the timer scheduled for an earlier read serves it (on firing early, it is scheduled
         again for the read then pending). An `asyncio.timeout` per read was 5.5% of a
-        worker's event loop (docs/benchmarks.md, branch `worker`, session 11)."""
-        if timeout is not None:
-            self._deadline = deadline = self._loop.time() + timeout
-            timer = self._timer
-            if timer is None or timer.when() > deadline:
-                if timer is not None:
-                    timer.cancel()
-                self._timer = self._loop.call_at(deadline, self._on_timer)
+        worker's event loop (docs/benchmarks.md, branch `worker`, session 11). The timer is
+        set only once the read is about to wait: a read after the connection's end sets none
+        (`connection_lost` cancelled the last; a new one would keep this protocol until it
+        fired)."""
+        deadline: float | None = None
         try:
             while not self._replies:  # woken by part of a reply only: wait on
                 if self._expired:
                     raise SMTPReadTimeoutError("Timed out waiting for server response")
                 if self.transport is None:
                     raise SMTPServerDisconnected("Connection lost")
+                if timeout is not None and deadline is None:  # this read's first wait
+                    self._deadline = deadline = self._loop.time() + timeout
+                    timer = self._timer
+                    if timer is None or timer.when() > deadline:
+                        if timer is not None:
+                            timer.cancel()
+                        self._timer = self._loop.call_at(deadline, self._on_timer)
                 self._response_pending = True  # also a read without a write: the greeting
                 self._arrival = self._loop.create_future()
                 await self._arrival
