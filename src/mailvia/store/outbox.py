@@ -56,9 +56,10 @@ def _earliest(state: State, column: sa.ColumnElement[Any]) -> Any:
 
 
 # The dispatcher's look (serve wakes it after every intake's commit; a worker looks every
-# second anyway): its two statements built once, the time bound at execution. Building and
-# keying them took about as long as running them on SQLite (docs/benchmarks.md, branch
-# `single`, session 11).
+# second anyway): its two statements built once, the time bound at execution. Built anew per
+# call, building and keying them took about three times as long as running them on SQLite
+# (the look's CPU 3.1 ms built per call, 0.83 ms built once: docs/benchmarks.md, branch
+# `look`, session 12).
 _NOW = sa.bindparam("now", type_=Time)
 _CHANNELS_DUE = (
     sa.select(c.id)
