@@ -94,3 +94,79 @@ async def test_a_malformed_reply_and_a_late_one_are_errors() -> None:
         await protocol.read_response(timeout=1)
     with pytest.raises(SMTPReadTimeoutError):
         await protocol.read_response(timeout=0.05)
+
+
+async def test_every_read_is_bounded_by_its_own_timeout_with_one_timer() -> None:
+    protocol, _ = connected()
+    loop = asyncio.get_running_loop()
+    scheduled: list[float] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, *args: object, **kwargs: object) -> asyncio.TimerHandle:
+        scheduled.append(when)
+        return call_at(when, *args, **kwargs)  # type: ignore[arg-type]
+
+    loop.call_at = counting_call_at  # type: ignore[method-assign]
+    try:
+        await protocol.read_response(timeout=5)
+        for _ in range(10):  # replies that come in time: the first read's timer serves all
+            protocol.expect(1)
+            reading = asyncio.ensure_future(protocol.read_response(timeout=5))
+            await asyncio.sleep(0)
+            protocol.data_received(b"250 ok\r\n")
+            assert (await reading).code == 250
+        assert len(scheduled) == 1
+        started = loop.time()  # a shorter timeout than the timer's: a timer of its own
+        protocol.expect(1)
+        with pytest.raises(SMTPReadTimeoutError):
+            await protocol.read_response(timeout=0.1)
+        assert loop.time() - started < 1 and len(scheduled) == 2
+        protocol.expect(2)  # a quick read, then a stalled one with a longer timeout: the
+        reading = asyncio.ensure_future(protocol.read_response(timeout=0.1))
+        await asyncio.sleep(0)
+        protocol.data_received(b"250 ok\r\n")
+        await reading
+        started = loop.time()  # the quick read's timer fires while this one waits: set again
+        with pytest.raises(SMTPReadTimeoutError):
+            await protocol.read_response(timeout=0.4)
+        assert 0.35 < loop.time() - started < 2
+    finally:
+        del loop.call_at
+
+
+async def test_a_read_after_the_timer_fired_while_idle_gets_its_reply() -> None:
+    """A pooled connection idle past the last read's deadline: the timer fires with no read
+    pending, and the next read waits its own timeout (not timed out at once)."""
+    protocol, _ = connected()
+    await protocol.read_response(timeout=1)
+    protocol.expect(1)
+    reading = asyncio.ensure_future(protocol.read_response(timeout=0.05))
+    await asyncio.sleep(0)
+    protocol.data_received(b"250 ok\r\n")
+    await reading
+    await asyncio.sleep(0.1)  # idle: the 0.05 read's timer fires meanwhile
+    protocol.expect(1)
+    asyncio.get_running_loop().call_later(0.02, protocol.data_received, b"251 next\r\n")
+    assert (await protocol.read_response(timeout=0.3)).code == 251
+
+
+async def test_the_connection_lost_while_a_read_waits_cancels_the_timer() -> None:
+    protocol, _ = connected()
+    await protocol.read_response(timeout=1)
+    protocol.expect(1)
+    reading = asyncio.ensure_future(protocol.read_response(timeout=30))
+    await asyncio.sleep(0)
+    assert protocol._timer is not None
+    protocol.connection_lost(ConnectionResetError("reset"))
+    with pytest.raises(SMTPServerDisconnected):
+        await reading
+    assert protocol._timer is None  # not left to hold the protocol for 30 s
+
+
+async def test_a_read_after_the_connection_closed_sets_no_timer() -> None:
+    protocol, _ = connected()
+    await protocol.read_response(timeout=1)
+    protocol.connection_lost(None)
+    with pytest.raises(SMTPServerDisconnected):
+        await protocol.read_response(timeout=30)
+    assert protocol._timer is None  # not left to hold the protocol for 30 s

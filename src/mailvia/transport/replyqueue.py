@@ -7,6 +7,9 @@ before writing n commands in one write, then `read_response` n times. A single c
 as before (aiosmtplib marks one reply expected before each write); data nobody waits for is
 still dropped, as aiosmtplib drops it, so a stray reply is never paired with a later command.
 A disconnect is queued after the replies that came before it, so they are still read.
+Each read waits up to its own timeout, but the reads' deadlines share one timer per
+connection (`_arrived`), moved only when a read's deadline comes before it: an
+`asyncio.timeout` per read cost a timer and a cancel scope per reply.
 
 `Client` is aiosmtplib's `SMTP` over a connected socket, with a `ReplyQueue` as its protocol;
 connect, TLS, STARTTLS, EHLO and AUTH stay aiosmtplib's. Written against aiosmtplib 5.1 (its
@@ -44,6 +47,9 @@ class ReplyQueue(SMTPProtocol):
     def __init__(self, *args: object, **kwargs: object) -> None:
         self._replies: deque[SMTPResponse | Exception] = deque()
         self._arrival: asyncio.Future[None] | None = None
+        self._deadline: float | None = None  # the pending read's, on the loop's clock
+        self._expired = False  # the pending read's deadline has passed
+        self._timer: asyncio.TimerHandle | None = None
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     # aiosmtplib sets this before each command it writes (and at connect, for the greeting);
@@ -87,6 +93,9 @@ class ReplyQueue(SMTPProtocol):
             raise SMTPResponseException(SMTPStatus.invalid_response, "Response too long")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:  # it would keep this protocol until it fired
+            self._timer.cancel()
+            self._timer = None
         if self._wanted:
             self._replies.append(self._ending(exc))
             self._wanted = 0
@@ -116,19 +125,51 @@ class ReplyQueue(SMTPProtocol):
         return reply
 
     async def _arrived(self, timeout: float | None) -> None:
-        """Wait until a reply (or the connection's end) is queued."""
+        """Wait until a reply (or the connection's end) is queued, for up to `timeout`.
+
+        Each read has its own deadline, as with an `asyncio.timeout` around the wait, but the
+        deadlines share one timer, moved only when it would fire after the read's deadline:
+        a read usually ends long before its timeout, and the next one's deadline is later, so
+        the timer scheduled for an earlier read serves it (on firing early, it is scheduled
+        again for the read then pending). An `asyncio.timeout` per read was 5.5% of a
+        worker's event loop (docs/benchmarks.md, branch `worker`, session 11). The timer is
+        set only once the read is about to wait: a read after the connection's end sets none
+        (`connection_lost` cancelled the last; a new one would keep this protocol until it
+        fired)."""
+        deadline: float | None = None
         try:
-            async with asyncio.timeout(timeout):
-                while not self._replies:  # woken by part of a reply only: wait on
-                    if self.transport is None:
-                        raise SMTPServerDisconnected("Connection lost")
-                    self._response_pending = True  # also a read without a write: the greeting
-                    self._arrival = self._loop.create_future()
-                    await self._arrival
-        except TimeoutError as exc:
-            raise SMTPReadTimeoutError("Timed out waiting for server response") from exc
+            while not self._replies:  # woken by part of a reply only: wait on
+                if self._expired:
+                    raise SMTPReadTimeoutError("Timed out waiting for server response")
+                if self.transport is None:
+                    raise SMTPServerDisconnected("Connection lost")
+                if timeout is not None and deadline is None:  # this read's first wait
+                    self._deadline = deadline = self._loop.time() + timeout
+                    timer = self._timer
+                    if timer is None or timer.when() > deadline:
+                        if timer is not None:
+                            timer.cancel()
+                        self._timer = self._loop.call_at(deadline, self._on_timer)
+                self._response_pending = True  # also a read without a write: the greeting
+                self._arrival = self._loop.create_future()
+                await self._arrival
         finally:
             self._arrival = None
+            self._deadline = None
+            self._expired = False
+
+    def _on_timer(self) -> None:
+        """The shared timer fired: the pending read times out if its deadline is the timer's
+        (or earlier); a read with a later deadline gets the timer again for it."""
+        fired, self._timer = self._timer, None
+        deadline = self._deadline
+        if deadline is None or fired is None:
+            return  # no read pending: the next read schedules its own
+        if deadline <= fired.when():
+            self._expired = True
+            self._wake()
+        else:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
 
 
 class Client(SMTP):
