@@ -223,13 +223,13 @@ async def test_a_connection_idle_past_the_last_reads_timeout_is_reused(
 ) -> None:
     """The replies' shared timer fires while the connection waits in the pool, with no read
     pending: the next send on it reads its replies (not timed out at once, at MAIL)."""
-    short = replace(FAST, greeting=0.3, command=0.3, data_init=0.3, data_end=0.3)
+    short = replace(FAST, greeting=1.0, command=1.0, data_init=1.0, data_end=1.0)
     async with TestServer(pipelining=pipelining) as srv:
         for _ in range(2):
             result = await send(transport, srv.port, timeouts=short)
             assert result.stage is Stage.DATA_END and result.reply is not None
             assert result.reply.code == 250, result
-            await asyncio.sleep(0.6)  # idle in the pool, past the last read's timeout
+            await asyncio.sleep(1.3)  # idle in the pool, past the last read's timeout
         assert (early(srv) != []) is pipelining  # the path under test ran
         assert len(srv.sessions) == 1 and len(srv.received) == 2
 
