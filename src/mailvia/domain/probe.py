@@ -20,7 +20,7 @@ from typing import Any
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.delivery import TransactionResult
-from mailvia.domain.oauth import AppSource, reconnect_words, refused_app
+from mailvia.domain.oauth import AppSource, reconnect_words, refusal, refused_app
 from mailvia.domain.replies import Reply
 
 
@@ -305,7 +305,8 @@ def _own_sign_in_hint(reply: Reply) -> str | None:
         return HINTS[_SMTP_AUTH_OFF]
     provider = next((p for p in Provider if reply.text.endswith(": " + reconnect_words(p))), None)
     if provider is not None:
-        source = refused_app(reply)
+        kind = refusal(reply.refusal)  # carried; a stored reason's text is read exactly
+        source = kind.app if kind is not None else refused_app(reply)
         if source is None:
             return CONSENT_GONE.format(provider=provider.display_name)
         return _app_refused_hint(provider, source)

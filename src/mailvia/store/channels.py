@@ -76,6 +76,7 @@ def channel_values(channel: Channel) -> dict[str, Any]:
         "throttled_until": channel.throttled_until,
         "throttle_level": channel.throttle_level,
         "generation": channel.generation,
+        "refusal": channel.refusal,
         "retry": json.dumps(dataclasses.asdict(channel.retry)),
         "timeouts": json.dumps(dataclasses.asdict(channel.timeouts)),
         "transport": TransportKind(channel.transport).value,
@@ -134,6 +135,7 @@ def _channel_from(row: Any) -> Channel:
         throttled_until=row.throttled_until,
         throttle_level=row.throttle_level,
         generation=row.generation,
+        refusal=row.refusal,
         retry=RetryPolicy(**_known(RetryPolicy, json.loads(row.retry))),
         timeouts=Timeouts(**_known(Timeouts, json.loads(row.timeouts))),
         transport=TransportKind(row.transport),
@@ -271,11 +273,14 @@ class ChannelStore:
                 raise NotFound(f"no channel {channel_id!r}")
             return _read(conn, channel_id)
 
-    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
-        """Mark the channel disconnected for `reason`, only if it is active and still in the
-        generation `seen` has (one conditional UPDATE: of two parties that saw it so, one
-        does). Returns the channel disconnected, or None: it is not active (paused, already
-        disconnected), changed since (reconnected, edited) or is gone."""
+    def disconnect_channel(
+        self, seen: Channel, reason: str, now: Instant, *, refusal: str | None = None
+    ) -> Channel | None:
+        """Mark the channel disconnected for `reason` (and an OAuth refusal's kind), only if it
+        is active and still in the generation `seen` has (one conditional UPDATE: of two
+        parties that saw it so, one does). Returns the channel disconnected, or None: it is
+        not active (paused, already disconnected), changed since (reconnected, edited) or is
+        gone."""
         with self._db.write() as conn:
             result = conn.execute(
                 channels.update()
@@ -284,7 +289,7 @@ class ChannelStore:
                     channels.c.state == ChannelState.ACTIVE.value,
                     channels.c.generation == seen.generation,
                 )
-                .values(**_state_values(ChannelState.DISCONNECTED, reason, now))
+                .values(**_state_values(ChannelState.DISCONNECTED, reason, now, refusal))
             )
             return _read(conn, seen.id) if result.rowcount == 1 else None
 
@@ -301,10 +306,14 @@ class ChannelStore:
                 raise NotFound(f"no channel {channel_id!r}")
 
 
-def _state_values(state: ChannelState, reason: str | None, now: Instant) -> dict[str, Any]:
+def _state_values(
+    state: ChannelState, reason: str | None, now: Instant, refusal: str | None = None
+) -> dict[str, Any]:
+    """Any change of state clears the refusal kind, but a disconnect for one."""
     return {
         "state": ChannelState(state).value,
         "state_reason": reason,
+        "refusal": refusal,
         "state_changed_at": now,
         "generation": channels.c.generation + 1,
     }
