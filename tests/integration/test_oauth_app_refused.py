@@ -56,9 +56,10 @@ def settings(pool: ThreadedTestServer) -> dict[str, str]:
 
 @pytest.fixture
 async def world(
-    tmp_path: Path, fake: FakeProviders, pool: ThreadedTestServer
+    tmp_path: Path, fake: FakeProviders, pool: ThreadedTestServer, migrated_store_url: str
 ) -> AsyncIterator[World]:
-    w = oauth_world(tmp_path / "data", fake, **settings(pool))
+    """On SQLite and PostgreSQL."""
+    w = oauth_world(tmp_path / "data", fake, db_url=migrated_store_url, **settings(pool))
     yield w
     await w.close()
 
@@ -211,19 +212,19 @@ async def test_an_app_still_refused_when_saved_disconnects_its_mailboxes_again(
     assert received(fake, JANE) == []
 
 
-def reopened(data_dir: Path, fake: FakeProviders, **more: str) -> World:
+def reopened(data_dir: Path, db_url: str, fake: FakeProviders, **more: str) -> World:
     """The service started again on the same data (another process, or a restart)."""
     world = World.__new__(World)
-    world._open(data_dir, None, oauth_settings(fake) | more)
+    world._open(data_dir, db_url, oauth_settings(fake) | more)
     world.jane, world.admin = world.store.find_user(JANE), world.store.find_user(ADMIN)  # type: ignore[assignment]
     return world
 
 
 async def test_the_operators_app_mended_in_the_settings_is_tried_again_at_the_next_start(
-    tmp_path: Path, fake: FakeProviders, pool: ThreadedTestServer
+    tmp_path: Path, fake: FakeProviders, pool: ThreadedTestServer, migrated_store_url: str
 ) -> None:
-    data = tmp_path / "data"
-    world = oauth_world(data, fake, **settings(pool))
+    data, url = tmp_path / "data", migrated_store_url
+    world = oauth_world(data, fake, db_url=url, **settings(pool))
     assert world.services.oauth_apps.view(world.admin, Provider.GOOGLE).source is (
         AppSource.OPERATOR
     )
@@ -235,15 +236,15 @@ async def test_the_operators_app_mended_in_the_settings_is_tried_again_at_the_ne
     assert world.store.get_channel(jane).refusal == Refusal.OPERATOR_APP
     await world.close()  # the service stops
     fake.set_faults([])
-    same = reopened(data, fake, **settings(pool))
+    same = reopened(data, url, fake, **settings(pool))
     try:  # started again with the settings unchanged: the refused app is not tried again
         assert same.services.oauth_apps.revive_operator(time.time()) == []
         assert same.store.get_channel(jane).state is ChannelState.DISCONNECTED
     finally:
         await same.close()
     # The operator puts the app's new secret in the settings; two processes start with it.
-    first = reopened(data, fake, oauth_google_client_secret="rotated", **settings(pool))
-    second = reopened(data, fake, oauth_google_client_secret="rotated", **settings(pool))
+    first = reopened(data, url, fake, oauth_google_client_secret="rotated", **settings(pool))
+    second = reopened(data, url, fake, oauth_google_client_secret="rotated", **settings(pool))
     try:
         revived = [
             *first.services.oauth_apps.revive_operator(time.time()),
