@@ -359,12 +359,14 @@ def fix_for(reply: Reply | None) -> str | None:
     return hint_for(reply) if reply.code in _NEEDS_A_FIX else None
 
 
-def fix_for_reason(reason: str | None) -> str | None:
-    """`fix_for` the reply a channel's `state_reason` records (`530 5.7.0 ...`), if it is one."""
+def fix_for_reason(reason: str | None, refusal: str | None = None) -> str | None:
+    """`fix_for` the reply a channel's `state_reason` records (`530 5.7.0 ...`), if it is one,
+    with the OAuth refusal's kind the channel was disconnected for (`Channel.refusal`)."""
     coded = re.match(r"^([2-5]\d\d)(?:[ -](.*))?$", (reason or "").strip(), re.DOTALL)
     if coded is None:
         return None
-    return fix_for(Reply.parse(int(coded.group(1)), coded.group(2) or ""))
+    said = Reply.parse(int(coded.group(1)), coded.group(2) or "")
+    return fix_for(Reply(said.code, said.enhanced, said.text, refusal=refusal))
 
 
 REFUSED_BY_SERVER: dict[str, str] = {
