@@ -17,6 +17,7 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from mailvia.domain.channel import ChannelState, Provider
 from mailvia.domain.clock import SteppingClock
@@ -25,6 +26,7 @@ from mailvia.domain.oauth import AppSource, Refusal
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.submit import Submission
+from mailvia.store.engine import create_engine
 from mailvia.testserver import ThreadedTestServer
 from mailvia.testserver.fake import FakeProviders
 from support.fake_providers import running
@@ -258,3 +260,42 @@ async def test_the_operators_app_mended_in_the_settings_is_tried_again_at_the_ne
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_new_apps_refusal_is_told_though_an_old_apps_mailbox_stays_disconnected(
+    world: World, fake: FakeProviders, pool: ThreadedTestServer, migrated_store_url: str
+) -> None:
+    own_app(world)
+    carol, jane = [await mailbox(world, fake, e) for e in (CAROL, JANE)]
+    # January: the app is refused; Carol's mailbox, the only one sending, is disconnected.
+    fake.set_faults([REFUSED])
+    fake.expire(CAROL)
+    send(world, CAROL, "carol", 1)
+    await deliver(world)
+    assert world.store.get_channel(carol).refusal == Refusal.ORGANIZATION_APP
+    # Her tokens are of a client since replaced: the admin registers a new app (a new
+    # secret here), which cannot revive her mailbox; it stays disconnected.
+    engine = create_engine(migrated_store_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE oauth_tokens SET client_id = 'retired' WHERE channel_id = :c"),
+            {"c": carol},
+        )
+    engine.dispose()
+    fake.set_faults([])
+    operator = world.services.oauth_apps.operator[Provider.GOOGLE]
+    world.services.oauth_apps.put(
+        world.admin, Provider.GOOGLE, client_id=operator.client_id,
+        client_secret="new secret", tenant=None, now=time.time(),
+    )  # fmt: skip
+    assert world.store.get_channel(carol).state is ChannelState.DISCONNECTED
+    # June: the new app's secret expires; Jane's mailbox is disconnected: the admins hear it.
+    fake.set_faults([REFUSED])
+    fake.expire(JANE)
+    send(world, JANE, "jane", 1)
+    await deliver(world)
+    assert world.store.get_channel(jane).refusal == Refusal.ORGANIZATION_APP
+    await world.services.dispatcher.run_once(SteppingClock(time.time() + 3600))
+    notices = pool.wait_for(4)
+    to_admin = [n for n in notices if n["rcpt_to"] == [ADMIN]]
+    assert len(to_admin) == 2 and len(notices) == 4

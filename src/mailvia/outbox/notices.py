@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from mailvia.domain.channel import Channel, ChannelState, TransportKind, concerns
+from mailvia.domain.channel import Channel, ChannelState, Provider, TransportKind, concerns
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError
 from mailvia.domain.ids import make_id
@@ -24,6 +24,7 @@ from mailvia.domain.oauth import (
 )
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Draft, compose
+from mailvia.outbox.oauth.ports import SealedApp, StoredTokens
 from mailvia.outbox.ports import NewMessage
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class NoticeStore(Protocol):
 
     def list_users(self, org_id: str) -> list[User]: ...
     def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
+    def oauth_token_list(self, org_id: str) -> list[StoredTokens]: ...
+    def oauth_app(self, org_id: str, provider: Provider) -> SealedApp | None: ...
     def add_messages(self, messages: Sequence[NewMessage]) -> list[tuple[str, bool]]: ...
 
 
@@ -96,17 +99,31 @@ class Notices:
 
     def _tell_admins(self, channel: Channel, source: AppSource, reason: str, now: Instant) -> None:
         """The organization's admins hear that the provider refused its app, from the first
-        mailbox it disconnected (none of the organization's was disconnected for the same
-        refusal before this one: two at the same instant may both tell, none fails to)."""
+        mailbox disconnected for that very app: none of the organization's was disconnected
+        earlier for the same refusal of the same app (its tokens' `refused_app` fingerprint)
+        since the organization's app was last saved (two at the same instant may both tell,
+        none fails to). A mailbox left disconnected by an older app's refusal never silences
+        the notice of a newer app's."""
         assert channel.oauth is not None
+        org_id = channel.organization_id
+        refused = {t.channel_id: t.refused_app for t in self.store.oauth_token_list(org_id)}
+        app = refused.get(channel.id)
+        saved = (
+            self.store.oauth_app(org_id, channel.oauth)
+            if source is AppSource.ORGANIZATION
+            else None
+        )
+        since = saved.updated_at if saved is not None else float("-inf")
         same = [
             c
-            for c in self.store.list_channels(channel.organization_id)
+            for c in self.store.list_channels(org_id)
             if c.state is ChannelState.DISCONNECTED
             and c.refusal == channel.refusal
             and c.oauth is channel.oauth
             and c.id != channel.id
-            and (c.state_changed_at or 0.0) < (channel.state_changed_at or 0.0)
+            and app is not None
+            and refused.get(c.id) == app
+            and since <= (c.state_changed_at or 0.0) < (channel.state_changed_at or 0.0)
         ]
         if same:
             return
