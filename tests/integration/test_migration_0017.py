@@ -16,16 +16,56 @@ from support.rows import rows_of
 
 T0 = 1_700_000_000.0
 G, M = Provider.GOOGLE, Provider.MICROSOFT
-# (channel, its failure and state reason as mailvia wrote them, the kind expected)
+ORG_CLIENT, OPERATOR_CLIENT = "org-client", "operator-client"
+# (channel, its failure and state reason as mailvia wrote them, its tokens' client, the kind)
 STORED = [
-    ("ch_org", str(consent_refused(M, "invalid_client")), "organization_app"),
-    ("ch_op", str(consent_refused(G, "deleted_client", AppSource.OPERATOR)), "operator_app"),
-    ("ch_grant", str(consent_refused(G, "invalid_grant")), "consent"),
-    ("ch_unasked", str(not_connected(M, "no refresh token was granted")), "not_asked"),
-    ("ch_gone", str(not_connected(G)), "not_asked"),
+    ("ch_org", str(consent_refused(M, "invalid_client")), ORG_CLIENT, "organization_app"),
+    (
+        "ch_op",
+        str(consent_refused(G, "deleted_client", AppSource.OPERATOR)),
+        OPERATOR_CLIENT,
+        "operator_app",
+    ),
+    # written between ae7297a and 69c13e2, when the operator's app was called the
+    # organization's: whose it was is read from the tokens' client
+    ("ch_was_op", str(consent_refused(G, "invalid_client")), OPERATOR_CLIENT, "operator_app"),
+    ("ch_grant", str(consent_refused(G, "invalid_grant")), ORG_CLIENT, "consent"),
+    # 6f82779's words for any refusal, and the consent's words for an app's error before
+    # ae7297a named the app
+    (
+        "ch_first",
+        "535 5.7.8 mailvia: Google refused the grant (invalid_grant): reconnect with Google",
+        ORG_CLIENT,
+        "consent",
+    ),
+    (
+        "ch_first_app",
+        "535 5.7.8 mailvia: Google refused the grant (invalid_client): reconnect with Google",
+        OPERATOR_CLIENT,
+        "operator_app",
+    ),
+    (
+        "ch_consent_app",
+        "535 5.7.8 mailvia: Google no longer honours the consent (unauthorized_client): "
+        "reconnect with Google",
+        ORG_CLIENT,
+        "organization_app",
+    ),
+    ("ch_unasked", str(not_connected(M, "no refresh token was granted")), ORG_CLIENT, "not_asked"),
+    ("ch_gone", str(not_connected(G)), ORG_CLIENT, "not_asked"),
     # a server's words quoting ours, and a reason that is not an OAuth refusal at all
-    ("ch_quoted", "535 5.7.8 the server said: " + consent_refused(G, "invalid_client").text, None),
-    ("ch_after", "535 5.7.8 mailvia: Google refused a freshly renewed token (535 5.7.8 no)", None),
+    (
+        "ch_quoted",
+        "535 5.7.8 the server said: " + consent_refused(G, "invalid_client").text,
+        ORG_CLIENT,
+        None,
+    ),
+    (
+        "ch_after",
+        "535 5.7.8 mailvia: Google refused a freshly renewed token (535 5.7.8 no)",
+        ORG_CLIENT,
+        None,
+    ),
 ]
 
 
@@ -37,7 +77,14 @@ def seed(url: str) -> None:
             "INSERT INTO organizations (id, name, fallback, created_at) "
             f"VALUES ('org_a', 'acme', 'hold', {T0})"
         )
-        for channel, reason, _ in STORED:
+        conn.execute(
+            sa.text(
+                "INSERT INTO oauth_apps (organization_id, provider, client_id, updated_at) "
+                "VALUES ('org_a', 'google', :c, :t)"
+            ),
+            {"c": ORG_CLIENT, "t": T0},
+        )
+        for channel, reason, client, _ in STORED:
             conn.execute(
                 sa.text(
                     "INSERT INTO channels (id, organization_id, name, kind, host, port, "
@@ -54,9 +101,15 @@ def seed(url: str) -> None:
                 sa.text(
                     "INSERT INTO oauth_tokens (channel_id, provider, client_id, address, access, "
                     "scope, expires_at, obtained_at, version, failure) VALUES (:id, 'google', "
-                    "'client', 'jane@acme.test', :blob, '', :t, :t, 1, :f)"
+                    ":client, 'jane@acme.test', :blob, '', :t, :t, 1, :f)"
                 ),
-                {"id": channel, "blob": b"sealed", "t": T0, "f": reason.removeprefix("535 5.7.8 ")},
+                {
+                    "id": channel,
+                    "client": client,
+                    "blob": b"sealed",
+                    "t": T0,
+                    "f": reason.removeprefix("535 5.7.8 "),
+                },
             )
         # an active mailbox and its good tokens: nothing to classify
         conn.execute(
@@ -76,7 +129,7 @@ def seed(url: str) -> None:
 def test_stored_refusals_are_classified_once_from_mailvias_own_words(store_url: str) -> None:
     seed(store_url)
     migrate(store_url)
-    expected = {channel: kind for channel, _, kind in STORED}
+    expected = {channel: kind for channel, _, _, kind in STORED}
     tokens = dict(rows_of(store_url, "SELECT channel_id, refusal FROM oauth_tokens"))
     assert tokens == expected
     channels = dict(rows_of(store_url, "SELECT id, refusal FROM channels"))
