@@ -15,16 +15,19 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from email import message_from_bytes
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from mailvia.domain.channel import ChannelState, Provider
 from mailvia.domain.clock import SteppingClock
+from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.message import State
 from mailvia.domain.oauth import AppSource, Refusal
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Draft, compose
+from mailvia.outbox.oauth.ports import Revived
 from mailvia.outbox.submit import Submission
 from mailvia.store.engine import create_engine
 from mailvia.testserver import ThreadedTestServer
@@ -299,3 +302,43 @@ async def test_a_new_apps_refusal_is_told_though_an_old_apps_mailbox_stays_disco
     notices = pool.wait_for(4)
     to_admin = [n for n in notices if n["rcpt_to"] == [ADMIN]]
     assert len(to_admin) == 2 and len(notices) == 4
+
+
+async def test_a_mailbox_that_fails_to_come_back_stops_neither_the_others_nor_the_save(
+    world: World,
+    fake: FakeProviders,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    own_app(world)
+    jane, bob = [await mailbox(world, fake, e) for e in (JANE, BOB)]
+    fake.set_faults([REFUSED])
+    for account in (JANE, BOB):
+        fake.expire(account)
+        send(world, account, "held", 1)
+    await deliver(world)
+    fake.set_faults([])
+    store, revive = world.store, world.store._revive
+
+    def failing(channel_id: str, *args: Any) -> Revived | None:
+        if channel_id == jane:
+            raise StoreUnavailable("the database is unavailable: deadlock detected")
+        return revive(channel_id, *args)
+
+    monkeypatch.setattr(store, "_revive", failing)
+    async with pages(world) as admin:
+        await sign_in(admin, world, ADMIN)
+        team = (await admin.get("/team")).text
+        form = {"csrf": csrf_of(team), "client_id": "mailvia-test-client", "client_secret": "s2"}
+        saved = await admin.post("/team/oauth/google", data=form)
+        assert saved.status_code == 303
+    assert store.get_channel(jane).state is ChannelState.DISCONNECTED
+    assert store.get_channel(bob).state is ChannelState.ACTIVE
+    assert f"channel {jane} not tried again with its app" in caplog.text
+
+    # the store failing altogether: a process still starts
+    def down(*args: Any, **kwargs: Any) -> list[Revived]:
+        raise StoreUnavailable("the database is unavailable")
+
+    monkeypatch.setattr(store, "revive_mailboxes", down)
+    assert world.services.oauth_apps.revive_operator(time.time()) == []

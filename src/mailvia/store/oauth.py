@@ -4,6 +4,7 @@ secrets, tokens, PKCE verifiers) arrive sealed by the vault and are stored as th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from mailvia.domain.channel import RUNTIME_FIELDS, Channel, ChannelState, Provider, TransportKind
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import NotFound
+from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.message import State
 from mailvia.outbox.oauth.ports import PendingFlow, Revived, SealedApp, StoredTokens
 from mailvia.store.channels import _read as read_channel
@@ -19,6 +20,8 @@ from mailvia.store.channels import _state_values, channel_values
 from mailvia.store.engine import Database
 from mailvia.store.settle import _move
 from mailvia.store.tables import channels, messages, oauth_apps, oauth_flows, oauth_tokens
+
+log = logging.getLogger(__name__)
 
 a, f, t = oauth_apps.c, oauth_flows.c, oauth_tokens.c
 # (kind, key, sealed blob) of every OAuth secret, for re-sealing under a new master key.
@@ -318,11 +321,16 @@ class OAuthStore:
             query = query.where(c.organization_id == org_id)
         with self._db.read() as conn:
             found = conn.execute(query.where(which).order_by(t.channel_id)).all()
-        return [
-            revived
-            for row in found
-            if (revived := self._revive(row.channel_id, row.organization_id, row.refusal, now))
-        ]
+        revived: list[Revived] = []
+        for row in found:  # one failing (a deadlock, the database gone) stops no other
+            try:
+                done = self._revive(row.channel_id, row.organization_id, row.refusal, now)
+            except MailviaError as exc:
+                log.warning("channel %s not tried again with its app: %s", row.channel_id, exc)
+                continue
+            if done is not None:
+                revived.append(done)
+        return revived
 
     def _revive(self, channel_id: str, org_id: str, refusal: str, now: Instant) -> Revived | None:
         """One mailbox: its tokens' refusal cleared (only while it is still `refusal`), and
@@ -330,6 +338,9 @@ class OAuthStore:
         c = channels.c
         cleared = {"failure": None, "refusal": None, "refused_app": None}
         with self._db.write() as conn:
+            # the channel's row first, then its tokens': the order connect_mailbox takes
+            # them in (PostgreSQL; SQLite's write lock is the database's)
+            conn.execute(sa.select(c.id).where(c.id == channel_id).with_for_update())
             done = conn.execute(
                 oauth_tokens.update()
                 .where(t.channel_id == channel_id, t.refusal == refusal)

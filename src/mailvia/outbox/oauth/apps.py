@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import InvalidInput, NotFound
+from mailvia.domain.errors import InvalidInput, MailviaError, NotFound
 from mailvia.domain.oauth import APP_REFUSALS, AppSource, OAuthApp, Refusal
 from mailvia.domain.tenancy import User, require_admin
 from mailvia.outbox.dispatch import new_event
@@ -120,10 +120,17 @@ class OAuthApps:
         org_id: str | None = None,
         unless_app: str | None = None,
     ) -> list[Revived]:
-        revived = self.store.revive_mailboxes(
-            provider, client_id, [r.value for r in refusals], now,
-            org_id=org_id, unless_app=unless_app,
-        )  # fmt: skip
+        """Try the mailboxes again (the store's `revive_mailboxes`), with their events. Never
+        raises for the store: the app is saved, or the process starts, all the same (a
+        mailbox not tried again is logged, and stays as it was)."""
+        try:
+            revived = self.store.revive_mailboxes(
+                provider, client_id, [r.value for r in refusals], now,
+                org_id=org_id, unless_app=unless_app,
+            )  # fmt: skip
+        except MailviaError as exc:
+            log.warning("%s OAuth app changed, its mailboxes not tried again: %s", provider, exc)
+            return []
         events = [
             new_event(
                 r.organization_id,
@@ -135,7 +142,10 @@ class OAuthApps:
             if r.channel is not None
         ]
         if events:
-            self.store.add_events(events)
+            try:
+                self.store.add_events(events)
+            except MailviaError as exc:  # the mailboxes are back all the same
+                log.warning("%s OAuth app changed: events not recorded: %s", provider, exc)
         if revived:
             log.info("%s OAuth app changed: %d mailbox(es) tried again", provider, len(revived))
         return revived
