@@ -292,6 +292,15 @@ async def test_a_new_apps_refusal_is_told_though_an_old_apps_mailbox_stays_disco
         client_secret="new secret", tenant=None, now=time.time(),
     )  # fmt: skip
     assert world.store.get_channel(carol).state is ChannelState.DISCONNECTED
+    # The admins are not promised that saving the app brings it back: her rep reconnects.
+    async with pages(world) as admin:
+        await sign_in(admin, world, ADMIN)
+        page = " ".join(html.unescape((await admin.get("/channel")).text).split())
+        assert "1 mailbox was connected through a client since replaced" in page
+        assert "its rep must reconnect" in page and "tried again at once" not in page
+        team = " ".join(html.unescape((await admin.get("/team")).text).split())
+        assert "saving the app cannot bring it back; its rep must reconnect" in team
+        assert "tries them again at once" not in team
     # June: the new app's secret expires; Jane's mailbox is disconnected: the admins hear it.
     fake.set_faults([REFUSED])
     fake.expire(JANE)

@@ -9,6 +9,7 @@ Microsoft: `Mail.Send` for Graph [N4], `SMTP.Send` for XOAUTH2 [P5]).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -171,24 +172,36 @@ def refusal(value: str | None) -> Refusal | None:
 @dataclass(frozen=True)
 class RefusedApp:
     """An OAuth app the provider refused, as the organization's admins see it: whose, how many
-    of its mailboxes are disconnected for it alone, since when."""
+    of its mailboxes are disconnected for it alone and come back once it is mended
+    (`mailboxes`), how many were connected through a client since replaced (`stranded`: a
+    refresh token works only with its own client, so their reps must reconnect), since when."""
 
     provider: Provider
     source: AppSource
     mailboxes: int
     since: Instant
+    stranded: int = 0
 
 
-def refused_apps(channels: list[Channel]) -> list[RefusedApp]:
+def refused_apps(
+    channels: list[Channel], current: Callable[[Channel], bool] = lambda _: True
+) -> list[RefusedApp]:
     """The apps whose refusal keeps some of these channels disconnected (by their refusal's
-    kind, as stored), one per provider and source."""
+    kind, as stored), one per provider and source; `current`: whether a channel's tokens are
+    of the client its provider's app has now (only those come back when it is mended)."""
     found: dict[tuple[Provider, AppSource], list[Channel]] = {}
     for channel in channels:
         kind = refusal(channel.refusal)
         if channel.state is ChannelState.DISCONNECTED and channel.oauth and kind and kind.app:
             found.setdefault((channel.oauth, kind.app), []).append(channel)
     return [
-        RefusedApp(p, s, len(cs), min(c.state_changed_at or 0.0 for c in cs))
+        RefusedApp(
+            p,
+            s,
+            sum(1 for c in cs if current(c)),
+            min(c.state_changed_at or 0.0 for c in cs),
+            sum(1 for c in cs if not current(c)),
+        )
         for (p, s), cs in sorted(found.items())
     ]
 

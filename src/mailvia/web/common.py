@@ -30,7 +30,7 @@ from mailvia.domain.errors import (
     Unauthenticated,
 )
 from mailvia.domain.message import State
-from mailvia.domain.oauth import RefusedApp, basic_auth_off, oauth_offer, refused_apps
+from mailvia.domain.oauth import RefusedApp, basic_auth_off, oauth_offer
 from mailvia.domain.signins import PAGES, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.domain.waiting import message_sentence
@@ -213,7 +213,9 @@ class Banner:
 def app_banners(services: Services, user: User) -> list[RefusedApp]:
     """For admins: the OAuth apps a provider refused, keeping the organization's mailboxes
     disconnected (the Team channels page is where they mend them)."""
-    return refused_apps(services.channels.visible(user)) if user.is_admin else []
+    if not user.is_admin:
+        return []
+    return services.oauth_apps.refused(user, services.channels.visible(user))
 
 
 def banners(services: Services, user: User) -> list[Banner]:

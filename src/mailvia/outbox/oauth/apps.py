@@ -27,10 +27,17 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from mailvia.domain.channel import Provider
+from mailvia.domain.channel import Channel, Provider
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput, MailviaError, NotFound
-from mailvia.domain.oauth import APP_REFUSALS, AppSource, OAuthApp, Refusal
+from mailvia.domain.oauth import (
+    APP_REFUSALS,
+    AppSource,
+    OAuthApp,
+    Refusal,
+    RefusedApp,
+    refused_apps,
+)
 from mailvia.domain.tenancy import User, require_admin
 from mailvia.outbox.dispatch import new_event
 from mailvia.outbox.oauth.ports import AppStore, Revived, SealedApp
@@ -205,6 +212,31 @@ class OAuthApps:
             provider, fallback.client_id, fallback.tenant, bool(fallback.client_secret),
             AppSource.OPERATOR,
         )  # fmt: skip
+
+    def refused(self, actor: User, channels: list[Channel]) -> list[RefusedApp]:
+        """For admins: the apps a provider refused, keeping some of these channels (the
+        organization's) disconnected; only the mailboxes whose tokens are of the client the
+        provider's app has now are counted as coming back when it is mended, the others
+        (connected through a client since replaced) as `stranded`: their reps reconnect."""
+        if not actor.is_admin:
+            return []
+        org_id = actor.organization_id
+        clients = {t.channel_id: t.client_id for t in self.store.oauth_token_list(org_id)}
+        now_of: dict[Provider, str | None] = {}
+        for provider in Provider:
+            own = self.store.oauth_app(org_id, provider)
+            fallback = self.operator.get(provider)
+            now_of[provider] = own.client_id if own else fallback.client_id if fallback else None
+
+        def current(channel: Channel) -> bool:
+            client = clients.get(channel.id)
+            return (
+                client is not None
+                and channel.oauth is not None
+                and (client == now_of[channel.oauth])
+            )
+
+        return refused_apps(channels, current)
 
     def remove(self, actor: User, provider: Provider) -> None:
         """Remove the organization's own app (the operator's, if any, takes over). Raises
