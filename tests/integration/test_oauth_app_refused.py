@@ -165,6 +165,10 @@ async def test_a_refused_app_tells_the_admins_and_saving_it_brings_the_mailboxes
     body = " ".join(Path(to_admin[0]["file"]).read_text().replace("=\n", "").split())
     assert "Google refused the organization's OAuth app" in body
     assert "Team channels page" in body and "reps need not reconnect" in body
+    # ... and the reps are not sent to reconnect: the mended app brings their mailbox back
+    [to_jane] = [n for n in notices if n["rcpt_to"] == [JANE]]
+    said = " ".join(Path(to_jane["file"]).read_text().replace("=\n", "").split())
+    assert "You need not reconnect" in said and "sign in again" not in said
     # ... and on their pages: a banner on every page, and on the Team channels page.
     async with pages(world) as admin:
         await sign_in(admin, world, ADMIN)

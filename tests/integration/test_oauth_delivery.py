@@ -323,6 +323,7 @@ async def test_an_app_whose_secret_the_provider_refuses_sends_the_rep_to_an_admi
     [token] = failed.steps
     assert not failed.ok and token.hint is not None
     assert "organization's OAuth app" in token.hint and "Team channels page" in token.hint
+    assert "no reconnect needed" in token.hint and "then reconnect" not in token.hint
     broken = world.store.get_channel(channel_id)
     assert broken.state is ChannelState.DISCONNECTED
     reason = broken.state_reason or ""

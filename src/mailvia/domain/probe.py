@@ -275,17 +275,18 @@ CONSENT_GONE = (
 )
 APP_REFUSED_HINT = (
     "{provider} refused {whose} OAuth app itself, not this mailbox: its client ID or secret "
-    "is wrong, the secret has expired, or the app was deleted or disabled. {fix}; then "
-    "reconnect with {provider} on the channel's page."
+    "is wrong, the secret has expired, or the app was deleted or disabled. {fix}."
 )
 _ORG_APP_FIX = (
     "An admin enters the app's current client secret on the Team channels page (or mailvia "
-    "admin oauth-app)"
+    "admin oauth-app): this mailbox is then tried again by itself, no reconnect needed"
 )
 _OPERATOR_APP_FIX = (
     "It is the operator's app, from mailvia's settings (OAUTH_{setting}_CLIENT_ID and "
-    "_CLIENT_SECRET): whoever runs mailvia mends it there, or an admin sets up the "
-    "organization's own app on the Team channels page (or mailvia admin oauth-app)"
+    "_CLIENT_SECRET): whoever runs mailvia mends it there, and once mailvia runs with it this "
+    "mailbox is tried again by itself, no reconnect needed; or an admin sets up the "
+    "organization's own app on the Team channels page (or mailvia admin oauth-app), and the "
+    "rep reconnects through it"
 )
 NO_PASSWORD_STORED = (
     "mailvia has no password stored for this channel: give it one (Replace the password on "

@@ -71,8 +71,7 @@ class Notices:
             name = channel.oauth.display_name
             fix = (
                 f"{app_refused_words(channel.oauth, source)}, not your mailbox: "
-                f'{_ASK_ADMIN[source]}, then sign in again with "Reconnect with {name}" on the '
-                "setup page"
+                f"{_ASK_ADMIN[source].format(name=name)}"
             )
         elif channel.oauth is not None:
             name = channel.oauth.display_name
@@ -165,12 +164,14 @@ class Notices:
         return message_id
 
 
-_ASK_ADMIN = {
+_ASK_ADMIN = {  # what the rep does: nothing but ask; the mended app brings the mailbox back
     AppSource.ORGANIZATION: "ask an admin to enter its current client secret on the Team "
-    "channels page",
+    "channels page. You need not reconnect: once the app is saved your mailbox is tried "
+    "again by itself",
     AppSource.OPERATOR: "it is the operator's app (mailvia's settings), so ask an admin to "
-    "have whoever runs mailvia mend it, or to set up the organization's own app on the Team "
-    "channels page",
+    "have whoever runs mailvia mend it. You need not reconnect: once mailvia runs with the "
+    "mended app your mailbox is tried again by itself (only if the organization sets up its "
+    'own app instead do you sign in again, with "Reconnect with {name}" on the setup page)',
 }
 
 _ADMIN_FIX = {
