@@ -91,8 +91,12 @@ class OAuthApps:
         vault: Vault,
         *,
         operator: Mapping[Provider, OAuthApp],
-        fingerprint_key: bytes = b"",
+        fingerprint_key: bytes,
     ) -> None:
+        """`fingerprint_key`: the secret key of the apps' fingerprints (an HMAC: unkeyed, the
+        hash of a client secret could be guessed offline); required, never empty."""
+        if not fingerprint_key:
+            raise ValueError("an OAuth app's fingerprint needs a secret key")
         self.store = store
         self.vault = vault
         self.operator = dict(operator)
