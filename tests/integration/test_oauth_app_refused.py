@@ -10,6 +10,7 @@ consent) stays disconnected; a provider that still refuses disconnects them agai
 from __future__ import annotations
 
 import html
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -20,14 +21,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mailvia.domain.channel import ChannelState, Provider
+from mailvia.domain.channel import Channel, ChannelState, Provider
 from mailvia.domain.clock import SteppingClock
 from mailvia.domain.errors import StoreUnavailable
 from mailvia.domain.message import State
 from mailvia.domain.oauth import AppSource, Refusal
 from mailvia.domain.tenancy import User
 from mailvia.outbox.compose import Draft, compose
-from mailvia.outbox.oauth.ports import Revived
+from mailvia.outbox.oauth.ports import Revived, StoredTokens
 from mailvia.outbox.submit import Submission
 from mailvia.store.engine import create_engine
 from mailvia.testserver import ThreadedTestServer
@@ -355,3 +356,117 @@ async def test_a_mailbox_that_fails_to_come_back_stops_neither_the_others_nor_th
 
     monkeypatch.setattr(store, "revive_mailboxes", down)
     assert world.services.oauth_apps.revive_operator(time.time()) == []
+
+
+DAVE = "dave@globex.test"  # another organization's rep, on the operator's app
+
+
+async def refuse(world: World, fake: FakeProviders, *accounts: str) -> None:
+    """The provider refuses the app; each account's mailbox meets it as it sends."""
+    fake.set_faults([REFUSED])
+    for account in accounts:
+        fake.expire(account)
+        send(world, account, "held", 1)
+    await deliver(world)
+    fake.set_faults([])
+
+
+async def test_saving_an_app_revives_only_its_organizations_mailboxes_refused_for_an_app(
+    world: World, fake: FakeProviders
+) -> None:
+    """Another organization's mailbox of the same client, the owner's Disconnect and a
+    consent refusal are never revived by an organization's admin saving its app."""
+    own_app(world)
+    tenancy, now = world.services.tenancy, time.time()
+    tenancy.create_org("globex", now)
+    tenancy.create_team("ops", "globex", now)
+    tenancy.add_domain("globex", "globex.test", now)
+    tenancy.create_user(DAVE, org_name="globex", team_name="ops", admin=False, now=now)
+    async with pages(world) as client:
+        dave = await connect(await sign_in(client, world, DAVE), fake, "google", DAVE)
+    jane, bob, carol = [await mailbox(world, fake, e) for e in (JANE, BOB, CAROL)]
+    fake.revoke(CAROL)  # her consent revoked first: her own reason
+    send(world, CAROL, "carol", 1)
+    await deliver(world)
+    await refuse(world, fake, DAVE, JANE, BOB)
+    store = world.store
+    assert store.get_channel(dave).refusal == Refusal.OPERATOR_APP  # globex has no app
+    assert store.get_channel(carol).refusal == Refusal.CONSENT
+    # Bob disconnects his mailbox himself (its tokens deleted): his own act, never undone.
+    bob_user = store.find_user(BOB)
+    assert bob_user is not None
+    await world.services.mailboxes.disconnect(bob_user, bob, time.time())
+    saved = world.services.oauth_apps.put(
+        world.admin, Provider.GOOGLE, client_id="mailvia-test-client",
+        client_secret="s2", tenant=None, now=time.time(),
+    )  # fmt: skip
+    assert saved.revived == 1
+    assert store.get_channel(jane).state is ChannelState.ACTIVE
+    for left in (dave, bob, carol):
+        assert store.get_channel(left).state is ChannelState.DISCONNECTED, left
+    assert store.get_channel(dave).refusal == Refusal.OPERATOR_APP
+
+
+def race(store: Any, channel: Channel, fresh: StoredTokens) -> list[BaseException]:
+    """A reconnect (new tokens) and the revival of the same mailbox, at once."""
+    barrier, errors = threading.Barrier(2), []
+
+    def reconnect() -> None:
+        barrier.wait()
+        try:
+            store.connect_mailbox(channel, fresh)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def revive() -> None:
+        barrier.wait()
+        try:
+            store.revive_mailboxes(
+                Provider.GOOGLE, fresh.client_id, ["organization_app"], time.time()
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (reconnect, revive)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return errors
+
+
+async def test_a_revive_racing_a_reconnect_neither_fails_nor_deadlocks(
+    world: World, fake: FakeProviders, migrated_store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The revival and a reconnect take the channel's row, then its tokens' (PostgreSQL:
+    the other order deadlocked); on SQLite the write lock serializes them."""
+    own_app(world)
+    jane = await mailbox(world, fake, JANE)
+    await refuse(world, fake, JANE)
+    store, engine = world.store, create_engine(migrated_store_url)
+    try:
+        for _ in range(15):
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "UPDATE oauth_tokens SET failure = 'refused', "
+                        "refusal = 'organization_app' WHERE channel_id = :c"
+                    ),
+                    {"c": jane},
+                )
+                conn.execute(
+                    sa.text(
+                        "UPDATE channels SET state = 'disconnected', "
+                        "refusal = 'organization_app' WHERE id = :c"
+                    ),
+                    {"c": jane},
+                )
+            channel, tokens = store.get_channel(jane), store.oauth_tokens(jane)
+            assert tokens is not None
+            fresh = replace(tokens, failure=None, refusal=None, refused_app=None)
+            assert race(store, channel, fresh) == []
+            assert "not tried again with its app" not in caplog.text
+            after = store.oauth_tokens(jane)
+            assert after is not None and after.failure is None
+    finally:
+        engine.dispose()
