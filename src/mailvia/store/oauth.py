@@ -15,10 +15,9 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.message import State
 from mailvia.outbox.oauth.ports import PendingFlow, Revived, SealedApp, StoredTokens
-from mailvia.store.channels import _read as read_channel
-from mailvia.store.channels import _state_values, channel_values
+from mailvia.store.channels import channel_values, read_channel, state_values
 from mailvia.store.engine import Database
-from mailvia.store.settle import _move
+from mailvia.store.settle import move_messages
 from mailvia.store.tables import channels, messages, oauth_apps, oauth_flows, oauth_tokens
 
 log = logging.getLogger(__name__)
@@ -355,14 +354,14 @@ class OAuthStore:
                     c.state == ChannelState.DISCONNECTED.value,
                     c.refusal == refusal,
                 )
-                .values(**_state_values(ChannelState.ACTIVE, None, now))
+                .values(**state_values(ChannelState.ACTIVE, None, now))
             )
             if back.rowcount != 1:
                 return Revived(channel_id, org_id, None, 0)
             held = sa.and_(
                 messages.c.channel_id == channel_id, messages.c.state == State.HELD.value
             )
-            released = _move(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
+            released = move_messages(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
             return Revived(channel_id, org_id, read_channel(conn, channel_id), released)
 
     # key rotation

@@ -59,7 +59,7 @@ class AppView:
     has_client_secret: bool
     source: AppSource
     updated_at: Instant | None = None
-    revived: int = 0  # saved: how many mailboxes refused for this app are tried again
+    revived: int = 0  # saved: how many mailboxes disconnected for its refusal are active again
 
 
 def _check_client_id(client_id: str) -> str:
@@ -197,7 +197,8 @@ class OAuthApps:
         revived = self._revive(
             provider, client_id, sorted(APP_REFUSALS), now, org_id=actor.organization_id
         )
-        return replace(self.view(actor, provider), revived=len(revived))
+        back = sum(1 for r in revived if r.channel is not None)  # made active again
+        return replace(self.view(actor, provider), revived=back)
 
     def view(self, actor: User, provider: Provider) -> AppView:
         """The app connections use: the organization's own, else the operator's (admins).
