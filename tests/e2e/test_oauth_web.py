@@ -196,3 +196,51 @@ def test_a_mailbox_that_is_not_the_reps_is_refused_in_the_browser(
     with site.api(site.kim) as api:
         found = [c["oauth"] for c in api.get("/v1/channels").json()["data"] if c["oauth"]]
     assert not [o for o in found if o["provider"] == "google" or o["address"] != "kim@acme.test"]
+
+
+def test_the_admin_sees_the_refused_app_and_saving_it_brings_the_mailbox_back(
+    site: Site, page: Any, fake: FakeProcess
+) -> None:
+    """The provider refuses the organization's app: Jane's mailbox disconnects as it renews
+    its token, her mail held; the admin's pages say so at once and lead to the app; saving
+    its secret again (once mended at the provider) brings the mailbox back, and the held
+    message leaves without Jane reconnecting."""
+    with site.api(site.admin) as api:
+        body = {"client_id": GOOGLE_ID, "client_secret": GOOGLE_SECRET}
+        assert api.put("/v1/organization/oauth/google", json=body).status_code == 200
+    if not gmail_of(site, site.jane):  # (made by the test connecting Gmail, when it ran)
+        sign_in(page, site, site.jane)
+        page.goto(site.url + "/oauth/google/start")
+        page.get_by_label("Account").fill("jane@acme.test")
+        with page.expect_navigation(url=re.compile(r"/channels/ch_")):
+            page.get_by_role("button", name="Allow").click()
+    [mailbox] = gmail_of(site, site.jane)
+    fake.control("PUT", "faults", {"faults": ["refresh=401 invalid_client"]})
+    fake.control("POST", "expire", {"account": "jane@acme.test"})
+    message_id = send(site, site.jane, "held while the app is refused")
+    with site.api(site.jane) as api:
+        poll(lambda: api.get(f"/v1/messages/{message_id}").json()["state"] == "held")
+        assert api.get(f"/v1/channels/{mailbox['id']}").json()["state"] == "disconnected"
+    sign_in(page, site, site.admin)
+    page.goto(site.url + "/channel")
+    banner = page.locator("section.banner", has_text="refused the organization's OAuth app")
+    assert "1 mailbox is disconnected" in banner.inner_text()
+    check_page(page, "admin-app-refused")
+    banner.get_by_role("link", name="Mend the Google app").click()
+    page.wait_for_url(re.compile(r"/team#oauth-google$"))
+    panel = page.locator("#oauth-google")
+    assert "tries them again at once" in panel.inner_text()
+    fake.control("PUT", "faults", {"faults": []})  # mended at the provider
+    panel.get_by_label("Client secret").fill(GOOGLE_SECRET)
+    press(page, "Save the Google app")
+    assert "being tried again" in page.inner_text("main")
+    assert "refused the organization's OAuth app" not in page.inner_text("main")
+    with site.api(site.jane) as api:
+        poll(lambda: api.get(f"/v1/messages/{message_id}").json()["state"] == "delivered")
+        assert api.get(f"/v1/channels/{mailbox['id']}").json()["state"] == "active"
+
+
+def gmail_of(site: Site, account: Account) -> list[dict[str, Any]]:
+    with site.api(account) as api:
+        found = api.get("/v1/channels").json()["data"]
+    return [c for c in found if (c["oauth"] or {}).get("provider") == "google"]

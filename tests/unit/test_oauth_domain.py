@@ -22,6 +22,7 @@ from mailvia.domain.channel import (
 from mailvia.domain.errors import InvalidChannel, InvalidInput
 from mailvia.domain.oauth import (
     AppSource,
+    Refusal,
     TokenSet,
     basic_auth_off,
     basic_auth_refused,
@@ -29,7 +30,6 @@ from mailvia.domain.oauth import (
     expected_issuer,
     not_connected,
     oauth_offer,
-    provider_refused,
     refused_after_renewal,
     refused_app,
     scopes_for,
@@ -214,8 +214,19 @@ def test_only_mailvias_own_app_refusal_is_read_as_one_and_it_names_whose_app() -
     assert refused_app(None) is None and refused_app("") is None
 
 
-def test_the_provider_refused_only_in_the_replies_of_a_refresh_it_answered() -> None:
-    assert provider_refused(consent_refused(Provider.GOOGLE, "invalid_grant"))
-    assert provider_refused(consent_refused(Provider.MICROSOFT, "invalid_client"))
-    assert not provider_refused(not_connected(Provider.GOOGLE, "no refresh token was granted"))
-    assert not provider_refused(not_connected(Provider.MICROSOFT))
+def test_mailvias_replies_carry_the_refusals_kind_as_data() -> None:
+    """The kind rides with the reply (and is stored with it), so nothing reads it back from
+    the words: whether the provider was asked, and whose app it refused."""
+    kinds = {
+        consent_refused(Provider.GOOGLE, "invalid_grant"): Refusal.CONSENT,
+        consent_refused(Provider.MICROSOFT, "invalid_client"): Refusal.ORGANIZATION_APP,
+        consent_refused(Provider.GOOGLE, "deleted_client", AppSource.OPERATOR): (
+            Refusal.OPERATOR_APP
+        ),
+        not_connected(Provider.GOOGLE, "no refresh token was granted"): Refusal.NOT_ASKED,
+        not_connected(Provider.MICROSOFT): Refusal.NOT_ASKED,
+    }
+    for reply, kind in kinds.items():
+        assert reply.refusal is kind
+    assert [k.asked for k in Refusal] == [True, True, True, False]
+    assert [k.app for k in Refusal] == [None, AppSource.ORGANIZATION, AppSource.OPERATOR, None]

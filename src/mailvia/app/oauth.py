@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.oauth import AppSource, OAuthApp
+from mailvia.keyring import derived_key
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.oauth.apps import OAuthApps
 from mailvia.outbox.oauth.connect import OAuthConnect
@@ -45,7 +46,8 @@ def oauth_parts(
     """The organization's apps (the operator's as fallback), the token source (its lease
     owner unique per build, so two builds on one database never share a lease), mailboxes
     and the connect flow, over the providers' endpoints from the settings."""
-    apps = OAuthApps(store, vault, operator=operator_apps(settings))
+    key = derived_key(settings, b"mailvia oauth app fingerprints")
+    apps = OAuthApps(store, vault, operator=operator_apps(settings), fingerprint_key=key)
     client = OAuthClient(endpoints(settings))
     tokens = TokenSource(store, vault, apps, client, owner=f"{worker}/{os.urandom(4).hex()}")
 

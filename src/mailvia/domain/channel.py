@@ -163,6 +163,10 @@ class Channel:
     # One more at every change of its state or settings (credentials among them): a
     # disconnect applies only to the channel as the refusal found it (outbox/disconnects.py).
     generation: int = 0
+    # Disconnected because an OAuth refusal of this kind (domain/oauth.Refusal's value) was
+    # met: the app's refusal brings it back once the app is changed (outbox/oauth/apps.py
+    # `_revive`).
+    refusal: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -279,4 +283,5 @@ RUNTIME_FIELDS = (
     "throttled_until",
     "throttle_level",
     "generation",
+    "refusal",
 )

@@ -9,6 +9,7 @@ Microsoft: `Mail.Send` for Graph [N4], `SMTP.Send` for XOAUTH2 [P5]).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -124,19 +125,102 @@ def reconnect_words(provider: Provider) -> str:
     return f"reconnect with {provider.display_name}"
 
 
+class Refusal(StrEnum):
+    """Why an OAuth mailbox has no token, as data (stored with its tokens' `failure` and with
+    the channel it disconnected, never read back from the reply's words): the provider refused
+    the mailbox's consent, or the app itself (the organization's own, or the operator's), or
+    mailvia could not even ask (no app set up for it, no refresh token)."""
+
+    CONSENT = "consent"
+    ORGANIZATION_APP = "organization_app"
+    OPERATOR_APP = "operator_app"
+    NOT_ASKED = "not_asked"
+
+    @property
+    def app(self) -> AppSource | None:
+        """Whose app the provider refused, or None: not the app."""
+        return _APP_OF.get(self)
+
+    @property
+    def asked(self) -> bool:
+        """Whether the provider was asked and refused (the consent or the app)."""
+        return self is not Refusal.NOT_ASKED
+
+
+_APP_OF = {
+    Refusal.ORGANIZATION_APP: AppSource.ORGANIZATION,
+    Refusal.OPERATOR_APP: AppSource.OPERATOR,
+}
+APP_REFUSALS = frozenset(_APP_OF)
+
+
+def refusal_of(error: str, source: AppSource = AppSource.ORGANIZATION) -> Refusal:
+    """The kind of a refresh the provider refused with `error`, through `source`'s app."""
+    if error not in APP_REFUSED:
+        return Refusal.CONSENT
+    return Refusal.OPERATOR_APP if source is AppSource.OPERATOR else Refusal.ORGANIZATION_APP
+
+
+def refusal(value: str | None) -> Refusal | None:
+    """A stored or carried refusal kind, or None (none, or one this version does not know)."""
+    try:
+        return Refusal(value) if value else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class RefusedApp:
+    """An OAuth app the provider refused, as the organization's admins see it: whose, how many
+    of its mailboxes are disconnected for it alone and come back once it is mended
+    (`mailboxes`), how many were connected through a client since replaced (`stranded`: a
+    refresh token works only with its own client, so their reps must reconnect), since when."""
+
+    provider: Provider
+    source: AppSource
+    mailboxes: int
+    since: Instant
+    stranded: int = 0
+
+
+def refused_apps(
+    channels: list[Channel], current: Callable[[Channel], bool] = lambda _: True
+) -> list[RefusedApp]:
+    """The apps whose refusal keeps some of these channels disconnected (by their refusal's
+    kind, as stored), one per provider and source; `current`: whether a channel's tokens are
+    of the client its provider's app has now (only those come back when it is mended)."""
+    found: dict[tuple[Provider, AppSource], list[Channel]] = {}
+    for channel in channels:
+        kind = refusal(channel.refusal)
+        if channel.state is ChannelState.DISCONNECTED and channel.oauth and kind and kind.app:
+            found.setdefault((channel.oauth, kind.app), []).append(channel)
+    return [
+        RefusedApp(
+            p,
+            s,
+            sum(1 for c in cs if current(c)),
+            min(c.state_changed_at or 0.0 for c in cs),
+            sum(1 for c in cs if not current(c)),
+        )
+        for (p, s), cs in sorted(found.items())
+    ]
+
+
 # What a credential source settles with when no token can be had (CredentialsFailed). A 5xx
 # at auth disconnects the channel and holds its mail; a 4xx is retried (domain/replies.py).
 def consent_refused(
     provider: Provider, error: str, source: AppSource = AppSource.ORGANIZATION
 ) -> Reply:
     """The provider refused the refresh token (revoked consent, expired, invalid_grant), or
-    the app itself (APP_REFUSED: its secret wrong or expired), whose `source` it names."""
+    the app itself (APP_REFUSED: its secret wrong or expired), whose `source` it names. The
+    reply carries its kind (`refusal`)."""
     name = provider.display_name
     if error in APP_REFUSED:
         said = f"{app_refused_words(provider, source)} ({error})"
     else:
         said = f"{name} no longer honours the consent ({error})"
-    return Reply(535, "5.7.8", f"mailvia: {said}: {reconnect_words(provider)}")
+    text = f"mailvia: {said}: {reconnect_words(provider)}"
+    return Reply(535, "5.7.8", text, refusal=refusal_of(error, source))
 
 
 # RFC 6749 §5.2: the token endpoint refused the client (the app: its id or secret; Entra
@@ -180,20 +264,6 @@ def app_refused(reply: Reply | str | None) -> bool:
     return refused_app(reply) is not None
 
 
-def provider_refused(reply: Reply) -> bool:
-    """Whether mailvia's own reply is one `consent_refused` builds: the provider was asked to
-    renew the tokens and refused (the consent or the app), as against `not_connected`, where
-    mailvia could not even ask (no app set up, no refresh token)."""
-    if app_refused(reply):
-        return True
-    for p in Provider:
-        head = f"mailvia: {p.display_name} no longer honours the consent ("
-        tail = f"): {reconnect_words(p)}"
-        if reply.code == 535 and reply.text.startswith(head) and reply.text.endswith(tail):
-            return "(" not in reply.text[len(head) : -len(tail)]
-    return False
-
-
 _APP_REFUSALS = {
     str(consent_refused(p, e, s)): s for p in Provider for e in APP_REFUSED for s in AppSource
 }
@@ -228,7 +298,10 @@ def connect_refused(
 
 
 def not_connected(provider: Provider, why: str = "no token is stored for this mailbox") -> Reply:
-    return Reply(535, "5.7.8", f"mailvia: {why}: {reconnect_words(provider)}")
+    """mailvia could not even ask the provider (no app set up for the mailbox, no refresh
+    token): Refusal.NOT_ASKED."""
+    text = f"mailvia: {why}: {reconnect_words(provider)}"
+    return Reply(535, "5.7.8", text, refusal=Refusal.NOT_ASKED)
 
 
 def token_unavailable(detail: str) -> Reply:
@@ -274,6 +347,7 @@ def basic_auth_refused(reason: str | None) -> bool:
 
 
 __all__ = [
+    "APP_REFUSALS",
     "APP_REFUSED",
     "BASIC_AUTH_OFF",
     "REFRESH_AHEAD",
@@ -282,6 +356,8 @@ __all__ = [
     "MailboxConsent",
     "OAuthApp",
     "Provider",
+    "Refusal",
+    "RefusedApp",
     "TokenSet",
     "app_fix",
     "app_refused",
@@ -293,10 +369,12 @@ __all__ = [
     "expected_issuer",
     "not_connected",
     "oauth_offer",
-    "provider_refused",
     "reconnect_words",
+    "refusal",
+    "refusal_of",
     "refused_after_renewal",
     "refused_app",
+    "refused_apps",
     "scopes_for",
     "token_unavailable",
     "transport_fits",

@@ -20,7 +20,7 @@ from typing import Any
 
 from mailvia.domain.channel import Provider
 from mailvia.domain.delivery import TransactionResult
-from mailvia.domain.oauth import AppSource, reconnect_words, refused_app
+from mailvia.domain.oauth import AppSource, reconnect_words, refusal, refused_app
 from mailvia.domain.replies import Reply
 
 
@@ -275,17 +275,18 @@ CONSENT_GONE = (
 )
 APP_REFUSED_HINT = (
     "{provider} refused {whose} OAuth app itself, not this mailbox: its client ID or secret "
-    "is wrong, the secret has expired, or the app was deleted or disabled. {fix}; then "
-    "reconnect with {provider} on the channel's page."
+    "is wrong, the secret has expired, or the app was deleted or disabled. {fix}."
 )
 _ORG_APP_FIX = (
     "An admin enters the app's current client secret on the Team channels page (or mailvia "
-    "admin oauth-app)"
+    "admin oauth-app): this mailbox is then tried again by itself, no reconnect needed"
 )
 _OPERATOR_APP_FIX = (
     "It is the operator's app, from mailvia's settings (OAUTH_{setting}_CLIENT_ID and "
-    "_CLIENT_SECRET): whoever runs mailvia mends it there, or an admin sets up the "
-    "organization's own app on the Team channels page (or mailvia admin oauth-app)"
+    "_CLIENT_SECRET): whoever runs mailvia mends it there, and once mailvia runs with it this "
+    "mailbox is tried again by itself, no reconnect needed; or an admin sets up the "
+    "organization's own app on the Team channels page (or mailvia admin oauth-app), and the "
+    "rep reconnects through it"
 )
 NO_PASSWORD_STORED = (
     "mailvia has no password stored for this channel: give it one (Replace the password on "
@@ -305,7 +306,8 @@ def _own_sign_in_hint(reply: Reply) -> str | None:
         return HINTS[_SMTP_AUTH_OFF]
     provider = next((p for p in Provider if reply.text.endswith(": " + reconnect_words(p))), None)
     if provider is not None:
-        source = refused_app(reply)
+        kind = refusal(reply.refusal)  # carried; a stored reason's text is read exactly
+        source = kind.app if kind is not None else refused_app(reply)
         if source is None:
             return CONSENT_GONE.format(provider=provider.display_name)
         return _app_refused_hint(provider, source)
@@ -358,12 +360,14 @@ def fix_for(reply: Reply | None) -> str | None:
     return hint_for(reply) if reply.code in _NEEDS_A_FIX else None
 
 
-def fix_for_reason(reason: str | None) -> str | None:
-    """`fix_for` the reply a channel's `state_reason` records (`530 5.7.0 ...`), if it is one."""
+def fix_for_reason(reason: str | None, refusal: str | None = None) -> str | None:
+    """`fix_for` the reply a channel's `state_reason` records (`530 5.7.0 ...`), if it is one,
+    with the OAuth refusal's kind the channel was disconnected for (`Channel.refusal`)."""
     coded = re.match(r"^([2-5]\d\d)(?:[ -](.*))?$", (reason or "").strip(), re.DOTALL)
     if coded is None:
         return None
-    return fix_for(Reply.parse(int(coded.group(1)), coded.group(2) or ""))
+    said = Reply.parse(int(coded.group(1)), coded.group(2) or "")
+    return fix_for(Reply(said.code, said.enhanced, said.text, refusal=refusal))
 
 
 REFUSED_BY_SERVER: dict[str, str] = {

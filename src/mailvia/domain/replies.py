@@ -60,6 +60,8 @@ class Reply:
     enhanced: str | None
     text: str
     retry_after: float | None = field(default=None, compare=False)
+    # mailvia's own reply for a token it could not have: why (domain/oauth.Refusal's value)
+    refusal: str | None = field(default=None, compare=False)
 
     @classmethod
     def parse(cls, code: int, message: str) -> Reply:

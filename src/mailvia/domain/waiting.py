@@ -135,7 +135,7 @@ def _held(channel: Channel | None) -> str:
             "the channel's page) and its mail leaves. Nothing is lost."
         )
     reason = f' after the reply "{channel.state_reason}"' if channel.state_reason else ""
-    fix = fix_for_reason(channel.state_reason) or (
+    fix = fix_for_reason(channel.state_reason, channel.refusal) or (
         f"Reconnect it (mailvia channel reconnect {name}, or the channel's page)."
     )
     return f"On hold: channel {name} is disconnected{reason}. {fix} Nothing is lost."

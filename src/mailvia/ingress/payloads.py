@@ -49,7 +49,7 @@ def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> di
         "max_connections": channel.max_connections,
         "state": str(channel.state),
         "state_reason": channel.state_reason,
-        "state_hint": fix_for_reason(channel.state_reason),
+        "state_hint": fix_for_reason(channel.state_reason, channel.refusal),
         "state_changed_at": to_iso(channel.state_changed_at),
         "transport": str(channel.transport),
         "oauth": _oauth_payload(channel, status),

@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 class DisconnectStore(Protocol):
     """What disconnecting needs from the store."""
 
-    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
+    def disconnect_channel(
+        self, seen: Channel, reason: str, now: Instant, *, refusal: str | None = None
+    ) -> Channel | None:
         """Disconnect the channel if it is active and still in `seen`'s generation; returns
         it disconnected, or None (it is not active, or changed since)."""
         ...
@@ -48,20 +50,26 @@ async def disconnect(
     now: Instant,
     *,
     held: int = 0,
+    refusal: str | None = None,
 ) -> int | None:
     """Mark `channel` (as the refusal found it: active) disconnected for `reason` (the
-    reply, e.g. `535 5.7.8 ...`), hold its queued mail, record `channel.disconnected` (with
-    the count held, `held` being those the caller held already), close its pooled
-    connections and tell its owner. Returns the count held in all; None when it was not
-    active or has changed since (another party disconnected it, or it was reconnected):
-    then nothing is done."""
-    if store.disconnect_channel(channel, reason, now) is None:
+    reply, e.g. `535 5.7.8 ...`) and, for an OAuth mailbox that got no token, the
+    `refusal`'s kind (domain/oauth.Refusal), hold its queued mail, record
+    `channel.disconnected` (with the count held, `held` being those the caller held already,
+    and the refusal's kind), close its pooled connections and tell its owner (and, for its
+    app's refusal, the organization's admins: notices.py). Returns the count held in all;
+    None when it was not active or has changed since (another party disconnected it, or it
+    was reconnected): then nothing is done."""
+    done = store.disconnect_channel(channel, reason, now, refusal=refusal)
+    if done is None:
         log.info("channel %s changed since it met %s: not disconnected here", channel.id, reason)
         return None
     held += store.hold_channel(channel.id, now)
     data: dict[str, object] = {"channel_id": channel.id, "reason": reason, "held": held}
+    if refusal is not None:
+        data["refusal"] = refusal
     store.add_events([new_event(channel.organization_id, "channel.disconnected", now, data)])
     await transport.forget(channel.id)
-    await notify(channel, reason, now)
+    await notify(done, reason, now)
     log.warning("channel %s disconnected: %s", channel.id, reason)
     return held

@@ -75,7 +75,9 @@ class DispatchStore(Protocol):
         ...
 
     def record_attempts(self, records: Sequence[AttemptRecord]) -> None: ...
-    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
+    def disconnect_channel(
+        self, seen: Channel, reason: str, now: Instant, *, refusal: str | None = None
+    ) -> Channel | None:
         """Disconnect the channel if it is active and still in `seen`'s generation; returns
         it disconnected, or None (it is not active, or changed since)."""
         ...

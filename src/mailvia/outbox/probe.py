@@ -19,8 +19,9 @@ from typing import Protocol
 from mailvia.domain.channel import Auth, Channel, ChannelState, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import CredentialsFailed, Forbidden
-from mailvia.domain.oauth import app_refused
+from mailvia.domain.oauth import refusal
 from mailvia.domain.probe import ProbeFailure, ProbeReport, ProbeStep, Step, hint_for
+from mailvia.domain.replies import Reply
 from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import Channels, ChannelSpec
 from mailvia.outbox.compose import Composed, Draft, compose
@@ -50,7 +51,9 @@ class ReconnectStore(Protocol):
     ) -> Channel: ...
     def release_channel(self, channel_id: str, now: Instant) -> int: ...
     def hold_channel(self, channel_id: str, now: Instant) -> int: ...
-    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None: ...
+    def disconnect_channel(
+        self, seen: Channel, reason: str, now: Instant, *, refusal: str | None = None
+    ) -> Channel | None: ...
     def add_events(self, events: Sequence[Event]) -> None: ...
 
 
@@ -197,15 +200,18 @@ class ChannelTester:
             token = await self._renewed(channel)
         except CredentialsFailed as failed:
             if now is not None and failed.reply.code >= 500:
-                await self._disconnect(channel, str(failed.reply), now)
+                await self._disconnect(channel, failed.reply, now)
             return ProbeReport.of([_token_failed(failed)])
         report = await self._probe(channel, token, message)
         return ProbeReport.of([_token_step(channel, token), *report.steps], report.delivery)
 
-    async def _disconnect(self, channel: Channel, reason: str, now: Instant) -> None:
+    async def _disconnect(self, channel: Channel, reply: Reply, now: Instant) -> None:
         """Disconnect the channel as it was read before the renewal (an active one only, and
-        only if nothing changed it since: disconnects.py)."""
-        await disconnect(self.store, self.transport, self.notify, channel, reason, now)
+        only if nothing changed it since: disconnects.py), with the refusal's kind."""
+        await disconnect(
+            self.store, self.transport, self.notify, channel, str(reply), now,
+            refusal=reply.refusal,
+        )  # fmt: skip
 
     async def _renewed(self, channel: Channel) -> Credentials | None:
         """The mailbox's access token, renewed now (once, whether the one in hand is due or
@@ -250,5 +256,6 @@ def _token_failed(failed: CredentialsFailed) -> ProbeStep:
     reply = failed.reply
     kind = ProbeFailure.TOKEN_REFUSED if reply.code >= 500 else ProbeFailure.TOKEN_UNAVAILABLE
     detail = reply.text.removeprefix("mailvia: ")
-    hint = hint_for(reply) if app_refused(reply) else hint_for(failure=kind)
+    refused = refusal(reply.refusal)
+    hint = hint_for(reply) if refused and refused.app else hint_for(failure=kind)
     return ProbeStep(str(Step.TOKEN), False, detail, str(reply), hint)

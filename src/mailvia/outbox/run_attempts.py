@@ -183,6 +183,8 @@ class RunAttempts(RunRecords):
         ):
             self.effect = effect
             self.effect_reply = str(settlement.channel_reply)
+            reply = settlement.channel_reply
+            self.effect_refusal = reply.refusal if reply is not None else None
             self.effect_wait = settlement.wait
 
     def _pace(self, settlement: Settlement, now: Instant, cohort: int) -> None:

@@ -122,6 +122,7 @@ class RunState:
         self.records: list[AttemptRecord] = []
         self.effect = ChannelEffect.NONE
         self.effect_reply: str | None = None
+        self.effect_refusal: str | None = None  # an OAuth mailbox's: why it got no token
         self.effect_wait: float | None = None  # the provider's own Retry-After, if given
         self.budget_wait: Instant | None = None
         self.attempts = 0

@@ -62,6 +62,7 @@ class RunEffects(RunRecords):
             self.effect_reply or "",
             now,
             held=held,
+            refusal=self.effect_refusal if self.effect is ChannelEffect.DISCONNECT else None,
         )
         if done is None and held and self._release_if_active(now) is None:
             self._record_held(leftovers, now)

@@ -76,6 +76,7 @@ def channel_values(channel: Channel) -> dict[str, Any]:
         "throttled_until": channel.throttled_until,
         "throttle_level": channel.throttle_level,
         "generation": channel.generation,
+        "refusal": channel.refusal,
         "retry": json.dumps(dataclasses.asdict(channel.retry)),
         "timeouts": json.dumps(dataclasses.asdict(channel.timeouts)),
         "transport": TransportKind(channel.transport).value,
@@ -134,6 +135,7 @@ def _channel_from(row: Any) -> Channel:
         throttled_until=row.throttled_until,
         throttle_level=row.throttle_level,
         generation=row.generation,
+        refusal=row.refusal,
         retry=RetryPolicy(**_known(RetryPolicy, json.loads(row.retry))),
         timeouts=Timeouts(**_known(Timeouts, json.loads(row.timeouts))),
         transport=TransportKind(row.transport),
@@ -167,7 +169,7 @@ class ChannelStore:
                     id=channel.id, secret=secret, created_at=now, **channel_values(channel)
                 )
             )
-            return _read(conn, channel.id)
+            return read_channel(conn, channel.id)
 
     def update_channel(self, channel: Channel, secret: bytes | _Keep | None = KEEP) -> Channel:
         """Rewrite the channel's settings (and its secret unless KEEP); its state and throttle
@@ -189,12 +191,12 @@ class ChannelStore:
             )
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel.id!r}")
-            return _read(conn, channel.id)
+            return read_channel(conn, channel.id)
 
     def get_channel(self, channel_id: str) -> Channel:
         """The channel. Raises NotFound."""
         with self._db.read() as conn:
-            return _read(conn, channel_id)
+            return read_channel(conn, channel_id)
 
     def find_channel(self, org_id: str, name: str) -> Channel | None:
         """The organization's channel with this name, or None."""
@@ -265,17 +267,20 @@ class ChannelStore:
             result = conn.execute(
                 channels.update()
                 .where(channels.c.id == channel_id)
-                .values(**_state_values(state, reason, now))
+                .values(**state_values(state, reason, now))
             )
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel_id!r}")
-            return _read(conn, channel_id)
+            return read_channel(conn, channel_id)
 
-    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
-        """Mark the channel disconnected for `reason`, only if it is active and still in the
-        generation `seen` has (one conditional UPDATE: of two parties that saw it so, one
-        does). Returns the channel disconnected, or None: it is not active (paused, already
-        disconnected), changed since (reconnected, edited) or is gone."""
+    def disconnect_channel(
+        self, seen: Channel, reason: str, now: Instant, *, refusal: str | None = None
+    ) -> Channel | None:
+        """Mark the channel disconnected for `reason` (and an OAuth refusal's kind), only if it
+        is active and still in the generation `seen` has (one conditional UPDATE: of two
+        parties that saw it so, one does). Returns the channel disconnected, or None: it is
+        not active (paused, already disconnected), changed since (reconnected, edited) or is
+        gone."""
         with self._db.write() as conn:
             result = conn.execute(
                 channels.update()
@@ -284,9 +289,9 @@ class ChannelStore:
                     channels.c.state == ChannelState.ACTIVE.value,
                     channels.c.generation == seen.generation,
                 )
-                .values(**_state_values(ChannelState.DISCONNECTED, reason, now))
+                .values(**state_values(ChannelState.DISCONNECTED, reason, now, refusal))
             )
-            return _read(conn, seen.id) if result.rowcount == 1 else None
+            return read_channel(conn, seen.id) if result.rowcount == 1 else None
 
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None:
         """Pause the channel until `until` (None: not throttled) at this throttle level.
@@ -301,16 +306,20 @@ class ChannelStore:
                 raise NotFound(f"no channel {channel_id!r}")
 
 
-def _state_values(state: ChannelState, reason: str | None, now: Instant) -> dict[str, Any]:
+def state_values(
+    state: ChannelState, reason: str | None, now: Instant, refusal: str | None = None
+) -> dict[str, Any]:
+    """Any change of state clears the refusal kind, but a disconnect for one."""
     return {
         "state": ChannelState(state).value,
         "state_reason": reason,
+        "refusal": refusal,
         "state_changed_at": now,
         "generation": channels.c.generation + 1,
     }
 
 
-def _read(conn: sa.Connection, channel_id: str) -> Channel:
+def read_channel(conn: sa.Connection, channel_id: str) -> Channel:
     row = conn.execute(sa.select(*CHANNEL_COLUMNS).where(channels.c.id == channel_id)).first()
     if row is None:
         raise NotFound(f"no channel {channel_id!r}")

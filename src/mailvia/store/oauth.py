@@ -4,19 +4,23 @@ secrets, tokens, PKCE verifiers) arrive sealed by the vault and are stored as th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from mailvia.domain.channel import RUNTIME_FIELDS, Channel, Provider, TransportKind
+from mailvia.domain.channel import RUNTIME_FIELDS, Channel, ChannelState, Provider, TransportKind
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import NotFound
-from mailvia.outbox.oauth.ports import PendingFlow, SealedApp, StoredTokens
-from mailvia.store.channels import _read as read_channel
-from mailvia.store.channels import channel_values
+from mailvia.domain.errors import MailviaError, NotFound
+from mailvia.domain.message import State
+from mailvia.outbox.oauth.ports import PendingFlow, Revived, SealedApp, StoredTokens
+from mailvia.store.channels import channel_values, read_channel, state_values
 from mailvia.store.engine import Database
-from mailvia.store.tables import channels, oauth_apps, oauth_flows, oauth_tokens
+from mailvia.store.settle import move_messages
+from mailvia.store.tables import channels, messages, oauth_apps, oauth_flows, oauth_tokens
+
+log = logging.getLogger(__name__)
 
 a, f, t = oauth_apps.c, oauth_flows.c, oauth_tokens.c
 # (kind, key, sealed blob) of every OAuth secret, for re-sealing under a new master key.
@@ -64,6 +68,8 @@ def _tokens_of(row: Any) -> StoredTokens:
         obtained_at=row.obtained_at,
         version=row.version,
         failure=row.failure,
+        refusal=row.refusal,
+        refused_app=row.refused_app,
     )
 
 
@@ -82,6 +88,8 @@ def _token_values(tokens: StoredTokens, version: int) -> dict[str, Any]:
         "lease_owner": None,
         "lease_until": None,
         "failure": None,
+        "refusal": None,
+        "refused_app": None,
     }
 
 
@@ -215,6 +223,8 @@ class OAuthStore:
             "lease_owner": None,
             "lease_until": None,
             "failure": None,
+            "refusal": None,
+            "refused_app": None,
         }
         if tokens.refresh is not None:  # rotated: the new one replaces the old in this commit
             values["refresh"] = tokens.refresh
@@ -225,13 +235,22 @@ class OAuthStore:
             found = conn.execute(sa.select(t.version).where(t.channel_id == tokens.channel_id))
             return int(found.scalar_one())
 
-    def fail_tokens(self, channel_id: str, owner: str, failure: str) -> None:
+    def fail_tokens(
+        self,
+        channel_id: str,
+        owner: str,
+        failure: str,
+        *,
+        refusal: str | None = None,
+        refused_app: str | None = None,
+    ) -> None:
         mine = sa.and_(t.channel_id == channel_id, t.lease_owner == owner)
+        values = {"failure": failure, "refusal": refusal, "refused_app": refused_app}
         with self._db.write() as conn:
             conn.execute(
                 oauth_tokens.update()
                 .where(mine)
-                .values(failure=failure, lease_owner=None, lease_until=None, version=t.version + 1)
+                .values(lease_owner=None, lease_until=None, version=t.version + 1, **values)
             )
 
     def release_tokens(self, channel_id: str, owner: str) -> None:
@@ -277,6 +296,73 @@ class OAuthStore:
             conn.execute(oauth_tokens.delete().where(t.channel_id == channel.id))
             conn.execute(oauth_tokens.insert().values(**_token_values(tokens, (old or 0) + 1)))
             return read_channel(conn, channel.id)
+
+    def revive_mailboxes(
+        self,
+        provider: Provider,
+        client_id: str,
+        refusals: Sequence[str],
+        now: Instant,
+        *,
+        org_id: str | None = None,
+        unless_app: str | None = None,
+    ) -> list[Revived]:
+        c = channels.c
+        which = sa.and_(
+            t.provider == provider.value, t.client_id == client_id, t.refusal.in_(refusals)
+        )
+        if unless_app is not None:
+            which = sa.and_(which, sa.or_(t.refused_app.is_(None), t.refused_app != unless_app))
+        query = sa.select(t.channel_id, t.refusal, c.organization_id).join(
+            channels, c.id == t.channel_id
+        )
+        if org_id is not None:
+            query = query.where(c.organization_id == org_id)
+        with self._db.read() as conn:
+            found = conn.execute(query.where(which).order_by(t.channel_id)).all()
+        revived: list[Revived] = []
+        for row in found:  # one failing (a deadlock, the database gone) stops no other
+            try:
+                done = self._revive(row.channel_id, row.organization_id, row.refusal, now)
+            except MailviaError as exc:
+                log.warning("channel %s not tried again with its app: %s", row.channel_id, exc)
+                continue
+            if done is not None:
+                revived.append(done)
+        return revived
+
+    def _revive(self, channel_id: str, org_id: str, refusal: str, now: Instant) -> Revived | None:
+        """One mailbox: its tokens' refusal cleared (only while it is still `refusal`), and
+        its channel brought back when it was disconnected for that refusal; one transaction."""
+        c = channels.c
+        cleared = {"failure": None, "refusal": None, "refused_app": None}
+        with self._db.write() as conn:
+            # the channel's row first, then its tokens': the order connect_mailbox takes
+            # them in (PostgreSQL; SQLite's write lock is the database's)
+            conn.execute(sa.select(c.id).where(c.id == channel_id).with_for_update())
+            done = conn.execute(
+                oauth_tokens.update()
+                .where(t.channel_id == channel_id, t.refusal == refusal)
+                .values(version=t.version + 1, **cleared)
+            )
+            if done.rowcount != 1:
+                return None  # another process did it, or the mailbox changed since
+            back = conn.execute(
+                channels.update()
+                .where(
+                    c.id == channel_id,
+                    c.state == ChannelState.DISCONNECTED.value,
+                    c.refusal == refusal,
+                )
+                .values(**state_values(ChannelState.ACTIVE, None, now))
+            )
+            if back.rowcount != 1:
+                return Revived(channel_id, org_id, None, 0)
+            held = sa.and_(
+                messages.c.channel_id == channel_id, messages.c.state == State.HELD.value
+            )
+            released = move_messages(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
+            return Revived(channel_id, org_id, read_channel(conn, channel_id), released)
 
     # key rotation
     def oauth_secrets(self) -> list[OAuthSecret]:

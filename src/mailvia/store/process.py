@@ -341,8 +341,10 @@ class ChildStore:
     def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger:
         return self.local.budget_ledger(channel_id, budgets)
 
-    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
-        return self.local.disconnect_channel(seen, reason, now)
+    def disconnect_channel(
+        self, seen: Channel, reason: str, now: Instant, *, refusal: str | None = None
+    ) -> Channel | None:
+        return self.local.disconnect_channel(seen, reason, now, refusal=refusal)
 
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None:
         self.local.set_channel_throttle(channel_id, until, level)

@@ -274,14 +274,14 @@ class SettleStore:
         until it is released. Returns how many messages were held."""
         waiting = sa.and_(m.channel_id == channel_id, m.state.in_(_WAITING))
         with self._db.write() as conn:
-            return _move(conn, waiting, State.HELD, {}, now)
+            return move_messages(conn, waiting, State.HELD, {}, now)
 
     def release_channel(self, channel_id: str, now: Instant) -> int:
         """Queue the channel's held messages (and their held recipients) again, due now; their
         submission order (seq) decides who goes first. Returns how many were released."""
         held = sa.and_(m.channel_id == channel_id, m.state == State.HELD.value)
         with self._db.write() as conn:
-            return _move(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
+            return move_messages(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
 
     def release_if_active(self, seen: Channel, now: Instant) -> int | None:
         """`release_channel`, only while the channel is active and still in `seen`'s
@@ -302,7 +302,7 @@ class SettleStore:
             ).first()
             if still is None:
                 return None
-            return _move(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
+            return move_messages(conn, held, State.QUEUED, {"next_attempt_at": now}, now)
 
     def expire_due(self, now: Instant, events_for: str, *, limit: int = 1000) -> list[Event]:
         """Expire queued, deferred and held messages whose give-up time has come, at most
@@ -367,7 +367,7 @@ class SettleStore:
             return read_message(conn, message_id)
 
 
-def _move(
+def move_messages(
     conn: sa.Connection,
     which: sa.ColumnElement[bool],
     to: State,

@@ -118,6 +118,8 @@ channels = sa.Table(
     sa.Column("oauth_provider", sa.Text),  # 0004: google | microsoft for an OAuth mailbox
     # 0015: one more at every change of state or settings (a disconnect's condition)
     sa.Column("generation", sa.Integer, nullable=False, server_default="0"),
+    # 0017: the kind of OAuth refusal (domain/oauth.Refusal) it was disconnected for
+    sa.Column("refusal", sa.Text),
     sa.UniqueConstraint("organization_id", "name"),
 )
 
@@ -403,4 +405,6 @@ oauth_tokens = sa.Table(
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_until", Time),
     sa.Column("failure", sa.Text),
+    sa.Column("refusal", sa.Text),  # 0017: the failure's kind (domain/oauth.Refusal)
+    sa.Column("refused_app", sa.Text),  # 0017: the refused app's fingerprint
 )

@@ -30,7 +30,7 @@ from mailvia.domain.errors import (
     Unauthenticated,
 )
 from mailvia.domain.message import State
-from mailvia.domain.oauth import basic_auth_off, oauth_offer
+from mailvia.domain.oauth import RefusedApp, basic_auth_off, oauth_offer
 from mailvia.domain.signins import PAGES, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.domain.waiting import message_sentence
@@ -85,6 +85,8 @@ NOTICES = {
     "domain": "Sending domain added.",
     "team": "Team added.",
     "oauth_app": "OAuth app saved.",
+    "oauth_app_revived": "OAuth app saved. The mailboxes disconnected only because the "
+    "provider refused the app are being tried again with it, their held mail in order.",
     "oauth_app_removed": "OAuth app removed.",
 }
 
@@ -188,6 +190,7 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
         csrf=current_session(request).csrf,
         user=user,
         banners=banners(web.services, user) if user else [],
+        app_banners=app_banners(web.services, user) if user else [],
         notice=notice,
         **context,
     )
@@ -205,6 +208,14 @@ def redirect(path: str, *, notice: str | None = None) -> RedirectResponse:
 class Banner:
     channel: Channel
     held: int
+
+
+def app_banners(services: Services, user: User) -> list[RefusedApp]:
+    """For admins: the OAuth apps a provider refused, keeping the organization's mailboxes
+    disconnected (the Team channels page is where they mend them)."""
+    if not user.is_admin:
+        return []
+    return services.oauth_apps.refused(user, services.channels.visible(user))
 
 
 def banners(services: Services, user: User) -> list[Banner]:

@@ -101,7 +101,7 @@ async def save_app(request: Request, provider: Provider, user: UserDep, web: Web
     require_admin(user, "manage the organization's OAuth apps")
     form = await request.form()
     try:
-        web.services.oauth_apps.put(
+        saved = web.services.oauth_apps.put(
             user,
             provider,
             client_id=text(form, "client_id"),
@@ -111,7 +111,7 @@ async def save_app(request: Request, provider: Provider, user: UserDep, web: Web
         )
     except MailviaError as exc:
         return team_page(request, web, user, status=status_for(exc), error=str(exc))
-    return redirect("/team", notice="oauth_app")
+    return redirect("/team", notice="oauth_app_revived" if saved.revived else "oauth_app")
 
 
 @router.post("/team/oauth/{provider}/remove", response_class=HTMLResponse)

@@ -188,5 +188,7 @@ def oauth_app(
         where = f", tenant {app.tenant}" if app.tenant else ""
         click.echo(f"{org}: {app.provider.display_name} app {app.client_id}{where} (secret stored)")
         click.echo(f"redirect URI to register: {s.oauth.redirect_uri(app.provider)}")
+        if app.revived:  # disconnected only because the provider refused the app
+            click.echo(f"{app.revived} mailbox(es) refused with the app tried again")
 
     ctx.using(settings, action)

@@ -279,6 +279,7 @@ def serve(ctx: Context, settings: Settings) -> None:
     # DELIVERY_STORE is its worker process's (inline is for one CPU: threads, as before)
     services = ctx.services(replace(settings, delivery_store="thread"), create_key=True)
     tell(services.startup_notes)
+    services.oauth_apps.revive_operator(time.time())  # its settings may have been mended
     _bootstrap(services, settings.data_dir)
     submission = _submission_server(services, settings) if sockets.smtp else None
     click.echo(f"data in {settings.data_dir.resolve()}")

@@ -62,8 +62,9 @@ def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
     settings = with_worker_id(settings)
     services = ctx.services(settings, create_key=False)
-    if not supervised:  # serve has said them
+    if not supervised:  # serve has said them, and tried the operator's apps again
         tell(services.startup_notes)
+        services.oauth_apps.revive_operator(time.time())
     # A channel run's claims, records and beats commit in threads beside the busy event loop
     # (as serve's submission port does; the started marks too with DELIVERY_STORE=thread):
     # the same short switch interval.

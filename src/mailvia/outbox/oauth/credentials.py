@@ -127,7 +127,7 @@ class TokenSource:
         if stored is None:
             raise CredentialsFailed(not_connected(provider))
         if stored.failure:
-            raise CredentialsFailed(Reply(535, "5.7.8", stored.failure))
+            raise CredentialsFailed(Reply(535, "5.7.8", stored.failure, refusal=stored.refusal))
         return _opened(stored, self.vault.open(stored.access).decode())
 
     async def _under_lease(
@@ -165,7 +165,8 @@ class TokenSource:
                 app, self.vault.open(stored.refresh).decode(), now=self.clock()
             )
         except ProviderRefused as exc:
-            self._fail(channel, consent_refused(provider, exc.error, app.source))
+            refused = consent_refused(provider, exc.error, app.source)
+            self._fail(channel, refused, app=self.apps.fingerprint(app))
         except ProviderUnavailable as exc:
             self.store.release_tokens(channel.id, self.owner)
             raise CredentialsFailed(token_unavailable(str(exc))) from None
@@ -183,9 +184,12 @@ class TokenSource:
         self._held[channel.id] = held
         return held.credentials
 
-    def _fail(self, channel: Channel, reply: Reply) -> NoReturn:
-        """Write the refusal down for every process, and settle with it (channel_broken)."""
-        self.store.fail_tokens(channel.id, self.owner, reply.text)
+    def _fail(self, channel: Channel, reply: Reply, *, app: str | None = None) -> NoReturn:
+        """Write the refusal down for every process (its text, its kind and the fingerprint
+        of the `app` asked), and settle with it (channel_broken)."""
+        self.store.fail_tokens(
+            channel.id, self.owner, reply.text, refusal=reply.refusal, refused_app=app
+        )
         self.forget(channel.id)
         log.warning("channel %s: %s", channel.id, reply)
         raise CredentialsFailed(reply)

@@ -30,12 +30,12 @@ from mailvia.domain.ids import make_id
 from mailvia.domain.oauth import (
     MailboxConsent,
     OAuthApp,
+    Refusal,
     oauth_offer,
-    provider_refused,
     reconnect_words,
+    refusal,
 )
 from mailvia.domain.presets import PRESETS
-from mailvia.domain.replies import Reply
 from mailvia.domain.tenancy import User, identity_covers
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import new_event
@@ -80,12 +80,14 @@ class MailboxStatus:
     address: str
     expires_at: Instant
     failure: str | None
+    refusal: Refusal | None = None
 
     @property
     def renewal_refused(self) -> bool:
         """Whether the provider itself refused to renew the tokens (the consent or the app),
-        not mailvia finding them unusable without asking (no app, no refresh token)."""
-        return self.failure is not None and provider_refused(Reply(535, "5.7.8", self.failure))
+        not mailvia finding them unusable without asking (no app, no refresh token): the
+        failure's kind as stored, never its words."""
+        return self.failure is not None and self.refusal is not None and self.refusal.asked
 
 
 class OAuthMailboxes:
@@ -289,7 +291,9 @@ class OAuthMailboxes:
     def statuses(self, org_id: str) -> dict[str, MailboxStatus]:
         """The token facts of the organization's OAuth mailboxes, by channel id."""
         return {
-            t.channel_id: MailboxStatus(t.provider, t.address, t.expires_at, t.failure)
+            t.channel_id: MailboxStatus(
+                t.provider, t.address, t.expires_at, t.failure, refusal(t.refusal)
+            )
             for t in self.store.oauth_token_list(org_id)
         }
 

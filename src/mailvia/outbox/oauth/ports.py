@@ -47,7 +47,9 @@ class PendingFlow:
 @dataclass(frozen=True)
 class StoredTokens:
     """An OAuth mailbox's tokens as stored (sealed). `failure`: the reply text of a consent the
-    provider refused; no one asks it again until the mailbox is reconnected."""
+    provider refused; no one asks it again until the mailbox is reconnected (or, `refusal`
+    being the app's, until that app is changed). `refusal`: the failure's kind
+    (domain/oauth.Refusal); `refused_app`: the fingerprint of the app that was refused."""
 
     channel_id: str
     provider: Provider
@@ -60,12 +62,45 @@ class StoredTokens:
     obtained_at: Instant
     version: int = 1
     failure: str | None = None
+    refusal: str | None = None
+    refused_app: str | None = None
+
+
+@dataclass(frozen=True)
+class Revived:
+    """A mailbox tried again after its app changed: its refusal cleared; `channel` made active
+    again (None: it was not disconnected for that refusal) with `released` held messages."""
+
+    channel_id: str
+    organization_id: str
+    channel: Channel | None
+    released: int
 
 
 class AppStore(Protocol):
     def oauth_app(self, org_id: str, provider: Provider) -> SealedApp | None: ...
     def put_oauth_app(self, app: SealedApp) -> None: ...
     def remove_oauth_app(self, org_id: str, provider: Provider) -> bool: ...
+
+    def revive_mailboxes(
+        self,
+        provider: Provider,
+        client_id: str,
+        refusals: Sequence[str],
+        now: Instant,
+        *,
+        org_id: str | None = None,
+        unless_app: str | None = None,
+    ) -> list[Revived]:
+        """Clear the refusal of the mailboxes of `client_id` (in `org_id`, or any) whose
+        tokens were refused with one of `refusals` (and, with `unless_app`, by an app of
+        another fingerprint); each channel disconnected for that refusal becomes active and
+        its held mail is queued again in order. One transaction per mailbox, each change
+        conditional on what was read (another process doing the same finds nothing left)."""
+        ...
+
+    def add_events(self, events: Sequence[Event]) -> None: ...
+    def oauth_token_list(self, org_id: str) -> list[StoredTokens]: ...
 
 
 class FlowStore(Protocol):
@@ -100,7 +135,19 @@ class TokenStore(Protocol):
         drop the lease, if `owner` still holds it. Returns the new version, or None."""
         ...
 
-    def fail_tokens(self, channel_id: str, owner: str, failure: str) -> None: ...
+    def fail_tokens(
+        self,
+        channel_id: str,
+        owner: str,
+        failure: str,
+        *,
+        refusal: str | None = None,
+        refused_app: str | None = None,
+    ) -> None:
+        """Write the refusal down (its text, kind and the refused app's fingerprint) and drop
+        the lease, if `owner` holds it."""
+        ...
+
     def release_tokens(self, channel_id: str, owner: str) -> None: ...
 
 

@@ -13,7 +13,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mailvia.domain.channel import Provider
 from mailvia.domain.cursors import CursorSeal
+from mailvia.outbox.oauth.ports import SealedApp, StoredTokens
 from mailvia.store.memory.budgets import MemoryBudgets, Usage
 from mailvia.store.memory.data import Data
 from mailvia.store.memory.mending import MemoryMending
@@ -47,6 +49,14 @@ class MemoryStore(
         held for the block."""
         with self._d.lock:
             yield
+
+    def oauth_token_list(self, org_id: str) -> list[StoredTokens]:
+        """No OAuth mailboxes here (their tokens are the SQL store's alone)."""
+        return []
+
+    def oauth_app(self, org_id: str, provider: Provider) -> SealedApp | None:
+        """No organization's OAuth app here (the SQL store's alone)."""
+        return None
 
     def close(self) -> None:
         """Nothing to close (the SQL store's counterpart disposes of its connections)."""

@@ -311,17 +311,22 @@ class MemoryChannels:
             state_reason=reason,
             state_changed_at=now,
             generation=before.generation + 1,
+            refusal=None,
         )
         self._d.channels[channel_id] = changed
         return changed
 
     @locked
-    def disconnect_channel(self, seen: Channel, reason: str, now: Instant) -> Channel | None:
+    def disconnect_channel(
+        self, seen: Channel, reason: str, now: Instant, *, refusal: str | None = None
+    ) -> Channel | None:
         now_is = self._d.channels.get(seen.id)
         active = (ChannelState.ACTIVE, seen.generation)
         if now_is is None or (now_is.state, now_is.generation) != active:
             return None
-        return self.set_channel_state(seen.id, ChannelState.DISCONNECTED, reason, now)
+        changed = self.set_channel_state(seen.id, ChannelState.DISCONNECTED, reason, now)
+        self._d.channels[seen.id] = changed = replace(changed, refusal=refusal)
+        return changed
 
     @locked
     def set_channel_throttle(self, channel_id: str, until: Instant | None, level: int) -> None:
