@@ -75,9 +75,9 @@ async def test_a_batchs_message_models_are_freed_before_its_commit(
     submit_each = submitter.submit_each
     alive: list[int] = []
 
-    def counted(items: Any, *, now: float) -> Any:
+    def counted(items: Any, *, now: float, **options: Any) -> Any:
         alive.append(_models())
-        return submit_each(items, now=now)
+        return submit_each(items, now=now, **options)
 
     monkeypatch.setattr(submitter, "submit_each", counted)
     before = _models()

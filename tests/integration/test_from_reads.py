@@ -17,7 +17,7 @@ from sqlalchemy import event
 from mailvia.domain.channel import ChannelState
 from mailvia.domain.errors import Forbidden, InvalidAddress, NotFound
 from mailvia.domain.tenancy import Fallback, Role, User
-from mailvia.outbox.senders import check_sender, trusted_of, user_of_read
+from mailvia.outbox.senders import FromChecks, FromRead, check_sender, trusted_of, user_of_read
 from mailvia.outbox.tenancy import Tenancy
 from mailvia.store import SqlStore, migrate, open_store
 from mailvia.store.memory import MemoryStore
@@ -241,3 +241,50 @@ def test_mail_and_data_judge_a_trusted_from_alike(
             answers.append(str(refused))
     assert answers[0] == answers[1]
     assert answers[0] == expected or (expected is None and "sender identity" in answers[0])
+
+
+# One request's `FromChecks` (outbox/senders.py): a sequence of (user, address) checks, and
+# how many `user_from` reads they take (one per user and domain).
+CHECK_SEQUENCES = {
+    "a read reused for another address of one domain": (
+        [("usr_a", "sales@acme.test"), ("usr_a", "bob@acme.test"), ("usr_z", "zed@acme.test")],
+        2,
+    ),
+    "a domain in another case": ([("usr_z", "zed@acme.test"), ("usr_z", "Ann@ACME.Test")], 1),
+    "the refusal quotes the address as sent": (
+        [("usr_a", "Bob@Acme.Test"), ("usr_z", "X@Other.TEST"), ("usr_z", "y@other.test")],
+        2,
+    ),
+    "another user's read is never reused": (
+        [("usr_z", "amy@acme.test"), ("usr_a", "amy@acme.test"), ("usr_o", "amy@acme.test")],
+        3,
+    ),
+}
+
+
+@pytest.mark.parametrize(("steps", "reads"), CHECK_SEQUENCES.values(), ids=list(CHECK_SEQUENCES))
+def test_from_checks_answer_as_check_sender_with_one_read_per_user_and_domain(
+    store: SqlStore, steps: list[tuple[str, str]], reads: int
+) -> None:
+    read = store.user_from
+    count = [0]
+
+    def counted(org_id: str, user_id: str, address: str) -> FromRead:
+        count[0] += 1
+        return read(org_id, user_id, address)
+
+    checks = FromChecks(counted)
+    for user_id, address in steps:
+        user = store.get_user(user_id)
+        try:
+            check_sender(user, address, store.domain_organization, store.identities)
+        except Forbidden as exc:
+            with pytest.raises(Forbidden) as refused:
+                checks.check(user, address)
+            assert str(refused.value) == str(exc)  # the address as sent
+            continue
+        found = checks.checked(user, address)
+        assert (found.address, found.user) == (address.lower(), user)
+        assert found.organization == store.get_organization(user.organization_id)
+        assert found.channels == tuple(store.list_channels(user.organization_id))
+    assert count[0] == reads

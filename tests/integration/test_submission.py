@@ -814,10 +814,10 @@ def test_a_fault_routing_one_message_of_a_group_fails_only_that_message(rig: Rig
     services = rig.world.services
 
     class Faulty(Submitter):
-        def _channel_for(self, sender: User, from_address: str, *rest: Any) -> Any:
+        def _channel_of(self, sender: User, from_address: str, *rest: Any) -> Any:
             if from_address.startswith("jane+boom"):
                 raise RuntimeError("a bug")
-            return super()._channel_for(sender, from_address, *rest)
+            return super()._channel_of(sender, from_address, *rest)
 
     rig.world.services.tenancy.grant(JANE, "jane+boom@acme.test", time.time())
     faulty = Faulty(rig.world.store, pool=services.pool)

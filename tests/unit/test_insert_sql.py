@@ -3,7 +3,11 @@ the same text as before, the same string object on every call after the first.""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import cast
+
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from mailvia.store.rows import insert_sql
 from mailvia.store.tables import message_contents, messages
@@ -21,3 +25,13 @@ def test_an_insert_is_made_once_per_dialect_and_statement() -> None:
             "INSERT INTO messages (seq, id) VALUES (?, ?)"
         )
     engine.dispose()
+
+
+def test_postgresqls_insert_is_made_once_with_its_own_preparer() -> None:
+    """Another dialect (PostgreSQL's, with psycopg's `%s`): its own entry, its own text."""
+    conn = cast(sa.Connection, SimpleNamespace(dialect=postgresql.psycopg.dialect()))
+    first = insert_sql(conn, messages, ["id", "seq"], "%s")
+    assert first == "INSERT INTO messages (id, seq) VALUES (%s, %s)"
+    assert insert_sql(conn, messages, ("id", "seq"), "%s") is first
+    again = cast(sa.Connection, SimpleNamespace(dialect=conn.dialect))
+    assert insert_sql(again, messages, ["id", "seq"], "%s") is first  # keyed by the dialect

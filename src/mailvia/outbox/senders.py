@@ -2,16 +2,18 @@
 domain rule, written once: `domain_is_theirs`), and one of its sender identities covers it
 (the checks `Submitter` runs before it routes); `FromRead`, a From's rights and route inputs
 read in one statement, and `CheckedFrom`, what it is found to allow (a trusted network's
-From: `trusted_of`; a logged-in user's: `user_of_read`).
+From: `trusted_of`; a logged-in user's: `user_of_read`); `FromChecks`, one request's checks of
+its senders' addresses, each domain read once with `user_from`.
 
-Side effects: none (reads through `owner` and `identities`).
+Side effects: none here; the reads are the callers' (`check_sender`'s `owner` and
+`identities`, `FromChecks`'s `user_from`). A `FromChecks` keeps its reads and its answers for
+the one request it serves (a later request makes its own: a right revoked since is seen).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cache
 
 from mailvia.domain.channel import Channel
 from mailvia.domain.errors import Forbidden
@@ -81,17 +83,19 @@ def user_of_read(user: User, found: FromRead, from_address: str) -> CheckedFrom:
 
 
 class FromChecks:
-    """One request's checks of a sender's addresses (its envelope sender's, then its
-    From's), each judged as `check_sender` judges it, from `user_from` reads (`FromRead`: a
-    domain's owner, the user's identities, the organization and its channels in one
-    statement), one per sender and domain: a single POST whose envelope sender and From
-    share a domain reads its rights and its route's inputs once (`checked`), where
-    `sender_checks` read the domain's owner and the identities, and the route the
-    organization and its channels: four statements."""
+    """One request's checks of its senders' addresses (an envelope sender's, a From's, a
+    Sender header's), each judged as `check_sender` judges it (its rule, its answers, the
+    address quoted as sent), from `user_from` reads (`FromRead`: a domain's owner, the user's
+    identities, the organization and its channels in one statement), one per sender and
+    domain: an envelope sender and a From of one domain are read once, with the route's
+    inputs (`checked`). Each sender and address (without case) is judged once: a batch of
+    1,000 with one envelope sender judges it once, and each message gets the same answer
+    (a refusal quotes the spelling judged first, as a batch's routes do)."""
 
     def __init__(self, read: Callable[[str, str, str], FromRead]) -> None:
         self._read = read  # (organization id, user id, address): the store's `user_from`
         self._reads: dict[tuple[str, str], FromRead] = {}
+        self._judged: Remembered[tuple[str, str], CheckedFrom] = Remembered()
 
     def check(self, sender: User, address: str) -> None:
         """Raise Forbidden unless `sender` may send as `address` (`check_sender`'s
@@ -99,8 +103,15 @@ class FromChecks:
         self.checked(sender, address)
 
     def checked(self, sender: User, address: str) -> CheckedFrom:
-        """`address` checked for `sender` (raises Forbidden as `check_sender`), with the
-        route's inputs read with it."""
+        """`address` checked for `sender` (raises Forbidden and InvalidAddress as
+        `check_sender`), with the route's inputs read with it."""
+        key = (sender.id, address.lower())
+        found = self._judged.get(key, lambda: self._judge(sender, address))
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def _judge(self, sender: User, address: str) -> CheckedFrom:
         key = (sender.id, domain_of(address))  # raises InvalidAddress as check_sender
         found = self._reads.get(key)
         if found is None:
@@ -126,28 +137,3 @@ def check_sender(
 def nobody_sends_as(address: str) -> Forbidden:
     """The refusal of a trusted network's From that no user of its organization may use."""
     return Forbidden(f"{address} is not a sender identity of this network's organization")
-
-
-def checked_pair(sender: User, address: str) -> tuple[str, str]:
-    """The key of a (sender, address) check: the user id and the lower-cased address (a
-    `checked` pair of `Submitter.plan_each`)."""
-    return (sender.id, address.lower())
-
-
-def sender_checks(
-    owner: Callable[[str], str | None], identities: Callable[[str], list[str]]
-) -> Callable[[User, str], None]:
-    """`check_sender`, each (sender, address) worked out once, and each domain's owner and
-    each sender's identities read once: for one request's messages."""
-    found: Remembered[tuple[str, str], None] = Remembered()
-    owner_of, identities_of = cache(owner), cache(identities)  # this request's: read once
-
-    def check(sender: User, from_address: str) -> None:
-        outcome = found.get(
-            checked_pair(sender, from_address),
-            lambda: check_sender(sender, from_address, owner_of, identities_of),
-        )
-        if isinstance(outcome, Exception):
-            raise outcome
-
-    return check

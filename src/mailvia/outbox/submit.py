@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits, refusal
@@ -31,14 +31,7 @@ from mailvia.outbox.ports import Ledger, NewMessage
 from mailvia.outbox.receipts import Receipt, receipt_of, with_forecast
 from mailvia.outbox.records import MessageView
 from mailvia.outbox.remembered import Remembered
-from mailvia.outbox.senders import (
-    CheckedFrom,
-    FromChecks,
-    FromRead,
-    check_sender,
-    checked_pair,
-    sender_checks,
-)
+from mailvia.outbox.senders import CheckedFrom, FromChecks, FromRead, check_sender
 
 
 class SubmitStore(Protocol):
@@ -69,10 +62,9 @@ class SubmitStore(Protocol):
 class Submission:
     """One message to submit, with the caller's idempotency key if any; `checked_from`: its
     From read and checked already, with its route's inputs (the submission port's: a trusted
-    network's by `Tenancy.trusted_from`, a logged-in user's by `Tenancy.user_from`; the API's
-    single POST's by `submit_one`'s `FromChecks`): its user
-    may send From it, and its organization and channels are this message's route inputs,
-    not read again."""
+    network's by `Tenancy.trusted_from`, a logged-in user's by `Tenancy.user_from`): its user
+    may send From it, and its organization and channels are this message's route inputs, not
+    read again. Without it, `plan_each` checks the From with the request's `FromChecks`."""
 
     composed: Composed
     idempotency_key: str | None = None
@@ -124,12 +116,12 @@ class Submitter:
         """Raise Forbidden unless `sender` may send From this address."""
         check_sender(sender, from_address, self._store.domain_organization, self._store.identities)
 
-    def sender_checks(self) -> Callable[[User, str], None]:
-        """`check_sender`, each (sender, address) worked out once, and each domain's owner and
-        each sender's identities read once: for one request's messages (a batch of 1,000 with
-        one envelope sender reads its rights once, not 1,000 times; a message whose envelope
-        sender and From share a domain reads them once, not twice)."""
-        return sender_checks(self._store.domain_organization, self._store.identities)
+    def from_checks(self) -> FromChecks:
+        """One request's sender checks (`FromChecks`): each (sender, address) judged once, each
+        sender's rights and route inputs read once per domain (a batch of 1,000 with one
+        envelope sender reads them once, not 1,000 times; an envelope sender and a From of
+        one domain, once, not twice). Pass it to `plan_each` with the request's items."""
+        return FromChecks(self._store.user_from)
 
     def submit(
         self, sender: User, submissions: Sequence[Submission], *, now: Instant
@@ -140,11 +132,12 @@ class Submitter:
         From), CannotCarry (the channel's API cannot carry a message as stored) and the
         store's Conflict (idempotency key reused with another body)."""
         routes: Remembered[tuple[str, str, str, bool], Channel] = Remembered()
+        checks = self.from_checks()
         planned = []
         forecasts = Forecasts(self._store, now=now, queued=self._ahead)
         with self._store.snapshot():  # the lookups: one read transaction
             for submission in submissions:
-                channel = self._route(routes, sender, submission.composed)
+                channel = self._route(routes, checks, sender, submission.composed)
                 if isinstance(channel, Exception):
                     raise channel
                 self.check_carried(channel, submission.composed)
@@ -161,20 +154,16 @@ class Submitter:
         """One message of an intake that answers for it alone (the API's single POST): `make`
         finds its sender and builds it inside the read transaction, given the request's
         sender check (`FromChecks.check`: its envelope sender's), so the sender's own read
-        (the API token's) shares that transaction; then its From's check, its route and
-        forecast there, and its commit after, in its own transaction. The sender's rights to
-        an address and the route's inputs (the organization and its channels) are read in
-        one statement per domain (`FromChecks`), as the submission port reads a logged-in
-        user's From: an envelope sender and a From of one domain, one read.
+        (the API token's) shares that transaction; then `plan_each` there with the same
+        `FromChecks` (its From's check, its route and forecast: an envelope sender and a From
+        of one domain, one read), and its commit after, in its own transaction.
 
         Raises what `make` raises, Forbidden, CannotCarry and the commit's errors (Conflict,
         StoreUnavailable), in that order."""
-        checks = FromChecks(self._store.user_from)
+        checks = self.from_checks()
         with self._store.snapshot():  # make's reads and the plan's: one read transaction
-            sender, submission = make(checks.check)
-            known = checks.checked(sender, submission.composed.from_address)
-            item = (sender, replace(submission, checked_from=known))
-            plan = self.plan_each([item], now=now)
+            item = make(checks.check)
+            plan = self.plan_each([item], now=now, checks=checks)
         [receipt] = self.commit_each(plan)
         if isinstance(receipt, Exception):
             raise receipt
@@ -197,7 +186,11 @@ class Submitter:
             raise CannotCarry(f"{channel.name} cannot send this message: {reason}")
 
     def submit_each(
-        self, items: Sequence[tuple[User, Submission] | Exception], *, now: Instant
+        self,
+        items: Sequence[tuple[User, Submission] | Exception],
+        *,
+        now: Instant,
+        checks: FromChecks | None = None,
     ) -> list[Receipt | Exception]:
         """Messages of different senders, each judged on its own: the one per-item submit of
         every intake that answers per message (the API's batch, the submission port's group
@@ -205,27 +198,28 @@ class Submitter:
         an item the intake already refused (an Exception) keeps its place as it is; the
         accepted ones are committed together in one transaction. Raises only what the commit
         itself raises (e.g. StoreUnavailable). The two steps: `plan_each`, `commit_each`."""
-        return self.commit_each(self.plan_each(items, now=now))
+        return self.commit_each(self.plan_each(items, now=now, checks=checks))
 
     def plan_each(
         self,
         items: Sequence[tuple[User, Submission] | Exception],
         *,
         now: Instant,
-        checked: Collection[tuple[str, str]] = (),
+        checks: FromChecks | None = None,
         forecast: bool = True,
     ) -> EachPlan:
         """submit_each's look-ups, in one read transaction (its own, or the caller's store
         snapshot it runs in: `submit_one`'s): each item's channel or refusal.
 
-        `checked`: the (user id, lower-cased address) pairs the caller found, in that same
-        read transaction, to be the user's right to send From: not looked up again. An
-        item's `Submission.checked_from` is its own read of its From (the user's right to it, the
-        organization and channels its route is worked out from). `forecast=False`: an intake
-        whose answer does not tell when the message leaves (SMTP's 250) skips the channels'
-        backlog and budget reads; its receipts have no `queued_ahead`, and `expected_at` is
-        `now` for a queued message."""
+        An item's `Submission.checked_from` is its own read of its From (the user's right to
+        it, the organization and channels its route is worked out from); the others' From and
+        every Sender header are checked by `checks` (the request's `from_checks()`, whose
+        reads its envelope senders' checks made already; else a new one). `forecast=False`:
+        an intake whose answer does not tell when the message leaves (SMTP's 250) skips the
+        channels' backlog and budget reads; its receipts have no `queued_ahead`, and
+        `expected_at` is `now` for a queued message."""
         routes: Remembered[tuple[str, str, str, bool], Channel] = Remembered()
+        checks = checks or self.from_checks()
         results: list[Receipt | Exception | None] = []
         planned = []
         forecasts = Forecasts(self._store, now=now, queued=self._ahead)
@@ -236,7 +230,7 @@ class Submitter:
                     continue
                 sender, submission = item
                 channel = self._route(
-                    routes, sender, submission.composed, checked, submission.checked_from
+                    routes, checks, sender, submission.composed, submission.checked_from
                 )
                 if not isinstance(channel, Exception):
                     try:
@@ -277,35 +271,29 @@ class Submitter:
     def _route(
         self,
         routes: Remembered[tuple[str, str, str, bool], Channel],
+        checks: FromChecks,
         sender: User,
         composed: Composed,
-        checked: Collection[tuple[str, str]] = (),
         checked_from: CheckedFrom | None = None,
     ) -> Channel | Exception:
         """The channel for the message's From, once its sender may use its From and Sender
-        (worked out once per distinct pair and read; a From in `checked` is known to be the
-        sender's; `checked_from`: this message's read of its From, see `Submission`)."""
+        (worked out once per distinct pair and read; `checked_from`: this message's read of
+        its From, see `Submission`; else `checks` reads and judges it)."""
         from_address, on_behalf = composed.from_address, composed.sender_address or ""
         known = checked_from if _holds(checked_from, sender, from_address) else None
 
         def work_out() -> Channel:
-            if known is not None or checked_pair(sender, from_address) in checked:
-                channel = self._channel_of(sender, from_address, known)
-            else:
-                channel = self._channel_for(sender, from_address)
+            found = known if known is not None else checks.checked(sender, from_address)
+            channel = self._channel_of(sender, from_address, found)
             if on_behalf and on_behalf.lower() != from_address.lower():
                 try:
-                    self.check_sender(sender, on_behalf)
+                    checks.check(sender, on_behalf)
                 except Forbidden as exc:
                     raise Forbidden(f"Sender header: {exc}") from None
             return channel
 
         key = (sender.id, from_address.lower(), on_behalf.lower(), known is not None)
         return routes.get(key, work_out)
-
-    def _channel_for(self, sender: User, from_address: str) -> Channel:
-        self.check_sender(sender, from_address)
-        return self._channel_of(sender, from_address)
 
     def _channel_of(
         self, sender: User, from_address: str, known: CheckedFrom | None = None

@@ -21,17 +21,12 @@ from mailvia.domain.tenancy import domain_of
 from mailvia.outbox.senders import FromRead
 from mailvia.store.channels import CHANNEL_COLUMNS, channel_of
 from mailvia.store.engine import Database
-from mailvia.store.tables import channels, domains, identities, organizations
-from mailvia.store.tenancy import holders_of, organization_of, user_of
+from mailvia.store.tables import channels, identities, organizations
+from mailvia.store.tenancy import DOMAIN_OWNER, holders_of, organization_of, user_of
 
 _ORG: Any = sa.bindparam("org_id")
 # The organization the address's domain is assigned to (NULL: nobody's).
-_OWNER = (
-    sa.select(domains.c.organization_id)
-    .where(domains.c.domain == sa.bindparam("domain"))
-    .scalar_subquery()
-    .label("from_owner")
-)
+_OWNER = DOMAIN_OWNER.scalar_subquery().label("from_owner")
 # The organization's first user holding the address itself, else its @domain; by email
 # among equals (senders_for's order). Whether the domain is theirs is judged after.
 _HOLDER = (

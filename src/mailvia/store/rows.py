@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.sql.compiler import IdentifierPreparer
 
 from mailvia.domain.clock import Instant
 from mailvia.domain.ids import make_id
@@ -55,7 +56,9 @@ def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str], mar
 
 
 @lru_cache(maxsize=64)
-def _insert_sql(preparer: Any, table: sa.Table, columns: tuple[str, ...], mark: str) -> str:
+def _insert_sql(
+    preparer: IdentifierPreparer, table: sa.Table, columns: tuple[str, ...], mark: str
+) -> str:
     quote = preparer.quote
     names = ", ".join(quote(table.c[column].name) for column in columns)
     marks = ", ".join([mark] * len(columns))

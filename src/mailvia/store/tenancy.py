@@ -17,7 +17,9 @@ from mailvia.store.tables import api_tokens, domains, identities, organizations,
 # The intake's reads, built once: each API request runs them (building a statement costs
 # about as much as running it on SQLite); `sa.bindparam` takes the value at execution.
 _ORGANIZATION = organizations.select().where(organizations.c.id == sa.bindparam("org_id"))
-_DOMAIN_OWNER = sa.select(domains.c.organization_id).where(
+# The organization a domain is assigned to (`domain_organization`; from_reads.py's From
+# reads take it as a scalar subquery).
+DOMAIN_OWNER = sa.select(domains.c.organization_id).where(
     domains.c.domain == sa.bindparam("domain")
 )
 _IDENTITIES = (
@@ -256,7 +258,7 @@ class TenancyStore:
     def domain_organization(self, domain: str) -> str | None:
         """The id of the organization the domain (any case) is assigned to, or None."""
         with self._db.read() as conn:
-            owner = conn.execute(_DOMAIN_OWNER, {"domain": domain.lower()}).scalar_one_or_none()
+            owner = conn.execute(DOMAIN_OWNER, {"domain": domain.lower()}).scalar_one_or_none()
         return None if owner is None else str(owner)
 
     def grant_identity(self, user_id: str, identity: str, now: Instant) -> None:

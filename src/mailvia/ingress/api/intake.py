@@ -66,7 +66,7 @@ def composed(
 ) -> Composed:
     """Validate one message as every intake does. Raises InvalidInput (422), MessageTooLarge
     (413), Forbidden (an envelope sender that is not the caller's). `check_sender`: the
-    request's remembered checks (`Submitter.sender_checks`), else the Submitter's own."""
+    request's checks (`Submitter.from_checks`), else the Submitter's own."""
     try:
         result = _compose(body, now, services.max_message_size)
     except MailviaError:
