@@ -27,6 +27,8 @@ from mailvia.domain.channel import (
     Timeouts,
     TransportKind,
     Unit,
+    mailbox_taken,
+    own_mailbox,
 )
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
@@ -35,7 +37,7 @@ from mailvia.domain.retry import RetryPolicy
 from mailvia.store.engine import Database
 from mailvia.store.keep import KEEP
 from mailvia.store.keep import Keep as _Keep
-from mailvia.store.tables import channels, messages, organizations
+from mailvia.store.tables import channels, messages, organizations, users
 
 
 def _known(cls: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -157,11 +159,13 @@ class ChannelStore:
 
     def add_channel(self, channel: Channel, secret: bytes | None, now: Instant) -> Channel:
         """Insert a channel with its sealed secret. Raises Conflict if the organization has a
-        channel of that name (or the id is taken), NotFound for an unknown organization."""
+        channel of that name (or the id is taken), or its owner an own channel for its address
+        (`check_one_mailbox`); NotFound for an unknown organization."""
         with self._db.write(
             conflict=f"a channel named {channel.name!r} already exists in this organization",
             missing=f"no organization {channel.organization_id!r}",
         ) as conn:
+            check_one_mailbox(conn, channel)
             conn.execute(
                 channels.insert().values(
                     id=channel.id, secret=secret, created_at=now, **channel_values(channel)
@@ -173,7 +177,8 @@ class ChannelStore:
         """Rewrite the channel's settings (and its secret unless KEEP); its state and throttle
         are left alone (they change only through set_channel_state / set_channel_throttle, so
         an edit never undoes a disconnect the dispatcher just recorded); its generation moves
-        on. Raises NotFound, or Conflict when the new name is taken in the organization."""
+        on. Raises NotFound, or Conflict when the new name is taken in the organization (or its
+        address is another of its owner's own channels')."""
         values: dict[str, Any] = channel_values(channel)
         for runtime in RUNTIME_FIELDS:
             values.pop(runtime, None)
@@ -184,6 +189,7 @@ class ChannelStore:
             conflict=f"a channel named {channel.name!r} already exists in this organization",
             missing=f"no organization {channel.organization_id!r}",
         ) as conn:
+            check_one_mailbox(conn, channel)
             result = conn.execute(
                 channels.update().where(channels.c.id == channel.id).values(**values)
             )
@@ -299,6 +305,32 @@ class ChannelStore:
             )
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel_id!r}")
+
+
+def check_one_mailbox(conn: sa.Connection, channel: Channel) -> None:
+    """Raise Conflict if the owner of `channel`, a user's own address-scoped channel, has
+    another own channel for its address (domain/channel.py `own_mailbox`). The owner's user
+    row is locked first, so two adds racing on PostgreSQL (READ COMMITTED: the check that
+    follows the lock sees what the other committed) cannot both pass; SQLite's write
+    transaction holds its lock from the first statement already."""
+    mine = own_mailbox(channel)
+    if mine is None:
+        return
+    owner, address = mine
+    conn.execute(sa.select(users.c.id).where(users.c.id == owner).with_for_update()).first()
+    row = conn.execute(
+        sa.select(*CHANNEL_COLUMNS)
+        .where(
+            channels.c.owner_user_id == owner,
+            channels.c.scope == Scope.ADDRESS.value,
+            sa.func.lower(channels.c.address) == address,
+            channels.c.id != channel.id,
+        )
+        .order_by(channels.c.name, channels.c.id)
+        .limit(1)
+    ).first()
+    if row is not None:
+        raise Conflict(mailbox_taken(channel_of(row)))
 
 
 def _state_values(state: ChannelState, reason: str | None, now: Instant) -> dict[str, Any]:

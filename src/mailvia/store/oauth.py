@@ -14,7 +14,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import NotFound
 from mailvia.outbox.oauth.ports import PendingFlow, SealedApp, StoredTokens
 from mailvia.store.channels import _read as read_channel
-from mailvia.store.channels import channel_values
+from mailvia.store.channels import channel_values, check_one_mailbox
 from mailvia.store.engine import Database
 from mailvia.store.tables import channels, oauth_apps, oauth_flows, oauth_tokens
 
@@ -251,6 +251,7 @@ class OAuthStore:
             conflict=f"a channel named {channel.name!r} already exists in this organization",
             missing=f"no organization {channel.organization_id!r}",
         ) as conn:
+            check_one_mailbox(conn, channel)
             conn.execute(
                 channels.insert().values(
                     id=channel.id, secret=None, created_at=now, **channel_values(channel)
@@ -264,6 +265,7 @@ class OAuthStore:
         with self._db.write(
             conflict=f"a channel named {channel.name!r} already exists in this organization"
         ) as conn:
+            check_one_mailbox(conn, channel)
             updated = conn.execute(
                 channels.update()
                 .where(channels.c.id == channel.id)

@@ -23,6 +23,8 @@ from mailvia.domain.channel import (
     Provider,
     Scope,
     check_channel,
+    mailbox_taken,
+    own_mailbox,
 )
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, Forbidden, InvalidInput, MailviaError
@@ -156,10 +158,13 @@ class OAuthMailboxes:
                 )
             return channel
         for channel in self.store.list_channels(actor.organization_id):
-            mine = channel.owner.user_id == actor.id and channel.scope is Scope.ADDRESS
-            same = (channel.address or "").lower() == address
-            if mine and same and flow.provider in (channel.oauth, oauth_offer(channel)):
+            if own_mailbox(channel) != (actor.id, address):
+                continue
+            if flow.provider in (channel.oauth, oauth_offer(channel)):
                 return channel
+            # Another server's channel for this address (a relay, the other provider): a
+            # second own channel would leave which one signs in to a choice by name.
+            raise Conflict(mailbox_taken(channel))
         return None
 
     def _sealed(
@@ -215,6 +220,8 @@ class OAuthMailboxes:
                     named, replace(tokens, channel_id=channel.id), now
                 )
             except Conflict:
+                if self.store.find_channel(actor.organization_id, name) is None:
+                    raise  # not the name: the address has its own channel (check_one_mailbox)
                 continue
         raise Conflict(f"a channel named {channel.name!r} already exists")
 
