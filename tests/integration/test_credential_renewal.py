@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,7 @@ from mailvia.domain.channel import (
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.errors import CredentialsFailed
 from mailvia.domain.message import Envelope, State
+from mailvia.domain.presets import PRESETS
 from mailvia.domain.replies import Reply, Stage
 from mailvia.outbox.ports import Credentials
 from support.transports import QuietTransport
@@ -78,7 +80,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await w.close()
 
 
-def oauth_mailbox(world: World) -> Channel:
+def oauth_mailbox(world: World, **changes: Any) -> Channel:
     channel = Channel(
         id="ch_oauth",
         organization_id=world.jane.organization_id,
@@ -95,7 +97,7 @@ def oauth_mailbox(world: World) -> Channel:
         address="jane@acme.test",
         oauth=Provider.GOOGLE,
     )
-    return world.store.add_channel(channel, None, time.time())
+    return world.store.add_channel(replace(channel, **changes), None, time.time())
 
 
 async def run(world: World, server: TokenServer, source: Source) -> list[str]:
@@ -167,3 +169,35 @@ async def test_credentials_that_cannot_be_had_settle_like_a_reply(
     assert store.get_channel(channel.id).state is channel_state
     first = store.get_message(ids[0])
     assert first.attempts and first.attempts[0].reply == reply
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_an_attempt_refused_at_the_tokens_renewal_uses_none_of_the_budgets(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Microsoft 365's 30 messages a minute and 10,000 recipients a day count what reaches
+    it: mail that never left for want of a token is given back to the ledger."""
+    url = request.getfixturevalue("migrated_pg_url") if backend == "postgresql" else None
+    world = World(tmp_path / "data", db_url=url)
+    try:
+        budgets = PRESETS["microsoft365"].budgets
+        channel = oauth_mailbox(world, preset="microsoft365", budgets=budgets)
+        dispatcher = world.services.dispatcher
+        refused = Reply(451, "4.4.2", "mailvia: could not renew the access token")
+        dispatcher.transport, dispatcher.credentials = TokenServer("t"), Source("t", fail=refused)
+        ids = [r.id for r in world.send(count=3, to=("a@example.com", "b@example.com"))]
+        await dispatcher.run_once(time.time)
+        assert {world.store.get_message(i).state for i in ids} == {State.DEFERRED}
+        now = time.time()
+        ledger = world.store.budget_ledger(channel.id, budgets)
+        assert ledger.allowance(now) == 30 and len(ledger.log(now)) == 0
+        # Mail that does reach it counts, as before.
+        dispatcher.credentials = Source("t")
+        sent = [r.id for r in world.send(count=2)]
+        await dispatcher.run_once(time.time)
+        assert {world.store.get_message(i).state for i in sent} == {State.DELIVERED}
+        assert ledger.allowance(time.time()) == 28
+    finally:
+        await world.close()

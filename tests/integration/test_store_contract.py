@@ -213,6 +213,67 @@ def test_a_channel_keeps_every_field(store: SqlStore) -> None:
     each_raises(Conflict, lambda: s.update_channel(replace(full, name="relay")))
 
 
+def test_a_user_has_one_own_channel_per_address(store: SqlStore) -> None:
+    """A second own channel for an address is Conflict (naming the first), on add and on an
+    update that would make one; another owner's, or a team channel, is not."""
+    s, box = store, full_channel()
+    s.add_channel(box, None, T0)
+    second = replace(box, id="ch_d", name="box 2", address="JANE@acme.test")
+    with pytest.raises(Conflict, match=r"jane@acme\.test already has its own channel 'o365'"):
+        s.add_channel(second, None, T0)
+    other = replace(second, address="jane.doe@acme.test")
+    s.add_channel(other, None, T0)
+    with pytest.raises(Conflict, match="own channel 'o365'"):
+        s.update_channel(replace(other, address="jane@acme.test"))
+    assert s.update_channel(replace(box, name="o365 box")).name == "o365 box"  # itself: fine
+    s.create_user(
+        User("usr_2", "org_1", "team_1", "joe@acme.test", Role.MEMBER), password_hash="h", now=T0
+    )
+    s.add_channel(
+        replace(second, id="ch_e", name="joe box", owner=Owner(user_id="usr_2")), None, T0
+    )
+    s.add_channel(channel("ch_f", "relay 2"), None, T0)  # domain scope: any number
+    assert sorted(c.id for c in s.list_channels("org_1")) == [
+        "ch_a", "ch_b", "ch_c", "ch_d", "ch_e", "ch_f",
+    ]  # fmt: skip
+
+
+def test_of_two_adding_the_same_own_channel_at_once_one_does(backend: str) -> None:
+    if backend == "memory":
+        pytest.skip("one lock: nothing to race")
+    migrate(backend)
+    stores = [open_store(backend) for _ in range(2)]
+    try:
+        first = stores[0]
+        first.create_organization("org_1", "acme", T0)
+        first.create_team("team_1", "org_1", "sales", T0)
+        first.create_user(
+            User("usr_1", "org_1", "team_1", "j@acme.test", Role.ADMIN), password_hash="h", now=T0
+        )
+        box = replace(full_channel(), address="j@acme.test")
+        results: list[str] = []
+        start = threading.Barrier(2)
+
+        def add(i: int) -> None:
+            start.wait()
+            try:
+                stores[i].add_channel(replace(box, id=f"ch_{i}", name=f"box {i}"), None, T0)
+                results.append("added")
+            except Conflict:
+                results.append("refused")
+
+        threads = [threading.Thread(target=add, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == ["added", "refused"]
+        assert len(first.list_channels("org_1")) == 1
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_of_two_that_saw_a_channel_active_one_disconnects_it(
     store: SqlStore, reopen: Callable[[], SqlStore]
 ) -> None:
@@ -930,6 +991,9 @@ def test_the_budget_ledgers_running_sums_decide_as_a_full_recount(store: SqlStor
         if open_ids and rng.random() < 0.6:
             ledger.finish([(open_ids.pop(rng.randrange(len(open_ids))), now)])
             continue
+        if open_ids and rng.random() < 0.15:  # never reached the provider: given back
+            ledger.give_back([open_ids.pop(rng.randrange(len(open_ids)))])
+            continue
         recipients = rng.randint(1, 4)
         expected = fits(budgets, ledger.log(now), now, recipients)
         taken, wait = ledger.take(now, recipients)
@@ -940,6 +1004,27 @@ def test_the_budget_ledgers_running_sums_decide_as_a_full_recount(store: SqlStor
         else:
             assert wait is not None and wait > now
     assert decided > 100
+
+
+def test_a_transaction_given_back_counts_against_no_window(store: SqlStore) -> None:
+    """What never reached the provider (no credentials to sign in with) is given back: the
+    budgets are as if it was never taken, in every window, whether its sums are stored."""
+    budgets = (Budget(2, 60, Unit.MESSAGES), Budget(5, DAY, Unit.RECIPIENTS))
+    ledger = store.budget_ledger("ch_a", budgets)
+    first, _ = ledger.take(T0, 2)
+    second, _ = ledger.take(T0 + 1, 3)
+    assert first is not None and second is not None
+    assert ledger.take(T0 + 2, 1)[0] is None  # both budgets full
+    ledger.give_back([second])
+    assert ledger.allowance(T0 + 2) == 1
+    assert [(u.at, u.recipients) for u in ledger.log(T0 + 2).uses()] == [(T0 + 2, 2)]
+    third, _ = ledger.take(T0 + 2, 3)  # the recipients it held are free again
+    assert third is not None
+    ledger.finish([(first, T0 + 3)])
+    ledger.give_back([first, third, 12345])  # an ended one too; an unknown one is nothing
+    assert ledger.allowance(T0 + 4) == 2 and len(ledger.log(T0 + 4)) == 0
+    fresh = store.budget_ledger("ch_a", budgets)  # another worker's: the stored sums agree
+    assert fresh.take(T0 + 5, 5)[0] is not None and fresh.take(T0 + 5, 1)[0] is None
 
 
 def test_a_budgeted_start_marks_the_message_only_while_its_lease_is_held(store: SqlStore) -> None:

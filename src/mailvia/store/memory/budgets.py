@@ -132,6 +132,17 @@ class MemoryLedger:
             usage.purge(ended[-1][1] - self.window - _PURGE_SLACK)
 
     @locked
+    def give_back(self, taken: Sequence[int]) -> None:
+        usage = self._usage
+        for seq in taken:
+            if usage.open.pop(seq, None) is not None or seq not in usage.recipients:
+                continue
+            i = next(i for i, (_, ended) in enumerate(usage.ends) if ended == seq)
+            del usage.ends[i]
+            del usage.recipients[seq]
+            usage._total_from(i)
+
+    @locked
     def allowance(self, now: Instant) -> int | None:
         counts = [
             b.count - self._usage.held(b, now) for b in self.budgets if b.unit is Unit.MESSAGES
