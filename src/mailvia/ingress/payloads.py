@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from mailvia.domain.channel import Channel
+from mailvia.domain.channel import Channel, Kind
 from mailvia.domain.clock import to_iso
 from mailvia.domain.probe import ProbeReport, fix_for, fix_for_reason
 from mailvia.domain.replies import Reply
@@ -32,7 +32,8 @@ def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> di
         "port": channel.port,
         "security": str(channel.security),
         "auth": str(channel.auth),
-        "username": channel.username,
+        # The shared pool's relay login is the operator's (an SES key id, say): not shown.
+        "username": None if channel.kind is Kind.POOL else channel.username,
         "has_password": channel.has_password,
         "ca_pem": channel.ca_pem,
         "scope": str(channel.scope),
