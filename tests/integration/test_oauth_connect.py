@@ -248,7 +248,9 @@ async def test_disconnect_revokes_at_google_and_remove_deletes_the_tokens(
     world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
 ) -> None:
     google = await connect(jane, fake_providers, "google", JANE)
-    microsoft = await connect(jane, fake_providers, "microsoft", JANE)
+    # One own channel per address: the Microsoft mailbox is another of jane's addresses.
+    world.services.tenancy.grant(JANE, "jane.ms@acme.test", time.time())
+    microsoft = await connect(jane, fake_providers, "microsoft", "jane.ms@acme.test")
     store = world.store
     world.send(subject="waiting")
     token = world.services.tokens.create(JANE, "t", time.time())

@@ -165,12 +165,12 @@ class ChannelStore:
             conflict=f"a channel named {channel.name!r} already exists in this organization",
             missing=f"no organization {channel.organization_id!r}",
         ) as conn:
-            check_one_mailbox(conn, channel)
             conn.execute(
                 channels.insert().values(
                     id=channel.id, secret=secret, created_at=now, **channel_values(channel)
                 )
             )
+            check_one_mailbox(conn, channel)  # after the insert: a taken name says so first
             return _read(conn, channel.id)
 
     def update_channel(self, channel: Channel, secret: bytes | _Keep | None = KEEP) -> Channel:
@@ -189,12 +189,12 @@ class ChannelStore:
             conflict=f"a channel named {channel.name!r} already exists in this organization",
             missing=f"no organization {channel.organization_id!r}",
         ) as conn:
-            check_one_mailbox(conn, channel)
             result = conn.execute(
                 channels.update().where(channels.c.id == channel.id).values(**values)
             )
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel.id!r}")
+            check_one_mailbox(conn, channel)
             return _read(conn, channel.id)
 
     def get_channel(self, channel_id: str) -> Channel:
@@ -309,9 +309,10 @@ class ChannelStore:
 
 def check_one_mailbox(conn: sa.Connection, channel: Channel) -> None:
     """Raise Conflict if the owner of `channel`, a user's own address-scoped channel, has
-    another own channel for its address (domain/channel.py `own_mailbox`). The owner's user
-    row is locked first, so two adds racing on PostgreSQL (READ COMMITTED: the check that
-    follows the lock sees what the other committed) cannot both pass; SQLite's write
+    another own channel for its address (domain/channel.py `own_mailbox`); run after the
+    row's insert or update (a taken name is refused first, as before). The owner's user row
+    is locked before the check, so two adds racing on PostgreSQL (READ COMMITTED: the check
+    that follows the lock sees what the other committed) cannot both pass; SQLite's write
     transaction holds its lock from the first statement already."""
     mine = own_mailbox(channel)
     if mine is None:

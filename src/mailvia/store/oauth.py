@@ -251,13 +251,13 @@ class OAuthStore:
             conflict=f"a channel named {channel.name!r} already exists in this organization",
             missing=f"no organization {channel.organization_id!r}",
         ) as conn:
-            check_one_mailbox(conn, channel)
             conn.execute(
                 channels.insert().values(
                     id=channel.id, secret=None, created_at=now, **channel_values(channel)
                 )
             )
             conn.execute(oauth_tokens.insert().values(**_token_values(tokens, 1)))
+            check_one_mailbox(conn, channel)
             return read_channel(conn, channel.id)
 
     def connect_mailbox(self, channel: Channel, tokens: StoredTokens) -> Channel:
