@@ -267,13 +267,13 @@ class MemoryChannels:
     def _one_mailbox(self, channel: Channel) -> None:
         # As store/channels.py check_one_mailbox: one own channel per owner and address.
         mine = own_mailbox(channel)
-        taken = sorted(
-            (c for c in self._d.channels.values() if c.id != channel.id),
-            key=lambda c: (c.name, c.id),
-        )
-        for other in taken:
-            if mine is not None and own_mailbox(other) == mine:
-                raise Conflict(mailbox_taken(other))
+        if mine is None:
+            return
+        same = [
+            c for c in self._d.channels.values() if c.id != channel.id and own_mailbox(c) == mine
+        ]
+        if same:
+            raise Conflict(mailbox_taken(min(same, key=lambda c: (c.name, c.id))))
 
     @locked
     def get_channel(self, channel_id: str) -> Channel:
