@@ -3,6 +3,7 @@ answers (what only a database has, its migrations and connections, on the two da
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -238,10 +239,28 @@ def test_a_user_has_one_own_channel_per_address(store: SqlStore) -> None:
     ]  # fmt: skip
 
 
-def test_of_two_adding_the_same_own_channel_at_once_one_does(backend: str) -> None:
-    if backend == "memory":
-        pytest.skip("one lock: nothing to race")
-    migrate(backend)
+def test_of_two_adding_the_same_own_channel_at_once_one_does(
+    migrated_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two adds of one address's own channel, each past its insert before either checks: one
+    is refused (on PostgreSQL by the owner's row lock; SQLite's write lock lets only one
+    insert at a time, so its barrier breaks and the second carries on after the first).
+    The memory store's rule is test_a_user_has_one_own_channel_per_address's."""
+    import mailvia.store.channels as store_channels
+
+    both_inserted = threading.Barrier(2, timeout=2)
+    real = store_channels.own_mailbox
+
+    def after_both_inserts(c: Channel) -> tuple[str, str] | None:
+        found = real(c)
+        if found is not None:
+            # SQLite: the other waits for this write lock, the barrier breaks; carry on
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_inserted.wait()
+        return found
+
+    monkeypatch.setattr(store_channels, "own_mailbox", after_both_inserts)
+    backend = migrated_store_url
     stores = [open_store(backend) for _ in range(2)]
     try:
         first = stores[0]
