@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from mailvia.domain.channel import Channel, ChannelState, Provider, TransportKind
+from mailvia.domain.channel import Channel, ChannelState, Kind, Provider, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput
+from mailvia.domain.presets import PRESETS
 from mailvia.domain.replies import Reply
 
 _IDENTITY = ("openid", "email")
@@ -252,11 +253,17 @@ BASIC_AUTH_OFF = frozenset({(535, "5.7.139"), (535, "5.7.3"), (550, "5.7.30")})
 
 
 def oauth_offer(channel: Channel) -> Provider | None:
-    """The provider a password mailbox (preset gmail or microsoft365) can be reconnected with
-    by OAuth, turning it into an OAuth mailbox; None for other channels."""
-    if channel.oauth is not None:
+    """The provider a password mailbox can be reconnected with by OAuth, turning it into an
+    OAuth mailbox (in place: its held mail is kept); None for other channels. A password
+    mailbox is one made from preset gmail or microsoft365, or one added by hand with no
+    preset (`--host smtp.office365.com`) whose host is such a preset's own: Microsoft turns
+    password SMTP off, and that channel must be able to move too."""
+    if channel.oauth is not None or channel.kind is not Kind.SMTP:
         return None
-    return next((p for p in Provider if p.preset == channel.preset), None)
+    if channel.preset is not None:
+        return next((p for p in Provider if p.preset == channel.preset), None)
+    host = channel.host.lower().rstrip(".")
+    return next((p for p in Provider if host in PRESETS[p.preset].hosts), None)
 
 
 def basic_auth_off(channel: Channel) -> bool:
