@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from mailvia.domain.channel import Channel, Provider
+from mailvia.domain.errors import Conflict
+from mailvia.outbox.channels import ChannelSpec
 from mailvia.testserver.fake import FakeProviders
 from support.api import Api, assert_problem, open_api
 from support.cli import Cli, require_console_script
@@ -107,5 +111,64 @@ async def test_connecting_an_address_that_has_another_servers_channel_is_refused
         assert [c.name for c in world.store.list_channels()] == ["jane-box"]
         [grant] = fake_providers.consents()
         assert grant.revoked  # the consent let go, as for any refusal
+    finally:
+        await world.close()
+
+
+async def test_a_pair_made_before_the_rule_still_edits_and_reconnects(
+    tmp_path: Path, fake_providers: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jane's address has a relay channel and a Gmail password one, made before the rule:
+    she may still rename the Gmail one, and "Connect Gmail" turns it (this provider's, not
+    the relay that sorts first) into the OAuth mailbox, in place."""
+    import mailvia.store.channels as store_channels
+
+    world = oauth_world(tmp_path / "data", fake_providers)
+    api = Api(world)
+    try:
+        world.channel(2525, name="a-relay")
+        with monkeypatch.context() as before_the_rule:
+            before_the_rule.setattr(store_channels, "own_mailbox", lambda channel: None)
+            spec = ChannelSpec(
+                name="jane-gmail", preset="gmail", username=JANE, password="pw", address=JANE
+            )
+            gmail, _ = world.services.channels.add(world.jane, spec, time.time())
+        renamed = await api.client("jane").patch(
+            f"/v1/channels/{gmail.id}", json={"name": "jane gmail", "test": False}
+        )
+        assert renamed.status_code == 200, renamed.text
+        async with pages(world) as client:
+            await sign_in(client, world, JANE)
+            auth = await start(client, "google")
+            answer = await callback(client, "google", allow(fake_providers, auth, JANE))
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"].startswith(f"/channels/{gmail.id}?")
+        mailbox = world.store.get_channel(gmail.id)
+        assert (mailbox.name, mailbox.oauth) == ("jane gmail", Provider.GOOGLE)
+        assert sorted(c.name for c in world.store.list_channels()) == ["a-relay", "jane gmail"]
+    finally:
+        await api.aclose()
+
+
+async def test_a_conflict_met_when_storing_the_mailbox_revokes_the_consent(
+    tmp_path: Path, fake_providers: FakeProviders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Conflict after the consent (here: another own channel for the address stored
+    between the check and the write) lets the consent go, as every refusal does."""
+    world = oauth_world(tmp_path / "data", fake_providers)
+    try:
+
+        def taken(*args: object) -> Channel:
+            raise Conflict(TAKEN)
+
+        monkeypatch.setattr(world.store, "add_oauth_mailbox", taken)
+        async with pages(world) as client:
+            await sign_in(client, world, JANE)
+            auth = await start(client, "google")
+            answer = await callback(client, "google", allow(fake_providers, auth, JANE))
+        assert answer.status_code == 409, answer.text
+        assert TAKEN in texts(answer)
+        [grant] = fake_providers.consents()
+        assert grant.revoked
     finally:
         await world.close()

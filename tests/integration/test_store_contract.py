@@ -239,6 +239,30 @@ def test_a_user_has_one_own_channel_per_address(store: SqlStore) -> None:
     ]  # fmt: skip
 
 
+def test_a_pair_made_before_the_rule_is_kept_and_each_still_edits(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that holds two own channels for one address (made before the rule) keeps
+    them: a rename, a new secret or new budgets of either is saved (the edit moves neither to
+    another owner, scope or address); an edit that would make a third pair is still refused."""
+    import mailvia.store.channels as store_channels
+    import mailvia.store.memory.tenancy as memory_tenancy
+
+    s, box = store, full_channel()
+    s.add_channel(box, None, T0)
+    with monkeypatch.context() as before_the_rule:
+        for module in (store_channels, memory_tenancy):
+            before_the_rule.setattr(module, "own_mailbox", lambda channel: None)
+        s.add_channel(replace(box, id="ch_d", name="o365 old"), None, T0)
+    assert s.update_channel(replace(box, name="o365 new")).name == "o365 new"
+    old = s.get_channel("ch_d")
+    s.update_channel(replace(old, budgets=()), b"sealed-new")
+    assert s.get_channel("ch_d").budgets == () and s.channel_secret("ch_d") == b"sealed-new"
+    other = s.add_channel(replace(box, id="ch_e", name="box 2", address="j2@acme.test"), None, T0)
+    with pytest.raises(Conflict, match="own channel 'o365 new'"):
+        s.update_channel(replace(other, address="jane@acme.test"))
+
+
 def test_of_two_adding_the_same_own_channel_at_once_one_does(
     migrated_store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

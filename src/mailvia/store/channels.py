@@ -189,12 +189,13 @@ class ChannelStore:
             conflict=f"a channel named {channel.name!r} already exists in this organization",
             missing=f"no organization {channel.organization_id!r}",
         ) as conn:
+            before = stored_mailbox(conn, channel.id)
             result = conn.execute(
                 channels.update().where(channels.c.id == channel.id).values(**values)
             )
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel.id!r}")
-            check_one_mailbox(conn, channel)
+            check_one_mailbox(conn, channel, before=before)
             return _read(conn, channel.id)
 
     def get_channel(self, channel_id: str) -> Channel:
@@ -307,15 +308,30 @@ class ChannelStore:
                 raise NotFound(f"no channel {channel_id!r}")
 
 
-def check_one_mailbox(conn: sa.Connection, channel: Channel) -> None:
+_UNSET: Any = object()
+
+
+def stored_mailbox(conn: sa.Connection, channel_id: str) -> tuple[str, str] | None:
+    """`own_mailbox` of the channel as stored (None: not an own one, or no such channel)."""
+    row = conn.execute(sa.select(*CHANNEL_COLUMNS).where(channels.c.id == channel_id)).first()
+    return None if row is None else own_mailbox(channel_of(row))
+
+
+def check_one_mailbox(
+    conn: sa.Connection, channel: Channel, *, before: tuple[str, str] | None = _UNSET
+) -> None:
     """Raise Conflict if the owner of `channel`, a user's own address-scoped channel, has
     another own channel for its address (domain/channel.py `own_mailbox`); run after the
-    row's insert or update (a taken name is refused first, as before). The owner's user row
-    is locked before the check, so two adds racing on PostgreSQL (READ COMMITTED: the check
-    that follows the lock sees what the other committed) cannot both pass; SQLite's write
-    transaction holds its lock from the first statement already."""
+    row's insert or update (a taken name is refused first, as before). An update passes
+    what the row was `before` it (`stored_mailbox`): the check runs only when the update
+    moves the channel to another owner, scope or address, so an edit that does not (a
+    password, a rename, a budget, a probe's save, an OAuth reconnect) never meets a pair a
+    database made before this rule keeps. The owner's user row is locked before the check,
+    so two adds racing on PostgreSQL (READ COMMITTED: the check that follows the lock sees
+    what the other committed) cannot both pass; SQLite's write transaction holds its lock
+    from the first statement already."""
     mine = own_mailbox(channel)
-    if mine is None:
+    if mine is None or (before is not _UNSET and before == mine):
         return
     owner, address = mine
     conn.execute(sa.select(users.c.id).where(users.c.id == owner).with_for_update()).first()

@@ -14,7 +14,7 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import NotFound
 from mailvia.outbox.oauth.ports import PendingFlow, SealedApp, StoredTokens
 from mailvia.store.channels import _read as read_channel
-from mailvia.store.channels import channel_values, check_one_mailbox
+from mailvia.store.channels import channel_values, check_one_mailbox, stored_mailbox
 from mailvia.store.engine import Database
 from mailvia.store.tables import channels, oauth_apps, oauth_flows, oauth_tokens
 
@@ -265,7 +265,7 @@ class OAuthStore:
         with self._db.write(
             conflict=f"a channel named {channel.name!r} already exists in this organization"
         ) as conn:
-            check_one_mailbox(conn, channel)
+            before = stored_mailbox(conn, channel.id)
             updated = conn.execute(
                 channels.update()
                 .where(channels.c.id == channel.id)
@@ -273,6 +273,7 @@ class OAuthStore:
             )
             if updated.rowcount == 0:
                 raise NotFound(f"no channel {channel.id!r}")
+            check_one_mailbox(conn, channel, before=before)
             old = conn.execute(
                 sa.select(t.version).where(t.channel_id == channel.id)
             ).scalar_one_or_none()

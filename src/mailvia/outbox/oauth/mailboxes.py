@@ -125,15 +125,19 @@ class OAuthMailboxes:
                     "so the connection would stop within the hour: nothing was connected"
                 )
             target = self._target(actor, flow, address)
+            tokens = self._sealed(flow, app, consent, address, target.id if target else "")
+            if target is None:
+                created = self._create(actor, flow, tokens, now)
+            else:
+                converted = self._convert(target, flow, tokens)
         except MailviaError:
+            # Nothing was stored (each store step is one transaction): a refusal after the
+            # consent, a Conflict included, gives the consent back.
             await self._revoke(app, consent.tokens.refresh_token or consent.tokens.access_token)
             raise
-        tokens = self._sealed(flow, app, consent, address, target.id if target else "")
         if target is None:
-            return Connected(
-                self._create(actor, flow, tokens, now), created=True, reconnected=False
-            )
-        return await self._reconnect(target, flow, tokens, now)
+            return Connected(created, created=True, reconnected=False)
+        return await self._reconnected(converted, now)
 
     def _check_address(self, actor: User, provider: Provider, address: str) -> None:
         if not any(identity_covers(i, address) for i in self.store.identities(actor.id)):
@@ -157,14 +161,20 @@ class OAuthMailboxes:
                     f"changed. Sign in as {channel.address}."
                 )
             return channel
-        for channel in self.store.list_channels(actor.organization_id):
-            if own_mailbox(channel) != (actor.id, address):
-                continue
+        mine = [
+            c
+            for c in self.store.list_channels(actor.organization_id)
+            if own_mailbox(c) == (actor.id, address)
+        ]
+        # This provider's own mailbox first, among all of them (a database made before the
+        # one-channel rule may hold two for the address: it keeps them).
+        for channel in mine:
             if flow.provider in (channel.oauth, oauth_offer(channel)):
                 return channel
-            # Another server's channel for this address (a relay, the other provider): a
-            # second own channel would leave which one signs in to a choice by name.
-            raise Conflict(mailbox_taken(channel))
+        if mine:
+            # Only another server's channel for this address (a relay, the other provider):
+            # a second own channel would leave which one signs in to a choice by name.
+            raise Conflict(mailbox_taken(mine[0]))
         return None
 
     def _sealed(
@@ -225,12 +235,9 @@ class OAuthMailboxes:
                 continue
         raise Conflict(f"a channel named {channel.name!r} already exists")
 
-    async def _reconnect(
-        self, channel: Channel, flow: PendingFlow, tokens: StoredTokens, now: Instant
-    ) -> Connected:
+    def _convert(self, channel: Channel, flow: PendingFlow, tokens: StoredTokens) -> Channel:
         """Turn the channel into this OAuth mailbox (keeping its name, limits and mail, and
-        its server settings when it already was this provider's mailbox), make it active if
-        it was disconnected, and release its held mail in original order."""
+        its server settings when it already was this provider's mailbox); one transaction."""
         preset = PRESETS[flow.provider.preset]
         if channel.preset != preset.name:
             channel = replace(
@@ -250,7 +257,11 @@ class OAuthMailboxes:
             oauth=flow.provider,
         )
         check_channel(updated)
-        channel = self.store.connect_mailbox(updated, tokens)
+        return self.store.connect_mailbox(updated, tokens)
+
+    async def _reconnected(self, channel: Channel, now: Instant) -> Connected:
+        """After `_convert`: make the mailbox active if it was disconnected, and release its
+        held mail in original order."""
         await self.forget(channel.id)
         if channel.state is not ChannelState.DISCONNECTED:
             return Connected(channel, created=False, reconnected=False)

@@ -253,7 +253,8 @@ class MemoryChannels:
         named = self._named(channel)
         if named is not None and named.id != channel.id:
             raise Conflict(f"a channel named {channel.name!r} already exists in this organization")
-        self._one_mailbox(channel)
+        if own_mailbox(before) != own_mailbox(channel):  # an edit that moves it (as SQL's)
+            self._one_mailbox(channel)
         runtime = {name: getattr(before, name) for name in RUNTIME_FIELDS}
         kept = replace(channel, **(runtime | {"generation": before.generation + 1}))
         self._d.channels[channel.id] = kept
