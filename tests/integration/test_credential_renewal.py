@@ -60,10 +60,12 @@ class Source:
         self.tokens = list(tokens)
         self.fail = fail
         self.renewals = 0
+        self.calls = 0
 
     async def __call__(
         self, channel: Channel, *, rejected: Credentials | None = None, renew: bool = False
     ) -> Credentials | None:
+        self.calls += 1
         if self.fail is not None:
             raise CredentialsFailed(self.fail)
         refused = renew or (rejected is not None and rejected.password == self.tokens[0])
@@ -157,14 +159,17 @@ async def test_a_password_channel_is_not_retried_after_a_refusal(world: World) -
 async def test_credentials_that_cannot_be_had_settle_like_a_reply(
     world: World, reply: Reply, state: str, channel_state: ChannelState
 ) -> None:
-    channel = oauth_mailbox(world)
+    """A refusal holds the mail and disconnects; a temporary failure defers the message tried
+    and ends the run (the rest is left queued, untried: the channel waits)."""
+    channel = oauth_mailbox(world, max_connections=1)
     server = TokenServer("fresh")
     dispatcher = world.services.dispatcher
     dispatcher.transport, dispatcher.credentials = server, Source("x", fail=reply)
     ids = [r.id for r in world.send(count=3)]
     await dispatcher.run_once(time.time)
     store = world.store
-    assert [store.get_message(i).state for i in ids] == [State(state)] * 3
+    rest = State.HELD if state == "held" else State.QUEUED
+    assert [store.get_message(i).state for i in ids] == [State(state), rest, rest]
     assert server.seen == []  # nothing reached the server without credentials
     assert store.get_channel(channel.id).state is channel_state
     first = store.get_message(ids[0])
@@ -189,15 +194,43 @@ async def test_an_attempt_refused_at_the_tokens_renewal_uses_none_of_the_budgets
         dispatcher.transport, dispatcher.credentials = TokenServer("t"), Source("t", fail=refused)
         ids = [r.id for r in world.send(count=3, to=("a@example.com", "b@example.com"))]
         await dispatcher.run_once(time.time)
-        assert {world.store.get_message(i).state for i in ids} == {State.DEFERRED}
+        states = [world.store.get_message(i).state for i in ids]
+        assert State.DEFERRED in states and set(states) <= {State.DEFERRED, State.QUEUED}
         now = time.time()
         ledger = world.store.budget_ledger(channel.id, budgets)
         assert ledger.allowance(now) == 30 and len(ledger.log(now)) == 0
-        # Mail that does reach it counts, as before.
+        # Mail that does reach it counts, as before (once the channel's wait is over).
+        world.store.set_channel_throttle(channel.id, None, 0)
         dispatcher.credentials = Source("t")
         sent = [r.id for r in world.send(count=2)]
         await dispatcher.run_once(time.time)
         assert {world.store.get_message(i).state for i in sent} == {State.DELIVERED}
-        assert ledger.allowance(time.time()) == 28
+        left = states.count(State.QUEUED)  # the first run's untried mail goes now too
+        assert ledger.allowance(time.time()) == 28 - left
     finally:
         await world.close()
+
+
+async def test_the_token_endpoint_down_is_asked_a_few_times_per_run_not_per_message(
+    world: World,
+) -> None:
+    """With the token endpoint down (451 4.4.2), a run ends at its first attempts, as for a
+    server that cannot be reached: the rest of the queue is left untried (queued), the
+    channel waits (throttled), and the endpoint is asked at most once per connection, not
+    once per queued message."""
+    channel = oauth_mailbox(world, max_connections=3)
+    down = Reply(451, "4.4.2", "mailvia: could not renew the access token (HTTP 503)")
+    source = Source("t", fail=down)
+    dispatcher = world.services.dispatcher
+    dispatcher.transport, dispatcher.credentials = TokenServer("t"), source
+    ids = [r.id for r in world.send(count=60)]
+    await dispatcher.run_once(time.time)
+    assert 1 <= source.calls <= channel.max_connections
+    states = [world.store.get_message(i).state for i in ids]
+    assert states.count(State.DEFERRED) == source.calls
+    assert states.count(State.QUEUED) == len(ids) - source.calls
+    after = world.store.get_channel(channel.id)
+    assert after.state is ChannelState.ACTIVE
+    assert after.throttled_until is not None and after.throttled_until > time.time()
+    await dispatcher.run_once(time.time)  # waiting: the endpoint is not asked again
+    assert source.calls <= channel.max_connections

@@ -21,7 +21,7 @@ from mailvia.domain.delivery import ChannelEffect, Settlement, TransactionResult
 from mailvia.domain.errors import CredentialsFailed, StoreUnavailable
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.oauth import refused_after_renewal
-from mailvia.domain.replies import Stage, credentials_rejected
+from mailvia.domain.replies import Outcome, Stage, credentials_rejected
 from mailvia.outbox.ports import AttemptRecord, Claim, Credentials
 from mailvia.outbox.run_records import RunRecords
 
@@ -43,6 +43,19 @@ class LeaseLost(Exception):
 def _lost(claim: Claim) -> NoReturn:
     log.warning("message %s: its lease was lost before sending; not sent", claim.message_id)
     raise LeaseLost
+
+
+def _no_credentials(settlement: Settlement) -> Settlement:
+    """An attempt for which no credentials could be had, for a while only (the token
+    endpoint down: 451 4.4.2): the next message would ask the endpoint again and fail alike,
+    so the run ends as for a server that cannot be reached (`UNREACHABLE`: the rest of the
+    claimed mail is left untried, and the channel waits as a throttle escalates), not one
+    token request per queued message. A refusal (the consent gone) disconnects already."""
+    retry = all(r.outcome is Outcome.RETRY for r in settlement.recipients)
+    if settlement.channel_effect is not ChannelEffect.NONE or not retry:
+        return settlement
+    reply = settlement.recipients[0].reply if settlement.recipients else None
+    return replace(settlement, channel_effect=ChannelEffect.UNREACHABLE, channel_reply=reply)
 
 
 class RunAttempts(RunRecords):
@@ -86,6 +99,8 @@ class RunAttempts(RunRecords):
                 expires_at=claim.expires_at,
                 rand=self.ctx.rand(),
             )
+            if not reached:
+                settlement = _no_credentials(settlement)
             settlements.append(settlement)
             outcomes = [str(r.outcome) for r in settlement.recipients]
             self.ctx.metrics.attempt(self.channel.id, seconds, outcomes)
