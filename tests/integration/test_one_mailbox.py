@@ -102,12 +102,22 @@ async def test_connecting_an_address_that_has_another_servers_channel_is_refused
     world = oauth_world(tmp_path / "data", fake_providers)
     try:
         world.channel(2525)  # jane's own relay channel for her address, not Google's
+        relay_words = (
+            "through 127.0.0.1: one address has one channel, so connecting Google would make "
+            "a second. To send through Google instead, remove that channel first"
+        )
         async with pages(world) as client:
             await sign_in(client, world, JANE)
+            # Said before the round trip to Google, beside each Connect button.
+            before = texts(await client.get("/channel"))
+            assert f"Not for {JANE}: {TAKEN}, {relay_words}" in before
+            for_microsoft = f"{TAKEN}, through 127.0.0.1: one address has one channel, so "
+            assert f"{for_microsoft}connecting Microsoft 365 would make a second" in before
             auth = await start(client, "google")
             answer = await callback(client, "google", allow(fake_providers, auth, JANE))
         assert answer.status_code == 409, answer.text
         assert TAKEN in texts(answer) and "nothing was connected" in texts(answer)
+        assert relay_words in texts(answer) and "reconnect it" not in texts(answer).lower()
         assert [c.name for c in world.store.list_channels()] == ["jane-box"]
         [grant] = fake_providers.consents()
         assert grant.revoked  # the consent let go, as for any refusal
@@ -170,5 +180,33 @@ async def test_a_conflict_met_when_storing_the_mailbox_revokes_the_consent(
         assert TAKEN in texts(answer)
         [grant] = fake_providers.consents()
         assert grant.revoked
+    finally:
+        await world.close()
+
+
+async def test_connecting_an_address_that_is_the_other_providers_mailbox_says_so(
+    tmp_path: Path, fake_providers: FakeProviders
+) -> None:
+    """Connect Gmail for an address whose own channel is a Microsoft 365 mailbox: refused,
+    saying to reconnect it with Microsoft 365 (or remove it first); Connect Microsoft 365
+    has no such warning (it converts that channel)."""
+    world = oauth_world(tmp_path / "data", fake_providers)
+    try:
+        spec = ChannelSpec(
+            name="jane-box", preset="microsoft365", username=JANE, password="pw", address=JANE
+        )
+        world.services.channels.add(world.jane, spec, time.time())
+        async with pages(world) as client:
+            await sign_in(client, world, JANE)
+            before = texts(await client.get("/channel"))
+            assert before.count(f"Not for {JANE}") == 1
+            auth = await start(client, "google")
+            answer = await callback(client, "google", allow(fake_providers, auth, JANE))
+        assert answer.status_code == 409, answer.text
+        words = (
+            f"{TAKEN}, a Microsoft 365 mailbox: one address has one channel, so it cannot be "
+            "connected with Google too. Reconnect it with Microsoft 365, or remove it first"
+        )
+        assert words in texts(answer) and words in before
     finally:
         await world.close()

@@ -9,11 +9,19 @@ Microsoft: `Mail.Send` for Graph [N4], `SMTP.Send` for XOAUTH2 [P5]).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from mailvia.domain.channel import Channel, ChannelState, Kind, Provider, TransportKind
+from mailvia.domain.channel import (
+    Channel,
+    ChannelState,
+    Kind,
+    Provider,
+    TransportKind,
+    own_mailbox,
+)
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.presets import PRESETS
@@ -266,6 +274,43 @@ def oauth_offer(channel: Channel) -> Provider | None:
     return next((p for p in Provider if host in PRESETS[p.preset].hosts), None)
 
 
+def connects_as(channel: Channel) -> Provider | None:
+    """The provider whose OAuth consent turns into (or reconnects) this channel."""
+    return channel.oauth or oauth_offer(channel)
+
+
+def connect_blocked(channels: Iterable[Channel], user_id: str, provider: Provider) -> list[Channel]:
+    """The user's own channels whose address connecting `provider` would be refused for
+    (one address has one channel): each address's first by name, when none of its own
+    channels is that provider's mailbox."""
+    mine: dict[str, list[Channel]] = {}
+    for channel in sorted(channels, key=lambda c: (c.name, c.id)):
+        found = own_mailbox(channel)
+        if found is not None and found[0] == user_id:
+            mine.setdefault(found[1], []).append(channel)
+    return [same[0] for same in mine.values() if all(connects_as(c) is not provider for c in same)]
+
+
+def connect_taken(existing: Channel, provider: Provider) -> str:
+    """The refusal of a `provider` consent for an address whose own channel `existing` is
+    another server's: what the rep can do depends on what that channel is."""
+    other = connects_as(existing)
+    head = f"{existing.address} already has its own channel {existing.name!r}"
+    if other is not None:
+        return (
+            f"{head}, a {other.display_name} mailbox: one address has one channel, so it "
+            f"cannot be connected with {provider.display_name} too. Reconnect it with "
+            f"{other.display_name}, or remove it first and then connect "
+            f"{provider.display_name}"
+        )
+    return (
+        f"{head}, through {existing.host}: one address has one channel, so connecting "
+        f"{provider.display_name} would make a second. To send through "
+        f"{provider.display_name} instead, remove that channel first (its waiting mail is "
+        f"moved or cancelled then), and connect {provider.display_name} again"
+    )
+
+
 def basic_auth_off(channel: Channel) -> bool:
     """Whether the channel was disconnected because password sign-in is off (the Microsoft
     365 default for existing tenants from the end of December 2026 [P4])."""
@@ -295,7 +340,10 @@ __all__ = [
     "app_refused_words",
     "basic_auth_off",
     "basic_auth_refused",
+    "connect_blocked",
     "connect_refused",
+    "connect_taken",
+    "connects_as",
     "consent_refused",
     "expected_issuer",
     "not_connected",

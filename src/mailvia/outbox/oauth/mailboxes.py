@@ -23,7 +23,6 @@ from mailvia.domain.channel import (
     Provider,
     Scope,
     check_channel,
-    mailbox_taken,
     own_mailbox,
 )
 from mailvia.domain.clock import Instant
@@ -32,6 +31,7 @@ from mailvia.domain.ids import make_id
 from mailvia.domain.oauth import (
     MailboxConsent,
     OAuthApp,
+    connect_taken,
     oauth_offer,
     provider_refused,
     reconnect_words,
@@ -174,7 +174,7 @@ class OAuthMailboxes:
         if mine:
             # Only another server's channel for this address (a relay, the other provider):
             # a second own channel would leave which one signs in to a choice by name.
-            raise Conflict(mailbox_taken(mine[0]))
+            raise Conflict(connect_taken(mine[0], flow.provider))
         return None
 
     def _sealed(
