@@ -39,6 +39,7 @@ from mailvia.domain.oauth import (
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.replies import Reply
 from mailvia.domain.tenancy import User, identity_covers
+from mailvia.outbox.addresses import check_address
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import new_event
 from mailvia.outbox.oauth.apps import OAuthApps
@@ -116,8 +117,10 @@ class OAuthMailboxes:
         """Store the consent as the actor's mailbox. Raises Forbidden (an address that is not
         the actor's, or not the reconnected channel's), InvalidInput (no refresh token);
         then nothing is stored, and the consent is revoked where the provider allows."""
-        address = consent.address.strip().lower()
         try:
+            # The form every other door stores (outbox/channels.py): U-labels, lower case.
+            what = f"the address {flow.provider.display_name} signed you in as"
+            address = check_address(consent.address.strip(), what).lower()
             self._check_address(actor, flow.provider, address)
             if not consent.tokens.refresh_token:
                 raise InvalidInput(
