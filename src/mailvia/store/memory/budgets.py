@@ -45,6 +45,15 @@ class Usage:
         self.recipients[seq] = recipients
         self._total_from(i)
 
+    def forget(self, seq: int) -> None:
+        """Drop a transaction, open or ended, as if never taken (`give_back`)."""
+        if self.open.pop(seq, None) is not None or seq not in self.recipients:
+            return
+        i = next(i for i, (_, ended) in enumerate(self.ends) if ended == seq)
+        del self.ends[i]
+        del self.recipients[seq]
+        self._total_from(i)
+
     def _total_from(self, i: int) -> None:
         for unit, totals in self.totals.items():
             del totals[i + 1 :]
@@ -133,14 +142,8 @@ class MemoryLedger:
 
     @locked
     def give_back(self, taken: Sequence[int]) -> None:
-        usage = self._usage
         for seq in taken:
-            if usage.open.pop(seq, None) is not None or seq not in usage.recipients:
-                continue
-            i = next(i for i, (_, ended) in enumerate(usage.ends) if ended == seq)
-            del usage.ends[i]
-            del usage.recipients[seq]
-            usage._total_from(i)
+            self._usage.forget(seq)
 
     @locked
     def allowance(self, now: Instant) -> int | None:
