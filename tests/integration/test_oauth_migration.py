@@ -14,6 +14,7 @@ import pytest
 
 from mailvia.domain.channel import Auth, ChannelState, Provider, TransportKind
 from mailvia.domain.message import State
+from mailvia.domain.presets import PRESETS
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.testserver import ThreadedTestServer
 from mailvia.testserver.fake import FakeProviders
@@ -144,6 +145,7 @@ async def test_a_microsoft_365_mailbox_added_by_hand_moves_to_oauth_with_its_hel
         "microsoft365",
         ChannelState.ACTIVE,
     )
+    assert mailbox.budgets == PRESETS["microsoft365"].budgets  # it had none: Microsoft's
     assert [c.id for c in store.list_channels(world.jane.organization_id)] == [channel.id]
     await world.services.dispatcher.run_once(time.time)
     assert [store.get_message(i).state for i in held] == [State.DELIVERED] * 2

@@ -240,7 +240,9 @@ class OAuthMailboxes:
 
     def _convert(self, channel: Channel, flow: PendingFlow, tokens: StoredTokens) -> Channel:
         """Turn the channel into this OAuth mailbox (keeping its name, limits and mail, and
-        its server settings when it already was this provider's mailbox); one transaction."""
+        its server settings when it already was this provider's mailbox); one transaction.
+        One added by hand with no budgets gets the provider's (Microsoft 365's 30 a minute):
+        it is that provider's mailbox from now on."""
         preset = PRESETS[flow.provider.preset]
         if channel.preset != preset.name:
             channel = replace(
@@ -250,6 +252,7 @@ class OAuthMailboxes:
                 port=preset.port,
                 security=preset.security,
                 ca_pem=None,
+                budgets=channel.budgets or preset.budgets,
             )
         updated = replace(
             channel,
