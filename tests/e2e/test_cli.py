@@ -288,8 +288,10 @@ def test_channel_password_comes_from_stdin_or_env_and_is_never_shown(cli: Cli) -
     assert view["scope"] == "address" and view["address"] == JANE
 
     env_secret = "env-S3cret-" + "m4k8r1"
+    cli.ok("admin", "grant", JANE, "jane.env@acme.test")  # one own channel per address
     from_env = cli.run(
-        "channel", "add", "jane-env", *ORG, "--user", JANE, "--host", "127.0.0.1",
+        "channel", "add", "jane-env", *ORG, "--user", JANE, "--address", "jane.env@acme.test",
+        "--host", "127.0.0.1",
         "--port", "2526", "--username", "jane", "--password-env", "MV_E2E_SMTP_PASSWORD",
         env={"MV_E2E_SMTP_PASSWORD": env_secret},
     )  # fmt: skip

@@ -121,6 +121,8 @@ async def test_channels_add_show_change_pause_resume_remove(api: Api) -> None:
     assert channel["owner"] == {"user": api.world.jane.id}
     assert channel["budgets"] == [{"count": 30, "per_seconds": 60.0, "unit": "messages"}]
     assert_problem(await jane.post("/v1/channels", json=body), 409, "already exists")
+    another = body | {"name": "box two"}  # one own channel per address
+    assert_problem(await jane.post("/v1/channels", json=another), 409, "already has its own")
 
     # A new password is tested before it is saved; smtp.acme.test is nowhere: save untested.
     patch = {"name": "jane's box", "max_connections": 2, "password": "n3w", "test": False}
@@ -153,13 +155,20 @@ async def test_channel_owners_presets_and_rights(api: Api) -> None:
     assert created.json()["scope"] == "domain" and "team" in created.json()["owner"]
     nobody = team | {"name": "r2", "owner": {"team": "nobody"}}
     assert_problem(await boss.post("/v1/channels", json=nobody), 404)
-    # An admin connects a channel for a rep, naming them by email or by id.
-    for name, owner in (("m365", "jane@acme.test"), ("m365-b", api.world.jane.id)):
+    # An admin connects a channel for a rep, naming them by email or by id (one own channel
+    # per address: each for another of jane's addresses).
+    for address in ("jane.b@acme.test", "jane.x@acme.test"):
+        api.world.services.tenancy.grant("jane@acme.test", address, time.time())
+    for name, owner, address in (
+        ("m365", "jane@acme.test", "jane@acme.test"),
+        ("m365-b", api.world.jane.id, "jane.b@acme.test"),
+    ):
         body = {
             "name": name,
             "preset": "microsoft365",
             "owner": {"user": owner},
             "username": "jane@acme.test",
+            "address": address,
             "password": "pw",
         }
         response = await boss.post("/v1/channels", json=body)
@@ -172,6 +181,7 @@ async def test_channel_owners_presets_and_rights(api: Api) -> None:
         "preset": "gmail",
         "host": "smtp.acme.test",
         "username": "jane@acme.test",
+        "address": "jane.x@acme.test",
     }
     response = await jane.post("/v1/channels", json=elsewhere)
     assert response.status_code == 201, response.text

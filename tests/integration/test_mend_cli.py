@@ -122,7 +122,7 @@ def test_edit_without_a_test_and_bad_input(world: World, cli: Cli) -> None:
 
 def test_remove_asks_for_a_choice_then_cancels_or_moves_the_mail(world: World, cli: Cli) -> None:
     box = world.channel(closed_port())
-    other = world.channel(closed_port(), name="other")
+    other = world.team_channel(closed_port(), name="other")  # one own channel an address
     sent = [r.id for r in world.send(count=2)]
     asked = cli.run("channel", "remove", "jane-box", *ORG)
     assert asked.code == 4 and "--cancel-mail or --move-mail-to" in asked.stderr

@@ -248,7 +248,9 @@ async def test_disconnect_revokes_at_google_and_remove_deletes_the_tokens(
     world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
 ) -> None:
     google = await connect(jane, fake_providers, "google", JANE)
-    microsoft = await connect(jane, fake_providers, "microsoft", JANE)
+    # One own channel per address: the Microsoft mailbox is another of jane's addresses.
+    world.services.tenancy.grant(JANE, "jane.ms@acme.test", time.time())
+    microsoft = await connect(jane, fake_providers, "microsoft", "jane.ms@acme.test")
     store = world.store
     world.send(subject="waiting")
     token = world.services.tokens.create(JANE, "t", time.time())
@@ -389,3 +391,17 @@ async def test_a_disconnect_without_a_reason_blames_no_server_and_points_nowhere
     page = " ".join(html.unescape((await jane.get(f"/channels/{channel_id}")).text).split())
     assert "Disconnected: this channel cannot sign in until it is reconnected." in page
     assert "why is said below" not in page
+
+
+async def test_an_address_the_provider_gives_in_a_labels_is_stored_as_every_door_stores_it(
+    world: World, jane: httpx.AsyncClient, fake_providers: FakeProviders
+) -> None:
+    """The provider vouches for jane@xn--strae-oqa.test; the mailbox is stored as the
+    address's one form (check_address: U-labels, as the API, the CLI and the pages store
+    it), so the route and the one-channel rule find it."""
+    now = time.time()
+    world.services.tenancy.add_domain("acme", "straße.test", now)
+    world.services.tenancy.grant(JANE, "jane@straße.test", now)
+    channel_id = await connect(jane, fake_providers, "google", "Jane@XN--STRAE-OQA.test")
+    channel = world.store.get_channel(channel_id)
+    assert (channel.address, channel.username) == ("jane@straße.test", "jane@straße.test")

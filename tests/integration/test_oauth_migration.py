@@ -14,6 +14,7 @@ import pytest
 
 from mailvia.domain.channel import Auth, ChannelState, Provider, TransportKind
 from mailvia.domain.message import State
+from mailvia.domain.presets import PRESETS
 from mailvia.outbox.channels import ChannelSpec
 from mailvia.testserver import ThreadedTestServer
 from mailvia.testserver.fake import FakeProviders
@@ -108,3 +109,43 @@ async def test_without_the_app_the_password_way_says_microsoft_turns_it_off(
     )
     assert "admin sets up the app and you reconnect by OAuth." in page
     assert "at the end of December" not in page and "waits for the app" not in page
+
+
+@pytest.mark.parametrize("door", ["banner", "connect"])
+async def test_a_microsoft_365_mailbox_added_by_hand_moves_to_oauth_with_its_held_mail(
+    world: World, fake_providers: FakeProviders, door: str
+) -> None:
+    """A password channel added by hand (`--host smtp.office365.com`, no preset) is a
+    Microsoft 365 mailbox too: refused for basic auth, its page and the banner offer the
+    OAuth reconnect, and that (or "Connect Microsoft 365") turns it into the OAuth mailbox in
+    place; its held mail is released and delivered through the provider."""
+    store = world.store
+    spec = ChannelSpec(
+        name="jane-o365", host="smtp.office365.com", port=587, username=JANE, password="pw"
+    )
+    channel, _ = world.services.channels.add(world.jane, spec, time.time())
+    assert channel.preset is None
+    store.set_channel_state(
+        channel.id, ChannelState.DISCONNECTED, BASIC_OFF.removeprefix("auth="), time.time()
+    )
+    held = [r.id for r in world.send(subject="held", count=2)]
+    assert [store.get_message(i).state for i in held] == [State.HELD] * 2
+    link = f'href="/oauth/microsoft/start?channel={channel.id}"'
+    async with pages(world) as jane:
+        await sign_in(jane, world, JANE)
+        page = html.unescape((await jane.get(f"/channels/{channel.id}")).text)
+        assert f"{link}>Reconnect with Microsoft 365 (OAuth)</a>" in page
+        banner = html.unescape((await jane.get("/channel")).text)
+        assert f"{link}>Reconnect with Microsoft 365 (OAuth)</a>" in banner
+        query = {"channel": channel.id} if door == "banner" else {}
+        assert await connect(jane, fake_providers, "microsoft", JANE, **query) == channel.id
+    mailbox = store.get_channel(channel.id)
+    assert (mailbox.oauth, mailbox.preset, mailbox.state) == (
+        Provider.MICROSOFT,
+        "microsoft365",
+        ChannelState.ACTIVE,
+    )
+    assert mailbox.budgets == PRESETS["microsoft365"].budgets  # it had none: Microsoft's
+    assert [c.id for c in store.list_channels(world.jane.organization_id)] == [channel.id]
+    await world.services.dispatcher.run_once(time.time)
+    assert [store.get_message(i).state for i in held] == [State.DELIVERED] * 2

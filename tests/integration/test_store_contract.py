@@ -3,6 +3,7 @@ answers (what only a database has, its migrations and connections, on the two da
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -211,6 +212,109 @@ def test_a_channel_keeps_every_field(store: SqlStore) -> None:
     assert edited.state is ChannelState.DISCONNECTED
     each_raises(Conflict, lambda: s.add_channel(channel("ch_d", "relay"), None, T0))
     each_raises(Conflict, lambda: s.update_channel(replace(full, name="relay")))
+
+
+def test_a_user_has_one_own_channel_per_address(store: SqlStore) -> None:
+    """A second own channel for an address is Conflict (naming the first), on add and on an
+    update that would make one; another owner's, or a team channel, is not."""
+    s, box = store, full_channel()
+    s.add_channel(box, None, T0)
+    second = replace(box, id="ch_d", name="box 2", address="JANE@acme.test")
+    with pytest.raises(Conflict, match=r"jane@acme\.test already has its own channel 'o365'"):
+        s.add_channel(second, None, T0)
+    other = replace(second, address="jane.doe@acme.test")
+    s.add_channel(other, None, T0)
+    with pytest.raises(Conflict, match="own channel 'o365'"):
+        s.update_channel(replace(other, address="jane@acme.test"))
+    assert s.update_channel(replace(box, name="o365 box")).name == "o365 box"  # itself: fine
+    s.create_user(
+        User("usr_2", "org_1", "team_1", "joe@acme.test", Role.MEMBER), password_hash="h", now=T0
+    )
+    s.add_channel(
+        replace(second, id="ch_e", name="joe box", owner=Owner(user_id="usr_2")), None, T0
+    )
+    s.add_channel(channel("ch_f", "relay 2"), None, T0)  # domain scope: any number
+    assert sorted(c.id for c in s.list_channels("org_1")) == [
+        "ch_a", "ch_b", "ch_c", "ch_d", "ch_e", "ch_f",
+    ]  # fmt: skip
+
+
+def test_a_pair_made_before_the_rule_is_kept_and_each_still_edits(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that holds two own channels for one address (made before the rule) keeps
+    them: a rename, a new secret or new budgets of either is saved (the edit moves neither to
+    another owner, scope or address); an edit that would make a third pair is still refused."""
+    import mailvia.store.channels as store_channels
+    import mailvia.store.memory.tenancy as memory_tenancy
+
+    s, box = store, full_channel()
+    s.add_channel(box, None, T0)
+    with monkeypatch.context() as before_the_rule:
+        for module in (store_channels, memory_tenancy):
+            before_the_rule.setattr(module, "own_mailbox", lambda channel: None)
+        s.add_channel(replace(box, id="ch_d", name="o365 old"), None, T0)
+    assert s.update_channel(replace(box, name="o365 new")).name == "o365 new"
+    old = s.get_channel("ch_d")
+    s.update_channel(replace(old, budgets=()), b"sealed-new")
+    assert s.get_channel("ch_d").budgets == () and s.channel_secret("ch_d") == b"sealed-new"
+    other = s.add_channel(replace(box, id="ch_e", name="box 2", address="j2@acme.test"), None, T0)
+    with pytest.raises(Conflict, match="own channel 'o365 new'"):
+        s.update_channel(replace(other, address="jane@acme.test"))
+
+
+def test_of_two_adding_the_same_own_channel_at_once_one_does(
+    migrated_store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two adds of one address's own channel, each past its insert before either checks: one
+    is refused (on PostgreSQL by the owner's row lock; SQLite's write lock lets only one
+    insert at a time, so its barrier breaks and the second carries on after the first).
+    The memory store's rule is test_a_user_has_one_own_channel_per_address's."""
+    import mailvia.store.channels as store_channels
+
+    both_inserted = threading.Barrier(2, timeout=2)
+    real = store_channels.own_mailbox
+
+    def after_both_inserts(c: Channel) -> tuple[str, str] | None:
+        found = real(c)
+        if found is not None:
+            # SQLite: the other waits for this write lock, the barrier breaks; carry on
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_inserted.wait()
+        return found
+
+    monkeypatch.setattr(store_channels, "own_mailbox", after_both_inserts)
+    backend = migrated_store_url
+    stores = [open_store(backend) for _ in range(2)]
+    try:
+        first = stores[0]
+        first.create_organization("org_1", "acme", T0)
+        first.create_team("team_1", "org_1", "sales", T0)
+        first.create_user(
+            User("usr_1", "org_1", "team_1", "j@acme.test", Role.ADMIN), password_hash="h", now=T0
+        )
+        box = replace(full_channel(), address="j@acme.test")
+        results: list[str] = []
+        start = threading.Barrier(2)
+
+        def add(i: int) -> None:
+            start.wait()
+            try:
+                stores[i].add_channel(replace(box, id=f"ch_{i}", name=f"box {i}"), None, T0)
+                results.append("added")
+            except Conflict:
+                results.append("refused")
+
+        threads = [threading.Thread(target=add, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == ["added", "refused"]
+        assert len(first.list_channels("org_1")) == 1
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_of_two_that_saw_a_channel_active_one_disconnects_it(
@@ -930,6 +1034,9 @@ def test_the_budget_ledgers_running_sums_decide_as_a_full_recount(store: SqlStor
         if open_ids and rng.random() < 0.6:
             ledger.finish([(open_ids.pop(rng.randrange(len(open_ids))), now)])
             continue
+        if open_ids and rng.random() < 0.15:  # never reached the provider: given back
+            ledger.give_back([open_ids.pop(rng.randrange(len(open_ids)))])
+            continue
         recipients = rng.randint(1, 4)
         expected = fits(budgets, ledger.log(now), now, recipients)
         taken, wait = ledger.take(now, recipients)
@@ -940,6 +1047,27 @@ def test_the_budget_ledgers_running_sums_decide_as_a_full_recount(store: SqlStor
         else:
             assert wait is not None and wait > now
     assert decided > 100
+
+
+def test_a_transaction_given_back_counts_against_no_window(store: SqlStore) -> None:
+    """What never reached the provider (no credentials to sign in with) is given back: the
+    budgets are as if it was never taken, in every window, whether its sums are stored."""
+    budgets = (Budget(2, 60, Unit.MESSAGES), Budget(5, DAY, Unit.RECIPIENTS))
+    ledger = store.budget_ledger("ch_a", budgets)
+    first, _ = ledger.take(T0, 2)
+    second, _ = ledger.take(T0 + 1, 3)
+    assert first is not None and second is not None
+    assert ledger.take(T0 + 2, 1)[0] is None  # both budgets full
+    ledger.give_back([second])
+    assert ledger.allowance(T0 + 2) == 1
+    assert [(u.at, u.recipients) for u in ledger.log(T0 + 2).uses()] == [(T0 + 2, 2)]
+    third, _ = ledger.take(T0 + 2, 3)  # the recipients it held are free again
+    assert third is not None
+    ledger.finish([(first, T0 + 3)])
+    ledger.give_back([first, third, 12345])  # an ended one too; an unknown one is nothing
+    assert ledger.allowance(T0 + 4) == 2 and len(ledger.log(T0 + 4)) == 0
+    fresh = store.budget_ledger("ch_a", budgets)  # another worker's: the stored sums agree
+    assert fresh.take(T0 + 5, 5)[0] is not None and fresh.take(T0 + 5, 1)[0] is None
 
 
 def test_a_budgeted_start_marks_the_message_only_while_its_lease_is_held(store: SqlStore) -> None:

@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from mailvia.domain.channel import Auth, Scope, Security
+from mailvia.domain.channel import Auth, ChannelState, Scope, Security
 from mailvia.domain.errors import StoreUnavailable
+from mailvia.domain.message import State
 from mailvia.domain.signins import SUBMISSION, FailedSignIns
 from mailvia.domain.tenancy import User
 from mailvia.ingress.smtp.server import SubmissionServer
@@ -257,6 +258,32 @@ async def test_implicit_tls_port_accepts_a_login_and_a_message(rig: Rig) -> None
     code, text = await rig.client(port, session, implicit_tls=True)
     assert code == 250 and QUEUED.match(text), text
     assert len(rig.messages()) == 1
+
+
+async def test_held_mail_is_accepted_with_a_reply_that_says_it_is_held_and_why(
+    rig: Rig,
+) -> None:
+    """250 (the message is committed, safe), but a client showing the reply tells the rep
+    that the mail waits, on which channel and mailbox, and what sends it: as the API's
+    `held` and its warning say."""
+    channel = rig.world.channel(9, certs=rig.certs, name="Jane's Bo\u00eete")  # any text
+    store, now = rig.world.store, time.time()
+    store.set_channel_state(channel.id, ChannelState.DISCONNECTED, "535 5.7.8 bad login", now)
+    port = await rig.start()
+    code, text = await rig.client(port, login_and_send(rig.token, message("one")))
+    held = re.fullmatch(r"2\.0\.0 Ok: held as (msg_[0-9a-z]+), not sent yet: (.*)", text)
+    assert code == 250 and held, text
+    assert store.get_message(held.group(1)).state is State.HELD
+    assert held.group(2) == (
+        "channel 'Jane's Bo?te' for jane@acme.test is disconnected: reconnect it in mailvia "
+        "and it is sent then"
+    )
+    store.set_channel_state(channel.id, ChannelState.PAUSED, "paused by boss", now)
+    code, text = await rig.client(port, login_and_send(rig.token, message("two")))
+    assert code == 250 and text.endswith("is paused: it is sent when the channel is resumed")
+    store.set_channel_state(channel.id, ChannelState.ACTIVE, None, now)
+    code, text = await rig.client(port, login_and_send(rig.token, message("three")))
+    assert code == 250 and QUEUED.match(text), text
 
 
 # --- refusals -------------------------------------------------------------------------------

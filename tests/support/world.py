@@ -20,7 +20,7 @@ from pathlib import Path
 import trustme
 
 from mailvia.app import wire
-from mailvia.domain.channel import Auth, Channel, Security, Timeouts
+from mailvia.domain.channel import Auth, Channel, Scope, Security, Timeouts
 from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import ChannelSpec
@@ -131,6 +131,7 @@ class World:
         username: str | None = "jane",
         password: str | None = "secret",
         host: str = "127.0.0.1",
+        address: str = "jane@acme.test",
         retry: RetryPolicy | None = None,
         timeouts: Timeouts = SHORT,
         **kw: object,
@@ -144,12 +145,27 @@ class World:
             username=username if auth is not Auth.NONE else None,
             password=password if auth is not Auth.NONE else None,
             ca_pem=certs.ca_pem if certs else None,
-            address="jane@acme.test",
+            address=address,
             retry=retry,
             timeouts=timeouts,
             **kw,  # type: ignore[arg-type]
         )
         return self.services.channels.add(self.jane, spec, time.time())[0]
+
+    def team_channel(self, port: int, *, name: str = "acme-relay") -> Channel:
+        """A team (domain-scoped) channel of sales for acme.test, added by the admin: it may
+        carry jane's mail too (her own channel being the only one for her address)."""
+        spec = ChannelSpec(
+            name=name,
+            host="127.0.0.1",
+            port=port,
+            auth=Auth.NONE,
+            scope=Scope.DOMAIN,
+            domains=("acme.test",),
+            team_name="sales",
+            timeouts=SHORT,
+        )
+        return self.services.channels.add(self.admin, spec, time.time())[0]
 
     def send(
         self,

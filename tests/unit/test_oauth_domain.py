@@ -176,7 +176,11 @@ def test_only_a_password_mailbox_of_a_provider_is_offered_oauth() -> None:
     gmail = replace(MAILBOX, oauth=None, transport=TransportKind.SMTP, auth=Auth.PLAIN)
     assert oauth_offer(replace(gmail, preset="gmail")) is Provider.GOOGLE
     assert oauth_offer(replace(gmail, preset="sparkpost")) is None
-    assert oauth_offer(replace(gmail, preset=None)) is None
+    # Added by hand (no preset): its host says whose mailbox it is.
+    assert oauth_offer(replace(gmail, preset=None)) is Provider.GOOGLE
+    by_hand = replace(gmail, preset=None, host="SMTP.Office365.com.")
+    assert oauth_offer(by_hand) is Provider.MICROSOFT
+    assert oauth_offer(replace(gmail, preset=None, host="smtp-relay.gmail.com")) is None
 
 
 def test_replies_when_no_token_can_be_had_say_what_to_do() -> None:

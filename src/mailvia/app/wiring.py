@@ -102,8 +102,12 @@ def wire(settings: Settings, *, create_key: bool = False) -> Wired:
     backlog = Backlog(store)
     metrics = prometheus(backlog)
     webhooks = webhook_parts(store, vault, adapters.guard, metrics)
+    pool = adapters.pool
     channels = Channels(
-        store, vault, check_plaintext_host=check_plaintext_host(settings.allow_private_hosts)
+        store,
+        vault,
+        check_plaintext_host=check_plaintext_host(settings.allow_private_hosts),
+        pool=lambda: pool,
     )
     worker = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
     listening = Listening(settings)

@@ -253,6 +253,25 @@ def carries_mail_of(channel: Channel, user_id: str) -> bool:
     return channel.scope is not Scope.ADDRESS or channel.owner.user_id == user_id
 
 
+def own_mailbox(channel: Channel) -> tuple[str, str] | None:
+    """(owner user id, address) of a user's own address-scoped channel; None for any other.
+    A user has at most one own channel per address (the stores refuse a second): the route
+    finds a sending address's channel by it, and two would leave which credentials sign in
+    to a choice by name."""
+    if channel.scope is not Scope.ADDRESS or channel.owner.user_id is None:
+        return None
+    return channel.owner.user_id, (channel.address or "").lower()
+
+
+def mailbox_taken(existing: Channel) -> str:
+    """The refusal of a second own channel for the address `existing` already sends as."""
+    return (
+        f"{existing.address} already has its own channel {existing.name!r}: change that "
+        "one (a new password, or reconnect it), or remove it first; one address has one "
+        "channel"
+    )
+
+
 def concerns(channel: Channel, user: User) -> bool:
     """Whom a channel's trouble (a disconnection, held mail) concerns: its owner, or for a
     team channel its team's admins. They get the notice and the pages' banner."""

@@ -9,14 +9,22 @@ Microsoft: `Mail.Send` for Graph [N4], `SMTP.Send` for XOAUTH2 [P5]).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from mailvia.domain.channel import Channel, ChannelState, Provider, TransportKind
+from mailvia.domain.channel import (
+    Channel,
+    ChannelState,
+    Kind,
+    Provider,
+    TransportKind,
+    own_mailbox,
+)
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import InvalidInput
+from mailvia.domain.presets import PRESETS
 from mailvia.domain.replies import Reply
 
 _IDENTITY = ("openid", "email")
@@ -325,11 +333,54 @@ BASIC_AUTH_OFF = frozenset({(535, "5.7.139"), (535, "5.7.3"), (550, "5.7.30")})
 
 
 def oauth_offer(channel: Channel) -> Provider | None:
-    """The provider a password mailbox (preset gmail or microsoft365) can be reconnected with
-    by OAuth, turning it into an OAuth mailbox; None for other channels."""
-    if channel.oauth is not None:
+    """The provider a password mailbox can be reconnected with by OAuth, turning it into an
+    OAuth mailbox (in place: its held mail is kept); None for other channels. A password
+    mailbox is one made from preset gmail or microsoft365, or one added by hand with no
+    preset (`--host smtp.office365.com`) whose host is such a preset's own: Microsoft turns
+    password SMTP off, and that channel must be able to move too."""
+    if channel.oauth is not None or channel.kind is not Kind.SMTP:
         return None
-    return next((p for p in Provider if p.preset == channel.preset), None)
+    if channel.preset is not None:
+        return next((p for p in Provider if p.preset == channel.preset), None)
+    host = channel.host.lower().rstrip(".")
+    return next((p for p in Provider if host in PRESETS[p.preset].hosts), None)
+
+
+def connects_as(channel: Channel) -> Provider | None:
+    """The provider whose OAuth consent turns into (or reconnects) this channel."""
+    return channel.oauth or oauth_offer(channel)
+
+
+def connect_blocked(channels: Iterable[Channel], user_id: str, provider: Provider) -> list[Channel]:
+    """The user's own channels whose address connecting `provider` would be refused for
+    (one address has one channel): each address's first by name, when none of its own
+    channels is that provider's mailbox."""
+    mine: dict[str, list[Channel]] = {}
+    for channel in sorted(channels, key=lambda c: (c.name, c.id)):
+        found = own_mailbox(channel)
+        if found is not None and found[0] == user_id:
+            mine.setdefault(found[1], []).append(channel)
+    return [same[0] for same in mine.values() if all(connects_as(c) is not provider for c in same)]
+
+
+def connect_taken(existing: Channel, provider: Provider) -> str:
+    """The refusal of a `provider` consent for an address whose own channel `existing` is
+    another server's: what the rep can do depends on what that channel is."""
+    other = connects_as(existing)
+    head = f"{existing.address} already has its own channel {existing.name!r}"
+    if other is not None:
+        return (
+            f"{head}, a {other.display_name} mailbox: one address has one channel, so it "
+            f"cannot be connected with {provider.display_name} too. Reconnect it with "
+            f"{other.display_name}, or remove it first and then connect "
+            f"{provider.display_name}"
+        )
+    return (
+        f"{head}, through {existing.host}: one address has one channel, so connecting "
+        f"{provider.display_name} would make a second. To send through "
+        f"{provider.display_name} instead, remove that channel first (its waiting mail is "
+        f"moved or cancelled then), and connect {provider.display_name} again"
+    )
 
 
 def basic_auth_off(channel: Channel) -> bool:
@@ -364,7 +415,10 @@ __all__ = [
     "app_refused_words",
     "basic_auth_off",
     "basic_auth_refused",
+    "connect_blocked",
     "connect_refused",
+    "connect_taken",
+    "connects_as",
     "consent_refused",
     "expected_issuer",
     "not_connected",

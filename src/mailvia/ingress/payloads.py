@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from mailvia.domain.channel import Channel
+from mailvia.domain.channel import Channel, Kind
 from mailvia.domain.clock import to_iso
 from mailvia.domain.probe import ProbeReport, fix_for, fix_for_reason
 from mailvia.domain.replies import Reply
@@ -23,6 +23,7 @@ def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> di
     """A channel as SURFACE.md names its fields; the password and tokens are never shown. An
     OAuth mailbox shows `oauth` with its access token's expiry (`status`; null once its tokens
     are deleted)."""
+    pool = channel.kind is Kind.POOL
     return {
         "id": channel.id,
         "name": channel.name,
@@ -32,13 +33,17 @@ def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> di
         "port": channel.port,
         "security": str(channel.security),
         "auth": str(channel.auth),
-        "username": channel.username,
+        # The shared pool's relay login is the operator's (an SES key id, say): not shown.
+        "username": None if pool else channel.username,
         "has_password": channel.has_password,
         "ca_pem": channel.ca_pem,
         "scope": str(channel.scope),
         "address": channel.address,
         "domains": list(channel.domains),
-        "owner": {"user": channel.owner.user_id}
+        # The pool belongs to no organization's user or team (its reserved one is internal).
+        "owner": None
+        if pool
+        else {"user": channel.owner.user_id}
         if channel.owner.user_id
         else {"team": channel.owner.team_id},
         "budgets": [
@@ -48,8 +53,9 @@ def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> di
         "max_recipients_per_message": channel.max_recipients_per_message,
         "max_connections": channel.max_connections,
         "state": str(channel.state),
-        "state_reason": channel.state_reason,
-        "state_hint": fix_for_reason(channel.state_reason, channel.refusal),
+        # The relay's replies are the operator's to read: an organization sees only the state.
+        "state_reason": None if pool else channel.state_reason,
+        "state_hint": None if pool else fix_for_reason(channel.state_reason, channel.refusal),
         "state_changed_at": to_iso(channel.state_changed_at),
         "transport": str(channel.transport),
         "oauth": _oauth_payload(channel, status),

@@ -145,11 +145,13 @@ class Channels:
         *,
         check_plaintext_host: Callable[[str], None],
         on_change: Callable[[str], None] = lambda channel_id: None,
+        pool: Callable[[], Channel | None] = lambda: None,
     ) -> None:
         self.store = store
         self.vault = vault
         self.check_plaintext_host = check_plaintext_host
         self.on_change = on_change
+        self.pool = pool  # the shared pool (None: POOL_RELAY unset)
 
     def add(self, actor: User, spec: ChannelSpec, now: Instant) -> tuple[Channel, list[str]]:
         """Create a channel; raises InvalidChannel, Forbidden, Conflict. Returns warnings."""
@@ -260,8 +262,15 @@ class Channels:
         channels = self.store.list_channels(actor.organization_id)
         return [c for c in channels if _may_see(actor, c)]
 
+    def listed(self, actor: User) -> list[Channel]:
+        """What the actor may see (`visible`), then the shared pool, where mail goes that no
+        other channel takes, when the operator set one up (kind `pool`)."""
+        pool = self.pool()
+        return [*self.visible(actor), *([pool] if pool is not None else [])]
+
     def get(self, actor: User, ref: str) -> Channel:
-        """A channel by id or name; NotFound for channels the actor may not see."""
+        """A channel by id or name; NotFound for channels the actor may not see (the shared
+        pool is listed, never got: it is the operator's, nothing here changes or tests it)."""
         found = channel_in(self.store, actor.organization_id, ref)
         if found is None or not _may_see(actor, found):
             names = [c.name for c in self.visible(actor)]

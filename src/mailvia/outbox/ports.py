@@ -108,6 +108,10 @@ class Ledger(Protocol):
         """Record when transactions ended."""
         ...
 
+    def give_back(self, taken: Sequence[int]) -> None:
+        """Forget transactions that never reached the provider: they count nowhere."""
+        ...
+
     def allowance(self, now: Instant) -> int | None:
         """How many more transactions may start now (None: no message budget)."""
         ...

@@ -21,7 +21,7 @@ from mailvia.domain.delivery import ChannelEffect, Settlement, TransactionResult
 from mailvia.domain.errors import CredentialsFailed, StoreUnavailable
 from mailvia.domain.message import Envelope, State
 from mailvia.domain.oauth import refused_after_renewal
-from mailvia.domain.replies import Stage, credentials_rejected
+from mailvia.domain.replies import Outcome, Stage, credentials_rejected
 from mailvia.outbox.ports import AttemptRecord, Claim, Credentials
 from mailvia.outbox.run_records import RunRecords
 
@@ -43,6 +43,19 @@ class LeaseLost(Exception):
 def _lost(claim: Claim) -> NoReturn:
     log.warning("message %s: its lease was lost before sending; not sent", claim.message_id)
     raise LeaseLost
+
+
+def _no_credentials(settlement: Settlement) -> Settlement:
+    """An attempt for which no credentials could be had, for a while only (the token
+    endpoint down: 451 4.4.2): the next message would ask the endpoint again and fail alike,
+    so the run ends as for a server that cannot be reached (`UNREACHABLE`: the rest of the
+    claimed mail is left untried, and the channel waits as a throttle escalates), not one
+    token request per queued message. A refusal (the consent gone) disconnects already."""
+    retry = all(r.outcome is Outcome.RETRY for r in settlement.recipients)
+    if settlement.channel_effect is not ChannelEffect.NONE or not retry:
+        return settlement
+    reply = settlement.recipients[0].reply if settlement.recipients else None
+    return replace(settlement, channel_effect=ChannelEffect.UNREACHABLE, channel_reply=reply)
 
 
 class RunAttempts(RunRecords):
@@ -72,10 +85,10 @@ class RunAttempts(RunRecords):
                     return None
             cohort = self.ctx.concurrency.cohort(self.channel)
             started = time.perf_counter()
-            result = await self._send(Envelope(claim.mail_from, chunk), claim.content)
+            result, reached = await self._send(Envelope(claim.mail_from, chunk), claim.content)
             seconds = time.perf_counter() - started
             if self.ledger is not None and taken:
-                self._finish_budget(taken, self.clock())
+                self._finish_budget(taken, self.clock(), reached=reached)
             now = self.clock()
             settlement = settle(
                 result,
@@ -86,6 +99,8 @@ class RunAttempts(RunRecords):
                 expires_at=claim.expires_at,
                 rand=self.ctx.rand(),
             )
+            if not reached:
+                settlement = _no_credentials(settlement)
             settlements.append(settlement)
             outcomes = [str(r.outcome) for r in settlement.recipients]
             self.ctx.metrics.attempt(self.channel.id, seconds, outcomes)
@@ -122,24 +137,27 @@ class RunAttempts(RunRecords):
         if not (await pending)[index]:
             _lost(claim)
 
-    async def _send(self, envelope: Envelope, content: bytes) -> TransactionResult:
-        """One transaction. An OAuth mailbox whose token the server refuses gets one fresh
-        token and one more try; a second refusal settles as channel_broken, saying to
-        reconnect with the provider. When
-        no credentials can be had, the attempt settles with the reply the source gave."""
+    async def _send(self, envelope: Envelope, content: bytes) -> tuple[TransactionResult, bool]:
+        """One transaction, and whether it reached the provider with mail to send. An OAuth
+        mailbox whose token the server refuses gets one fresh token and one more try; a
+        second refusal settles as channel_broken, saying to reconnect with the provider.
+        When no credentials can be had (the token's renewal refused, the token endpoint
+        down, no consent stored), the attempt settles with the reply the source gave, and
+        it did not reach the provider: no mail was offered (a try before it was refused at
+        AUTH), so it must not use the channel's budgets."""
         rejected: Credentials | None = None
         while True:
             try:
                 credentials = await self._credentials(rejected)
             except CredentialsFailed as failed:
-                return TransactionResult(Stage.AUTH, failed.reply)
+                return TransactionResult(Stage.AUTH, failed.reply), False
             result = await self.ctx.transport.send(self.channel, credentials, envelope, content)
             provider = self.channel.oauth
             if provider is None or not credentials_rejected(result.reply, result.stage):
-                return result
+                return result, True
             if rejected is not None and result.reply is not None:
                 # A token renewed a moment ago is refused too: the consent itself is gone.
-                return replace(result, reply=refused_after_renewal(provider, result.reply))
+                return replace(result, reply=refused_after_renewal(provider, result.reply)), True
             rejected = credentials
 
     async def _credentials(self, rejected: Credentials | None) -> Credentials | None:
@@ -165,12 +183,16 @@ class RunAttempts(RunRecords):
             _lost(first)
         return taken
 
-    def _finish_budget(self, taken: int, now: Instant) -> None:
-        """End the ledger's in-flight row; after the transaction, so a store outage now must
-        not lose what was sent (the row then ends on its own, at its stale time)."""
+    def _finish_budget(self, taken: int, now: Instant, *, reached: bool = True) -> None:
+        """End the ledger's in-flight row (give it back when the transaction never `reached`
+        the provider); after the transaction, so a store outage now must not lose what was
+        sent (the row then ends on its own, at its stale time)."""
         try:
             assert self.ledger is not None
-            self.ledger.finish([(taken, now)])
+            if reached:
+                self.ledger.finish([(taken, now)])
+            else:
+                self.ledger.give_back([taken])
         except StoreUnavailable as exc:
             log.info("channel %s: budget use not ended (%s)", self.channel.id, exc)
 

@@ -49,6 +49,7 @@ _END = (
     .where(u.seq == _b("s"))
     .values(ended_at=_b("b_end"), budget_end=_b("b_end"))
 )
+_FORGET = channel_usage.delete().where(u.seq == _b("s"))
 _ROW = sa.select(u.at, u.ended_at, u.budget_end, u.messages, u.recipients).where(u.seq == _b("s"))
 # A row whose budget_end moved across a window's cursor enters or leaves its sum. Relative
 # updates: a start, under the channel's lock, may be moving the cursor at the same time.
@@ -200,6 +201,30 @@ class BudgetLedger:
                         "hi": max(at, old),
                         "dm": sign * messages,
                         "dr": sign * recipients,
+                    },
+                )
+
+    def give_back(self, taken: Sequence[int]) -> None:
+        """Forget transactions that never reached the provider (no credentials could be had
+        to sign in with): they count against no window any more, as if never taken (one
+        database transaction). Each window that held a row loses it."""
+        if not taken:
+            return
+        with self._db.write() as conn:
+            for seq in taken:
+                self._mine.pop(seq, None)
+                row = conn.execute(_ROW, {"s": seq}).first()
+                if row is None:
+                    continue  # forgotten long ago
+                conn.execute(_FORGET, {"s": seq})
+                conn.execute(
+                    _CROSS,
+                    {
+                        "c": self.channel_id,
+                        "lo": -_FAR,
+                        "hi": row.budget_end,  # a window holds the rows ending after its cursor
+                        "dm": -row.messages,
+                        "dr": -row.recipients,
                     },
                 )
 

@@ -27,6 +27,8 @@ from mailvia.domain.channel import (
     Timeouts,
     TransportKind,
     Unit,
+    mailbox_taken,
+    own_mailbox,
 )
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
@@ -35,7 +37,7 @@ from mailvia.domain.retry import RetryPolicy
 from mailvia.store.engine import Database
 from mailvia.store.keep import KEEP
 from mailvia.store.keep import Keep as _Keep
-from mailvia.store.tables import channels, messages, organizations
+from mailvia.store.tables import channels, messages, organizations, users
 
 
 def _known(cls: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +161,8 @@ class ChannelStore:
 
     def add_channel(self, channel: Channel, secret: bytes | None, now: Instant) -> Channel:
         """Insert a channel with its sealed secret. Raises Conflict if the organization has a
-        channel of that name (or the id is taken), NotFound for an unknown organization."""
+        channel of that name (or the id is taken), or its owner an own channel for its address
+        (`check_one_mailbox`); NotFound for an unknown organization."""
         with self._db.write(
             conflict=f"a channel named {channel.name!r} already exists in this organization",
             missing=f"no organization {channel.organization_id!r}",
@@ -169,13 +172,15 @@ class ChannelStore:
                     id=channel.id, secret=secret, created_at=now, **channel_values(channel)
                 )
             )
+            check_one_mailbox(conn, channel)  # after the insert: a taken name says so first
             return read_channel(conn, channel.id)
 
     def update_channel(self, channel: Channel, secret: bytes | _Keep | None = KEEP) -> Channel:
         """Rewrite the channel's settings (and its secret unless KEEP); its state and throttle
         are left alone (they change only through set_channel_state / set_channel_throttle, so
         an edit never undoes a disconnect the dispatcher just recorded); its generation moves
-        on. Raises NotFound, or Conflict when the new name is taken in the organization."""
+        on. Raises NotFound, or Conflict when the new name is taken in the organization (or its
+        address is another of its owner's own channels')."""
         values: dict[str, Any] = channel_values(channel)
         for runtime in RUNTIME_FIELDS:
             values.pop(runtime, None)
@@ -186,11 +191,13 @@ class ChannelStore:
             conflict=f"a channel named {channel.name!r} already exists in this organization",
             missing=f"no organization {channel.organization_id!r}",
         ) as conn:
+            before = stored_mailbox(conn, channel.id)
             result = conn.execute(
                 channels.update().where(channels.c.id == channel.id).values(**values)
             )
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel.id!r}")
+            check_one_mailbox(conn, channel, before=before)
             return read_channel(conn, channel.id)
 
     def get_channel(self, channel_id: str) -> Channel:
@@ -304,6 +311,48 @@ class ChannelStore:
             )
             if result.rowcount == 0:
                 raise NotFound(f"no channel {channel_id!r}")
+
+
+_UNSET: Any = object()
+
+
+def stored_mailbox(conn: sa.Connection, channel_id: str) -> tuple[str, str] | None:
+    """`own_mailbox` of the channel as stored (None: not an own one, or no such channel)."""
+    row = conn.execute(sa.select(*CHANNEL_COLUMNS).where(channels.c.id == channel_id)).first()
+    return None if row is None else own_mailbox(channel_of(row))
+
+
+def check_one_mailbox(
+    conn: sa.Connection, channel: Channel, *, before: tuple[str, str] | None = _UNSET
+) -> None:
+    """Raise Conflict if the owner of `channel`, a user's own address-scoped channel, has
+    another own channel for its address (domain/channel.py `own_mailbox`); run after the
+    row's insert or update (a taken name is refused first, as before). An update passes
+    what the row was `before` it (`stored_mailbox`): the check runs only when the update
+    moves the channel to another owner, scope or address, so an edit that does not (a
+    password, a rename, a budget, a probe's save, an OAuth reconnect) never meets a pair a
+    database made before this rule keeps. The owner's user row is locked before the check,
+    so two adds racing on PostgreSQL (READ COMMITTED: the check that follows the lock sees
+    what the other committed) cannot both pass; SQLite's write transaction holds its lock
+    from the first statement already."""
+    mine = own_mailbox(channel)
+    if mine is None or (before is not _UNSET and before == mine):
+        return
+    owner, address = mine
+    conn.execute(sa.select(users.c.id).where(users.c.id == owner).with_for_update()).first()
+    row = conn.execute(
+        sa.select(*CHANNEL_COLUMNS)
+        .where(
+            channels.c.owner_user_id == owner,
+            channels.c.scope == Scope.ADDRESS.value,
+            sa.func.lower(channels.c.address) == address,
+            channels.c.id != channel.id,
+        )
+        .order_by(channels.c.name, channels.c.id)
+        .limit(1)
+    ).first()
+    if row is not None:
+        raise Conflict(mailbox_taken(channel_of(row)))
 
 
 def state_values(

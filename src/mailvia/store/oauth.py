@@ -15,7 +15,13 @@ from mailvia.domain.clock import Instant
 from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.message import State
 from mailvia.outbox.oauth.ports import PendingFlow, Revived, SealedApp, StoredTokens
-from mailvia.store.channels import channel_values, read_channel, state_values
+from mailvia.store.channels import (
+    channel_values,
+    check_one_mailbox,
+    read_channel,
+    state_values,
+    stored_mailbox,
+)
 from mailvia.store.engine import Database
 from mailvia.store.settle import move_messages
 from mailvia.store.tables import channels, messages, oauth_apps, oauth_flows, oauth_tokens
@@ -276,6 +282,7 @@ class OAuthStore:
                 )
             )
             conn.execute(oauth_tokens.insert().values(**_token_values(tokens, 1)))
+            check_one_mailbox(conn, channel)
             return read_channel(conn, channel.id)
 
     def connect_mailbox(self, channel: Channel, tokens: StoredTokens) -> Channel:
@@ -283,6 +290,7 @@ class OAuthStore:
         with self._db.write(
             conflict=f"a channel named {channel.name!r} already exists in this organization"
         ) as conn:
+            before = stored_mailbox(conn, channel.id)
             updated = conn.execute(
                 channels.update()
                 .where(channels.c.id == channel.id)
@@ -290,6 +298,7 @@ class OAuthStore:
             )
             if updated.rowcount == 0:
                 raise NotFound(f"no channel {channel.id!r}")
+            check_one_mailbox(conn, channel, before=before)
             old = conn.execute(
                 sa.select(t.version).where(t.channel_id == channel.id)
             ).scalar_one_or_none()

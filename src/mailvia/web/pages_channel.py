@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from mailvia.domain.channel import Auth, Provider, Scope, Security
 from mailvia.domain.errors import MailviaError
+from mailvia.domain.oauth import connect_blocked, connect_taken
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.probe import ProbeReport
 from mailvia.domain.tenancy import User, domain_of
@@ -55,6 +56,11 @@ def my_channel(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
         mailbox_providers=[
             (p, PRESETS[p.preset], apps.resolve(user.organization_id, p)) for p in Provider
         ],
+        # Said before the consent round trip: the addresses a Connect would be refused for.
+        connect_refusals={
+            p: [(c.address, connect_taken(c, p)) for c in connect_blocked(visible, user.id, p)]
+            for p in Provider
+        },
     )
 
 

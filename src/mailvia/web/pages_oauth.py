@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mailvia.domain.channel import Provider, TransportKind
 from mailvia.domain.errors import (
+    Conflict,
     Forbidden,
     InvalidInput,
     ProviderRefused,
@@ -105,7 +106,7 @@ async def callback(
         done = await web.services.oauth.finish(
             user, session, provider, state=state or "", code=code, error=error, now=now()
         )
-    except (InvalidInput, Forbidden, ProviderRefused, ProviderUnavailable) as exc:
+    except (InvalidInput, Forbidden, Conflict, ProviderRefused, ProviderUnavailable) as exc:
         return render(
             request,
             "error.html",

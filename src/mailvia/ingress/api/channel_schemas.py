@@ -216,12 +216,17 @@ class ChannelOut(BaseModel):
     scope: Scope
     address: str | None
     domains: list[str]
-    owner: UserOwner | TeamOwner
+    owner: UserOwner | TeamOwner | None = Field(
+        description="Null for the shared pool (kind `pool`): the operator's, no user's or team's."
+    )
     budgets: list[Budget]
     max_recipients_per_message: int
     max_connections: int
     state: ChannelState
-    state_reason: str | None
+    state_reason: str | None = Field(
+        description="The reply that changed the state; null for the shared pool (the "
+        "operator's relay)."
+    )
     state_hint: str | None = Field(
         default=None, description="What to change to mend the reply in `state_reason`."
     )

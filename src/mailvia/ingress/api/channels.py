@@ -57,7 +57,7 @@ TEST_FAILED = {"$ref": "#/components/schemas/TestFailed"}  # listed by the API's
     summary="The channels the caller may see",
 )
 def list_channels(services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return {"data": payloads(services, user, services.channels.visible(user))}
+    return {"data": payloads(services, user, services.channels.listed(user))}
 
 
 def payloads(services: Services, user: User, channels: list[Channel]) -> list[dict[str, Any]]:

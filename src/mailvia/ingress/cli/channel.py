@@ -19,6 +19,7 @@ from mailvia.domain.channel import (
     Auth,
     Budget,
     Channel,
+    Kind,
     Scope,
     Security,
 )
@@ -215,7 +216,7 @@ def list_(ctx: Context, as_json: bool, org: str | None, settings: Settings) -> N
 
     def action(s: Services) -> None:
         actor = s.tenancy.operator(org)
-        channels = s.channels.visible(actor)
+        channels = s.channels.listed(actor)
         statuses = s.mailboxes.statuses(actor.organization_id)
         views = [channel_payload(c, statuses.get(c.id)) for c in channels]
         emit(views, as_json=as_json, text=lambda: _table(channels))
@@ -227,8 +228,10 @@ def _table(channels: list[Channel]) -> None:
     if not channels:
         click.echo("no channels")
     for c in channels:
-        who = c.address or ", ".join(c.domains)
-        click.echo(f"{c.name:24} {c.state:12} {c.scope:7} {who:30} {c.host}:{c.port} {c.id}")
+        pool = c.kind is Kind.POOL
+        who = "any address (the shared pool)" if pool else c.address or ", ".join(c.domains)
+        scope = "pool" if pool else c.scope
+        click.echo(f"{c.name:24} {c.state:12} {scope:7} {who:30} {c.host}:{c.port} {c.id}")
 
 
 @channel.command("show")

@@ -7,6 +7,7 @@ import logging
 import re
 from enum import StrEnum
 
+from mailvia.domain.channel import ChannelState
 from mailvia.domain.errors import (
     Forbidden,
     InvalidAddress,
@@ -17,7 +18,9 @@ from mailvia.domain.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
+from mailvia.domain.message import State
 from mailvia.outbox.compose import MAX_RECIPIENTS
+from mailvia.outbox.receipts import Receipt
 
 log = logging.getLogger("mailvia.submission")
 
@@ -39,6 +42,26 @@ class Command(StrEnum):
     RCPT = "rcpt"
     DATA = "data"
     OTHER = "other"
+
+
+def accepted(receipt: Receipt) -> str:
+    """The reply to DATA for a committed message: 250 whether it is queued or held (it is
+    safe either way), but held mail says so and why, in words a mail client shows: which
+    channel (and mailbox) waits for what, so that the rep reconnects it. One line of ASCII
+    (a channel's name may be any text)."""
+    if receipt.state is not State.HELD:
+        return f"250 2.0.0 Ok: queued as {receipt.id}"
+    channel = receipt.channel
+    mailbox = f" for {channel.address}" if channel.address else ""
+    if channel.state is ChannelState.DISCONNECTED:
+        why = "is disconnected: reconnect it in mailvia and it is sent then"
+    elif channel.state is ChannelState.PAUSED:
+        why = "is paused: it is sent when the channel is resumed"
+    else:  # held by the organization's fallback on another channel's state
+        why = f"is {channel.state}: it is sent when the channel is active again"
+    text = f"Ok: held as {receipt.id}, not sent yet: channel '{channel.name}'{mailbox} {why}"
+    text = _UNPRINTABLE.sub(" ", text).encode("ascii", "replace").decode("ascii")
+    return f"250 2.0.0 {text[:400]}"
 
 
 def reply_for(error: BaseException, command: Command) -> str:

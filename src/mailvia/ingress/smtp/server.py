@@ -36,6 +36,7 @@ from mailvia.ingress.smtp.replies import (
     SHUTTING_DOWN,
     TOO_MANY_RECIPIENTS,
     Command,
+    accepted,
     reply_for,
 )
 from mailvia.outbox.addresses import check_address, login_key
@@ -439,8 +440,8 @@ class Handler:
             receipt = await conn.submission.accept(session, envelope)
         except Exception as exc:
             return _refuse(conn, exc, Command.DATA)
-        log.info("queued %s from %s", receipt.id, conn.peer_host)
-        return f"250 2.0.0 Ok: queued as {receipt.id}"
+        log.info("%s %s from %s", receipt.state, receipt.id, conn.peer_host)
+        return accepted(receipt)
 
     async def handle_exception(self, error: Exception) -> str:
         return reply_for(error, Command.OTHER)

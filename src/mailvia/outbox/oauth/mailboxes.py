@@ -23,6 +23,7 @@ from mailvia.domain.channel import (
     Provider,
     Scope,
     check_channel,
+    own_mailbox,
 )
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, Forbidden, InvalidInput, MailviaError
@@ -31,12 +32,14 @@ from mailvia.domain.oauth import (
     MailboxConsent,
     OAuthApp,
     Refusal,
+    connect_taken,
     oauth_offer,
     reconnect_words,
     refusal,
 )
 from mailvia.domain.presets import PRESETS
 from mailvia.domain.tenancy import User, identity_covers
+from mailvia.outbox.addresses import check_address
 from mailvia.outbox.channels import Channels
 from mailvia.outbox.dispatch import new_event
 from mailvia.outbox.oauth.apps import OAuthApps
@@ -116,8 +119,10 @@ class OAuthMailboxes:
         """Store the consent as the actor's mailbox. Raises Forbidden (an address that is not
         the actor's, or not the reconnected channel's), InvalidInput (no refresh token);
         then nothing is stored, and the consent is revoked where the provider allows."""
-        address = consent.address.strip().lower()
         try:
+            # The form every other door stores (outbox/channels.py): U-labels, lower case.
+            what = f"the address {flow.provider.display_name} signed you in as"
+            address = check_address(consent.address.strip(), what).lower()
             self._check_address(actor, flow.provider, address)
             if not consent.tokens.refresh_token:
                 raise InvalidInput(
@@ -125,15 +130,19 @@ class OAuthMailboxes:
                     "so the connection would stop within the hour: nothing was connected"
                 )
             target = self._target(actor, flow, address)
+            tokens = self._sealed(flow, app, consent, address, target.id if target else "")
+            if target is None:
+                created = self._create(actor, flow, tokens, now)
+            else:
+                converted = self._convert(target, flow, tokens)
         except MailviaError:
+            # Nothing was stored (each store step is one transaction): a refusal after the
+            # consent, a Conflict included, gives the consent back.
             await self._revoke(app, consent.tokens.refresh_token or consent.tokens.access_token)
             raise
-        tokens = self._sealed(flow, app, consent, address, target.id if target else "")
         if target is None:
-            return Connected(
-                self._create(actor, flow, tokens, now), created=True, reconnected=False
-            )
-        return await self._reconnect(target, flow, tokens, now)
+            return Connected(created, created=True, reconnected=False)
+        return await self._reconnected(converted, now)
 
     def _check_address(self, actor: User, provider: Provider, address: str) -> None:
         if not any(identity_covers(i, address) for i in self.store.identities(actor.id)):
@@ -157,11 +166,20 @@ class OAuthMailboxes:
                     f"changed. Sign in as {channel.address}."
                 )
             return channel
-        for channel in self.store.list_channels(actor.organization_id):
-            mine = channel.owner.user_id == actor.id and channel.scope is Scope.ADDRESS
-            same = (channel.address or "").lower() == address
-            if mine and same and flow.provider in (channel.oauth, oauth_offer(channel)):
+        mine = [
+            c
+            for c in self.store.list_channels(actor.organization_id)
+            if own_mailbox(c) == (actor.id, address)
+        ]
+        # This provider's own mailbox first, among all of them (a database made before the
+        # one-channel rule may hold two for the address: it keeps them).
+        for channel in mine:
+            if flow.provider in (channel.oauth, oauth_offer(channel)):
                 return channel
+        if mine:
+            # Only another server's channel for this address (a relay, the other provider):
+            # a second own channel would leave which one signs in to a choice by name.
+            raise Conflict(connect_taken(mine[0], flow.provider))
         return None
 
     def _sealed(
@@ -217,15 +235,16 @@ class OAuthMailboxes:
                     named, replace(tokens, channel_id=channel.id), now
                 )
             except Conflict:
+                if self.store.find_channel(actor.organization_id, name) is None:
+                    raise  # not the name: the address has its own channel (check_one_mailbox)
                 continue
         raise Conflict(f"a channel named {channel.name!r} already exists")
 
-    async def _reconnect(
-        self, channel: Channel, flow: PendingFlow, tokens: StoredTokens, now: Instant
-    ) -> Connected:
+    def _convert(self, channel: Channel, flow: PendingFlow, tokens: StoredTokens) -> Channel:
         """Turn the channel into this OAuth mailbox (keeping its name, limits and mail, and
-        its server settings when it already was this provider's mailbox), make it active if
-        it was disconnected, and release its held mail in original order."""
+        its server settings when it already was this provider's mailbox); one transaction.
+        One added by hand with no budgets gets the provider's (Microsoft 365's 30 a minute):
+        it is that provider's mailbox from now on."""
         preset = PRESETS[flow.provider.preset]
         if channel.preset != preset.name:
             channel = replace(
@@ -235,6 +254,7 @@ class OAuthMailboxes:
                 port=preset.port,
                 security=preset.security,
                 ca_pem=None,
+                budgets=channel.budgets or preset.budgets,
             )
         updated = replace(
             channel,
@@ -245,7 +265,11 @@ class OAuthMailboxes:
             oauth=flow.provider,
         )
         check_channel(updated)
-        channel = self.store.connect_mailbox(updated, tokens)
+        return self.store.connect_mailbox(updated, tokens)
+
+    async def _reconnected(self, channel: Channel, now: Instant) -> Connected:
+        """After `_convert`: make the mailbox active if it was disconnected, and release its
+        held mail in original order."""
         await self.forget(channel.id)
         if channel.state is not ChannelState.DISCONNECTED:
             return Connected(channel, created=False, reconnected=False)

@@ -45,6 +45,15 @@ class Usage:
         self.recipients[seq] = recipients
         self._total_from(i)
 
+    def forget(self, seq: int) -> None:
+        """Drop a transaction, open or ended, as if never taken (`give_back`)."""
+        if self.open.pop(seq, None) is not None or seq not in self.recipients:
+            return
+        i = next(i for i, (_, ended) in enumerate(self.ends) if ended == seq)
+        del self.ends[i]
+        del self.recipients[seq]
+        self._total_from(i)
+
     def _total_from(self, i: int) -> None:
         for unit, totals in self.totals.items():
             del totals[i + 1 :]
@@ -130,6 +139,11 @@ class MemoryLedger:
                 usage.ended += 1
         if usage.ended % _PURGE_EVERY == 0 and ended:
             usage.purge(ended[-1][1] - self.window - _PURGE_SLACK)
+
+    @locked
+    def give_back(self, taken: Sequence[int]) -> None:
+        for seq in taken:
+            self._usage.forget(seq)
 
     @locked
     def allowance(self, now: Instant) -> int | None:

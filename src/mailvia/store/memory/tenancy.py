@@ -7,7 +7,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from mailvia.domain.channel import RUNTIME_FIELDS, Channel, ChannelState
+from mailvia.domain.channel import (
+    RUNTIME_FIELDS,
+    Channel,
+    ChannelState,
+    mailbox_taken,
+    own_mailbox,
+)
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import Conflict, NotFound
 from mailvia.domain.message import PENDING
@@ -236,6 +242,7 @@ class MemoryChannels:
             raise NotFound(f"no organization {channel.organization_id!r}")
         if channel.id in self._d.channels or self._named(channel) is not None:
             raise Conflict(f"a channel named {channel.name!r} already exists in this organization")
+        self._one_mailbox(channel)
         self._d.channels[channel.id] = channel
         self._d.secrets[channel.id] = secret
         return channel
@@ -246,6 +253,8 @@ class MemoryChannels:
         named = self._named(channel)
         if named is not None and named.id != channel.id:
             raise Conflict(f"a channel named {channel.name!r} already exists in this organization")
+        if own_mailbox(before) != own_mailbox(channel):  # an edit that moves it (as SQL's)
+            self._one_mailbox(channel)
         runtime = {name: getattr(before, name) for name in RUNTIME_FIELDS}
         kept = replace(channel, **(runtime | {"generation": before.generation + 1}))
         self._d.channels[channel.id] = kept
@@ -255,6 +264,17 @@ class MemoryChannels:
 
     def _named(self, channel: Channel) -> Channel | None:
         return self.find_channel(channel.organization_id, channel.name)
+
+    def _one_mailbox(self, channel: Channel) -> None:
+        # As store/channels.py check_one_mailbox: one own channel per owner and address.
+        mine = own_mailbox(channel)
+        if mine is None:
+            return
+        same = [
+            c for c in self._d.channels.values() if c.id != channel.id and own_mailbox(c) == mine
+        ]
+        if same:
+            raise Conflict(mailbox_taken(min(same, key=lambda c: (c.name, c.id))))
 
     @locked
     def get_channel(self, channel_id: str) -> Channel:
