@@ -205,3 +205,26 @@ async def test_a_message_delivered_to_some_recipients_says_how_many(
         jane = await browser(world, "jane@acme.test")
         shown = text_of(await jane.get(f"/activity/{sent.id}"))
     assert "Delivered to 1 of 2 recipients" in shown and "accepted it." not in shown
+
+
+async def test_a_sender_refused_by_the_channels_server_is_held_not_blamed_on_the_recipient(
+    world: World, certs: Certs
+) -> None:
+    """`550 5.7.1` at MAIL is the channel's server refusing the sender: the channel is
+    disconnected and the mail held until it is reconnected. The pages said "the receiving
+    server refused the message (a spam filter or the recipient's rules). mailvia does not try
+    again": the wrong server, and untrue (the held mail leaves after a reconnect)."""
+    refusal = "mail=550 5.7.1 sender address rejected: not owned by user"
+    async with TestServer(tls_cert=certs.cert, tls_key=certs.key, faults=[refusal]) as smtp:
+        channel = world.channel(
+            smtp.port, certs=certs, auth=Auth.NONE, username=None, password=None
+        )
+        (sent,) = world.send()
+        await world.services.dispatcher.run_once(time.time)
+    assert world.store.get_message(sent.id).state is State.HELD
+    jane = await browser(world, "jane@acme.test")
+    for page in (f"/activity/{sent.id}", f"/channels/{channel.id}", "/channel"):
+        shown = text_of(await jane.get(page))
+        assert "The channel's server refused to send this mail" in shown, page
+        assert "held until the channel is reconnected" in shown, page
+        assert "recipient's rules" not in shown and "does not try again" not in shown, page

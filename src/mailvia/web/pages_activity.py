@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from mailvia.domain.channel import Channel
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.message import State
+from mailvia.domain.replies import Outcome
 from mailvia.domain.tenancy import User
 from mailvia.outbox.records import MessageView
 from mailvia.web.charts import ChannelUse, channel_use
@@ -127,6 +128,13 @@ def activity(
     )
 
 
+def _stopped(message: MessageView) -> frozenset[str]:
+    """The recipients whose last reply disconnected the channel (their mail waits for a
+    reconnect, which the words for that reply must say)."""
+    last = {a.recipient: a.outcome for a in message.attempts}  # attempts come oldest first
+    return frozenset(r for r, outcome in last.items() if outcome == Outcome.CHANNEL_BROKEN)
+
+
 @router.get("/activity/{message_id}", response_class=HTMLResponse)
 def message(request: Request, message_id: str, user: UserDep, web: WebDep) -> HTMLResponse:
     return message_page(request, web, user, message_id)
@@ -149,6 +157,7 @@ def message_page(
         "message.html",
         status=status,
         message=view,
+        stopped=_stopped(view),
         channels=channels,
         waiting=waiting,
         error=error,

@@ -216,6 +216,13 @@ _NEXT = {
     4: " mailvia tries again by itself.",
     5: " mailvia does not try again.",
 }
+# A reply that disconnected its channel (outcome channel_broken): the channel's own server
+# refused it, not a recipient's, and its mail waits for a reconnect, not a retry.
+_REFUSED_CHANNEL = (
+    "The channel's server refused to send this mail: its reply says why (often the sender "
+    "address, the account's rights or a setting of the channel)."
+)
+_HELD = " Its mail is held until the channel is reconnected."
 _ACCEPTED = "Accepted by the receiving server."
 # Sign-in refusals (RFC 4954 §6): Test connection's hints say what to do about them.
 _SIGN_IN = frozenset({530, 534, 535, 538})
@@ -229,24 +236,29 @@ class Said:
     code: str  # the reply as the server gave it: `451 4.2.0 Temporary failure`
 
 
-def reply_words(reply: Reply) -> Said:
+def reply_words(reply: Reply, *, held: bool = False) -> Said:
     """A reply in plain words: mailvia's own replies by what they mean, sign-in refusals with
     Test connection's hint (domain/probe.py), then by the enhanced code's subject and detail,
-    then by the code, then by the class; what happens next follows from the class."""
+    then by the code, then by the class; what happens next follows from the class. `held`:
+    the reply disconnected its channel, so the mail waits for a reconnect (a 5.7.1 refusing
+    the sender is then the channel's server's, not a recipient's spam filter)."""
     code = str(reply)
     klass = reply.code // 100
     if klass == 2:
         return Said(_ACCEPTED, code)
+    after = _HELD if held else ""
     own = _own_words(reply)
     if own is not None:
-        return Said(own, code)
+        return Said(own + after, code)
     if reply.code in _SIGN_IN or (reply.code, reply.enhanced) == (550, "5.7.30"):
-        return Said(hint_for(reply), code)  # what Test connection says to do about it
+        return Said(hint_for(reply) + after, code)  # what Test connection says to do about it
     detail = reply.enhanced.split(".", 1)[1] if reply.enhanced else ""
     problem = PROBLEMS.get(detail) or BY_CODE.get(reply.code)
     if problem is None:
         problem = "A temporary problem." if klass == 4 else "The server refused it."
     http_api = reply.enhanced is None and reply.text.startswith(f"HTTP {reply.code}")
+    if held:
+        return Said((problem if http_api else _REFUSED_CHANNEL) + _HELD, code)
     return Said(problem if http_api else problem + _NEXT.get(klass, ""), code)
 
 
@@ -273,15 +285,16 @@ def _own_words(reply: Reply) -> str | None:
 _CODED = re.compile(r"^([2-5]\d\d)(?:[ -](.*))?$", re.DOTALL)
 
 
-def reason_words(reason: str | None) -> Said | None:
-    """Why a channel was disconnected (its `state_reason`): a reply in plain words, or the
-    reason as it is when it is not a server's reply (None: no reason given)."""
+def reason_words(reason: str | None, *, held: bool = False) -> Said | None:
+    """Why a channel was disconnected (its `state_reason`, with `held`) or a message waits: a
+    reply in plain words, or the reason as it is when it is not a server's reply (None: no
+    reason given)."""
     if not reason:
         return None
     coded = _CODED.match(reason.strip())
     if coded is None:
         return Said(reason, "")
-    return reply_words(Reply.parse(int(coded.group(1)), coded.group(2) or ""))
+    return reply_words(Reply.parse(int(coded.group(1)), coded.group(2) or ""), held=held)
 
 
 def outbox_words(counts: list[tuple[str, int]]) -> str:
