@@ -189,6 +189,24 @@ async def test_domains_come_from_the_operator_once_there_are_two_organizations(
         services.tenancy.add_domain_as(admin, "more.test", time.time())
 
 
+async def test_a_custom_channel_form_offers_the_organizations_domains_to_share(
+    install: Install,
+) -> None:
+    """The bootstrap admin (admin@localhost, not a sender) adds the team's relay from Team
+    channels: the form's sending domains were `localhost`, their address's domain, which the
+    save then refuses; the organization's own domains are what a shared channel carries."""
+    async with pages(install) as client:
+        await first_sign_in(client, "admin@localhost", install.admin_password)
+        services = install.services
+        services.tenancy.create_org("globex", time.time())  # the operator assigns domains now
+        for domain in ("acme.test", "mail.acme.test"):
+            services.tenancy.add_domain("default", domain, time.time())
+        form = (await client.get("/channels/new")).text
+    found = re.search(r'name="domains"[^>]*value="([^"]*)"', form)
+    assert found is not None, form
+    assert found.group(1) == "acme.test, mail.acme.test"
+
+
 async def test_the_checklist_ticks_from_the_real_state(install: Install) -> None:
     services = install.services
     async with pages(install) as client:

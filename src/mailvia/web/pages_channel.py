@@ -59,11 +59,14 @@ def my_channel(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
 
 
 def defaults(web: Web, user: User, preset: Preset | None) -> dict[str, str]:
-    """The connect form's first values: the preset's settings, the user's first address."""
+    """The connect form's first values: the preset's settings, the user's first address; the
+    domains to share for: the user's domain identities, else the organization's domains (an
+    admin's own address may be at none of them: `admin@localhost`)."""
     tenancy = web.services.tenancy
     addresses = tenancy.addresses(user) or [user.email]
     identities = tenancy.identities(user)
-    domains = [i[1:] for i in identities if i.startswith("@")] or [domain_of(addresses[0])]
+    granted = [i[1:] for i in identities if i.startswith("@")]
+    domains = granted or tenancy.domains(user) or [domain_of(addresses[0])]
     team = next((t.name for t in tenancy.teams(user) if t.id == user.team_id), "")
     fields = dict.fromkeys(CHANNEL_FIELDS, "")
     title = preset.title if preset else "SMTP"
