@@ -286,6 +286,8 @@ async def test_wrong_token_or_another_users_token_gives_535(rig: Rig) -> None:
 
     replies = await rig.client(port, session)
     assert [(code, text[:5]) for code, text in replies] == [(535, b"5.7.8")] * 3, replies
+    # a mail client shows the text: the password it takes is an API token
+    assert all(b"the password an API token" in text for _, text in replies), replies
 
 
 async def test_a_login_is_the_same_login_whichever_spelling_of_its_domain(rig: Rig) -> None:

@@ -27,6 +27,11 @@ TOO_MANY_RECIPIENTS = f"452 4.5.3 Too many recipients (at most {MAX_RECIPIENTS} 
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"  # RFC 3463 4.3.2
 UNAVAILABLE = "451 4.3.0 Temporarily unable to accept mail, try again later"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure, try again later"  # RFC 4954
+# A mail client shows this text; a rep who typed their sign-in password learns what it takes.
+BAD_CREDENTIALS = (
+    "535 5.7.8 Authentication credentials invalid: the user name is your email, the password "
+    "an API token (API tokens page), not your sign-in password"
+)
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -58,7 +63,7 @@ def reply_for(error: BaseException, command: Command) -> str:
         case Forbidden():
             return f"550 5.7.1 {text}"
         case Unauthenticated():
-            return "535 5.7.8 Authentication credentials invalid"
+            return BAD_CREDENTIALS
         case StoreUnavailable() | SecretsUnavailable():
             log.warning("submission at %s: %s", command, error)
         case _:

@@ -32,6 +32,7 @@ from mailvia.ingress.smtp.idle import LazyIdleTimer
 from mailvia.ingress.smtp.intake import Arrived, Intake
 from mailvia.ingress.smtp.replies import (
     AUTH_REQUIRED,
+    BAD_CREDENTIALS,
     LOCKED_OUT,
     SHUTTING_DOWN,
     TOO_MANY_RECIPIENTS,
@@ -100,6 +101,7 @@ class SubmissionServer:
             "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.6 Line too long (RFC 5321 "
             "allows 998 characters)",
             "503 Already authenticated": "503 5.5.1 Already authenticated",
+            "535 5.7.8 Authentication credentials invalid": BAD_CREDENTIALS,
         }
         self.live: set[SubmissionSMTP] = set()
         self._servers: list[asyncio.Server] = []
@@ -208,7 +210,7 @@ class SubmissionServer:
         except Unauthenticated:
             if self.signins.failed(attempt, self.monotonic()):
                 return await connection.lock_out(email)
-            return AuthResult(success=False, handled=False)  # aiosmtpd replies 535 5.7.8
+            return AuthResult(success=False, handled=False)  # aiosmtpd: 535, reworded
         except Exception as exc:
             self.signins.forget(attempt, succeeded=False)
             await connection.push(reply_for(exc, Command.AUTH))
