@@ -95,10 +95,20 @@ def test_malformed_and_smuggled_addresses_are_refused(to: str) -> None:
 
 
 def test_reserved_headers_need_their_own_fields() -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="set it with the field bcc"):
         compose(draft(headers={"Bcc": "x@y.test"}), now=0, max_size=MB)
+    with pytest.raises(InvalidInput, match="the field reply_to"):
+        compose(draft(headers={"Reply-To": "x@y.test"}), now=0, max_size=MB)
     with pytest.raises(InvalidHeader):
         compose(draft(headers={"Bad Name": "x"}), now=0, max_size=MB)
+
+
+@pytest.mark.parametrize("name", ["Message-ID", "Date", "Sender", "Content-Type"])
+def test_headers_no_field_sets_are_written_by_mailvia_or_sent_raw(name: str) -> None:
+    """There is no message_id or date field: the refusal said to "set it with its own field"."""
+    with pytest.raises(InvalidInput, match="send the whole message as raw") as refused:
+        compose(draft(headers={name: "<x@y.test>"}), now=0, max_size=MB)
+    assert "own field" not in str(refused.value)
 
 
 def test_size_limit() -> None:

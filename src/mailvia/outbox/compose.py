@@ -32,7 +32,8 @@ from mailvia.outbox.addresses import check_address, check_clean
 from mailvia.outbox.headers import Field, Headers, header_fields, read_headers
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
-# Headers with their own fields: a caller may not set them through `headers`.
+# Headers mailvia writes (some from their own fields): a caller may not set them through
+# `headers`.
 _RESERVED = frozenset(
     h.lower()
     for h in (
@@ -50,6 +51,15 @@ _RESERVED = frozenset(
         "Received",
     )
 )
+# The reserved headers that a field of the draft sets, by that field's name in the API.
+_FIELDS = {
+    "from": "from",
+    "to": "to",
+    "cc": "cc",
+    "bcc": "bcc",
+    "reply-to": "reply_to",
+    "subject": "subject",
+}
 MAX_RECIPIENTS = 1000
 
 
@@ -150,8 +160,15 @@ def _add_headers(msg: EmailMessage, headers: Mapping[str, str]) -> None:
     for name, value in headers.items():
         if not _HEADER_NAME.match(name):
             raise InvalidHeader(f"header name {name!r} is not valid")
+        field = _FIELDS.get(name.lower())
+        if field is not None:
+            raise InvalidInput(f"header {name}: set it with the field {field}, not in headers")
         if name.lower() in _RESERVED or name.lower() in ("date", "message-id"):
-            raise InvalidInput(f"header {name}: set it with its own field, not in headers")
+            # No field sets these (the API's own words said "its own field" of them too).
+            raise InvalidInput(
+                f"header {name}: mailvia writes it; to write it yourself, send the whole "
+                "message as raw"
+            )
         msg[name] = check_clean(str(value), f"header {name}")
 
 
