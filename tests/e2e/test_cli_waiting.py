@@ -162,6 +162,9 @@ def test_while_waiting_it_says_what_each_message_waits_for(cli: Cli, tmp_path: P
     assert any(
         'the last reply was "451 4.3.0 busy right now"; the next attempt is at' in x for x in lines
     ), deferred.stderr
+    # the wait timed out, the message did not fail: a rep must not send it again
+    stopped = f"stopped waiting after 4 s: {deferred.json()[0]['id']} is still deferred"
+    assert any(stopped in x and "mailvia goes on with it" in x for x in lines), deferred.stderr
 
 
 def test_a_message_behind_its_channels_budget_says_until_when(cli: Cli, tmp_path: Path) -> None:

@@ -157,6 +157,12 @@ def _report(
     for view in views:
         if (missed := _not_delivered(view)) is not None:
             click.echo(f"{view.id}: {missed}", err=True)
+        if not view.state.terminal:  # the timeout: say it is not given up (nor to send again)
+            click.echo(
+                f"mailvia: stopped waiting after {timeout:g} s: {view.id} is still "
+                f"{view.state}, and mailvia goes on with it (mailvia message show {view.id})",
+                err=True,
+            )
     # Exit 1 unless every recipient of every message was delivered.
     return int(any(r.state is not State.DELIVERED for v in views for r in v.recipients))
 
