@@ -46,6 +46,32 @@ class Command(StrEnum):
     OTHER = "other"
 
 
+# How much of a refused address a reply quotes (a command line may be 512 octets long).
+_SHOWN = 64
+
+
+def written_path(arg: str) -> str:
+    """A MAIL or RCPT path as the client wrote it: between its angle brackets when it has
+    them. aiosmtpd hands the hooks its own rewriting (`"not an address"`, quoted, for
+    `<not an address>`), which is not what the client sent."""
+    arg = arg.strip()
+    if not arg.startswith("<"):
+        return arg
+    end = arg.find(">")
+    return arg[1:end] if end != -1 else arg[1:]
+
+
+def as_written(error: Exception, address: str, written: str | None) -> Exception:
+    """An InvalidAddress quoting aiosmtpd's rewriting of `address`, made to quote what the
+    client wrote instead: on one line, at most _SHOWN characters. Any other error as is."""
+    quoted = repr(address)
+    if not isinstance(error, InvalidAddress) or written is None or quoted not in str(error):
+        return error
+    line = _UNPRINTABLE.sub(" ", written).strip()
+    shown = repr(line if len(line) <= _SHOWN else line[:_SHOWN] + "...")
+    return InvalidAddress(str(error).replace(quoted, shown, 1))
+
+
 def reply_for(error: BaseException, command: Command) -> str:
     """The one place that turns an error into an SMTP reply; faults are logged, never shown."""
     text = _UNPRINTABLE.sub(" ", str(error)).strip()[:300]

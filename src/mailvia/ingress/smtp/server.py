@@ -37,7 +37,9 @@ from mailvia.ingress.smtp.replies import (
     SHUTTING_DOWN,
     TOO_MANY_RECIPIENTS,
     Command,
+    as_written,
     reply_for,
+    written_path,
 )
 from mailvia.outbox.addresses import check_address, login_key
 from mailvia.outbox.compose import MAX_RECIPIENTS
@@ -302,6 +304,7 @@ class SubmissionSMTP(Capped, ChunkedData, LazyIdleTimer, SMTP):  # type: ignore[
             loop=asyncio.get_running_loop(),
         )
         self.submission = server
+        self.written = ""  # the last MAIL or RCPT path as the client wrote it
 
     @property
     def peer_host(self) -> str:
@@ -358,6 +361,7 @@ class SubmissionSMTP(Capped, ChunkedData, LazyIdleTimer, SMTP):  # type: ignore[
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's parse of `<address> params`, with a fast path for the plain
         `<local@domain>` nearly every client sends (aiosmtpd's own makes a class per call)."""
+        self.written = written_path(arg)
         plain = _PLAIN_PATH.match(arg)
         if plain is None:
             return super()._getaddr(arg)  # type: ignore[no-any-return]
@@ -417,7 +421,7 @@ class Handler:
         try:
             await conn.submission.check_sender(session, address)
         except Exception as exc:
-            return _refuse(conn, exc, Command.MAIL)
+            return _refuse(conn, as_written(exc, address, conn.written), Command.MAIL)
         return MISSING
 
     async def handle_RCPT(
@@ -433,7 +437,7 @@ class Handler:
         try:
             check_address(address, "recipient")
         except Exception as exc:
-            return _refuse(conn, exc, Command.RCPT)
+            return _refuse(conn, as_written(exc, address, conn.written), Command.RCPT)
         return MISSING
 
     async def handle_DATA(self, conn: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
