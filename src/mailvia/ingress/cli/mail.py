@@ -263,11 +263,14 @@ def message() -> None:
 @settings_options(*STORE_SETTINGS)
 @pass_context
 def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> None:
-    """A message's state, recipients and attempts."""
+    """A message's state, why it waits (as send --wait says it), recipients and attempts."""
 
     def action(s: Services) -> None:
-        view = message_payload(s.messages.for_operator(message_id))
-        emit(view, as_json=as_json, text=lambda: _print_message(view))
+        message = s.messages.for_operator(message_id)
+        view = message_payload(message)
+        waiting = s.backlog.waiting(message, time.time())
+        why = waiting.sentence if waiting is not None else None
+        emit(view, as_json=as_json, text=lambda: _print_message(view, why))
 
     ctx.using(settings, action)
 
@@ -288,9 +291,12 @@ def cancel(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> 
     ctx.using(settings, action)
 
 
-def _print_message(view: dict[str, object]) -> None:
+def _print_message(view: dict[str, object], why: str | None) -> None:
     for key in ("id", "state", "channel_id", "created_at", "next_attempt_at", "possible_duplicate"):
-        click.echo(f"{key:20} {view[key]}")
+        value = view[key]
+        click.echo(f"{key:20} {'none' if value is None else value}")
+    if why is not None:
+        click.echo(f"{'waiting':20} {why}")
     click.echo("recipients:")
     for r in view["recipients"]:  # type: ignore[attr-defined]
         reply = r["reply"]
