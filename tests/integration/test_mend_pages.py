@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailvia.domain.channel import Auth, ChannelState
+from mailvia.domain.channel import Auth
 from mailvia.domain.message import State
 from mailvia.passwords import hash_password
 from mailvia.testserver import TestServer
@@ -106,18 +106,19 @@ async def test_a_rep_fixes_the_port_then_the_sign_in_on_the_page_and_the_mail_le
         assert 'class="step step-fail"' in still_wrong.text
         assert world.store.get_channel(channel.id).port == channel.port
 
-        fixed = await jane.post(url + "/edit", form | {"port": str(smtp.port)})
-        assert fixed.status_code == 303 and fixed.headers["location"].endswith("notice=edited")
-        assert world.store.get_channel(channel.id).port == smtp.port
-        await world.services.dispatcher.run_once(time.time)  # due now: 530, sign-in needed
-        assert world.store.get_channel(channel.id).state is ChannelState.DISCONNECTED
+        # The port alone: the test tries the sender (MAIL FROM), which this server refuses
+        # without a sign-in, so nothing is saved (a saved edit would disconnect at once).
+        port_only = await jane.post(url + "/edit", form | {"port": str(smtp.port)})
+        assert port_only.status_code == 400
+        assert "This channel needs a sign-in" in text_of(port_only)
+        assert world.store.get_channel(channel.id).port == channel.port
+        assert all("DATA" not in s["commands"] for s in smtp.sessions)
 
-        form = edit_form((await jane.get(url)).text)
-        signed = form | {"auth": "plain", "username": "jane", "password": RIGHT}
-        back = await jane.post(url + "/edit", signed)
-        assert back.status_code == 303 and back.headers["location"].endswith("reconnected")
+        signed = form | {"port": str(smtp.port), "auth": "plain", "username": "jane"}
+        back = await jane.post(url + "/edit", signed | {"password": RIGHT})
+        assert back.status_code == 303 and back.headers["location"].endswith("notice=edited")
         shown = await jane.get(back.headers["location"])
-        assert "held mail is released" in text_of(shown) and RIGHT not in shown.text
+        assert RIGHT not in shown.text
         await world.services.dispatcher.run_once(time.time)
         assert [world.store.get_message(r.id).state for r in sent] == [State.DELIVERED] * 2
         assert len(smtp.received) == 2
@@ -228,3 +229,33 @@ async def test_a_sender_refused_by_the_channels_server_is_held_not_blamed_on_the
         assert "The channel's server refused to send this mail" in shown, page
         assert "held until the channel is reconnected" in shown, page
         assert "recipient's rules" not in shown and "does not try again" not in shown, page
+    banner = re.search(
+        r'<section class="banner".*?</section>', (await jane.get("/channel")).text, re.S
+    )
+    assert banner is not None
+    said = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", banner.group(0))).split())
+    assert said.count("held until") == 1, said  # the count beside it says so: once
+    assert "1 message is held until the channel is reconnected" in said
+
+
+async def test_team_channels_custom_server_opens_shared_under_team_channels(
+    world: World,
+) -> None:
+    """Team channels' "Custom SMTP server" link opens the form for a team channel: under the
+    Team channels crumb, "Share with team" chosen (it opened as "Only me" under "My delivery
+    channel", while its own hint told the admin to choose Share)."""
+    boss = await browser(world, "boss@acme.test")
+    team = (await boss.get("/team")).text
+    link = re.search(r'<a href="(/channels/new[^"]*)">Custom SMTP server</a>', team)
+    assert link is not None
+    page = (await boss.get(html.unescape(link.group(1)))).text
+    assert re.search(r'class="crumb"><a href="/team">Team channels</a>', page)
+    assert re.search(r'id="share-yes" name="share" value="on" checked', page)
+    assert not re.search(r'id="share-no" name="share" value="" checked', page)
+    # A rep's own "Connect a custom SMTP server" stays theirs; a rep cannot ask for sharing.
+    mine = (await boss.get("/channels/new")).text
+    assert re.search(r'class="crumb"><a href="/channel">My delivery channel</a>', mine)
+    assert re.search(r'id="share-no" name="share" value="" checked', mine)
+    jane = await browser(world, "jane@acme.test")
+    hers = (await jane.get("/channels/new?share=on")).text
+    assert 'id="share-yes"' not in hers and "My delivery channel</a>" in hers

@@ -123,11 +123,18 @@ def connect_page(
 
 
 @router.get("/channels/new", response_class=HTMLResponse)
-def connect_form(request: Request, user: UserDep, web: WebDep, preset: str = "") -> Response:
+def connect_form(
+    request: Request, user: UserDep, web: WebDep, preset: str = "", share: str = ""
+) -> Response:
+    """The connect form; `share=on` (Team channels' custom server) opens it shared with the
+    team, under the Team channels crumb, for an admin who may share it."""
     chosen = preset_of(preset)
     if preset and chosen is None:
         return redirect("/channel")
-    return connect_page(request, web, user, defaults(web, user, chosen))
+    fields = defaults(web, user, chosen)
+    if share == "on" and can_share(user, chosen):
+        fields["share"] = "on"
+    return connect_page(request, web, user, fields)
 
 
 @router.post("/channels/new", response_class=HTMLResponse)

@@ -151,6 +151,7 @@ STEPS: dict[str, str] = {
     Step.TLS: "Securing the connection",
     Step.EHLO: "Greeting the server",
     Step.AUTH: "Signing in",
+    Step.SENDER: "Checking the server takes mail from the sending address",
     Step.MESSAGE: "Sending a test message",
 }
 
@@ -236,17 +237,18 @@ class Said:
     code: str  # the reply as the server gave it: `451 4.2.0 Temporary failure`
 
 
-def reply_words(reply: Reply, *, held: bool = False) -> Said:
+def reply_words(reply: Reply, *, held: bool = False, say_held: bool = True) -> Said:
     """A reply in plain words: mailvia's own replies by what they mean, sign-in refusals with
     Test connection's hint (domain/probe.py), then by the enhanced code's subject and detail,
     then by the code, then by the class; what happens next follows from the class. `held`:
     the reply disconnected its channel, so the mail waits for a reconnect (a 5.7.1 refusing
-    the sender is then the channel's server's, not a recipient's spam filter)."""
+    the sender is then the channel's server's, not a recipient's spam filter); `say_held`
+    False leaves out that the mail is held, for a page that says so beside it (the banner)."""
     code = str(reply)
     klass = reply.code // 100
     if klass == 2:
         return Said(_ACCEPTED, code)
-    after = _HELD if held else ""
+    after = _HELD if held and say_held else ""
     own = _own_words(reply)
     if own is not None:
         return Said(own + after, code)
@@ -258,7 +260,7 @@ def reply_words(reply: Reply, *, held: bool = False) -> Said:
         problem = "A temporary problem." if klass == 4 else "The server refused it."
     http_api = reply.enhanced is None and reply.text.startswith(f"HTTP {reply.code}")
     if held:
-        return Said((problem if http_api else _REFUSED_CHANNEL) + _HELD, code)
+        return Said((problem if http_api else _REFUSED_CHANNEL) + after, code)
     return Said(problem if http_api else problem + _NEXT.get(klass, ""), code)
 
 
@@ -285,7 +287,7 @@ def _own_words(reply: Reply) -> str | None:
 _CODED = re.compile(r"^([2-5]\d\d)(?:[ -](.*))?$", re.DOTALL)
 
 
-def reason_words(reason: str | None, *, held: bool = False) -> Said | None:
+def reason_words(reason: str | None, *, held: bool = False, say_held: bool = True) -> Said | None:
     """Why a channel was disconnected (its `state_reason`, with `held`) or a message waits: a
     reply in plain words, or the reason as it is when it is not a server's reply (None: no
     reason given)."""
@@ -294,7 +296,8 @@ def reason_words(reason: str | None, *, held: bool = False) -> Said | None:
     coded = _CODED.match(reason.strip())
     if coded is None:
         return Said(reason, "")
-    return reply_words(Reply.parse(int(coded.group(1)), coded.group(2) or ""), held=held)
+    reply = Reply.parse(int(coded.group(1)), coded.group(2) or "")
+    return reply_words(reply, held=held, say_held=say_held)
 
 
 def outbox_words(counts: list[tuple[str, int]]) -> str:
