@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailvia.domain.channel import Auth
+from mailvia.domain.channel import Auth, Channel
 from mailvia.domain.message import State
 from mailvia.passwords import hash_password
 from mailvia.testserver import TestServer
@@ -84,7 +84,11 @@ def edit_form(page: str) -> dict[str, str]:
 
 
 def text_of(answer: httpx.Response) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", answer.text)).split())
+    return words(answer.text)
+
+
+def words(page: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
 
 
 async def test_a_rep_fixes_the_port_then_the_sign_in_on_the_page_and_the_mail_leaves(
@@ -208,6 +212,30 @@ async def test_a_message_delivered_to_some_recipients_says_how_many(
     assert "Delivered to 1 of 2 recipients" in shown and "accepted it." not in shown
 
 
+REFUSED_SENDER = "mail=550 5.7.1 sender address rejected: not owned by user"
+THIS_MAIL = "The channel's server refused to send this mail"
+HELD = "Its mail is held until the channel is reconnected."
+
+
+def part(answer: httpx.Response, start: str, end: str) -> str:
+    """The text of a page between two of its marks (out of the banner, which says held)."""
+    page = answer.text
+    begins = page.index(start) + len(start)
+    return words(page[begins : page.index(end, begins)])
+
+
+async def refused_at_mail(world: World, certs: Certs) -> tuple[Channel, str]:
+    """A message refused at MAIL by the channel's server: its channel disconnected, it held."""
+    async with TestServer(tls_cert=certs.cert, tls_key=certs.key, faults=[REFUSED_SENDER]) as smtp:
+        channel = world.channel(
+            smtp.port, certs=certs, auth=Auth.NONE, username=None, password=None
+        )
+        (sent,) = world.send()
+        await world.services.dispatcher.run_once(time.time)
+    assert world.store.get_message(sent.id).state is State.HELD
+    return channel, sent.id
+
+
 async def test_a_sender_refused_by_the_channels_server_is_held_not_blamed_on_the_recipient(
     world: World, certs: Certs
 ) -> None:
@@ -215,20 +243,27 @@ async def test_a_sender_refused_by_the_channels_server_is_held_not_blamed_on_the
     disconnected and the mail held until it is reconnected. The pages said "the receiving
     server refused the message (a spam filter or the recipient's rules). mailvia does not try
     again": the wrong server, and untrue (the held mail leaves after a reconnect)."""
-    refusal = "mail=550 5.7.1 sender address rejected: not owned by user"
-    async with TestServer(tls_cert=certs.cert, tls_key=certs.key, faults=[refusal]) as smtp:
-        channel = world.channel(
-            smtp.port, certs=certs, auth=Auth.NONE, username=None, password=None
-        )
-        (sent,) = world.send()
-        await world.services.dispatcher.run_once(time.time)
-    assert world.store.get_message(sent.id).state is State.HELD
+    channel, sent = await refused_at_mail(world, certs)
     jane = await browser(world, "jane@acme.test")
-    for page in (f"/activity/{sent.id}", f"/channels/{channel.id}", "/channel"):
-        shown = text_of(await jane.get(page))
-        assert "The channel's server refused to send this mail" in shown, page
-        assert "held until the channel is reconnected" in shown, page
-        assert "recipient's rules" not in shown and "does not try again" not in shown, page
+    page = await jane.get(f"/activity/{sent}")
+    recipients = part(page, 'id="rcpt-title"', "</section>")
+    assert f"{THIS_MAIL}: its reply says why" in recipients and HELD in recipients
+    # the history: the channel's server, and no "is held" of a past attempt
+    attempts = part(page, 'id="attempts-title"', "</section>")
+    assert THIS_MAIL in attempts and HELD not in attempts, attempts
+    for path in (f"/channels/{channel.id}", "/channel"):
+        shown = text_of(await jane.get(path))
+        assert "recipient's rules" not in shown and "does not try again" not in shown, path
+    # the channel's pages: its server refused to send mail (no one message is "this mail"),
+    # and no held sentence beside the state's own and the banner's
+    box = part(await jane.get(f"/channels/{channel.id}"), 'class="why-box reason">', "</div>")
+    assert box.startswith("The channel's server refused to send mail: its reply says"), box
+    assert HELD not in box and "this mail" not in box
+    state = part(await jane.get(f"/channels/{channel.id}"), 'class="lead">', 'class="why-box')
+    assert "cannot sign in" not in state and "sends nothing until it is reconnected" in state
+    row = part(await jane.get("/channel"), 'data-label="State">', "</tr>")
+    assert row.startswith("Disconnected The channel's server refused to send mail:"), row
+    assert "held" not in row
     banner = re.search(
         r'<section class="banner".*?</section>', (await jane.get("/channel")).text, re.S
     )
@@ -236,6 +271,32 @@ async def test_a_sender_refused_by_the_channels_server_is_held_not_blamed_on_the
     said = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", banner.group(0))).split())
     assert said.count("held until") == 1, said  # the count beside it says so: once
     assert "1 message is held until the channel is reconnected" in said
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "expired", "released"])
+async def test_held_mail_cancelled_expired_or_released_is_no_longer_said_held(
+    world: World, certs: Certs, ending: str
+) -> None:
+    """The words came from the recipient's last attempt (channel_broken), but cancelling and
+    expiring write the recipient a reply of their own without an attempt: a cancelled message
+    said "Cancelled by jane@acme.test: it will not be sent. Its mail is held until the channel
+    is reconnected". A released one is queued: it waits for no reconnect."""
+    channel, sent = await refused_at_mail(world, certs)
+    jane = await browser(world, "jane@acme.test")
+    if ending == "cancelled":
+        assert (await jane.post(f"/activity/{sent}/cancel", {})).status_code == 303
+    elif ending == "expired":
+        world.store.expire_due(time.time() + 365 * 86400, "test")
+    else:
+        assert world.store.release_channel(channel.id, time.time()) == 1
+    ended = {"cancelled": State.CANCELLED, "expired": State.EXPIRED, "released": State.QUEUED}
+    assert world.store.get_message(sent).state is ended[ending]
+    recipients = part(await jane.get(f"/activity/{sent}"), 'id="rcpt-title"', "</section>")
+    assert "held" not in recipients, recipients
+    if ending == "released":  # its reply is still the channel's server's, not a recipient's
+        assert f"{THIS_MAIL}: its reply says why" in recipients, recipients
+    else:
+        assert "channel's server" not in recipients, recipients
 
 
 async def test_team_channels_custom_server_opens_shared_under_team_channels(

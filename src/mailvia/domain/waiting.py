@@ -56,7 +56,7 @@ CHANNEL_STATES: dict[ChannelState, Words] = {
     ChannelState.ACTIVE: Words("Working", "Working: this channel is active and sends mail."),
     ChannelState.DISCONNECTED: Words(
         "Disconnected",
-        "Disconnected: this channel cannot sign in until it is reconnected. Its mail is held "
+        "Disconnected: this channel sends nothing until it is reconnected. Its mail is held "
         "until then.",
     ),
     ChannelState.PAUSED: Words(
