@@ -384,6 +384,39 @@ async def test_test_spec_probes_an_unsaved_channel(world: World, certs: Certs) -
     assert world.store.find_channel(world.jane.organization_id, "draft") is None
 
 
+async def test_a_team_channel_does_not_guess_a_sender(world: World, certs: Certs) -> None:
+    """A team (domain) channel sends from its members' addresses: its test does not try a
+    guessed one (postmaster@, the admin's own), which a provider taking only verified senders
+    refuses although every real sender is taken. The `sender` step says it was not tried and
+    why, the test passes (the form saves), and the server saw no MAIL FROM."""
+    refusal = "mail=550 5.7.1 The from address does not match a verified Sender Identity"
+    async with server(certs, auth={"jane": "secret"}, faults=[refusal]) as srv:
+        spec = ChannelSpec(
+            name="team-relay",
+            host="127.0.0.1",
+            port=srv.port,
+            username="jane",
+            password="secret",
+            ca_pem=certs.ca_pem,
+            scope=Scope.DOMAIN,
+            domains=("acme.test",),
+            team_name="sales",
+        )
+        tester = channel_tester(world)
+        report = await tester.test_spec(world.admin, spec, now=time.time())
+        saved = world.services.channels.add(world.admin, spec, time.time())[0]
+        retested = await tester.test(world.admin, saved.name, to=None, now=time.time())
+        reconnected = await tester.reconnect(world.admin, saved.name, password=None, now=0)
+        commands = [c for s in srv.sessions for c in s["commands"]]
+    for got in (report, retested, reconnected.report):
+        assert got.ok, got
+        assert names(got) == [*ALL_STEPS, "sender"]
+        skipped = got.steps[-1]
+        assert skipped.skipped and skipped.reply is None and skipped.hint is None
+        assert skipped.detail.startswith("MAIL FROM not tried: this channel sends from its members")
+    assert "MAIL" not in commands
+
+
 def counts(world: World, ch: Channel) -> dict[State, int]:
     found = world.store.queue_counts(ch.organization_id)[ch.id]
     return {state: count for state, count in found.items() if count}

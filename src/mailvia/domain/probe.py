@@ -62,13 +62,16 @@ class ProbeFailure(StrEnum):
 
 @dataclass(frozen=True)
 class ProbeStep:
-    """One step: whether it passed, what happened, the server's reply, and a hint on failure."""
+    """One step: whether it passed, what happened, the server's reply, and a hint on failure.
+    `skipped`: the step was not tried (`detail` says why); it counts as passed, not as a
+    failure, so it never blocks a save."""
 
     name: str
     ok: bool
     detail: str
     reply: str | None = None
     hint: str | None = None
+    skipped: bool = False
 
 
 @dataclass(frozen=True)
@@ -466,6 +469,24 @@ def state_hint(reason: str | None, channel: Channel | None = None) -> str | None
         return fix
     coded = re.match(r"^5\d\d\b", (reason or "").strip())
     return SERVER_REFUSES_CHANNEL if coded else None
+
+
+# The `sender` step is tried only with an address the channel is known to send from (an
+# address-scoped channel's own): a team or domain channel sends from its members' addresses,
+# and a guessed one (postmaster@, the admin's) may be refused where every real sender is
+# taken (SendGrid's single senders, SES's verified identities), a false failure that would
+# block its save. So its test says the step was not tried, and why.
+SENDER_NOT_TRIED = (
+    "MAIL FROM not tried: this channel sends from its members' addresses, so no one address "
+    "is known to test (a guessed one may be refused where every real sender is taken); a "
+    "server that refuses a sender says so at that message's delivery, and a test message "
+    "to an address of yours tries your own address as the sender"
+)
+
+
+def sender_not_tried() -> ProbeStep:
+    """The `sender` step of a channel without one known sending address: not tried."""
+    return ProbeStep(str(Step.SENDER), True, SENDER_NOT_TRIED, skipped=True)
 
 
 REFUSED_BY_SERVER: dict[str, str] = {

@@ -165,11 +165,19 @@ def route_payload(route: Route) -> dict[str, Any]:
 
 
 def report_payload(report: ProbeReport) -> dict[str, Any]:
-    """A Test connection report: `ok` and each step's name, ok, detail, reply and hint."""
+    """A Test connection report: `ok` and each step's name, ok, detail, reply, hint and
+    `skipped` (not tried: `detail` says why; it counts as passed)."""
     return {
         "ok": report.ok,
         "steps": [
-            {"name": str(s.name), "ok": s.ok, "detail": s.detail, "reply": s.reply, "hint": s.hint}
+            {
+                "name": str(s.name),
+                "ok": s.ok,
+                "detail": s.detail,
+                "reply": s.reply,
+                "hint": s.hint,
+                "skipped": s.skipped,
+            }
             for s in report.steps
         ],
     }

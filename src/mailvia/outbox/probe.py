@@ -16,12 +16,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from mailvia.domain.channel import Auth, Channel, ChannelState, Kind, Scope, TransportKind
+from mailvia.domain.channel import Auth, Channel, ChannelState, Scope, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import CredentialsFailed, Forbidden
 from mailvia.domain.oauth import app_refused
-from mailvia.domain.probe import ProbeFailure, ProbeReport, ProbeStep, Step, hint_for
-from mailvia.domain.tenancy import User, domain_of
+from mailvia.domain.probe import (
+    ProbeFailure,
+    ProbeReport,
+    ProbeStep,
+    Step,
+    hint_for,
+    sender_not_tried,
+)
+from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import Channels, ChannelSpec
 from mailvia.outbox.compose import Composed, Draft, compose
 from mailvia.outbox.disconnects import disconnect
@@ -105,7 +112,7 @@ class ChannelTester:
         channel's budgets allow no message now)."""
         channel = self.channels.get(actor, ref)
         if to is None:
-            sender = probe_sender(channel, actor)
+            sender = probe_sender(channel)
             return await self._with_credentials(channel, password, None, now=now, sender=sender)
         prepared = self.messages.prepare(actor, channel, to)
         report: ProbeReport | None = None
@@ -136,7 +143,7 @@ class ChannelTester:
             self.messages.checks.check_sender(actor, sender)
             draft = Draft(from_=sender, to=(to,), subject=SUBJECT, text=TEXT)
             message = compose(draft, now=now, max_size=_TEST_MAX_SIZE)  # checks `to`
-        tried = probe_sender(channel, actor) if message is None else None
+        tried = probe_sender(channel) if message is None else None
         return await self._probe(channel, credentials, message, tried)
 
     async def reconnect(
@@ -148,7 +155,7 @@ class ChannelTester:
         channel = self.channels.get(actor, ref)
         if channel.owner.user_id != actor.id and not actor.is_admin:
             raise Forbidden("only the channel's owner or an admin may reconnect it")
-        sender = probe_sender(channel, actor)
+        sender = probe_sender(channel)
         report = await self._with_credentials(channel, password, None, now=now, sender=sender)
         if not report.ok:
             return Reconnection(report, channel, reconnected=False)
@@ -232,9 +239,12 @@ class ChannelTester:
         sender: str | None = None,
     ) -> ProbeReport:
         if message is None:  # `sender`: MAIL FROM it, then RSET (nothing is sent)
-            return await self.prober.probe(
+            report = await self.prober.probe(
                 channel, credentials, mail_from=sender, timeout=self.timeout
             )
+            if sender is None and report.ok and channel.transport is TransportKind.SMTP:
+                return ProbeReport.of([*report.steps, sender_not_tried()])
+            return report
         return await self.prober.probe(
             channel,
             credentials,
@@ -245,25 +255,19 @@ class ChannelTester:
         )
 
 
-def probe_sender(channel: Channel, actor: User | None = None) -> str | None:
+def probe_sender(channel: Channel) -> str | None:
     """The address a test without a message tries as MAIL FROM (the `sender` step), so a
     channel whose server refuses its sender (which disconnects it) does not pass the test:
-    an address-scoped channel's address; else the actor's own address when the channel
-    carries it; else the postmaster of the channel's first domain (RFC 5321 §4.5.1: every
-    domain has one); else the user name when it is an address. None for a mailbox sending
-    through its provider's HTTP API (no MAIL FROM there) or when nothing is known."""
+    only an address-scoped channel's own address, the one address it is known to send from.
+    None for a team or domain channel (its members' addresses; a guessed one, such as
+    postmaster@ or the admin's, may be refused where every real sender is taken, and would
+    block the save: its step is reported not tried), and for a mailbox sending through its
+    provider's HTTP API (no MAIL FROM there)."""
     if channel.transport is not TransportKind.SMTP:
         return None
     if channel.scope is Scope.ADDRESS and channel.address:
         return channel.address
-    if actor is not None:
-        carried = {d.lower() for d in channel.domains}
-        if channel.kind is Kind.POOL or domain_of(actor.email) in carried:
-            return actor.email
-    if channel.domains:
-        return f"postmaster@{channel.domains[0]}"
-    username = channel.username or ""
-    return username if "@" in username else None
+    return None
 
 
 def _token_step(channel: Channel, token: Credentials | None) -> ProbeStep:

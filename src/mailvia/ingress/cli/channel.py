@@ -396,14 +396,21 @@ def reconnect(
 
 
 def print_report(report: ProbeReport) -> None:
-    """One line per step (✓ or ✗, name, detail), then the server's reply and the hint."""
+    """One line per step (✓, ✗, or - for one not tried, name, detail), then the server's
+    reply and the hint."""
     for step in report.steps:
-        click.echo(f"{'✓' if step.ok else '✗'} {step.name:8} {step.detail}")
+        mark = "-" if step.skipped else "✓" if step.ok else "✗"
+        click.echo(f"{mark} {step.name:8} {step.detail}")
         if step.reply:
             click.echo(f"  {'':8} server: {step.reply}")
         if step.hint:
             click.echo(f"  {'':8} hint: {step.hint}")
-    click.echo("all steps passed" if report.ok else "the test failed")
+    if not report.ok:
+        click.echo("the test failed")
+    elif any(step.skipped for step in report.steps):
+        click.echo("all steps tried passed")
+    else:
+        click.echo("all steps passed")
 
 
 @channel.command("presets")
