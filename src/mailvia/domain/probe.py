@@ -2,7 +2,8 @@
 
 A probe walks `resolve, connect, tls, ehlo, auth`, then `sender` (MAIL FROM the address the
 channel sends from, then RSET: a server that refuses the sender refuses every message, and
-disconnects the channel as a refused sign-in does) or `message` (an OAuth mailbox starts with
+disconnects the channel as a refused sign-in does; a team or domain channel, with no one
+address, reports it not tried: SENDER_NOT_TRIED) or `message` (an OAuth mailbox starts with
 `token`; one sending through its provider's HTTP API has only `token` and `message`) and
 stops at the first failing step. Each step keeps the server's own reply (when there was
 one) and, on failure, a hint from HINTS, looked up by (code, enhanced code), then (code,
@@ -456,7 +457,13 @@ SERVER_REFUSES_CHANNEL = (
     "address is not allowed (an unverified sender, a relay that limits who may send, a "
     "missing send-as permission); its reply says why. Mend that on the server or at the "
     "provider, then reconnect the channel (mailvia channel reconnect NAME, or the channel's "
-    "page): its test tries the sender (MAIL FROM, nothing sent) before the held mail leaves."
+    "page): {test}"
+)
+_TRIES_SENDER = "its test tries the sender (MAIL FROM, nothing sent) before the held mail leaves."
+# A team or domain channel's test does not try a sender (no one address is known).
+_CANNOT_TRY_SENDER = (
+    "its test cannot try the sender (the channel sends from its members' addresses), so the "
+    "held mail leaves once it signs in: mend the sender first."
 )
 
 
@@ -468,7 +475,10 @@ def state_hint(reason: str | None, channel: Channel | None = None) -> str | None
     if fix is not None:
         return fix
     coded = re.match(r"^5\d\d\b", (reason or "").strip())
-    return SERVER_REFUSES_CHANNEL if coded else None
+    if not coded:
+        return None
+    one_address = channel is None or channel.scope is Scope.ADDRESS
+    return SERVER_REFUSES_CHANNEL.format(test=_TRIES_SENDER if one_address else _CANNOT_TRY_SENDER)
 
 
 # The `sender` step is tried only with an address the channel is known to send from (an
