@@ -134,7 +134,7 @@ def test_channel_test_passes_and_fails_with_the_hint(
     assert passed.code == 0, passed
     lines = passed.stdout.splitlines()
     marks = [line.split()[:2] for line in lines if line[:1] in "✓✗"]
-    assert marks == [["✓", s] for s in ("resolve", "connect", "tls", "ehlo", "auth")]
+    assert marks == [["✓", s] for s in ("resolve", "connect", "tls", "ehlo", "auth", "sender")]
     assert any(line.strip().startswith("server: 235") for line in lines)
     assert "TLSv1." in passed.stdout and "extensions: SIZE" in passed.stdout
     assert lines[-1] == "all steps passed"
@@ -204,3 +204,72 @@ def test_reconnect_after_a_disconnect_releases_the_held_mail(
         mailvia.outputs += [out, err]
     subjects = [email.message_from_bytes(e["content"])["Subject"] for e in got]
     assert subjects == ["held 0", "held 1", "held 2"]
+
+
+def test_a_refused_sender_holds_mail_says_why_and_reconnect_tries_it(
+    mailvia: Mailvia, server: ThreadedTestServer, tmp_path: Path
+) -> None:
+    """A server that refuses the channel's sender at MAIL FROM disconnects it and holds its
+    mail: `message show` says why and what to change (no past next attempt), and `channel
+    reconnect` fails at the `sender` step until the server takes the address."""
+    add_box(mailvia, server.port, PASSWORD, tmp_path / "ca.pem")
+    server.set_faults(["mail=550 5.7.1 sender address rejected"])
+    sent = mailvia.ok(
+        "send", "--user", "jane@acme.test", "--from", "jane@acme.test",
+        "--to", "bob@example.com", "--subject", "held", "--text", "hi",
+    )  # fmt: skip
+    message_id = sent.stdout.split()[-1]
+    worker = mailvia.worker()
+    try:
+        deadline = time.monotonic() + 30
+        while channel_state(mailvia) != "disconnected":
+            assert time.monotonic() < deadline, "the channel was not disconnected"
+            time.sleep(0.2)
+        channel = mailvia.ok("channel", "show", "box", *ORG, "--json").json()
+        assert channel["state_reason"] == "550 5.7.1 sender address rejected"
+        assert channel["state_hint"].startswith("The server refuses this channel's mail itself")
+
+        shown = mailvia.ok("message", "show", message_id, "--json").json()
+        assert shown["state"] == "held" and shown["next_attempt_at"] is None
+        [recipient] = shown["recipients"]
+        assert recipient["state"] == "held"
+        assert recipient["reply"]["hint"] == channel["state_hint"]
+        text = mailvia.ok("message", "show", message_id).stdout
+        assert "next_attempt_at      none" in text
+        [waiting] = [line for line in text.splitlines() if line.startswith("waiting ")]
+        assert 'channel box is disconnected after the reply "550 5.7.1 sender address' in waiting
+        assert "often the sending address is not allowed" in waiting
+
+        again = mailvia("channel", "reconnect", "box", *ORG)
+        assert again.code == 1, again
+        assert "✗ sender" in again.stdout and "server: 550 5.7.1" in again.stdout
+        assert again.stdout.splitlines()[-1] == "not reconnected: the test failed at sender"
+        assert channel_state(mailvia) == "disconnected"
+        assert server.received == []
+
+        server.set_faults([])
+        done = mailvia("channel", "reconnect", "box", *ORG)
+        assert done.code == 0, done
+        assert "✓ sender" in done.stdout
+        assert done.stdout.splitlines()[-1] == "reconnected; 1 held messages released"
+        [got] = server.wait_for(1, timeout=30)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+        mailvia.outputs += [out, err]
+    assert email.message_from_bytes(got["content"])["Subject"] == "held"
+
+
+def test_channel_show_prints_readable_text(mailvia: Mailvia, tmp_path: Path) -> None:
+    """No Python reprs (`{'user': ...}`, `[]`, `None`, `True`) in `channel show`'s text."""
+    add_box(mailvia, 2525, PASSWORD, tmp_path / "ca.pem")
+    shown = mailvia.ok("channel", "show", "box", *ORG).stdout
+    fields = dict(line.split(None, 1) for line in shown.splitlines())
+    assert fields["owner"].startswith("user ") and "{" not in fields["owner"]
+    assert fields["domains"] == "none" and fields["preset"] == "none"
+    assert fields["has_password"] == "yes"
+    assert fields["ca_pem"] == "1 certificate added (--json shows the PEM)"
+    assert fields["budgets"] == "none" and fields["oauth"] == "none"
+    for repr_ in ("{'", "[]", "None", "True", "False"):
+        assert repr_ not in shown
+    assert mailvia.ok("channel", "show", "box", *ORG, "--json").json()["domains"] == []

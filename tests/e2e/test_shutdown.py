@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.cli import poll, require_console_script
+from support.cli import Cli, poll, require_console_script
 from support.outage import TroubleRun
 from support.reconcile import reconcile
 
@@ -136,3 +136,24 @@ def test_sigterm_stops_within_shutdown_seconds(tmp_path: Path, dispatching: str)
         result = reconcile(accepted, run.db_url, run.maildir)
         assert not result.problems, str(result)
         assert result.delivered == 4 and result.flagged == 2, str(result)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_says_when_it_stops_and_that_nothing_is_lost(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """An operator who stops serve (Ctrl-C, or a supervisor's SIGTERM) sees it stop: one line
+    when it begins, one when it has stopped (it printed nothing before)."""
+    require_console_script()
+    serve = Cli(tmp_path / "data").start("serve", "--http-listen", "127.0.0.1:0")
+    try:
+        serve.wait_for_line(r"^listening http ")
+        serve.process.send_signal(sig)
+        assert serve.process.wait(timeout=30) == 0, serve.stderr
+        stopping = serve.wait_for_line(r"^stopping: ").string
+        stopped = serve.wait_for_line(r"^stopped: ").string
+    finally:
+        serve.stop()
+    assert stopping.startswith("stopping: taking no new mail; mail being sent has up to ")
+    assert "nothing is lost" in stopped and "leaves at the next start" in stopped
+    assert serve.lines.index(stopped) == len(serve.lines) - 1

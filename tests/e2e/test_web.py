@@ -307,6 +307,7 @@ def test_every_page_is_accessible_and_fits_a_phone(site: Site, page: Any) -> Non
     for name, path in (
         ("my-channel", "/channel"),
         ("connect-custom", "/channels/new"),
+        ("connect-team-custom", "/channels/new?share=on"),
         ("connect-microsoft365", "/channels/new?preset=microsoft365"),
         ("connect-sparkpost", "/channels/new?preset=sparkpost"),
         ("channel", f"/channels/{channel_id}"),

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailvia.domain.channel import Auth, ChannelState
+from mailvia.domain.channel import Auth, Channel
 from mailvia.domain.message import State
 from mailvia.passwords import hash_password
 from mailvia.testserver import TestServer
@@ -84,7 +84,11 @@ def edit_form(page: str) -> dict[str, str]:
 
 
 def text_of(answer: httpx.Response) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", answer.text)).split())
+    return words(answer.text)
+
+
+def words(page: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
 
 
 async def test_a_rep_fixes_the_port_then_the_sign_in_on_the_page_and_the_mail_leaves(
@@ -106,18 +110,19 @@ async def test_a_rep_fixes_the_port_then_the_sign_in_on_the_page_and_the_mail_le
         assert 'class="step step-fail"' in still_wrong.text
         assert world.store.get_channel(channel.id).port == channel.port
 
-        fixed = await jane.post(url + "/edit", form | {"port": str(smtp.port)})
-        assert fixed.status_code == 303 and fixed.headers["location"].endswith("notice=edited")
-        assert world.store.get_channel(channel.id).port == smtp.port
-        await world.services.dispatcher.run_once(time.time)  # due now: 530, sign-in needed
-        assert world.store.get_channel(channel.id).state is ChannelState.DISCONNECTED
+        # The port alone: the test tries the sender (MAIL FROM), which this server refuses
+        # without a sign-in, so nothing is saved (a saved edit would disconnect at once).
+        port_only = await jane.post(url + "/edit", form | {"port": str(smtp.port)})
+        assert port_only.status_code == 400
+        assert "This channel needs a sign-in" in text_of(port_only)
+        assert world.store.get_channel(channel.id).port == channel.port
+        assert all("DATA" not in s["commands"] for s in smtp.sessions)
 
-        form = edit_form((await jane.get(url)).text)
-        signed = form | {"auth": "plain", "username": "jane", "password": RIGHT}
-        back = await jane.post(url + "/edit", signed)
-        assert back.status_code == 303 and back.headers["location"].endswith("reconnected")
+        signed = form | {"port": str(smtp.port), "auth": "plain", "username": "jane"}
+        back = await jane.post(url + "/edit", signed | {"password": RIGHT})
+        assert back.status_code == 303 and back.headers["location"].endswith("notice=edited")
         shown = await jane.get(back.headers["location"])
-        assert "held mail is released" in text_of(shown) and RIGHT not in shown.text
+        assert RIGHT not in shown.text
         await world.services.dispatcher.run_once(time.time)
         assert [world.store.get_message(r.id).state for r in sent] == [State.DELIVERED] * 2
         assert len(smtp.received) == 2
@@ -206,3 +211,113 @@ async def test_a_message_delivered_to_some_recipients_says_how_many(
         jane = await browser(world, "jane@acme.test")
         shown = text_of(await jane.get(f"/activity/{sent.id}"))
     assert "Delivered to 1 of 2 recipients" in shown and "accepted it." not in shown
+
+
+REFUSED_SENDER = "mail=550 5.7.1 sender address rejected: not owned by user"
+THIS_MAIL = "The channel's server refused to send this mail"
+HELD = "Its mail is held until the channel is reconnected."
+
+
+def part(answer: httpx.Response, start: str, end: str) -> str:
+    """The text of a page between two of its marks (out of the banner, which says held)."""
+    page = answer.text
+    begins = page.index(start) + len(start)
+    return words(page[begins : page.index(end, begins)])
+
+
+async def refused_at_mail(world: World, certs: Certs) -> tuple[Channel, str]:
+    """A message refused at MAIL by the channel's server: its channel disconnected, it held."""
+    async with TestServer(tls_cert=certs.cert, tls_key=certs.key, faults=[REFUSED_SENDER]) as smtp:
+        channel = world.channel(
+            smtp.port, certs=certs, auth=Auth.NONE, username=None, password=None
+        )
+        (sent,) = world.send()
+        await world.services.dispatcher.run_once(time.time)
+    assert world.store.get_message(sent.id).state is State.HELD
+    return channel, sent.id
+
+
+async def test_a_sender_refused_by_the_channels_server_is_held_not_blamed_on_the_recipient(
+    world: World, certs: Certs
+) -> None:
+    """`550 5.7.1` at MAIL is the channel's server refusing the sender: the channel is
+    disconnected and the mail held until it is reconnected. The pages said "the receiving
+    server refused the message (a spam filter or the recipient's rules). mailvia does not try
+    again": the wrong server, and untrue (the held mail leaves after a reconnect)."""
+    channel, sent = await refused_at_mail(world, certs)
+    jane = await browser(world, "jane@acme.test")
+    page = await jane.get(f"/activity/{sent}")
+    recipients = part(page, 'id="rcpt-title"', "</section>")
+    assert f"{THIS_MAIL}: its reply says why" in recipients and HELD in recipients
+    # the history: the channel's server, and no "is held" of a past attempt
+    attempts = part(page, 'id="attempts-title"', "</section>")
+    assert THIS_MAIL in attempts and HELD not in attempts, attempts
+    for path in (f"/channels/{channel.id}", "/channel"):
+        shown = text_of(await jane.get(path))
+        assert "recipient's rules" not in shown and "does not try again" not in shown, path
+    # the channel's pages: its server refused to send mail (no one message is "this mail"),
+    # and no held sentence beside the state's own and the banner's
+    box = part(await jane.get(f"/channels/{channel.id}"), 'class="why-box reason">', "</div>")
+    assert box.startswith("The channel's server refused to send mail: its reply says"), box
+    assert HELD not in box and "this mail" not in box
+    state = part(await jane.get(f"/channels/{channel.id}"), 'class="lead">', 'class="why-box')
+    assert "cannot sign in" not in state and "sends nothing until it is reconnected" in state
+    row = part(await jane.get("/channel"), 'data-label="State">', "</tr>")
+    assert row.startswith("Disconnected The channel's server refused to send mail:"), row
+    assert "held" not in row
+    banner = re.search(
+        r'<section class="banner".*?</section>', (await jane.get("/channel")).text, re.S
+    )
+    assert banner is not None
+    said = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", banner.group(0))).split())
+    assert said.count("held until") == 1, said  # the count beside it says so: once
+    assert "1 message is held until the channel is reconnected" in said
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "expired", "released"])
+async def test_held_mail_cancelled_expired_or_released_is_no_longer_said_held(
+    world: World, certs: Certs, ending: str
+) -> None:
+    """The words came from the recipient's last attempt (channel_broken), but cancelling and
+    expiring write the recipient a reply of their own without an attempt: a cancelled message
+    said "Cancelled by jane@acme.test: it will not be sent. Its mail is held until the channel
+    is reconnected". A released one is queued: it waits for no reconnect."""
+    channel, sent = await refused_at_mail(world, certs)
+    jane = await browser(world, "jane@acme.test")
+    if ending == "cancelled":
+        assert (await jane.post(f"/activity/{sent}/cancel", {})).status_code == 303
+    elif ending == "expired":
+        world.store.expire_due(time.time() + 365 * 86400, "test")
+    else:
+        assert world.store.release_channel(channel.id, time.time()) == 1
+    ended = {"cancelled": State.CANCELLED, "expired": State.EXPIRED, "released": State.QUEUED}
+    assert world.store.get_message(sent).state is ended[ending]
+    recipients = part(await jane.get(f"/activity/{sent}"), 'id="rcpt-title"', "</section>")
+    assert "held" not in recipients, recipients
+    if ending == "released":  # its reply is still the channel's server's, not a recipient's
+        assert f"{THIS_MAIL}: its reply says why" in recipients, recipients
+    else:
+        assert "channel's server" not in recipients, recipients
+
+
+async def test_team_channels_custom_server_opens_shared_under_team_channels(
+    world: World,
+) -> None:
+    """Team channels' "Custom SMTP server" link opens the form for a team channel: under the
+    Team channels crumb, "Share with team" chosen (it opened as "Only me" under "My delivery
+    channel", while its own hint told the admin to choose Share)."""
+    boss = await browser(world, "boss@acme.test")
+    team = (await boss.get("/team")).text
+    link = re.search(r'<a href="(/channels/new[^"]*)">Custom SMTP server</a>', team)
+    assert link is not None
+    page = (await boss.get(html.unescape(link.group(1)))).text
+    assert re.search(r'class="crumb"><a href="/team">Team channels</a>', page)
+    assert re.search(r'id="share-yes" name="share" value="on" checked', page)
+    assert not re.search(r'id="share-no" name="share" value="" checked', page)
+    # A rep's own "Connect a custom SMTP server" stays theirs; a rep cannot ask for sharing.
+    mine = (await boss.get("/channels/new")).text
+    assert re.search(r'class="crumb"><a href="/channel">My delivery channel</a>', mine)
+    assert re.search(r'id="share-no" name="share" value="" checked', mine)
+    jane = await browser(world, "jane@acme.test")
+    hers = (await jane.get("/channels/new?share=on")).text
+    assert 'id="share-yes"' not in hers and "My delivery channel</a>" in hers

@@ -389,7 +389,7 @@ async def test_a_disconnect_without_a_reason_blames_no_server_and_points_nowhere
     assert "is disconnected" in banner and "The server refused" not in banner
     assert "No reason was recorded: Test connection on its page" in banner
     page = " ".join(html.unescape((await jane.get(f"/channels/{channel_id}")).text).split())
-    assert "Disconnected: this channel cannot sign in until it is reconnected." in page
+    assert "Disconnected: this channel sends nothing until it is reconnected." in page
     assert "why is said below" not in page
 
 

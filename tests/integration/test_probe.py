@@ -184,6 +184,37 @@ async def test_each_server_reply_gets_its_hint(
     assert names(report) == [*ALL_STEPS, "message"][: names(report).index(step) + 1]
 
 
+@pytest.mark.parametrize(
+    ("kind", "hint"),
+    [
+        ({}, "Wrong user name or password: check both (changing the mailbox's password"),
+        (
+            {"preset": "sendgrid"},
+            "SendGrid refused the sign-in: the user name is the word apikey and the password an "
+            "API key allowed to send mail. Check both;",
+        ),
+        ({"preset": None}, "The relay refused the sign-in: check the user name and password "),
+    ],
+    ids=["mailbox", "provider", "team-relay"],
+)
+async def test_a_refused_password_hint_speaks_of_the_channels_kind(
+    prober: Prober, certs: Certs, kind: dict[str, Any], hint: str
+) -> None:
+    """A team relay or a provider's account has no mailbox, 2-step verification or OAuth: its
+    refused sign-in says what that channel signs in with."""
+    team = {"scope": Scope.DOMAIN, "address": None, "domains": ("acme.test",)}
+    changes = {**team, "owner": Owner(team_id="team-1"), **kind} if kind else {}
+    fault = "auth=535 5.7.8 Authentication credentials invalid"
+    async with server(certs, faults=[fault]) as srv:
+        report = await prober.probe(channel(srv.port, certs, **changes), CREDS)
+    failed = only_failure(report)
+    assert failed.name == "auth" and failed.hint is not None
+    assert failed.hint.startswith(hint)
+    if kind:
+        assert "mailbox" not in failed.hint and "OAuth" not in failed.hint
+        assert "2-step" not in failed.hint
+
+
 async def test_certificate_for_another_host_name(prober: Prober, tmp_path: Path) -> None:
     other = make_certs(tmp_path / "other", "mail.other.test")
     async with server(other) as srv:
@@ -353,6 +384,39 @@ async def test_test_spec_probes_an_unsaved_channel(world: World, certs: Certs) -
     assert world.store.find_channel(world.jane.organization_id, "draft") is None
 
 
+async def test_a_team_channel_does_not_guess_a_sender(world: World, certs: Certs) -> None:
+    """A team (domain) channel sends from its members' addresses: its test does not try a
+    guessed one (postmaster@, the admin's own), which a provider taking only verified senders
+    refuses although every real sender is taken. The `sender` step says it was not tried and
+    why, the test passes (the form saves), and the server saw no MAIL FROM."""
+    refusal = "mail=550 5.7.1 The from address does not match a verified Sender Identity"
+    async with server(certs, auth={"jane": "secret"}, faults=[refusal]) as srv:
+        spec = ChannelSpec(
+            name="team-relay",
+            host="127.0.0.1",
+            port=srv.port,
+            username="jane",
+            password="secret",
+            ca_pem=certs.ca_pem,
+            scope=Scope.DOMAIN,
+            domains=("acme.test",),
+            team_name="sales",
+        )
+        tester = channel_tester(world)
+        report = await tester.test_spec(world.admin, spec, now=time.time())
+        saved = world.services.channels.add(world.admin, spec, time.time())[0]
+        retested = await tester.test(world.admin, saved.name, to=None, now=time.time())
+        reconnected = await tester.reconnect(world.admin, saved.name, password=None, now=0)
+        commands = [c for s in srv.sessions for c in s["commands"]]
+    for got in (report, retested, reconnected.report):
+        assert got.ok, got
+        assert names(got) == [*ALL_STEPS, "sender"]
+        skipped = got.steps[-1]
+        assert skipped.skipped and skipped.reply is None and skipped.hint is None
+        assert skipped.detail.startswith("MAIL FROM not tried: this channel sends from its members")
+    assert "MAIL" not in commands
+
+
 def counts(world: World, ch: Channel) -> dict[State, int]:
     found = world.store.queue_counts(ch.organization_id)[ch.id]
     return {state: count for state, count in found.items() if count}
@@ -408,3 +472,48 @@ async def test_reconnect_releases_held_mail_in_its_original_order(
     assert subjects == [f"hello {i}" for i in range(50)]
     assert len(got) == 50
     assert counts(world, ch) == {State.DELIVERED: 50}
+
+
+async def test_reconnect_tries_the_sender_that_disconnected_the_channel(
+    world: World, certs: Certs, tmp_path: Path
+) -> None:
+    """A server that refuses the channel's sender at MAIL FROM disconnects it; reconnecting
+    tries MAIL FROM with that address (then RSET, no DATA) and fails until the server takes
+    it, so a reconnect that 'passes' never sends the held mail into the same refusal."""
+    store, refusal = world.store, "mail=550 5.7.1 sender address rejected"
+    faults, caught = [refusal], tmp_path / "caught"
+    async with server(certs, auth={"jane": "secret"}, faults=faults, maildir=caught) as srv:
+        ch = world.channel(srv.port, certs=certs, max_connections=1)
+        world.send(count=2)
+        await world.services.dispatcher.run_once(time.time)
+        ch = store.get_channel(ch.id)
+        assert ch.state is ChannelState.DISCONNECTED and counts(world, ch) == {State.HELD: 2}
+        before = len(srv.sessions)
+
+        tried = await channel_tester(world).reconnect(
+            world.jane, ch.name, password=None, now=time.time()
+        )
+        assert not tried.reconnected and tried.released == 0
+        failed = only_failure(tried.report)
+        assert names(tried.report) == [*ALL_STEPS, "sender"]
+        assert failed.detail == "the server refused mail from jane@acme.test"
+        assert failed.reply == "550 5.7.1 sender address rejected"
+        assert failed.hint is not None and failed.hint.startswith("The server does not take mail")
+        assert store.get_channel(ch.id).state is ChannelState.DISCONNECTED
+        assert counts(world, ch) == {State.HELD: 2}
+
+        srv.set_faults([])
+        done = await channel_tester(world).reconnect(
+            world.jane, ch.name, password=None, now=time.time()
+        )
+        assert done.report.ok and done.reconnected and done.released == 2
+        sender = done.report.steps[-1]
+        assert sender.name == "sender" and sender.reply is not None
+        assert sender.reply.startswith("250")
+        assert sender.detail.startswith("the server takes mail from jane@acme.test")
+        probes = srv.sessions[before:]
+        assert len(probes) == 2
+        assert all("DATA" not in s["commands"] and "RCPT" not in s["commands"] for s in probes)
+        assert all("MAIL" in s["commands"] for s in probes)
+        assert "RSET" in probes[-1]["commands"]
+        assert srv.received == []  # the tests sent nothing

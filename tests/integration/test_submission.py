@@ -313,6 +313,8 @@ async def test_wrong_token_or_another_users_token_gives_535(rig: Rig) -> None:
 
     replies = await rig.client(port, session)
     assert [(code, text[:5]) for code, text in replies] == [(535, b"5.7.8")] * 3, replies
+    # a mail client shows the text: the password it takes is an API token
+    assert all(b"the password an API token" in text for _, text in replies), replies
 
 
 async def test_a_login_is_the_same_login_whichever_spelling_of_its_domain(rig: Rig) -> None:
@@ -857,3 +859,33 @@ def test_a_fault_routing_one_message_of_a_group_fails_only_that_message(rig: Rig
     assert isinstance(bad, RuntimeError)
     assert isinstance(good, Receipt) and isinstance(also_good, Receipt)
     assert {m.id for m in rig.messages()} == {good.id, also_good.id}
+
+
+@pytest.mark.parametrize(
+    ("path", "quoted"),
+    [
+        (b"<not an address>", "'not an address'"),
+        (b"not an address", "'not an address'"),
+        (b"<" + b"x" * 300 + b" y>", "'" + "x" * 64 + "...'"),
+    ],
+)
+async def test_a_refused_recipient_is_quoted_as_sent(rig: Rig, path: bytes, quoted: str) -> None:
+    """The refusal quotes the recipient as the client wrote it (bounded, one line), not the
+    part before its first space."""
+    add_channel(rig)
+    port = await rig.start(trusted_networks=TRUST_LOCALHOST)
+
+    def session() -> list[bytes]:
+        raw = Raw(port)
+        try:
+            raw.reply()
+            raw.command(b"EHLO client.test\r\n")
+            raw.command(b"MAIL FROM:<jane@acme.test>\r\n")
+            return raw.command(b"RCPT TO:" + path + b"\r\n")
+        finally:
+            raw.close()
+
+    [reply] = await asyncio.to_thread(session)
+    text = reply.decode()
+    assert text.startswith("553 5.1.3 recipient " + quoted), text
+    assert len(text) < 200 and "\r" not in text.rstrip("\r\n")

@@ -189,6 +189,59 @@ async def test_domains_come_from_the_operator_once_there_are_two_organizations(
         services.tenancy.add_domain_as(admin, "more.test", time.time())
 
 
+async def test_a_custom_channel_form_offers_the_organizations_domains_to_share(
+    install: Install,
+) -> None:
+    """The bootstrap admin (admin@localhost, not a sender) adds the team's relay from Team
+    channels: the form's sending domains were `localhost`, their address's domain, which the
+    save then refuses; the organization's own domains are what a shared channel carries."""
+    async with pages(install) as client:
+        await first_sign_in(client, "admin@localhost", install.admin_password)
+        services = install.services
+        services.tenancy.create_org("globex", time.time())  # the operator assigns domains now
+        for domain in ("acme.test", "mail.acme.test"):
+            services.tenancy.add_domain("default", domain, time.time())
+        form = (await client.get("/channels/new")).text
+    assert shared_domains(form) == "acme.test, mail.acme.test"
+
+
+def shared_domains(form: str) -> str:
+    found = re.search(r'name="domains"[^>]*value="([^"]*)"', form)
+    assert found is not None, form
+    return found.group(1)
+
+
+async def test_with_no_sending_domains_the_form_offers_none_and_says_to_add_one(
+    install: Install,
+) -> None:
+    """A fresh install (admin@localhost, no sending domains): the form offered `localhost`,
+    which the save refuses."""
+    async with pages(install) as client:
+        await first_sign_in(client, "admin@localhost", install.admin_password)
+        form = (await client.get("/channels/new")).text
+    assert shared_domains(form) == ""
+    assert "no sending domains yet: add one on the Organization page" in form
+
+
+async def test_an_admin_at_one_of_the_domains_is_offered_that_domain_only(
+    install: Install,
+) -> None:
+    """Sharing a relay for every domain of the organization may route their mail through a
+    relay not allowed to send for them: the admin's own domain is the first value."""
+    services = install.services
+    admin = services.tenancy.user("admin@localhost")
+    for domain in ("acme.test", "mail.acme.test"):
+        services.tenancy.add_domain_as(admin, domain, time.time())
+    ada, password = services.tenancy.create_user(
+        "ada@mail.acme.test", org_name="default", team_name="default", admin=True, now=time.time()
+    )
+    async with pages(install) as client:
+        await first_sign_in(client, ada.email, password)
+        form = (await client.get("/channels/new")).text
+    assert shared_domains(form) == "mail.acme.test"
+    assert "no sending domains yet" not in form
+
+
 async def test_the_checklist_ticks_from_the_real_state(install: Install) -> None:
     services = install.services
     async with pages(install) as client:

@@ -95,10 +95,32 @@ def test_malformed_and_smuggled_addresses_are_refused(to: str) -> None:
 
 
 def test_reserved_headers_need_their_own_fields() -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="set it with the field bcc"):
         compose(draft(headers={"Bcc": "x@y.test"}), now=0, max_size=MB)
+    with pytest.raises(InvalidInput, match="the field reply_to"):
+        compose(draft(headers={"Reply-To": "x@y.test"}), now=0, max_size=MB)
     with pytest.raises(InvalidHeader):
         compose(draft(headers={"Bad Name": "x"}), now=0, max_size=MB)
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("Message-ID", "mailvia writes it; to write it yourself, send the whole message as raw"),
+        ("Date", "mailvia writes it"),
+        ("Content-Type", "mailvia writes it"),
+        ("Sender", "only a whole message sent as raw carries it (mailvia does not write one)"),
+        ("Return-Path", "the receiving server writes it from the envelope's mail_from"),
+        ("Received", "the servers the message passes through add it"),
+    ],
+)
+def test_headers_no_field_sets_say_who_writes_them(name: str, said: str) -> None:
+    """There is no message_id or date field: the refusal said to "set it with its own field";
+    then "mailvia writes it" of Sender, Return-Path and Received too, which it does not."""
+    with pytest.raises(InvalidInput) as refused:
+        compose(draft(headers={name: "<x@y.test>"}), now=0, max_size=MB)
+    assert str(refused.value).startswith(f"header {name}: {said}"), refused.value
+    assert "own field" not in str(refused.value)
 
 
 def test_size_limit() -> None:

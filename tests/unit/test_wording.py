@@ -81,6 +81,35 @@ def test_what_happens_next_follows_from_the_class() -> None:
     assert reply_words(Reply(552, "5.2.2", "full")).sentence.endswith("does not try again.")
 
 
+def test_a_reply_that_disconnected_the_channel_says_its_mail_is_held() -> None:
+    """Not "does not try again" (held mail leaves after a reconnect), and a 5.7.1 refusing
+    the sender at MAIL is the channel's server's, not a recipient's spam filter."""
+    refused = reply_words(Reply(550, "5.7.1", "sender rejected"), held=True).sentence
+    assert refused.startswith("The channel's server refused") and "recipient" not in refused
+    assert refused.endswith("held until the channel is reconnected.")
+    sign_in = reason_words("535 5.7.8 Authentication credentials invalid", held=True)
+    assert sign_in is not None and "Wrong user name" in sign_in.sentence
+    assert sign_in.sentence.endswith("held until the channel is reconnected.")
+    assert "spam filter" in reply_words(Reply(550, "5.7.1", "spam")).sentence  # a recipient's
+
+
+def test_a_reply_that_disconnected_the_channel_once_is_not_said_held() -> None:
+    """An attempt in the history, or mail released since: the channel's server refused it,
+    and nothing says it is held (it may have left since)."""
+    past = reply_words(Reply(550, "5.7.1", "sender rejected"), disconnected=True).sentence
+    assert past.startswith("The channel's server refused to send this mail")
+    assert "held" not in past and "does not try again" not in past
+    sign_in = reply_words(Reply(535, "5.7.8", "invalid"), disconnected=True).sentence
+    assert "Wrong user name" in sign_in and "held" not in sign_in
+
+
+def test_on_a_channels_page_its_server_refused_mail_not_this_mail() -> None:
+    said = reason_words("550 5.7.1 sender rejected", disconnected=True, channel_page=True)
+    assert said is not None
+    assert said.sentence.startswith("The channel's server refused to send mail: its reply")
+    assert "this mail" not in said.sentence and "held" not in said.sentence
+
+
 def test_a_channels_reason_is_a_reply_when_it_starts_with_a_code() -> None:
     said = reason_words("535 5.7.8 Authentication credentials invalid")
     assert said is not None and "Wrong user name" in said.sentence

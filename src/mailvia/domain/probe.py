@@ -1,6 +1,9 @@
 """Test connection results: the steps of a probe and the plain-language hint for each failure.
 
-A probe walks `resolve, connect, tls, ehlo, auth, message` (an OAuth mailbox starts with
+A probe walks `resolve, connect, tls, ehlo, auth`, then `sender` (MAIL FROM the address the
+channel sends from, then RSET: a server that refuses the sender refuses every message, and
+disconnects the channel as a refused sign-in does; a team or domain channel, with no one
+address, reports it not tried: SENDER_NOT_TRIED) or `message` (an OAuth mailbox starts with
 `token`; one sending through its provider's HTTP API has only `token` and `message`) and
 stops at the first failing step. Each step keeps the server's own reply (when there was
 one) and, on failure, a hint from HINTS, looked up by (code, enhanced code), then (code,
@@ -18,9 +21,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from mailvia.domain.channel import Provider
+from mailvia.domain.channel import Channel, Provider, Scope
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.oauth import AppSource, reconnect_words, refusal, refused_app
+from mailvia.domain.presets import PRESETS
 from mailvia.domain.replies import Reply
 
 
@@ -33,6 +37,7 @@ class Step(StrEnum):
     TLS = "tls"
     EHLO = "ehlo"
     AUTH = "auth"
+    SENDER = "sender"  # MAIL FROM the channel's sending address, then RSET: nothing is sent
     MESSAGE = "message"
 
 
@@ -58,13 +63,16 @@ class ProbeFailure(StrEnum):
 
 @dataclass(frozen=True)
 class ProbeStep:
-    """One step: whether it passed, what happened, the server's reply, and a hint on failure."""
+    """One step: whether it passed, what happened, the server's reply, and a hint on failure.
+    `skipped`: the step was not tried (`detail` says why); it counts as passed, not as a
+    failure, so it never blocks a save."""
 
     name: str
     ok: bool
     detail: str
     reply: str | None = None
     hint: str | None = None
+    skipped: bool = False
 
 
 @dataclass(frozen=True)
@@ -261,6 +269,15 @@ HINTS: dict[HintKey, str] = {
     (400, None): "The provider refused the test message; its reply says why.",
 }
 
+# A refusal at MAIL FROM (the test's `sender` step, or a delivery's first command): the
+# account may not send as this address (RFC 5321 §4.2.5 "550 ... mailbox unavailable or not
+# allowed"; SendGrid's and SES's unverified senders, a relay's sender restrictions).
+SENDER_REFUSED = (
+    "The server does not take mail from this address: the account may not send as it (an "
+    "unverified sender, a relay that limits who may send, send-as permission missing). "
+    "Allow the address on the server or at the provider, then test again."
+)
+
 _TEMPORARY = "A temporary refusal: test again in a few minutes; the server's reply says why."
 _PERMANENT = "The server refused this step; its reply says why."
 
@@ -329,9 +346,16 @@ _SMTP_AUTH_OFF = (535, "5.7.139")
 _QUOTED_REPLY = re.compile(r"\(([2-5]\d\d) ([245]\.\d{1,3}\.\d{1,3})\b")
 
 
-def hint_for(reply: Reply | None = None, failure: ProbeFailure | None = None) -> str:
+def hint_for(
+    reply: Reply | None = None,
+    failure: ProbeFailure | None = None,
+    *,
+    channel: Channel | None = None,
+) -> str:
     """The hint for a failed step: by failure kind, else mailvia's own sign-in refusals, else
-    by reply (exact row, then the code alone, then the class digit). Pure."""
+    by reply (exact row, then the code alone, then the class digit). With `channel`, a
+    refused password on a channel that is not a person's mailbox (a team relay, a provider
+    such as SendGrid) says what that channel signs in with, not a mailbox's password. Pure."""
     if failure is not None:
         return HINTS[failure]
     if reply is None:
@@ -339,10 +363,68 @@ def hint_for(reply: Reply | None = None, failure: ProbeFailure | None = None) ->
     own = _own_sign_in_hint(reply)
     if own is not None:
         return own
+    if channel is not None and reply.code in (534, 535) and not _is_mailbox(channel):
+        return account_sign_in_hint(channel)
     found = HINTS.get((reply.code, reply.enhanced)) or HINTS.get((reply.code, None))
     if found is not None:
         return found
     return _TEMPORARY if reply.code < 500 else _PERMANENT
+
+
+def sender_hint(reply: Reply) -> str:
+    """The hint for a refused MAIL FROM: a row of its own (530 5.7.57: not signed in), else
+    SENDER_REFUSED for a permanent refusal. Pure."""
+    found = hint_for(reply)
+    return SENDER_REFUSED if found == _PERMANENT else found
+
+
+# What a provider's SMTP sign-in takes (each preset's `sources` in presets.py).
+_PROVIDER_LOGIN = {
+    "sparkpost": "the user name is SMTP_Injection and the password an API key with the "
+    "'Send via SMTP' permission",
+    "sendgrid": "the user name is the word apikey and the password an API key allowed to send mail",
+    "mailgun": "the login is the full address of one of the sending domain's SMTP "
+    "credentials, with that credential's password",
+    "ses": "the user name and password are SES SMTP credentials made for this region (not an "
+    "IAM access key itself)",
+    "postmark": "the Server API Token is both the user name and the password",
+    "google_relay": "it takes a Google Workspace user of the organization with that user's "
+    "password (an app password under 2-step verification), or no sign-in when the relay "
+    "allows this server's IP address",
+}
+_PROVIDER_LOGIN |= {
+    "sparkpost_eu": _PROVIDER_LOGIN["sparkpost"],
+    "mailgun_eu": _PROVIDER_LOGIN["mailgun"],
+}
+RELAY_SIGN_IN = (
+    "The relay refused the sign-in: check the user name and password with whoever runs the "
+    "server (a password changed or expired there breaks the connection), then give the new "
+    "one here (Replace the password on the channel's page, or mailvia channel reconnect NAME)."
+)
+PROVIDER_SIGN_IN = (
+    "{title} refused the sign-in: {login}. Check both; a key or credential deleted, rotated "
+    "or without the sending permission at {title} must be replaced here (Replace the password "
+    "on the channel's page, or mailvia channel reconnect NAME)."
+)
+
+
+def _is_mailbox(channel: Channel) -> bool:
+    """A person's mailbox (its password, 2-step verification and OAuth apply), not a relay's
+    or a provider's account."""
+    preset = PRESETS.get(channel.preset or "")
+    if preset is not None:
+        return preset.mailbox
+    return channel.oauth is not None or channel.scope is Scope.ADDRESS
+
+
+def account_sign_in_hint(channel: Channel) -> str:
+    """The hint for a refused sign-in on a channel that is not a mailbox: what its provider's
+    SMTP login is, or (a team relay) whom to ask. Pure."""
+    preset = PRESETS.get(channel.preset or "")
+    if preset is None:
+        return RELAY_SIGN_IN
+    login = _PROVIDER_LOGIN.get(preset.name, "use the SMTP credentials the provider made")
+    return PROVIDER_SIGN_IN.format(title=preset.title, login=login)
 
 
 # Replies that no retry mends: someone must change a setting or the channel (the others'
@@ -350,24 +432,76 @@ def hint_for(reply: Reply | None = None, failure: ProbeFailure | None = None) ->
 _NEEDS_A_FIX = frozenset({530, 534, 535, 538})
 
 
-def fix_for(reply: Reply | None) -> str | None:
+def fix_for(reply: Reply | None, channel: Channel | None = None) -> str | None:
     """What to change when a delivery met this reply: mailvia's refusal of a private host,
-    or the server refusing the channel's sign-in (None: nothing to change). Pure."""
+    or the server refusing the channel's sign-in, in the words of `channel`'s kind when
+    known (None: nothing to change). Pure."""
     if reply is None:
         return None
     if (reply.code, reply.enhanced) in ((550, "5.4.4"), (550, "5.7.30")):
         return hint_for(reply)
-    return hint_for(reply) if reply.code in _NEEDS_A_FIX else None
+    return hint_for(reply, channel=channel) if reply.code in _NEEDS_A_FIX else None
 
 
-def fix_for_reason(reason: str | None, refusal: str | None = None) -> str | None:
+def fix_for_reason(reason: str | None, channel: Channel | None = None) -> str | None:
     """`fix_for` the reply a channel's `state_reason` records (`530 5.7.0 ...`), if it is one,
     with the OAuth refusal's kind the channel was disconnected for (`Channel.refusal`)."""
     coded = re.match(r"^([2-5]\d\d)(?:[ -](.*))?$", (reason or "").strip(), re.DOTALL)
     if coded is None:
         return None
     said = Reply.parse(int(coded.group(1)), coded.group(2) or "")
-    return fix_for(Reply(said.code, said.enhanced, said.text, refusal=refusal))
+    kind = channel.refusal if channel is not None else None
+    return fix_for(Reply(said.code, said.enhanced, said.text, refusal=kind), channel)
+
+
+# A channel disconnected by a permanent refusal that no row above hints at: the server refused
+# the session or the sender at MAIL FROM (domain/replies.py: CHANNEL_BROKEN by class), so
+# every message meets it, not one recipient.
+SERVER_REFUSES_CHANNEL = (
+    "The server refuses this channel's mail itself, not one recipient: often the sending "
+    "address is not allowed (an unverified sender, a relay that limits who may send, a "
+    "missing send-as permission); its reply says why. Mend that on the server or at the "
+    "provider, then reconnect the channel (mailvia channel reconnect NAME, or the channel's "
+    "page): {test}"
+)
+_TRIES_SENDER = "its test tries the sender (MAIL FROM, nothing sent) before the held mail leaves."
+# A team or domain channel's test does not try a sender (no one address is known).
+_CANNOT_TRY_SENDER = (
+    "its test cannot try the sender (the channel sends from its members' addresses), so the "
+    "held mail leaves once it signs in: mend the sender first."
+)
+
+
+def state_hint(reason: str | None, channel: Channel | None = None) -> str | None:
+    """What to change for a channel disconnected with `reason` (its `state_reason`):
+    `fix_for_reason`'s hint, else SERVER_REFUSES_CHANNEL for a permanent refusal; None for
+    anything else (a temporary reply, or no reply). Pure."""
+    fix = fix_for_reason(reason, channel)
+    if fix is not None:
+        return fix
+    coded = re.match(r"^5\d\d\b", (reason or "").strip())
+    if not coded:
+        return None
+    one_address = channel is None or channel.scope is Scope.ADDRESS
+    return SERVER_REFUSES_CHANNEL.format(test=_TRIES_SENDER if one_address else _CANNOT_TRY_SENDER)
+
+
+# The `sender` step is tried only with an address the channel is known to send from (an
+# address-scoped channel's own): a team or domain channel sends from its members' addresses,
+# and a guessed one (postmaster@, the admin's) may be refused where every real sender is
+# taken (SendGrid's single senders, SES's verified identities), a false failure that would
+# block its save. So its test says the step was not tried, and why.
+SENDER_NOT_TRIED = (
+    "MAIL FROM not tried: this channel sends from its members' addresses, so no one address "
+    "is known to test (a guessed one may be refused where every real sender is taken); a "
+    "server that refuses a sender says so at that message's delivery, and a test message "
+    "to an address of yours tries your own address as the sender"
+)
+
+
+def sender_not_tried() -> ProbeStep:
+    """The `sender` step of a channel without one known sending address: not tried."""
+    return ProbeStep(str(Step.SENDER), True, SENDER_NOT_TRIED, skipped=True)
 
 
 REFUSED_BY_SERVER: dict[str, str] = {
@@ -375,6 +509,7 @@ REFUSED_BY_SERVER: dict[str, str] = {
     Step.TLS: "the server refused STARTTLS",
     Step.EHLO: "the server refused EHLO",
     Step.AUTH: "the server refused the sign-in",
+    Step.SENDER: "the server refused mail from this address",
     Step.MESSAGE: "the server refused the test message",
 }
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from mailvia.domain.channel import Channel, ChannelState
 from mailvia.domain.clock import Instant
 from mailvia.domain.message import State
-from mailvia.domain.probe import fix_for, fix_for_reason
+from mailvia.domain.probe import fix_for, state_hint
 from mailvia.domain.replies import Reply
 
 
@@ -56,7 +56,7 @@ CHANNEL_STATES: dict[ChannelState, Words] = {
     ChannelState.ACTIVE: Words("Working", "Working: this channel is active and sends mail."),
     ChannelState.DISCONNECTED: Words(
         "Disconnected",
-        "Disconnected: this channel cannot sign in until it is reconnected. Its mail is held "
+        "Disconnected: this channel sends nothing until it is reconnected. Its mail is held "
         "until then.",
     ),
     ChannelState.PAUSED: Words(
@@ -135,7 +135,7 @@ def _held(channel: Channel | None) -> str:
             "the channel's page) and its mail leaves. Nothing is lost."
         )
     reason = f' after the reply "{channel.state_reason}"' if channel.state_reason else ""
-    fix = fix_for_reason(channel.state_reason, channel.refusal) or (
+    fix = state_hint(channel.state_reason, channel) or (
         f"Reconnect it (mailvia channel reconnect {name}, or the channel's page)."
     )
     return f"On hold: channel {name} is disconnected{reason}. {fix} Nothing is lost."

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from mailvia.domain.channel import Channel, Kind
 from mailvia.domain.clock import to_iso
-from mailvia.domain.probe import ProbeReport, fix_for, fix_for_reason
+from mailvia.domain.message import State
+from mailvia.domain.probe import ProbeReport, fix_for, state_hint
 from mailvia.domain.replies import Reply
 from mailvia.domain.routing import Route
 
@@ -55,7 +56,7 @@ def channel_payload(channel: Channel, status: MailboxStatus | None = None) -> di
         "state": str(channel.state),
         # The relay's replies are the operator's to read: an organization sees only the state.
         "state_reason": None if pool else channel.state_reason,
-        "state_hint": None if pool else fix_for_reason(channel.state_reason, channel.refusal),
+        "state_hint": None if pool else state_hint(channel.state_reason, channel),
         "state_changed_at": to_iso(channel.state_changed_at),
         "transport": str(channel.transport),
         "oauth": _oauth_payload(channel, status),
@@ -72,11 +73,13 @@ def _oauth_payload(channel: Channel, status: MailboxStatus | None) -> dict[str, 
     }
 
 
-def reply_payload(reply: Reply | None) -> dict[str, Any] | None:
+def reply_payload(reply: Reply | None, *, held: bool = False) -> dict[str, Any] | None:
+    """A reply with its hint; `held`: the reply disconnected the channel (the recipient is
+    held), so a permanent one says what to change on the channel."""
     if reply is None:
         return None
     said = {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text}
-    return said | {"hint": fix_for(reply)}
+    return said | {"hint": state_hint(str(reply)) if held else fix_for(reply)}
 
 
 # A batch's receipts mostly share their forecast's instant: rendered once, not per receipt.
@@ -101,6 +104,7 @@ def receipt_payload(receipt: Receipt) -> dict[str, Any]:
 
 
 def message_payload(message: MessageView) -> dict[str, Any]:
+    held = message.state is State.HELD
     return {
         "id": message.id,
         "state": str(message.state),
@@ -113,11 +117,17 @@ def message_payload(message: MessageView) -> dict[str, Any]:
         "size": message.size,
         "created_at": to_iso(message.created_at),
         "expires_at": to_iso(message.expires_at),
-        "next_attempt_at": to_iso(message.next_attempt_at),
+        # Held mail waits for its channel, not a time: no attempt is planned (the column keeps
+        # the last attempt's time, which is past).
+        "next_attempt_at": None if held else to_iso(message.next_attempt_at),
         "possible_duplicate": message.possible_duplicate,
         "test": message.test,
         "recipients": [
-            {"address": r.address, "state": str(r.state), "reply": reply_payload(r.reply)}
+            {
+                "address": r.address,
+                "state": str(r.state),
+                "reply": reply_payload(r.reply, held=r.state is State.HELD),
+            }
             for r in message.recipients
         ],
         "attempts": [
@@ -161,11 +171,19 @@ def route_payload(route: Route) -> dict[str, Any]:
 
 
 def report_payload(report: ProbeReport) -> dict[str, Any]:
-    """A Test connection report: `ok` and each step's name, ok, detail, reply and hint."""
+    """A Test connection report: `ok` and each step's name, ok, detail, reply, hint and
+    `skipped` (not tried: `detail` says why; it counts as passed)."""
     return {
         "ok": report.ok,
         "steps": [
-            {"name": str(s.name), "ok": s.ok, "detail": s.detail, "reply": s.reply, "hint": s.hint}
+            {
+                "name": str(s.name),
+                "ok": s.ok,
+                "detail": s.detail,
+                "reply": s.reply,
+                "hint": s.hint,
+                "skipped": s.skipped,
+            }
             for s in report.steps
         ],
     }

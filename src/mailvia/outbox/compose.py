@@ -32,24 +32,30 @@ from mailvia.outbox.addresses import check_address, check_clean
 from mailvia.outbox.headers import Field, Headers, header_fields, read_headers
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
-# Headers with their own fields: a caller may not set them through `headers`.
-_RESERVED = frozenset(
-    h.lower()
-    for h in (
-        "From",
-        "To",
-        "Cc",
-        "Bcc",
-        "Reply-To",
-        "Subject",
-        "Sender",
-        "MIME-Version",
-        "Content-Type",
-        "Content-Transfer-Encoding",
-        "Return-Path",
-        "Received",
-    )
-)
+# Headers a caller may not set through `headers`, by name (lowercase), with what to do instead:
+# a field of the draft sets it, mailvia writes it, or only a raw message or a server does.
+_WRITES = "mailvia writes it; to write it yourself, send the whole message as raw"
+_RESERVED: dict[str, str] = {
+    **{
+        h.lower(): f"set it with the field {field}, not in headers"
+        for h, field in (
+            ("From", "from"),
+            ("To", "to"),
+            ("Cc", "cc"),
+            ("Bcc", "bcc"),
+            ("Reply-To", "reply_to"),
+            ("Subject", "subject"),
+        )
+    },
+    **dict.fromkeys(
+        ("date", "message-id", "mime-version", "content-type", "content-transfer-encoding"),
+        _WRITES,
+    ),
+    "sender": "only a whole message sent as raw carries it (mailvia does not write one)",
+    "return-path": "the receiving server writes it from the envelope's mail_from (send the "
+    "message as raw with an envelope to choose that address)",
+    "received": "the servers the message passes through add it",
+}
 MAX_RECIPIENTS = 1000
 
 
@@ -150,8 +156,9 @@ def _add_headers(msg: EmailMessage, headers: Mapping[str, str]) -> None:
     for name, value in headers.items():
         if not _HEADER_NAME.match(name):
             raise InvalidHeader(f"header name {name!r} is not valid")
-        if name.lower() in _RESERVED or name.lower() in ("date", "message-id"):
-            raise InvalidInput(f"header {name}: set it with its own field, not in headers")
+        refused = _RESERVED.get(name.lower())
+        if refused is not None:
+            raise InvalidInput(f"header {name}: {refused}")
         msg[name] = check_clean(str(value), f"header {name}")
 
 

@@ -235,11 +235,11 @@ class Vault(Protocol):
 
 
 class Prober(Protocol):
-    """Tests a channel step by step (resolve, connect, TLS, EHLO, AUTH, an optional test
-    message; for a provider API's mailbox, the test message's request) with the code that
-    delivers, on a one-off connection, never a pooled one, within `timeout` seconds in all.
-    Failures are in the report, never raised; the report's `delivery` is the test message's
-    result, for recording it."""
+    """Tests a channel step by step (resolve, connect, TLS, EHLO, AUTH, then MAIL FROM
+    `mail_from` and RSET, or an optional test message; for a provider API's mailbox, the test
+    message's request) with the code that delivers, on a one-off connection, never a pooled
+    one, within `timeout` seconds in all. Failures are in the report, never raised; the
+    report's `delivery` is the test message's result, for recording it."""
 
     async def probe(
         self,

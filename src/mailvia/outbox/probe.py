@@ -16,11 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from mailvia.domain.channel import Auth, Channel, ChannelState, TransportKind
+from mailvia.domain.channel import Auth, Channel, ChannelState, Scope, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import CredentialsFailed, Forbidden
 from mailvia.domain.oauth import refusal
-from mailvia.domain.probe import ProbeFailure, ProbeReport, ProbeStep, Step, hint_for
+from mailvia.domain.probe import (
+    ProbeFailure,
+    ProbeReport,
+    ProbeStep,
+    Step,
+    hint_for,
+    sender_not_tried,
+)
 from mailvia.domain.replies import Reply
 from mailvia.domain.tenancy import User
 from mailvia.outbox.channels import Channels, ChannelSpec
@@ -108,7 +115,8 @@ class ChannelTester:
         channel's budgets allow no message now)."""
         channel = self.channels.get(actor, ref)
         if to is None:
-            return await self._with_credentials(channel, password, None, now=now)
+            sender = probe_sender(channel)
+            return await self._with_credentials(channel, password, None, now=now, sender=sender)
         prepared = self.messages.prepare(actor, channel, to)
         report: ProbeReport | None = None
         try:
@@ -138,7 +146,8 @@ class ChannelTester:
             self.messages.checks.check_sender(actor, sender)
             draft = Draft(from_=sender, to=(to,), subject=SUBJECT, text=TEXT)
             message = compose(draft, now=now, max_size=_TEST_MAX_SIZE)  # checks `to`
-        return await self._probe(channel, credentials, message)
+        tried = probe_sender(channel) if message is None else None
+        return await self._probe(channel, credentials, message, tried)
 
     async def reconnect(
         self, actor: User, ref: str, *, password: str | None, now: Instant
@@ -149,7 +158,8 @@ class ChannelTester:
         channel = self.channels.get(actor, ref)
         if channel.owner.user_id != actor.id and not actor.is_admin:
             raise Forbidden("only the channel's owner or an admin may reconnect it")
-        report = await self._with_credentials(channel, password, None, now=now)
+        sender = probe_sender(channel)
+        report = await self._with_credentials(channel, password, None, now=now, sender=sender)
         if not report.ok:
             return Reconnection(report, channel, reconnected=False)
         if password is not None and channel.auth is not Auth.NONE:
@@ -180,7 +190,7 @@ class ChannelTester:
     async def probe(self, channel: Channel, password: str | None) -> ProbeReport:
         """Probe a channel as given (e.g. edited, not yet saved), signing in with `password`
         (None: the stored one). Stores nothing."""
-        return await self._with_credentials(channel, password, None)
+        return await self._with_credentials(channel, password, None, sender=probe_sender(channel))
 
     async def _with_credentials(
         self,
@@ -189,20 +199,22 @@ class ChannelTester:
         message: Composed | None,
         *,
         now: Instant | None = None,
+        sender: str | None = None,
     ) -> ProbeReport:
         """An OAuth mailbox first gets an access token renewed from the provider (the `token`
         step); any other channel uses its stored password, or `password`. With `now` (a saved
         channel), a mailbox whose grant the provider refuses is disconnected, as a message
         that met the refusal would disconnect it."""
         if channel.oauth is None or password is not None:
-            return await self._probe(channel, self._credentials(channel, password), message)
+            credentials = self._credentials(channel, password)
+            return await self._probe(channel, credentials, message, sender)
         try:
             token = await self._renewed(channel)
         except CredentialsFailed as failed:
             if now is not None and failed.reply.code >= 500:
                 await self._disconnect(channel, failed.reply, now)
             return ProbeReport.of([_token_failed(failed)])
-        report = await self._probe(channel, token, message)
+        report = await self._probe(channel, token, message, sender)
         return ProbeReport.of([_token_step(channel, token), *report.steps], report.delivery)
 
     async def _disconnect(self, channel: Channel, reply: Reply, now: Instant) -> None:
@@ -226,10 +238,19 @@ class ChannelTester:
         return Credentials(channel.username, password)
 
     async def _probe(
-        self, channel: Channel, credentials: Credentials | None, message: Composed | None
+        self,
+        channel: Channel,
+        credentials: Credentials | None,
+        message: Composed | None,
+        sender: str | None = None,
     ) -> ProbeReport:
-        if message is None:
-            return await self.prober.probe(channel, credentials, timeout=self.timeout)
+        if message is None:  # `sender`: MAIL FROM it, then RSET (nothing is sent)
+            report = await self.prober.probe(
+                channel, credentials, mail_from=sender, timeout=self.timeout
+            )
+            if sender is None and report.ok and channel.transport is TransportKind.SMTP:
+                return ProbeReport.of([*report.steps, sender_not_tried()])
+            return report
         return await self.prober.probe(
             channel,
             credentials,
@@ -238,6 +259,21 @@ class ChannelTester:
             content=message.content,
             timeout=self.timeout,
         )
+
+
+def probe_sender(channel: Channel) -> str | None:
+    """The address a test without a message tries as MAIL FROM (the `sender` step), so a
+    channel whose server refuses its sender (which disconnects it) does not pass the test:
+    only an address-scoped channel's own address, the one address it is known to send from.
+    None for a team or domain channel (its members' addresses; a guessed one, such as
+    postmaster@ or the admin's, may be refused where every real sender is taken, and would
+    block the save: its step is reported not tried), and for a mailbox sending through its
+    provider's HTTP API (no MAIL FROM there)."""
+    if channel.transport is not TransportKind.SMTP:
+        return None
+    if channel.scope is Scope.ADDRESS and channel.address:
+        return channel.address
+    return None
 
 
 def _token_step(channel: Channel, token: Credentials | None) -> ProbeStep:

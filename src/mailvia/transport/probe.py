@@ -1,9 +1,10 @@
 """Test connection: the code that delivers, run once on a one-off connection, step by step.
 
 `Prober.probe` runs session.py's `open_session` (resolve, connect, TLS, EHLO, AUTH) and, with
-`to`, one transaction, or for a channel sending through a provider's HTTP API that adapter's
-request (apis.py), with an observer that records each step with the server's own reply; the
-first failing step ends the probe, with a hint from `domain/probe.py`. It never uses the pool.
+`to`, one transaction (without, MAIL FROM `mail_from` then RSET: the `sender` step), or for a
+channel sending through a provider's HTTP API that adapter's request (apis.py), with an
+observer that records each step with the server's own reply; the first failing step ends the
+probe, with a hint from `domain/probe.py`. It never uses the pool.
 The whole probe, DNS and the closing QUIT included, fits in one budget (10 s by default).
 
 So the rules of delivery hold here by construction: the outbound address guard checks every
@@ -40,6 +41,7 @@ from mailvia.domain.probe import (
     ProbeStep,
     Step,
     hint_for,
+    sender_hint,
 )
 from mailvia.domain.replies import Reply, Stage, network_failure
 from mailvia.outbox.ports import Credentials
@@ -91,7 +93,13 @@ class StepRecorder:
         if not self.failure and reply is not None:
             step = self.current
             self.failure = [
-                ProbeStep(str(step), False, REFUSED_BY_SERVER[step], str(reply), hint_for(reply))
+                ProbeStep(
+                    str(step),
+                    False,
+                    REFUSED_BY_SERVER[step],
+                    str(reply),
+                    hint_for(reply, channel=self.channel),
+                )
             ]
 
     def report(
@@ -127,8 +135,9 @@ class Prober:
         timeout: float = BUDGET,
     ) -> ProbeReport:
         """Run the steps within `timeout` seconds in all; with `to`, send a small test message
-        (`content`, or one made here) from `mail_from`. Never raises for a failure of the
-        server, the network or TLS: the report says which step failed and why."""
+        (`content`, or one made here) from `mail_from`; without `to`, `mail_from` alone is
+        tried as MAIL FROM then RSET (the `sender` step: nothing is sent). Never raises for a
+        failure of the server, the network or TLS: the report says which step failed and why."""
         timeouts = Timeouts(*(timeout,) * len(dataclasses.fields(Timeouts)))
         channel = dataclasses.replace(channel, timeouts=timeouts)
         recorder = StepRecorder(channel, timeout)
@@ -146,6 +155,8 @@ class Prober:
                     )  # fmt: skip
                     if to is not None:
                         delivery = await _message(session, recorder, to, mail_from, content)
+                    elif mail_from is not None:
+                        await _sender(session, recorder, mail_from)
         except SessionFailed as failed:
             delivery = failed.result if to is not None else None
             recorder.refused(failed.result.reply)
@@ -192,6 +203,26 @@ async def _message(
     result = await session.transact(envelope, content or sample_message(sender, to), recorder)
     _settle_message(recorder, result, sender, to)
     return result
+
+
+async def _sender(session: Session, recorder: StepRecorder, sender: str) -> None:
+    """The `sender` step: MAIL FROM `sender`, then RSET, so a server that refuses the
+    channel's sender (and so every message) fails the test, not only the next delivery."""
+    recorder.begin(Step.SENDER)
+    try:
+        reply = await session.try_sender(sender)
+    except Exception as error:
+        session.close()
+        recorder.failed(error)
+        if not recorder.failure:
+            raise
+        return
+    if reply.positive:
+        detail = f"the server takes mail from {sender or '<>'} (then RSET: nothing was sent)"
+        recorder.passed(Step.SENDER, detail, str(reply))
+        return
+    refused = f"the server refused mail from {sender or '<>'}"
+    recorder.failure = [ProbeStep(str(Step.SENDER), False, refused, str(reply), sender_hint(reply))]
 
 
 def _settle_message(
@@ -277,13 +308,15 @@ def _failure(recorder: StepRecorder, error: Exception) -> ProbeStep | None:
     step, channel = recorder.current, recorder.channel
     if isinstance(error, StepRefused):
         if error.kind is None:
-            return ProbeStep(str(step), False, error.detail, None, hint_for(error.reply))
+            hint = hint_for(error.reply, channel=channel)
+            return ProbeStep(str(step), False, error.detail, None, hint)
         return _failed(step, error.kind, error.detail, error.server_reply)
     if isinstance(error, OutboundRefused):  # one message, whatever the reason or the port
         return _failed(step, ProbeFailure.REFUSED_TARGET, REFUSED_MESSAGE)
     if isinstance(error, SMTPResponseException) and 400 <= error.code < 600:
         reply = Reply.parse(error.code, error.message)
-        return ProbeStep(str(step), False, REFUSED_BY_SERVER[step], str(reply), hint_for(reply))
+        hint = hint_for(reply, channel=channel)
+        return ProbeStep(str(step), False, REFUSED_BY_SERVER[step], str(reply), hint)
     if isinstance(error, socket.gaierror):
         return _failed(step, ProbeFailure.NOT_RESOLVED, f"{channel.host} does not resolve")
     if isinstance(error, TimeoutError):

@@ -170,6 +170,29 @@ class Session:
                 possible_duplicate=failure.possible_duplicate,
             )
 
+    async def try_sender(self, address: str) -> Reply:
+        """MAIL FROM:<address> and, when the server takes it, RSET: whether this server takes
+        mail from `address`, as a delivery's first command asks it. No RCPT, no DATA: nothing
+        is sent. The server's refusal is the reply; a lost connection raises what aiosmtplib
+        raises (the caller maps it)."""
+        utf8 = needs_smtputf8(address) and self.smtp.supports_extension("smtputf8")
+        encoding = "utf-8" if utf8 else "ascii"
+        try:
+            response = await self.smtp.mail(
+                command_address(address, encoding),
+                options=["SMTPUTF8"] if utf8 else [],
+                encoding=encoding,
+                timeout=self.channel.timeouts.command,
+            )
+        except SMTPResponseException as refused:
+            if not 400 <= refused.code < 600 or refused.code == 421:
+                raise
+            return Reply.parse(refused.code, refused.message)
+        except (UnicodeEncodeError, ValueError) as error:
+            raise StepRefused(BAD_SENDER) from error
+        await self.smtp.rset(timeout=self.channel.timeouts.command)
+        return Reply.parse(response.code, response.message)
+
     async def _transact(
         self, envelope: Envelope, content: bytes, progress: Progress
     ) -> TransactionResult:

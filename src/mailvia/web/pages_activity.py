@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from mailvia.domain.channel import Channel
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.message import State
+from mailvia.domain.replies import Outcome
 from mailvia.domain.tenancy import User
 from mailvia.outbox.records import MessageView
 from mailvia.web.charts import ChannelUse, channel_use
@@ -127,6 +128,23 @@ def activity(
     )
 
 
+def _disconnected(message: MessageView) -> tuple[frozenset[str], frozenset[str]]:
+    """The recipients whose reply is the one that disconnected the channel (their last
+    attempt's, outcome channel_broken), and of those the ones held now. Cancelling and
+    expiring write the recipient a reply of their own without an attempt, and a released
+    recipient (queued again) waits for no reconnect any more."""
+    last = {a.recipient: a for a in message.attempts}  # attempts come oldest first
+    broke = frozenset(
+        r.address
+        for r in message.recipients
+        if (a := last.get(r.address)) is not None
+        and a.outcome == Outcome.CHANNEL_BROKEN
+        and r.reply == a.reply
+    )
+    held = frozenset(r.address for r in message.recipients if r.state is State.HELD)
+    return broke, broke & held
+
+
 @router.get("/activity/{message_id}", response_class=HTMLResponse)
 def message(request: Request, message_id: str, user: UserDep, web: WebDep) -> HTMLResponse:
     return message_page(request, web, user, message_id)
@@ -144,11 +162,15 @@ def message_page(
     """A message's page (NotFound for one the user may not see), with Cancel while it waits."""
     view = web.services.messages.visible(user, message_id)
     channels = _channels(web, user)
+    disconnected, held = _disconnected(view)
     return render(
         request,
         "message.html",
         status=status,
         message=view,
+        disconnected=disconnected,
+        held=held,
+        channel_broken=Outcome.CHANNEL_BROKEN,
         channels=channels,
         waiting=waiting,
         error=error,

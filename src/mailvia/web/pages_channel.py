@@ -65,11 +65,11 @@ def my_channel(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
 
 
 def defaults(web: Web, user: User, preset: Preset | None) -> dict[str, str]:
-    """The connect form's first values: the preset's settings, the user's first address."""
+    """The connect form's first values: the preset's settings, the user's first address, the
+    domains to share for (`share_domains`)."""
     tenancy = web.services.tenancy
     addresses = tenancy.addresses(user) or [user.email]
-    identities = tenancy.identities(user)
-    domains = [i[1:] for i in identities if i.startswith("@")] or [domain_of(addresses[0])]
+    domains = share_domains(web, user, addresses)
     team = next((t.name for t in tenancy.teams(user) if t.id == user.team_id), "")
     fields = dict.fromkeys(CHANNEL_FIELDS, "")
     title = preset.title if preset else "SMTP"
@@ -88,6 +88,21 @@ def defaults(web: Web, user: User, preset: Preset | None) -> dict[str, str]:
         share="on" if can_share(user, preset) and preset is not None else "",
     )
     return fields
+
+
+def share_domains(web: Web, user: User, addresses: list[str]) -> list[str]:
+    """The sending domains the connect form offers to share a channel for: the user's domain
+    identities; else the organization's domain that the user's address is at, that one only
+    (a relay shared for all of them may not be allowed to send for the others); else all the
+    organization's (an admin's own address may be at none: `admin@localhost`). None while
+    the organization has none: the save would refuse any other, and the form says so."""
+    tenancy = web.services.tenancy
+    granted = [i[1:] for i in tenancy.identities(user) if i.startswith("@")]
+    if granted:
+        return granted
+    theirs = tenancy.domains(user)
+    own = next((d for d in map(domain_of, addresses) if d in theirs), None)
+    return [own] if own is not None else theirs
 
 
 def can_share(user: User, preset: Preset | None) -> bool:
@@ -116,6 +131,7 @@ def connect_page(
         "addresses": web.services.tenancy.addresses(user) or [user.email],
         "teams": web.services.tenancy.teams(user),
         "can_share": can_share(user, preset),
+        "no_domains": can_share(user, preset) and not web.services.tenancy.domains(user),
         "not_shared": sharing(preset),
         "limits": limit_words(preset.budgets) if preset else "",
         "host_warning": preset.host_warning(fields["host"]) if preset and fields["host"] else None,
@@ -126,11 +142,18 @@ def connect_page(
 
 
 @router.get("/channels/new", response_class=HTMLResponse)
-def connect_form(request: Request, user: UserDep, web: WebDep, preset: str = "") -> Response:
+def connect_form(
+    request: Request, user: UserDep, web: WebDep, preset: str = "", share: str = ""
+) -> Response:
+    """The connect form; `share=on` (Team channels' custom server) opens it shared with the
+    team, under the Team channels crumb, for an admin who may share it."""
     chosen = preset_of(preset)
     if preset and chosen is None:
         return redirect("/channel")
-    return connect_page(request, web, user, defaults(web, user, chosen))
+    fields = defaults(web, user, chosen)
+    if share == "on" and can_share(user, chosen):
+        fields["share"] = "on"
+    return connect_page(request, web, user, fields)
 
 
 @router.post("/channels/new", response_class=HTMLResponse)

@@ -178,6 +178,11 @@ class StepOut(BaseModel):
     detail: str
     reply: str | None
     hint: str | None
+    skipped: bool = Field(
+        False,
+        description="Not tried (`detail` says why); counts as passed. The `sender` step of a "
+        "team or domain channel: no one sending address is known, so MAIL FROM is not tried.",
+    )
 
 
 class ProbeOut(BaseModel):

@@ -42,8 +42,10 @@ class SavedChannelTestIn(Input):
     summary="Test a channel without saving it",
 )
 async def test_unsaved(body: ChannelTestIn, services: ServicesDep, user: JsonCallerDep) -> Any:
-    """Resolve, connect, TLS, EHLO, AUTH and, with `to`, a test message: each step with the
-    server's reply and a hint on failure; ten seconds in all. Nothing is stored."""
+    """Resolve, connect, TLS, EHLO, AUTH and, with `to`, a test message (else the `sender`
+    step: MAIL FROM an address-scoped channel's address, then RSET; a team or domain channel's
+    is `skipped`, not tried, and passes): each step with the server's reply and a hint on
+    failure; ten seconds in all. Nothing is stored."""
     spec = spec_of(services, user, body)
     report = await services.tester.test_spec(user, spec, to=body.to, now=time.time())
     return report_payload(report)

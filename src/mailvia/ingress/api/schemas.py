@@ -200,7 +200,10 @@ class MessageOut(BaseModel):
     size: int
     created_at: Timestamp
     expires_at: Timestamp
-    next_attempt_at: Timestamp | None
+    next_attempt_at: Timestamp | None = Field(
+        description="When the next attempt is due (queued, deferred); null when none is "
+        "planned: held mail waits for its channel (reconnect or resume), not for a time."
+    )
     possible_duplicate: bool
     test: bool = Field(description="A test message sent by Test connection.")
     recipients: list[RecipientOut]

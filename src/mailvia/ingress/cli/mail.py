@@ -152,11 +152,19 @@ def _report(
     )
     for message_id, waiting in stuck.items():
         click.echo(f"mailvia: {message_id} is not being delivered: {waiting.sentence}", err=True)
-    if stuck:
-        return NOTHING_DELIVERS
     for view in views:
+        if view.id in stuck:
+            continue
         if (missed := _not_delivered(view)) is not None:
             click.echo(f"{view.id}: {missed}", err=True)
+        if not view.state.terminal:  # the timeout: say it is not given up (nor to send again)
+            click.echo(
+                f"mailvia: stopped waiting after {timeout:g} s: {view.id} is still "
+                f"{view.state}, and mailvia goes on with it (mailvia message show {view.id})",
+                err=True,
+            )
+    if stuck:
+        return NOTHING_DELIVERS
     # Exit 1 unless every recipient of every message was delivered.
     return int(any(r.state is not State.DELIVERED for v in views for r in v.recipients))
 
@@ -257,11 +265,14 @@ def message() -> None:
 @settings_options(*STORE_SETTINGS)
 @pass_context
 def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> None:
-    """A message's state, recipients and attempts."""
+    """A message's state, why it waits (as send --wait says it), recipients and attempts."""
 
     def action(s: Services) -> None:
-        view = message_payload(s.messages.for_operator(message_id))
-        emit(view, as_json=as_json, text=lambda: _print_message(view))
+        message = s.messages.for_operator(message_id)
+        view = message_payload(message)
+        waiting = s.backlog.waiting(message, time.time())
+        why = waiting.sentence if waiting is not None else None
+        emit(view, as_json=as_json, text=lambda: _print_message(view, why))
 
     ctx.using(settings, action)
 
@@ -282,9 +293,12 @@ def cancel(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> 
     ctx.using(settings, action)
 
 
-def _print_message(view: dict[str, object]) -> None:
+def _print_message(view: dict[str, object], why: str | None) -> None:
     for key in ("id", "state", "channel_id", "created_at", "next_attempt_at", "possible_duplicate"):
-        click.echo(f"{key:20} {view[key]}")
+        value = view[key]
+        click.echo(f"{key:20} {'none' if value is None else value}")
+    if why is not None:
+        click.echo(f"{'waiting':20} {why}")
     click.echo("recipients:")
     for r in view["recipients"]:  # type: ignore[attr-defined]
         reply = r["reply"]

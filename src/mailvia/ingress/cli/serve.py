@@ -79,7 +79,12 @@ SmtpSockets = Sequence[tuple[bool, socket.socket]]
 
 def announce(kind: str, url: str) -> None:
     """One line per listener, flushed, for people and for scripts that wait for it."""
-    click.echo(f"listening {kind} {url}")
+    say(f"listening {kind} {url}")
+
+
+def say(line: str) -> None:
+    """One line on stdout, flushed at once (a supervisor's log shows it as it happens)."""
+    click.echo(line)
     sys.stdout.flush()
 
 
@@ -212,12 +217,19 @@ async def _serve(
     if child is not None:  # after the intakes: mail can come in while it starts
         tasks.append(asyncio.create_task(child.supervise(stop_child)))
     await stop.wait()
+    say(f"stopping: taking no new mail; mail being sent has up to {shutdown_seconds:g} s to finish")
     server.should_exit = True
     stop_child.set()  # runs once submission.stop below has closed the listeners
     if submission is not None:
         await submission.stop(grace=shutdown_seconds)
     await _bounded(tasks, shutdown_seconds)
     await services.aclose()
+    # True also of mail cut off in a transaction: it stays claimed and the next start sends
+    # it again, flagged possible_duplicate (store/give_backs.py).
+    say(
+        "stopped: HTTP, submission and delivery; nothing is lost: mail not yet delivered "
+        "waits in the outbox and leaves at the next start"
+    )
 
 
 def _http_server(

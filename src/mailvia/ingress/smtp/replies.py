@@ -30,6 +30,11 @@ TOO_MANY_RECIPIENTS = f"452 4.5.3 Too many recipients (at most {MAX_RECIPIENTS} 
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"  # RFC 3463 4.3.2
 UNAVAILABLE = "451 4.3.0 Temporarily unable to accept mail, try again later"
 AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure, try again later"  # RFC 4954
+# A mail client shows this text; a rep who typed their sign-in password learns what it takes.
+BAD_CREDENTIALS = (
+    "535 5.7.8 Authentication credentials invalid: the user name is your email, the password "
+    "an API token (API tokens page), not your sign-in password"
+)
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -64,6 +69,32 @@ def accepted(receipt: Receipt) -> str:
     return f"250 2.0.0 {text[:400]}"
 
 
+# How much of a refused address a reply quotes (a command line may be 512 octets long).
+_SHOWN = 64
+
+
+def written_path(arg: str) -> str:
+    """A MAIL or RCPT path as the client wrote it: between its angle brackets when it has
+    them. aiosmtpd hands the hooks its own rewriting (`"not an address"`, quoted, for
+    `<not an address>`), which is not what the client sent."""
+    arg = arg.strip()
+    if not arg.startswith("<"):
+        return arg
+    end = arg.find(">")
+    return arg[1:end] if end != -1 else arg[1:]
+
+
+def as_written(error: Exception, address: str, written: str | None) -> Exception:
+    """An InvalidAddress quoting aiosmtpd's rewriting of `address`, made to quote what the
+    client wrote instead: on one line, at most _SHOWN characters. Any other error as is."""
+    quoted = repr(address)
+    if not isinstance(error, InvalidAddress) or written is None or quoted not in str(error):
+        return error
+    line = _UNPRINTABLE.sub(" ", written).strip()
+    shown = repr(line if len(line) <= _SHOWN else line[:_SHOWN] + "...")
+    return InvalidAddress(str(error).replace(quoted, shown, 1))
+
+
 def reply_for(error: BaseException, command: Command) -> str:
     """The one place that turns an error into an SMTP reply; faults are logged, never shown."""
     text = _UNPRINTABLE.sub(" ", str(error)).strip()[:300]
@@ -81,7 +112,7 @@ def reply_for(error: BaseException, command: Command) -> str:
         case Forbidden():
             return f"550 5.7.1 {text}"
         case Unauthenticated():
-            return "535 5.7.8 Authentication credentials invalid"
+            return BAD_CREDENTIALS
         case StoreUnavailable() | SecretsUnavailable():
             log.warning("submission at %s: %s", command, error)
         case _:

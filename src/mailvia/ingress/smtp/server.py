@@ -32,12 +32,15 @@ from mailvia.ingress.smtp.idle import LazyIdleTimer
 from mailvia.ingress.smtp.intake import Arrived, Intake
 from mailvia.ingress.smtp.replies import (
     AUTH_REQUIRED,
+    BAD_CREDENTIALS,
     LOCKED_OUT,
     SHUTTING_DOWN,
     TOO_MANY_RECIPIENTS,
     Command,
     accepted,
+    as_written,
     reply_for,
+    written_path,
 )
 from mailvia.outbox.addresses import check_address, login_key
 from mailvia.outbox.compose import MAX_RECIPIENTS
@@ -101,6 +104,7 @@ class SubmissionServer:
             "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.6 Line too long (RFC 5321 "
             "allows 998 characters)",
             "503 Already authenticated": "503 5.5.1 Already authenticated",
+            "535 5.7.8 Authentication credentials invalid": BAD_CREDENTIALS,
         }
         self.live: set[SubmissionSMTP] = set()
         self._servers: list[asyncio.Server] = []
@@ -209,7 +213,7 @@ class SubmissionServer:
         except Unauthenticated:
             if self.signins.failed(attempt, self.monotonic()):
                 return await connection.lock_out(email)
-            return AuthResult(success=False, handled=False)  # aiosmtpd replies 535 5.7.8
+            return AuthResult(success=False, handled=False)  # aiosmtpd: 535, reworded
         except Exception as exc:
             self.signins.forget(attempt, succeeded=False)
             await connection.push(reply_for(exc, Command.AUTH))
@@ -301,6 +305,7 @@ class SubmissionSMTP(Capped, ChunkedData, LazyIdleTimer, SMTP):  # type: ignore[
             loop=asyncio.get_running_loop(),
         )
         self.submission = server
+        self.written = ""  # the last MAIL or RCPT path as the client wrote it
 
     @property
     def peer_host(self) -> str:
@@ -357,6 +362,7 @@ class SubmissionSMTP(Capped, ChunkedData, LazyIdleTimer, SMTP):  # type: ignore[
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's parse of `<address> params`, with a fast path for the plain
         `<local@domain>` nearly every client sends (aiosmtpd's own makes a class per call)."""
+        self.written = written_path(arg)
         plain = _PLAIN_PATH.match(arg)
         if plain is None:
             return super()._getaddr(arg)  # type: ignore[no-any-return]
@@ -416,7 +422,7 @@ class Handler:
         try:
             await conn.submission.check_sender(session, address)
         except Exception as exc:
-            return _refuse(conn, exc, Command.MAIL)
+            return _refuse(conn, as_written(exc, address, conn.written), Command.MAIL)
         return MISSING
 
     async def handle_RCPT(
@@ -432,7 +438,7 @@ class Handler:
         try:
             check_address(address, "recipient")
         except Exception as exc:
-            return _refuse(conn, exc, Command.RCPT)
+            return _refuse(conn, as_written(exc, address, conn.written), Command.RCPT)
         return MISSING
 
     async def handle_DATA(self, conn: SubmissionSMTP, session: Session, envelope: Envelope) -> str:
