@@ -12,22 +12,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from mailvia.store import SqlStore, migrate, open_store
-from support.rows import T0, channel, new
+from mailvia.store import SqlStore
+from support.rows import T0, channel, new, seeded
 
 
 @pytest.fixture
 def store(migrated_store_url: str) -> Iterator[SqlStore]:
-    from mailvia.domain.tenancy import Role, User
-
-    migrate(migrated_store_url)
-    s = open_store(migrated_store_url)
-    s.create_organization("org_1", "acme", T0)
-    s.create_team("team_1", "org_1", "sales", T0)
-    s.create_user(
-        User("usr_1", "org_1", "team_1", "j@acme.test", Role.ADMIN), password_hash="h", now=T0
-    )
-    s.add_channel(channel("ch_a", "relay"), None, T0)
+    s = seeded(migrated_store_url, channel("ch_a", "relay"))
     s.add_messages([new(f"m{i}", at=T0 + 10 + i) for i in range(3)])  # due T0+10 .. T0+12
     yield s
     s.close()
