@@ -272,6 +272,14 @@ def app_refused(reply: Reply | str | None) -> bool:
     return refused_app(reply) is not None
 
 
+def app_of(reply: Reply) -> AppSource | None:
+    """Whose app the provider refused when `reply` was given: by the refusal's kind it carries
+    (`Reply.refusal`), else by mailvia's own exact words (`refused_app`: a stored reply read
+    back without its kind); None: not an app's refusal."""
+    kind = refusal(reply.refusal)
+    return kind.app if kind is not None else refused_app(reply)
+
+
 _APP_REFUSALS = {
     str(consent_refused(p, e, s)): s for p in Provider for e in APP_REFUSED for s in AppSource
 }

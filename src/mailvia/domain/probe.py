@@ -465,6 +465,11 @@ SERVER_REFUSES_CHANNEL = (
     "page): {test}"
 )
 _TRIES_SENDER = "its test tries the sender (MAIL FROM, nothing sent) before the held mail leaves."
+# Where the channel is not known (a recipient's reply read alone): both cases.
+_MAY_TRY_SENDER = (
+    "a channel for one address tries its sender (MAIL FROM, nothing sent) in its test; a team "
+    "or domain channel cannot, so mend the sender first."
+)
 # A team or domain channel's test does not try a sender (no one address is known).
 _CANNOT_TRY_SENDER = (
     "its test cannot try the sender (the channel sends from its members' addresses), so the "
@@ -482,7 +487,9 @@ def state_hint(reason: str | None, channel: Channel | None = None) -> str | None
     coded = re.match(r"^5\d\d\b", (reason or "").strip())
     if not coded:
         return None
-    one_address = channel is None or channel.scope is Scope.ADDRESS
+    if channel is None:
+        return SERVER_REFUSES_CHANNEL.format(test=_MAY_TRY_SENDER)
+    one_address = channel.scope is Scope.ADDRESS
     return SERVER_REFUSES_CHANNEL.format(test=_TRIES_SENDER if one_address else _CANNOT_TRY_SENDER)
 
 

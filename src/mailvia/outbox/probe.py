@@ -19,7 +19,7 @@ from typing import Protocol
 from mailvia.domain.channel import Auth, Channel, ChannelState, Scope, TransportKind
 from mailvia.domain.clock import Instant
 from mailvia.domain.errors import CredentialsFailed, Forbidden
-from mailvia.domain.oauth import refusal
+from mailvia.domain.oauth import app_of
 from mailvia.domain.probe import (
     ProbeFailure,
     ProbeReport,
@@ -292,6 +292,5 @@ def _token_failed(failed: CredentialsFailed) -> ProbeStep:
     reply = failed.reply
     kind = ProbeFailure.TOKEN_REFUSED if reply.code >= 500 else ProbeFailure.TOKEN_UNAVAILABLE
     detail = reply.text.removeprefix("mailvia: ")
-    refused = refusal(reply.refusal)
-    hint = hint_for(reply) if refused and refused.app else hint_for(failure=kind)
+    hint = hint_for(reply) if app_of(reply) else hint_for(failure=kind)
     return ProbeStep(str(Step.TOKEN), False, detail, str(reply), hint)

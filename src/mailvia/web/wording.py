@@ -19,6 +19,7 @@ from mailvia.domain.channel import (
     Unit,
 )
 from mailvia.domain.message import State
+from mailvia.domain.oauth import AppSource, app_of
 from mailvia.domain.presets import PRESETS, Preset
 from mailvia.domain.probe import Step, hint_for
 from mailvia.domain.replies import Outcome, Reply
@@ -227,6 +228,13 @@ _WHY_REFUSED = (
 _REFUSED_THIS = "The channel's server refused to send this mail" + _WHY_REFUSED
 _REFUSED_CHANNEL = "The channel's server refused to send mail" + _WHY_REFUSED
 _HELD = " Its mail is held until the channel is reconnected."
+# A refused OAuth app: the mailbox comes back by itself once the app is mended (no reconnect).
+_HELD_FOR_APP = {
+    AppSource.ORGANIZATION: " Its mail is held until an admin mends the organization's app; "
+    "then it leaves by itself.",
+    AppSource.OPERATOR: " Its mail is held until whoever runs mailvia mends its app; then it "
+    "leaves by itself.",
+}
 _ACCEPTED = "Accepted by the receiving server."
 # Sign-in refusals (RFC 4954 §6): Test connection's hints say what to do about them.
 _SIGN_IN = frozenset({530, 534, 535, 538})
@@ -256,7 +264,8 @@ def reply_words(
     klass = reply.code // 100
     if klass == 2:
         return Said(_ACCEPTED, code)
-    after = _HELD if held else ""
+    app = app_of(reply) if held else None
+    after = _HELD_FOR_APP[app] if app else (_HELD if held else "")
     own = _own_words(reply)
     if own is not None:
         return Said(own + after, code)

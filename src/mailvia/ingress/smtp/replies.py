@@ -19,6 +19,7 @@ from mailvia.domain.errors import (
     Unauthenticated,
 )
 from mailvia.domain.message import State
+from mailvia.domain.oauth import AppSource, refusal
 from mailvia.outbox.compose import MAX_RECIPIENTS
 from mailvia.outbox.receipts import Receipt
 
@@ -58,7 +59,11 @@ def accepted(receipt: Receipt) -> str:
         return f"250 2.0.0 Ok: queued as {receipt.id}"
     channel = receipt.channel
     mailbox = f" for {channel.address}" if channel.address else ""
-    if channel.state is ChannelState.DISCONNECTED:
+    app = refusal(channel.refusal)
+    if channel.state is ChannelState.DISCONNECTED and app is not None and app.app is not None:
+        who = "an admin" if app.app is AppSource.ORGANIZATION else "whoever runs mailvia"
+        why = f"is disconnected: the provider refused the OAuth app; sent once {who} mends it"
+    elif channel.state is ChannelState.DISCONNECTED:
         why = "is disconnected: reconnect it in mailvia and it is sent then"
     elif channel.state is ChannelState.PAUSED:
         why = "is paused: it is sent when the channel is resumed"
