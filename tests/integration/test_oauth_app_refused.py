@@ -393,7 +393,7 @@ async def test_saving_an_app_revives_only_its_organizations_mailboxes_refused_fo
     assert store.get_channel(dave).refusal == Refusal.OPERATOR_APP  # globex has no app
     assert store.get_channel(carol).refusal == Refusal.CONSENT
     # A password channel disconnected (even one marked with an app's refusal): no tokens.
-    box = world.channel(2525, name="pw-box")
+    box = world.team_channel(2525, name="pw-box")
     assert store.disconnect_channel(box, "535 5.7.8 no", time.time(), refusal="organization_app")
     # Bob disconnects his mailbox himself (its tokens deleted): his own act, never undone.
     bob_user = store.find_user(BOB)
