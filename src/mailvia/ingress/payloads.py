@@ -14,6 +14,9 @@ from mailvia.domain.replies import Reply
 from mailvia.domain.routing import Route
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from mailvia.outbox.backlog import Backlog
     from mailvia.outbox.mend import Removal
     from mailvia.outbox.oauth.mailboxes import MailboxStatus
     from mailvia.outbox.receipts import Receipt
@@ -73,13 +76,16 @@ def _oauth_payload(channel: Channel, status: MailboxStatus | None) -> dict[str, 
     }
 
 
-def reply_payload(reply: Reply | None, *, held: bool = False) -> dict[str, Any] | None:
+def reply_payload(
+    reply: Reply | None, *, held: bool = False, channel: Channel | None = None
+) -> dict[str, Any] | None:
     """A reply with its hint; `held`: the reply disconnected the channel (the recipient is
-    held), so a permanent one says what to change on the channel."""
+    held), so a permanent one says what to change on `channel` (when known: in its words, as
+    its `state_hint` says it)."""
     if reply is None:
         return None
     said = {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text}
-    return said | {"hint": state_hint(str(reply)) if held else fix_for(reply)}
+    return said | {"hint": state_hint(str(reply), channel) if held else fix_for(reply)}
 
 
 # A batch's receipts mostly share their forecast's instant: rendered once, not per receipt.
@@ -103,7 +109,15 @@ def receipt_payload(receipt: Receipt) -> dict[str, Any]:
     }
 
 
-def message_payload(message: MessageView) -> dict[str, Any]:
+def message_payloads(messages: Sequence[MessageView], backlog: Backlog) -> list[dict[str, Any]]:
+    """`message_payload` of each, a held one's with the channel it is held on."""
+    held_on = backlog.held_on(messages)
+    return [message_payload(m, held_on.get(m.channel_id)) for m in messages]
+
+
+def message_payload(message: MessageView, channel: Channel | None = None) -> dict[str, Any]:
+    """A message as the API and CLI show it; `channel`: the one it is held on, if known
+    (`Backlog.held_on`), so a held recipient's hint is the channel's."""
     held = message.state is State.HELD
     return {
         "id": message.id,
@@ -126,7 +140,7 @@ def message_payload(message: MessageView) -> dict[str, Any]:
             {
                 "address": r.address,
                 "state": str(r.state),
-                "reply": reply_payload(r.reply, held=r.state is State.HELD),
+                "reply": reply_payload(r.reply, held=r.state is State.HELD, channel=channel),
             }
             for r in message.recipients
         ],

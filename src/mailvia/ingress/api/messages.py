@@ -20,7 +20,7 @@ from mailvia.ingress.api.schemas import (
     MessagePage,
     RouteOut,
 )
-from mailvia.ingress.payloads import message_payload, route_payload
+from mailvia.ingress.payloads import message_payloads, route_payload
 from mailvia.outbox.addresses import check_address
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -44,7 +44,7 @@ def list_messages(
     views, next_cursor = services.messages.page(
         user, state=state, channel=channel, limit=limit, cursor=cursor
     )
-    return {"data": [message_payload(v) for v in views], "next_cursor": next_cursor}
+    return {"data": message_payloads(views, services.backlog), "next_cursor": next_cursor}
 
 
 @router.get(
@@ -54,7 +54,8 @@ def list_messages(
     summary="One message with its recipients and attempts",
 )
 def get_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    return message_payload(services.messages.visible(user, id))
+    [shown] = message_payloads([services.messages.visible(user, id)], services.backlog)
+    return shown
 
 
 @router.post(
@@ -66,7 +67,8 @@ def get_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, An
 def cancel_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     """Cancel the recipients still queued, deferred or held; 409 while the message is being
     sent or once it is finished."""
-    return message_payload(services.messages.cancel(user, id, time.time()))
+    [shown] = message_payloads([services.messages.cancel(user, id, time.time())], services.backlog)
+    return shown
 
 
 @router.get(

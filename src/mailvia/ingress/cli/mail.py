@@ -25,7 +25,7 @@ from mailvia.ingress.cli.root import (
     pass_context,
     settings_options,
 )
-from mailvia.ingress.payloads import message_payload, receipt_payload, route_payload
+from mailvia.ingress.payloads import message_payloads, receipt_payload, route_payload
 from mailvia.settings import Settings
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def _report(
         return 0
     views, stuck = _wait(s, [r.id for r in receipts], timeout)
     emit(
-        [message_payload(v) for v in views],
+        message_payloads(views, s.backlog),
         as_json=as_json,
         text="\n".join(f"{v.id} {v.state}" for v in views),
     )
@@ -269,7 +269,7 @@ def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> No
 
     def action(s: Services) -> None:
         message = s.messages.for_operator(message_id)
-        view = message_payload(message)
+        [view] = message_payloads([message], s.backlog)
         waiting = s.backlog.waiting(message, time.time())
         why = waiting.sentence if waiting is not None else None
         emit(view, as_json=as_json, text=lambda: _print_message(view, why))
@@ -287,7 +287,9 @@ def cancel(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> 
     it is being sent or once it is finished, 3 for an unknown id."""
 
     def action(s: Services) -> None:
-        view = message_payload(s.messages.cancel_for_operator(message_id, time.time()))
+        [view] = message_payloads(
+            [s.messages.cancel_for_operator(message_id, time.time())], s.backlog
+        )
         emit(view, as_json=as_json, text=f"{view['id']} is {view['state']}")
 
     ctx.using(settings, action)

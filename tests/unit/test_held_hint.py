@@ -1,0 +1,73 @@
+"""A held recipient's hint is its channel's: the API's and CLI's message JSON says what the
+channel's own `state_hint` says (a team channel cannot try a sender in its test; an own one
+can), not a sentence hedged for a channel not known (CI's stop 24 caught the two apart)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailvia.domain.channel import Auth, Channel, Scope, Security
+from mailvia.domain.clock import SteppingClock
+from mailvia.domain.delivery import TransactionResult
+from mailvia.domain.message import Envelope, State
+from mailvia.domain.probe import state_hint
+from mailvia.domain.replies import Reply, Stage
+from mailvia.ingress.payloads import message_payloads
+from mailvia.outbox.backlog import Backlog
+from mailvia.outbox.channels import ChannelSpec
+from mailvia.outbox.compose import Draft, compose
+from mailvia.outbox.ports import Credentials
+from mailvia.outbox.submit import Submission
+from support.memory_world import MemoryWorld
+from support.transports import QuietTransport
+
+REFUSED = Reply(550, "5.7.1", "sender address rejected")
+
+
+class RefusesSender(QuietTransport):
+    """A server that refuses every sender at MAIL FROM."""
+
+    async def send(
+        self, channel: Channel, credentials: Credentials | None, envelope: Envelope, content: bytes
+    ) -> TransactionResult:
+        return TransactionResult(Stage.MAIL, REFUSED)
+
+
+def _team_channel(world: MemoryWorld) -> Channel:
+    admin = world.tenancy.create_user(
+        "boss@acme.test", org_name="acme", team_name="sales", admin=True, now=world.clock.now
+    )[0]
+    spec = ChannelSpec(
+        name="acme-relay",
+        host="127.0.0.1",
+        port=2525,
+        security=Security.NONE,
+        auth=Auth.NONE,
+        scope=Scope.DOMAIN,
+        domains=("acme.test",),
+        team_name="sales",
+    )
+    return world.channels.add(admin, spec, world.clock.now)[0]
+
+
+@pytest.mark.parametrize("scope", [Scope.ADDRESS, Scope.DOMAIN])
+async def test_a_held_recipients_hint_is_its_channels_state_hint(scope: Scope) -> None:
+    clock = SteppingClock(1_800_000_000.0)
+    world = MemoryWorld(RefusesSender(), clock)
+    channel = world.channel() if scope is Scope.ADDRESS else _team_channel(world)
+    draft = Draft(from_="jane@acme.test", to=["bob@example.com"], subject="hi", text="hi")
+    one = compose(draft, now=clock.now, max_size=10**6)
+    [receipt] = world.submitter.submit(world.jane, [Submission(one)], now=clock.now)
+    await world.dispatcher.run_once(clock)
+
+    held = world.store.get_message(receipt.id)
+    assert held.state is State.HELD
+    disconnected = next(c for c in world.store.list_channels() if c.id == channel.id)
+    expected = state_hint(disconnected.state_reason, disconnected)
+    assert expected is not None and disconnected.state_reason.startswith("550 5.7.1")
+    [shown] = message_payloads([held], Backlog(world.store))
+    [recipient] = shown["recipients"]
+    assert recipient["state"] == "held"
+    assert recipient["reply"]["hint"] == expected
+    other = _team_channel if scope is Scope.ADDRESS else lambda w: w.channel()
+    assert expected != state_hint(disconnected.state_reason, other(world))
