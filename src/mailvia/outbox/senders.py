@@ -106,10 +106,7 @@ class FromChecks:
         """`address` checked for `sender` (raises Forbidden and InvalidAddress as
         `check_sender`), with the route's inputs read with it."""
         key = (sender.id, address.lower())
-        found = self._judged.get(key, lambda: self._judge(sender, address))
-        if isinstance(found, Exception):
-            raise found
-        return found
+        return self._judged.value(key, lambda: self._judge(sender, address))
 
     def _judge(self, sender: User, address: str) -> CheckedFrom:
         key = (sender.id, domain_of(address))  # raises InvalidAddress as check_sender
