@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mailvia.domain.channel import Auth, Channel
+from mailvia.domain.channel import Auth, Channel, Provider
 from mailvia.domain.message import State
+from mailvia.domain.presets import PRESETS
 from mailvia.passwords import hash_password
 from mailvia.testserver import TestServer
 from mailvia.web import create_web
@@ -312,12 +313,39 @@ async def test_team_channels_custom_server_opens_shared_under_team_channels(
     assert link is not None
     page = (await boss.get(html.unescape(link.group(1)))).text
     assert re.search(r'class="crumb"><a href="/team">Team channels</a>', page)
+    assert '<a href="/team" aria-current="page">Team channels</a>' in page  # the main menu too
+    assert 'aria-current="page">My delivery channel' not in page
     assert re.search(r'id="share-yes" name="share" value="on" checked', page)
     assert not re.search(r'id="share-no" name="share" value="" checked', page)
     # A rep's own "Connect a custom SMTP server" stays theirs; a rep cannot ask for sharing.
     mine = (await boss.get("/channels/new")).text
     assert re.search(r'class="crumb"><a href="/channel">My delivery channel</a>', mine)
+    assert '<a href="/channel" aria-current="page">My delivery channel</a>' in mine
     assert re.search(r'id="share-no" name="share" value="" checked', mine)
     jane = await browser(world, "jane@acme.test")
     hers = (await jane.get("/channels/new?share=on")).text
     assert 'id="share-yes"' not in hers and "My delivery channel</a>" in hers
+
+
+@pytest.mark.parametrize("preset", ["gmail", "microsoft365"])
+async def test_a_mailbox_password_form_points_to_oauth_as_it_stands(
+    world: World, preset: str
+) -> None:
+    """The Gmail and Microsoft 365 password forms said "OAuth sign-in is not available yet"
+    (Gmail) or nothing (Microsoft 365) though OAuth is mailvia's way in: without the
+    organization's app, who sets it up; with it, a link to connect by OAuth instead."""
+    provider = Provider.GOOGLE if preset == "gmail" else Provider.MICROSOFT
+    jane = await browser(world, "jane@acme.test")
+    before = (await jane.get(f"/channels/new?preset={preset}")).text
+    assert "not available yet" not in before
+    assert f"needs the organization's {provider.display_name} app" in before
+    assert f'href="/oauth/{provider}/start"' not in before
+    world.services.oauth_apps.put(
+        world.admin, provider, client_id="client-1", client_secret="s3cret",
+        tenant="organizations" if provider is Provider.MICROSOFT else None, now=time.time(),
+    )  # fmt: skip
+    after = (await jane.get(f"/channels/new?preset={preset}")).text
+    assert f'<a href="/oauth/{provider}/start">connect {PRESETS[preset].title} by OAuth</a>' in (
+        after
+    )
+    assert "needs the organization's" not in after

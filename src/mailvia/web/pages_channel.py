@@ -122,8 +122,13 @@ def connect_page(
     sealed: str = "",
 ) -> HTMLResponse:
     preset = preset_of(fields["preset"])
+    oauth_provider = next((p for p in Provider if preset and p.preset == preset.name), None)
     context: dict[str, Any] = {
         "preset": preset,
+        # A Microsoft 365 or Gmail password form points to the OAuth way when it is set up.
+        "oauth_provider": oauth_provider,
+        "oauth_ready": oauth_provider is not None
+        and web.services.oauth_apps.resolve(user.organization_id, oauth_provider) is not None,
         "fields": fields,
         "report": report,
         "error": error,
