@@ -71,17 +71,18 @@ class Waiting:
     sentence: str
     reason: str | None = None  # a channel's state_reason
     replies: tuple[str, ...] = ()
+    channel: Channel | None = None  # whose words a refused sign-in is mended in
 
 
 def waiting(message: MessageView, channel: Channel | None) -> Waiting:
     if message.state is State.HELD:
         if channel is None:
             return Waiting("Its channel was removed: nothing can send it until it is cancelled.")
-        return Waiting(f"{channel.name} is {channel.state}.", channel.state_reason)
+        return Waiting(f"{channel.name} is {channel.state}.", channel.state_reason, (), channel)
     replies = tuple(
         str(r.reply) for r in message.recipients if r.reply is not None and not r.state.terminal
     )
-    return Waiting("Waiting for the next attempt.", None, replies)
+    return Waiting("Waiting for the next attempt.", None, replies, channel)
 
 
 @router.get("/activity", response_class=HTMLResponse)
