@@ -37,11 +37,8 @@ class ChannelRow:
 
 
 def _channels(web: Web, user: User) -> dict[str, Channel]:
-    found = {c.id: c for c in web.services.channels.visible(user)}
-    pool = web.services.pool()
-    if pool is not None:
-        found[pool.id] = pool
-    return found
+    """The channels the user may see and the shared pool, as their rows read now."""
+    return {c.id: c for c in web.services.channels.listed(user)}
 
 
 def _summary(web: Web, user: User, channels: dict[str, Channel]) -> list[ChannelRow]:
