@@ -5,10 +5,16 @@ there is no pool to list. The CLI as the real console script on the world's data
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from pathlib import Path
 
+import httpx
+
 from mailvia.domain.channel import ChannelState
+from mailvia.passwords import hash_password
+from mailvia.web import create_web
 from support.api import Api
 from support.cli import Cli, require_console_script
 from support.world import World
@@ -59,4 +65,48 @@ async def test_without_a_pool_relay_no_pool_is_listed(tmp_path: Path) -> None:
         listed = Cli(world.settings.data_dir).ok("channel", "list", "--org", "acme", "--json")
         assert [c["kind"] for c in listed.json()] == ["smtp"]
     finally:
+        await world.close()
+
+
+async def test_the_pool_is_listed_as_its_row_reads_now_not_as_at_start(tmp_path: Path) -> None:
+    """Paused (or disconnected) after the service started, the pool is listed so by the same
+    process: `GET /v1/channels` and the Activity page's channel cards read its current row,
+    as every other channel is read, not the row read when the service was wired."""
+    api = Api(World(tmp_path / "data", pool_relay=RELAY))
+    try:
+        services = api.world.services
+        services.channels.visible(api.world.jane)  # wired and serving
+        for state in (ChannelState.PAUSED, ChannelState.DISCONNECTED, ChannelState.ACTIVE):
+            api.world.store.set_channel_state("ch_pool", state, "by the operator", time.time())
+            data = (await api.client("jane").get("/v1/channels")).json()["data"]
+            assert [c["state"] for c in data if c["kind"] == "pool"] == [str(state)], data
+            listed = services.channels.listed(api.world.jane)
+            assert [c.state for c in listed if c.id == "ch_pool"] == [state]
+    finally:
+        await api.aclose()
+
+
+async def test_the_activity_pages_pool_card_reads_its_state_now(tmp_path: Path) -> None:
+    """Jane's mail waits on the pool (she has no channel of her own); the pool is paused after
+    the service started: the Activity page's card for it says Paused."""
+    world = World(tmp_path / "data", pool_relay=RELAY)
+    jane = world.services.tenancy.user("jane@acme.test")
+    world.store.set_password(jane.id, hash_password("a-password"), must_change_password=False)
+    app = create_web(world.services, secure_cookies=False, session_key=b"k" * 32)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    pages = httpx.AsyncClient(transport=transport, base_url="http://pages")
+    try:
+        [sent] = world.send()
+        assert world.store.get_message(sent.id).channel_id == "ch_pool"
+        form = re.search(r'name="csrf" value="([^"]+)"', (await pages.get("/signin")).text)
+        assert form is not None
+        signed = {"csrf": form[1], "email": "jane@acme.test", "password": "a-password"}
+        assert (await pages.post("/signin", data=signed)).status_code == 303
+        world.store.set_channel_state("ch_pool", ChannelState.PAUSED, "by the operator", 1.0)
+        page = (await pages.get("/activity")).text
+        cards = page[page.index('id="channels-title"') :]
+        card = html.unescape(re.sub(r"<[^>]+>", " ", cards[: cards.index("</li>")]))
+        assert "shared pool" in card and "Paused" in card.split(), card
+    finally:
+        await pages.aclose()
         await world.close()

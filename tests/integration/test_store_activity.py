@@ -129,7 +129,6 @@ def attempt(s: SqlStore, ch: str, at: float, replies: dict[str, Reply]) -> None:
                 claim=claim,
                 worker="w",
                 at=at,
-                stage="data-end",
                 recipients=settled,
                 message_state=state,
                 next_attempt_at=None if delivered else at,

@@ -34,7 +34,7 @@ from mailvia.domain.errors import (
     StoreUnavailable,
 )
 from mailvia.domain.message import State
-from mailvia.domain.replies import Outcome, Reply
+from mailvia.domain.replies import Outcome, Reply, Stage
 from mailvia.domain.retry import RetryPolicy
 from mailvia.domain.tenancy import Fallback, Role, User
 from mailvia.outbox.ports import Claim
@@ -538,7 +538,7 @@ def test_recording_attempts_settles_each_recipient(store: SqlStore) -> None:
             record(
                 c1,
                 sent("ok@x.test"),
-                ("bad@x.test", Outcome.BOUNCE, NO_SUCH, State.BOUNCED),
+                ("bad@x.test", Outcome.BOUNCE, NO_SUCH, State.BOUNCED, Stage.RCPT),
                 later("slow@x.test"),
                 state=State.DEFERRED,
                 next_at=T0 + 300,
@@ -565,6 +565,8 @@ def test_recording_attempts_settles_each_recipient(store: SqlStore) -> None:
         ("bad@x.test", "bounce", NO_SUCH, "ch_a"),
         ("slow@x.test", "retry", LATER, "ch_a"),
     ]
+    # each at the stage its own reply came at (bad@ refused at RCPT, the others at the dot)
+    assert [a.stage for a in view.attempts] == ["data-end", "rcpt", "data-end"]
     assert s.get_message("m2").state is State.DELIVERED
     assert s.list_events("org_1", cursor=None, limit=10)[0] == [done]
 

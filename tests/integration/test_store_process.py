@@ -187,7 +187,7 @@ def test_give_backs_records_and_marks_cross_the_pipe_without_the_messages_bytes(
         False,
         "w1",
     )
-    record = AttemptRecord(claim, "w1", 1.0, "data_end", (), State.DELIVERED, None, 0, False)
+    record = AttemptRecord(claim, "w1", 1.0, (), State.DELIVERED, None, 0, False)
     store = ChildStore(local=None, child=Child())  # type: ignore[arg-type]
     store.unclaim([claim], state=State.QUEUED, now=1.0)
     store.record_attempts([record])
@@ -225,7 +225,7 @@ def test_the_pipe_itself_carries_no_message_bytes() -> None:
         "m1", 1, "o1", "c1", "a@example.com", ("b@example.com",), (), content,
         0, 0.0, 10.0, False, "w1",
     )  # fmt: skip
-    record = AttemptRecord(claim, "w1", 1.0, "data_end", (), State.DELIVERED, None, 0, False)
+    record = AttemptRecord(claim, "w1", 1.0, (), State.DELIVERED, None, 0, False)
     store = ChildStore(local=None, child=process)  # type: ignore[arg-type]
     store.unclaim([claim], state=State.QUEUED, now=1.0)
     store.record_attempts([record])

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from mailvia.domain.channel import Auth, Channel, Kind, Owner, Scope, Security
 from mailvia.domain.delivery import RecipientSettlement
 from mailvia.domain.message import Envelope, State
-from mailvia.domain.replies import Outcome, Reply
+from mailvia.domain.replies import Outcome, Reply, Stage
 from mailvia.domain.tenancy import Role, User
 from mailvia.outbox.compose import inspect_raw
 from mailvia.outbox.ports import AttemptRecord, Claim, NewMessage
@@ -64,7 +64,7 @@ def new(msg_id: str, *rcpts: str, at: float = T0, ch: str = "ch_a", **kw: object
 
 def record(
     claim: Claim,
-    *settled: tuple[str, Outcome, Reply, State],
+    *settled: tuple[str, Outcome, Reply, State] | tuple[str, Outcome, Reply, State, Stage],
     state: State,
     worker: str = "w1",
     at: float = T0 + 1,
@@ -77,7 +77,6 @@ def record(
         claim=claim,
         worker=worker,
         at=at,
-        stage="data-end",
         recipients=tuple(RecipientSettlement(*s) for s in settled),
         message_state=state,
         next_attempt_at=next_at,

@@ -150,3 +150,17 @@ def test_a_message_delivered_to_some_of_its_recipients_says_so() -> None:
     every = message_sentence(State.DELIVERED, [State.DELIVERED, State.DELIVERED])
     assert every == "Delivered: the receiving server accepted it."
     assert message_sentence(State.BOUNCED, [State.BOUNCED]).startswith("Not delivered")
+
+
+def test_a_deferred_messages_refused_sign_in_is_mended_in_its_channels_words() -> None:
+    """A refused password on a SendGrid channel says SendGrid's login (apikey and an API key),
+    as the API's `state_hint` does; a person's mailbox keeps the mailbox's words."""
+    sendgrid = replace(BOX, scope=Scope.DOMAIN, owner=Owner(team_id="team_1"), preset="sendgrid")
+    refused = Reply(535, "5.7.8", "Authentication credentials invalid")
+    said, _ = waits(State.DEFERRED, sendgrid, last_reply=refused, next_attempt_at=NOW + 60)
+    assert fix_for(refused, sendgrid) in said and "the word apikey" in said, said
+    assert "mailbox's password" not in said, said
+    mailbox, _ = waits(State.DEFERRED, last_reply=refused, next_attempt_at=NOW + 60)
+    assert "mailbox's password" in mailbox, mailbox
+    page = reply_words(refused, channel=sendgrid).sentence
+    assert page == fix_for(refused, sendgrid) and page != reply_words(refused).sentence

@@ -115,7 +115,7 @@ def why_waiting(
             else (STATES[state].sentence.rstrip("."))
         )
         when = f"; the next attempt is at {clock_time(next_attempt_at)}" if next_attempt_at else ""
-        fix = fix_for(last_reply)
+        fix = fix_for(last_reply, channel)
         return Waiting(f"{said}{when}." + (f" {fix}" if fix else ""), stuck=False)
     if budget_free_at is not None and budget_free_at > now:
         return Waiting(

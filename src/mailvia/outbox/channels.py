@@ -264,9 +264,11 @@ class Channels:
 
     def listed(self, actor: User) -> list[Channel]:
         """What the actor may see (`visible`), then the shared pool, where mail goes that no
-        other channel takes, when the operator set one up (kind `pool`)."""
+        other channel takes, when the operator set one up (kind `pool`): its row as it reads
+        now, as the others are read (paused or disconnected since the process started)."""
         pool = self.pool()
-        return [*self.visible(actor), *([pool] if pool is not None else [])]
+        now = [self.store.get_channel(pool.id)] if pool is not None else []
+        return [*self.visible(actor), *now]
 
     def get(self, actor: User, ref: str) -> Channel:
         """A channel by id or name; NotFound for channels the actor may not see (the shared

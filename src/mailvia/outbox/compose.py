@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
@@ -132,7 +133,7 @@ def compose(draft: Draft, *, now: float, max_size: int) -> Composed:
             msg[key.capitalize()] = ", ".join(_mailbox(n, a, utf8) for n, a in groups[key])
     if reply_to:
         msg["Reply-To"] = _mailbox(*reply_to, utf8)
-    msg["Subject"] = check_clean(draft.subject, "subject")
+    _set_subject(msg, check_clean(draft.subject, "subject"), utf8)
     msg["Date"] = format_datetime(datetime.fromtimestamp(now, UTC))
     msg["Message-ID"] = make_msgid(domain=ascii_address(from_address).rpartition("@")[2])
     msg["MIME-Version"] = "1.0"
@@ -150,6 +151,48 @@ def _mailbox(name: str, address: str, utf8: bool) -> str:
     UTF-8 (RFC 6532)."""
     local, _, domain = (address if utf8 else ascii_address(address)).rpartition("@")
     return str(Address(display_name=name, username=local, domain=domain))
+
+
+def _set_subject(msg: EmailMessage, subject: str, utf8: bool) -> None:
+    """The Subject, written so that unfolding and decoding give `subject` back: when it may be
+    written as it is (ASCII, or any text in an SMTPUTF8 message), on one line if it fits, else
+    folded at its blanks into lines of at most 78 characters; otherwise as encoded words by
+    `email.header` (RFC 2047: each of whole characters, the blanks inside them, lines within
+    78 characters). The policy's own folder wrote a long one's empty encoded words
+    (`=?utf-8?q??=`), split a character across two words or wrote one inside another, lost
+    or added blanks between words, and began with a fold (tests/unit/test_subject_fold.py).
+    Stored with `set_raw`: the policy keeps lines this short as they are written."""
+    as_it_is = utf8 or subject.isascii()
+    if as_it_is and len(_SUBJECT + subject) <= _FOLD_AT:
+        msg["Subject"] = subject
+        return
+    lines = _folded_at_blanks(_SUBJECT + subject) if as_it_is else None
+    if lines is not None:
+        msg.set_raw("Subject", "\r\n".join(lines).removeprefix(_SUBJECT))
+        return
+    msg.set_raw("Subject", Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n"))
+
+
+_SUBJECT = "Subject: "
+_FOLD_AT = 78  # RFC 5322 §2.1.1: a line SHOULD be at most 78 characters
+_BEFORE_BLANK = re.compile(r"(?=[ \t])")
+
+
+def _folded_at_blanks(field: str) -> list[str] | None:
+    """`field` (`Name: value`) in lines of at most 78 characters, each after the first
+    starting with the blank it was folded before, so unfolding (RFC 5322 §3.2.2) gives it
+    back; None when a word does not fit on a line (the first holds the first word), or a
+    line would hold only blanks. Pure."""
+    pieces = _BEFORE_BLANK.split(field)  # after the first, each starts with a blank
+    lines = ["".join(pieces[:2])]
+    for piece in pieces[2:]:
+        if len(lines[-1]) + len(piece) > _FOLD_AT and lines[-1].strip():
+            lines.append(piece)
+        else:
+            lines[-1] += piece
+    if all(len(line) <= _FOLD_AT and line.strip() for line in lines):
+        return lines
+    return None
 
 
 def _add_headers(msg: EmailMessage, headers: Mapping[str, str]) -> None:

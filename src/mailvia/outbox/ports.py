@@ -84,8 +84,7 @@ class AttemptRecord:
     claim: Claim
     worker: str
     at: Instant
-    stage: str
-    recipients: tuple[RecipientSettlement, ...]
+    recipients: tuple[RecipientSettlement, ...]  # each with the stage its reply came at
     message_state: State
     next_attempt_at: Instant | None
     failures: int

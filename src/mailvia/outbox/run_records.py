@@ -102,7 +102,6 @@ class RunRecords(RunState):
             claim=claim,
             worker=self.ctx.options.worker,
             at=now,
-            stage=str(recipients[-1].stage) if recipients else "",
             recipients=recipients,
             message_state=state,
             next_attempt_at=None if state.terminal else (max(next_times) if failed else now),

@@ -165,7 +165,6 @@ class TestMessages:
             claim=claim,
             worker=self.worker,
             at=now,
-            stage=str(recipients[-1].stage) if recipients else "",
             recipients=recipients,
             message_state=state,
             next_attempt_at=None,

@@ -143,7 +143,7 @@ class _Settled:
 
     def _add(self, rec: AttemptRecord) -> None:
         claim = rec.claim
-        seq, at, worker, channel, stage = claim.seq, rec.at, rec.worker, claim.channel_id, rec.stage
+        seq, at, worker, channel = claim.seq, rec.at, rec.worker, claim.channel_id
         after = _after(rec)
         if after not in _TERMINAL_VALUES:
             self.leftovers.append((after, at, seq))
@@ -151,7 +151,7 @@ class _Settled:
             code, enhanced, text = s.reply.code, s.reply.enhanced, s.reply.text
             state = _state_value(s.state)
             self.recipients.append((state, code, enhanced, text, at, seq, s.address))
-            outcome = str(s.outcome)
+            outcome, stage = str(s.outcome), str(s.stage)  # the stage its own reply came at
             self.attempts.append(
                 (seq, channel, s.address, at, stage, code, enhanced, text, outcome, worker)
             )

@@ -37,11 +37,8 @@ class ChannelRow:
 
 
 def _channels(web: Web, user: User) -> dict[str, Channel]:
-    found = {c.id: c for c in web.services.channels.visible(user)}
-    pool = web.services.pool()
-    if pool is not None:
-        found[pool.id] = pool
-    return found
+    """The channels the user may see and the shared pool, as their rows read now."""
+    return {c.id: c for c in web.services.channels.listed(user)}
 
 
 def _summary(web: Web, user: User, channels: dict[str, Channel]) -> list[ChannelRow]:
@@ -71,17 +68,18 @@ class Waiting:
     sentence: str
     reason: str | None = None  # a channel's state_reason
     replies: tuple[str, ...] = ()
+    channel: Channel | None = None  # whose words a refused sign-in is mended in
 
 
 def waiting(message: MessageView, channel: Channel | None) -> Waiting:
     if message.state is State.HELD:
         if channel is None:
             return Waiting("Its channel was removed: nothing can send it until it is cancelled.")
-        return Waiting(f"{channel.name} is {channel.state}.", channel.state_reason)
+        return Waiting(f"{channel.name} is {channel.state}.", channel.state_reason, (), channel)
     replies = tuple(
         str(r.reply) for r in message.recipients if r.reply is not None and not r.state.terminal
     )
-    return Waiting("Waiting for the next attempt.", None, replies)
+    return Waiting("Waiting for the next attempt.", None, replies, channel)
 
 
 @router.get("/activity", response_class=HTMLResponse)

@@ -21,7 +21,7 @@ from mailvia.domain.channel import (
 from mailvia.domain.message import State
 from mailvia.domain.oauth import AppSource, app_of
 from mailvia.domain.presets import PRESETS, Preset
-from mailvia.domain.probe import Step, hint_for
+from mailvia.domain.probe import Step, fix_for, hint_for
 from mailvia.domain.replies import Outcome, Reply
 from mailvia.domain.routing import Route
 from mailvia.domain.shaping import UseLog, window_words
@@ -240,6 +240,10 @@ _ACCEPTED = "Accepted by the receiving server."
 _SIGN_IN = frozenset({530, 534, 535, 538})
 
 
+def _is_sign_in(reply: Reply) -> bool:
+    return reply.code in _SIGN_IN or (reply.code, reply.enhanced) == (550, "5.7.30")
+
+
 @dataclass(frozen=True)
 class Said:
     """A reply as the pages show it: plain words, and the server's own words beside them."""
@@ -249,11 +253,17 @@ class Said:
 
 
 def reply_words(
-    reply: Reply, *, disconnected: bool = False, held: bool = False, channel_page: bool = False
+    reply: Reply,
+    *,
+    disconnected: bool = False,
+    held: bool = False,
+    channel_page: bool = False,
+    channel: Channel | None = None,
 ) -> Said:
     """A reply in plain words: mailvia's own replies by what they mean, sign-in refusals with
-    Test connection's hint (domain/probe.py), then by the enhanced code's subject and detail,
-    then by the code, then by the class; what happens next follows from the class.
+    what to change (`fix_for`, domain/probe.py: in the words of `channel`'s kind when known, as
+    the API's and CLI's `state_hint` and hints say it), then by the enhanced code's subject and
+    detail, then by the code, then by the class; what happens next follows from the class.
 
     `disconnected`: the reply disconnected its channel, so what happens next is no retry but
     a reconnect, and a 5.7.1 refusing the sender is the channel's server's, not a recipient's
@@ -269,8 +279,9 @@ def reply_words(
     own = _own_words(reply)
     if own is not None:
         return Said(own + after, code)
-    if reply.code in _SIGN_IN or (reply.code, reply.enhanced) == (550, "5.7.30"):
-        return Said(hint_for(reply) + after, code)  # what Test connection says to do about it
+    fix = fix_for(reply, channel) if _is_sign_in(reply) else None
+    if fix is not None:  # what to change, as the API says it for this channel
+        return Said(fix + after, code)
     detail = reply.enhanced.split(".", 1)[1] if reply.enhanced else ""
     problem = PROBLEMS.get(detail) or BY_CODE.get(reply.code)
     if problem is None:
@@ -311,6 +322,7 @@ def reason_words(
     disconnected: bool = False,
     held: bool = False,
     channel_page: bool = False,
+    channel: Channel | None = None,
 ) -> Said | None:
     """Why a channel was disconnected (its `state_reason`, with `disconnected`) or a message
     waits: a reply in plain words (`reply_words` says what the options do), or the reason as
@@ -321,7 +333,9 @@ def reason_words(
     if coded is None:
         return Said(reason, "")
     reply = Reply.parse(int(coded.group(1)), coded.group(2) or "")
-    return reply_words(reply, disconnected=disconnected, held=held, channel_page=channel_page)
+    return reply_words(
+        reply, disconnected=disconnected, held=held, channel_page=channel_page, channel=channel
+    )
 
 
 def outbox_words(counts: list[tuple[str, int]]) -> str:

@@ -178,7 +178,12 @@ class MemoryOutbox:
                         rcpt.state, rcpt.reply, rcpt.updated_at = State(s.state), s.reply, rec.at
                 msg.attempts.append(
                     AttemptView(
-                        rec.at, rec.claim.channel_id, s.address, rec.stage, s.reply, str(s.outcome)
+                        rec.at,
+                        rec.claim.channel_id,
+                        s.address,
+                        str(s.stage),
+                        s.reply,
+                        str(s.outcome),
                     )
                 )
             if not after.terminal:
