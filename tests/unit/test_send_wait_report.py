@@ -37,7 +37,7 @@ def services(*views: MessageView, why: dict[str, Waiting]) -> Any:
     found = {v.id: v for v in views}
     return SimpleNamespace(
         messages=SimpleNamespace(for_operator=found.__getitem__),
-        backlog=SimpleNamespace(waiting=lambda v, _now: why[v.id], held_on=lambda _views: {}),
+        backlog=SimpleNamespace(waiting=lambda v, _now: why[v.id], channels_of=lambda _views: {}),
     )
 
 

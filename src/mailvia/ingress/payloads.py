@@ -79,13 +79,13 @@ def _oauth_payload(channel: Channel, status: MailboxStatus | None) -> dict[str, 
 def reply_payload(
     reply: Reply | None, *, held: bool = False, channel: Channel | None = None
 ) -> dict[str, Any] | None:
-    """A reply with its hint; `held`: the reply disconnected the channel (the recipient is
-    held), so a permanent one says what to change on `channel` (when known: in its words, as
-    its `state_hint` says it)."""
+    """A reply with its hint, in the words of `channel`'s kind when known; `held`: the reply
+    disconnected the channel (the recipient is held), so a permanent one says what to change
+    on the channel, as its `state_hint` says it."""
     if reply is None:
         return None
     said = {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text}
-    return said | {"hint": state_hint(str(reply), channel) if held else fix_for(reply)}
+    return said | {"hint": state_hint(str(reply), channel) if held else fix_for(reply, channel)}
 
 
 # A batch's receipts mostly share their forecast's instant: rendered once, not per receipt.
@@ -110,14 +110,14 @@ def receipt_payload(receipt: Receipt) -> dict[str, Any]:
 
 
 def message_payloads(messages: Sequence[MessageView], backlog: Backlog) -> list[dict[str, Any]]:
-    """`message_payload` of each, a held one's with the channel it is held on."""
-    held_on = backlog.held_on(messages)
-    return [message_payload(m, held_on.get(m.channel_id)) for m in messages]
+    """`message_payload` of each, with its channel (replies' hints in the channel's words)."""
+    channels = backlog.channels_of(messages)
+    return [message_payload(m, channels.get(m.channel_id)) for m in messages]
 
 
 def message_payload(message: MessageView, channel: Channel | None = None) -> dict[str, Any]:
-    """A message as the API and CLI show it; `channel`: the one it is held on, if known
-    (`Backlog.held_on`), so a held recipient's hint is the channel's."""
+    """A message as the API and CLI show it; `channel`: its channel, if known
+    (`Backlog.channels_of`), so a reply's hint is in the channel's words."""
     held = message.state is State.HELD
     return {
         "id": message.id,

@@ -76,15 +76,15 @@ class Backlog:
         """Whether a dispatcher (serve's, or a worker) has beaten lately."""
         return any(w.beat_at >= now - ALIVE_WITHIN for w in self._store.list_workers())
 
-    def held_on(self, messages: Sequence[MessageView]) -> dict[str, Channel]:
-        """The channels (by id) the held ones of `messages` wait on: a held recipient's hint
-        is about its channel (its kind, its scope), as the channel's own `state_hint` is. One
-        read of channels per organization with held mail; none when nothing is held."""
-        held = {(m.organization_id, m.channel_id) for m in messages if m.state is State.HELD}
-        wanted = {channel_id for _, channel_id in held}
+    def channels_of(self, messages: Sequence[MessageView]) -> dict[str, Channel]:
+        """The channels (by id) `messages` went or wait on, that are still there: a reply's
+        hint is in its channel's words (its kind, its scope), as the channel's own
+        `state_hint` is. One read of channels per organization among them (a page of the
+        API's list is one organization's)."""
+        wanted = {m.channel_id for m in messages}
         return {
             c.id: c
-            for org_id in sorted({org_id for org_id, _ in held})
+            for org_id in sorted({m.organization_id for m in messages})
             for c in self._store.list_channels(org_id)
             if c.id in wanted
         }
