@@ -149,8 +149,8 @@ def test_a_writer_gives_way_to_a_signed_intake_for_a_bounded_time(tmp_path: Path
     stuck._sign(-1)
     assert not worker.intake_waiting()
     started = time.monotonic()
-    with worker.turn():  # nobody signed: at once
-        assert time.monotonic() - started < 0.1
+    with worker.turn():  # nobody signed: at once, not after the give-way (0.2 s)
+        assert time.monotonic() - started < 0.15
     for queue in (worker, stuck):
         queue.close()
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailvia.domain.errors import InvalidHeader
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.headers import SUBJECT_MAX, subject_of
 
@@ -24,6 +25,7 @@ PIECES += (" ", "  ", "word ", "Re: ", "x" * 10, "a")
 TAILS = ("日本語の件名テスト" * 12, "é" * 90, " é" * 60, "a é" * 40, "Grüße  aus  Köln " * 8)
 SENDERS = {"ascii": "jane@acme.test", "smtputf8": "jörg@acme.test"}
 EMPTY_WORD = re.compile(r"=\?utf-8\?[qb]\?\?=", re.IGNORECASE)
+ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[qb]\?[^?\s]*\?=", re.IGNORECASE)
 
 
 def _mixed(rng: random.Random, length: int) -> str:
@@ -61,6 +63,11 @@ def assert_reads_back(subject: str, sender: str) -> None:
     field = _subject_field(content)
     assert not EMPTY_WORD.search(field), (subject, field)
     assert all(len(line) <= 78 for line in field.split("\r\n")), (subject, field)
+    # RFC 2047 §2: an encoded word at most 75 characters, a line holding one at most 76
+    words = ENCODED_WORD.findall(field)
+    assert all(len(word) <= 75 for word in words), (subject, field)
+    lines = [line for line in field.split("\r\n") if ENCODED_WORD.search(line)]
+    assert all(len(line) <= 76 for line in lines), (subject, field)
     assert not field.startswith("Subject:\r\n"), (subject, field)  # not folded before a word
     read = email.message_from_bytes(content, policy=policy.default)["Subject"]
     assert read == subject, (subject, field)
@@ -102,3 +109,20 @@ def test_a_short_subject_is_written_as_before() -> None:
         draft = Draft(from_=sender, to=["bob@example.com"], subject=subject, text="hi")
         content = compose(draft, now=1_800_000_000.0, max_size=10**7).content
         assert _subject_field(content).rstrip() == written
+
+
+@pytest.mark.parametrize("field", ["subject", "text", "html", "from", "header X-Tag"])
+def test_an_undecodable_byte_is_a_clear_refusal(field: str) -> None:
+    """A command line's argument in another encoding (`--subject $'caf\\xe9'`) reaches Python
+    as a lone surrogate: refused with the field named, never a UnicodeEncodeError."""
+    bad = "caf\udce9"
+    fields: dict[str, object] = {"from_": "jane@acme.test", "subject": "s", "text": "t"}
+    if field == "from":
+        fields["from_"] = f"{bad} <jane@acme.test>"
+    elif field == "header X-Tag":
+        fields["headers"] = {"X-Tag": bad}
+    else:
+        fields[field] = bad
+    draft = Draft(to=["bob@example.com"], **fields)  # type: ignore[arg-type]
+    with pytest.raises(InvalidHeader, match=f"^{field}: not valid UTF-8"):
+        compose(draft, now=1_800_000_000.0, max_size=10**6)

@@ -267,8 +267,8 @@ class Channels:
         other channel takes, when the operator set one up (kind `pool`): its row as it reads
         now, as the others are read (paused or disconnected since the process started)."""
         pool = self.pool()
-        now = [self.store.get_channel(pool.id)] if pool is not None else []
-        return [*self.visible(actor), *now]
+        read = [self.store.get_channel(pool.id)] if pool is not None else []
+        return [*self.visible(actor), *read]
 
     def get(self, actor: User, ref: str) -> Channel:
         """A channel by id or name; NotFound for channels the actor may not see (the shared

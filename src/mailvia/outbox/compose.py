@@ -105,8 +105,31 @@ def parse_mailbox(text: str, what: str) -> tuple[str, str]:
         ) from None
 
 
+_UNDECODABLE = re.compile("[\ud800-\udfff]")  # a byte that was not UTF-8, as Python read it
+
+
+def _check_decoded(draft: Draft) -> None:
+    """Refuse a field holding an undecodable byte (a command line's argument in another
+    encoding reaches Python as a lone surrogate): it cannot be written as UTF-8 anywhere."""
+    fields = {
+        "from": draft.from_,
+        "reply_to": draft.reply_to,
+        "subject": draft.subject,
+        "text": draft.text,
+        "html": draft.html,
+        "to": ", ".join(draft.to),
+        "cc": ", ".join(draft.cc),
+        "bcc": ", ".join(draft.bcc),
+        **{f"header {name}": str(value) for name, value in draft.headers.items()},
+    }
+    for what, value in fields.items():
+        if value and _UNDECODABLE.search(value):
+            raise InvalidHeader(f"{what}: not valid UTF-8 (a byte in another encoding)")
+
+
 def compose(draft: Draft, *, now: float, max_size: int) -> Composed:
     """Build the MIME message from fields; raises InvalidInput subclasses."""
+    _check_decoded(draft)
     from_name, from_address = parse_mailbox(draft.from_, "from")
     groups = {
         k: [parse_mailbox(a, k) for a in v]
@@ -170,7 +193,10 @@ def _set_subject(msg: EmailMessage, subject: str, utf8: bool) -> None:
     if lines is not None:
         msg.set_raw("Subject", "\r\n".join(lines).removeprefix(_SUBJECT))
         return
-    msg.set_raw("Subject", Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n"))
+    # maxlinelen 76: each encoded word at most 75 characters, a line holding one at most 76
+    # (RFC 2047 §2); the default of 78 wrote words of 77.
+    header = Header(subject, "utf-8", maxlinelen=76, header_name="Subject")
+    msg.set_raw("Subject", header.encode(linesep="\r\n"))
 
 
 _SUBJECT = "Subject: "
