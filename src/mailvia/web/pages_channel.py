@@ -54,7 +54,7 @@ def my_channel(request: Request, user: UserDep, web: WebDep) -> HTMLResponse:
         provider=provider,
         limit_words=limit_words,
         mailbox_providers=[
-            (p, PRESETS[p.preset], apps.resolve(user.organization_id, p)) for p in Provider
+            (p, PRESETS[p.preset], apps.ready(user.organization_id, p)) for p in Provider
         ],
         # Said before the consent round trip: the addresses a Connect would be refused for.
         connect_refusals={
@@ -128,7 +128,7 @@ def connect_page(
         # A Microsoft 365 or Gmail password form points to the OAuth way when it is set up.
         "oauth_provider": oauth_provider,
         "oauth_ready": oauth_provider is not None
-        and web.services.oauth_apps.resolve(user.organization_id, oauth_provider) is not None,
+        and web.services.oauth_apps.ready(user.organization_id, oauth_provider),
         "fields": fields,
         "report": report,
         "error": error,

@@ -108,7 +108,7 @@ def _oauth_ready(web: Web, channel: Channel) -> bool:
     """Whether an OAuth app is set up for the provider this channel can connect with."""
     provider = channel.oauth or oauth_offer(channel)
     apps = web.services.oauth_apps
-    return provider is not None and apps.resolve(channel.organization_id, provider) is not None
+    return provider is not None and apps.ready(channel.organization_id, provider)
 
 
 @router.get("/channels/{channel_id}", response_class=HTMLResponse)

@@ -250,6 +250,11 @@ class OAuthApps:
         if not self.store.remove_oauth_app(actor.organization_id, provider):
             raise NotFound(f"the organization has no {provider.display_name} OAuth app")
 
+    def ready(self, org_id: str, provider: Provider) -> bool:
+        """Whether new connections have an app (the organization's or the operator's), without
+        opening its secret (a page asks only whether to offer OAuth)."""
+        return self.store.oauth_app(org_id, provider) is not None or provider in self.operator
+
     def resolve(self, org_id: str, provider: Provider) -> OAuthApp | None:
         """The app new connections use (secret opened), or None when there is none."""
         own = self.store.oauth_app(org_id, provider)
