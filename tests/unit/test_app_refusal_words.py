@@ -19,7 +19,7 @@ from mailvia.domain.replies import Reply
 from mailvia.ingress.smtp.replies import accepted
 from mailvia.outbox.probe import _token_failed
 from mailvia.outbox.receipts import Receipt
-from mailvia.web.wording import reply_words
+from mailvia.web.wording import reason_words, reply_words
 from support.rows import channel
 
 APP = consent_refused(Provider.GOOGLE, "invalid_client", AppSource.ORGANIZATION)
@@ -79,3 +79,21 @@ def test_a_refused_sender_with_the_channel_unknown_is_hinted_for_both_kinds() ->
     assert "team or domain channel cannot" in alone
     mine = state_hint("550 5.7.1 sender address rejected", _channel(Scope.ADDRESS))
     assert mine is not None and "its test tries the sender" in mine
+
+
+def test_the_pages_read_a_stored_reason_with_the_channels_refusal_as_the_api_does() -> None:
+    """A mailbox disconnected for the operator's app, whose stored words read as the
+    organization's: the pages' words follow the channel's `refusal` (as `state_hint` does),
+    not the words alone (the pages parsed the reason without it)."""
+    mailbox = replace(
+        _channel(Scope.ADDRESS),
+        state=ChannelState.DISCONNECTED,
+        refusal="operator_app",
+        oauth=Provider.GOOGLE,
+        state_reason=str(STORED),
+    )
+    hint = state_hint(mailbox.state_reason, mailbox)
+    said = reason_words(mailbox.state_reason, disconnected=True, channel=mailbox)
+    assert hint is not None and said is not None
+    assert hint in said.sentence, (hint, said.sentence)
+    assert hint != state_hint(mailbox.state_reason, replace(mailbox, refusal=None))

@@ -446,12 +446,8 @@ def fix_for(reply: Reply | None, channel: Channel | None = None) -> str | None:
 def fix_for_reason(reason: str | None, channel: Channel | None = None) -> str | None:
     """`fix_for` the reply a channel's `state_reason` records (`530 5.7.0 ...`), if it is one,
     with the OAuth refusal's kind the channel was disconnected for (`Channel.refusal`)."""
-    coded = re.match(r"^([2-5]\d\d)(?:[ -](.*))?$", (reason or "").strip(), re.DOTALL)
-    if coded is None:
-        return None
-    said = Reply.parse(int(coded.group(1)), coded.group(2) or "")
     kind = channel.refusal if channel is not None else None
-    return fix_for(Reply(said.code, said.enhanced, said.text, refusal=kind), channel)
+    return fix_for(Reply.recorded(reason, kind), channel)
 
 
 # A channel disconnected by a permanent refusal that no row above hints at: the server refused

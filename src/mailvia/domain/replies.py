@@ -72,6 +72,17 @@ class Reply:
             return cls(code, None, message)
         return cls(code, match.group(0).strip(), message[match.end() :])
 
+    @classmethod
+    def recorded(cls, reason: str | None, refusal: str | None = None) -> Reply | None:
+        """The reply a stored reason records (a channel's `state_reason`, `530 5.7.0 ...`),
+        with the OAuth refusal's kind it was given for; None when the reason is not a
+        server's reply (mailvia's own words, or none)."""
+        coded = _RECORDED.match((reason or "").strip())
+        if coded is None:
+            return None
+        said = cls.parse(int(coded.group(1)), coded.group(2) or "")
+        return cls(said.code, said.enhanced, said.text, refusal=refusal)
+
     @property
     def positive(self) -> bool:
         return 200 <= self.code < 400
@@ -80,6 +91,9 @@ class Reply:
         if self.enhanced is None and self.text.startswith(f"HTTP {self.code}"):
             return self.text  # an HTTP API's answer names its status itself
         return " ".join(str(part) for part in (self.code, self.enhanced, self.text) if part)
+
+
+_RECORDED = re.compile(r"^([2-5]\d\d)(?:[ -](.*))?$", re.DOTALL)
 
 
 # Synthetic replies for failures that are not replies (RFC 5321 §4.5.4.1 / RFC 2821: a closed

@@ -5,7 +5,6 @@ code beside them, and times as people say them ("3 minutes ago")."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -313,9 +312,6 @@ def _own_words(reply: Reply) -> str | None:
     return None
 
 
-_CODED = re.compile(r"^([2-5]\d\d)(?:[ -](.*))?$", re.DOTALL)
-
-
 def reason_words(
     reason: str | None,
     *,
@@ -329,10 +325,9 @@ def reason_words(
     it is when it is not a server's reply (None: no reason given)."""
     if not reason:
         return None
-    coded = _CODED.match(reason.strip())
-    if coded is None:
+    reply = Reply.recorded(reason, channel.refusal if channel is not None else None)
+    if reply is None:
         return Said(reason, "")
-    reply = Reply.parse(int(coded.group(1)), coded.group(2) or "")
     return reply_words(
         reply, disconnected=disconnected, held=held, channel_page=channel_page, channel=channel
     )
