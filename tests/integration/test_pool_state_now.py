@@ -19,6 +19,7 @@ from mailvia.domain.message import State
 from mailvia.domain.tenancy import Fallback
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.notices import Notices
+from mailvia.outbox.receipts import Receipt
 from mailvia.outbox.submit import Submission, Submitter
 from support.api import Api, message
 from support.world import World
@@ -60,7 +61,8 @@ async def test_mail_for_a_pool_paused_or_disconnected_since_the_start_is_held(
 async def test_a_submitter_built_before_the_pause_holds_a_batch_with_one_read_of_the_pool(
     tmp_path: Path,
 ) -> None:
-    """A batch of three routed to the pool reads its row once; with fallback `next` a paused
+    """A batch of three routed to the pool reads its row once (`submit`, and `submit_each`
+    as the API's batch and the submission port's group do); with fallback `next` a paused
     team channel skipped for the pool, paused too, holds the mail on the team channel."""
     world = World(tmp_path / "data", pool_relay=RELAY)
     try:
@@ -79,6 +81,11 @@ async def test_a_submitter_built_before_the_pause_holds_a_batch_with_one_read_of
         receipts = submitter.submit(world.jane, _drafts(3), now=time.time())
         assert [(r.state, r.channel.id) for r in receipts] == [(State.HELD, "ch_pool")] * 3
         assert reads == Counter(ch_pool=1)
+        items = [(world.jane, item) for item in _drafts(3)]  # the API batch's, SMTP's group's
+        each = submitter.submit_each(items, now=time.time())
+        receipts = [r for r in each if isinstance(r, Receipt)]
+        assert [(r.state, r.channel.id) for r in receipts] == [(State.HELD, "ch_pool")] * 3
+        assert reads == Counter(ch_pool=2)
         team = world.team_channel(9)
         store.set_channel_state(team.id, ChannelState.PAUSED, "paused by boss", time.time())
         store.update_organization(
