@@ -110,3 +110,45 @@ async def test_the_activity_pages_pool_card_reads_its_state_now(tmp_path: Path) 
     finally:
         await pages.aclose()
         await world.close()
+
+
+async def test_the_pages_show_mail_held_on_the_pool_without_the_relays_reply(
+    tmp_path: Path,
+) -> None:
+    """As the API hides the pool's state reason (its relay's reply, the operator's to read),
+    the pages' held-mail boxes (Activity, the message's page) and the route on My delivery
+    channel tell an organization's user, member or admin, that the shared pool is not sending,
+    that the operator has been told and that nothing is lost: not the relay's reply."""
+    world = World(tmp_path / "data", pool_relay=RELAY)
+    for user in (world.jane, world.admin):
+        world.store.set_password(user.id, hash_password("a-password"), must_change_password=False)
+    app = create_web(world.services, secure_cookies=False, session_key=b"k" * 32)
+    try:
+        [sent] = world.send()
+        seen = world.store.get_channel("ch_pool")
+        reply = "421 4.7.0 relay account acct-4711 over its quota"
+        assert world.store.disconnect_channel(seen, reply, time.time()) is not None
+        assert world.store.hold_channel("ch_pool", time.time()) == 1
+        for email, path in (("jane@acme.test", "/channel"), ("boss@acme.test", "/activity")):
+            pages = await _signed_in(app, email)
+            try:
+                for page in ("/activity", f"/activity/{sent.id}", path):
+                    shown = (await pages.get(page)).text
+                    words = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", shown)).split())
+                    assert "acct-4711" not in shown and "over its quota" not in shown, page
+                    assert "shared pool is not sending right now (it is disconnected)" in words
+                    assert "operator, who has been told; nothing is lost" in words, (page, words)
+            finally:
+                await pages.aclose()
+    finally:
+        await world.close()
+
+
+async def _signed_in(app: object, email: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))  # type: ignore[arg-type]
+    pages = httpx.AsyncClient(transport=transport, base_url="http://pages")
+    form = re.search(r'name="csrf" value="([^"]+)"', (await pages.get("/signin")).text)
+    assert form is not None
+    signed = {"csrf": form[1], "email": email, "password": "a-password"}
+    assert (await pages.post("/signin", data=signed)).status_code == 303
+    return pages

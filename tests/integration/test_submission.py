@@ -286,6 +286,38 @@ async def test_held_mail_is_accepted_with_a_reply_that_says_it_is_held_and_why(
     assert code == 250 and QUEUED.match(text), text
 
 
+async def test_mail_for_the_pool_paused_since_the_server_started_is_answered_held(
+    tmp_path: Path,
+) -> None:
+    """Jane has no channel: her mail takes the shared pool, which the operator pauses (or the
+    dispatcher disconnects) after the server started. The 250 says held, in words that send
+    no rep to reconnect the operator's pool; resumed, queued."""
+    relay = "smtp://pool-login:pool-pass@relay.example.net:2525?security=starttls"
+    rig = Rig(World(tmp_path / "data", pool_relay=relay), make_certs(tmp_path / "certs"))
+    try:
+        store = rig.world.store
+        port = await rig.start()
+        code, text = await rig.client(port, login_and_send(rig.token, message("one")))
+        assert code == 250 and QUEUED.match(text), text
+        for state in (ChannelState.PAUSED, ChannelState.DISCONNECTED):
+            store.set_channel_state("ch_pool", state, "421 4.7.0 acct-4711", time.time())
+            code, text = await rig.client(port, login_and_send(rig.token, message(str(state))))
+            held = re.fullmatch(r"2\.0\.0 Ok: held as (msg_[0-9a-z]+), not sent yet: (.*)", text)
+            assert code == 250 and held, text
+            assert store.get_message(held.group(1)).state is State.HELD
+            assert held.group(2) == (
+                f"channel 'shared pool' is {state}: the operator has been told, and it is sent "
+                "once the shared pool sends again"
+            )
+        store.set_channel_state("ch_pool", ChannelState.ACTIVE, None, time.time())
+        code, text = await rig.client(port, login_and_send(rig.token, message("three")))
+        assert code == 250 and QUEUED.match(text), text
+    finally:
+        for server in rig.servers:
+            await server.stop()
+        await rig.world.close()
+
+
 # --- refusals -------------------------------------------------------------------------------
 
 

@@ -178,3 +178,23 @@ def test_the_owner_still_uses_their_own_mailbox() -> None:
         sender=BOB, from_address="bob@acme.test", channels=[OTHER_REP], organization=org, pool=POOL
     )
     assert r.channel is OTHER_REP and r.steps[0].rule == "own channel"
+
+
+def test_a_route_says_whether_it_reached_the_pool() -> None:
+    """Only a route that looked at the pool depends on the pool's state (the submitter then
+    reads its row as it is now): one chosen or held before it never did."""
+    broken = replace(TEAM, state=ChannelState.PAUSED)
+
+    def reached(channels: list[Channel], org: Organization = ORG) -> bool:
+        r = route(
+            sender=JANE,
+            from_address="jane@acme.test",
+            channels=channels,
+            organization=org,
+            pool=POOL,
+        )
+        return r.reached_pool
+
+    assert not reached([OWN]) and not reached([TEAM]) and not reached([broken])
+    assert reached([]) and reached([OTHER_REP, ELSEWHERE])
+    assert reached([broken], replace(ORG, fallback=Fallback.NEXT))

@@ -25,6 +25,8 @@ from mailvia.domain.channel import (
 )
 from mailvia.domain.tenancy import Fallback, Organization, User
 
+POOL_RULE = "shared pool"  # the last rule: mail no other channel takes
+
 
 @dataclass(frozen=True)
 class RouteStep:
@@ -47,6 +49,13 @@ class Route:
     @property
     def held(self) -> bool:
         return self.channel is not None and self.channel.state is not ChannelState.ACTIVE
+
+    @property
+    def reached_pool(self) -> bool:
+        """Whether the route looked at the shared pool (no channel before it was chosen or
+        held it): then the pool's state decides (with fallback `next`, between the pool and
+        the first channel skipped), and nothing else does."""
+        return any(step.rule == POOL_RULE for step in self.steps)
 
     @property
     def reason(self) -> str:
@@ -85,7 +94,7 @@ def _candidates(
         ("own channel", own[0] if own else None, f"the sender's own channel for {address}"),
         ("team channel", team[0] if team else None, f"a team channel for {domain}"),
         ("organization default", default, "the organization's default channel"),
-        ("shared pool", pool, "the shared pool"),
+        (POOL_RULE, pool, "the shared pool"),
     ]
 
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from mailvia.domain.channel import Channel, ChannelState, Provider, TransportKind, concerns
 from mailvia.domain.clock import Instant
-from mailvia.domain.errors import MailviaError
+from mailvia.domain.errors import MailviaError, NotFound
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import State
 from mailvia.domain.oauth import (
@@ -38,6 +38,7 @@ class NoticeStore(Protocol):
     def oauth_token_list(self, org_id: str) -> list[StoredTokens]: ...
     def oauth_app(self, org_id: str, provider: Provider) -> SealedApp | None: ...
     def add_messages(self, messages: Sequence[NewMessage]) -> list[tuple[str, bool]]: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
 
 
 SYSTEM_USER = "system"
@@ -136,9 +137,11 @@ class Notices:
         self.send(channel.organization_id, admins, f"mailvia: {words}", text, now)
 
     def send(self, org_id: str, to: list[str], subject: str, text: str, now: Instant) -> str | None:
-        """Queue one notice on the pool; returns its id, or None when it cannot go."""
-        pool = self.pool()
-        if pool is None or not to or not self.notice_from:
+        """Queue one notice on the pool (held while the pool, as its row reads now, is paused
+        or disconnected: it leaves once the pool sends again); returns its id, or None when it
+        cannot go."""
+        wired = self.pool()
+        if wired is None or not to or not self.notice_from:
             return None
         try:
             composed = compose(
@@ -149,6 +152,11 @@ class Notices:
         except MailviaError as exc:
             log.warning("notice not sent: %s", exc)
             return None
+        try:
+            pool = self.store.get_channel(wired.id)  # paused or disconnected since the start?
+        except NotFound:
+            log.warning("notice not sent: the shared pool's channel %s is gone", wired.id)
+            return None
         message = NewMessage(
             id=make_id("msg", now, os.urandom(10)),
             organization_id=org_id,
@@ -156,7 +164,7 @@ class Notices:
             channel_id=pool.id,
             envelope=composed.envelope,
             content=composed.content,
-            state=State.QUEUED,
+            state=State.QUEUED if pool.state is ChannelState.ACTIVE else State.HELD,
             created_at=now,
             expires_at=now + pool.retry.give_up_after,
         )

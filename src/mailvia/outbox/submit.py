@@ -19,7 +19,7 @@ from typing import Protocol
 from mailvia.domain.api_mail import DEFAULT_LIMITS, ApiLimits, refusal
 from mailvia.domain.channel import Budget, Channel, ChannelState, TransportKind, may_send_as
 from mailvia.domain.clock import Clock, Instant
-from mailvia.domain.errors import CannotCarry, Forbidden
+from mailvia.domain.errors import CannotCarry, Forbidden, NotFound
 from mailvia.domain.ids import make_id
 from mailvia.domain.message import State
 from mailvia.domain.routing import Route, route
@@ -43,6 +43,7 @@ class SubmitStore(Protocol):
     def domain_organization(self, domain: str) -> str | None: ...
     def identities(self, user_id: str) -> list[str]: ...
     def user_from(self, org_id: str, user_id: str, address: str) -> FromRead: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
     def waiting_count(self, channel_id: str) -> int: ...
     def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger: ...
 
@@ -72,6 +73,28 @@ class Submission:
     checked_from: CheckedFrom | None = None
 
 
+class PoolNow:
+    """The shared pool's row as it reads now, read at most once (one request's, inside its
+    read transaction) and only when a route reaches the pool. `wired` is the channel as it
+    was read at start, which another process (`mailvia channel pause`) or the dispatcher (a
+    disconnect) may have paused or disconnected since. None: no pool, or its row is gone."""
+
+    def __init__(self, store: SubmitStore, pool: Channel | None) -> None:
+        self._store = store
+        self.wired = pool
+        self._now: Channel | None = None
+        self._read = False
+
+    def __call__(self) -> Channel | None:
+        if not self._read and self.wired is not None:
+            try:
+                self._now = self._store.get_channel(self.wired.id)
+            except NotFound:
+                self._now = None
+            self._read = True
+        return self._now
+
+
 class Submitter:
     """The submit use case, shared by the API, the SMTP submission server and the CLI."""
 
@@ -95,22 +118,45 @@ class Submitter:
         )
 
     def explain(
-        self, sender: User, from_address: str, *, known: CheckedFrom | None = None
+        self,
+        sender: User,
+        from_address: str,
+        *,
+        known: CheckedFrom | None = None,
+        pool: PoolNow | None = None,
     ) -> Route:
         """Which channel mail From this address would take, and why (no checks of rights).
-        `known`: the sender's organization and channels, read already (else they are read)."""
+        `known`: the sender's organization and channels, read already (else they are read).
+        A route that reaches the shared pool is worked out with the pool's row as it reads
+        now (`pool`: the request's reader, one read for all its routes; else one of its own),
+        so mail for a pool paused or disconnected since the start is held; one that does not
+        reach it reads nothing more."""
         if known is not None and known.organization.id == sender.organization_id:
             organization, channels = known.organization, list(known.channels)
         else:
             organization = self._store.get_organization(sender.organization_id)
             channels = self._store.list_channels(sender.organization_id)
-        return route(
+        pool = pool if pool is not None else self.pool_now()
+        found = route(
             sender=sender,
             from_address=from_address,
             channels=channels,
             organization=organization,
-            pool=self._pool(),
+            pool=pool.wired,
         )
+        if pool.wired is None or not found.reached_pool:
+            return found
+        return route(  # the same steps up to the pool's, which its row now decides
+            sender=sender,
+            from_address=from_address,
+            channels=channels,
+            organization=organization,
+            pool=pool(),
+        )
+
+    def pool_now(self) -> PoolNow:
+        """A reader of the shared pool's row as it reads now (one request's: see `PoolNow`)."""
+        return PoolNow(self._store, self._pool())
 
     def check_sender(self, sender: User, from_address: str) -> None:
         """Raise Forbidden unless `sender` may send From this address."""
@@ -133,11 +179,12 @@ class Submitter:
         store's Conflict (idempotency key reused with another body)."""
         routes: Remembered[tuple[str, str, str, bool], Channel] = Remembered()
         checks = self.from_checks()
+        pool = self.pool_now()
         planned = []
         forecasts = Forecasts(self._store, now=now, queued=self._ahead)
         with self._store.snapshot():  # the lookups: one read transaction
             for submission in submissions:
-                channel = self._route(routes, checks, sender, submission.composed)
+                channel = self._route(routes, checks, pool, sender, submission.composed)
                 if isinstance(channel, Exception):
                     raise channel
                 self.check_carried(channel, submission.composed)
@@ -220,6 +267,7 @@ class Submitter:
         `expected_at` is `now` for a queued message."""
         routes: Remembered[tuple[str, str, str, bool], Channel] = Remembered()
         checks = checks or self.from_checks()
+        pool = self.pool_now()
         results: list[Receipt | Exception | None] = []
         planned = []
         forecasts = Forecasts(self._store, now=now, queued=self._ahead)
@@ -230,7 +278,7 @@ class Submitter:
                     continue
                 sender, submission = item
                 channel = self._route(
-                    routes, checks, sender, submission.composed, submission.checked_from
+                    routes, checks, pool, sender, submission.composed, submission.checked_from
                 )
                 if not isinstance(channel, Exception):
                     try:
@@ -272,19 +320,21 @@ class Submitter:
         self,
         routes: Remembered[tuple[str, str, str, bool], Channel],
         checks: FromChecks,
+        pool: PoolNow,
         sender: User,
         composed: Composed,
         checked_from: CheckedFrom | None = None,
     ) -> Channel | Exception:
         """The channel for the message's From, once its sender may use its From and Sender
         (worked out once per distinct pair and read; `checked_from`: this message's read of
-        its From, see `Submission`; else `checks` reads and judges it)."""
+        its From, see `Submission`; else `checks` reads and judges it; `pool`: the request's
+        reader of the shared pool's row as it reads now)."""
         from_address, on_behalf = composed.from_address, composed.sender_address or ""
         known = checked_from if _holds(checked_from, sender, from_address) else None
 
         def work_out() -> Channel:
             found = known if known is not None else checks.checked(sender, from_address)
-            channel = self._channel_of(sender, from_address, found)
+            channel = self._channel_of(sender, from_address, found, pool)
             if on_behalf and on_behalf.lower() != from_address.lower():
                 try:
                     checks.check(sender, on_behalf)
@@ -296,10 +346,10 @@ class Submitter:
         return routes.get(key, work_out)
 
     def _channel_of(
-        self, sender: User, from_address: str, known: CheckedFrom | None = None
+        self, sender: User, from_address: str, known: CheckedFrom | None, pool: PoolNow
     ) -> Channel:
         """The channel for a From the sender may use."""
-        channel = self.explain(sender, from_address, known=known).channel
+        channel = self.explain(sender, from_address, known=known, pool=pool).channel
         if channel is None:
             raise Forbidden(
                 f"no channel may send as {from_address}: connect a channel for it, "

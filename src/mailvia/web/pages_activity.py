@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
-from mailvia.domain.channel import Channel
+from mailvia.domain.channel import Channel, Kind
 from mailvia.domain.errors import InvalidInput
 from mailvia.domain.message import State
 from mailvia.domain.replies import Outcome
@@ -21,7 +21,7 @@ from mailvia.domain.tenancy import User
 from mailvia.outbox.records import MessageView
 from mailvia.web.charts import ChannelUse, channel_use
 from mailvia.web.common import UserDep, Web, WebDep, now, render
-from mailvia.web.wording import WAITING, provider
+from mailvia.web.wording import WAITING, pool_held, provider
 
 router = APIRouter()
 PAGE = 25
@@ -75,6 +75,9 @@ def waiting(message: MessageView, channel: Channel | None) -> Waiting:
     if message.state is State.HELD:
         if channel is None:
             return Waiting("Its channel was removed: nothing can send it until it is cancelled.")
+        if channel.kind is Kind.POOL:  # the relay's reply is the operator's (as in the API)
+            words = pool_held(channel)
+            return Waiting(words[:1].upper() + words[1:], None, (), channel)
         return Waiting(f"{channel.name} is {channel.state}.", channel.state_reason, (), channel)
     replies = tuple(
         str(r.reply) for r in message.recipients if r.reply is not None and not r.state.terminal

@@ -54,6 +54,8 @@ def route_sentence(route: Route, address: str) -> str:
         return f"No channel can send as {address}: connect one below."
     step = next((s for s in route.steps if s.verdict in ("chosen", "held")), None)
     if route.held or step is None or step.verdict == "held":
+        if chosen.kind is Kind.POOL:  # its reason is the operator's relay's reply
+            return f"Holding mail: {pool_held(chosen)}"
         why = chosen.state_reason or "no reason given"
         return f"Holding mail: {chosen.name} is {chosen.state} ({why})."
     domain = address.rpartition("@")[2]
@@ -64,6 +66,17 @@ def route_sentence(route: Route, address: str) -> str:
         "shared pool": "Using the shared pool: shared IP addresses and a shared reputation. "
         "Connect your own channel to send with your domain's reputation.",
     }.get(step.rule, step.reason)
+
+
+def pool_held(pool: Channel) -> str:
+    """Why mail waits on the shared pool, for an organization's user: not the relay's reply
+    (its `state_reason` is the operator's to read, as the API hides it), but that the pool is
+    not sending, that the operator knows, and that nothing is lost."""
+    return (
+        f"the shared pool is not sending right now (it is {pool.state}). It is run by the "
+        "operator, who has been told; nothing is lost: your mail is held and leaves in its "
+        "original order once the pool sends again."
+    )
 
 
 def explain_addresses(services: Services, user: User) -> list[Explained]:

@@ -7,7 +7,7 @@ import logging
 import re
 from enum import StrEnum
 
-from mailvia.domain.channel import ChannelState
+from mailvia.domain.channel import ChannelState, Kind
 from mailvia.domain.errors import (
     Forbidden,
     InvalidAddress,
@@ -60,7 +60,12 @@ def accepted(receipt: Receipt) -> str:
     channel = receipt.channel
     mailbox = f" for {channel.address}" if channel.address else ""
     app = refusal(channel.refusal)
-    if channel.state is ChannelState.DISCONNECTED and app is not None and app.app is not None:
+    if channel.kind is Kind.POOL:  # the operator's: no rep reconnects or resumes it
+        why = (
+            f"is {channel.state}: the operator has been told, and it is sent once the shared "
+            "pool sends again"
+        )
+    elif channel.state is ChannelState.DISCONNECTED and app is not None and app.app is not None:
         who = "an admin" if app.app is AppSource.ORGANIZATION else "whoever runs mailvia"
         why = f"is disconnected: the provider refused the OAuth app; sent once {who} mends it"
     elif channel.state is ChannelState.DISCONNECTED:
