@@ -4,13 +4,15 @@ can), not a sentence hedged for a channel not known (CI's stop 24 caught the two
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from mailvia.domain.channel import Auth, Channel, Scope, Security
+from mailvia.domain.channel import Auth, Channel, Kind, Scope, Security
 from mailvia.domain.clock import SteppingClock
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.message import Envelope, State
-from mailvia.domain.probe import state_hint
+from mailvia.domain.probe import POOL_MENDED_BY_OPERATOR, fix_for, state_hint
 from mailvia.domain.replies import Reply, Stage
 from mailvia.ingress.payloads import message_payloads
 from mailvia.outbox.backlog import Backlog
@@ -18,6 +20,7 @@ from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.ports import Credentials
 from mailvia.outbox.submit import Submission
+from support import rows
 from support.memory_world import MemoryWorld
 from support.transports import QuietTransport
 
@@ -71,3 +74,21 @@ async def test_a_held_recipients_hint_is_its_channels_state_hint(scope: Scope) -
     assert recipient["reply"]["hint"] == expected
     other = _team_channel if scope is Scope.ADDRESS else lambda w: w.channel()
     assert expected != state_hint(disconnected.state_reason, other(world))
+
+
+def test_mail_on_the_shared_pool_is_hinted_as_the_operators_not_a_password_to_change() -> None:
+    """The pool's row is the operator's organization's: `channels_of` finds it by id, and a
+    refusal that disconnected it tells an organization's user nothing to change (its relay's
+    login is the operator's MAILVIA_POOL_RELAY), where the kind-less hint said to replace a
+    password on the channel's page."""
+    pool = rows.channel("ch_pool", "shared pool", kind=Kind.POOL, organization_id="org_platform")
+    refused = Reply(535, "5.7.8", "Authentication failed")
+    assert state_hint(str(refused), pool) == POOL_MENDED_BY_OPERATOR
+    assert fix_for(refused, pool) == POOL_MENDED_BY_OPERATOR
+    assert fix_for(refused) != POOL_MENDED_BY_OPERATOR
+    store = SimpleNamespace(
+        list_channels=lambda org_id: [], get_channel={"ch_pool": pool}.__getitem__
+    )
+    held = SimpleNamespace(organization_id="org_acme", channel_id="ch_pool", state=State.HELD)
+    found = Backlog(store).channels_of([held])  # type: ignore[arg-type, list-item]
+    assert found == {"ch_pool": pool}

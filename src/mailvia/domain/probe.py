@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from mailvia.domain.channel import Channel, Provider, Scope
+from mailvia.domain.channel import Channel, Kind, Provider, Scope
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.oauth import AppSource, reconnect_words, refusal, refused_app
 from mailvia.domain.presets import PRESETS
@@ -432,12 +432,23 @@ def account_sign_in_hint(channel: Channel) -> str:
 _NEEDS_A_FIX = frozenset({530, 534, 535, 538})
 
 
+# The shared pool is the operator's: an organization's user has nothing to change on it (its
+# relay's login is the operator's POOL_RELAY), so a refusal that disconnects it says so.
+POOL_MENDED_BY_OPERATOR = (
+    "The shared pool is the operator's (its relay is set by MAILVIA_POOL_RELAY): nothing to "
+    "change in an organization; its held mail leaves in its original order once the pool "
+    "sends again."
+)
+
+
 def fix_for(reply: Reply | None, channel: Channel | None = None) -> str | None:
     """What to change when a delivery met this reply: mailvia's refusal of a private host,
     or the server refusing the channel's sign-in, in the words of `channel`'s kind when
     known (None: nothing to change). Pure."""
     if reply is None:
         return None
+    if channel is not None and channel.kind is Kind.POOL and reply.code in _NEEDS_A_FIX:
+        return POOL_MENDED_BY_OPERATOR
     if (reply.code, reply.enhanced) in ((550, "5.4.4"), (550, "5.7.30")):
         return hint_for(reply)
     return hint_for(reply, channel=channel) if reply.code in _NEEDS_A_FIX else None
@@ -485,6 +496,8 @@ def state_hint(reason: str | None, channel: Channel | None = None) -> str | None
         return None
     if channel is None:
         return SERVER_REFUSES_CHANNEL.format(test=_MAY_TRY_SENDER)
+    if channel.kind is Kind.POOL:
+        return POOL_MENDED_BY_OPERATOR
     one_address = channel.scope is Scope.ADDRESS
     return SERVER_REFUSES_CHANNEL.format(test=_TRIES_SENDER if one_address else _CANNOT_TRY_SENDER)
 

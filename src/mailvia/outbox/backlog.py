@@ -7,11 +7,13 @@ the metrics gauges. Reads only."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 
 from mailvia.domain.channel import Budget, Channel
 from mailvia.domain.clock import Instant
+from mailvia.domain.errors import NotFound
 from mailvia.domain.message import State
 from mailvia.domain.shaping import UseLog, next_fit
 from mailvia.domain.waiting import ALIVE_WITHIN, Waiting, why_waiting
@@ -27,6 +29,7 @@ class BacklogStore(Protocol):
 
     def queue_counts(self, org_id: str | None = None) -> Counts: ...
     def list_channels(self, org_id: str | None = None) -> list[Channel]: ...
+    def get_channel(self, channel_id: str) -> Channel: ...
     def budget_ledger(self, channel_id: str, budgets: Sequence[Budget]) -> Ledger: ...
     def hours_of_use(self, channel_id: str, *, until: float, hours: int) -> list[HourOfUse]: ...
     def list_workers(self) -> list[WorkerView]: ...
@@ -80,22 +83,26 @@ class Backlog:
         """The channels (by id) `messages` went or wait on, that are still there: a reply's
         hint is in its channel's words (its kind, its scope), as the channel's own
         `state_hint` is. One read of channels per organization among them (a page of the
-        API's list is one organization's)."""
+        API's list is one organization's), and one of each other (the shared pool's row,
+        which is the operator's organization's)."""
         wanted = {m.channel_id for m in messages}
-        return {
+        found = {
             c.id: c
             for org_id in sorted({m.organization_id for m in messages})
             for c in self._store.list_channels(org_id)
             if c.id in wanted
         }
+        for channel_id in sorted(wanted - found.keys()):
+            with suppress(NotFound):  # removed since
+                found[channel_id] = self._store.get_channel(channel_id)
+        return found
 
     def waiting(self, message: MessageView, now: Instant) -> Waiting | None:
         """Why this message has not left yet, and whether anything will move it without
         someone acting (None: it is finished)."""
         if message.state.terminal:
             return None
-        channels = self._store.list_channels(message.organization_id)
-        channel = next((c for c in channels if c.id == message.channel_id), None)
+        channel = self.channels_of([message]).get(message.channel_id)
         log = self.use(channel, now) if channel is not None else None
         free_at = None
         if channel is not None and log is not None:
