@@ -125,13 +125,13 @@ async def test_the_openapi_document_is_the_endpoints_own(apis: tuple[Api, Api]) 
 
 def _count_thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    run = intake_route.run_in_threadpool
+    run = intake_route.in_thread
 
     async def counted(func: Callable[..., Any], *args: Any) -> Any:
         calls.append(getattr(func, "__name__", repr(func)))
         return await run(func, *args)
 
-    monkeypatch.setattr(intake_route, "run_in_threadpool", counted)
+    monkeypatch.setattr(intake_route, "in_thread", counted)
     return calls
 
 
