@@ -4,14 +4,17 @@ start-up heap. Here, outside the layers, because the store (store/process.py) an
 (ingress/cli/long_running.py) both start such a process and may not import each other.
 
 Side effects: `shorten_switch_interval` sets the interpreter's switch interval;
+`lower_priority` raises the process's nice value;
 `freeze_heap` imports modules and freezes the garbage collector's heap;
 `collect_young_less_often` sets the collector's young threshold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +22,8 @@ GIL_SWITCH_INTERVAL = 0.001  # seconds (Python's default is 0.005)
 # Objects allocated (less those freed) before the young generation is collected (Python's
 # default is 700); the older generations keep their thresholds.
 YOUNG_THRESHOLD = 10_000
+# The nice value serve's delivery process adds to its own (serve's intake keeps its own).
+DELIVERY_NICE = 5
 
 
 def shorten_switch_interval() -> None:
@@ -50,3 +55,14 @@ def collect_young_less_often() -> None:
     is freed by reference counting before the count is reached; cyclic garbage waits longer."""
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
+
+
+def lower_priority(steps: int = DELIVERY_NICE) -> None:
+    """Run this process (and the processes and threads it starts from now on) `steps` nice
+    values below its parent: serve's delivery child, so that when the CPUs are all busy a
+    request an API or SMTP client is waiting on (serve's intake: its commit is all the caller
+    waits for) goes before the delivery of mail already accepted, which only waits longer in
+    the outbox. With idle CPUs nothing changes: the scheduler gives the child whatever is free
+    (docs/benchmarks.md, branch `perf1`). Where the system refuses, nothing changes."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(steps)

@@ -53,13 +53,15 @@ CASES: list[tuple[str, str, dict[str, str], bytes]] = [
 
 @pytest.fixture
 async def apis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Api, Api]]:
-    """The app as it is, and the same app whose submit routes FastAPI handles itself (an
-    app makes its routes' handlers when it first routes a request: each is sent one)."""
+    """The app as it is, and the same app whose submit routes FastAPI reaches and handles
+    itself (its router and its whole middleware stack; an app makes its routes' handlers
+    when it first routes a request: each is sent one)."""
     ours = Api(World(tmp_path / "ours"))
     await _route_each(ours)
     with monkeypatch.context() as patch:
         patch.setattr(IntakeRoute, "get_route_handler", APIRoute.get_route_handler)
         fastapis = Api(World(tmp_path / "fastapi"))
+        fastapis.app.direct_intake = None  # FastAPI's router and middleware stack too
         await _route_each(fastapis)
     yield ours, fastapis
     await ours.aclose()
@@ -123,13 +125,13 @@ async def test_the_openapi_document_is_the_endpoints_own(apis: tuple[Api, Api]) 
 
 def _count_thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    run = intake_route.run_in_threadpool
+    run = intake_route.in_thread
 
     async def counted(func: Callable[..., Any], *args: Any) -> Any:
         calls.append(getattr(func, "__name__", repr(func)))
         return await run(func, *args)
 
-    monkeypatch.setattr(intake_route, "run_in_threadpool", counted)
+    monkeypatch.setattr(intake_route, "in_thread", counted)
     return calls
 
 

@@ -123,6 +123,31 @@ def test_a_group_keeps_its_order_contents_and_recipients(
     assert [r.state for r in view.recipients] == [State.SENDING] * 3
 
 
+def test_a_group_of_one_reads_no_seq_back(store: SqlStore, statements: list[str]) -> None:
+    """A single message (the API's single POST) takes its seq from the insert itself on
+    SQLite (the cursor's rowid): no SELECT of its seq; the rows are a group's."""
+    store.add_messages([message(1, "a@x.test")])  # a row before it: seqs do not start at 1
+    statements.clear()
+    assert store.add_messages([message(2, "b@x.test", "c@x.test")]) == [("msg_2", True)]
+    assert not any(sql.lstrip().upper().startswith("SELECT") for sql in statements)
+    if store._db.dialect == "sqlite":
+        assert len(statements) == 4 and statements[0] == "BEGIN IMMEDIATE"
+    claims = store.claim(channel_id="ch_a", now=T0 + 10, limit=10, lease_until=T0 + 99, worker="w")
+    assert [c.message_id for c in claims] == ["msg_1", "msg_2"]
+    assert claims[1].seq > claims[0].seq
+    assert claims[1].content == message(2).content
+    assert claims[1].pending == ("b@x.test", "c@x.test")
+    with store._db.engine.connect() as conn:
+        seq = conn.execute(sa.text("SELECT seq FROM messages WHERE id = 'msg_2'")).scalar()
+        rows = conn.execute(
+            sa.text("SELECT count(*) FROM recipients WHERE message_seq = :s"), {"s": seq}
+        ).scalar()
+        content = conn.execute(
+            sa.text("SELECT count(*) FROM message_contents WHERE message_seq = :s"), {"s": seq}
+        ).scalar()
+    assert seq == claims[1].seq and rows == 2 and content == 1
+
+
 def test_a_group_with_an_idempotency_key_runs_in_a_transaction(
     store: SqlStore, statements: list[str], autocommit: list[bool]
 ) -> None:

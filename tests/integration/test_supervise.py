@@ -5,6 +5,7 @@ a tight loop, and one stopped on time goes quietly."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from mailvia.app import build
 from mailvia.ingress.cli.supervise import RESTART_FIRST, DeliveryProcess
+from mailvia.runtime import DELIVERY_NICE
 from mailvia.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -100,3 +102,24 @@ def test_a_worker_process_stopped_on_time_says_nothing(
     assert "exited" not in said.err, said.err
     # It stopped itself on SIGTERM (its handler ran), not killed by the signal's default.
     assert delivery.process is not None and delivery.process.returncode == 0, said.err
+
+
+def test_the_worker_process_runs_below_serves_priority(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """serve's intake goes first when the CPUs are busy: its delivery child (and what that
+    starts) runs DELIVERY_NICE nice values below it."""
+    settings = Settings(data_dir=tmp_path / "data", shutdown_seconds=1)
+    asyncio.run(build(settings, create_key=True).aclose())
+    delivery = DeliveryProcess(settings)
+    said = Said(capfd)
+    seen: list[int] = []
+
+    def delivering() -> bool:
+        if " delivering" not in said.read().out or delivery.process is None:
+            return False
+        seen.append(os.getpriority(os.PRIO_PROCESS, delivery.process.pid))
+        return True
+
+    asyncio.run(supervise_until(delivery, delivering))
+    assert seen == [os.getpriority(os.PRIO_PROCESS, 0) + DELIVERY_NICE], seen

@@ -53,6 +53,11 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# The BEGIN that `Database` sends itself on SQLite, first in each of its transactions.
+_BEGIN_WRITE = "BEGIN IMMEDIATE"
+_BEGIN_READ = "BEGIN"
+
+
 def _still_open(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     """A pooled PostgreSQL connection is checked out only if the server has not hung up on it.
 
@@ -72,15 +77,23 @@ def _still_open(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         raise DisconnectionError("the server closed the connection")
 
 
-def create_engine(url: str) -> Engine:
+def create_engine(url: str, *, begin_listener: bool = True) -> Engine:
     """An engine for `url` (SQLite or `postgresql+psycopg`). Raises StoreUnavailable for a URL
-    it cannot use; does not connect."""
+    it cannot use; does not connect.
+
+    On SQLite pysqlite's own transaction control is taken away, and each transaction's BEGIN
+    (BEGIN IMMEDIATE with the `mailvia_write` option) is sent by a `begin` listener; without
+    it (`begin_listener=False`: `Database`, which sends its own) the engine has no listener
+    at all. Any listener makes SQLAlchemy dispatch its events (before and after each statement,
+    each commit, each checkout) on every statement: a quarter of a single POST's store work
+    (docs/benchmarks.md, branch `perf1`)."""
     try:
         parsed = sa.make_url(url)
         if parsed.get_backend_name() == "sqlite":
             engine = sa.create_engine(parsed)
             event.listen(engine, "connect", _sqlite_connect)
-            event.listen(engine, "begin", _sqlite_begin)
+            if begin_listener:
+                event.listen(engine, "begin", _sqlite_begin)
             return engine
         engine = sa.create_engine(parsed, connect_args={"connect_timeout": 5})
         event.listen(engine, "checkout", _still_open)
@@ -171,7 +184,9 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = safe_url(url)
-        self.engine = create_engine(url)
+        # On SQLite each transaction's BEGIN is sent here (`_begun`), not by a listener.
+        self.engine = create_engine(url, begin_listener=False)
+        self._sqlite = self.engine.dialect.name == "sqlite"
         self._writer = self.engine.execution_options(**{_WRITE: True})
         self._queue = _writer_queue(self.engine)
         # A read sees one snapshot (a message and its recipients agree). SQLite's BEGIN already
@@ -194,6 +209,15 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def _begun(self, conn: Connection, begin: str) -> Connection:
+        """A transaction SQLAlchemy has just begun, begun on SQLite too: pysqlite's own
+        transaction control is off (`_sqlite_connect`), so its BEGIN is sent here, first in
+        the transaction (a writer's takes the write lock up front: `_sqlite_begin`). Its
+        COMMIT and ROLLBACK are pysqlite's, as ever."""
+        if self._sqlite:
+            conn.exec_driver_sql(begin)
+        return conn
+
     @contextmanager
     def write(
         self,
@@ -208,7 +232,7 @@ class Database:
         turn = self._queue.turn(intake=intake) if self._queue else nullcontext()
         try:
             with turn, self._writer.begin() as conn:
-                yield conn
+                yield self._begun(conn, _BEGIN_WRITE)
         except SQLAlchemyError as exc:
             raise map_error(exc, conflict=conflict, missing=missing) from None
 
@@ -220,12 +244,13 @@ class Database:
             pinned: Connection | None = getattr(self._pinned, "conn", None)
             opened: ExitStack | None = getattr(self._pinned, "opened", None)
             if pinned is None and opened is not None:
-                pinned = self._pinned.conn = opened.enter_context(self._reader.begin())
+                begun = opened.enter_context(self._reader.begin())
+                pinned = self._pinned.conn = self._begun(begun, _BEGIN_READ)
             if pinned is not None:
                 yield pinned
                 return
             with self._reader.begin() as conn:
-                yield conn
+                yield self._begun(conn, _BEGIN_READ)
         except SQLAlchemyError as exc:
             raise map_error(exc, conflict="conflict", missing="not found") from None
 

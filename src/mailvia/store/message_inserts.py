@@ -3,7 +3,8 @@ recipients), their seqs rising in the group's order (a claim takes mail in seq o
 write transaction (`insert_group`, inside the caller's: `add_messages`, `add_leased`).
 
 On SQLite, driver SQL with the rows as tuples (no SQLAlchemy parameter processing per row):
-one executemany per table and a read of the seqs, four statements for any group.
+one executemany per table and a read of the seqs, four statements for any group; three for a
+group of one (the API's single POST), whose seq is the cursor's `lastrowid`.
 SQLAlchemy's INSERT ... RETURNING in parameter order went one row per statement on SQLite.
 On PostgreSQL, one statement over binary arrays per table (`message_inserts_pg`): three
 statements, each planned once, where an executemany's every row was parsed, planned and
@@ -55,16 +56,12 @@ def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
     if conn.dialect.name == "postgresql":
         return insert_arrays(conn, msgs, rows, _recipient_rows)
     mark = marker(conn)
-    conn.exec_driver_sql(insert_sql(conn, messages, _MESSAGE_ROW, mark), rows)
-    ids = [msg.id for msg in msgs]
-    seq_of: dict[str, int] = {}
-    for part in chunks(ids):
-        found = conn.exec_driver_sql(
-            f"SELECT id, seq FROM messages WHERE id IN ({', '.join([mark] * len(part))})",
-            tuple(part),
-        )
-        seq_of.update({message_id: int(seq) for message_id, seq in found})
-    seqs = [seq_of[message_id] for message_id in ids]
+    insert = insert_sql(conn, messages, _MESSAGE_ROW, mark)
+    if len(rows) == 1:  # its seq is the rowid SQLite gave it: no statement to read it back
+        seqs = [_rowid(conn.exec_driver_sql(insert, rows[0]).lastrowid)]
+    else:
+        conn.exec_driver_sql(insert, rows)
+        seqs = _seqs(conn, [msg.id for msg in msgs], mark)
     contents = [(seq, msg.content) for seq, msg in zip(seqs, msgs, strict=True)]
     conn.exec_driver_sql(insert_sql(conn, message_contents, _CONTENT_ROW, mark), contents)
     recipient_rows = _recipient_rows(seqs, msgs)
@@ -72,6 +69,26 @@ def insert_group(conn: sa.Connection, msgs: Sequence[NewMessage]) -> list[int]:
         insert = insert_sql(conn, recipients, _RECIPIENT_ROW, mark)
         conn.exec_driver_sql(insert, recipient_rows)
     return seqs
+
+
+def _seqs(conn: sa.Connection, ids: list[str], mark: str) -> list[int]:
+    """The seqs of the messages of these ids, in their order."""
+    seq_of: dict[str, int] = {}
+    for part in chunks(ids):
+        found = conn.exec_driver_sql(
+            f"SELECT id, seq FROM messages WHERE id IN ({', '.join([mark] * len(part))})",
+            tuple(part),
+        )
+        seq_of.update({message_id: int(seq) for message_id, seq in found})
+    return [seq_of[message_id] for message_id in ids]
+
+
+def _rowid(found: int | None) -> int:
+    """A row's seq from the cursor's `lastrowid` (`seq` is SQLite's rowid: INTEGER PRIMARY
+    KEY)."""
+    if not found:
+        raise RuntimeError("SQLite gave no rowid for the message inserted")
+    return int(found)
 
 
 def _recipient_rows(seqs: Sequence[int], msgs: Sequence[NewMessage]) -> list[tuple[Any, ...]]:

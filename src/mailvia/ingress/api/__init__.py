@@ -15,8 +15,10 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.types import Receive, Scope, Send
 
 from mailvia import __version__
 from mailvia.ingress.api import (
@@ -31,12 +33,13 @@ from mailvia.ingress.api import (
     webhooks,
 )
 from mailvia.ingress.api.channel_schemas import TestFailed
+from mailvia.ingress.api.direct import DirectIntake
 from mailvia.ingress.api.docs import serve_docs
 from mailvia.ingress.api.errors import Problem, document_media_type, document_rate_limit
 from mailvia.ingress.api.limits import BodyLimit, body_limit, document_limits
 from mailvia.ingress.api.params import refuse_unknown_query
 from mailvia.ingress.api.ratelimit import TokenRateLimit
-from mailvia.ingress.api.rejections import CountRejections
+from mailvia.ingress.api.rejections import INTAKE_PATHS, CountRejections
 from mailvia.ingress.api.schemas import BatchIn, MessageIn
 from mailvia.outbox.services import Services
 
@@ -58,7 +61,18 @@ _SCHEMAS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
 
 class MailviaAPI(FastAPI):
     """FastAPI whose OpenAPI document always describes the Problem schema that every error
-    response refers to, and the rate limit's 429 on every operation that takes a token."""
+    response refers to, and the rate limit's 429 on every operation that takes a token; its
+    submit routes reached without the router (`direct_intake`: direct.py)."""
+
+    direct_intake: DirectIntake | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        direct = self.direct_intake.app_for(scope) if self.direct_intake is not None else None
+        if direct is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await direct(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
@@ -113,6 +127,18 @@ def create_api(services: Services, *, clock: Callable[[], float] = time.monotoni
         webhooks,
     ):
         app.include_router(module.router)
+    # submit.router is included first, and the routes before it (the documentation's) take
+    # no POST: its routes are the ones the router picks for these two paths.
+    app.direct_intake = DirectIntake(
+        app,
+        {
+            route.path: (route, route.get_route_handler())
+            for route in submit.router.routes
+            if isinstance(route, APIRoute)
+            and route.path in INTAKE_PATHS
+            and route.methods == {"POST"}
+        },
+    )
     return app
 
 

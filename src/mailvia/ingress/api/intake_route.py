@@ -24,15 +24,18 @@ token is accepted, as before (2 in a thread, then 3-4, the body, and 5 in a thre
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.dependencies.utils import request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
-from starlette.concurrency import run_in_threadpool
 
 from mailvia.domain.tenancy import User
 from mailvia.ingress.api.auth import RecipientLimit, bearer, get_caller, recipient_limit
@@ -52,6 +55,31 @@ SMALL_BODY = 64 * 1024
 Caller = Callable[[], User]
 IntakeWork = Callable[[Services, Caller, RecipientLimit, Body, "str | None"], Response]
 _WORK: dict[Callable[..., Any], IntakeWork] = {}
+# The submit routes' worker threads: as many as anyio's default for FastAPI's thread pool.
+THREADS = 40
+_POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="mailvia-intake")
+T = TypeVar("T")
+
+
+async def in_thread(func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)` in a worker thread, in a copy of the caller's context, as FastAPI's
+    `run_in_threadpool` (anyio's `to_thread.run_sync`) runs it, and like it never left
+    behind: a request cancelled meanwhile (the server's shutdown) waits for its work (a
+    commit under way) to end, then is cancelled. Through the event loop's executor instead
+    of anyio's: without its capacity limiter, cancel scope and closing checkpoint, about half
+    of a thread call's CPU on the loop (docs/benchmarks.md, branch `perf1`)."""
+    loop = asyncio.get_running_loop()
+    run = functools.partial(contextvars.copy_context().run, func, *args)
+    future = loop.run_in_executor(_POOL, run)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            try:
+                await asyncio.wait((future,))
+            except asyncio.CancelledError:
+                continue
+        raise
 
 
 def handled_by(work: IntakeWork) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -90,13 +118,11 @@ class _Intake:
             content_type=request.headers.get("content-type"),
         )
         if _small(request):
-            return await run_in_threadpool(self._whole, call, await request.body())
-        user = await run_in_threadpool(call.caller)
+            return await in_thread(self._whole, call, await request.body())
+        user = await in_thread(call.caller)
         call.check()
         raw = await receive_body(request)
-        return await run_in_threadpool(
-            self.work, call.services, lambda: user, call.take, raw, call.key
-        )
+        return await in_thread(self.work, call.services, lambda: user, call.take, raw, call.key)
 
     def _headers(self, request: Request) -> tuple[dict[str, Any], list[Any]]:
         """The header parameters' values and FastAPI's errors for them (none sent, none

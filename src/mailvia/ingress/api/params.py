@@ -36,8 +36,13 @@ async def refuse_unknown_query(request: Request) -> None:
     """Raise InvalidInput for a query parameter the route does not take (like unknown JSON
     fields: a typo such as `?stat=queued` must not silently list everything). The names
     come from the OpenAPI document, which FastAPI builds from the routes (the first time in
-    the thread pool, off the event loop). A request without a query costs no thread switch."""
-    if not request.query_params or not isinstance(request.scope.get("route"), APIRoute):
+    the thread pool, off the event loop). A request without a query costs no thread switch
+    (nor a parse of its empty query)."""
+    if (
+        not request.scope.get("query_string")
+        or not request.query_params
+        or not isinstance(request.scope.get("route"), APIRoute)
+    ):
         return
     await run_in_threadpool(_refuse_unknown_query, request)
 

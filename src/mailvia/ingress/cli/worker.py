@@ -60,6 +60,8 @@ async def _work(services: Services, settings: Settings, *, supervised: bool) -> 
 @pass_context
 def worker(ctx: Context, settings: Settings, supervised: bool) -> None:
     """Run only the dispatcher (more processes, or more machines on PostgreSQL)."""
+    if supervised:  # serve's intake first when the CPUs are busy; before the store process
+        runtime.lower_priority()
     settings = with_worker_id(settings)
     services = ctx.services(settings, create_key=False)
     if not supervised:  # serve has said them, and tried the operator's apps again
