@@ -11,11 +11,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from mailvia.ingress.api import submit
-from support.api import Api, message, raw_message
+from support.api import Api, answer_seen, message, raw_message
 from support.world import World
 
 TOKEN = "metrics-operator-token"
@@ -78,27 +77,6 @@ async def test_a_root_path_goes_the_apps_way(apis: tuple[Api, Api]) -> None:
     assert calls == ["POST /mail/v1/messages"]
 
 
-def _answer(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
-    headers = {
-        name: response.headers[name]
-        for name in ("content-type", "www-authenticate", "retry-after", "allow")
-        if name in response.headers
-    }
-    body = response.json() if response.content else None
-    if response.status_code < 300:
-        body = _shape(body)
-    return response.status_code, headers, body
-
-
-def _shape(value: Any) -> Any:
-    """Without the ids and times each store makes."""
-    if isinstance(value, dict):
-        return {k: _shape(v) for k, v in value.items() if k not in ("id", "expected_at")}
-    if isinstance(value, list):
-        return [_shape(v) for v in value]
-    return value
-
-
 def _chunks(body: bytes, size: int = 4096) -> Callable[[], AsyncIterator[bytes]]:
     async def stream() -> AsyncIterator[bytes]:
         for at in range(0, len(body), size):
@@ -134,7 +112,7 @@ async def _post(
     client = api.client(who)
     sent = {"Content-Type": "application/json", **headers}
     content: Any = _chunks(body)() if streamed else body
-    return _answer(await client.post(path, content=content, headers=sent))
+    return answer_seen(await client.post(path, content=content, headers=sent))
 
 
 async def test_every_answer_and_count_is_the_stacks_own(apis: tuple[Api, Api]) -> None:
@@ -170,7 +148,9 @@ async def test_a_bug_is_a_logged_500_raised_on_to_the_server(
         caplog.clear()
         client = api.client("jane", raise_app_exceptions=False)
         response = await client.post("/v1/messages", json=message())
-        answers.append((_answer(response), "unhandled error on POST /v1/messages" in caplog.text))
+        answers.append(
+            (answer_seen(response), "unhandled error on POST /v1/messages" in caplog.text)
+        )
         with pytest.raises(RuntimeError, match="a bug"):
             await api.client("jane").post("/v1/messages", json=message())
     assert answers[0] == answers[1]

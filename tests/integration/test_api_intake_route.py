@@ -11,13 +11,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.routing import APIRoute
 
 from mailvia.ingress.api import intake_route
 from mailvia.ingress.api.intake_route import SMALL_BODY, IntakeRoute
-from support.api import Api, message
+from support.api import Api, answer_seen, message
 from support.world import World
 
 BIG_TEXT = "x" * (SMALL_BODY + 1000)
@@ -73,34 +72,13 @@ async def _route_each(api: Api) -> None:
         assert (await api.client().post(path, json={})).status_code == 401
 
 
-def _answer(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
-    """What a client sees, but for the ids and times each store makes."""
-    headers = {
-        name: response.headers[name]
-        for name in ("content-type", "www-authenticate", "retry-after")
-        if name in response.headers
-    }
-    body = response.json()
-    if response.status_code < 300:
-        body = _shape(body)
-    return response.status_code, headers, body
-
-
-def _shape(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _shape(v) for k, v in value.items() if k not in ("id", "expected_at")}
-    if isinstance(value, list):
-        return [_shape(v) for v in value]
-    return value
-
-
 async def _send(api: Api, token: str | None, case: tuple[str, str, dict[str, str], bytes]) -> Any:
     path, query, headers, body = case
     client = api.client()
     sent = {"Content-Type": "application/json", **headers}
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
-    return _answer(await client.post(path + query, content=body, headers=sent))
+    return answer_seen(await client.post(path + query, content=body, headers=sent))
 
 
 async def test_every_answer_is_fastapis_own(apis: tuple[Api, Api]) -> None:

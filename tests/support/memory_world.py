@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from mailvia.domain.channel import Auth, Channel, Security
+from mailvia.domain.channel import Auth, Channel, Scope, Security
 from mailvia.domain.clock import SteppingClock
 from mailvia.outbox.channels import Channels, ChannelSpec
 from mailvia.outbox.dispatch import Dispatcher, DispatchOptions
@@ -63,3 +63,20 @@ class MemoryWorld:
             **kw,  # type: ignore[arg-type]
         )
         return self.channels.add(self.jane, spec, self.clock.now)[0]
+
+    def team_channel(self) -> Channel:
+        """Sales' channel for acme.test (a domain channel), added by an admin made for it."""
+        admin = self.tenancy.create_user(
+            "boss@acme.test", org_name="acme", team_name="sales", admin=True, now=self.clock.now
+        )[0]
+        spec = ChannelSpec(
+            name="acme-relay",
+            host="127.0.0.1",
+            port=2525,
+            security=Security.NONE,
+            auth=Auth.NONE,
+            scope=Scope.DOMAIN,
+            domains=("acme.test",),
+            team_name="sales",
+        )
+        return self.channels.add(admin, spec, self.clock.now)[0]

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mailvia.domain.channel import Auth, Channel, Kind, Scope, Security
+from mailvia.domain.channel import Channel, Kind, Scope
 from mailvia.domain.clock import SteppingClock
 from mailvia.domain.delivery import TransactionResult
 from mailvia.domain.message import Envelope, State
@@ -16,7 +16,6 @@ from mailvia.domain.probe import POOL_MENDED_BY_OPERATOR, fix_for, state_hint
 from mailvia.domain.replies import Reply, Stage
 from mailvia.ingress.payloads import message_payloads
 from mailvia.outbox.backlog import Backlog
-from mailvia.outbox.channels import ChannelSpec
 from mailvia.outbox.compose import Draft, compose
 from mailvia.outbox.ports import Credentials
 from mailvia.outbox.submit import Submission
@@ -36,28 +35,11 @@ class RefusesSender(QuietTransport):
         return TransactionResult(Stage.MAIL, REFUSED)
 
 
-def _team_channel(world: MemoryWorld) -> Channel:
-    admin = world.tenancy.create_user(
-        "boss@acme.test", org_name="acme", team_name="sales", admin=True, now=world.clock.now
-    )[0]
-    spec = ChannelSpec(
-        name="acme-relay",
-        host="127.0.0.1",
-        port=2525,
-        security=Security.NONE,
-        auth=Auth.NONE,
-        scope=Scope.DOMAIN,
-        domains=("acme.test",),
-        team_name="sales",
-    )
-    return world.channels.add(admin, spec, world.clock.now)[0]
-
-
 @pytest.mark.parametrize("scope", [Scope.ADDRESS, Scope.DOMAIN])
 async def test_a_held_recipients_hint_is_its_channels_state_hint(scope: Scope) -> None:
     clock = SteppingClock(1_800_000_000.0)
     world = MemoryWorld(RefusesSender(), clock)
-    channel = world.channel() if scope is Scope.ADDRESS else _team_channel(world)
+    channel = world.channel() if scope is Scope.ADDRESS else world.team_channel()
     draft = Draft(from_="jane@acme.test", to=["bob@example.com"], subject="hi", text="hi")
     one = compose(draft, now=clock.now, max_size=10**6)
     [receipt] = world.submitter.submit(world.jane, [Submission(one)], now=clock.now)
@@ -72,8 +54,8 @@ async def test_a_held_recipients_hint_is_its_channels_state_hint(scope: Scope) -
     [recipient] = shown["recipients"]
     assert recipient["state"] == "held"
     assert recipient["reply"]["hint"] == expected
-    other = _team_channel if scope is Scope.ADDRESS else lambda w: w.channel()
-    assert expected != state_hint(disconnected.state_reason, other(world))
+    other = world.team_channel() if scope is Scope.ADDRESS else world.channel()
+    assert expected != state_hint(disconnected.state_reason, other)
 
 
 def test_mail_on_the_shared_pool_is_hinted_as_the_operators_not_a_password_to_change() -> None:
