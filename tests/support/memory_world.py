@@ -53,15 +53,7 @@ class MemoryWorld:
 
     def channel(self, **kw: object) -> Channel:
         """Jane's channel (security none, no sign-in: the transport is the test's)."""
-        spec = ChannelSpec(
-            name="jane-box",
-            host="127.0.0.1",
-            port=2525,
-            security=Security.NONE,
-            auth=Auth.NONE,
-            address="jane@acme.test",
-            **kw,  # type: ignore[arg-type]
-        )
+        spec = _local("jane-box", address="jane@acme.test", **kw)
         return self.channels.add(self.jane, spec, self.clock.now)[0]
 
     def team_channel(self) -> Channel:
@@ -69,14 +61,17 @@ class MemoryWorld:
         admin = self.tenancy.create_user(
             "boss@acme.test", org_name="acme", team_name="sales", admin=True, now=self.clock.now
         )[0]
-        spec = ChannelSpec(
-            name="acme-relay",
-            host="127.0.0.1",
-            port=2525,
-            security=Security.NONE,
-            auth=Auth.NONE,
-            scope=Scope.DOMAIN,
-            domains=("acme.test",),
-            team_name="sales",
-        )
+        spec = _local("acme-relay", scope=Scope.DOMAIN, domains=("acme.test",), team_name="sales")
         return self.channels.add(admin, spec, self.clock.now)[0]
+
+
+def _local(name: str, **kw: object) -> ChannelSpec:
+    """A channel to 127.0.0.1:2525, no TLS, no sign-in (the transport is the test's)."""
+    return ChannelSpec(
+        name=name,
+        host="127.0.0.1",
+        port=2525,
+        security=Security.NONE,
+        auth=Auth.NONE,
+        **kw,  # type: ignore[arg-type]
+    )

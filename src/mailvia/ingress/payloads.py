@@ -110,12 +110,18 @@ def receipt_payload(receipt: Receipt) -> dict[str, Any]:
 
 
 def message_payloads(messages: Sequence[MessageView], backlog: Backlog) -> list[dict[str, Any]]:
-    """`message_payload` of each, with its channel (replies' hints in the channel's words)."""
+    """`_message_payload` of each, with its channel (replies' hints in the channel's words)."""
     channels = backlog.channels_of(messages)
-    return [message_payload(m, channels.get(m.channel_id)) for m in messages]
+    return [_message_payload(m, channels.get(m.channel_id)) for m in messages]
 
 
-def message_payload(message: MessageView, channel: Channel | None = None) -> dict[str, Any]:
+def one_message_payload(message: MessageView, backlog: Backlog) -> dict[str, Any]:
+    """`message_payloads` of one message."""
+    [payload] = message_payloads([message], backlog)
+    return payload
+
+
+def _message_payload(message: MessageView, channel: Channel | None) -> dict[str, Any]:
     """A message as the API and CLI show it; `channel`: its channel, if known
     (`Backlog.channels_of`), so a reply's hint is in the channel's words."""
     held = message.state is State.HELD

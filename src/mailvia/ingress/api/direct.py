@@ -114,7 +114,7 @@ class _Route:
         self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = self.api
+        # scope["app"] is set already (MailviaAPI.__call__, as Starlette's app sets it)
         scope.setdefault("router", self.api.router)
         scope["route"] = self.route
         scope["endpoint"] = getattr(self.route, "endpoint", None)

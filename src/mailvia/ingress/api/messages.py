@@ -20,7 +20,7 @@ from mailvia.ingress.api.schemas import (
     MessagePage,
     RouteOut,
 )
-from mailvia.ingress.payloads import message_payloads, route_payload
+from mailvia.ingress.payloads import message_payloads, one_message_payload, route_payload
 from mailvia.outbox.addresses import check_address
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -54,8 +54,7 @@ def list_messages(
     summary="One message with its recipients and attempts",
 )
 def get_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
-    [shown] = message_payloads([services.messages.visible(user, id)], services.backlog)
-    return shown
+    return one_message_payload(services.messages.visible(user, id), services.backlog)
 
 
 @router.post(
@@ -67,8 +66,7 @@ def get_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, An
 def cancel_message(id: Ref, services: ServicesDep, user: CallerDep) -> dict[str, Any]:
     """Cancel the recipients still queued, deferred or held; 409 while the message is being
     sent or once it is finished."""
-    [shown] = message_payloads([services.messages.cancel(user, id, time.time())], services.backlog)
-    return shown
+    return one_message_payload(services.messages.cancel(user, id, time.time()), services.backlog)
 
 
 @router.get(

@@ -25,7 +25,12 @@ from mailvia.ingress.cli.root import (
     pass_context,
     settings_options,
 )
-from mailvia.ingress.payloads import message_payloads, receipt_payload, route_payload
+from mailvia.ingress.payloads import (
+    message_payloads,
+    one_message_payload,
+    receipt_payload,
+    route_payload,
+)
 from mailvia.settings import Settings
 
 if TYPE_CHECKING:
@@ -269,7 +274,7 @@ def show(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> No
 
     def action(s: Services) -> None:
         message = s.messages.for_operator(message_id)
-        [view] = message_payloads([message], s.backlog)
+        view = one_message_payload(message, s.backlog)
         waiting = s.backlog.waiting(message, time.time())
         why = waiting.sentence if waiting is not None else None
         emit(view, as_json=as_json, text=lambda: _print_message(view, why))
@@ -287,8 +292,8 @@ def cancel(ctx: Context, message_id: str, as_json: bool, settings: Settings) -> 
     it is being sent or once it is finished, 3 for an unknown id."""
 
     def action(s: Services) -> None:
-        [view] = message_payloads(
-            [s.messages.cancel_for_operator(message_id, time.time())], s.backlog
+        view = one_message_payload(
+            s.messages.cancel_for_operator(message_id, time.time()), s.backlog
         )
         emit(view, as_json=as_json, text=f"{view['id']} is {view['state']}")
 
