@@ -118,7 +118,7 @@ async def test_the_pages_show_mail_held_on_the_pool_without_the_relays_reply(
     """As the API hides the pool's state reason (its relay's reply, the operator's to read),
     the pages' held-mail boxes (Activity, the message's page) and the route on My delivery
     channel tell an organization's user, member or admin, that the shared pool is not sending,
-    that the operator has been told and that nothing is lost: not the relay's reply."""
+    that it is the operator's and that nothing is lost: not the relay's reply."""
     world = World(tmp_path / "data", pool_relay=RELAY)
     for user in (world.jane, world.admin):
         world.store.set_password(user.id, hash_password("a-password"), must_change_password=False)
@@ -137,7 +137,9 @@ async def test_the_pages_show_mail_held_on_the_pool_without_the_relays_reply(
                     words = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", shown)).split())
                     assert "acct-4711" not in shown and "over its quota" not in shown, page
                     assert "shared pool is not sending right now (it is disconnected)" in words
-                    assert "operator, who has been told; nothing is lost" in words, (page, words)
+                    assert (
+                        "operator of this mailvia, not your organization; nothing is lost" in words
+                    ), (page, words)
             finally:
                 await pages.aclose()
     finally:

@@ -306,8 +306,8 @@ async def test_mail_for_the_pool_paused_since_the_server_started_is_answered_hel
             assert code == 250 and held, text
             assert store.get_message(held.group(1)).state is State.HELD
             assert held.group(2) == (
-                f"channel 'shared pool' is {state}: the operator has been told, and it is sent "
-                "once the shared pool sends again"
+                f"channel 'shared pool' is {state}: it is the operator's to mend, and it is "
+                "sent once the shared pool sends again"
             )
         store.set_channel_state("ch_pool", ChannelState.ACTIVE, None, time.time())
         code, text = await rig.client(port, login_and_send(rig.token, message("three")))

@@ -71,11 +71,12 @@ def route_sentence(route: Route, address: str) -> str:
 def pool_held(pool: Channel) -> str:
     """Why mail waits on the shared pool, for an organization's user: not the relay's reply
     (its `state_reason` is the operator's to read, as the API hides it), but that the pool is
-    not sending, that the operator knows, and that nothing is lost."""
+    not sending, that it is the operator's to mend, and that nothing is lost (no notice
+    reaches the operator through a pool that is not sending: serve's log says it)."""
     return (
         f"the shared pool is not sending right now (it is {pool.state}). It is run by the "
-        "operator, who has been told; nothing is lost: your mail is held and leaves in its "
-        "original order once the pool sends again."
+        "operator of this mailvia, not your organization; nothing is lost: your mail is held "
+        "and leaves in its original order once the pool sends again."
     )
 
 
@@ -248,14 +249,9 @@ _HELD_FOR_APP = {
     "leaves by itself.",
 }
 _ACCEPTED = "Accepted by the receiving server."
+
+
 # Sign-in refusals (RFC 4954 §6): Test connection's hints say what to do about them.
-_SIGN_IN = frozenset({530, 534, 535, 538})
-
-
-def _is_sign_in(reply: Reply) -> bool:
-    return reply.code in _SIGN_IN or (reply.code, reply.enhanced) == (550, "5.7.30")
-
-
 @dataclass(frozen=True)
 class Said:
     """A reply as the pages show it: plain words, and the server's own words beside them."""
@@ -291,8 +287,8 @@ def reply_words(
     own = _own_words(reply)
     if own is not None:
         return Said(own + after, code)
-    fix = fix_for(reply, channel) if _is_sign_in(reply) else None
-    if fix is not None:  # what to change, as the API says it for this channel
+    fix = fix_for(reply, channel)  # a sign-in refused: what to change, as the API says it
+    if fix is not None:
         return Said(fix + after, code)
     detail = reply.enhanced.split(".", 1)[1] if reply.enhanced else ""
     problem = PROBLEMS.get(detail) or BY_CODE.get(reply.code)

@@ -62,8 +62,8 @@ def accepted(receipt: Receipt) -> str:
     app = refusal(channel.refusal)
     if channel.kind is Kind.POOL:  # the operator's: no rep reconnects or resumes it
         why = (
-            f"is {channel.state}: the operator has been told, and it is sent once the shared "
-            "pool sends again"
+            f"is {channel.state}: it is the operator's to mend, and it is sent once the "
+            "shared pool sends again"
         )
     elif channel.state is ChannelState.DISCONNECTED and app is not None and app.app is not None:
         who = "an admin" if app.app is AppSource.ORGANIZATION else "whoever runs mailvia"
